@@ -1,0 +1,23 @@
+//! Seeded random number generators.
+//!
+//! Every stochastic component takes an explicit seed; this module is the one place that turns
+//! seeds into generators, so runs reproduce across machines and across federated clients.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// The crate's deterministic generator (fast, portable, reproducible across platforms).
+pub type SeededRng = ChaCha8Rng;
+
+/// A generator from a 64-bit seed.
+pub fn seeded(seed: u64) -> SeededRng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// A generator for stream `stream` of `seed`: independent streams for, e.g., one cell of a
+/// fleet, so that work can run in parallel and still reproduce exactly.
+pub fn substream(seed: u64, stream: u64) -> SeededRng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}

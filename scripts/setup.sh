@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) set-up of everything the project needs beyond Rust and Python:
+#   .venv with torch==2.13.0 (libtorch for tch), numpy, scipy, pytest, maturin;
+#   a pinned cbindgen in .build/tools.
+# Re-running is fast: each step is skipped when its stamp is current.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+CBINDGEN_VERSION=0.29.4
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $("$PYTHON" --version)"
+  "$PYTHON" -m venv .venv
+fi
+
+req_hash=$(sha256sum scripts/requirements-dev.txt | cut -c1-16)
+if [ ! -f ".venv/.bfl-requirements-$req_hash" ]; then
+  echo "setup: installing Python dependencies (torch is ~4.7 GB; about a minute)"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r scripts/requirements-dev.txt
+  rm -f .venv/.bfl-requirements-*
+  touch ".venv/.bfl-requirements-$req_hash"
+fi
+
+if [ ! -x .build/tools/bin/cbindgen ] || ! .build/tools/bin/cbindgen --version | grep -q "$CBINDGEN_VERSION"; then
+  echo "setup: installing cbindgen $CBINDGEN_VERSION into .build/tools"
+  cargo install --quiet --locked --root .build/tools cbindgen --version "$CBINDGEN_VERSION"
+fi
