@@ -1,0 +1,25 @@
+//! Shared helpers for the integration tests.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use battery_fl_core::data::{load_cells, Cell};
+
+/// The shared real-data folder: `$BFL_DATA_DIR` or `../shared/data/real` beside the repo.
+pub fn real_data_dir() -> PathBuf {
+    std::env::var_os("BFL_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/real")))
+}
+
+/// All MATR cells, loaded once per test binary.
+pub fn matr() -> &'static [Cell] {
+    static CELLS: OnceLock<Vec<Cell>> = OnceLock::new();
+    CELLS.get_or_init(|| load_cells(real_data_dir().join("matr_severson_qv")).expect("MATR cells load"))
+}
+
+/// All CALCE cells, loaded once per test binary.
+pub fn calce() -> &'static [Cell] {
+    static CELLS: OnceLock<Vec<Cell>> = OnceLock::new();
+    CELLS.get_or_init(|| load_cells(real_data_dir().join("calce_cs2")).expect("CALCE cells load"))
+}
