@@ -1,0 +1,120 @@
+//! FedAvg (McMahan et al. 2017) and FedProx (Li et al. 2020; the server side is FedAvg).
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{check_all, Aggregator, ClientUpdate, UpdateKind, UpdatePolicy};
+use crate::error::{Error, Result};
+use crate::model::ModelParams;
+
+/// Coordinates per parallel work chunk: the f64 accumulator of a chunk stays in L1/L2 cache
+/// while every client's slice of it streams through once.
+const CHUNK: usize = 8 * 1024;
+
+/// `Σ w_i x_i / Σ w_i` over flat buffers of equal length, accumulated in f64, in parallel
+/// over chunks. Weights must be positive and finite.
+pub fn weighted_mean(buffers: &[&[f32]], weights: &[f64]) -> Result<Vec<f32>> {
+    let Some(first) = buffers.first() else {
+        return Err(Error::Aggregation { reason: "no buffers to average".into() });
+    };
+    if buffers.len() != weights.len() {
+        return Err(Error::Shape { what: "weights".into(), expected: vec![buffers.len()], got: vec![weights.len()] });
+    }
+    if let Some(b) = buffers.iter().find(|b| b.len() != first.len()) {
+        return Err(Error::Shape { what: "client buffer".into(), expected: vec![first.len()], got: vec![b.len()] });
+    }
+    if let Some(w) = weights.iter().find(|w| !(w.is_finite() && **w > 0.0)) {
+        return Err(Error::Aggregation { reason: format!("weights must be positive and finite, got {w}") });
+    }
+    let total: f64 = weights.iter().sum();
+    let norm: Vec<f64> = weights.iter().map(|w| w / total).collect();
+    let mut out = vec![0f32; first.len()];
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
+        let lo = c * CHUNK;
+        let mut acc = [0f64; CHUNK];
+        let acc = &mut acc[..dst.len()];
+        for (buf, &w) in buffers.iter().zip(&norm) {
+            for (a, &x) in acc.iter_mut().zip(&buf[lo..lo + dst.len()]) {
+                *a += w * f64::from(x);
+            }
+        }
+        for (d, a) in dst.iter_mut().zip(acc.iter()) {
+            *d = *a as f32;
+        }
+    });
+    Ok(out)
+}
+
+/// Sample-weighted mean of the clients' weights.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FedAvg {
+    /// Checks applied to every update.
+    pub policy: UpdatePolicy,
+}
+
+impl FedAvg {
+    /// FedAvg with an update policy.
+    pub fn with_policy(policy: UpdatePolicy) -> Self {
+        FedAvg { policy }
+    }
+}
+
+pub(crate) fn fedavg(global: &ModelParams, updates: &[ClientUpdate]) -> Result<ModelParams> {
+    let weights: Vec<f64> = updates.iter().map(|u| u.num_samples as f64).collect();
+    let mut out = global.clone();
+    for (t, dst) in out.values_mut().enumerate() {
+        let bufs: Vec<&[f32]> = updates.iter().map(|u| u.params.params()[t].data.as_slice()).collect();
+        let mean = weighted_mean(&bufs, &weights)?;
+        // a delta update averages deltas: add them to the global weights
+        if updates[0].kind == UpdateKind::Delta {
+            dst.iter_mut().zip(&mean).for_each(|(g, d)| *g += d);
+        } else {
+            dst.copy_from_slice(&mean);
+        }
+    }
+    Ok(out)
+}
+
+impl Aggregator for FedAvg {
+    fn aggregate(&mut self, global: &ModelParams, updates: &[ClientUpdate]) -> Result<ModelParams> {
+        check_all(global, updates, &self.policy)?;
+        if updates.iter().any(|u| u.kind != updates[0].kind) {
+            return Err(Error::Aggregation { reason: "a round mixes parameter and delta updates".into() });
+        }
+        fedavg(global, updates)
+    }
+
+    fn name(&self) -> &'static str {
+        "fedavg"
+    }
+}
+
+/// FedProx: clients add `(mu / 2) ||w − w_global||²` to their local loss (the round config
+/// carries `mu` to them); the server averages as FedAvg.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FedProx {
+    /// Proximal weight sent to clients.
+    pub mu: f64,
+    /// Server-side averaging.
+    pub fedavg: FedAvg,
+}
+
+impl FedProx {
+    /// FedProx with proximal weight `mu` (>= 0).
+    pub fn new(mu: f64) -> Result<Self> {
+        if !(mu.is_finite() && mu >= 0.0) {
+            return Err(Error::config("mu", format!("must be >= 0, got {mu}")));
+        }
+        Ok(FedProx { mu, fedavg: FedAvg::default() })
+    }
+}
+
+impl Aggregator for FedProx {
+    fn aggregate(&mut self, global: &ModelParams, updates: &[ClientUpdate]) -> Result<ModelParams> {
+        self.fedavg.aggregate(global, updates)
+    }
+
+    fn name(&self) -> &'static str {
+        "fedprox"
+    }
+}
