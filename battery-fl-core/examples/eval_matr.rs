@@ -1,0 +1,197 @@
+//! Real-data evaluation on MATR (Severson et al. 2019): the variance baseline, BatLiNet and
+//! the single-branch CNN, trained on the `train` split and evaluated on `primary_test`
+//! (without the known 148-cycle outlier) and, when given, on every cell of `--test-data`.
+//!
+//! ```text
+//! cargo run --release --features tch --example eval_matr -- --data ../shared/data/real/matr_severson_qv \
+//!     [--test-data DIR2] [--seeds N] [--epochs E] [--dim D] [--validate] [--selection random|genome]
+//! ```
+//!
+//! `--validate` carves a validation split out of `train` (every fourth cell) and reports on it
+//! instead of the test splits: settings are chosen there, never on a test split.
+//!
+//! MATR files hold only discharge Q(V) curves for cycles 2..100 (no current, no charge
+//! branch), so the network sees the one honest BatLiNet channel: V(Qd), channel 1.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
+use battery_fl_core::features::{Featurizer, FeaturizerConfig};
+use battery_fl_core::model::{
+    BatLiNet, BatLiNetConfig, Dataset, Metrics, ReferenceSelection, VarianceModel,
+};
+
+/// Primary-test cell that Severson et al. and Attia et al. leave out (cycle life 148).
+const OUTLIER: &str = "MATR_2017-06-30_EL150800460605";
+
+struct Args {
+    data: PathBuf,
+    test_data: Option<PathBuf>,
+    seeds: u64,
+    epochs: usize,
+    dim: usize,
+    validate: bool,
+    selection: ReferenceSelection,
+    lr: f64,
+    batch: usize,
+    models: Vec<String>,
+    conv: usize,
+}
+
+fn parse() -> Result<Args> {
+    let mut a = Args {
+        data: PathBuf::new(),
+        test_data: None,
+        seeds: 3,
+        epochs: 600,
+        dim: 200,
+        validate: false,
+        selection: ReferenceSelection::Random,
+        lr: 1e-3,
+        batch: 16,
+        models: vec!["batlinet".into(), "cnn".into()],
+        conv: 32,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut v = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--data" => a.data = PathBuf::from(v()?),
+            "--test-data" => a.test_data = Some(PathBuf::from(v()?)),
+            "--seeds" => a.seeds = v()?.parse()?,
+            "--epochs" => a.epochs = v()?.parse()?,
+            "--dim" => a.dim = v()?.parse()?,
+            "--lr" => a.lr = v()?.parse()?,
+            "--batch" => a.batch = v()?.parse()?,
+            "--validate" => a.validate = true,
+            "--models" => a.models = v()?.split(',').map(String::from).collect(),
+            "--conv" => a.conv = v()?.parse()?,
+            "--threads" => tch::set_num_threads(v()?.parse()?),
+            "--selection" => {
+                a.selection = match v()?.as_str() {
+                    "random" => ReferenceSelection::Random,
+                    "genome" => ReferenceSelection::Genome,
+                    s => bail!("--selection must be random or genome, got {s}"),
+                }
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.data.as_os_str().is_empty() {
+        bail!("usage: eval_matr --data DIR [--test-data DIR2] [--seeds N] [--epochs E] [--dim D] [--validate]");
+    }
+    Ok(a)
+}
+
+fn load(dir: &std::path::Path) -> Result<Vec<(Cell, String)>> {
+    let index = load_index(dir).with_context(|| format!("reading {}/index.json", dir.display()))?;
+    index
+        .into_iter()
+        .map(|e| {
+            let mut cell = load_cell(dir.join(&e.file))?;
+            cell.clean(&CleanConfig::default())?;
+            cell.validate()?;
+            Ok((cell, e.split.unwrap_or_else(|| "test".into())))
+        })
+        .collect()
+}
+
+fn main() -> Result<()> {
+    battery_fl_core::model::retain_freed_memory();
+    let args = parse()?;
+    let cells = load(&args.data)?;
+    let mut train: Vec<Cell> = cells.iter().filter(|(_, s)| s == "train").map(|(c, _)| c.clone()).collect();
+    let mut splits: Vec<(String, Vec<Cell>)> = Vec::new();
+    if args.validate {
+        let (fit, val): (Vec<_>, Vec<_>) = train.into_iter().enumerate().partition(|(i, _)| i % 4 != 3);
+        train = fit.into_iter().map(|(_, c)| c).collect();
+        splits.push(("validation".into(), val.into_iter().map(|(_, c)| c).collect()));
+    } else {
+        let primary: Vec<Cell> = cells
+            .iter()
+            .filter(|(c, s)| s == "primary_test" && c.id() != OUTLIER)
+            .map(|(c, _)| c.clone())
+            .collect();
+        eprintln!("primary_test: {} cells (left out the known outlier {OUTLIER}, cycle life 148)", primary.len());
+        splits.push(("primary_test".into(), primary));
+        if let Some(dir) = &args.test_data {
+            for (cell, split) in load(dir)? {
+                let name = if split == "train" || split == "primary_test" { "test_data".to_string() } else { split };
+                match splits.iter_mut().find(|(s, _)| *s == name) {
+                    Some((_, v)) => v.push(cell),
+                    None => splits.push((name, vec![cell])),
+                }
+            }
+        }
+    }
+    eprintln!("train: {} cells; settings: dim {}, epochs {}, lr {}, batch {}", train.len(), args.dim, args.epochs, args.lr, args.batch);
+
+    let label = LabelConfig::default();
+    let featurizer_cfg = FeaturizerConfig::default().with_first_cycle(2).with_cycles(99).with_interp_dim(args.dim);
+    let featurizer = Featurizer::new(featurizer_cfg.clone())?;
+    let channels = [1];
+    let train_ds = Dataset::from_cells(&train, &featurizer, &channels, &label)?;
+    let test_ds: Vec<(String, Vec<Cell>, Dataset)> = splits
+        .into_iter()
+        .map(|(name, cells)| {
+            let ds = Dataset::from_cells(&cells, &featurizer, &channels, &label)?;
+            Ok((name, cells, ds))
+        })
+        .collect::<Result<_>>()?;
+
+    let mut rows: Vec<(String, String, u64, Metrics)> = Vec::new();
+    let mut report = |model: &str, split: &str, seed: u64, m: Metrics| {
+        println!(
+            "{{\"model\": \"{model}\", \"split\": \"{split}\", \"seed\": {seed}, \"rmse\": {:.2}, \"mae\": {:.2}, \"mape\": {:.2}}}",
+            m.rmse, m.mae, m.mape
+        );
+        rows.push((model.into(), split.into(), seed, m));
+    };
+
+    let variance = VarianceModel::fit(&train, &Default::default(), &label)?;
+    for (name, cells, ds) in &test_ds {
+        report("variance", name, 0, Metrics::compute(&variance.predict(cells)?, &ds.require_labels()?)?);
+    }
+    for seed in 0..args.seeds {
+        for single in [false, true] {
+            if !args.models.iter().any(|m| m == if single { "cnn" } else { "batlinet" }) {
+                continue;
+            }
+            let config = BatLiNetConfig::default()
+                .with_input_channels(channels.to_vec())
+                .with_epochs(args.epochs)
+                .with_conv_channels(args.conv)
+                .with_learning_rate(args.lr)
+                .with_batch_size(args.batch)
+                .with_selection(args.selection)
+                .with_single_branch(single)
+                .with_seed(seed);
+            let t0 = Instant::now();
+            let mut model = BatLiNet::new(config, featurizer_cfg.clone(), train_ds.shape)?;
+            model.fit(&train_ds)?;
+            let name = if single { "cnn" } else { "batlinet" };
+            eprintln!("{name} seed {seed}: trained in {:.0} s", t0.elapsed().as_secs_f64());
+            for (split, _, ds) in &test_ds {
+                let pred = model.predict(ds, &train_ds)?;
+                report(name, split, seed, Metrics::compute(&pred, &ds.require_labels()?)?);
+            }
+        }
+    }
+
+    println!();
+    println!("| model | split | seeds | RMSE mean | RMSE std | MAPE mean (%) |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut keys: Vec<(String, String)> = rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
+    keys.dedup();
+    for (model, split) in keys {
+        let ms: Vec<&Metrics> = rows.iter().filter(|r| r.0 == model && r.1 == split).map(|r| &r.3).collect();
+        let n = ms.len() as f64;
+        let mean = ms.iter().map(|m| m.rmse).sum::<f64>() / n;
+        let std = (ms.iter().map(|m| (m.rmse - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let mape = ms.iter().map(|m| m.mape).sum::<f64>() / n;
+        println!("| {model} | {split} | {} | {mean:.1} | {std:.1} | {mape:.1} |", ms.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! `BatLiNet`: the model object (construction, parameters, inference over reference sets).
+
+use tch::{Device, Kind, Tensor};
+
+use super::config::{BatLiNetConfig, DeviceChoice, Geometry, ReferenceSelection};
+use super::dataset::{Dataset, LabelTransform};
+use super::net::{Net, TchResultExt};
+use super::params::ModelParams;
+use super::reference::select_references;
+use crate::error::{Error, Result};
+use crate::features::FeaturizerConfig;
+
+/// Upper bound on the activations of one inference chunk of (target, reference) pairs after
+/// the first convolution, in f32 values (256 MiB).
+const PAIR_CHUNK_VALUES: usize = 64 << 20;
+
+/// The BatLiNet lifetime model (method.md section 3).
+///
+/// Branch A sees a cell's intra-cell difference features; branch B sees target-minus-reference
+/// differences; both feed one shared linear head. Prediction for a target with K references
+/// is `(1 − α)·A + α·median_k(B_k + y_ref,k)` in normalized log-life space, transformed back
+/// to cycles.
+#[derive(Debug)]
+pub struct BatLiNet {
+    pub(crate) config: BatLiNetConfig,
+    pub(crate) featurizer: FeaturizerConfig,
+    pub(crate) labels: Option<LabelTransform>,
+    pub(crate) shape: [usize; 3],
+    pub(crate) net: Net,
+    pub(crate) device: Device,
+}
+
+pub(crate) fn resolve_device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceChoice::Cuda => Err(Error::config("device", "CUDA requested but not available")),
+    }
+}
+
+pub(crate) fn to_tensor(data: &[f32], shape: [usize; 3], n: usize, device: Device) -> Result<Tensor> {
+    let dims = [n as i64, shape[0] as i64, shape[1] as i64, shape[2] as i64];
+    Tensor::f_from_slice(data).m()?.f_reshape(dims).m()?.f_to_device(device).m()
+}
+
+pub(crate) fn index_tensor(idx: &[usize], device: Device) -> Result<Tensor> {
+    let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    Tensor::f_from_slice(&v).m()?.f_to_device(device).m()
+}
+
+impl BatLiNet {
+    /// A freshly initialized model for inputs of `shape` = (channels, cycles, grid points),
+    /// which must match `config.input_channels` and the featurizer's output.
+    pub fn new(config: BatLiNetConfig, featurizer: FeaturizerConfig, shape: [usize; 3]) -> Result<Self> {
+        config.validate()?;
+        featurizer.validate()?;
+        if shape[0] != config.input_channels.len() || shape[1] != featurizer.cycles || shape[2] != featurizer.interp_dim {
+            return Err(Error::Shape {
+                what: "model input (channels, cycles, grid points)".into(),
+                expected: vec![config.input_channels.len(), featurizer.cycles, featurizer.interp_dim],
+                got: shape.to_vec(),
+            });
+        }
+        let geometry = Geometry::new(shape[1], shape[2], config.kernel, config.pool)?;
+        let device = resolve_device(config.device)?;
+        let net = Net::init(config.seed, geometry, shape[0], config.conv_channels, !config.single_branch, device)?;
+        Ok(BatLiNet { config, featurizer, labels: None, shape, net, device })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BatLiNetConfig {
+        &self.config
+    }
+
+    /// The featurizer configuration the model expects its inputs from.
+    pub fn featurizer_config(&self) -> &FeaturizerConfig {
+        &self.featurizer
+    }
+
+    /// The label transform (set by `fit`, or given for federated training).
+    pub fn label_transform(&self) -> Option<LabelTransform> {
+        self.labels
+    }
+
+    /// Set the label transform (federated runs share one across fleets).
+    pub fn set_label_transform(&mut self, labels: LabelTransform) {
+        self.labels = Some(labels);
+    }
+
+    /// Input block shape (channels, cycles, grid points).
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.shape
+    }
+
+    /// Export the weights.
+    pub fn params(&self) -> Result<ModelParams> {
+        self.net.to_params()
+    }
+
+    /// Import weights; names and shapes must match exactly.
+    pub fn set_params(&mut self, params: &ModelParams) -> Result<()> {
+        self.net.load_params(params)
+    }
+
+    pub(crate) fn check_dataset(&self, ds: &Dataset, what: &str) -> Result<()> {
+        if ds.shape != self.shape {
+            return Err(Error::Shape { what: format!("{what} inputs"), expected: self.shape.to_vec(), got: ds.shape.to_vec() });
+        }
+        Ok(())
+    }
+
+    fn require_labels(&self) -> Result<LabelTransform> {
+        self.labels.ok_or_else(|| Error::Model { reason: "the model has no label transform: fit it first".into() })
+    }
+
+    /// Predict cycle lives of `targets` with the configured number of references and
+    /// selection rule, references drawn from `references` (labelled cells).
+    pub fn predict(&self, targets: &Dataset, references: &Dataset) -> Result<Vec<f64>> {
+        self.predict_with(targets, references, self.config.inference_references, self.config.selection, self.config.seed)
+    }
+
+    /// Predict with `k` references per target chosen by `selection` (`seed` drives random
+    /// selection). Memory stays bounded however many targets and references are given:
+    /// targets go in batches of `inference_batch`, pairs in chunks of bounded activation size.
+    pub fn predict_with(
+        &self,
+        targets: &Dataset,
+        references: &Dataset,
+        k: usize,
+        selection: ReferenceSelection,
+        seed: u64,
+    ) -> Result<Vec<f64>> {
+        let labels = self.require_labels()?;
+        self.check_dataset(targets, "target")?;
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let normalized = self.predict_normalized(targets, references, k, selection, seed)?;
+        Ok(normalized.into_iter().map(|y| labels.inverse(y)).collect())
+    }
+
+    /// Predictions in normalized label space (before the inverse label transform).
+    pub(crate) fn predict_normalized(
+        &self,
+        targets: &Dataset,
+        references: &Dataset,
+        k: usize,
+        selection: ReferenceSelection,
+        seed: u64,
+    ) -> Result<Vec<f64>> {
+        let labels = self.require_labels()?;
+        let alpha = self.config.effective_alpha();
+        let block = targets.block();
+        let mut out = Vec::with_capacity(targets.len());
+        let (refs, ref_y) = if alpha > 0.0 {
+            self.check_dataset(references, "reference")?;
+            if k == 0 {
+                return Err(Error::config("k", "need at least one reference"));
+            }
+            let mut rng = crate::rng::substream(seed, 7);
+            let sel = select_references(targets, references, k, selection, &mut rng)?;
+            let y: Vec<f64> = references.require_labels()?.iter().map(|&l| labels.forward(l)).collect();
+            (sel, y)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let [_, h1, w1] = [0, self.net.geometry.after_conv1[0], self.net.geometry.after_conv1[1]];
+        let pair_values = self.config.conv_channels * h1 * w1;
+        let pairs_per_chunk = (PAIR_CHUNK_VALUES / pair_values.max(1)).max(1);
+        tch::no_grad(|| -> Result<()> {
+            for chunk in (0..targets.len()).collect::<Vec<_>>().chunks(self.config.inference_batch) {
+                let (lo, n) = (chunk[0], chunk.len());
+                let xa = to_tensor(&targets.branch_a[lo * block..(lo + n) * block], self.shape, n, self.device)?;
+                let ya = Vec::<f32>::try_from(&self.net.branch_a(&xa)?.f_to_device(Device::Cpu).m()?).m()?;
+                if alpha == 0.0 {
+                    out.extend(ya.iter().map(|&v| f64::from(v)));
+                    continue;
+                }
+                let pairs: Vec<(usize, usize)> = chunk.iter().flat_map(|&t| refs[t].iter().map(move |&r| (t, r))).collect();
+                let mut yb_pairs = Vec::with_capacity(pairs.len());
+                for part in pairs.chunks(pairs_per_chunk) {
+                    yb_pairs.extend(self.pair_outputs(targets, references, part)?);
+                }
+                let mut at = 0;
+                for (i, &t) in chunk.iter().enumerate() {
+                    let mut ys: Vec<f64> = (0..refs[t].len()).map(|j| yb_pairs[at + j] + ref_y[refs[t][j]]).collect();
+                    at += refs[t].len();
+                    let yb = median(&mut ys);
+                    out.push((1.0 - alpha) * f64::from(ya[i]) + alpha * yb);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Branch-B head outputs for (target, reference) pairs, sharing the first convolution of
+    /// each distinct cell in the chunk.
+    fn pair_outputs(&self, targets: &Dataset, references: &Dataset, pairs: &[(usize, usize)]) -> Result<Vec<f64>> {
+        let mut tids: Vec<usize> = pairs.iter().map(|p| p.0).collect();
+        let mut rids: Vec<usize> = pairs.iter().map(|p| p.1).collect();
+        tids.sort_unstable();
+        tids.dedup();
+        rids.sort_unstable();
+        rids.dedup();
+        let b = targets.block();
+        let mut raw = Vec::with_capacity((tids.len() + rids.len()) * b);
+        for &t in &tids {
+            raw.extend_from_slice(&targets.raw[t * b..(t + 1) * b]);
+        }
+        for &r in &rids {
+            raw.extend_from_slice(&references.raw[r * b..(r + 1) * b]);
+        }
+        let raw = to_tensor(&raw, self.shape, tids.len() + rids.len(), self.device)?;
+        let pos = |v: &[usize], x: usize| v.binary_search(&x).unwrap_or(0);
+        let ti: Vec<usize> = pairs.iter().map(|p| pos(&tids, p.0)).collect();
+        let ri: Vec<usize> = pairs.iter().map(|p| tids.len() + pos(&rids, p.1)).collect();
+        let y = self.net.branch_b_pairs(&raw, &index_tensor(&ti, self.device)?, &index_tensor(&ri, self.device)?)?;
+        let y = y.f_to_device(Device::Cpu).m()?.f_to_kind(Kind::Double).m()?;
+        Vec::<f64>::try_from(&y).m()
+    }
+}
+
+/// Median (mean of the two middle values for an even count); NaN-free input assumed.
+pub(crate) fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+impl BatLiNet {
+    /// Save to a directory: `model.safetensors` (weights) and `model.json` (architecture,
+    /// label transform, featurizer settings).
+    pub fn save(&self, dir: impl AsRef<std::path::Path>) -> Result<()> {
+        let description = super::persist::ModelDescription {
+            format: super::persist::FORMAT.into(),
+            config: self.config.clone(),
+            featurizer: self.featurizer.clone(),
+            input_shape: self.shape,
+            geometry: self.net.geometry,
+            label_transform: self.labels,
+        };
+        super::persist::save_model_dir(dir.as_ref(), &description, &self.params()?)
+    }
+
+    /// Load a directory written by [`BatLiNet::save`]. Weights that do not fit the described
+    /// architecture give a typed error naming the first mismatching tensor.
+    pub fn load(dir: impl AsRef<std::path::Path>) -> Result<Self> {
+        let (d, params) = super::persist::load_model_dir(dir.as_ref())?;
+        let mut model = BatLiNet::new(d.config, d.featurizer, d.input_shape)?;
+        model.set_params(&params)?;
+        model.labels = d.label_transform;
+        Ok(model)
+    }
+}

@@ -1,0 +1,229 @@
+//! Featurized cells ready for the network: branch-A inputs, raw inputs for inter-cell
+//! differences, labels and fingerprints.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Cell, LabelConfig};
+use crate::error::{Error, Result};
+use crate::features::Featurizer;
+use crate::genome::GenomeFingerprint;
+
+/// Mean and standard deviation of log cycle life: y' = (ln y − mean) / std.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LabelTransform {
+    /// Mean of ln(cycle life).
+    pub mean: f64,
+    /// Standard deviation of ln(cycle life) (population).
+    pub std: f64,
+}
+
+impl LabelTransform {
+    /// Fit on cycle lives (all positive; at least one).
+    pub fn fit(lives: &[f64]) -> Result<Self> {
+        if lives.is_empty() {
+            return Err(Error::NotEnoughData { what: "label transform".into(), needed: 1, got: 0 });
+        }
+        if let Some(v) = lives.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+            return Err(Error::config("labels", format!("cycle lives must be positive, got {v}")));
+        }
+        let n = lives.len() as f64;
+        let mean = lives.iter().map(|v| v.ln()).sum::<f64>() / n;
+        let var = lives.iter().map(|v| (v.ln() - mean).powi(2)).sum::<f64>() / n;
+        Self::from_moments(mean, var)
+    }
+
+    /// From federated sufficient statistics of ln(life): count, sum and sum of squares.
+    pub fn from_sums(count: f64, sum: f64, sum_sq: f64) -> Result<Self> {
+        if count.is_nan() || count < 1.0 {
+            return Err(Error::NotEnoughData { what: "label transform".into(), needed: 1, got: 0 });
+        }
+        let mean = sum / count;
+        Self::from_moments(mean, (sum_sq / count - mean * mean).max(0.0))
+    }
+
+    fn from_moments(mean: f64, var: f64) -> Result<Self> {
+        // a single cell (or identical lives) has zero spread: scale by 1 instead of dividing by 0
+        let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
+        if !(mean.is_finite() && std.is_finite()) {
+            return Err(Error::config("labels", "non-finite label statistics"));
+        }
+        Ok(LabelTransform { mean, std })
+    }
+
+    /// Cycle life -> normalized label.
+    pub fn forward(&self, life: f64) -> f64 {
+        (life.ln() - self.mean) / self.std
+    }
+
+    /// Normalized label -> cycle life.
+    pub fn inverse(&self, y: f64) -> f64 {
+        (y * self.std + self.mean).exp()
+    }
+}
+
+/// One cell's branch-A block, raw block, label and fingerprint.
+type CellInputs = (Vec<f32>, Vec<f32>, Option<f64>, GenomeFingerprint);
+
+/// Network inputs for a set of cells.
+///
+/// # Shapes
+/// `branch_a` and `raw` hold `len()` blocks of `channels x height x width` f32 values each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Cell ids, in order.
+    pub cell_ids: Vec<String>,
+    /// Cleaned intra-cell differences (branch A input), one block per cell.
+    pub branch_a: Vec<f32>,
+    /// Cycle-filtered raw features (inter-cell differences are formed from these).
+    pub raw: Vec<f32>,
+    /// Cycle lives, when known (`None` for cells to predict).
+    pub labels: Vec<Option<f64>>,
+    /// Genome fingerprints (for genome-nearest reference selection).
+    pub fingerprints: Vec<GenomeFingerprint>,
+    /// (channels, height, width) of one block.
+    pub shape: [usize; 3],
+}
+
+impl Dataset {
+    /// Featurize `cells` (in parallel) and keep the requested channels. Labels come from
+    /// `label` (recorded or computed; censored cells get `None`).
+    pub fn from_cells(
+        cells: &[Cell],
+        featurizer: &Featurizer,
+        channels: &[usize],
+        label: &LabelConfig,
+    ) -> Result<Self> {
+        let [c_all, h, w] = featurizer.output_shape();
+        if let Some(&c) = channels.iter().find(|&&c| c >= c_all) {
+            return Err(Error::config("input_channels", format!("channel {c} >= {c_all}")));
+        }
+        let per_cell: Vec<CellInputs> = cells
+            .par_iter()
+            .map(|cell| {
+                let a = featurizer.branch_a(cell)?;
+                // inter-cell differences use raw features after the cycle filter only; the
+                // filter is per cell, so filtering once here equals filtering per pair
+                let mut raw = featurizer.transform(cell)?;
+                crate::features::filter_cycles(&mut raw, &featurizer.config().clean);
+                let pick = |f: &[f32]| {
+                    let mut out = Vec::with_capacity(channels.len() * h * w);
+                    for &c in channels {
+                        out.extend_from_slice(&f[c * h * w..(c + 1) * h * w]);
+                    }
+                    out
+                };
+                let life = cell.cycle_life(label)?.cycles().map(f64::from);
+                Ok((pick(a.as_slice()), pick(raw.as_slice()), life, GenomeFingerprint::from_cell(cell)?))
+            })
+            .collect::<Result<_>>()?;
+        let mut ds = Dataset {
+            cell_ids: cells.iter().map(|c| c.id().to_string()).collect(),
+            branch_a: Vec::with_capacity(cells.len() * channels.len() * h * w),
+            raw: Vec::with_capacity(cells.len() * channels.len() * h * w),
+            labels: Vec::with_capacity(cells.len()),
+            fingerprints: Vec::with_capacity(cells.len()),
+            shape: [channels.len(), h, w],
+        };
+        for (a, raw, life, fp) in per_cell {
+            ds.branch_a.extend(a);
+            ds.raw.extend(raw);
+            ds.labels.push(life);
+            ds.fingerprints.push(fp);
+        }
+        Ok(ds)
+    }
+
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        self.cell_ids.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.cell_ids.is_empty()
+    }
+
+    /// Values per cell block.
+    pub fn block(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The cells at `positions`, as a new dataset.
+    pub fn subset(&self, positions: &[usize]) -> Result<Self> {
+        let b = self.block();
+        if let Some(&p) = positions.iter().find(|&&p| p >= self.len()) {
+            return Err(Error::NotEnoughData { what: format!("cell position {p}"), needed: p + 1, got: self.len() });
+        }
+        let take = |v: &[f32]| positions.iter().flat_map(|&p| v[p * b..(p + 1) * b].iter().copied()).collect();
+        Ok(Dataset {
+            cell_ids: positions.iter().map(|&p| self.cell_ids[p].clone()).collect(),
+            branch_a: take(&self.branch_a),
+            raw: take(&self.raw),
+            labels: positions.iter().map(|&p| self.labels[p]).collect(),
+            fingerprints: positions.iter().map(|&p| self.fingerprints[p].clone()).collect(),
+            shape: self.shape,
+        })
+    }
+
+    /// Concatenate datasets of the same shape.
+    pub fn concat(parts: &[&Dataset]) -> Result<Self> {
+        let Some(first) = parts.first() else {
+            return Err(Error::NotEnoughData { what: "datasets to concatenate".into(), needed: 1, got: 0 });
+        };
+        let mut out = Dataset { shape: first.shape, ..Dataset::empty(first.shape) };
+        for p in parts {
+            if p.shape != first.shape {
+                return Err(Error::Shape { what: "dataset blocks".into(), expected: first.shape.to_vec(), got: p.shape.to_vec() });
+            }
+            out.cell_ids.extend(p.cell_ids.iter().cloned());
+            out.branch_a.extend_from_slice(&p.branch_a);
+            out.raw.extend_from_slice(&p.raw);
+            out.labels.extend_from_slice(&p.labels);
+            out.fingerprints.extend(p.fingerprints.iter().cloned());
+        }
+        Ok(out)
+    }
+
+    fn empty(shape: [usize; 3]) -> Self {
+        Dataset { cell_ids: vec![], branch_a: vec![], raw: vec![], labels: vec![], fingerprints: vec![], shape }
+    }
+
+    /// Labels of every cell; an error naming the first unlabelled cell.
+    pub fn require_labels(&self) -> Result<Vec<f64>> {
+        self.labels
+            .iter()
+            .zip(&self.cell_ids)
+            .map(|(l, id)| {
+                l.ok_or_else(|| Error::InvalidData {
+                    cell_id: id.clone(),
+                    cycle: None,
+                    field: "cycle_life".into(),
+                    reason: "no cycle-life label (censored or missing)".into(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+
+    #[test]
+    fn label_transform_round_trips_and_matches_sums() {
+        let lives = [300.0, 800.0, 1500.0];
+        let t = LabelTransform::fit(&lives).unwrap();
+        for l in lives {
+            assert_relative_eq!(t.inverse(t.forward(l)), l, max_relative = 1e-12);
+        }
+        let logs: Vec<f64> = lives.iter().map(|v: &f64| v.ln()).collect();
+        let s = LabelTransform::from_sums(3.0, logs.iter().sum(), logs.iter().map(|v| v * v).sum()).unwrap();
+        assert_relative_eq!(s.mean, t.mean, epsilon = 1e-12);
+        assert_relative_eq!(s.std, t.std, epsilon = 1e-9);
+        assert!(LabelTransform::fit(&[]).is_err());
+        assert!(LabelTransform::fit(&[0.0]).is_err());
+        assert_eq!(LabelTransform::fit(&[500.0]).unwrap().std, 1.0);
+    }
+}

@@ -1,0 +1,46 @@
+//! Lifetime models and what they exchange.
+//!
+//! [`ModelParams`] (the exchange format), [`Metrics`], the [`VarianceModel`] baseline,
+//! [`Dataset`] preparation, reference selection and persistence need no libtorch; the
+//! BatLiNet network itself (`BatLiNet`, training, transfer) lives behind the `tch` cargo
+//! feature.
+
+mod config;
+mod dataset;
+mod metrics;
+mod params;
+mod persist;
+mod reference;
+mod variance;
+
+#[cfg(feature = "tch")]
+mod alloc;
+#[cfg(feature = "tch")]
+mod batlinet;
+#[cfg(feature = "tch")]
+mod net;
+#[cfg(feature = "tch")]
+mod train;
+#[cfg(feature = "tch")]
+mod transfer;
+
+pub use config::{BatLiNetConfig, DeviceChoice, Geometry, ReferenceSelection};
+pub use dataset::{Dataset, LabelTransform};
+pub use metrics::Metrics;
+pub use params::{ModelParams, Param};
+pub use persist::{
+    load_model_dir, params_from_safetensors, params_to_safetensors, save_model_dir, write_atomic,
+    ModelDescription,
+    CONFIG_FILE, FORMAT, WEIGHTS_FILE,
+};
+pub use reference::select_references;
+pub use variance::{VarianceConfig, VarianceModel};
+
+#[cfg(feature = "tch")]
+pub use alloc::retain_freed_memory;
+#[cfg(feature = "tch")]
+pub use batlinet::BatLiNet;
+#[cfg(feature = "tch")]
+pub use train::{TrainOptions, TrainReport, Trainable};
+#[cfg(feature = "tch")]
+pub use transfer::{TransferRow, TransferStudy};

@@ -1,0 +1,155 @@
+//! Model files: safetensors weights plus a JSON description (architecture, label transform,
+//! featurizer settings). Readable without libtorch; a PyTorch user opens the weights with the
+//! `safetensors` package (`safetensors.torch.load_file`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+
+use super::config::{BatLiNetConfig, Geometry};
+use super::dataset::LabelTransform;
+use super::params::ModelParams;
+use crate::error::{Error, Result};
+use crate::features::FeaturizerConfig;
+
+/// File-format tag written into every model description.
+pub const FORMAT: &str = "battery-fl/batlinet/v1";
+/// Weights file name inside a model directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Description file name inside a model directory.
+pub const CONFIG_FILE: &str = "model.json";
+
+/// The JSON half of a saved model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelDescription {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Architecture and training settings.
+    pub config: BatLiNetConfig,
+    /// How inputs must be featurized.
+    pub featurizer: FeaturizerConfig,
+    /// Input block shape (channels, cycles, grid points).
+    pub input_shape: [usize; 3],
+    /// Layer geometry derived from the input shape.
+    pub geometry: Geometry,
+    /// Label transform, when the model was fitted.
+    pub label_transform: Option<LabelTransform>,
+}
+
+impl ModelDescription {
+    /// Check internal consistency (format tag, config, geometry matches the input shape).
+    pub fn validate(&self) -> Result<()> {
+        if self.format != FORMAT {
+            return Err(Error::Model { reason: format!("unknown model format {:?}, expected {FORMAT:?}", self.format) });
+        }
+        self.config.validate()?;
+        self.featurizer.validate()?;
+        if self.input_shape[0] != self.config.input_channels.len() {
+            return Err(Error::Shape {
+                what: "input channels vs config.input_channels".into(),
+                expected: vec![self.config.input_channels.len()],
+                got: vec![self.input_shape[0]],
+            });
+        }
+        let g = Geometry::new(self.input_shape[1], self.input_shape[2], self.config.kernel, self.config.pool)?;
+        if g != self.geometry {
+            return Err(Error::Model { reason: format!("geometry {:?} does not match input shape {:?}", self.geometry, self.input_shape) });
+        }
+        Ok(())
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+/// Write `bytes` to `path` atomically: a temporary sibling is written and fsynced, then renamed
+/// over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io(path))
+}
+
+/// Serialize weights as safetensors (F32, names as in a PyTorch `state_dict`).
+pub fn params_to_safetensors(params: &ModelParams) -> Result<Vec<u8>> {
+    let bytes: Vec<Vec<u8>> =
+        params.params().iter().map(|p| p.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let views = params
+        .params()
+        .iter()
+        .zip(&bytes)
+        .map(|(p, b)| {
+            TensorView::new(Dtype::F32, p.shape.clone(), b)
+                .map(|v| (p.name.clone(), v))
+                .map_err(|e| Error::Model { reason: format!("safetensors view of {}: {e}", p.name) })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let meta = HashMap::from([("format".to_string(), FORMAT.to_string())]);
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Model { reason: format!("safetensors: {e}") })
+}
+
+/// Parse safetensors bytes (F32 tensors only) into `ModelParams`.
+pub fn params_from_safetensors(bytes: &[u8]) -> Result<ModelParams> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Model { reason: format!("safetensors: {e}") })?;
+    let mut out = Vec::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::Model { reason: format!("tensor {name} has dtype {:?}, expected F32", view.dtype()) });
+        }
+        let data: Vec<f32> =
+            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        out.push((name, view.shape().to_vec(), data));
+    }
+    ModelParams::new(out)
+}
+
+/// Save a model directory: `model.json` and `model.safetensors`, each written atomically.
+pub fn save_model_dir(dir: &Path, description: &ModelDescription, params: &ModelParams) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let json = serde_json::to_vec_pretty(description)
+        .map_err(|e| Error::Parse { path: dir.join(CONFIG_FILE), reason: e.to_string() })?;
+    write_atomic(&dir.join(WEIGHTS_FILE), &params_to_safetensors(params)?)?;
+    write_atomic(&dir.join(CONFIG_FILE), &json)
+}
+
+/// Load a model directory written by [`save_model_dir`]; the description is validated.
+pub fn load_model_dir(dir: &Path) -> Result<(ModelDescription, ModelParams)> {
+    let cfg = dir.join(CONFIG_FILE);
+    let text = std::fs::read(&cfg).map_err(io(&cfg))?;
+    let description: ModelDescription =
+        serde_json::from_slice(&text).map_err(|e| Error::Parse { path: cfg.clone(), reason: e.to_string() })?;
+    description.validate()?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&weights).map_err(io(&weights))?;
+    Ok((description, params_from_safetensors(&bytes)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_round_trip_and_garbage() {
+        let p = ModelParams::new(vec![
+            ("head.weight".into(), vec![1, 3], vec![0.5, -1.0, 2.0]),
+            ("branch_a.conv1.bias".into(), vec![2], vec![1.0, 0.25]),
+        ])
+        .unwrap();
+        let bytes = params_to_safetensors(&p).unwrap();
+        assert_eq!(params_from_safetensors(&bytes).unwrap(), p);
+        assert!(matches!(params_from_safetensors(&bytes[..bytes.len() / 2]), Err(Error::Model { .. })));
+        assert!(matches!(params_from_safetensors(b"not a model"), Err(Error::Model { .. })));
+    }
+}

@@ -1,0 +1,283 @@
+//! Training: `fit`, local training for federation (FedProx), and head fine-tuning for
+//! transfer, with a small AdamW of our own built from fallible libtorch operations.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Reduction, Tensor};
+
+use super::batlinet::{index_tensor, to_tensor, BatLiNet};
+use super::dataset::{Dataset, LabelTransform};
+use super::net::TchResultExt;
+use super::params::ModelParams;
+use crate::error::{Error, Result};
+
+/// Which weights a training run may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trainable {
+    /// Every weight (ordinary training).
+    #[default]
+    All,
+    /// Only the shared head: transfer with frozen encoders.
+    HeadOnly,
+    /// The head and both projection convolutions (`conv3`): transfer with frozen feature
+    /// extractors.
+    HeadAndProjections,
+}
+
+impl Trainable {
+    fn allows(self, name: &str) -> bool {
+        match self {
+            Trainable::All => true,
+            Trainable::HeadOnly => name.starts_with("head."),
+            Trainable::HeadAndProjections => name.starts_with("head.") || name.contains(".conv3."),
+        }
+    }
+}
+
+/// Options of one training run on top of the model's [`BatLiNetConfig`](super::BatLiNetConfig).
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Epochs for this run (default: the config's `epochs`).
+    pub epochs: Option<usize>,
+    /// Seed for batching and reference draws (default: the config's `seed`); federated rounds
+    /// pass a per-round seed.
+    pub seed: Option<u64>,
+    /// FedProx proximal weight mu: the loss gains `(mu / 2) ||w − w_global||²` (default 0).
+    pub mu: f64,
+    /// The global weights of the proximal term (required when `mu > 0`).
+    pub global: Option<ModelParams>,
+    /// Which weights train (default all).
+    pub trainable: Trainable,
+    /// Learning rate for this run (default: the config's).
+    pub learning_rate: Option<f64>,
+}
+
+/// What a training run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Mean training loss of each epoch.
+    pub epoch_losses: Vec<f64>,
+    /// Optimizer steps taken.
+    pub steps: usize,
+}
+
+struct AdamW {
+    lr: f64,
+    wd: f64,
+    betas: (f64, f64),
+    eps: f64,
+    t: i32,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+}
+
+impl AdamW {
+    fn new(params: &[&mut Tensor], lr: f64, wd: f64) -> Result<Self> {
+        let zeros = |p: &Tensor| p.f_zeros_like().m();
+        Ok(AdamW {
+            lr,
+            wd,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            t: 0,
+            m: params.iter().map(|p| zeros(p)).collect::<Result<_>>()?,
+            v: params.iter().map(|p| zeros(p)).collect::<Result<_>>()?,
+        })
+    }
+
+    /// One decoupled-weight-decay Adam step (Loshchilov & Hutter), as `torch.optim.AdamW`.
+    fn step(&mut self, params: &mut [&mut Tensor]) -> Result<()> {
+        self.t += 1;
+        let (b1, b2) = self.betas;
+        let bc1 = 1.0 - b1.powi(self.t);
+        let bc2 = 1.0 - b2.powi(self.t);
+        tch::no_grad(|| -> Result<()> {
+            for ((p, m), v) in params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
+                let mut g = p.f_grad().m()?;
+                if !g.defined() {
+                    continue;
+                }
+                let _ = p.f_mul_scalar_(1.0 - self.lr * self.wd).m()?;
+                let _ = m.f_mul_scalar_(b1).m()?.f_add_(&g.f_mul_scalar(1.0 - b1).m()?).m()?;
+                let _ = v.f_mul_scalar_(b2).m()?.f_addcmul_(&g, &g.f_mul_scalar(1.0 - b2).m()?).m()?;
+                let denom = v.f_div_scalar(bc2).m()?.f_sqrt().m()?.f_add_scalar(self.eps).m()?;
+                let update = m.f_div(&denom).m()?.f_mul_scalar(self.lr / bc1).m()?;
+                let _ = p.f_sub_(&update).m()?;
+                let _ = g.f_zero_().m()?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn progress(show: bool, epochs: usize) -> ProgressBar {
+    let bar = ProgressBar::new(epochs as u64);
+    if show && std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} epochs {msg} [{elapsed}<{eta}]") {
+            bar.set_style(style);
+        }
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+impl BatLiNet {
+    /// Fit the label transform on `train`'s labels, then train for the configured epochs.
+    pub fn fit(&mut self, train: &Dataset) -> Result<TrainReport> {
+        self.labels = Some(LabelTransform::fit(&train.require_labels()?)?);
+        self.train(train, &TrainOptions::default())
+    }
+
+    /// Train on `train` with the model's current label transform (federated clients use the
+    /// federation's shared one). Each step draws fresh random references for branch B from
+    /// `train` itself (never the target's own cell when another exists).
+    pub fn train(&mut self, train: &Dataset, opts: &TrainOptions) -> Result<TrainReport> {
+        let labels = self.labels.ok_or_else(|| Error::Model { reason: "no label transform: use fit, or set one".into() })?;
+        self.check_dataset(train, "training")?;
+        let y: Vec<f32> = train.require_labels()?.iter().map(|&l| labels.forward(l) as f32).collect();
+        let n = train.len();
+        if n == 0 {
+            return Err(Error::NotEnoughData { what: "training cells".into(), needed: 1, got: 0 });
+        }
+        if opts.mu < 0.0 || !opts.mu.is_finite() {
+            return Err(Error::config("mu", "must be >= 0"));
+        }
+        let global = match (&opts.global, opts.mu > 0.0) {
+            (Some(g), true) => {
+                self.params()?.check_compatible(g)?;
+                Some(g.clone())
+            }
+            (None, true) => return Err(Error::config("global", "FedProx (mu > 0) needs the global weights")),
+            _ => None,
+        };
+        let alpha = self.config.effective_alpha();
+        let s = self.config.train_references;
+        let epochs = opts.epochs.unwrap_or(self.config.epochs);
+        let lr = opts.learning_rate.unwrap_or(self.config.learning_rate);
+        let mut rng = crate::rng::substream(opts.seed.unwrap_or(self.config.seed), 11);
+        let device = self.device;
+
+        let xa_all = to_tensor(&train.branch_a, self.shape, n, device)?;
+        let raw_all = to_tensor(&train.raw, self.shape, n, device)?;
+        let y_all = Tensor::f_from_slice(&y).m()?.f_to_device(device).m()?;
+
+        // parameters: trainable ones require grad, the rest are frozen
+        let trainable = opts.trainable;
+        let names: Vec<String> = self.net.named_mut().into_iter().map(|(n, _)| n).collect();
+        for (name, t) in self.net.named_mut() {
+            let _ = t.f_set_requires_grad(trainable.allows(&name)).m()?;
+        }
+        let global_tensors: Option<Vec<Tensor>> = match &global {
+            Some(g) => Some(
+                g.params()
+                    .iter()
+                    .map(|p| {
+                        let dims: Vec<i64> = p.shape.iter().map(|&d| d as i64).collect();
+                        Tensor::f_from_slice(&p.data).m()?.f_reshape(dims.as_slice()).m()?.f_to_device(device).m()
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            None => None,
+        };
+        let mut opt = {
+            let params: Vec<&mut Tensor> =
+                self.net.named_mut().into_iter().filter(|(n, _)| trainable.allows(n)).map(|(_, t)| t).collect();
+            AdamW::new(&params, lr, self.config.weight_decay)?
+        };
+
+        let bar = progress(self.config.progress, epochs);
+        let mut report = TrainReport { epoch_losses: Vec::with_capacity(epochs), steps: 0 };
+        let mut order: Vec<usize> = (0..n).collect();
+        for _ in 0..epochs {
+            order.shuffle(&mut rng);
+            let (mut total, mut count) = (0.0, 0usize);
+            for batch in order.chunks(self.config.batch_size) {
+                let b = batch.len();
+                let bt = index_tensor(batch, device)?;
+                let xa = xa_all.f_index_select(0, &bt).m()?;
+                let yt = y_all.f_index_select(0, &bt).m()?;
+                let ya = self.net.branch_a(&xa)?;
+                let mut loss = ya.f_mse_loss(&yt, Reduction::Mean).m()?.f_mul_scalar(1.0 - alpha).m()?;
+                if alpha > 0.0 {
+                    // references: s per target, uniformly from the other training cells
+                    let refs: Vec<usize> = batch
+                        .iter()
+                        .flat_map(|&t| (0..s).map(move |_| t))
+                        .map(|t| {
+                            if n == 1 {
+                                return t;
+                            }
+                            let r = rng.random_range(0..n - 1);
+                            if r >= t { r + 1 } else { r }
+                        })
+                        .collect();
+                    let mut uniq: Vec<usize> = batch.iter().chain(&refs).copied().collect();
+                    uniq.sort_unstable();
+                    uniq.dedup();
+                    let pos = |x: usize| uniq.binary_search(&x).unwrap_or(0);
+                    let raw = raw_all.f_index_select(0, &index_tensor(&uniq, device)?).m()?;
+                    let tp: Vec<usize> = batch.iter().flat_map(|&t| std::iter::repeat_n(pos(t), s)).collect();
+                    let rp: Vec<usize> = refs.iter().map(|&r| pos(r)).collect();
+                    let yb = self
+                        .net
+                        .branch_b_pairs(&raw, &index_tensor(&tp, device)?, &index_tensor(&rp, device)?)?
+                        .f_add(&y_all.f_index_select(0, &index_tensor(&refs, device)?).m()?)
+                        .m()?
+                        .f_view([b as i64, s as i64])
+                        .m()?
+                        .f_mean_dim(1, false, Kind::Float)
+                        .m()?;
+                    loss = loss.f_add(&yb.f_mse_loss(&yt, Reduction::Mean).m()?.f_mul_scalar(alpha).m()?).m()?;
+                }
+                if let Some(gt) = &global_tensors {
+                    let mut prox = Tensor::f_zeros([], (Kind::Float, device)).m()?;
+                    for ((name, p), g) in self.net.named_mut().into_iter().zip(gt) {
+                        if trainable.allows(&name) {
+                            let d = p.f_sub(g).m()?;
+                            prox = prox.f_add(&d.f_mul(&d).m()?.f_sum(Kind::Float).m()?).m()?;
+                        }
+                    }
+                    loss = loss.f_add(&prox.f_mul_scalar(opts.mu / 2.0).m()?).m()?;
+                }
+                loss.f_backward().m()?;
+                let mut params: Vec<&mut Tensor> =
+                    self.net.named_mut().into_iter().filter(|(n, _)| trainable.allows(n)).map(|(_, t)| t).collect();
+                opt.step(&mut params)?;
+                let l = loss.f_double_value(&[]).m()?;
+                if !l.is_finite() {
+                    return Err(Error::Model { reason: format!("training diverged: loss {l}") });
+                }
+                total += l * b as f64;
+                count += b;
+                report.steps += 1;
+            }
+            let mean = total / count.max(1) as f64;
+            report.epoch_losses.push(mean);
+            bar.set_message(format!("loss {mean:.4}"));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        for (_, t) in self.net.named_mut() {
+            let _ = t.f_set_requires_grad(false).m()?;
+        }
+        debug_assert_eq!(names.len(), self.net.named_mut().len());
+        Ok(report)
+    }
+
+    /// Transfer by fine-tuning: keep the encoders (or all but the projections) frozen and
+    /// train the shared head on a few target-chemistry cells, keeping the source label
+    /// transform.
+    pub fn fine_tune(&mut self, target: &Dataset, trainable: Trainable, epochs: usize) -> Result<TrainReport> {
+        if trainable == Trainable::All {
+            return Err(Error::config("trainable", "fine-tuning freezes the encoders: use HeadOnly or HeadAndProjections"));
+        }
+        self.train(target, &TrainOptions { epochs: Some(epochs), trainable, ..Default::default() })
+    }
+}

@@ -1,0 +1,246 @@
+//! BatLiNet model tests (need the `tch` feature: libtorch from the venv's torch wheel).
+
+use std::sync::OnceLock;
+
+use battery_fl_core::data::synthetic::FleetConfig;
+use battery_fl_core::data::{Cell, LabelConfig};
+use battery_fl_core::features::{Featurizer, FeaturizerConfig};
+use battery_fl_core::model::{
+    BatLiNet, BatLiNetConfig, Dataset, Metrics, ModelParams, ReferenceSelection, TrainOptions, Trainable,
+    VarianceModel,
+};
+use battery_fl_core::Error;
+
+fn featurizer_config() -> FeaturizerConfig {
+    FeaturizerConfig::default().with_interp_dim(64)
+}
+
+/// Synthetic multi-chemistry fleets, split into train and test cells (fixed seed).
+fn fleets() -> &'static (Vec<Cell>, Vec<Cell>, Dataset, Dataset) {
+    static DATA: OnceLock<(Vec<Cell>, Vec<Cell>, Dataset, Dataset)> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let cells: Vec<Cell> = FleetConfig::default()
+            .with_fleets(4)
+            .with_cells_per_fleet(24)
+            .with_seed(7)
+            .generate()
+            .unwrap()
+            .into_iter()
+            .flat_map(|f| f.cells)
+            .collect();
+        let (train, test): (Vec<_>, Vec<_>) = cells.into_iter().enumerate().partition(|(i, _)| i % 3 != 0);
+        let train: Vec<Cell> = train.into_iter().map(|(_, c)| c).collect();
+        let test: Vec<Cell> = test.into_iter().map(|(_, c)| c).collect();
+        let f = Featurizer::new(featurizer_config()).unwrap();
+        let ch = [0, 1, 2, 3, 4, 5];
+        let dtr = Dataset::from_cells(&train, &f, &ch, &LabelConfig::default()).unwrap();
+        let dte = Dataset::from_cells(&test, &f, &ch, &LabelConfig::default()).unwrap();
+        (train, test, dtr, dte)
+    })
+}
+
+fn small_config(seed: u64) -> BatLiNetConfig {
+    BatLiNetConfig::default()
+        .with_conv_channels(8)
+        .with_epochs(40)
+        .with_batch_size(32)
+        .with_seed(seed)
+        .with_progress(false)
+        .with_inference_references(8)
+}
+
+fn model(config: BatLiNetConfig) -> BatLiNet {
+    let shape = fleets().2.shape;
+    BatLiNet::new(config, featurizer_config(), shape).unwrap()
+}
+
+fn truth(ds: &Dataset) -> Vec<f64> {
+    ds.require_labels().unwrap()
+}
+
+#[test]
+fn loss_decreases_and_training_is_deterministic() {
+    let (_, _, train, test) = fleets();
+    let mut a = model(small_config(3).with_epochs(15));
+    let report = a.fit(train).unwrap();
+    let first = report.epoch_losses[0];
+    let last = *report.epoch_losses.last().unwrap();
+    assert!(last < 0.6 * first, "loss {first} -> {last}");
+    let mut b = model(small_config(3).with_epochs(15));
+    let report_b = b.fit(train).unwrap();
+    assert_eq!(report.epoch_losses, report_b.epoch_losses);
+    assert_eq!(a.params().unwrap(), b.params().unwrap());
+    assert_eq!(a.predict(test, train).unwrap(), b.predict(test, train).unwrap());
+    let mut c = model(small_config(4).with_epochs(15));
+    c.fit(train).unwrap();
+    assert_ne!(a.params().unwrap(), c.params().unwrap());
+}
+
+#[test]
+fn batlinet_beats_the_cnn_and_the_variance_model_on_synthetic_fleets() {
+    let (train_cells, test_cells, train, test) = fleets();
+    let y = truth(test);
+    let variance = VarianceModel::fit(train_cells, &Default::default(), &LabelConfig::default()).unwrap();
+    let var_rmse = Metrics::compute(&variance.predict(test_cells).unwrap(), &y).unwrap().rmse;
+    let (mut bat, mut cnn) = (0.0, 0.0);
+    let seeds = [1, 2];
+    for seed in seeds {
+        let mut m = model(small_config(seed));
+        m.fit(train).unwrap();
+        bat += Metrics::compute(&m.predict(test, train).unwrap(), &y).unwrap().rmse;
+        let mut s = model(small_config(seed).with_single_branch(true));
+        s.fit(train).unwrap();
+        cnn += Metrics::compute(&s.predict(test, train).unwrap(), &y).unwrap().rmse;
+    }
+    let (bat, cnn) = (bat / seeds.len() as f64, cnn / seeds.len() as f64);
+    eprintln!("synthetic RMSE: batlinet {bat:.1}, cnn {cnn:.1}, variance {var_rmse:.1}");
+    assert!(bat < cnn, "batlinet {bat} vs cnn {cnn}");
+    assert!(bat < var_rmse, "batlinet {bat} vs variance {var_rmse}");
+}
+
+#[test]
+fn save_load_round_trip_and_incompatible_files() {
+    let (_, _, train, test) = fleets();
+    let mut m = model(small_config(5).with_epochs(3));
+    m.fit(train).unwrap();
+    let dir = std::env::temp_dir().join(format!("bfl-model-{}", std::process::id()));
+    m.save(&dir).unwrap();
+    let back = BatLiNet::load(&dir).unwrap();
+    assert_eq!(back.params().unwrap(), m.params().unwrap());
+    assert_eq!(back.predict(test, train).unwrap(), m.predict(test, train).unwrap());
+
+    // a description whose architecture differs from the weights names the mismatch
+    let json = dir.join("model.json");
+    let text = std::fs::read_to_string(&json).unwrap().replace("\"conv_channels\": 8", "\"conv_channels\": 16");
+    std::fs::write(&json, text).unwrap();
+    match BatLiNet::load(&dir) {
+        Err(Error::Shape { what, .. }) => assert!(what.contains("branch_a.conv1"), "{what}"),
+        other => panic!("expected a shape error, got {other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let wrong = ModelParams::new(vec![("head.weight".into(), vec![1, 8], vec![0.0; 8])]).unwrap();
+    assert!(matches!(m.set_params(&wrong), Err(Error::Shape { .. })));
+}
+
+#[test]
+fn fine_tuning_leaves_encoders_unchanged() {
+    let (_, _, train, _) = fleets();
+    let mut m = model(small_config(6).with_epochs(3));
+    m.fit(train).unwrap();
+    let before = m.params().unwrap();
+    let few = train.subset(&[0, 1, 2, 3]).unwrap();
+    m.fine_tune(&few, Trainable::HeadOnly, 5).unwrap();
+    let after = m.params().unwrap();
+    for (p, q) in before.params().iter().zip(after.params()) {
+        if p.name == "head.weight" {
+            assert_ne!(p.data, q.data, "the head must move");
+        } else {
+            assert_eq!(p.data, q.data, "{} must stay frozen", p.name);
+        }
+    }
+    let mut m2 = model(small_config(6).with_epochs(3));
+    m2.fit(train).unwrap();
+    m2.fine_tune(&few, Trainable::HeadAndProjections, 5).unwrap();
+    let after2 = m2.params().unwrap();
+    for (p, q) in before.params().iter().zip(after2.params()) {
+        let moved = p.data != q.data;
+        assert_eq!(moved, p.name == "head.weight" || p.name.contains("conv3"), "{}", p.name);
+    }
+    assert!(matches!(m.fine_tune(&few, Trainable::All, 1), Err(Error::InvalidConfig { .. })));
+}
+
+#[test]
+fn median_over_references_ignores_one_absurd_reference() {
+    let (_, _, train, test) = fleets();
+    let mut m = model(small_config(8).with_epochs(10));
+    m.fit(train).unwrap();
+    let refs = train.subset(&(0..9).collect::<Vec<_>>()).unwrap();
+    let one = test.subset(&[0]).unwrap();
+    let base = m.predict_with(&one, &refs, 9, ReferenceSelection::Random, 0).unwrap()[0];
+    let mut poisoned = refs.clone();
+    poisoned.labels[4] = Some(1e9); // an absurd label on one reference
+    let robust = m.predict_with(&one, &poisoned, 9, ReferenceSelection::Random, 0).unwrap()[0];
+    assert!((robust - base).abs() / base < 0.1, "{base} -> {robust}");
+}
+
+#[test]
+fn fedprox_term_pulls_towards_the_global_model() {
+    let (_, _, train, _) = fleets();
+    let mut start = model(small_config(9).with_epochs(1));
+    start.fit(train).unwrap();
+    let global = start.params().unwrap();
+    let dist = |m: &BatLiNet| m.params().unwrap().sub(&global).unwrap().l2_norm();
+    let run = |mu: f64| {
+        let mut m = model(small_config(9));
+        m.set_label_transform(start.label_transform().unwrap());
+        m.set_params(&global).unwrap();
+        let opts = TrainOptions { epochs: Some(5), mu, global: Some(global.clone()), ..Default::default() };
+        m.train(train, &opts).unwrap();
+        dist(&m)
+    };
+    let (free, prox) = (run(0.0), run(50.0));
+    assert!(prox < 0.8 * free, "mu=50 drift {prox} vs mu=0 drift {free}");
+    let mut m = model(small_config(9));
+    m.set_label_transform(start.label_transform().unwrap());
+    let bad = TrainOptions { mu: 1.0, ..Default::default() };
+    assert!(matches!(m.train(train, &bad), Err(Error::InvalidConfig { .. })));
+}
+
+#[test]
+fn genome_selection_picks_same_chemistry_references() {
+    let (_, _, train, test) = fleets();
+    let mut m = model(small_config(10).with_epochs(2));
+    m.fit(train).unwrap();
+    let pred_random = m.predict_with(test, train, 4, ReferenceSelection::Random, 1).unwrap();
+    let pred_genome = m.predict_with(test, train, 4, ReferenceSelection::Genome, 1).unwrap();
+    assert_eq!(pred_random.len(), test.len());
+    assert!(pred_genome.iter().all(|p| p.is_finite() && *p > 0.0));
+    let sel = battery_fl_core::model::select_references(
+        test,
+        train,
+        4,
+        ReferenceSelection::Genome,
+        &mut battery_fl_core::rng::seeded(0),
+    )
+    .unwrap();
+    for (t, refs) in sel.iter().enumerate() {
+        for &r in refs {
+            assert_eq!(test.fingerprints[t].cathode, train.fingerprints[r].cathode);
+        }
+    }
+}
+
+#[test]
+fn both_transfer_routes_beat_training_on_few_target_cells() {
+    use battery_fl_core::data::synthetic::{CellSpec, Chemistry};
+    use battery_fl_core::model::TransferStudy;
+    use rand::Rng;
+    // source: many LFP cells; target: NMC; conditions drawn at random (seeded)
+    let mut rng = battery_fl_core::rng::seeded(21);
+    let mut make = |chem: Chemistry, n: usize, tag: &str| -> Vec<Cell> {
+        (0..n)
+            .map(|i| {
+                CellSpec::new(chem)
+                    .with_charge_c_rate(rng.random_range(0.5..3.0))
+                    .with_discharge_c_rate(rng.random_range(0.5..2.0))
+                    .with_temperature_c(rng.random_range(15.0..40.0))
+                    .with_depth_of_discharge(rng.random_range(0.6..1.0))
+                    .generate(&format!("{tag}-{i}"), i as u64 + 1000 * tag.len() as u64)
+                    .unwrap()
+            })
+            .collect()
+    };
+    let source = make(Chemistry::Lfp, 48, "src");
+    let pool = make(Chemistry::Nmc, 8, "pool");
+    let test = make(Chemistry::Nmc, 24, "test-nmc");
+    let f = Featurizer::new(featurizer_config()).unwrap();
+    let ds = |cells: &[Cell]| Dataset::from_cells(cells, &f, &[0, 1, 2, 3, 4, 5], &LabelConfig::default()).unwrap();
+    let study = TransferStudy { repeats: 2, fine_tune_epochs: 60, ..TransferStudy::new(small_config(2), featurizer_config()) };
+    let rows = study.run(&ds(&source), &ds(&pool), &ds(&test)).unwrap();
+    for r in &rows {
+        eprintln!("{r:?}");
+        assert!(r.fine_tune_rmse < r.scratch_rmse, "{r:?}");
+        assert!(r.inter_cell_rmse < r.scratch_rmse, "{r:?}");
+    }
+}
