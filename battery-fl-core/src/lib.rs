@@ -37,6 +37,7 @@ pub mod data;
 pub mod dp;
 mod error;
 pub mod features;
+pub mod federation;
 pub mod genome;
 pub mod model;
 pub mod rng;

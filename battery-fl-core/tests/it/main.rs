@@ -12,3 +12,5 @@ mod dp;
 mod secagg;
 #[cfg(feature = "tch")]
 mod model;
+#[cfg(feature = "tch")]
+mod federation;

@@ -1,0 +1,189 @@
+//! `FederationConfig`: rounds, strategy, secure aggregation, differential privacy.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::FedOptConfig;
+use crate::dp::DpConfig;
+use crate::error::{Error, Result};
+use crate::secagg::SecAggConfig;
+
+/// The server-side aggregation rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Sample-weighted mean.
+    FedAvg,
+    /// FedAvg on the server; clients add the proximal term with `mu`.
+    #[default]
+    FedProx,
+    /// Adam on the mean delta (Reddi et al. 2021).
+    FedAdam,
+    /// Yogi on the mean delta.
+    FedYogi,
+    /// Adagrad on the mean delta.
+    FedAdagrad,
+    /// Coordinate-wise median (needs individual updates: not with secure aggregation).
+    FedMedian,
+    /// Coordinate-wise trimmed mean (needs individual updates: not with secure aggregation).
+    FedTrimmedAvg,
+}
+
+impl Strategy {
+    /// True when the rule only needs the (weighted) sum of the updates, so it composes with
+    /// secure aggregation.
+    pub fn needs_only_the_sum(self) -> bool {
+        !matches!(self, Strategy::FedMedian | Strategy::FedTrimmedAvg)
+    }
+}
+
+/// Secure-aggregation settings for a round (the number of clients is the number sampled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecureAggregation {
+    /// Neighbourhood size k (odd, >= 3); `None` = complete graph (default).
+    pub neighbours: Option<usize>,
+    /// Shamir threshold t; `None` = ceil(2k/3) (default).
+    pub threshold: Option<usize>,
+    /// Clipping range c of the weighted deltas (default 8.0).
+    pub clipping_range: f64,
+    /// Modulus bits, 32 or 64 (default 32).
+    pub modulus_bits: u32,
+}
+
+impl Default for SecureAggregation {
+    fn default() -> Self {
+        SecureAggregation { neighbours: None, threshold: None, clipping_range: 8.0, modulus_bits: 32 }
+    }
+}
+
+impl SecureAggregation {
+    /// The protocol configuration for `n` clients with weights up to `max_weight`.
+    pub fn protocol(&self, n: usize, max_weight: f64) -> Result<SecAggConfig> {
+        let config = SecAggConfig {
+            num_clients: n,
+            neighbours: self.neighbours.filter(|&k| k < n),
+            threshold: self.threshold,
+            clipping_range: self.clipping_range,
+            modulus_bits: self.modulus_bits,
+            max_weight: max_weight.max(1.0),
+            ..SecAggConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Genome-clustered aggregation: fleets whose genome summaries are closer than `threshold`
+/// share a group model; a global model is kept beside the group models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// Average-linkage merge threshold on [`FleetSummary`](super::FleetSummary) distances
+    /// (default 0.5).
+    pub threshold: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { threshold: 0.5 }
+    }
+}
+
+/// How a federated run is conducted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FederationConfig {
+    /// Rounds (default 10).
+    pub rounds: usize,
+    /// Fleets sampled per round; `None` = all (default).
+    pub clients_per_round: Option<usize>,
+    /// Local epochs per round (default 3).
+    pub local_epochs: usize,
+    /// Aggregation rule (default FedProx).
+    pub strategy: Strategy,
+    /// FedProx proximal weight (default 0.01; used when the strategy is FedProx).
+    pub mu: f64,
+    /// Server optimizer settings (FedAdam / FedYogi / FedAdagrad).
+    pub server_optimizer: FedOptConfig,
+    /// Trimmed-mean fraction (default 0.2).
+    pub trimmed_beta: f64,
+    /// Secure aggregation of the deltas and of the label statistics (default off).
+    pub secure_aggregation: Option<SecureAggregation>,
+    /// Differential privacy of the deltas (default off).
+    pub dp: Option<DpConfig>,
+    /// Genome-clustered aggregation (default off).
+    pub clustering: Option<ClusterConfig>,
+    /// Reject updates whose delta norm exceeds this (default: no bound).
+    pub max_delta_norm: Option<f64>,
+    /// Seed of client sampling, local training, masks and (when the DP config has no seed of
+    /// its own) nothing else (default 0).
+    pub seed: u64,
+    /// References per test cell at evaluation, drawn from the fleet's own cells (default 16).
+    pub inference_references: usize,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            rounds: 10,
+            clients_per_round: None,
+            local_epochs: 3,
+            strategy: Strategy::FedProx,
+            mu: 0.01,
+            server_optimizer: FedOptConfig::default(),
+            trimmed_beta: 0.2,
+            secure_aggregation: None,
+            dp: None,
+            clustering: None,
+            max_delta_norm: None,
+            seed: 0,
+            inference_references: 16,
+        }
+    }
+}
+
+impl FederationConfig {
+    /// Check the settings against each other and against the number of fleets.
+    pub fn validate(&self, fleets: usize) -> Result<()> {
+        if self.rounds == 0 {
+            return Err(Error::config("rounds", "must be >= 1"));
+        }
+        if self.local_epochs == 0 {
+            return Err(Error::config("local_epochs", "must be >= 1"));
+        }
+        let m = self.clients_per_round.unwrap_or(fleets);
+        if m == 0 || m > fleets {
+            return Err(Error::config("clients_per_round", format!("must be in 1..={fleets}, got {m}")));
+        }
+        if !(self.mu.is_finite() && self.mu >= 0.0) {
+            return Err(Error::config("mu", "must be >= 0"));
+        }
+        if self.secure_aggregation.is_some() {
+            if !self.strategy.needs_only_the_sum() {
+                return Err(Error::config("strategy", "median and trimmed mean need individual updates: not with secure aggregation"));
+            }
+            if m < 3 {
+                return Err(Error::config("secure_aggregation", "needs at least 3 clients per round"));
+            }
+            if self.clustering.is_some() {
+                return Err(Error::config("clustering", "clustered aggregation with secure aggregation is not supported"));
+            }
+        }
+        if let Some(dp) = &self.dp {
+            dp.validate()?;
+        }
+        if self.inference_references == 0 {
+            return Err(Error::config("inference_references", "must be >= 1"));
+        }
+        Ok(())
+    }
+
+    /// The proximal weight clients use this run (0 unless the strategy is FedProx).
+    pub fn proximal_mu(&self) -> f64 {
+        if self.strategy == Strategy::FedProx {
+            self.mu
+        } else {
+            0.0
+        }
+    }
+}

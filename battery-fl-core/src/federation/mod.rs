@@ -1,0 +1,33 @@
+//! Federated rounds: configuration, coordinator state with atomic checkpoints, federated label
+//! statistics, genome-clustered fleet grouping, and (with the `tch` feature) the in-process
+//! simulation of a coordinator and its fleet clients.
+//!
+//! One round: sample fleets, send the global weights, train locally (FedProx term when
+//! configured), clip and noise the delta (DP), mask it (SecAgg), aggregate, evaluate, account
+//! privacy, checkpoint. Everything random derives from the configured seed and the round
+//! number, so a run killed mid-round and resumed from its checkpoint ends exactly where an
+//! uninterrupted run ends.
+
+mod cluster;
+mod config;
+mod labels;
+mod state;
+
+#[cfg(feature = "tch")]
+mod simulation;
+
+pub use cluster::{cluster_fleets, FleetSummary};
+pub use config::{ClusterConfig, FederationConfig, SecureAggregation, Strategy};
+pub use labels::{federated_label_transform, LabelStats};
+pub use state::{CoordinatorState, RoundRecord};
+
+#[cfg(feature = "tch")]
+pub use simulation::{centralized_baseline, local_only_baseline, FleetData, Simulation};
+
+/// Seed for one (round, client) job, derived from the run seed (SplitMix64 mixing).
+pub fn job_seed(seed: u64, round: usize, client: usize) -> u64 {
+    let mut z = seed ^ (round as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (client as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

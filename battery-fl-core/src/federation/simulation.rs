@@ -1,0 +1,368 @@
+//! In-process federation: a coordinator and its fleet clients, round by round.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rand::seq::index::sample;
+
+use super::config::{FederationConfig, Strategy};
+use super::labels::{federated_label_transform, LabelStats};
+use super::state::{CoordinatorState, RoundRecord};
+use super::{cluster_fleets, job_seed, FleetSummary};
+use crate::aggregate::{partition_updates, Aggregator, ClientUpdate, FedMedian, FedOpt, FedTrimmedAvg, ServerOptimizer, UpdatePolicy};
+use crate::dp::{clip_l2, DpMode, GaussianNoise, RoundNoise};
+use crate::error::{Error, Result};
+use crate::features::FeaturizerConfig;
+use crate::model::{BatLiNet, BatLiNetConfig, Dataset, Metrics, ModelParams, ReferenceSelection, TrainOptions};
+use crate::secagg::simulate_round;
+
+/// One fleet's data, which never leaves the fleet: training cells (also the fleet's own
+/// inference references) and held-out test cells.
+#[derive(Debug, Clone)]
+pub struct FleetData {
+    /// Fleet id.
+    pub id: String,
+    /// Labelled training cells.
+    pub train: Dataset,
+    /// Labelled test cells.
+    pub test: Dataset,
+}
+
+/// A federated run over in-process fleets (see the module docs of [`crate::federation`]).
+#[derive(Debug)]
+pub struct Simulation {
+    config: FederationConfig,
+    fleets: Vec<FleetData>,
+    worker: BatLiNet,
+    state: CoordinatorState,
+    checkpoint: Option<PathBuf>,
+}
+
+const STREAM_SAMPLING: usize = usize::MAX;
+const STREAM_NOISE: usize = usize::MAX - 1;
+const STREAM_MASKS: usize = usize::MAX - 2;
+
+impl Simulation {
+    /// Set up a run: validates the settings, computes the shared label transform from the
+    /// fleets' label statistics (securely when configured), initializes the global model
+    /// from the model seed and, when configured, groups the fleets by genome.
+    pub fn new(config: FederationConfig, model: BatLiNetConfig, featurizer: FeaturizerConfig, fleets: Vec<FleetData>) -> Result<Self> {
+        config.validate(fleets.len())?;
+        let Some(first) = fleets.first() else {
+            return Err(Error::NotEnoughData { what: "fleets".into(), needed: 1, got: 0 });
+        };
+        let shape = first.train.shape;
+        for f in &fleets {
+            if f.train.is_empty() || f.test.is_empty() {
+                return Err(Error::NotEnoughData { what: format!("cells of fleet {}", f.id), needed: 1, got: 0 });
+            }
+            if f.train.shape != shape || f.test.shape != shape {
+                return Err(Error::Shape { what: format!("inputs of fleet {}", f.id), expected: shape.to_vec(), got: f.train.shape.to_vec() });
+            }
+        }
+        if config.dp.is_some() && !config.strategy.needs_only_the_sum() {
+            return Err(Error::config("dp", "DP noise is calibrated for mean-based strategies, not median or trimmed mean"));
+        }
+        let stats = fleets.iter().map(|f| LabelStats::of(&f.train.require_labels()?)).collect::<Result<Vec<_>>>()?;
+        let labels = federated_label_transform(&stats, config.secure_aggregation.as_ref(), job_seed(config.seed, 0, STREAM_MASKS))?;
+        let mut worker = BatLiNet::new(model.with_progress(false), featurizer, shape)?;
+        worker.set_label_transform(labels);
+        let global = worker.params()?;
+        let fleet_group = match &config.clustering {
+            Some(c) => {
+                let summaries = fleets.iter().map(|f| FleetSummary::from_fingerprints(&f.train.fingerprints)).collect::<Result<Vec<_>>>()?;
+                cluster_fleets(&summaries, c.threshold)
+            }
+            None => Vec::new(),
+        };
+        let n_groups = fleet_group.iter().copied().max().map_or(0, |g| g + 1);
+        let server_optimizer = match config.strategy {
+            Strategy::FedAdam => Some(FedOpt::new(ServerOptimizer::Adam, config.server_optimizer.clone())?),
+            Strategy::FedYogi => Some(FedOpt::new(ServerOptimizer::Yogi, config.server_optimizer.clone())?),
+            Strategy::FedAdagrad => Some(FedOpt::new(ServerOptimizer::Adagrad, config.server_optimizer.clone())?),
+            _ => None,
+        };
+        let state = CoordinatorState {
+            round: 0,
+            groups: vec![global.clone(); n_groups],
+            global,
+            fleet_group,
+            server_optimizer,
+            accountant: config.dp.as_ref().map(|d| d.accountant()).transpose()?,
+            adaptive_clip: config.dp.as_ref().map(|d| d.adaptive_state()).transpose()?.flatten(),
+            labels,
+            history: Vec::new(),
+        };
+        Ok(Simulation { config, fleets, worker, state, checkpoint: None })
+    }
+
+    /// Checkpoint the coordinator state to `path` after every round.
+    pub fn with_checkpoint(mut self, path: impl Into<PathBuf>) -> Self {
+        self.checkpoint = Some(path.into());
+        self
+    }
+
+    /// Continue a run from its checkpoint; the other arguments must be the run's own.
+    pub fn resume(path: &Path, config: FederationConfig, model: BatLiNetConfig, featurizer: FeaturizerConfig, fleets: Vec<FleetData>) -> Result<Self> {
+        let mut sim = Self::new(config, model, featurizer, fleets)?;
+        let state = CoordinatorState::load(path)?;
+        sim.state.global.check_compatible(&state.global)?;
+        sim.worker.set_label_transform(state.labels);
+        sim.state = state;
+        sim.checkpoint = Some(path.to_path_buf());
+        Ok(sim)
+    }
+
+    /// The coordinator state.
+    pub fn state(&self) -> &CoordinatorState {
+        &self.state
+    }
+
+    /// True when every configured round is done.
+    pub fn is_finished(&self) -> bool {
+        self.state.round >= self.config.rounds
+    }
+
+    /// Run the remaining rounds, calling `on_round` after each.
+    pub fn run(&mut self, mut on_round: impl FnMut(&RoundRecord)) -> Result<()> {
+        while !self.is_finished() {
+            let record = self.run_round()?;
+            on_round(&record);
+        }
+        Ok(())
+    }
+
+    /// Run one round and checkpoint. On error the state is unchanged.
+    pub fn run_round(&mut self) -> Result<RoundRecord> {
+        self.round(None)
+    }
+
+    /// Start the next round and stop after `clients` local updates, as a crash would: the
+    /// state and checkpoint are untouched. For crash-and-resume tests.
+    #[doc(hidden)]
+    pub fn interrupt_round_after(&mut self, clients: usize) -> Result<()> {
+        match self.round(Some(clients)) {
+            Err(Error::Aggregation { reason }) if reason == "interrupted" => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Err(Error::Aggregation { reason: "round finished before the interruption point".into() }),
+        }
+    }
+
+    /// A model holding the current global weights and the shared label transform.
+    pub fn global_model(&mut self) -> Result<&BatLiNet> {
+        self.worker.set_params(&self.state.global)?;
+        Ok(&self.worker)
+    }
+
+    fn start_params(&self, fleet: usize) -> &ModelParams {
+        match self.state.fleet_group.get(fleet) {
+            Some(&g) => &self.state.groups[g],
+            None => &self.state.global,
+        }
+    }
+
+    fn round(&mut self, interrupt: Option<usize>) -> Result<RoundRecord> {
+        let r = self.state.round + 1;
+        let cfg = self.config.clone();
+        let n = self.fleets.len();
+        let m = cfg.clients_per_round.unwrap_or(n);
+        let mut chosen = sample(&mut crate::rng::seeded(job_seed(cfg.seed, r, STREAM_SAMPLING)), n, m).into_vec();
+        chosen.sort_unstable();
+
+        // DP for this round: clipping norm, noise multiplier, noise source
+        let mut adaptive = self.state.adaptive_clip.clone();
+        let round_noise = match &cfg.dp {
+            Some(dp) => {
+                let c = adaptive.as_ref().map_or(dp.clipping_norm, |a| a.clipping_norm());
+                let z = match &adaptive {
+                    Some(a) => a.update_noise_multiplier(dp.noise_multiplier, m)?,
+                    None => dp.noise_multiplier,
+                };
+                Some(RoundNoise::new(dp.mode, z, c, m)?)
+            }
+            None => None,
+        };
+        let mut noise = match &cfg.dp {
+            Some(dp) => Some(GaussianNoise::from_optional_seed(dp.seed.map(|s| job_seed(s, r, STREAM_NOISE)))?),
+            None => None,
+        };
+
+        // local training on each chosen fleet
+        let mut updates = Vec::with_capacity(m);
+        let mut unclipped = Vec::with_capacity(m);
+        for (k, &f) in chosen.iter().enumerate() {
+            if interrupt == Some(k) {
+                return Err(Error::Aggregation { reason: "interrupted".into() });
+            }
+            let start = self.start_params(f).clone();
+            self.worker.set_params(&start)?;
+            let mu = cfg.proximal_mu();
+            let opts = TrainOptions {
+                epochs: Some(cfg.local_epochs),
+                seed: Some(job_seed(cfg.seed, r, f)),
+                mu,
+                global: (mu > 0.0).then(|| start.clone()),
+                ..Default::default()
+            };
+            self.worker.train(&self.fleets[f].train, &opts)?;
+            let mut delta = self.worker.params()?.sub(&start)?;
+            let mut weight = self.fleets[f].train.len() as u64;
+            if let (Some(rn), Some(noise)) = (&round_noise, noise.as_mut()) {
+                unclipped.push(clip_l2(&mut delta, rn.clipping_norm)?.unclipped());
+                rn.add_client_noise(&mut delta, noise)?;
+                weight = 1; // DP sensitivity assumes equal weights
+            }
+            updates.push(ClientUpdate::delta(self.fleets[f].id.clone(), weight, delta));
+        }
+        let policy = UpdatePolicy { max_delta_norm: cfg.max_delta_norm };
+        let (updates, rejected) = partition_updates(&self.state.global, updates, &policy);
+        if updates.is_empty() {
+            return Err(Error::Aggregation { reason: format!("every update was rejected: {rejected:?}") });
+        }
+
+        // aggregation
+        let mut global = self.state.global.clone();
+        let mut groups = self.state.groups.clone();
+        let mut server_optimizer = self.state.server_optimizer.clone();
+        if cfg.strategy.needs_only_the_sum() {
+            let mut mean = self.mean_delta(&updates, r)?;
+            if let (Some(rn), Some(noise)) = (&round_noise, noise.as_mut()) {
+                if rn.mode == DpMode::Central {
+                    rn.add_server_noise_to_mean(&mut mean, noise)?;
+                }
+            }
+            global = match server_optimizer.as_mut() {
+                Some(opt) => opt.aggregate(&global, &[ClientUpdate::delta("mean", 1, mean)])?,
+                None => global.add(&mean)?,
+            };
+            for (g, params) in groups.iter_mut().enumerate() {
+                let members: Vec<ClientUpdate> = updates
+                    .iter()
+                    .filter(|u| self.fleet_index(&u.client_id).is_some_and(|f| self.state.fleet_group[f] == g))
+                    .cloned()
+                    .collect();
+                if !members.is_empty() {
+                    *params = params.add(&self.mean_delta(&members, r)?)?;
+                }
+            }
+        } else {
+            let mut agg: Box<dyn Aggregator> = match cfg.strategy {
+                Strategy::FedMedian => Box::new(FedMedian::default()),
+                _ => Box::new(FedTrimmedAvg::new(cfg.trimmed_beta)?),
+            };
+            global = agg.aggregate(&global, &updates)?;
+        }
+
+        // privacy accounting and adaptive clipping (on copies: committed with the round)
+        let mut accountant = self.state.accountant.clone();
+        if let (Some(acc), Some(rn)) = (accountant.as_mut(), &round_noise) {
+            acc.step(rn.noise_multiplier, m as f64 / n as f64, 1)?;
+        }
+        if let (Some(a), Some(noise)) = (adaptive.as_mut(), noise.as_mut()) {
+            a.update(&unclipped, noise)?;
+        }
+        let epsilon = match (&accountant, &cfg.dp) {
+            (Some(acc), Some(dp)) => Some(acc.epsilon(dp.target_delta)?),
+            _ => None,
+        };
+
+        let (global_rmse, fleet_rmse) = self.evaluate_with(&global, &groups, r)?;
+        let record = RoundRecord {
+            round: r,
+            clients: updates.iter().map(|u| u.client_id.clone()).collect(),
+            rejected: rejected.into_iter().map(|(c, why)| (c, why.to_string())).collect(),
+            global_rmse,
+            fleet_rmse,
+            epsilon,
+            clipping_norm: round_noise.as_ref().map(|rn| rn.clipping_norm),
+        };
+        let mut next = self.state.clone();
+        next.round = r;
+        next.global = global;
+        next.groups = groups;
+        next.server_optimizer = server_optimizer;
+        next.accountant = accountant;
+        next.adaptive_clip = adaptive;
+        next.history.push(record.clone());
+        if let Some(path) = &self.checkpoint {
+            next.save(path)?;
+        }
+        self.state = next;
+        Ok(record)
+    }
+
+    fn fleet_index(&self, id: &str) -> Option<usize> {
+        self.fleets.iter().position(|f| f.id == id)
+    }
+
+    /// The weighted mean of the updates' deltas, through secure aggregation when configured.
+    fn mean_delta(&self, updates: &[ClientUpdate], round: usize) -> Result<ModelParams> {
+        let template = &updates[0].params;
+        match &self.config.secure_aggregation {
+            Some(sa) if updates.len() >= 3 => {
+                let weights: Vec<f64> = updates.iter().map(|u| u.num_samples as f64).collect();
+                let max_w = weights.iter().copied().fold(1.0, f64::max);
+                let protocol = sa.protocol(updates.len(), max_w)?;
+                let inputs: Vec<Vec<f32>> = updates.iter().map(|u| u.params.flatten()).collect();
+                let mean = simulate_round(&inputs, &weights, &protocol, &BTreeMap::new(), job_seed(self.config.seed, round, STREAM_MASKS))?;
+                template.from_flat(&mean)
+            }
+            Some(_) => Err(Error::Aggregation { reason: format!("secure aggregation needs >= 3 updates, got {}", updates.len()) }),
+            None => crate::aggregate::FedAvg::default().aggregate(&template.zeros_like(), updates),
+        }
+    }
+
+    fn evaluate_with(&mut self, global: &ModelParams, groups: &[ModelParams], round: usize) -> Result<(f64, BTreeMap<String, f64>)> {
+        let (mut preds, mut truth) = (Vec::new(), Vec::new());
+        let mut per_fleet = BTreeMap::new();
+        for f in 0..self.fleets.len() {
+            let params = match self.state.fleet_group.get(f) {
+                Some(&g) => &groups[g],
+                None => global,
+            };
+            self.worker.set_params(params)?;
+            let fleet = &self.fleets[f];
+            let k = self.config.inference_references.min(fleet.train.len());
+            let p = self.worker.predict_with(&fleet.test, &fleet.train, k, ReferenceSelection::Random, job_seed(self.config.seed, round, f))?;
+            let t = fleet.test.require_labels()?;
+            per_fleet.insert(fleet.id.clone(), Metrics::compute(&p, &t)?.rmse);
+            preds.extend(p);
+            truth.extend(t);
+        }
+        Ok((Metrics::compute(&preds, &truth)?.rmse, per_fleet))
+    }
+}
+
+/// Centralized reference: one model trained on every fleet's training cells pooled (what
+/// federation tries to approach without pooling). Returns (RMSE over all test cells, RMSE per
+/// fleet); references are the pooled training cells.
+pub fn centralized_baseline(fleets: &[FleetData], model: &BatLiNetConfig, featurizer: &FeaturizerConfig) -> Result<(f64, BTreeMap<String, f64>)> {
+    let train = Dataset::concat(&fleets.iter().map(|f| &f.train).collect::<Vec<_>>())?;
+    let mut m = BatLiNet::new(model.clone().with_progress(false), featurizer.clone(), train.shape)?;
+    m.fit(&train)?;
+    evaluate_each(fleets, |f| m.predict(&f.test, &train))
+}
+
+/// Local-only reference: every fleet trains on its own cells alone. Returns (RMSE over all
+/// test cells, RMSE per fleet).
+pub fn local_only_baseline(fleets: &[FleetData], model: &BatLiNetConfig, featurizer: &FeaturizerConfig) -> Result<(f64, BTreeMap<String, f64>)> {
+    evaluate_each(fleets, |f| {
+        let mut m = BatLiNet::new(model.clone().with_progress(false), featurizer.clone(), f.train.shape)?;
+        m.fit(&f.train)?;
+        let k = model.inference_references.min(f.train.len());
+        m.predict_with(&f.test, &f.train, k, ReferenceSelection::Random, model.seed)
+    })
+}
+
+fn evaluate_each(fleets: &[FleetData], mut predict: impl FnMut(&FleetData) -> Result<Vec<f64>>) -> Result<(f64, BTreeMap<String, f64>)> {
+    let (mut preds, mut truth) = (Vec::new(), Vec::new());
+    let mut per = BTreeMap::new();
+    for f in fleets {
+        let p = predict(f)?;
+        let t = f.test.require_labels()?;
+        per.insert(f.id.clone(), Metrics::compute(&p, &t)?.rmse);
+        preds.extend(p);
+        truth.extend(t);
+    }
+    Ok((Metrics::compute(&preds, &truth)?.rmse, per))
+}
