@@ -11,7 +11,7 @@ setup:
 
 ## README command 1: the main job
 demo: setup
-	$(ENV) cargo run --release -p battery-fl-core --example fleet_summary
+	$(ENV) cargo run --release -p battery-fl-core --features tch --example federated
 
 ## README command 2: every test
 test: setup fmt lint rust-test doc header-check c-test py-test
@@ -21,13 +21,15 @@ fmt:
 	cargo fmt --all --check
 
 lint:
-	$(ENV) cargo clippy --workspace --all-targets -- -D warnings
+	$(ENV) cargo clippy --workspace --all-targets --features battery-fl-core/tch -- -D warnings
 
+# the core without libtorch (everything but the model), then the libtorch-backed tests
 rust-test:
 	$(ENV) cargo test --workspace --exclude battery-fl-py $(CARGO_TEST_FLAGS)
+	$(ENV) cargo test -p battery-fl-core --features tch --test it $(CARGO_TEST_FLAGS) -- model:: federation::
 
 doc:
-	$(ENV) RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p battery-fl-core -p battery-fl-ffi
+	$(ENV) RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p battery-fl-core -p battery-fl-ffi --features battery-fl-core/tch
 
 header: setup
 	$(ENV) cbindgen --quiet --config battery-fl-ffi/cbindgen.toml --crate battery-fl-ffi --output include/battery_fl.h
@@ -43,7 +45,9 @@ py-develop:
 	$(ENV) maturin develop --quiet
 
 py-test: py-develop
-	$(ENV) BFL_FEATURIZE_BIN=$(CURDIR)/target/debug/examples/featurize python -m pytest tests/python -q -W error
+	$(ENV) BFL_FEATURIZE_BIN=$(CURDIR)/target/debug/examples/featurize \
+		BFL_DP_EPSILON_BIN=$(CURDIR)/target/debug/examples/dp_epsilon \
+		python -m pytest tests/python -q -W error
 
 bench:
 	$(ENV) cargo bench -p battery-fl-core

@@ -102,23 +102,38 @@ fn main() -> Result<()> {
     battery_fl_core::model::retain_freed_memory();
     let args = parse()?;
     let cells = load(&args.data)?;
-    let mut train: Vec<Cell> = cells.iter().filter(|(_, s)| s == "train").map(|(c, _)| c.clone()).collect();
+    let mut train: Vec<Cell> = cells
+        .iter()
+        .filter(|(_, s)| s == "train")
+        .map(|(c, _)| c.clone())
+        .collect();
     let mut splits: Vec<(String, Vec<Cell>)> = Vec::new();
     if args.validate {
-        let (fit, val): (Vec<_>, Vec<_>) = train.into_iter().enumerate().partition(|(i, _)| i % 4 != 3);
+        let (fit, val): (Vec<_>, Vec<_>) =
+            train.into_iter().enumerate().partition(|(i, _)| i % 4 != 3);
         train = fit.into_iter().map(|(_, c)| c).collect();
-        splits.push(("validation".into(), val.into_iter().map(|(_, c)| c).collect()));
+        splits.push((
+            "validation".into(),
+            val.into_iter().map(|(_, c)| c).collect(),
+        ));
     } else {
         let primary: Vec<Cell> = cells
             .iter()
             .filter(|(c, s)| s == "primary_test" && c.id() != OUTLIER)
             .map(|(c, _)| c.clone())
             .collect();
-        eprintln!("primary_test: {} cells (left out the known outlier {OUTLIER}, cycle life 148)", primary.len());
+        eprintln!(
+            "primary_test: {} cells (left out the known outlier {OUTLIER}, cycle life 148)",
+            primary.len()
+        );
         splits.push(("primary_test".into(), primary));
         if let Some(dir) = &args.test_data {
             for (cell, split) in load(dir)? {
-                let name = if split == "train" || split == "primary_test" { "test_data".to_string() } else { split };
+                let name = if split == "train" || split == "primary_test" {
+                    "test_data".to_string()
+                } else {
+                    split
+                };
                 match splits.iter_mut().find(|(s, _)| *s == name) {
                     Some((_, v)) => v.push(cell),
                     None => splits.push((name, vec![cell])),
@@ -126,10 +141,20 @@ fn main() -> Result<()> {
             }
         }
     }
-    eprintln!("train: {} cells; settings: dim {}, epochs {}, lr {}, batch {}", train.len(), args.dim, args.epochs, args.lr, args.batch);
+    eprintln!(
+        "train: {} cells; settings: dim {}, epochs {}, lr {}, batch {}",
+        train.len(),
+        args.dim,
+        args.epochs,
+        args.lr,
+        args.batch
+    );
 
     let label = LabelConfig::default();
-    let featurizer_cfg = FeaturizerConfig::default().with_first_cycle(2).with_cycles(99).with_interp_dim(args.dim);
+    let featurizer_cfg = FeaturizerConfig::default()
+        .with_first_cycle(2)
+        .with_cycles(99)
+        .with_interp_dim(args.dim);
     let featurizer = Featurizer::new(featurizer_cfg.clone())?;
     let channels = [1];
     let train_ds = Dataset::from_cells(&train, &featurizer, &channels, &label)?;
@@ -152,11 +177,20 @@ fn main() -> Result<()> {
 
     let variance = VarianceModel::fit(&train, &Default::default(), &label)?;
     for (name, cells, ds) in &test_ds {
-        report("variance", name, 0, Metrics::compute(&variance.predict(cells)?, &ds.require_labels()?)?);
+        report(
+            "variance",
+            name,
+            0,
+            Metrics::compute(&variance.predict(cells)?, &ds.require_labels()?)?,
+        );
     }
     for seed in 0..args.seeds {
         for single in [false, true] {
-            if !args.models.iter().any(|m| m == if single { "cnn" } else { "batlinet" }) {
+            if !args
+                .models
+                .iter()
+                .any(|m| m == if single { "cnn" } else { "batlinet" })
+            {
                 continue;
             }
             let config = BatLiNetConfig::default()
@@ -172,10 +206,18 @@ fn main() -> Result<()> {
             let mut model = BatLiNet::new(config, featurizer_cfg.clone(), train_ds.shape)?;
             model.fit(&train_ds)?;
             let name = if single { "cnn" } else { "batlinet" };
-            eprintln!("{name} seed {seed}: trained in {:.0} s", t0.elapsed().as_secs_f64());
+            eprintln!(
+                "{name} seed {seed}: trained in {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
             for (split, _, ds) in &test_ds {
                 let pred = model.predict(ds, &train_ds)?;
-                report(name, split, seed, Metrics::compute(&pred, &ds.require_labels()?)?);
+                report(
+                    name,
+                    split,
+                    seed,
+                    Metrics::compute(&pred, &ds.require_labels()?)?,
+                );
             }
         }
     }
@@ -186,12 +228,19 @@ fn main() -> Result<()> {
     let mut keys: Vec<(String, String)> = rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
     keys.dedup();
     for (model, split) in keys {
-        let ms: Vec<&Metrics> = rows.iter().filter(|r| r.0 == model && r.1 == split).map(|r| &r.3).collect();
+        let ms: Vec<&Metrics> = rows
+            .iter()
+            .filter(|r| r.0 == model && r.1 == split)
+            .map(|r| &r.3)
+            .collect();
         let n = ms.len() as f64;
         let mean = ms.iter().map(|m| m.rmse).sum::<f64>() / n;
         let std = (ms.iter().map(|m| (m.rmse - mean).powi(2)).sum::<f64>() / n).sqrt();
         let mape = ms.iter().map(|m| m.mape).sum::<f64>() / n;
-        println!("| {model} | {split} | {} | {mean:.1} | {std:.1} | {mape:.1} |", ms.len());
+        println!(
+            "| {model} | {split} | {} | {mean:.1} | {std:.1} | {mape:.1} |",
+            ms.len()
+        );
     }
     Ok(())
 }

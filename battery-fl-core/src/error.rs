@@ -158,6 +158,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidConfig { field: field.into(), reason: reason.into() }
+        Error::InvalidConfig {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }

@@ -47,7 +47,13 @@ pub struct FedOptConfig {
 
 impl Default for FedOptConfig {
     fn default() -> Self {
-        FedOptConfig { eta: 0.1, beta1: 0.9, beta2: 0.99, tau: 1e-3, policy: UpdatePolicy::default() }
+        FedOptConfig {
+            eta: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-3,
+            policy: UpdatePolicy::default(),
+        }
     }
 }
 
@@ -84,22 +90,42 @@ impl FedOpt {
     /// A server optimizer with validated settings.
     pub fn new(optimizer: ServerOptimizer, config: FedOptConfig) -> Result<Self> {
         config.validate()?;
-        Ok(FedOpt { optimizer, config, m: None, v: None })
+        Ok(FedOpt {
+            optimizer,
+            config,
+            m: None,
+            v: None,
+        })
     }
 
     /// FedAdam with default settings.
     pub fn adam() -> Self {
-        FedOpt { optimizer: ServerOptimizer::Adam, config: FedOptConfig::default(), m: None, v: None }
+        FedOpt {
+            optimizer: ServerOptimizer::Adam,
+            config: FedOptConfig::default(),
+            m: None,
+            v: None,
+        }
     }
 
     /// FedYogi with default settings.
     pub fn yogi() -> Self {
-        FedOpt { optimizer: ServerOptimizer::Yogi, config: FedOptConfig::default(), m: None, v: None }
+        FedOpt {
+            optimizer: ServerOptimizer::Yogi,
+            config: FedOptConfig::default(),
+            m: None,
+            v: None,
+        }
     }
 
     /// FedAdagrad with default settings.
     pub fn adagrad() -> Self {
-        FedOpt { optimizer: ServerOptimizer::Adagrad, config: FedOptConfig::default(), m: None, v: None }
+        FedOpt {
+            optimizer: ServerOptimizer::Adagrad,
+            config: FedOptConfig::default(),
+            m: None,
+            v: None,
+        }
     }
 }
 
@@ -109,14 +135,28 @@ impl Aggregator for FedOpt {
         // pseudo-gradient: weighted mean of the clients' deltas
         let deltas: Vec<ClientUpdate> = updates
             .iter()
-            .map(|u| Ok(ClientUpdate { params: u.to_delta(global)?, kind: UpdateKind::Delta, ..u.clone() }))
+            .map(|u| {
+                Ok(ClientUpdate {
+                    params: u.to_delta(global)?,
+                    kind: UpdateKind::Delta,
+                    ..u.clone()
+                })
+            })
             .collect::<Result<_>>()?;
         let delta = fedavg(&global.zeros_like(), &deltas)?.flatten();
         let n = delta.len();
         let c = &self.config;
         let (b1, b2, tau) = (c.beta1 as f32, c.beta2 as f32, c.tau as f32);
-        let mut m = self.m.clone().filter(|m| m.len() == n).unwrap_or_else(|| vec![0.0; n]);
-        let mut v = self.v.clone().filter(|v| v.len() == n).unwrap_or_else(|| vec![tau * tau; n]);
+        let mut m = self
+            .m
+            .clone()
+            .filter(|m| m.len() == n)
+            .unwrap_or_else(|| vec![0.0; n]);
+        let mut v = self
+            .v
+            .clone()
+            .filter(|v| v.len() == n)
+            .unwrap_or_else(|| vec![tau * tau; n]);
         let mut x = global.flatten();
         for i in 0..n {
             let d = delta[i];

@@ -60,12 +60,24 @@ pub struct ClientUpdate {
 impl ClientUpdate {
     /// An update carrying new weights.
     pub fn parameters(client_id: impl Into<String>, num_samples: u64, params: ModelParams) -> Self {
-        ClientUpdate { client_id: client_id.into(), num_samples, params, kind: UpdateKind::Parameters, metrics: BTreeMap::new() }
+        ClientUpdate {
+            client_id: client_id.into(),
+            num_samples,
+            params,
+            kind: UpdateKind::Parameters,
+            metrics: BTreeMap::new(),
+        }
     }
 
     /// An update carrying `local − global`.
     pub fn delta(client_id: impl Into<String>, num_samples: u64, delta: ModelParams) -> Self {
-        ClientUpdate { client_id: client_id.into(), num_samples, params: delta, kind: UpdateKind::Delta, metrics: BTreeMap::new() }
+        ClientUpdate {
+            client_id: client_id.into(),
+            num_samples,
+            params: delta,
+            kind: UpdateKind::Delta,
+            metrics: BTreeMap::new(),
+        }
     }
 
     /// The update as `local − global`.
@@ -87,15 +99,30 @@ pub struct UpdatePolicy {
 
 /// Validate one update against the global weights: names and shapes, finiteness, positive
 /// weight, and the delta-norm bound.
-pub fn validate_update(global: &ModelParams, update: &ClientUpdate, policy: &UpdatePolicy) -> Result<()> {
-    let reject = |reason| Error::RejectedUpdate { client_id: update.client_id.clone(), reason };
+pub fn validate_update(
+    global: &ModelParams,
+    update: &ClientUpdate,
+    policy: &UpdatePolicy,
+) -> Result<()> {
+    let reject = |reason| Error::RejectedUpdate {
+        client_id: update.client_id.clone(),
+        reason,
+    };
     if update.num_samples == 0 {
         return Err(reject(UpdateRejection::InvalidWeight { weight: 0.0 }));
     }
     if let Err(e) = global.check_compatible(&update.params) {
-        return Err(reject(UpdateRejection::ShapeMismatch { detail: e.to_string() }));
+        return Err(reject(UpdateRejection::ShapeMismatch {
+            detail: e.to_string(),
+        }));
     }
-    if let Some(index) = update.params.params().iter().flat_map(|p| p.data.iter()).position(|v| !v.is_finite()) {
+    if let Some(index) = update
+        .params
+        .params()
+        .iter()
+        .flat_map(|p| p.data.iter())
+        .position(|v| !v.is_finite())
+    {
         return Err(reject(UpdateRejection::NonFinite { index }));
     }
     if let Some(bound) = policy.max_delta_norm {
@@ -119,7 +146,12 @@ pub fn partition_updates(
         match validate_update(global, &u, policy) {
             Ok(()) => ok.push(u),
             Err(Error::RejectedUpdate { client_id, reason }) => rejected.push((client_id, reason)),
-            Err(other) => rejected.push((u.client_id.clone(), UpdateRejection::ShapeMismatch { detail: other.to_string() })),
+            Err(other) => rejected.push((
+                u.client_id.clone(),
+                UpdateRejection::ShapeMismatch {
+                    detail: other.to_string(),
+                },
+            )),
         }
     }
     (ok, rejected)
@@ -135,15 +167,26 @@ pub trait Aggregator: Send {
     fn name(&self) -> &'static str;
 }
 
-pub(crate) fn check_all(global: &ModelParams, updates: &[ClientUpdate], policy: &UpdatePolicy) -> Result<()> {
+pub(crate) fn check_all(
+    global: &ModelParams,
+    updates: &[ClientUpdate],
+    policy: &UpdatePolicy,
+) -> Result<()> {
     if updates.is_empty() {
-        return Err(Error::Aggregation { reason: "no client updates".into() });
+        return Err(Error::Aggregation {
+            reason: "no client updates".into(),
+        });
     }
-    updates.iter().try_for_each(|u| validate_update(global, u, policy))
+    updates
+        .iter()
+        .try_for_each(|u| validate_update(global, u, policy))
 }
 
 /// Client parameters in `local` form (delta updates are added to `global`).
-pub(crate) fn as_parameters(global: &ModelParams, updates: &[ClientUpdate]) -> Result<Vec<ModelParams>> {
+pub(crate) fn as_parameters(
+    global: &ModelParams,
+    updates: &[ClientUpdate],
+) -> Result<Vec<ModelParams>> {
     updates
         .iter()
         .map(|u| match u.kind {

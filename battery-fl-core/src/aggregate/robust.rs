@@ -16,7 +16,10 @@ fn coordinatewise(
     let params = as_parameters(global, updates)?;
     let mut out = global.clone();
     for (t, dst) in out.values_mut().enumerate() {
-        let bufs: Vec<&[f32]> = params.iter().map(|p| p.params()[t].data.as_slice()).collect();
+        let bufs: Vec<&[f32]> = params
+            .iter()
+            .map(|p| p.params()[t].data.as_slice())
+            .collect();
         dst.par_chunks_mut(4096).enumerate().for_each(|(c, chunk)| {
             let mut column = vec![0f32; bufs.len()];
             for (j, d) in chunk.iter_mut().enumerate() {
@@ -73,9 +76,15 @@ impl FedTrimmedAvg {
     /// Trimmed mean with fraction `beta` cut from each end.
     pub fn new(beta: f64) -> Result<Self> {
         if !(0.0..0.5).contains(&beta) {
-            return Err(Error::config("beta", format!("must be in [0, 0.5), got {beta}")));
+            return Err(Error::config(
+                "beta",
+                format!("must be in [0, 0.5), got {beta}"),
+            ));
         }
-        Ok(FedTrimmedAvg { beta, policy: UpdatePolicy::default() })
+        Ok(FedTrimmedAvg {
+            beta,
+            policy: UpdatePolicy::default(),
+        })
     }
 }
 

@@ -37,10 +37,16 @@ impl CleanConfig {
     /// Check the rules are consistent.
     pub fn validate(&self) -> Result<()> {
         if !(self.min_capacity_fraction <= 0.0 && self.min_capacity_fraction.is_finite()) {
-            return Err(Error::config("min_capacity_fraction", "must be finite and <= 0"));
+            return Err(Error::config(
+                "min_capacity_fraction",
+                "must be finite and <= 0",
+            ));
         }
         if !(self.max_capacity_fraction > 0.0 && self.max_capacity_fraction.is_finite()) {
-            return Err(Error::config("max_capacity_fraction", "must be finite and > 0"));
+            return Err(Error::config(
+                "max_capacity_fraction",
+                "must be finite and > 0",
+            ));
         }
         if self.max_capacity_fall_ah.is_nan() || self.max_capacity_fall_ah < 0.0 {
             return Err(Error::config("max_capacity_fall_ah", "must be >= 0"));
@@ -95,7 +101,10 @@ impl CleanReport {
 
     /// Number of repaired (cycle, field) pairs.
     pub fn repaired(&self) -> usize {
-        self.actions.iter().filter(|a| matches!(a, CleanAction::Repaired { .. })).count()
+        self.actions
+            .iter()
+            .filter(|a| matches!(a, CleanAction::Repaired { .. }))
+            .count()
     }
 }
 
@@ -118,23 +127,41 @@ impl Cell {
                 format!("must be > 0, got {nominal}"),
             ));
         }
-        let (lo, hi) = (config.min_capacity_fraction * nominal, config.max_capacity_fraction * nominal);
-        let mut report = CleanReport { cell_id: self.meta.cell_id.clone(), actions: Vec::new() };
+        let (lo, hi) = (
+            config.min_capacity_fraction * nominal,
+            config.max_capacity_fraction * nominal,
+        );
+        let mut report = CleanReport {
+            cell_id: self.meta.cell_id.clone(),
+            actions: Vec::new(),
+        };
         let suspects = self.suspect_cycles.clone();
         self.cycles.retain_mut(|cycle| {
             let number = cycle.cycle;
             if config.drop_source_suspects && suspects.contains(&number) {
-                report.actions.push(CleanAction::Dropped { cycle: number, reason: "flagged by the source".into() });
+                report.actions.push(CleanAction::Dropped {
+                    cycle: number,
+                    reason: "flagged by the source".into(),
+                });
                 return false;
             }
-            if let Some((name, _)) = cycle.signals().find(|(_, s)| s.iter().any(|v| !v.is_finite())) {
-                report.actions.push(CleanAction::Dropped { cycle: number, reason: format!("non-finite {name}") });
+            if let Some((name, _)) = cycle
+                .signals()
+                .find(|(_, s)| s.iter().any(|v| !v.is_finite()))
+            {
+                report.actions.push(CleanAction::Dropped {
+                    cycle: number,
+                    reason: format!("non-finite {name}"),
+                });
                 return false;
             }
             let mut repairs = Vec::new();
             for (name, series) in [
                 ("charge_capacity_ah", cycle.charge_capacity_ah.as_mut()),
-                ("discharge_capacity_ah", cycle.discharge_capacity_ah.as_mut()),
+                (
+                    "discharge_capacity_ah",
+                    cycle.discharge_capacity_ah.as_mut(),
+                ),
             ] {
                 let Some(series) = series else { continue };
                 if let Some(v) = series.iter().find(|&&v| v < lo || v > hi) {
@@ -163,7 +190,12 @@ impl Cell {
                     running = fixed;
                 }
                 if changed > 0 {
-                    repairs.push(CleanAction::Repaired { cycle: number, field: name.into(), samples: changed, max_change });
+                    repairs.push(CleanAction::Repaired {
+                        cycle: number,
+                        field: name.into(),
+                        samples: changed,
+                        max_change,
+                    });
                 }
             }
             report.actions.extend(repairs);

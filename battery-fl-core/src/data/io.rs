@@ -31,7 +31,11 @@ pub(crate) struct CellRecord {
     cathode: Option<String>,
     #[serde(default, alias = "anode_material")]
     anode: Option<String>,
-    #[serde(default, alias = "electrolyte_material", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "electrolyte_material",
+        skip_serializing_if = "Option::is_none"
+    )]
     electrolyte: Option<String>,
     #[serde(default)]
     form_factor: Option<String>,
@@ -115,7 +119,10 @@ impl From<Cell> for CellRecord {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Load one cell from a `.json` or `.json.gz` file (gzip is detected from the content).
@@ -125,16 +132,22 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 pub fn load_cell(path: impl AsRef<Path>) -> Result<Cell> {
     let path = path.as_ref();
     let mut bytes = Vec::new();
-    File::open(path).and_then(|f| BufReader::new(f).read_to_end(&mut bytes)).map_err(io_err(path))?;
+    File::open(path)
+        .and_then(|f| BufReader::new(f).read_to_end(&mut bytes))
+        .map_err(io_err(path))?;
     let text = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(bytes.len() * 8);
-        GzDecoder::new(bytes.as_slice()).read_to_end(&mut out).map_err(io_err(path))?;
+        GzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut out)
+            .map_err(io_err(path))?;
         out
     } else {
         bytes
     };
-    serde_json::from_slice::<Cell>(&text)
-        .map_err(|e| Error::Parse { path: path.to_path_buf(), reason: e.to_string() })
+    serde_json::from_slice::<Cell>(&text).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Save a cell as JSON, gzip'd when the file name ends in `.gz`.
@@ -151,7 +164,10 @@ pub fn save_cell(cell: &Cell, path: impl AsRef<Path>) -> Result<()> {
         let file = File::create(&tmp)?;
         let gz = path.extension().is_some_and(|e| e == "gz");
         let mut w: Box<dyn Write> = if gz {
-            Box::new(GzEncoder::new(BufWriter::new(file), flate2::Compression::default()))
+            Box::new(GzEncoder::new(
+                BufWriter::new(file),
+                flate2::Compression::default(),
+            ))
         } else {
             Box::new(BufWriter::new(file))
         };
@@ -162,7 +178,10 @@ pub fn save_cell(cell: &Cell, path: impl AsRef<Path>) -> Result<()> {
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::Io { path: path.to_path_buf(), source: e }
+        Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
     })
 }
 
@@ -191,7 +210,10 @@ pub struct IndexEntry {
 pub fn load_index(folder: impl AsRef<Path>) -> Result<Vec<IndexEntry>> {
     let path = folder.as_ref().join("index.json");
     let text = std::fs::read(&path).map_err(io_err(&path))?;
-    serde_json::from_slice(&text).map_err(|e| Error::Parse { path, reason: e.to_string() })
+    serde_json::from_slice(&text).map_err(|e| Error::Parse {
+        path,
+        reason: e.to_string(),
+    })
 }
 
 /// Load every cell of a folder, in parallel.
@@ -202,7 +224,10 @@ pub fn load_cells(folder: impl AsRef<Path>) -> Result<Vec<Cell>> {
     use rayon::prelude::*;
     let folder = folder.as_ref();
     let files: Vec<PathBuf> = if folder.join("index.json").is_file() {
-        load_index(folder)?.into_iter().map(|e| folder.join(e.file)).collect()
+        load_index(folder)?
+            .into_iter()
+            .map(|e| folder.join(e.file))
+            .collect()
     } else {
         let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
             .map_err(io_err(folder))?

@@ -23,20 +23,30 @@ pub struct LabelConfig {
 
 impl Default for LabelConfig {
     fn default() -> Self {
-        LabelConfig { eol_fraction: 0.8, median_window: 1, prefer_recorded: true }
+        LabelConfig {
+            eol_fraction: 0.8,
+            median_window: 1,
+            prefer_recorded: true,
+        }
     }
 }
 
 impl LabelConfig {
     /// A config with the given end-of-life fraction and the other defaults.
     pub fn with_eol(eol_fraction: f64) -> Self {
-        LabelConfig { eol_fraction, ..Default::default() }
+        LabelConfig {
+            eol_fraction,
+            ..Default::default()
+        }
     }
 
     /// Check the values.
     pub fn validate(&self) -> Result<()> {
         if !(self.eol_fraction > 0.0 && self.eol_fraction < 1.0) {
-            return Err(Error::config("eol_fraction", format!("must be in (0, 1), got {}", self.eol_fraction)));
+            return Err(Error::config(
+                "eol_fraction",
+                format!("must be in (0, 1), got {}", self.eol_fraction),
+            ));
         }
         if self.median_window.is_multiple_of(2) {
             return Err(Error::config("median_window", "must be odd and >= 1"));
@@ -95,7 +105,10 @@ impl Cell {
                 .filter_map(|(k, q)| q.filter(|q| q.is_finite()).map(|q| (k as u32 + 1, q)))
                 .collect();
         }
-        self.cycles.iter().filter_map(|c| c.max_discharge_capacity().map(|q| (c.cycle, q))).collect()
+        self.cycles
+            .iter()
+            .filter_map(|c| c.max_discharge_capacity().map(|q| (c.cycle, q)))
+            .collect()
     }
 
     /// The cycle-life label under `config`.
@@ -113,7 +126,10 @@ impl Cell {
         config.validate()?;
         if config.prefer_recorded && (config.eol_fraction - 0.8).abs() < 1e-12 {
             if let Some(cycle) = self.cycle_life {
-                return Ok(LifeLabel::Reached { cycle, source: LabelSource::Recorded });
+                return Ok(LifeLabel::Reached {
+                    cycle,
+                    source: LabelSource::Recorded,
+                });
             }
         }
         let series = self.capacity_series();
@@ -129,7 +145,10 @@ impl Cell {
         let smoothed = rolling_median(&values, config.median_window);
         let threshold = config.eol_fraction * self.meta.nominal_capacity_ah;
         if let Some(i) = smoothed.iter().position(|&q| q <= threshold) {
-            return Ok(LifeLabel::Reached { cycle: series[i].0, source: LabelSource::Computed });
+            return Ok(LifeLabel::Reached {
+                cycle: series[i].0,
+                source: LabelSource::Computed,
+            });
         }
         let min = smoothed.iter().copied().fold(f64::INFINITY, f64::min);
         Ok(LifeLabel::Censored {
@@ -150,10 +169,16 @@ fn rolling_median(values: &[f64], window: usize) -> Vec<f64> {
     (0..values.len())
         .map(|i| {
             buf.clear();
-            buf.extend_from_slice(&values[i.saturating_sub(half)..(i + half + 1).min(values.len())]);
+            buf.extend_from_slice(
+                &values[i.saturating_sub(half)..(i + half + 1).min(values.len())],
+            );
             buf.sort_by(f64::total_cmp);
             let m = buf.len();
-            if m % 2 == 1 { buf[m / 2] } else { 0.5 * (buf[m / 2 - 1] + buf[m / 2]) }
+            if m % 2 == 1 {
+                buf[m / 2]
+            } else {
+                0.5 * (buf[m / 2 - 1] + buf[m / 2])
+            }
         })
         .collect()
 }

@@ -18,7 +18,12 @@ impl Cell {
         let id = &self.meta.cell_id;
         let nominal = self.meta.nominal_capacity_ah;
         if !(nominal.is_finite() && nominal > 0.0) {
-            return Err(invalid(id, None, "nominal_capacity_ah", format!("must be > 0, got {nominal}")));
+            return Err(invalid(
+                id,
+                None,
+                "nominal_capacity_ah",
+                format!("must be > 0, got {nominal}"),
+            ));
         }
         if self.cycles.is_empty() {
             return Err(invalid(id, None, "cycles", "the cell has no cycles".into()));
@@ -33,7 +38,12 @@ impl Cell {
 fn validate_cycle(id: &str, nominal: f64, cycle: &Cycle) -> Result<()> {
     let n = cycle.len();
     if n == 0 {
-        return Err(invalid(id, Some(cycle.cycle), "voltage_v", "empty cycle".into()));
+        return Err(invalid(
+            id,
+            Some(cycle.cycle),
+            "voltage_v",
+            "empty cycle".into(),
+        ));
     }
     for (name, series) in cycle.signals() {
         if series.len() != n {
@@ -68,5 +78,10 @@ fn validate_cycle(id: &str, nominal: f64, cycle: &Cycle) -> Result<()> {
 }
 
 pub(super) fn invalid(id: &str, cycle: Option<u32>, field: &str, reason: String) -> Error {
-    Error::InvalidData { cell_id: id.to_string(), cycle, field: field.to_string(), reason }
+    Error::InvalidData {
+        cell_id: id.to_string(),
+        cycle,
+        field: field.to_string(),
+        reason,
+    }
 }

@@ -22,11 +22,14 @@ pub fn qd_of_v(
     points: usize,
     current_threshold_a: f64,
 ) -> Result<Vec<f64>> {
-    let q = cycle.discharge_capacity_ah.as_deref().ok_or_else(|| Error::NotEnoughData {
-        what: format!("Qd(V) of cycle {}: no discharge capacity", cycle.cycle),
-        needed: 1,
-        got: 0,
-    })?;
+    let q = cycle
+        .discharge_capacity_ah
+        .as_deref()
+        .ok_or_else(|| Error::NotEnoughData {
+            what: format!("Qd(V) of cycle {}: no discharge capacity", cycle.cycle),
+            needed: 1,
+            got: 0,
+        })?;
     let mut pts: Vec<(f64, f64)> = match cycle.current_a.as_deref() {
         Some(i) => cycle
             .voltage_v
@@ -36,7 +39,12 @@ pub fn qd_of_v(
             .filter(|&(_, &i)| i < -current_threshold_a)
             .map(|((&v, &q), _)| (v, q))
             .collect(),
-        None => cycle.voltage_v.iter().copied().zip(q.iter().copied()).collect(),
+        None => cycle
+            .voltage_v
+            .iter()
+            .copied()
+            .zip(q.iter().copied())
+            .collect(),
     };
     if pts.len() < 2 {
         return Err(Error::NotEnoughData {
@@ -46,7 +54,11 @@ pub fn qd_of_v(
         });
     }
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let step = if points > 1 { (v_hi - v_lo) / (points - 1) as f64 } else { 0.0 };
+    let step = if points > 1 {
+        (v_hi - v_lo) / (points - 1) as f64
+    } else {
+        0.0
+    };
     let mut out = Vec::with_capacity(points);
     let mut j = 0;
     // walk the grid upward in voltage, then reverse so that index 0 is v_hi
@@ -62,7 +74,11 @@ pub fn qd_of_v(
             pts[pts.len() - 1].1
         } else {
             let (v1, q1) = pts[j + 1];
-            if v1 > v0 { q0 + (q1 - q0) * (v - v0) / (v1 - v0) } else { q0 }
+            if v1 > v0 {
+                q0 + (q1 - q0) * (v - v0) / (v1 - v0)
+            } else {
+                q0
+            }
         };
         out.push(value);
     }
@@ -86,7 +102,9 @@ pub fn delta_q(cell: &Cell, early: u32, late: u32, current_threshold_a: f64) -> 
         (Some(lo), Some(hi)) if hi > lo => (lo, hi),
         _ => {
             let vs = a.voltage_v.iter().chain(&b.voltage_v).copied();
-            let (lo, hi) = vs.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
+            let (lo, hi) = vs.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+                (l.min(v), h.max(v))
+            });
             (lo, hi)
         }
     };
@@ -97,7 +115,12 @@ pub fn delta_q(cell: &Cell, early: u32, late: u32, current_threshold_a: f64) -> 
 
 /// log10 of the variance (population, ddof = 0) of ΔQ(V) between cycles `early` and `late`:
 /// the single feature of Severson's "variance" model.
-pub fn log10_variance_delta_q(cell: &Cell, early: u32, late: u32, current_threshold_a: f64) -> Result<f64> {
+pub fn log10_variance_delta_q(
+    cell: &Cell,
+    early: u32,
+    late: u32,
+    current_threshold_a: f64,
+) -> Result<f64> {
     let d = delta_q(cell, early, late, current_threshold_a)?;
     let n = d.len() as f64;
     let mean = d.iter().sum::<f64>() / n;
@@ -142,7 +165,10 @@ mod tests {
         let mut meta = CellMeta::new("c", 1.1);
         meta.voltage_min_v = Some(2.0);
         meta.voltage_max_v = Some(3.6);
-        let mild = Cell::new(meta.clone(), vec![linear_cycle(10, 1.0), linear_cycle(100, 0.99)]);
+        let mild = Cell::new(
+            meta.clone(),
+            vec![linear_cycle(10, 1.0), linear_cycle(100, 0.99)],
+        );
         let strong = Cell::new(meta, vec![linear_cycle(10, 1.0), linear_cycle(100, 0.9)]);
         let a = log10_variance_delta_q(&mild, 10, 100, 0.1).unwrap();
         let b = log10_variance_delta_q(&strong, 10, 100, 0.1).unwrap();

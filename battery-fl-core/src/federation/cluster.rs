@@ -22,31 +22,58 @@ impl FleetSummary {
     /// Summarize a fleet's fingerprints (at least one).
     pub fn from_fingerprints(fps: &[GenomeFingerprint]) -> Result<Self> {
         let Some(first) = fps.first() else {
-            return Err(Error::NotEnoughData { what: "fingerprints for a fleet summary".into(), needed: 1, got: 0 });
+            return Err(Error::NotEnoughData {
+                what: "fingerprints for a fleet summary".into(),
+                needed: 1,
+                got: 0,
+            });
         };
         let n = fps.len() as f64;
         let mut mix = BTreeMap::new();
         let mut centroid = vec![0.0; first.signature.v_of_q.len()];
         for fp in fps {
-            *mix.entry(fp.cathode.clone().unwrap_or_else(|| "?".into())).or_insert(0.0) += 1.0 / n;
+            *mix.entry(fp.cathode.clone().unwrap_or_else(|| "?".into()))
+                .or_insert(0.0) += 1.0 / n;
             for (c, v) in centroid.iter_mut().zip(&fp.signature.v_of_q) {
                 *c += v / n;
             }
         }
-        Ok(FleetSummary { chemistry_mix: mix, signature_centroid: centroid })
+        Ok(FleetSummary {
+            chemistry_mix: mix,
+            signature_centroid: centroid,
+        })
     }
 
     /// Distance: total variation between chemistry mixes plus the RMS difference (V) of the
     /// signature centroids.
     pub fn distance(&self, other: &Self) -> f64 {
-        let keys: std::collections::BTreeSet<&String> = self.chemistry_mix.keys().chain(other.chemistry_mix.keys()).collect();
+        let keys: std::collections::BTreeSet<&String> = self
+            .chemistry_mix
+            .keys()
+            .chain(other.chemistry_mix.keys())
+            .collect();
         let tv = 0.5
             * keys
                 .into_iter()
-                .map(|k| (self.chemistry_mix.get(k).unwrap_or(&0.0) - other.chemistry_mix.get(k).unwrap_or(&0.0)).abs())
+                .map(|k| {
+                    (self.chemistry_mix.get(k).unwrap_or(&0.0)
+                        - other.chemistry_mix.get(k).unwrap_or(&0.0))
+                    .abs()
+                })
                 .sum::<f64>();
-        let n = self.signature_centroid.len().min(other.signature_centroid.len()).max(1) as f64;
-        let rms = (self.signature_centroid.iter().zip(&other.signature_centroid).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / n).sqrt();
+        let n = self
+            .signature_centroid
+            .len()
+            .min(other.signature_centroid.len())
+            .max(1) as f64;
+        let rms = (self
+            .signature_centroid
+            .iter()
+            .zip(&other.signature_centroid)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
         tv + rms
     }
 }
@@ -56,13 +83,23 @@ impl FleetSummary {
 /// appearance.
 pub fn cluster_fleets(summaries: &[FleetSummary], threshold: f64) -> Vec<usize> {
     let n = summaries.len();
-    let d: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| summaries[i].distance(&summaries[j])).collect()).collect();
+    let d: Vec<Vec<f64>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| summaries[i].distance(&summaries[j]))
+                .collect()
+        })
+        .collect();
     let mut groups: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
     loop {
         let mut best: Option<(f64, usize, usize)> = None;
         for a in 0..groups.len() {
             for b in a + 1..groups.len() {
-                let link = groups[a].iter().flat_map(|&i| groups[b].iter().map(move |&j| (i, j))).map(|(i, j)| d[i][j]).sum::<f64>()
+                let link = groups[a]
+                    .iter()
+                    .flat_map(|&i| groups[b].iter().map(move |&j| (i, j)))
+                    .map(|(i, j)| d[i][j])
+                    .sum::<f64>()
                     / (groups[a].len() * groups[b].len()) as f64;
                 if link < threshold && best.is_none_or(|(l, _, _)| link < l) {
                     best = Some((link, a, b));
@@ -88,7 +125,10 @@ mod tests {
     use super::*;
 
     fn summary(mix: &[(&str, f64)], level: f64) -> FleetSummary {
-        FleetSummary { chemistry_mix: mix.iter().map(|(k, v)| (k.to_string(), *v)).collect(), signature_centroid: vec![level; 8] }
+        FleetSummary {
+            chemistry_mix: mix.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            signature_centroid: vec![level; 8],
+        }
     }
 
     #[test]

@@ -52,7 +52,12 @@ pub struct SecureAggregation {
 
 impl Default for SecureAggregation {
     fn default() -> Self {
-        SecureAggregation { neighbours: None, threshold: None, clipping_range: 8.0, modulus_bits: 32 }
+        SecureAggregation {
+            neighbours: None,
+            threshold: None,
+            clipping_range: 8.0,
+            modulus_bits: 32,
+        }
     }
 }
 
@@ -153,20 +158,32 @@ impl FederationConfig {
         }
         let m = self.clients_per_round.unwrap_or(fleets);
         if m == 0 || m > fleets {
-            return Err(Error::config("clients_per_round", format!("must be in 1..={fleets}, got {m}")));
+            return Err(Error::config(
+                "clients_per_round",
+                format!("must be in 1..={fleets}, got {m}"),
+            ));
         }
         if !(self.mu.is_finite() && self.mu >= 0.0) {
             return Err(Error::config("mu", "must be >= 0"));
         }
         if self.secure_aggregation.is_some() {
             if !self.strategy.needs_only_the_sum() {
-                return Err(Error::config("strategy", "median and trimmed mean need individual updates: not with secure aggregation"));
+                return Err(Error::config(
+                    "strategy",
+                    "median and trimmed mean need individual updates: not with secure aggregation",
+                ));
             }
             if m < 3 {
-                return Err(Error::config("secure_aggregation", "needs at least 3 clients per round"));
+                return Err(Error::config(
+                    "secure_aggregation",
+                    "needs at least 3 clients per round",
+                ));
             }
             if self.clustering.is_some() {
-                return Err(Error::config("clustering", "clustered aggregation with secure aggregation is not supported"));
+                return Err(Error::config(
+                    "clustering",
+                    "clustered aggregation with secure aggregation is not supported",
+                ));
             }
         }
         if let Some(dp) = &self.dp {

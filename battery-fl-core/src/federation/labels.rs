@@ -1,5 +1,6 @@
-//! One label transform for every fleet, from per-fleet count, sum and sum of squares of the
-//! log labels, summed through secure aggregation when configured.
+//! Shared statistics across fleets: one label transform (from per-fleet count, sum and sum of
+//! squares of the log labels) and one set of input scales, summed through secure aggregation
+//! when configured, so the coordinator learns totals only.
 
 use std::collections::BTreeMap;
 
@@ -25,7 +26,10 @@ impl LabelStats {
     /// Statistics of one fleet's labels.
     pub fn of(lives: &[f64]) -> Result<Self> {
         if let Some(v) = lives.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return Err(Error::config("labels", format!("cycle lives must be positive, got {v}")));
+            return Err(Error::config(
+                "labels",
+                format!("cycle lives must be positive, got {v}"),
+            ));
         }
         let logs = lives.iter().map(|v| v.ln());
         Ok(LabelStats {
@@ -36,36 +40,75 @@ impl LabelStats {
     }
 }
 
-/// Scale that brings the statistics inside the secure-aggregation clipping range.
-const STATS_SCALE: f64 = 1e4;
+/// Public bound on any summed statistic (secure aggregation clips to it).
+const STATS_BOUND: f64 = 1e9;
 
-/// The shared label transform from every fleet's [`LabelStats`]. With `secure`, the three
-/// sums go through a secure-aggregation round (64-bit modulus, fine quantization), so the
-/// coordinator learns only the totals.
-pub fn federated_label_transform(stats: &[LabelStats], secure: Option<&SecureAggregation>, seed: u64) -> Result<LabelTransform> {
-    let total = match secure {
-        None => stats.iter().fold([0.0; 3], |acc, s| [acc[0] + s.count, acc[1] + s.sum, acc[2] + s.sum_sq]),
-        Some(sa) => {
-            let n = stats.len();
-            let config = SecAggConfig {
-                num_clients: n,
-                neighbours: sa.neighbours.filter(|&k| k < n),
-                threshold: sa.threshold,
-                clipping_range: 1.0,
-                target_range: 1 << 40,
-                modulus_bits: 64,
-                max_weight: 1.0,
-            };
-            let inputs: Vec<Vec<f32>> = stats
-                .iter()
-                .map(|s| [s.count, s.sum, s.sum_sq].iter().map(|v| (v / STATS_SCALE) as f32).collect())
-                .collect();
-            let mean = simulate_round(&inputs, &vec![1.0; n], &config, &BTreeMap::new(), seed)?;
-            let back = |v: f32| f64::from(v) * STATS_SCALE * n as f64;
-            [back(mean[0]).round(), back(mean[1]), back(mean[2])]
-        }
+/// Sum per-fleet statistic vectors, through a secure-aggregation round when `secure` is given
+/// (64-bit modulus, resolution about 1e-4 per coordinate).
+pub fn secure_sum(
+    vectors: &[Vec<f64>],
+    secure: Option<&SecureAggregation>,
+    seed: u64,
+) -> Result<Vec<f64>> {
+    let Some(first) = vectors.first() else {
+        return Err(Error::NotEnoughData {
+            what: "statistics to sum".into(),
+            needed: 1,
+            got: 0,
+        });
     };
-    LabelTransform::from_sums(total[0], total[1], total[2])
+    if let Some(v) = vectors.iter().find(|v| v.len() != first.len()) {
+        return Err(Error::Shape {
+            what: "statistics vector".into(),
+            expected: vec![first.len()],
+            got: vec![v.len()],
+        });
+    }
+    if let Some(x) = vectors
+        .iter()
+        .flatten()
+        .find(|x| !(x.is_finite() && x.abs() <= STATS_BOUND))
+    {
+        return Err(Error::config(
+            "statistics",
+            format!("{x} is outside the public bound ±{STATS_BOUND}"),
+        ));
+    }
+    let Some(sa) = secure else {
+        return Ok((0..first.len())
+            .map(|i| vectors.iter().map(|v| v[i]).sum())
+            .collect());
+    };
+    let n = vectors.len();
+    let config = SecAggConfig {
+        num_clients: n,
+        neighbours: sa.neighbours.filter(|&k| k < n),
+        threshold: sa.threshold,
+        clipping_range: STATS_BOUND,
+        target_range: 1 << 44,
+        modulus_bits: 64,
+        max_weight: 1.0,
+    };
+    let inputs: Vec<Vec<f32>> = vectors
+        .iter()
+        .map(|v| v.iter().map(|&x| x as f32).collect())
+        .collect();
+    let mean = simulate_round(&inputs, &vec![1.0; n], &config, &BTreeMap::new(), seed)?;
+    Ok(mean.iter().map(|&m| f64::from(m) * n as f64).collect())
+}
+
+/// The shared label transform from every fleet's [`LabelStats`] (see [`secure_sum`]).
+pub fn federated_label_transform(
+    stats: &[LabelStats],
+    secure: Option<&SecureAggregation>,
+    seed: u64,
+) -> Result<LabelTransform> {
+    let vectors: Vec<Vec<f64>> = stats
+        .iter()
+        .map(|s| vec![s.count, s.sum, s.sum_sq])
+        .collect();
+    let total = secure_sum(&vectors, secure, seed)?;
+    LabelTransform::from_sums(total[0].round(), total[1], total[2])
 }
 
 #[cfg(test)]
@@ -74,12 +117,17 @@ mod tests {
 
     #[test]
     fn secure_sums_give_the_pooled_transform() {
-        let fleets = [vec![300.0, 500.0, 900.0], vec![1200.0, 2000.0], vec![150.0, 700.0, 800.0, 2500.0]];
+        let fleets = [
+            vec![300.0, 500.0, 900.0],
+            vec![1200.0, 2000.0],
+            vec![150.0, 700.0, 800.0, 2500.0],
+        ];
         let pooled: Vec<f64> = fleets.iter().flatten().copied().collect();
         let want = LabelTransform::fit(&pooled).unwrap();
         let stats: Vec<LabelStats> = fleets.iter().map(|f| LabelStats::of(f).unwrap()).collect();
         let plain = federated_label_transform(&stats, None, 0).unwrap();
-        let secure = federated_label_transform(&stats, Some(&SecureAggregation::default()), 3).unwrap();
+        let secure =
+            federated_label_transform(&stats, Some(&SecureAggregation::default()), 3).unwrap();
         for t in [plain, secure] {
             assert!((t.mean - want.mean).abs() < 1e-3, "{t:?} vs {want:?}");
             assert!((t.std - want.std).abs() < 1e-3, "{t:?} vs {want:?}");

@@ -18,7 +18,7 @@ mod simulation;
 
 pub use cluster::{cluster_fleets, FleetSummary};
 pub use config::{ClusterConfig, FederationConfig, SecureAggregation, Strategy};
-pub use labels::{federated_label_transform, LabelStats};
+pub use labels::{federated_label_transform, secure_sum, LabelStats};
 pub use state::{CoordinatorState, RoundRecord};
 
 #[cfg(feature = "tch")]
@@ -26,7 +26,9 @@ pub use simulation::{centralized_baseline, local_only_baseline, FleetData, Simul
 
 /// Seed for one (round, client) job, derived from the run seed (SplitMix64 mixing).
 pub fn job_seed(seed: u64, round: usize, client: usize) -> u64 {
-    let mut z = seed ^ (round as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (client as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut z = seed
+        ^ (round as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (client as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

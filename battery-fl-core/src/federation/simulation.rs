@@ -6,14 +6,20 @@ use std::path::{Path, PathBuf};
 use rand::seq::index::sample;
 
 use super::config::{FederationConfig, Strategy};
-use super::labels::{federated_label_transform, LabelStats};
+use super::labels::{federated_label_transform, secure_sum, LabelStats};
 use super::state::{CoordinatorState, RoundRecord};
 use super::{cluster_fleets, job_seed, FleetSummary};
-use crate::aggregate::{partition_updates, Aggregator, ClientUpdate, FedMedian, FedOpt, FedTrimmedAvg, ServerOptimizer, UpdatePolicy};
+use crate::aggregate::{
+    partition_updates, Aggregator, ClientUpdate, FedMedian, FedOpt, FedTrimmedAvg, ServerOptimizer,
+    UpdatePolicy,
+};
 use crate::dp::{clip_l2, DpMode, GaussianNoise, RoundNoise};
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
-use crate::model::{BatLiNet, BatLiNetConfig, Dataset, Metrics, ModelParams, ReferenceSelection, TrainOptions};
+use crate::model::{
+    BatLiNet, BatLiNetConfig, Dataset, InputScales, InputStats, Metrics, ModelParams,
+    ReferenceSelection, TrainOptions,
+};
 use crate::secagg::simulate_round;
 
 /// One fleet's data, which never leaves the fleet: training cells (also the fleet's own
@@ -46,40 +52,90 @@ impl Simulation {
     /// Set up a run: validates the settings, computes the shared label transform from the
     /// fleets' label statistics (securely when configured), initializes the global model
     /// from the model seed and, when configured, groups the fleets by genome.
-    pub fn new(config: FederationConfig, model: BatLiNetConfig, featurizer: FeaturizerConfig, fleets: Vec<FleetData>) -> Result<Self> {
+    pub fn new(
+        config: FederationConfig,
+        model: BatLiNetConfig,
+        featurizer: FeaturizerConfig,
+        fleets: Vec<FleetData>,
+    ) -> Result<Self> {
         config.validate(fleets.len())?;
         let Some(first) = fleets.first() else {
-            return Err(Error::NotEnoughData { what: "fleets".into(), needed: 1, got: 0 });
+            return Err(Error::NotEnoughData {
+                what: "fleets".into(),
+                needed: 1,
+                got: 0,
+            });
         };
         let shape = first.train.shape;
         for f in &fleets {
             if f.train.is_empty() || f.test.is_empty() {
-                return Err(Error::NotEnoughData { what: format!("cells of fleet {}", f.id), needed: 1, got: 0 });
+                return Err(Error::NotEnoughData {
+                    what: format!("cells of fleet {}", f.id),
+                    needed: 1,
+                    got: 0,
+                });
             }
             if f.train.shape != shape || f.test.shape != shape {
-                return Err(Error::Shape { what: format!("inputs of fleet {}", f.id), expected: shape.to_vec(), got: f.train.shape.to_vec() });
+                return Err(Error::Shape {
+                    what: format!("inputs of fleet {}", f.id),
+                    expected: shape.to_vec(),
+                    got: f.train.shape.to_vec(),
+                });
             }
         }
         if config.dp.is_some() && !config.strategy.needs_only_the_sum() {
-            return Err(Error::config("dp", "DP noise is calibrated for mean-based strategies, not median or trimmed mean"));
+            return Err(Error::config(
+                "dp",
+                "DP noise is calibrated for mean-based strategies, not median or trimmed mean",
+            ));
         }
-        let stats = fleets.iter().map(|f| LabelStats::of(&f.train.require_labels()?)).collect::<Result<Vec<_>>>()?;
-        let labels = federated_label_transform(&stats, config.secure_aggregation.as_ref(), job_seed(config.seed, 0, STREAM_MASKS))?;
+        let stats = fleets
+            .iter()
+            .map(|f| LabelStats::of(&f.train.require_labels()?))
+            .collect::<Result<Vec<_>>>()?;
+        let labels = federated_label_transform(
+            &stats,
+            config.secure_aggregation.as_ref(),
+            job_seed(config.seed, 0, STREAM_MASKS),
+        )?;
+        let input_stats: Vec<Vec<f64>> = fleets
+            .iter()
+            .map(|f| f.train.input_stats().to_vec())
+            .collect();
+        let summed = secure_sum(
+            &input_stats,
+            config.secure_aggregation.as_ref(),
+            job_seed(config.seed, 0, STREAM_MASKS - 1),
+        )?;
+        let scales = InputScales::from_stats(&InputStats::from_vec(&summed, shape[0])?)?;
         let mut worker = BatLiNet::new(model.with_progress(false), featurizer, shape)?;
         worker.set_label_transform(labels);
+        worker.set_input_scales(scales)?;
         let global = worker.params()?;
         let fleet_group = match &config.clustering {
             Some(c) => {
-                let summaries = fleets.iter().map(|f| FleetSummary::from_fingerprints(&f.train.fingerprints)).collect::<Result<Vec<_>>>()?;
+                let summaries = fleets
+                    .iter()
+                    .map(|f| FleetSummary::from_fingerprints(&f.train.fingerprints))
+                    .collect::<Result<Vec<_>>>()?;
                 cluster_fleets(&summaries, c.threshold)
             }
             None => Vec::new(),
         };
         let n_groups = fleet_group.iter().copied().max().map_or(0, |g| g + 1);
         let server_optimizer = match config.strategy {
-            Strategy::FedAdam => Some(FedOpt::new(ServerOptimizer::Adam, config.server_optimizer.clone())?),
-            Strategy::FedYogi => Some(FedOpt::new(ServerOptimizer::Yogi, config.server_optimizer.clone())?),
-            Strategy::FedAdagrad => Some(FedOpt::new(ServerOptimizer::Adagrad, config.server_optimizer.clone())?),
+            Strategy::FedAdam => Some(FedOpt::new(
+                ServerOptimizer::Adam,
+                config.server_optimizer.clone(),
+            )?),
+            Strategy::FedYogi => Some(FedOpt::new(
+                ServerOptimizer::Yogi,
+                config.server_optimizer.clone(),
+            )?),
+            Strategy::FedAdagrad => Some(FedOpt::new(
+                ServerOptimizer::Adagrad,
+                config.server_optimizer.clone(),
+            )?),
             _ => None,
         };
         let state = CoordinatorState {
@@ -89,11 +145,22 @@ impl Simulation {
             fleet_group,
             server_optimizer,
             accountant: config.dp.as_ref().map(|d| d.accountant()).transpose()?,
-            adaptive_clip: config.dp.as_ref().map(|d| d.adaptive_state()).transpose()?.flatten(),
+            adaptive_clip: config
+                .dp
+                .as_ref()
+                .map(|d| d.adaptive_state())
+                .transpose()?
+                .flatten(),
             labels,
             history: Vec::new(),
         };
-        Ok(Simulation { config, fleets, worker, state, checkpoint: None })
+        Ok(Simulation {
+            config,
+            fleets,
+            worker,
+            state,
+            checkpoint: None,
+        })
     }
 
     /// Checkpoint the coordinator state to `path` after every round.
@@ -103,7 +170,13 @@ impl Simulation {
     }
 
     /// Continue a run from its checkpoint; the other arguments must be the run's own.
-    pub fn resume(path: &Path, config: FederationConfig, model: BatLiNetConfig, featurizer: FeaturizerConfig, fleets: Vec<FleetData>) -> Result<Self> {
+    pub fn resume(
+        path: &Path,
+        config: FederationConfig,
+        model: BatLiNetConfig,
+        featurizer: FeaturizerConfig,
+        fleets: Vec<FleetData>,
+    ) -> Result<Self> {
         let mut sim = Self::new(config, model, featurizer, fleets)?;
         let state = CoordinatorState::load(path)?;
         sim.state.global.check_compatible(&state.global)?;
@@ -144,7 +217,9 @@ impl Simulation {
         match self.round(Some(clients)) {
             Err(Error::Aggregation { reason }) if reason == "interrupted" => Ok(()),
             Err(e) => Err(e),
-            Ok(_) => Err(Error::Aggregation { reason: "round finished before the interruption point".into() }),
+            Ok(_) => Err(Error::Aggregation {
+                reason: "round finished before the interruption point".into(),
+            }),
         }
     }
 
@@ -166,14 +241,21 @@ impl Simulation {
         let cfg = self.config.clone();
         let n = self.fleets.len();
         let m = cfg.clients_per_round.unwrap_or(n);
-        let mut chosen = sample(&mut crate::rng::seeded(job_seed(cfg.seed, r, STREAM_SAMPLING)), n, m).into_vec();
+        let mut chosen = sample(
+            &mut crate::rng::seeded(job_seed(cfg.seed, r, STREAM_SAMPLING)),
+            n,
+            m,
+        )
+        .into_vec();
         chosen.sort_unstable();
 
         // DP for this round: clipping norm, noise multiplier, noise source
         let mut adaptive = self.state.adaptive_clip.clone();
         let round_noise = match &cfg.dp {
             Some(dp) => {
-                let c = adaptive.as_ref().map_or(dp.clipping_norm, |a| a.clipping_norm());
+                let c = adaptive
+                    .as_ref()
+                    .map_or(dp.clipping_norm, |a| a.clipping_norm());
                 let z = match &adaptive {
                     Some(a) => a.update_noise_multiplier(dp.noise_multiplier, m)?,
                     None => dp.noise_multiplier,
@@ -183,7 +265,9 @@ impl Simulation {
             None => None,
         };
         let mut noise = match &cfg.dp {
-            Some(dp) => Some(GaussianNoise::from_optional_seed(dp.seed.map(|s| job_seed(s, r, STREAM_NOISE)))?),
+            Some(dp) => Some(GaussianNoise::from_optional_seed(
+                dp.seed.map(|s| job_seed(s, r, STREAM_NOISE)),
+            )?),
             None => None,
         };
 
@@ -192,7 +276,9 @@ impl Simulation {
         let mut unclipped = Vec::with_capacity(m);
         for (k, &f) in chosen.iter().enumerate() {
             if interrupt == Some(k) {
-                return Err(Error::Aggregation { reason: "interrupted".into() });
+                return Err(Error::Aggregation {
+                    reason: "interrupted".into(),
+                });
             }
             let start = self.start_params(f).clone();
             self.worker.set_params(&start)?;
@@ -212,12 +298,20 @@ impl Simulation {
                 rn.add_client_noise(&mut delta, noise)?;
                 weight = 1; // DP sensitivity assumes equal weights
             }
-            updates.push(ClientUpdate::delta(self.fleets[f].id.clone(), weight, delta));
+            updates.push(ClientUpdate::delta(
+                self.fleets[f].id.clone(),
+                weight,
+                delta,
+            ));
         }
-        let policy = UpdatePolicy { max_delta_norm: cfg.max_delta_norm };
+        let policy = UpdatePolicy {
+            max_delta_norm: cfg.max_delta_norm,
+        };
         let (updates, rejected) = partition_updates(&self.state.global, updates, &policy);
         if updates.is_empty() {
-            return Err(Error::Aggregation { reason: format!("every update was rejected: {rejected:?}") });
+            return Err(Error::Aggregation {
+                reason: format!("every update was rejected: {rejected:?}"),
+            });
         }
 
         // aggregation
@@ -238,7 +332,10 @@ impl Simulation {
             for (g, params) in groups.iter_mut().enumerate() {
                 let members: Vec<ClientUpdate> = updates
                     .iter()
-                    .filter(|u| self.fleet_index(&u.client_id).is_some_and(|f| self.state.fleet_group[f] == g))
+                    .filter(|u| {
+                        self.fleet_index(&u.client_id)
+                            .is_some_and(|f| self.state.fleet_group[f] == g)
+                    })
                     .cloned()
                     .collect();
                 if !members.is_empty() {
@@ -270,7 +367,10 @@ impl Simulation {
         let record = RoundRecord {
             round: r,
             clients: updates.iter().map(|u| u.client_id.clone()).collect(),
-            rejected: rejected.into_iter().map(|(c, why)| (c, why.to_string())).collect(),
+            rejected: rejected
+                .into_iter()
+                .map(|(c, why)| (c, why.to_string()))
+                .collect(),
             global_rmse,
             fleet_rmse,
             epsilon,
@@ -304,15 +404,31 @@ impl Simulation {
                 let max_w = weights.iter().copied().fold(1.0, f64::max);
                 let protocol = sa.protocol(updates.len(), max_w)?;
                 let inputs: Vec<Vec<f32>> = updates.iter().map(|u| u.params.flatten()).collect();
-                let mean = simulate_round(&inputs, &weights, &protocol, &BTreeMap::new(), job_seed(self.config.seed, round, STREAM_MASKS))?;
+                let mean = simulate_round(
+                    &inputs,
+                    &weights,
+                    &protocol,
+                    &BTreeMap::new(),
+                    job_seed(self.config.seed, round, STREAM_MASKS),
+                )?;
                 template.from_flat(&mean)
             }
-            Some(_) => Err(Error::Aggregation { reason: format!("secure aggregation needs >= 3 updates, got {}", updates.len()) }),
+            Some(_) => Err(Error::Aggregation {
+                reason: format!(
+                    "secure aggregation needs >= 3 updates, got {}",
+                    updates.len()
+                ),
+            }),
             None => crate::aggregate::FedAvg::default().aggregate(&template.zeros_like(), updates),
         }
     }
 
-    fn evaluate_with(&mut self, global: &ModelParams, groups: &[ModelParams], round: usize) -> Result<(f64, BTreeMap<String, f64>)> {
+    fn evaluate_with(
+        &mut self,
+        global: &ModelParams,
+        groups: &[ModelParams],
+        round: usize,
+    ) -> Result<(f64, BTreeMap<String, f64>)> {
         let (mut preds, mut truth) = (Vec::new(), Vec::new());
         let mut per_fleet = BTreeMap::new();
         for f in 0..self.fleets.len() {
@@ -323,7 +439,13 @@ impl Simulation {
             self.worker.set_params(params)?;
             let fleet = &self.fleets[f];
             let k = self.config.inference_references.min(fleet.train.len());
-            let p = self.worker.predict_with(&fleet.test, &fleet.train, k, ReferenceSelection::Random, job_seed(self.config.seed, round, f))?;
+            let p = self.worker.predict_with(
+                &fleet.test,
+                &fleet.train,
+                k,
+                ReferenceSelection::Random,
+                job_seed(self.config.seed, round, f),
+            )?;
             let t = fleet.test.require_labels()?;
             per_fleet.insert(fleet.id.clone(), Metrics::compute(&p, &t)?.rmse);
             preds.extend(p);
@@ -336,25 +458,44 @@ impl Simulation {
 /// Centralized reference: one model trained on every fleet's training cells pooled (what
 /// federation tries to approach without pooling). Returns (RMSE over all test cells, RMSE per
 /// fleet); references are the pooled training cells.
-pub fn centralized_baseline(fleets: &[FleetData], model: &BatLiNetConfig, featurizer: &FeaturizerConfig) -> Result<(f64, BTreeMap<String, f64>)> {
+pub fn centralized_baseline(
+    fleets: &[FleetData],
+    model: &BatLiNetConfig,
+    featurizer: &FeaturizerConfig,
+) -> Result<(f64, BTreeMap<String, f64>)> {
     let train = Dataset::concat(&fleets.iter().map(|f| &f.train).collect::<Vec<_>>())?;
-    let mut m = BatLiNet::new(model.clone().with_progress(false), featurizer.clone(), train.shape)?;
+    let mut m = BatLiNet::new(
+        model.clone().with_progress(false),
+        featurizer.clone(),
+        train.shape,
+    )?;
     m.fit(&train)?;
     evaluate_each(fleets, |f| m.predict(&f.test, &train))
 }
 
 /// Local-only reference: every fleet trains on its own cells alone. Returns (RMSE over all
 /// test cells, RMSE per fleet).
-pub fn local_only_baseline(fleets: &[FleetData], model: &BatLiNetConfig, featurizer: &FeaturizerConfig) -> Result<(f64, BTreeMap<String, f64>)> {
+pub fn local_only_baseline(
+    fleets: &[FleetData],
+    model: &BatLiNetConfig,
+    featurizer: &FeaturizerConfig,
+) -> Result<(f64, BTreeMap<String, f64>)> {
     evaluate_each(fleets, |f| {
-        let mut m = BatLiNet::new(model.clone().with_progress(false), featurizer.clone(), f.train.shape)?;
+        let mut m = BatLiNet::new(
+            model.clone().with_progress(false),
+            featurizer.clone(),
+            f.train.shape,
+        )?;
         m.fit(&f.train)?;
         let k = model.inference_references.min(f.train.len());
         m.predict_with(&f.test, &f.train, k, ReferenceSelection::Random, model.seed)
     })
 }
 
-fn evaluate_each(fleets: &[FleetData], mut predict: impl FnMut(&FleetData) -> Result<Vec<f64>>) -> Result<(f64, BTreeMap<String, f64>)> {
+fn evaluate_each(
+    fleets: &[FleetData],
+    mut predict: impl FnMut(&FleetData) -> Result<Vec<f64>>,
+) -> Result<(f64, BTreeMap<String, f64>)> {
     let (mut preds, mut truth) = (Vec::new(), Vec::new());
     let mut per = BTreeMap::new();
     for f in fleets {

@@ -56,13 +56,22 @@ impl CoordinatorState {
     /// Write the state to `path` atomically: a temporary sibling is written and fsynced, then
     /// renamed over `path`, so a crash leaves either the old or the new checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(self).map_err(|e| Error::Parse { path: path.to_path_buf(), reason: e.to_string() })?;
+        let bytes = serde_json::to_vec(self).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         crate::model::write_atomic(path, &bytes)
     }
 
     /// Read a checkpoint.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Parse { path: path.to_path_buf(), reason: e.to_string() })
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
     }
 }

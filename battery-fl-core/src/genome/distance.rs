@@ -110,7 +110,8 @@ impl GenomeWeights {
             + self.anode * cat(&a.anode, &b.anode)
             + self.electrolyte * cat(&a.electrolyte, &b.electrolyte)
             + self.form_factor * cat(&a.form_factor, &b.form_factor)
-            + self.nominal_capacity * (a.nominal_capacity_ah.ln() - b.nominal_capacity_ah.ln()).abs()
+            + self.nominal_capacity
+                * (a.nominal_capacity_ah.ln() - b.nominal_capacity_ah.ln()).abs()
             + self.voltage_window * window
             + self.composition * total_variation(&a.composition, &b.composition)
             + self.purity * purity_distance(&a.purity_ppm, &b.purity_ppm)
@@ -137,7 +138,10 @@ impl GenomeWeights {
 }
 
 fn total_variation(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> f64 {
-    let keys = a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>();
+    let keys = a
+        .keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>();
     0.5 * keys
         .into_iter()
         .map(|k| (a.get(k).copied().unwrap_or(0.0) - b.get(k).copied().unwrap_or(0.0)).abs())
@@ -145,13 +149,21 @@ fn total_variation(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> f64 
 }
 
 fn purity_distance(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> f64 {
-    let keys = a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>();
+    let keys = a
+        .keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>();
     if keys.is_empty() {
         return 0.0;
     }
     let n = keys.len() as f64;
-    let l = |m: &BTreeMap<String, f64>, k: &String| (1.0 + m.get(k).copied().unwrap_or(0.0).max(0.0)).log10();
-    keys.into_iter().map(|k| (l(a, k) - l(b, k)).abs()).sum::<f64>() / n
+    let l = |m: &BTreeMap<String, f64>, k: &String| {
+        (1.0 + m.get(k).copied().unwrap_or(0.0).max(0.0)).log10()
+    };
+    keys.into_iter()
+        .map(|k| (l(a, k) - l(b, k)).abs())
+        .sum::<f64>()
+        / n
 }
 
 /// A brute-force k-nearest index over fingerprints (fleets hold hundreds to thousands of
@@ -165,12 +177,18 @@ pub struct GenomeIndex {
 impl GenomeIndex {
     /// An index with the default weights.
     pub fn new(fingerprints: Vec<GenomeFingerprint>) -> Self {
-        GenomeIndex { fingerprints, weights: GenomeWeights::default() }
+        GenomeIndex {
+            fingerprints,
+            weights: GenomeWeights::default(),
+        }
     }
 
     /// An index with custom weights.
     pub fn with_weights(fingerprints: Vec<GenomeFingerprint>, weights: GenomeWeights) -> Self {
-        GenomeIndex { fingerprints, weights }
+        GenomeIndex {
+            fingerprints,
+            weights,
+        }
     }
 
     /// Number of fingerprints.

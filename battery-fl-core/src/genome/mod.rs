@@ -82,7 +82,13 @@ impl GenomeFingerprint {
             });
         }
         let norm = |s: &Option<String>, upper: bool| {
-            s.as_ref().map(|s| if upper { s.trim().to_uppercase() } else { s.trim().to_lowercase() })
+            s.as_ref().map(|s| {
+                if upper {
+                    s.trim().to_uppercase()
+                } else {
+                    s.trim().to_lowercase()
+                }
+            })
         };
         Ok(GenomeFingerprint {
             cell_id: m.cell_id.clone(),

@@ -50,7 +50,10 @@ impl SignatureConfig {
         }
         let (lo, hi) = self.voltage_grid;
         if !(lo.is_finite() && hi.is_finite() && hi > lo) {
-            return Err(Error::config("voltage_grid", format!("need lo < hi, got ({lo}, {hi})")));
+            return Err(Error::config(
+                "voltage_grid",
+                format!("need lo < hi, got ({lo}, {hi})"),
+            ));
         }
         if self.current_threshold_a.is_nan() || self.current_threshold_a < 0.0 {
             return Err(Error::config("current_threshold_a", "must be >= 0"));
@@ -137,7 +140,10 @@ impl Signature {
         let (lo, hi) = config.voltage_grid;
         let edges = resample(&by_v, config.dqdv_points + 1, lo, hi);
         let dv = (hi - lo) / config.dqdv_points as f64;
-        let dqdv: Vec<f64> = edges.windows(2).map(|w| ((w[0] - w[1]) / dv).max(0.0)).collect();
+        let dqdv: Vec<f64> = edges
+            .windows(2)
+            .map(|w| ((w[0] - w[1]) / dv).max(0.0))
+            .collect();
         let peaks = find_peaks(&dqdv, lo, dv, config.peak_fraction);
         Ok(Signature {
             cycle: cycle.cycle,
@@ -151,7 +157,9 @@ impl Signature {
 
 /// (capacity, voltage) of the discharge samples of a cycle.
 fn discharge_points(cycle: &Cycle, threshold: f64) -> Vec<(f64, f64)> {
-    let Some(q) = cycle.discharge_capacity_ah.as_deref() else { return Vec::new() };
+    let Some(q) = cycle.discharge_capacity_ah.as_deref() else {
+        return Vec::new();
+    };
     let v = &cycle.voltage_v;
     match cycle.current_a.as_deref() {
         Some(i) => (0..v.len().min(q.len()).min(i.len()))
@@ -181,7 +189,11 @@ fn resample(xy: &[(f64, f64)], n: usize, lo: f64, hi: f64) -> Vec<f64> {
             }
             let (x0, y0) = xy[j];
             let (x1, y1) = xy[j + 1];
-            if x1 > x0 { y0 + (y1 - y0) * (x - x0) / (x1 - x0) } else { y0 }
+            if x1 > x0 {
+                y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+            } else {
+                y0
+            }
         })
         .collect()
 }
@@ -194,11 +206,22 @@ fn find_peaks(dqdv: &[f64], lo: f64, dv: f64, fraction: f64) -> Vec<Peak> {
     let n = dqdv.len();
     let mut peaks: Vec<Peak> = (0..n)
         .filter(|&k| {
-            let left = if k == 0 { f64::NEG_INFINITY } else { dqdv[k - 1] };
-            let right = if k + 1 == n { f64::NEG_INFINITY } else { dqdv[k + 1] };
+            let left = if k == 0 {
+                f64::NEG_INFINITY
+            } else {
+                dqdv[k - 1]
+            };
+            let right = if k + 1 == n {
+                f64::NEG_INFINITY
+            } else {
+                dqdv[k + 1]
+            };
             dqdv[k] >= fraction * top && dqdv[k] > left && dqdv[k] >= right
         })
-        .map(|k| Peak { voltage_v: lo + dv * (k as f64 + 0.5), height: dqdv[k] })
+        .map(|k| Peak {
+            voltage_v: lo + dv * (k as f64 + 0.5),
+            height: dqdv[k],
+        })
         .collect();
     peaks.sort_by(|a, b| b.height.total_cmp(&a.height));
     peaks
@@ -224,7 +247,13 @@ mod tests {
         let v: Vec<f64> = (0..200)
             .map(|k| {
                 let q = k as f64 / 199.0;
-                if q < 0.05 { 3.5 - 4.0 * q } else if q < 0.95 { 3.32 - 0.05 * (q - 0.05) } else { 3.27 - 20.0 * (q - 0.95) }
+                if q < 0.05 {
+                    3.5 - 4.0 * q
+                } else if q < 0.95 {
+                    3.32 - 0.05 * (q - 0.05)
+                } else {
+                    3.27 - 20.0 * (q - 0.95)
+                }
             })
             .collect();
         let q: Vec<f64> = (0..200).map(|k| 1.1 * k as f64 / 199.0).collect();

@@ -3,7 +3,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::config::{BatLiNetConfig, DeviceChoice, Geometry, ReferenceSelection};
-use super::dataset::{Dataset, LabelTransform};
+use super::dataset::{Dataset, InputScales, LabelTransform};
 use super::net::{Net, TchResultExt};
 use super::params::ModelParams;
 use super::reference::select_references;
@@ -25,6 +25,7 @@ pub struct BatLiNet {
     pub(crate) config: BatLiNetConfig,
     pub(crate) featurizer: FeaturizerConfig,
     pub(crate) labels: Option<LabelTransform>,
+    pub(crate) scales: Option<InputScales>,
     pub(crate) shape: [usize; 3],
     pub(crate) net: Net,
     pub(crate) device: Device,
@@ -39,9 +40,30 @@ pub(crate) fn resolve_device(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
-pub(crate) fn to_tensor(data: &[f32], shape: [usize; 3], n: usize, device: Device) -> Result<Tensor> {
+/// `n` blocks of `shape` as a `[n, C, H, W]` tensor, each channel divided by its scale.
+pub(crate) fn to_tensor(
+    data: &[f32],
+    shape: [usize; 3],
+    n: usize,
+    device: Device,
+    scale: &[f32],
+) -> Result<Tensor> {
     let dims = [n as i64, shape[0] as i64, shape[1] as i64, shape[2] as i64];
-    Tensor::f_from_slice(data).m()?.f_reshape(dims).m()?.f_to_device(device).m()
+    let inv: Vec<f32> = scale.iter().map(|s| 1.0 / s).collect();
+    let inv = Tensor::f_from_slice(&inv)
+        .m()?
+        .f_view([1, shape[0] as i64, 1, 1])
+        .m()?
+        .f_to_device(device)
+        .m()?;
+    Tensor::f_from_slice(data)
+        .m()?
+        .f_reshape(dims)
+        .m()?
+        .f_to_device(device)
+        .m()?
+        .f_mul(&inv)
+        .m()
 }
 
 pub(crate) fn index_tensor(idx: &[usize], device: Device) -> Result<Tensor> {
@@ -52,20 +74,46 @@ pub(crate) fn index_tensor(idx: &[usize], device: Device) -> Result<Tensor> {
 impl BatLiNet {
     /// A freshly initialized model for inputs of `shape` = (channels, cycles, grid points),
     /// which must match `config.input_channels` and the featurizer's output.
-    pub fn new(config: BatLiNetConfig, featurizer: FeaturizerConfig, shape: [usize; 3]) -> Result<Self> {
+    pub fn new(
+        config: BatLiNetConfig,
+        featurizer: FeaturizerConfig,
+        shape: [usize; 3],
+    ) -> Result<Self> {
         config.validate()?;
         featurizer.validate()?;
-        if shape[0] != config.input_channels.len() || shape[1] != featurizer.cycles || shape[2] != featurizer.interp_dim {
+        if shape[0] != config.input_channels.len()
+            || shape[1] != featurizer.cycles
+            || shape[2] != featurizer.interp_dim
+        {
             return Err(Error::Shape {
                 what: "model input (channels, cycles, grid points)".into(),
-                expected: vec![config.input_channels.len(), featurizer.cycles, featurizer.interp_dim],
+                expected: vec![
+                    config.input_channels.len(),
+                    featurizer.cycles,
+                    featurizer.interp_dim,
+                ],
                 got: shape.to_vec(),
             });
         }
         let geometry = Geometry::new(shape[1], shape[2], config.kernel, config.pool)?;
         let device = resolve_device(config.device)?;
-        let net = Net::init(config.seed, geometry, shape[0], config.conv_channels, !config.single_branch, device)?;
-        Ok(BatLiNet { config, featurizer, labels: None, shape, net, device })
+        let net = Net::init(
+            config.seed,
+            geometry,
+            shape[0],
+            config.conv_channels,
+            !config.single_branch,
+            device,
+        )?;
+        Ok(BatLiNet {
+            config,
+            featurizer,
+            labels: None,
+            scales: None,
+            shape,
+            net,
+            device,
+        })
     }
 
     /// The configuration.
@@ -88,6 +136,42 @@ impl BatLiNet {
         self.labels = Some(labels);
     }
 
+    /// Per-channel input scales (set by `fit`, or given for federated training).
+    pub fn input_scales(&self) -> Option<&InputScales> {
+        self.scales.as_ref()
+    }
+
+    /// Set the input scales (federated runs share one set across fleets).
+    pub fn set_input_scales(&mut self, scales: InputScales) -> Result<()> {
+        let c = self.shape[0];
+        if scales.branch_a.len() != c || scales.branch_b.len() != c {
+            return Err(Error::Shape {
+                what: "input scales".into(),
+                expected: vec![c],
+                got: vec![scales.branch_a.len(), scales.branch_b.len()],
+            });
+        }
+        if scales
+            .branch_a
+            .iter()
+            .chain(&scales.branch_b)
+            .any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err(Error::config(
+                "input_scales",
+                "scales must be positive and finite",
+            ));
+        }
+        self.scales = Some(scales);
+        Ok(())
+    }
+
+    pub(crate) fn scales_or_unit(&self) -> InputScales {
+        self.scales
+            .clone()
+            .unwrap_or_else(|| InputScales::unit(self.shape[0]))
+    }
+
     /// Input block shape (channels, cycles, grid points).
     pub fn input_shape(&self) -> [usize; 3] {
         self.shape
@@ -105,19 +189,31 @@ impl BatLiNet {
 
     pub(crate) fn check_dataset(&self, ds: &Dataset, what: &str) -> Result<()> {
         if ds.shape != self.shape {
-            return Err(Error::Shape { what: format!("{what} inputs"), expected: self.shape.to_vec(), got: ds.shape.to_vec() });
+            return Err(Error::Shape {
+                what: format!("{what} inputs"),
+                expected: self.shape.to_vec(),
+                got: ds.shape.to_vec(),
+            });
         }
         Ok(())
     }
 
     fn require_labels(&self) -> Result<LabelTransform> {
-        self.labels.ok_or_else(|| Error::Model { reason: "the model has no label transform: fit it first".into() })
+        self.labels.ok_or_else(|| Error::Model {
+            reason: "the model has no label transform: fit it first".into(),
+        })
     }
 
     /// Predict cycle lives of `targets` with the configured number of references and
     /// selection rule, references drawn from `references` (labelled cells).
     pub fn predict(&self, targets: &Dataset, references: &Dataset) -> Result<Vec<f64>> {
-        self.predict_with(targets, references, self.config.inference_references, self.config.selection, self.config.seed)
+        self.predict_with(
+            targets,
+            references,
+            self.config.inference_references,
+            self.config.selection,
+            self.config.seed,
+        )
     }
 
     /// Predict with `k` references per target chosen by `selection` (`seed` drives random
@@ -160,31 +256,61 @@ impl BatLiNet {
             }
             let mut rng = crate::rng::substream(seed, 7);
             let sel = select_references(targets, references, k, selection, &mut rng)?;
-            let y: Vec<f64> = references.require_labels()?.iter().map(|&l| labels.forward(l)).collect();
+            let y: Vec<f64> = references
+                .require_labels()?
+                .iter()
+                .map(|&l| labels.forward(l))
+                .collect();
             (sel, y)
         } else {
             (Vec::new(), Vec::new())
         };
-        let [_, h1, w1] = [0, self.net.geometry.after_conv1[0], self.net.geometry.after_conv1[1]];
+        let [_, h1, w1] = [
+            0,
+            self.net.geometry.after_conv1[0],
+            self.net.geometry.after_conv1[1],
+        ];
         let pair_values = self.config.conv_channels * h1 * w1;
         let pairs_per_chunk = (PAIR_CHUNK_VALUES / pair_values.max(1)).max(1);
+        let scales = self.scales_or_unit();
         tch::no_grad(|| -> Result<()> {
-            for chunk in (0..targets.len()).collect::<Vec<_>>().chunks(self.config.inference_batch) {
+            for chunk in (0..targets.len())
+                .collect::<Vec<_>>()
+                .chunks(self.config.inference_batch)
+            {
                 let (lo, n) = (chunk[0], chunk.len());
-                let xa = to_tensor(&targets.branch_a[lo * block..(lo + n) * block], self.shape, n, self.device)?;
-                let ya = Vec::<f32>::try_from(&self.net.branch_a(&xa)?.f_to_device(Device::Cpu).m()?).m()?;
+                let xa = to_tensor(
+                    &targets.branch_a[lo * block..(lo + n) * block],
+                    self.shape,
+                    n,
+                    self.device,
+                    &scales.branch_a,
+                )?;
+                let ya =
+                    Vec::<f32>::try_from(&self.net.branch_a(&xa)?.f_to_device(Device::Cpu).m()?)
+                        .m()?;
                 if alpha == 0.0 {
                     out.extend(ya.iter().map(|&v| f64::from(v)));
                     continue;
                 }
-                let pairs: Vec<(usize, usize)> = chunk.iter().flat_map(|&t| refs[t].iter().map(move |&r| (t, r))).collect();
+                let pairs: Vec<(usize, usize)> = chunk
+                    .iter()
+                    .flat_map(|&t| refs[t].iter().map(move |&r| (t, r)))
+                    .collect();
                 let mut yb_pairs = Vec::with_capacity(pairs.len());
                 for part in pairs.chunks(pairs_per_chunk) {
-                    yb_pairs.extend(self.pair_outputs(targets, references, part)?);
+                    yb_pairs.extend(self.pair_outputs(
+                        targets,
+                        references,
+                        part,
+                        &scales.branch_b,
+                    )?);
                 }
                 let mut at = 0;
                 for (i, &t) in chunk.iter().enumerate() {
-                    let mut ys: Vec<f64> = (0..refs[t].len()).map(|j| yb_pairs[at + j] + ref_y[refs[t][j]]).collect();
+                    let mut ys: Vec<f64> = (0..refs[t].len())
+                        .map(|j| yb_pairs[at + j] + ref_y[refs[t][j]])
+                        .collect();
                     at += refs[t].len();
                     let yb = median(&mut ys);
                     out.push((1.0 - alpha) * f64::from(ya[i]) + alpha * yb);
@@ -197,7 +323,13 @@ impl BatLiNet {
 
     /// Branch-B head outputs for (target, reference) pairs, sharing the first convolution of
     /// each distinct cell in the chunk.
-    fn pair_outputs(&self, targets: &Dataset, references: &Dataset, pairs: &[(usize, usize)]) -> Result<Vec<f64>> {
+    fn pair_outputs(
+        &self,
+        targets: &Dataset,
+        references: &Dataset,
+        pairs: &[(usize, usize)],
+        scale: &[f32],
+    ) -> Result<Vec<f64>> {
         let mut tids: Vec<usize> = pairs.iter().map(|p| p.0).collect();
         let mut rids: Vec<usize> = pairs.iter().map(|p| p.1).collect();
         tids.sort_unstable();
@@ -212,12 +344,26 @@ impl BatLiNet {
         for &r in &rids {
             raw.extend_from_slice(&references.raw[r * b..(r + 1) * b]);
         }
-        let raw = to_tensor(&raw, self.shape, tids.len() + rids.len(), self.device)?;
+        let raw = to_tensor(
+            &raw,
+            self.shape,
+            tids.len() + rids.len(),
+            self.device,
+            scale,
+        )?;
         let pos = |v: &[usize], x: usize| v.binary_search(&x).unwrap_or(0);
         let ti: Vec<usize> = pairs.iter().map(|p| pos(&tids, p.0)).collect();
         let ri: Vec<usize> = pairs.iter().map(|p| tids.len() + pos(&rids, p.1)).collect();
-        let y = self.net.branch_b_pairs(&raw, &index_tensor(&ti, self.device)?, &index_tensor(&ri, self.device)?)?;
-        let y = y.f_to_device(Device::Cpu).m()?.f_to_kind(Kind::Double).m()?;
+        let y = self.net.branch_b_pairs(
+            &raw,
+            &index_tensor(&ti, self.device)?,
+            &index_tensor(&ri, self.device)?,
+        )?;
+        let y = y
+            .f_to_device(Device::Cpu)
+            .m()?
+            .f_to_kind(Kind::Double)
+            .m()?;
         Vec::<f64>::try_from(&y).m()
     }
 }
@@ -247,6 +393,7 @@ impl BatLiNet {
             input_shape: self.shape,
             geometry: self.net.geometry,
             label_transform: self.labels,
+            input_scales: self.scales.clone(),
         };
         super::persist::save_model_dir(dir.as_ref(), &description, &self.params()?)
     }
@@ -258,6 +405,9 @@ impl BatLiNet {
         let mut model = BatLiNet::new(d.config, d.featurizer, d.input_shape)?;
         model.set_params(&params)?;
         model.labels = d.label_transform;
+        if let Some(scales) = d.input_scales {
+            model.set_input_scales(scales)?;
+        }
         Ok(model)
     }
 }

@@ -141,7 +141,10 @@ impl BatLiNetConfig {
     /// Check every field.
     pub fn validate(&self) -> Result<()> {
         if self.input_channels.is_empty() || self.input_channels.iter().any(|&c| c >= 6) {
-            return Err(Error::config("input_channels", "need 1 to 6 channel indices, each < 6"));
+            return Err(Error::config(
+                "input_channels",
+                "need 1 to 6 channel indices, each < 6",
+            ));
         }
         let mut sorted = self.input_channels.clone();
         sorted.sort_unstable();
@@ -161,10 +164,16 @@ impl BatLiNetConfig {
             return Err(Error::config(*field, "must be >= 1"));
         }
         if !self.single_branch && self.train_references == 0 {
-            return Err(Error::config("train_references", "must be >= 1 with two branches"));
+            return Err(Error::config(
+                "train_references",
+                "must be >= 1 with two branches",
+            ));
         }
         if !(0.0..=1.0).contains(&self.alpha) {
-            return Err(Error::config("alpha", format!("must be in [0, 1], got {}", self.alpha)));
+            return Err(Error::config(
+                "alpha",
+                format!("must be in [0, 1], got {}", self.alpha),
+            ));
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return Err(Error::config("learning_rate", "must be a positive number"));
@@ -217,7 +226,10 @@ impl Geometry {
     /// ```
     pub fn new(height: usize, width: usize, kernel: usize, pool: usize) -> Result<Self> {
         if height == 0 || width == 0 || kernel == 0 || pool == 0 {
-            return Err(Error::config("input shape", format!("need positive sizes, got {height}x{width}")));
+            return Err(Error::config(
+                "input shape",
+                format!("need positive sizes, got {height}x{width}"),
+            ));
         }
         let fit = |k: usize, [h, w]: [usize; 2]| [k.min(h), k.min(w)];
         let conv = |[h, w]: [usize; 2], [kh, kw]: [usize; 2]| [h - kh + 1, w - kw + 1];
@@ -230,7 +242,14 @@ impl Geometry {
         let m2 = conv(m1, conv2);
         let pool2 = fit(pool, m2);
         let conv3 = pooled(m2, pool2);
-        Ok(Geometry { conv1, pool1, conv2, pool2, conv3, after_conv1 })
+        Ok(Geometry {
+            conv1,
+            pool1,
+            conv2,
+            pool2,
+            conv3,
+            after_conv1,
+        })
     }
 
     /// Number of parameters of one branch with `c_in` input and `c` convolution channels.
@@ -248,7 +267,10 @@ mod tests {
     fn defaults_are_the_published_ones_and_validate() {
         let c = BatLiNetConfig::default();
         c.validate().unwrap();
-        assert_eq!((c.conv_channels, c.train_references, c.inference_references), (32, 2, 32));
+        assert_eq!(
+            (c.conv_channels, c.train_references, c.inference_references),
+            (32, 2, 32)
+        );
         assert_eq!((c.alpha, c.learning_rate, c.batch_size), (0.5, 1e-3, 128));
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<BatLiNetConfig>(&json).unwrap(), c);
@@ -277,6 +299,9 @@ mod tests {
         assert_eq!(field(d().with_batch_size(0)), "batch_size");
         assert_eq!(field(d().with_learning_rate(-1.0)), "learning_rate");
         assert_eq!(field(d().with_train_references(0)), "train_references");
-        d().with_train_references(0).with_single_branch(true).validate().unwrap();
+        d().with_train_references(0)
+            .with_single_branch(true)
+            .validate()
+            .unwrap();
     }
 }

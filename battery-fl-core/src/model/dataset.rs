@@ -22,10 +22,17 @@ impl LabelTransform {
     /// Fit on cycle lives (all positive; at least one).
     pub fn fit(lives: &[f64]) -> Result<Self> {
         if lives.is_empty() {
-            return Err(Error::NotEnoughData { what: "label transform".into(), needed: 1, got: 0 });
+            return Err(Error::NotEnoughData {
+                what: "label transform".into(),
+                needed: 1,
+                got: 0,
+            });
         }
         if let Some(v) = lives.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return Err(Error::config("labels", format!("cycle lives must be positive, got {v}")));
+            return Err(Error::config(
+                "labels",
+                format!("cycle lives must be positive, got {v}"),
+            ));
         }
         let n = lives.len() as f64;
         let mean = lives.iter().map(|v| v.ln()).sum::<f64>() / n;
@@ -36,7 +43,11 @@ impl LabelTransform {
     /// From federated sufficient statistics of ln(life): count, sum and sum of squares.
     pub fn from_sums(count: f64, sum: f64, sum_sq: f64) -> Result<Self> {
         if count.is_nan() || count < 1.0 {
-            return Err(Error::NotEnoughData { what: "label transform".into(), needed: 1, got: 0 });
+            return Err(Error::NotEnoughData {
+                what: "label transform".into(),
+                needed: 1,
+                got: 0,
+            });
         }
         let mean = sum / count;
         Self::from_moments(mean, (sum_sq / count - mean * mean).max(0.0))
@@ -59,6 +70,98 @@ impl LabelTransform {
     /// Normalized label -> cycle life.
     pub fn inverse(&self, y: f64) -> f64 {
         (y * self.std + self.mean).exp()
+    }
+}
+
+/// Per-channel sufficient statistics of a dataset's inputs (shared, possibly through secure
+/// aggregation, to fit one [`InputScales`] across fleets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputStats {
+    /// Values per channel counted.
+    pub count: f64,
+    /// Per channel: Σ x² of the branch-A inputs.
+    pub sum_sq_a: Vec<f64>,
+    /// Per channel: Σ x of the raw inputs.
+    pub sum_raw: Vec<f64>,
+    /// Per channel: Σ x² of the raw inputs.
+    pub sum_sq_raw: Vec<f64>,
+}
+
+impl InputStats {
+    /// Flatten to `[count, sum_sq_a.., sum_raw.., sum_sq_raw..]` (for secure summation).
+    pub fn to_vec(&self) -> Vec<f64> {
+        let mut v = vec![self.count];
+        v.extend(&self.sum_sq_a);
+        v.extend(&self.sum_raw);
+        v.extend(&self.sum_sq_raw);
+        v
+    }
+
+    /// Inverse of [`InputStats::to_vec`] for `channels` channels.
+    pub fn from_vec(v: &[f64], channels: usize) -> Result<Self> {
+        if v.len() != 1 + 3 * channels {
+            return Err(Error::Shape {
+                what: "input statistics".into(),
+                expected: vec![1 + 3 * channels],
+                got: vec![v.len()],
+            });
+        }
+        let c = channels;
+        Ok(InputStats {
+            count: v[0],
+            sum_sq_a: v[1..1 + c].to_vec(),
+            sum_raw: v[1 + c..1 + 2 * c].to_vec(),
+            sum_sq_raw: v[1 + 2 * c..].to_vec(),
+        })
+    }
+}
+
+/// Per-channel input scales: network inputs are divided by them so that every channel enters
+/// at unit size (intra-cell differences are millivolts while inter-cell differences are tenths
+/// of volts; unscaled, branch A barely learns). A deliberate addition to the published method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputScales {
+    /// Branch A: root mean square of the intra-cell differences, per channel.
+    pub branch_a: Vec<f32>,
+    /// Branch B: standard deviation of the raw features, per channel.
+    pub branch_b: Vec<f32>,
+}
+
+impl InputScales {
+    /// Scales from summed statistics (floors keep all-zero channels, e.g. the absent ones of
+    /// discharge-only data, at scale 1).
+    pub fn from_stats(stats: &InputStats) -> Result<Self> {
+        if stats.count.is_nan() || stats.count < 1.0 {
+            return Err(Error::NotEnoughData {
+                what: "input statistics".into(),
+                needed: 1,
+                got: 0,
+            });
+        }
+        let n = stats.count;
+        let fix = |v: f64| {
+            if v.is_finite() && v > 1e-12 {
+                v as f32
+            } else {
+                1.0
+            }
+        };
+        let branch_a = stats.sum_sq_a.iter().map(|s| fix((s / n).sqrt())).collect();
+        let branch_b = stats
+            .sum_raw
+            .iter()
+            .zip(&stats.sum_sq_raw)
+            .map(|(s, q)| fix((q / n - (s / n).powi(2)).max(0.0).sqrt()))
+            .collect();
+        Ok(InputScales { branch_a, branch_b })
+    }
+
+    /// Unit scales for `channels` channels.
+    pub fn unit(channels: usize) -> Self {
+        InputScales {
+            branch_a: vec![1.0; channels],
+            branch_b: vec![1.0; channels],
+        }
     }
 }
 
@@ -96,7 +199,10 @@ impl Dataset {
     ) -> Result<Self> {
         let [c_all, h, w] = featurizer.output_shape();
         if let Some(&c) = channels.iter().find(|&&c| c >= c_all) {
-            return Err(Error::config("input_channels", format!("channel {c} >= {c_all}")));
+            return Err(Error::config(
+                "input_channels",
+                format!("channel {c} >= {c_all}"),
+            ));
         }
         let per_cell: Vec<CellInputs> = cells
             .par_iter()
@@ -114,7 +220,12 @@ impl Dataset {
                     out
                 };
                 let life = cell.cycle_life(label)?.cycles().map(f64::from);
-                Ok((pick(a.as_slice()), pick(raw.as_slice()), life, GenomeFingerprint::from_cell(cell)?))
+                Ok((
+                    pick(a.as_slice()),
+                    pick(raw.as_slice()),
+                    life,
+                    GenomeFingerprint::from_cell(cell)?,
+                ))
             })
             .collect::<Result<_>>()?;
         let mut ds = Dataset {
@@ -153,15 +264,30 @@ impl Dataset {
     pub fn subset(&self, positions: &[usize]) -> Result<Self> {
         let b = self.block();
         if let Some(&p) = positions.iter().find(|&&p| p >= self.len()) {
-            return Err(Error::NotEnoughData { what: format!("cell position {p}"), needed: p + 1, got: self.len() });
+            return Err(Error::NotEnoughData {
+                what: format!("cell position {p}"),
+                needed: p + 1,
+                got: self.len(),
+            });
         }
-        let take = |v: &[f32]| positions.iter().flat_map(|&p| v[p * b..(p + 1) * b].iter().copied()).collect();
+        let take = |v: &[f32]| {
+            positions
+                .iter()
+                .flat_map(|&p| v[p * b..(p + 1) * b].iter().copied())
+                .collect()
+        };
         Ok(Dataset {
-            cell_ids: positions.iter().map(|&p| self.cell_ids[p].clone()).collect(),
+            cell_ids: positions
+                .iter()
+                .map(|&p| self.cell_ids[p].clone())
+                .collect(),
             branch_a: take(&self.branch_a),
             raw: take(&self.raw),
             labels: positions.iter().map(|&p| self.labels[p]).collect(),
-            fingerprints: positions.iter().map(|&p| self.fingerprints[p].clone()).collect(),
+            fingerprints: positions
+                .iter()
+                .map(|&p| self.fingerprints[p].clone())
+                .collect(),
             shape: self.shape,
         })
     }
@@ -169,12 +295,23 @@ impl Dataset {
     /// Concatenate datasets of the same shape.
     pub fn concat(parts: &[&Dataset]) -> Result<Self> {
         let Some(first) = parts.first() else {
-            return Err(Error::NotEnoughData { what: "datasets to concatenate".into(), needed: 1, got: 0 });
+            return Err(Error::NotEnoughData {
+                what: "datasets to concatenate".into(),
+                needed: 1,
+                got: 0,
+            });
         };
-        let mut out = Dataset { shape: first.shape, ..Dataset::empty(first.shape) };
+        let mut out = Dataset {
+            shape: first.shape,
+            ..Dataset::empty(first.shape)
+        };
         for p in parts {
             if p.shape != first.shape {
-                return Err(Error::Shape { what: "dataset blocks".into(), expected: first.shape.to_vec(), got: p.shape.to_vec() });
+                return Err(Error::Shape {
+                    what: "dataset blocks".into(),
+                    expected: first.shape.to_vec(),
+                    got: p.shape.to_vec(),
+                });
             }
             out.cell_ids.extend(p.cell_ids.iter().cloned());
             out.branch_a.extend_from_slice(&p.branch_a);
@@ -186,7 +323,38 @@ impl Dataset {
     }
 
     fn empty(shape: [usize; 3]) -> Self {
-        Dataset { cell_ids: vec![], branch_a: vec![], raw: vec![], labels: vec![], fingerprints: vec![], shape }
+        Dataset {
+            cell_ids: vec![],
+            branch_a: vec![],
+            raw: vec![],
+            labels: vec![],
+            fingerprints: vec![],
+            shape,
+        }
+    }
+
+    /// Per-channel input statistics of this dataset.
+    pub fn input_stats(&self) -> InputStats {
+        let [c, h, w] = self.shape;
+        let plane = h * w;
+        let mut st = InputStats {
+            count: (self.len() * plane) as f64,
+            sum_sq_a: vec![0.0; c],
+            sum_raw: vec![0.0; c],
+            sum_sq_raw: vec![0.0; c],
+        };
+        for (k, (a, r)) in self
+            .branch_a
+            .chunks(plane)
+            .zip(self.raw.chunks(plane))
+            .enumerate()
+        {
+            let ch = k % c;
+            st.sum_sq_a[ch] += a.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+            st.sum_raw[ch] += r.iter().map(|&x| f64::from(x)).sum::<f64>();
+            st.sum_sq_raw[ch] += r.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+        }
+        st
     }
 
     /// Labels of every cell; an error naming the first unlabelled cell.
@@ -219,7 +387,8 @@ mod tests {
             assert_relative_eq!(t.inverse(t.forward(l)), l, max_relative = 1e-12);
         }
         let logs: Vec<f64> = lives.iter().map(|v: &f64| v.ln()).collect();
-        let s = LabelTransform::from_sums(3.0, logs.iter().sum(), logs.iter().map(|v| v * v).sum()).unwrap();
+        let s = LabelTransform::from_sums(3.0, logs.iter().sum(), logs.iter().map(|v| v * v).sum())
+            .unwrap();
         assert_relative_eq!(s.mean, t.mean, epsilon = 1e-12);
         assert_relative_eq!(s.std, t.std, epsilon = 1e-9);
         assert!(LabelTransform::fit(&[]).is_err());

@@ -33,10 +33,17 @@ impl Metrics {
             });
         }
         if truth.is_empty() {
-            return Err(Error::NotEnoughData { what: "metrics".into(), needed: 1, got: 0 });
+            return Err(Error::NotEnoughData {
+                what: "metrics".into(),
+                needed: 1,
+                got: 0,
+            });
         }
         if let Some(t) = truth.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
-            return Err(Error::config("truth", format!("cycle lives must be positive, got {t}")));
+            return Err(Error::config(
+                "truth",
+                format!("cycle lives must be positive, got {t}"),
+            ));
         }
         let n = truth.len() as f64;
         let (mut se, mut ae, mut pe) = (0.0, 0.0, 0.0);
@@ -46,6 +53,11 @@ impl Metrics {
             ae += e.abs();
             pe += (e / t).abs();
         }
-        Ok(Metrics { rmse: (se / n).sqrt(), mae: ae / n, mape: 100.0 * pe / n, n: truth.len() })
+        Ok(Metrics {
+            rmse: (se / n).sqrt(),
+            mae: ae / n,
+            mape: 100.0 * pe / n,
+            n: truth.len(),
+        })
     }
 }

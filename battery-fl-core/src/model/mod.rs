@@ -25,13 +25,12 @@ mod train;
 mod transfer;
 
 pub use config::{BatLiNetConfig, DeviceChoice, Geometry, ReferenceSelection};
-pub use dataset::{Dataset, LabelTransform};
+pub use dataset::{Dataset, InputScales, InputStats, LabelTransform};
 pub use metrics::Metrics;
 pub use params::{ModelParams, Param};
 pub use persist::{
     load_model_dir, params_from_safetensors, params_to_safetensors, save_model_dir, write_atomic,
-    ModelDescription,
-    CONFIG_FILE, FORMAT, WEIGHTS_FILE,
+    ModelDescription, CONFIG_FILE, FORMAT, WEIGHTS_FILE,
 };
 pub use reference::select_references;
 pub use variance::{VarianceConfig, VarianceModel};

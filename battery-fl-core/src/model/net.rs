@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::rng::SeededRng;
 
 pub(crate) fn tch_err(e: tch::TchError) -> Error {
-    Error::Model { reason: e.to_string() }
+    Error::Model {
+        reason: e.to_string(),
+    }
 }
 
 /// `?`-friendly conversion of libtorch errors.
@@ -45,13 +47,26 @@ fn uniform(rng: &mut SeededRng, shape: &[usize], fan_in: usize, device: Device) 
     use rand::Rng;
     let bound = 1.0 / (fan_in as f64).sqrt();
     let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect();
+    let data: Vec<f32> = (0..n)
+        .map(|_| rng.random_range(-bound..bound) as f32)
+        .collect();
     let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-    Tensor::f_from_slice(&data).m()?.f_reshape(dims.as_slice()).m()?.f_to_device(device).m()
+    Tensor::f_from_slice(&data)
+        .m()?
+        .f_reshape(dims.as_slice())
+        .m()?
+        .f_to_device(device)
+        .m()
 }
 
 impl Encoder {
-    fn init(rng: &mut SeededRng, g: &Geometry, c_in: usize, c: usize, device: Device) -> Result<Self> {
+    fn init(
+        rng: &mut SeededRng,
+        g: &Geometry,
+        c_in: usize,
+        c: usize,
+        device: Device,
+    ) -> Result<Self> {
         let k = |[h, w]: [usize; 2]| h * w;
         let f1 = c_in * k(g.conv1);
         let f2 = c * k(g.conv2);
@@ -67,10 +82,17 @@ impl Encoder {
     }
 
     fn named(&self, prefix: &str) -> Vec<(String, &Tensor)> {
-        [("conv1.weight", &self.w1), ("conv1.bias", &self.b1), ("conv2.weight", &self.w2), ("conv2.bias", &self.b2), ("conv3.weight", &self.w3), ("conv3.bias", &self.b3)]
-            .into_iter()
-            .map(|(n, t)| (format!("{prefix}.{n}"), t))
-            .collect()
+        [
+            ("conv1.weight", &self.w1),
+            ("conv1.bias", &self.b1),
+            ("conv2.weight", &self.w2),
+            ("conv2.bias", &self.b2),
+            ("conv3.weight", &self.w3),
+            ("conv3.bias", &self.b3),
+        ]
+        .into_iter()
+        .map(|(n, t)| (format!("{prefix}.{n}"), t))
+        .collect()
     }
 
     /// The first convolution without its bias (linear in the input).
@@ -78,7 +100,8 @@ impl Encoder {
     /// # Shapes
     /// `[N, C_in, H, W]` -> `[N, C, H - k1h + 1, W - k1w + 1]`.
     pub(crate) fn conv1_linear(&self, x: &Tensor) -> Result<Tensor> {
-        x.f_conv2d::<Tensor>(&self.w1, None, [1, 1], [0, 0], [1, 1], 1).m()
+        x.f_conv2d::<Tensor>(&self.w1, None, [1, 1], [0, 0], [1, 1], 1)
+            .m()
     }
 
     /// Everything after the first convolution's linear part: bias, ReLU, pool, conv, ReLU,
@@ -137,9 +160,18 @@ impl Net {
     ) -> Result<Self> {
         let mut rng = crate::rng::seeded(seed);
         let a = Encoder::init(&mut rng, &geometry, c_in, c, device)?;
-        let b = if two_branches { Some(Encoder::init(&mut rng, &geometry, c_in, c, device)?) } else { None };
+        let b = if two_branches {
+            Some(Encoder::init(&mut rng, &geometry, c_in, c, device)?)
+        } else {
+            None
+        };
         let head = uniform(&mut rng, &[1, c], c, device)?;
-        Ok(Net { a, b, head, geometry })
+        Ok(Net {
+            a,
+            b,
+            head,
+            geometry,
+        })
     }
 
     /// Named tensors, sorted by name (the `ModelParams` order).
@@ -170,10 +202,21 @@ impl Net {
     ///
     /// # Shapes
     /// returns `[P]`, the head's output per pair (normalized-label difference).
-    pub(crate) fn branch_b_pairs(&self, raw: &Tensor, targets: &Tensor, references: &Tensor) -> Result<Tensor> {
-        let b = self.b.as_ref().ok_or_else(|| Error::Model { reason: "single-branch model has no branch B".into() })?;
+    pub(crate) fn branch_b_pairs(
+        &self,
+        raw: &Tensor,
+        targets: &Tensor,
+        references: &Tensor,
+    ) -> Result<Tensor> {
+        let b = self.b.as_ref().ok_or_else(|| Error::Model {
+            reason: "single-branch model has no branch B".into(),
+        })?;
         let c1 = b.conv1_linear(raw)?;
-        let diff = c1.f_index_select(0, targets).m()?.f_sub(&c1.f_index_select(0, references).m()?).m()?;
+        let diff = c1
+            .f_index_select(0, targets)
+            .m()?
+            .f_sub(&c1.f_index_select(0, references).m()?)
+            .m()?;
         self.head(&b.after_conv1(&diff, &self.geometry)?)
     }
 
@@ -189,7 +232,17 @@ impl Net {
         let mut out = Vec::new();
         for (name, t) in self.named() {
             let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            let flat = t.f_detach().m()?.f_to_device(Device::Cpu).m()?.f_to_kind(Kind::Float).m()?.f_contiguous().m()?.f_view([-1]).m()?;
+            let flat = t
+                .f_detach()
+                .m()?
+                .f_to_device(Device::Cpu)
+                .m()?
+                .f_to_kind(Kind::Float)
+                .m()?
+                .f_contiguous()
+                .m()?
+                .f_view([-1])
+                .m()?;
             let data = Vec::<f32>::try_from(&flat).m()?;
             out.push((name, shape, data));
         }
@@ -204,7 +257,12 @@ impl Net {
         tch::no_grad(|| -> Result<()> {
             for ((_, t), p) in tensors.into_iter().zip(params.params()) {
                 let dims: Vec<i64> = p.shape.iter().map(|&d| d as i64).collect();
-                let src = Tensor::f_from_slice(&p.data).m()?.f_reshape(dims.as_slice()).m()?.f_to_device(device).m()?;
+                let src = Tensor::f_from_slice(&p.data)
+                    .m()?
+                    .f_reshape(dims.as_slice())
+                    .m()?
+                    .f_to_device(device)
+                    .m()?;
                 t.f_copy_(&src).m()?;
             }
             Ok(())

@@ -44,8 +44,10 @@ impl ModelParams {
     /// Build from `(name, shape, data)` triples; checks that each shape matches its data and
     /// that names are unique, then sorts by name.
     pub fn new(params: Vec<(String, Vec<usize>, Vec<f32>)>) -> Result<Self> {
-        let mut params: Vec<Param> =
-            params.into_iter().map(|(name, shape, data)| Param { name, shape, data }).collect();
+        let mut params: Vec<Param> = params
+            .into_iter()
+            .map(|(name, shape, data)| Param { name, shape, data })
+            .collect();
         for p in &params {
             let n: usize = p.shape.iter().product();
             if n != p.data.len() {
@@ -58,7 +60,10 @@ impl ModelParams {
         }
         params.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(w) = params.windows(2).find(|w| w[0].name == w[1].name) {
-            return Err(Error::config("params", format!("duplicate parameter name {}", w[0].name)));
+            return Err(Error::config(
+                "params",
+                format!("duplicate parameter name {}", w[0].name),
+            ));
         }
         Ok(ModelParams { params })
     }
@@ -139,7 +144,10 @@ impl ModelParams {
         }
         for (a, b) in self.params.iter().zip(&other.params) {
             if a.name != b.name {
-                return Err(Error::config("params", format!("expected parameter {}, got {}", a.name, b.name)));
+                return Err(Error::config(
+                    "params",
+                    format!("expected parameter {}, got {}", a.name, b.name),
+                ));
             }
             if a.shape != b.shape {
                 return Err(Error::Shape {
@@ -164,7 +172,9 @@ impl ModelParams {
 
     /// True when every value is finite.
     pub fn all_finite(&self) -> bool {
-        self.params.iter().all(|p| p.data.iter().all(|v| v.is_finite()))
+        self.params
+            .iter()
+            .all(|p| p.data.iter().all(|v| v.is_finite()))
     }
 
     /// `self - other` (e.g. a client's update relative to the global model).
@@ -179,14 +189,18 @@ impl ModelParams {
 
     /// Multiply every value by `factor`.
     pub fn scale(&mut self, factor: f32) {
-        self.values_mut().for_each(|v| v.iter_mut().for_each(|x| *x *= factor));
+        self.values_mut()
+            .for_each(|v| v.iter_mut().for_each(|x| *x *= factor));
     }
 
     fn zip_with(&self, other: &Self, f: impl Fn(f32, f32) -> f32) -> Result<Self> {
         self.check_compatible(other)?;
         let mut out = self.clone();
         for (p, q) in out.params.iter_mut().zip(&other.params) {
-            p.data.iter_mut().zip(&q.data).for_each(|(a, &b)| *a = f(*a, b));
+            p.data
+                .iter_mut()
+                .zip(&q.data)
+                .for_each(|(a, &b)| *a = f(*a, b));
         }
         Ok(out)
     }
@@ -197,8 +211,11 @@ mod tests {
     use super::*;
 
     fn two() -> ModelParams {
-        ModelParams::new(vec![("b".into(), vec![2], vec![3.0, 4.0]), ("a".into(), vec![], vec![1.0])])
-            .unwrap()
+        ModelParams::new(vec![
+            ("b".into(), vec![2], vec![3.0, 4.0]),
+            ("a".into(), vec![], vec![1.0]),
+        ])
+        .unwrap()
     }
 
     #[test]
@@ -219,9 +236,20 @@ mod tests {
             ModelParams::new(vec![("x".into(), vec![2, 2], vec![0.0; 3])]),
             Err(Error::Shape { .. })
         ));
-        assert!(ModelParams::new(vec![("x".into(), vec![1], vec![0.0]), ("x".into(), vec![1], vec![0.0])]).is_err());
-        let other = ModelParams::new(vec![("a".into(), vec![], vec![1.0]), ("b".into(), vec![1, 2], vec![0.0; 2])]).unwrap();
-        assert!(matches!(two().check_compatible(&other), Err(Error::Shape { .. })));
+        assert!(ModelParams::new(vec![
+            ("x".into(), vec![1], vec![0.0]),
+            ("x".into(), vec![1], vec![0.0])
+        ])
+        .is_err());
+        let other = ModelParams::new(vec![
+            ("a".into(), vec![], vec![1.0]),
+            ("b".into(), vec![1, 2], vec![0.0; 2]),
+        ])
+        .unwrap();
+        assert!(matches!(
+            two().check_compatible(&other),
+            Err(Error::Shape { .. })
+        ));
         assert!(two().sub(&other).is_err());
     }
 }

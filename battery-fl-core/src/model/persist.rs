@@ -9,7 +9,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::config::{BatLiNetConfig, Geometry};
-use super::dataset::LabelTransform;
+use super::dataset::{InputScales, LabelTransform};
 use super::params::ModelParams;
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
@@ -36,13 +36,21 @@ pub struct ModelDescription {
     pub geometry: Geometry,
     /// Label transform, when the model was fitted.
     pub label_transform: Option<LabelTransform>,
+    /// Per-channel input scales, when the model was fitted.
+    #[serde(default)]
+    pub input_scales: Option<InputScales>,
 }
 
 impl ModelDescription {
     /// Check internal consistency (format tag, config, geometry matches the input shape).
     pub fn validate(&self) -> Result<()> {
         if self.format != FORMAT {
-            return Err(Error::Model { reason: format!("unknown model format {:?}, expected {FORMAT:?}", self.format) });
+            return Err(Error::Model {
+                reason: format!(
+                    "unknown model format {:?}, expected {FORMAT:?}",
+                    self.format
+                ),
+            });
         }
         self.config.validate()?;
         self.featurizer.validate()?;
@@ -53,16 +61,29 @@ impl ModelDescription {
                 got: vec![self.input_shape[0]],
             });
         }
-        let g = Geometry::new(self.input_shape[1], self.input_shape[2], self.config.kernel, self.config.pool)?;
+        let g = Geometry::new(
+            self.input_shape[1],
+            self.input_shape[2],
+            self.config.kernel,
+            self.config.pool,
+        )?;
         if g != self.geometry {
-            return Err(Error::Model { reason: format!("geometry {:?} does not match input shape {:?}", self.geometry, self.input_shape) });
+            return Err(Error::Model {
+                reason: format!(
+                    "geometry {:?} does not match input shape {:?}",
+                    self.geometry, self.input_shape
+                ),
+            });
         }
         Ok(())
     }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Write `bytes` to `path` atomically: a temporary sibling is written and fsynced, then renamed
@@ -84,8 +105,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Serialize weights as safetensors (F32, names as in a PyTorch `state_dict`).
 pub fn params_to_safetensors(params: &ModelParams) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> =
-        params.params().iter().map(|p| p.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let bytes: Vec<Vec<u8>> = params
+        .params()
+        .iter()
+        .map(|p| p.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
     let views = params
         .params()
         .iter()
@@ -93,33 +117,50 @@ pub fn params_to_safetensors(params: &ModelParams) -> Result<Vec<u8>> {
         .map(|(p, b)| {
             TensorView::new(Dtype::F32, p.shape.clone(), b)
                 .map(|v| (p.name.clone(), v))
-                .map_err(|e| Error::Model { reason: format!("safetensors view of {}: {e}", p.name) })
+                .map_err(|e| Error::Model {
+                    reason: format!("safetensors view of {}: {e}", p.name),
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let meta = HashMap::from([("format".to_string(), FORMAT.to_string())]);
-    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Model { reason: format!("safetensors: {e}") })
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Model {
+        reason: format!("safetensors: {e}"),
+    })
 }
 
 /// Parse safetensors bytes (F32 tensors only) into `ModelParams`.
 pub fn params_from_safetensors(bytes: &[u8]) -> Result<ModelParams> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Model { reason: format!("safetensors: {e}") })?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Model {
+        reason: format!("safetensors: {e}"),
+    })?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(Error::Model { reason: format!("tensor {name} has dtype {:?}, expected F32", view.dtype()) });
+            return Err(Error::Model {
+                reason: format!("tensor {name} has dtype {:?}, expected F32", view.dtype()),
+            });
         }
-        let data: Vec<f32> =
-            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         out.push((name, view.shape().to_vec(), data));
     }
     ModelParams::new(out)
 }
 
 /// Save a model directory: `model.json` and `model.safetensors`, each written atomically.
-pub fn save_model_dir(dir: &Path, description: &ModelDescription, params: &ModelParams) -> Result<()> {
+pub fn save_model_dir(
+    dir: &Path,
+    description: &ModelDescription,
+    params: &ModelParams,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let json = serde_json::to_vec_pretty(description)
-        .map_err(|e| Error::Parse { path: dir.join(CONFIG_FILE), reason: e.to_string() })?;
+    let json = serde_json::to_vec_pretty(description).map_err(|e| Error::Parse {
+        path: dir.join(CONFIG_FILE),
+        reason: e.to_string(),
+    })?;
     write_atomic(&dir.join(WEIGHTS_FILE), &params_to_safetensors(params)?)?;
     write_atomic(&dir.join(CONFIG_FILE), &json)
 }
@@ -129,7 +170,10 @@ pub fn load_model_dir(dir: &Path) -> Result<(ModelDescription, ModelParams)> {
     let cfg = dir.join(CONFIG_FILE);
     let text = std::fs::read(&cfg).map_err(io(&cfg))?;
     let description: ModelDescription =
-        serde_json::from_slice(&text).map_err(|e| Error::Parse { path: cfg.clone(), reason: e.to_string() })?;
+        serde_json::from_slice(&text).map_err(|e| Error::Parse {
+            path: cfg.clone(),
+            reason: e.to_string(),
+        })?;
     description.validate()?;
     let weights = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights).map_err(io(&weights))?;
@@ -149,7 +193,13 @@ mod tests {
         .unwrap();
         let bytes = params_to_safetensors(&p).unwrap();
         assert_eq!(params_from_safetensors(&bytes).unwrap(), p);
-        assert!(matches!(params_from_safetensors(&bytes[..bytes.len() / 2]), Err(Error::Model { .. })));
-        assert!(matches!(params_from_safetensors(b"not a model"), Err(Error::Model { .. })));
+        assert!(matches!(
+            params_from_safetensors(&bytes[..bytes.len() / 2]),
+            Err(Error::Model { .. })
+        ));
+        assert!(matches!(
+            params_from_safetensors(b"not a model"),
+            Err(Error::Model { .. })
+        ));
     }
 }

@@ -21,7 +21,11 @@ pub fn select_references(
     rng: &mut SeededRng,
 ) -> Result<Vec<Vec<usize>>> {
     if references.is_empty() {
-        return Err(Error::NotEnoughData { what: "inference references".into(), needed: 1, got: 0 });
+        return Err(Error::NotEnoughData {
+            what: "inference references".into(),
+            needed: 1,
+            got: 0,
+        });
     }
     let index = match selection {
         ReferenceSelection::Genome => Some(GenomeIndex::new(references.fingerprints.clone())),
@@ -30,8 +34,9 @@ pub fn select_references(
     (0..targets.len())
         .map(|t| {
             let own = &targets.cell_ids[t];
-            let eligible: Vec<usize> =
-                (0..references.len()).filter(|&r| &references.cell_ids[r] != own).collect();
+            let eligible: Vec<usize> = (0..references.len())
+                .filter(|&r| &references.cell_ids[r] != own)
+                .collect();
             if eligible.is_empty() {
                 return Err(Error::NotEnoughData {
                     what: format!("references for {own} other than itself"),
@@ -42,11 +47,16 @@ pub fn select_references(
             let k = k.min(eligible.len());
             Ok(match &index {
                 Some(index) => index
-                    .nearest_where(&targets.fingerprints[t], k, |r| &references.cell_ids[r] != own)
+                    .nearest_where(&targets.fingerprints[t], k, |r| {
+                        &references.cell_ids[r] != own
+                    })
                     .into_iter()
                     .map(|(r, _)| r)
                     .collect(),
-                None => sample(rng, eligible.len(), k).into_iter().map(|i| eligible[i]).collect(),
+                None => sample(rng, eligible.len(), k)
+                    .into_iter()
+                    .map(|i| eligible[i])
+                    .collect(),
             })
         })
         .collect()

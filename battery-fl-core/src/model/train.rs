@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
 use super::batlinet::{index_tensor, to_tensor, BatLiNet};
-use super::dataset::{Dataset, LabelTransform};
+use super::dataset::{Dataset, InputScales, LabelTransform};
 use super::net::TchResultExt;
 use super::params::ModelParams;
 use crate::error::{Error, Result};
@@ -103,9 +103,23 @@ impl AdamW {
                     continue;
                 }
                 let _ = p.f_mul_scalar_(1.0 - self.lr * self.wd).m()?;
-                let _ = m.f_mul_scalar_(b1).m()?.f_add_(&g.f_mul_scalar(1.0 - b1).m()?).m()?;
-                let _ = v.f_mul_scalar_(b2).m()?.f_addcmul_(&g, &g.f_mul_scalar(1.0 - b2).m()?).m()?;
-                let denom = v.f_div_scalar(bc2).m()?.f_sqrt().m()?.f_add_scalar(self.eps).m()?;
+                let _ = m
+                    .f_mul_scalar_(b1)
+                    .m()?
+                    .f_add_(&g.f_mul_scalar(1.0 - b1).m()?)
+                    .m()?;
+                let _ = v
+                    .f_mul_scalar_(b2)
+                    .m()?
+                    .f_addcmul_(&g, &g.f_mul_scalar(1.0 - b2).m()?)
+                    .m()?;
+                let denom = v
+                    .f_div_scalar(bc2)
+                    .m()?
+                    .f_sqrt()
+                    .m()?
+                    .f_add_scalar(self.eps)
+                    .m()?;
                 let update = m.f_div(&denom).m()?.f_mul_scalar(self.lr / bc1).m()?;
                 let _ = p.f_sub_(&update).m()?;
                 let _ = g.f_zero_().m()?;
@@ -119,7 +133,9 @@ fn progress(show: bool, epochs: usize) -> ProgressBar {
     let bar = ProgressBar::new(epochs as u64);
     if show && std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} epochs {msg} [{elapsed}<{eta}]") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:30} {pos}/{len} epochs {msg} [{elapsed}<{eta}]")
+        {
             bar.set_style(style);
         }
     } else {
@@ -129,22 +145,35 @@ fn progress(show: bool, epochs: usize) -> ProgressBar {
 }
 
 impl BatLiNet {
-    /// Fit the label transform on `train`'s labels, then train for the configured epochs.
+    /// Fit the label transform and the input scales on `train`, then train for the
+    /// configured epochs.
     pub fn fit(&mut self, train: &Dataset) -> Result<TrainReport> {
+        self.check_dataset(train, "training")?;
         self.labels = Some(LabelTransform::fit(&train.require_labels()?)?);
+        self.set_input_scales(InputScales::from_stats(&train.input_stats())?)?;
         self.train(train, &TrainOptions::default())
     }
 
-    /// Train on `train` with the model's current label transform (federated clients use the
-    /// federation's shared one). Each step draws fresh random references for branch B from
+    /// Train on `train` with the model's current label transform and input scales (federated
+    /// clients use the federation's shared ones). Each step draws fresh random references for branch B from
     /// `train` itself (never the target's own cell when another exists).
     pub fn train(&mut self, train: &Dataset, opts: &TrainOptions) -> Result<TrainReport> {
-        let labels = self.labels.ok_or_else(|| Error::Model { reason: "no label transform: use fit, or set one".into() })?;
+        let labels = self.labels.ok_or_else(|| Error::Model {
+            reason: "no label transform: use fit, or set one".into(),
+        })?;
         self.check_dataset(train, "training")?;
-        let y: Vec<f32> = train.require_labels()?.iter().map(|&l| labels.forward(l) as f32).collect();
+        let y: Vec<f32> = train
+            .require_labels()?
+            .iter()
+            .map(|&l| labels.forward(l) as f32)
+            .collect();
         let n = train.len();
         if n == 0 {
-            return Err(Error::NotEnoughData { what: "training cells".into(), needed: 1, got: 0 });
+            return Err(Error::NotEnoughData {
+                what: "training cells".into(),
+                needed: 1,
+                got: 0,
+            });
         }
         if opts.mu < 0.0 || !opts.mu.is_finite() {
             return Err(Error::config("mu", "must be >= 0"));
@@ -154,7 +183,12 @@ impl BatLiNet {
                 self.params()?.check_compatible(g)?;
                 Some(g.clone())
             }
-            (None, true) => return Err(Error::config("global", "FedProx (mu > 0) needs the global weights")),
+            (None, true) => {
+                return Err(Error::config(
+                    "global",
+                    "FedProx (mu > 0) needs the global weights",
+                ))
+            }
             _ => None,
         };
         let alpha = self.config.effective_alpha();
@@ -164,8 +198,9 @@ impl BatLiNet {
         let mut rng = crate::rng::substream(opts.seed.unwrap_or(self.config.seed), 11);
         let device = self.device;
 
-        let xa_all = to_tensor(&train.branch_a, self.shape, n, device)?;
-        let raw_all = to_tensor(&train.raw, self.shape, n, device)?;
+        let scales = self.scales_or_unit();
+        let xa_all = to_tensor(&train.branch_a, self.shape, n, device, &scales.branch_a)?;
+        let raw_all = to_tensor(&train.raw, self.shape, n, device, &scales.branch_b)?;
         let y_all = Tensor::f_from_slice(&y).m()?.f_to_device(device).m()?;
 
         // parameters: trainable ones require grad, the rest are frozen
@@ -180,20 +215,33 @@ impl BatLiNet {
                     .iter()
                     .map(|p| {
                         let dims: Vec<i64> = p.shape.iter().map(|&d| d as i64).collect();
-                        Tensor::f_from_slice(&p.data).m()?.f_reshape(dims.as_slice()).m()?.f_to_device(device).m()
+                        Tensor::f_from_slice(&p.data)
+                            .m()?
+                            .f_reshape(dims.as_slice())
+                            .m()?
+                            .f_to_device(device)
+                            .m()
                     })
                     .collect::<Result<_>>()?,
             ),
             None => None,
         };
         let mut opt = {
-            let params: Vec<&mut Tensor> =
-                self.net.named_mut().into_iter().filter(|(n, _)| trainable.allows(n)).map(|(_, t)| t).collect();
+            let params: Vec<&mut Tensor> = self
+                .net
+                .named_mut()
+                .into_iter()
+                .filter(|(n, _)| trainable.allows(n))
+                .map(|(_, t)| t)
+                .collect();
             AdamW::new(&params, lr, self.config.weight_decay)?
         };
 
         let bar = progress(self.config.progress, epochs);
-        let mut report = TrainReport { epoch_losses: Vec::with_capacity(epochs), steps: 0 };
+        let mut report = TrainReport {
+            epoch_losses: Vec::with_capacity(epochs),
+            steps: 0,
+        };
         let mut order: Vec<usize> = (0..n).collect();
         for _ in 0..epochs {
             order.shuffle(&mut rng);
@@ -204,7 +252,11 @@ impl BatLiNet {
                 let xa = xa_all.f_index_select(0, &bt).m()?;
                 let yt = y_all.f_index_select(0, &bt).m()?;
                 let ya = self.net.branch_a(&xa)?;
-                let mut loss = ya.f_mse_loss(&yt, Reduction::Mean).m()?.f_mul_scalar(1.0 - alpha).m()?;
+                let mut loss = ya
+                    .f_mse_loss(&yt, Reduction::Mean)
+                    .m()?
+                    .f_mul_scalar(1.0 - alpha)
+                    .m()?;
                 if alpha > 0.0 {
                     // references: s per target, uniformly from the other training cells
                     let refs: Vec<usize> = batch
@@ -215,26 +267,46 @@ impl BatLiNet {
                                 return t;
                             }
                             let r = rng.random_range(0..n - 1);
-                            if r >= t { r + 1 } else { r }
+                            if r >= t {
+                                r + 1
+                            } else {
+                                r
+                            }
                         })
                         .collect();
                     let mut uniq: Vec<usize> = batch.iter().chain(&refs).copied().collect();
                     uniq.sort_unstable();
                     uniq.dedup();
                     let pos = |x: usize| uniq.binary_search(&x).unwrap_or(0);
-                    let raw = raw_all.f_index_select(0, &index_tensor(&uniq, device)?).m()?;
-                    let tp: Vec<usize> = batch.iter().flat_map(|&t| std::iter::repeat_n(pos(t), s)).collect();
+                    let raw = raw_all
+                        .f_index_select(0, &index_tensor(&uniq, device)?)
+                        .m()?;
+                    let tp: Vec<usize> = batch
+                        .iter()
+                        .flat_map(|&t| std::iter::repeat_n(pos(t), s))
+                        .collect();
                     let rp: Vec<usize> = refs.iter().map(|&r| pos(r)).collect();
                     let yb = self
                         .net
-                        .branch_b_pairs(&raw, &index_tensor(&tp, device)?, &index_tensor(&rp, device)?)?
+                        .branch_b_pairs(
+                            &raw,
+                            &index_tensor(&tp, device)?,
+                            &index_tensor(&rp, device)?,
+                        )?
                         .f_add(&y_all.f_index_select(0, &index_tensor(&refs, device)?).m()?)
                         .m()?
                         .f_view([b as i64, s as i64])
                         .m()?
                         .f_mean_dim(1, false, Kind::Float)
                         .m()?;
-                    loss = loss.f_add(&yb.f_mse_loss(&yt, Reduction::Mean).m()?.f_mul_scalar(alpha).m()?).m()?;
+                    loss = loss
+                        .f_add(
+                            &yb.f_mse_loss(&yt, Reduction::Mean)
+                                .m()?
+                                .f_mul_scalar(alpha)
+                                .m()?,
+                        )
+                        .m()?;
                 }
                 if let Some(gt) = &global_tensors {
                     let mut prox = Tensor::f_zeros([], (Kind::Float, device)).m()?;
@@ -247,12 +319,19 @@ impl BatLiNet {
                     loss = loss.f_add(&prox.f_mul_scalar(opts.mu / 2.0).m()?).m()?;
                 }
                 loss.f_backward().m()?;
-                let mut params: Vec<&mut Tensor> =
-                    self.net.named_mut().into_iter().filter(|(n, _)| trainable.allows(n)).map(|(_, t)| t).collect();
+                let mut params: Vec<&mut Tensor> = self
+                    .net
+                    .named_mut()
+                    .into_iter()
+                    .filter(|(n, _)| trainable.allows(n))
+                    .map(|(_, t)| t)
+                    .collect();
                 opt.step(&mut params)?;
                 let l = loss.f_double_value(&[]).m()?;
                 if !l.is_finite() {
-                    return Err(Error::Model { reason: format!("training diverged: loss {l}") });
+                    return Err(Error::Model {
+                        reason: format!("training diverged: loss {l}"),
+                    });
                 }
                 total += l * b as f64;
                 count += b;
@@ -274,10 +353,25 @@ impl BatLiNet {
     /// Transfer by fine-tuning: keep the encoders (or all but the projections) frozen and
     /// train the shared head on a few target-chemistry cells, keeping the source label
     /// transform.
-    pub fn fine_tune(&mut self, target: &Dataset, trainable: Trainable, epochs: usize) -> Result<TrainReport> {
+    pub fn fine_tune(
+        &mut self,
+        target: &Dataset,
+        trainable: Trainable,
+        epochs: usize,
+    ) -> Result<TrainReport> {
         if trainable == Trainable::All {
-            return Err(Error::config("trainable", "fine-tuning freezes the encoders: use HeadOnly or HeadAndProjections"));
+            return Err(Error::config(
+                "trainable",
+                "fine-tuning freezes the encoders: use HeadOnly or HeadAndProjections",
+            ));
         }
-        self.train(target, &TrainOptions { epochs: Some(epochs), trainable, ..Default::default() })
+        self.train(
+            target,
+            &TrainOptions {
+                epochs: Some(epochs),
+                trainable,
+                ..Default::default()
+            },
+        )
     }
 }

@@ -45,23 +45,48 @@ pub struct TransferStudy {
 impl TransferStudy {
     /// A study with default sizes, epochs and repeats.
     pub fn new(config: BatLiNetConfig, featurizer: FeaturizerConfig) -> Self {
-        TransferStudy { config, featurizer, sizes: vec![1, 2, 4, 8], fine_tune_epochs: 100, repeats: 3 }
+        TransferStudy {
+            config,
+            featurizer,
+            sizes: vec![1, 2, 4, 8],
+            fine_tune_epochs: 100,
+            repeats: 3,
+        }
     }
 
     /// Train a source model on `source`, then for every size draw that many cells from
     /// `target_pool` (different draws per repeat) and evaluate the three routes on
     /// `target_test`.
-    pub fn run(&self, source: &Dataset, target_pool: &Dataset, target_test: &Dataset) -> Result<Vec<TransferRow>> {
+    pub fn run(
+        &self,
+        source: &Dataset,
+        target_pool: &Dataset,
+        target_test: &Dataset,
+    ) -> Result<Vec<TransferRow>> {
         let max = self.sizes.iter().copied().max().unwrap_or(0);
         if target_pool.len() < max || self.repeats == 0 {
-            return Err(Error::NotEnoughData { what: "target training cells".into(), needed: max, got: target_pool.len() });
+            return Err(Error::NotEnoughData {
+                what: "target training cells".into(),
+                needed: max,
+                got: target_pool.len(),
+            });
         }
         let truth = target_test.require_labels()?;
         let mut src = BatLiNet::new(self.config.clone(), self.featurizer.clone(), source.shape)?;
         src.fit(source)?;
         let source_params = src.params()?;
         let k = self.config.inference_references;
-        let inter = Metrics::compute(&src.predict_with(target_test, source, k, ReferenceSelection::Random, self.config.seed)?, &truth)?.rmse;
+        let inter = Metrics::compute(
+            &src.predict_with(
+                target_test,
+                source,
+                k,
+                ReferenceSelection::Random,
+                self.config.seed,
+            )?,
+            &truth,
+        )?
+        .rmse;
 
         let mut rows = Vec::new();
         for &n in &self.sizes {
@@ -75,14 +100,27 @@ impl TransferStudy {
                 let cfg = self.config.clone().with_seed(self.config.seed + rep as u64);
                 let mut alone = BatLiNet::new(cfg, self.featurizer.clone(), few.shape)?;
                 alone.fit(&few)?;
-                scratch += Metrics::compute(&alone.predict_with(target_test, &few, k, ReferenceSelection::Random, 0)?, &truth)?.rmse;
+                scratch += Metrics::compute(
+                    &alone.predict_with(target_test, &few, k, ReferenceSelection::Random, 0)?,
+                    &truth,
+                )?
+                .rmse;
 
                 src.set_params(&source_params)?;
                 src.fine_tune(&few, Trainable::HeadOnly, self.fine_tune_epochs)?;
-                tuned += Metrics::compute(&src.predict_with(target_test, &few, k, ReferenceSelection::Random, 0)?, &truth)?.rmse;
+                tuned += Metrics::compute(
+                    &src.predict_with(target_test, &few, k, ReferenceSelection::Random, 0)?,
+                    &truth,
+                )?
+                .rmse;
             }
             let r = self.repeats as f64;
-            rows.push(TransferRow { target_cells: n, scratch_rmse: scratch / r, fine_tune_rmse: tuned / r, inter_cell_rmse: inter });
+            rows.push(TransferRow {
+                target_cells: n,
+                scratch_rmse: scratch / r,
+                fine_tune_rmse: tuned / r,
+                inter_cell_rmse: inter,
+            });
         }
         src.set_params(&source_params)?;
         Ok(rows)

@@ -21,7 +21,11 @@ pub struct VarianceConfig {
 
 impl Default for VarianceConfig {
     fn default() -> Self {
-        VarianceConfig { early_cycle: 10, late_cycle: 100, current_threshold_a: 0.1 }
+        VarianceConfig {
+            early_cycle: 10,
+            late_cycle: 100,
+            current_threshold_a: 0.1,
+        }
     }
 }
 
@@ -54,7 +58,12 @@ pub struct VarianceModel {
 impl VarianceModel {
     /// The model's single feature for a cell: log10 var(ΔQ(V)).
     pub fn feature(cell: &Cell, config: &VarianceConfig) -> Result<f64> {
-        log10_variance_delta_q(cell, config.early_cycle, config.late_cycle, config.current_threshold_a)
+        log10_variance_delta_q(
+            cell,
+            config.early_cycle,
+            config.late_cycle,
+            config.current_threshold_a,
+        )
     }
 
     /// Ordinary least squares on labelled cells (at least two, with distinct features).
@@ -62,27 +71,42 @@ impl VarianceModel {
         let mut xs = Vec::with_capacity(cells.len());
         let mut ys = Vec::with_capacity(cells.len());
         for cell in cells {
-            let life = cell.cycle_life(label)?.cycles().ok_or_else(|| Error::InvalidData {
-                cell_id: cell.id().to_string(),
-                cycle: None,
-                field: "cycle_life".into(),
-                reason: "censored: no label to fit on".into(),
-            })?;
+            let life = cell
+                .cycle_life(label)?
+                .cycles()
+                .ok_or_else(|| Error::InvalidData {
+                    cell_id: cell.id().to_string(),
+                    cycle: None,
+                    field: "cycle_life".into(),
+                    reason: "censored: no label to fit on".into(),
+                })?;
             xs.push(Self::feature(cell, config)?);
             ys.push(f64::from(life).log10());
         }
         if xs.len() < 2 {
-            return Err(Error::NotEnoughData { what: "variance model fit".into(), needed: 2, got: xs.len() });
+            return Err(Error::NotEnoughData {
+                what: "variance model fit".into(),
+                needed: 2,
+                got: xs.len(),
+            });
         }
         let n = xs.len() as f64;
         let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
         let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
         let sxy: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
         if sxx.is_nan() || sxx <= 0.0 {
-            return Err(Error::NotEnoughData { what: "distinct ΔQ(V) variances".into(), needed: 2, got: 1 });
+            return Err(Error::NotEnoughData {
+                what: "distinct ΔQ(V) variances".into(),
+                needed: 2,
+                got: 1,
+            });
         }
         let slope = sxy / sxx;
-        Ok(VarianceModel { config: config.clone(), intercept: my - slope * mx, slope })
+        Ok(VarianceModel {
+            config: config.clone(),
+            intercept: my - slope * mx,
+            slope,
+        })
     }
 
     /// Predicted cycle lives.

@@ -1,13 +1,17 @@
 use approx::assert_relative_eq;
 use battery_fl_core::aggregate::{
-    partition_updates, weighted_mean, Aggregator, ClientUpdate, FedAvg, FedMedian, FedOpt, FedOptConfig, FedProx,
-    FedTrimmedAvg, ServerOptimizer, UpdatePolicy,
+    partition_updates, weighted_mean, Aggregator, ClientUpdate, FedAvg, FedMedian, FedOpt,
+    FedOptConfig, FedProx, FedTrimmedAvg, ServerOptimizer, UpdatePolicy,
 };
 use battery_fl_core::model::ModelParams;
 use battery_fl_core::{Error, UpdateRejection};
 
 fn params(v: &[f32]) -> ModelParams {
-    ModelParams::new(vec![("a".into(), vec![1], vec![v[0]]), ("b".into(), vec![v.len() - 1], v[1..].to_vec())]).unwrap()
+    ModelParams::new(vec![
+        ("a".into(), vec![1], vec![v[0]]),
+        ("b".into(), vec![v.len() - 1], v[1..].to_vec()),
+    ])
+    .unwrap()
 }
 
 fn update(id: &str, n: u64, v: &[f32]) -> ClientUpdate {
@@ -17,17 +21,30 @@ fn update(id: &str, n: u64, v: &[f32]) -> ClientUpdate {
 #[test]
 fn fedavg_matches_hand_computed_weighted_means() {
     let global = params(&[0.0, 0.0, 0.0]);
-    let ups = [update("a", 10, &[1.0, 2.0, 3.0]), update("b", 20, &[4.0, 5.0, 6.0]), update("c", 30, &[-1.0, 0.0, 1.0])];
-    let got = FedAvg::default().aggregate(&global, &ups).unwrap().flatten();
+    let ups = [
+        update("a", 10, &[1.0, 2.0, 3.0]),
+        update("b", 20, &[4.0, 5.0, 6.0]),
+        update("c", 30, &[-1.0, 0.0, 1.0]),
+    ];
+    let got = FedAvg::default()
+        .aggregate(&global, &ups)
+        .unwrap()
+        .flatten();
     // (10*1 + 20*4 - 30) / 60 = 1.0; (20 + 100 + 0) / 60 = 2.0; (30 + 120 + 30) / 60 = 3.0
     for (g, want) in got.iter().zip([1.0, 2.0, 3.0]) {
         assert_relative_eq!(*g, want, epsilon = 1e-6);
     }
     // deltas average the same way and are added to the global weights
     let global = params(&[1.0, 1.0, 1.0]);
-    let deltas: Vec<ClientUpdate> =
-        ups.iter().map(|u| ClientUpdate::delta(&u.client_id, u.num_samples, u.params.clone())).collect();
-    let got = FedProx::new(0.1).unwrap().aggregate(&global, &deltas).unwrap().flatten();
+    let deltas: Vec<ClientUpdate> = ups
+        .iter()
+        .map(|u| ClientUpdate::delta(&u.client_id, u.num_samples, u.params.clone()))
+        .collect();
+    let got = FedProx::new(0.1)
+        .unwrap()
+        .aggregate(&global, &deltas)
+        .unwrap()
+        .flatten();
     for (g, want) in got.iter().zip([2.0, 3.0, 4.0]) {
         assert_relative_eq!(*g, want, epsilon = 1e-6);
     }
@@ -39,7 +56,10 @@ fn weighted_mean_is_exact_on_large_buffers_and_checks_inputs() {
     let a: Vec<f32> = (0..100_003).map(|i| i as f32).collect();
     let b: Vec<f32> = a.iter().map(|x| -x).collect();
     let m = weighted_mean(&[&a, &b], &[3.0, 1.0]).unwrap();
-    assert!(m.iter().zip(&a).all(|(m, x)| (m - 0.5 * x).abs() <= 1e-6 * x.abs().max(1.0)));
+    assert!(m
+        .iter()
+        .zip(&a)
+        .all(|(m, x)| (m - 0.5 * x).abs() <= 1e-6 * x.abs().max(1.0)));
     assert!(weighted_mean(&[&a, &b[..10]], &[1.0, 1.0]).is_err());
     assert!(weighted_mean(&[&a], &[0.0]).is_err());
     assert!(weighted_mean(&[], &[]).is_err());
@@ -64,25 +84,53 @@ fn fedadam_yogi_adagrad_first_step_by_hand() {
         let got = agg.aggregate(&global, &ups).unwrap().flatten();
         assert_relative_eq!(f64::from(got[0]), expect(v), max_relative = 1e-5);
     }
-    let bad = FedOptConfig { beta1: 1.0, ..Default::default() };
-    assert!(matches!(FedOpt::new(ServerOptimizer::Adam, bad), Err(Error::InvalidConfig { .. })));
+    let bad = FedOptConfig {
+        beta1: 1.0,
+        ..Default::default()
+    };
+    assert!(matches!(
+        FedOpt::new(ServerOptimizer::Adam, bad),
+        Err(Error::InvalidConfig { .. })
+    ));
 }
 
 #[test]
 fn robust_rules_resist_a_poisoned_client() {
     let global = params(&[0.0, 0.0, 0.0]);
-    let mut ups: Vec<ClientUpdate> =
-        (0..6).map(|i| update(&format!("c{i}"), 10, &[1.0 + 0.01 * i as f32, 2.0, 3.0])).collect();
+    let mut ups: Vec<ClientUpdate> = (0..6)
+        .map(|i| update(&format!("c{i}"), 10, &[1.0 + 0.01 * i as f32, 2.0, 3.0]))
+        .collect();
     ups.push(update("evil", 1000, &[1e6, -1e6, 1e6]));
-    let avg = FedAvg::default().aggregate(&global, &ups).unwrap().flatten();
+    let avg = FedAvg::default()
+        .aggregate(&global, &ups)
+        .unwrap()
+        .flatten();
     assert!(avg[0] > 1e5, "FedAvg is dragged away: {avg:?}");
-    for mut agg in [Box::new(FedMedian::default()) as Box<dyn Aggregator>, Box::new(FedTrimmedAvg::new(0.2).unwrap())] {
+    for mut agg in [
+        Box::new(FedMedian::default()) as Box<dyn Aggregator>,
+        Box::new(FedTrimmedAvg::new(0.2).unwrap()),
+    ] {
         let got = agg.aggregate(&global, &ups).unwrap().flatten();
-        assert!((got[0] - 1.025).abs() < 0.03 && (got[1] - 2.0).abs() < 1e-6 && (got[2] - 3.0).abs() < 1e-6, "{}: {got:?}", agg.name());
+        assert!(
+            (got[0] - 1.025).abs() < 0.03
+                && (got[1] - 2.0).abs() < 1e-6
+                && (got[2] - 3.0).abs() < 1e-6,
+            "{}: {got:?}",
+            agg.name()
+        );
     }
     // trimmed mean by hand: values 1..=5, beta 0.2 trims one from each end -> mean(2,3,4)
-    let ups: Vec<ClientUpdate> = (1..=5).map(|i| update("x", 1, &[i as f32, 0.0, 0.0])).collect();
-    assert_relative_eq!(FedTrimmedAvg::new(0.2).unwrap().aggregate(&global, &ups).unwrap().flatten()[0], 3.0);
+    let ups: Vec<ClientUpdate> = (1..=5)
+        .map(|i| update("x", 1, &[i as f32, 0.0, 0.0]))
+        .collect();
+    assert_relative_eq!(
+        FedTrimmedAvg::new(0.2)
+            .unwrap()
+            .aggregate(&global, &ups)
+            .unwrap()
+            .flatten()[0],
+        3.0
+    );
     assert!(FedTrimmedAvg::new(0.5).is_err());
 }
 
@@ -94,10 +142,16 @@ fn invalid_updates_are_rejected_with_a_reason_and_leave_state_unchanged() {
     opt.aggregate(&global, std::slice::from_ref(&good)).unwrap();
 
     let nan = update("nan", 5, &[0.0, f32::NAN, 0.0]);
-    let shape = ClientUpdate::parameters("shape", 5, ModelParams::new(vec![("a".into(), vec![2], vec![0.0; 2])]).unwrap());
+    let shape = ClientUpdate::parameters(
+        "shape",
+        5,
+        ModelParams::new(vec![("a".into(), vec![2], vec![0.0; 2])]).unwrap(),
+    );
     let huge = update("huge", 5, &[100.0, 0.0, 0.0]);
     let zero = update("zero", 0, &[0.0, 0.0, 0.0]);
-    opt.config.policy = UpdatePolicy { max_delta_norm: Some(10.0) };
+    opt.config.policy = UpdatePolicy {
+        max_delta_norm: Some(10.0),
+    };
     let before = opt.clone();
     for (bad, want) in [
         (&nan, "NonFinite"),
@@ -116,7 +170,16 @@ fn invalid_updates_are_rejected_with_a_reason_and_leave_state_unchanged() {
     }
     let (ok, rejected) = partition_updates(&global, vec![good, nan, huge], &opt.config.policy);
     assert_eq!(ok.len(), 1);
-    assert_eq!(rejected.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["nan", "huge"]);
-    assert!(matches!(rejected[1].1, UpdateRejection::NormTooLarge { .. }));
-    assert!(matches!(FedAvg::default().aggregate(&global, &[]), Err(Error::Aggregation { .. })));
+    assert_eq!(
+        rejected.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["nan", "huge"]
+    );
+    assert!(matches!(
+        rejected[1].1,
+        UpdateRejection::NormTooLarge { .. }
+    ));
+    assert!(matches!(
+        FedAvg::default().aggregate(&global, &[]),
+        Err(Error::Aggregation { .. })
+    ));
 }

@@ -9,13 +9,20 @@ use battery_fl_core::data::{load_cells, Cell};
 pub fn real_data_dir() -> PathBuf {
     std::env::var_os("BFL_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/real")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/data/real"
+            ))
+        })
 }
 
 /// All MATR cells, loaded once per test binary.
 pub fn matr() -> &'static [Cell] {
     static CELLS: OnceLock<Vec<Cell>> = OnceLock::new();
-    CELLS.get_or_init(|| load_cells(real_data_dir().join("matr_severson_qv")).expect("MATR cells load"))
+    CELLS.get_or_init(|| {
+        load_cells(real_data_dir().join("matr_severson_qv")).expect("MATR cells load")
+    })
 }
 
 /// All CALCE cells, loaded once per test binary.

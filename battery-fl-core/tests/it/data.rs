@@ -16,8 +16,13 @@ fn all_real_cells_load_clean_and_validate() {
     for cell in matr.iter().chain(calce) {
         let mut cell = cell.clone();
         let report = cell.clean(&CleanConfig::default()).unwrap();
-        cell.validate().unwrap_or_else(|e| panic!("{} after cleaning: {e}", cell.id()));
-        assert!(cell.cycles.len() + report.dropped().len() >= 99, "{}", cell.id());
+        cell.validate()
+            .unwrap_or_else(|e| panic!("{} after cleaning: {e}", cell.id()));
+        assert!(
+            cell.cycles.len() + report.dropped().len() >= 99,
+            "{}",
+            cell.id()
+        );
     }
     // MATR carries only the discharge branch: absent signals are absent, not zeros
     let c = &matr[0].cycles[0];
@@ -30,7 +35,12 @@ fn all_real_cells_load_clean_and_validate() {
 #[test]
 fn index_splits_match_the_published_split() {
     let index = load_index(real_data_dir().join("matr_severson_qv")).unwrap();
-    let count = |s: &str| index.iter().filter(|e| e.split.as_deref() == Some(s)).count();
+    let count = |s: &str| {
+        index
+            .iter()
+            .filter(|e| e.split.as_deref() == Some(s))
+            .count()
+    };
     assert_eq!((count("train"), count("primary_test")), (41, 43));
     for (entry, cell) in index.iter().zip(matr()) {
         assert_eq!(entry.cell_id, cell.id());
@@ -49,27 +59,54 @@ fn cleaning_finds_every_gross_glitch_the_source_flags() {
         let report = cleaned.clean(&CleanConfig::default()).unwrap();
         let flagged: BTreeSet<u32> = cell.suspect_cycles.iter().copied().collect();
         for cycle in report.dropped() {
-            assert!(flagged.contains(&cycle), "{} cycle {cycle} dropped but not flagged", cell.id());
+            assert!(
+                flagged.contains(&cycle),
+                "{} cycle {cycle} dropped but not flagged",
+                cell.id()
+            );
         }
         for &n in &flagged {
-            let q = cell.cycle(n).unwrap().discharge_capacity_ah.as_ref().unwrap();
+            let q = cell
+                .cycle(n)
+                .unwrap()
+                .discharge_capacity_ah
+                .as_ref()
+                .unwrap();
             let gross = q.iter().any(|&v| !(-0.022..=1.32).contains(&v));
             if gross {
-                assert!(report.dropped().contains(&n), "{} cycle {n} is gross", cell.id());
+                assert!(
+                    report.dropped().contains(&n),
+                    "{} cycle {n} is gross",
+                    cell.id()
+                );
             }
         }
         dropped_total += report.dropped().len();
         // tiny negative values near Q = 0 are repaired, not dropped
-        assert!(cleaned.cycles.iter().all(|c| c.discharge_capacity_ah.as_ref().unwrap()[0] >= 0.0));
+        assert!(cleaned
+            .cycles
+            .iter()
+            .all(|c| c.discharge_capacity_ah.as_ref().unwrap()[0] >= 0.0));
     }
-    assert!(dropped_total >= 9, "the 9 gross glitches at least, got {dropped_total}");
+    assert!(
+        dropped_total >= 9,
+        "the 9 gross glitches at least, got {dropped_total}"
+    );
 }
 
 #[test]
 fn raw_matr_glitches_fail_validation_naming_cell_cycle_and_field() {
-    let cell = matr().iter().find(|c| c.id().ends_with("EL150800463871")).unwrap();
+    let cell = matr()
+        .iter()
+        .find(|c| c.id().ends_with("EL150800463871"))
+        .unwrap();
     match cell.validate() {
-        Err(Error::InvalidData { cell_id, cycle, field, .. }) => {
+        Err(Error::InvalidData {
+            cell_id,
+            cycle,
+            field,
+            ..
+        }) => {
             assert_eq!(cell_id, cell.id());
             assert_eq!(cycle, Some(13));
             assert_eq!(field, "discharge_capacity_ah");
@@ -136,10 +173,19 @@ fn cleaning_drops_non_finite_and_repairs_small_falls() {
     let report = c.clean(&CleanConfig::default()).unwrap();
     assert_eq!(report.dropped(), vec![2]);
     assert_eq!(report.repaired(), 1);
-    assert_eq!(c.cycles[1].discharge_capacity_ah.as_deref(), Some(&[0.0, 0.5, 0.5, 1.0][..]));
+    assert_eq!(
+        c.cycles[1].discharge_capacity_ah.as_deref(),
+        Some(&[0.0, 0.5, 0.5, 1.0][..])
+    );
     c.validate().unwrap();
-    let bad_cfg = CleanConfig { max_capacity_fraction: -1.0, ..Default::default() };
-    assert!(matches!(c.clean(&bad_cfg), Err(Error::InvalidConfig { .. })));
+    let bad_cfg = CleanConfig {
+        max_capacity_fraction: -1.0,
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.clean(&bad_cfg),
+        Err(Error::InvalidConfig { .. })
+    ));
 }
 
 #[test]
@@ -147,28 +193,67 @@ fn labels_recorded_computed_and_censored() {
     // CALCE: the label recomputed from the full trajectory with the source's 5-cycle rolling
     // median equals the recorded one; the raw first crossing is much earlier.
     for cell in calce() {
-        let cfg = LabelConfig { median_window: 5, prefer_recorded: false, ..Default::default() };
+        let cfg = LabelConfig {
+            median_window: 5,
+            prefer_recorded: false,
+            ..Default::default()
+        };
         let label = cell.cycle_life(&cfg).unwrap();
-        assert_eq!(label, LifeLabel::Reached { cycle: cell.cycle_life.unwrap(), source: LabelSource::Computed });
-        let raw = cell.cycle_life(&LabelConfig { prefer_recorded: false, ..Default::default() }).unwrap();
-        let first_raw = cell.extra["cycle_life_first_raw_crossing"].as_u64().unwrap() as u32;
+        assert_eq!(
+            label,
+            LifeLabel::Reached {
+                cycle: cell.cycle_life.unwrap(),
+                source: LabelSource::Computed
+            }
+        );
+        let raw = cell
+            .cycle_life(&LabelConfig {
+                prefer_recorded: false,
+                ..Default::default()
+            })
+            .unwrap();
+        let first_raw = cell.extra["cycle_life_first_raw_crossing"]
+            .as_u64()
+            .unwrap() as u32;
         assert_eq!(raw.cycles(), Some(first_raw));
         // a stricter end of life comes earlier
-        let early = cell.cycle_life(&LabelConfig { eol_fraction: 0.9, ..cfg }).unwrap().cycles().unwrap();
+        let early = cell
+            .cycle_life(&LabelConfig {
+                eol_fraction: 0.9,
+                ..cfg
+            })
+            .unwrap()
+            .cycles()
+            .unwrap();
         assert!(early < label.cycles().unwrap());
     }
     // MATR: only 100 cycles are shipped, so the label is the recorded one, and recomputing
     // it reports censoring instead of a wrong number.
     let cell = &matr()[0];
-    assert_eq!(cell.cycle_life(&LabelConfig::default()).unwrap().cycles(), cell.cycle_life);
-    match cell.cycle_life(&LabelConfig { prefer_recorded: false, ..Default::default() }).unwrap() {
-        LifeLabel::Censored { observed_cycles, min_soh } => {
+    assert_eq!(
+        cell.cycle_life(&LabelConfig::default()).unwrap().cycles(),
+        cell.cycle_life
+    );
+    match cell
+        .cycle_life(&LabelConfig {
+            prefer_recorded: false,
+            ..Default::default()
+        })
+        .unwrap()
+    {
+        LifeLabel::Censored {
+            observed_cycles,
+            min_soh,
+        } => {
             assert_eq!(observed_cycles, 100);
             assert!(min_soh > 0.85 && min_soh < 1.0);
         }
         other => panic!("expected censored, got {other:?}"),
     }
-    assert!(matches!(cell.cycle_life(&LabelConfig::with_eol(1.5)), Err(Error::InvalidConfig { .. })));
+    assert!(matches!(
+        cell.cycle_life(&LabelConfig::with_eol(1.5)),
+        Err(Error::InvalidConfig { .. })
+    ));
 }
 
 #[test]
@@ -197,7 +282,10 @@ fn reads_batteryml_field_names() {
     let cell: Cell = serde_json::from_str(json).unwrap();
     assert_eq!(cell.meta.cathode.as_deref(), Some("NMC"));
     assert_eq!(cell.meta.voltage_max_v, Some(4.2));
-    assert_eq!(cell.cycles[0].temperature_c.as_deref(), Some(&[25.0, 26.0][..]));
+    assert_eq!(
+        cell.cycles[0].temperature_c.as_deref(),
+        Some(&[25.0, 26.0][..])
+    );
     assert_eq!(cell.extra["depth_of_charge"], 1.0);
     cell.validate().unwrap();
 }

@@ -4,12 +4,16 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::dp::{DpConfig, DpMode};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
-use battery_fl_core::federation::{FederationConfig, FleetData, SecureAggregation, Simulation, Strategy};
+use battery_fl_core::federation::{
+    FederationConfig, FleetData, SecureAggregation, Simulation, Strategy,
+};
 use battery_fl_core::model::{BatLiNetConfig, Dataset};
 use battery_fl_core::Error;
 
 fn featurizer() -> FeaturizerConfig {
-    FeaturizerConfig::default().with_cycles(40).with_interp_dim(32)
+    FeaturizerConfig::default()
+        .with_cycles(40)
+        .with_interp_dim(32)
 }
 
 fn fleets(n: usize) -> Vec<FleetData> {
@@ -22,38 +26,68 @@ fn fleets(n: usize) -> Vec<FleetData> {
         .unwrap()
         .into_iter()
         .map(|fleet| {
-            let ds = Dataset::from_cells(&fleet.cells, &f, &[0, 1, 2, 3, 4, 5], &LabelConfig::default()).unwrap();
+            let ds = Dataset::from_cells(
+                &fleet.cells,
+                &f,
+                &[0, 1, 2, 3, 4, 5],
+                &LabelConfig::default(),
+            )
+            .unwrap();
             let train = ds.subset(&(0..6).collect::<Vec<_>>()).unwrap();
             let test = ds.subset(&[6, 7, 8]).unwrap();
-            FleetData { id: fleet.id, train, test }
+            FleetData {
+                id: fleet.id,
+                train,
+                test,
+            }
         })
         .collect()
 }
 
 fn model() -> BatLiNetConfig {
-    BatLiNetConfig::default().with_conv_channels(4).with_batch_size(8).with_inference_references(4).with_seed(1)
+    BatLiNetConfig::default()
+        .with_conv_channels(4)
+        .with_batch_size(8)
+        .with_inference_references(4)
+        .with_seed(1)
 }
 
 fn config(rounds: usize) -> FederationConfig {
-    FederationConfig { rounds, local_epochs: 2, inference_references: 4, seed: 5, ..Default::default() }
+    FederationConfig {
+        rounds,
+        local_epochs: 2,
+        inference_references: 4,
+        seed: 5,
+        ..Default::default()
+    }
 }
 
 #[test]
 fn a_run_killed_mid_round_and_resumed_ends_like_an_uninterrupted_run() {
     let dp = DpConfig::new(0.5, 1.0).with_seed(9);
-    let cfg = FederationConfig { dp: Some(dp), secure_aggregation: Some(SecureAggregation::default()), ..config(4) };
+    let cfg = FederationConfig {
+        dp: Some(dp),
+        secure_aggregation: Some(SecureAggregation::default()),
+        ..config(4)
+    };
     let mut straight = Simulation::new(cfg.clone(), model(), featurizer(), fleets(4)).unwrap();
     straight.run(|_| {}).unwrap();
 
     let dir = std::env::temp_dir().join(format!("bfl-fed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ckpt = dir.join("coordinator.json");
-    let mut first = Simulation::new(cfg.clone(), model(), featurizer(), fleets(4)).unwrap().with_checkpoint(&ckpt);
+    let mut first = Simulation::new(cfg.clone(), model(), featurizer(), fleets(4))
+        .unwrap()
+        .with_checkpoint(&ckpt);
     first.run_round().unwrap();
     first.run_round().unwrap();
     let saved = std::fs::read(&ckpt).unwrap();
     first.interrupt_round_after(2).unwrap(); // killed while round 3 trains
-    assert_eq!(std::fs::read(&ckpt).unwrap(), saved, "a crash mid-round leaves the last checkpoint");
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        saved,
+        "a crash mid-round leaves the last checkpoint"
+    );
     drop(first);
 
     let mut resumed = Simulation::resume(&ckpt, cfg, model(), featurizer(), fleets(4)).unwrap();
@@ -67,41 +101,92 @@ fn a_run_killed_mid_round_and_resumed_ends_like_an_uninterrupted_run() {
 
 #[test]
 fn secure_aggregation_gives_the_plain_result_within_quantization() {
-    let plain_cfg = FederationConfig { strategy: Strategy::FedAvg, ..config(1) };
-    let secure_cfg = FederationConfig { secure_aggregation: Some(SecureAggregation::default()), ..plain_cfg.clone() };
+    let plain_cfg = FederationConfig {
+        strategy: Strategy::FedAvg,
+        ..config(1)
+    };
+    let secure_cfg = FederationConfig {
+        secure_aggregation: Some(SecureAggregation::default()),
+        ..plain_cfg.clone()
+    };
     let mut plain = Simulation::new(plain_cfg, model(), featurizer(), fleets(4)).unwrap();
     let mut secure = Simulation::new(secure_cfg, model(), featurizer(), fleets(4)).unwrap();
     let (lp, ls) = (plain.state().labels, secure.state().labels);
-    assert!((lp.mean - ls.mean).abs() < 1e-3 && (lp.std - ls.std).abs() < 1e-3, "{lp:?} vs {ls:?}");
+    assert!(
+        (lp.mean - ls.mean).abs() < 1e-3 && (lp.std - ls.std).abs() < 1e-3,
+        "{lp:?} vs {ls:?}"
+    );
     plain.run_round().unwrap();
     secure.run_round().unwrap();
-    let (a, b) = (plain.state().global.flatten(), secure.state().global.flatten());
-    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let (a, b) = (
+        plain.state().global.flatten(),
+        secure.state().global.flatten(),
+    );
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
     assert!(worst < 1e-3, "max |plain - secure| = {worst}");
 }
 
 #[test]
 fn dp_rounds_report_growing_epsilon_and_configs_are_checked() {
-    let dp = DpConfig::new(1.0, 0.5).with_mode(DpMode::Distributed).with_seed(2);
-    let cfg = FederationConfig { dp: Some(dp), secure_aggregation: Some(SecureAggregation::default()), ..config(2) };
+    let dp = DpConfig::new(1.0, 0.5)
+        .with_mode(DpMode::Distributed)
+        .with_seed(2);
+    let cfg = FederationConfig {
+        dp: Some(dp),
+        secure_aggregation: Some(SecureAggregation::default()),
+        ..config(2)
+    };
     let mut sim = Simulation::new(cfg, model(), featurizer(), fleets(3)).unwrap();
     sim.run(|_| {}).unwrap();
-    let eps: Vec<f64> = sim.state().history.iter().map(|r| r.epsilon.unwrap()).collect();
+    let eps: Vec<f64> = sim
+        .state()
+        .history
+        .iter()
+        .map(|r| r.epsilon.unwrap())
+        .collect();
     // q = 1, z = 1: dp-accounting gives 4.7285 after one round
     assert!((eps[0] - 4.7285).abs() < 0.01 && eps[1] > eps[0], "{eps:?}");
-    assert!(sim.state().history.iter().all(|r| r.global_rmse.is_finite() && r.fleet_rmse.len() == 3));
+    assert!(sim
+        .state()
+        .history
+        .iter()
+        .all(|r| r.global_rmse.is_finite() && r.fleet_rmse.len() == 3));
 
-    let bad = FederationConfig { strategy: Strategy::FedMedian, secure_aggregation: Some(SecureAggregation::default()), ..config(1) };
-    assert!(matches!(Simulation::new(bad, model(), featurizer(), fleets(3)), Err(Error::InvalidConfig { .. })));
-    let bad = FederationConfig { clients_per_round: Some(9), ..config(1) };
-    assert!(matches!(Simulation::new(bad, model(), featurizer(), fleets(3)), Err(Error::InvalidConfig { .. })));
+    let bad = FederationConfig {
+        strategy: Strategy::FedMedian,
+        secure_aggregation: Some(SecureAggregation::default()),
+        ..config(1)
+    };
+    assert!(matches!(
+        Simulation::new(bad, model(), featurizer(), fleets(3)),
+        Err(Error::InvalidConfig { .. })
+    ));
+    let bad = FederationConfig {
+        clients_per_round: Some(9),
+        ..config(1)
+    };
+    assert!(matches!(
+        Simulation::new(bad, model(), featurizer(), fleets(3)),
+        Err(Error::InvalidConfig { .. })
+    ));
 }
 
 #[test]
 fn federated_training_improves_on_the_initial_model() {
-    let cfg = FederationConfig { local_epochs: 4, ..config(4) };
+    let cfg = FederationConfig {
+        local_epochs: 4,
+        ..config(4)
+    };
     let mut sim = Simulation::new(cfg, model(), featurizer(), fleets(4)).unwrap();
     sim.run(|_| {}).unwrap();
     let h = &sim.state().history;
-    assert!(h.last().unwrap().global_rmse < h[0].global_rmse, "{:?}", h.iter().map(|r| r.global_rmse).collect::<Vec<_>>());
+    assert!(
+        h.last().unwrap().global_rmse < h[0].global_rmse,
+        "{:?}",
+        h.iter().map(|r| r.global_rmse).collect::<Vec<_>>()
+    );
 }

@@ -1,5 +1,7 @@
 use battery_fl_core::data::CleanConfig;
-use battery_fl_core::genome::{GenomeFingerprint, GenomeIndex, GenomeWeights, Signature, SignatureConfig};
+use battery_fl_core::genome::{
+    GenomeFingerprint, GenomeIndex, GenomeWeights, Signature, SignatureConfig,
+};
 use battery_fl_core::Error;
 use proptest::prelude::*;
 
@@ -36,7 +38,11 @@ fn real_cells_fingerprint_and_group_by_chemistry() {
     let index = GenomeIndex::with_weights(fps.clone(), GenomeWeights::signature_only());
     for (i, fp) in fps.iter().enumerate().skip(84) {
         let near = index.nearest_where(fp, 3, |j| j != i);
-        assert!(near.iter().all(|&(j, _)| j >= 84), "{}: {near:?}", fp.cell_id);
+        assert!(
+            near.iter().all(|&(j, _)| j >= 84),
+            "{}: {near:?}",
+            fp.cell_id
+        );
     }
     // and MATR cells find MATR cells
     let near = index.nearest_where(&fps[0], 10, |j| j != 0);
@@ -47,12 +53,24 @@ fn real_cells_fingerprint_and_group_by_chemistry() {
 fn fingerprint_errors_are_typed() {
     let mut cell = calce()[0].clone();
     cell.meta.nominal_capacity_ah = -1.0;
-    assert!(matches!(GenomeFingerprint::from_cell(&cell), Err(Error::InvalidData { .. })));
-    let bad = SignatureConfig { curve_points: 1, ..Default::default() };
-    assert!(matches!(Signature::from_cell(&calce()[0], &bad), Err(Error::InvalidConfig { .. })));
+    assert!(matches!(
+        GenomeFingerprint::from_cell(&cell),
+        Err(Error::InvalidData { .. })
+    ));
+    let bad = SignatureConfig {
+        curve_points: 1,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Signature::from_cell(&calce()[0], &bad),
+        Err(Error::InvalidConfig { .. })
+    ));
     let mut empty = calce()[0].clone();
     empty.cycles.clear();
-    assert!(matches!(GenomeFingerprint::from_cell(&empty), Err(Error::InvalidData { .. })));
+    assert!(matches!(
+        GenomeFingerprint::from_cell(&empty),
+        Err(Error::InvalidData { .. })
+    ));
 }
 
 #[test]
@@ -63,7 +81,12 @@ fn index_nearest_is_sorted_and_bounded() {
     assert_eq!(near.len(), 88);
     assert_eq!(near[0], (5, 0.0));
     assert!(near.windows(2).all(|w| w[0].1 <= w[1].1));
-    let brute_min = fps.iter().enumerate().filter(|(j, _)| *j != 5).map(|(_, f)| fps[5].distance(f)).fold(f64::INFINITY, f64::min);
+    let brute_min = fps
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != 5)
+        .map(|(_, f)| fps[5].distance(f))
+        .fold(f64::INFINITY, f64::min);
     assert_eq!(index.nearest_where(&fps[5], 1, |j| j != 5)[0].1, brute_min);
     assert!(index.nearest(&fps[5], 0).is_empty());
 }
@@ -74,7 +97,13 @@ fn signature_strategy() -> impl Strategy<Value = Signature> {
         prop::collection::vec(0.0f64..20.0, 48),
         0.5f64..1.2,
     )
-        .prop_map(|(v_of_q, dqdv, capacity_ratio)| Signature { cycle: 10, capacity_ratio, v_of_q, dqdv, peaks: vec![] })
+        .prop_map(|(v_of_q, dqdv, capacity_ratio)| Signature {
+            cycle: 10,
+            capacity_ratio,
+            v_of_q,
+            dqdv,
+            peaks: vec![],
+        })
 }
 
 proptest! {

@@ -2,15 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod aggregate;
 mod common;
 mod data;
-mod genome;
-mod synthetic;
-mod features;
-mod aggregate;
 mod dp;
-mod secagg;
-#[cfg(feature = "tch")]
-mod model;
+mod features;
 #[cfg(feature = "tch")]
 mod federation;
+mod genome;
+#[cfg(feature = "tch")]
+mod model;
+mod secagg;
+mod synthetic;

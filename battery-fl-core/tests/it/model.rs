@@ -6,8 +6,8 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    BatLiNet, BatLiNetConfig, Dataset, Metrics, ModelParams, ReferenceSelection, TrainOptions, Trainable,
-    VarianceModel,
+    BatLiNet, BatLiNetConfig, Dataset, Metrics, ModelParams, ReferenceSelection, TrainOptions,
+    Trainable, VarianceModel,
 };
 use battery_fl_core::Error;
 
@@ -28,7 +28,8 @@ fn fleets() -> &'static (Vec<Cell>, Vec<Cell>, Dataset, Dataset) {
             .into_iter()
             .flat_map(|f| f.cells)
             .collect();
-        let (train, test): (Vec<_>, Vec<_>) = cells.into_iter().enumerate().partition(|(i, _)| i % 3 != 0);
+        let (train, test): (Vec<_>, Vec<_>) =
+            cells.into_iter().enumerate().partition(|(i, _)| i % 3 != 0);
         let train: Vec<Cell> = train.into_iter().map(|(_, c)| c).collect();
         let test: Vec<Cell> = test.into_iter().map(|(_, c)| c).collect();
         let f = Featurizer::new(featurizer_config()).unwrap();
@@ -43,7 +44,7 @@ fn small_config(seed: u64) -> BatLiNetConfig {
     BatLiNetConfig::default()
         .with_conv_channels(8)
         .with_epochs(40)
-        .with_batch_size(32)
+        .with_batch_size(16)
         .with_seed(seed)
         .with_progress(false)
         .with_inference_references(8)
@@ -70,7 +71,10 @@ fn loss_decreases_and_training_is_deterministic() {
     let report_b = b.fit(train).unwrap();
     assert_eq!(report.epoch_losses, report_b.epoch_losses);
     assert_eq!(a.params().unwrap(), b.params().unwrap());
-    assert_eq!(a.predict(test, train).unwrap(), b.predict(test, train).unwrap());
+    assert_eq!(
+        a.predict(test, train).unwrap(),
+        b.predict(test, train).unwrap()
+    );
     let mut c = model(small_config(4).with_epochs(15));
     c.fit(train).unwrap();
     assert_ne!(a.params().unwrap(), c.params().unwrap());
@@ -80,17 +84,37 @@ fn loss_decreases_and_training_is_deterministic() {
 fn batlinet_beats_the_cnn_and_the_variance_model_on_synthetic_fleets() {
     let (train_cells, test_cells, train, test) = fleets();
     let y = truth(test);
-    let variance = VarianceModel::fit(train_cells, &Default::default(), &LabelConfig::default()).unwrap();
-    let var_rmse = Metrics::compute(&variance.predict(test_cells).unwrap(), &y).unwrap().rmse;
+    let variance =
+        VarianceModel::fit(train_cells, &Default::default(), &LabelConfig::default()).unwrap();
+    let var_rmse = Metrics::compute(&variance.predict(test_cells).unwrap(), &y)
+        .unwrap()
+        .rmse;
     let (mut bat, mut cnn) = (0.0, 0.0);
     let seeds = [1, 2];
+    let epochs: usize = std::env::var("BFL_EPOCHS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let sel = if std::env::var("BFL_GENOME").is_ok() {
+        ReferenceSelection::Genome
+    } else {
+        ReferenceSelection::Random
+    };
     for seed in seeds {
-        let mut m = model(small_config(seed));
+        let mut m = model(small_config(seed).with_epochs(epochs).with_selection(sel));
         m.fit(train).unwrap();
-        bat += Metrics::compute(&m.predict(test, train).unwrap(), &y).unwrap().rmse;
-        let mut s = model(small_config(seed).with_single_branch(true));
+        bat += Metrics::compute(&m.predict(test, train).unwrap(), &y)
+            .unwrap()
+            .rmse;
+        let mut s = model(
+            small_config(seed)
+                .with_epochs(epochs)
+                .with_single_branch(true),
+        );
         s.fit(train).unwrap();
-        cnn += Metrics::compute(&s.predict(test, train).unwrap(), &y).unwrap().rmse;
+        cnn += Metrics::compute(&s.predict(test, train).unwrap(), &y)
+            .unwrap()
+            .rmse;
     }
     let (bat, cnn) = (bat / seeds.len() as f64, cnn / seeds.len() as f64);
     eprintln!("synthetic RMSE: batlinet {bat:.1}, cnn {cnn:.1}, variance {var_rmse:.1}");
@@ -107,11 +131,16 @@ fn save_load_round_trip_and_incompatible_files() {
     m.save(&dir).unwrap();
     let back = BatLiNet::load(&dir).unwrap();
     assert_eq!(back.params().unwrap(), m.params().unwrap());
-    assert_eq!(back.predict(test, train).unwrap(), m.predict(test, train).unwrap());
+    assert_eq!(
+        back.predict(test, train).unwrap(),
+        m.predict(test, train).unwrap()
+    );
 
     // a description whose architecture differs from the weights names the mismatch
     let json = dir.join("model.json");
-    let text = std::fs::read_to_string(&json).unwrap().replace("\"conv_channels\": 8", "\"conv_channels\": 16");
+    let text = std::fs::read_to_string(&json)
+        .unwrap()
+        .replace("\"conv_channels\": 8", "\"conv_channels\": 16");
     std::fs::write(&json, text).unwrap();
     match BatLiNet::load(&dir) {
         Err(Error::Shape { what, .. }) => assert!(what.contains("branch_a.conv1"), "{what}"),
@@ -141,13 +170,22 @@ fn fine_tuning_leaves_encoders_unchanged() {
     }
     let mut m2 = model(small_config(6).with_epochs(3));
     m2.fit(train).unwrap();
-    m2.fine_tune(&few, Trainable::HeadAndProjections, 5).unwrap();
+    m2.fine_tune(&few, Trainable::HeadAndProjections, 5)
+        .unwrap();
     let after2 = m2.params().unwrap();
     for (p, q) in before.params().iter().zip(after2.params()) {
         let moved = p.data != q.data;
-        assert_eq!(moved, p.name == "head.weight" || p.name.contains("conv3"), "{}", p.name);
+        assert_eq!(
+            moved,
+            p.name == "head.weight" || p.name.contains("conv3"),
+            "{}",
+            p.name
+        );
     }
-    assert!(matches!(m.fine_tune(&few, Trainable::All, 1), Err(Error::InvalidConfig { .. })));
+    assert!(matches!(
+        m.fine_tune(&few, Trainable::All, 1),
+        Err(Error::InvalidConfig { .. })
+    ));
 }
 
 #[test]
@@ -157,10 +195,14 @@ fn median_over_references_ignores_one_absurd_reference() {
     m.fit(train).unwrap();
     let refs = train.subset(&(0..9).collect::<Vec<_>>()).unwrap();
     let one = test.subset(&[0]).unwrap();
-    let base = m.predict_with(&one, &refs, 9, ReferenceSelection::Random, 0).unwrap()[0];
+    let base = m
+        .predict_with(&one, &refs, 9, ReferenceSelection::Random, 0)
+        .unwrap()[0];
     let mut poisoned = refs.clone();
     poisoned.labels[4] = Some(1e9); // an absurd label on one reference
-    let robust = m.predict_with(&one, &poisoned, 9, ReferenceSelection::Random, 0).unwrap()[0];
+    let robust = m
+        .predict_with(&one, &poisoned, 9, ReferenceSelection::Random, 0)
+        .unwrap()[0];
     assert!((robust - base).abs() / base < 0.1, "{base} -> {robust}");
 }
 
@@ -175,7 +217,12 @@ fn fedprox_term_pulls_towards_the_global_model() {
         let mut m = model(small_config(9));
         m.set_label_transform(start.label_transform().unwrap());
         m.set_params(&global).unwrap();
-        let opts = TrainOptions { epochs: Some(5), mu, global: Some(global.clone()), ..Default::default() };
+        let opts = TrainOptions {
+            epochs: Some(5),
+            mu,
+            global: Some(global.clone()),
+            ..Default::default()
+        };
         m.train(train, &opts).unwrap();
         dist(&m)
     };
@@ -183,8 +230,14 @@ fn fedprox_term_pulls_towards_the_global_model() {
     assert!(prox < 0.8 * free, "mu=50 drift {prox} vs mu=0 drift {free}");
     let mut m = model(small_config(9));
     m.set_label_transform(start.label_transform().unwrap());
-    let bad = TrainOptions { mu: 1.0, ..Default::default() };
-    assert!(matches!(m.train(train, &bad), Err(Error::InvalidConfig { .. })));
+    let bad = TrainOptions {
+        mu: 1.0,
+        ..Default::default()
+    };
+    assert!(matches!(
+        m.train(train, &bad),
+        Err(Error::InvalidConfig { .. })
+    ));
 }
 
 #[test]
@@ -192,8 +245,12 @@ fn genome_selection_picks_same_chemistry_references() {
     let (_, _, train, test) = fleets();
     let mut m = model(small_config(10).with_epochs(2));
     m.fit(train).unwrap();
-    let pred_random = m.predict_with(test, train, 4, ReferenceSelection::Random, 1).unwrap();
-    let pred_genome = m.predict_with(test, train, 4, ReferenceSelection::Genome, 1).unwrap();
+    let pred_random = m
+        .predict_with(test, train, 4, ReferenceSelection::Random, 1)
+        .unwrap();
+    let pred_genome = m
+        .predict_with(test, train, 4, ReferenceSelection::Genome, 1)
+        .unwrap();
     assert_eq!(pred_random.len(), test.len());
     assert!(pred_genome.iter().all(|p| p.is_finite() && *p > 0.0));
     let sel = battery_fl_core::model::select_references(
@@ -235,8 +292,14 @@ fn both_transfer_routes_beat_training_on_few_target_cells() {
     let pool = make(Chemistry::Nmc, 8, "pool");
     let test = make(Chemistry::Nmc, 24, "test-nmc");
     let f = Featurizer::new(featurizer_config()).unwrap();
-    let ds = |cells: &[Cell]| Dataset::from_cells(cells, &f, &[0, 1, 2, 3, 4, 5], &LabelConfig::default()).unwrap();
-    let study = TransferStudy { repeats: 2, fine_tune_epochs: 60, ..TransferStudy::new(small_config(2), featurizer_config()) };
+    let ds = |cells: &[Cell]| {
+        Dataset::from_cells(cells, &f, &[0, 1, 2, 3, 4, 5], &LabelConfig::default()).unwrap()
+    };
+    let study = TransferStudy {
+        repeats: 2,
+        fine_tune_epochs: 60,
+        ..TransferStudy::new(small_config(2), featurizer_config())
+    };
     let rows = study.run(&ds(&source), &ds(&pool), &ds(&test)).unwrap();
     for r in &rows {
         eprintln!("{r:?}");

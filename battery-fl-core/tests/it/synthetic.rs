@@ -174,7 +174,16 @@ fn current_signs_and_capacity_bookkeeping() {
             assert!(qd[..first_dis].iter().all(|&x| x == 0.0));
             assert!(qc[first_dis..].iter().all(|&x| x == qc[first_dis]));
             assert_eq!(qc[0], 0.0);
-            assert!(qc.windows(2).all(|w| w[1] >= w[0]) && qd.windows(2).all(|w| w[1] >= w[0]));
+            let fall = |q: &[f64]| q.windows(2).position(|w| w[1] < w[0]);
+            assert_eq!(
+                fall(qc),
+                None,
+                "{} cycle {} qc {:?}",
+                cell.id(),
+                c.cycle,
+                fall(qc).map(|k| &qc[k..k + 2])
+            );
+            assert_eq!(fall(qd), None, "{} cycle {} qd", cell.id(), c.cycle);
             let t = c.time_s.as_deref().unwrap();
             assert_eq!(t[0], 0.0);
             assert!(t.windows(2).all(|w| w[1] >= w[0]));

@@ -254,7 +254,9 @@ impl AgingModel {
         let stress = spec.stress_factor();
         // linear rate such that the nominal cell at reference conditions lives ~reference_life
         let base_rate = p.knee_damage * knee_life_multiple(p.knee_width) / p.reference_life;
-        let rate = base_rate * stress * (0.3 * z[0]).exp() * moisture;
+        // the stress enters damped (exponent 0.6) so lifetimes span roughly 150-3500 cycles,
+        // like the public multi-chemistry sets, instead of decades
+        let rate = base_rate * stress.powf(0.6) * (0.3 * z[0]).exp() * moisture;
         // fast charging brings the plating knee forward, beyond what the early rate shows
         let plating_knee = 1.0 + 0.3 * (spec.charge_c_rate - 1.0).max(0.0);
         let knee_damage = p.knee_damage * (0.3 * z[1]).exp() / plating_knee;

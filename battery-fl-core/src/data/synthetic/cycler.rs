@@ -101,6 +101,14 @@ impl<R: Rng + ?Sized> Recorder<'_, R> {
     }
 
     fn finish(mut self) -> Cycle {
+        // capacity counters only count up: remove last-bit rounding falls between phases
+        for q in [&mut self.qc, &mut self.qd] {
+            let mut top = 0.0_f64;
+            for v in q.iter_mut() {
+                top = top.max(*v);
+                *v = top;
+            }
+        }
         self.cycle.time_s = Some(self.time);
         self.cycle.current_a = Some(self.current);
         self.cycle.charge_capacity_ah = Some(self.qc);
