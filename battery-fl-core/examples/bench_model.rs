@@ -13,12 +13,15 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use battery_fl_core::features::FeaturizerConfig;
 use battery_fl_core::genome::GenomeFingerprint;
-use battery_fl_core::model::{BatLiNet, BatLiNetConfig, Dataset, LabelTransform, ReferenceSelection, TrainOptions};
+use battery_fl_core::model::{
+    BatLiNet, BatLiNetConfig, Dataset, LabelTransform, ReferenceSelection, TrainOptions,
+};
 use rand::Rng;
 
 fn main() -> Result<()> {
     battery_fl_core::model::retain_freed_memory();
-    let (mut c, mut h, mut w, mut batch, mut refs, mut steps, mut conv) = (6, 100, 1000, 32, 2, 3, 32);
+    let (mut c, mut h, mut w, mut batch, mut refs, mut steps, mut conv) =
+        (6, 100, 1000, 32, 2, 3, 32);
     let mut infer_k = vec![1usize, 32, 64];
     let mut infer_cells = 32usize;
     let mut it = std::env::args().skip(1);
@@ -38,24 +41,37 @@ fn main() -> Result<()> {
             other => bail!("unknown argument {other}"),
         }
     }
-    let n = batch.max(infer_cells).max(infer_k.iter().copied().max().unwrap_or(1) + 1);
+    let n = batch
+        .max(infer_cells)
+        .max(infer_k.iter().copied().max().unwrap_or(1) + 1);
     let mut rng = battery_fl_core::rng::seeded(0);
     let fp = {
-        let cells = battery_fl_core::data::synthetic::FleetConfig::default().with_fleets(1).with_cells_per_fleet(1).generate()?;
+        let cells = battery_fl_core::data::synthetic::FleetConfig::default()
+            .with_fleets(1)
+            .with_cells_per_fleet(1)
+            .generate()?;
         GenomeFingerprint::from_cell(&cells[0].cells[0])?
     };
     let block = c * h * w;
     let ds = |m: usize, rng: &mut battery_fl_core::rng::SeededRng| Dataset {
         cell_ids: (0..m).map(|i| format!("c{i}")).collect(),
-        branch_a: (0..m * block).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
-        raw: (0..m * block).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
-        labels: (0..m).map(|_| Some(rng.random_range(200.0..2000.0))).collect(),
+        branch_a: (0..m * block)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect(),
+        raw: (0..m * block)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect(),
+        labels: (0..m)
+            .map(|_| Some(rng.random_range(200.0..2000.0)))
+            .collect(),
         fingerprints: vec![fp.clone(); m],
         shape: [c, h, w],
     };
     let train = ds(batch, &mut rng);
     let pool = ds(n, &mut rng);
-    let featurizer = FeaturizerConfig::default().with_cycles(h).with_interp_dim(w);
+    let featurizer = FeaturizerConfig::default()
+        .with_cycles(h)
+        .with_interp_dim(w);
     let config = BatLiNetConfig::default()
         .with_input_channels((0..c).collect())
         .with_conv_channels(conv)
@@ -64,11 +80,27 @@ fn main() -> Result<()> {
         .with_progress(false);
     let mut model = BatLiNet::new(config, featurizer, [c, h, w])?;
     model.set_label_transform(LabelTransform::fit(&train.require_labels()?)?);
-    println!("threads {}, input ({c}, {h}, {w}), C = {conv}, params {}", tch::get_num_threads(), model.params()?.num_scalars());
+    println!(
+        "threads {}, input ({c}, {h}, {w}), C = {conv}, params {}",
+        tch::get_num_threads(),
+        model.params()?.num_scalars()
+    );
     // one warm-up step, then timed steps (one epoch of `batch` cells = one step)
-    model.train(&train, &TrainOptions { epochs: Some(1), ..Default::default() })?;
+    model.train(
+        &train,
+        &TrainOptions {
+            epochs: Some(1),
+            ..Default::default()
+        },
+    )?;
     let t0 = Instant::now();
-    model.train(&train, &TrainOptions { epochs: Some(steps), ..Default::default() })?;
+    model.train(
+        &train,
+        &TrainOptions {
+            epochs: Some(steps),
+            ..Default::default()
+        },
+    )?;
     let per_step = t0.elapsed().as_secs_f64() / steps as f64;
     println!("train step (batch {batch}, {refs} refs): {per_step:.3} s");
     let targets = pool.subset(&(0..infer_cells).collect::<Vec<_>>())?;
@@ -76,7 +108,11 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         let preds = model.predict_with(&targets, &pool, k, ReferenceSelection::Random, 0)?;
         let secs = t0.elapsed().as_secs_f64();
-        println!("inference K = {k}: {:.2} cells/s ({} cells in {secs:.2} s)", preds.len() as f64 / secs, preds.len());
+        println!(
+            "inference K = {k}: {:.2} cells/s ({} cells in {secs:.2} s)",
+            preds.len() as f64 / secs,
+            preds.len()
+        );
     }
     Ok(())
 }

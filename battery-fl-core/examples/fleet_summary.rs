@@ -42,7 +42,10 @@ fn main() -> Result<()> {
         config.seed
     );
     println!();
-    println!("{:<8} {:<12} {:>6}  {:<28} {:>22}", "fleet", "climate", "cells", "chemistries", "cycle life min/med/max");
+    println!(
+        "{:<8} {:<12} {:>6}  {:<28} {:>22}",
+        "fleet", "climate", "cells", "chemistries", "cycle life min/med/max"
+    );
     let mut all_lives = Vec::new();
     let mut by_chem: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for fleet in &fleets {
@@ -53,10 +56,17 @@ fn main() -> Result<()> {
             *chems.entry(chem).or_default() += 1;
             if let Some(life) = cell.cycle_life {
                 lives.push(f64::from(life));
-                by_chem.entry(chem.to_string()).or_default().push(f64::from(life));
+                by_chem
+                    .entry(chem.to_string())
+                    .or_default()
+                    .push(f64::from(life));
             }
         }
-        let mix = chems.iter().map(|(c, n)| format!("{c}:{n}")).collect::<Vec<_>>().join(" ");
+        let mix = chems
+            .iter()
+            .map(|(c, n)| format!("{c}:{n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         println!(
             "{:<8} {:<12} {:>6}  {:<28} {:>22}",
             fleet.id,
@@ -69,11 +79,22 @@ fn main() -> Result<()> {
     }
     println!();
     for (chem, lives) in &mut by_chem {
-        println!("{chem:<4} {:>4} cells, cycle life min/med/max {}", lives.len(), spread(lives));
+        println!(
+            "{chem:<4} {:>4} cells, cycle life min/med/max {}",
+            lives.len(),
+            spread(lives)
+        );
     }
-    println!("all  {:>4} cells, cycle life min/med/max {}", all_lives.len(), spread(&mut all_lives));
+    println!(
+        "all  {:>4} cells, cycle life min/med/max {}",
+        all_lives.len(),
+        spread(&mut all_lives)
+    );
 
-    let cells: Vec<_> = fleets.iter().flat_map(|f| f.cells.iter().cloned()).collect();
+    let cells: Vec<_> = fleets
+        .iter()
+        .flat_map(|f| f.cells.iter().cloned())
+        .collect();
     let featurizer = Featurizer::new(FeaturizerConfig::default())?;
     let t0 = Instant::now();
     let features = featurizer.transform_many(&cells)?;
@@ -87,8 +108,15 @@ fn main() -> Result<()> {
         rayon::current_num_threads()
     );
     let t0 = Instant::now();
-    let fps = cells.iter().map(GenomeFingerprint::from_cell).collect::<Result<Vec<_>, _>>()?;
-    println!("fingerprinted {} cells in {:.3} s", fps.len(), t0.elapsed().as_secs_f64());
+    let fps = cells
+        .iter()
+        .map(GenomeFingerprint::from_cell)
+        .collect::<Result<Vec<_>, _>>()?;
+    println!(
+        "fingerprinted {} cells in {:.3} s",
+        fps.len(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -116,13 +116,7 @@ pub fn validate_update(
             detail: e.to_string(),
         }));
     }
-    if let Some(index) = update
-        .params
-        .params()
-        .iter()
-        .flat_map(|p| p.data.iter())
-        .position(|v| !v.is_finite())
-    {
+    if let Some(index) = first_non_finite(&update.params) {
         return Err(reject(UpdateRejection::NonFinite { index }));
     }
     if let Some(bound) = policy.max_delta_norm {
@@ -132,6 +126,28 @@ pub fn validate_update(
         }
     }
     Ok(())
+}
+
+/// Flat index of the first NaN/Inf, scanning in parallel (the common all-finite case reads
+/// the update once at memory speed).
+fn first_non_finite(params: &ModelParams) -> Option<usize> {
+    use rayon::prelude::*;
+    let mut offset = 0;
+    for p in params.params() {
+        let bad = p
+            .data
+            .par_chunks(1 << 16)
+            .any(|c| c.iter().fold(false, |acc, v| acc | !v.is_finite()));
+        if bad {
+            return p
+                .data
+                .iter()
+                .position(|v| !v.is_finite())
+                .map(|i| offset + i);
+        }
+        offset += p.data.len();
+    }
+    None
 }
 
 /// Split updates into the valid ones and the rejected ones with their reasons.

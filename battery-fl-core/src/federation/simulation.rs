@@ -107,7 +107,7 @@ impl Simulation {
             config.secure_aggregation.as_ref(),
             job_seed(config.seed, 0, STREAM_MASKS - 1),
         )?;
-        let scales = InputScales::from_stats(&InputStats::from_vec(&summed, shape[0])?)?;
+        let scales = InputScales::from_stats(&InputStats::from_vec(&summed, shape)?, shape)?;
         let mut worker = BatLiNet::new(model.with_progress(false), featurizer, shape)?;
         worker.set_label_transform(labels);
         worker.set_input_scales(scales)?;

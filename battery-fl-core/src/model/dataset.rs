@@ -73,72 +73,87 @@ impl LabelTransform {
     }
 }
 
-/// Per-channel sufficient statistics of a dataset's inputs (shared, possibly through secure
-/// aggregation, to fit one [`InputScales`] across fleets).
+/// Sufficient statistics of a dataset's inputs (shared, possibly through secure aggregation,
+/// to fit one [`InputScales`] across fleets).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputStats {
-    /// Values per channel counted.
-    pub count: f64,
-    /// Per channel: Σ x² of the branch-A inputs.
+    /// Number of cells.
+    pub cells: f64,
+    /// Per channel: Σ x² of the branch-A inputs over cells and positions.
     pub sum_sq_a: Vec<f64>,
-    /// Per channel: Σ x of the raw inputs.
-    pub sum_raw: Vec<f64>,
-    /// Per channel: Σ x² of the raw inputs.
+    /// Per channel: Σ x² of the raw inputs over cells and positions.
     pub sum_sq_raw: Vec<f64>,
+    /// Per position (channel, cycle, grid point): Σ x of the raw inputs over cells.
+    pub sum_raw: Vec<f64>,
 }
 
 impl InputStats {
-    /// Flatten to `[count, sum_sq_a.., sum_raw.., sum_sq_raw..]` (for secure summation).
+    /// Flatten to `[cells, sum_sq_a.., sum_sq_raw.., sum_raw..]` (for secure summation).
     pub fn to_vec(&self) -> Vec<f64> {
-        let mut v = vec![self.count];
+        let mut v = vec![self.cells];
         v.extend(&self.sum_sq_a);
-        v.extend(&self.sum_raw);
         v.extend(&self.sum_sq_raw);
+        v.extend(&self.sum_raw);
         v
     }
 
-    /// Inverse of [`InputStats::to_vec`] for `channels` channels.
-    pub fn from_vec(v: &[f64], channels: usize) -> Result<Self> {
-        if v.len() != 1 + 3 * channels {
+    /// Inverse of [`InputStats::to_vec`] for inputs of `shape`.
+    pub fn from_vec(v: &[f64], shape: [usize; 3]) -> Result<Self> {
+        let c = shape[0];
+        let len = 1 + 2 * c + shape.iter().product::<usize>();
+        if v.len() != len {
             return Err(Error::Shape {
                 what: "input statistics".into(),
-                expected: vec![1 + 3 * channels],
+                expected: vec![len],
                 got: vec![v.len()],
             });
         }
-        let c = channels;
         Ok(InputStats {
-            count: v[0],
+            cells: v[0],
             sum_sq_a: v[1..1 + c].to_vec(),
-            sum_raw: v[1 + c..1 + 2 * c].to_vec(),
-            sum_sq_raw: v[1 + 2 * c..].to_vec(),
+            sum_sq_raw: v[1 + c..1 + 2 * c].to_vec(),
+            sum_raw: v[1 + 2 * c..].to_vec(),
         })
     }
 }
 
 /// Per-channel input scales: network inputs are divided by them so that every channel enters
-/// at unit size (intra-cell differences are millivolts while inter-cell differences are tenths
-/// of volts; unscaled, branch A barely learns). A deliberate addition to the published method.
+/// at unit size (intra-cell differences and cell-to-cell differences are millivolts while the
+/// raw curves span volts; unscaled, a branch barely learns). A deliberate addition to the
+/// published method, fitted on the training data and stored with the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputScales {
     /// Branch A: root mean square of the intra-cell differences, per channel.
     pub branch_a: Vec<f32>,
-    /// Branch B: standard deviation of the raw features, per channel.
+    /// Branch B: root mean square of target-minus-reference differences between two random
+    /// training cells, per channel (sqrt(2) x the across-cell standard deviation).
     pub branch_b: Vec<f32>,
 }
 
 impl InputScales {
     /// Scales from summed statistics (floors keep all-zero channels, e.g. the absent ones of
     /// discharge-only data, at scale 1).
-    pub fn from_stats(stats: &InputStats) -> Result<Self> {
-        if stats.count.is_nan() || stats.count < 1.0 {
+    pub fn from_stats(stats: &InputStats, shape: [usize; 3]) -> Result<Self> {
+        let n = stats.cells;
+        if n.is_nan() || n < 1.0 {
             return Err(Error::NotEnoughData {
                 what: "input statistics".into(),
                 needed: 1,
                 got: 0,
             });
         }
-        let n = stats.count;
+        let [c, h, w] = shape;
+        let plane = (h * w) as f64;
+        if stats.sum_raw.len() != c * h * w
+            || stats.sum_sq_a.len() != c
+            || stats.sum_sq_raw.len() != c
+        {
+            return Err(Error::Shape {
+                what: "input statistics".into(),
+                expected: vec![c, h, w],
+                got: vec![stats.sum_raw.len()],
+            });
+        }
         let fix = |v: f64| {
             if v.is_finite() && v > 1e-12 {
                 v as f32
@@ -146,12 +161,21 @@ impl InputScales {
                 1.0
             }
         };
-        let branch_a = stats.sum_sq_a.iter().map(|s| fix((s / n).sqrt())).collect();
-        let branch_b = stats
-            .sum_raw
+        let branch_a = stats
+            .sum_sq_a
             .iter()
-            .zip(&stats.sum_sq_raw)
-            .map(|(s, q)| fix((q / n - (s / n).powi(2)).max(0.0).sqrt()))
+            .map(|s| fix((s / (n * plane)).sqrt()))
+            .collect();
+        let branch_b = (0..c)
+            .map(|ch| {
+                let mean_sq_of_means: f64 = stats.sum_raw[ch * h * w..(ch + 1) * h * w]
+                    .iter()
+                    .map(|s| (s / n).powi(2))
+                    .sum::<f64>()
+                    / plane;
+                let var = stats.sum_sq_raw[ch] / (n * plane) - mean_sq_of_means;
+                fix((2.0 * var.max(0.0)).sqrt())
+            })
             .collect();
         Ok(InputScales { branch_a, branch_b })
     }
@@ -333,26 +357,32 @@ impl Dataset {
         }
     }
 
-    /// Per-channel input statistics of this dataset.
+    /// Input statistics of this dataset.
     pub fn input_stats(&self) -> InputStats {
         let [c, h, w] = self.shape;
         let plane = h * w;
+        let block = c * plane;
         let mut st = InputStats {
-            count: (self.len() * plane) as f64,
+            cells: self.len() as f64,
             sum_sq_a: vec![0.0; c],
-            sum_raw: vec![0.0; c],
             sum_sq_raw: vec![0.0; c],
+            sum_raw: vec![0.0; block],
         };
+        let sq = |v: &[f32]| v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
         for (k, (a, r)) in self
             .branch_a
             .chunks(plane)
             .zip(self.raw.chunks(plane))
             .enumerate()
         {
-            let ch = k % c;
-            st.sum_sq_a[ch] += a.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
-            st.sum_raw[ch] += r.iter().map(|&x| f64::from(x)).sum::<f64>();
-            st.sum_sq_raw[ch] += r.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+            st.sum_sq_a[k % c] += sq(a);
+            st.sum_sq_raw[k % c] += sq(r);
+        }
+        for cell in self.raw.chunks(block) {
+            st.sum_raw
+                .iter_mut()
+                .zip(cell)
+                .for_each(|(s, &x)| *s += f64::from(x));
         }
         st
     }

@@ -150,7 +150,7 @@ impl BatLiNet {
     pub fn fit(&mut self, train: &Dataset) -> Result<TrainReport> {
         self.check_dataset(train, "training")?;
         self.labels = Some(LabelTransform::fit(&train.require_labels()?)?);
-        self.set_input_scales(InputScales::from_stats(&train.input_stats())?)?;
+        self.set_input_scales(InputScales::from_stats(&train.input_stats(), train.shape)?)?;
         self.train(train, &TrainOptions::default())
     }
 
