@@ -90,6 +90,22 @@ pub(crate) fn featurize_into(
         }
     }
 
+    if config.fill_missing_cycles {
+        let present: Vec<(usize, usize)> = row_of
+            .iter()
+            .enumerate()
+            .filter_map(|(r, i)| i.map(|i| (r, i)))
+            .collect();
+        for (r, slot) in row_of.iter_mut().enumerate() {
+            if slot.is_none() {
+                *slot = present
+                    .iter()
+                    .min_by_key(|(p, _)| (p.abs_diff(r), *p))
+                    .map(|&(_, i)| i);
+            }
+        }
+    }
+
     let mut scratch = Scratch {
         charge: Vec::new(),
         discharge: Vec::new(),

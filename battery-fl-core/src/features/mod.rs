@@ -22,10 +22,13 @@
 //! # Cycle window
 //!
 //! Row `r` holds the cycle whose *recorded* cycle number is `first_cycle + r`
-//! (`r < cycles`); a cycle number the cell does not have gives an all-zero row, and if a
-//! number occurs twice the first occurrence is used. (The published code indexes cycles by
-//! position instead; for sources numbered 1, 2, 3, ... without gaps, as CALCE, the two agree.
-//! MATR files start at cycle 2, so under the default window their row 0 is zero.)
+//! (`r < cycles`); if a number occurs twice the first occurrence is used. A cycle number the
+//! cell does not have (never recorded, or dropped by cleaning) copies the nearest recorded
+//! cycle, the earlier one on a tie (`fill_missing_cycles`, default true); with the option off
+//! it is an all-zero row. Zero rows look like a collapse of the whole curve to the
+//! differences and the cycle filter does not catch them when several cycles are missing.
+//! (The published code indexes cycles by position instead; for sources numbered 1, 2, 3, ...
+//! without gaps, as CALCE, the two agree.)
 //!
 //! # Agreement with the reference (scipy)
 //!
@@ -84,8 +87,10 @@
 //! assert!((x.row(1, 0)[5] - 3.5).abs() < 1e-6);
 //! // beyond Q = 1.0 the charge curve holds its maximum voltage
 //! assert_eq!(x.row(0, 0)[12], 4.0);
-//! // cycle 2 is not recorded: an all-zero row
-//! assert!(x.row(1, 1).iter().all(|&v| v == 0.0));
+//! // cycle 2 is not recorded: it copies cycle 1 (or is zero with the fill turned off)
+//! assert_eq!(x.row(1, 1), x.row(1, 0));
+//! let zeros = Featurizer::new(f.config().clone().with_fill_missing_cycles(false))?.transform(&cell)?;
+//! assert!(zeros.row(1, 1).iter().all(|&v| v == 0.0));
 //! # Ok::<(), battery_fl_core::Error>(())
 //! ```
 
@@ -131,6 +136,9 @@ pub struct FeaturizerConfig {
     pub diff_base_cycle: u32,
     /// Cleaning of difference features. Defaults as in method.md.
     pub clean: FeatureCleanConfig,
+    /// Rows of cycles the cell lacks copy the nearest recorded cycle (default true); false
+    /// leaves them all zero.
+    pub fill_missing_cycles: bool,
 }
 
 impl Default for FeaturizerConfig {
@@ -143,6 +151,7 @@ impl Default for FeaturizerConfig {
             q_max: 1.2,
             current_threshold_a: 0.1,
             diff_base_cycle: 10,
+            fill_missing_cycles: true,
             clean: FeatureCleanConfig::default(),
         }
     }
@@ -182,6 +191,12 @@ impl FeaturizerConfig {
     /// Set the charge/discharge current threshold (A).
     pub fn with_current_threshold_a(mut self, threshold: f64) -> Self {
         self.current_threshold_a = threshold;
+        self
+    }
+
+    /// Set `fill_missing_cycles`.
+    pub fn with_fill_missing_cycles(mut self, fill: bool) -> Self {
+        self.fill_missing_cycles = fill;
         self
     }
 

@@ -204,15 +204,23 @@ fn rows_follow_recorded_cycle_numbers() {
         FeaturizerConfig::default()
             .with_first_cycle(3)
             .with_cycles(4)
-            .with_interp_dim(13),
+            .with_interp_dim(13)
+            .with_fill_missing_cycles(false),
     )
     .unwrap();
-    let x = f.transform(&cell(vec![b, a])).unwrap();
+    let x = f.transform(&cell(vec![b.clone(), a.clone()])).unwrap();
     for ch in 0..6 {
         assert_eq!(x.row(ch, 0), x.row(ch, 2));
         assert!(x.row(ch, 1).iter().chain(x.row(ch, 3)).all(|&v| v == 0.0));
     }
     assert!(x.row(0, 0).iter().any(|&v| v != 0.0));
+    // by default, missing cycles 4 and 6 copy their nearest recorded cycle (3 and 5)
+    let filled = Featurizer::new(f.config().clone().with_fill_missing_cycles(true)).unwrap();
+    let y = filled.transform(&cell(vec![b, a])).unwrap();
+    for ch in 0..6 {
+        assert_eq!(y.row(ch, 1), y.row(ch, 0));
+        assert_eq!(y.row(ch, 3), y.row(ch, 2));
+    }
 }
 
 #[test]
@@ -339,8 +347,8 @@ fn matr_discharge_only_gives_the_inverse_of_q_of_v_and_zeros_elsewhere() {
             "ch{ch} must be zero"
         );
     }
-    // cycle 1 is not in the MATR files: row 0 is zero; cycles 2..=100 are rows 1..=99
-    assert!(x.row(1, 0).iter().all(|&v| v == 0.0));
+    // cycle 1 is not in the MATR files: row 0 copies cycle 2; cycles 2..=100 are rows 1..=99
+    assert_eq!(x.row(1, 0), x.row(1, 1));
     let mut checked = 0;
     for number in [2u32, 10, 50, 100] {
         if cell.suspect_cycles.contains(&number) {

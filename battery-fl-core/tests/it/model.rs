@@ -305,6 +305,8 @@ fn both_transfer_routes_beat_training_on_few_target_cells() {
     let rows = study.run(&ds(&source), &ds(&pool), &ds(&test)).unwrap();
     for r in &rows {
         eprintln!("{r:?}");
+    }
+    for r in &rows {
         assert!(r.fine_tune_rmse < r.scratch_rmse, "{r:?}");
         assert!(r.inter_cell_rmse < r.scratch_rmse, "{r:?}");
     }
