@@ -129,6 +129,14 @@ impl AdamW {
     }
 }
 
+fn trainable_tensors(net: &mut super::net::Net, trainable: Trainable) -> Vec<&mut Tensor> {
+    net.named_mut()
+        .into_iter()
+        .filter(|(n, _)| trainable.allows(n))
+        .map(|(_, t)| t)
+        .collect()
+}
+
 fn progress(show: bool, epochs: usize) -> ProgressBar {
     let bar = ProgressBar::new(epochs as u64);
     if show && std::io::stderr().is_terminal() {
@@ -226,16 +234,11 @@ impl BatLiNet {
             ),
             None => None,
         };
-        let mut opt = {
-            let params: Vec<&mut Tensor> = self
-                .net
-                .named_mut()
-                .into_iter()
-                .filter(|(n, _)| trainable.allows(n))
-                .map(|(_, t)| t)
-                .collect();
-            AdamW::new(&params, lr, self.config.weight_decay)?
-        };
+        let mut opt = AdamW::new(
+            &trainable_tensors(&mut self.net, trainable),
+            lr,
+            self.config.weight_decay,
+        )?;
 
         let bar = progress(self.config.progress, epochs);
         let mut report = TrainReport {
@@ -319,14 +322,7 @@ impl BatLiNet {
                     loss = loss.f_add(&prox.f_mul_scalar(opts.mu / 2.0).m()?).m()?;
                 }
                 loss.f_backward().m()?;
-                let mut params: Vec<&mut Tensor> = self
-                    .net
-                    .named_mut()
-                    .into_iter()
-                    .filter(|(n, _)| trainable.allows(n))
-                    .map(|(_, t)| t)
-                    .collect();
-                opt.step(&mut params)?;
+                opt.step(&mut trainable_tensors(&mut self.net, trainable))?;
                 let l = loss.f_double_value(&[]).m()?;
                 if !l.is_finite() {
                     return Err(Error::Model {
