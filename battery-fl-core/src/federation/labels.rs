@@ -44,7 +44,7 @@ impl LabelStats {
 const STATS_BOUND: f64 = 1e9;
 
 /// Sum per-fleet statistic vectors, through a secure-aggregation round when `secure` is given
-/// (64-bit modulus, resolution about 1e-4 per coordinate).
+/// (64-bit modulus; resolution about 4e-7 per coordinate for fewer than 1024 fleets).
 pub fn secure_sum(
     vectors: &[Vec<f64>],
     secure: Option<&SecureAggregation>,
@@ -80,21 +80,32 @@ pub fn secure_sum(
             .collect());
     };
     let n = vectors.len();
+    // the finest grid that cannot wrap: n * T < 2^63
+    let bits = 62 - (usize::BITS - n.leading_zeros());
     let config = SecAggConfig {
         num_clients: n,
         neighbours: sa.neighbours.filter(|&k| k < n),
         threshold: sa.threshold,
         clipping_range: STATS_BOUND,
-        target_range: 1 << 44,
+        target_range: 1u64 << bits.min(52),
         modulus_bits: 64,
         max_weight: 1.0,
     };
+    // each f64 travels as two f32 (high part + rounding remainder) so the sum keeps far more
+    // than f32 precision; the quantization grid (2 * bound / T) then sets the resolution
+    let dim = first.len();
     let inputs: Vec<Vec<f32>> = vectors
         .iter()
-        .map(|v| v.iter().map(|&x| x as f32).collect())
+        .map(|v| {
+            let hi: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            let lo = v.iter().zip(&hi).map(|(&x, &h)| (x - f64::from(h)) as f32);
+            hi.iter().copied().chain(lo).collect()
+        })
         .collect();
     let mean = simulate_round(&inputs, &vec![1.0; n], &config, &BTreeMap::new(), seed)?;
-    Ok(mean.iter().map(|&m| f64::from(m) * n as f64).collect())
+    Ok((0..dim)
+        .map(|i| (f64::from(mean[i]) + f64::from(mean[dim + i])) * n as f64)
+        .collect())
 }
 
 /// The shared label transform from every fleet's [`LabelStats`] (see [`secure_sum`]).

@@ -17,8 +17,8 @@ use crate::dp::{clip_l2, DpMode, GaussianNoise, RoundNoise};
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
 use crate::model::{
-    BatLiNet, BatLiNetConfig, Dataset, InputScales, InputStats, Metrics, ModelParams,
-    ReferenceSelection, TrainOptions,
+    BatLiNet, BatLiNetConfig, Dataset, InputScales, InputStats, LabelTransform, Metrics,
+    ModelParams, ReferenceSelection, TrainOptions,
 };
 use crate::secagg::simulate_round;
 
@@ -184,6 +184,32 @@ impl Simulation {
         sim.state = state;
         sim.checkpoint = Some(path.to_path_buf());
         Ok(sim)
+    }
+
+    /// The shared label transform and input scales of this run.
+    pub fn statistics(&self) -> (LabelTransform, InputScales) {
+        (
+            self.state.labels,
+            self.worker
+                .input_scales()
+                .cloned()
+                .unwrap_or_else(|| InputScales::unit(self.worker.input_shape()[0])),
+        )
+    }
+
+    /// Use a label transform and input scales agreed outside this run (for example in an
+    /// earlier federation) instead of the ones summed at set-up. Only before the first round.
+    pub fn set_statistics(&mut self, labels: LabelTransform, scales: InputScales) -> Result<()> {
+        if self.state.round > 0 {
+            return Err(Error::config(
+                "statistics",
+                "can only be replaced before the first round",
+            ));
+        }
+        self.worker.set_input_scales(scales)?;
+        self.worker.set_label_transform(labels);
+        self.state.labels = labels;
+        Ok(())
     }
 
     /// The coordinator state.
