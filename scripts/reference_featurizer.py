@@ -3,7 +3,8 @@
 
 Written from the method text for parity checks and speed comparisons with the Rust
 featurizer (battery-fl-core/src/features). Per cycle row r (recorded cycle number
-first_cycle + r; missing cycles give zero rows):
+first_cycle + r; a missing cycle copies the nearest recorded one, the earlier on a tie,
+as the Rust default `fill_missing_cycles` does; zero rows with fill_missing=False):
 
 - Qc, Qd = capacities / nominal; charge points I > thr, discharge points I < -thr;
 - samples with capacity outside [q_min, q_max] are dropped; a curve with <= 2 samples is 0;
@@ -94,7 +95,7 @@ def featurize_cycle(cycle: dict, nominal: float, grid, thr=0.1, q_min=0.0, q_max
 
 
 def featurize(cell: dict, cycles=100, first_cycle=1, interp_dim=1000, q_min=0.0, q_max=1.2,
-              thr=0.1, dtype=np.float64):
+              thr=0.1, dtype=np.float64, fill_missing=True):
     """Features of one cell, shape (6, cycles, interp_dim)."""
     grid = np.linspace(q_min, q_max, interp_dim)
     nominal = float(cell["nominal_capacity_ah"])
@@ -105,6 +106,12 @@ def featurize(cell: dict, cycles=100, first_cycle=1, interp_dim=1000, q_min=0.0,
         if 0 <= r < cycles and r not in seen:
             seen.add(r)
             feat[:, r] = featurize_cycle(cycle, nominal, grid, thr, q_min, q_max)
+    if fill_missing and seen:
+        present = sorted(seen)
+        for r in range(cycles):
+            if r not in seen:
+                nearest = min(present, key=lambda p: (abs(p - r), p))
+                feat[:, r] = feat[:, nearest]
     feat[np.isnan(feat)] = 0.0
     return feat.astype(dtype, copy=False)
 
