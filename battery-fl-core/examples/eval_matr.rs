@@ -226,7 +226,12 @@ fn main() -> Result<()> {
     println!("| model | split | seeds | RMSE mean | RMSE std | MAPE mean (%) |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut keys: Vec<(String, String)> = rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
-    keys.dedup();
+    let mut seen = Vec::new();
+    keys.retain(|k| {
+        let new = !seen.contains(k);
+        seen.push(k.clone());
+        new
+    });
     for (model, split) in keys {
         let ms: Vec<&Metrics> = rows
             .iter()
