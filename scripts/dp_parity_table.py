@@ -15,18 +15,8 @@ from dp_accounting.rdp import rdp_privacy_accountant
 logging.getLogger("absl").setLevel(logging.ERROR)
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "target" / "debug" / "examples" / "dp_epsilon"
-CASES = [
-    (1.0, 1.0, 1, 1e-5),
-    (1.0, 1.0, 3, 1e-5),
-    (1.1, 0.01, 1000, 1e-5),
-    (0.8, 0.05, 100, 1e-5),
-    (2.0, 0.2, 50, 1e-5),
-    (0.5, 0.1, 10, 1e-6),
-    (4.0, 0.001, 10000, 1e-5),
-    (1.3, 0.3, 7, 1e-3),
-    (10.0, 1.0, 1, 1e-5),
-    (0.7, 0.5, 20, 1e-5),
-]
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+from test_dp_accountant_parity import CASES  # noqa: E402  (one list of cases for test and table)
 
 print("| z | q | T | delta | ours eps (order) | dp-accounting eps (order) | rel. diff |")
 print("|---|---|---|---|---|---|---|")
