@@ -7,6 +7,10 @@
 //!     [--test-data DIR2] [--seeds N] [--epochs E] [--dim D] [--validate] [--selection random|genome]
 //! ```
 //!
+//! `--branches` also prints, per BatLiNet test cell, each branch's own prediction
+//! (`{"cell": ..., "life": ..., "a": ..., "b": ...}` lines) to see which branch misses where;
+//! with `--validate` it also reports on the cells trained on (split `fit`).
+//!
 //! `--validate` carves a validation split out of `train` (every fourth cell) and reports on it
 //! instead of the test splits: settings are chosen there, never on a test split.
 //!
@@ -38,6 +42,7 @@ struct Args {
     batch: usize,
     models: Vec<String>,
     conv: usize,
+    branches: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -53,6 +58,7 @@ fn parse() -> Result<Args> {
         batch: 16,
         models: vec!["batlinet".into(), "cnn".into()],
         conv: 32,
+        branches: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +72,7 @@ fn parse() -> Result<Args> {
             "--lr" => a.lr = v()?.parse()?,
             "--batch" => a.batch = v()?.parse()?,
             "--validate" => a.validate = true,
+            "--branches" => a.branches = true,
             "--models" => a.models = v()?.split(',').map(String::from).collect(),
             "--conv" => a.conv = v()?.parse()?,
             "--threads" => tch::set_num_threads(v()?.parse()?),
@@ -112,6 +119,9 @@ fn main() -> Result<()> {
         let (fit, val): (Vec<_>, Vec<_>) =
             train.into_iter().enumerate().partition(|(i, _)| i % 4 != 3);
         train = fit.into_iter().map(|(_, c)| c).collect();
+        if args.branches {
+            splits.push(("fit".into(), train.clone()));
+        }
         splits.push((
             "validation".into(),
             val.into_iter().map(|(_, c)| c).collect(),
@@ -212,6 +222,23 @@ fn main() -> Result<()> {
             );
             for (split, _, ds) in &test_ds {
                 let pred = model.predict(ds, &train_ds)?;
+                if args.branches && !single {
+                    let cfg = model.config();
+                    let br = model.predict_branches(
+                        ds,
+                        &train_ds,
+                        cfg.inference_references,
+                        cfg.selection,
+                        cfg.seed,
+                    )?;
+                    let b = br.b.unwrap_or_default();
+                    for (i, life) in ds.require_labels()?.iter().enumerate() {
+                        println!(
+                            "{{\"split\": \"{split}\", \"seed\": {seed}, \"cell\": \"{}\", \"life\": {life:.0}, \"a\": {:.1}, \"b\": {:.1}, \"pred\": {:.1}}}",
+                            ds.cell_ids[i], br.a[i], b[i], pred[i]
+                        );
+                    }
+                }
                 report(
                     name,
                     split,

@@ -14,6 +14,16 @@ use crate::features::FeaturizerConfig;
 /// the first convolution, in f32 values (256 MiB).
 const PAIR_CHUNK_VALUES: usize = 64 << 20;
 
+/// Each branch's prediction in cycles (see [`BatLiNet::predict_branches`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BranchPredictions {
+    /// Branch A (intra-cell differences) alone.
+    pub a: Vec<f64>,
+    /// Median over references of branch B plus the reference label; `None` when the model
+    /// has one branch.
+    pub b: Option<Vec<f64>>,
+}
+
 /// The BatLiNet lifetime model (method.md section 3).
 ///
 /// Branch A sees a cell's intra-cell difference features; branch B sees target-minus-reference
@@ -236,6 +246,27 @@ impl BatLiNet {
         Ok(normalized.into_iter().map(|y| labels.inverse(y)).collect())
     }
 
+    /// Each branch's own prediction, in cycles, for diagnosis: which branch is off on which
+    /// cells. `a[i]` is branch A alone for target `i`; `b[i]` is the median over its `k`
+    /// references of branch B plus the reference's label (`None` for a single-branch model).
+    /// `predict_with` combines them as `(1 − α)·A + α·B` in normalized log space.
+    pub fn predict_branches(
+        &self,
+        targets: &Dataset,
+        references: &Dataset,
+        k: usize,
+        selection: ReferenceSelection,
+        seed: u64,
+    ) -> Result<BranchPredictions> {
+        let labels = self.require_labels()?;
+        self.check_dataset(targets, "target")?;
+        let (a, b) = self.predict_branches_normalized(targets, references, k, selection, seed)?;
+        Ok(BranchPredictions {
+            a: a.into_iter().map(|y| labels.inverse(y)).collect(),
+            b: b.map(|b| b.into_iter().map(|y| labels.inverse(y)).collect()),
+        })
+    }
+
     /// Predictions in normalized label space (before the inverse label transform).
     pub(crate) fn predict_normalized(
         &self,
@@ -245,10 +276,35 @@ impl BatLiNet {
         selection: ReferenceSelection,
         seed: u64,
     ) -> Result<Vec<f64>> {
+        let alpha = self.config.effective_alpha();
+        let (a, b) = self.predict_branches_normalized(targets, references, k, selection, seed)?;
+        Ok(match b {
+            None => a,
+            Some(b) => a
+                .iter()
+                .zip(&b)
+                .map(|(ya, yb)| (1.0 - alpha) * ya + alpha * yb)
+                .collect(),
+        })
+    }
+
+    /// Branch A and (when α > 0) the median branch-B prediction per target, normalized.
+    fn predict_branches_normalized(
+        &self,
+        targets: &Dataset,
+        references: &Dataset,
+        k: usize,
+        selection: ReferenceSelection,
+        seed: u64,
+    ) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
         let labels = self.require_labels()?;
         let alpha = self.config.effective_alpha();
+        if targets.is_empty() {
+            return Ok((Vec::new(), (alpha > 0.0).then(Vec::new)));
+        }
         let block = targets.block();
-        let mut out = Vec::with_capacity(targets.len());
+        let mut out_a = Vec::with_capacity(targets.len());
+        let mut out_b = Vec::with_capacity(targets.len());
         let (refs, ref_y) = if alpha > 0.0 {
             self.check_dataset(references, "reference")?;
             if k == 0 {
@@ -289,8 +345,8 @@ impl BatLiNet {
                 let ya =
                     Vec::<f32>::try_from(&self.net.branch_a(&xa)?.f_to_device(Device::Cpu).m()?)
                         .m()?;
+                out_a.extend(ya.iter().map(|&v| f64::from(v)));
                 if alpha == 0.0 {
-                    out.extend(ya.iter().map(|&v| f64::from(v)));
                     continue;
                 }
                 let pairs: Vec<(usize, usize)> = chunk
@@ -307,18 +363,17 @@ impl BatLiNet {
                     )?);
                 }
                 let mut at = 0;
-                for (i, &t) in chunk.iter().enumerate() {
+                for &t in chunk {
                     let mut ys: Vec<f64> = (0..refs[t].len())
                         .map(|j| yb_pairs[at + j] + ref_y[refs[t][j]])
                         .collect();
                     at += refs[t].len();
-                    let yb = median(&mut ys);
-                    out.push((1.0 - alpha) * f64::from(ya[i]) + alpha * yb);
+                    out_b.push(median(&mut ys));
                 }
             }
             Ok(())
         })?;
-        Ok(out)
+        Ok((out_a, (alpha > 0.0).then_some(out_b)))
     }
 
     /// Branch-B head outputs for (target, reference) pairs, sharing the first convolution of

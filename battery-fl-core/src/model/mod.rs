@@ -38,7 +38,7 @@ pub use variance::{VarianceConfig, VarianceModel};
 #[cfg(feature = "tch")]
 pub use alloc::retain_freed_memory;
 #[cfg(feature = "tch")]
-pub use batlinet::BatLiNet;
+pub use batlinet::{BatLiNet, BranchPredictions};
 #[cfg(feature = "tch")]
 pub use train::{TrainOptions, TrainReport, Trainable};
 #[cfg(feature = "tch")]

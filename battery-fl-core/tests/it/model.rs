@@ -208,6 +208,42 @@ fn median_over_references_ignores_one_absurd_reference() {
 }
 
 #[test]
+fn branch_predictions_combine_into_the_prediction() {
+    let (_, _, train, test) = fleets();
+    let mut m = model(small_config(8).with_epochs(10));
+    m.fit(train).unwrap();
+    let labels = m.label_transform().unwrap();
+    let pred = m
+        .predict_with(test, train, 8, ReferenceSelection::Random, 3)
+        .unwrap();
+    let br = m
+        .predict_branches(test, train, 8, ReferenceSelection::Random, 3)
+        .unwrap();
+    let b = br.b.expect("two branches");
+    assert_eq!((br.a.len(), b.len()), (test.len(), test.len()));
+    let alpha = m.config().alpha;
+    for i in 0..test.len() {
+        let mixed = (1.0 - alpha) * labels.forward(br.a[i]) + alpha * labels.forward(b[i]);
+        approx::assert_relative_eq!(labels.inverse(mixed), pred[i], max_relative = 1e-9);
+    }
+    // the branches are different predictors, not one number reported twice
+    assert!(br.a.iter().zip(&b).any(|(a, b)| (a - b).abs() > 1.0));
+
+    let mut cnn = model(small_config(8).with_epochs(2).with_single_branch(true));
+    cnn.fit(train).unwrap();
+    let br = cnn
+        .predict_branches(test, train, 8, ReferenceSelection::Random, 3)
+        .unwrap();
+    assert!(br.b.is_none());
+    let pred = cnn
+        .predict_with(test, train, 8, ReferenceSelection::Random, 3)
+        .unwrap();
+    for (a, p) in br.a.iter().zip(&pred) {
+        approx::assert_relative_eq!(*a, *p, max_relative = 1e-9);
+    }
+}
+
+#[test]
 fn fedprox_term_pulls_towards_the_global_model() {
     let (_, _, train, _) = fleets();
     let mut start = model(small_config(9).with_epochs(1));
