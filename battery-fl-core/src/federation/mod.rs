@@ -22,7 +22,7 @@ pub use labels::{federated_label_transform, secure_sum, LabelStats};
 pub use state::{CoordinatorState, RoundRecord};
 
 #[cfg(feature = "tch")]
-pub use simulation::{centralized_baseline, local_only_baseline, FleetData, Simulation};
+pub use simulation::{centralized_baseline, local_only_baseline, FleetData, LocalOnly, Simulation};
 
 /// Seed for one (round, client) job, derived from the run seed (SplitMix64 mixing).
 pub fn job_seed(seed: u64, round: usize, client: usize) -> u64 {

@@ -499,14 +499,39 @@ pub fn centralized_baseline(
     evaluate_each(fleets, |f| m.predict(&f.test, &train))
 }
 
-/// Local-only reference: every fleet trains on its own cells alone. Returns (RMSE over all
-/// test cells, RMSE per fleet).
+/// What fleets achieve alone (see [`local_only_baseline`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalOnly {
+    /// RMSE over all test cells, each cell predicted by its own fleet's model.
+    pub own_fleets_rmse: f64,
+    /// Per fleet: its model's RMSE on its own test cells.
+    pub on_own_test: BTreeMap<String, f64>,
+    /// Per fleet: its model's RMSE on every fleet's test cells (the shared test set the
+    /// federated and centralized models are scored on), references from its own cells.
+    pub on_all_tests: BTreeMap<String, f64>,
+}
+
+impl LocalOnly {
+    /// The best fleet-alone model on the shared test set: the bar federation must clear.
+    pub fn best_on_all_tests(&self) -> f64 {
+        self.on_all_tests
+            .values()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// Local-only reference: every fleet trains on its own cells alone, and its model is scored
+/// on its own test cells and on all fleets' test cells.
 pub fn local_only_baseline(
     fleets: &[FleetData],
     model: &BatLiNetConfig,
     featurizer: &FeaturizerConfig,
-) -> Result<(f64, BTreeMap<String, f64>)> {
-    evaluate_each(fleets, |f| {
+) -> Result<LocalOnly> {
+    let all_tests = Dataset::concat(&fleets.iter().map(|f| &f.test).collect::<Vec<_>>())?;
+    let all_truth = all_tests.require_labels()?;
+    let mut on_all_tests = BTreeMap::new();
+    let (own_fleets_rmse, on_own_test) = evaluate_each(fleets, |f| {
         let mut m = BatLiNet::new(
             model.clone().with_progress(false),
             featurizer.clone(),
@@ -514,7 +539,20 @@ pub fn local_only_baseline(
         )?;
         m.fit(&f.train)?;
         let k = model.inference_references.min(f.train.len());
+        let all = m.predict_with(
+            &all_tests,
+            &f.train,
+            k,
+            ReferenceSelection::Random,
+            model.seed,
+        )?;
+        on_all_tests.insert(f.id.clone(), Metrics::compute(&all, &all_truth)?.rmse);
         m.predict_with(&f.test, &f.train, k, ReferenceSelection::Random, model.seed)
+    })?;
+    Ok(LocalOnly {
+        own_fleets_rmse,
+        on_own_test,
+        on_all_tests,
     })
 }
 

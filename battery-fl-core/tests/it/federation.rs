@@ -207,3 +207,37 @@ fn federated_training_improves_on_the_initial_model() {
         h.iter().map(|r| r.global_rmse).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn local_only_models_are_scored_on_their_own_and_on_all_test_cells() {
+    use battery_fl_core::federation::local_only_baseline;
+    use battery_fl_core::model::{BatLiNet, Metrics, ReferenceSelection};
+    let fleets = fleets(3);
+    let cfg = model().with_epochs(3);
+    let local = local_only_baseline(&fleets, &cfg, &featurizer()).unwrap();
+    let ids: Vec<&String> = local.on_all_tests.keys().collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids, local.on_own_test.keys().collect::<Vec<_>>());
+    let best = local.best_on_all_tests();
+    assert!(local
+        .on_all_tests
+        .values()
+        .all(|&r| r >= best && r.is_finite()));
+
+    // fleet 0's model, retrained with the same seed, reproduces both of its scores
+    let f = &fleets[0];
+    let mut m = BatLiNet::new(cfg.clone(), featurizer(), f.train.shape).unwrap();
+    m.fit(&f.train).unwrap();
+    let k = cfg.inference_references.min(f.train.len());
+    let own = m
+        .predict_with(&f.test, &f.train, k, ReferenceSelection::Random, cfg.seed)
+        .unwrap();
+    let own = Metrics::compute(&own, &f.test.require_labels().unwrap()).unwrap();
+    approx::assert_relative_eq!(own.rmse, local.on_own_test[&f.id], max_relative = 1e-9);
+    let all = Dataset::concat(&fleets.iter().map(|f| &f.test).collect::<Vec<_>>()).unwrap();
+    let p = m
+        .predict_with(&all, &f.train, k, ReferenceSelection::Random, cfg.seed)
+        .unwrap();
+    let on_all = Metrics::compute(&p, &all.require_labels().unwrap()).unwrap();
+    approx::assert_relative_eq!(on_all.rmse, local.on_all_tests[&f.id], max_relative = 1e-9);
+}
