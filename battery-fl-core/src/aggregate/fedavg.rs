@@ -3,7 +3,9 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{check_all, Aggregator, ClientUpdate, UpdateKind, UpdatePolicy};
+use super::{
+    check_all, check_all_finite_later, Aggregator, ClientUpdate, UpdateKind, UpdatePolicy,
+};
 use crate::error::{Error, Result};
 use crate::model::ModelParams;
 
@@ -111,13 +113,27 @@ pub(crate) fn fedavg(global: &ModelParams, updates: &[ClientUpdate]) -> Result<M
 
 impl Aggregator for FedAvg {
     fn aggregate(&mut self, global: &ModelParams, updates: &[ClientUpdate]) -> Result<ModelParams> {
-        check_all(global, updates, &self.policy)?;
+        // The finiteness scan is fused into the mean (one read of the updates instead of
+        // two): a non-finite mean means a non-finite input, found and named by `check_all`.
+        check_all_finite_later(global, updates, &self.policy)?;
         if updates.iter().any(|u| u.kind != updates[0].kind) {
             return Err(Error::Aggregation {
                 reason: "a round mixes parameter and delta updates".into(),
             });
         }
-        fedavg(global, updates)
+        let out = fedavg(global, updates)?;
+        if out
+            .params()
+            .iter()
+            .any(|p| p.data.iter().any(|v| !v.is_finite()))
+        {
+            check_all(global, updates, &self.policy)?;
+            // finite inputs whose global + delta overflowed f32
+            return Err(Error::Aggregation {
+                reason: "the aggregate overflows f32".into(),
+            });
+        }
+        Ok(out)
     }
 
     fn name(&self) -> &'static str {

@@ -104,6 +104,15 @@ pub fn validate_update(
     update: &ClientUpdate,
     policy: &UpdatePolicy,
 ) -> Result<()> {
+    validate(global, update, policy, true)
+}
+
+fn validate(
+    global: &ModelParams,
+    update: &ClientUpdate,
+    policy: &UpdatePolicy,
+    scan_finite: bool,
+) -> Result<()> {
     let reject = |reason| Error::RejectedUpdate {
         client_id: update.client_id.clone(),
         reason,
@@ -116,8 +125,10 @@ pub fn validate_update(
             detail: e.to_string(),
         }));
     }
-    if let Some(index) = first_non_finite(&update.params) {
-        return Err(reject(UpdateRejection::NonFinite { index }));
+    if scan_finite {
+        if let Some(index) = first_non_finite(&update.params) {
+            return Err(reject(UpdateRejection::NonFinite { index }));
+        }
     }
     if let Some(bound) = policy.max_delta_norm {
         let norm = update.to_delta(global)?.l2_norm();
@@ -196,6 +207,27 @@ pub(crate) fn check_all(
     updates
         .iter()
         .try_for_each(|u| validate_update(global, u, policy))
+}
+
+/// [`check_all`] without the finiteness scan when no norm bound needs the values anyway, for
+/// an aggregator whose own pass over the values exposes any NaN/Inf (a weighted mean in f64 of
+/// finite f32 values is finite; one non-finite input makes it non-finite). Such an aggregator
+/// must call [`check_all`] when its result is not finite, to reject the offending update by
+/// name; the values are then read twice only in that failing case.
+pub(crate) fn check_all_finite_later(
+    global: &ModelParams,
+    updates: &[ClientUpdate],
+    policy: &UpdatePolicy,
+) -> Result<()> {
+    if updates.is_empty() {
+        return Err(Error::Aggregation {
+            reason: "no client updates".into(),
+        });
+    }
+    let scan = policy.max_delta_norm.is_some();
+    updates
+        .iter()
+        .try_for_each(|u| validate(global, u, policy, scan))
 }
 
 /// Client parameters in `local` form (delta updates are added to `global`).

@@ -183,3 +183,45 @@ fn invalid_updates_are_rejected_with_a_reason_and_leave_state_unchanged() {
         Err(Error::Aggregation { .. })
     ));
 }
+
+#[test]
+fn fedavg_names_the_non_finite_update_found_by_its_fused_scan() {
+    let global = params(&[0.0, 0.0, 0.0]);
+    let good = update("good", 5, &[0.1, 0.1, 0.1]);
+    for (name, bad) in [
+        ("nan", [0.0, f32::NAN, 0.0]),
+        ("inf", [f32::INFINITY, 0.0, 0.0]),
+        ("neg-inf", [0.0, 0.0, f32::NEG_INFINITY]),
+    ] {
+        let bad = update(name, 1, &bad);
+        for ups in [
+            vec![good.clone(), bad.clone()],
+            vec![bad.clone(), good.clone()],
+        ] {
+            // default policy (no norm bound): the scan is fused into the mean
+            match FedAvg::default().aggregate(&global, &ups) {
+                Err(Error::RejectedUpdate {
+                    client_id,
+                    reason: UpdateRejection::NonFinite { .. },
+                }) => assert_eq!(client_id, name),
+                other => panic!("expected {name} rejected, got {other:?}"),
+            }
+        }
+    }
+    // +Inf and -Inf from two clients cancel to NaN in the sum; still caught
+    let ups = [
+        update("p", 1, &[f32::INFINITY, 0.0, 0.0]),
+        update("n", 1, &[f32::NEG_INFINITY, 0.0, 0.0]),
+    ];
+    assert!(matches!(
+        FedAvg::default().aggregate(&global, &ups),
+        Err(Error::RejectedUpdate { client_id, .. }) if client_id == "p"
+    ));
+    // finite values at the edge of f32 average without overflow
+    let big = update("big", 1, &[f32::MAX, -f32::MAX, 1.0]);
+    let out = FedAvg::default()
+        .aggregate(&global, &[big.clone(), big])
+        .unwrap()
+        .flatten();
+    assert_eq!(out, vec![f32::MAX, -f32::MAX, 1.0]);
+}
