@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) set-up of everything the project needs beyond Rust and Python:
 #   .venv with torch==2.13.0 (libtorch for tch), numpy, scipy, pytest, maturin;
-#   a pinned cbindgen in .build/tools.
+#   a pinned cbindgen in .build/tools; valgrind (apt) for the C tests.
 # Re-running is fast: each step is skipped when its stamp is current.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +27,12 @@ fi
 if [ ! -x .build/tools/bin/cbindgen ] || ! .build/tools/bin/cbindgen --version | grep -q "$CBINDGEN_VERSION"; then
   echo "setup: installing cbindgen $CBINDGEN_VERSION into .build/tools"
   cargo install --quiet --locked --root .build/tools cbindgen --version "$CBINDGEN_VERSION"
+fi
+
+# valgrind for the C tests (`make c-test`); one apt-get update, only when it is missing
+if ! command -v valgrind >/dev/null; then
+  echo "setup: installing valgrind (apt)"
+  SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind >/dev/null
 fi

@@ -153,10 +153,64 @@ pub enum UpdateRejection {
     },
 }
 
+/// The kind of an [`Error`]: one per variant, without the details.
+///
+/// Unlike [`Error`] this enum is exhaustive, so a binding that maps kinds with a `match`
+/// (C status codes, Python exception classes) needs no wildcard arm and stops compiling when
+/// a variant is added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// [`Error::Io`].
+    Io,
+    /// [`Error::Parse`].
+    Parse,
+    /// [`Error::InvalidData`].
+    InvalidData,
+    /// [`Error::InvalidConfig`].
+    InvalidConfig,
+    /// [`Error::Shape`].
+    Shape,
+    /// [`Error::NotEnoughData`].
+    NotEnoughData,
+    /// [`Error::Model`].
+    Model,
+    /// [`Error::RejectedUpdate`].
+    RejectedUpdate,
+    /// [`Error::Aggregation`].
+    Aggregation,
+    /// [`Error::Privacy`].
+    Privacy,
+    /// [`Error::BudgetExhausted`].
+    BudgetExhausted,
+    /// [`Error::SecAgg`].
+    SecAgg,
+    /// [`Error::BelowThreshold`].
+    BelowThreshold,
+}
+
 /// `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The variant, without its details.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Parse { .. } => ErrorKind::Parse,
+            Error::InvalidData { .. } => ErrorKind::InvalidData,
+            Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+            Error::Shape { .. } => ErrorKind::Shape,
+            Error::NotEnoughData { .. } => ErrorKind::NotEnoughData,
+            Error::Model { .. } => ErrorKind::Model,
+            Error::RejectedUpdate { .. } => ErrorKind::RejectedUpdate,
+            Error::Aggregation { .. } => ErrorKind::Aggregation,
+            Error::Privacy { .. } => ErrorKind::Privacy,
+            Error::BudgetExhausted { .. } => ErrorKind::BudgetExhausted,
+            Error::SecAgg { .. } => ErrorKind::SecAgg,
+            Error::BelowThreshold { .. } => ErrorKind::BelowThreshold,
+        }
+    }
+
     pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidConfig {
             field: field.into(),

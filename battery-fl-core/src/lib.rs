@@ -43,4 +43,4 @@ pub mod model;
 pub mod rng;
 pub mod secagg;
 
-pub use error::{Error, Result, UpdateRejection};
+pub use error::{Error, ErrorKind, Result, UpdateRejection};

@@ -1,5 +1,19 @@
 //! The `battery_fl._core` native module. Translation only: all logic lives in
-//! `battery-fl-core`.
+//! `battery-fl-core`; each file here mirrors one core module and only converts types
+//! (numpy arrays, bytes, dicts), maps errors ([`errors`]) and releases the GIL around
+//! long work. The Python package `battery_fl` re-exports this module (`python/battery_fl/`).
+
+mod aggregate;
+mod conversion;
+mod data;
+mod dp;
+mod errors;
+mod features;
+mod federation;
+mod genome;
+mod model;
+mod secagg;
+mod synthetic;
 
 use pyo3::prelude::*;
 
@@ -7,5 +21,15 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    data::register(m)?;
+    features::register(m)?;
+    genome::register(m)?;
+    model::register(m)?;
+    aggregate::register(m)?;
+    dp::register(m)?;
+    secagg::register(m)?;
+    federation::register(m)?;
+    synthetic::register(m)?;
     Ok(())
 }

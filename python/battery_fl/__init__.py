@@ -1,12 +1,98 @@
 """battery_fl: federated, privacy-preserving battery-lifetime prediction.
 
-The logic lives in the Rust core; this package re-exports its Python bindings.
+Fleets keep their cycling data at home; the model travels. The logic lives in the Rust core
+(``battery-fl-core``); this package re-exports its bindings with numpy in and out:
+
+- data: :class:`Cell`, :class:`Cycle`, :func:`load_cell`, :func:`load_cells`
+- genome fingerprints: :class:`GenomeFingerprint`
+- features: :class:`Featurizer` (six channels, float32 ``(6, cycles, interp_dim)``)
+- models: :class:`BatLiNet`, :class:`VarianceModel`
+- aggregation: :class:`FedAvg`, :class:`FedProx`, :class:`FedAdam`, :class:`FedYogi`,
+  :class:`FedAdagrad`, :class:`FedMedian`, :class:`FedTrimmedAvg`
+- federation: :class:`Simulation`, :func:`job_seed`
+- submodules :mod:`battery_fl.dp`, :mod:`battery_fl.secagg`, :mod:`battery_fl.synthetic`
+- errors: :class:`BatteryFlError` and its subclasses
+
+The native module links the libtorch of the ``torch`` package, pinned to ``torch==2.13.0``
+(the version ``tch`` 0.26 is built against); importing ``battery_fl`` imports ``torch``
+first so that libtorch resolves to the user's own copy. The wheel does not bundle libtorch.
 
 >>> import battery_fl
 >>> isinstance(battery_fl.__version__, str)
 True
+>>> issubclass(battery_fl.ConfigError, (battery_fl.BatteryFlError, ValueError))
+True
 """
 
-from battery_fl._core import __version__
+# torch must be imported before the native module: _core links libtorch_cpu/libc10 by
+# soname, and the dynamic loader resolves them to the copies torch has already loaded.
+import torch as _torch
 
-__all__ = ["__version__"]
+try:
+    from battery_fl._core import (
+        AggregationError,
+        BatLiNet,
+        BatteryFlError,
+        Cell,
+        ConfigError,
+        Cycle,
+        DataError,
+        FedAdagrad,
+        FedAdam,
+        FedAvg,
+        FedMedian,
+        FedProx,
+        FedTrimmedAvg,
+        FedYogi,
+        Featurizer,
+        GenomeFingerprint,
+        ModelError,
+        PrivacyError,
+        SecAggError,
+        Simulation,
+        VarianceModel,
+        __version__,
+        job_seed,
+        load_cell,
+        load_cells,
+        retain_freed_memory,
+    )
+except ImportError as err:  # pragma: no cover - only on a broken install
+    raise ImportError(
+        f"battery_fl's native module failed to load with torch {_torch.__version__}; "
+        f"battery_fl is built against torch==2.13.0 ({err})"
+    ) from err
+
+from battery_fl import dp, secagg, synthetic
+
+__all__ = [
+    "AggregationError",
+    "BatLiNet",
+    "BatteryFlError",
+    "Cell",
+    "ConfigError",
+    "Cycle",
+    "DataError",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvg",
+    "FedMedian",
+    "FedProx",
+    "FedTrimmedAvg",
+    "FedYogi",
+    "Featurizer",
+    "GenomeFingerprint",
+    "ModelError",
+    "PrivacyError",
+    "SecAggError",
+    "Simulation",
+    "VarianceModel",
+    "__version__",
+    "dp",
+    "job_seed",
+    "load_cell",
+    "load_cells",
+    "retain_freed_memory",
+    "secagg",
+    "synthetic",
+]

@@ -135,16 +135,28 @@ pub fn load_cell(path: impl AsRef<Path>) -> Result<Cell> {
     File::open(path)
         .and_then(|f| BufReader::new(f).read_to_end(&mut bytes))
         .map_err(io_err(path))?;
+    parse_cell_at(&bytes, path)
+}
+
+/// Parse one cell from the bytes of a `.json` or `.json.gz` file (gzip is detected from the
+/// content), as [`load_cell`] does after reading the file. Errors name an empty path.
+pub fn parse_cell(bytes: &[u8]) -> Result<Cell> {
+    parse_cell_at(bytes, Path::new(""))
+}
+
+fn parse_cell_at(bytes: &[u8], path: &Path) -> Result<Cell> {
+    let unzipped;
     let text = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(bytes.len() * 8);
-        GzDecoder::new(bytes.as_slice())
+        GzDecoder::new(bytes)
             .read_to_end(&mut out)
             .map_err(io_err(path))?;
-        out
+        unzipped = out;
+        &unzipped
     } else {
         bytes
     };
-    serde_json::from_slice::<Cell>(&text).map_err(|e| Error::Parse {
+    serde_json::from_slice::<Cell>(text).map_err(|e| Error::Parse {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })

@@ -18,6 +18,8 @@ mod alloc;
 #[cfg(feature = "tch")]
 mod batlinet;
 #[cfg(feature = "tch")]
+mod bytes;
+#[cfg(feature = "tch")]
 mod net;
 #[cfg(feature = "tch")]
 mod train;

@@ -137,6 +137,33 @@ pub fn decode(config: &SecAggConfig, sum: &[u64], num_survivors: usize) -> Resul
     })
 }
 
+/// Decode the unmasked sum `[q_tot] ‖ R` of `num_survivors` encoded vectors to the recovered
+/// sum X = Σ d_u·x_u (before division by the total weight), where d_u = q_u/T. For clients
+/// that all send weight W (`max_weight`), d_u = 1 and X is the plain sum of their (clipped,
+/// quantized) deltas.
+pub fn decode_sum(config: &SecAggConfig, sum: &[u64], num_survivors: usize) -> Result<Vec<f32>> {
+    let Some((&q_tot, rest)) = sum.split_first() else {
+        return Err(Error::Shape {
+            what: "encoded sum".into(),
+            expected: vec![1],
+            got: vec![0],
+        });
+    };
+    let bound = (num_survivors as u128) * u128::from(config.target_range);
+    if num_survivors == 0 || u128::from(q_tot) > bound {
+        return Err(Error::SecAgg {
+            stage: "decode".into(),
+            reason: format!("weight sum {q_tot} impossible for {num_survivors} survivors"),
+        });
+    }
+    let step = 2.0 * config.clipping_range / config.target_range as f64;
+    let offset = num_survivors as f64 * config.clipping_range;
+    Ok(rest
+        .par_iter()
+        .map(|&r| (r as f64 * step - offset) as f32)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +218,35 @@ mod tests {
         assert!(decode(&cfg, &[], 1).is_err());
         assert!(decode(&cfg, &[0, 5], 1).is_err());
         assert!(decode(&cfg, &[u64::from(u32::MAX), 5], 1).is_err());
+    }
+
+    #[test]
+    fn decode_sum_recovers_the_plain_sum_at_full_weight() -> Result<()> {
+        let cfg = SecAggConfig::new(3).with_max_weight(1.0);
+        let xs = [[0.25f32, -1.5, 3.0], [1.0, 0.5, -2.0], [-0.75, 0.0, 0.125]];
+        let mut sum = vec![0u64; 4];
+        for (i, x) in xs.iter().enumerate() {
+            let e = encode(&cfg, i as u64, x, 1.0, &[i as u8; 32])?;
+            sum.iter_mut().zip(e).for_each(|(s, e)| *s += e);
+        }
+        let got = decode_sum(&cfg, &sum, 3)?;
+        let step = 2.0 * cfg.clipping_range / cfg.target_range as f64;
+        for (k, g) in got.iter().enumerate() {
+            let want: f32 = xs.iter().map(|x| x[k]).sum();
+            // each of the 3 encodings rounds by less than one step
+            assert!(
+                (f64::from(g - want)).abs() < 3.0 * step,
+                "{k}: {g} vs {want}"
+            );
+        }
+        // the weighted mean of equal weights is the sum over the survivors
+        let mean = decode(&cfg, &sum, 3)?.mean;
+        for (g, m) in got.iter().zip(&mean) {
+            assert!((g / 3.0 - m).abs() < 1e-6);
+        }
+        assert!(decode_sum(&cfg, &[], 1).is_err());
+        assert!(decode_sum(&cfg, &[u64::from(u32::MAX), 5], 1).is_err());
+        Ok(())
     }
 
     #[test]

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::config::SecAggConfig;
 use super::crypto::{agree, derive_key, KeyPair, Purpose};
-use super::encoding::{decode, Decoded};
+use super::encoding::{decode, decode_sum, Decoded};
 use super::graph::CommGraph;
 use super::messages::{AdvertiseKeys, UnmaskResponse};
 use super::prg::MaskTerm;
@@ -33,6 +33,13 @@ impl AggregateOutput {
     /// Dequantize: the survivors' weighted mean delta and total weight.
     pub fn decode(&self) -> Result<Decoded> {
         decode(&self.config, &self.encoded_sum, self.survivors.len())
+    }
+
+    /// Dequantize to the recovered sum Σ d_u·x_u with d_u = w_u/W (the plain sum of the
+    /// survivors' deltas when every client sent weight W); see
+    /// [`decode_sum`](super::encoding::decode_sum).
+    pub fn decode_sum(&self) -> Result<Vec<f32>> {
+        decode_sum(&self.config, &self.encoded_sum, self.survivors.len())
     }
 }
 

@@ -301,3 +301,24 @@ fn load_errors_name_the_file() {
     assert!(matches!(load_cell(&bad), Err(Error::Parse { path, .. }) if path == bad));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn cells_parse_from_bytes_as_from_files() {
+    use battery_fl_core::data::parse_cell;
+    use battery_fl_core::ErrorKind;
+    // gzip'd and plain bytes give the cell the file gives
+    let path = real_data_dir().join("calce_cs2/CALCE_CS2_35.json.gz");
+    let from_file = load_cell(&path).unwrap();
+    let gz = std::fs::read(&path).unwrap();
+    assert_eq!(parse_cell(&gz).unwrap(), from_file);
+    let plain = serde_json::to_vec(&from_file).unwrap();
+    assert_eq!(parse_cell(&plain).unwrap(), from_file);
+    // broken bytes are typed errors with the empty path
+    let err = parse_cell(b"{\"cell_id\": 3}").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Parse);
+    assert!(matches!(err, Error::Parse { path, .. } if path.as_os_str().is_empty()));
+    assert_eq!(
+        parse_cell(&gz[..gz.len() / 2]).unwrap_err().kind(),
+        ErrorKind::Io
+    );
+}

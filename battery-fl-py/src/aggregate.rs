@@ -1,0 +1,403 @@
+//! Aggregators (`battery_fl_core::aggregate`): `FedAvg`, `FedProx`, `FedAdam`, `FedYogi`,
+//! `FedAdagrad`, `FedMedian`, `FedTrimmedAvg`, each with
+//! `aggregate(updates, weights) -> list[ndarray]`.
+
+use std::sync::Mutex;
+
+use battery_fl_core::aggregate::{
+    Aggregator, ClientUpdate, FedAvg, FedMedian, FedOpt, FedOptConfig, FedProx, FedTrimmedAvg,
+    ServerOptimizer, UpdatePolicy,
+};
+use battery_fl_core::model::ModelParams;
+use battery_fl_core::{Error, UpdateRejection};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyType};
+use serde::{Deserialize, Serialize};
+
+use crate::conversion::{
+    arrays_from_params, from_json, named, positional_names, tensors, to_json, ArrayIn, Tensors,
+};
+use crate::errors::{config_error, lock, CoreResult};
+
+/// The core rule behind a Python aggregator (serializable, for pickling).
+#[derive(Debug, Serialize, Deserialize)]
+enum Rule {
+    Avg(FedAvg),
+    Prox(FedProx),
+    Opt(FedOpt),
+    Median(FedMedian),
+    Trimmed(FedTrimmedAvg),
+}
+
+impl Rule {
+    fn get(&mut self) -> &mut dyn Aggregator {
+        match self {
+            Rule::Avg(a) => a,
+            Rule::Prox(a) => a,
+            Rule::Opt(a) => a,
+            Rule::Median(a) => a,
+            Rule::Trimmed(a) => a,
+        }
+    }
+}
+
+/// An aggregator's state: its rule and, for the server optimizers, the global weights they
+/// step from (the last result, or the initial parameters).
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    rule: Rule,
+    global: Option<ModelParams>,
+}
+
+impl State {
+    fn new(rule: Rule, global: Option<ModelParams>) -> Mutex<Self> {
+        Mutex::new(State { rule, global })
+    }
+}
+
+/// Sample counts from Python weights: positive whole numbers (the FedAvg weight).
+fn sample_counts(weights: &[f64], updates: usize) -> Result<Vec<u64>, Error> {
+    if weights.len() != updates {
+        return Err(Error::Shape {
+            what: "weights (one per update)".into(),
+            expected: vec![updates],
+            got: vec![weights.len()],
+        });
+    }
+    let exact = |w: f64| w.is_finite() && w >= 0.0 && w.fract() == 0.0 && w <= 2f64.powi(53);
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| match exact(w) {
+            true => Ok(w as u64),
+            false => Err(Error::RejectedUpdate {
+                client_id: i.to_string(),
+                reason: UpdateRejection::InvalidWeight { weight: w },
+            }),
+        })
+        .collect()
+}
+
+/// One round: positional tensors in, the next global weights out (the GIL released).
+fn run(
+    py: Python<'_>,
+    state: &Mutex<State>,
+    updates: Vec<Tensors>,
+    weights: &[f64],
+    current: Option<Tensors>,
+) -> PyResult<ModelParams> {
+    let counts = sample_counts(weights, updates.len()).or_raise()?;
+    py.detach(|| {
+        let mut state = lock(state)?;
+        let params = updates
+            .into_iter()
+            .map(|u| named(positional_names(u.len()), u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let global = match (current, &state.global) {
+            (Some(c), _) => named(positional_names(c.len()), c)?,
+            (None, Some(g)) => g.clone(),
+            (None, None) if matches!(state.rule, Rule::Opt(_)) => {
+                return Err(Error::InvalidConfig {
+                    field: "current".into(),
+                    reason: "a server optimizer needs the current global parameters: pass \
+                             initial_parameters or current="
+                        .into(),
+                });
+            }
+            (None, None) => params
+                .first()
+                .map(ModelParams::zeros_like)
+                .unwrap_or_default(),
+        };
+        let updates: Vec<ClientUpdate> = params
+            .into_iter()
+            .zip(counts)
+            .enumerate()
+            .map(|(i, (p, n))| ClientUpdate::parameters(i.to_string(), n, p))
+            .collect();
+        let next = state.rule.get().aggregate(&global, &updates)?;
+        if matches!(state.rule, Rule::Opt(_)) {
+            state.global = Some(next.clone());
+        }
+        Ok(next)
+    })
+    .or_raise()
+}
+
+fn policy(max_delta_norm: Option<f64>) -> UpdatePolicy {
+    UpdatePolicy { max_delta_norm }
+}
+
+fn fedopt(
+    optimizer: ServerOptimizer,
+    initial_parameters: Option<Vec<ArrayIn<'_>>>,
+    config: FedOptConfig,
+) -> PyResult<Mutex<State>> {
+    let global = initial_parameters
+        .map(|p| named(positional_names(p.len()), tensors(&p)))
+        .transpose()
+        .or_raise()?;
+    let rule = FedOpt::new(optimizer, config).or_raise()?;
+    Ok(State::new(Rule::Opt(rule), global))
+}
+
+/// The methods every aggregator shares; `$core` is the core rule's name.
+macro_rules! aggregator {
+    ($ty:ident, $name:literal, $core:literal, $doc:literal, { $($new:tt)* }) => {
+        #[doc = $doc]
+        #[pyclass(frozen, name = $name, module = "battery_fl")]
+        #[derive(Debug)]
+        pub struct $ty {
+            state: Mutex<State>,
+        }
+
+        #[pymethods]
+        impl $ty {
+            $($new)*
+
+            /// Combine one round of client updates (each a list of arrays with the same
+            /// shapes, in the same order) weighted by ``weights`` (sample counts: positive
+            /// whole numbers) into the next global weights (float32 arrays). ``current`` is
+            /// the global model the clients started from (required by the server
+            /// optimizers unless given as ``initial_parameters``; they keep their own result
+            /// as the next round's ``current``). The GIL is released while aggregating.
+            #[pyo3(signature = (updates, weights, *, current=None))]
+            fn aggregate<'py>(
+                &self,
+                py: Python<'py>,
+                updates: Vec<Vec<ArrayIn<'py>>>,
+                weights: Vec<f64>,
+                current: Option<Vec<ArrayIn<'py>>>,
+            ) -> PyResult<Bound<'py, PyList>> {
+                let updates = updates.iter().map(|u| tensors(u)).collect();
+                let current = current.as_deref().map(tensors);
+                let next = run(py, &self.state, updates, &weights, current)?;
+                arrays_from_params(py, &next)
+            }
+
+            /// The rule's short name.
+            #[getter]
+            fn name(&self) -> &'static str {
+                $core
+            }
+
+            /// The aggregator (settings and state) as JSON.
+            fn to_json(&self) -> PyResult<String> {
+                to_json(&*lock(&self.state).or_raise()?)
+            }
+
+            /// An aggregator from ``to_json`` output.
+            #[classmethod]
+            fn from_json(_cls: &Bound<'_, PyType>, text: &str) -> PyResult<Self> {
+                let mut state: State = from_json(text)?;
+                if state.rule.get().name() != $core {
+                    return Err(config_error("rule", format!("not a {} state", $name)));
+                }
+                Ok($ty { state: Mutex::new(state) })
+            }
+
+            fn __repr__(&self) -> String {
+                format!("{}()", $name)
+            }
+
+            fn __reduce__<'py>(
+                slf: &Bound<'py, Self>,
+            ) -> PyResult<(Bound<'py, PyAny>, (String,))> {
+                let from = slf.get_type().getattr("from_json")?;
+                Ok((from, (slf.get().to_json()?,)))
+            }
+        }
+    };
+}
+
+aggregator!(PyFedAvg, "FedAvg", "fedavg",
+    "Sample-weighted mean of the clients' weights (McMahan et al. 2017).\n\n\
+     >>> import numpy as np, battery_fl\n\
+     >>> out = battery_fl.FedAvg().aggregate([[np.array([1.0, 1.0])], [np.array([5.0, 1.0])]], [1, 3])\n\
+     >>> out[0].tolist()\n\
+     [4.0, 1.0]", {
+    #[new]
+    #[pyo3(signature = (*, max_delta_norm=None))]
+    fn new(max_delta_norm: Option<f64>) -> Self {
+        let rule = Rule::Avg(FedAvg::with_policy(policy(max_delta_norm)));
+        PyFedAvg { state: State::new(rule, None) }
+    }
+});
+
+aggregator!(
+    PyFedProx,
+    "FedProx",
+    "fedprox",
+    "FedProx: clients add ``(mu / 2) ||w - w_global||^2`` to their loss (pass ``mu`` to \
+     ``BatLiNet.train``); the server averages as FedAvg.\n\n\
+     >>> import battery_fl\n\
+     >>> battery_fl.FedProx(0.01).mu\n\
+     0.01",
+    {
+        #[new]
+        #[pyo3(signature = (mu, *, max_delta_norm=None))]
+        fn new(mu: f64, max_delta_norm: Option<f64>) -> PyResult<Self> {
+            let mut rule = FedProx::new(mu).or_raise()?;
+            rule.fedavg.policy = policy(max_delta_norm);
+            Ok(PyFedProx {
+                state: State::new(Rule::Prox(rule), None),
+            })
+        }
+
+        /// The proximal weight clients use.
+        #[getter]
+        fn mu(&self) -> PyResult<f64> {
+            match &lock(&self.state).or_raise()?.rule {
+                Rule::Prox(r) => Ok(r.mu),
+                _ => Err(config_error("rule", "not a FedProx state")),
+            }
+        }
+    }
+);
+
+aggregator!(
+    PyFedAdam,
+    "FedAdam",
+    "fedadam",
+    "FedAdam (Reddi et al. 2021): Adam on the server with the weighted mean client delta as \
+     pseudo-gradient; ``x <- x + eta * m / (sqrt(v) + tau)``.\n\n\
+     >>> import numpy as np, battery_fl\n\
+     >>> agg = battery_fl.FedAdam([np.zeros(2)], eta=0.1)\n\
+     >>> [round(float(v), 3) for v in agg.aggregate([[np.ones(2)]], [1])[0]]\n\
+     [0.099, 0.099]",
+    {
+        #[new]
+        #[pyo3(signature = (initial_parameters=None, *, eta=0.1, beta1=0.9, beta2=0.99, tau=0.001, max_delta_norm=None))]
+        fn new(
+            initial_parameters: Option<Vec<ArrayIn<'_>>>,
+            eta: f64,
+            beta1: f64,
+            beta2: f64,
+            tau: f64,
+            max_delta_norm: Option<f64>,
+        ) -> PyResult<Self> {
+            let config = FedOptConfig {
+                eta,
+                beta1,
+                beta2,
+                tau,
+                policy: policy(max_delta_norm),
+            };
+            Ok(PyFedAdam {
+                state: fedopt(ServerOptimizer::Adam, initial_parameters, config)?,
+            })
+        }
+    }
+);
+
+aggregator!(PyFedYogi, "FedYogi", "fedyogi",
+    "FedYogi (Reddi et al. 2021): like FedAdam with Yogi's additive second-moment update.\n\n\
+     >>> import numpy as np, battery_fl\n\
+     >>> battery_fl.FedYogi([np.zeros(3)]).aggregate([[np.ones(3)], [np.ones(3)]], [1, 1])[0].shape\n\
+     (3,)", {
+    #[new]
+    #[pyo3(signature = (initial_parameters=None, *, eta=0.1, beta1=0.9, beta2=0.99, tau=0.001, max_delta_norm=None))]
+    fn new(initial_parameters: Option<Vec<ArrayIn<'_>>>, eta: f64, beta1: f64, beta2: f64, tau: f64, max_delta_norm: Option<f64>) -> PyResult<Self> {
+        let config = FedOptConfig { eta, beta1, beta2, tau, policy: policy(max_delta_norm) };
+        Ok(PyFedYogi { state: fedopt(ServerOptimizer::Yogi, initial_parameters, config)? })
+    }
+});
+
+aggregator!(
+    PyFedAdagrad,
+    "FedAdagrad",
+    "fedadagrad",
+    "FedAdagrad (Reddi et al. 2021): Adagrad on the server.\n\n\
+     >>> import numpy as np, battery_fl\n\
+     >>> battery_fl.FedAdagrad([np.zeros(3)]).aggregate([[np.ones(3)]], [4])[0].shape\n\
+     (3,)",
+    {
+        #[new]
+        #[pyo3(signature = (initial_parameters=None, *, eta=0.1, beta1=0.9, beta2=0.99, tau=0.001, max_delta_norm=None))]
+        fn new(
+            initial_parameters: Option<Vec<ArrayIn<'_>>>,
+            eta: f64,
+            beta1: f64,
+            beta2: f64,
+            tau: f64,
+            max_delta_norm: Option<f64>,
+        ) -> PyResult<Self> {
+            let config = FedOptConfig {
+                eta,
+                beta1,
+                beta2,
+                tau,
+                policy: policy(max_delta_norm),
+            };
+            Ok(PyFedAdagrad {
+                state: fedopt(ServerOptimizer::Adagrad, initial_parameters, config)?,
+            })
+        }
+    }
+);
+
+aggregator!(
+    PyFedMedian,
+    "FedMedian",
+    "fedmedian",
+    "Coordinate-wise median (Yin et al. 2018); ignores the weights' sizes.\n\n\
+     >>> import numpy as np, battery_fl\n\
+     >>> ups = [[np.array([1.0])], [np.array([2.0])], [np.array([100.0])]]\n\
+     >>> battery_fl.FedMedian().aggregate(ups, [1, 1, 1])[0].tolist()\n\
+     [2.0]",
+    {
+        #[new]
+        #[pyo3(signature = (*, max_delta_norm=None))]
+        fn new(max_delta_norm: Option<f64>) -> Self {
+            let rule = Rule::Median(FedMedian {
+                policy: policy(max_delta_norm),
+            });
+            PyFedMedian {
+                state: State::new(rule, None),
+            }
+        }
+    }
+);
+
+aggregator!(
+    PyFedTrimmedAvg,
+    "FedTrimmedAvg",
+    "fedtrimmedavg",
+    "Coordinate-wise trimmed mean: drop the ``floor(beta * n)`` smallest and largest values \
+     of each coordinate and average the rest; ignores the weights' sizes.\n\n\
+     >>> import numpy as np, battery_fl\n\
+     >>> ups = [[np.array([v])] for v in (1.0, 2.0, 3.0, 100.0)]\n\
+     >>> battery_fl.FedTrimmedAvg(0.25).aggregate(ups, [1, 1, 1, 1])[0].tolist()\n\
+     [2.5]",
+    {
+        #[new]
+        #[pyo3(signature = (beta, *, max_delta_norm=None))]
+        fn new(beta: f64, max_delta_norm: Option<f64>) -> PyResult<Self> {
+            let mut rule = FedTrimmedAvg::new(beta).or_raise()?;
+            rule.policy = policy(max_delta_norm);
+            Ok(PyFedTrimmedAvg {
+                state: State::new(Rule::Trimmed(rule), None),
+            })
+        }
+
+        /// The fraction trimmed from each end.
+        #[getter]
+        fn beta(&self) -> PyResult<f64> {
+            match &lock(&self.state).or_raise()?.rule {
+                Rule::Trimmed(r) => Ok(r.beta),
+                _ => Err(config_error("rule", "not a FedTrimmedAvg state")),
+            }
+        }
+    }
+);
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyFedAvg>()?;
+    m.add_class::<PyFedProx>()?;
+    m.add_class::<PyFedAdam>()?;
+    m.add_class::<PyFedYogi>()?;
+    m.add_class::<PyFedAdagrad>()?;
+    m.add_class::<PyFedMedian>()?;
+    m.add_class::<PyFedTrimmedAvg>()?;
+    Ok(())
+}

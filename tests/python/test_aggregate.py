@@ -1,0 +1,118 @@
+"""Aggregators against numpy references; validation; server-optimizer state and pickling."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import numpy as np
+import pytest
+
+import battery_fl
+
+RNG = np.random.default_rng(11)
+SHAPES = [(3, 2), (4,), ()]
+
+
+def _update(scale: float = 1.0) -> list[np.ndarray]:
+    return [(RNG.standard_normal(s) * scale).astype(np.float32) for s in SHAPES]
+
+
+UPDATES = [_update() for _ in range(5)]
+WEIGHTS = [3.0, 1.0, 2.0, 5.0, 4.0]
+
+
+def _stack(i: int) -> np.ndarray:
+    return np.stack([u[i].astype(np.float64) for u in UPDATES])
+
+
+def _check(out: list[np.ndarray], reference: list[np.ndarray], atol: float = 1e-6) -> None:
+    assert [o.shape for o in out] == SHAPES and all(o.dtype == np.float32 for o in out)
+    for o, r in zip(out, reference, strict=True):
+        np.testing.assert_allclose(o, r, atol=atol)
+
+
+@pytest.mark.parametrize("agg", [battery_fl.FedAvg(), battery_fl.FedProx(0.1)])
+def test_weighted_mean(agg: Any) -> None:
+    w = np.array(WEIGHTS)
+    ref = [np.tensordot(w, _stack(i), axes=1) / w.sum() for i in range(len(SHAPES))]
+    _check(agg.aggregate(UPDATES, WEIGHTS), ref)
+    # current only shapes the output for parameter updates
+    _check(agg.aggregate(UPDATES, WEIGHTS, current=_update()), ref)
+
+
+def test_robust_rules_ignore_weights() -> None:
+    med = battery_fl.FedMedian().aggregate(UPDATES, WEIGHTS)
+    _check(med, [np.median(_stack(i), axis=0) for i in range(len(SHAPES))])
+    trimmed = battery_fl.FedTrimmedAvg(0.2).aggregate(UPDATES, [1] * 5)
+    ref = [np.sort(_stack(i), axis=0)[1:-1].mean(axis=0) for i in range(len(SHAPES))]
+    _check(trimmed, ref)
+    assert battery_fl.FedTrimmedAvg(0.2).beta == 0.2 and battery_fl.FedProx(0.3).mu == 0.3
+
+
+def _fedopt_reference(kind: str, x: np.ndarray, rounds: list[list[np.ndarray]], eta=0.1, b1=0.9, b2=0.99, tau=1e-3):
+    m, v = np.zeros_like(x), np.full_like(x, tau * tau)
+    for ups in rounds:
+        d = np.mean([u - x for u in ups], axis=0)
+        m = b1 * m + (1 - b1) * d
+        if kind == "adagrad":
+            v = v + d * d
+        elif kind == "adam":
+            v = b2 * v + (1 - b2) * d * d
+        else:
+            v = v - (1 - b2) * d * d * np.sign(v - d * d)
+        x = x + eta * m / (np.sqrt(v) + tau)
+    return x
+
+
+@pytest.mark.parametrize("cls, kind", [(battery_fl.FedAdam, "adam"), (battery_fl.FedYogi, "yogi"), (battery_fl.FedAdagrad, "adagrad")])
+def test_server_optimizers_keep_their_state(cls: Any, kind: str) -> None:
+    x0 = np.zeros(4, dtype=np.float32)
+    rounds = [[RNG.standard_normal(4).astype(np.float32) for _ in range(3)] for _ in range(3)]
+    agg = cls([x0], eta=0.05)
+    for r in range(2):
+        out = agg.aggregate([[u] for u in rounds[r]], [1, 1, 1])
+    # a pickled copy continues exactly where the original is
+    copy = pickle.loads(pickle.dumps(agg))
+    a = agg.aggregate([[u] for u in rounds[2]], [1, 1, 1])[0]
+    b = copy.aggregate([[u] for u in rounds[2]], [1, 1, 1])[0]
+    np.testing.assert_array_equal(a, b)
+    ref = _fedopt_reference(kind, x0.astype(np.float64), rounds, eta=0.05)
+    np.testing.assert_allclose(a, ref, rtol=1e-4, atol=1e-6)
+    assert agg.name == f"fed{kind}" and out[0].shape == (4,)
+    # without initial parameters, `current` is required on the first round
+    with pytest.raises(battery_fl.ConfigError) as info:
+        cls().aggregate([[x0]], [1])
+    assert info.value.field == "current"
+    np.testing.assert_allclose(cls(eta=0.05).aggregate([[u] for u in rounds[0]], [1] * 3, current=[x0])[0],
+                               _fedopt_reference(kind, x0.astype(np.float64), rounds[:1], eta=0.05), rtol=1e-4, atol=1e-6)
+
+
+def test_updates_are_validated() -> None:
+    agg = battery_fl.FedAvg()
+    nan = _update()
+    nan[1][2] = np.nan
+    with pytest.raises(battery_fl.AggregationError, match="non-finite") as info:
+        agg.aggregate([UPDATES[0], nan], [1, 1])
+    assert info.value.client_id == "1"
+    with pytest.raises(battery_fl.AggregationError, match="invalid weight"):
+        agg.aggregate(UPDATES[:2], [1, 0])
+    with pytest.raises(battery_fl.AggregationError, match="invalid weight"):
+        agg.aggregate(UPDATES[:2], [1, 2.5])  # weights are sample counts
+    with pytest.raises(battery_fl.DataError):
+        agg.aggregate(UPDATES[:2], [1])
+    bounded = battery_fl.FedAvg(max_delta_norm=0.1)
+    with pytest.raises(battery_fl.AggregationError, match="exceeds bound"):
+        bounded.aggregate(UPDATES[:2], [1, 1], current=UPDATES[0])
+    # lists, tuples and other dtypes are converted to float32
+    out = agg.aggregate([[[1, 2]], ([3.0, 4.0],)], [1, 1])
+    assert out[0].tolist() == [2.0, 3.0] and out[0].dtype == np.float32
+
+
+def test_json_round_trip_checks_the_class() -> None:
+    agg = battery_fl.FedTrimmedAvg(0.1)
+    assert battery_fl.FedTrimmedAvg.from_json(agg.to_json()).beta == 0.1
+    with pytest.raises(battery_fl.ConfigError):
+        battery_fl.FedAvg.from_json(agg.to_json())
+    assert pickle.loads(pickle.dumps(battery_fl.FedProx(0.5))).mu == 0.5
+    assert repr(battery_fl.FedMedian()) == "FedMedian()"

@@ -1,0 +1,132 @@
+"""The in-process federation: rounds, secure aggregation, DP, determinism and settings."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import battery_fl
+from battery_fl import synthetic
+
+
+@pytest.fixture(scope="module")
+def fleet_data(fleets: list[synthetic.Fleet]) -> list[tuple[str, list[battery_fl.Cell], list[battery_fl.Cell]]]:
+    return [(f.id, f.cells[:4], f.cells[4:]) for f in fleets]
+
+
+@pytest.fixture(scope="module")
+def model(model_kwargs: dict[str, Any]) -> battery_fl.BatLiNet:
+    return battery_fl.BatLiNet(**model_kwargs)
+
+
+def _sim(fleet_data: Any, model: battery_fl.BatLiNet, **kw: Any) -> battery_fl.Simulation:
+    settings: dict[str, Any] = dict(rounds=2, local_epochs=2, seed=1, inference_references=4, strategy="fed_avg")
+    settings.update(kw)
+    return battery_fl.Simulation(fleet_data, model=model, **settings)
+
+
+def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+
+
+def test_rounds_records_and_determinism(fleet_data: Any, model: battery_fl.BatLiNet, tmp_path: Path) -> None:
+    sim = _sim(fleet_data, model, checkpoint=tmp_path / "state.json")
+    assert (sim.round, sim.is_finished) == (0, False)
+    start = sim.global_parameters()
+    first = sim.run_round()
+    assert first["round"] == 1 and sorted(first["clients"]) == [f[0] for f in fleet_data]
+    assert set(first["fleet_rmse"]) == {f[0] for f in fleet_data} and first["global_rmse"] > 0
+    assert first["epsilon"] is None and first["rejected"] == []
+    rest = sim.run()
+    assert [r["round"] for r in rest] == [2] and sim.is_finished and sim.history == [first, *rest]
+    assert json.loads((tmp_path / "state.json").read_text())["round"] == 2
+    assert _max_diff(start, sim.global_parameters()) > 0
+    # the same seed gives the same run
+    again = _sim(fleet_data, model)
+    again.run()
+    assert _max_diff(again.global_parameters(), sim.global_parameters()) == 0.0
+    # the global model carries the shared statistics
+    global_model = sim.global_model()
+    assert global_model.label_transform == sim.label_transform
+    np.testing.assert_array_equal(global_model.input_scales[0], sim.input_scales[0])  # type: ignore[index]
+    for p, q in zip(global_model.get_parameters(), sim.global_parameters(), strict=True):
+        np.testing.assert_array_equal(p, q)
+    lives = global_model.predict(fleet_data[0][2], fleet_data[0][1], k=4)
+    assert lives.shape == (2,) and (lives > 0).all()
+
+
+def test_summed_local_statistics_give_the_shared_statistics(fleet_data: Any, model: battery_fl.BatLiNet,
+                                                             model_kwargs: dict[str, Any]) -> None:
+    """What a federated deployment does without pooling: each fleet sends its sums."""
+    sim = _sim(fleet_data, model)
+    parts = [model.local_statistics(train) for _, train, _ in fleet_data]
+    worker = battery_fl.BatLiNet(**model_kwargs)
+    worker.set_statistics(sum(p[0] for p in parts), sum(p[1] for p in parts))
+    assert worker.label_transform == pytest.approx(sim.label_transform, rel=1e-12)
+    for mine, theirs in zip(worker.input_scales, sim.input_scales, strict=True):  # type: ignore[arg-type]
+        np.testing.assert_array_equal(mine, theirs)
+    # and they are the pooled statistics `fit` computes
+    pooled = battery_fl.BatLiNet(**{**model_kwargs, "epochs": 1})
+    pooled.fit([c for _, train, _ in fleet_data for c in train])
+    assert pooled.label_transform == pytest.approx(worker.label_transform, rel=1e-9)
+    with pytest.raises(battery_fl.DataError):
+        worker.set_statistics([1.0, 2.0], parts[0][1])
+
+
+def test_secure_aggregation_matches_plain_fedavg(fleet_data: Any, model: battery_fl.BatLiNet) -> None:
+    plain, secure = _sim(fleet_data, model), _sim(fleet_data, model, secure_aggregation=True)
+    plain.run()
+    secure.run()
+    assert 0 < _max_diff(plain.global_parameters(), secure.global_parameters()) < 1e-4
+    assert secure.label_transform == pytest.approx(plain.label_transform, rel=1e-5)
+
+
+def test_dp_spends_epsilon(fleet_data: Any, model: battery_fl.BatLiNet) -> None:
+    dp = {"noise_multiplier": 0.5, "clipping_norm": 1.0, "mode": "distributed", "seed": 3}
+    sim = _sim(fleet_data, model, secure_aggregation={"threshold": 2}, dp=dp)
+    records = sim.run()
+    eps = [r["epsilon"] for r in records]
+    assert 0 < eps[0] < eps[1] and all(r["clipping_norm"] == 1.0 for r in records)
+    acc = battery_fl.dp.RdpAccountant()
+    acc.step(noise_multiplier=0.5, sample_rate=1.0, steps=2)
+    assert eps[1] == pytest.approx(acc.epsilon(1e-5))
+
+
+@pytest.mark.parametrize("strategy", ["fed_prox", "fed_adam", "fed_median", "fed_trimmed_avg"])
+def test_strategies_run(fleet_data: Any, model: battery_fl.BatLiNet, strategy: str) -> None:
+    record = _sim(fleet_data, model, strategy=strategy, rounds=1, local_epochs=1).run_round()
+    assert np.isfinite(record["global_rmse"])
+
+
+def test_settings_are_checked(fleet_data: Any, model: battery_fl.BatLiNet) -> None:
+    defaults = battery_fl.Simulation.default_config()
+    params = inspect.signature(battery_fl.Simulation).parameters
+    for name in ("rounds", "local_epochs", "mu", "trimmed_beta", "seed", "inference_references"):
+        assert params[name].default == defaults[name], name
+    assert params["strategy"].default == defaults["strategy"]
+    cases = [
+        ({"strategy": "fed_best"}, "strategy"),
+        ({"dp": {"noise_multiplier": 1.0, "bogus": 1}}, "dp.bogus"),
+        ({"rounds": 0}, "rounds"),
+        ({"strategy": "fed_median", "secure_aggregation": True}, "strategy"),
+        ({"clients_per_round": 9}, "clients_per_round"),
+    ]
+    for kw, field in cases:
+        with pytest.raises(battery_fl.ConfigError) as info:
+            _sim(fleet_data, model, **kw)
+        assert info.value.field == field, kw
+    with pytest.raises(battery_fl.ConfigError):
+        battery_fl.Simulation([], model=model)
+    with pytest.raises(battery_fl.DataError) as data_info:
+        battery_fl.Simulation([("lonely", fleet_data[0][1], [])], model=model)
+    assert data_info.value.kind == "not_enough_data"
+
+
+def test_job_seed() -> None:
+    seeds = {battery_fl.job_seed(7, r, c) for r in range(1, 4) for c in range(5)}
+    assert len(seeds) == 15 and battery_fl.job_seed(7, 1, 0) == battery_fl.job_seed(7, 1, 0)

@@ -1,0 +1,144 @@
+"""Secure aggregation: the recovered sum equals the plain sum within quantization, with
+dropouts at every stage, through bytes messages between client and server objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import battery_fl
+from battery_fl import secagg
+
+N, DIM = 6, 40
+RNG = np.random.default_rng(3)
+INPUTS = [RNG.uniform(-1.0, 1.0, DIM).astype(np.float32) for _ in range(N)]
+# each survivor's value is quantized to 2c/T; 6 of them stay well inside this
+TOL = 6 * 2 * 8.0 / 2**22
+
+
+def _plain_sum(survivors: list[int]) -> np.ndarray:
+    return np.sum([INPUTS[i].astype(np.float64) for i in survivors], axis=0)
+
+
+def test_simulate_round_recovers_the_sum() -> None:
+    total = secagg.simulate_round(INPUTS, threshold=4, seed=1)
+    assert total.shape == (DIM,) and total.dtype == np.float32
+    np.testing.assert_allclose(total, _plain_sum(list(range(N))), atol=TOL)
+    np.testing.assert_array_equal(total, secagg.simulate_round(INPUTS, threshold=4, seed=1))
+    sparse = secagg.simulate_round(INPUTS, threshold=3, neighbors=5, modulus_bits=64, seed=2)
+    np.testing.assert_allclose(sparse, _plain_sum(list(range(N))), atol=TOL)
+    # OS randomness by default: still the same sum
+    np.testing.assert_allclose(secagg.simulate_round(INPUTS, threshold=4), total, atol=2 * TOL)
+
+
+@pytest.mark.parametrize("stage", [secagg.ADVERTISE_KEYS, secagg.SHARE_KEYS, secagg.MASKED_INPUT, secagg.UNMASK])
+def test_dropouts_at_every_stage(stage: int) -> None:
+    total = secagg.simulate_round(INPUTS, threshold=4, drop={1: stage, 4: stage}, seed=3)
+    # clients that leave before sending their masked input are not in the sum; later ones are
+    survivors = list(range(N)) if stage == secagg.UNMASK else [0, 2, 3, 5]
+    np.testing.assert_allclose(total, _plain_sum(survivors), atol=TOL)
+
+
+def test_too_many_dropouts_and_bad_arguments() -> None:
+    with pytest.raises(battery_fl.SecAggError) as info:
+        secagg.simulate_round(INPUTS, threshold=4, drop={0: 2, 1: 2, 2: 2}, seed=1)
+    assert info.value.kind == "below_threshold"
+    with pytest.raises(battery_fl.ConfigError):
+        secagg.simulate_round(INPUTS, threshold=4, drop={0: 4})
+    with pytest.raises(battery_fl.ConfigError) as info:
+        secagg.simulate_round(INPUTS, threshold=1)
+    assert info.value.field == "threshold"
+    with pytest.raises(battery_fl.DataError):
+        secagg.simulate_round([np.zeros(3), np.zeros(3), np.zeros(4)], threshold=2)
+
+
+def _run(drop_at: dict[int, str] | None = None, pki: bool = False, weight: float = 1.0):
+    """Drive one round through the client and server objects, passing bytes only."""
+    drop_at = drop_at or {}
+    ids = list(range(10, 10 + N))
+    keys = {i: secagg.verifying_key(bytes([i]) * 32) for i in ids} if pki else None
+    server = secagg.SecAggServer(ids, DIM, round=7, threshold=4, max_weight=1.0, seed=bytes(32), pki=keys)
+    setup = server.setup()
+    clients = {
+        i: secagg.SecAggClient(i, setup, seed=bytes([100 + i]) * 32,
+                               identity_seed=bytes([i]) * 32 if pki else None, pki=keys)
+        for i in ids
+    }
+    assert clients[10].client_id == 10 and clients[10].round == 7 and server.stage == "advertise_keys"
+
+    def alive(i: int, stage: str) -> bool:
+        order = ["advertise_keys", "share_keys", "masked_input", "unmask"]
+        return i not in drop_at or order.index(drop_at[i]) > order.index(stage)
+
+    for i, c in clients.items():
+        if alive(i, "advertise_keys"):
+            server.receive_keys(c.advertise_keys())
+    for i, directory in server.finish_advertise().items():
+        if alive(i, "share_keys"):
+            server.receive_shares(clients[i].share_keys(directory))
+    for i, forwarded in server.finish_share_keys().items():
+        if alive(i, "masked_input"):
+            server.receive_masked_input(clients[i].masked_input(forwarded, INPUTS[i - 10], weight))
+    if pki:
+        for i, check in server.start_consistency_check().items():
+            server.receive_consistency(clients[i].consistency_check(check))
+        requests = server.finish_consistency_check()
+    else:
+        requests = server.finish_masked_input()
+    for i, request in requests.items():
+        if alive(i, "unmask"):
+            server.receive_unmask(clients[i].unmask(request))
+    return server, server.finish()
+
+
+def test_client_and_server_objects_over_bytes() -> None:
+    server, result = _run({12: "share_keys", 15: "unmask"})
+    assert result.round == 7 and server.stage == "done"
+    assert server.u1 == list(range(10, 16)) and 12 not in server.u2 and server.u3 == result.survivors
+    assert result.survivors == [10, 11, 13, 14, 15]
+    want = _plain_sum([0, 1, 3, 4, 5])
+    np.testing.assert_allclose(result.sum, want, atol=TOL)
+    np.testing.assert_allclose(result.mean, want / 5, atol=TOL)
+    assert result.total_weight == pytest.approx(5.0)
+    assert result.encoded_sum.dtype == np.uint64 and result.encoded_sum.shape == (DIM + 1,)
+
+
+def test_weighted_mean_and_pki_mode() -> None:
+    _, result = _run(weight=0.5, pki=True)
+    np.testing.assert_allclose(result.mean, _plain_sum(list(range(N))) / N, atol=TOL)
+    np.testing.assert_allclose(result.sum, _plain_sum(list(range(N))) * 0.5, atol=TOL)
+    assert result.total_weight == pytest.approx(0.5 * N)
+
+
+def test_protocol_violations_raise_secagg_error() -> None:
+    server = secagg.SecAggServer(list(range(N)), DIM, threshold=4, seed=bytes(32))
+    clients = [secagg.SecAggClient(i, server.setup()) for i in range(N)]
+    keys = [c.advertise_keys() for c in clients]
+    server.receive_keys(keys[0])
+    with pytest.raises(battery_fl.SecAggError):
+        server.receive_keys(keys[0])  # duplicate
+    with pytest.raises(battery_fl.SecAggError):
+        server.finish_share_keys()  # wrong stage
+    for k in keys[1:]:
+        server.receive_keys(k)
+    directories = server.finish_advertise()
+    shares = clients[0].share_keys(directories[0])
+    tampered = bytearray(shares)
+    tampered[-1] ^= 1
+    server.receive_shares(bytes(tampered))  # the server only forwards ciphertexts ...
+    for i in range(1, N):
+        server.receive_shares(clients[i].share_keys(directories[i]))
+    forwarded = server.finish_share_keys()
+    rejected = []  # ... and the recipient of the flipped ciphertext (only it) rejects it
+    for i in range(N):
+        try:
+            server.receive_masked_input(clients[i].masked_input(forwarded[i], INPUTS[i], 1.0))
+        except battery_fl.SecAggError as err:
+            rejected.append((i, err.stage))
+    assert len(rejected) == 1 and rejected[0][0] != 0 and rejected[0][1] == "masked_input"
+    with pytest.raises(battery_fl.SecAggError):
+        server.receive_masked_input(b"SA+\x01junk")
+    with pytest.raises(battery_fl.ConfigError):
+        secagg.SecAggClient(0, server.setup(), seed=b"short")
+    with pytest.raises(battery_fl.ConfigError):
+        secagg.SecAggClient(0, server.setup(), identity_seed=bytes(32))  # without a pki
