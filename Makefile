@@ -64,7 +64,7 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	$(ENV) command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2 --root .build/tools
 	$(ENV) cd fuzz && for t in secagg_messages model_files cell_json; do \
-		mkdir -p corpus/$$t && RUSTC_BOOTSTRAP=1 cargo fuzz run -O $$t corpus/$$t seeds/$$t -- \
+		mkdir -p corpus/$$t && RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a $$t corpus/$$t seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 || exit 1; \
 	done
 

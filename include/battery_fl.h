@@ -1,3 +1,22 @@
+/*
+ * battery_fl.h: the C ABI of battery-fl (federated battery-lifetime prediction).
+ *
+ * Rules (the Rust crate docs of battery-fl-ffi say the same at length):
+ * - Every function returns a bfl_status (BFL_STATUS_OK is 0; numbers never change or get
+ *   reused), except bfl_version, bfl_status_str, bfl_last_error_message and the _free
+ *   functions. After a failure, bfl_last_error_message gives this thread's message.
+ * - Results go through out-parameters; a handle out-parameter is NULL after any failure.
+ * - Handles from _new/_load are owned by the caller and freed with their _free
+ *   (_free(NULL) is a no-op); every other pointer is borrowed for the call only.
+ * - Arrays are {ptr, len} (element counts); ptr may be NULL only when len is 0. Short
+ *   output buffers give BFL_STATUS_BUFFER_TOO_SMALL; NULL required pointers give
+ *   BFL_STATUS_NULL_ARGUMENT; a panic inside the library gives BFL_STATUS_PANIC.
+ * - Handles are Send + Sync: functions taking `const bfl_x *` may run concurrently on one
+ *   handle; functions taking `bfl_x *` need exclusive access (bfl_model locks itself).
+ * - The bfl_model_* functions need the library built with the `tch` feature (libtorch);
+ *   otherwise they return BFL_STATUS_UNSUPPORTED.
+ */
+
 #ifndef BATTERY_FL_H
 #define BATTERY_FL_H
 
@@ -9,6 +28,287 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+// The result of every fallible call. `BFL_STATUS_OK` is 0; every other value is a failure
+// whose details `bfl_last_error_message` returns on the same thread.
+//
+// The numbers are part of the ABI: they never change and are never reused. 1 to 9 are errors
+// of the C boundary itself; 10 and up mirror the kinds of the core library's errors.
+typedef enum bfl_status {
+  // Success.
+  BFL_STATUS_OK = 0,
+  // A required pointer argument was NULL.
+  BFL_STATUS_NULL_ARGUMENT = 1,
+  // An argument was out of range: an unknown enum value, a length that does not match,
+  // a string that is not UTF-8, a misaligned pointer.
+  BFL_STATUS_INVALID_ARGUMENT = 2,
+  // An output buffer was too short; nothing useful was written.
+  BFL_STATUS_BUFFER_TOO_SMALL = 3,
+  // The library panicked (a bug); the message says where. The handle involved should not
+  // be used again except to free it.
+  BFL_STATUS_PANIC = 4,
+  // The operation is not available in this build (e.g. the model without the `tch`
+  // feature).
+  BFL_STATUS_UNSUPPORTED = 5,
+  // Reading or writing a file failed.
+  BFL_STATUS_IO = 10,
+  // A file or message was not valid JSON or did not match its schema.
+  BFL_STATUS_PARSE = 11,
+  // A cell's data break a physical or structural rule.
+  BFL_STATUS_INVALID_DATA = 12,
+  // A configuration value is out of range or inconsistent.
+  BFL_STATUS_INVALID_CONFIG = 13,
+  // An array had the wrong length or shape.
+  BFL_STATUS_SHAPE = 14,
+  // An operation needs more data than it was given.
+  BFL_STATUS_NOT_ENOUGH_DATA = 15,
+  // The model failed (libtorch error, incompatible weights, untrained model, ...).
+  BFL_STATUS_MODEL = 16,
+  // A client update was rejected before it touched the aggregate.
+  BFL_STATUS_REJECTED_UPDATE = 17,
+  // Aggregation could not produce a result.
+  BFL_STATUS_AGGREGATION = 18,
+  // A differential-privacy mechanism or accountant was misused.
+  BFL_STATUS_PRIVACY = 19,
+  // Spending more privacy would exceed the budget.
+  BFL_STATUS_BUDGET_EXHAUSTED = 20,
+  // A secure-aggregation step failed (bad message, tampered ciphertext, wrong stage, ...).
+  BFL_STATUS_SECAGG = 21,
+  // Too few clients remain to finish a secure-aggregation round.
+  BFL_STATUS_BELOW_THRESHOLD = 22,
+} bfl_status;
+
+// Aggregation rules for `bfl_aggregator_new` (stable numbers).
+typedef enum bfl_aggregator_kind {
+  // Sample-weighted mean (FedAvg).
+  BFL_AGGREGATOR_KIND_FEDAVG = 1,
+  // FedAvg on the server; clients add a proximal term `prox_mu` (FedProx).
+  BFL_AGGREGATOR_KIND_FEDPROX = 2,
+  // Coordinate-wise median.
+  BFL_AGGREGATOR_KIND_FEDMEDIAN = 3,
+  // Coordinate-wise trimmed mean, `trim_beta` cut from each end.
+  BFL_AGGREGATOR_KIND_FEDTRIMMEDAVG = 4,
+  // FedAdam server optimizer.
+  BFL_AGGREGATOR_KIND_FEDADAM = 5,
+  // FedYogi server optimizer.
+  BFL_AGGREGATOR_KIND_FEDYOGI = 6,
+  // FedAdagrad server optimizer.
+  BFL_AGGREGATOR_KIND_FEDADAGRAD = 7,
+} bfl_aggregator_kind;
+
+// Where the Gaussian noise of a round is added (stable numbers).
+typedef enum bfl_dp_mode {
+  // The trusted server adds `N(0, (zC)^2)` to the sum of the clipped updates.
+  BFL_DP_MODE_CENTRAL = 1,
+  // Each client adds `N(0, (zC)^2)` to its own clipped update.
+  BFL_DP_MODE_LOCAL = 2,
+  // Each of `m` clients adds `N(0, (zC)^2 / m)`; the sum carries `zC` (with SecAgg).
+  BFL_DP_MODE_DISTRIBUTED = 3,
+} bfl_dp_mode;
+
+// A Renyi-DP accountant for the Poisson-subsampled Gaussian mechanism (numbers agree with
+// Google's dp-accounting). Opaque.
+//
+// Threads: `Send + Sync`. Read-only calls (`const bfl_accountant *`) may run concurrently;
+// `bfl_accountant_step` needs exclusive access.
+typedef struct bfl_accountant bfl_accountant;
+
+// An aggregation rule plus the updates collected for the current round. Opaque.
+//
+// Threads: `Send + Sync`. `bfl_aggregator_pending` may run concurrently with itself;
+// `bfl_aggregator_add_update` and `bfl_aggregator_finish` need exclusive access.
+typedef struct bfl_aggregator bfl_aggregator;
+
+// An encoded message produced by the library. Opaque and immutable.
+//
+// Threads: `Send + Sync`.
+typedef struct bfl_bytes bfl_bytes;
+
+// A battery cell: metadata plus its cycles. Opaque.
+//
+// Threads: `Send + Sync`. Functions taking `const bfl_cell *` may run concurrently;
+// functions taking `bfl_cell *` need exclusive access to the cell.
+typedef struct bfl_cell bfl_cell;
+
+// Cells featurized the way a model expects (branch inputs, labels, fingerprints): the
+// targets and references of `bfl_model_predict`. Opaque and immutable.
+//
+// Threads: `Send + Sync`; every function taking it may run concurrently.
+typedef struct bfl_dataset bfl_dataset;
+
+// A validated featurizer. Opaque and immutable.
+//
+// Threads: `Send + Sync`; every function taking it may run concurrently.
+typedef struct bfl_featurizer bfl_featurizer;
+
+// A cell's genome fingerprint: chemistry, build and its early electrochemical signature.
+// Opaque and immutable.
+//
+// Threads: `Send + Sync`; every function taking it may run concurrently.
+typedef struct bfl_genome bfl_genome;
+
+// The per-client messages a server step produced, sorted by client id. Opaque and
+// immutable.
+//
+// Threads: `Send + Sync`.
+typedef struct bfl_message_batch bfl_message_batch;
+
+// A trained BatLiNet model. Opaque.
+//
+// Threads: `Send + Sync`; calls on one model are serialized by an internal lock, so every
+// function may be called from any thread.
+typedef struct bfl_model bfl_model;
+
+// One client's state machine for one round. Opaque.
+//
+// Threads: `Send + Sync`; every step changes the state and needs exclusive access.
+typedef struct bfl_secagg_client bfl_secagg_client;
+
+// Every client's Ed25519 verifying key, for the active-adversary mode: clients sign their
+// round keys and the survivor set, and the server and clients check the signatures.
+// Opaque and immutable.
+//
+// Threads: `Send + Sync`.
+typedef struct bfl_secagg_pki bfl_secagg_pki;
+
+// The server's state machine for one round. Opaque.
+//
+// Threads: `Send + Sync`; every function except `bfl_secagg_server_setup` and
+// `bfl_secagg_server_survivors` changes the state and needs exclusive access (serialize
+// the `receive_*` calls of concurrent connections with a lock).
+typedef struct bfl_secagg_server bfl_secagg_server;
+
+// Aggregator settings (`bfl_aggregator_config_default` fills the documented defaults).
+typedef struct bfl_aggregator_config {
+  // Reject updates whose delta `update - global` has an L2 norm above this; 0 means no
+  // bound (default 0).
+  double max_delta_norm;
+  // FedProx proximal weight mu, >= 0 (default 0.01).
+  double prox_mu;
+  // Trimmed mean: fraction cut from each end, in [0, 0.5) (default 0.1).
+  double trim_beta;
+  // Server optimizers: learning rate eta (default 0.1).
+  double server_lr;
+  // Server optimizers: first-moment decay beta1 (default 0.9).
+  double beta1;
+  // Server optimizers: second-moment decay beta2 (default 0.99).
+  double beta2;
+  // Server optimizers: adaptivity tau (default 1e-3).
+  double tau;
+} bfl_aggregator_config;
+
+// What a cell is, for `bfl_cell_new`. Strings are borrowed for the call (copied); NULL
+// strings and NaN numbers mean "unknown".
+typedef struct bfl_cell_meta {
+  // Unique identifier (required, UTF-8).
+  const char *cell_id;
+  // Nominal capacity, Ah (required, > 0).
+  double nominal_capacity_ah;
+  // Where the data come from, or NULL.
+  const char *source;
+  // Cathode chemistry (`"LFP"`, `"NMC"`, ...), or NULL.
+  const char *cathode;
+  // Anode material, or NULL.
+  const char *anode;
+  // Electrolyte, or NULL.
+  const char *electrolyte;
+  // Form factor (`"cylindrical 18650"`, `"pouch"`, ...), or NULL.
+  const char *form_factor;
+  // Cycling protocol, or NULL.
+  const char *protocol;
+  // Lower voltage limit, V, or NaN.
+  double voltage_min_v;
+  // Upper voltage limit, V, or NaN.
+  double voltage_max_v;
+  // Ambient temperature, degrees C, or NaN.
+  double temperature_c;
+} bfl_cell_meta;
+
+// One cycle for `bfl_cell_add_cycle`: `len` aligned samples per recorded signal. Arrays are
+// borrowed for the call (copied). `voltage_v` is required; every other signal may be NULL
+// (not recorded, never treated as zeros).
+typedef struct bfl_cycle_data {
+  // Cycle number as recorded by the source (1-based in most sources).
+  uint32_t cycle;
+  // Samples in each array.
+  size_t len;
+  // Terminal voltage, V (required).
+  const double *voltage_v;
+  // Time since the start of the cycle, s, or NULL.
+  const double *time_s;
+  // Current, A (charge positive, discharge negative), or NULL.
+  const double *current_a;
+  // Charge capacity, Ah, or NULL.
+  const double *charge_capacity_ah;
+  // Discharge capacity, Ah, or NULL.
+  const double *discharge_capacity_ah;
+  // Cell temperature, degrees C, or NULL.
+  const double *temperature_c;
+} bfl_cycle_data;
+
+// What `bfl_dp_clip` did.
+typedef struct bfl_clip_outcome {
+  // The L2 norm before clipping.
+  double norm;
+  // The factor the buffer was multiplied by (1.0 when not clipped).
+  double factor;
+  // True when the norm exceeded the bound and the buffer was scaled down.
+  bool clipped;
+} bfl_clip_outcome;
+
+// Featurizer settings (`bfl_featurizer_config_default` fills the documented defaults).
+//
+// The output of `bfl_featurizer_transform` is `6 x cycles x interp_dim` floats,
+// channel-major: V(Qc), V(Qd), I(Qc), I(Qd), dV(Q), R(Q) over normalized capacity.
+typedef struct bfl_featurizer_config {
+  // Number of cycle rows (default 100).
+  size_t cycles;
+  // Recorded cycle number of row 0 (default 1).
+  uint32_t first_cycle;
+  // Grid points along normalized capacity (default 1000, at least 2).
+  size_t interp_dim;
+  // Lower end of the normalized-capacity grid (default 0.0).
+  double q_min;
+  // Upper end of the normalized-capacity grid (default 1.2).
+  double q_max;
+  // Current (A) separating charge and discharge points (default 0.1).
+  double current_threshold_a;
+  // Recorded cycle number the intra-cell difference subtracts (default 10).
+  uint32_t diff_base_cycle;
+  // Rows of missing cycles copy the nearest recorded cycle (default true); false leaves
+  // them zero.
+  bool fill_missing_cycles;
+  // Cleaning: grid points at each end of a row examined by edge smoothing (default 50).
+  size_t clean_edge_points;
+  // Cleaning: edge smoothing threshold, standard deviations (default 3).
+  double clean_edge_std;
+  // Cleaning: points a glitch mark is widened by (default 25).
+  size_t clean_glitch_width;
+  // Cleaning: glitch threshold, standard deviations (default 3).
+  double clean_glitch_std;
+  // Cleaning: cycle filter threshold, standard deviations (default 5).
+  double clean_cycle_std;
+} bfl_featurizer_config;
+
+// Parameters of a SecAgg+ round (`bfl_secagg_config_default` fills the defaults). The
+// server sends them to the clients inside the Setup message.
+typedef struct bfl_secagg_config {
+  // Clients sampled for the round, n >= 3.
+  size_t num_clients;
+  // Neighbourhood size k including the client itself; 0 means the complete graph (plain
+  // SecAgg). Sparse SecAgg+ graphs need an odd k with 3 <= k < n. Default 0.
+  size_t neighbours;
+  // Shamir threshold t with k/2 < t <= k; 0 means ceil(2k/3). Default 0.
+  size_t threshold;
+  // Weighted deltas are clipped to [-c, c] (default 8.0).
+  double clipping_range;
+  // Quantization levels T (default 2^22).
+  uint64_t target_range;
+  // Modulus bits b, 32 or 64 (default 32).
+  uint32_t modulus_bits;
+  // Largest client weight W (default 1000.0).
+  double max_weight;
+} bfl_secagg_config;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -17,6 +317,760 @@ extern "C" {
 //
 // Ownership: the string is static; do not free it. Thread-safe.
 const char *bfl_version(void);
+
+// Fill `*config` with the documented defaults.
+//
+// NULL: `config` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_aggregator_config_default(struct bfl_aggregator_config *config);
+
+// A new aggregator of `kind` (a `bfl_aggregator_kind` value; unknown values give
+// `BFL_STATUS_INVALID_ARGUMENT`) with `config`, or the defaults when `config` is NULL.
+// Server optimizers keep their state across rounds, so use one aggregator for a whole run.
+//
+// Ownership: `config` is borrowed; on success `*out` owns a new aggregator
+// (`bfl_aggregator_free`). NULL: `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`; `config` may be
+// NULL. Threads: thread-safe.
+enum bfl_status bfl_aggregator_new(uint32_t kind,
+                                   const struct bfl_aggregator_config *config,
+                                   struct bfl_aggregator **out);
+
+// Add one client's update for the current round: its flat parameter vector (`is_delta`
+// false) or its delta `local - global` (`is_delta` true), weighted by `num_samples`. The
+// update is checked against the global weights in `bfl_aggregator_finish`.
+//
+// Ownership: `client_id` and `params` are borrowed (copied). NULL: `aggregator` or
+// `client_id` NULL, or `params` NULL with `len > 0`, gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: needs exclusive access to `aggregator`.
+enum bfl_status bfl_aggregator_add_update(struct bfl_aggregator *aggregator,
+                                          const char *client_id,
+                                          uint64_t num_samples,
+                                          const float *params,
+                                          size_t len,
+                                          bool is_delta);
+
+// The number of updates added since the last `bfl_aggregator_finish`, into `*n`.
+//
+// NULL: `aggregator` or `n` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe
+// with other read-only calls.
+enum bfl_status bfl_aggregator_pending(const struct bfl_aggregator *aggregator, size_t *n);
+
+// Close the round: combine the pending updates with the global weights `global` (`len`
+// floats) into the next global weights, written to `out[0..len]` (`out_len >= len`; `out`
+// may be the same buffer as `global`). A short `out` gives `BFL_STATUS_BUFFER_TOO_SMALL`
+// and changes nothing; past that check the pending updates are consumed whether or not the
+// round succeeds. Every update is checked first: a length that differs from `len`, a NaN or
+// infinity, a zero weight or a delta norm above the bound gives
+// `BFL_STATUS_REJECTED_UPDATE` naming the client, and `out` is untouched.
+//
+// Ownership: `global` and `out` are borrowed. NULL: `aggregator` NULL, or `global`/`out`
+// NULL with a nonzero length, gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: needs exclusive access to `aggregator`.
+enum bfl_status bfl_aggregator_finish(struct bfl_aggregator *aggregator,
+                                      const float *global,
+                                      size_t len,
+                                      float *out,
+                                      size_t out_len);
+
+// Free an aggregator (and any pending updates). NULL is a no-op.
+//
+// Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
+// `aggregator` concurrently.
+void bfl_aggregator_free(struct bfl_aggregator *aggregator);
+
+// Load a cell from a `.json` or `.json.gz` file (gzip is detected from the content) in the
+// shared cell schema (BatteryML field names are accepted too). The cell is parsed, not
+// cleaned or validated: see `bfl_cell_clean` and `bfl_cell_validate`.
+//
+// Ownership: `path` is borrowed; on success `*out` owns a new cell, free it with
+// `bfl_cell_free`. NULL: `path` or `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`; `*out` is
+// NULL after any failure. Threads: thread-safe.
+enum bfl_status bfl_cell_load_json(const char *path, struct bfl_cell **out);
+
+// Parse a cell from the bytes of a `.json` or `.json.gz` file held in memory (untrusted
+// input is fine: malformed bytes give `BFL_STATUS_PARSE` or `BFL_STATUS_IO`).
+//
+// Ownership: `data` is borrowed; on success `*out` owns a new cell (`bfl_cell_free`).
+// NULL: `data` may be NULL only with `len == 0`; `out` must not be NULL.
+// Threads: thread-safe.
+enum bfl_status bfl_cell_parse_json(const uint8_t *data, size_t len, struct bfl_cell **out);
+
+// Start building a cell from metadata, with no cycles yet (add them with
+// `bfl_cell_add_cycle`).
+//
+// Ownership: `meta` and its strings are borrowed (copied); on success `*out` owns a new cell
+// (`bfl_cell_free`). NULL: `meta`, `meta->cell_id` or `out` NULL gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_cell_new(const struct bfl_cell_meta *meta, struct bfl_cell **out);
+
+// Append a cycle (copied from the arrays of `cycle`) to a cell.
+//
+// Ownership: `cycle` and its arrays are borrowed for the call. NULL: `cell`, `cycle` or
+// `cycle->voltage_v` NULL gives `BFL_STATUS_NULL_ARGUMENT` (unless `len == 0`); other
+// signals may be NULL. Threads: needs exclusive access to `cell`.
+enum bfl_status bfl_cell_add_cycle(struct bfl_cell *cell, const struct bfl_cycle_data *cycle);
+
+// Set the cell's recorded cycle life (80 % of nominal capacity), or clear it with 0.
+// Reference cells for `bfl_model_predict` need a label.
+//
+// NULL: `cell` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access.
+enum bfl_status bfl_cell_set_cycle_life(struct bfl_cell *cell, uint32_t cycle_life);
+
+// Repair or drop physically implausible cycles with the default cleaning rules (capacities
+// far below 0 or above 1.2 x nominal, capacity counters that fall within a cycle).
+//
+// `dropped` (may be NULL) receives the number of cycles dropped.
+// NULL: `cell` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access.
+enum bfl_status bfl_cell_clean(struct bfl_cell *cell, size_t *dropped);
+
+// Check the cell's physical and structural rules (positive nominal capacity, aligned
+// series, finite voltages, ...): `BFL_STATUS_OK` or `BFL_STATUS_INVALID_DATA` naming the
+// cycle and field.
+//
+// NULL: `cell` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe (read only).
+enum bfl_status bfl_cell_validate(const struct bfl_cell *cell);
+
+// The number of cycles of the cell, into `*n`.
+//
+// NULL: `cell` or `n` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_cell_num_cycles(const struct bfl_cell *cell, size_t *n);
+
+// The cell's cycle life under the default label rule (the recorded value, else the first
+// cycle at or below 80 % of nominal capacity), into `*cycle_life`; 0 when the data end
+// before end of life (censored: no label is made up).
+//
+// NULL: `cell` or `cycle_life` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_cell_cycle_life(const struct bfl_cell *cell, uint32_t *cycle_life);
+
+// Copy the cell id into `buf` as a NUL-terminated string; `*written` (may be NULL) gets its
+// length without the NUL. A short buffer gives `BFL_STATUS_BUFFER_TOO_SMALL`, nothing is
+// written to `buf`, and `*written` gets the size needed including the NUL.
+//
+// NULL: `cell` NULL gives `BFL_STATUS_NULL_ARGUMENT`; `buf` may be NULL only with `len == 0`
+// (to ask for the size). Threads: thread-safe.
+enum bfl_status bfl_cell_id(const struct bfl_cell *cell, char *buf, size_t len, size_t *written);
+
+// Free a cell. NULL is a no-op.
+//
+// Ownership: takes back ownership of `cell`; do not use it afterwards.
+// Threads: no other call may use `cell` concurrently.
+void bfl_cell_free(struct bfl_cell *cell);
+
+// Clip `update[0..len]` in place to L2 norm `clipping_norm`: a buffer within the bound is
+// left bit for bit unchanged, a larger one keeps its direction and ends with a norm of at
+// most `clipping_norm`. `*outcome` (may be NULL) gets the norm and factor.
+//
+// Errors: `BFL_STATUS_INVALID_CONFIG` unless `clipping_norm` is positive and finite;
+// `BFL_STATUS_PRIVACY` for NaN or infinite values (nothing is changed).
+// Ownership: `update` is borrowed. NULL: `update` NULL with `len > 0` gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe; `update` must not be accessed by others
+// during the call.
+enum bfl_status bfl_dp_clip(float *update,
+                            size_t len,
+                            double clipping_norm,
+                            struct bfl_clip_outcome *outcome);
+
+// Add independent `N(0, std^2)` noise to every value of `buf[0..len]`, drawn from ChaCha20
+// keyed by `seed`: reproducible, for tests and simulations. Real deployments should use
+// `bfl_dp_add_noise_os` (a guessable seed lets anyone subtract the noise).
+//
+// Errors: `BFL_STATUS_INVALID_CONFIG` if `std` is negative or not finite.
+// Ownership: `buf` is borrowed. NULL: `buf` NULL with `len > 0` gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe; `buf` must not be accessed by others
+// during the call.
+enum bfl_status bfl_dp_add_noise(float *buf, size_t len, double std, uint64_t seed);
+
+// As `bfl_dp_add_noise`, with a generator keyed from the operating system's randomness
+// (never reproducible): the production choice.
+//
+// Errors: as `bfl_dp_add_noise`, plus `BFL_STATUS_PRIVACY` if the OS has no randomness.
+// Ownership, NULL and threads: as `bfl_dp_add_noise`.
+enum bfl_status bfl_dp_add_noise_os(float *buf, size_t len, double std);
+
+// The noise scales of one round: with noise multiplier `z`, clipping norm `C` and
+// `num_clients` clients in `mode` (a `bfl_dp_mode` value), `*client_std` (may be NULL)
+// gets the std each client adds to its clipped update and `*server_sum_std` (may be NULL)
+// the std the server adds to the sum.
+//
+// Errors: `BFL_STATUS_INVALID_ARGUMENT` for an unknown mode; `BFL_STATUS_INVALID_CONFIG`
+// for `z < 0`, `C <= 0` or no clients. NULL: both outputs may be NULL.
+// Threads: thread-safe.
+enum bfl_status bfl_dp_noise_std(uint32_t mode,
+                                 double noise_multiplier,
+                                 double clipping_norm,
+                                 size_t num_clients,
+                                 double *client_std,
+                                 double *server_sum_std);
+
+// A new accountant without a budget.
+//
+// Ownership: on success `*out` owns a new accountant (`bfl_accountant_free`).
+// NULL: `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_accountant_new(struct bfl_accountant **out);
+
+// A new accountant that refuses steps which would make epsilon at `delta` exceed
+// `max_epsilon` (`BFL_STATUS_BUDGET_EXHAUSTED`, state unchanged).
+//
+// Errors: `BFL_STATUS_INVALID_CONFIG` unless `max_epsilon > 0` is finite and
+// `0 < delta < 1`. Ownership: on success `*out` owns a new accountant. NULL: `out` NULL gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_accountant_new_with_budget(double max_epsilon,
+                                               double delta,
+                                               struct bfl_accountant **out);
+
+// Compose `steps` rounds with noise multiplier `noise_multiplier` (z > 0) and sampling rate
+// `sample_rate` (0 <= q <= 1; 1 when every client takes part). On any error the state is
+// unchanged.
+//
+// Errors: `BFL_STATUS_INVALID_CONFIG` for bad z or q; `BFL_STATUS_BUDGET_EXHAUSTED` when a
+// budget is set and would be exceeded. NULL: `accountant` NULL gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `accountant`.
+enum bfl_status bfl_accountant_step(struct bfl_accountant *accountant,
+                                    double noise_multiplier,
+                                    double sample_rate,
+                                    uint64_t steps);
+
+// The current epsilon at `delta` (0 < delta < 1), into `*epsilon`.
+//
+// NULL: `accountant` or `epsilon` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: thread-safe with other read-only calls.
+enum bfl_status bfl_accountant_epsilon(const struct bfl_accountant *accountant,
+                                       double delta,
+                                       double *epsilon);
+
+// The epsilon at `delta` that `steps` more rounds with `(z, q)` would give, into
+// `*epsilon`; the accountant is not changed (plan a budget).
+//
+// NULL: `accountant` or `epsilon` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: thread-safe with other read-only calls.
+enum bfl_status bfl_accountant_epsilon_after(const struct bfl_accountant *accountant,
+                                             double noise_multiplier,
+                                             double sample_rate,
+                                             uint64_t steps,
+                                             double delta,
+                                             double *epsilon);
+
+// The number of rounds composed so far, into `*steps`.
+//
+// NULL: `accountant` or `steps` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: thread-safe with other read-only calls.
+enum bfl_status bfl_accountant_steps(const struct bfl_accountant *accountant, uint64_t *steps);
+
+// Free an accountant. NULL is a no-op.
+//
+// Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
+// `accountant` concurrently.
+void bfl_accountant_free(struct bfl_accountant *accountant);
+
+// Fill `*config` with the documented defaults.
+//
+// NULL: `config` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_featurizer_config_default(struct bfl_featurizer_config *config);
+
+// A featurizer with the default settings (100 cycles x 1000 grid points).
+//
+// Ownership: on success `*out` owns a new featurizer; free it with `bfl_featurizer_free`.
+// NULL: `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_featurizer_new_default(struct bfl_featurizer **out);
+
+// A featurizer from `config` (validated: `BFL_STATUS_INVALID_CONFIG` names the bad field).
+//
+// Ownership: `config` is borrowed; on success `*out` owns a new featurizer
+// (`bfl_featurizer_free`). NULL: `config` or `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: thread-safe.
+enum bfl_status bfl_featurizer_new(const struct bfl_featurizer_config *config,
+                                   struct bfl_featurizer **out);
+
+// The featurizer's settings, into `*config`.
+//
+// NULL: `featurizer` or `config` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_featurizer_get_config(const struct bfl_featurizer *featurizer,
+                                          struct bfl_featurizer_config *config);
+
+// The number of floats `bfl_featurizer_transform` writes (`6 * cycles * interp_dim`), into
+// `*len`.
+//
+// NULL: `featurizer` or `len` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_featurizer_output_len(const struct bfl_featurizer *featurizer, size_t *len);
+
+// The output shape (channels, cycles, grid points) into `shape[0..3]`.
+//
+// NULL: `featurizer` or `shape` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_featurizer_output_shape(const struct bfl_featurizer *featurizer, size_t *shape);
+
+// Raw features of one cell into `out`: `6 x cycles x interp_dim` floats, C order
+// (channel, cycle row, grid point). `out_len` must be at least `bfl_featurizer_output_len`;
+// exactly that many floats are written and `*written` (may be NULL) gets the count.
+//
+// Errors: `BFL_STATUS_BUFFER_TOO_SMALL` for a short buffer (nothing written);
+// `BFL_STATUS_INVALID_DATA` naming the cell and cycle for bad data (the buffer's contents
+// are then unspecified).
+//
+// Ownership: everything is borrowed. NULL: `featurizer`, `cell` NULL, or `out` NULL with
+// `out_len > 0`, give `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe; `out` must not be
+// accessed by others during the call.
+enum bfl_status bfl_featurizer_transform(const struct bfl_featurizer *featurizer,
+                                         const struct bfl_cell *cell,
+                                         float *out,
+                                         size_t out_len,
+                                         size_t *written);
+
+// Free a featurizer. NULL is a no-op.
+//
+// Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
+// `featurizer` concurrently.
+void bfl_featurizer_free(struct bfl_featurizer *featurizer);
+
+// Fingerprint a cell (full-signal or discharge-only cells).
+//
+// Ownership: `cell` is borrowed; on success `*out` owns a new fingerprint, free it with
+// `bfl_genome_free`. NULL: `cell` or `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: thread-safe.
+enum bfl_status bfl_genome_from_cell(const struct bfl_cell *cell, struct bfl_genome **out);
+
+// The distance between two fingerprints with the default weights (0 for identical,
+// symmetric), into `*distance`.
+//
+// NULL: any argument NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_genome_distance(const struct bfl_genome *a,
+                                    const struct bfl_genome *b,
+                                    double *distance);
+
+// Free a fingerprint. NULL is a no-op.
+//
+// Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
+// `genome` concurrently.
+void bfl_genome_free(struct bfl_genome *genome);
+
+// Load a model directory written by the library (`model.json` + `model.safetensors`).
+// Weights that do not fit the described architecture give `BFL_STATUS_MODEL` naming the
+// first mismatching tensor.
+//
+// Ownership: `dir` is borrowed; on success `*out` owns a new model (`bfl_model_free`).
+// NULL: `dir` or `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+// Without the `tch` feature: `BFL_STATUS_UNSUPPORTED`.
+enum bfl_status bfl_model_load(const char *dir, struct bfl_model **out);
+
+// Save a model to a directory (`model.json` + `model.safetensors`, each written
+// atomically), loadable by `bfl_model_load` and the Rust and Python libraries.
+//
+// NULL: `model` or `dir` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_model_save(const struct bfl_model *model, const char *dir);
+
+// A featurizer with exactly the settings the model was trained with.
+//
+// Ownership: on success `*out` owns a new featurizer (`bfl_featurizer_free`).
+// NULL: `model` or `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_model_featurizer_new(const struct bfl_model *model,
+                                         struct bfl_featurizer **out);
+
+// Featurize `n` cells for `model` (its featurizer settings and input channels; labels by
+// the default rule, see `bfl_cell_cycle_life`). Reference sets need labelled cells; target
+// cells need none.
+//
+// Ownership: the cells are borrowed (copied); on success `*out` owns a new dataset
+// (`bfl_dataset_free`). NULL: `model`, `out`, an element of `cells`, or `cells` with
+// `n > 0` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_model_dataset_new(const struct bfl_model *model,
+                                      const struct bfl_cell *const *cells,
+                                      size_t n,
+                                      struct bfl_dataset **out);
+
+// The number of cells in a dataset, into `*n`.
+//
+// NULL: `dataset` or `n` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_dataset_len(const struct bfl_dataset *dataset, size_t *n);
+
+// Free a dataset. NULL is a no-op.
+//
+// Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
+// `dataset` concurrently.
+void bfl_dataset_free(struct bfl_dataset *dataset);
+
+// Predict the cycle life of every target cell, with references drawn from `references`
+// (labelled cells; the model's configured number of references and selection rule).
+// `out_len` must be at least the number of targets; one value per target is written, in
+// order, and `*written` (may be NULL) gets the count.
+//
+// Ownership: everything is borrowed. NULL: `model`, `targets`, `references` NULL, or
+// `out` NULL with targets to predict, give `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: thread-safe (calls on one model are serialized).
+enum bfl_status bfl_model_predict(const struct bfl_model *model,
+                                  const struct bfl_dataset *targets,
+                                  const struct bfl_dataset *references,
+                                  double *out,
+                                  size_t out_len,
+                                  size_t *written);
+
+// The number of scalar weights of the model (the length of its flat parameter vector),
+// into `*n`.
+//
+// NULL: `model` or `n` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_model_num_params(const struct bfl_model *model, size_t *n);
+
+// Export the weights as one flat vector (tensors in the model's fixed order, each in C
+// order): the exchange format of federated rounds. `out_len` must be at least
+// `bfl_model_num_params`; `*written` (may be NULL) gets the count.
+//
+// NULL: `model` NULL, or `out` NULL with `out_len > 0`, gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: thread-safe.
+enum bfl_status bfl_model_export_params(const struct bfl_model *model,
+                                        float *out,
+                                        size_t out_len,
+                                        size_t *written);
+
+// Import weights from a flat vector laid out as `bfl_model_export_params` writes it;
+// `len` must equal `bfl_model_num_params` (`BFL_STATUS_SHAPE` otherwise, and the model is
+// unchanged).
+//
+// Ownership: `params` is borrowed. NULL: `model` NULL, or `params` NULL with `len > 0`,
+// gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe (the model is locked).
+enum bfl_status bfl_model_import_params(struct bfl_model *model, const float *params, size_t len);
+
+// Free a model. NULL is a no-op.
+//
+// Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
+// `model` concurrently.
+void bfl_model_free(struct bfl_model *model);
+
+// Fill `*config` with the defaults for `num_clients` clients (complete graph).
+//
+// NULL: `config` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_secagg_config_default(size_t num_clients, struct bfl_secagg_config *config);
+
+// The bytes of a message: `*data` points into `bytes` (valid until `bfl_bytes_free`),
+// `*len` gets the length.
+//
+// NULL: any argument NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_bytes_data(const struct bfl_bytes *bytes, const uint8_t **data, size_t *len);
+
+// Free a message. NULL is a no-op.
+//
+// Ownership: takes back ownership; pointers from `bfl_bytes_data` dangle afterwards.
+// Threads: no other call may use `bytes` concurrently.
+void bfl_bytes_free(struct bfl_bytes *bytes);
+
+// The number of messages in a batch, into `*n`.
+//
+// NULL: any argument NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_message_batch_len(const struct bfl_message_batch *batch, size_t *n);
+
+// Message `index` (0-based, `< bfl_message_batch_len`) of a batch: `*client` gets the
+// recipient's id, `*data`/`*len` its bytes (valid until `bfl_message_batch_free`).
+//
+// Errors: `BFL_STATUS_INVALID_ARGUMENT` for an index out of range.
+// NULL: any argument NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_message_batch_get(const struct bfl_message_batch *batch,
+                                      size_t index,
+                                      uint64_t *client,
+                                      const uint8_t **data,
+                                      size_t *len);
+
+// Free a batch. NULL is a no-op.
+//
+// Ownership: takes back ownership; pointers from `bfl_message_batch_get` dangle afterwards.
+// Threads: no other call may use `batch` concurrently.
+void bfl_message_batch_free(struct bfl_message_batch *batch);
+
+// The 32-byte Ed25519 verifying key of the identity whose 32-byte secret is `identity_seed`,
+// into `out[0..32]` (register it in every party's PKI).
+//
+// Ownership: all borrowed. NULL: any pointer NULL gives `BFL_STATUS_NULL_ARGUMENT`;
+// `seed_len` must be 32 and `out_len` at least 32. Threads: thread-safe.
+enum bfl_status bfl_secagg_identity_public_key(const uint8_t *identity_seed,
+                                               size_t seed_len,
+                                               uint8_t *out,
+                                               size_t out_len);
+
+// A PKI of `n` clients: `ids[i]` has the verifying key `keys[32*i .. 32*i+32]`.
+//
+// Errors: `BFL_STATUS_INVALID_CONFIG` for an invalid key. Ownership: arrays borrowed
+// (copied); on success `*out` owns a new PKI (`bfl_secagg_pki_free`). NULL: `out` NULL, or
+// `ids`/`keys` NULL with `n > 0`, gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+enum bfl_status bfl_secagg_pki_new(const uint64_t *ids,
+                                   const uint8_t *keys,
+                                   size_t n,
+                                   struct bfl_secagg_pki **out);
+
+// Free a PKI. NULL is a no-op.
+//
+// Ownership: takes back ownership (clients and servers built with it keep their own
+// copy). Threads: no other call may use `pki` concurrently.
+void bfl_secagg_pki_free(struct bfl_secagg_pki *pki);
+
+// A client `id` for the round described by the server's Setup message. `seed` (32 bytes) is
+// the client's secret randomness for this round: it must come from a CSPRNG and never be
+// reused. For the active-adversary mode pass the client's 32-byte identity secret and the
+// PKI (both or neither).
+//
+// Errors: `BFL_STATUS_SECAGG` for a malformed Setup, `BFL_STATUS_INVALID_CONFIG` for bad
+// parameters in it. Ownership: inputs borrowed (copied); on success `*out` owns a new client
+// (`bfl_secagg_client_free`). NULL: `setup`, `seed` or `out` NULL gives
+// `BFL_STATUS_NULL_ARGUMENT`; `identity_seed` and `pki` may be NULL together.
+// Threads: thread-safe.
+enum bfl_status bfl_secagg_client_new(uint64_t id,
+                                      const uint8_t *setup,
+                                      size_t setup_len,
+                                      const uint8_t *seed,
+                                      size_t seed_len,
+                                      const uint8_t *identity_seed,
+                                      const struct bfl_secagg_pki *pki,
+                                      struct bfl_secagg_client **out);
+
+// Stage 0: the client's AdvertiseKeys message (two fresh public keys; repeatable until
+// stage 1).
+//
+// Ownership: on success `*out` owns the message (`bfl_bytes_free`). NULL: `client` or `out`
+// NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access.
+enum bfl_status bfl_secagg_client_advertise_keys(struct bfl_secagg_client *client,
+                                                 struct bfl_bytes **out);
+
+// Stage 1: from the server's KeyDirectory, the ShareKeys message (encrypted shares for
+// every neighbour).
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes or a message for another round, client or
+// stage (the client is unchanged); `BFL_STATUS_BELOW_THRESHOLD` when too few neighbours
+// remain. Ownership: `msg` is borrowed; on success `*out` owns the reply (`bfl_bytes_free`).
+// NULL: `client` or `out` NULL, or `msg` NULL with `len > 0`, gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access.
+enum bfl_status bfl_secagg_client_share_keys(struct bfl_secagg_client *client,
+                                             const uint8_t *msg,
+                                             size_t len,
+                                             struct bfl_bytes **out);
+
+// Consistency check (active-adversary mode): from the server's ConsistencyCheck, the
+// client's ConsistencySignature on the survivor set.
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes or a message for another round, client or
+// stage (the client is unchanged); `BFL_STATUS_BELOW_THRESHOLD` when too few neighbours
+// remain. Ownership: `msg` is borrowed; on success `*out` owns the reply (`bfl_bytes_free`).
+// NULL: `client` or `out` NULL, or `msg` NULL with `len > 0`, gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access.
+enum bfl_status bfl_secagg_client_consistency_check(struct bfl_secagg_client *client,
+                                                    const uint8_t *msg,
+                                                    size_t len,
+                                                    struct bfl_bytes **out);
+
+// Stage 3: from the server's UnmaskRequest, the UnmaskResponse (shares of the live
+// neighbours' self-mask seeds and of the dropped neighbours' mask keys; never both for
+// one neighbour).
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes or a message for another round, client or
+// stage (the client is unchanged); `BFL_STATUS_BELOW_THRESHOLD` when too few neighbours
+// remain. Ownership: `msg` is borrowed; on success `*out` owns the reply (`bfl_bytes_free`).
+// NULL: `client` or `out` NULL, or `msg` NULL with `len > 0`, gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access.
+enum bfl_status bfl_secagg_client_unmask(struct bfl_secagg_client *client,
+                                         const uint8_t *msg,
+                                         size_t len,
+                                         struct bfl_bytes **out);
+
+// Stage 2: from the server's ForwardedShares, the MaskedInput message carrying the client's
+// masked, quantized `delta` (the update `local - global`, `dim` floats as in the Setup)
+// with weight `weight` (0 <= weight <= max_weight, e.g. its number of training cells).
+//
+// Errors: as the other steps, plus `BFL_STATUS_SHAPE` when `dim` differs from the round's
+// and `BFL_STATUS_REJECTED_UPDATE` for a bad weight. Ownership: `msg` and `delta` are
+// borrowed; on success `*out` owns the message (`bfl_bytes_free`). NULL: `client` or `out`
+// NULL, or `msg`/`delta` NULL with a nonzero length, gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: needs exclusive access.
+enum bfl_status bfl_secagg_client_masked_input(struct bfl_secagg_client *client,
+                                               const uint8_t *msg,
+                                               size_t len,
+                                               const float *delta,
+                                               size_t dim,
+                                               double weight,
+                                               struct bfl_bytes **out);
+
+// Free a client (its secrets are zeroized). NULL is a no-op.
+//
+// Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
+// `client` concurrently.
+void bfl_secagg_client_free(struct bfl_secagg_client *client);
+
+// A server for round `round` over the sampled `clients` (`n` distinct ids, at most
+// `config->num_clients`), aggregating deltas of `dim` floats. `seed` (32 bytes) is the
+// server's secret randomness for the graph permutation: take it from a CSPRNG. With a
+// non-NULL `pki` the round runs in active-adversary mode (signed keys, consistency check).
+//
+// Errors: `BFL_STATUS_INVALID_CONFIG` for bad parameters or duplicate ids;
+// `BFL_STATUS_BELOW_THRESHOLD` for fewer clients than the threshold.
+// Ownership: all inputs borrowed (copied); on success `*out` owns a new server
+// (`bfl_secagg_server_free`). NULL: `config`, `seed`, `out` NULL, or `clients` NULL with
+// `n > 0`, give `BFL_STATUS_NULL_ARGUMENT`; `pki` may be NULL. Threads: thread-safe.
+enum bfl_status bfl_secagg_server_new(const struct bfl_secagg_config *config,
+                                      uint64_t round,
+                                      size_t dim,
+                                      const uint64_t *clients,
+                                      size_t n,
+                                      const uint8_t *seed,
+                                      size_t seed_len,
+                                      const struct bfl_secagg_pki *pki,
+                                      struct bfl_secagg_server **out);
+
+// The Setup message to send to every sampled client.
+//
+// Ownership: on success `*out` owns new bytes (`bfl_bytes_free`). NULL: `server` or `out`
+// NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: read-only; may run concurrently with
+// other read-only calls.
+enum bfl_status bfl_secagg_server_setup(const struct bfl_secagg_server *server,
+                                        struct bfl_bytes **out);
+
+// Stage 0: accept a client's AdvertiseKeys message.
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
+// stage, or one that breaks the protocol (the state is unchanged).
+// Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_receive_keys(struct bfl_secagg_server *server,
+                                               const uint8_t *msg,
+                                               size_t len);
+
+// End stage 0: fix the clients that advertised keys, build the communication graph and
+// produce each client's KeyDirectory.
+//
+// Errors: `BFL_STATUS_SECAGG` in the wrong stage; `BFL_STATUS_BELOW_THRESHOLD` when too few
+// clients remain (the round then fails for good and outputs nothing).
+// Ownership: on success `*out` owns a new batch (`bfl_message_batch_free`).
+// NULL: `server` or `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_finish_advertise(struct bfl_secagg_server *server,
+                                                   struct bfl_message_batch **out);
+
+// Stage 1: accept a client's ShareKeys message.
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
+// stage, or one that breaks the protocol (the state is unchanged).
+// Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_receive_shares(struct bfl_secagg_server *server,
+                                                 const uint8_t *msg,
+                                                 size_t len);
+
+// End stage 1: produce each remaining client's ForwardedShares.
+//
+// Errors: `BFL_STATUS_SECAGG` in the wrong stage; `BFL_STATUS_BELOW_THRESHOLD` when too few
+// clients remain (the round then fails for good and outputs nothing).
+// Ownership: on success `*out` owns a new batch (`bfl_message_batch_free`).
+// NULL: `server` or `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_finish_share_keys(struct bfl_secagg_server *server,
+                                                    struct bfl_message_batch **out);
+
+// Stage 2: add a client's MaskedInput message to the running sum.
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
+// stage, or one that breaks the protocol (the state is unchanged).
+// Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_receive_masked_input(struct bfl_secagg_server *server,
+                                                       const uint8_t *msg,
+                                                       size_t len);
+
+// End stage 2 (without a PKI): produce each survivor's UnmaskRequest.
+//
+// Errors: `BFL_STATUS_SECAGG` in the wrong stage; `BFL_STATUS_BELOW_THRESHOLD` when too few
+// clients remain (the round then fails for good and outputs nothing).
+// Ownership: on success `*out` owns a new batch (`bfl_message_batch_free`).
+// NULL: `server` or `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_finish_masked_input(struct bfl_secagg_server *server,
+                                                      struct bfl_message_batch **out);
+
+// End stage 2 with a PKI: produce each survivor's ConsistencyCheck.
+//
+// Errors: `BFL_STATUS_SECAGG` in the wrong stage; `BFL_STATUS_BELOW_THRESHOLD` when too few
+// clients remain (the round then fails for good and outputs nothing).
+// Ownership: on success `*out` owns a new batch (`bfl_message_batch_free`).
+// NULL: `server` or `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_start_consistency_check(struct bfl_secagg_server *server,
+                                                          struct bfl_message_batch **out);
+
+// Consistency check (with a PKI): accept a survivor's ConsistencySignature.
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
+// stage, or one that breaks the protocol (the state is unchanged).
+// Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_receive_consistency(struct bfl_secagg_server *server,
+                                                      const uint8_t *msg,
+                                                      size_t len);
+
+// End the consistency check: produce the signers' UnmaskRequests.
+//
+// Errors: `BFL_STATUS_SECAGG` in the wrong stage; `BFL_STATUS_BELOW_THRESHOLD` when too few
+// clients remain (the round then fails for good and outputs nothing).
+// Ownership: on success `*out` owns a new batch (`bfl_message_batch_free`).
+// NULL: `server` or `out` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_finish_consistency_check(struct bfl_secagg_server *server,
+                                                           struct bfl_message_batch **out);
+
+// Stage 3: accept a survivor's UnmaskResponse.
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
+// stage, or one that breaks the protocol (the state is unchanged).
+// Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_receive_unmask(struct bfl_secagg_server *server,
+                                                 const uint8_t *msg,
+                                                 size_t len);
+
+// End the round: unmask the sum and write the survivors' weighted mean delta into
+// `mean[0..dim]` (`mean_len >= dim`); `*total_weight` (may be NULL) gets the survivors'
+// total weight and `*num_survivors` (may be NULL) their number.
+//
+// Errors: `BFL_STATUS_SECAGG` in the wrong stage; `BFL_STATUS_BELOW_THRESHOLD` if a secret
+// has fewer than t shares (nothing is output, ever); `BFL_STATUS_BUFFER_TOO_SMALL` for a
+// short `mean` (checked first; the round is not closed).
+// Ownership: `mean` is borrowed. NULL: `server` NULL, or `mean` NULL with `dim > 0`, gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_finish(struct bfl_secagg_server *server,
+                                         float *mean,
+                                         size_t mean_len,
+                                         double *total_weight,
+                                         size_t *num_survivors);
+
+// The clients whose inputs are in the sum (U3, sorted), into `out[0..]`; `*written` (may
+// be NULL) gets their number. Empty before stage 2 ends.
+//
+// Errors: `BFL_STATUS_BUFFER_TOO_SMALL` if `out_len` is shorter (`*written` then gets the
+// length needed). NULL: `server` NULL, or `out` NULL with `out_len > 0`, gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: read-only; may run concurrently with other
+// read-only calls.
+enum bfl_status bfl_secagg_server_survivors(const struct bfl_secagg_server *server,
+                                            uint64_t *out,
+                                            size_t out_len,
+                                            size_t *written);
+
+// Free a server. NULL is a no-op.
+//
+// Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
+// `server` concurrently.
+void bfl_secagg_server_free(struct bfl_secagg_server *server);
+
+// A static, NUL-terminated description of a status code, e.g. `"shape mismatch"`.
+//
+// Takes a plain `int` so that any value is safe to pass: unknown codes give
+// `"unknown status"`.
+//
+// Ownership: the string is static; do not free it. NULL: never returns NULL.
+// Threads: thread-safe.
+const char *bfl_status_str(int32_t status);
+
+// Copy the message of the calling thread's most recent failure into `buf`, NUL-terminated.
+//
+// Returns the number of bytes written, not counting the NUL (0 when no call on this thread
+// has failed yet). When `buf` is NULL or `len` is too small, returns the negative of the
+// buffer size needed (message length + 1); with a non-NULL `buf` and `len > 0` the message
+// is then truncated to fit, still NUL-terminated. Successful calls do not clear the message.
+//
+// Ownership: `buf` is borrowed for the call. NULL: `buf` may be NULL (to ask for the size).
+// Threads: each thread has its own last error; thread-safe.
+//
+// # Safety
+// `buf` must be NULL or valid for writes of `len` bytes.
+ptrdiff_t bfl_last_error_message(char *buf, size_t len);
 
 #ifdef __cplusplus
 }  // extern "C"
