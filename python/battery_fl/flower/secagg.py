@@ -1,0 +1,363 @@
+"""Our SecAgg+ over Flower's Message/Grid API: a ServerApp workflow and a ClientApp mod.
+
+This is *not* Flower's ``SecAggPlusWorkflow``/``secaggplus_mod`` (whose masks come from a
+32-bit-seeded Mersenne Twister): both sides run the Rust protocol of
+:mod:`battery_fl.secagg` (X25519, ChaCha20 masks, Shamir shares, AEAD), and Flower only carries
+its messages, as bytes. One secure aggregation takes four ``send_and_receive`` exchanges with
+the same message type and ``group_id``:
+
+====== ================================= ==================================================
+stage  server sends                       node replies
+====== ================================= ==================================================
+0      setup                              its two public keys (advertise keys)
+1      its neighbours' keys               encrypted Shamir shares for its neighbours
+2      forwarded shares + the payload     the masked input (the mod runs the wrapped
+       (e.g. ``arrays`` + ``config``)     handler, e.g. ``train``, and masks its result)
+3      who survived / who dropped         the shares needed to unmask
+====== ================================= ==================================================
+
+A node that disappears in any stage (an error reply, or no reply before the timeout) is left
+out: dropped before stage 2 it is simply not in the sum (the protocol never lists a node that
+sent no shares as dropped, unlike Flower's, which loses the round then); dropped after it,
+its masks are removed with its neighbours' shares. Fewer than ``threshold`` live neighbours
+raises :class:`battery_fl.SecAggError`.
+
+What the server learns: the weighted mean (``mode="delta"``) or the sum (``mode="sum"``)
+of the survivors' vectors, and who survived; never a single node's vector or weight. A
+ClientApp process lives for one message, so the mod keeps the node's round secret (32 random
+bytes) in ``Context.state`` on the node and replays the earlier stages from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid
+
+import battery_fl
+from battery_fl import secagg
+from battery_fl.flower.polling import send_and_receive
+from battery_fl.flower.settings import config_error
+
+__all__ = [
+    "MESSAGE_KEY",
+    "REQUEST_KEY",
+    "STATE_KEY",
+    "STATS_BOUND",
+    "SecAggWorkflow",
+    "dropout_mod",
+    "secagg_mod",
+]
+
+#: ConfigRecord in every protocol message: ``stage``, ``round``, ``dim``, ``mode``, ...
+REQUEST_KEY = "bfl-secagg"
+#: ArrayRecord holding the protocol message (bytes as one uint8 array).
+MESSAGE_KEY = "bfl-secagg-message"
+#: ConfigRecord in a node's ``Context.state``: its secret and the messages to replay.
+STATE_KEY = "bfl-secagg-state"
+#: Public bound on every summed statistic (``mode="sum"``), as in the in-process federation.
+STATS_BOUND = 1e9
+
+_log = logging.getLogger("flwr")
+_CallNext = Callable[[Message, Context], Message]
+
+
+def _pack(data: bytes) -> ArrayRecord:
+    return ArrayRecord([np.frombuffer(data, dtype=np.uint8).copy()])
+
+
+def _unpack(content: RecordDict) -> bytes:
+    record = content.get(MESSAGE_KEY)
+    if not isinstance(record, ArrayRecord):
+        raise _error("message", "no secure-aggregation message in the content")
+    (array,) = record.to_numpy_ndarrays()
+    return bytes(array.astype(np.uint8, copy=False).tobytes())
+
+
+def _error(stage: str, reason: str) -> battery_fl.SecAggError:
+    err = battery_fl.SecAggError(f"secure aggregation failed in stage {stage}: {reason}")
+    err.kind = "sec_agg"
+    err.stage = stage  # type: ignore[attr-defined]
+    return err
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def _flat(arrays: list[np.ndarray]) -> np.ndarray:
+    if not arrays:
+        return np.zeros(0, dtype=np.float64)
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+
+
+def _input_vector(
+    request: ConfigRecord, payload: RecordDict, reply: RecordDict
+) -> tuple[np.ndarray, float]:
+    """The vector and weight the node masks in stage 2, from the wrapped handler's reply."""
+    out = reply.get("arrays")
+    if not isinstance(out, ArrayRecord):
+        raise _error("masked_input", "the handler's reply has no ArrayRecord `arrays`")
+    values = _flat(out.to_numpy_ndarrays())
+    weight_key = str(request.get("weight-key", ""))
+    if weight_key:
+        metrics = reply.get("metrics")
+        if metrics is None or weight_key not in metrics:  # type: ignore[operator]
+            raise _error("masked_input", f"the handler's reply has no metric `{weight_key}`")
+        weight = float(metrics[weight_key])  # type: ignore[index,arg-type]
+    else:
+        weight = float(request["weight"])  # type: ignore[arg-type]
+    if request["mode"] == "delta":
+        start = payload.get("arrays")
+        if not isinstance(start, ArrayRecord):
+            raise _error("masked_input", "delta mode needs the global `arrays` in the payload")
+        return (values - _flat(start.to_numpy_ndarrays())).astype(np.float32), weight
+    # sum mode: float64 statistics travel as a float32 high part and its remainder
+    if not np.all(np.abs(values) <= STATS_BOUND):
+        raise config_error("statistics", f"a value is outside the public bound ±{STATS_BOUND}")
+    high = values.astype(np.float32)
+    low = (values - high.astype(np.float64)).astype(np.float32)
+    return np.concatenate([high, low]), weight
+
+
+def _replay(node_id: int, state: ConfigRecord, upto: int) -> secagg.SecAggClient:
+    """The node's client, advanced through stages ``< upto`` from its stored secret."""
+    client = secagg.SecAggClient(node_id, bytes(state["setup"]), seed=bytes(state["seed"]))  # type: ignore[arg-type]
+    client.advertise_keys()
+    if upto > secagg.SHARE_KEYS:
+        client.share_keys(bytes(state["directory"]))  # type: ignore[arg-type]
+    if upto > secagg.MASKED_INPUT:
+        # the masked vector itself is not needed again: only the shares it stored
+        dim = int(state["dim"])  # type: ignore[arg-type]
+        client.masked_input(bytes(state["forwarded"]), np.zeros(dim, np.float32), 0.0)  # type: ignore[arg-type]
+    return client
+
+
+def secagg_mod(msg: Message, context: Context, call_next: _CallNext) -> Message:
+    """ClientApp mod running this node's side of our SecAgg+ (see the module docs).
+
+    Messages without the ``bfl-secagg`` record pass through untouched, so the mod can sit in
+    every ClientApp. In stage 2 it strips the protocol records, calls the wrapped handler
+    and masks what it returns: ``arrays`` minus the payload's ``arrays`` (``mode="delta"``,
+    weight = the reply metric named ``weight-key``) or ``arrays`` as is (``mode="sum"``).
+    Only the masked vector leaves the node (not the handler's metrics). The node answers one
+    unmask request per round (its round state is deleted then), so no server can make it
+    reveal both kinds of share of a neighbour.
+    """
+    if not msg.has_content() or REQUEST_KEY not in msg.content:
+        return call_next(msg, context)
+    request = msg.content[REQUEST_KEY]
+    if not isinstance(request, ConfigRecord):
+        raise _error("request", f"`{REQUEST_KEY}` is not a ConfigRecord")
+    stage, round_id = int(request["stage"]), int(request["round"])  # type: ignore[arg-type]
+    incoming = _unpack(msg.content)
+    node = int(context.node_id)
+    if stage == secagg.ADVERTISE_KEYS:
+        seed = os.urandom(32)
+        client = secagg.SecAggClient(node, incoming, seed=seed)
+        out = client.advertise_keys()
+        context.state[STATE_KEY] = ConfigRecord(
+            {"round": round_id, "seed": seed, "setup": incoming, "dim": int(request["dim"])}  # type: ignore[arg-type]
+        )
+    else:
+        state = context.state.get(STATE_KEY)
+        if not isinstance(state, ConfigRecord) or int(state["round"]) != round_id:  # type: ignore[arg-type]
+            raise _error(str(stage), f"no keys of round {round_id} on this node")
+        client = _replay(node, state, stage)
+        if stage == secagg.SHARE_KEYS:
+            out = client.share_keys(incoming)
+            state["directory"] = incoming
+        elif stage == secagg.MASKED_INPUT:
+            payload = RecordDict(
+                {k: v for k, v in msg.content.items() if k not in (REQUEST_KEY, MESSAGE_KEY)}
+            )
+            msg.content = payload
+            reply = call_next(msg, context)
+            if reply.has_error():
+                return reply
+            vector, weight = _input_vector(request, payload, reply.content)
+            out = client.masked_input(incoming, vector, weight)
+            state["forwarded"] = incoming
+        elif stage == secagg.UNMASK:
+            out = client.unmask(incoming)
+            del context.state[STATE_KEY]
+        else:
+            raise _error(str(stage), "unknown stage")
+    return Message(RecordDict({MESSAGE_KEY: _pack(out)}), reply_to=msg)
+
+
+def dropout_mod(msg: Message, context: Context, call_next: _CallNext) -> Message:
+    """Fault injection for tests and drills: a node whose node config has
+    ``secagg-drop = "ROUND:STAGE"`` raises :class:`battery_fl.SecAggError` when it gets that
+    secure-aggregation stage of that round (as if it had crashed). Put it before
+    :func:`secagg_mod` in the mod list; without the key it does nothing."""
+    rule = context.node_config.get("secagg-drop")
+    if rule and msg.has_content() and REQUEST_KEY in msg.content:
+        request = msg.content[REQUEST_KEY]
+        round_id, _, stage = str(rule).partition(":")
+        if (str(request["round"]), str(request["stage"])) == (round_id.strip(), stage.strip()):  # type: ignore[index]
+            raise _error(str(stage), f"node {context.node_id} dropped out (simulated)")
+    return call_next(msg, context)
+
+
+# --------------------------------------------------------------------------- server side
+
+
+@dataclass(frozen=True)
+class SecAggWorkflow:
+    """The server side of our SecAgg+ on a Flower ``Grid``: :meth:`aggregate` runs one secure
+    aggregation over the given nodes. ``threshold`` (default ⌈2k/3⌉) and ``neighbors`` (odd;
+    default: complete graph) shape the protocol; ``clipping_range``, ``target_range`` and
+    ``modulus_bits`` the fixed-point encoding; ``max_weight`` is the public bound W on a
+    node's weight (resolution ≈ 2c·W/(T·w)); ``timeout`` bounds each stage (seconds).
+
+    >>> wf = SecAggWorkflow(threshold=2, max_weight=12.0)
+    >>> wf.protocol(3, 10)["modulus_bits"], wf.sum_protocol(3)["target_range"] == 2**52
+    (32, True)
+    """
+
+    threshold: int | None = None
+    neighbors: int | None = None
+    clipping_range: float = 8.0
+    target_range: int = 1 << 22
+    modulus_bits: int = 32
+    max_weight: float = 1000.0
+    timeout: float = 120.0
+
+    def protocol(self, n: int, dim: int) -> dict[str, Any]:
+        """SecAggServer settings for ``n`` nodes (weighted deltas)."""
+        return {
+            "threshold": self.threshold,
+            "neighbors": self.neighbors if self.neighbors and self.neighbors < n else None,
+            "clipping_range": self.clipping_range,
+            "target_range": self.target_range,
+            "modulus_bits": self.modulus_bits,
+            "max_weight": self.max_weight,
+        }
+
+    def sum_protocol(self, n: int) -> dict[str, Any]:
+        """SecAggServer settings for summing statistics: 64-bit modulus, values within
+        ±:data:`STATS_BOUND`, the finest grid that cannot wrap (as the core's secure sum)."""
+        bits = 62 - n.bit_length()
+        return {
+            "threshold": self.threshold,
+            "neighbors": self.neighbors if self.neighbors and self.neighbors < n else None,
+            "clipping_range": STATS_BOUND,
+            "target_range": 1 << min(bits, 52),
+            "modulus_bits": 64,
+            "max_weight": 1.0,
+        }
+
+    def aggregate(
+        self,
+        grid: Grid,
+        node_ids: list[int],
+        payload: RecordDict,
+        *,
+        message_type: str,
+        round_id: int,
+        dim: int,
+        mode: str = "delta",
+        weight_key: str = "num-examples",
+    ) -> secagg.SecAggResult:
+        """One secure aggregation of what the nodes' handler for ``message_type`` returns
+        for ``payload``: with ``mode="delta"`` the weighted mean of ``arrays - payload
+        arrays`` (flat float32 of length ``dim``; weight = reply metric ``weight_key``, or
+        W for all when ``weight_key=""``); with ``mode="sum"`` the float64 sum of ``arrays``
+        (``dim`` values, each within ±:data:`STATS_BOUND`) in ``result.sum``. Raises
+        :class:`battery_fl.SecAggError` when too few nodes are left."""
+        if mode not in ("delta", "sum"):
+            raise config_error("mode", f"{mode!r} is not delta/sum")
+        n = len(node_ids)
+        if mode == "delta":
+            settings, wire_dim = self.protocol(n, dim), dim
+            weight = self.max_weight
+        else:
+            settings, wire_dim = self.sum_protocol(n), 2 * dim
+            weight, weight_key = 1.0, ""
+        server = secagg.SecAggServer(
+            node_ids, wire_dim, round=round_id, seed=os.urandom(32), **settings  # type: ignore[arg-type]
+        )
+        request = {"round": round_id, "dim": wire_dim, "mode": mode, "weight-key": weight_key, "weight": weight}
+        exchange = _Exchange(grid, message_type, round_id, request, self.timeout)
+        keys = exchange.run(secagg.ADVERTISE_KEYS, {v: server.setup() for v in node_ids})
+        exchange.feed(server.receive_keys, keys, "advertise_keys")
+        shares = exchange.run(secagg.SHARE_KEYS, server.finish_advertise())
+        exchange.feed(server.receive_shares, shares, "share_keys")
+        masked = exchange.run(secagg.MASKED_INPUT, server.finish_share_keys(), payload)
+        exchange.feed(server.receive_masked_input, masked, "masked_input")
+        revealed = exchange.run(secagg.UNMASK, server.finish_masked_input())
+        exchange.feed(server.receive_unmask, revealed, "unmask")
+        result = server.finish()
+        _log.info(
+            "secure aggregation round %d: %d of %d nodes in the aggregate",
+            round_id, len(result.survivors), n,
+        )
+        return result
+
+    def secure_sum(
+        self, grid: Grid, node_ids: list[int], payload: RecordDict, *, message_type: str, round_id: int, dim: int
+    ) -> tuple[np.ndarray, list[int]]:
+        """The float64 sum of the nodes' ``arrays`` replies (``mode="sum"``) and the survivors."""
+        result = self.aggregate(
+            grid, node_ids, payload, message_type=message_type, round_id=round_id, dim=dim, mode="sum"
+        )
+        # decode the exact integer sum in float64 (``result.sum`` is float32): every node
+        # sent weight W, so each value v was encoded as (v + c)·T/(2c) and the sum is
+        # S·2c/T − |A|·c
+        settings = self.sum_protocol(len(node_ids))
+        c, t = float(settings["clipping_range"]), int(settings["target_range"])
+        encoded = np.asarray(result.encoded_sum, dtype=np.uint64)
+        survivors = len(result.survivors)
+        if int(encoded[0]) != survivors * t:
+            raise _error("unmask", "the weights of a secure sum do not add up")
+        total = encoded[1:].astype(np.float64) * (2.0 * c / t) - survivors * c
+        return total[:dim] + total[dim:], result.survivors
+
+
+class _Exchange:
+    """One stage's ``send_and_receive``: node -> protocol bytes out, node -> bytes back."""
+
+    def __init__(
+        self, grid: Grid, message_type: str, round_id: int, request: Mapping[str, object], timeout: float
+    ) -> None:
+        self.grid, self.message_type, self.round_id = grid, message_type, round_id
+        self.request, self.timeout = dict(request), timeout
+
+    def run(self, stage: int, outgoing: Mapping[int, bytes], payload: RecordDict | None = None) -> dict[int, bytes]:
+        messages = []
+        for node, data in outgoing.items():
+            content = RecordDict(dict(payload.items()) if payload is not None else {})
+            content[REQUEST_KEY] = ConfigRecord({**self.request, "stage": stage})  # type: ignore[dict-item]
+            content[MESSAGE_KEY] = _pack(bytes(data))
+            messages.append(
+                Message(content, dst_node_id=int(node), message_type=self.message_type, group_id=str(self.round_id))
+            )
+        replies: dict[int, bytes] = {}
+        for reply in send_and_receive(self.grid, messages, timeout=self.timeout):
+            node = int(reply.metadata.src_node_id)
+            if reply.has_error():
+                _log.info("secure aggregation stage %d: node %d dropped (%s)", stage, node, reply.error.reason)
+                continue
+            try:
+                replies[node] = _unpack(reply.content)
+            except battery_fl.SecAggError as err:
+                _log.info("secure aggregation stage %d: node %d sent no message (%s)", stage, node, err)
+        missing = set(outgoing) - set(replies)
+        if missing:
+            _log.info("secure aggregation stage %d: no reply from %d node(s)", stage, len(missing))
+        return replies
+
+    @staticmethod
+    def feed(receive: Callable[[bytes], None], replies: Mapping[int, bytes], stage: str) -> None:
+        """Hand each reply to the server; a malformed or forged one drops its node."""
+        for node, data in replies.items():
+            try:
+                receive(data)
+            except battery_fl.BatteryFlError as err:
+                _log.warning("secure aggregation %s: rejected node %d (%s)", stage, node, err)

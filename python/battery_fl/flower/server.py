@@ -1,0 +1,296 @@
+"""The ServerApp side: the statistics round, then the strategy's training rounds.
+
+:func:`run_federation` is what the ready ServerApp (``battery_fl.flower.server:app``) runs:
+
+1. wait for ``min-nodes`` SuperNodes;
+2. **statistics**: every node sends its :func:`~battery_fl.flower.client.fleet_statistics`
+   (``query.stats``), summed through our SecAgg+ when ``secure-aggregation`` is on (unless
+   ``secure-statistics = false``), so the server learns totals only; they give the shared
+   label transform and input scales, as in :class:`battery_fl.Simulation`;
+3. **training**: :class:`~battery_fl.flower.strategy.BatteryFlStrategy` runs
+   ``num-server-rounds`` rounds from the model's seeded initial weights;
+4. with ``output-dir``: ``round-NNN.npz`` and ``history.json`` after each round, then the final
+   global model as a :class:`battery_fl.BatLiNet` directory ``model/`` and ``result.json``.
+
+:func:`write_app` writes a Flower app directory (``pyproject.toml``) for ``flwr run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Result
+
+import battery_fl
+from battery_fl.flower.client import STATS_ACTION
+from battery_fl.flower.polling import PollingGrid
+from battery_fl.flower.secagg import SecAggWorkflow
+from battery_fl.flower.settings import (
+    FederationSettings,
+    config_error,
+    label_transform_from_sums,
+    model_to_config,
+)
+from battery_fl.flower.strategy import BatteryFlStrategy, DpConfig
+
+__all__ = [
+    "app",
+    "apply_statistics",
+    "collect_statistics",
+    "main",
+    "run_federation",
+    "wait_for_nodes",
+    "write_app",
+]
+
+_log = logging.getLogger("flwr")
+
+
+def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
+    """The connected node ids once at least ``count`` are connected; raises
+    :class:`battery_fl.ConfigError` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(int(n) for n in grid.get_node_ids())) < count:
+        if time.monotonic() > deadline:
+            raise config_error("min-nodes", f"only {len(nodes)} of {count} nodes connected in {timeout} s")
+        time.sleep(0.5)
+    return nodes
+
+
+def collect_statistics(
+    grid: Grid,
+    node_ids: list[int],
+    model: battery_fl.BatLiNet,
+    *,
+    workflow: SecAggWorkflow | None,
+    timeout: float,
+) -> tuple[np.ndarray, int]:
+    """The sum over nodes of their fleet statistics for ``model`` (securely with
+    ``workflow``), and how many nodes are in it."""
+    c, h, w = model.input_shape
+    dim = 3 + 1 + 2 * c + c * h * w
+    payload = RecordDict({"config": ConfigRecord(model_to_config(model))})  # type: ignore[arg-type]
+    message_type = f"{MessageType.QUERY}.{STATS_ACTION}"
+    if workflow is not None:
+        total, survivors = workflow.secure_sum(
+            grid, node_ids, payload, message_type=message_type, round_id=0, dim=dim
+        )
+        return total, len(survivors)
+    messages = [
+        Message(payload, dst_node_id=n, message_type=message_type, group_id="statistics") for n in node_ids
+    ]
+    vectors: dict[int, np.ndarray] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        node = int(reply.metadata.src_node_id)
+        if reply.has_error():
+            _log.warning("statistics: node %d failed: %s", node, reply.error.reason)
+            continue
+        (vector,) = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+        if vector.shape != (dim,):
+            _log.warning("statistics: node %d sent %s values, expected %d", node, vector.shape, dim)
+            continue
+        vectors[node] = vector.astype(np.float64)
+    if not vectors:
+        err = battery_fl.DataError("statistics: no node answered")
+        err.kind = "not_enough_data"
+        raise err
+    total = np.zeros(dim, dtype=np.float64)
+    for node in sorted(vectors):
+        total += vectors[node]
+    return total, len(vectors)
+
+
+def apply_statistics(model: battery_fl.BatLiNet, total: np.ndarray) -> tuple[float, float]:
+    """Set the shared label transform and input scales from summed fleet statistics;
+    returns the label transform ``(mean, std)``."""
+    count = float(np.round(total[0]))
+    mean, std = label_transform_from_sums(count, float(total[1]), float(total[2]))
+    model.set_label_transform(mean, std)
+    stats = np.array(total[3:], dtype=np.float64)
+    stats[0] = np.round(stats[0])  # the cell count, exact after a secure sum too
+    model.set_input_statistics(stats.tolist())
+    return mean, std
+
+
+def _train_config(model: battery_fl.BatLiNet, settings: FederationSettings) -> ConfigRecord:
+    scales = model.input_scales
+    label = model.label_transform
+    assert scales is not None and label is not None
+    return ConfigRecord(
+        {
+            **model_to_config(model),
+            "label-mean": label[0],
+            "label-std": label[1],
+            "input-scales-a": [float(v) for v in scales[0]],
+            "input-scales-b": [float(v) for v in scales[1]],
+            "local-epochs": settings.local_epochs,
+            "seed": settings.seed,
+            "proximal-mu": settings.proximal_mu_for_clients(),
+            "inference-references": settings.inference_references,
+        }
+    )
+
+
+def run_federation(grid: Grid, settings: FederationSettings) -> Result:
+    """Run a whole federation on ``grid`` (see the module docs); returns Flower's ``Result``."""
+    started = time.monotonic()
+    grid = grid if isinstance(grid, PollingGrid) else PollingGrid(grid)
+    model = settings.build_model()
+    nodes = wait_for_nodes(grid, settings.min_nodes, settings.timeout)
+    _log.info("battery-fl: %d nodes connected; statistics round", len(nodes))
+    workflow = None
+    if settings.secure_aggregation:
+        workflow = SecAggWorkflow(
+            threshold=settings.secagg_threshold or None,
+            neighbors=settings.secagg_neighbors or None,
+            clipping_range=settings.secagg_clipping_range,
+            modulus_bits=settings.secagg_modulus_bits,
+            timeout=settings.timeout,
+        )
+    total, answered = collect_statistics(
+        grid, nodes, model, workflow=workflow if settings.secure_statistics else None, timeout=settings.timeout
+    )
+    mean, std = apply_statistics(model, total)
+    cells = int(round(total[0]))
+    _log.info("battery-fl: %d cells on %d nodes; label transform (%.4f, %.4f)", cells, answered, mean, std)
+    if workflow is not None:
+        # W bounds a node's weight (its cell count): the federation's total is a public bound
+        max_weight = settings.secagg_max_weight or float(max(cells, 1))
+        workflow = dataclasses.replace(workflow, max_weight=max_weight)
+    dp = None
+    if settings.dp_enabled:
+        dp = DpConfig(
+            noise_multiplier=settings.dp_noise_multiplier,
+            clipping_norm=settings.dp_clipping_norm,
+            mode=settings.dp_mode,
+            target_delta=settings.dp_target_delta,
+            max_epsilon=settings.dp_max_epsilon or None,
+            seed=settings.dp_seed if settings.dp_seed >= 0 else None,
+        )
+    out = Path(settings.output_dir) if settings.output_dir else None
+    minimum = min(settings.min_nodes, len(nodes))
+    strategy = BatteryFlStrategy(
+        settings.aggregator(),
+        fraction_train=settings.fraction_train,
+        fraction_evaluate=settings.fraction_evaluate,
+        min_train_nodes=minimum,
+        min_evaluate_nodes=minimum if settings.fraction_evaluate > 0 else 0,
+        min_available_nodes=minimum,
+        dp=dp,
+        secure_aggregation=workflow,
+        output_dir=out,
+    )
+    config = _train_config(model, settings)
+    result = strategy.start(
+        grid,
+        ArrayRecord(model.get_parameters()),
+        num_rounds=settings.num_server_rounds,
+        timeout=settings.timeout,
+        train_config=config,
+        evaluate_config=ConfigRecord(dict(config)),
+    )
+    if out is not None:
+        model.set_parameters(result.arrays.to_numpy_ndarrays())
+        model.save(out / "model")
+        summary = {
+            "nodes": answered,
+            "cells": cells,
+            "label_transform": [mean, std],
+            "epsilon": strategy.epsilon,
+            "rounds": strategy.history,
+            "evaluate": {str(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
+            "seconds": time.monotonic() - started,
+        }
+        (out / "result.json").write_text(json.dumps(summary, indent=1))
+    return result
+
+
+#: The ready ServerApp (``battery_fl.flower.server:app``): settings from the run config.
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """The ServerApp entry point: :func:`run_federation` with the run config's settings."""
+    run_federation(grid, FederationSettings.from_run_config(context.run_config))
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    raise config_error("run-config", f"{value!r} is not a TOML scalar")
+
+
+def write_app(
+    directory: str | Path,
+    settings: FederationSettings | None = None,
+    *,
+    name: str = "battery-fl-app",
+    serverapp: str = "battery_fl.flower.server:app",
+    clientapp: str = "battery_fl.flower.client:app",
+    extra_config: Mapping[str, object] | None = None,
+) -> Path:
+    """Write a Flower app (``pyproject.toml``) for ``flwr run DIRECTORY``: the components
+    (ours by default) and every setting as run config (override with ``--run-config``;
+    Flower only overrides keys the app declares, so set in ``settings.model`` and
+    ``settings.featurizer`` every model setting a run may change).
+    Nodes and SuperLink need ``battery_fl`` and ``flwr`` installed: Flower's runtime
+    dependency installation is not used.
+
+    >>> import tempfile, tomllib
+    >>> d = write_app(tempfile.mkdtemp(), FederationSettings(model={"conv_channels": 4}))
+    >>> cfg = tomllib.loads((d / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    >>> cfg["components"]["serverapp"], cfg["config"]["model"]["conv-channels"]
+    ('battery_fl.flower.server:app', 4)
+    """
+    settings = settings or FederationSettings()
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    flat = {**settings.to_run_config(), **(extra_config or {})}
+    top = [f"{k} = {_toml_value(v)}" for k, v in flat.items() if "." not in k]
+    tables: dict[str, list[str]] = {}
+    for key, value in flat.items():
+        if "." in key:
+            table, _, rest = key.partition(".")
+            tables.setdefault(table, []).append(f"{rest} = {_toml_value(value)}")
+    lines = [
+        "[build-system]",
+        'requires = ["hatchling"]',
+        'build-backend = "hatchling.build"',
+        "",
+        "[project]",
+        f"name = {json.dumps(name)}",
+        'version = "1.0.0"',
+        'description = "battery-fl federated lifetime prediction on Flower"',
+        'license = "MIT OR Apache-2.0"',
+        'dependencies = ["flwr==1.41.0", "battery-fl"]',
+        "",
+        "[tool.hatch.build.targets.wheel]",
+        'packages = ["."]',
+        "",
+        "[tool.flwr.app]",
+        'publisher = "battery-fl"',
+        "",
+        "[tool.flwr.app.components]",
+        f"serverapp = {json.dumps(serverapp)}",
+        f"clientapp = {json.dumps(clientapp)}",
+        "",
+        "[tool.flwr.app.config]",
+        *top,
+    ]
+    for table, entries in tables.items():
+        lines += ["", f"[tool.flwr.app.config.{table}]", *entries]
+    (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    return root

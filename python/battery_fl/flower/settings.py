@@ -1,0 +1,334 @@
+"""Run settings (Flower run config) and a fleet's own cells (Flower node config).
+
+The **run config** (``[tool.flwr.app.config]`` of the Flower app, or ``flwr run
+--run-config``) is flat, kebab-case, with two nested tables for the model: ``model.*`` are
+:class:`battery_fl.BatLiNet` keyword settings and ``featurizer.*`` are
+:class:`battery_fl.Featurizer` ones (``model.conv-channels = 4``, ``featurizer.interp-dim =
+16``; ``model.input-channels`` is a comma-separated string such as ``"1"``). Everything else is
+a field of :class:`FederationSettings`.
+
+The **node config** (``flower-supernode --node-config``) tells each SuperNode where its
+fleet's cells are (see :func:`load_fleet`).
+
+>>> s = FederationSettings.from_run_config({"num-server-rounds": 2, "model.conv-channels": 4,
+...                                         "featurizer.interp-dim": 16, "featurizer.cycles": 12})
+>>> s.num_server_rounds, s.build_model().input_shape
+(2, (6, 12, 16))
+>>> fleet = load_fleet({"synthetic-fleet": 1, "synthetic-fleets": 3, "synthetic-cells": 5,
+...                     "synthetic-cycles": 12, "synthetic-test-cells": 1})
+>>> fleet.index, len(fleet.train), len(fleet.test)
+(1, 4, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import battery_fl
+from battery_fl import synthetic
+
+__all__ = [
+    "STRATEGIES",
+    "FederationSettings",
+    "FleetCells",
+    "config_error",
+    "label_transform_from_sums",
+    "load_fleet",
+    "model_from_config",
+    "model_to_config",
+]
+
+#: Aggregation rules :class:`FederationSettings` accepts, as in :class:`battery_fl.Simulation`.
+STRATEGIES = (
+    "fed_avg",
+    "fed_prox",
+    "fed_adam",
+    "fed_yogi",
+    "fed_adagrad",
+    "fed_median",
+    "fed_trimmed_avg",
+)
+
+_Scalar = bool | int | float | str
+
+
+def config_error(field_name: str, reason: str) -> battery_fl.ConfigError:
+    """A :class:`battery_fl.ConfigError` about ``field_name`` (``kind``/``field`` set as the
+    native module sets them)."""
+    err = battery_fl.ConfigError(f"invalid configuration `{field_name}`: {reason}")
+    err.kind = "invalid_config"
+    err.field = field_name  # type: ignore[attr-defined]
+    return err
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` (int/float/bool/str); Flower's config parser gives TOML types."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise config_error(name, f"expected {kind.__name__}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    """Everything a battery-fl Flower run is configured with (see the module docs).
+
+    Field ``num_server_rounds`` is run-config key ``num-server-rounds``, and so on.
+    With ``secure_aggregation``, the statistics round is a secure sum too unless
+    ``secure_statistics`` is off (then each node's label and input statistics reach the
+    server). ``secagg_max_weight = 0`` uses the federation's total number of cells (known after the
+    statistics round) as the public bound W on a node's weight; DP is on when
+    ``dp_clipping_norm > 0``; ``dp_max_epsilon = 0`` means no budget; ``dp_seed = -1`` draws
+    noise from the OS.
+    """
+
+    num_server_rounds: int = 3
+    min_nodes: int = 2
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    strategy: str = "fed_avg"
+    proximal_mu: float = 0.01
+    trimmed_beta: float = 0.2
+    server_eta: float = 0.1
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_tau: float = 0.001
+    local_epochs: int = 3
+    seed: int = 0
+    timeout: float = 600.0
+    inference_references: int = 16
+    secure_aggregation: bool = False
+    secure_statistics: bool = True
+    secagg_threshold: int = 0
+    secagg_neighbors: int = 0
+    secagg_clipping_range: float = 8.0
+    secagg_modulus_bits: int = 32
+    secagg_max_weight: float = 0.0
+    dp_noise_multiplier: float = 0.0
+    dp_clipping_norm: float = 0.0
+    dp_mode: str = "central"
+    dp_target_delta: float = 1e-5
+    dp_max_epsilon: float = 0.0
+    dp_seed: int = -1
+    output_dir: str = ""
+    model: dict[str, _Scalar] = field(default_factory=dict)
+    featurizer: dict[str, _Scalar] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise config_error("strategy", f"{self.strategy!r} is not one of {STRATEGIES}")
+        if self.num_server_rounds < 1 or self.min_nodes < 1 or self.local_epochs < 1:
+            raise config_error(
+                "num-server-rounds/min-nodes/local-epochs", "must be at least 1"
+            )
+        if not (0.0 < self.fraction_train <= 1.0 and 0.0 <= self.fraction_evaluate <= 1.0):
+            raise config_error("fraction-train/fraction-evaluate", "must be in (0, 1]/[0, 1]")
+        if not self.timeout > 0:
+            raise config_error("timeout", "must be positive")
+        if self.dp_mode not in ("central", "local", "distributed"):
+            raise config_error("dp-mode", f"{self.dp_mode!r} is not central/local/distributed")
+        if self.dp_enabled and self.strategy in ("fed_median", "fed_trimmed_avg"):
+            raise config_error("dp", "DP noise is calibrated for mean-based strategies")
+        if self.secure_aggregation and self.strategy in ("fed_median", "fed_trimmed_avg"):
+            raise config_error(
+                "secure-aggregation", "secure aggregation reveals only the (weighted) mean"
+            )
+
+    @property
+    def dp_enabled(self) -> bool:
+        """True when updates are clipped and noised."""
+        return self.dp_clipping_norm > 0.0
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> FederationSettings:
+        """Settings from a Flower run config; unknown top-level keys are ignored (the app may
+        carry its own), wrongly typed values raise :class:`battery_fl.ConfigError`."""
+        kwargs: dict[str, Any] = {}
+        model: dict[str, _Scalar] = {}
+        featurizer: dict[str, _Scalar] = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for key, value in run_config.items():
+            head, _, rest = key.partition(".")
+            if rest and head in ("model", "featurizer"):
+                (model if head == "model" else featurizer)[rest.replace("-", "_")] = value
+                continue
+            name = key.replace("-", "_")
+            if name in types and name not in ("model", "featurizer"):
+                kind = {"int": int, "float": float, "bool": bool, "str": str}[str(types[name])]
+                kwargs[name] = _coerce(key, value, kind)
+        return cls(model=model, featurizer=featurizer, **kwargs)
+
+    def to_run_config(self) -> dict[str, _Scalar]:
+        """The flat run config these settings come from (inverse of :meth:`from_run_config`)."""
+        out: dict[str, _Scalar] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("model", "featurizer"):
+                for k, v in value.items():
+                    out[f"{f.name}.{k.replace('_', '-')}"] = v
+            else:
+                out[f.name.replace("_", "-")] = value
+        return out
+
+    def replace(self, **changes: Any) -> FederationSettings:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def build_model(self) -> battery_fl.BatLiNet:
+        """The global model (initial weights from ``model.seed``), without progress output."""
+        kwargs: dict[str, Any] = dict(self.model)
+        channels = kwargs.pop("input_channels", None)
+        if channels is not None:
+            try:
+                kwargs["input_channels"] = [int(c) for c in str(channels).split(",") if c.strip()]
+            except ValueError:
+                raise config_error("model.input-channels", f"{channels!r} is not a list of ints") from None
+        kwargs["progress"] = False
+        try:
+            featurizer_kwargs: dict[str, Any] = dict(self.featurizer)
+            featurizer = battery_fl.Featurizer(**featurizer_kwargs)
+            return battery_fl.BatLiNet(featurizer=featurizer, **kwargs)
+        except TypeError as err:
+            raise config_error("model/featurizer", str(err)) from None
+
+    def proximal_mu_for_clients(self) -> float:
+        """The FedProx term clients add (only with ``strategy = "fed_prox"``)."""
+        return self.proximal_mu if self.strategy == "fed_prox" else 0.0
+
+    def aggregator(self) -> Any:
+        """The Rust aggregator of :attr:`strategy`."""
+        opt: dict[str, Any] = {
+            "eta": self.server_eta,
+            "beta1": self.server_beta1,
+            "beta2": self.server_beta2,
+            "tau": self.server_tau,
+        }
+        match self.strategy:
+            case "fed_avg":
+                return battery_fl.FedAvg()
+            case "fed_prox":
+                return battery_fl.FedProx(self.proximal_mu)
+            case "fed_adam":
+                return battery_fl.FedAdam(**opt)
+            case "fed_yogi":
+                return battery_fl.FedYogi(**opt)
+            case "fed_adagrad":
+                return battery_fl.FedAdagrad(**opt)
+            case "fed_median":
+                return battery_fl.FedMedian()
+            case _:
+                return battery_fl.FedTrimmedAvg(self.trimmed_beta)
+
+
+def label_transform_from_sums(count: float, total: float, total_sq: float) -> tuple[float, float]:
+    """``(mean, std)`` of ln(cycle life) from summed statistics, as the core's
+    ``LabelTransform::from_sums`` (a zero spread scales by 1).
+
+    >>> a, b = math.log(100), math.log(10000)
+    >>> [round(v, 6) for v in label_transform_from_sums(2, a + b, a * a + b * b)]
+    [6.907755, 2.302585]
+    """
+    if not count >= 1:
+        err = battery_fl.DataError("not enough data for the label transform: no labelled cell")
+        err.kind = "not_enough_data"
+        raise err
+    mean = total / count
+    var = max(total_sq / count - mean * mean, 0.0)
+    std = math.sqrt(var) if var > 1e-12 else 1.0
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise config_error("labels", "non-finite label statistics")
+    return mean, std
+
+
+@dataclass(frozen=True)
+class FleetCells:
+    """One fleet's cells, which never leave its SuperNode: ``index`` (the fleet's position in
+    the federation, used for its training seeds), training cells (also its inference
+    references) and held-out test cells."""
+
+    index: int
+    train: list[battery_fl.Cell]
+    test: list[battery_fl.Cell]
+
+
+def load_fleet(node_config: Mapping[str, Any]) -> FleetCells:
+    """The fleet's cells named by a SuperNode's node config.
+
+    Either ``data-dir`` (a folder of cell JSON files, all for training) with an optional
+    ``test-dir``, or a synthetic fleet for tests and demos: ``synthetic-fleet`` (index),
+    ``synthetic-fleets`` (how many fleets the federation has), ``synthetic-seed``,
+    ``synthetic-cells`` (per fleet), ``synthetic-cycles``, ``synthetic-points`` (per cycle)
+    and ``synthetic-test-cells`` (the last cells, held out). The fleet index is
+    ``partition-id`` when given, else the synthetic index, else 0. Paths may use ``~`` and
+    environment variables.
+    """
+    index = node_config.get("partition-id", node_config.get("synthetic-fleet", 0))
+    index = _coerce("partition-id", index, int)
+    if "data-dir" in node_config:
+        folder = _path(node_config["data-dir"], "data-dir")
+        train = battery_fl.load_cells(folder)
+        test_dir = node_config.get("test-dir")
+        test = battery_fl.load_cells(_path(test_dir, "test-dir")) if test_dir else []
+        return FleetCells(index, train, test)
+    if "synthetic-fleet" in node_config:
+        def get(key: str, default: int) -> int:
+            return int(_coerce(key, node_config.get(key, default), int))
+
+        fleet = get("synthetic-fleet", 0)
+        count = get("synthetic-fleets", fleet + 1)
+        if not 0 <= fleet < count:
+            raise config_error("synthetic-fleet", f"{fleet} is not in 0..{count - 1}")
+        cells = synthetic.generate_fleets(
+            fleets=count,
+            cells_per_fleet=get("synthetic-cells", 20),
+            cycles=get("synthetic-cycles", 100),
+            points_per_cycle=get("synthetic-points", 200),
+            seed=get("synthetic-seed", 42),
+        )[fleet].cells
+        held_out = get("synthetic-test-cells", 0)
+        if not 0 <= held_out < len(cells):
+            raise config_error("synthetic-test-cells", f"must be in 0..{len(cells) - 1}")
+        return FleetCells(index, cells[: len(cells) - held_out], cells[len(cells) - held_out :])
+    raise config_error(
+        "node-config", "give `data-dir` (a folder of cell JSON files) or `synthetic-fleet`"
+    )
+
+
+def _path(value: Any, key: str) -> Path:
+    path = Path(os.path.expandvars(os.path.expanduser(_coerce(key, value, str))))
+    if not path.is_dir():
+        raise config_error(key, f"{path} is not a directory")
+    return path
+
+
+def model_to_config(model: battery_fl.BatLiNet) -> dict[str, str]:
+    """The model's settings and featurizer as JSON strings (what travels to the nodes)."""
+    return {"model": json.dumps(model.config), "featurizer": model.featurizer.to_json()}
+
+
+def model_from_config(model_json: str, featurizer_json: str) -> battery_fl.BatLiNet:
+    """The inverse of :func:`model_to_config` (weights from the model seed; no progress)."""
+    kwargs = json.loads(model_json)
+    kwargs["progress"] = False
+    featurizer = battery_fl.Featurizer.from_json(featurizer_json)
+    return battery_fl.BatLiNet(featurizer=featurizer, **kwargs)

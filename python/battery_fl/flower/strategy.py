@@ -1,0 +1,277 @@
+"""A Flower Message-API strategy that aggregates with battery-fl's Rust aggregators.
+
+:class:`BatteryFlStrategy` subclasses ``flwr.serverapp.strategy.FedAvg`` (node sampling,
+messages, metric aggregation) and replaces the aggregation:
+
+- plain: ``aggregator.aggregate(updates, weights, current=global)`` with any of
+  :class:`battery_fl.FedAvg`, ``FedProx``, ``FedAdam``, ``FedYogi``, ``FedAdagrad``,
+  ``FedMedian``, ``FedTrimmedAvg`` (weights = the ``num-examples`` metric);
+- with DP (:class:`DpConfig`): updates ``w - w_global`` are clipped (the nodes clip too and
+  add their share of noise in ``local``/``distributed`` mode), averaged with equal weights,
+  noised on the server in ``central`` mode (std ``zC/m``), and the mean is handed to the
+  aggregator (FedAvg/FedProx add it; the FedOpt family steps with it). Each round is
+  accounted in our :class:`battery_fl.dp.RdpAccountant` (sampling rate = sampled /
+  connected nodes) *before* the model is released: the train metrics report ``epsilon``,
+  and an exhausted budget raises :class:`battery_fl.PrivacyError`;
+- with secure aggregation (:class:`~battery_fl.flower.secagg.SecAggWorkflow`): each training
+  round runs our SecAgg+ and the server only sees the survivors' weighted mean update.
+
+>>> import battery_fl
+>>> s = BatteryFlStrategy(battery_fl.FedAvg(), dp=DpConfig(noise_multiplier=1.0, clipping_norm=0.5))
+>>> s.epsilon is None, s.dp.mode
+(True, 'central')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Result
+
+import battery_fl
+from battery_fl import dp as _dp
+from battery_fl.flower.secagg import SecAggWorkflow
+from battery_fl.flower.settings import config_error
+
+__all__ = ["BatteryFlStrategy", "DpConfig"]
+
+_log = logging.getLogger("flwr")
+_MEAN_BASED = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
+
+
+@dataclass(frozen=True)
+class DpConfig:
+    """Differential privacy of a run: clip every update to ``clipping_norm`` (C) and add
+    Gaussian noise of multiplier ``noise_multiplier`` (z) — on the server (``central``), or
+    on each node (``local``: zC each; ``distributed``: zC/√m each, meant for secure
+    aggregation). ``target_delta`` is the δ of the reported ε; ``max_epsilon`` stops the run
+    (:class:`battery_fl.PrivacyError`) before a round would exceed it; ``seed`` makes the
+    server's noise reproducible (tests only)."""
+
+    noise_multiplier: float
+    clipping_norm: float
+    mode: str = "central"
+    target_delta: float = 1e-5
+    max_epsilon: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _dp.RoundNoise(self.mode, self.noise_multiplier, self.clipping_norm, 1)
+
+
+class BatteryFlStrategy(FedAvg):
+    """FedAvg's sampling and messaging with our aggregation, DP and secure aggregation
+    (see the module docs). ``aggregator`` defaults to :class:`battery_fl.FedAvg`;
+    ``output_dir`` (optional) receives ``round-NNN.npz`` (the global weights after each
+    round) and ``history.json`` (one record per round)."""
+
+    def __init__(
+        self,
+        aggregator: Any = None,
+        *,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        dp: DpConfig | None = None,
+        secure_aggregation: SecAggWorkflow | None = None,
+        output_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(
+            fraction_train=fraction_train,
+            fraction_evaluate=fraction_evaluate,
+            min_train_nodes=min_train_nodes,
+            min_evaluate_nodes=min_evaluate_nodes,
+            min_available_nodes=min_available_nodes,
+        )
+        self.aggregator = aggregator if aggregator is not None else battery_fl.FedAvg()
+        if (dp is not None or secure_aggregation is not None) and self.aggregator.name not in _MEAN_BASED:
+            raise config_error(
+                "aggregator", f"{self.aggregator.name} cannot be used with DP or secure aggregation"
+            )
+        self.dp = dp
+        self.secure_aggregation = secure_aggregation
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.accountant = (
+            _dp.RdpAccountant(max_epsilon=dp.max_epsilon, delta=dp.target_delta)
+            if dp is not None
+            else None
+        )
+        self._noise = _dp.GaussianNoise(dp.seed) if dp is not None else None
+        self.epsilon: float | None = None
+        self.history: list[dict[str, Any]] = []
+        self._global: list[np.ndarray] = []
+        self._sampled = 0
+        self._population = 0
+
+    def summary(self) -> None:
+        """Log the configuration."""
+        super().summary()
+        _log.info("\t└──> battery-fl: aggregator %s, dp %s, secure aggregation %s",
+                  self.aggregator.name, self.dp, self.secure_aggregation)
+
+    # ----------------------------------------------------------------------- training
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's messages; remembers the global weights and, with DP, tells the nodes the
+        clipping norm and their noise std."""
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self._global = arrays.to_numpy_ndarrays()
+        self._sampled = len(messages)
+        self._population = len(list(grid.get_node_ids()))
+        if self.dp is not None and messages:
+            noise = self._round_noise(len(messages))
+            config["dp-clipping-norm"] = self.dp.clipping_norm  # shared by every message
+            config["dp-noise-std"] = noise.client_std
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate the nodes' weights with our aggregator (see the module docs)."""
+        valid, _ = self._check_and_log_replies(replies, is_train=True)
+        if not valid:
+            return None, None
+        contents = [m.content for m in valid]
+        updates = [c["arrays"].to_numpy_ndarrays() for c in contents]  # type: ignore[union-attr]
+        extra: dict[str, float] = {"nodes": float(len(valid))}
+        if self.dp is None:
+            weights = [float(c["metrics"][self.weighted_by_key]) for c in contents]  # type: ignore[index,arg-type]
+            new = self.aggregator.aggregate(updates, weights, current=self._global)
+        else:
+            deltas = [
+                _dp.clip([u - g for u, g in zip(update, self._global, strict=True)], self.dp.clipping_norm)
+                for update in updates
+            ]
+            mean = battery_fl.FedAvg().aggregate(deltas, [1.0] * len(deltas))
+            new = self._apply_mean(mean, len(deltas), extra)
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        for key, value in extra.items():
+            metrics[key] = value
+        self._finish_round(server_round, new, extra)
+        return ArrayRecord(new), metrics
+
+    def _round_noise(self, clients: int) -> _dp.RoundNoise:
+        assert self.dp is not None
+        return _dp.RoundNoise(self.dp.mode, self.dp.noise_multiplier, self.dp.clipping_norm, max(clients, 1))
+
+    def _apply_mean(self, mean: list[np.ndarray], clients: int, extra: dict[str, float]) -> list[np.ndarray]:
+        """Account, noise (central DP) and apply a mean update; fills ``epsilon``."""
+        if self.dp is not None and self.accountant is not None and self._noise is not None:
+            rate = self._sampled / max(self._population, self._sampled, 1)
+            self.accountant.step(noise_multiplier=self.dp.noise_multiplier, sample_rate=rate, steps=1)
+            self.epsilon = self.accountant.epsilon(self.dp.target_delta)
+            extra["epsilon"] = self.epsilon
+            std = self._round_noise(clients).server_mean_std
+            if std > 0:
+                mean = self._noise.add(mean, std)
+        moved = [(g + d).astype(np.float32) for g, d in zip(self._global, mean, strict=True)]
+        return self.aggregator.aggregate([moved], [1.0], current=self._global)
+
+    def _finish_round(self, server_round: int, arrays: list[np.ndarray] | None, info: dict[str, Any]) -> None:
+        record = {"round": server_round, **info, "aggregated": arrays is not None}
+        self.history.append(record)
+        if self.output_dir is None:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if arrays is not None:
+            np.savez(self.output_dir / f"round-{server_round:03d}.npz", *arrays)
+        (self.output_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+
+    # ----------------------------------------------------------------------- evaluation
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """The pooled RMSE over every node's test cells (``sqrt(Σ n·rmse² / Σ n)``)."""
+        valid, _ = self._check_and_log_replies(replies, is_train=False)
+        if not valid:
+            return None
+        n = np.array([float(m.content["metrics"][self.weighted_by_key]) for m in valid])  # type: ignore[index,arg-type]
+        rmse = np.array([float(m.content["metrics"]["rmse"]) for m in valid])  # type: ignore[index,arg-type]
+        pooled = math.sqrt(float(np.sum(n * rmse**2) / max(float(np.sum(n)), 1.0)))
+        return MetricRecord({"rmse": pooled, "num-examples": int(np.sum(n))})
+
+    # ----------------------------------------------------------------------- rounds
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Flower's round loop; with secure aggregation, each training round is one run of
+        :meth:`SecAggWorkflow.aggregate` (a round whose protocol fails is skipped: the
+        global weights stay)."""
+        if self.secure_aggregation is None:
+            return super().start(
+                grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn
+            )
+        train_config = ConfigRecord() if train_config is None else train_config
+        evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
+        result = Result(arrays=initial_arrays)
+        arrays = initial_arrays
+        if evaluate_fn and (res := evaluate_fn(0, initial_arrays)) is not None:
+            result.evaluate_metrics_serverapp[0] = res
+        for server_round in range(1, num_rounds + 1):
+            _log.info("[ROUND %s/%s] (secure aggregation)", server_round, num_rounds)
+            new, metrics = self._secure_round(grid, server_round, arrays, train_config)
+            if new is not None:
+                arrays = result.arrays = new
+            if metrics is not None:
+                result.train_metrics_clientapp[server_round] = metrics
+            replies = grid.send_and_receive(
+                self.configure_evaluate(server_round, arrays, evaluate_config, grid), timeout=timeout
+            )
+            if (agg := self.aggregate_evaluate(server_round, replies)) is not None:
+                result.evaluate_metrics_clientapp[server_round] = agg
+            if evaluate_fn and (res := evaluate_fn(server_round, arrays)) is not None:
+                result.evaluate_metrics_serverapp[server_round] = res
+        return result
+
+    def _secure_round(
+        self, grid: Grid, server_round: int, arrays: ArrayRecord, config: ConfigRecord
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        assert self.secure_aggregation is not None
+        messages = list(self.configure_train(server_round, arrays, config, grid))
+        if not messages:
+            return None, None
+        shapes = [a.shape for a in self._global]
+        dim = int(sum(int(np.prod(s)) for s in shapes))
+        try:
+            result = self.secure_aggregation.aggregate(
+                grid,
+                [int(m.metadata.dst_node_id) for m in messages],
+                messages[0].content,
+                message_type=MessageType.TRAIN,
+                round_id=server_round,
+                dim=dim,
+                mode="delta",
+                weight_key="" if self.dp is not None else self.weighted_by_key,
+            )
+        except battery_fl.SecAggError as err:
+            _log.warning("round %d lost: %s", server_round, err)
+            self._finish_round(server_round, None, {"survivors": [], "error": str(err)})
+            return None, MetricRecord({"nodes": 0.0})
+        flat = np.asarray(result.mean, dtype=np.float32)
+        offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
+        mean = [flat[a:b].reshape(s) for a, b, s in zip(offsets[:-1], offsets[1:], shapes, strict=True)]
+        extra: dict[str, float] = {"nodes": float(len(result.survivors))}
+        new = self._apply_mean(mean, len(result.survivors), extra)
+        self._finish_round(server_round, new, {**extra, "survivors": [int(v) for v in result.survivors]})
+        values: dict[str, int | float | list[int] | list[float]] = dict(extra)
+        return ArrayRecord(new), MetricRecord(values)

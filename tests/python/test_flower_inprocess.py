@@ -1,0 +1,264 @@
+"""battery_fl.flower in one process: the real ClientApp, mods, strategy, workflow and
+ServerApp logic on battery_fl.flower.LocalGrid (no SuperLink), checked against
+battery_fl.Simulation and the plain-API reference. The real deployment is in
+test_flower_deployment.py."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import battery_fl
+from battery_fl import dp, flower
+from battery_fl.flower import (
+    BatteryFlStrategy,
+    FederationSettings,
+    LocalGrid,
+    dropout_mod,
+    load_fleet,
+    make_client_app,
+    run_federation,
+    secagg_mod,
+    write_app,
+)
+from flower_support import (
+    FLEETS,
+    SETTINGS,
+    fleets,
+    load_round,
+    max_diff,
+    node_config,
+    reference_model,
+    reference_rounds,
+)
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+NODE_IDS = [101, 202, 303]
+APP = make_client_app(mods=[dropout_mod, secagg_mod])
+MODULES = ("", ".settings", ".client", ".secagg", ".strategy", ".server", ".local", ".polling")
+
+
+def grid(**drops: str) -> LocalGrid:
+    """Three nodes; ``drops`` maps ``node<i>`` to a ``secagg-drop`` rule."""
+    configs = {}
+    for i, node in enumerate(NODE_IDS):
+        rule = drops.get(f"node{i}")
+        configs[node] = node_config(i, **({"secagg-drop": rule} if rule else {}))
+    return LocalGrid(APP, configs)
+
+
+@dataclass
+class Outcome:
+    """A finished in-process run: Flower's Result, result.json and the output folder."""
+
+    result: Any
+    summary: dict[str, Any]
+    out: Path
+
+    @property
+    def arrays(self) -> list[np.ndarray]:
+        return self.result.arrays.to_numpy_ndarrays()
+
+
+def run(tmp_path: Path, name: str, drops: dict[str, str] | None = None, **changes: Any) -> Outcome:
+    out = tmp_path / name
+    result = run_federation(grid(**(drops or {})), SETTINGS.replace(output_dir=str(out), **changes))
+    return Outcome(result, json.loads((out / "result.json").read_text()), out)
+
+
+@pytest.fixture(scope="module")
+def simulation() -> battery_fl.Simulation:
+    model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(**SETTINGS.featurizer), progress=False, **SETTINGS.model)
+    data = [(f"fleet-{i}", train, test) for i, (train, test) in enumerate(fleets())]
+    sim = battery_fl.Simulation(
+        data, model=model, rounds=2, local_epochs=SETTINGS.local_epochs, strategy="fed_avg", seed=SETTINGS.seed,
+        inference_references=SETTINGS.inference_references,
+    )
+    sim.run()
+    return sim
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+    return run(tmp_path_factory.mktemp("plain"), "out", fraction_evaluate=1.0)
+
+
+@pytest.mark.parametrize("suffix", MODULES)
+def test_docstring_examples(suffix: str) -> None:
+    module = importlib.import_module(f"battery_fl.flower{suffix}")
+    assert module.__doc__
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+
+
+def test_public_objects_are_documented() -> None:
+    for name in flower.__all__:
+        assert getattr(flower, name).__doc__ or name == "FLWR_VERSION", name
+
+
+def test_plain_federation_equals_the_simulation(plain: Outcome, simulation: battery_fl.Simulation) -> None:
+    model = reference_model()
+    start = model.get_parameters()
+    want = reference_rounds(model, start, [1, 2])[-1]
+    assert max_diff(plain.arrays, want) < 1e-6
+    assert max_diff(plain.arrays, simulation.global_parameters()) < 1e-6
+    assert max_diff(plain.arrays, start) > 1e-3  # the rounds did move the model
+    assert plain.summary["cells"] == FLEETS * 4 and plain.summary["nodes"] == FLEETS
+    assert plain.summary["label_transform"] == pytest.approx(list(simulation.label_transform), abs=1e-9)
+    # the nodes' evaluation is the simulation's: same references, seeds and pooled RMSE
+    for r, record in enumerate(simulation.history, start=1):
+        assert plain.summary["evaluate"][str(r)]["rmse"] == pytest.approx(record["global_rmse"], rel=1e-5)
+    saved = battery_fl.BatLiNet.load(plain.out / "model")
+    assert max_diff(saved.get_parameters(), plain.arrays) == 0.0
+    assert saved.label_transform == pytest.approx(simulation.label_transform, abs=1e-9)
+
+
+def test_fedadam_strategy_equals_the_simulation(tmp_path: Path) -> None:
+    model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(**SETTINGS.featurizer), progress=False, **SETTINGS.model)
+    data = [(f"fleet-{i}", train, test) for i, (train, test) in enumerate(fleets())]
+    sim = battery_fl.Simulation(data, model=model, rounds=2, local_epochs=SETTINGS.local_epochs, strategy="fed_adam",
+                                seed=SETTINGS.seed, server_optimizer={"eta": 0.01})
+    sim.run()
+    adam = run(tmp_path, "adam", strategy="fed_adam", server_eta=0.01)
+    assert max_diff(adam.arrays, sim.global_parameters()) < 1e-5
+
+
+def test_secure_aggregation_gives_the_fedavg_result(tmp_path: Path, plain: Outcome) -> None:
+    secure = run(tmp_path, "secagg", secure_aggregation=True)
+    # statistics summed securely: the same label transform up to the 64-bit grid
+    assert secure.summary["label_transform"] == pytest.approx(plain.summary["label_transform"], rel=1e-5)
+    assert [r["survivors"] for r in secure.summary["rounds"]] == [sorted(NODE_IDS)] * 2
+    assert 0 < max_diff(secure.arrays, plain.arrays) < 2e-4  # quantization noise, nothing else
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_a_node_dropping_in_round_2_does_not_lose_the_round(tmp_path: Path, stage: int) -> None:
+    dropped = run(tmp_path, "drop", drops={"node2": f"2:{stage}"}, secure_aggregation=True)
+    rounds = dropped.summary["rounds"]
+    assert [r["aggregated"] for r in rounds] == [True, True]
+    assert rounds[1]["survivors"] == NODE_IDS[:2] and rounds[1]["nodes"] == 2
+    start = load_round(tmp_path / "drop" / "round-001.npz")
+    want = reference_rounds(reference_model(), start, [2], members=[0, 1])[-1]
+    assert max_diff(dropped.arrays, want) < 1e-4
+
+
+def test_too_few_survivors_lose_only_that_round(tmp_path: Path) -> None:
+    lost = run(tmp_path, "lost", drops={"node0": "1:1"}, secure_aggregation=True, secagg_threshold=3)
+    rounds = lost.summary["rounds"]
+    assert [r["aggregated"] for r in rounds] == [False, True]
+    assert "below" in rounds[0]["error"] or "threshold" in rounds[0]["error"]
+    assert not (tmp_path / "lost" / "round-001.npz").exists()
+    model = reference_model()
+    want = reference_rounds(model, model.get_parameters(), [2])[-1]  # round 2 from the initial weights
+    assert max_diff(lost.arrays, want) < 1e-4
+
+
+def clipped_mean_update(c: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Round 1 in plain Python: the initial weights and the mean of the clipped updates."""
+    model = reference_model()
+    start = model.get_parameters()
+    deltas = []
+    for f, (train, _) in enumerate(fleets()):
+        model.set_parameters(start)
+        model.train(train, epochs=SETTINGS.local_epochs, seed=battery_fl.job_seed(SETTINGS.seed, 1, f))
+        deltas.append(dp.clip([p - s for p, s in zip(model.get_parameters(), start)], c))
+    return start, [sum(d[i] for d in deltas) / FLEETS for i in range(len(start))]
+
+
+@pytest.mark.parametrize("mode", ["central", "distributed"])
+def test_dp_clips_noises_and_accounts(tmp_path: Path, mode: str) -> None:
+    """Central: the server adds N(0, (zC/m)²) to the mean; distributed (with our SecAgg):
+    each node adds N(0, (zC)²/m), so the mean carries the same noise."""
+    z, c = 1.0, 0.01
+    private = run(
+        tmp_path, "dp", num_server_rounds=1, dp_noise_multiplier=z, dp_clipping_norm=c, dp_seed=7, dp_mode=mode,
+        secure_aggregation=mode == "distributed",
+    )
+    start, mean = clipped_mean_update(c)
+    noise = np.concatenate([(g - s - m).ravel() for g, s, m in zip(private.arrays, start, mean)])
+    assert float(np.std(noise)) == pytest.approx(z * c / FLEETS, rel=0.2)
+    assert abs(float(np.mean(noise))) < 0.2 * z * c / FLEETS
+    acc = dp.RdpAccountant()
+    acc.step(noise_multiplier=z, sample_rate=1.0, steps=1)
+    assert private.summary["epsilon"] == pytest.approx(acc.epsilon(1e-5), rel=1e-9)
+    assert private.summary["rounds"][0]["epsilon"] == private.summary["epsilon"]
+
+
+def test_an_exhausted_privacy_budget_stops_before_release(tmp_path: Path) -> None:
+    with pytest.raises(battery_fl.PrivacyError):
+        run(tmp_path, "budget", dp_noise_multiplier=1.0, dp_clipping_norm=0.1, dp_max_epsilon=1.0)
+    assert not (tmp_path / "budget" / "round-001.npz").exists()
+
+
+def test_local_dp_noise_is_added_by_the_nodes(tmp_path: Path) -> None:
+    strategy = BatteryFlStrategy(battery_fl.FedAvg(), dp=flower.DpConfig(1.0, 0.5, mode="local"), min_available_nodes=3)
+    g = grid()
+    arrays = ArrayRecord([np.zeros(3, np.float32)])
+    messages = list(strategy.configure_train(1, arrays, ConfigRecord(), g))
+    config = messages[0].content["config"]
+    assert len(messages) == 3 and config["dp-clipping-norm"] == 0.5 and config["dp-noise-std"] == 0.5
+
+
+def test_strategy_and_settings_reject_bad_combinations() -> None:
+    with pytest.raises(battery_fl.ConfigError):
+        BatteryFlStrategy(battery_fl.FedMedian(), secure_aggregation=flower.SecAggWorkflow())
+    with pytest.raises(battery_fl.ConfigError):
+        FederationSettings(strategy="fed_trimmed_avg", dp_clipping_norm=1.0)
+    with pytest.raises(battery_fl.ConfigError):
+        FederationSettings(strategy="fedsgd")
+    with pytest.raises(battery_fl.ConfigError, match="num-server-rounds"):
+        FederationSettings.from_run_config({"num-server-rounds": "two"})
+    with pytest.raises(battery_fl.ConfigError):
+        flower.DpConfig(noise_multiplier=-1.0, clipping_norm=1.0)
+
+
+def test_settings_round_trip_through_a_written_app(tmp_path: Path) -> None:
+    settings = SETTINGS.replace(secure_aggregation=True, model={**SETTINGS.model, "input_channels": "1,2"})
+    app = write_app(tmp_path / "app", settings)
+    config = tomllib.loads((app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    flat = {k: v for k, v in config.items() if not isinstance(v, dict)}
+    for table in ("model", "featurizer"):
+        flat.update({f"{table}.{k}": v for k, v in config[table].items()})
+    assert FederationSettings.from_run_config(flat) == settings
+    assert settings.build_model().input_shape == (2, 12, 16)
+
+
+def test_load_fleet_reads_a_folder_and_names_bad_configs(tmp_path: Path) -> None:
+    train, test = fleets()[1]
+    for folder, cells in (("train", train), ("test", test)):
+        (tmp_path / folder).mkdir()
+        for cell in cells:
+            cell.save(tmp_path / folder / f"{cell.cell_id}.json")
+    fleet = load_fleet({"data-dir": str(tmp_path / "train"), "test-dir": str(tmp_path / "test"), "partition-id": 4})
+    assert fleet.index == 4
+    assert sorted(c.cell_id for c in fleet.train) == sorted(c.cell_id for c in train)
+    assert len(fleet.test) == len(test)
+    with pytest.raises(battery_fl.ConfigError, match="data-dir"):
+        load_fleet({"data-dir": str(tmp_path / "missing")})
+    with pytest.raises(battery_fl.ConfigError, match="node-config"):
+        load_fleet({})
+    with pytest.raises(battery_fl.ConfigError, match="synthetic-fleet"):
+        load_fleet({"synthetic-fleet": 3, "synthetic-fleets": 3})
+
+
+def test_the_secagg_mod_passes_other_messages_through() -> None:
+    g = grid()
+    payload = RecordDict({"config": ConfigRecord(flower.settings.model_to_config(SETTINGS.build_model()))})
+    (reply,) = g.send_and_receive([Message(payload, dst_node_id=NODE_IDS[0], message_type="query.stats")])
+    assert not reply.has_error()
+    (stats,) = reply.content["arrays"].to_numpy_ndarrays()
+    assert stats[0] == 4 and stats.dtype == np.float64
+
+
+def test_a_failing_node_becomes_an_error_reply() -> None:
+    g = LocalGrid(APP, {1: {}})
+    (reply,) = g.send_and_receive([Message(RecordDict(), dst_node_id=1, message_type="query.stats")])
+    assert reply.has_error() and "ConfigError" in (reply.error.reason or "")
