@@ -199,14 +199,7 @@ pub(crate) fn check_all(
     updates: &[ClientUpdate],
     policy: &UpdatePolicy,
 ) -> Result<()> {
-    if updates.is_empty() {
-        return Err(Error::Aggregation {
-            reason: "no client updates".into(),
-        });
-    }
-    updates
-        .iter()
-        .try_for_each(|u| validate_update(global, u, policy))
+    check_each(global, updates, policy, true)
 }
 
 /// [`check_all`] without the finiteness scan when no norm bound needs the values anyway, for
@@ -219,15 +212,23 @@ pub(crate) fn check_all_finite_later(
     updates: &[ClientUpdate],
     policy: &UpdatePolicy,
 ) -> Result<()> {
+    check_each(global, updates, policy, policy.max_delta_norm.is_some())
+}
+
+fn check_each(
+    global: &ModelParams,
+    updates: &[ClientUpdate],
+    policy: &UpdatePolicy,
+    scan_finite: bool,
+) -> Result<()> {
     if updates.is_empty() {
         return Err(Error::Aggregation {
             reason: "no client updates".into(),
         });
     }
-    let scan = policy.max_delta_norm.is_some();
     updates
         .iter()
-        .try_for_each(|u| validate(global, u, policy, scan))
+        .try_for_each(|u| validate(global, u, policy, scan_finite))
 }
 
 /// Client parameters in `local` form (delta updates are added to `global`).
