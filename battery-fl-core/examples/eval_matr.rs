@@ -7,6 +7,10 @@
 //!     [--test-data DIR2] [--seeds N] [--epochs E] [--dim D] [--validate] [--selection random|genome]
 //! ```
 //!
+//! BatLiNet is scored with both reference selections from the same trained model: `batlinet`
+//! with `--selection` (default random, as published) and `batlinet_genome` (or
+//! `batlinet_random`) with the other one.
+//!
 //! `--branches` also prints, per BatLiNet test cell, each branch's own prediction
 //! (`{"cell": ..., "life": ..., "a": ..., "b": ...}` lines) to see which branch misses where;
 //! with `--validate` it also reports on the cells trained on (split `fit`).
@@ -222,6 +226,26 @@ fn main() -> Result<()> {
             );
             for (split, _, ds) in &test_ds {
                 let pred = model.predict(ds, &train_ds)?;
+                if !single {
+                    // the same trained model with the other reference selection
+                    let (other, label) = match args.selection {
+                        ReferenceSelection::Random => {
+                            (ReferenceSelection::Genome, "batlinet_genome")
+                        }
+                        ReferenceSelection::Genome => {
+                            (ReferenceSelection::Random, "batlinet_random")
+                        }
+                    };
+                    let cfg = model.config();
+                    let p =
+                        model.predict_with(ds, &train_ds, cfg.inference_references, other, seed)?;
+                    report(
+                        label,
+                        split,
+                        seed,
+                        Metrics::compute(&p, &ds.require_labels()?)?,
+                    );
+                }
                 if args.branches && !single {
                     let cfg = model.config();
                     let br = model.predict_branches(
