@@ -136,7 +136,13 @@ def test_secure_aggregation_gives_the_fedavg_result(tmp_path: Path, plain: Outco
     # statistics summed securely: the same label transform up to the 64-bit grid
     assert secure.summary["label_transform"] == pytest.approx(plain.summary["label_transform"], rel=1e-5)
     assert [r["survivors"] for r in secure.summary["rounds"]] == [sorted(NODE_IDS)] * 2
-    assert 0 < max_diff(secure.arrays, plain.arrays) < 2e-4  # quantization noise, nothing else
+    # round 1: the same local training, aggregated through the fixed-point grid: quantization
+    # noise only (stochastic rounding draws fresh randomness each run)
+    first = max_diff(load_round(secure.out / "round-001.npz"), load_round(plain.out / "round-001.npz"))
+    assert 0 < first < 2e-4
+    # round 2 trains from those slightly different weights; local Adam steps carry the
+    # difference on, so the bound is looser, but still far below the weights' own scale (~0.1)
+    assert max_diff(secure.arrays, plain.arrays) < 5e-3
 
 
 @pytest.mark.parametrize("stage", [1, 2])
