@@ -100,8 +100,13 @@ pub fn encode(
     Ok(out)
 }
 
-/// Decode the unmasked sum `[q_tot] ‖ R` of `num_survivors` encoded vectors.
-pub fn decode(config: &SecAggConfig, sum: &[u64], num_survivors: usize) -> Result<Decoded> {
+/// The weight prefix `q_tot` and the coordinates `R` of an unmasked sum, with `q_tot` checked
+/// against what `num_survivors` clients can send.
+fn split_sum<'a>(
+    config: &SecAggConfig,
+    sum: &'a [u64],
+    num_survivors: usize,
+) -> Result<(u64, &'a [u64])> {
     let Some((&q_tot, rest)) = sum.split_first() else {
         return Err(Error::Shape {
             what: "encoded sum".into(),
@@ -116,6 +121,12 @@ pub fn decode(config: &SecAggConfig, sum: &[u64], num_survivors: usize) -> Resul
             reason: format!("weight sum {q_tot} impossible for {num_survivors} survivors"),
         });
     }
+    Ok((q_tot, rest))
+}
+
+/// Decode the unmasked sum `[q_tot] ‖ R` of `num_survivors` encoded vectors.
+pub fn decode(config: &SecAggConfig, sum: &[u64], num_survivors: usize) -> Result<Decoded> {
+    let (q_tot, rest) = split_sum(config, sum, num_survivors)?;
     if q_tot == 0 {
         return Err(Error::Aggregation {
             reason: "survivors' total weight is zero".into(),
@@ -142,20 +153,7 @@ pub fn decode(config: &SecAggConfig, sum: &[u64], num_survivors: usize) -> Resul
 /// that all send weight W (`max_weight`), d_u = 1 and X is the plain sum of their (clipped,
 /// quantized) deltas.
 pub fn decode_sum(config: &SecAggConfig, sum: &[u64], num_survivors: usize) -> Result<Vec<f32>> {
-    let Some((&q_tot, rest)) = sum.split_first() else {
-        return Err(Error::Shape {
-            what: "encoded sum".into(),
-            expected: vec![1],
-            got: vec![0],
-        });
-    };
-    let bound = (num_survivors as u128) * u128::from(config.target_range);
-    if num_survivors == 0 || u128::from(q_tot) > bound {
-        return Err(Error::SecAgg {
-            stage: "decode".into(),
-            reason: format!("weight sum {q_tot} impossible for {num_survivors} survivors"),
-        });
-    }
+    let (_, rest) = split_sum(config, sum, num_survivors)?;
     let step = 2.0 * config.clipping_range / config.target_range as f64;
     let offset = num_survivors as f64 * config.clipping_range;
     Ok(rest
