@@ -242,6 +242,50 @@ fn mark_outliers(stat: &[f64], n_std: f64, buf: &mut Vec<f64>, mask: &mut [bool]
 /// Step (c), cycle filter: per channel, zero whole cycle rows whose max-abs value or mean is
 /// an outlier over the channel's rows.
 pub fn filter_cycles(features: &mut Features, config: &FeatureCleanConfig) {
+    for_each_outlier_mask(features, config, |features, c, mask| {
+        for (r, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
+            if let Some(row) = features.get_row_mut(c, r) {
+                row.fill(0.0);
+            }
+        }
+    });
+}
+
+/// Step (c) for raw curves (the inputs of inter-cell differences): the rows the cycle filter
+/// flags are replaced by the nearest kept row of the same channel (the earlier one on a tie),
+/// as the featurizer fills a missing cycle, instead of zero.
+///
+/// A zero row is right for a difference feature (no change) but not for a raw curve: a
+/// zeroed raw row turns `target - reference` into `-reference` (volts instead of
+/// millivolts) for that cycle, and branch B then reads one corrupted cycle as a cell far
+/// outside anything it was trained on. The published code avoids this by cleaning every
+/// target-minus-reference difference again; replacing the row keeps branch B's input
+/// `f(target) - f(reference)` (so the first convolution can still be shared across pairs).
+/// When every row of a channel is flagged the channel is zeroed.
+pub fn filter_cycles_fill(features: &mut Features, config: &FeatureCleanConfig) {
+    for_each_outlier_mask(features, config, |features, c, mask| {
+        let kept: Vec<usize> = (0..mask.len()).filter(|&r| !mask[r]).collect();
+        for r in (0..mask.len()).filter(|&r| mask[r]) {
+            let nearest = kept.iter().copied().min_by_key(|&k| (k.abs_diff(r), k));
+            let source = nearest
+                .and_then(|k| features.get_row(c, k))
+                .map(<[f32]>::to_vec);
+            if let Some(row) = features.get_row_mut(c, r) {
+                match source {
+                    Some(src) => row.copy_from_slice(&src),
+                    None => row.fill(0.0),
+                }
+            }
+        }
+    });
+}
+
+/// Run the cycle filter's outlier test per channel and hand each channel's row mask to `act`.
+fn for_each_outlier_mask(
+    features: &mut Features,
+    config: &FeatureCleanConfig,
+    mut act: impl FnMut(&mut Features, usize, &[bool]),
+) {
     let [channels, cycles, dim] = features.shape();
     if cycles < 2 || dim == 0 {
         return;
@@ -260,10 +304,8 @@ pub fn filter_cycles(features: &mut Features, config: &FeatureCleanConfig) {
         mask.fill(false);
         mark_outliers(&max_abs, config.cycle_std, &mut buf, &mut mask);
         mark_outliers(&mean, config.cycle_std, &mut buf, &mut mask);
-        for (r, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
-            if let Some(row) = features.get_row_mut(c, r) {
-                row.fill(0.0);
-            }
+        if mask.iter().any(|&m| m) {
+            act(features, c, &mask);
         }
     }
 }
@@ -332,5 +374,63 @@ mod tests {
         let before = row.clone();
         remove_glitches_row(&mut row, 25, 3.0);
         assert_eq!(row, before);
+    }
+
+    /// A discharge-like V(Q) curve for cycle `r` (slowly fading), `w` points.
+    fn curve(r: usize, w: usize) -> Vec<f32> {
+        (0..w)
+            .map(|k| 3.3 - 0.8 * (k as f32 / w as f32).powi(3) - 0.001 * r as f32)
+            .collect()
+    }
+
+    fn cell(rows: usize, w: usize, corrupt: &[usize]) -> Features {
+        let mut data = Vec::with_capacity(rows * w);
+        for r in 0..rows {
+            if corrupt.contains(&r) {
+                data.extend(std::iter::repeat_n(9.0f32, w)); // a broken cycle
+            } else {
+                data.extend(curve(r, w));
+            }
+        }
+        Features::from_vec(data, [1, rows, w]).unwrap()
+    }
+
+    #[test]
+    fn fill_replaces_a_flagged_raw_cycle_by_its_nearest_kept_cycle() {
+        let cfg = FeatureCleanConfig::default();
+        // 99 cycles as in the method's window (with a few broken cycles among 30 the 5-sigma
+        // test no longer flags them: their own deviations inflate the sigma)
+        let mut zeroed = cell(99, 40, &[10, 50, 51]);
+        filter_cycles(&mut zeroed, &cfg);
+        assert!(zeroed.row(0, 10).iter().all(|&v| v == 0.0));
+
+        let mut filled = cell(99, 40, &[10, 50, 51]);
+        filter_cycles_fill(&mut filled, &cfg);
+        assert_eq!(filled.row(0, 10), curve(9, 40).as_slice()); // tie 9/11: the earlier
+        assert_eq!(filled.row(0, 50), curve(49, 40).as_slice());
+        assert_eq!(filled.row(0, 51), curve(52, 40).as_slice());
+        assert_eq!(filled.row(0, 5), curve(5, 40).as_slice()); // kept rows untouched
+
+        // the target-minus-reference difference stays at the millivolt scale of real
+        // cell-to-cell differences, where the zero fill gives volts on the broken cycle
+        let mut reference = cell(99, 40, &[]);
+        filter_cycles_fill(&mut reference, &cfg);
+        let max_abs = |f: &Features| {
+            f.as_slice()
+                .iter()
+                .zip(reference.as_slice())
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+        };
+        assert!(max_abs(&filled) < 0.01, "{}", max_abs(&filled));
+        assert!(max_abs(&zeroed) > 2.0);
+    }
+
+    #[test]
+    fn fill_leaves_a_single_cycle_alone() {
+        // a single row is never an outlier: nothing to flag, nothing changes
+        let mut one = cell(1, 10, &[]);
+        let before = one.clone();
+        filter_cycles_fill(&mut one, &FeatureCleanConfig::default());
+        assert_eq!(one, before);
     }
 }

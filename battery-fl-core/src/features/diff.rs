@@ -5,18 +5,21 @@
 //!   ([`branch_a_input`]).
 //! - [`inter_diff`]: `target - reference`, element-wise, for two cells featurized with the
 //!   same settings. Feeds branch B ([`branch_b_input`]): each cell's raw features get only
-//!   the cycle filter (c) before the subtraction. Because (c) is applied per cell, the
-//!   branch B input stays `f(target) - f(reference)`, so anything linear computed on it (the
-//!   first convolution) can be computed once per cell and reused across pairs.
+//!   the cycle filter (c), with flagged cycles replaced by their nearest kept cycle
+//!   ([`super::filter_cycles_fill`]) rather than zeroed, before the subtraction. Because (c)
+//!   is applied per cell, the branch B input stays `f(target) - f(reference)`, so anything
+//!   linear computed on it (the first convolution) can be computed once per cell and reused
+//!   across pairs.
 //!
 //! NaN results (only possible from infinite inputs, `inf - inf`) become 0.
 //!
-//! Note: the published training code additionally runs the full cleaning (a, b, c) on each
-//! target-minus-reference difference and filters only the target; method.md and this
-//! module filter both cells and stop there. Call [`super::clean_all`] on the result to get
-//! the published variant.
+//! Note: the published training code filters only the target, subtracts the unfiltered
+//! reference and runs the full cleaning (a, b, c) on each difference, which also zeroes a
+//! cycle that was zeroed in the target (its difference row, `-reference`, is then an
+//! outlier). Filling flagged cycles per cell avoids that failure without per-pair cleaning.
+//! Call [`super::clean_all`] on the result to get the published per-pair cleaning as well.
 
-use super::{clean_all, filter_cycles, FeatureCleanConfig, Features};
+use super::{clean_all, filter_cycles_fill, FeatureCleanConfig, Features};
 use crate::error::{Error, Result};
 
 fn nan_to_zero(v: f32) -> f32 {
@@ -91,9 +94,9 @@ pub fn branch_a_input(
     Ok(x)
 }
 
-/// Branch B input: [`filter_cycles`] on each cell's raw features, then [`inter_diff`].
+/// Branch B input: [`filter_cycles_fill`] on each cell's raw features, then [`inter_diff`].
 ///
-/// With many references, filter each cell once with [`filter_cycles`] and call
+/// With many references, filter each cell once with [`filter_cycles_fill`] and call
 /// [`inter_diff`] per pair instead.
 pub fn branch_b_input(
     target_raw: &Features,
@@ -101,9 +104,9 @@ pub fn branch_b_input(
     clean: &FeatureCleanConfig,
 ) -> Result<Features> {
     let mut t = target_raw.clone();
-    filter_cycles(&mut t, clean);
+    filter_cycles_fill(&mut t, clean);
     let mut r = reference_raw.clone();
-    filter_cycles(&mut r, clean);
+    filter_cycles_fill(&mut r, clean);
     inter_diff(&t, &r)
 }
 

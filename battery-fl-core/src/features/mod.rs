@@ -107,8 +107,8 @@ use crate::data::Cell;
 use crate::error::{Error, Result};
 
 pub use clean::{
-    clean_all, filter_cycles, remove_glitches, remove_glitches_row, smooth_edges, smooth_edges_row,
-    FeatureCleanConfig,
+    clean_all, filter_cycles, filter_cycles_fill, remove_glitches, remove_glitches_row,
+    smooth_edges, smooth_edges_row, FeatureCleanConfig,
 };
 pub use curves::linspace;
 pub use diff::{branch_a_input, branch_b_input, inter_diff, intra_diff};

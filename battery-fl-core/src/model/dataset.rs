@@ -232,10 +232,11 @@ impl Dataset {
             .par_iter()
             .map(|cell| {
                 let a = featurizer.branch_a(cell)?;
-                // inter-cell differences use raw features after the cycle filter only; the
-                // filter is per cell, so filtering once here equals filtering per pair
+                // inter-cell differences use raw features after the cycle filter only, with
+                // flagged rows replaced by their nearest kept row; the filter is per cell, so
+                // filtering once here equals filtering per pair
                 let mut raw = featurizer.transform(cell)?;
-                crate::features::filter_cycles(&mut raw, &featurizer.config().clean);
+                crate::features::filter_cycles_fill(&mut raw, &featurizer.config().clean);
                 let pick = |f: &[f32]| {
                     let mut out = Vec::with_capacity(channels.len() * h * w);
                     for &c in channels {

@@ -420,6 +420,55 @@ fn inter_diff_of_a_cell_with_itself_is_zero() {
     assert!(xy.as_slice().iter().any(|&v| v != 0.0));
 }
 
+/// Real MATR cell EL150800464865 has one broken discharge curve (cycle 12, row 10) that the
+/// cycle filter flags. Zeroing that raw row made its inter-cell difference `-reference`
+/// (volts) for every reference, and branch B predicted 328 cycles for a 1709-cycle cell;
+/// branch B's input fills the row from its neighbour instead.
+#[test]
+fn a_broken_raw_cycle_does_not_become_a_volt_sized_inter_cell_difference() {
+    let f = Featurizer::new(
+        FeaturizerConfig::default()
+            .with_first_cycle(2)
+            .with_cycles(99)
+            .with_interp_dim(200),
+    )
+    .unwrap();
+    let cell = |id: &str| {
+        let c = matr().iter().find(|c| c.id().ends_with(id)).unwrap();
+        f.transform(c).unwrap()
+    };
+    let (target, reference) = (cell("EL150800464865"), cell("EL150800460486"));
+    let worst_row_mean_abs = |d: &Features| {
+        (0..d.cycles())
+            .map(|r| d.row(1, r).iter().map(|v| v.abs()).sum::<f32>() / d.interp_dim() as f32)
+            .fold(0.0f32, f32::max)
+    };
+    let cfg = FeatureCleanConfig::default();
+    let (mut t0, mut r0) = (target.clone(), reference.clone());
+    filter_cycles(&mut t0, &cfg);
+    filter_cycles(&mut r0, &cfg);
+    assert!(
+        t0.row(1, 10).iter().all(|&v| v == 0.0),
+        "cycle 12 is flagged"
+    );
+    let zeroed = inter_diff(&t0, &r0).unwrap();
+    assert!(worst_row_mean_abs(&zeroed) > 2.0);
+
+    let b = f.branch_b(&target, &reference).unwrap();
+    let worst = worst_row_mean_abs(&b);
+    assert!(worst < 0.2, "worst cycle's mean |V difference| {worst} V");
+    // the target's broken cycle takes its previous cycle's curve (the reference has no
+    // flagged cycle here)
+    assert_eq!(r0.as_slice(), reference.as_slice());
+    let expected: Vec<f32> = target
+        .row(1, 9)
+        .iter()
+        .zip(reference.row(1, 10))
+        .map(|(t, r)| t - r)
+        .collect();
+    assert_eq!(b.row(1, 10), expected.as_slice());
+}
+
 /// A (channels, cycles, dim) tensor of flat rows: row (c, r) = c + 0.01 r. Flat rows have no
 /// spread of their own, so each step flags only what is planted.
 fn flat_features(shape: [usize; 3]) -> Features {
