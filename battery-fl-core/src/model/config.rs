@@ -17,14 +17,18 @@ pub enum DeviceChoice {
     Auto,
 }
 
-/// How inference references are chosen for each target cell.
+/// How branch B's references are chosen for each target cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReferenceSelection {
     /// K references drawn at random from the reference set (as published).
     #[default]
     Random,
-    /// The K references whose genome fingerprints are nearest to the target's.
+    /// The K references whose genome fingerprints are nearest to the target's. Training then
+    /// draws each target's references from its K genome-nearest training cells too, and
+    /// branch B's input scale comes from those pairs, so branch B learns the within-kind
+    /// differences it is asked about (on multi-chemistry fleets, random pairs are mostly
+    /// across chemistries). A model trained this way should predict with genome selection.
     Genome,
 }
 
@@ -51,7 +55,7 @@ pub struct BatLiNetConfig {
     pub train_references: usize,
     /// References per target at inference (default 32).
     pub inference_references: usize,
-    /// How inference references are chosen (default random).
+    /// How references are chosen, in training and at inference (default random).
     pub selection: ReferenceSelection,
     /// AdamW learning rate (default 1e-3).
     pub learning_rate: f64,

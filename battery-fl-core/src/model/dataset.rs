@@ -388,6 +388,40 @@ impl Dataset {
         st
     }
 
+    /// Per-channel root mean square of the raw target-minus-reference differences over
+    /// `pairs` (positions in this dataset): the branch-B input scale when references are
+    /// chosen by a rule (1 for an all-zero channel or no pairs).
+    pub fn pair_rms(&self, pairs: impl IntoIterator<Item = (usize, usize)>) -> Vec<f32> {
+        let [c, h, w] = self.shape;
+        let plane = h * w;
+        let block = c * plane;
+        let mut sum_sq = vec![0.0f64; c];
+        let mut count = 0usize;
+        for (i, j) in pairs {
+            count += 1;
+            for (ch, s) in sum_sq.iter_mut().enumerate() {
+                let x = &self.raw[i * block + ch * plane..i * block + (ch + 1) * plane];
+                let r = &self.raw[j * block + ch * plane..j * block + (ch + 1) * plane];
+                *s += x
+                    .iter()
+                    .zip(r)
+                    .map(|(a, b)| f64::from(a - b).powi(2))
+                    .sum::<f64>();
+            }
+        }
+        sum_sq
+            .iter()
+            .map(|s| {
+                let v = (s / (count * plane).max(1) as f64).sqrt();
+                if v.is_finite() && v > 1e-12 {
+                    v as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect()
+    }
+
     /// Labels of every cell; an error naming the first unlabelled cell.
     pub fn require_labels(&self) -> Result<Vec<f64>> {
         self.labels
@@ -425,5 +459,27 @@ mod tests {
         assert!(LabelTransform::fit(&[]).is_err());
         assert!(LabelTransform::fit(&[0.0]).is_err());
         assert_eq!(LabelTransform::fit(&[500.0]).unwrap().std, 1.0);
+    }
+
+    #[test]
+    fn pair_rms_is_per_channel_over_the_given_pairs_only() {
+        // 3 cells, 2 channels, 1 x 2 grid; channel 1 is all zero
+        let ds = Dataset {
+            cell_ids: vec!["a".into(), "b".into(), "c".into()],
+            branch_a: vec![0.0; 12],
+            raw: vec![
+                1.0, 1.0, 0.0, 0.0, // a
+                2.0, 0.0, 0.0, 0.0, // b
+                11.0, 11.0, 0.0, 0.0, // c
+            ],
+            labels: vec![None; 3],
+            fingerprints: Vec::new(),
+            shape: [2, 1, 2],
+        };
+        // (a, b): differences -1, +1 -> rms 1; (c, a) alone would be 10
+        assert_eq!(ds.pair_rms([(0, 1), (1, 0)]), vec![1.0, 1.0]);
+        let both = ds.pair_rms([(0, 1), (2, 0)]);
+        assert_relative_eq!(both[0], (101.0f32 / 2.0).sqrt(), max_relative = 1e-6);
+        assert_eq!(ds.pair_rms(std::iter::empty()), vec![1.0, 1.0]);
     }
 }

@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
 use super::batlinet::{index_tensor, to_tensor, BatLiNet};
+use super::config::ReferenceSelection;
 use super::dataset::{Dataset, InputScales, LabelTransform};
 use super::net::TchResultExt;
 use super::params::ModelParams;
+use super::reference::select_references;
 use crate::error::{Error, Result};
 
 /// Which weights a training run may change.
@@ -158,8 +160,40 @@ impl BatLiNet {
     pub fn fit(&mut self, train: &Dataset) -> Result<TrainReport> {
         self.check_dataset(train, "training")?;
         self.labels = Some(LabelTransform::fit(&train.require_labels()?)?);
-        self.set_input_scales(InputScales::from_stats(&train.input_stats(), train.shape)?)?;
+        let mut scales = InputScales::from_stats(&train.input_stats(), train.shape)?;
+        if let Some(pool) = self.training_reference_pool(train)? {
+            // branch B sees only these pairs: scale it by their differences, not by those of
+            // two random cells (across chemistries those are several times larger)
+            scales.branch_b = train.pair_rms(
+                pool.iter()
+                    .enumerate()
+                    .flat_map(|(t, rs)| rs.iter().map(move |&r| (t, r))),
+            );
+        }
+        self.set_input_scales(scales)?;
         self.train(train, &TrainOptions::default())
+    }
+
+    /// With genome selection, each training cell's `inference_references` genome-nearest
+    /// other training cells: branch B draws its training references from them, as inference
+    /// does. `None` with random selection (references uniform over the training cells, as
+    /// published) or one branch.
+    fn training_reference_pool(&self, train: &Dataset) -> Result<Option<Vec<Vec<usize>>>> {
+        if self.config.selection != ReferenceSelection::Genome
+            || self.config.effective_alpha() == 0.0
+            || train.len() < 2
+        {
+            return Ok(None);
+        }
+        let mut unused = crate::rng::seeded(0); // genome selection draws nothing
+        select_references(
+            train,
+            train,
+            self.config.inference_references,
+            ReferenceSelection::Genome,
+            &mut unused,
+        )
+        .map(Some)
     }
 
     /// Train on `train` with the model's current label transform and input scales (federated
@@ -204,6 +238,7 @@ impl BatLiNet {
         let epochs = opts.epochs.unwrap_or(self.config.epochs);
         let lr = opts.learning_rate.unwrap_or(self.config.learning_rate);
         let mut rng = crate::rng::substream(opts.seed.unwrap_or(self.config.seed), 11);
+        let pool = self.training_reference_pool(train)?;
         let device = self.device;
 
         let scales = self.scales_or_unit();
@@ -261,13 +296,17 @@ impl BatLiNet {
                     .f_mul_scalar(1.0 - alpha)
                     .m()?;
                 if alpha > 0.0 {
-                    // references: s per target, uniformly from the other training cells
+                    // references: s per target, uniformly from the other training cells (genome
+                    // selection: from the target's genome-nearest training cells)
                     let refs: Vec<usize> = batch
                         .iter()
                         .flat_map(|&t| (0..s).map(move |_| t))
                         .map(|t| {
                             if n == 1 {
                                 return t;
+                            }
+                            if let Some(pool) = &pool {
+                                return pool[t][rng.random_range(0..pool[t].len())];
                             }
                             let r = rng.random_range(0..n - 1);
                             if r >= t {
