@@ -15,6 +15,9 @@
 //! (`{"cell": ..., "life": ..., "a": ..., "b": ...}` lines) to see which branch misses where;
 //! with `--validate` it also reports on the cells trained on (split `fit`).
 //!
+//! `--clean-pairs` cleans every target-minus-reference difference (edges, glitches, cycle
+//! filter) before branch B, as the published code does (`BatLiNetConfig::clean_pairs`).
+//!
 //! `--validate` carves a validation split out of `train` (every fourth cell) and reports on it
 //! instead of the test splits: settings are chosen there, never on a test split.
 //!
@@ -47,6 +50,7 @@ struct Args {
     models: Vec<String>,
     conv: usize,
     branches: bool,
+    clean_pairs: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -63,6 +67,7 @@ fn parse() -> Result<Args> {
         models: vec!["batlinet".into(), "cnn".into()],
         conv: 32,
         branches: false,
+        clean_pairs: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -77,6 +82,7 @@ fn parse() -> Result<Args> {
             "--batch" => a.batch = v()?.parse()?,
             "--validate" => a.validate = true,
             "--branches" => a.branches = true,
+            "--clean-pairs" => a.clean_pairs = true,
             "--models" => a.models = v()?.split(',').map(String::from).collect(),
             "--conv" => a.conv = v()?.parse()?,
             "--threads" => tch::set_num_threads(v()?.parse()?),
@@ -215,6 +221,7 @@ fn main() -> Result<()> {
                 .with_batch_size(args.batch)
                 .with_selection(args.selection)
                 .with_single_branch(single)
+                .with_clean_pairs(args.clean_pairs)
                 .with_seed(seed);
             let t0 = Instant::now();
             let mut model = BatLiNet::new(config, featurizer_cfg.clone(), train_ds.shape)?;

@@ -271,6 +271,7 @@ class BatLiNet:
         single_branch: bool = False,
         progress: bool = True,
         inference_batch: int = 16,
+        clean_pairs: bool = False,
     ) -> Self: ...
     @classmethod
     def default_config(cls) -> dict[str, Any]: ...

@@ -385,6 +385,17 @@ impl BatLiNet {
         pairs: &[(usize, usize)],
         scale: &[f32],
     ) -> Result<Vec<f64>> {
+        if self.config.clean_pairs {
+            let diffs = targets.cleaned_pair_diffs(references, pairs, &self.featurizer.clean)?;
+            let x = to_tensor(&diffs, self.shape, pairs.len(), self.device, scale)?;
+            let y = self.net.branch_b_diffs(&x)?;
+            let y = y
+                .f_to_device(Device::Cpu)
+                .m()?
+                .f_to_kind(Kind::Double)
+                .m()?;
+            return Vec::<f64>::try_from(&y).m();
+        }
         let mut tids: Vec<usize> = pairs.iter().map(|p| p.0).collect();
         let mut rids: Vec<usize> = pairs.iter().map(|p| p.1).collect();
         tids.sort_unstable();

@@ -76,6 +76,11 @@ pub struct BatLiNetConfig {
     /// Targets per inference batch; bounds memory whatever the number of targets and
     /// references (default 16).
     pub inference_batch: usize,
+    /// Clean every target-minus-reference difference with the full cleaning (edge smoothing,
+    /// glitch removal, cycle filter) before branch B, as the published code does (default
+    /// false: each cell's raw curves are cycle-filtered once and differenced, which lets the
+    /// first convolution be shared across pairs). True costs one first convolution per pair.
+    pub clean_pairs: bool,
 }
 
 impl Default for BatLiNetConfig {
@@ -98,6 +103,7 @@ impl Default for BatLiNetConfig {
             single_branch: false,
             progress: true,
             inference_batch: 16,
+            clean_pairs: false,
         }
     }
 }
@@ -140,6 +146,8 @@ impl BatLiNetConfig {
         with_progress: progress: bool;
         /// Set `inference_batch`.
         with_inference_batch: inference_batch: usize;
+        /// Set `clean_pairs`.
+        with_clean_pairs: clean_pairs: bool;
     }
 
     /// Check every field.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Cell, LabelConfig};
 use crate::error::{Error, Result};
-use crate::features::Featurizer;
+use crate::features::{clean_all, FeatureCleanConfig, Features, Featurizer};
 use crate::genome::GenomeFingerprint;
 
 /// Mean and standard deviation of log cycle life: y' = (ln y − mean) / std.
@@ -420,6 +420,35 @@ impl Dataset {
                 }
             })
             .collect()
+    }
+
+    /// Fully cleaned target-minus-reference differences (edge smoothing, glitch removal and
+    /// cycle filter on each difference, as the published code cleans branch B's input), one
+    /// block per `(target, reference)` pair: targets index `self`, references `references`.
+    pub fn cleaned_pair_diffs(
+        &self,
+        references: &Dataset,
+        pairs: &[(usize, usize)],
+        clean: &FeatureCleanConfig,
+    ) -> Result<Vec<f32>> {
+        let b = self.block();
+        let diff = |&(t, r): &(usize, usize)| -> Result<Vec<f32>> {
+            let (Some(x), Some(y)) = (
+                self.raw.get(t * b..(t + 1) * b),
+                references.raw.get(r * b..(r + 1) * b),
+            ) else {
+                return Err(Error::config(
+                    "pairs",
+                    format!("pair ({t}, {r}) out of range"),
+                ));
+            };
+            let d: Vec<f32> = x.iter().zip(y).map(|(a, c)| a - c).collect();
+            let mut f = Features::from_vec(d, self.shape)?;
+            clean_all(&mut f, clean);
+            Ok(f.into_vec())
+        };
+        let parts: Vec<Vec<f32>> = pairs.par_iter().map(diff).collect::<Result<_>>()?;
+        Ok(parts.concat())
     }
 
     /// Labels of every cell; an error naming the first unlabelled cell.

@@ -220,6 +220,17 @@ impl Net {
         self.head(&b.after_conv1(&diff, &self.geometry)?)
     }
 
+    /// Branch B through the head on explicit target-minus-reference differences.
+    ///
+    /// # Shapes
+    /// `[P, C_in, H, W]` -> `[P]`.
+    pub(crate) fn branch_b_diffs(&self, diffs: &Tensor) -> Result<Tensor> {
+        let b = self.b.as_ref().ok_or_else(|| Error::Model {
+            reason: "single-branch model has no branch B".into(),
+        })?;
+        self.head(&b.forward(diffs, &self.geometry)?)
+    }
+
     /// Branch A through the head.
     ///
     /// # Shapes

@@ -316,25 +316,38 @@ impl BatLiNet {
                             }
                         })
                         .collect();
-                    let mut uniq: Vec<usize> = batch.iter().chain(&refs).copied().collect();
-                    uniq.sort_unstable();
-                    uniq.dedup();
-                    let pos = |x: usize| uniq.binary_search(&x).unwrap_or(0);
-                    let raw = raw_all
-                        .f_index_select(0, &index_tensor(&uniq, device)?)
-                        .m()?;
-                    let tp: Vec<usize> = batch
-                        .iter()
-                        .flat_map(|&t| std::iter::repeat_n(pos(t), s))
-                        .collect();
-                    let rp: Vec<usize> = refs.iter().map(|&r| pos(r)).collect();
-                    let yb = self
-                        .net
-                        .branch_b_pairs(
+                    let pair_out = if self.config.clean_pairs {
+                        // the published route: clean each difference, then all of branch B
+                        let pairs: Vec<(usize, usize)> = batch
+                            .iter()
+                            .flat_map(|&t| std::iter::repeat_n(t, s))
+                            .zip(refs.iter().copied())
+                            .collect();
+                        let diffs =
+                            train.cleaned_pair_diffs(train, &pairs, &self.featurizer.clean)?;
+                        let x =
+                            to_tensor(&diffs, self.shape, pairs.len(), device, &scales.branch_b)?;
+                        self.net.branch_b_diffs(&x)?
+                    } else {
+                        let mut uniq: Vec<usize> = batch.iter().chain(&refs).copied().collect();
+                        uniq.sort_unstable();
+                        uniq.dedup();
+                        let pos = |x: usize| uniq.binary_search(&x).unwrap_or(0);
+                        let raw = raw_all
+                            .f_index_select(0, &index_tensor(&uniq, device)?)
+                            .m()?;
+                        let tp: Vec<usize> = batch
+                            .iter()
+                            .flat_map(|&t| std::iter::repeat_n(pos(t), s))
+                            .collect();
+                        let rp: Vec<usize> = refs.iter().map(|&r| pos(r)).collect();
+                        self.net.branch_b_pairs(
                             &raw,
                             &index_tensor(&tp, device)?,
                             &index_tensor(&rp, device)?,
                         )?
+                    };
+                    let yb = pair_out
                         .f_add(&y_all.f_index_select(0, &index_tensor(&refs, device)?).m()?)
                         .m()?
                         .f_view([b as i64, s as i64])

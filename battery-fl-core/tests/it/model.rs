@@ -343,3 +343,38 @@ fn both_transfer_routes_beat_training_on_few_target_cells() {
         assert!(r.inter_cell_rmse < r.scratch_rmse, "{r:?}");
     }
 }
+
+/// `clean_pairs` (the published route) cleans every target-minus-reference difference: a
+/// one-point spike planted in a target's raw curves is zeroed in every difference, so branch
+/// B's prediction barely moves, while the default route (cycle filter per cell, shared first
+/// convolution) passes the spike on to branch B.
+#[test]
+fn clean_pairs_removes_a_spike_from_every_inter_cell_difference() {
+    let (_, _, train, test) = fleets();
+    let plain = test.subset(&[0]).unwrap();
+    let mut spiked = plain.clone();
+    let [c, h, w] = spiked.shape;
+    for row in 0..c * h {
+        spiked.raw[row * w + w / 2] += 5.0;
+    }
+    let branch_b = |m: &BatLiNet, ds: &Dataset| {
+        m.predict_branches(ds, train, 8, ReferenceSelection::Random, 0)
+            .unwrap()
+            .b
+            .unwrap()[0]
+    };
+    let mut moved = Vec::new();
+    for clean in [true, false] {
+        let mut m = model(small_config(6).with_epochs(5).with_clean_pairs(clean));
+        m.fit(train).unwrap();
+        let (p, q) = (branch_b(&m, &plain), branch_b(&m, &spiked));
+        moved.push(((q - p) / p).abs());
+    }
+    eprintln!("relative moves of branch B (clean_pairs, default): {moved:?}");
+    assert!(
+        moved[1] > 0.005,
+        "default route: B moved by only {:.4}",
+        moved[1]
+    );
+    assert!(moved[0] < 0.2 * moved[1], "relative moves {moved:?}");
+}

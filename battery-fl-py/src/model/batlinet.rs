@@ -81,7 +81,7 @@ fn dataset(model: &BatLiNet, cells: &[&Cell]) -> Result<Dataset, Error> {
 #[pymethods]
 impl PyBatLiNet {
     #[new]
-    #[pyo3(signature = (*, featurizer=None, input_channels=None, conv_channels=32, kernel=3, pool=3, alpha=0.5, train_references=2, inference_references=32, selection="random", learning_rate=0.001, weight_decay=0.01, batch_size=128, epochs=200, seed=0, device="cpu", single_branch=false, progress=true, inference_batch=16))]
+    #[pyo3(signature = (*, featurizer=None, input_channels=None, conv_channels=32, kernel=3, pool=3, alpha=0.5, train_references=2, inference_references=32, selection="random", learning_rate=0.001, weight_decay=0.01, batch_size=128, epochs=200, seed=0, device="cpu", single_branch=false, progress=true, inference_batch=16, clean_pairs=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -103,6 +103,7 @@ impl PyBatLiNet {
         single_branch: bool,
         progress: bool,
         inference_batch: usize,
+        clean_pairs: bool,
     ) -> PyResult<Self> {
         let config = BatLiNetConfig {
             input_channels: input_channels.unwrap_or_else(|| (0..6).collect()),
@@ -122,6 +123,7 @@ impl PyBatLiNet {
             single_branch,
             progress,
             inference_batch,
+            clean_pairs,
         };
         let featurizer = match featurizer {
             Some(f) => f.config().clone(),
