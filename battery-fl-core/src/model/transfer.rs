@@ -36,8 +36,13 @@ pub struct TransferStudy {
     pub featurizer: FeaturizerConfig,
     /// Numbers of target cells to try (default 1, 2, 4, 8).
     pub sizes: Vec<usize>,
-    /// Fine-tuning epochs of the head (default 100).
-    pub fine_tune_epochs: usize,
+    /// Fine-tuning epochs of the head. `None` (the default) gives the head the source
+    /// training's optimizer-step budget: `epochs x ceil(source cells / batch)` steps, spread
+    /// over `ceil(target cells / batch)` steps per epoch. With the encoders frozen the head's
+    /// loss is a convex quadratic that starts far from its optimum (source label transform,
+    /// target features), so a fixed small budget leaves it short when few cells give one
+    /// step per epoch.
+    pub fine_tune_epochs: Option<usize>,
     /// Repetitions with different draws of target cells, averaged (default 3).
     pub repeats: usize,
 }
@@ -49,9 +54,18 @@ impl TransferStudy {
             config,
             featurizer,
             sizes: vec![1, 2, 4, 8],
-            fine_tune_epochs: 100,
+            fine_tune_epochs: None,
             repeats: 3,
         }
+    }
+
+    /// Fine-tuning epochs for `few` target cells after training on `source`.
+    pub fn fine_tune_epochs_for(&self, source: &Dataset, few: &Dataset) -> usize {
+        self.fine_tune_epochs.unwrap_or_else(|| {
+            let batch = self.config.batch_size.max(1);
+            let steps = self.config.epochs * source.len().div_ceil(batch);
+            steps.div_ceil(few.len().div_ceil(batch).max(1)).max(1)
+        })
     }
 
     /// Train a source model on `source`, then for every size draw that many cells from
@@ -107,7 +121,11 @@ impl TransferStudy {
                 .rmse;
 
                 src.set_params(&source_params)?;
-                src.fine_tune(&few, Trainable::HeadOnly, self.fine_tune_epochs)?;
+                src.fine_tune(
+                    &few,
+                    Trainable::HeadOnly,
+                    self.fine_tune_epochs_for(source, &few),
+                )?;
                 tuned += Metrics::compute(
                     &src.predict_with(target_test, &few, k, ReferenceSelection::Random, 0)?,
                     &truth,

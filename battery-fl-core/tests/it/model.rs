@@ -329,17 +329,17 @@ fn both_transfer_routes_beat_training_on_few_target_cells() {
         Dataset::from_cells(cells, &f, &[0, 1, 2, 3, 4, 5], &LabelConfig::default()).unwrap()
     };
     let (source, pool, test) = (ds(&source), ds(&pool), ds(&test));
-    // The head's fine-tuning gets the optimizer-step budget of the source training (40 epochs
-    // x 3 batches of 16 = 120 steps; with at most 8 target cells every epoch is one step).
-    // With encoders frozen the head's loss is a convex quadratic that starts far from its
-    // optimum (LFP label transform, NMC features): 60 steps left it well short of it.
-    let config = small_config(2);
-    let source_steps = config.epochs * source.len().div_ceil(config.batch_size);
+    // The head's fine-tuning gets the source training's optimizer-step budget (the study's
+    // default): 40 epochs x 3 batches of 16 = 120 steps, and with at most 8 target cells every
+    // epoch is one step. A fixed 60 steps left the frozen-encoder head short of its optimum.
     let study = TransferStudy {
         repeats: 2,
-        fine_tune_epochs: source_steps,
-        ..TransferStudy::new(config, featurizer_config())
+        ..TransferStudy::new(small_config(2), featurizer_config())
     };
+    assert_eq!(
+        study.fine_tune_epochs_for(&source, &pool.subset(&[0, 1, 2, 3]).unwrap()),
+        120
+    );
     let rows = study.run(&source, &pool, &test).unwrap();
     for r in &rows {
         eprintln!("{r:?}");
