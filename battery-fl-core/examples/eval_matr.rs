@@ -15,6 +15,9 @@
 //! (`{"cell": ..., "life": ..., "a": ..., "b": ...}` lines) to see which branch misses where;
 //! with `--validate` it also reports on the cells trained on (split `fit`).
 //!
+//! `--k N` sets the inference references per target (default 32, as published; with
+//! `--selection genome` training also draws from each cell's N genome-nearest cells).
+//!
 //! `--clean-pairs` cleans every target-minus-reference difference (edges, glitches, cycle
 //! filter) before branch B, as the published code does (`BatLiNetConfig::clean_pairs`).
 //!
@@ -51,6 +54,7 @@ struct Args {
     conv: usize,
     branches: bool,
     clean_pairs: bool,
+    k: usize,
 }
 
 fn parse() -> Result<Args> {
@@ -68,6 +72,7 @@ fn parse() -> Result<Args> {
         conv: 32,
         branches: false,
         clean_pairs: false,
+        k: 32,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -83,6 +88,7 @@ fn parse() -> Result<Args> {
             "--validate" => a.validate = true,
             "--branches" => a.branches = true,
             "--clean-pairs" => a.clean_pairs = true,
+            "--k" => a.k = v()?.parse()?,
             "--models" => a.models = v()?.split(',').map(String::from).collect(),
             "--conv" => a.conv = v()?.parse()?,
             "--threads" => tch::set_num_threads(v()?.parse()?),
@@ -222,6 +228,7 @@ fn main() -> Result<()> {
                 .with_selection(args.selection)
                 .with_single_branch(single)
                 .with_clean_pairs(args.clean_pairs)
+                .with_inference_references(args.k)
                 .with_seed(seed);
             let t0 = Instant::now();
             let mut model = BatLiNet::new(config, featurizer_cfg.clone(), train_ds.shape)?;
