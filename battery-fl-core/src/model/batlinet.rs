@@ -388,13 +388,7 @@ impl BatLiNet {
         if self.config.clean_pairs {
             let diffs = targets.cleaned_pair_diffs(references, pairs, &self.featurizer.clean)?;
             let x = to_tensor(&diffs, self.shape, pairs.len(), self.device, scale)?;
-            let y = self.net.branch_b_diffs(&x)?;
-            let y = y
-                .f_to_device(Device::Cpu)
-                .m()?
-                .f_to_kind(Kind::Double)
-                .m()?;
-            return Vec::<f64>::try_from(&y).m();
+            return to_f64_vec(&self.net.branch_b_diffs(&x)?);
         }
         let mut tids: Vec<usize> = pairs.iter().map(|p| p.0).collect();
         let mut rids: Vec<usize> = pairs.iter().map(|p| p.1).collect();
@@ -425,13 +419,18 @@ impl BatLiNet {
             &index_tensor(&ti, self.device)?,
             &index_tensor(&ri, self.device)?,
         )?;
-        let y = y
-            .f_to_device(Device::Cpu)
-            .m()?
-            .f_to_kind(Kind::Double)
-            .m()?;
-        Vec::<f64>::try_from(&y).m()
+        to_f64_vec(&y)
     }
+}
+
+/// A tensor's values on the CPU as f64.
+fn to_f64_vec(y: &Tensor) -> Result<Vec<f64>> {
+    let y = y
+        .f_to_device(Device::Cpu)
+        .m()?
+        .f_to_kind(Kind::Double)
+        .m()?;
+    Vec::<f64>::try_from(&y).m()
 }
 
 /// Median (mean of the two middle values for an even count); NaN-free input assumed.
