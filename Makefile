@@ -24,10 +24,11 @@ lint:
 	$(ENV) cargo clippy --workspace --all-targets --features battery-fl-core/tch,battery-fl-ffi/tch -- -D warnings
 	$(ENV) cargo clippy -p battery-fl-ffi --all-targets -- -D warnings
 
-# the core without libtorch (everything but the model), then the libtorch-backed tests
+# the core without libtorch (everything but the model), then the libtorch-backed tests: the
+# integration tests and the unit tests of the tch-only modules (model::train, model::bytes)
 rust-test:
 	$(ENV) cargo test --workspace --exclude battery-fl-py $(CARGO_TEST_FLAGS)
-	$(ENV) cargo test -p battery-fl-core --features tch --test it $(CARGO_TEST_FLAGS) -- model:: federation::
+	$(ENV) cargo test -p battery-fl-core --features tch --lib --test it $(CARGO_TEST_FLAGS) -- model:: federation::
 
 doc:
 	$(ENV) RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p battery-fl-core -p battery-fl-ffi --features battery-fl-core/tch,battery-fl-ffi/tch

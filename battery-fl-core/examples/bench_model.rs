@@ -61,6 +61,7 @@ fn main() -> Result<()> {
         raw: (0..m * block)
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect(),
+        inter: Default::default(),
         labels: (0..m)
             .map(|_| Some(rng.random_range(200.0..2000.0)))
             .collect(),

@@ -205,6 +205,16 @@ impl BatLiNet {
                 got: ds.shape.to_vec(),
             });
         }
+        if self.config.effective_alpha() > 0.0 && ds.inter != self.config.inter_features {
+            return Err(Error::config(
+                "inter_features",
+                format!(
+                    "the model forms inter-cell differences from {:?} features but the {what} \
+                     dataset holds {:?} ones (Dataset::with_inter_features)",
+                    self.config.inter_features, ds.inter
+                ),
+            ));
+        }
         Ok(())
     }
 

@@ -32,6 +32,36 @@ pub enum ReferenceSelection {
     Genome,
 }
 
+/// Which features branch B's target-minus-reference differences are formed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterFeatures {
+    /// The cycle-filtered raw curves (as published): `x_target − x_reference`.
+    #[default]
+    Raw,
+    /// The cycle differences that branch A sees (each cell's curves minus its own base
+    /// cycle, cleaned): `(x_t − x_t[base]) − (x_r − x_r[base])`. Both branches then read one
+    /// feature space, the setting in which the method's argument for a shared head is exact
+    /// (fitting lives and fitting pair differences of lives have the same linear optimum),
+    /// and cell-to-cell offsets that are the same in every cycle (manufacturing spread of
+    /// capacity and resistance) cancel. A departure from the published code, for data whose
+    /// raw curves carry little besides that spread, such as discharge-only V(Qd) (MATR).
+    CycleDifference,
+}
+
+/// How the learning rate moves over a training run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// The configured rate at every step (as published).
+    #[default]
+    Constant,
+    /// Cosine annealing from the configured rate at the first step to zero after the last
+    /// (Loshchilov & Hutter 2017, without restarts): late steps, whose small random batches
+    /// and reference draws make the gradient noisy, move the weights less.
+    Cosine,
+}
+
 /// Architecture and training settings of BatLiNet (method.md section 3).
 ///
 /// Defaults follow the published setup except `epochs`, which is far lower than the
@@ -81,6 +111,15 @@ pub struct BatLiNetConfig {
     /// false: each cell's raw curves are cycle-filtered once and differenced, which lets the
     /// first convolution be shared across pairs). True costs one first convolution per pair.
     pub clean_pairs: bool,
+    /// Features branch B differences (default raw curves, as published). Datasets must be
+    /// built to match: [`Dataset::with_inter_features`](super::Dataset::with_inter_features).
+    pub inter_features: InterFeatures,
+    /// Learning-rate schedule (default constant, as published).
+    pub lr_schedule: LrSchedule,
+    /// Fraction of the final epochs whose end-of-epoch weights are averaged into the trained
+    /// model (stochastic weight averaging, Izmailov et al. 2018); 0 keeps the last weights
+    /// (default 0, as published). Must be in [0, 1).
+    pub weight_averaging: f64,
 }
 
 impl Default for BatLiNetConfig {
@@ -104,6 +143,9 @@ impl Default for BatLiNetConfig {
             progress: true,
             inference_batch: 16,
             clean_pairs: false,
+            inter_features: InterFeatures::Raw,
+            lr_schedule: LrSchedule::Constant,
+            weight_averaging: 0.0,
         }
     }
 }
@@ -148,6 +190,12 @@ impl BatLiNetConfig {
         with_inference_batch: inference_batch: usize;
         /// Set `clean_pairs`.
         with_clean_pairs: clean_pairs: bool;
+        /// Set `inter_features`.
+        with_inter_features: inter_features: InterFeatures;
+        /// Set `lr_schedule`.
+        with_lr_schedule: lr_schedule: LrSchedule;
+        /// Set `weight_averaging`.
+        with_weight_averaging: weight_averaging: f64;
     }
 
     /// Check every field.
@@ -192,6 +240,12 @@ impl BatLiNetConfig {
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return Err(Error::config("weight_decay", "must be >= 0"));
+        }
+        if !(0.0..1.0).contains(&self.weight_averaging) {
+            return Err(Error::config(
+                "weight_averaging",
+                format!("must be in [0, 1), got {}", self.weight_averaging),
+            ));
         }
         Ok(())
     }
@@ -311,6 +365,11 @@ mod tests {
         assert_eq!(field(d().with_batch_size(0)), "batch_size");
         assert_eq!(field(d().with_learning_rate(-1.0)), "learning_rate");
         assert_eq!(field(d().with_train_references(0)), "train_references");
+        assert_eq!(field(d().with_weight_averaging(1.0)), "weight_averaging");
+        assert_eq!(
+            field(d().with_weight_averaging(f64::NAN)),
+            "weight_averaging"
+        );
         d().with_train_references(0)
             .with_single_branch(true)
             .validate()

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::config::{BatLiNetConfig, InterFeatures};
 use crate::data::{Cell, LabelConfig};
 use crate::error::{Error, Result};
 use crate::features::{clean_all, FeatureCleanConfig, Features, Featurizer};
@@ -202,8 +203,12 @@ pub struct Dataset {
     pub cell_ids: Vec<String>,
     /// Cleaned intra-cell differences (branch A input), one block per cell.
     pub branch_a: Vec<f32>,
-    /// Cycle-filtered raw features (inter-cell differences are formed from these).
+    /// The features inter-cell differences are formed from (branch B): the cycle-filtered
+    /// raw features, or a copy of `branch_a` (see `inter`).
     pub raw: Vec<f32>,
+    /// What `raw` holds: raw curves (the default) or cycle differences
+    /// ([`Dataset::with_inter_features`]).
+    pub inter: InterFeatures,
     /// Cycle lives, when known (`None` for cells to predict).
     pub labels: Vec<Option<f64>>,
     /// Genome fingerprints (for genome-nearest reference selection).
@@ -257,6 +262,7 @@ impl Dataset {
             cell_ids: cells.iter().map(|c| c.id().to_string()).collect(),
             branch_a: Vec::with_capacity(cells.len() * channels.len() * h * w),
             raw: Vec::with_capacity(cells.len() * channels.len() * h * w),
+            inter: InterFeatures::Raw,
             labels: Vec::with_capacity(cells.len()),
             fingerprints: Vec::with_capacity(cells.len()),
             shape: [channels.len(), h, w],
@@ -268,6 +274,52 @@ impl Dataset {
             ds.fingerprints.push(fp);
         }
         Ok(ds)
+    }
+
+    /// Featurize `cells` as a model of `config` reads them: its input channels, and its
+    /// inter-cell features ([`Dataset::with_inter_features`]).
+    pub fn for_config(
+        cells: &[Cell],
+        featurizer: &Featurizer,
+        config: &BatLiNetConfig,
+        label: &LabelConfig,
+    ) -> Result<Self> {
+        Self::from_cells(cells, featurizer, &config.input_channels, label)?
+            .with_inter_features(config.inter_features)
+    }
+
+    /// This dataset with inter-cell differences formed from `inter` features: for
+    /// [`InterFeatures::CycleDifference`], `raw` becomes a copy of `branch_a`. The raw curves
+    /// are then gone, so going back to [`InterFeatures::Raw`] is an error (featurize again).
+    ///
+    /// ```
+    /// # use battery_fl_core::data::{synthetic::FleetConfig, LabelConfig};
+    /// # use battery_fl_core::features::{Featurizer, FeaturizerConfig};
+    /// use battery_fl_core::model::{Dataset, InterFeatures};
+    /// # let cells: Vec<_> = FleetConfig::default().with_fleets(1).with_cells_per_fleet(2)
+    /// #     .generate()?.into_iter().flat_map(|f| f.cells).collect();
+    /// let featurizer = Featurizer::new(FeaturizerConfig::default().with_interp_dim(32))?;
+    /// let ds = Dataset::from_cells(&cells, &featurizer, &[1], &LabelConfig::default())?;
+    /// let ds = ds.with_inter_features(InterFeatures::CycleDifference)?;
+    /// assert_eq!(ds.raw, ds.branch_a);
+    /// assert!(ds.with_inter_features(InterFeatures::Raw).is_err());
+    /// # Ok::<(), battery_fl_core::Error>(())
+    /// ```
+    pub fn with_inter_features(mut self, inter: InterFeatures) -> Result<Self> {
+        match (self.inter, inter) {
+            (a, b) if a == b => {}
+            (InterFeatures::Raw, InterFeatures::CycleDifference) => {
+                self.raw.clone_from(&self.branch_a);
+                self.inter = inter;
+            }
+            (from, to) => {
+                return Err(Error::config(
+                    "inter_features",
+                    format!("a dataset of {from:?} features cannot become {to:?}: featurize the cells again"),
+                ))
+            }
+        }
+        Ok(self)
     }
 
     /// Number of cells.
@@ -308,6 +360,7 @@ impl Dataset {
                 .collect(),
             branch_a: take(&self.branch_a),
             raw: take(&self.raw),
+            inter: self.inter,
             labels: positions.iter().map(|&p| self.labels[p]).collect(),
             fingerprints: positions
                 .iter()
@@ -328,6 +381,7 @@ impl Dataset {
         };
         let mut out = Dataset {
             shape: first.shape,
+            inter: first.inter,
             ..Dataset::empty(first.shape)
         };
         for p in parts {
@@ -337,6 +391,15 @@ impl Dataset {
                     expected: first.shape.to_vec(),
                     got: p.shape.to_vec(),
                 });
+            }
+            if p.inter != first.inter {
+                return Err(Error::config(
+                    "inter_features",
+                    format!(
+                        "cannot concatenate datasets of {:?} and {:?} inter-cell features",
+                        first.inter, p.inter
+                    ),
+                ));
             }
             out.cell_ids.extend(p.cell_ids.iter().cloned());
             out.branch_a.extend_from_slice(&p.branch_a);
@@ -352,6 +415,7 @@ impl Dataset {
             cell_ids: vec![],
             branch_a: vec![],
             raw: vec![],
+            inter: InterFeatures::Raw,
             labels: vec![],
             fingerprints: vec![],
             shape,
@@ -501,6 +565,7 @@ mod tests {
                 2.0, 0.0, 0.0, 0.0, // b
                 11.0, 11.0, 0.0, 0.0, // c
             ],
+            inter: InterFeatures::Raw,
             labels: vec![None; 3],
             fingerprints: Vec::new(),
             shape: [2, 1, 2],

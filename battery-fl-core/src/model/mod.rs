@@ -26,7 +26,9 @@ mod train;
 #[cfg(feature = "tch")]
 mod transfer;
 
-pub use config::{BatLiNetConfig, DeviceChoice, Geometry, ReferenceSelection};
+pub use config::{
+    BatLiNetConfig, DeviceChoice, Geometry, InterFeatures, LrSchedule, ReferenceSelection,
+};
 pub use dataset::{Dataset, InputScales, InputStats, LabelTransform};
 pub use metrics::Metrics;
 pub use params::{ModelParams, Param};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
 use super::batlinet::{index_tensor, to_tensor, BatLiNet};
-use super::config::ReferenceSelection;
+use super::config::{LrSchedule, ReferenceSelection};
 use super::dataset::{Dataset, InputScales, LabelTransform};
 use super::net::TchResultExt;
 use super::params::ModelParams;
@@ -125,6 +125,76 @@ impl AdamW {
                 let update = m.f_div(&denom).m()?.f_mul_scalar(self.lr / bc1).m()?;
                 let _ = p.f_sub_(&update).m()?;
                 let _ = g.f_zero_().m()?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl LrSchedule {
+    /// Learning rate of step `step` (0-based) out of `total` for base rate `lr`.
+    fn rate(self, lr: f64, step: usize, total: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Cosine => {
+                let t = step as f64 / total.max(1) as f64;
+                0.5 * lr * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+/// Running mean of the trainable weights at the end of each of the last epochs (stochastic
+/// weight averaging); inactive when the fraction is 0.
+struct WeightAverage {
+    first_epoch: usize,
+    count: f64,
+    sums: Vec<Tensor>,
+}
+
+impl WeightAverage {
+    fn new(fraction: f64, epochs: usize) -> Self {
+        let averaged = (fraction * epochs as f64).ceil() as usize;
+        WeightAverage {
+            first_epoch: if averaged == 0 {
+                usize::MAX
+            } else {
+                epochs - averaged.min(epochs)
+            },
+            count: 0.0,
+            sums: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, epoch: usize, params: &[&mut Tensor]) -> Result<()> {
+        if epoch < self.first_epoch {
+            return Ok(());
+        }
+        tch::no_grad(|| -> Result<()> {
+            if self.sums.is_empty() {
+                self.sums = params
+                    .iter()
+                    .map(|p| p.f_detach_copy().m())
+                    .collect::<Result<_>>()?;
+            } else {
+                for (s, p) in self.sums.iter_mut().zip(params) {
+                    let _ = s.f_add_(p).m()?;
+                }
+            }
+            Ok(())
+        })?;
+        self.count += 1.0;
+        Ok(())
+    }
+
+    /// Replace the weights by their average (nothing when no epoch was averaged).
+    fn write_into(&self, params: &mut [&mut Tensor]) -> Result<()> {
+        if self.count == 0.0 {
+            return Ok(());
+        }
+        tch::no_grad(|| -> Result<()> {
+            for (p, s) in params.iter_mut().zip(&self.sums) {
+                p.f_copy_(&s.f_div_scalar(self.count).m()?).m()?;
             }
             Ok(())
         })
@@ -280,8 +350,11 @@ impl BatLiNet {
             epoch_losses: Vec::with_capacity(epochs),
             steps: 0,
         };
+        let steps_per_epoch = n.div_ceil(self.config.batch_size);
+        let total_steps = (epochs * steps_per_epoch).max(1);
+        let mut averaged = WeightAverage::new(self.config.weight_averaging, epochs);
         let mut order: Vec<usize> = (0..n).collect();
-        for _ in 0..epochs {
+        for epoch in 0..epochs {
             order.shuffle(&mut rng);
             let (mut total, mut count) = (0.0, 0usize);
             for batch in order.chunks(self.config.batch_size) {
@@ -374,6 +447,7 @@ impl BatLiNet {
                     loss = loss.f_add(&prox.f_mul_scalar(opts.mu / 2.0).m()?).m()?;
                 }
                 loss.f_backward().m()?;
+                opt.lr = self.config.lr_schedule.rate(lr, report.steps, total_steps);
                 opt.step(&mut trainable_tensors(&mut self.net, trainable))?;
                 let l = loss.f_double_value(&[]).m()?;
                 if !l.is_finite() {
@@ -385,12 +459,14 @@ impl BatLiNet {
                 count += b;
                 report.steps += 1;
             }
+            averaged.add(epoch, &trainable_tensors(&mut self.net, trainable))?;
             let mean = total / count.max(1) as f64;
             report.epoch_losses.push(mean);
             bar.set_message(format!("loss {mean:.4}"));
             bar.inc(1);
         }
         bar.finish_and_clear();
+        averaged.write_into(&mut trainable_tensors(&mut self.net, trainable))?;
         for (_, t) in self.net.named_mut() {
             let _ = t.f_set_requires_grad(false).m()?;
         }
@@ -421,5 +497,42 @@ impl BatLiNet {
                 ..Default::default()
             },
         )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use approx::assert_abs_diff_eq;
+
+    #[test]
+    fn cosine_schedule_starts_at_the_rate_and_anneals_to_zero() {
+        let rate = |step| LrSchedule::Cosine.rate(1e-3, step, 100);
+        assert_abs_diff_eq!(rate(0), 1e-3, epsilon = 1e-15);
+        assert_abs_diff_eq!(rate(50), 5e-4, epsilon = 1e-15);
+        assert!(rate(99) < 1e-6 && rate(99) > 0.0);
+        assert!((1..100).all(|s| rate(s) < rate(s - 1)));
+        assert_eq!(LrSchedule::Constant.rate(1e-3, 99, 100), 1e-3);
+    }
+
+    #[test]
+    fn weight_average_is_the_mean_of_the_last_epochs_snapshots() {
+        // 4 epochs, fraction 0.5: epochs 2 and 3 are averaged, 0 and 1 are not
+        let mut avg = WeightAverage::new(0.5, 4);
+        let mut w = Tensor::from_slice(&[0.0f32, 0.0]);
+        for (epoch, value) in [10.0f32, 20.0, 1.0, 3.0].into_iter().enumerate() {
+            w.f_copy_(&Tensor::from_slice(&[value, -value])).unwrap();
+            avg.add(epoch, &[&mut w]).unwrap();
+        }
+        avg.write_into(&mut [&mut w]).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&w).unwrap(), vec![2.0, -2.0]);
+
+        // fraction 0 leaves the weights alone
+        let mut none = WeightAverage::new(0.0, 4);
+        none.add(3, &[&mut w]).unwrap();
+        let mut z = Tensor::from_slice(&[7.0f32]);
+        none.write_into(&mut [&mut z]).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&z).unwrap(), vec![7.0]);
     }
 }

@@ -6,8 +6,8 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    BatLiNet, BatLiNetConfig, Dataset, Metrics, ModelParams, ReferenceSelection, TrainOptions,
-    Trainable, VarianceModel,
+    BatLiNet, BatLiNetConfig, Dataset, InterFeatures, LrSchedule, Metrics, ModelParams,
+    ReferenceSelection, TrainOptions, Trainable, VarianceModel,
 };
 use battery_fl_core::Error;
 
@@ -78,6 +78,32 @@ fn loss_decreases_and_training_is_deterministic() {
     let mut c = model(small_config(4).with_epochs(15));
     c.fit(train).unwrap();
     assert_ne!(a.params().unwrap(), c.params().unwrap());
+}
+
+/// Weight averaging changes only the end of training: averaging just the last epoch gives
+/// the ordinary last weights, averaging the last half gives other (seeded) weights; a cosine
+/// schedule is seeded too and still learns.
+#[test]
+fn weight_averaging_and_cosine_schedule_are_seeded() {
+    let (_, _, train, _) = fleets();
+    let fit = |config: BatLiNetConfig| {
+        let mut m = model(config.with_epochs(10));
+        let report = m.fit(train).unwrap();
+        (m.params().unwrap(), report.epoch_losses)
+    };
+    let (last, _) = fit(small_config(5));
+    let (one_epoch, _) = fit(small_config(5).with_weight_averaging(0.05));
+    assert_eq!(one_epoch, last);
+    let (half, _) = fit(small_config(5).with_weight_averaging(0.5));
+    assert_ne!(half, last);
+    assert_eq!(fit(small_config(5).with_weight_averaging(0.5)).0, half);
+    let (cosine, losses) = fit(small_config(5).with_lr_schedule(LrSchedule::Cosine));
+    assert_ne!(cosine, last);
+    assert_eq!(
+        fit(small_config(5).with_lr_schedule(LrSchedule::Cosine)).0,
+        cosine
+    );
+    assert!(losses[9] < losses[0], "cosine losses {losses:?}");
 }
 
 /// Multi-chemistry fleets: BatLiNet takes genome-nearest references (method.md section 6), in
@@ -383,4 +409,54 @@ fn clean_pairs_removes_a_spike_from_every_inter_cell_difference() {
         moved[1]
     );
     assert!(moved[0] < 0.2 * moved[1], "relative moves {moved:?}");
+}
+
+/// With cycle-difference inter features, branch B reads what changed within each cell, so a
+/// voltage offset that a cell carries in every cycle (manufacturing spread) cancels; raw inter
+/// features pass it on. Datasets built for the other kind are refused with a typed error.
+#[test]
+fn cycle_difference_inter_features_cancel_a_constant_cell_offset() {
+    let (_, test_cells, train_raw, _) = fleets();
+    let f = Featurizer::new(featurizer_config()).unwrap();
+    let mut offset = test_cells[0].clone();
+    for cycle in &mut offset.cycles {
+        cycle.voltage_v.iter_mut().for_each(|v| *v += 0.02);
+    }
+    let mut moved = Vec::new();
+    for inter in [InterFeatures::CycleDifference, InterFeatures::Raw] {
+        let config = small_config(8).with_epochs(5).with_inter_features(inter);
+        let ds = |cells: &[Cell]| {
+            Dataset::for_config(cells, &f, &config, &LabelConfig::default()).unwrap()
+        };
+        let train = train_raw.clone().with_inter_features(inter).unwrap();
+        let mut m = model(config.clone());
+        m.fit(&train).unwrap();
+        let b = |targets: &Dataset| {
+            m.predict_branches(targets, &train, 8, ReferenceSelection::Random, 0)
+                .unwrap()
+                .b
+                .unwrap()[0]
+        };
+        let (p, q) = (b(&ds(&test_cells[..1])), b(&ds(&[offset.clone()])));
+        moved.push(((q - p) / p).abs());
+        // a model of one kind refuses datasets of the other
+        let other = match inter {
+            InterFeatures::Raw => train
+                .clone()
+                .with_inter_features(InterFeatures::CycleDifference),
+            InterFeatures::CycleDifference => Ok(train_raw.clone()),
+        }
+        .unwrap();
+        match m.predict(&other, &train) {
+            Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "inter_features"),
+            r => panic!("expected an inter_features error, got {r:?}"),
+        }
+    }
+    eprintln!("relative moves of branch B (cycle difference, raw): {moved:?}");
+    assert!(
+        moved[1] > 0.002,
+        "raw route: B moved by only {:.4}",
+        moved[1]
+    );
+    assert!(moved[0] < 0.01 * moved[1], "relative moves {moved:?}");
 }
