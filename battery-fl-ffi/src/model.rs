@@ -127,11 +127,11 @@ pub unsafe extern "C" fn bfl_model_dataset_new(
                 // SAFETY: each element is NULL or a live cell (caller's contract).
                 .map(|&c| unsafe { arg_ref(c, "cells[i]") }.map(|c| c.inner.clone()))
                 .collect::<Result<_, _>>()?;
-            let (featurizer, channels) = {
+            let (featurizer, config) = {
                 let m = lock(&model.inner, "model")?;
-                (Featurizer::new(m.featurizer_config().clone())?, m.config().input_channels.clone())
+                (Featurizer::new(m.featurizer_config().clone())?, m.config().clone())
             };
-            let ds = Dataset::from_cells(&cells, &featurizer, &channels, &LabelConfig::default())?;
+            let ds = Dataset::for_config(&cells, &featurizer, &config, &LabelConfig::default())?;
             put_handle(out, bfl_dataset { inner: ds });
             Ok(())
         })

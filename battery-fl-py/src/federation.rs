@@ -135,10 +135,9 @@ impl PySimulation {
         let sim = py
             .detach(|| {
                 let f = Featurizer::new(featurizer.clone())?;
-                let channels = model.input_channels.clone();
                 let ds = |cells: &[&_]| {
                     let cells = owned_cells(cells);
-                    Dataset::from_cells(&cells, &f, &channels, &LabelConfig::default())
+                    Dataset::for_config(&cells, &f, &model, &LabelConfig::default())
                 };
                 let data = fleets
                     .iter()

@@ -272,6 +272,9 @@ class BatLiNet:
         progress: bool = True,
         inference_batch: int = 16,
         clean_pairs: bool = False,
+        inter_features: str = "raw",
+        lr_schedule: str = "constant",
+        weight_averaging: float = 0.0,
     ) -> Self: ...
     @classmethod
     def default_config(cls) -> dict[str, Any]: ...

@@ -48,6 +48,15 @@ def test_construction(model_kwargs: dict[str, Any]) -> None:
         battery_fl.BatLiNet(device="tpu")
 
 
+def test_training_schedule_settings(model_kwargs: dict[str, Any]) -> None:
+    model = battery_fl.BatLiNet(**model_kwargs, lr_schedule="cosine", weight_averaging=0.25)
+    assert (model.config["lr_schedule"], model.config["weight_averaging"]) == ("cosine", 0.25)
+    for bad, field in [({"lr_schedule": "step"}, "lr_schedule"), ({"weight_averaging": 1.0}, "weight_averaging")]:
+        with pytest.raises(battery_fl.ConfigError) as info:
+            battery_fl.BatLiNet(**model_kwargs, **bad)
+        assert info.value.field == field
+
+
 def test_fit_predict(fitted: battery_fl.BatLiNet, cells: list[battery_fl.Cell]) -> None:
     assert fitted.label_transform is not None
     a, b = fitted.input_scales  # type: ignore[misc]

@@ -70,10 +70,10 @@ impl PyBatLiNet {
 /// Featurize cells as the model's inputs (labels from the recorded or computed cycle life).
 fn dataset(model: &BatLiNet, cells: &[&Cell]) -> Result<Dataset, Error> {
     let featurizer = Featurizer::new(model.featurizer_config().clone())?;
-    Dataset::from_cells(
+    Dataset::for_config(
         &owned_cells(cells),
         &featurizer,
-        &model.config().input_channels,
+        model.config(),
         &LabelConfig::default(),
     )
 }
@@ -81,7 +81,7 @@ fn dataset(model: &BatLiNet, cells: &[&Cell]) -> Result<Dataset, Error> {
 #[pymethods]
 impl PyBatLiNet {
     #[new]
-    #[pyo3(signature = (*, featurizer=None, input_channels=None, conv_channels=32, kernel=3, pool=3, alpha=0.5, train_references=2, inference_references=32, selection="random", learning_rate=0.001, weight_decay=0.01, batch_size=128, epochs=200, seed=0, device="cpu", single_branch=false, progress=true, inference_batch=16, clean_pairs=false))]
+    #[pyo3(signature = (*, featurizer=None, input_channels=None, conv_channels=32, kernel=3, pool=3, alpha=0.5, train_references=2, inference_references=32, selection="random", learning_rate=0.001, weight_decay=0.01, batch_size=128, epochs=200, seed=0, device="cpu", single_branch=false, progress=true, inference_batch=16, clean_pairs=false, inter_features="raw", lr_schedule="constant", weight_averaging=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -104,6 +104,9 @@ impl PyBatLiNet {
         progress: bool,
         inference_batch: usize,
         clean_pairs: bool,
+        inter_features: &str,
+        lr_schedule: &str,
+        weight_averaging: f64,
     ) -> PyResult<Self> {
         let config = BatLiNetConfig {
             input_channels: input_channels.unwrap_or_else(|| (0..6).collect()),
@@ -124,6 +127,9 @@ impl PyBatLiNet {
             progress,
             inference_batch,
             clean_pairs,
+            inter_features: enum_from_str("inter_features", inter_features)?,
+            lr_schedule: enum_from_str("lr_schedule", lr_schedule)?,
+            weight_averaging,
         };
         let featurizer = match featurizer {
             Some(f) => f.config().clone(),
