@@ -21,7 +21,15 @@
 //! `--clean-pairs` cleans every target-minus-reference difference (edges, glitches, cycle
 //! filter) before branch B, as the published code does (`BatLiNetConfig::clean_pairs`).
 //!
-//! `--validate` carves a validation split out of `train` (every fourth cell) and reports on it
+//! `--inter raw|cycle_difference` sets what branch B differences (`BatLiNetConfig::inter_features`;
+//! default `cycle_difference`, chosen by 4-fold cross-validation on `train`, see BENCHMARKS.md;
+//! `raw` is the published route),
+//! `--train-refs N` the references per training target (default 2), `--schedule
+//! constant|cosine` the learning-rate schedule and `--averaging F` the fraction of final epochs
+//! whose weights are averaged (default 0).
+//!
+//! `--validate` carves a validation split out of `train` (every fourth cell, starting at cell
+//! `--fold K`, default 3; folds 0-3 together are a 4-fold cross-validation) and reports on it
 //! instead of the test splits: settings are chosen there, never on a test split.
 //!
 //! MATR files hold only discharge Q(V) curves for cycles 2..100 (no current, no charge
@@ -34,7 +42,8 @@ use anyhow::{bail, Context, Result};
 use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    BatLiNet, BatLiNetConfig, Dataset, Metrics, ReferenceSelection, VarianceModel,
+    BatLiNet, BatLiNetConfig, Dataset, InterFeatures, LrSchedule, Metrics, ReferenceSelection,
+    VarianceModel,
 };
 
 /// Primary-test cell that Severson et al. and Attia et al. leave out (cycle life 148).
@@ -55,6 +64,11 @@ struct Args {
     branches: bool,
     clean_pairs: bool,
     k: usize,
+    schedule: LrSchedule,
+    averaging: f64,
+    fold: usize,
+    train_refs: usize,
+    inter: InterFeatures,
 }
 
 fn parse() -> Result<Args> {
@@ -73,6 +87,11 @@ fn parse() -> Result<Args> {
         branches: false,
         clean_pairs: false,
         k: 32,
+        schedule: LrSchedule::Constant,
+        averaging: 0.0,
+        fold: 3,
+        train_refs: 2,
+        inter: InterFeatures::CycleDifference,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -89,6 +108,23 @@ fn parse() -> Result<Args> {
             "--branches" => a.branches = true,
             "--clean-pairs" => a.clean_pairs = true,
             "--k" => a.k = v()?.parse()?,
+            "--averaging" => a.averaging = v()?.parse()?,
+            "--fold" => a.fold = v()?.parse()?,
+            "--train-refs" => a.train_refs = v()?.parse()?,
+            "--inter" => {
+                a.inter = match v()?.as_str() {
+                    "raw" => InterFeatures::Raw,
+                    "cycle_difference" => InterFeatures::CycleDifference,
+                    s => bail!("--inter must be raw or cycle_difference, got {s}"),
+                }
+            }
+            "--schedule" => {
+                a.schedule = match v()?.as_str() {
+                    "constant" => LrSchedule::Constant,
+                    "cosine" => LrSchedule::Cosine,
+                    s => bail!("--schedule must be constant or cosine, got {s}"),
+                }
+            }
             "--models" => a.models = v()?.split(',').map(String::from).collect(),
             "--conv" => a.conv = v()?.parse()?,
             "--threads" => tch::set_num_threads(v()?.parse()?),
@@ -132,8 +168,10 @@ fn main() -> Result<()> {
         .collect();
     let mut splits: Vec<(String, Vec<Cell>)> = Vec::new();
     if args.validate {
-        let (fit, val): (Vec<_>, Vec<_>) =
-            train.into_iter().enumerate().partition(|(i, _)| i % 4 != 3);
+        let (fit, val): (Vec<_>, Vec<_>) = train
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| i % 4 != args.fold);
         train = fit.into_iter().map(|(_, c)| c).collect();
         if args.branches {
             splits.push(("fit".into(), train.clone()));
@@ -182,12 +220,25 @@ fn main() -> Result<()> {
         .with_cycles(99)
         .with_interp_dim(args.dim);
     let featurizer = Featurizer::new(featurizer_cfg.clone())?;
-    let channels = [1];
-    let train_ds = Dataset::from_cells(&train, &featurizer, &channels, &label)?;
+    let base = BatLiNetConfig::default()
+        .with_input_channels(vec![1])
+        .with_epochs(args.epochs)
+        .with_conv_channels(args.conv)
+        .with_learning_rate(args.lr)
+        .with_batch_size(args.batch)
+        .with_selection(args.selection)
+        .with_clean_pairs(args.clean_pairs)
+        .with_inference_references(args.k)
+        .with_train_references(args.train_refs)
+        .with_inter_features(args.inter)
+        .with_lr_schedule(args.schedule)
+        .with_weight_averaging(args.averaging);
+    let build = |cells: &[Cell]| Dataset::for_config(cells, &featurizer, &base, &label);
+    let train_ds = build(&train)?;
     let test_ds: Vec<(String, Vec<Cell>, Dataset)> = splits
         .into_iter()
         .map(|(name, cells)| {
-            let ds = Dataset::from_cells(&cells, &featurizer, &channels, &label)?;
+            let ds = build(&cells)?;
             Ok((name, cells, ds))
         })
         .collect::<Result<_>>()?;
@@ -219,17 +270,7 @@ fn main() -> Result<()> {
             {
                 continue;
             }
-            let config = BatLiNetConfig::default()
-                .with_input_channels(channels.to_vec())
-                .with_epochs(args.epochs)
-                .with_conv_channels(args.conv)
-                .with_learning_rate(args.lr)
-                .with_batch_size(args.batch)
-                .with_selection(args.selection)
-                .with_single_branch(single)
-                .with_clean_pairs(args.clean_pairs)
-                .with_inference_references(args.k)
-                .with_seed(seed);
+            let config = base.clone().with_single_branch(single).with_seed(seed);
             let t0 = Instant::now();
             let mut model = BatLiNet::new(config, featurizer_cfg.clone(), train_ds.shape)?;
             model.fit(&train_ds)?;
