@@ -575,5 +575,20 @@ mod tests {
         let both = ds.pair_rms([(0, 1), (2, 0)]);
         assert_relative_eq!(both[0], (101.0f32 / 2.0).sqrt(), max_relative = 1e-6);
         assert_eq!(ds.pair_rms(std::iter::empty()), vec![1.0, 1.0]);
+
+        // cycle-difference inter features: `raw` becomes `branch_a`, and the two kinds do not mix
+        let cd = ds
+            .clone()
+            .with_inter_features(InterFeatures::CycleDifference)
+            .unwrap();
+        assert_eq!(
+            (cd.raw.as_slice(), cd.inter),
+            (cd.branch_a.as_slice(), InterFeatures::CycleDifference)
+        );
+        assert!(matches!(
+            Dataset::concat(&[&ds, &cd]),
+            Err(Error::InvalidConfig { field, .. }) if field == "inter_features"
+        ));
+        assert_eq!(Dataset::concat(&[&cd, &cd]).unwrap().len(), 6);
     }
 }
