@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
@@ -125,35 +125,79 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
+/// The largest cell accepted by [`load_cell`], [`load_cells`] and [`parse_cell`], in bytes of
+/// JSON text (after gzip decompression for `.json.gz`): 256 MiB.
+///
+/// Real cells are a few MB of JSON (the shared MATR and CALCE cells are under 2 MB); the bound
+/// keeps a small gzip bomb (a few hundred KB inflating to gigabytes) from exhausting memory.
+/// Larger input is refused with [`Error::Parse`] before more than this many bytes are held.
+pub const MAX_CELL_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Load one cell from a `.json` or `.json.gz` file (gzip is detected from the content).
 ///
 /// The cell is parsed, not validated: call [`Cell::validate`] (or [`Cell::clean`] first for
 /// sources with glitches).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read or the gzip stream is corrupt, [`Error::Parse`]
+/// when the JSON does not match the schema or is larger than [`MAX_CELL_BYTES`].
 pub fn load_cell(path: impl AsRef<Path>) -> Result<Cell> {
     let path = path.as_ref();
+    let limit = MAX_CELL_BYTES;
     let mut bytes = Vec::new();
     File::open(path)
-        .and_then(|f| BufReader::new(f).read_to_end(&mut bytes))
+        .and_then(|f| {
+            let len = f.metadata().map_or(0, |m| m.len()).min(limit + 1);
+            bytes.reserve(usize::try_from(len).unwrap_or(0));
+            f.take(limit + 1).read_to_end(&mut bytes)
+        })
         .map_err(io_err(path))?;
-    parse_cell_at(&bytes, path)
+    if bytes.len() as u64 > limit {
+        return Err(too_large(path, limit, "file"));
+    }
+    parse_cell_limited(&bytes, path, limit)
 }
 
 /// Parse one cell from the bytes of a `.json` or `.json.gz` file (gzip is detected from the
 /// content), as [`load_cell`] does after reading the file. Errors name an empty path.
+///
+/// # Errors
+/// As [`load_cell`]: input (or decompressed input) larger than [`MAX_CELL_BYTES`] is refused
+/// with [`Error::Parse`].
 pub fn parse_cell(bytes: &[u8]) -> Result<Cell> {
-    parse_cell_at(bytes, Path::new(""))
+    parse_cell_limited(bytes, Path::new(""), MAX_CELL_BYTES)
 }
 
-fn parse_cell_at(bytes: &[u8], path: &Path) -> Result<Cell> {
+fn too_large(path: &Path, limit: u64, what: &str) -> Error {
+    Error::Parse {
+        path: path.to_path_buf(),
+        reason: format!("{what} larger than the limit of {limit} bytes (MAX_CELL_BYTES)"),
+    }
+}
+
+/// Parse a cell whose JSON text (decompressed, for gzip) may hold at most `limit` bytes; at
+/// most `limit + 1` bytes are ever inflated.
+fn parse_cell_limited(bytes: &[u8], path: &Path, limit: u64) -> Result<Cell> {
     let unzipped;
     let text = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(bytes.len() * 8);
+        let cap = bytes
+            .len()
+            .saturating_mul(8)
+            .min(usize::try_from(limit).unwrap_or(usize::MAX));
+        let mut out = Vec::with_capacity(cap);
         GzDecoder::new(bytes)
+            .take(limit.saturating_add(1))
             .read_to_end(&mut out)
             .map_err(io_err(path))?;
+        if out.len() as u64 > limit {
+            return Err(too_large(path, limit, "decompressed cell"));
+        }
         unzipped = out;
         &unzipped
     } else {
+        if bytes.len() as u64 > limit {
+            return Err(too_large(path, limit, "cell"));
+        }
         bytes
     };
     serde_json::from_slice::<Cell>(text).map_err(|e| Error::Parse {
@@ -162,39 +206,32 @@ fn parse_cell_at(bytes: &[u8], path: &Path) -> Result<Cell> {
     })
 }
 
+/// Write a cell's JSON to `w`, gzip'd when `gz`; the gzip trailer is written by an explicit
+/// `finish`, so its errors are returned, not dropped.
+fn write_cell<W: Write>(cell: &Cell, gz: bool, mut w: W) -> std::io::Result<W> {
+    if gz {
+        let mut enc = GzEncoder::new(w, flate2::Compression::default());
+        serde_json::to_writer(&mut enc, cell).map_err(std::io::Error::other)?;
+        enc.finish()
+    } else {
+        serde_json::to_writer(&mut w, cell).map_err(std::io::Error::other)?;
+        Ok(w)
+    }
+}
+
 /// Save a cell as JSON, gzip'd when the file name ends in `.gz`.
 ///
-/// The file is written to a temporary sibling and renamed into place, so a failure never
-/// leaves a half-written cell behind.
+/// The file is written with [`write_atomic`](crate::model::write_atomic): a uniquely named
+/// temporary sibling, fsynced and renamed into place, so a failure (or a concurrent save of
+/// the same path) never leaves a half-written cell behind.
+///
+/// # Errors
+/// [`Error::Io`] naming `path` when encoding or writing fails.
 pub fn save_cell(cell: &Cell, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("json")
-    ));
-    let write = || -> std::io::Result<()> {
-        let file = File::create(&tmp)?;
-        let gz = path.extension().is_some_and(|e| e == "gz");
-        let mut w: Box<dyn Write> = if gz {
-            Box::new(GzEncoder::new(
-                BufWriter::new(file),
-                flate2::Compression::default(),
-            ))
-        } else {
-            Box::new(BufWriter::new(file))
-        };
-        serde_json::to_writer(&mut w, cell).map_err(std::io::Error::other)?;
-        w.flush()?;
-        drop(w);
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        }
-    })
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let bytes = write_cell(cell, gz, Vec::new()).map_err(io_err(path))?;
+    crate::model::write_atomic(path, &bytes)
 }
 
 /// One entry of a dataset folder's `index.json`.
@@ -253,4 +290,80 @@ pub fn load_cells(folder: impl AsRef<Path>) -> Result<Vec<Cell>> {
         files
     };
     files.par_iter().map(load_cell).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gzip(text: &[u8]) -> Vec<u8> {
+        let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(text).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn tiny_json() -> Vec<u8> {
+        let mut c = Cycle::new(1, vec![4.0, 3.6, 3.0]);
+        c.discharge_capacity_ah = Some(vec![0.0, 0.5, 1.0]);
+        serde_json::to_vec(&Cell::new(CellMeta::new("tiny", 1.1), vec![c])).unwrap()
+    }
+
+    #[test]
+    fn gzip_bomb_over_the_limit_is_refused() {
+        // 4 MiB of zeros compress to a few KB; with a 1 MiB limit it must be refused
+        let bomb = gzip(&vec![0u8; 4 << 20]);
+        assert!(bomb.len() < 64 << 10);
+        let err = parse_cell_limited(&bomb, Path::new("bomb.json.gz"), 1 << 20).unwrap_err();
+        match err {
+            Error::Parse { path, reason } => {
+                assert_eq!(path, Path::new("bomb.json.gz"));
+                assert!(reason.contains("1048576"), "{reason}");
+            }
+            other => panic!("expected Parse, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limit_is_inclusive_for_plain_and_gzip() {
+        let json = tiny_json();
+        let n = json.len() as u64;
+        for bytes in [json.clone(), gzip(&json)] {
+            parse_cell_limited(&bytes, Path::new(""), n).unwrap();
+            assert!(matches!(
+                parse_cell_limited(&bytes, Path::new(""), n - 1),
+                Err(Error::Parse { reason, .. }) if reason.contains("MAX_CELL_BYTES")
+            ));
+        }
+    }
+
+    /// Accepts `room` bytes, then fails every write.
+    struct FailAfter {
+        room: usize,
+    }
+
+    impl Write for FailAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::other("device full"));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn gzip_trailer_write_errors_are_returned() {
+        let cell: Cell = serde_json::from_slice(&tiny_json()).unwrap();
+        let full = write_cell(&cell, true, Vec::new()).unwrap();
+        // room for everything but the 8-byte trailer: the error surfaces from `finish`
+        let w = FailAfter {
+            room: full.len() - 4,
+        };
+        assert!(write_cell(&cell, true, w).is_err());
+        assert_eq!(parse_cell(&full).unwrap(), cell);
+    }
 }

@@ -26,7 +26,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use clean::{CleanAction, CleanConfig, CleanReport};
-pub use io::{load_cell, load_cells, load_index, parse_cell, save_cell, IndexEntry};
+pub use io::{
+    load_cell, load_cells, load_index, parse_cell, save_cell, IndexEntry, MAX_CELL_BYTES,
+};
 pub use label::{LabelConfig, LabelSource, LifeLabel};
 
 /// One charge/discharge cycle: aligned per-sample series.

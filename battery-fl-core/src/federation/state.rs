@@ -63,15 +63,102 @@ impl CoordinatorState {
         crate::model::write_atomic(path, &bytes)
     }
 
-    /// Read a checkpoint.
+    /// Read a checkpoint and check it is consistent.
+    ///
+    /// Beyond the JSON schema (and the shape checks every [`ModelParams`] gets when it is
+    /// deserialized), the checkpoint must hold finite weights, per-group weights with the
+    /// global names and shapes, server-optimizer moments of the global size, fleet groups that
+    /// index into `groups`, and a usable label transform.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read; [`Error::Parse`] naming the file and, in its
+    /// reason, the offending field, when it is malformed or inconsistent.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Parse {
+        let parse = |reason: String| Error::Parse {
             path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        let state: Self = serde_json::from_slice(&bytes).map_err(|e| parse(e.to_string()))?;
+        state.check().map_err(parse)?;
+        Ok(state)
     }
+
+    /// The consistency checks of [`CoordinatorState::load`]; the error names the field.
+    fn check(&self) -> std::result::Result<(), String> {
+        check_finite("global", &self.global)?;
+        for (i, g) in self.groups.iter().enumerate() {
+            let field = format!("groups[{i}]");
+            self.global
+                .check_compatible(g)
+                .map_err(|e| format!("field `{field}` does not match `global`: {e}"))?;
+            check_finite(&field, g)?;
+        }
+        if let Some((i, &g)) = self
+            .fleet_group
+            .iter()
+            .enumerate()
+            .find(|&(_, &g)| g >= self.groups.len())
+        {
+            return Err(format!(
+                "field `fleet_group[{i}]`: group {g} out of range ({} groups)",
+                self.groups.len()
+            ));
+        }
+        if let Some(opt) = &self.server_optimizer {
+            opt.config
+                .validate()
+                .map_err(|e| format!("field `server_optimizer.config`: {e}"))?;
+            let value =
+                serde_json::to_value(opt).map_err(|e| format!("field `server_optimizer`: {e}"))?;
+            let n = self.global.num_scalars();
+            for (key, min) in [("m", f64::NEG_INFINITY), ("v", 0.0)] {
+                let Some(moment) = value.get(key).filter(|m| !m.is_null()) else {
+                    continue;
+                };
+                let field = format!("server_optimizer.{key}");
+                let moment = moment
+                    .as_array()
+                    .ok_or_else(|| format!("field `{field}` is not an array"))?;
+                if moment.len() != n {
+                    return Err(format!(
+                        "field `{field}` has {} values, the global params {n}",
+                        moment.len()
+                    ));
+                }
+                // non-finite f32 values serialize as null
+                if let Some(i) = moment
+                    .iter()
+                    .position(|x| !x.as_f64().is_some_and(|x| x.is_finite() && x >= min))
+                {
+                    return Err(format!(
+                        "field `{field}[{i}]` is not a finite value >= {min}"
+                    ));
+                }
+            }
+        }
+        let LabelTransform { mean, std } = self.labels;
+        if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+            return Err(format!(
+                "field `labels`: needs a finite mean and a positive finite std, got {mean} and {std}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The first non-finite value of `params`, as an error naming `field` and the tensor.
+fn check_finite(field: &str, params: &ModelParams) -> std::result::Result<(), String> {
+    for p in params.params() {
+        if let Some(i) = p.data.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "field `{field}`: parameter {} has a non-finite value at index {i}",
+                p.name
+            ));
+        }
+    }
+    Ok(())
 }

@@ -35,22 +35,49 @@ pub struct Param {
 }
 
 /// Named `f32` parameter buffers with shapes, sorted by name.
+///
+/// Deserialization runs the checks of [`ModelParams::new`] (each shape matches its data, names
+/// are unique; the tensors are sorted by name), so a hand-edited or corrupt file cannot produce
+/// inconsistent parameters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawModelParams")]
 pub struct ModelParams {
     params: Vec<Param>,
+}
+
+/// The serialized form, before the checks of [`ModelParams::new`].
+#[derive(Deserialize)]
+struct RawModelParams {
+    params: Vec<Param>,
+}
+
+impl TryFrom<RawModelParams> for ModelParams {
+    type Error = Error;
+
+    fn try_from(raw: RawModelParams) -> Result<Self> {
+        Self::from_params(raw.params)
+    }
 }
 
 impl ModelParams {
     /// Build from `(name, shape, data)` triples; checks that each shape matches its data and
     /// that names are unique, then sorts by name.
     pub fn new(params: Vec<(String, Vec<usize>, Vec<f32>)>) -> Result<Self> {
-        let mut params: Vec<Param> = params
-            .into_iter()
-            .map(|(name, shape, data)| Param { name, shape, data })
-            .collect();
+        Self::from_params(
+            params
+                .into_iter()
+                .map(|(name, shape, data)| Param { name, shape, data })
+                .collect(),
+        )
+    }
+
+    fn from_params(mut params: Vec<Param>) -> Result<Self> {
         for p in &params {
-            let n: usize = p.shape.iter().product();
-            if n != p.data.len() {
+            let n = p
+                .shape
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+            if n != Some(p.data.len()) {
                 return Err(Error::Shape {
                     what: format!("parameter {}", p.name),
                     expected: p.shape.clone(),
@@ -251,5 +278,23 @@ mod tests {
             Err(Error::Shape { .. })
         ));
         assert!(two().sub(&other).is_err());
+    }
+
+    #[test]
+    fn deserialization_runs_the_constructor_checks() {
+        let p: ModelParams = serde_json::from_str(
+            r#"{"params":[{"name":"b","shape":[2],"data":[3,4]},{"name":"a","shape":[],"data":[1]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p, two());
+        for bad in [
+            r#"{"params":[{"name":"w","shape":[2,2],"data":[1,2,3]}]}"#,
+            r#"{"params":[{"name":"w","shape":[],"data":[]}]}"#,
+            r#"{"params":[{"name":"w","shape":[18446744073709551615,2],"data":[]}]}"#,
+            r#"{"params":[{"name":"w","shape":[1],"data":[1]},{"name":"w","shape":[1],"data":[1]}]}"#,
+        ] {
+            let err = serde_json::from_str::<ModelParams>(bad).unwrap_err();
+            assert!(err.to_string().contains("parameter"), "{bad}: {err}");
+        }
     }
 }

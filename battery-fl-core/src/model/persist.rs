@@ -86,21 +86,72 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Write `bytes` to `path` atomically: a temporary sibling is written and fsynced, then renamed
-/// over `path`.
+/// Write `bytes` to `path` atomically and durably.
+///
+/// The bytes go to a uniquely named temporary file in the same directory (so concurrent
+/// writers of one path never share a temporary file), which is fsynced, renamed over `path`,
+/// and then the directory is fsynced so the rename itself survives a crash. Readers and a
+/// crash see either the old file or the new one, never a mix; on failure the old file is left
+/// untouched and the temporary file is removed.
+///
+/// # Errors
+/// [`Error::Io`] naming `path` when the temporary file cannot be created, written or synced,
+/// when the rename fails (e.g. `path` is a directory) or when the directory cannot be synced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// [`write_atomic`] with the content produced by `write` into the temporary file.
+fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
+    })?;
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        // as `File::create`: 0o666 restricted by the umask (tempfile defaults to 0o600)
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
+    let result = (|| {
+        // dropped (and so deleted) on every error path
+        let mut tmp = builder.tempfile_in(dir)?;
+        write(tmp.as_file_mut())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        sync_dir(dir)
+    })();
     result.map_err(io(path))
+}
+
+/// Fsync a directory so a rename inside it is durable. File systems that cannot sync
+/// directories (`EINVAL`) are tolerated; elsewhere this is a no-op.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+            other => other,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
 }
 
 /// Serialize weights as safetensors (F32, names as in a PyTorch `state_dict`).
@@ -200,6 +251,48 @@ mod tests {
         assert!(matches!(
             params_from_safetensors(b"not a model"),
             Err(Error::Model { .. })
+        ));
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn failed_write_keeps_the_old_file_and_no_temporary() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckpt.json");
+        write_atomic(&path, b"old").unwrap();
+        let err = write_atomic_with(&path, |f| {
+            f.write_all(b"half of the new")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(entries(dir.path()), ["ckpt.json"]);
+    }
+
+    #[test]
+    fn rewrites_leave_only_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.json");
+        write_atomic(&path, b"1").unwrap();
+        write_atomic(&path, b"2").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"2");
+        assert_eq!(entries(dir.path()), ["w.json"]);
+        assert!(matches!(
+            write_atomic(Path::new("/"), b"x"),
+            Err(Error::Io { .. })
         ));
     }
 }

@@ -322,3 +322,52 @@ fn cells_parse_from_bytes_as_from_files() {
         ErrorKind::Io
     );
 }
+
+#[test]
+fn gzip_bomb_is_refused_without_inflating_it_all() {
+    use battery_fl_core::data::{parse_cell, MAX_CELL_BYTES};
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    // MAX_CELL_BYTES + 16 MiB of spaces (valid JSON whitespace) gzip to well under 1 MB
+    let chunk = vec![b' '; 1 << 20];
+    let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for _ in 0..(MAX_CELL_BYTES >> 20) + 16 {
+        enc.write_all(&chunk).unwrap();
+    }
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 4 << 20, "{}", bomb.len());
+    match parse_cell(&bomb) {
+        Err(Error::Parse { path, reason }) => {
+            assert!(path.as_os_str().is_empty());
+            assert!(reason.contains("MAX_CELL_BYTES"), "{reason}");
+        }
+        other => panic!("expected Parse, got {other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_cell_saves_never_tear_or_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (&calce()[0], &calce()[1]);
+    for name in ["c.json", "c.json.gz"] {
+        let path = dir.path().join(name);
+        std::thread::scope(|scope| {
+            for cell in [a, b] {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..6 {
+                        save_cell(cell, path).unwrap();
+                        let got = load_cell(path).unwrap();
+                        assert!(got == *a || got == *b, "torn cell file");
+                    }
+                });
+            }
+        });
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["c.json", "c.json.gz"]);
+}
