@@ -907,6 +907,15 @@ enum bfl_status bfl_secagg_server_new(const struct bfl_secagg_config *config,
                                       const struct bfl_secagg_pki *pki,
                                       struct bfl_secagg_server **out);
 
+// Set the run id of the round (default 0). It is bound into every key, ciphertext and
+// signature and checked in every message, so messages of one run cannot be replayed into
+// another whose round numbers restart at the same values: use a fresh id per run.
+//
+// Errors: `BFL_STATUS_SECAGG` once stage 0 has ended (call it before
+// `bfl_secagg_server_setup`). NULL: `server` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+// Threads: needs exclusive access to `server`.
+enum bfl_status bfl_secagg_server_set_run(struct bfl_secagg_server *server, uint64_t run);
+
 // The Setup message to send to every sampled client.
 //
 // Ownership: on success `*out` owns new bytes (`bfl_bytes_free`). NULL: `server` or `out`
@@ -917,11 +926,15 @@ enum bfl_status bfl_secagg_server_setup(const struct bfl_secagg_server *server,
 
 // Stage 0: accept a client's AdvertiseKeys message.
 //
-// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
-// stage, or one that breaks the protocol (the state is unchanged).
+// `sender` is the client id the transport authenticated (not a field of the message).
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, run, round or
+// stage, one written in the name of a client other than `sender`, or one that breaks the
+// protocol (the state is unchanged).
 // Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
 // `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
 enum bfl_status bfl_secagg_server_receive_keys(struct bfl_secagg_server *server,
+                                               uint64_t sender,
                                                const uint8_t *msg,
                                                size_t len);
 
@@ -938,11 +951,15 @@ enum bfl_status bfl_secagg_server_finish_advertise(struct bfl_secagg_server *ser
 
 // Stage 1: accept a client's ShareKeys message.
 //
-// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
-// stage, or one that breaks the protocol (the state is unchanged).
+// `sender` is the client id the transport authenticated (not a field of the message).
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, run, round or
+// stage, one written in the name of a client other than `sender`, or one that breaks the
+// protocol (the state is unchanged).
 // Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
 // `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
 enum bfl_status bfl_secagg_server_receive_shares(struct bfl_secagg_server *server,
+                                                 uint64_t sender,
                                                  const uint8_t *msg,
                                                  size_t len);
 
@@ -958,11 +975,15 @@ enum bfl_status bfl_secagg_server_finish_share_keys(struct bfl_secagg_server *se
 
 // Stage 2: add a client's MaskedInput message to the running sum.
 //
-// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
-// stage, or one that breaks the protocol (the state is unchanged).
+// `sender` is the client id the transport authenticated (not a field of the message).
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, run, round or
+// stage, one written in the name of a client other than `sender`, or one that breaks the
+// protocol (the state is unchanged).
 // Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
 // `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
 enum bfl_status bfl_secagg_server_receive_masked_input(struct bfl_secagg_server *server,
+                                                       uint64_t sender,
                                                        const uint8_t *msg,
                                                        size_t len);
 
@@ -988,11 +1009,15 @@ enum bfl_status bfl_secagg_server_start_consistency_check(struct bfl_secagg_serv
 
 // Consistency check (with a PKI): accept a survivor's ConsistencySignature.
 //
-// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
-// stage, or one that breaks the protocol (the state is unchanged).
+// `sender` is the client id the transport authenticated (not a field of the message).
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, run, round or
+// stage, one written in the name of a client other than `sender`, or one that breaks the
+// protocol (the state is unchanged).
 // Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
 // `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
 enum bfl_status bfl_secagg_server_receive_consistency(struct bfl_secagg_server *server,
+                                                      uint64_t sender,
                                                       const uint8_t *msg,
                                                       size_t len);
 
@@ -1008,11 +1033,15 @@ enum bfl_status bfl_secagg_server_finish_consistency_check(struct bfl_secagg_ser
 
 // Stage 3: accept a survivor's UnmaskResponse.
 //
-// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
-// stage, or one that breaks the protocol (the state is unchanged).
+// `sender` is the client id the transport authenticated (not a field of the message).
+//
+// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, run, round or
+// stage, one written in the name of a client other than `sender`, or one that breaks the
+// protocol (the state is unchanged).
 // Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
 // `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
 enum bfl_status bfl_secagg_server_receive_unmask(struct bfl_secagg_server *server,
+                                                 uint64_t sender,
                                                  const uint8_t *msg,
                                                  size_t len);
 

@@ -54,12 +54,12 @@ fn prepare(n: usize, k: usize, dim: usize) -> Result<Prepared> {
         .map(|&id| SecAggClient::new(id, &setup, [(id % 251) as u8 + 1; 32]))
         .collect::<Result<_>>()?;
     for c in &mut clients {
-        server.receive_keys(c.advertise_keys()?)?;
+        server.receive_keys(c.id(), c.advertise_keys()?)?;
     }
     let client0_fresh = clients[0].clone();
     let dirs = server.finish_advertise()?;
     for (id, dir) in &dirs {
-        server.receive_shares(clients[*id as usize].share_keys(dir)?)?;
+        server.receive_shares(*id, clients[*id as usize].share_keys(dir)?)?;
     }
     let fwd: BTreeMap<ClientId, ForwardedShares> = server.finish_share_keys()?;
     let server_stage2 = server.clone();
@@ -70,7 +70,7 @@ fn prepare(n: usize, k: usize, dim: usize) -> Result<Prepared> {
     let mut masked = Vec::with_capacity(n);
     for (id, f) in &fwd {
         let m = clients[*id as usize].masked_input(f, &delta, 100.0)?;
-        server.receive_masked_input(&m)?;
+        server.receive_masked_input(*id, &m)?;
         masked.push(m);
     }
     let requests = server.finish_masked_input()?;
@@ -104,11 +104,11 @@ fn prepare(n: usize, k: usize, dim: usize) -> Result<Prepared> {
 
 fn server_round(mut server: SecAggServer, p: &Prepared) -> Result<usize> {
     for m in &p.masked {
-        server.receive_masked_input(m)?;
+        server.receive_masked_input(m.client, m)?;
     }
     server.finish_masked_input()?;
     for r in &p.responses {
-        server.receive_unmask(r.clone())?;
+        server.receive_unmask(r.client, r.clone())?;
     }
     Ok(server.finish()?.encoded_sum.len())
 }

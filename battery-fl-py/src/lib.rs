@@ -13,6 +13,7 @@ mod federation;
 mod genome;
 mod model;
 mod secagg;
+mod secagg_node;
 mod synthetic;
 
 use pyo3::prelude::*;
@@ -29,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     aggregate::register(m)?;
     dp::register(m)?;
     secagg::register(m)?;
+    secagg_node::register(m)?;
     federation::register(m)?;
     synthetic::register(m)?;
     Ok(())

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use battery_fl_core::secagg::{
-    self, AdvertiseKeys, ConsistencySignature, Identity, MaskedInput, Pki, SecAggClient,
-    SecAggConfig, SecAggServer, ServerStage, Setup, ShareKeys, Stage, UnmaskResponse,
+    self, AdvertiseKeys, ClientPolicy, ConsistencySignature, Identity, MaskedInput, Pki,
+    SecAggClient, SecAggConfig, SecAggServer, ServerStage, Setup, ShareKeys, Stage, UnmaskResponse,
 };
 use battery_fl_core::Error;
 use numpy::{AllowTypeChange, PyArray1, PyArrayLike1};
@@ -100,7 +100,11 @@ impl PySecAggResult {
 /// :class:`battery_fl.SecAggError` (``kind == 'below_threshold'``) and nothing is output.
 /// ``neighbors`` (odd, at least 3) selects a sparse SecAgg+ graph (default: complete graph).
 /// With ``pki`` (client id -> verifying key), clients must sign their keys and a consistency
-/// round (``start_consistency_check``...) runs before unmasking.
+/// round (``start_consistency_check``...) runs before unmasking. Every ``receive_*`` takes
+/// the keyword ``sender``: the client id the transport authenticated (a message written in
+/// another client's name is refused). ``run`` identifies the run (federation, experiment):
+/// round numbers restart in every run, so give each run a fresh id; it is bound into every
+/// key, ciphertext and signature, and messages of another run are refused.
 #[pyclass(frozen, name = "SecAggServer", module = "battery_fl.secagg")]
 #[derive(Debug)]
 pub struct PySecAggServer {
@@ -120,7 +124,7 @@ impl PySecAggServer {
 #[pymethods]
 impl PySecAggServer {
     #[new]
-    #[pyo3(signature = (clients, dim, *, round=1, threshold=None, neighbors=None, clipping_range=8.0, target_range=4194304, modulus_bits=32, max_weight=1000.0, num_clients=None, seed=None, pki=None))]
+    #[pyo3(signature = (clients, dim, *, round=1, threshold=None, neighbors=None, clipping_range=8.0, target_range=4194304, modulus_bits=32, max_weight=1000.0, num_clients=None, seed=None, pki=None, run=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -136,6 +140,7 @@ impl PySecAggServer {
         num_clients: Option<usize>,
         seed: Option<&[u8]>,
         pki: Option<BTreeMap<u64, [u8; 32]>>,
+        run: u64,
     ) -> PyResult<Self> {
         let config = SecAggConfig {
             num_clients: num_clients.unwrap_or(clients.len()),
@@ -147,7 +152,9 @@ impl PySecAggServer {
             max_weight,
         };
         let seed = seed32(py, seed)?;
-        let mut server = SecAggServer::new(config, round, dim, &clients, seed).or_raise()?;
+        let mut server = SecAggServer::new(config, round, dim, &clients, seed)
+            .or_raise()?
+            .with_run(run);
         if let Some(p) = self::pki(pki)? {
             server = server.with_pki(p);
         }
@@ -195,9 +202,12 @@ impl PySecAggServer {
         self.with(py, |s| Ok(s.u3().iter().copied().collect()))
     }
 
-    /// Stage 0: a client's advertised keys.
-    fn receive_keys(&self, py: Python<'_>, message: &[u8]) -> PyResult<()> {
-        self.with(py, |s| s.receive_keys(AdvertiseKeys::from_bytes(message)?))
+    /// Stage 0: the advertised keys of client ``sender``.
+    #[pyo3(signature = (message, *, sender))]
+    fn receive_keys(&self, py: Python<'_>, message: &[u8], sender: u64) -> PyResult<()> {
+        self.with(py, |s| {
+            s.receive_keys(sender, AdvertiseKeys::from_bytes(message)?)
+        })
     }
 
     /// End of stage 0: the key directory for each live client.
@@ -209,9 +219,12 @@ impl PySecAggServer {
         Ok(per_client(py, out, |m| m.to_bytes()))
     }
 
-    /// Stage 1: a client's encrypted shares.
-    fn receive_shares(&self, py: Python<'_>, message: &[u8]) -> PyResult<()> {
-        self.with(py, |s| s.receive_shares(ShareKeys::from_bytes(message)?))
+    /// Stage 1: the encrypted shares of client ``sender``.
+    #[pyo3(signature = (message, *, sender))]
+    fn receive_shares(&self, py: Python<'_>, message: &[u8], sender: u64) -> PyResult<()> {
+        self.with(py, |s| {
+            s.receive_shares(sender, ShareKeys::from_bytes(message)?)
+        })
     }
 
     /// End of stage 1: the shares to forward to each client.
@@ -223,10 +236,11 @@ impl PySecAggServer {
         Ok(per_client(py, out, |m| m.to_bytes()))
     }
 
-    /// Stage 2: a client's masked input.
-    fn receive_masked_input(&self, py: Python<'_>, message: &[u8]) -> PyResult<()> {
+    /// Stage 2: the masked input of client ``sender``.
+    #[pyo3(signature = (message, *, sender))]
+    fn receive_masked_input(&self, py: Python<'_>, message: &[u8], sender: u64) -> PyResult<()> {
         self.with(py, |s| {
-            s.receive_masked_input(&MaskedInput::from_bytes(message)?)
+            s.receive_masked_input(sender, &MaskedInput::from_bytes(message)?)
         })
     }
 
@@ -248,10 +262,11 @@ impl PySecAggServer {
         Ok(per_client(py, out, |m| m.to_bytes()))
     }
 
-    /// With a PKI: a client's signature on the survivor list.
-    fn receive_consistency(&self, py: Python<'_>, message: &[u8]) -> PyResult<()> {
+    /// With a PKI: the signature of client ``sender`` on the survivor list.
+    #[pyo3(signature = (message, *, sender))]
+    fn receive_consistency(&self, py: Python<'_>, message: &[u8], sender: u64) -> PyResult<()> {
         self.with(py, |s| {
-            s.receive_consistency(ConsistencySignature::from_bytes(message)?)
+            s.receive_consistency(sender, ConsistencySignature::from_bytes(message)?)
         })
     }
 
@@ -264,10 +279,11 @@ impl PySecAggServer {
         Ok(per_client(py, out, |m| m.to_bytes()))
     }
 
-    /// Stage 3: a client's revealed shares.
-    fn receive_unmask(&self, py: Python<'_>, message: &[u8]) -> PyResult<()> {
+    /// Stage 3: the revealed shares of client ``sender``.
+    #[pyo3(signature = (message, *, sender))]
+    fn receive_unmask(&self, py: Python<'_>, message: &[u8], sender: u64) -> PyResult<()> {
         self.with(py, |s| {
-            s.receive_unmask(UnmaskResponse::from_bytes(message)?)
+            s.receive_unmask(sender, UnmaskResponse::from_bytes(message)?)
         })
     }
 
@@ -295,7 +311,12 @@ impl PySecAggServer {
 /// One client of a SecAgg+ round, built from the server's ``setup`` message. ``seed`` (32
 /// bytes) is its secret randomness for the round, from the OS by default: never reuse it.
 /// With ``identity_seed`` (32 bytes) and ``pki`` the client signs its keys and checks its
-/// neighbours' signatures.
+/// neighbours' signatures. ``min_clients`` and ``min_threshold`` are the client's own floor
+/// on the server's setup (defaults from the core's ``ClientPolicy``: 3 and 2): it refuses
+/// (raising :class:`battery_fl.SecAggError` from ``advertise_keys``) a round with fewer
+/// clients, a lower threshold or smaller neighbourhoods, and with a ``pki`` also a sparse
+/// graph and ``2 * threshold < num_clients + min_threshold - 1``; ``min_threshold - 2`` is the
+/// number of clients colluding with a malicious server it is protected against.
 #[pyclass(frozen, name = "SecAggClient", module = "battery_fl.secagg")]
 #[derive(Debug)]
 pub struct PySecAggClient {
@@ -316,7 +337,8 @@ impl PySecAggClient {
 #[pymethods]
 impl PySecAggClient {
     #[new]
-    #[pyo3(signature = (client_id, setup, *, seed=None, identity_seed=None, pki=None))]
+    #[pyo3(signature = (client_id, setup, *, seed=None, identity_seed=None, pki=None, min_clients=None, min_threshold=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         client_id: u64,
@@ -324,9 +346,19 @@ impl PySecAggClient {
         seed: Option<&[u8]>,
         identity_seed: Option<&[u8]>,
         pki: Option<BTreeMap<u64, [u8; 32]>>,
+        min_clients: Option<usize>,
+        min_threshold: Option<usize>,
     ) -> PyResult<Self> {
         let setup = Setup::from_bytes(setup).or_raise()?;
-        let mut client = SecAggClient::new(client_id, &setup, seed32(py, seed)?).or_raise()?;
+        let defaults = ClientPolicy::default();
+        let policy = ClientPolicy {
+            min_clients: min_clients.unwrap_or(defaults.min_clients),
+            min_threshold: min_threshold.unwrap_or(defaults.min_threshold),
+        };
+        policy.validate().or_raise()?;
+        let mut client = SecAggClient::new(client_id, &setup, seed32(py, seed)?)
+            .or_raise()?
+            .with_policy(policy);
         match (identity_seed, self::pki(pki)?) {
             (Some(s), Some(p)) => {
                 let identity = Identity::from_seed(seed32(py, Some(s))?);

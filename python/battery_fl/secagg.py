@@ -3,30 +3,37 @@
 ``SecAggServer`` and ``SecAggClient`` are the two sides of one round; every message between
 them is ``bytes`` (a strict binary encoding), so any transport can carry them.
 ``simulate_round`` runs a whole round in process with simulated dropouts: ``drop`` maps a
-client index to the stage at which it disappears (the constants below).
+client index to the stage at which it disappears (the constants below). The server's
+``receive_*`` methods take ``sender=``, the client id the transport authenticated (never
+the id written inside the message); ``SecAggServer(..., run=...)`` gives each run a fresh
+id so that messages of one run cannot be replayed into another; ``SecAggClient(...,
+min_clients=..., min_threshold=...)`` pins the smallest setup the client accepts.
 
 >>> import numpy as np
 >>> from battery_fl import secagg
 >>> dim = 3
 >>> server = secagg.SecAggServer([0, 1, 2], dim, threshold=2, max_weight=1.0, seed=bytes(32))
 >>> clients = {i: secagg.SecAggClient(i, server.setup(), seed=bytes([i]) * 32) for i in range(3)}
->>> for c in clients.values():
-...     server.receive_keys(c.advertise_keys())
+>>> for i, c in clients.items():
+...     server.receive_keys(c.advertise_keys(), sender=i)
 >>> for i, d in server.finish_advertise().items():
-...     server.receive_shares(clients[i].share_keys(d))
+...     server.receive_shares(clients[i].share_keys(d), sender=i)
 >>> for i, f in server.finish_share_keys().items():
-...     server.receive_masked_input(clients[i].masked_input(f, np.full(dim, 0.25 * i), 1.0))
+...     masked = clients[i].masked_input(f, np.full(dim, 0.25 * i), 1.0)
+...     server.receive_masked_input(masked, sender=i)
 >>> for i, r in server.finish_masked_input().items():
-...     server.receive_unmask(clients[i].unmask(r))
+...     server.receive_unmask(clients[i].unmask(r), sender=i)
 >>> result = server.finish()
 >>> result.survivors, np.allclose(result.sum, 0.75, atol=1e-4)
 ([0, 1, 2], True)
 """
 
 from battery_fl._core import (
+    NodeSession,
     SecAggClient,
     SecAggResult,
     SecAggServer,
+    protocol_threshold,
     simulate_round,
     verifying_key,
 )
@@ -39,9 +46,11 @@ __all__ = [
     "MASKED_INPUT",
     "SHARE_KEYS",
     "UNMASK",
+    "NodeSession",
     "SecAggClient",
     "SecAggResult",
     "SecAggServer",
+    "protocol_threshold",
     "simulate_round",
     "verifying_key",
 ]

@@ -167,7 +167,7 @@ static void fill_seed(uint8_t seed[32], int salt) {
 
 /* Client reply to one server message; sends it to the server with `receive`. */
 typedef bfl_status (*step_fn)(bfl_secagg_client *, const uint8_t *, size_t, bfl_bytes **);
-typedef bfl_status (*receive_fn)(bfl_secagg_server *, const uint8_t *, size_t);
+typedef bfl_status (*receive_fn)(bfl_secagg_server *, uint64_t, const uint8_t *, size_t);
 
 static void relay(bfl_message_batch *batch, clients_t *cl, step_fn step, bfl_secagg_server *server,
                   receive_fn receive, int skip) {
@@ -186,7 +186,9 @@ static void relay(bfl_message_batch *batch, clients_t *cl, step_fn step, bfl_sec
         const uint8_t *rd;
         size_t rl;
         OK(bfl_bytes_data(reply, &rd, &rl));
-        OK(receive(server, rd, rl));
+        if (k == 0) /* a reply relayed in another client's name is refused */
+            FAILS(BFL_STATUS_SECAGG, receive(server, id + 1000, rd, rl));
+        OK(receive(server, id, rd, rl)); /* the sender the transport authenticated */
         bfl_bytes_free(reply);
     }
     uint64_t id;
@@ -224,6 +226,7 @@ static void secagg_round(int with_pki, int drop) {
     fill_seed(seed, 99);
     bfl_secagg_server *server = NULL;
     OK(bfl_secagg_server_new(&cfg, 1, DIM, cl.ids, CLIENTS, seed, 32, pki, &server));
+    OK(bfl_secagg_server_set_run(server, 42)); /* a fresh run id per run */
     bfl_bytes *setup = NULL;
     OK(bfl_secagg_server_setup(server, &setup));
     const uint8_t *sd;
@@ -250,20 +253,24 @@ static void secagg_round(int with_pki, int drop) {
         OK(bfl_bytes_data(keys, &d, &l));
         if (i == 0) {
             /* a message for another stage, and a tampered one, are refused */
-            FAILS(BFL_STATUS_SECAGG, bfl_secagg_server_receive_shares(server, d, l));
+            FAILS(BFL_STATUS_SECAGG, bfl_secagg_server_receive_shares(server, cl.ids[i], d, l));
             uint8_t *t = malloc(l);
             memcpy(t, d, l);
             t[0] ^= 0xff;
-            FAILS(BFL_STATUS_SECAGG, bfl_secagg_server_receive_keys(server, t, l));
-            FAILS(BFL_STATUS_SECAGG, bfl_secagg_server_receive_keys(server, t, l / 2));
+            FAILS(BFL_STATUS_SECAGG, bfl_secagg_server_receive_keys(server, cl.ids[i], t, l));
+            FAILS(BFL_STATUS_SECAGG, bfl_secagg_server_receive_keys(server, cl.ids[i], t, l / 2));
             free(t);
+            /* client 1 sending client 0's keys is refused */
+            FAILS(BFL_STATUS_SECAGG, bfl_secagg_server_receive_keys(server, cl.ids[1], d, l));
         }
-        OK(bfl_secagg_server_receive_keys(server, d, l));
-        if (i == 0) FAILS(BFL_STATUS_SECAGG, bfl_secagg_server_receive_keys(server, d, l)); /* dup */
+        OK(bfl_secagg_server_receive_keys(server, cl.ids[i], d, l));
+        if (i == 0) /* dup */
+            FAILS(BFL_STATUS_SECAGG, bfl_secagg_server_receive_keys(server, cl.ids[i], d, l));
         bfl_bytes_free(keys);
     }
     bfl_message_batch *batch = NULL;
     OK(bfl_secagg_server_finish_advertise(server, &batch));
+    FAILS(BFL_STATUS_SECAGG, bfl_secagg_server_set_run(server, 43)); /* too late */
     relay(batch, &cl, bfl_secagg_client_share_keys, server, bfl_secagg_server_receive_shares, -1);
     OK(bfl_secagg_server_finish_share_keys(server, &batch));
 
@@ -285,7 +292,7 @@ static void secagg_round(int with_pki, int drop) {
         const uint8_t *md;
         size_t ml;
         OK(bfl_bytes_data(masked, &md, &ml));
-        OK(bfl_secagg_server_receive_masked_input(server, md, ml));
+        OK(bfl_secagg_server_receive_masked_input(server, id, md, ml));
         bfl_bytes_free(masked);
     }
     bfl_message_batch_free(batch);

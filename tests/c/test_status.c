@@ -103,7 +103,8 @@ static void null_arguments_are_reported(void) {
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_accountant_step(NULL, 1.0, 1.0, 1));
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_accountant_epsilon(NULL, 1e-5, NULL));
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_secagg_server_new(NULL, 1, 4, NULL, 0, NULL, 0, NULL, NULL));
-    FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_secagg_server_receive_keys(NULL, NULL, 0));
+    FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_secagg_server_receive_keys(NULL, 1, NULL, 0));
+    FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_secagg_server_set_run(NULL, 1));
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_secagg_client_new(1, NULL, 0, NULL, 0, NULL, NULL, NULL));
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_secagg_client_advertise_keys(NULL, NULL));
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_bytes_data(NULL, NULL, NULL));

@@ -57,7 +57,9 @@ def _run(drop_at: dict[int, str] | None = None, pki: bool = False, weight: float
     drop_at = drop_at or {}
     ids = list(range(10, 10 + N))
     keys = {i: secagg.verifying_key(bytes([i]) * 32) for i in ids} if pki else None
-    server = secagg.SecAggServer(ids, DIM, round=7, threshold=4, max_weight=1.0, seed=bytes(32), pki=keys)
+    server = secagg.SecAggServer(
+        ids, DIM, round=7, threshold=4, max_weight=1.0, seed=bytes(32), pki=keys, run=3
+    )
     setup = server.setup()
     clients = {
         i: secagg.SecAggClient(i, setup, seed=bytes([100 + i]) * 32,
@@ -72,22 +74,23 @@ def _run(drop_at: dict[int, str] | None = None, pki: bool = False, weight: float
 
     for i, c in clients.items():
         if alive(i, "advertise_keys"):
-            server.receive_keys(c.advertise_keys())
+            server.receive_keys(c.advertise_keys(), sender=i)
     for i, directory in server.finish_advertise().items():
         if alive(i, "share_keys"):
-            server.receive_shares(clients[i].share_keys(directory))
+            server.receive_shares(clients[i].share_keys(directory), sender=i)
     for i, forwarded in server.finish_share_keys().items():
         if alive(i, "masked_input"):
-            server.receive_masked_input(clients[i].masked_input(forwarded, INPUTS[i - 10], weight))
+            masked = clients[i].masked_input(forwarded, INPUTS[i - 10], weight)
+            server.receive_masked_input(masked, sender=i)
     if pki:
         for i, check in server.start_consistency_check().items():
-            server.receive_consistency(clients[i].consistency_check(check))
+            server.receive_consistency(clients[i].consistency_check(check), sender=i)
         requests = server.finish_consistency_check()
     else:
         requests = server.finish_masked_input()
     for i, request in requests.items():
         if alive(i, "unmask"):
-            server.receive_unmask(clients[i].unmask(request))
+            server.receive_unmask(clients[i].unmask(request), sender=i)
     return server, server.finish()
 
 
@@ -114,31 +117,87 @@ def test_protocol_violations_raise_secagg_error() -> None:
     server = secagg.SecAggServer(list(range(N)), DIM, threshold=4, seed=bytes(32))
     clients = [secagg.SecAggClient(i, server.setup()) for i in range(N)]
     keys = [c.advertise_keys() for c in clients]
-    server.receive_keys(keys[0])
+    server.receive_keys(keys[0], sender=0)
     with pytest.raises(battery_fl.SecAggError):
-        server.receive_keys(keys[0])  # duplicate
+        server.receive_keys(keys[0], sender=0)  # duplicate
     with pytest.raises(battery_fl.SecAggError):
         server.finish_share_keys()  # wrong stage
-    for k in keys[1:]:
-        server.receive_keys(k)
+    with pytest.raises(TypeError):
+        server.receive_keys(keys[1])  # type: ignore[call-arg]  # sender is required
+    for i, k in enumerate(keys[1:], start=1):
+        server.receive_keys(k, sender=i)
     directories = server.finish_advertise()
     shares = clients[0].share_keys(directories[0])
     tampered = bytearray(shares)
     tampered[-1] ^= 1
-    server.receive_shares(bytes(tampered))  # the server only forwards ciphertexts ...
+    server.receive_shares(bytes(tampered), sender=0)  # the server only forwards ciphertexts ...
     for i in range(1, N):
-        server.receive_shares(clients[i].share_keys(directories[i]))
+        server.receive_shares(clients[i].share_keys(directories[i]), sender=i)
     forwarded = server.finish_share_keys()
     rejected = []  # ... and the recipient of the flipped ciphertext (only it) rejects it
     for i in range(N):
         try:
-            server.receive_masked_input(clients[i].masked_input(forwarded[i], INPUTS[i], 1.0))
+            masked = clients[i].masked_input(forwarded[i], INPUTS[i], 1.0)
+            server.receive_masked_input(masked, sender=i)
         except battery_fl.SecAggError as err:
             rejected.append((i, err.stage))
     assert len(rejected) == 1 and rejected[0][0] != 0 and rejected[0][1] == "masked_input"
     with pytest.raises(battery_fl.SecAggError):
-        server.receive_masked_input(b"SA+\x01junk")
+        server.receive_masked_input(b"SA+\x02junk", sender=1)
     with pytest.raises(battery_fl.ConfigError):
         secagg.SecAggClient(0, server.setup(), seed=b"short")
     with pytest.raises(battery_fl.ConfigError):
         secagg.SecAggClient(0, server.setup(), identity_seed=bytes(32))  # without a pki
+
+
+def test_a_node_cannot_send_in_another_nodes_name() -> None:
+    server = secagg.SecAggServer(list(range(N)), DIM, threshold=4, max_weight=1.0, seed=bytes(32))
+    clients = [secagg.SecAggClient(i, server.setup(), seed=bytes([i + 1]) * 32) for i in range(N)]
+    impostor = secagg.SecAggClient(2, server.setup(), seed=bytes([99]) * 32)
+    with pytest.raises(battery_fl.SecAggError) as info:
+        server.receive_keys(impostor.advertise_keys(), sender=1)  # node 1 writing as node 2
+    assert info.value.stage == "advertise_keys"
+    for i, c in enumerate(clients):
+        server.receive_keys(c.advertise_keys(), sender=i)
+    directories = server.finish_advertise()
+    assert server.u1 == list(range(N))  # node 2's genuine keys were accepted
+    for i, d in directories.items():
+        server.receive_shares(clients[i].share_keys(d), sender=i)
+    forwarded = server.finish_share_keys()
+    masked = {i: clients[i].masked_input(forwarded[i], INPUTS[i], 1.0) for i in range(N)}
+    with pytest.raises(battery_fl.SecAggError):
+        server.receive_masked_input(masked[2], sender=1)
+    assert server.u3 == []
+    for i, m in masked.items():
+        server.receive_masked_input(m, sender=i)
+    for i, r in server.finish_masked_input().items():
+        server.receive_unmask(clients[i].unmask(r), sender=i)
+    result = server.finish()
+    assert result.survivors == list(range(N))
+    np.testing.assert_allclose(result.mean, _plain_sum(list(range(N))) / N, atol=TOL)
+
+
+def test_messages_of_another_run_are_refused() -> None:
+    ids = list(range(N))
+    run1 = secagg.SecAggServer(ids, DIM, threshold=4, seed=bytes(32), run=1)
+    run2 = secagg.SecAggServer(ids, DIM, threshold=4, seed=bytes(32), run=2)
+    # same round number and the same client seed in both runs
+    old = secagg.SecAggClient(0, run1.setup(), seed=bytes([7]) * 32)
+    with pytest.raises(battery_fl.SecAggError):
+        run2.receive_keys(old.advertise_keys(), sender=0)
+    new = secagg.SecAggClient(0, run2.setup(), seed=bytes([7]) * 32)
+    run2.receive_keys(new.advertise_keys(), sender=0)
+
+
+def test_client_policy_refuses_weak_setups() -> None:
+    server = secagg.SecAggServer([0, 1, 2], DIM, threshold=2, seed=bytes(32))
+    # n = 3, t = 2: the server and one colluder can isolate a client's input
+    careful = secagg.SecAggClient(0, server.setup(), min_threshold=3)
+    with pytest.raises(battery_fl.SecAggError) as info:
+        careful.advertise_keys()
+    assert info.value.stage == "advertise_keys"
+    with pytest.raises(battery_fl.SecAggError):
+        secagg.SecAggClient(0, server.setup(), min_clients=4).advertise_keys()
+    secagg.SecAggClient(0, server.setup()).advertise_keys()  # the defaults accept it
+    with pytest.raises(battery_fl.ConfigError):
+        secagg.SecAggClient(0, server.setup(), min_threshold=1)

@@ -1,5 +1,9 @@
 //! [`SecAggClient`]: one client's state machine for one round.
 //!
+//! Every server message must carry this client's run, round and id. The client checks the
+//! server's parameters against its own [`ClientPolicy`] (set with
+//! [`with_policy`](SecAggClient::with_policy)) before sending anything.
+//!
 //! Stages (each method may only be called in its stage; the state only advances on success,
 //! so a rejected message leaves the client as it was):
 //! 0. [`advertise_keys`](SecAggClient::advertise_keys): two fresh X25519 key pairs.
@@ -16,11 +20,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
 
-use super::crypto::{agree, derive_key, open, seal, KeyPair, Purpose};
+use super::config::ClientPolicy;
+use super::crypto::{agree, derive_key, open, seal, KeyPair, Purpose, SecretRng};
 use super::encoding::encode;
 use super::identity::{Identity, Pki};
 use super::messages::{
@@ -58,7 +61,7 @@ pub struct SecAggClient {
     setup: Setup,
     dim: usize,
     stage: ClientStage,
-    rng: ChaCha20Rng,
+    shamir_seed: Zeroizing<[u8; 32]>,
     rounding_seed: Zeroizing<[u8; 32]>,
     self_seed: Zeroizing<[u8; 32]>,
     mask_keys: KeyPair,
@@ -68,12 +71,14 @@ pub struct SecAggClient {
     revealed: BTreeMap<ClientId, ShareKind>,
     identity: Option<(Identity, Pki)>,
     signed_survivors: Option<(Vec<ClientId>, Vec<u8>)>,
+    policy: ClientPolicy,
 }
 
 impl std::fmt::Debug for SecAggClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecAggClient")
             .field("id", &self.id)
+            .field("run", &self.setup.run)
             .field("round", &self.setup.round)
             .field("stage", &self.stage)
             .finish_non_exhaustive()
@@ -91,25 +96,27 @@ impl SecAggClient {
     /// A client `id` for the round described by `setup`. `seed` is the client's secret
     /// randomness for this round (keys, self-mask seed, Shamir polynomials, stochastic
     /// rounding): it must come from a CSPRNG (e.g. the OS) and never be reused.
+    ///
+    /// The secrets are drawn from `seed` at once; the client keeps only zeroizing copies
+    /// (the seed of its Shamir polynomials included: the polynomials are drawn from it
+    /// inside [`share_keys`](Self::share_keys) by a generator that is wiped on drop).
     pub fn new(id: ClientId, setup: &Setup, seed: [u8; 32]) -> Result<Self> {
         setup.config.validate()?;
         let dim = usize::try_from(setup.dim).map_err(|_| Error::config("dim", "too large"))?;
-        let mut rng = ChaCha20Rng::from_seed(seed);
-        let mut draw = || {
-            let mut b = Zeroizing::new([0u8; 32]);
-            rng.fill_bytes(&mut b[..]);
-            b
-        };
-        let mask_keys = KeyPair::from_seed(*draw());
-        let enc_keys = KeyPair::from_seed(*draw());
-        let self_seed = draw();
-        let rounding_seed = derive_key(&draw()[..], Purpose::Rounding, setup.round, id, id)?;
+        let mut rng = SecretRng::new(&Zeroizing::new(seed), b"client");
+        let mask_keys = KeyPair::from_seed(*rng.draw());
+        let enc_keys = KeyPair::from_seed(*rng.draw());
+        let self_seed = rng.draw();
+        let (run, round) = (setup.run, setup.round);
+        let rounding_seed = derive_key(&rng.draw()[..], Purpose::Rounding, run, round, id, id)?;
+        let shamir_seed = rng.draw();
+        rng.check()?;
         Ok(SecAggClient {
             id,
             setup: setup.clone(),
             dim,
             stage: ClientStage::Created,
-            rng,
+            shamir_seed,
             rounding_seed,
             self_seed,
             mask_keys,
@@ -119,7 +126,21 @@ impl SecAggClient {
             revealed: BTreeMap::new(),
             identity: None,
             signed_survivors: None,
+            policy: ClientPolicy::default(),
         })
+    }
+
+    /// Pin the round parameters this client accepts (default [`ClientPolicy::default`]);
+    /// a setup or directory below it is refused before anything is sent. Call before
+    /// stage 0.
+    pub fn with_policy(mut self, policy: ClientPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The client's policy.
+    pub fn policy(&self) -> &ClientPolicy {
+        &self.policy
     }
 
     /// This client's id.
@@ -130,6 +151,21 @@ impl SecAggClient {
     /// The round number.
     pub fn round(&self) -> u64 {
         self.setup.round
+    }
+
+    /// The run id.
+    pub fn run(&self) -> u64 {
+        self.setup.run
+    }
+
+    /// The length of the delta vectors.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The round's largest client weight W (the weight of a full-weight input).
+    pub fn max_weight(&self) -> f64 {
+        self.setup.config.max_weight
     }
 
     fn expect_stage(&self, want: &[ClientStage], stage: Stage) -> Result<()> {
@@ -143,17 +179,24 @@ impl SecAggClient {
         }
     }
 
-    fn check_header(&self, round: u64, recipient: ClientId, stage: Stage) -> Result<()> {
-        if round != self.setup.round || recipient != self.id {
+    fn check_header(&self, run: u64, round: u64, recipient: ClientId, stage: Stage) -> Result<()> {
+        let s = &self.setup;
+        if run != s.run || round != s.round || recipient != self.id {
             return Err(err(
                 stage,
                 format!(
-                    "message for round {round}, client {recipient}; this is round {}, client {}",
-                    self.setup.round, self.id
+                    "message for run {run}, round {round}, client {recipient}; this is run {}, \
+                     round {}, client {}",
+                    s.run, s.round, self.id
                 ),
             ));
         }
         Ok(())
+    }
+
+    fn check_policy(&self, stage: Stage) -> Result<()> {
+        let signed = self.identity.is_some();
+        self.policy.check_setup(&self.setup, signed, stage)
     }
 
     /// Stage 0: the two public keys (idempotent until stage 1).
@@ -162,14 +205,17 @@ impl SecAggClient {
             &[ClientStage::Created, ClientStage::KeysAdvertised],
             Stage::AdvertiseKeys,
         )?;
+        self.check_policy(Stage::AdvertiseKeys)?;
         let (mask_pk, enc_pk) = (self.mask_keys.public_bytes(), self.enc_keys.public_bytes());
+        let (run, round) = (self.setup.run, self.setup.round);
         let signature = match &self.identity {
-            Some((id, _)) => id.sign_keys(self.setup.round, self.id, &mask_pk, &enc_pk)?,
+            Some((id, _)) => id.sign_keys(run, round, self.id, &mask_pk, &enc_pk)?,
             None => Vec::new(),
         };
         self.stage = ClientStage::KeysAdvertised;
         Ok(AdvertiseKeys {
-            round: self.setup.round,
+            run,
+            round,
             client: self.id,
             mask_pk,
             enc_pk,
@@ -189,9 +235,11 @@ impl SecAggClient {
     pub fn share_keys(&mut self, directory: &KeyDirectory) -> Result<ShareKeys> {
         let stage = Stage::ShareKeys;
         self.expect_stage(&[ClientStage::KeysAdvertised], stage)?;
-        self.check_header(directory.round, directory.recipient, stage)?;
+        self.check_header(directory.run, directory.round, directory.recipient, stage)?;
+        self.check_policy(stage)?;
         let cfg = &self.setup.config;
         let (t, k) = (cfg.t(), cfg.k());
+        let (run, round) = (self.setup.run, self.setup.round);
         let peers = &directory.peers;
         if peers.len() > k {
             return Err(err(
@@ -206,6 +254,7 @@ impl SecAggClient {
                 got: peers.len(),
             });
         }
+        self.policy.check_neighbourhood(peers.len(), stage)?;
         let mut by_id = BTreeMap::new();
         let mut keys = BTreeSet::new();
         for p in peers {
@@ -216,13 +265,7 @@ impl SecAggClient {
                 return Err(err(stage, "public keys are not unique"));
             }
             if let Some((_, pki)) = &self.identity {
-                pki.verify_keys(
-                    self.setup.round,
-                    p.client,
-                    &p.mask_pk,
-                    &p.enc_pk,
-                    &p.signature,
-                )?;
+                pki.verify_keys(run, round, p.client, &p.mask_pk, &p.enc_pk, &p.signature)?;
             }
         }
         match by_id.get(&self.id) {
@@ -233,8 +276,11 @@ impl SecAggClient {
         }
         let holders: Vec<ClientId> = by_id.keys().copied().collect();
         let secret_key = self.mask_keys.secret_bytes();
-        let seed_shares = split(&self.self_seed, t, &holders, &mut self.rng)?;
-        let key_shares = split(&secret_key, t, &holders, &mut self.rng)?;
+        let mut rng = SecretRng::new(&self.shamir_seed, b"shamir");
+        let seed_shares = split(&self.self_seed, t, &holders, &mut rng)?;
+        let key_shares = split(&secret_key, t, &holders, &mut rng)?;
+        rng.check()?;
+        drop(rng);
         let mut envelopes = Vec::with_capacity(holders.len().saturating_sub(1));
         let mut own = None;
         for ((&v, seed_share), key_share) in holders.iter().zip(seed_shares).zip(key_shares) {
@@ -252,14 +298,15 @@ impl SecAggClient {
             let key = derive_key(
                 &shared[..],
                 Purpose::ShareEncryption,
-                self.setup.round,
+                run,
+                round,
                 self.id,
                 v,
             )?;
             let mut plain = Zeroizing::new(Vec::with_capacity(2 * SHARE_BYTES));
             plain.extend_from_slice(&seed_share.to_bytes());
             plain.extend_from_slice(&key_share.to_bytes());
-            let ciphertext = seal(&key, self.setup.round, self.id, v, &plain)?;
+            let ciphertext = seal(&key, run, round, self.id, v, &plain)?;
             envelopes.push(Envelope {
                 src: self.id,
                 dst: v,
@@ -271,7 +318,8 @@ impl SecAggClient {
         self.peers = by_id;
         self.stage = ClientStage::SharesSent;
         Ok(ShareKeys {
-            round: self.setup.round,
+            run,
+            round,
             client: self.id,
             envelopes,
         })
@@ -307,8 +355,8 @@ impl SecAggClient {
     ) -> Result<MaskedInput> {
         let stage = Stage::MaskedInput;
         self.expect_stage(&[ClientStage::SharesSent], stage)?;
-        self.check_header(forwarded.round, forwarded.recipient, stage)?;
-        let round = self.setup.round;
+        self.check_header(forwarded.run, forwarded.round, forwarded.recipient, stage)?;
+        let (run, round) = (self.setup.run, self.setup.round);
         let mut received: BTreeMap<ClientId, Held> = BTreeMap::new();
         for e in &forwarded.envelopes {
             if e.dst != self.id || e.src == self.id || !self.peers.contains_key(&e.src) {
@@ -325,8 +373,9 @@ impl SecAggClient {
                 .get(&e.src)
                 .ok_or_else(|| err(stage, "unknown neighbour"))?;
             let shared = agree(&self.enc_keys, &peer.enc_pk)?;
-            let key = derive_key(&shared[..], Purpose::ShareEncryption, round, self.id, e.src)?;
-            let plain = open(&key, round, e.src, self.id, &e.ciphertext)?;
+            let purpose = Purpose::ShareEncryption;
+            let key = derive_key(&shared[..], purpose, run, round, self.id, e.src)?;
+            let plain = open(&key, run, round, e.src, self.id, &e.ciphertext)?;
             if plain.len() != 2 * SHARE_BYTES {
                 return Err(err(
                     stage,
@@ -351,11 +400,13 @@ impl SecAggClient {
                 got: received.len() + 1,
             });
         }
+        self.policy.check_neighbourhood(received.len() + 1, stage)?;
         let mut values = self.encode_input(delta, weight)?;
         let mut terms = Vec::with_capacity(received.len() + 1);
         let self_mask = derive_key(
             &self.self_seed[..],
             Purpose::SelfMask,
+            run,
             round,
             self.id,
             self.id,
@@ -367,7 +418,7 @@ impl SecAggClient {
                 .get(&v)
                 .ok_or_else(|| err(stage, "unknown neighbour"))?;
             let shared = agree(&self.mask_keys, &peer.mask_pk)?;
-            let s = derive_key(&shared[..], Purpose::Mask, round, self.id, v)?;
+            let s = derive_key(&shared[..], Purpose::Mask, run, round, self.id, v)?;
             terms.push(MaskTerm::signed(*s, self.id > v));
         }
         let bits = self.setup.config.modulus_bits;
@@ -375,6 +426,7 @@ impl SecAggClient {
         self.held.extend(received);
         self.stage = ClientStage::InputSent;
         Ok(MaskedInput {
+            run,
             round,
             client: self.id,
             modulus_bits: bits,
@@ -399,7 +451,7 @@ impl SecAggClient {
         } else {
             self.expect_stage(&[ClientStage::InputSent], stage)?;
         }
-        self.check_header(request.round, request.recipient, stage)?;
+        self.check_header(request.run, request.round, request.recipient, stage)?;
         let t = self.setup.config.t();
         let mut asked: BTreeMap<ClientId, ShareKind> = BTreeMap::new();
         let lists = [
@@ -458,9 +510,68 @@ impl SecAggClient {
             });
         }
         Ok(UnmaskResponse {
+            run: self.setup.run,
             round: self.setup.round,
             client: self.id,
             shares,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secagg::SecAggConfig;
+
+    /// The Shamir polynomials come from a zeroizing seed (no `ChaCha20Rng` holding the round
+    /// secret lives in the client): the shares are still a deterministic function of the
+    /// client's seed, and the seed field is wiped on drop.
+    #[test]
+    fn shamir_polynomials_come_from_a_zeroizing_seed() -> Result<()> {
+        let setup = Setup {
+            run: 2,
+            round: 1,
+            dim: 3,
+            config: SecAggConfig::new(3).with_threshold(2),
+        };
+        let mut clients: Vec<SecAggClient> = (0..3)
+            .map(|id| SecAggClient::new(id, &setup, [id as u8 + 1; 32]))
+            .collect::<Result<_>>()?;
+        let peers: Vec<PeerKeys> = clients
+            .iter_mut()
+            .map(|c| {
+                let k = c.advertise_keys()?;
+                Ok(PeerKeys {
+                    client: k.client,
+                    mask_pk: k.mask_pk,
+                    enc_pk: k.enc_pk,
+                    signature: k.signature,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let dir = KeyDirectory {
+            run: 2,
+            round: 1,
+            recipient: 0,
+            peers,
+        };
+        let seed: &Zeroizing<[u8; 32]> = &clients[0].shamir_seed;
+        assert_ne!(**seed, [0; 32]);
+        let mut twin = clients[0].clone();
+        let a = clients[0].share_keys(&dir)?;
+        let b = twin.share_keys(&dir)?;
+        assert_eq!(a, b, "shares are deterministic given the seed");
+        let own = |c: &SecAggClient| c.held.get(&0).map(|h| h.seed_share.to_bytes());
+        assert_eq!(own(&clients[0]), own(&twin));
+        // a client built from another seed shares with other polynomials
+        let mut other = SecAggClient::new(0, &setup, [9; 32])?;
+        let mut dir2 = dir.clone();
+        let k = other.advertise_keys()?;
+        if let Some(me) = dir2.peers.iter_mut().find(|p| p.client == 0) {
+            (me.mask_pk, me.enc_pk) = (k.mask_pk, k.enc_pk);
+        }
+        other.share_keys(&dir2)?;
+        assert_ne!(own(&clients[0]), own(&other));
+        Ok(())
     }
 }

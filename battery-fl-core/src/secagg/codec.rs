@@ -75,6 +75,7 @@ wire_message!(
     Setup,
     1,
     |s, w| {
+        w.u64(s.run);
         w.u64(s.round);
         w.u64(s.dim);
         let c = &s.config;
@@ -88,6 +89,7 @@ wire_message!(
     },
     |r| {
         Setup {
+            run: r.u64()?,
             round: r.u64()?,
             dim: r.u64()?,
             config: SecAggConfig {
@@ -107,6 +109,7 @@ wire_message!(
     AdvertiseKeys,
     2,
     |s, w| {
+        w.u64(s.run);
         w.u64(s.round);
         w.u64(s.client);
         w.array32(&s.mask_pk);
@@ -115,6 +118,7 @@ wire_message!(
     },
     |r| {
         AdvertiseKeys {
+            run: r.u64()?,
             round: r.u64()?,
             client: r.u64()?,
             mask_pk: r.array32()?,
@@ -128,6 +132,7 @@ wire_message!(
     KeyDirectory,
     3,
     |s, w| {
+        w.u64(s.run);
         w.u64(s.round);
         w.u64(s.recipient);
         w.len(s.peers.len());
@@ -139,6 +144,7 @@ wire_message!(
         }
     },
     |r| {
+        let run = r.u64()?;
         let round = r.u64()?;
         let recipient = r.u64()?;
         let n = r.len(76)?;
@@ -153,6 +159,7 @@ wire_message!(
             })
             .collect::<Result<_>>()?;
         KeyDirectory {
+            run,
             round,
             recipient,
             peers,
@@ -164,12 +171,14 @@ wire_message!(
     ShareKeys,
     4,
     |s, w| {
+        w.u64(s.run);
         w.u64(s.round);
         w.u64(s.client);
         write_envelopes(&mut w, &s.envelopes);
     },
     |r| {
         ShareKeys {
+            run: r.u64()?,
             round: r.u64()?,
             client: r.u64()?,
             envelopes: read_envelopes(&mut r)?,
@@ -181,12 +190,14 @@ wire_message!(
     ForwardedShares,
     5,
     |s, w| {
+        w.u64(s.run);
         w.u64(s.round);
         w.u64(s.recipient);
         write_envelopes(&mut w, &s.envelopes);
     },
     |r| {
         ForwardedShares {
+            run: r.u64()?,
             round: r.u64()?,
             recipient: r.u64()?,
             envelopes: read_envelopes(&mut r)?,
@@ -198,6 +209,7 @@ wire_message!(
     MaskedInput,
     6,
     |s, w| {
+        w.u64(s.run);
         w.u64(s.round);
         w.u64(s.client);
         w.u32(s.modulus_bits);
@@ -210,6 +222,7 @@ wire_message!(
         }
     },
     |r| {
+        let run = r.u64()?;
         let round = r.u64()?;
         let client = r.u64()?;
         let modulus_bits = r.u32()?;
@@ -240,6 +253,7 @@ wire_message!(
                 .collect()
         };
         MaskedInput {
+            run,
             round,
             client,
             modulus_bits,
@@ -252,18 +266,21 @@ wire_message!(
     UnmaskRequest,
     7,
     |s, w| {
+        w.u64(s.run);
         w.u64(s.round);
         w.u64(s.recipient);
         write_ids(&mut w, &s.alive);
         write_ids(&mut w, &s.dropped);
         w.len(s.signatures.len());
         for sig in &s.signatures {
+            w.u64(sig.run);
             w.u64(sig.round);
             w.u64(sig.client);
             w.bytes(&sig.signature);
         }
     },
     |r| {
+        let run = r.u64()?;
         let round = r.u64()?;
         let recipient = r.u64()?;
         let alive = read_ids(&mut r)?;
@@ -272,6 +289,7 @@ wire_message!(
         let signatures = (0..n)
             .map(|_| {
                 Ok(ConsistencySignature {
+                    run: r.u64()?,
                     round: r.u64()?,
                     client: r.u64()?,
                     signature: r.bytes()?,
@@ -279,6 +297,7 @@ wire_message!(
             })
             .collect::<Result<_>>()?;
         UnmaskRequest {
+            run,
             round,
             recipient,
             alive,
@@ -292,6 +311,7 @@ wire_message!(
     UnmaskResponse,
     8,
     |s, w| {
+        w.u64(s.run);
         w.u64(s.round);
         w.u64(s.client);
         w.len(s.shares.len());
@@ -305,6 +325,7 @@ wire_message!(
         }
     },
     |r| {
+        let run = r.u64()?;
         let round = r.u64()?;
         let client = r.u64()?;
         let n = r.len(9 + SHARE_BYTES)?;
@@ -322,6 +343,7 @@ wire_message!(
             })
             .collect::<Result<_>>()?;
         UnmaskResponse {
+            run,
             round,
             client,
             shares,
@@ -333,12 +355,14 @@ wire_message!(
     ConsistencyCheck,
     9,
     |s, w| {
+        w.u64(s.run);
         w.u64(s.round);
         w.u64(s.recipient);
         write_ids(&mut w, &s.survivors);
     },
     |r| {
         ConsistencyCheck {
+            run: r.u64()?,
             round: r.u64()?,
             recipient: r.u64()?,
             survivors: read_ids(&mut r)?,
@@ -350,12 +374,14 @@ wire_message!(
     ConsistencySignature,
     10,
     |s, w| {
+        w.u64(s.run);
         w.u64(s.round);
         w.u64(s.client);
         w.bytes(&s.signature);
     },
     |r| {
         ConsistencySignature {
+            run: r.u64()?,
             round: r.u64()?,
             client: r.u64()?,
             signature: r.bytes()?,
@@ -370,13 +396,14 @@ mod tests {
     #[test]
     fn masked_input_packs_by_modulus() -> Result<()> {
         let m = MaskedInput {
+            run: 3,
             round: 1,
             client: 2,
             modulus_bits: 32,
             values: vec![1, 2, 3],
         };
         let b = m.to_bytes();
-        assert_eq!(b.len(), 5 + 8 + 8 + 4 + 8 + 12);
+        assert_eq!(b.len(), 5 + 8 + 8 + 8 + 4 + 8 + 12);
         assert_eq!(MaskedInput::from_bytes(&b)?, m);
         let m64 = MaskedInput {
             modulus_bits: 64,
@@ -390,6 +417,7 @@ mod tests {
     #[test]
     fn setup_roundtrip() -> Result<()> {
         let s = Setup {
+            run: 4,
             round: 9,
             dim: 100,
             config: SecAggConfig::new(20).with_neighbours(7).with_threshold(5),
@@ -401,11 +429,13 @@ mod tests {
     #[test]
     fn huge_length_prefix_is_rejected_without_allocating() {
         let mut b = Writer::new(7);
+        b.u64(0);
         b.u64(1);
         b.u64(2);
         b.u32(u32::MAX);
         assert!(UnmaskRequest::from_bytes(&b.buf).is_err());
         let mut m = Writer::new(6);
+        m.u64(0);
         m.u64(1);
         m.u64(2);
         m.u32(32);

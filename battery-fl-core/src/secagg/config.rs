@@ -1,8 +1,13 @@
-//! [`SecAggConfig`]: the parameters of one secure-aggregation round.
+//! [`SecAggConfig`]: the parameters of one secure-aggregation round, and [`ClientPolicy`]: the
+//! parameters a client accepts.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+mod policy;
+
+pub use policy::ClientPolicy;
 
 /// Parameters of a SecAgg+ round (secure-aggregation.md §3.2, §3.4).
 ///

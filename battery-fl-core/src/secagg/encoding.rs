@@ -100,28 +100,63 @@ pub fn encode(
     Ok(out)
 }
 
-/// The weight prefix `q_tot` and the coordinates `R` of an unmasked sum, with `q_tot` checked
-/// against what `num_survivors` clients can send.
-fn split_sum<'a>(
-    config: &SecAggConfig,
-    sum: &'a [u64],
-    num_survivors: usize,
-) -> Result<(u64, &'a [u64])> {
-    let Some((&q_tot, rest)) = sum.split_first() else {
+/// Check that an unmasked sum `[q_tot] ‖ R` can come from `num_survivors` well-formed
+/// encodings: every entry, the weight prefix included, must lie in [0, |A|·T] (|A| =
+/// `num_survivors`, T = `target_range`), since each encoding has entries in {0, …, T} and
+/// n·T < M rules out wrap-around. An entry outside means some client sent an out-of-range
+/// encoding (e.g. T·3 in one coordinate, or a negative value mod M), which would otherwise
+/// shift the decoded mean silently: refused with [`Error::SecAgg`] at stage `decode`.
+///
+/// This is a sanity bound on the sum, not a per-client range proof: a client can still shift
+/// a coordinate by less than the headroom |A|·T − R without being noticed.
+pub fn check_range(config: &SecAggConfig, sum: &[u64], num_survivors: usize) -> Result<()> {
+    let bound = (num_survivors as u128) * u128::from(config.target_range);
+    let Some(&q_tot) = sum.first() else {
         return Err(Error::Shape {
             what: "encoded sum".into(),
             expected: vec![1],
             got: vec![0],
         });
     };
-    let bound = (num_survivors as u128) * u128::from(config.target_range);
     if num_survivors == 0 || u128::from(q_tot) > bound {
         return Err(Error::SecAgg {
             stage: "decode".into(),
             reason: format!("weight sum {q_tot} impossible for {num_survivors} survivors"),
         });
     }
-    Ok((q_tot, rest))
+    if let Some(j) = sum
+        .par_iter()
+        .skip(1)
+        .position_any(|&r| u128::from(r) > bound)
+    {
+        return Err(Error::SecAgg {
+            stage: "decode".into(),
+            reason: format!(
+                "coordinate {j} of the sum is {} > |A|*T = {bound}: a client sent an \
+                 out-of-range encoding",
+                sum[j + 1]
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The weight prefix `q_tot` and the coordinates `R` of an unmasked sum, after
+/// [`check_range`].
+fn split_sum<'a>(
+    config: &SecAggConfig,
+    sum: &'a [u64],
+    num_survivors: usize,
+) -> Result<(u64, &'a [u64])> {
+    check_range(config, sum, num_survivors)?;
+    match sum.split_first() {
+        Some((&q_tot, rest)) => Ok((q_tot, rest)),
+        None => Err(Error::Shape {
+            what: "encoded sum".into(),
+            expected: vec![1],
+            got: vec![0],
+        }),
+    }
 }
 
 /// Decode the unmasked sum `[q_tot] ‖ R` of `num_survivors` encoded vectors.
@@ -216,6 +251,24 @@ mod tests {
         assert!(decode(&cfg, &[], 1).is_err());
         assert!(decode(&cfg, &[0, 5], 1).is_err());
         assert!(decode(&cfg, &[u64::from(u32::MAX), 5], 1).is_err());
+    }
+
+    #[test]
+    fn out_of_range_coordinates_are_refused() -> Result<()> {
+        let cfg = SecAggConfig::new(3).with_target_range(1000);
+        // two survivors: every entry must be <= 2000
+        assert!(decode(&cfg, &[1500, 0, 2000, 1000], 2).is_ok());
+        for bad in [vec![1500, 2001, 5], vec![1500, 5, u64::from(u32::MAX)]] {
+            match decode(&cfg, &bad, 2) {
+                Err(Error::SecAgg { stage, reason }) => {
+                    assert_eq!(stage, "decode");
+                    assert!(reason.contains("out-of-range"), "{reason}");
+                }
+                other => panic!("expected a range error, got {other:?}"),
+            }
+            assert!(decode_sum(&cfg, &bad, 2).is_err());
+        }
+        Ok(())
     }
 
     #[test]

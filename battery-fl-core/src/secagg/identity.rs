@@ -1,7 +1,7 @@
 //! Ed25519 identities for the active-adversary variant (Bonawitz et al. 2017, §"malicious").
 //!
 //! With a public-key infrastructure ([`Pki`]: every client's long-term Ed25519 verifying key,
-//! distributed out of band), clients sign their round keys (round, id, pk_mask, pk_enc) so the
+//! distributed out of band), clients sign their round keys (run, round, id, pk_mask, pk_enc) so the
 //! server cannot substitute keys, and sign the survivor set U3 in a consistency-check round so
 //! the server cannot tell different clients different dropout sets: before unmasking, a
 //! client requires t valid signatures on the same U3 it signed, and classifies every neighbour
@@ -13,9 +13,10 @@
 //!
 //! let alice = Identity::from_seed([1; 32]);
 //! let pki = Pki::new(&BTreeMap::from([(7, alice.verifying_key())]))?;
-//! let sig = alice.sign_survivors(3, &[1, 7, 9])?;
-//! assert!(pki.verify_survivors(7, 3, &[1, 7, 9], &sig).is_ok());
-//! assert!(pki.verify_survivors(7, 3, &[1, 7], &sig).is_err());
+//! let sig = alice.sign_survivors(0, 3, &[1, 7, 9])?;
+//! assert!(pki.verify_survivors(7, 0, 3, &[1, 7, 9], &sig).is_ok());
+//! assert!(pki.verify_survivors(7, 0, 3, &[1, 7], &sig).is_err());
+//! assert!(pki.verify_survivors(7, 1, 3, &[1, 7, 9], &sig).is_err()); // another run
 //! # Ok::<(), battery_fl_core::Error>(())
 //! ```
 
@@ -48,10 +49,17 @@ impl std::fmt::Debug for Identity {
     }
 }
 
-fn advert_message(round: u64, client: ClientId, mask_pk: &[u8; 32], enc_pk: &[u8; 32]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(DOMAIN.len() + 9 + 16 + 64);
+fn advert_message(
+    run: u64,
+    round: u64,
+    client: ClientId,
+    mask_pk: &[u8; 32],
+    enc_pk: &[u8; 32],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + 9 + 24 + 64);
     m.extend_from_slice(DOMAIN);
     m.extend_from_slice(b"advertise");
+    m.extend_from_slice(&run.to_be_bytes());
     m.extend_from_slice(&round.to_be_bytes());
     m.extend_from_slice(&client.to_be_bytes());
     m.extend_from_slice(mask_pk);
@@ -59,10 +67,11 @@ fn advert_message(round: u64, client: ClientId, mask_pk: &[u8; 32], enc_pk: &[u8
     m
 }
 
-fn survivors_message(round: u64, survivors: &[ClientId]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(DOMAIN.len() + 10 + 16 + 8 * survivors.len());
+fn survivors_message(run: u64, round: u64, survivors: &[ClientId]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + 11 + 24 + 8 * survivors.len());
     m.extend_from_slice(DOMAIN);
     m.extend_from_slice(b"consistency");
+    m.extend_from_slice(&run.to_be_bytes());
     m.extend_from_slice(&round.to_be_bytes());
     m.extend_from_slice(&(survivors.len() as u64).to_be_bytes());
     survivors
@@ -91,20 +100,21 @@ impl Identity {
             .map_err(|_| sig_error("sign", "Ed25519 signing failed"))
     }
 
-    /// Sign a key advertisement (round, client, pk_mask, pk_enc).
+    /// Sign a key advertisement (run, round, client, pk_mask, pk_enc).
     pub fn sign_keys(
         &self,
+        run: u64,
         round: u64,
         client: ClientId,
         mask_pk: &[u8; 32],
         enc_pk: &[u8; 32],
     ) -> Result<Vec<u8>> {
-        self.sign(&advert_message(round, client, mask_pk, enc_pk))
+        self.sign(&advert_message(run, round, client, mask_pk, enc_pk))
     }
 
-    /// Sign the survivor set U3 (sorted ids) of a round.
-    pub fn sign_survivors(&self, round: u64, survivors: &[ClientId]) -> Result<Vec<u8>> {
-        self.sign(&survivors_message(round, survivors))
+    /// Sign the survivor set U3 (sorted ids) of a round of a run.
+    pub fn sign_survivors(&self, run: u64, round: u64, survivors: &[ClientId]) -> Result<Vec<u8>> {
+        self.sign(&survivors_message(run, round, survivors))
     }
 }
 
@@ -150,6 +160,7 @@ impl Pki {
     /// Verify a key advertisement's signature.
     pub fn verify_keys(
         &self,
+        run: u64,
         round: u64,
         client: ClientId,
         mask_pk: &[u8; 32],
@@ -159,7 +170,7 @@ impl Pki {
         self.verify(
             "share_keys",
             client,
-            &advert_message(round, client, mask_pk, enc_pk),
+            &advert_message(run, round, client, mask_pk, enc_pk),
             sig,
         )
     }
@@ -168,11 +179,13 @@ impl Pki {
     pub fn verify_survivors(
         &self,
         client: ClientId,
+        run: u64,
         round: u64,
         survivors: &[ClientId],
         sig: &[u8],
     ) -> Result<()> {
-        self.verify("unmask", client, &survivors_message(round, survivors), sig)
+        let msg = survivors_message(run, round, survivors);
+        self.verify("unmask", client, &msg, sig)
     }
 }
 
@@ -184,20 +197,29 @@ mod tests {
     fn signatures_bind_every_field() -> Result<()> {
         let id = Identity::from_seed([4; 32]);
         let pki = Pki::new(&BTreeMap::from([(1, id.verifying_key())]))?;
-        let sig = id.sign_keys(5, 1, &[1; 32], &[2; 32])?;
-        pki.verify_keys(5, 1, &[1; 32], &[2; 32], &sig)?;
-        assert!(pki.verify_keys(6, 1, &[1; 32], &[2; 32], &sig).is_err());
-        assert!(pki.verify_keys(5, 1, &[3; 32], &[2; 32], &sig).is_err());
+        let sig = id.sign_keys(8, 5, 1, &[1; 32], &[2; 32])?;
+        pki.verify_keys(8, 5, 1, &[1; 32], &[2; 32], &sig)?;
+        assert!(pki.verify_keys(8, 6, 1, &[1; 32], &[2; 32], &sig).is_err());
+        assert!(
+            pki.verify_keys(9, 5, 1, &[1; 32], &[2; 32], &sig).is_err(),
+            "run is bound"
+        );
+        assert!(pki.verify_keys(8, 5, 1, &[3; 32], &[2; 32], &sig).is_err());
         assert!(pki
-            .verify_keys(5, 1, &[1; 32], &[2; 32], &sig[..63])
+            .verify_keys(8, 5, 1, &[1; 32], &[2; 32], &sig[..63])
             .is_err());
         assert!(
-            pki.verify_keys(5, 2, &[1; 32], &[2; 32], &sig).is_err(),
+            pki.verify_keys(8, 5, 2, &[1; 32], &[2; 32], &sig).is_err(),
             "not in PKI"
         );
-        let s = id.sign_survivors(5, &[1, 2])?;
+        let s = id.sign_survivors(8, 5, &[1, 2])?;
+        pki.verify_survivors(1, 8, 5, &[1, 2], &s)?;
         assert!(
-            pki.verify_keys(5, 1, &[1; 32], &[2; 32], &s).is_err(),
+            pki.verify_survivors(1, 9, 5, &[1, 2], &s).is_err(),
+            "run is bound"
+        );
+        assert!(
+            pki.verify_keys(8, 5, 1, &[1; 32], &[2; 32], &s).is_err(),
             "domain separated"
         );
         Ok(())

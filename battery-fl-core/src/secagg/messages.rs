@@ -1,15 +1,18 @@
 //! The protocol messages, one per stage and direction.
 //!
 //! Every message is a serde type (so JSON works for debugging) and has a compact, strict binary
-//! encoding `to_bytes()` / `from_bytes()` (magic `SA+\x01`, a type tag, then the fields; see
+//! encoding `to_bytes()` / `from_bytes()` (magic `SA+\x02`, a type tag, then the fields; see
 //! the `codec` module) that any transport can carry: Flower messages, a C caller, files.
-//! Decoding untrusted bytes returns [`Error::SecAgg`](crate::Error::SecAgg) at stage `decode`
+//! Every message carries the run id and the round number, and a party refuses a message of
+//! another run or round. Decoding untrusted bytes returns [`Error::SecAgg`](crate::Error::SecAgg) at stage `decode`
 //! and never panics.
 //!
 //! ```
 //! use battery_fl_core::secagg::messages::{AdvertiseKeys, UnmaskRequest};
 //!
-//! let m = AdvertiseKeys { round: 3, client: 7, mask_pk: [1; 32], enc_pk: [2; 32], signature: vec![] };
+//! let m = AdvertiseKeys {
+//!     run: 0, round: 3, client: 7, mask_pk: [1; 32], enc_pk: [2; 32], signature: vec![],
+//! };
 //! let bytes = m.to_bytes();
 //! assert_eq!(AdvertiseKeys::from_bytes(&bytes)?, m);
 //! assert!(AdvertiseKeys::from_bytes(&bytes[..bytes.len() - 1]).is_err()); // truncated
@@ -26,7 +29,10 @@ use super::ClientId;
 /// Server → all sampled clients, before stage 0: the round's parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Setup {
-    /// Round number (bound into every key and ciphertext).
+    /// Run id: distinguishes runs (federations, experiments) whose round numbers restart at
+    /// the same values; bound into every key, ciphertext and signature (default 0).
+    pub run: u64,
+    /// Round number (bound into every key, ciphertext and signature).
     pub round: u64,
     /// Length of the delta vectors.
     pub dim: u64,
@@ -37,6 +43,8 @@ pub struct Setup {
 /// Stage 0, client → server: the two fresh public keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdvertiseKeys {
+    /// Run id (as in the [`Setup`]).
+    pub run: u64,
     /// Round number.
     pub round: u64,
     /// Sender.
@@ -45,7 +53,7 @@ pub struct AdvertiseKeys {
     pub mask_pk: [u8; 32],
     /// X25519 public key for share encryption.
     pub enc_pk: [u8; 32],
-    /// Ed25519 signature of (round, client, mask_pk, enc_pk) by the client's identity key;
+    /// Ed25519 signature of (run, round, client, mask_pk, enc_pk) by the client's identity key;
     /// empty without a PKI (honest-but-curious mode).
     pub signature: Vec<u8>,
 }
@@ -66,6 +74,8 @@ pub struct PeerKeys {
 /// Stage 1, server → client: the keys of its live neighbourhood N(u) ∩ U1 (itself included).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyDirectory {
+    /// Run id (as in the [`Setup`]).
+    pub run: u64,
     /// Round number.
     pub round: u64,
     /// The client this directory is for.
@@ -81,13 +91,15 @@ pub struct Envelope {
     pub src: ClientId,
     /// Recipient.
     pub dst: ClientId,
-    /// ChaCha20-Poly1305 ciphertext of the two shares (AD = round, src, dst).
+    /// ChaCha20-Poly1305 ciphertext of the two shares (AD = run, round, src, dst).
     pub ciphertext: Vec<u8>,
 }
 
 /// Stage 1, client → server: one envelope per neighbour (other than itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareKeys {
+    /// Run id (as in the [`Setup`]).
+    pub run: u64,
     /// Round number.
     pub round: u64,
     /// Sender.
@@ -99,6 +111,8 @@ pub struct ShareKeys {
 /// Stage 2, server → client: the envelopes addressed to it by neighbours in U2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwardedShares {
+    /// Run id (as in the [`Setup`]).
+    pub run: u64,
     /// Round number.
     pub round: u64,
     /// The client these are for.
@@ -110,6 +124,8 @@ pub struct ForwardedShares {
 /// Stage 2, client → server: the masked encoded input `[q_u] ‖ Q_u + masks mod 2^b`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaskedInput {
+    /// Run id (as in the [`Setup`]).
+    pub run: u64,
     /// Round number.
     pub round: u64,
     /// Sender.
@@ -132,6 +148,8 @@ pub enum ShareKind {
 /// Stage 3, server → client: whose shares to reveal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnmaskRequest {
+    /// Run id (as in the [`Setup`]).
+    pub run: u64,
     /// Round number.
     pub round: u64,
     /// The client asked.
@@ -148,6 +166,8 @@ pub struct UnmaskRequest {
 /// Consistency check (with a PKI only), server → each survivor: the survivor set U3 to sign.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsistencyCheck {
+    /// Run id (as in the [`Setup`]).
+    pub run: u64,
     /// Round number.
     pub round: u64,
     /// The client asked.
@@ -156,9 +176,11 @@ pub struct ConsistencyCheck {
     pub survivors: Vec<ClientId>,
 }
 
-/// Consistency check, client → server: the client's Ed25519 signature on (round, U3).
+/// Consistency check, client → server: the client's Ed25519 signature on (run, round, U3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsistencySignature {
+    /// Run id (as in the [`Setup`]).
+    pub run: u64,
     /// Round number.
     pub round: u64,
     /// The signer.
@@ -181,6 +203,8 @@ pub struct RevealedShare {
 /// Stage 3, client → server: the requested shares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnmaskResponse {
+    /// Run id (as in the [`Setup`]).
+    pub run: u64,
     /// Round number.
     pub round: u64,
     /// Sender (the share holder).

@@ -9,6 +9,11 @@
 //! - U3: clients whose masked inputs arrived (stage 2). Unmasking asks for self-mask-seed shares
 //!   of U3 and mask-key shares of U2 \ U3 only.
 //!
+//! Every `receive_*` method takes the transport's authenticated `sender` first and refuses a
+//! message whose `client` field (or, for [`ShareKeys`], any envelope's `src`) names another
+//! client, or that belongs to another run or round; a refused message leaves the state
+//! unchanged.
+//!
 //! After every stage the server checks that every client that still matters has at least t
 //! live neighbours (itself included); otherwise the round stops with
 //! [`Error::BelowThreshold`] and nothing is output. Before unmasking it also checks that the
@@ -112,6 +117,7 @@ impl SecAggServer {
         }
         Ok(SecAggServer {
             setup: Setup {
+                run: 0,
                 round,
                 dim: dim as u64,
                 config,
@@ -131,6 +137,15 @@ impl SecAggServer {
             pki: None,
             signatures: BTreeMap::new(),
         })
+    }
+
+    /// Set the run id (default 0), bound into every key, ciphertext and signature of the round
+    /// and checked in every message: use a fresh id per run (federation, experiment) so that
+    /// messages of one run cannot be replayed into another whose round numbers restart at the
+    /// same values. Call before sending [`setup`](Self::setup).
+    pub fn with_run(mut self, run: u64) -> Self {
+        self.setup.run = run;
+        self
     }
 
     /// Active-adversary mode: require clients' key advertisements to be signed under `pki`
@@ -217,17 +232,48 @@ impl SecAggServer {
         Ok(())
     }
 
+    /// The transport's `sender` must be the `client` the message claims to come from, and the
+    /// message must belong to this run and round.
+    fn check_origin(
+        &self,
+        stage: Stage,
+        sender: ClientId,
+        client: ClientId,
+        run: u64,
+        round: u64,
+    ) -> Result<()> {
+        if client != sender {
+            return Err(err(
+                stage,
+                format!("client {sender} sent a message in the name of client {client}"),
+            ));
+        }
+        if run != self.setup.run || round != self.setup.round {
+            return Err(err(
+                stage,
+                format!(
+                    "message of run {run}, round {round} from client {sender}; this is run {}, \
+                     round {}",
+                    self.setup.run, self.setup.round
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn fail<T>(&mut self, e: Error) -> Result<T> {
         self.stage = ServerStage::Failed;
         self.sum = Vec::new();
         Err(e)
     }
 
-    /// Stage 0: accept a client's public keys.
-    pub fn receive_keys(&mut self, msg: AdvertiseKeys) -> Result<()> {
+    /// Stage 0: accept the public keys of client `sender` (the id the transport
+    /// authenticated; `msg.client` must equal it).
+    pub fn receive_keys(&mut self, sender: ClientId, msg: AdvertiseKeys) -> Result<()> {
         let stage = Stage::AdvertiseKeys;
         self.expect(ServerStage::AdvertiseKeys, stage)?;
-        if msg.round != self.setup.round || !self.sampled.contains(&msg.client) {
+        self.check_origin(stage, sender, msg.client, msg.run, msg.round)?;
+        if !self.sampled.contains(&msg.client) {
             return Err(err(
                 stage,
                 format!("unexpected keys from client {}", msg.client),
@@ -252,8 +298,8 @@ impl SecAggServer {
             ));
         }
         if let Some(pki) = &self.pki {
-            let (r, c) = (msg.round, msg.client);
-            pki.verify_keys(r, c, &msg.mask_pk, &msg.enc_pk, &msg.signature)
+            let (run, r, c) = (msg.run, msg.round, msg.client);
+            pki.verify_keys(run, r, c, &msg.mask_pk, &msg.enc_pk, &msg.signature)
                 .map_err(|e| err(stage, e.to_string()))?;
         }
         self.keys.insert(msg.client, msg);
@@ -301,6 +347,7 @@ impl SecAggServer {
             out.insert(
                 u,
                 KeyDirectory {
+                    run: self.setup.run,
                     round: self.setup.round,
                     recipient: u,
                     peers,
@@ -311,12 +358,23 @@ impl SecAggServer {
         Ok(out)
     }
 
-    /// Stage 1: accept a client's encrypted shares; it must address exactly its neighbours.
-    pub fn receive_shares(&mut self, msg: ShareKeys) -> Result<()> {
+    /// Stage 1: accept the encrypted shares of client `sender` (`msg.client` and every
+    /// envelope's `src` must equal it); it must address exactly its neighbours.
+    pub fn receive_shares(&mut self, sender: ClientId, msg: ShareKeys) -> Result<()> {
         let stage = Stage::ShareKeys;
         self.expect(ServerStage::ShareKeys, stage)?;
+        self.check_origin(stage, sender, msg.client, msg.run, msg.round)?;
+        if let Some(e) = msg.envelopes.iter().find(|e| e.src != sender) {
+            return Err(err(
+                stage,
+                format!(
+                    "client {sender} sent an envelope in the name of client {}",
+                    e.src
+                ),
+            ));
+        }
         let u = msg.client;
-        if msg.round != self.setup.round || !self.u1.contains(&u) {
+        if !self.u1.contains(&u) {
             return Err(err(stage, format!("unexpected shares from client {u}")));
         }
         if self.share_msgs.contains_key(&u) {
@@ -356,6 +414,7 @@ impl SecAggServer {
             .iter()
             .map(|&v| {
                 let fwd = ForwardedShares {
+                    run: self.setup.run,
                     round: self.setup.round,
                     recipient: v,
                     envelopes: Vec::new(),
@@ -375,12 +434,14 @@ impl SecAggServer {
         Ok(out)
     }
 
-    /// Stage 2: add a client's masked input to the running sum (mod 2^b).
-    pub fn receive_masked_input(&mut self, msg: &MaskedInput) -> Result<()> {
+    /// Stage 2: add the masked input of client `sender` (`msg.client` must equal it) to the
+    /// running sum (mod 2^b).
+    pub fn receive_masked_input(&mut self, sender: ClientId, msg: &MaskedInput) -> Result<()> {
         let stage = Stage::MaskedInput;
         self.expect(ServerStage::MaskedInput, stage)?;
+        self.check_origin(stage, sender, msg.client, msg.run, msg.round)?;
         let u = msg.client;
-        if msg.round != self.setup.round || !self.u2.contains(&u) || self.u3.contains(&u) {
+        if !self.u2.contains(&u) || self.u3.contains(&u) {
             return Err(err(
                 stage,
                 format!("unexpected or duplicate masked input from client {u}"),
@@ -453,6 +514,7 @@ impl SecAggServer {
                 .collect();
             let signatures = signatures.to_vec();
             let req = UnmaskRequest {
+                run: self.setup.run,
                 round: self.setup.round,
                 recipient: v,
                 alive,

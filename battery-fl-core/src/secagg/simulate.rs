@@ -115,25 +115,26 @@ fn run(
 
     for (i, c) in clients.iter_mut().enumerate() {
         if alive_at(i, Stage::AdvertiseKeys) {
-            server.receive_keys(c.advertise_keys()?)?;
+            server.receive_keys(c.id(), c.advertise_keys()?)?;
         }
     }
     let directories = server.finish_advertise()?;
     for (i, c) in clients.iter_mut().enumerate() {
         if let (true, Some(dir)) = (alive_at(i, Stage::ShareKeys), directories.get(&(i as u64))) {
-            server.receive_shares(c.share_keys(dir)?)?;
+            server.receive_shares(c.id(), c.share_keys(dir)?)?;
         }
     }
     let forwarded = server.finish_share_keys()?;
     for (i, c) in clients.iter_mut().enumerate() {
         if let (true, Some(fwd)) = (alive_at(i, Stage::MaskedInput), forwarded.get(&(i as u64))) {
-            server.receive_masked_input(&c.masked_input(fwd, &inputs[i], weights[i])?)?;
+            let masked = c.masked_input(fwd, &inputs[i], weights[i])?;
+            server.receive_masked_input(c.id(), &masked)?;
         }
     }
     let requests = server.finish_masked_input()?;
     for (i, c) in clients.iter_mut().enumerate() {
         if let (true, Some(req)) = (alive_at(i, Stage::Unmask), requests.get(&(i as u64))) {
-            server.receive_unmask(c.unmask(req)?)?;
+            server.receive_unmask(c.id(), c.unmask(req)?)?;
         }
     }
     let output = server.finish()?;

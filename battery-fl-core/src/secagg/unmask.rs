@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 /// The result of a successful round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AggregateOutput {
+    /// Run id.
+    pub run: u64,
     /// Round number.
     pub round: u64,
     /// The clients whose inputs are in the sum (U3), sorted.
@@ -45,6 +47,7 @@ impl AggregateOutput {
 
 /// What the server knows at the end of stage 3.
 pub(crate) struct UnmaskContext<'a> {
+    pub(crate) run: u64,
     pub(crate) round: u64,
     pub(crate) threshold: usize,
     pub(crate) graph: &'a CommGraph,
@@ -64,7 +67,7 @@ fn err(stage: Stage, reason: impl Into<String>) -> Error {
 /// The mask terms that cancel what is left in the sum.
 pub(crate) fn unmask_terms(ctx: &UnmaskContext<'_>) -> Result<Vec<MaskTerm>> {
     let stage = Stage::Unmask;
-    let (t, round, graph) = (ctx.threshold, ctx.round, ctx.graph);
+    let (t, run, round, graph) = (ctx.threshold, ctx.run, ctx.round, ctx.graph);
     let mut shares: BTreeMap<ClientId, Vec<_>> = BTreeMap::new();
     for r in ctx.responses.values() {
         for s in &r.shares {
@@ -92,7 +95,7 @@ pub(crate) fn unmask_terms(ctx: &UnmaskContext<'_>) -> Result<Vec<MaskTerm>> {
             let list = shares.get(&u).map_or(&[][..], Vec::as_slice);
             let secret = zeroize::Zeroizing::new(reconstruct(list, t)?);
             if ctx.u3.contains(&u) {
-                let seed = derive_key(&secret[..], Purpose::SelfMask, round, u, u)?;
+                let seed = derive_key(&secret[..], Purpose::SelfMask, run, round, u, u)?;
                 return Ok(vec![MaskTerm::sub(*seed)]);
             }
             let keys = KeyPair::from_seed(*secret);
@@ -115,7 +118,8 @@ pub(crate) fn unmask_terms(ctx: &UnmaskContext<'_>) -> Result<Vec<MaskTerm>> {
                     .keys
                     .get(&v)
                     .ok_or_else(|| err(stage, "unknown client"))?;
-                let s = derive_key(&agree(&keys, &pk.mask_pk)?[..], Purpose::Mask, round, u, v)?;
+                let shared = agree(&keys, &pk.mask_pk)?;
+                let s = derive_key(&shared[..], Purpose::Mask, run, round, u, v)?;
                 // survivor v added sign(v > u)·PRG(s); remove it
                 terms.push(MaskTerm::signed(*s, v < u));
             }

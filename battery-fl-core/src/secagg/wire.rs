@@ -6,8 +6,9 @@
 
 use crate::error::{Error, Result};
 
-/// Magic prefix of every encoded message (`"SA+"` and the format version 1).
-pub const MAGIC: [u8; 4] = *b"SA+\x01";
+/// Magic prefix of every encoded message (`"SA+"` and the format version 2: version 2 added
+/// the run id to every message).
+pub const MAGIC: [u8; 4] = *b"SA+\x02";
 
 pub(crate) fn decode_error(reason: impl Into<String>) -> Error {
     Error::SecAgg {

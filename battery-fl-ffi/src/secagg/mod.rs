@@ -13,7 +13,11 @@
 //! | 2 | `receive_masked_input`, `finish_masked_input` | MaskedInput ←, UnmaskRequest → | `masked_input` |
 //! | 3 | `receive_unmask`, `finish` | UnmaskResponse ← | `unmask` |
 //!
-//! With a PKI (`bfl_secagg_pki`), a consistency check runs between stages 2 and 3.
+//! With a PKI (`bfl_secagg_pki`), a consistency check runs between stages 2 and 3. Every
+//! server `receive_*` function takes, right after the server, the `sender` id the transport
+//! authenticated, and refuses a message written in another client's name. Give every run a
+//! fresh run id with `bfl_secagg_server_set_run` (before `bfl_secagg_server_setup`): round
+//! numbers restart in every run, and the run id keeps messages of one run out of another.
 
 mod client;
 mod server;

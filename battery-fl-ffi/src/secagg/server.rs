@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use battery_fl_core::secagg::{
     AdvertiseKeys, ConsistencyCheck, ConsistencySignature, ForwardedShares, KeyDirectory,
-    MaskedInput, SecAggServer, ShareKeys, UnmaskRequest, UnmaskResponse,
+    MaskedInput, SecAggServer, ServerStage, ShareKeys, UnmaskRequest, UnmaskResponse,
 };
 
 use super::{bfl_bytes, bfl_message_batch, bfl_secagg_config, bfl_secagg_pki};
@@ -63,6 +63,33 @@ pub unsafe extern "C" fn bfl_secagg_server_new(
     })
 }
 
+/// Set the run id of the round (default 0). It is bound into every key, ciphertext and
+/// signature and checked in every message, so messages of one run cannot be replayed into
+/// another whose round numbers restart at the same values: use a fresh id per run.
+///
+/// Errors: `BFL_STATUS_SECAGG` once stage 0 has ended (call it before
+/// `bfl_secagg_server_setup`). NULL: `server` NULL gives `BFL_STATUS_NULL_ARGUMENT`.
+/// Threads: needs exclusive access to `server`.
+#[no_mangle]
+pub unsafe extern "C" fn bfl_secagg_server_set_run(
+    server: *mut bfl_secagg_server,
+    run: u64,
+) -> bfl_status {
+    ffi_boundary!({
+        // SAFETY: pointer contract of the crate docs.
+        let server = unsafe { arg_mut(server, "server")? };
+        if server.inner.stage() != ServerStage::AdvertiseKeys {
+            return Err(battery_fl_core::Error::SecAgg {
+                stage: "setup".into(),
+                reason: "the run id must be set before the round starts".into(),
+            }
+            .into());
+        }
+        server.inner = server.inner.clone().with_run(run);
+        Ok(())
+    })
+}
+
 /// The Setup message to send to every sampled client.
 ///
 /// Ownership: on success `*out` owns new bytes (`bfl_bytes_free`). NULL: `server` or `out`
@@ -86,22 +113,23 @@ pub unsafe extern "C" fn bfl_secagg_server_setup(
     })
 }
 
-/// Decode one client message and hand it to the state machine.
+/// Decode one message of client `sender` and hand it to the state machine.
 ///
 /// # Safety
 /// As the exports: `server` NULL or live and exclusive, `msg` NULL or valid for `len` bytes.
 unsafe fn receive<M>(
     server: *mut bfl_secagg_server,
+    sender: u64,
     msg: *const u8,
     len: usize,
     decode: fn(&[u8]) -> battery_fl_core::Result<M>,
-    apply: impl FnOnce(&mut SecAggServer, M) -> battery_fl_core::Result<()>,
+    apply: impl FnOnce(&mut SecAggServer, u64, M) -> battery_fl_core::Result<()>,
 ) -> bfl_status {
     ffi_boundary!({
         // SAFETY: the caller's contract.
         let (server, bytes) = unsafe { (arg_mut(server, "server")?, slice(msg, len, "msg")?) };
         let message = decode(bytes)?;
-        Ok(apply(&mut server.inner, message)?)
+        Ok(apply(&mut server.inner, sender, message)?)
     })
 }
 
@@ -128,21 +156,30 @@ unsafe fn finish_stage<M>(
 
 /// Stage 0: accept a client's AdvertiseKeys message.
 ///
-/// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
-/// stage, or one that breaks the protocol (the state is unchanged).
+/// `sender` is the client id the transport authenticated (not a field of the message).
+///
+/// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, run, round or
+/// stage, one written in the name of a client other than `sender`, or one that breaks the
+/// protocol (the state is unchanged).
 /// Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
 /// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
 #[no_mangle]
 pub unsafe extern "C" fn bfl_secagg_server_receive_keys(
     server: *mut bfl_secagg_server,
+    sender: u64,
     msg: *const u8,
     len: usize,
 ) -> bfl_status {
     // SAFETY: forwarded contract.
     unsafe {
-        receive(server, msg, len, AdvertiseKeys::from_bytes, |s, m| {
-            s.receive_keys(m)
-        })
+        receive(
+            server,
+            sender,
+            msg,
+            len,
+            AdvertiseKeys::from_bytes,
+            |s, u, m| s.receive_keys(u, m),
+        )
     }
 }
 
@@ -172,21 +209,30 @@ pub unsafe extern "C" fn bfl_secagg_server_finish_advertise(
 
 /// Stage 1: accept a client's ShareKeys message.
 ///
-/// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
-/// stage, or one that breaks the protocol (the state is unchanged).
+/// `sender` is the client id the transport authenticated (not a field of the message).
+///
+/// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, run, round or
+/// stage, one written in the name of a client other than `sender`, or one that breaks the
+/// protocol (the state is unchanged).
 /// Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
 /// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
 #[no_mangle]
 pub unsafe extern "C" fn bfl_secagg_server_receive_shares(
     server: *mut bfl_secagg_server,
+    sender: u64,
     msg: *const u8,
     len: usize,
 ) -> bfl_status {
     // SAFETY: forwarded contract.
     unsafe {
-        receive(server, msg, len, ShareKeys::from_bytes, |s, m| {
-            s.receive_shares(m)
-        })
+        receive(
+            server,
+            sender,
+            msg,
+            len,
+            ShareKeys::from_bytes,
+            |s, u, m| s.receive_shares(u, m),
+        )
     }
 }
 
@@ -215,21 +261,30 @@ pub unsafe extern "C" fn bfl_secagg_server_finish_share_keys(
 
 /// Stage 2: add a client's MaskedInput message to the running sum.
 ///
-/// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
-/// stage, or one that breaks the protocol (the state is unchanged).
+/// `sender` is the client id the transport authenticated (not a field of the message).
+///
+/// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, run, round or
+/// stage, one written in the name of a client other than `sender`, or one that breaks the
+/// protocol (the state is unchanged).
 /// Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
 /// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
 #[no_mangle]
 pub unsafe extern "C" fn bfl_secagg_server_receive_masked_input(
     server: *mut bfl_secagg_server,
+    sender: u64,
     msg: *const u8,
     len: usize,
 ) -> bfl_status {
     // SAFETY: forwarded contract.
     unsafe {
-        receive(server, msg, len, MaskedInput::from_bytes, |s, m| {
-            s.receive_masked_input(&m)
-        })
+        receive(
+            server,
+            sender,
+            msg,
+            len,
+            MaskedInput::from_bytes,
+            |s, u, m| s.receive_masked_input(u, &m),
+        )
     }
 }
 
@@ -281,13 +336,17 @@ pub unsafe extern "C" fn bfl_secagg_server_start_consistency_check(
 
 /// Consistency check (with a PKI): accept a survivor's ConsistencySignature.
 ///
-/// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
-/// stage, or one that breaks the protocol (the state is unchanged).
+/// `sender` is the client id the transport authenticated (not a field of the message).
+///
+/// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, run, round or
+/// stage, one written in the name of a client other than `sender`, or one that breaks the
+/// protocol (the state is unchanged).
 /// Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
 /// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
 #[no_mangle]
 pub unsafe extern "C" fn bfl_secagg_server_receive_consistency(
     server: *mut bfl_secagg_server,
+    sender: u64,
     msg: *const u8,
     len: usize,
 ) -> bfl_status {
@@ -295,10 +354,11 @@ pub unsafe extern "C" fn bfl_secagg_server_receive_consistency(
     unsafe {
         receive(
             server,
+            sender,
             msg,
             len,
             ConsistencySignature::from_bytes,
-            |s, m| s.receive_consistency(m),
+            |s, u, m| s.receive_consistency(u, m),
         )
     }
 }
@@ -328,21 +388,30 @@ pub unsafe extern "C" fn bfl_secagg_server_finish_consistency_check(
 
 /// Stage 3: accept a survivor's UnmaskResponse.
 ///
-/// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, round or
-/// stage, or one that breaks the protocol (the state is unchanged).
+/// `sender` is the client id the transport authenticated (not a field of the message).
+///
+/// Errors: `BFL_STATUS_SECAGG` for malformed bytes, a message of another type, run, round or
+/// stage, one written in the name of a client other than `sender`, or one that breaks the
+/// protocol (the state is unchanged).
 /// Ownership: `msg` is borrowed. NULL: `server` NULL, or `msg` NULL with `len > 0`, gives
 /// `BFL_STATUS_NULL_ARGUMENT`. Threads: needs exclusive access to `server`.
 #[no_mangle]
 pub unsafe extern "C" fn bfl_secagg_server_receive_unmask(
     server: *mut bfl_secagg_server,
+    sender: u64,
     msg: *const u8,
     len: usize,
 ) -> bfl_status {
     // SAFETY: forwarded contract.
     unsafe {
-        receive(server, msg, len, UnmaskResponse::from_bytes, |s, m| {
-            s.receive_unmask(m)
-        })
+        receive(
+            server,
+            sender,
+            msg,
+            len,
+            UnmaskResponse::from_bytes,
+            |s, u, m| s.receive_unmask(u, m),
+        )
     }
 }
 

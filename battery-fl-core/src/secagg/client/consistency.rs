@@ -13,7 +13,7 @@ impl SecAggClient {
     /// client, and any second, different set in the same round.
     pub fn consistency_check(&mut self, check: &ConsistencyCheck) -> Result<ConsistencySignature> {
         let stage = Stage::Unmask;
-        self.check_header(check.round, check.recipient, stage)?;
+        self.check_header(check.run, check.round, check.recipient, stage)?;
         let Some((identity, _)) = &self.identity else {
             return Err(err(stage, "no identity: the consistency check needs a PKI"));
         };
@@ -26,6 +26,7 @@ impl SecAggClient {
             }
             let signature = signature.clone();
             return Ok(ConsistencySignature {
+                run: self.setup.run,
                 round: self.setup.round,
                 client: self.id,
                 signature,
@@ -47,10 +48,11 @@ impl SecAggClient {
                 got: s.len(),
             });
         }
-        let signature = identity.sign_survivors(self.setup.round, s)?;
+        let signature = identity.sign_survivors(self.setup.run, self.setup.round, s)?;
         self.signed_survivors = Some((s.clone(), signature.clone()));
         self.stage = ClientStage::Signed;
         Ok(ConsistencySignature {
+            run: self.setup.run,
             round: self.setup.round,
             client: self.id,
             signature,
@@ -64,12 +66,14 @@ impl SecAggClient {
         let (Some((_, pki)), Some((u3, _))) = (&self.identity, &self.signed_survivors) else {
             return Err(err(stage, "consistency check missing"));
         };
+        let (run, round) = (self.setup.run, self.setup.round);
         let mut signers = BTreeSet::new();
         for sig in &request.signatures {
-            if sig.round == self.setup.round
+            if sig.run == run
+                && sig.round == round
                 && u3.binary_search(&sig.client).is_ok()
                 && pki
-                    .verify_survivors(sig.client, self.setup.round, u3, &sig.signature)
+                    .verify_survivors(sig.client, run, round, u3, &sig.signature)
                     .is_ok()
             {
                 signers.insert(sig.client);

@@ -21,6 +21,7 @@ impl SecAggServer {
             .iter()
             .map(|&v| {
                 let check = ConsistencyCheck {
+                    run: self.setup.run,
                     round: self.setup.round,
                     recipient: v,
                     survivors: survivors.clone(),
@@ -30,15 +31,18 @@ impl SecAggServer {
             .collect())
     }
 
-    /// Accept a survivor's signature on U3 (verified against the PKI).
-    pub fn receive_consistency(&mut self, msg: ConsistencySignature) -> Result<()> {
+    /// Accept the signature on U3 of survivor `sender` (`msg.client` must equal it;
+    /// verified against the PKI).
+    pub fn receive_consistency(
+        &mut self,
+        sender: ClientId,
+        msg: ConsistencySignature,
+    ) -> Result<()> {
         let stage = Stage::Unmask;
         self.expect(ServerStage::ConsistencyCheck, stage)?;
+        self.check_origin(stage, sender, msg.client, msg.run, msg.round)?;
         let v = msg.client;
-        if msg.round != self.setup.round
-            || !self.u3.contains(&v)
-            || self.signatures.contains_key(&v)
-        {
+        if !self.u3.contains(&v) || self.signatures.contains_key(&v) {
             return Err(err(
                 stage,
                 format!("unexpected or duplicate signature from client {v}"),
@@ -46,7 +50,8 @@ impl SecAggServer {
         }
         let survivors: Vec<ClientId> = self.u3.iter().copied().collect();
         let pki = self.pki.as_ref().ok_or_else(|| err(stage, "no PKI"))?;
-        pki.verify_survivors(v, self.setup.round, &survivors, &msg.signature)?;
+        let (run, round) = (self.setup.run, self.setup.round);
+        pki.verify_survivors(v, run, round, &survivors, &msg.signature)?;
         self.signatures.insert(v, msg);
         Ok(())
     }

@@ -4,19 +4,21 @@ use std::collections::BTreeSet;
 
 use super::{err, SecAggServer, ServerStage};
 use crate::error::Result;
+use crate::secagg::encoding::check_range;
 use crate::secagg::messages::{ShareKind, UnmaskResponse};
 use crate::secagg::prg::apply_masks;
 use crate::secagg::unmask::{unmask_terms, AggregateOutput, UnmaskContext};
-use crate::secagg::Stage;
+use crate::secagg::{ClientId, Stage};
 
 impl SecAggServer {
-    /// Stage 3: accept a survivor's revealed shares (checked against what was requested).
-    pub fn receive_unmask(&mut self, msg: UnmaskResponse) -> Result<()> {
+    /// Stage 3: accept the revealed shares of survivor `sender` (`msg.client` must equal it;
+    /// checked against what was requested).
+    pub fn receive_unmask(&mut self, sender: ClientId, msg: UnmaskResponse) -> Result<()> {
         let stage = Stage::Unmask;
         self.expect(ServerStage::Unmask, stage)?;
+        self.check_origin(stage, sender, msg.client, msg.run, msg.round)?;
         let v = msg.client;
-        if msg.round != self.setup.round
-            || !self.u3.contains(&v)
+        if !self.u3.contains(&v)
             || self.responses.contains_key(&v)
             || (self.pki.is_some() && !self.signatures.contains_key(&v))
         {
@@ -50,12 +52,17 @@ impl SecAggServer {
     }
 
     /// End stage 3: reconstruct the self-mask seeds of U3 and the mask keys of U2 \ U3, remove
-    /// all remaining masks and output the exact sum. Fails with [`Error::BelowThreshold`](crate::Error::BelowThreshold) (and
-    /// outputs nothing, ever) if any of these secrets has fewer than t shares.
+    /// all remaining masks and output the exact sum. Fails with
+    /// [`Error::BelowThreshold`](crate::Error::BelowThreshold) (and outputs nothing, ever) if
+    /// any of these secrets has fewer than t shares, and with
+    /// [`Error::SecAgg`](crate::Error::SecAgg) (stage `decode`) if the unmasked sum is out of
+    /// the range |U3| well-formed encodings can reach (see
+    /// [`check_range`](crate::secagg::encoding::check_range)).
     pub fn finish(&mut self) -> Result<AggregateOutput> {
         let stage = Stage::Unmask;
         self.expect(ServerStage::Unmask, stage)?;
         let ctx = UnmaskContext {
+            run: self.setup.run,
             round: self.setup.round,
             threshold: self.setup.config.t(),
             graph: self.graph_ref(stage)?,
@@ -71,9 +78,13 @@ impl SecAggServer {
                 if let Err(e) = apply_masks(&mut sum, &terms, bits) {
                     return self.fail(e);
                 }
+                if let Err(e) = check_range(&self.setup.config, &sum, self.u3.len()) {
+                    return self.fail(e);
+                }
                 self.stage = ServerStage::Done;
                 self.responses.clear();
                 Ok(AggregateOutput {
+                    run: self.setup.run,
                     round: self.setup.round,
                     survivors: self.u3.iter().copied().collect(),
                     encoded_sum: sum,

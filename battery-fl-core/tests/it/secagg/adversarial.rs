@@ -50,9 +50,9 @@ fn message_decoding_of_garbage_gives_typed_errors() -> Result<()> {
     let keys = round.clients[0].advertise_keys()?;
     assert_decode_errors(&keys.to_bytes(), AdvertiseKeys::from_bytes);
     for c in &mut round.clients[1..] {
-        round.server.receive_keys(c.advertise_keys()?)?;
+        round.server.receive_keys(c.id(), c.advertise_keys()?)?;
     }
-    round.server.receive_keys(keys)?;
+    round.server.receive_keys(0, keys)?;
     let dirs = round.server.finish_advertise()?;
     assert_eq!(KeyDirectory::from_bytes(&dirs[&0].to_bytes())?, dirs[&0]);
     assert_decode_errors(&dirs[&0].to_bytes(), KeyDirectory::from_bytes);
@@ -61,7 +61,7 @@ fn message_decoding_of_garbage_gives_typed_errors() -> Result<()> {
         let msg = round.clients[*id as usize].share_keys(dir)?;
         assert_eq!(ShareKeys::from_bytes(&msg.to_bytes())?, msg);
         assert_decode_errors(&msg.to_bytes(), ShareKeys::from_bytes);
-        round.server.receive_shares(msg)?;
+        round.server.receive_shares(*id, msg)?;
     }
     for (id, f) in round.server.finish_share_keys()? {
         assert_eq!(ForwardedShares::from_bytes(&f.to_bytes())?, f);
@@ -73,7 +73,7 @@ fn message_decoding_of_garbage_gives_typed_errors() -> Result<()> {
         let msg = round.clients[i].masked_input(f, &round.inputs[i], round.weights[i])?;
         assert_eq!(MaskedInput::from_bytes(&msg.to_bytes())?, msg);
         assert_decode_errors(&msg.to_bytes(), MaskedInput::from_bytes);
-        round.server.receive_masked_input(&msg)?;
+        round.server.receive_masked_input(*id, &msg)?;
     }
     let requests = round.server.finish_masked_input()?;
     for (id, req) in &requests {
@@ -92,7 +92,7 @@ fn message_decoding_of_garbage_gives_typed_errors() -> Result<()> {
         assert_eq!(back, resp);
         round
             .server
-            .receive_unmask(UnmaskResponse::from_bytes(&resp.to_bytes())?)?;
+            .receive_unmask(*id, UnmaskResponse::from_bytes(&resp.to_bytes())?)?;
     }
     let out = round.server.finish()?;
     assert_eq!(out.survivors.len(), 4);
@@ -133,7 +133,7 @@ impl Round {
             let i = *id as usize;
             if !skip_input.contains(&i) {
                 let msg = self.clients[i].masked_input(f, &self.inputs[i], self.weights[i])?;
-                self.server.receive_masked_input(&msg)?;
+                self.server.receive_masked_input(*id, &msg)?;
             }
         }
         assert!(
@@ -144,7 +144,7 @@ impl Round {
         for (id, check) in &checks {
             if !skip_signature.contains(&(*id as usize)) {
                 let sig = self.clients[*id as usize].consistency_check(check)?;
-                self.server.receive_consistency(sig)?;
+                self.server.receive_consistency(*id, sig)?;
             }
         }
         self.server.finish_consistency_check()
@@ -165,7 +165,7 @@ fn active_mode_round_with_consistency_check_is_exact() -> Result<()> {
     for (id, req) in &requests {
         assert!(req.signatures.len() >= 5);
         let resp = round.clients[*id as usize].unmask(req)?;
-        round.server.receive_unmask(resp)?;
+        round.server.receive_unmask(*id, resp)?;
     }
     let out = round.server.finish()?;
     let mut plain = vec![0u64; 13];
@@ -189,7 +189,7 @@ fn active_mode_rejects_key_substitution_and_equivocation() -> Result<()> {
     // an unsigned (or wrongly signed) advertisement is rejected by the server
     let mut keys = round.clients[0].advertise_keys()?;
     keys.signature[0] ^= 1;
-    assert!(round.server.receive_keys(keys).is_err());
+    assert!(round.server.receive_keys(0, keys).is_err());
     let dirs = round.keys(&[])?;
     // a server substituting a neighbour's key is caught by the client
     let mut forged = dirs[&0].clone();
@@ -224,9 +224,10 @@ fn active_mode_rejects_key_substitution_and_equivocation() -> Result<()> {
     assert!(round.clients[0].unmask(&tampered).is_err());
     // a second, different survivor set is never signed
     let other = ConsistencyCheck {
-        round: 12,
+        run: 0,
+        round: 9,
         recipient: 0,
-        survivors: vec![0, 1, 3, 4, 5, 6],
+        survivors: vec![0, 1, 2, 3, 4, 5],
     };
     assert!(round.clients[0].consistency_check(&other).is_err());
     // the honest request still works

@@ -1,8 +1,10 @@
 //! Secure aggregation: exactness under dropouts at every stage, thresholds, uniformity of
 //! masked vectors, tampering, share-kind refusal and overflow checks; [`adversarial`] covers
-//! malformed messages and the active-adversary mode.
+//! malformed messages and the active-adversary mode, [`attacks`] the attacks on sender ids,
+//! run ids, the client policy, the range of the unmasked sum.
 
 mod adversarial;
+mod attacks;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -185,7 +187,7 @@ impl Round {
     fn keys(&mut self, skip: &[usize]) -> Result<BTreeMap<ClientId, KeyDirectory>> {
         for (i, c) in self.clients.iter_mut().enumerate() {
             if !skip.contains(&i) {
-                self.server.receive_keys(c.advertise_keys()?)?;
+                self.server.receive_keys(c.id(), c.advertise_keys()?)?;
             }
         }
         self.server.finish_advertise()
@@ -199,7 +201,7 @@ impl Round {
         for (id, dir) in dirs {
             if !skip.contains(&(*id as usize)) {
                 let msg = self.clients[*id as usize].share_keys(dir)?;
-                self.server.receive_shares(msg)?;
+                self.server.receive_shares(*id, msg)?;
             }
         }
         self.server.finish_share_keys()
@@ -214,7 +216,7 @@ impl Round {
             let i = *id as usize;
             if !skip.contains(&i) {
                 let msg = self.clients[i].masked_input(f, &self.inputs[i], self.weights[i])?;
-                self.server.receive_masked_input(&msg)?;
+                self.server.receive_masked_input(*id, &msg)?;
             }
         }
         self.server.finish_masked_input()
@@ -249,19 +251,20 @@ fn masked_vector_is_uniform_chi_square() -> Result<()> {
 
 #[test]
 fn prg_is_uniform_and_keys_are_separated() -> Result<()> {
-    let seed = *derive_key(&[7u8; 32], Purpose::Mask, 1, 2, 3)?;
+    let seed = *derive_key(&[7u8; 32], Purpose::Mask, 0, 1, 2, 3)?;
     let v = mask_values(&seed, 100_000, 32)?;
     let mut counts = [0u64; 256];
     v.iter().for_each(|&x| counts[(x >> 24) as usize] += 1);
     let e = v.len() as f64 / 256.0;
     let chi2: f64 = counts.iter().map(|&o| (o as f64 - e).powi(2) / e).sum();
     assert!(chi2 < 330.5, "chi2 = {chi2}");
-    // different purposes, rounds and pairs give different keys and unrelated streams
+    // different purposes, rounds, pairs and runs give different keys and unrelated streams
     let others = [
-        derive_key(&[7u8; 32], Purpose::ShareEncryption, 1, 2, 3)?,
-        derive_key(&[7u8; 32], Purpose::SelfMask, 1, 2, 3)?,
-        derive_key(&[7u8; 32], Purpose::Mask, 2, 2, 3)?,
-        derive_key(&[7u8; 32], Purpose::Mask, 1, 2, 4)?,
+        derive_key(&[7u8; 32], Purpose::ShareEncryption, 0, 1, 2, 3)?,
+        derive_key(&[7u8; 32], Purpose::SelfMask, 0, 1, 2, 3)?,
+        derive_key(&[7u8; 32], Purpose::Mask, 0, 2, 2, 3)?,
+        derive_key(&[7u8; 32], Purpose::Mask, 0, 1, 2, 4)?,
+        derive_key(&[7u8; 32], Purpose::Mask, 1, 1, 2, 3)?,
     ];
     for k in &others {
         assert_ne!(**k, seed);
@@ -296,7 +299,7 @@ fn tampered_ciphertext_is_rejected_and_not_used() -> Result<()> {
     let requests = round.masked(&fwd, &[])?;
     for (id, req) in &requests {
         let resp = round.clients[*id as usize].unmask(req)?;
-        round.server.receive_unmask(resp)?;
+        round.server.receive_unmask(*id, resp)?;
     }
     let out = round.server.finish()?;
     let mut plain = vec![0u64; 17];
@@ -388,7 +391,7 @@ fn server_outputs_nothing_below_threshold_in_unmask() -> Result<()> {
     let requests = round.masked(&fwd, &[])?;
     for (id, req) in requests.iter().take(3) {
         let resp = round.clients[*id as usize].unmask(req)?;
-        round.server.receive_unmask(resp)?;
+        round.server.receive_unmask(*id, resp)?;
     }
     assert!(matches!(
         round.server.finish(),
@@ -410,24 +413,24 @@ fn server_outputs_nothing_below_threshold_in_unmask() -> Result<()> {
 fn server_rejects_protocol_violations() -> Result<()> {
     let mut round = Round::new(SecAggConfig::new(5).with_threshold(3), 4, 61)?;
     let keys = round.clients[0].advertise_keys()?;
-    round.server.receive_keys(keys.clone())?;
+    round.server.receive_keys(0, keys.clone())?;
     assert!(
-        round.server.receive_keys(keys.clone()).is_err(),
+        round.server.receive_keys(0, keys.clone()).is_err(),
         "duplicate"
     );
     let copy = AdvertiseKeys { client: 1, ..keys };
     assert!(
-        round.server.receive_keys(copy).is_err(),
+        round.server.receive_keys(1, copy).is_err(),
         "reused public key"
     );
     for c in &mut round.clients[1..] {
-        round.server.receive_keys(c.advertise_keys()?)?;
+        round.server.receive_keys(c.id(), c.advertise_keys()?)?;
     }
     let dirs = round.server.finish_advertise()?;
     let mut msg = round.clients[0].share_keys(&dirs[&0])?;
     msg.envelopes.pop();
     assert!(
-        round.server.receive_shares(msg).is_err(),
+        round.server.receive_shares(0, msg).is_err(),
         "must address every neighbour"
     );
     // a directory with altered own keys is refused by the client
@@ -438,13 +441,14 @@ fn server_rejects_protocol_violations() -> Result<()> {
     assert!(round.clients[1].share_keys(&dir).is_err());
     // a masked input of the wrong length or modulus is rejected
     let bad = MaskedInput {
+        run: 0,
         round: 9,
         client: 0,
         modulus_bits: 32,
         values: vec![0; 3],
     };
     assert!(
-        round.server.receive_masked_input(&bad).is_err(),
+        round.server.receive_masked_input(0, &bad).is_err(),
         "wrong stage"
     );
     Ok(())
