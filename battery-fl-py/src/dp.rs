@@ -6,7 +6,9 @@
 
 use std::sync::Mutex;
 
-use battery_fl_core::dp::{clip_l2, DpMode, GaussianNoise, RdpAccountant, RoundNoise};
+use battery_fl_core::dp::{
+    check_mode, clip_l2, DpFloor, DpMode, GaussianNoise, RdpAccountant, RoundNoise,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
@@ -118,12 +120,17 @@ impl PyGaussianNoise {
 /// The noise scales of one DP round with ``num_clients`` clients, noise multiplier ``z`` and
 /// clipping norm ``C``: ``mode`` ``"central"`` (the server adds ``zC`` to the sum),
 /// ``"local"`` (each client adds ``zC``) or ``"distributed"`` (each client adds
-/// ``zC / sqrt(m)``, for secure aggregation).
+/// ``zC / sqrt(t)``, for secure aggregation; ``t`` = ``min_survivors``, the fewest survivors
+/// the round accepts, default ``num_clients``). The mean is always ``sum / num_clients``
+/// (the sampled count, fixed before the round), and the accountant is given
+/// :meth:`effective_noise_multiplier` of the survivors.
 ///
 /// >>> from battery_fl import dp
 /// >>> r = dp.RoundNoise("distributed", 1.0, 2.0, 4)
 /// >>> r.sum_std, r.client_std, r.server_sum_std
 /// (2.0, 1.0, 0.0)
+/// >>> round(r.effective_noise_multiplier(2), 4), dp.RoundNoise("distributed", 1.0, 2.0, 4, min_survivors=2).effective_noise_multiplier(2)
+/// (0.7071, 1.0)
 #[pyclass(frozen, name = "RoundNoise", module = "battery_fl.dp")]
 #[derive(Debug)]
 pub struct PyRoundNoise {
@@ -133,16 +140,27 @@ pub struct PyRoundNoise {
 #[pymethods]
 impl PyRoundNoise {
     #[new]
+    #[pyo3(signature = (mode, noise_multiplier, clipping_norm, num_clients, *, min_survivors=None))]
     fn new(
         mode: &str,
         noise_multiplier: f64,
         clipping_norm: f64,
         num_clients: usize,
+        min_survivors: Option<usize>,
     ) -> PyResult<Self> {
         let mode: DpMode = enum_from_str("mode", mode)?;
-        let inner =
+        let mut inner =
             RoundNoise::new(mode, noise_multiplier, clipping_norm, num_clients).or_raise()?;
+        if let Some(t) = min_survivors {
+            inner = inner.with_min_survivors(t).or_raise()?;
+        }
         Ok(PyRoundNoise { inner })
+    }
+
+    /// The noise multiplier the mean really carries when ``survivors`` updates reach it
+    /// (what the accountant must be given).
+    fn effective_noise_multiplier(&self, survivors: usize) -> f64 {
+        self.inner.effective_noise_multiplier(survivors)
     }
 
     /// The std ``zC`` the sum of the clipped updates carries.
@@ -266,7 +284,68 @@ impl PyRdpAccountant {
     }
 }
 
+/// Refuse a DP mode the deployment cannot honour: ``"distributed"`` needs secure
+/// aggregation (raises :class:`battery_fl.ConfigError`).
+///
+/// >>> from battery_fl import dp
+/// >>> dp.check_mode("distributed", secure_aggregation=True)
+#[pyfunction]
+#[pyo3(name = "check_mode", signature = (mode, *, secure_aggregation))]
+fn py_check_mode(mode: &str, secure_aggregation: bool) -> PyResult<()> {
+    let mode: DpMode = enum_from_str("mode", mode)?;
+    check_mode(mode, secure_aggregation).or_raise()
+}
+
+/// The least privacy a node accepts, pinned in its own configuration: updates clipped to at
+/// most ``clipping_norm`` and noise of at least ``noise_multiplier * C / sqrt(noise_shares)``
+/// added by the node itself (``noise_shares = 1``: local DP). :meth:`check` raises
+/// :class:`battery_fl.PrivacyError` for a round that gives less.
+///
+/// >>> from battery_fl import dp
+/// >>> floor = dp.DpFloor(1.0, 0.5)
+/// >>> floor.check(1.0, 0.5)
+/// >>> floor.min_noise_std(0.5)
+/// 0.25
+#[pyclass(frozen, name = "DpFloor", module = "battery_fl.dp")]
+#[derive(Debug)]
+pub struct PyDpFloor {
+    inner: DpFloor,
+}
+
+#[pymethods]
+impl PyDpFloor {
+    #[new]
+    #[pyo3(signature = (clipping_norm, noise_multiplier, *, noise_shares=1))]
+    fn new(clipping_norm: f64, noise_multiplier: f64, noise_shares: usize) -> PyResult<Self> {
+        let inner = DpFloor::new(clipping_norm, noise_multiplier).with_noise_shares(noise_shares);
+        inner.validate().or_raise()?;
+        Ok(PyDpFloor { inner })
+    }
+
+    /// Check a round's request: its clipping norm (``None`` or 0: no clipping) and the noise
+    /// std the node is asked to add.
+    #[pyo3(signature = (clipping_norm, noise_std))]
+    fn check(&self, clipping_norm: Option<f64>, noise_std: f64) -> PyResult<()> {
+        self.inner.check(clipping_norm, noise_std).or_raise()
+    }
+
+    /// The least noise std the node adds at clipping norm ``clipping_norm``.
+    fn min_noise_std(&self, clipping_norm: f64) -> f64 {
+        self.inner.min_noise_std(clipping_norm)
+    }
+
+    fn __repr__(&self) -> String {
+        let f = &self.inner;
+        format!(
+            "DpFloor(clipping_norm={}, noise_multiplier={}, noise_shares={})",
+            f.clipping_norm, f.noise_multiplier, f.noise_shares
+        )
+    }
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(py_check_mode, m)?)?;
+    m.add_class::<PyDpFloor>()?;
     m.add_function(wrap_pyfunction!(clip, m)?)?;
     m.add_function(wrap_pyfunction!(l2_norm, m)?)?;
     m.add_function(wrap_pyfunction!(add_noise, m)?)?;

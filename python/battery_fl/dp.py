@@ -19,6 +19,24 @@ mechanism and agrees with Google's ``dp-accounting``.
 True
 """
 
-from battery_fl._core import GaussianNoise, RdpAccountant, RoundNoise, add_noise, clip, l2_norm
+from battery_fl._core import (
+    DpFloor,
+    GaussianNoise,
+    RdpAccountant,
+    RoundNoise,
+    add_noise,
+    check_mode,
+    clip,
+    l2_norm,
+)
 
-__all__ = ["GaussianNoise", "RdpAccountant", "RoundNoise", "add_noise", "clip", "l2_norm"]
+__all__ = [
+    "DpFloor",
+    "GaussianNoise",
+    "RdpAccountant",
+    "RoundNoise",
+    "add_noise",
+    "check_mode",
+    "clip",
+    "l2_norm",
+]

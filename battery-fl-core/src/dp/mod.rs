@@ -42,6 +42,7 @@
 pub mod accountant;
 pub mod adaptive;
 pub mod clip;
+pub mod floor;
 pub mod noise;
 pub mod rdp;
 pub mod round;
@@ -51,8 +52,9 @@ use serde::{Deserialize, Serialize};
 pub use accountant::{PrivacyBudget, RdpAccountant};
 pub use adaptive::{effective_noise_multiplier, AdaptiveClipConfig, AdaptiveClipState};
 pub use clip::{clip_l2, clip_l2_slice, l2_norm, ClipOutcome};
+pub use floor::DpFloor;
 pub use noise::{GaussianNoise, NOISE_CHUNK};
-pub use round::RoundNoise;
+pub use round::{check_mode, RoundNoise};
 
 use crate::error::{Error, Result};
 

@@ -28,12 +28,19 @@ use crate::model::ModelParams;
 /// | local | `N(0, (zC)²)` | nothing | nothing |
 /// | distributed | `N(0, (zC)²/m)` | nothing | nothing |
 ///
-/// In distributed mode the *sum* of the `m` client noises is `N(0, (zC)²)`, the same as
-/// central mode; it is meant for secure aggregation, where the server never sees a single
-/// update. If clients drop out, the sum carries less noise than planned: set `m` to the
-/// smallest number of survivors the round accepts (secure aggregation's threshold), so the
-/// survivors' noise alone reaches `zC`. In central mode `m` must be fixed before the round
-/// (as Flower's `num_sampled_clients`), not the number of replies.
+/// In distributed mode the *sum* of the client noises is `N(0, (zC)²)`, the same as central
+/// mode; it is meant for secure aggregation, where the server never sees a single update
+/// (distributed DP without it is refused: [`check_mode`](super::check_mode)). If clients
+/// drop out, the sum carries less noise than planned, so the client noise is sized for the
+/// smallest number of survivors the round accepts ([`with_min_survivors`](Self::with_min_survivors),
+/// e.g. secure aggregation's threshold; default `m`): with `s` survivors the sum carries
+/// `zC·√(min(s, t)/t)`, and [`effective_noise_multiplier`](Self::effective_noise_multiplier)
+/// is what the accountant must be given.
+///
+/// The mean is always `sum / m` with `m` the number of clients **sampled** for the round,
+/// fixed and public before it starts ([`mean_of_sum`](Self::mean_of_sum)), never the
+/// number of replies: a data-dependent denominator would double the sensitivity that is
+/// accounted.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RoundNoise {
     /// Where the noise is added.
@@ -42,8 +49,12 @@ pub struct RoundNoise {
     pub noise_multiplier: f64,
     /// The clipping norm `C` of this round.
     pub clipping_norm: f64,
-    /// The number of clients `m` of this round.
+    /// The number of clients `m` sampled for this round: the fixed denominator of the mean.
     pub num_clients: usize,
+    /// The smallest number of survivors the round accepts (distributed mode sizes each
+    /// client's noise for it); `None` = `num_clients`.
+    #[serde(default)]
+    pub min_survivors: Option<usize>,
 }
 
 impl RoundNoise {
@@ -78,7 +89,50 @@ impl RoundNoise {
             noise_multiplier,
             clipping_norm,
             num_clients,
+            min_survivors: None,
         })
+    }
+
+    /// Size distributed noise for `t` survivors (`1 <= t <= num_clients`): each client adds
+    /// `zC/√t`, so any `t` or more survivors carry at least `zC` together.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] unless `1 <= t <= num_clients`.
+    pub fn with_min_survivors(mut self, t: usize) -> Result<Self> {
+        if t == 0 || t > self.num_clients {
+            return Err(Error::config(
+                "min_survivors",
+                format!("must be in 1..={}, got {t}", self.num_clients),
+            ));
+        }
+        self.min_survivors = Some(t);
+        Ok(self)
+    }
+
+    /// The number of survivors the client noise is sized for (`t`, default `m`).
+    pub fn noise_shares(&self) -> usize {
+        self.min_survivors.unwrap_or(self.num_clients).max(1)
+    }
+
+    /// The noise multiplier the released mean really carries when `survivors` updates reach
+    /// it: `z` in central and local mode, `z·√(min(s, t)/t)` in distributed mode. Give this
+    /// to the accountant, not `z`.
+    pub fn effective_noise_multiplier(&self, survivors: usize) -> f64 {
+        match self.mode {
+            DpMode::Central | DpMode::Local => self.noise_multiplier,
+            DpMode::Distributed => {
+                let t = self.noise_shares();
+                self.noise_multiplier * (survivors.min(t) as f64 / t as f64).sqrt()
+            }
+        }
+    }
+
+    /// The mean update `sum / m` with the fixed, public denominator `m = num_clients`.
+    ///
+    pub fn mean_of_sum(&self, sum: &ModelParams) -> ModelParams {
+        let mut mean = sum.clone();
+        mean.scale(1.0 / self.num_clients as f32);
+        mean
     }
 
     /// The standard deviation `zC` carried by the sum of the clipped updates.
@@ -91,7 +145,7 @@ impl RoundNoise {
         match self.mode {
             DpMode::Central => 0.0,
             DpMode::Local => self.sum_std(),
-            DpMode::Distributed => self.sum_std() / (self.num_clients as f64).sqrt(),
+            DpMode::Distributed => self.sum_std() / (self.noise_shares() as f64).sqrt(),
         }
     }
 
@@ -147,6 +201,30 @@ impl RoundNoise {
     }
 }
 
+/// Refuse a DP mode the deployment cannot honour: distributed noise (`zC/√t` per client) only
+/// protects anyone when the server sees nothing but the sum, i.e. with secure aggregation.
+/// Without it, use local mode (each client adds `zC`, accounted as it is).
+///
+/// ```
+/// use battery_fl_core::dp::{check_mode, DpMode};
+/// assert!(check_mode(DpMode::Distributed, false).is_err());
+/// assert!(check_mode(DpMode::Distributed, true).is_ok());
+/// assert!(check_mode(DpMode::Local, false).is_ok());
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidConfig`] (`dp.mode`) for distributed mode without secure aggregation.
+pub fn check_mode(mode: DpMode, secure_aggregation: bool) -> Result<()> {
+    if mode == DpMode::Distributed && !secure_aggregation {
+        return Err(Error::config(
+            "dp.mode",
+            "distributed DP needs secure aggregation: without it the server sees each \
+             under-noised update (use local mode)",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,8 +247,53 @@ mod tests {
         };
         assert_eq!((d.client_std(), d.server_sum_std()), (0.5, 0.0));
         assert!(RoundNoise::new(DpMode::Central, 1.0, 1.0, 0).is_err());
+        assert_eq!(d.effective_noise_multiplier(2), 2.0 * 0.5_f64.sqrt());
         assert!(RoundNoise::new(DpMode::Central, -1.0, 1.0, 1).is_err());
         assert!(RoundNoise::new(DpMode::Central, 1.0, 0.0, 1).is_err());
+        Ok(())
+    }
+
+    /// Clients drop out after noising: the survivors' noise is less than planned. Sized for
+    /// the threshold, the noise of any t survivors reaches zC, and the accounted multiplier
+    /// is what the sum really carries (measured on drawn noise, not only by formula).
+    #[test]
+    fn distributed_noise_is_sized_for_the_survivors() -> Result<()> {
+        let (z, c, m) = (1.0, 1.0, 10);
+        let naive = RoundNoise::new(DpMode::Distributed, z, c, m)?;
+        let sized = naive.with_min_survivors(6)?;
+        assert!(naive.with_min_survivors(0).is_err() && naive.with_min_survivors(11).is_err());
+        let mut noise = GaussianNoise::from_seed(3);
+        let draws = 4000;
+        let std_of_sum = |rn: &RoundNoise, s: usize, noise: &mut GaussianNoise| -> Result<f64> {
+            let mut acc = 0.0;
+            for _ in 0..draws {
+                let mut sum = 0.0;
+                for _ in 0..s {
+                    sum += noise.sample(rn.client_std())?;
+                }
+                acc += sum * sum;
+            }
+            Ok((acc / draws as f64).sqrt())
+        };
+        // 6 of 10 survive: sized for m, the sum carries ~0.77 zC, and that is what is accounted
+        let carried = std_of_sum(&naive, 6, &mut noise)?;
+        assert!((carried - 0.6_f64.sqrt()).abs() < 0.05, "{carried}");
+        assert!((naive.effective_noise_multiplier(6) - 0.6_f64.sqrt()).abs() < 1e-12);
+        // sized for t = 6, the 6 survivors carry zC
+        let carried = std_of_sum(&sized, 6, &mut noise)?;
+        assert!((carried - 1.0).abs() < 0.05, "{carried}");
+        assert_eq!(sized.effective_noise_multiplier(6), z);
+        assert_eq!(sized.effective_noise_multiplier(10), z);
+        Ok(())
+    }
+
+    /// The mean divides by the sampled count, whatever number of updates arrived.
+    #[test]
+    fn mean_has_a_fixed_denominator() -> Result<()> {
+        let rn = RoundNoise::new(DpMode::Central, 1.0, 1.0, 4)?;
+        let sum = ModelParams::new(vec![("w".into(), vec![2], vec![2.0, 4.0])])?;
+        let mean = rn.mean_of_sum(&sum);
+        assert_eq!(mean.flatten(), vec![0.5, 1.0]);
         Ok(())
     }
 }

@@ -188,6 +188,7 @@ impl FederationConfig {
         }
         if let Some(dp) = &self.dp {
             dp.validate()?;
+            crate::dp::check_mode(dp.mode, self.secure_aggregation.is_some())?;
         }
         if self.inference_references == 0 {
             return Err(Error::config("inference_references", "must be >= 1"));
@@ -202,5 +203,36 @@ impl FederationConfig {
         } else {
             0.0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dp::DpMode;
+
+    /// Security issue: distributed DP without secure aggregation was accepted and accounted
+    /// as if the server saw only the sum, while it saw each under-noised update.
+    #[test]
+    fn distributed_dp_needs_secure_aggregation() {
+        let dp = DpConfig::new(1.0, 1.0).with_mode(DpMode::Distributed);
+        let plain = FederationConfig {
+            dp: Some(dp.clone()),
+            ..FederationConfig::default()
+        };
+        assert!(matches!(
+            plain.validate(4),
+            Err(Error::InvalidConfig { field, .. }) if field == "dp.mode"
+        ));
+        let secure = FederationConfig {
+            secure_aggregation: Some(SecureAggregation::default()),
+            ..plain
+        };
+        assert!(secure.validate(4).is_ok());
+        let local = FederationConfig {
+            dp: Some(dp.with_mode(DpMode::Local)),
+            ..FederationConfig::default()
+        };
+        assert!(local.validate(4).is_ok());
     }
 }

@@ -286,7 +286,14 @@ impl Simulation {
                     Some(a) => a.update_noise_multiplier(dp.noise_multiplier, m)?,
                     None => dp.noise_multiplier,
                 };
-                Some(RoundNoise::new(dp.mode, z, c, m)?)
+                let rn = RoundNoise::new(dp.mode, z, c, m)?;
+                // distributed noise is sized for the fewest survivors secure aggregation accepts
+                Some(match &cfg.secure_aggregation {
+                    Some(sa) if dp.mode == DpMode::Distributed => {
+                        rn.with_min_survivors(sa.protocol(m, 1.0)?.t())?
+                    }
+                    _ => rn,
+                })
             }
             None => None,
         };
@@ -347,6 +354,7 @@ impl Simulation {
         if cfg.strategy.needs_only_the_sum() {
             let mut mean = self.mean_delta(&updates, r)?;
             if let (Some(rn), Some(noise)) = (&round_noise, noise.as_mut()) {
+                mean = dp_mean(rn, &mean, updates.len());
                 if rn.mode == DpMode::Central {
                     rn.add_server_noise_to_mean(&mut mean, noise)?;
                 }
@@ -364,9 +372,29 @@ impl Simulation {
                     })
                     .cloned()
                     .collect();
-                if !members.is_empty() {
-                    *params = params.add(&self.mean_delta(&members, r)?)?;
+                if members.is_empty() {
+                    continue;
                 }
+                let mut group_mean = self.mean_delta(&members, r)?;
+                if let (Some(rn), Some(noise)) = (&round_noise, noise.as_mut()) {
+                    // a group model is released like the global one: fixed denominator (the
+                    // group's sampled fleets) and, in central mode, the server's noise
+                    let sampled = chosen
+                        .iter()
+                        .filter(|&&f| self.state.fleet_group[f] == g)
+                        .count();
+                    let group_noise = RoundNoise::new(
+                        rn.mode,
+                        rn.noise_multiplier,
+                        rn.clipping_norm,
+                        sampled.max(1),
+                    )?;
+                    group_mean = dp_mean(&group_noise, &group_mean, members.len());
+                    if rn.mode == DpMode::Central {
+                        group_noise.add_server_noise_to_mean(&mut group_mean, noise)?;
+                    }
+                }
+                *params = params.add(&group_mean)?;
             }
         } else {
             let mut agg: Box<dyn Aggregator> = match cfg.strategy {
@@ -379,7 +407,15 @@ impl Simulation {
         // privacy accounting and adaptive clipping (on copies: committed with the round)
         let mut accountant = self.state.accountant.clone();
         if let (Some(acc), Some(rn)) = (accountant.as_mut(), &round_noise) {
-            acc.step(rn.noise_multiplier, m as f64 / n as f64, 1)?;
+            // No subsampling amplification: the sampled fleets follow from the public seed and
+            // are published in the round record, so q = 1. Each sampled fleet's update reaches
+            // the global model and, with clustering, its group's model: two releases a round.
+            let releases = if self.state.fleet_group.is_empty() {
+                1
+            } else {
+                2
+            };
+            acc.step(rn.effective_noise_multiplier(updates.len()), 1.0, releases)?;
         }
         if let (Some(a), Some(noise)) = (adaptive.as_mut(), noise.as_mut()) {
             a.update(&unclipped, noise)?;
@@ -479,6 +515,14 @@ impl Simulation {
         }
         Ok((Metrics::compute(&preds, &truth)?.rmse, per_fleet))
     }
+}
+
+/// The DP mean of `arrived` equally weighted updates whose plain mean is `mean`: their sum
+/// over the round's fixed denominator (the sampled count), not over the replies.
+fn dp_mean(round: &RoundNoise, mean: &ModelParams, arrived: usize) -> ModelParams {
+    let mut sum = mean.clone();
+    sum.scale(arrived as f32);
+    round.mean_of_sum(&sum)
 }
 
 /// Centralized reference: one model trained on every fleet's training cells pooled (what

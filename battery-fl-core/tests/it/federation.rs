@@ -241,3 +241,52 @@ fn local_only_models_are_scored_on_their_own_and_on_all_test_cells() {
     let on_all = Metrics::compute(&p, &all.require_labels().unwrap()).unwrap();
     approx::assert_relative_eq!(on_all.rmse, local.on_all_tests[&f.id], max_relative = 1e-9);
 }
+
+/// Security issue: the epsilon reported must be what is spent. Fleets sampled from the public
+/// seed get no subsampling amplification (q = 1), and with genome clustering a fleet's update
+/// is released twice a round (global and group model), both noised.
+#[test]
+fn dp_accounting_claims_no_amplification_and_group_models_are_noised() {
+    use battery_fl_core::dp::RdpAccountant;
+    use battery_fl_core::federation::ClusterConfig;
+    let run = |dp_seed: u64, clustering: Option<ClusterConfig>, per_round: Option<usize>| {
+        let cfg = FederationConfig {
+            dp: Some(DpConfig::new(1.0, 0.5).with_seed(dp_seed)),
+            clustering,
+            clients_per_round: per_round,
+            ..config(1)
+        };
+        let mut sim = Simulation::new(cfg, model(), featurizer(), fleets(3)).unwrap();
+        sim.run(|_| {}).unwrap();
+        sim.state().clone()
+    };
+    let expected = |steps| {
+        let mut acc = RdpAccountant::new();
+        acc.step(1.0, 1.0, steps).unwrap();
+        acc.epsilon(1e-5).unwrap()
+    };
+    // 2 of 3 fleets per round: still accounted with q = 1
+    let sampled = run(1, None, Some(2));
+    let eps = sampled.history[0].epsilon.unwrap();
+    assert!((eps - expected(1)).abs() < 1e-9, "{eps} vs {}", expected(1));
+
+    // every fleet its own group (threshold 0): group models get the server's noise too, so
+    // two runs that differ only in the noise seed give different group models
+    let groups = Some(ClusterConfig { threshold: 0.0 });
+    let (a, b) = (run(1, groups.clone(), None), run(2, groups, None));
+    assert!(!a.groups.is_empty());
+    for (ga, gb) in a.groups.iter().zip(&b.groups) {
+        let diff = ga
+            .flatten()
+            .iter()
+            .zip(gb.flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff > 1e-3,
+            "a group model carries no DP noise (max diff {diff})"
+        );
+    }
+    let eps = a.history[0].epsilon.unwrap();
+    assert!((eps - expected(2)).abs() < 1e-9, "{eps} vs {}", expected(2));
+}

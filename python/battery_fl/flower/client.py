@@ -17,6 +17,8 @@ needs nothing but its data and ``battery_fl``. Messages and replies:
 ``local-epochs``, ``proximal-mu`` (FedProx term when > 0), ``label-mean``/``label-std``,
 ``input-scales-a``/``input-scales-b`` and, for DP, ``dp-clipping-norm`` (the update
 ``w_local - w_global`` is clipped to it) and ``dp-noise-std`` (Gaussian noise each node adds).
+These come from the server; a node that does not trust it pins a floor in its own node
+config (:func:`dp_floor`) and refuses rounds below it.
 
 >>> from flwr.clientapp import ClientApp
 >>> isinstance(make_client_app(), ClientApp)
@@ -26,7 +28,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -40,6 +42,7 @@ from battery_fl.flower.settings import FleetCells, config_error, load_fleet, mod
 __all__ = [
     "STATS_ACTION",
     "app",
+    "dp_floor",
     "evaluate",
     "fleet_statistics",
     "make_client_app",
@@ -141,9 +144,38 @@ def train_fleet(
     return params, float(losses[-1]) if losses else math.nan
 
 
+def dp_floor(node_config: Mapping[str, object]) -> dp.DpFloor | None:
+    """The least privacy this node accepts, from its own node config (never the server's):
+    ``dp-floor-clipping-norm``, ``dp-floor-noise-multiplier`` and ``dp-floor-noise-shares``
+    (default 1, local DP). ``None`` when the node pins no floor.
+
+    >>> dp_floor({}) is None, dp_floor({"dp-floor-clipping-norm": 1.0, "dp-floor-noise-multiplier": 0.5})
+    (True, DpFloor(clipping_norm=1, noise_multiplier=0.5, noise_shares=1))
+    """
+    keys = ("dp-floor-clipping-norm", "dp-floor-noise-multiplier")
+    if not any(k in node_config for k in keys):
+        return None
+    missing = [k for k in keys if k not in node_config]
+    if missing:
+        raise config_error(missing[0], "a DP floor needs both a clipping norm and a noise multiplier")
+    return dp.DpFloor(
+        float(node_config[keys[0]]),  # type: ignore[arg-type]
+        float(node_config[keys[1]]),  # type: ignore[arg-type]
+        noise_shares=int(node_config.get("dp-floor-noise-shares", 1)),  # type: ignore[call-overload]
+    )
+
+
 def train(msg: Message, context: Context) -> Message:
-    """The ``train`` handler: local training on this node's fleet (see the module docs)."""
+    """The ``train`` handler: local training on this node's fleet (see the module docs). A
+    node whose own config pins a DP floor (:func:`dp_floor`) refuses
+    (:class:`battery_fl.PrivacyError`) a round that clips less or asks it for less noise."""
     config = _config(msg)
+    floor = dp_floor(context.node_config)
+    if floor is not None:
+        floor.check(
+            float(config.get("dp-clipping-norm", 0.0)),  # type: ignore[arg-type]
+            float(config.get("dp-noise-std", 0.0)),  # type: ignore[arg-type]
+        )
     fleet = load_fleet(context.node_config)
     if not fleet.train:
         raise config_error("node-config", "the fleet has no training cells")

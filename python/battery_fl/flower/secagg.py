@@ -24,8 +24,11 @@ raises :class:`battery_fl.SecAggError`.
 
 What the server learns: the weighted mean (``mode="delta"``) or the sum (``mode="sum"``)
 of the survivors' vectors, and who survived; never a single node's vector or weight. A
-ClientApp process lives for one message, so the mod keeps the node's round secret (32 random
-bytes) in ``Context.state`` on the node and replays the earlier stages from it.
+ClientApp process lives for one message, so the mod keeps the node's round state (a
+:class:`battery_fl.secagg.NodeSession`: the round secret and the answers it gave) in
+``Context.state`` on the node; every stage is answered at most once. The server checks
+that each protocol message comes from the node that sent it (``src_node_id``), and the
+transport's run id is bound into every key, ciphertext and signature.
 """
 
 from __future__ import annotations
@@ -46,10 +49,12 @@ from battery_fl.flower.polling import send_and_receive
 from battery_fl.flower.settings import config_error
 
 __all__ = [
+    "DONE_KEY",
     "MESSAGE_KEY",
     "REQUEST_KEY",
     "STATE_KEY",
     "STATS_BOUND",
+    "WEIGHT_METRIC",
     "SecAggWorkflow",
     "dropout_mod",
     "secagg_mod",
@@ -61,6 +66,10 @@ REQUEST_KEY = "bfl-secagg"
 MESSAGE_KEY = "bfl-secagg-message"
 #: ConfigRecord in a node's ``Context.state``: its secret and the messages to replay.
 STATE_KEY = "bfl-secagg-state"
+#: ConfigRecord in a node's ``Context.state``: the rounds of this run it finished.
+DONE_KEY = "bfl-secagg-done"
+#: The handler metric a node masks its update with (its own sample count).
+WEIGHT_METRIC = "num-examples"
 #: Public bound on every summed statistic (``mode="sum"``), as in the in-process federation.
 STATS_BOUND = 1e9
 
@@ -96,82 +105,94 @@ def _flat(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
 
 
-def _input_vector(
-    request: ConfigRecord, payload: RecordDict, reply: RecordDict
-) -> tuple[np.ndarray, float]:
-    """The vector and weight the node masks in stage 2, from the wrapped handler's reply."""
+def _input_vector(payload: RecordDict, reply: RecordDict, mode: str) -> tuple[np.ndarray, float | None]:
+    """The vector the node masks in stage 2, from the wrapped handler's reply, and the weight
+    it masks it with: its own ``num-examples`` (the handler's own count, never a value from
+    the server's request), or ``None`` (the full weight W, equal for every node) for DP
+    rounds and secure sums."""
     out = reply.get("arrays")
     if not isinstance(out, ArrayRecord):
         raise _error("masked_input", "the handler's reply has no ArrayRecord `arrays`")
     values = _flat(out.to_numpy_ndarrays())
-    weight_key = str(request.get("weight-key", ""))
-    if weight_key:
-        metrics = reply.get("metrics")
-        if metrics is None or weight_key not in metrics:  # type: ignore[operator]
-            raise _error("masked_input", f"the handler's reply has no metric `{weight_key}`")
-        weight = float(metrics[weight_key])  # type: ignore[index,arg-type]
-    else:
-        weight = float(request["weight"])  # type: ignore[arg-type]
-    if request["mode"] == "delta":
+    if mode == "delta":
         start = payload.get("arrays")
         if not isinstance(start, ArrayRecord):
             raise _error("masked_input", "delta mode needs the global `arrays` in the payload")
+        config = payload.get("config")
+        dp_round = isinstance(config, ConfigRecord) and float(config.get("dp-clipping-norm", 0.0)) > 0  # type: ignore[arg-type]
+        metrics = reply.get("metrics")
+        weight: float | None = None
+        if not dp_round:
+            if metrics is None or WEIGHT_METRIC not in metrics:  # type: ignore[operator]
+                raise _error("masked_input", f"the handler's reply has no metric `{WEIGHT_METRIC}`")
+            weight = float(metrics[WEIGHT_METRIC])  # type: ignore[index,arg-type]
         return (values - _flat(start.to_numpy_ndarrays())).astype(np.float32), weight
     # sum mode: float64 statistics travel as a float32 high part and its remainder
     if not np.all(np.abs(values) <= STATS_BOUND):
         raise config_error("statistics", f"a value is outside the public bound ±{STATS_BOUND}")
     high = values.astype(np.float32)
     low = (values - high.astype(np.float64)).astype(np.float32)
-    return np.concatenate([high, low]), weight
+    return np.concatenate([high, low]), None
 
 
-def _replay(node_id: int, state: ConfigRecord, upto: int) -> secagg.SecAggClient:
-    """The node's client, advanced through stages ``< upto`` from its stored secret."""
-    client = secagg.SecAggClient(node_id, bytes(state["setup"]), seed=bytes(state["seed"]))  # type: ignore[arg-type]
-    client.advertise_keys()
-    if upto > secagg.SHARE_KEYS:
-        client.share_keys(bytes(state["directory"]))  # type: ignore[arg-type]
-    if upto > secagg.MASKED_INPUT:
-        # the masked vector itself is not needed again: only the shares it stored
-        dim = int(state["dim"])  # type: ignore[arg-type]
-        client.masked_input(bytes(state["forwarded"]), np.zeros(dim, np.float32), 0.0)  # type: ignore[arg-type]
-    return client
+def _node_int(context: Context, key: str) -> int | None:
+    value = context.node_config.get(key)
+    return None if value is None or value == "" else int(value)  # type: ignore[arg-type]
 
 
-def secagg_mod(msg: Message, context: Context, call_next: _CallNext) -> Message:
-    """ClientApp mod running this node's side of our SecAgg+ (see the module docs).
+def _forget(context: Context, round_id: int) -> None:
+    """Drop the node's round secret and close the round: it ended or failed, and is never
+    started again in this run (a restarted round would mask a second input)."""
+    if STATE_KEY in context.state:
+        del context.state[STATE_KEY]
+    done = _done_rounds(context)
+    if round_id not in done:
+        context.state[DONE_KEY] = ConfigRecord({"rounds": [*done, round_id]})
 
-    Messages without the ``bfl-secagg`` record pass through untouched, so the mod can sit in
-    every ClientApp. In stage 2 it strips the protocol records, calls the wrapped handler
-    and masks what it returns: ``arrays`` minus the payload's ``arrays`` (``mode="delta"``,
-    weight = the reply metric named ``weight-key``) or ``arrays`` as is (``mode="sum"``).
-    Only the masked vector leaves the node (not the handler's metrics). The node answers one
-    unmask request per round (its round state is deleted then), so no server can make it
-    reveal both kinds of share of a neighbour.
-    """
-    if not msg.has_content() or REQUEST_KEY not in msg.content:
-        return call_next(msg, context)
-    request = msg.content[REQUEST_KEY]
-    if not isinstance(request, ConfigRecord):
-        raise _error("request", f"`{REQUEST_KEY}` is not a ConfigRecord")
+
+def _done_rounds(context: Context) -> list[int]:
+    record = context.state.get(DONE_KEY)
+    return [int(r) for r in record["rounds"]] if isinstance(record, ConfigRecord) else []  # type: ignore[union-attr]
+
+
+def _start(context: Context, incoming: bytes, round_id: int) -> tuple[secagg.NodeSession, bytes]:
+    """Stage 0: a new session, unless this round of the run is over on this node."""
+    if round_id in _done_rounds(context):
+        raise _error(str(secagg.ADVERTISE_KEYS), f"round {round_id} of this run is over on this node")
+    max_weight = context.node_config.get("secagg-max-weight")
+    session, out = secagg.NodeSession.start(
+        int(context.node_id),
+        int(context.run_id),
+        incoming,
+        seed=os.urandom(32),
+        min_clients=_node_int(context, "secagg-min-clients"),
+        min_threshold=_node_int(context, "secagg-min-threshold"),
+        max_weight=None if max_weight in (None, "") else float(max_weight),  # type: ignore[arg-type]
+    )
+    return session, bytes(out)
+
+
+def _answer(
+    msg: Message, context: Context, call_next: _CallNext, request: ConfigRecord
+) -> Message | bytes:
+    """This node's reply bytes for one stage (or the handler's error reply in stage 2)."""
     stage, round_id = int(request["stage"]), int(request["round"])  # type: ignore[arg-type]
     incoming = _unpack(msg.content)
-    node = int(context.node_id)
-    if stage == secagg.ADVERTISE_KEYS:
-        seed = os.urandom(32)
-        client = secagg.SecAggClient(node, incoming, seed=seed)
-        out = client.advertise_keys()
-        context.state[STATE_KEY] = ConfigRecord(
-            {"round": round_id, "seed": seed, "setup": incoming, "dim": int(request["dim"])}  # type: ignore[arg-type]
-        )
-    else:
-        state = context.state.get(STATE_KEY)
-        if not isinstance(state, ConfigRecord) or int(state["round"]) != round_id:  # type: ignore[arg-type]
+    state = context.state.get(STATE_KEY)
+    stored = state if isinstance(state, ConfigRecord) and int(state["round"]) == round_id else None  # type: ignore[arg-type]
+    if stored is None:
+        if stage != secagg.ADVERTISE_KEYS:
             raise _error(str(stage), f"no keys of round {round_id} on this node")
-        client = _replay(node, state, stage)
+        if isinstance(state, ConfigRecord):  # an earlier round never ended: it is over now
+            _forget(context, int(state["round"]))  # type: ignore[arg-type]
+        session, out = _start(context, incoming, round_id)
+    else:
+        session = secagg.NodeSession.from_bytes(bytes(stored["session"]))  # type: ignore[arg-type]
+        cached = session.answered(stage, incoming)
+        if cached is not None:
+            return bytes(cached)
         if stage == secagg.SHARE_KEYS:
-            out = client.share_keys(incoming)
-            state["directory"] = incoming
+            out = session.share_keys(incoming)
         elif stage == secagg.MASKED_INPUT:
             payload = RecordDict(
                 {k: v for k, v in msg.content.items() if k not in (REQUEST_KEY, MESSAGE_KEY)}
@@ -180,14 +201,49 @@ def secagg_mod(msg: Message, context: Context, call_next: _CallNext) -> Message:
             reply = call_next(msg, context)
             if reply.has_error():
                 return reply
-            vector, weight = _input_vector(request, payload, reply.content)
-            out = client.masked_input(incoming, vector, weight)
-            state["forwarded"] = incoming
+            vector, weight = _input_vector(payload, reply.content, str(request.get("mode", "delta")))
+            out = session.masked_input(incoming, vector, weight)
         elif stage == secagg.UNMASK:
-            out = client.unmask(incoming)
-            del context.state[STATE_KEY]
+            out = session.unmask(incoming)
+            _forget(context, round_id)
+            return bytes(out)
         else:
             raise _error(str(stage), "unknown stage")
+    context.state[STATE_KEY] = ConfigRecord({"round": round_id, "session": session.to_bytes()})
+    return bytes(out)
+
+
+def secagg_mod(msg: Message, context: Context, call_next: _CallNext) -> Message:
+    """ClientApp mod running this node's side of our SecAgg+ (see the module docs).
+
+    Messages without the ``bfl-secagg`` record pass through untouched, so the mod can sit in
+    every ClientApp. In stage 2 it strips the protocol records, calls the wrapped handler
+    and masks what it returns: ``arrays`` minus the payload's ``arrays`` (``mode="delta"``,
+    weight = the handler's own ``num-examples``, capped at the node's ``secagg-max-weight``;
+    equal weights in DP rounds) or ``arrays`` as is (``mode="sum"``). Only the masked
+    vector leaves the node (not the handler's metrics).
+
+    The round's state is a :class:`battery_fl.secagg.NodeSession` in ``Context.state``:
+    each stage is answered at most once (a byte-identical repeat gets the same reply, any
+    other request is refused), the round secret is dropped when the round ends or anything
+    fails, and a round that ended or failed is never started again in this run. The node's own config
+    may pin ``secagg-min-clients`` and ``secagg-min-threshold`` (it refuses a setup below
+    them) and ``secagg-max-weight``.
+    """
+    if not msg.has_content() or REQUEST_KEY not in msg.content:
+        return call_next(msg, context)
+    request = msg.content[REQUEST_KEY]
+    if not isinstance(request, ConfigRecord):
+        raise _error("request", f"`{REQUEST_KEY}` is not a ConfigRecord")
+    round_id = int(request["round"])  # type: ignore[arg-type]
+    try:
+        out = _answer(msg, context, call_next, request)
+    except Exception:
+        _forget(context, round_id)
+        raise
+    if isinstance(out, Message):  # the handler failed: the round is over for this node
+        _forget(context, round_id)
+        return out
     return Message(RecordDict({MESSAGE_KEY: _pack(out)}), reply_to=msg)
 
 
@@ -240,6 +296,11 @@ class SecAggWorkflow:
             "max_weight": self.max_weight,
         }
 
+    def min_survivors(self, n: int) -> int:
+        """The fewest nodes a round over ``n`` nodes can end with (the Shamir threshold):
+        distributed DP sizes each node's noise for it."""
+        return int(secagg.protocol_threshold(n, threshold=self.threshold, neighbors=self.neighbors))
+
     def sum_protocol(self, n: int) -> dict[str, Any]:
         """SecAggServer settings for summing statistics: 64-bit modulus, values within
         ±:data:`STATS_BOUND`, the finest grid that cannot wrap (as the core's secure sum)."""
@@ -263,12 +324,12 @@ class SecAggWorkflow:
         round_id: int,
         dim: int,
         mode: str = "delta",
-        weight_key: str = "num-examples",
     ) -> secagg.SecAggResult:
         """One secure aggregation of what the nodes' handler for ``message_type`` returns
         for ``payload``: with ``mode="delta"`` the weighted mean of ``arrays - payload
-        arrays`` (flat float32 of length ``dim``; weight = reply metric ``weight_key``, or
-        W for all when ``weight_key=""``); with ``mode="sum"`` the float64 sum of ``arrays``
+        arrays`` (flat float32 of length ``dim``; each node weighs its update with its own
+        ``num-examples``, capped at ``max_weight``, or all equally in DP rounds: the server
+        does not choose weights); with ``mode="sum"`` the float64 sum of ``arrays``
         (``dim`` values, each within ±:data:`STATS_BOUND`) in ``result.sum``. Raises
         :class:`battery_fl.SecAggError` when too few nodes are left."""
         if mode not in ("delta", "sum"):
@@ -276,14 +337,13 @@ class SecAggWorkflow:
         n = len(node_ids)
         if mode == "delta":
             settings, wire_dim = self.protocol(n, dim), dim
-            weight = self.max_weight
         else:
             settings, wire_dim = self.sum_protocol(n), 2 * dim
-            weight, weight_key = 1.0, ""
+        run = int(grid.run.run_id)
         server = secagg.SecAggServer(
-            node_ids, wire_dim, round=round_id, seed=os.urandom(32), **settings  # type: ignore[arg-type]
+            node_ids, wire_dim, run=run, round=round_id, seed=os.urandom(32), **settings  # type: ignore[arg-type]
         )
-        request = {"round": round_id, "dim": wire_dim, "mode": mode, "weight-key": weight_key, "weight": weight}
+        request = {"round": round_id, "dim": wire_dim, "mode": mode}
         exchange = _Exchange(grid, message_type, round_id, request, self.timeout)
         keys = exchange.run(secagg.ADVERTISE_KEYS, {v: server.setup() for v in node_ids})
         exchange.feed(server.receive_keys, keys, "advertise_keys")
@@ -354,10 +414,11 @@ class _Exchange:
         return replies
 
     @staticmethod
-    def feed(receive: Callable[[bytes], None], replies: Mapping[int, bytes], stage: str) -> None:
-        """Hand each reply to the server; a malformed or forged one drops its node."""
+    def feed(receive: Callable[..., None], replies: Mapping[int, bytes], stage: str) -> None:
+        """Hand each reply to the server with its transport sender; a malformed or forged
+        one (another node's id inside) drops its node."""
         for node, data in replies.items():
             try:
-                receive(data)
+                receive(data, sender=node)
             except battery_fl.BatteryFlError as err:
                 _log.warning("secure aggregation %s: rejected node %d (%s)", stage, node, err)

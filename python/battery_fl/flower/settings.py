@@ -147,6 +147,8 @@ class FederationSettings:
             raise config_error("timeout", "must be positive")
         if self.dp_mode not in ("central", "local", "distributed"):
             raise config_error("dp-mode", f"{self.dp_mode!r} is not central/local/distributed")
+        if self.dp_enabled:
+            battery_fl.dp.check_mode(self.dp_mode, secure_aggregation=self.secure_aggregation)
         if self.dp_enabled and self.strategy in ("fed_median", "fed_trimmed_avg"):
             raise config_error("dp", "DP noise is calibrated for mean-based strategies")
         if self.secure_aggregation and self.strategy in ("fed_median", "fed_trimmed_avg"):

@@ -7,12 +7,16 @@ messages, metric aggregation) and replaces the aggregation:
   :class:`battery_fl.FedAvg`, ``FedProx``, ``FedAdam``, ``FedYogi``, ``FedAdagrad``,
   ``FedMedian``, ``FedTrimmedAvg`` (weights = the ``num-examples`` metric);
 - with DP (:class:`DpConfig`): updates ``w - w_global`` are clipped (the nodes clip too and
-  add their share of noise in ``local``/``distributed`` mode), averaged with equal weights,
-  noised on the server in ``central`` mode (std ``zC/m``), and the mean is handed to the
-  aggregator (FedAvg/FedProx add it; the FedOpt family steps with it). Each round is
-  accounted in our :class:`battery_fl.dp.RdpAccountant` (sampling rate = sampled /
-  connected nodes) *before* the model is released: the train metrics report ``epsilon``,
-  and an exhausted budget raises :class:`battery_fl.PrivacyError`;
+  add their share of noise in ``local``/``distributed`` mode; distributed noise is sized for
+  the fewest survivors secure aggregation accepts, and refused without it), summed with
+  equal weights and divided by the number of nodes *sampled* (a fixed, public denominator,
+  never the number of replies), noised on the server in ``central`` mode (std ``zC/m``),
+  and the mean is handed to the aggregator (FedAvg/FedProx add it; the FedOpt family steps
+  with it). Each round is accounted in our :class:`battery_fl.dp.RdpAccountant` with the
+  noise multiplier the survivors really carry and sampling rate 1 (nodes are sampled by the
+  server and known to it, so no subsampling amplification is claimed) *before* the model is
+  released: the train metrics report ``epsilon``, and an exhausted budget raises
+  :class:`battery_fl.PrivacyError`;
 - with secure aggregation (:class:`~battery_fl.flower.secagg.SecAggWorkflow`): each training
   round runs our SecAgg+ and the server only sees the survivors' weighted mean update.
 
@@ -94,6 +98,8 @@ class BatteryFlStrategy(FedAvg):
             min_evaluate_nodes=min_evaluate_nodes,
             min_available_nodes=min_available_nodes,
         )
+        if dp is not None:
+            _dp.check_mode(dp.mode, secure_aggregation=secure_aggregation is not None)
         self.aggregator = aggregator if aggregator is not None else battery_fl.FedAvg()
         if (dp is not None or secure_aggregation is not None) and self.aggregator.name not in _MEAN_BASED:
             raise config_error(
@@ -112,7 +118,6 @@ class BatteryFlStrategy(FedAvg):
         self.history: list[dict[str, Any]] = []
         self._global: list[np.ndarray] = []
         self._sampled = 0
-        self._population = 0
 
     def summary(self) -> None:
         """Log the configuration."""
@@ -130,7 +135,6 @@ class BatteryFlStrategy(FedAvg):
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._global = arrays.to_numpy_ndarrays()
         self._sampled = len(messages)
-        self._population = len(list(grid.get_node_ids()))
         if self.dp is not None and messages:
             noise = self._round_noise(len(messages))
             config["dp-clipping-norm"] = self.dp.clipping_norm  # shared by every message
@@ -155,7 +159,9 @@ class BatteryFlStrategy(FedAvg):
                 _dp.clip([u - g for u, g in zip(update, self._global, strict=True)], self.dp.clipping_norm)
                 for update in updates
             ]
-            mean = battery_fl.FedAvg().aggregate(deltas, [1.0] * len(deltas))
+            # the sum over the fixed number of sampled nodes, not over the replies
+            scale = len(deltas) / max(self._sampled, len(deltas))
+            mean = [scale * d for d in battery_fl.FedAvg().aggregate(deltas, [1.0] * len(deltas))]
             new = self._apply_mean(mean, len(deltas), extra)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         for key, value in extra.items():
@@ -164,17 +170,28 @@ class BatteryFlStrategy(FedAvg):
         return ArrayRecord(new), metrics
 
     def _round_noise(self, clients: int) -> _dp.RoundNoise:
+        """The noise of a round over ``clients`` sampled nodes (distributed noise sized for
+        the fewest survivors secure aggregation accepts)."""
         assert self.dp is not None
-        return _dp.RoundNoise(self.dp.mode, self.dp.noise_multiplier, self.dp.clipping_norm, max(clients, 1))
+        m = max(clients, 1)
+        t = None
+        if self.dp.mode == "distributed" and self.secure_aggregation is not None and m >= 3:
+            t = self.secure_aggregation.min_survivors(m)
+        return _dp.RoundNoise(
+            self.dp.mode, self.dp.noise_multiplier, self.dp.clipping_norm, m, min_survivors=t
+        )
 
-    def _apply_mean(self, mean: list[np.ndarray], clients: int, extra: dict[str, float]) -> list[np.ndarray]:
-        """Account, noise (central DP) and apply a mean update; fills ``epsilon``."""
+    def _apply_mean(self, mean: list[np.ndarray], survivors: int, extra: dict[str, float]) -> list[np.ndarray]:
+        """Account, noise (central DP) and apply a mean update (a sum over the sampled
+        count); fills ``epsilon``."""
         if self.dp is not None and self.accountant is not None and self._noise is not None:
-            rate = self._sampled / max(self._population, self._sampled, 1)
-            self.accountant.step(noise_multiplier=self.dp.noise_multiplier, sample_rate=rate, steps=1)
+            noise = self._round_noise(self._sampled)
+            self.accountant.step(
+                noise_multiplier=noise.effective_noise_multiplier(survivors), sample_rate=1.0, steps=1
+            )
             self.epsilon = self.accountant.epsilon(self.dp.target_delta)
             extra["epsilon"] = self.epsilon
-            std = self._round_noise(clients).server_mean_std
+            std = noise.server_mean_std
             if std > 0:
                 mean = self._noise.add(mean, std)
         moved = [(g + d).astype(np.float32) for g, d in zip(self._global, mean, strict=True)]
@@ -261,13 +278,14 @@ class BatteryFlStrategy(FedAvg):
                 round_id=server_round,
                 dim=dim,
                 mode="delta",
-                weight_key="" if self.dp is not None else self.weighted_by_key,
             )
         except battery_fl.SecAggError as err:
             _log.warning("round %d lost: %s", server_round, err)
             self._finish_round(server_round, None, {"survivors": [], "error": str(err)})
             return None, MetricRecord({"nodes": 0.0})
         flat = np.asarray(result.mean, dtype=np.float32)
+        if self.dp is not None:  # equal weights: the sum over the sampled count
+            flat = flat * (len(result.survivors) / max(self._sampled, len(result.survivors)))
         offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
         mean = [flat[a:b].reshape(s) for a, b, s in zip(offsets[:-1], offsets[1:], shapes, strict=True)]
         extra: dict[str, float] = {"nodes": float(len(result.survivors))}
