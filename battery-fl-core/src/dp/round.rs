@@ -30,7 +30,7 @@ use crate::model::ModelParams;
 ///
 /// In distributed mode the *sum* of the client noises is `N(0, (zC)²)`, the same as central
 /// mode; it is meant for secure aggregation, where the server never sees a single update
-/// (distributed DP without it is refused: [`check_mode`](super::check_mode)). If clients
+/// (distributed DP without it is refused: [`check_mode`]). If clients
 /// drop out, the sum carries less noise than planned, so the client noise is sized for the
 /// smallest number of survivors the round accepts ([`with_min_survivors`](Self::with_min_survivors),
 /// e.g. secure aggregation's threshold; default `m`): with `s` survivors the sum carries
