@@ -247,13 +247,32 @@ impl BatLiNet {
         selection: ReferenceSelection,
         seed: u64,
     ) -> Result<Vec<f64>> {
+        Ok(self
+            .predict_bounded(targets, references, k, selection, seed)?
+            .0)
+    }
+
+    /// As [`predict_with`](Self::predict_with), also saying which predictions hit the bound
+    /// around the training labels ([`PREDICTION_BOUND_SIGMAS`](super::PREDICTION_BOUND_SIGMAS)):
+    /// every prediction is bounded, and a bounded one is an extrapolation not to be trusted.
+    pub fn predict_bounded(
+        &self,
+        targets: &Dataset,
+        references: &Dataset,
+        k: usize,
+        selection: ReferenceSelection,
+        seed: u64,
+    ) -> Result<(Vec<f64>, Vec<bool>)> {
         let labels = self.require_labels()?;
         self.check_dataset(targets, "target")?;
         if targets.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let normalized = self.predict_normalized(targets, references, k, selection, seed)?;
-        Ok(normalized.into_iter().map(|y| labels.inverse(y)).collect())
+        Ok(normalized
+            .into_iter()
+            .map(|y| labels.inverse_bounded(y))
+            .unzip())
     }
 
     /// Each branch's own prediction, in cycles, for diagnosis: which branch is off on which

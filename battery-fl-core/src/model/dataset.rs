@@ -10,6 +10,13 @@ use crate::error::{Error, Result};
 use crate::features::{clean_all, FeatureCleanConfig, Features, Featurizer};
 use crate::genome::GenomeFingerprint;
 
+/// How far a prediction may leave the training labels, in standard deviations of log cycle
+/// life: predictions are bounded to `exp(mean ± 4·std)`, a factor `e^(4·std)` around the
+/// geometric-mean training life (training labels lie inside unless they are 4-sigma
+/// outliers). Beyond it a model extrapolates; a prediction that hit the bound is reported
+/// ([`LabelTransform::inverse_bounded`], `BatLiNet::predict_bounded`).
+pub const PREDICTION_BOUND_SIGMAS: f64 = 4.0;
+
 /// Mean and standard deviation of log cycle life: y' = (ln y − mean) / std.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LabelTransform {
@@ -71,6 +78,24 @@ impl LabelTransform {
     /// Normalized label -> cycle life.
     pub fn inverse(&self, y: f64) -> f64 {
         (y * self.std + self.mean).exp()
+    }
+
+    /// Normalized label -> cycle life bounded to [`PREDICTION_BOUND_SIGMAS`] around the
+    /// training labels, and whether the bound was hit (a NaN stays NaN and counts as bounded).
+    ///
+    /// ```
+    /// use battery_fl_core::model::LabelTransform;
+    /// let t = LabelTransform { mean: 7.0, std: 0.5 };
+    /// assert_eq!(t.inverse_bounded(0.0), (7.0_f64.exp(), false));
+    /// let (life, bounded) = t.inverse_bounded(80.0); // what once printed 1.4e19 cycles
+    /// assert!(bounded && (life - 9.0_f64.exp()).abs() < 1e-6);
+    /// ```
+    pub fn inverse_bounded(&self, y: f64) -> (f64, bool) {
+        let b = PREDICTION_BOUND_SIGMAS;
+        if y.is_nan() {
+            return (f64::NAN, true);
+        }
+        (self.inverse(y.clamp(-b, b)), y.abs() > b)
     }
 }
 

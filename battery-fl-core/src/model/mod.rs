@@ -29,7 +29,7 @@ mod transfer;
 pub use config::{
     BatLiNetConfig, DeviceChoice, Geometry, InterFeatures, LrSchedule, ReferenceSelection,
 };
-pub use dataset::{Dataset, InputScales, InputStats, LabelTransform};
+pub use dataset::{Dataset, InputScales, InputStats, LabelTransform, PREDICTION_BOUND_SIGMAS};
 pub use metrics::Metrics;
 pub use params::{ModelParams, Param};
 pub use persist::{

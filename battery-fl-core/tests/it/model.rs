@@ -460,3 +460,37 @@ fn cycle_difference_inter_features_cancel_a_constant_cell_offset() {
     );
     assert!(moved[0] < 0.01 * moved[1], "relative moves {moved:?}");
 }
+
+/// A model far outside its training range is bounded and says so, instead of printing 1e19.
+#[test]
+fn predictions_are_bounded_around_the_training_labels() {
+    use battery_fl_core::model::{LabelTransform, ReferenceSelection, PREDICTION_BOUND_SIGMAS};
+    let (_, _, train, test) = fleets();
+    let mut m = model(small_config(3).with_epochs(10));
+    m.fit(train).unwrap();
+    let (_, flags) = m
+        .predict_bounded(test, train, 2, ReferenceSelection::Random, 1)
+        .unwrap();
+    assert!(flags.iter().filter(|f| **f).count() <= flags.len() / 2);
+    let mut p = m.params().unwrap();
+    for v in p.values_mut() {
+        v.iter_mut().for_each(|x| *x *= 50.0);
+    }
+    m.set_params(&p).unwrap();
+    let labels: LabelTransform = m.label_transform().unwrap();
+    let (lives, flags) = m
+        .predict_bounded(test, train, 2, ReferenceSelection::Random, 1)
+        .unwrap();
+    let (lo, hi) = (
+        labels.inverse(-PREDICTION_BOUND_SIGMAS),
+        labels.inverse(PREDICTION_BOUND_SIGMAS),
+    );
+    assert!(
+        lives.iter().all(|l| *l >= lo * 0.999 && *l <= hi * 1.001),
+        "{lives:?}"
+    );
+    assert!(
+        flags.iter().any(|f| *f),
+        "no prediction was reported as bounded"
+    );
+}
