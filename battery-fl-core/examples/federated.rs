@@ -4,8 +4,13 @@
 //! ```text
 //! cargo run --release --features tch --example federated -- \
 //!     [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp]
-//!     [--threads N]
+//!     [--threads N] [--personalization none|fine_tune|head|ditto|auto]
 //! ```
+//!
+//! Every fleet ends with its own model (`--personalization`, default `auto`: each fleet picks
+//! its own, the global, the fine-tuned or its Ditto model on a quarter of its own training
+//! cells). The last line is one JSON object: `local_rmse`, `federated_rmse`,
+//! `personalized_rmse`, `centralized_rmse`, `best_local_rmse`, `epsilon` and `per_fleet`.
 //!
 //! Default: the built-in synthetic fleets (5 non-IID fleets). With `--data` (a folder with an
 //! `index.json` split into `train` / `primary_test`, e.g. MATR), fleets are formed from the
@@ -25,10 +30,10 @@ use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfi
 use battery_fl_core::dp::{DpConfig, DpMode};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::federation::{
-    centralized_baseline, local_only_baseline, FederationConfig, FleetData, SecureAggregation,
-    Simulation,
+    centralized_baseline, local_only_baseline, FederationConfig, FleetData, Personalization,
+    SecureAggregation, Simulation,
 };
-use battery_fl_core::model::{BatLiNetConfig, Dataset, ReferenceSelection};
+use battery_fl_core::model::{BatLiNetConfig, Dataset, InterFeatures, ReferenceSelection};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 struct Args {
@@ -38,6 +43,7 @@ struct Args {
     out: PathBuf,
     secagg: bool,
     dp: bool,
+    personalization: Personalization,
 }
 
 fn parse() -> Result<Args> {
@@ -48,6 +54,7 @@ fn parse() -> Result<Args> {
         out: PathBuf::from("out/federated"),
         secagg: true,
         dp: true,
+        personalization: Personalization::Auto,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,8 +71,12 @@ fn parse() -> Result<Args> {
             "--out" => a.out = PathBuf::from(v()?),
             "--no-secagg" => a.secagg = false,
             "--no-dp" => a.dp = false,
+            "--personalization" => {
+                a.personalization = serde_json::from_value(serde_json::Value::String(v()?))
+                    .context("--personalization: none, fine_tune, head, ditto or auto")?
+            }
             "--threads" => tch::set_num_threads(v()?.parse()?),
-            "-h" | "--help" => bail!("usage: federated [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp] [--threads N]"),
+            "-h" | "--help" => bail!("usage: federated [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto]"),
             other => bail!("unknown argument {other} (try --help)"),
         }
     }
@@ -158,12 +169,15 @@ fn main() -> Result<()> {
             .with_interp_dim(200);
         let m = BatLiNetConfig::default()
             .with_input_channels(vec![1])
-            .with_batch_size(128)
-            .with_epochs(1000)
+            .with_batch_size(16)
+            .with_epochs(600)
+            .with_inference_references(32)
+            .with_inter_features(InterFeatures::CycleDifference)
             .with_seed(0);
-        // the settings eval_matr chose on a validation split carved from `train` (1000
-        // full-batch epochs); federated: 50 rounds x 20 local epochs, the same budget
-        (f, m, if args.rounds > 0 { args.rounds } else { 50 }, 20)
+        // the recipe eval_matr chose by 4-fold cross-validation on `train` (600 epochs, batch
+        // 16, cycle-difference inter features); federated: 30 rounds x 20 local epochs, the
+        // same budget
+        (f, m, if args.rounds > 0 { args.rounds } else { 30 }, 20)
     } else {
         let f = FeaturizerConfig::default().with_interp_dim(64);
         let m = BatLiNetConfig::default()
@@ -209,6 +223,8 @@ fn main() -> Result<()> {
         secure_aggregation: args.secagg.then(SecureAggregation::default),
         dp: dp.clone(),
         seed: 7,
+        personalization: args.personalization,
+        inference_references: model.inference_references,
         ..Default::default()
     };
     match &dp {
@@ -246,9 +262,10 @@ fn main() -> Result<()> {
             .collect();
         let eps = r.epsilon.map_or(String::from("-"), |e| format!("{e:.2}"));
         let line = format!(
-            "round {:>2}: global RMSE {:>6.1} | {} | epsilon {eps}",
+            "round {:>2}: global RMSE {:>6.1}, personalized {:>6.1} | {} | epsilon {eps}",
             r.round,
             r.global_rmse,
+            r.personalized_rmse,
             fleets.join(" ")
         );
         if bar.is_hidden() {
@@ -262,7 +279,9 @@ fn main() -> Result<()> {
     println!("federated training: {:.0} s", t0.elapsed().as_secs_f64());
 
     let history = sim.state().history.clone();
-    let federated = history.last().map_or(f64::NAN, |r| r.global_rmse);
+    let last = history.last().cloned().context("no round ran")?;
+    let federated = last.global_rmse;
+    let personalized = last.personalized_rmse;
     let epsilon = history.last().and_then(|r| r.epsilon);
     let central_model = model.clone().with_epochs(model.epochs);
     let (central, _) = centralized_baseline(&fleets, &central_model, &featurizer_cfg)?;
@@ -286,7 +305,29 @@ fn main() -> Result<()> {
         if args.secagg { " + SecAgg" } else { "" },
         if args.dp { " + DP" } else { "" }
     );
+    println!(
+        "| federated, personalized ({}) | {personalized:.1} |",
+        args.personalization.name()
+    );
     println!("| centralized (pooled data) | {central:.1} |");
+    println!();
+    println!("| fleet (own test cells) | local only | federated | personalized | choice |");
+    println!("| --- | --- | --- | --- | --- |");
+    let mut per_fleet = BTreeMap::new();
+    for (fleet, own) in &local.on_own_test {
+        let fed = last.fleet_rmse.get(fleet).copied().unwrap_or(f64::NAN);
+        let pers = last
+            .fleet_personalized_rmse
+            .get(fleet)
+            .copied()
+            .unwrap_or(fed);
+        let choice = last.choices.get(fleet).map_or("-", String::as_str);
+        println!("| {fleet} | {own:.1} | {fed:.1} | {pers:.1} | {choice} |");
+        per_fleet.insert(
+            fleet.clone(),
+            serde_json::json!({"local": own, "federated": fed, "personalized": pers}),
+        );
+    }
 
     // plots and the trained model
     let mut per_round: Vec<Vec<(f64, f64)>> = vec![history
@@ -315,8 +356,7 @@ fn main() -> Result<()> {
     let mut scatter = Vec::new();
     for (i, f) in fleets.iter().enumerate() {
         let k = 16.min(f.train.len());
-        let pred =
-            global.predict_with(&f.test, &f.train, k, ReferenceSelection::Random, i as u64)?;
+        let pred = global.predict_with(&f.test, &f.train, k, model.selection, i as u64)?;
         scatter.push(
             f.test
                 .require_labels()?
@@ -333,19 +373,39 @@ fn main() -> Result<()> {
     )?;
     global.save(args.out.join("model"))?;
     println!("wrote {0}/rmse_per_round.png (global first, then one line per fleet), {0}/predicted_vs_true.png (one colour per fleet), {0}/model/", args.out.display());
+    let worst_ratio = per_fleet
+        .values()
+        .map(|v| {
+            v["personalized"].as_f64().unwrap_or(f64::NAN) / v["local"].as_f64().unwrap_or(f64::NAN)
+        })
+        .fold(0.0f64, f64::max);
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
     if real {
-        let mut summary = BTreeMap::new();
-        summary.insert("federated_rmse", federated);
-        summary.insert("centralized_rmse", central);
-        summary.insert("best_local_rmse", best_local);
-        summary.insert("own_fleet_local_rmse", local.own_fleets_rmse);
-        summary.insert("epsilon", epsilon.unwrap_or(f64::INFINITY));
         println!(
-            "targets: federated within 15% of centralized: {}; at least 20% better than the best fleet alone: {}",
-            if federated <= 1.15 * central { "met" } else { "NOT met" },
-            if federated <= 0.8 * best_local { "met" } else { "NOT met" },
+            "targets: personalized or global federated <= 85 RMSE: {}; at least 20% better than the best fleet alone: {}; every fleet at least as good as alone: {}",
+            met(personalized.min(federated) <= 85.0),
+            met(personalized.min(federated) <= 0.8 * best_local),
+            met(worst_ratio <= 1.0),
         );
-        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "targets: personalized <= 0.85 x local-only: {} ({:.2}); no fleet above 1.05 x its local-only RMSE: {} (worst {:.2})",
+            met(personalized <= 0.85 * local.own_fleets_rmse),
+            personalized / local.own_fleets_rmse,
+            met(worst_ratio <= 1.05),
+            worst_ratio,
+        );
     }
+    let summary = serde_json::json!({
+        "local_rmse": local.own_fleets_rmse,
+        "federated_rmse": federated,
+        "personalized_rmse": personalized,
+        "centralized_rmse": central,
+        "best_local_rmse": best_local,
+        "epsilon": epsilon,
+        "personalization": args.personalization.name(),
+        "per_fleet": per_fleet,
+    });
+    println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

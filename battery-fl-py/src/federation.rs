@@ -40,9 +40,13 @@ type FleetIn<'py> = (
 /// ``threshold``, ``clipping_range``, ``modulus_bits``; ``dp`` a dict of ``noise_multiplier``,
 /// ``clipping_norm``, ``mode`` (``central``, ``local``, ``distributed``), ``seed``,
 /// ``target_delta``, ``max_epsilon``, ``adaptive``; ``server_optimizer`` a dict of ``eta``,
-/// ``beta1``, ``beta2``, ``tau``; ``clustering`` a dict of ``threshold``. Rounds release the
-/// GIL; each returns its record as a dict (``round``, ``clients``, ``rejected``,
-/// ``global_rmse``, ``fleet_rmse``, ``epsilon``, ``clipping_norm``).
+/// ``beta1``, ``beta2``, ``tau``; ``clustering`` a dict of ``threshold``.
+/// ``personalization`` is ``none``, ``fine_tune``, ``head``, ``ditto`` (pull
+/// ``ditto_lambda``) or ``auto`` (each fleet picks its own, the global, the fine-tuned or its
+/// Ditto model on ``validation_fraction`` of its own training cells); :meth:`fleet_model`
+/// returns the model a fleet uses. Rounds release the GIL; each returns its record as a dict
+/// (``round``, ``clients``, ``rejected``, ``global_rmse``, ``fleet_rmse``, ``epsilon``,
+/// ``clipping_norm``, ``personalized_rmse``, ``fleet_personalized_rmse``, ``choices``).
 ///
 /// >>> import battery_fl
 /// >>> from battery_fl import synthetic
@@ -84,7 +88,7 @@ fn secure_aggregation(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Secur
 #[pymethods]
 impl PySimulation {
     #[new]
-    #[pyo3(signature = (fleets, *, model, rounds=10, clients_per_round=None, local_epochs=3, strategy="fed_prox", mu=0.01, trimmed_beta=0.2, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=0, inference_references=16, checkpoint=None))]
+    #[pyo3(signature = (fleets, *, model, rounds=10, clients_per_round=None, local_epochs=3, strategy="fed_prox", mu=0.01, trimmed_beta=0.2, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=0, inference_references=16, personalization="none", ditto_lambda=0.1, personal_epochs=None, validation_fraction=0.25, checkpoint=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -103,6 +107,10 @@ impl PySimulation {
         max_delta_norm: Option<f64>,
         seed: u64,
         inference_references: usize,
+        personalization: &str,
+        ditto_lambda: f64,
+        personal_epochs: Option<usize>,
+        validation_fraction: f64,
         checkpoint: Option<PathBuf>,
     ) -> PyResult<Self> {
         let config = FederationConfig {
@@ -124,6 +132,10 @@ impl PySimulation {
             max_delta_norm,
             seed,
             inference_references,
+            personalization: enum_from_str("personalization", personalization)?,
+            ditto_lambda,
+            personal_epochs,
+            validation_fraction,
         };
         let (model, featurizer) = model.get().with(py, |m| {
             Ok((m.config().clone(), m.featurizer_config().clone()))
@@ -212,6 +224,13 @@ impl PySimulation {
     /// transform and input scales.
     fn global_model(&self, py: Python<'_>) -> PyResult<PyBatLiNet> {
         let model = self.with(py, |s| BatLiNet::from_bytes(&s.global_model()?.to_bytes()?))?;
+        Ok(PyBatLiNet::wrap(model))
+    }
+
+    /// A new :class:`BatLiNet` holding the model fleet ``fleet_id`` uses now: its
+    /// personalized model (see ``personalization``), or the global one.
+    fn fleet_model(&self, py: Python<'_>, fleet_id: &str) -> PyResult<PyBatLiNet> {
+        let model = self.with(py, |s| s.fleet_model(fleet_id))?;
         Ok(PyBatLiNet::wrap(model))
     }
 

@@ -106,7 +106,8 @@ def test_strategies_run(fleet_data: Any, model: battery_fl.BatLiNet, strategy: s
 def test_settings_are_checked(fleet_data: Any, model: battery_fl.BatLiNet) -> None:
     defaults = battery_fl.Simulation.default_config()
     params = inspect.signature(battery_fl.Simulation).parameters
-    for name in ("rounds", "local_epochs", "mu", "trimmed_beta", "seed", "inference_references"):
+    for name in ("rounds", "local_epochs", "mu", "trimmed_beta", "seed", "inference_references",
+                 "personalization", "ditto_lambda", "personal_epochs", "validation_fraction"):
         assert params[name].default == defaults[name], name
     assert params["strategy"].default == defaults["strategy"]
     cases = [
@@ -130,3 +131,25 @@ def test_settings_are_checked(fleet_data: Any, model: battery_fl.BatLiNet) -> No
 def test_job_seed() -> None:
     seeds = {battery_fl.job_seed(7, r, c) for r in range(1, 4) for c in range(5)}
     assert len(seeds) == 15 and battery_fl.job_seed(7, 1, 0) == battery_fl.job_seed(7, 1, 0)
+
+
+def test_personalization_gives_each_fleet_its_model(fleet_data: Any, model: battery_fl.BatLiNet) -> None:
+    """``head``: each fleet keeps its own head; ``fleet_model`` is the model it is scored
+    with; records carry the personalized RMSE per fleet."""
+    sim = _sim(fleet_data, model, personalization="head")
+    record = sim.run()[-1]
+    assert set(record["fleet_personalized_rmse"]) == {f[0] for f in fleet_data}
+    names = sim.global_model().parameter_names
+    head = names.index("head.weight")
+    own = [sim.fleet_model(f[0]).get_parameters() for f in fleet_data]
+    glob = sim.global_parameters()
+    assert not np.array_equal(own[0][head], own[1][head])
+    assert not np.array_equal(own[0][head], glob[head])
+    np.testing.assert_array_equal(own[0][0], glob[0])  # the encoders are the federation's
+    with pytest.raises(battery_fl.ConfigError):
+        sim.fleet_model("no such fleet")
+    with pytest.raises(battery_fl.ConfigError):
+        _sim(fleet_data, model, personalization="everyone")
+    auto = _sim(fleet_data, model, personalization="auto", rounds=1).run()[-1]
+    assert set(auto["choices"]) == {f[0] for f in fleet_data}
+    assert set(auto["choices"].values()) <= {"local", "global", "fine_tune", "ditto"}

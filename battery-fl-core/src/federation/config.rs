@@ -78,6 +78,42 @@ impl SecureAggregation {
     }
 }
 
+/// How each fleet turns the federation into the model it uses (Rust `personalization`,
+/// Python `personalization=`, Flower run config `personalization`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Personalization {
+    /// Every fleet uses the global model (the default).
+    #[default]
+    None,
+    /// Each fleet fine-tunes the global model on its own cells (`personal_epochs`).
+    FineTune,
+    /// Encoders are federated; each fleet keeps its own linear head, shared by its two
+    /// branches (FedRep/FedPer style).
+    Head,
+    /// Each fleet keeps a personal model trained with a proximal pull of strength
+    /// `ditto_lambda` toward the global one (Ditto, Li et al. 2021); `lambda = 0` is local
+    /// training.
+    Ditto,
+    /// Each fleet chooses among its own model, the global one, the fine-tuned global one and
+    /// its Ditto model by validation on `validation_fraction` of its own training cells, so
+    /// that on its own validation cells no fleet ends worse than alone.
+    Auto,
+}
+
+impl Personalization {
+    /// The snake-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Personalization::None => "none",
+            Personalization::FineTune => "fine_tune",
+            Personalization::Head => "head",
+            Personalization::Ditto => "ditto",
+            Personalization::Auto => "auto",
+        }
+    }
+}
+
 /// Genome-clustered aggregation: fleets whose genome summaries are closer than `threshold`
 /// share a group model; a global model is kept beside the group models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +161,15 @@ pub struct FederationConfig {
     pub seed: u64,
     /// References per test cell at evaluation, drawn from the fleet's own cells (default 16).
     pub inference_references: usize,
+    /// How each fleet personalizes (default [`Personalization::None`]).
+    pub personalization: Personalization,
+    /// Ditto's pull toward the global model (default 0.1).
+    pub ditto_lambda: f64,
+    /// Epochs of a fleet's own fine-tuning (default: `local_epochs`).
+    pub personal_epochs: Option<usize>,
+    /// Share of each fleet's training cells held out to choose its model with `auto`
+    /// (default 0.25).
+    pub validation_fraction: f64,
 }
 
 impl Default for FederationConfig {
@@ -143,6 +188,10 @@ impl Default for FederationConfig {
             max_delta_norm: None,
             seed: 0,
             inference_references: 16,
+            personalization: Personalization::None,
+            ditto_lambda: 0.1,
+            personal_epochs: None,
+            validation_fraction: 0.25,
         }
     }
 }
@@ -192,6 +241,15 @@ impl FederationConfig {
         }
         if self.inference_references == 0 {
             return Err(Error::config("inference_references", "must be >= 1"));
+        }
+        if !(self.ditto_lambda.is_finite() && self.ditto_lambda >= 0.0) {
+            return Err(Error::config("ditto_lambda", "must be finite and >= 0"));
+        }
+        if self.personal_epochs == Some(0) {
+            return Err(Error::config("personal_epochs", "must be >= 1"));
+        }
+        if !(self.validation_fraction > 0.0 && self.validation_fraction <= 0.5) {
+            return Err(Error::config("validation_fraction", "must be in (0, 0.5]"));
         }
         Ok(())
     }

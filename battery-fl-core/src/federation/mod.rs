@@ -8,21 +8,27 @@
 //! number, so a run killed mid-round and resumed from its checkpoint ends exactly where an
 //! uninterrupted run ends.
 
+#[cfg(feature = "tch")]
+mod baseline;
 mod cluster;
 mod config;
 mod labels;
+mod personalize;
 mod state;
 
 #[cfg(feature = "tch")]
 mod simulation;
 
 pub use cluster::{cluster_fleets, FleetSummary};
-pub use config::{ClusterConfig, FederationConfig, SecureAggregation, Strategy};
+pub use config::{ClusterConfig, FederationConfig, Personalization, SecureAggregation, Strategy};
 pub use labels::{federated_label_transform, secure_sum, LabelStats};
+pub use personalize::{Candidate, FleetState};
 pub use state::{CoordinatorState, RoundRecord};
 
 #[cfg(feature = "tch")]
-pub use simulation::{centralized_baseline, local_only_baseline, FleetData, LocalOnly, Simulation};
+pub use baseline::{centralized_baseline, local_only_baseline, LocalOnly};
+#[cfg(feature = "tch")]
+pub use simulation::{FleetData, Simulation};
 
 /// Seed for one (round, client) job, derived from the run seed (SplitMix64 mixing).
 pub fn job_seed(seed: u64, round: usize, client: usize) -> u64 {

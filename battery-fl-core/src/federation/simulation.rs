@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 
 use rand::seq::index::sample;
 
-use super::config::{FederationConfig, Strategy};
+use super::config::{FederationConfig, Personalization, Strategy};
 use super::labels::{federated_label_transform, secure_sum, LabelStats};
+use super::personalize::{
+    personal_params, personal_setup, rmse_of, train_from, with_head, zero_head, FleetState,
+};
 use super::state::{CoordinatorState, RoundRecord};
 use super::{cluster_fleets, job_seed, FleetSummary};
 use crate::aggregate::{
@@ -18,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
 use crate::model::{
     BatLiNet, BatLiNetConfig, Dataset, InputScales, InputStats, LabelTransform, Metrics,
-    ModelParams, ReferenceSelection, TrainOptions,
+    ModelParams, TrainOptions,
 };
 use crate::secagg::simulate_round;
 
@@ -39,6 +42,10 @@ pub struct FleetData {
 pub struct Simulation {
     config: FederationConfig,
     fleets: Vec<FleetData>,
+    /// Per fleet: the cells it trains on in the federation (all its training cells, or with
+    /// `auto` personalization those not held out) and its validation cells (`auto` only).
+    fit: Vec<Dataset>,
+    val: Vec<Option<Dataset>>,
     worker: BatLiNet,
     state: CoordinatorState,
     checkpoint: Option<PathBuf>,
@@ -112,6 +119,8 @@ impl Simulation {
         worker.set_label_transform(labels);
         worker.set_input_scales(scales)?;
         let global = worker.params()?;
+        let (fit, val, fleet_state) =
+            personal_setup(&config, &mut worker, &global, &fleets)?.into_parts();
         let fleet_group = match &config.clustering {
             Some(c) => {
                 let summaries = fleets
@@ -153,10 +162,13 @@ impl Simulation {
                 .flatten(),
             labels,
             history: Vec::new(),
+            fleets: fleet_state,
         };
         Ok(Simulation {
             config,
             fleets,
+            fit,
+            val,
             worker,
             state,
             checkpoint: None,
@@ -304,7 +316,8 @@ impl Simulation {
             None => None,
         };
 
-        // local training on each chosen fleet
+        // local training on each chosen fleet (personal state on a copy: committed with the round)
+        let mut personal = self.state.fleets.clone();
         let mut updates = Vec::with_capacity(m);
         let mut unclipped = Vec::with_capacity(m);
         for (k, &f) in chosen.iter().enumerate() {
@@ -313,7 +326,11 @@ impl Simulation {
                     reason: "interrupted".into(),
                 });
             }
-            let start = self.start_params(f).clone();
+            let received = self.start_params(f).clone();
+            let start = match (cfg.personalization, &personal[f].personal) {
+                (Personalization::Head, Some(own)) => with_head(&received, own)?,
+                _ => received.clone(),
+            };
             self.worker.set_params(&start)?;
             let mu = cfg.proximal_mu();
             let opts = TrainOptions {
@@ -323,9 +340,36 @@ impl Simulation {
                 global: (mu > 0.0).then(|| start.clone()),
                 ..Default::default()
             };
-            self.worker.train(&self.fleets[f].train, &opts)?;
-            let mut delta = self.worker.params()?.sub(&start)?;
-            let mut weight = self.fleets[f].train.len() as u64;
+            self.worker.train(&self.fit[f], &opts)?;
+            let trained = self.worker.params()?;
+            let mut delta = trained.sub(&start)?;
+            match cfg.personalization {
+                Personalization::Head => {
+                    zero_head(&mut delta); // the head stays home: only encoders are federated
+                    personal[f].personal = Some(trained);
+                }
+                Personalization::Ditto | Personalization::Auto => {
+                    // Ditto: the personal model trains with a pull of strength lambda toward
+                    // the global model of this round
+                    let own = personal[f]
+                        .personal
+                        .clone()
+                        .unwrap_or_else(|| received.clone());
+                    let seed = job_seed(cfg.seed ^ 0xD1770, r, f);
+                    let pull = Some((cfg.ditto_lambda, &received));
+                    let fit = &self.fit[f];
+                    personal[f].personal = Some(train_from(
+                        &mut self.worker,
+                        &own,
+                        fit,
+                        cfg.local_epochs,
+                        seed,
+                        pull,
+                    )?);
+                }
+                Personalization::None | Personalization::FineTune => {}
+            }
+            let mut weight = self.fit[f].len() as u64;
             if let (Some(rn), Some(noise)) = (&round_noise, noise.as_mut()) {
                 unclipped.push(clip_l2(&mut delta, rn.clipping_norm)?.unclipped());
                 rn.add_client_noise(&mut delta, noise)?;
@@ -426,6 +470,7 @@ impl Simulation {
         };
 
         let (global_rmse, fleet_rmse) = self.evaluate_with(&global, &groups, r)?;
+        let personalized = self.evaluate_personal(&global, &groups, &mut personal, r)?;
         let record = RoundRecord {
             round: r,
             clients: updates.iter().map(|u| u.client_id.clone()).collect(),
@@ -437,6 +482,13 @@ impl Simulation {
             fleet_rmse,
             epsilon,
             clipping_norm: round_noise.as_ref().map(|rn| rn.clipping_norm),
+            personalized_rmse: personalized.0,
+            fleet_personalized_rmse: personalized.1,
+            choices: personal
+                .iter()
+                .zip(&self.fleets)
+                .filter_map(|(p, f)| p.choice.as_ref().map(|c| (f.id.clone(), c.0.name().into())))
+                .collect(),
         };
         let mut next = self.state.clone();
         next.round = r;
@@ -445,12 +497,73 @@ impl Simulation {
         next.server_optimizer = server_optimizer;
         next.accountant = accountant;
         next.adaptive_clip = adaptive;
+        next.fleets = personal;
         next.history.push(record.clone());
         if let Some(path) = &self.checkpoint {
             next.save(path)?;
         }
         self.state = next;
         Ok(record)
+    }
+
+    /// Each fleet's RMSE on its own test cells with its own model (see [`Personalization`]),
+    /// pooled over fleets and per fleet; the chosen weights are kept in `personal`.
+    fn evaluate_personal(
+        &mut self,
+        global: &ModelParams,
+        groups: &[ModelParams],
+        personal: &mut [FleetState],
+        round: usize,
+    ) -> Result<(f64, BTreeMap<String, f64>)> {
+        let (mut preds, mut truth) = (Vec::new(), Vec::new());
+        let mut per_fleet = BTreeMap::new();
+        for (f, state) in personal.iter_mut().enumerate() {
+            let received = match self.state.fleet_group.get(f) {
+                Some(&g) => &groups[g],
+                None => global,
+            };
+            let params = personal_params(
+                &self.config,
+                &mut self.worker,
+                received,
+                state,
+                &self.fit[f],
+                self.val[f].as_ref(),
+                &self.fleets[f].train,
+                round,
+                f,
+            )?;
+            let fleet = &self.fleets[f];
+            let k = self.config.inference_references;
+            let seed = job_seed(self.config.seed, round, f);
+            let (rmse, p) = rmse_of(
+                &mut self.worker,
+                &params,
+                &fleet.test,
+                &fleet.train,
+                k,
+                seed,
+            )?;
+            per_fleet.insert(fleet.id.clone(), rmse);
+            preds.extend(p);
+            truth.extend(fleet.test.require_labels()?);
+            state.current = Some(params);
+        }
+        Ok((Metrics::compute(&preds, &truth)?.rmse, per_fleet))
+    }
+
+    /// The model fleet `fleet_id` would use now: its personalized model (the global one with
+    /// `personalization = none`, or before the first round).
+    pub fn fleet_model(&mut self, fleet_id: &str) -> Result<BatLiNet> {
+        let f = self
+            .fleet_index(fleet_id)
+            .ok_or_else(|| Error::config("fleet_id", format!("no fleet {fleet_id:?}")))?;
+        let params = match self.state.fleets.get(f).and_then(|s| s.current.clone()) {
+            Some(p) => p,
+            None => self.start_params(f).clone(),
+        };
+        self.worker.set_params(&params)?;
+        BatLiNet::from_bytes(&self.worker.to_bytes()?)
     }
 
     fn fleet_index(&self, id: &str) -> Option<usize> {
@@ -505,7 +618,7 @@ impl Simulation {
                 &fleet.test,
                 &fleet.train,
                 k,
-                ReferenceSelection::Random,
+                self.worker.config().selection,
                 job_seed(self.config.seed, round, f),
             )?;
             let t = fleet.test.require_labels()?;
@@ -523,95 +636,4 @@ fn dp_mean(round: &RoundNoise, mean: &ModelParams, arrived: usize) -> ModelParam
     let mut sum = mean.clone();
     sum.scale(arrived as f32);
     round.mean_of_sum(&sum)
-}
-
-/// Centralized reference: one model trained on every fleet's training cells pooled (what
-/// federation tries to approach without pooling). Returns (RMSE over all test cells, RMSE per
-/// fleet); references are the pooled training cells.
-pub fn centralized_baseline(
-    fleets: &[FleetData],
-    model: &BatLiNetConfig,
-    featurizer: &FeaturizerConfig,
-) -> Result<(f64, BTreeMap<String, f64>)> {
-    let train = Dataset::concat(&fleets.iter().map(|f| &f.train).collect::<Vec<_>>())?;
-    let mut m = BatLiNet::new(
-        model.clone().with_progress(false),
-        featurizer.clone(),
-        train.shape,
-    )?;
-    m.fit(&train)?;
-    evaluate_each(fleets, |f| m.predict(&f.test, &train))
-}
-
-/// What fleets achieve alone (see [`local_only_baseline`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LocalOnly {
-    /// RMSE over all test cells, each cell predicted by its own fleet's model.
-    pub own_fleets_rmse: f64,
-    /// Per fleet: its model's RMSE on its own test cells.
-    pub on_own_test: BTreeMap<String, f64>,
-    /// Per fleet: its model's RMSE on every fleet's test cells (the shared test set the
-    /// federated and centralized models are scored on), references from its own cells.
-    pub on_all_tests: BTreeMap<String, f64>,
-}
-
-impl LocalOnly {
-    /// The best fleet-alone model on the shared test set: the bar federation must clear.
-    pub fn best_on_all_tests(&self) -> f64 {
-        self.on_all_tests
-            .values()
-            .copied()
-            .fold(f64::INFINITY, f64::min)
-    }
-}
-
-/// Local-only reference: every fleet trains on its own cells alone, and its model is scored
-/// on its own test cells and on all fleets' test cells.
-pub fn local_only_baseline(
-    fleets: &[FleetData],
-    model: &BatLiNetConfig,
-    featurizer: &FeaturizerConfig,
-) -> Result<LocalOnly> {
-    let all_tests = Dataset::concat(&fleets.iter().map(|f| &f.test).collect::<Vec<_>>())?;
-    let all_truth = all_tests.require_labels()?;
-    let mut on_all_tests = BTreeMap::new();
-    let (own_fleets_rmse, on_own_test) = evaluate_each(fleets, |f| {
-        let mut m = BatLiNet::new(
-            model.clone().with_progress(false),
-            featurizer.clone(),
-            f.train.shape,
-        )?;
-        m.fit(&f.train)?;
-        let k = model.inference_references.min(f.train.len());
-        let all = m.predict_with(
-            &all_tests,
-            &f.train,
-            k,
-            ReferenceSelection::Random,
-            model.seed,
-        )?;
-        on_all_tests.insert(f.id.clone(), Metrics::compute(&all, &all_truth)?.rmse);
-        m.predict_with(&f.test, &f.train, k, ReferenceSelection::Random, model.seed)
-    })?;
-    Ok(LocalOnly {
-        own_fleets_rmse,
-        on_own_test,
-        on_all_tests,
-    })
-}
-
-fn evaluate_each(
-    fleets: &[FleetData],
-    mut predict: impl FnMut(&FleetData) -> Result<Vec<f64>>,
-) -> Result<(f64, BTreeMap<String, f64>)> {
-    let (mut preds, mut truth) = (Vec::new(), Vec::new());
-    let mut per = BTreeMap::new();
-    for f in fleets {
-        let p = predict(f)?;
-        let t = f.test.require_labels()?;
-        per.insert(f.id.clone(), Metrics::compute(&p, &t)?.rmse);
-        preds.extend(p);
-        truth.extend(t);
-    }
-    Ok((Metrics::compute(&preds, &truth)?.rmse, per))
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::personalize::FleetState;
 use crate::aggregate::FedOpt;
 use crate::dp::{AdaptiveClipState, RdpAccountant};
 use crate::error::{Error, Result};
@@ -27,6 +28,16 @@ pub struct RoundRecord {
     pub epsilon: Option<f64>,
     /// Clipping norm used this round, when DP is on.
     pub clipping_norm: Option<f64>,
+    /// RMSE (cycles) over every fleet's test cells, each predicted by its own fleet's
+    /// personalized model (equal to `global_rmse` without personalization).
+    #[serde(default)]
+    pub personalized_rmse: f64,
+    /// Per fleet: its personalized model's RMSE on its own test cells.
+    #[serde(default)]
+    pub fleet_personalized_rmse: BTreeMap<String, f64>,
+    /// With `auto` personalization: the model each fleet chose on its validation cells.
+    #[serde(default)]
+    pub choices: BTreeMap<String, String>,
 }
 
 /// Everything the coordinator needs to continue a run: checkpointed after every round.
@@ -50,6 +61,10 @@ pub struct CoordinatorState {
     pub labels: LabelTransform,
     /// Every completed round.
     pub history: Vec<RoundRecord>,
+    /// Per fleet: its personal state (personalization). In this in-process simulation the
+    /// coordinator holds it for the fleets; in a deployment it stays on each node.
+    #[serde(default)]
+    pub fleets: Vec<FleetState>,
 }
 
 impl CoordinatorState {

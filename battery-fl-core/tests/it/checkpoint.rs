@@ -35,6 +35,7 @@ fn state(scalars: usize, fill: f32) -> CoordinatorState {
             std: 0.4,
         },
         history: Vec::new(),
+        fleets: Vec::new(),
     }
 }
 

@@ -290,3 +290,72 @@ fn dp_accounting_claims_no_amplification_and_group_models_are_noised() {
     let eps = a.history[0].epsilon.unwrap();
     assert!((eps - expected(2)).abs() < 1e-9, "{eps} vs {}", expected(2));
 }
+
+/// Personalization: with `head`, encoders are federated and each fleet keeps its own head
+/// (the global head never moves); the model a fleet uses is what it is scored with.
+#[test]
+fn head_personalization_keeps_each_fleets_head_at_home() {
+    use battery_fl_core::federation::Personalization;
+    let cfg = FederationConfig {
+        personalization: Personalization::Head,
+        ..config(2)
+    };
+    let mut sim = Simulation::new(cfg, model(), featurizer(), fleets(3)).unwrap();
+    let initial = sim.state().global.clone();
+    sim.run(|_| {}).unwrap();
+    let head = |p: &battery_fl_core::model::ModelParams| -> Vec<f32> {
+        p.params()
+            .iter()
+            .filter(|q| q.name.starts_with("head."))
+            .flat_map(|q| q.data.clone())
+            .collect()
+    };
+    let global = sim.state().global.clone();
+    assert_eq!(head(&global), head(&initial), "the global head moved");
+    assert_ne!(
+        global.flatten(),
+        initial.flatten(),
+        "the encoders did not move"
+    );
+    let heads: Vec<Vec<f32>> = sim
+        .state()
+        .fleets
+        .iter()
+        .map(|s| head(s.personal.as_ref().unwrap()))
+        .collect();
+    assert!(heads[0] != heads[1] && heads[1] != heads[2]);
+    let last = sim.state().history.last().unwrap().clone();
+    assert_eq!(last.fleet_personalized_rmse.len(), 3);
+    let id = last.fleet_rmse.keys().next().unwrap().clone();
+    let own = sim.fleet_model(&id).unwrap().params().unwrap();
+    assert_eq!(head(&own), heads[0]);
+    assert!(sim.fleet_model("no such fleet").is_err());
+}
+
+/// `auto`: every fleet picks, on its own validation cells, a model at least as good there as
+/// its own local model, and the choice is what it uses; `none` scores the global model.
+#[test]
+fn auto_personalization_never_picks_worse_than_local_on_validation() {
+    use battery_fl_core::federation::{Candidate, Personalization};
+    let cfg = FederationConfig {
+        personalization: Personalization::Auto,
+        ..config(2)
+    };
+    let mut sim = Simulation::new(cfg, model(), featurizer(), fleets(3)).unwrap();
+    sim.run(|_| {}).unwrap();
+    let last = sim.state().history.last().unwrap().clone();
+    assert_eq!(last.choices.len(), 3);
+    for state in &sim.state().fleets {
+        let (choice, scores) = state.choice.clone().unwrap();
+        assert!(
+            scores[&choice] <= scores[&Candidate::Local] + 1e-9,
+            "{scores:?}"
+        );
+        assert!(scores.values().all(|v| *v >= scores[&choice]));
+    }
+    let plain = FederationConfig { ..config(1) };
+    let mut sim = Simulation::new(plain, model(), featurizer(), fleets(3)).unwrap();
+    let r = sim.run_round().unwrap();
+    assert!((r.personalized_rmse - r.global_rmse).abs() < 1e-9);
+    assert!(r.choices.is_empty());
+}
