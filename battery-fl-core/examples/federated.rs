@@ -33,7 +33,7 @@ use battery_fl_core::federation::{
     centralized_baseline, local_only_baseline, FederationConfig, FleetData, Personalization,
     SecureAggregation, Simulation,
 };
-use battery_fl_core::model::{BatLiNetConfig, Dataset, InterFeatures, ReferenceSelection};
+use battery_fl_core::model::{BatLiNetConfig, Dataset, InterFeatures};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 struct Args {
