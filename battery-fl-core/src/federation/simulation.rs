@@ -470,7 +470,11 @@ impl Simulation {
         };
 
         let (global_rmse, fleet_rmse) = self.evaluate_with(&global, &groups, r)?;
-        let personalized = self.evaluate_personal(&global, &groups, &mut personal, r)?;
+        let personalized = match cfg.personalization {
+            // every fleet uses the global model: its scores are the ones just computed
+            Personalization::None => (global_rmse, fleet_rmse.clone()),
+            _ => self.evaluate_personal(&global, &groups, &mut personal, r)?,
+        };
         let record = RoundRecord {
             round: r,
             clients: updates.iter().map(|u| u.client_id.clone()).collect(),
