@@ -7,14 +7,18 @@
 # channels). Both programs load the files first and time featurization alone (their own
 # "featurized K cells in S s" lines). Each program runs RUNS times (default 5), alternating;
 # best and median are reported, since the shared machine's background load is noisy.
-# Env: BFL_DATA_DIR (default ../shared/data/real beside the repo), PYTHON (default .venv/bin/python),
+# Env: BFL_DATA_DIR (default the repository's data/ folder), PYTHON (default .venv/bin/python),
 #      BFL_FEATURIZE_BIN (default target/release/examples/featurize, built if missing).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPEAT="${1:-10}"
-DATA="${BFL_DATA_DIR:-$ROOT/../shared/data/real}"
+DATA="${BFL_DATA_DIR:-$ROOT/data}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+if [[ ! -d "$DATA/calce_cs2" ]]; then
+    echo "no calce_cs2/ in $DATA (default: the repository's data/ folder; BFL_DATA_DIR overrides it)" >&2
+    exit 1
+fi
 BIN="${BFL_FEATURIZE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/featurize}"
 
 if [[ ! -x "$BIN" ]]; then

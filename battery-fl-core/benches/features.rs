@@ -1,7 +1,7 @@
 //! Single-thread featurization of one CALCE cell at 100 cycles x 1000 points.
 //!
-//! Data: `$BFL_DATA_DIR/calce_cs2/CALCE_CS2_35.json.gz` (default `../shared/data/real` beside
-//! the repository). Run with `cargo bench -p battery-fl-core --bench features`.
+//! Data: `$BFL_DATA_DIR/calce_cs2/CALCE_CS2_35.json.gz` (default: the repository's own `data/`
+//! folder). Run with `cargo bench -p battery-fl-core --bench features`.
 
 use std::path::PathBuf;
 
@@ -12,12 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 fn data_dir() -> PathBuf {
     std::env::var_os("BFL_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/data/real"
-            ))
-        })
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../data")))
 }
 
 fn bench(c: &mut Criterion) {
@@ -25,7 +20,7 @@ fn bench(c: &mut Criterion) {
     let cell = match load_cell(&path) {
         Ok(cell) => cell,
         Err(e) => {
-            eprintln!("skipping the features bench: {e}");
+            eprintln!("skipping the features bench: {e} (BFL_DATA_DIR overrides the folder)");
             return;
         }
     };

@@ -3,7 +3,7 @@
 //! (without the known 148-cycle outlier) and, when given, on every cell of `--test-data`.
 //!
 //! ```text
-//! cargo run --release --features tch --example eval_matr -- --data ../shared/data/real/matr_severson_qv \
+//! cargo run --release --features tch --example eval_matr -- --data data/matr_severson_qv \
 //!     [--test-data DIR2] [--seeds N] [--epochs E] [--dim D] [--validate] [--selection random|genome]
 //! ```
 //!

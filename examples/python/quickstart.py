@@ -1,7 +1,8 @@
 """Quickstart: load real cells, featurize them, fit BatLiNet, predict cycle life.
 
 The cells are the MATR fast-charging LFP cells of Severson et al. (2019), as converted in
-``../shared/data/real/matr_severson_qv`` (see its README): 84 cells split into ``train`` and
+the repository's ``data/matr_severson_qv`` (see its README; ``BFL_DATA_DIR`` names another
+data folder, ``--data`` another MATR folder): 84 cells split into ``train`` and
 ``primary_test``; each file holds cycles 2..100 of the *discharge branch only* (Q on a fixed
 voltage grid, no current, no charge data). So the featurizer starts at cycle 2 and the model
 reads one channel, V(Qd) (channel 1); the five others are zero for these cells.
@@ -26,7 +27,7 @@ import numpy as np
 import battery_fl
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = Path(os.environ.get("BFL_DATA_DIR", ROOT.parent / "shared" / "data" / "real")) / "matr_severson_qv"
+DEFAULT_DATA = Path(os.environ.get("BFL_DATA_DIR", ROOT / "data")) / "matr_severson_qv"
 OUTLIER = "MATR_2017-06-30_EL150800460605"  # cycle life 148, left out as Severson et al. do
 
 
@@ -40,6 +41,11 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="few cells, coarse grid, few epochs")
     parser.add_argument("--epochs", type=int, help="training epochs (default 300, small 8)")
     args = parser.parse_args()
+    if not (args.data / "index.json").is_file():
+        parser.error(
+            f"no MATR index.json in {args.data} (default: the repository's data/matr_severson_qv; "
+            "BFL_DATA_DIR overrides the data folder, --data the MATR folder)"
+        )
     battery_fl.retain_freed_memory()  # faster CPU training (process-wide allocator setting)
 
     # 1. load: one file per cell, the split comes from the folder's index.json

@@ -16,10 +16,20 @@ import battery_fl
 from battery_fl import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("BFL_DATA_DIR", ROOT.parent / "shared" / "data" / "real"))
+# the real cells: the repository's own data/ folder unless BFL_DATA_DIR names another one
+DATA = Path(os.environ.get("BFL_DATA_DIR", ROOT / "data"))
 
 CYCLES = 12
 INTERP = 16
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Fail the session up front, naming the folder, when the real data is missing."""
+    if not DATA.is_dir():
+        raise pytest.UsageError(
+            f"real-data folder {DATA} not found: the tests read the repository's data/ folder, "
+            "and the BFL_DATA_DIR environment variable overrides it"
+        )
 
 
 @pytest.fixture(scope="session")

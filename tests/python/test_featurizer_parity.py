@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import reference_featurizer as ref  # noqa: E402
+from conftest import DATA  # noqa: E402
 
-DATA = Path(os.environ.get("BFL_DATA_DIR", ROOT.parent / "shared" / "data" / "real"))
 CALCE = sorted((DATA / "calce_cs2").glob("CALCE_CS2_*.json.gz"))
 TOL = 1e-3
 
