@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) set-up of everything the project needs beyond Rust and Python:
 #   .venv with torch==2.13.0 (libtorch for tch), numpy, scipy, pytest, maturin;
-#   a pinned cbindgen in .build/tools; valgrind (apt) for the C tests.
+#   valgrind (apt) for the C tests.
 # Re-running is fast: each step is skipped when its stamp is current.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-CBINDGEN_VERSION=0.29.4
 
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $("$PYTHON" --version)"
@@ -24,10 +23,6 @@ if [ ! -f ".venv/.bfl-requirements-$req_hash" ]; then
   touch ".venv/.bfl-requirements-$req_hash"
 fi
 
-if [ ! -x .build/tools/bin/cbindgen ] || ! .build/tools/bin/cbindgen --version | grep -q "$CBINDGEN_VERSION"; then
-  echo "setup: installing cbindgen $CBINDGEN_VERSION into .build/tools"
-  cargo install --quiet --locked --root .build/tools cbindgen --version "$CBINDGEN_VERSION"
-fi
 
 # valgrind for the C tests (`make c-test`); one apt-get update, only when it is missing
 if ! command -v valgrind >/dev/null; then
