@@ -81,11 +81,11 @@ typedef enum bfl_status {
 typedef enum bfl_aggregator_kind {
   // Sample-weighted mean (FedAvg).
   BFL_AGGREGATOR_KIND_FEDAVG = 1,
-  // FedAvg on the server; clients add a proximal term `prox_mu` (FedProx).
+  // FedAvg on the server; clients add a proximal term `proximal_mu` (FedProx).
   BFL_AGGREGATOR_KIND_FEDPROX = 2,
   // Coordinate-wise median.
   BFL_AGGREGATOR_KIND_FEDMEDIAN = 3,
-  // Coordinate-wise trimmed mean, `trim_beta` cut from each end.
+  // Coordinate-wise trimmed mean, `trimmed_beta` cut from each end.
   BFL_AGGREGATOR_KIND_FEDTRIMMEDAVG = 4,
   // FedAdam server optimizer.
   BFL_AGGREGATOR_KIND_FEDADAM = 5,
@@ -177,15 +177,16 @@ typedef struct bfl_secagg_pki bfl_secagg_pki;
 // the `receive_*` calls of concurrent connections with a lock).
 typedef struct bfl_secagg_server bfl_secagg_server;
 
-// Aggregator settings (`bfl_aggregator_config_default` fills the documented defaults).
+// Aggregator settings (`bfl_aggregator_config_default` fills the documented defaults, which
+// are the core's: the same as Python's and Flower's).
 typedef struct bfl_aggregator_config {
   // Reject updates whose delta `update - global` has an L2 norm above this; 0 means no
   // bound (default 0).
   double max_delta_norm;
   // FedProx proximal weight mu, >= 0 (default 0.01).
-  double prox_mu;
-  // Trimmed mean: fraction cut from each end, in [0, 0.5) (default 0.1).
-  double trim_beta;
+  double proximal_mu;
+  // Trimmed mean: fraction cut from each end, in [0, 0.5) (default 0.2).
+  double trimmed_beta;
   // Server optimizers: learning rate eta (default 0.1).
   double server_lr;
   // Server optimizers: first-moment decay beta1 (default 0.9).

@@ -5,8 +5,9 @@ use std::fmt;
 
 use battery_fl_core::aggregate::{
     Aggregator, ClientUpdate, FedAvg, FedMedian, FedOpt, FedOptConfig, FedProx, FedTrimmedAvg,
-    ServerOptimizer, UpdatePolicy,
+    ServerOptimizer, UpdatePolicy, DEFAULT_TRIMMED_BETA,
 };
+use battery_fl_core::federation::FederationConfig;
 use battery_fl_core::model::ModelParams;
 
 use crate::boundary::{
@@ -21,11 +22,11 @@ use crate::status::{bfl_status, FfiError};
 pub enum bfl_aggregator_kind {
     /// Sample-weighted mean (FedAvg).
     Fedavg = 1,
-    /// FedAvg on the server; clients add a proximal term `prox_mu` (FedProx).
+    /// FedAvg on the server; clients add a proximal term `proximal_mu` (FedProx).
     Fedprox = 2,
     /// Coordinate-wise median.
     Fedmedian = 3,
-    /// Coordinate-wise trimmed mean, `trim_beta` cut from each end.
+    /// Coordinate-wise trimmed mean, `trimmed_beta` cut from each end.
     Fedtrimmedavg = 4,
     /// FedAdam server optimizer.
     Fedadam = 5,
@@ -35,7 +36,8 @@ pub enum bfl_aggregator_kind {
     Fedadagrad = 7,
 }
 
-/// Aggregator settings (`bfl_aggregator_config_default` fills the documented defaults).
+/// Aggregator settings (`bfl_aggregator_config_default` fills the documented defaults, which
+/// are the core's: the same as Python's and Flower's).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct bfl_aggregator_config {
@@ -43,9 +45,9 @@ pub struct bfl_aggregator_config {
     /// bound (default 0).
     pub max_delta_norm: f64,
     /// FedProx proximal weight mu, >= 0 (default 0.01).
-    pub prox_mu: f64,
-    /// Trimmed mean: fraction cut from each end, in [0, 0.5) (default 0.1).
-    pub trim_beta: f64,
+    pub proximal_mu: f64,
+    /// Trimmed mean: fraction cut from each end, in [0, 0.5) (default 0.2).
+    pub trimmed_beta: f64,
     /// Server optimizers: learning rate eta (default 0.1).
     pub server_lr: f64,
     /// Server optimizers: first-moment decay beta1 (default 0.9).
@@ -61,8 +63,8 @@ impl Default for bfl_aggregator_config {
         let opt = FedOptConfig::default();
         bfl_aggregator_config {
             max_delta_norm: 0.0,
-            prox_mu: 0.01,
-            trim_beta: 0.1,
+            proximal_mu: FederationConfig::default().proximal_mu,
+            trimmed_beta: DEFAULT_TRIMMED_BETA,
             server_lr: opt.eta,
             beta1: opt.beta1,
             beta2: opt.beta2,
@@ -126,13 +128,13 @@ fn build(kind: u32, c: &bfl_aggregator_config) -> Result<Box<dyn Aggregator + Sy
     Ok(match kind {
         FEDAVG => Box::new(FedAvg::with_policy(policy)),
         FEDPROX => {
-            let mut prox = FedProx::new(c.prox_mu)?;
+            let mut prox = FedProx::new(c.proximal_mu)?;
             prox.fedavg.policy = policy;
             Box::new(prox)
         }
         FEDMEDIAN => Box::new(FedMedian { policy }),
         TRIMMED => {
-            let mut trimmed = FedTrimmedAvg::new(c.trim_beta)?;
+            let mut trimmed = FedTrimmedAvg::new(c.trimmed_beta)?;
             trimmed.policy = policy;
             Box::new(trimmed)
         }

@@ -161,6 +161,33 @@ fn aggregator_round_trip_through_the_exports() {
     }
 }
 
+/// One default per setting: the C config defaults are the core's (as Python's and Flower's).
+#[test]
+fn aggregator_config_defaults_are_the_core_defaults() {
+    let mut cfg = std::mem::MaybeUninit::<bfl_aggregator_config>::uninit();
+    // SAFETY: a valid out-pointer; the call fills every field.
+    let cfg = unsafe {
+        assert_eq!(
+            bfl_aggregator_config_default(cfg.as_mut_ptr()),
+            bfl_status::Ok
+        );
+        cfg.assume_init()
+    };
+    let core = battery_fl_core::federation::FederationConfig::default();
+    assert_eq!(
+        cfg.trimmed_beta,
+        battery_fl_core::aggregate::DEFAULT_TRIMMED_BETA
+    );
+    assert_eq!(cfg.trimmed_beta, core.trimmed_beta);
+    assert_eq!(cfg.proximal_mu, core.proximal_mu);
+    let opt = core.server_optimizer;
+    assert_eq!(
+        (cfg.server_lr, cfg.beta1, cfg.beta2, cfg.tau),
+        (opt.eta, opt.beta1, opt.beta2, opt.tau)
+    );
+    assert_eq!(cfg.max_delta_norm, 0.0);
+}
+
 #[cfg(not(feature = "tch"))]
 #[test]
 fn the_model_is_unsupported_without_tch() {

@@ -8,6 +8,7 @@ use battery_fl_core::aggregate::{
     Aggregator, ClientUpdate, FedAvg, FedMedian, FedOpt, FedOptConfig, FedProx, FedTrimmedAvg,
     ServerOptimizer, UpdatePolicy,
 };
+use battery_fl_core::federation::Strategy;
 use battery_fl_core::model::ModelParams;
 use battery_fl_core::{Error, UpdateRejection};
 use pyo3::prelude::*;
@@ -141,9 +142,9 @@ fn fedopt(
     Ok(State::new(Rule::Opt(rule), global))
 }
 
-/// The methods every aggregator shares; `$core` is the core rule's name.
+/// The methods every aggregator shares; `$strategy` is the core rule's [`Strategy`].
 macro_rules! aggregator {
-    ($ty:ident, $name:literal, $core:literal, $doc:literal, { $($new:tt)* }) => {
+    ($ty:ident, $name:literal, $strategy:expr, $doc:literal, { $($new:tt)* }) => {
         #[doc = $doc]
         #[pyclass(frozen, name = $name, module = "battery_fl")]
         #[derive(Debug)]
@@ -175,10 +176,12 @@ macro_rules! aggregator {
                 arrays_from_params(py, &next)
             }
 
-            /// The rule's short name.
+            /// The rule's name: its ``strategy`` name in :class:`Simulation` and the Flower
+            /// run config (``fed_avg``, ``fed_prox``, ...; see
+            /// :func:`strategy_needs_only_the_sum`).
             #[getter]
             fn name(&self) -> &'static str {
-                $core
+                $strategy.name()
             }
 
             /// The aggregator (settings and state) as JSON.
@@ -190,7 +193,7 @@ macro_rules! aggregator {
             #[classmethod]
             fn from_json(_cls: &Bound<'_, PyType>, text: &str) -> PyResult<Self> {
                 let mut state: State = from_json(text)?;
-                if state.rule.get().name() != $core {
+                if state.rule.get().name() != $strategy.name() {
                     return Err(config_error("rule", format!("not a {} state", $name)));
                 }
                 Ok($ty { state: Mutex::new(state) })
@@ -210,7 +213,7 @@ macro_rules! aggregator {
     };
 }
 
-aggregator!(PyFedAvg, "FedAvg", "fedavg",
+aggregator!(PyFedAvg, "FedAvg", Strategy::FedAvg,
     "Sample-weighted mean of the clients' weights (McMahan et al. 2017).\n\n\
      >>> import numpy as np, battery_fl\n\
      >>> out = battery_fl.FedAvg().aggregate([[np.array([1.0, 1.0])], [np.array([5.0, 1.0])]], [1, 3])\n\
@@ -227,7 +230,7 @@ aggregator!(PyFedAvg, "FedAvg", "fedavg",
 aggregator!(
     PyFedProx,
     "FedProx",
-    "fedprox",
+    Strategy::FedProx,
     "FedProx: clients add ``(mu / 2) ||w - w_global||^2`` to their loss (pass ``mu`` to \
      ``BatLiNet.train``); the server averages as FedAvg.\n\n\
      >>> import battery_fl\n\
@@ -258,7 +261,7 @@ aggregator!(
 aggregator!(
     PyFedAdam,
     "FedAdam",
-    "fedadam",
+    Strategy::FedAdam,
     "FedAdam (Reddi et al. 2021): Adam on the server with the weighted mean client delta as \
      pseudo-gradient; ``x <- x + eta * m / (sqrt(v) + tau)``.\n\n\
      >>> import numpy as np, battery_fl\n\
@@ -290,7 +293,7 @@ aggregator!(
     }
 );
 
-aggregator!(PyFedYogi, "FedYogi", "fedyogi",
+aggregator!(PyFedYogi, "FedYogi", Strategy::FedYogi,
     "FedYogi (Reddi et al. 2021): like FedAdam with Yogi's additive second-moment update.\n\n\
      >>> import numpy as np, battery_fl\n\
      >>> battery_fl.FedYogi([np.zeros(3)]).aggregate([[np.ones(3)], [np.ones(3)]], [1, 1])[0].shape\n\
@@ -306,7 +309,7 @@ aggregator!(PyFedYogi, "FedYogi", "fedyogi",
 aggregator!(
     PyFedAdagrad,
     "FedAdagrad",
-    "fedadagrad",
+    Strategy::FedAdagrad,
     "FedAdagrad (Reddi et al. 2021): Adagrad on the server.\n\n\
      >>> import numpy as np, battery_fl\n\
      >>> battery_fl.FedAdagrad([np.zeros(3)]).aggregate([[np.ones(3)]], [4])[0].shape\n\
@@ -339,7 +342,7 @@ aggregator!(
 aggregator!(
     PyFedMedian,
     "FedMedian",
-    "fedmedian",
+    Strategy::FedMedian,
     "Coordinate-wise median (Yin et al. 2018); ignores the weights' sizes.\n\n\
      >>> import numpy as np, battery_fl\n\
      >>> ups = [[np.array([1.0])], [np.array([2.0])], [np.array([100.0])]]\n\
@@ -362,7 +365,7 @@ aggregator!(
 aggregator!(
     PyFedTrimmedAvg,
     "FedTrimmedAvg",
-    "fedtrimmedavg",
+    Strategy::FedTrimmedAvg,
     "Coordinate-wise trimmed mean: drop the ``floor(beta * n)`` smallest and largest values \
      of each coordinate and average the rest; ignores the weights' sizes.\n\n\
      >>> import numpy as np, battery_fl\n\

@@ -98,7 +98,7 @@ impl PySecAggResult {
 /// ``finish_masked_input`` (unmask requests), ``receive_unmask`` then ``finish``. Clients that
 /// drop out are simply never heard from; fewer than ``threshold`` live neighbours raises
 /// :class:`battery_fl.SecAggError` (``kind == 'below_threshold'``) and nothing is output.
-/// ``neighbors`` (odd, at least 3) selects a sparse SecAgg+ graph (default: complete graph).
+/// ``neighbours`` (odd, at least 3) selects a sparse SecAgg+ graph (default: complete graph).
 /// With ``pki`` (client id -> verifying key), clients must sign their keys and a consistency
 /// round (``start_consistency_check``...) runs before unmasking. Every ``receive_*`` takes
 /// the keyword ``sender``: the client id the transport authenticated (a message written in
@@ -124,7 +124,7 @@ impl PySecAggServer {
 #[pymethods]
 impl PySecAggServer {
     #[new]
-    #[pyo3(signature = (clients, dim, *, round=1, threshold=None, neighbors=None, clipping_range=8.0, target_range=4194304, modulus_bits=32, max_weight=1000.0, num_clients=None, seed=None, pki=None, run=0))]
+    #[pyo3(signature = (clients, dim, *, round=1, threshold=None, neighbours=None, clipping_range=8.0, target_range=4194304, modulus_bits=32, max_weight=1000.0, num_clients=None, seed=None, pki=None, run=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -132,7 +132,7 @@ impl PySecAggServer {
         dim: usize,
         round: u64,
         threshold: Option<usize>,
-        neighbors: Option<usize>,
+        neighbours: Option<usize>,
         clipping_range: f64,
         target_range: u64,
         modulus_bits: u32,
@@ -144,7 +144,7 @@ impl PySecAggServer {
     ) -> PyResult<Self> {
         let config = SecAggConfig {
             num_clients: num_clients.unwrap_or(clients.len()),
-            neighbours: neighbors,
+            neighbours,
             threshold,
             clipping_range,
             target_range,
@@ -464,14 +464,14 @@ fn verifying_key<'py>(py: Python<'py>, identity_seed: &[u8]) -> PyResult<Bound<'
 /// >>> np.allclose(total, 0.0 + 0.5 + 1.0 + 1.5, atol=1e-4)
 /// True
 #[pyfunction]
-#[pyo3(signature = (inputs, *, threshold, drop=None, neighbors=None, modulus_bits=32, seed=None, clipping_range=8.0, target_range=4194304))]
+#[pyo3(signature = (inputs, *, threshold, drop=None, neighbours=None, modulus_bits=32, seed=None, clipping_range=8.0, target_range=4194304))]
 #[allow(clippy::too_many_arguments)]
 fn simulate_round<'py>(
     py: Python<'py>,
     inputs: Vec<PyArrayLike1<'py, f32, AllowTypeChange>>,
     threshold: usize,
     drop: Option<BTreeMap<usize, usize>>,
-    neighbors: Option<usize>,
+    neighbours: Option<usize>,
     modulus_bits: u32,
     seed: Option<u64>,
     clipping_range: f64,
@@ -491,7 +491,7 @@ fn simulate_round<'py>(
         .collect::<PyResult<BTreeMap<_, _>>>()?;
     let config = SecAggConfig {
         num_clients: inputs.len(),
-        neighbours: neighbors,
+        neighbours,
         threshold: Some(threshold),
         clipping_range,
         target_range,

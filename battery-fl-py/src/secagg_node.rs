@@ -152,22 +152,22 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 /// The Shamir threshold ``t`` of a round over ``num_clients`` nodes (``threshold`` if given,
-/// else the core's default ``ceil(2k/3)`` with ``k = neighbors`` or the complete graph):
+/// else the core's default ``ceil(2k/3)`` with ``k = neighbours`` or the complete graph):
 /// the fewest survivors a round accepts, which distributed DP sizes its noise for.
 ///
 /// >>> from battery_fl import secagg
 /// >>> secagg.protocol_threshold(5), secagg.protocol_threshold(5, threshold=4)
 /// (4, 4)
 #[pyfunction]
-#[pyo3(signature = (num_clients, *, threshold=None, neighbors=None))]
+#[pyo3(signature = (num_clients, *, threshold=None, neighbours=None))]
 fn protocol_threshold(
     num_clients: usize,
     threshold: Option<usize>,
-    neighbors: Option<usize>,
+    neighbours: Option<usize>,
 ) -> PyResult<usize> {
     let config = battery_fl_core::secagg::SecAggConfig {
         num_clients,
-        neighbours: neighbors.filter(|&k| k < num_clients),
+        neighbours: neighbours.filter(|&k| k < num_clients),
         threshold,
         ..Default::default()
     };

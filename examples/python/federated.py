@@ -64,7 +64,7 @@ def main() -> None:
         rounds=args.rounds or (2 if small else 15),
         local_epochs=1 if small else 4,
         strategy="fed_prox",
-        mu=0.01,
+        proximal_mu=0.01,
         secure_aggregation={"threshold": 2 if small else 3},
         dp=privacy,
         seed=1,

@@ -65,14 +65,15 @@ static void fedavg_and_friends(void) {
     /* a norm bound from the config */
     bfl_aggregator_config cfg;
     OK(bfl_aggregator_config_default(&cfg));
-    CHECK(cfg.max_delta_norm == 0.0 && cfg.trim_beta == 0.1 && cfg.server_lr == 0.1);
+    CHECK(cfg.max_delta_norm == 0.0 && cfg.trimmed_beta == 0.2 && cfg.proximal_mu == 0.01 &&
+          cfg.server_lr == 0.1);
     cfg.max_delta_norm = 1.0;
     OK(bfl_aggregator_new(BFL_AGGREGATOR_KIND_FEDTRIMMEDAVG, &cfg, &agg));
     float zero[2] = {0, 0};
     OK(bfl_aggregator_add_update(agg, "far", 1, b, 2, false));
     FAILS(BFL_STATUS_REJECTED_UPDATE, bfl_aggregator_finish(agg, zero, 2, out, 2));
     bfl_aggregator_free(agg);
-    cfg.trim_beta = 0.6;
+    cfg.trimmed_beta = 0.6;
     agg = (bfl_aggregator *)&agg;
     FAILS(BFL_STATUS_INVALID_CONFIG, bfl_aggregator_new(BFL_AGGREGATOR_KIND_FEDTRIMMEDAVG, &cfg, &agg));
     CHECK(agg == NULL);

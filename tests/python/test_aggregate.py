@@ -79,7 +79,7 @@ def test_server_optimizers_keep_their_state(cls: Any, kind: str) -> None:
     np.testing.assert_array_equal(a, b)
     ref = _fedopt_reference(kind, x0.astype(np.float64), rounds, eta=0.05)
     np.testing.assert_allclose(a, ref, rtol=1e-4, atol=1e-6)
-    assert agg.name == f"fed{kind}" and out[0].shape == (4,)
+    assert agg.name == f"fed_{kind}" and out[0].shape == (4,)
     # without initial parameters, `current` is required on the first round
     with pytest.raises(battery_fl.ConfigError) as info:
         cls().aggregate([[x0]], [1])
@@ -107,6 +107,33 @@ def test_updates_are_validated() -> None:
     # lists, tuples and other dtypes are converted to float32
     out = agg.aggregate([[[1, 2]], ([3.0, 4.0],)], [1, 1])
     assert out[0].tolist() == [2.0, 3.0] and out[0].dtype == np.float32
+
+
+AGGREGATORS = {
+    "fed_avg": battery_fl.FedAvg(),
+    "fed_prox": battery_fl.FedProx(0.01),
+    "fed_adam": battery_fl.FedAdam(),
+    "fed_yogi": battery_fl.FedYogi(),
+    "fed_adagrad": battery_fl.FedAdagrad(),
+    "fed_median": battery_fl.FedMedian(),
+    "fed_trimmed_avg": battery_fl.FedTrimmedAvg(0.2),
+}
+
+
+@pytest.mark.parametrize("strategy", AGGREGATORS)
+def test_aggregator_names_are_the_core_strategy_names(strategy: str) -> None:
+    """One name per rule: ``agg.name`` is the ``strategy`` name of Simulation and Flower,
+    and whether the rule composes with secure aggregation/DP comes from the core."""
+    assert AGGREGATORS[strategy].name == strategy
+    robust = strategy in ("fed_median", "fed_trimmed_avg")
+    assert battery_fl.strategy_needs_only_the_sum(strategy) is not robust
+
+
+def test_strategy_needs_only_the_sum_refuses_unknown_names() -> None:
+    for name in ("fedavg", "FedAvg", ""):
+        with pytest.raises(battery_fl.ConfigError) as info:
+            battery_fl.strategy_needs_only_the_sum(name)
+        assert info.value.field == "strategy"
 
 
 def test_json_round_trip_checks_the_class() -> None:

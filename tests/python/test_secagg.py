@@ -25,7 +25,7 @@ def test_simulate_round_recovers_the_sum() -> None:
     assert total.shape == (DIM,) and total.dtype == np.float32
     np.testing.assert_allclose(total, _plain_sum(list(range(N))), atol=TOL)
     np.testing.assert_array_equal(total, secagg.simulate_round(INPUTS, threshold=4, seed=1))
-    sparse = secagg.simulate_round(INPUTS, threshold=3, neighbors=5, modulus_bits=64, seed=2)
+    sparse = secagg.simulate_round(INPUTS, threshold=3, neighbours=5, modulus_bits=64, seed=2)
     np.testing.assert_allclose(sparse, _plain_sum(list(range(N))), atol=TOL)
     # OS randomness by default: still the same sum
     np.testing.assert_allclose(secagg.simulate_round(INPUTS, threshold=4), total, atol=2 * TOL)

@@ -137,7 +137,7 @@ impl Aggregator for FedAvg {
     }
 
     fn name(&self) -> &'static str {
-        "fedavg"
+        "fed_avg"
     }
 }
 
@@ -170,6 +170,6 @@ impl Aggregator for FedProx {
     }
 
     fn name(&self) -> &'static str {
-        "fedprox"
+        "fed_prox"
     }
 }

@@ -177,9 +177,9 @@ impl Aggregator for FedOpt {
 
     fn name(&self) -> &'static str {
         match self.optimizer {
-            ServerOptimizer::Adagrad => "fedadagrad",
-            ServerOptimizer::Adam => "fedadam",
-            ServerOptimizer::Yogi => "fedyogi",
+            ServerOptimizer::Adagrad => "fed_adagrad",
+            ServerOptimizer::Adam => "fed_adam",
+            ServerOptimizer::Yogi => "fed_yogi",
         }
     }
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fedavg::{weighted_mean, FedAvg, FedProx};
 pub use fedopt::{FedOpt, FedOptConfig, ServerOptimizer};
-pub use robust::{FedMedian, FedTrimmedAvg};
+pub use robust::{FedMedian, FedTrimmedAvg, DEFAULT_TRIMMED_BETA};
 
 use crate::error::{Error, Result, UpdateRejection};
 use crate::model::ModelParams;
@@ -190,7 +190,8 @@ pub trait Aggregator: Send {
     /// first; on any error the aggregator's state is unchanged.
     fn aggregate(&mut self, global: &ModelParams, updates: &[ClientUpdate]) -> Result<ModelParams>;
 
-    /// A short name for reports (`fedavg`, `fedadam`, ...).
+    /// The rule's name: the snake-case name of its
+    /// [`Strategy`](crate::federation::Strategy) (`fed_avg`, `fed_adam`, ...).
     fn name(&self) -> &'static str;
 }
 

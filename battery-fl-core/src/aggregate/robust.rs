@@ -58,12 +58,16 @@ impl Aggregator for FedMedian {
     }
 
     fn name(&self) -> &'static str {
-        "fedmedian"
+        "fed_median"
     }
 }
 
+/// The trimmed fraction every layer defaults to (0.2): `FederationConfig::trimmed_beta`, the
+/// C `bfl_aggregator_config.trimmed_beta` and the Python and Flower settings.
+pub const DEFAULT_TRIMMED_BETA: f64 = 0.2;
+
 /// Coordinate-wise trimmed mean: drop the `floor(beta · n)` smallest and largest values of
-/// each coordinate, average the rest.
+/// each coordinate, average the rest. Runs default `beta` to [`DEFAULT_TRIMMED_BETA`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FedTrimmedAvg {
     /// Fraction trimmed from each end, in [0, 0.5).
@@ -100,6 +104,6 @@ impl Aggregator for FedTrimmedAvg {
     }
 
     fn name(&self) -> &'static str {
-        "fedtrimmedavg"
+        "fed_trimmed_avg"
     }
 }

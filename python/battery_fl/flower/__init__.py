@@ -4,9 +4,11 @@ Pinned to ``flwr==1.41.0`` (``pip install "battery-fl[flower]"``). Each SuperNod
 one fleet's cells; the model, not the data, travels:
 
 - :mod:`battery_fl.flower.client`: the ClientApp (``battery_fl.flower.client:app``) whose
-  ``train`` handler trains :class:`battery_fl.BatLiNet` locally on the fleet's own cells and
-  returns its weights and sample count, optionally clipped and noised with our DP;
-  ``evaluate`` and ``query.stats`` handlers; :func:`make_client_app` for custom mod lists.
+  ``train`` handler trains :class:`battery_fl.BatLiNet` locally on the fleet's own cells
+  (:class:`battery_fl.FleetClient`, personal state kept on the node) and returns its weights
+  and sample count, optionally clipped and noised with our DP; ``evaluate`` (global and
+  personalized RMSE) and ``query.stats`` handlers; :func:`make_client_app` for custom mod
+  lists.
 - :mod:`battery_fl.flower.strategy`: :class:`BatteryFlStrategy`, a Message-API strategy
   aggregating with our Rust aggregators and reporting ε from our RDP accountant.
 - :mod:`battery_fl.flower.secagg`: our SecAgg+ as a ServerApp workflow
@@ -24,7 +26,7 @@ one fleet's cells; the model, not the data, travels:
 
 >>> from battery_fl import flower
 >>> flower.FederationSettings().strategy, flower.secagg_mod.__name__
-('fed_avg', 'secagg_mod')
+('fed_prox', 'secagg_mod')
 """
 
 import warnings as _warnings
@@ -47,7 +49,6 @@ from battery_fl.flower.client import (
     make_client_app,
     query_statistics,
     train,
-    train_fleet,
 )
 from battery_fl.flower.local import LocalGrid
 from battery_fl.flower.polling import PollingGrid
@@ -90,7 +91,6 @@ __all__ = [
     "run_federation",
     "secagg_mod",
     "train",
-    "train_fleet",
     "write_app",
 ]
 

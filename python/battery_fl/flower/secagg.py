@@ -267,7 +267,7 @@ def dropout_mod(msg: Message, context: Context, call_next: _CallNext) -> Message
 @dataclass(frozen=True)
 class SecAggWorkflow:
     """The server side of our SecAgg+ on a Flower ``Grid``: :meth:`aggregate` runs one secure
-    aggregation over the given nodes. ``threshold`` (default ⌈2k/3⌉) and ``neighbors`` (odd;
+    aggregation over the given nodes. ``threshold`` (default ⌈2k/3⌉) and ``neighbours`` (odd;
     default: complete graph) shape the protocol; ``clipping_range``, ``target_range`` and
     ``modulus_bits`` the fixed-point encoding; ``max_weight`` is the public bound W on a
     node's weight (resolution ≈ 2c·W/(T·w)); ``timeout`` bounds each stage (seconds).
@@ -278,7 +278,7 @@ class SecAggWorkflow:
     """
 
     threshold: int | None = None
-    neighbors: int | None = None
+    neighbours: int | None = None
     clipping_range: float = 8.0
     target_range: int = 1 << 22
     modulus_bits: int = 32
@@ -289,7 +289,7 @@ class SecAggWorkflow:
         """SecAggServer settings for ``n`` nodes (weighted deltas)."""
         return {
             "threshold": self.threshold,
-            "neighbors": self.neighbors if self.neighbors and self.neighbors < n else None,
+            "neighbours": self.neighbours if self.neighbours and self.neighbours < n else None,
             "clipping_range": self.clipping_range,
             "target_range": self.target_range,
             "modulus_bits": self.modulus_bits,
@@ -299,7 +299,7 @@ class SecAggWorkflow:
     def min_survivors(self, n: int) -> int:
         """The fewest nodes a round over ``n`` nodes can end with (the Shamir threshold):
         distributed DP sizes each node's noise for it."""
-        return int(secagg.protocol_threshold(n, threshold=self.threshold, neighbors=self.neighbors))
+        return int(secagg.protocol_threshold(n, threshold=self.threshold, neighbours=self.neighbours))
 
     def sum_protocol(self, n: int) -> dict[str, Any]:
         """SecAggServer settings for summing statistics: 64-bit modulus, values within
@@ -307,7 +307,7 @@ class SecAggWorkflow:
         bits = 62 - n.bit_length()
         return {
             "threshold": self.threshold,
-            "neighbors": self.neighbors if self.neighbors and self.neighbors < n else None,
+            "neighbours": self.neighbours if self.neighbours and self.neighbours < n else None,
             "clipping_range": STATS_BOUND,
             "target_range": 1 << min(bits, 52),
             "modulus_bits": 64,

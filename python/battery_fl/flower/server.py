@@ -135,6 +135,10 @@ def _train_config(model: battery_fl.BatLiNet, settings: FederationSettings) -> C
             "seed": settings.seed,
             "proximal-mu": settings.proximal_mu_for_clients(),
             "inference-references": settings.inference_references,
+            "personalization": settings.personalization,
+            "ditto-lambda": settings.ditto_lambda,
+            "personal-epochs": settings.personal_epochs or 0,
+            "validation-fraction": settings.validation_fraction,
         }
     )
 
@@ -150,7 +154,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
     if settings.secure_aggregation:
         workflow = SecAggWorkflow(
             threshold=settings.secagg_threshold or None,
-            neighbors=settings.secagg_neighbors or None,
+            neighbours=settings.secagg_neighbours or None,
             clipping_range=settings.secagg_clipping_range,
             modulus_bits=settings.secagg_modulus_bits,
             timeout=settings.timeout,

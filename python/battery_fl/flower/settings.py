@@ -5,7 +5,9 @@ The **run config** (``[tool.flwr.app.config]`` of the Flower app, or ``flwr run
 :class:`battery_fl.BatLiNet` keyword settings and ``featurizer.*`` are
 :class:`battery_fl.Featurizer` ones (``model.conv-channels = 4``, ``featurizer.interp-dim =
 16``; ``model.input-channels`` is a comma-separated string such as ``"1"``). Everything else is
-a field of :class:`FederationSettings`.
+a field of :class:`FederationSettings`. The settings a Flower run shares with
+:class:`battery_fl.Simulation` default to the core's values
+(:meth:`battery_fl.Simulation.default_config`, :data:`CORE_DEFAULTS`).
 
 The **node config** (``flower-supernode --node-config``) tells each SuperNode where its
 fleet's cells are (see :func:`load_fleet`).
@@ -35,6 +37,9 @@ import battery_fl
 from battery_fl import synthetic
 
 __all__ = [
+    "CORE_DEFAULTS",
+    "PERSONALIZATIONS",
+    "SHARED_SETTINGS",
     "STRATEGIES",
     "FederationSettings",
     "FleetCells",
@@ -55,6 +60,42 @@ STRATEGIES = (
     "fed_median",
     "fed_trimmed_avg",
 )
+
+#: The core's federation defaults (``FederationConfig::default()``), as
+#: :meth:`battery_fl.Simulation.default_config` gives them.
+CORE_DEFAULTS: dict[str, Any] = battery_fl.Simulation.default_config()
+_OPT = CORE_DEFAULTS["server_optimizer"]
+
+#: :class:`FederationSettings` fields that are core federation settings, each with the
+#: ``default_config()`` key it takes its default from (``server_*`` are in
+#: ``server_optimizer``).
+SHARED_SETTINGS = {
+    "num_server_rounds": "rounds",
+    "strategy": "strategy",
+    "proximal_mu": "proximal_mu",
+    "trimmed_beta": "trimmed_beta",
+    "server_eta": "server_optimizer.eta",
+    "server_beta1": "server_optimizer.beta1",
+    "server_beta2": "server_optimizer.beta2",
+    "server_tau": "server_optimizer.tau",
+    "local_epochs": "local_epochs",
+    "seed": "seed",
+    "inference_references": "inference_references",
+    "personalization": "personalization",
+    "ditto_lambda": "ditto_lambda",
+    "personal_epochs": "personal_epochs",
+    "validation_fraction": "validation_fraction",
+}
+
+#: Personalization modes, as in :class:`battery_fl.Simulation` (``personalization``).
+PERSONALIZATIONS = ("none", "fine_tune", "head", "ditto", "auto")
+
+#: Optional settings and the run-config value that stands for ``None`` (TOML has no null):
+#: ``personal-epochs = 0`` means the core's default, ``local-epochs``.
+_NONE_IN_RUN_CONFIG: dict[str, int] = {"personal_epochs": 0}
+
+#: Run-config keys that were renamed: the old key is refused rather than silently ignored.
+_RENAMED = {"secagg-neighbors": "secagg-neighbours"}
 
 _Scalar = bool | int | float | str
 
@@ -99,28 +140,38 @@ class FederationSettings:
     server). ``secagg_max_weight = 0`` uses the federation's total number of cells (known after the
     statistics round) as the public bound W on a node's weight; DP is on when
     ``dp_clipping_norm > 0``; ``dp_max_epsilon = 0`` means no budget; ``dp_seed = -1`` draws
-    noise from the OS.
+    noise from the OS. The fields of :data:`SHARED_SETTINGS` default to the core's values
+    (as :class:`battery_fl.Simulation`); the clients add the FedProx term ``proximal_mu``
+    with ``strategy = "fed_prox"`` only. ``personalization`` (one of
+    :data:`PERSONALIZATIONS`, with ``ditto_lambda``, ``personal_epochs`` and
+    ``validation_fraction``) is how each node turns the federation into its own model
+    (:class:`battery_fl.FleetClient`); ``personal_epochs = None`` (``0`` in the run config)
+    means ``local_epochs``.
     """
 
-    num_server_rounds: int = 3
+    num_server_rounds: int = CORE_DEFAULTS["rounds"]
     min_nodes: int = 2
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
-    strategy: str = "fed_avg"
-    proximal_mu: float = 0.01
-    trimmed_beta: float = 0.2
-    server_eta: float = 0.1
-    server_beta1: float = 0.9
-    server_beta2: float = 0.99
-    server_tau: float = 0.001
-    local_epochs: int = 3
-    seed: int = 0
+    strategy: str = CORE_DEFAULTS["strategy"]
+    proximal_mu: float = CORE_DEFAULTS["proximal_mu"]
+    trimmed_beta: float = CORE_DEFAULTS["trimmed_beta"]
+    server_eta: float = _OPT["eta"]
+    server_beta1: float = _OPT["beta1"]
+    server_beta2: float = _OPT["beta2"]
+    server_tau: float = _OPT["tau"]
+    local_epochs: int = CORE_DEFAULTS["local_epochs"]
+    seed: int = CORE_DEFAULTS["seed"]
     timeout: float = 600.0
-    inference_references: int = 16
+    inference_references: int = CORE_DEFAULTS["inference_references"]
+    personalization: str = CORE_DEFAULTS["personalization"]
+    ditto_lambda: float = CORE_DEFAULTS["ditto_lambda"]
+    personal_epochs: int | None = CORE_DEFAULTS["personal_epochs"]
+    validation_fraction: float = CORE_DEFAULTS["validation_fraction"]
     secure_aggregation: bool = False
     secure_statistics: bool = True
     secagg_threshold: int = 0
-    secagg_neighbors: int = 0
+    secagg_neighbours: int = 0
     secagg_clipping_range: float = 8.0
     secagg_modulus_bits: int = 32
     secagg_max_weight: float = 0.0
@@ -135,8 +186,10 @@ class FederationSettings:
     featurizer: dict[str, _Scalar] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise config_error("strategy", f"{self.strategy!r} is not one of {STRATEGIES}")
+        try:
+            only_the_sum = battery_fl.strategy_needs_only_the_sum(self.strategy)
+        except battery_fl.ConfigError:
+            raise config_error("strategy", f"{self.strategy!r} is not one of {STRATEGIES}") from None
         if self.num_server_rounds < 1 or self.min_nodes < 1 or self.local_epochs < 1:
             raise config_error(
                 "num-server-rounds/min-nodes/local-epochs", "must be at least 1"
@@ -147,11 +200,19 @@ class FederationSettings:
             raise config_error("timeout", "must be positive")
         if self.dp_mode not in ("central", "local", "distributed"):
             raise config_error("dp-mode", f"{self.dp_mode!r} is not central/local/distributed")
+        if self.personalization not in PERSONALIZATIONS:
+            raise config_error("personalization", f"{self.personalization!r} is not one of {PERSONALIZATIONS}")
+        if not (math.isfinite(self.ditto_lambda) and self.ditto_lambda >= 0.0):
+            raise config_error("ditto-lambda", "must be finite and >= 0")
+        if self.personal_epochs is not None and self.personal_epochs < 1:
+            raise config_error("personal-epochs", "must be at least 1 (0 in the run config: local-epochs)")
+        if not 0.0 < self.validation_fraction <= 0.5:
+            raise config_error("validation-fraction", "must be in (0, 0.5]")
         if self.dp_enabled:
             battery_fl.dp.check_mode(self.dp_mode, secure_aggregation=self.secure_aggregation)
-        if self.dp_enabled and self.strategy in ("fed_median", "fed_trimmed_avg"):
+        if self.dp_enabled and not only_the_sum:
             raise config_error("dp", "DP noise is calibrated for mean-based strategies")
-        if self.secure_aggregation and self.strategy in ("fed_median", "fed_trimmed_avg"):
+        if self.secure_aggregation and not only_the_sum:
             raise config_error(
                 "secure-aggregation", "secure aggregation reveals only the (weighted) mean"
             )
@@ -164,7 +225,11 @@ class FederationSettings:
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FederationSettings:
         """Settings from a Flower run config; unknown top-level keys are ignored (the app may
-        carry its own), wrongly typed values raise :class:`battery_fl.ConfigError`."""
+        carry its own), wrongly typed values and renamed keys (``secagg-neighbors``, now
+        ``secagg-neighbours``) raise :class:`battery_fl.ConfigError`."""
+        for old, new in _RENAMED.items():
+            if old in run_config:
+                raise config_error(old, f"renamed to `{new}`")
         kwargs: dict[str, Any] = {}
         model: dict[str, _Scalar] = {}
         featurizer: dict[str, _Scalar] = {}
@@ -176,8 +241,11 @@ class FederationSettings:
                 continue
             name = key.replace("-", "_")
             if name in types and name not in ("model", "featurizer"):
-                kind = {"int": int, "float": float, "bool": bool, "str": str}[str(types[name])]
+                type_name = str(types[name]).removesuffix(" | None")
+                kind = {"int": int, "float": float, "bool": bool, "str": str}[type_name]
                 kwargs[name] = _coerce(key, value, kind)
+                if name in _NONE_IN_RUN_CONFIG and kwargs[name] == _NONE_IN_RUN_CONFIG[name]:
+                    kwargs[name] = None
         return cls(model=model, featurizer=featurizer, **kwargs)
 
     def to_run_config(self) -> dict[str, _Scalar]:
@@ -189,7 +257,7 @@ class FederationSettings:
                 for k, v in value.items():
                     out[f"{f.name}.{k.replace('_', '-')}"] = v
             else:
-                out[f.name.replace("_", "-")] = value
+                out[f.name.replace("_", "-")] = _NONE_IN_RUN_CONFIG[f.name] if value is None else value
         return out
 
     def replace(self, **changes: Any) -> FederationSettings:

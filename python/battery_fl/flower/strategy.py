@@ -49,7 +49,6 @@ from battery_fl.flower.settings import config_error
 __all__ = ["BatteryFlStrategy", "DpConfig"]
 
 _log = logging.getLogger("flwr")
-_MEAN_BASED = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,8 @@ class BatteryFlStrategy(FedAvg):
     """FedAvg's sampling and messaging with our aggregation, DP and secure aggregation
     (see the module docs). ``aggregator`` defaults to :class:`battery_fl.FedAvg`;
     ``output_dir`` (optional) receives ``round-NNN.npz`` (the global weights after each
-    round) and ``history.json`` (one record per round)."""
+    round) and ``history.json`` (one record per round: its training and, when nodes evaluate,
+    the pooled ``rmse`` and ``personalized-rmse``)."""
 
     def __init__(
         self,
@@ -101,7 +101,8 @@ class BatteryFlStrategy(FedAvg):
         if dp is not None:
             _dp.check_mode(dp.mode, secure_aggregation=secure_aggregation is not None)
         self.aggregator = aggregator if aggregator is not None else battery_fl.FedAvg()
-        if (dp is not None or secure_aggregation is not None) and self.aggregator.name not in _MEAN_BASED:
+        private = dp is not None or secure_aggregation is not None
+        if private and not battery_fl.strategy_needs_only_the_sum(self.aggregator.name):
             raise config_error(
                 "aggregator", f"{self.aggregator.name} cannot be used with DP or secure aggregation"
             )
@@ -205,19 +206,44 @@ class BatteryFlStrategy(FedAvg):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if arrays is not None:
             np.savez(self.output_dir / f"round-{server_round:03d}.npz", *arrays)
-        (self.output_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+        self._write_history()
+
+    def _write_history(self) -> None:
+        if self.output_dir is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "history.json").write_text(json.dumps(self.history, indent=1))
 
     # ----------------------------------------------------------------------- evaluation
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """The pooled RMSE over every node's test cells (``sqrt(Σ n·rmse² / Σ n)``)."""
+        """The pooled RMSE over every node's test cells (``sqrt(Σ n·rmse² / Σ n)``) of the
+        global model (``rmse``) and, when every node reports it, of the nodes' own models
+        (``personalized-rmse``); both also go into the round's :attr:`history` record."""
         valid, _ = self._check_and_log_replies(replies, is_train=False)
         if not valid:
             return None
-        n = np.array([float(m.content["metrics"][self.weighted_by_key]) for m in valid])  # type: ignore[index,arg-type]
-        rmse = np.array([float(m.content["metrics"]["rmse"]) for m in valid])  # type: ignore[index,arg-type]
-        pooled = math.sqrt(float(np.sum(n * rmse**2) / max(float(np.sum(n)), 1.0)))
-        return MetricRecord({"rmse": pooled, "num-examples": int(np.sum(n))})
+        metrics = [m.content["metrics"] for m in valid]
+        n = np.array([float(m[self.weighted_by_key]) for m in metrics])  # type: ignore[arg-type]
+        total = max(float(np.sum(n)), 1.0)
+
+        def pooled(key: str) -> float:
+            values = np.array([float(m[key]) for m in metrics])  # type: ignore[arg-type]
+            return math.sqrt(float(np.sum(n * values**2) / total))
+
+        out = {"rmse": pooled("rmse")}
+        if all("personalized-rmse" in m for m in metrics):
+            out["personalized-rmse"] = pooled("personalized-rmse")
+        self._record_evaluation(server_round, out)
+        return MetricRecord({**out, "num-examples": int(np.sum(n))})
+
+    def _record_evaluation(self, server_round: int, metrics: dict[str, float]) -> None:
+        """Add a round's evaluation to its history record (a new record if it has none)."""
+        record = next((r for r in reversed(self.history) if r["round"] == server_round), None)
+        if record is None:
+            record = {"round": server_round}
+            self.history.append(record)
+        record.update(metrics)
+        self._write_history()
 
     # ----------------------------------------------------------------------- rounds
 

@@ -1,0 +1,80 @@
+"""battery_fl.flower.settings: one name and one default per federation setting, taken from
+the core (the same as battery_fl.Simulation's)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import battery_fl
+from battery_fl.flower import FederationSettings
+from battery_fl.flower.settings import SHARED_SETTINGS, STRATEGIES
+
+
+def _core(key: str) -> object:
+    value: object = battery_fl.Simulation.default_config()
+    for part in key.split("."):
+        assert isinstance(value, dict)
+        value = value[part]
+    return value
+
+
+@pytest.mark.parametrize("field", SHARED_SETTINGS)
+def test_shared_defaults_are_the_core_defaults(field: str) -> None:
+    default = {f.name: f.default for f in dataclasses.fields(FederationSettings)}[field]
+    assert default == _core(SHARED_SETTINGS[field]), field
+    assert getattr(FederationSettings(), field) == default
+
+
+def test_every_core_setting_flower_has_is_shared() -> None:
+    """A settings field named like a core federation setting takes its default from it
+    (``secure_aggregation`` is a switch here, a settings table or ``None`` in the core)."""
+    defaults = battery_fl.Simulation.default_config()
+    core = set(defaults) | {f"server_{k}" for k in defaults["server_optimizer"]}
+    fields = {f.name for f in dataclasses.fields(FederationSettings)}
+    assert fields & core - {"secure_aggregation"} <= set(SHARED_SETTINGS)
+    assert FederationSettings().secure_aggregation is (defaults["secure_aggregation"] is not None)
+    assert FederationSettings().strategy == "fed_prox"
+    assert FederationSettings().proximal_mu_for_clients() == _core("proximal_mu")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategies_are_the_core_names(strategy: str) -> None:
+    settings = FederationSettings(strategy=strategy)
+    assert settings.aggregator().name == strategy
+    mean_based = battery_fl.strategy_needs_only_the_sum(strategy)
+    assert mean_based is (strategy not in ("fed_median", "fed_trimmed_avg"))
+    if not mean_based:
+        for private in ({"secure_aggregation": True}, {"dp_clipping_norm": 1.0}):
+            with pytest.raises(battery_fl.ConfigError):
+                FederationSettings(strategy=strategy, **private)
+
+
+def test_neighbours_is_the_core_spelling() -> None:
+    settings = FederationSettings.from_run_config({"secagg-neighbours": 5})
+    assert settings.secagg_neighbours == 5
+    assert settings.to_run_config()["secagg-neighbours"] == 5
+    with pytest.raises(battery_fl.ConfigError) as info:
+        FederationSettings.from_run_config({"secagg-neighbors": 5})
+    assert info.value.field == "secagg-neighbors"
+    with pytest.raises(battery_fl.ConfigError):
+        FederationSettings(strategy="fedavg")
+
+
+def test_personalization_settings_reach_the_run_config() -> None:
+    """``personalization`` and its knobs are core settings; ``personal-epochs = 0`` stands for
+    the core's ``None`` (``local-epochs``), since TOML has no null."""
+    settings = FederationSettings.from_run_config(
+        {"personalization": "ditto", "ditto-lambda": 0.5, "personal-epochs": 0, "validation-fraction": 0.5}
+    )
+    assert (settings.personalization, settings.ditto_lambda, settings.personal_epochs) == ("ditto", 0.5, None)
+    flat = settings.to_run_config()
+    assert flat["personal-epochs"] == 0 and FederationSettings.from_run_config(flat) == settings
+    assert FederationSettings.from_run_config({"personal-epochs": 2}).personal_epochs == 2
+    bad = [{"personalization": "everyone"}, {"ditto-lambda": -1.0}, {"personal-epochs": -1},
+           {"validation-fraction": 0.75}]
+    for run_config in bad:
+        with pytest.raises(battery_fl.ConfigError) as info:
+            FederationSettings.from_run_config(run_config)
+        assert info.value.field == next(iter(run_config)), run_config  # type: ignore[attr-defined]
