@@ -4,8 +4,11 @@
 //! ```text
 //! cargo run --release --features tch --example federated -- \
 //!     [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp]
-//!     [--threads N] [--personalization none|fine_tune|head|ditto|auto]
+//!     [--threads N] [--personalization none|fine_tune|head|ditto|auto] [--seed S]
 //! ```
+//!
+//! `--seed S` (default 0) seeds the model (S) and the federation (7 + S): sampling, local
+//! training, masks and noise.
 //!
 //! Every fleet ends with its own model (`--personalization`, default `auto`: each fleet picks
 //! its own, the global, the fine-tuned or its Ditto model on a quarter of its own training
@@ -44,6 +47,7 @@ struct Args {
     secagg: bool,
     dp: bool,
     personalization: Personalization,
+    seed: u64,
 }
 
 fn parse() -> Result<Args> {
@@ -55,6 +59,7 @@ fn parse() -> Result<Args> {
         secagg: true,
         dp: true,
         personalization: Personalization::Auto,
+        seed: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,7 +81,8 @@ fn parse() -> Result<Args> {
                     .context("--personalization: none, fine_tune, head, ditto or auto")?
             }
             "--threads" => tch::set_num_threads(v()?.parse()?),
-            "-h" | "--help" => bail!("usage: federated [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto]"),
+            "--seed" => a.seed = v()?.parse()?,
+            "-h" | "--help" => bail!("usage: federated [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto] [--seed S]"),
             other => bail!("unknown argument {other} (try --help)"),
         }
     }
@@ -84,7 +90,7 @@ fn parse() -> Result<Args> {
 }
 
 /// Synthetic fleets: two thirds of each fleet's cells train, the rest test.
-fn synthetic_fleets(featurizer: &Featurizer) -> Result<Vec<FleetData>> {
+fn synthetic_fleets(featurizer: &Featurizer, model: &BatLiNetConfig) -> Result<Vec<FleetData>> {
     let fleets = FleetConfig::default()
         .with_fleets(5)
         .with_cells_per_fleet(24)
@@ -93,12 +99,7 @@ fn synthetic_fleets(featurizer: &Featurizer) -> Result<Vec<FleetData>> {
     fleets
         .into_iter()
         .map(|f| {
-            let ds = Dataset::from_cells(
-                &f.cells,
-                featurizer,
-                &[0, 1, 2, 3, 4, 5],
-                &LabelConfig::default(),
-            )?;
+            let ds = Dataset::for_config(&f.cells, featurizer, model, &LabelConfig::default())?;
             let n = ds.len();
             let train: Vec<usize> = (0..n).filter(|i| i % 3 != 2).collect();
             let test: Vec<usize> = (0..n).filter(|i| i % 3 == 2).collect();
@@ -114,7 +115,12 @@ fn synthetic_fleets(featurizer: &Featurizer) -> Result<Vec<FleetData>> {
 /// Real cells: fleets are groups of charging protocols (sorted by the first-step C-rate), train
 /// cells from the `train` split, test cells from `primary_test` (without the 148-cycle
 /// outlier).
-fn real_fleets(dir: &std::path::Path, n: usize, featurizer: &Featurizer) -> Result<Vec<FleetData>> {
+fn real_fleets(
+    dir: &std::path::Path,
+    n: usize,
+    featurizer: &Featurizer,
+    model: &BatLiNetConfig,
+) -> Result<Vec<FleetData>> {
     let index = load_index(dir)?;
     let mut protocols: Vec<String> = index.iter().filter_map(|e| e.protocol.clone()).collect();
     let c_rate = |p: &str| {
@@ -147,7 +153,8 @@ fn real_fleets(dir: &std::path::Path, n: usize, featurizer: &Featurizer) -> Resu
         .map(|(i, cs)| {
             let (train, test): (Vec<_>, Vec<_>) = cs.into_iter().partition(|c| c.1);
             let take = |v: Vec<(Cell, bool)>| v.into_iter().map(|c| c.0).collect::<Vec<_>>();
-            let ds = |v: &[Cell]| Dataset::from_cells(v, featurizer, &[1], &LabelConfig::default());
+            let ds =
+                |v: &[Cell]| Dataset::for_config(v, featurizer, model, &LabelConfig::default());
             Ok(FleetData {
                 id: format!("protocols-{i}"),
                 train: ds(&take(train))?,
@@ -173,7 +180,7 @@ fn main() -> Result<()> {
             .with_epochs(600)
             .with_inference_references(32)
             .with_inter_features(InterFeatures::CycleDifference)
-            .with_seed(0);
+            .with_seed(args.seed);
         // the recipe eval_matr chose by 4-fold cross-validation on `train` (600 epochs, batch
         // 16, cycle-difference inter features); federated: 30 rounds x 20 local epochs, the
         // same budget
@@ -185,14 +192,14 @@ fn main() -> Result<()> {
             .with_batch_size(16)
             .with_epochs(60)
             .with_inference_references(16)
-            .with_seed(0);
+            .with_seed(args.seed);
         (f, m, if args.rounds > 0 { args.rounds } else { 15 }, 4)
     };
     let featurizer = Featurizer::new(featurizer_cfg.clone())?;
     let t0 = Instant::now();
     let fleets = match &args.data {
-        Some(dir) => real_fleets(dir, args.fleets, &featurizer)?,
-        None => synthetic_fleets(&featurizer)?,
+        Some(dir) => real_fleets(dir, args.fleets, &featurizer, &model)?,
+        None => synthetic_fleets(&featurizer, &model)?,
     };
     println!(
         "{} fleets prepared in {:.1} s (data stays in each fleet):",
@@ -222,7 +229,7 @@ fn main() -> Result<()> {
         local_epochs,
         secure_aggregation: args.secagg.then(SecureAggregation::default),
         dp: dp.clone(),
-        seed: 7,
+        seed: 7 + args.seed,
         personalization: args.personalization,
         inference_references: model.inference_references,
         ..Default::default()

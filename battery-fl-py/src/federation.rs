@@ -1,4 +1,5 @@
-//! The in-process federation (`battery_fl_core::federation`): `Simulation`, `job_seed`.
+//! The in-process federation (`battery_fl_core::federation`): `Simulation`, `job_seed`,
+//! `strategy_needs_only_the_sum`.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -6,7 +7,7 @@ use std::sync::Mutex;
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::{
-    self, ClusterConfig, FederationConfig, FleetData, SecureAggregation, Simulation,
+    self, ClusterConfig, FederationConfig, FleetData, SecureAggregation, Simulation, Strategy,
 };
 use battery_fl_core::model::{BatLiNet, Dataset};
 use battery_fl_core::Error;
@@ -34,16 +35,20 @@ type FleetIn<'py> = (
 ///
 /// ``fleets`` is a list of ``(id, train_cells, test_cells)``; ``model`` is a
 /// :class:`BatLiNet` whose settings and featurizer every fleet uses (its weights are not
-/// used: the global model starts from its seed). ``strategy`` is one of ``fed_avg``,
-/// ``fed_prox``, ``fed_adam``, ``fed_yogi``, ``fed_adagrad``, ``fed_median``,
-/// ``fed_trimmed_avg``. ``secure_aggregation`` is ``True`` or a dict of ``neighbours``,
-/// ``threshold``, ``clipping_range``, ``modulus_bits``; ``dp`` a dict of ``noise_multiplier``,
-/// ``clipping_norm``, ``mode`` (``central``, ``local``, ``distributed``), ``seed``,
-/// ``target_delta``, ``max_epsilon``, ``adaptive``; ``server_optimizer`` a dict of ``eta``,
-/// ``beta1``, ``beta2``, ``tau``; ``clustering`` a dict of ``threshold``.
+/// used: the global model starts from its seed). Settings left out (or ``None``) take the
+/// core defaults, :meth:`default_config`; :attr:`config` holds the run's settings.
+/// ``strategy`` is one of ``fed_avg``, ``fed_prox``, ``fed_adam``, ``fed_yogi``,
+/// ``fed_adagrad``, ``fed_median``, ``fed_trimmed_avg`` (the clients add the FedProx term
+/// ``proximal_mu`` with ``fed_prox`` only). ``secure_aggregation`` is ``True`` or a dict of
+/// ``neighbours``, ``threshold``, ``clipping_range``, ``modulus_bits``; ``dp`` a dict of
+/// ``noise_multiplier``, ``clipping_norm``, ``mode`` (``central``, ``local``,
+/// ``distributed``), ``seed``, ``target_delta``, ``max_epsilon``, ``adaptive``;
+/// ``server_optimizer`` a dict of ``eta``, ``beta1``, ``beta2``, ``tau``; ``clustering`` a
+/// dict of ``threshold``.
 /// ``personalization`` is ``none``, ``fine_tune``, ``head``, ``ditto`` (pull
 /// ``ditto_lambda``) or ``auto`` (each fleet picks its own, the global, the fine-tuned or its
-/// Ditto model on ``validation_fraction`` of its own training cells); :meth:`fleet_model`
+/// Ditto model on ``validation_fraction`` of its own training cells, leaving its own only for
+/// a validation gain of at least ``auto_margin``); :meth:`fleet_model`
 /// returns the model a fleet uses. Rounds release the GIL; each returns its record as a dict
 /// (``round``, ``clients``, ``rejected``, ``global_rmse``, ``fleet_rmse``, ``epsilon``,
 /// ``clipping_norm``, ``personalized_rmse``, ``fleet_personalized_rmse``, ``choices``).
@@ -62,6 +67,8 @@ type FleetIn<'py> = (
 #[derive(Debug)]
 pub struct PySimulation {
     inner: Mutex<Simulation>,
+    /// The settings the run was built with.
+    config: FederationConfig,
 }
 
 impl PySimulation {
@@ -88,54 +95,63 @@ fn secure_aggregation(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Secur
 #[pymethods]
 impl PySimulation {
     #[new]
-    #[pyo3(signature = (fleets, *, model, rounds=10, clients_per_round=None, local_epochs=3, strategy="fed_prox", mu=0.01, trimmed_beta=0.2, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=0, inference_references=16, personalization="none", ditto_lambda=0.1, personal_epochs=None, validation_fraction=0.25, checkpoint=None))]
+    #[pyo3(signature = (fleets, *, model, rounds=None, clients_per_round=None, local_epochs=None, strategy=None, proximal_mu=None, trimmed_beta=None, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=None, inference_references=None, personalization=None, ditto_lambda=None, personal_epochs=None, validation_fraction=None, auto_margin=None, checkpoint=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         fleets: Vec<FleetIn<'_>>,
         model: &Bound<'_, PyBatLiNet>,
-        rounds: usize,
+        rounds: Option<usize>,
         clients_per_round: Option<usize>,
-        local_epochs: usize,
-        strategy: &str,
-        mu: f64,
-        trimmed_beta: f64,
+        local_epochs: Option<usize>,
+        strategy: Option<&str>,
+        proximal_mu: Option<f64>,
+        trimmed_beta: Option<f64>,
         server_optimizer: Option<Bound<'_, PyDict>>,
         secure_aggregation: Option<Bound<'_, PyAny>>,
         dp: Option<Bound<'_, PyDict>>,
         clustering: Option<Bound<'_, PyDict>>,
         max_delta_norm: Option<f64>,
-        seed: u64,
-        inference_references: usize,
-        personalization: &str,
-        ditto_lambda: f64,
+        seed: Option<u64>,
+        inference_references: Option<usize>,
+        personalization: Option<&str>,
+        ditto_lambda: Option<f64>,
         personal_epochs: Option<usize>,
-        validation_fraction: f64,
+        validation_fraction: Option<f64>,
+        auto_margin: Option<f64>,
         checkpoint: Option<PathBuf>,
     ) -> PyResult<Self> {
+        let core = FederationConfig::default();
         let config = FederationConfig {
-            rounds,
+            rounds: rounds.unwrap_or(core.rounds),
             clients_per_round,
-            local_epochs,
-            strategy: enum_from_str("strategy", strategy)?,
-            mu,
+            local_epochs: local_epochs.unwrap_or(core.local_epochs),
+            strategy: match strategy {
+                Some(s) => enum_from_str("strategy", s)?,
+                None => core.strategy,
+            },
+            proximal_mu: proximal_mu.unwrap_or(core.proximal_mu),
             server_optimizer: match &server_optimizer {
                 Some(d) => config_from_dict(d, "server_optimizer")?,
-                None => Default::default(),
+                None => core.server_optimizer,
             },
-            trimmed_beta,
+            trimmed_beta: trimmed_beta.unwrap_or(core.trimmed_beta),
             secure_aggregation: self::secure_aggregation(secure_aggregation.as_ref())?,
             dp: dp.map(|d| config_from_dict(&d, "dp")).transpose()?,
             clustering: clustering
                 .map(|d| config_from_dict::<ClusterConfig>(&d, "clustering"))
                 .transpose()?,
             max_delta_norm,
-            seed,
-            inference_references,
-            personalization: enum_from_str("personalization", personalization)?,
-            ditto_lambda,
+            seed: seed.unwrap_or(core.seed),
+            inference_references: inference_references.unwrap_or(core.inference_references),
+            personalization: match personalization {
+                Some(p) => enum_from_str("personalization", p)?,
+                None => core.personalization,
+            },
+            ditto_lambda: ditto_lambda.unwrap_or(core.ditto_lambda),
             personal_epochs,
-            validation_fraction,
+            validation_fraction: validation_fraction.unwrap_or(core.validation_fraction),
+            auto_margin: auto_margin.unwrap_or(core.auto_margin),
         };
         let (model, featurizer) = model.get().with(py, |m| {
             Ok((m.config().clone(), m.featurizer_config().clone()))
@@ -161,7 +177,7 @@ impl PySimulation {
                         })
                     })
                     .collect::<Result<Vec<_>, Error>>()?;
-                let sim = Simulation::new(config, model, featurizer, data)?;
+                let sim = Simulation::new(config.clone(), model, featurizer, data)?;
                 Ok(match checkpoint {
                     Some(path) => sim.with_checkpoint(path),
                     None => sim,
@@ -170,13 +186,28 @@ impl PySimulation {
             .or_raise()?;
         Ok(PySimulation {
             inner: Mutex::new(sim),
+            config,
         })
     }
 
-    /// The core defaults of the federation settings, as a dict.
+    /// The core defaults of the federation settings (``FederationConfig::default()``), as a
+    /// dict: what every setting left out of the constructor takes, and the defaults of the
+    /// Flower run config's shared settings.
+    ///
+    /// >>> import battery_fl
+    /// >>> d = battery_fl.Simulation.default_config()
+    /// >>> d["strategy"], d["proximal_mu"], d["trimmed_beta"]
+    /// ('fed_prox', 0.01, 0.2)
     #[classmethod]
     fn default_config(_cls: &Bound<'_, PyType>, py: Python<'_>) -> PyResult<Py<PyAny>> {
         to_python(py, &FederationConfig::default())
+    }
+
+    /// The run's settings (the constructor's arguments over the core defaults), as a dict
+    /// with the keys of :meth:`default_config`.
+    #[getter]
+    fn config(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        to_python(py, &self.config)
     }
 
     /// Run one round (and checkpoint, when configured); returns its record.
@@ -268,8 +299,24 @@ fn job_seed(seed: u64, round: usize, client: usize) -> u64 {
     federation::job_seed(seed, round, client)
 }
 
+/// True when the aggregation rule ``strategy`` (a ``Simulation`` / Flower ``strategy`` name,
+/// which is also each aggregator's ``name``) needs only the weighted sum of the updates, so
+/// it composes with secure aggregation and DP; ``fed_median`` and ``fed_trimmed_avg`` need
+/// each update. An unknown name raises :class:`ConfigError`.
+///
+/// >>> import battery_fl
+/// >>> battery_fl.strategy_needs_only_the_sum("fed_adam"), battery_fl.FedMedian().name
+/// (True, 'fed_median')
+/// >>> battery_fl.strategy_needs_only_the_sum(battery_fl.FedMedian().name)
+/// False
+#[pyfunction]
+fn strategy_needs_only_the_sum(strategy: &str) -> PyResult<bool> {
+    Ok(enum_from_str::<Strategy>("strategy", strategy)?.needs_only_the_sum())
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySimulation>()?;
     m.add_function(wrap_pyfunction!(job_seed, m)?)?;
+    m.add_function(wrap_pyfunction!(strategy_needs_only_the_sum, m)?)?;
     Ok(())
 }

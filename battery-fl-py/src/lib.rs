@@ -10,6 +10,7 @@ mod dp;
 mod errors;
 mod features;
 mod federation;
+mod fleet_client;
 mod genome;
 mod model;
 mod secagg;
@@ -32,6 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     secagg::register(m)?;
     secagg_node::register(m)?;
     federation::register(m)?;
+    fleet_client::register(m)?;
     synthetic::register(m)?;
     Ok(())
 }

@@ -9,7 +9,9 @@ Fleets keep their cycling data at home; the model travels. The logic lives in th
 - models: :class:`BatLiNet`, :class:`VarianceModel`
 - aggregation: :class:`FedAvg`, :class:`FedProx`, :class:`FedAdam`, :class:`FedYogi`,
   :class:`FedAdagrad`, :class:`FedMedian`, :class:`FedTrimmedAvg`
-- federation: :class:`Simulation`, :func:`job_seed`
+- federation: :class:`Simulation` (core defaults: :meth:`Simulation.default_config`),
+  :class:`FleetClient` (one fleet's side of a round, for Flower nodes), :func:`job_seed`,
+  :func:`strategy_needs_only_the_sum`
 - submodules :mod:`battery_fl.dp`, :mod:`battery_fl.secagg`, :mod:`battery_fl.synthetic`
 - errors: :class:`BatteryFlError` and its subclasses
 
@@ -45,6 +47,7 @@ try:
         FedTrimmedAvg,
         FedYogi,
         Featurizer,
+        FleetClient,
         GenomeFingerprint,
         ModelError,
         PrivacyError,
@@ -56,6 +59,7 @@ try:
         load_cell,
         load_cells,
         retain_freed_memory,
+        strategy_needs_only_the_sum,
     )
 except ImportError as err:  # pragma: no cover - only on a broken install
     raise ImportError(
@@ -81,6 +85,7 @@ __all__ = [
     "FedTrimmedAvg",
     "FedYogi",
     "Featurizer",
+    "FleetClient",
     "GenomeFingerprint",
     "ModelError",
     "PrivacyError",
@@ -94,5 +99,6 @@ __all__ = [
     "load_cells",
     "retain_freed_memory",
     "secagg",
+    "strategy_needs_only_the_sum",
     "synthetic",
 ]

@@ -10,11 +10,12 @@ import numpy.typing as npt
 __all__ = [
     "AggregationError", "BatLiNet", "BatteryFlError", "Cell", "ConfigError", "Cycle",
     "DataError", "DpFloor", "Featurizer", "FedAdagrad", "FedAdam", "FedAvg", "FedMedian", "FedProx",
-    "FedTrimmedAvg", "FedYogi", "Fleet", "GaussianNoise", "GenomeFingerprint", "ModelError",
+    "FedTrimmedAvg", "FedYogi", "Fleet", "FleetClient", "GaussianNoise", "GenomeFingerprint", "ModelError",
     "NodeSession", "PrivacyError", "RdpAccountant", "RoundNoise", "SecAggClient", "SecAggError",
     "SecAggResult", "SecAggServer", "Simulation", "VarianceModel", "__version__",
     "add_noise", "check_mode", "clip", "generate_cell", "generate_fleets", "job_seed", "l2_norm",
-    "load_cell", "load_cells", "protocol_threshold", "retain_freed_memory", "simulate_round", "verifying_key",
+    "load_cell", "load_cells", "protocol_threshold", "retain_freed_memory", "simulate_round",
+    "strategy_needs_only_the_sum", "verifying_key",
 ]
 
 __version__: str
@@ -505,7 +506,7 @@ class SecAggServer:
         *,
         round: int = 1,
         threshold: int | None = None,
-        neighbors: int | None = None,
+        neighbours: int | None = None,
         clipping_range: float = 8.0,
         target_range: int = 4194304,
         modulus_bits: int = 32,
@@ -561,7 +562,7 @@ class SecAggClient:
 
 def verifying_key(identity_seed: bytes) -> bytes: ...
 def protocol_threshold(
-    num_clients: int, *, threshold: int | None = None, neighbors: int | None = None
+    num_clients: int, *, threshold: int | None = None, neighbours: int | None = None
 ) -> int: ...
 @final
 class NodeSession:
@@ -595,7 +596,7 @@ def simulate_round(
     *,
     threshold: int,
     drop: Mapping[int, int] | None = None,
-    neighbors: int | None = None,
+    neighbours: int | None = None,
     modulus_bits: int = 32,
     seed: int | None = None,
     clipping_range: float = 8.0,
@@ -611,27 +612,30 @@ class Simulation:
         fleets: Sequence[tuple[str, Sequence[Cell], Sequence[Cell]]],
         *,
         model: BatLiNet,
-        rounds: int = 10,
+        rounds: int | None = None,
         clients_per_round: int | None = None,
-        local_epochs: int = 3,
-        strategy: str = "fed_prox",
-        mu: float = 0.01,
-        trimmed_beta: float = 0.2,
+        local_epochs: int | None = None,
+        strategy: str | None = None,
+        proximal_mu: float | None = None,
+        trimmed_beta: float | None = None,
         server_optimizer: Mapping[str, Any] | None = None,
         secure_aggregation: bool | Mapping[str, Any] | None = None,
         dp: Mapping[str, Any] | None = None,
         clustering: Mapping[str, Any] | None = None,
         max_delta_norm: float | None = None,
-        seed: int = 0,
-        inference_references: int = 16,
-        personalization: str = "none",
-        ditto_lambda: float = 0.1,
+        seed: int | None = None,
+        inference_references: int | None = None,
+        personalization: str | None = None,
+        ditto_lambda: float | None = None,
         personal_epochs: int | None = None,
-        validation_fraction: float = 0.25,
+        validation_fraction: float | None = None,
+        auto_margin: float | None = None,
         checkpoint: _Path | None = None,
     ) -> Self: ...
     @classmethod
     def default_config(cls) -> dict[str, Any]: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
     def run_round(self) -> dict[str, Any]: ...
     def run(self) -> list[dict[str, Any]]: ...
     @property
@@ -648,7 +652,30 @@ class Simulation:
     @property
     def input_scales(self) -> tuple[_F32, _F32]: ...
 
+@final
+class FleetClient:
+    """One fleet's side of a federated round (``Simulation`` runs one per fleet): local
+    training with the FedProx term and the fleet's personal model; the personal state is
+    bytes that stay with the fleet."""
+
+    def __new__(cls, config: Mapping[str, Any], index: int, model: BatLiNet, train: Sequence[Cell]) -> Self: ...
+    def initial_state(self, model: BatLiNet) -> bytes:
+        """The first personal state (with ``auto``: the fleet's own models, trained alone)."""
+    def train(
+        self, model: BatLiNet, global_parameters: Sequence[npt.ArrayLike], state: bytes, server_round: int
+    ) -> tuple[list[_F32], int, bytes]:
+        """Local training: ``(weights to send, cells trained on, new state)``."""
+    def personal_model(
+        self, model: BatLiNet, global_parameters: Sequence[npt.ArrayLike], state: bytes, server_round: int
+    ) -> tuple[BatLiNet, bytes]:
+        """The model the fleet uses after ``server_round`` (with the label transform and
+        input scales it reads with), and the new state."""
+    @property
+    def fit_cells(self) -> int:
+        """Cells the fleet federates on (with ``auto``: those not held out)."""
+
 def job_seed(seed: int, round: int, client: int) -> int: ...
+def strategy_needs_only_the_sum(strategy: str) -> bool: ...
 
 # synthetic (battery_fl.synthetic) ------------------------------------------------------
 

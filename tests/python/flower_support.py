@@ -1,6 +1,7 @@
 """Shared pieces of the Flower tests: the tiny federation they run (3 synthetic fleets,
-a 4-channel BatLiNet on 12 cycles x 16 points) and its in-process reference, computed with
-the plain Python API (BatLiNet.train with the same job seeds, then battery_fl.FedAvg)."""
+a 4-channel BatLiNet on 12 cycles x 16 points) and its in-process references, computed with
+the plain Python API (BatLiNet.train with the same job seeds, then battery_fl.FedAvg) or
+with battery_fl.Simulation (personalized runs)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ MODEL: dict[str, Any] = {"conv_channels": 4, "batch_size": 4, "seed": 3}
 FEATURIZER: dict[str, Any] = {"cycles": CYCLES, "interp_dim": 16}
 SETTINGS = FederationSettings(
     num_server_rounds=2,
+    strategy="fed_avg",
     min_nodes=FLEETS,
     local_epochs=2,
     seed=11,
@@ -96,6 +98,32 @@ def reference_rounds(
         params = battery_fl.FedAvg().aggregate(updates, weights)
         out.append(params)
     return out
+
+
+def reference_simulation(settings: FederationSettings = SETTINGS) -> battery_fl.Simulation:
+    """battery_fl.Simulation of the same federation (fleet ``i`` is node ``partition-id = i``,
+    same seeds and settings, personalization included), run to the end: its records hold the
+    per-round ``global_rmse`` and ``personalized_rmse`` the nodes' evaluation must give."""
+    model = battery_fl.BatLiNet(
+        featurizer=battery_fl.Featurizer(**settings.featurizer), progress=False, **settings.model
+    )
+    data = [(f"fleet-{i}", train, test) for i, (train, test) in enumerate(fleets())]
+    sim = battery_fl.Simulation(
+        data,
+        model=model,
+        rounds=settings.num_server_rounds,
+        local_epochs=settings.local_epochs,
+        strategy=settings.strategy,
+        proximal_mu=settings.proximal_mu,
+        seed=settings.seed,
+        inference_references=settings.inference_references,
+        personalization=settings.personalization,
+        ditto_lambda=settings.ditto_lambda,
+        personal_epochs=settings.personal_epochs,
+        validation_fraction=settings.validation_fraction,
+    )
+    sim.run()
+    return sim
 
 
 def max_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:

@@ -103,19 +103,34 @@ def test_strategies_run(fleet_data: Any, model: battery_fl.BatLiNet, strategy: s
     assert np.isfinite(record["global_rmse"])
 
 
-def test_settings_are_checked(fleet_data: Any, model: battery_fl.BatLiNet) -> None:
+def test_defaults_are_the_core_defaults(fleet_data: Any, model: battery_fl.BatLiNet) -> None:
+    """Every setting left out takes the core's default (none is repeated in the binding),
+    and every keyword argument is a core setting of the same name."""
     defaults = battery_fl.Simulation.default_config()
+    assert (defaults["strategy"], defaults["proximal_mu"], defaults["trimmed_beta"]) == ("fed_prox", 0.01, 0.2)
+    assert "mu" not in defaults
+    sim = battery_fl.Simulation(fleet_data, model=model)
+    assert sim.config == defaults
     params = inspect.signature(battery_fl.Simulation).parameters
-    for name in ("rounds", "local_epochs", "mu", "trimmed_beta", "seed", "inference_references",
-                 "personalization", "ditto_lambda", "personal_epochs", "validation_fraction"):
-        assert params[name].default == defaults[name], name
-    assert params["strategy"].default == defaults["strategy"]
+    settings = set(params) - {"fleets", "model", "checkpoint"}
+    assert settings == set(defaults)
+    assert all(params[name].default is None for name in settings)
+    given = battery_fl.Simulation(fleet_data, model=model, strategy="fed_avg", proximal_mu=0.5, rounds=2,
+                                  trimmed_beta=0.1, server_optimizer={"eta": 0.01})
+    assert given.config == {**defaults, "strategy": "fed_avg", "proximal_mu": 0.5, "rounds": 2, "trimmed_beta": 0.1,
+                            "server_optimizer": {**defaults["server_optimizer"], "eta": 0.01}}
+    with pytest.raises(TypeError):
+        battery_fl.Simulation(fleet_data, model=model, mu=0.1)  # type: ignore[call-arg]
+
+
+def test_settings_are_checked(fleet_data: Any, model: battery_fl.BatLiNet) -> None:
     cases = [
         ({"strategy": "fed_best"}, "strategy"),
         ({"dp": {"noise_multiplier": 1.0, "bogus": 1}}, "dp.bogus"),
         ({"rounds": 0}, "rounds"),
         ({"strategy": "fed_median", "secure_aggregation": True}, "strategy"),
         ({"clients_per_round": 9}, "clients_per_round"),
+        ({"proximal_mu": -1.0}, "proximal_mu"),
     ]
     for kw, field in cases:
         with pytest.raises(battery_fl.ConfigError) as info:

@@ -18,6 +18,7 @@ import pytest
 
 import battery_fl
 from battery_fl import dp, flower
+from battery_fl.flower import client
 from battery_fl.flower import (
     BatteryFlStrategy,
     FederationSettings,
@@ -38,6 +39,7 @@ from flower_support import (
     node_config,
     reference_model,
     reference_rounds,
+    reference_simulation,
 )
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
@@ -119,6 +121,31 @@ def test_plain_federation_equals_the_simulation(plain: Outcome, simulation: batt
     saved = battery_fl.BatLiNet.load(plain.out / "model")
     assert max_diff(saved.get_parameters(), plain.arrays) == 0.0
     assert saved.label_transform == pytest.approx(simulation.label_transform, abs=1e-9)
+
+
+@pytest.mark.parametrize("personalization", ["ditto", "head"])
+def test_personalized_federation_equals_the_simulation(tmp_path: Path, personalization: str) -> None:
+    """Nodes train and evaluate with battery_fl.FleetClient, their personal state kept in
+    their own Context.state: per round, the pooled personalized RMSE is the Simulation's
+    (``auto`` is checked against the Simulation in test_fleet_client.py)."""
+    settings = SETTINGS.replace(personalization=personalization, fraction_evaluate=1.0)
+    sim = reference_simulation(settings)
+    g = grid()
+    out = tmp_path / personalization
+    result = run_federation(g, settings.replace(output_dir=str(out)))
+    summary = json.loads((out / "result.json").read_text())
+    assert max_diff(result.arrays.to_numpy_ndarrays(), sim.global_parameters()) < 1e-6
+    for r, record in enumerate(sim.history, start=1):
+        evaluated = summary["evaluate"][str(r)]
+        assert evaluated["rmse"] == pytest.approx(record["global_rmse"], rel=1e-6)
+        assert evaluated["personalized-rmse"] == pytest.approx(record["personalized_rmse"], rel=1e-6)
+        assert summary["rounds"][r - 1]["personalized-rmse"] == evaluated["personalized-rmse"]
+    history = json.loads((out / "history.json").read_text())
+    assert [h["rmse"] for h in history] == [summary["evaluate"][str(r)]["rmse"] for r in (1, 2)]
+    last = summary["evaluate"]["2"]
+    assert last["personalized-rmse"] != pytest.approx(last["rmse"], rel=1e-6)  # personal models differ
+    for node in NODE_IDS:  # the state stays on the node
+        assert isinstance(g.contexts[node].state[client.PERSONAL_STATE_KEY]["state"], bytes)
 
 
 def test_fedadam_strategy_equals_the_simulation(tmp_path: Path) -> None:

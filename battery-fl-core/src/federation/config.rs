@@ -2,18 +2,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::FedOptConfig;
+use crate::aggregate::{FedOptConfig, DEFAULT_TRIMMED_BETA};
 use crate::dp::DpConfig;
 use crate::error::{Error, Result};
 use crate::secagg::SecAggConfig;
 
-/// The server-side aggregation rule.
+/// The server-side aggregation rule. Its snake-case name (`fed_avg`, ..., [`Strategy::name`])
+/// is the one every layer uses: the `strategy` setting of Python's `Simulation` and of the
+/// Flower run config, and the `name` of each aggregator (`Aggregator::name`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Sample-weighted mean.
     FedAvg,
-    /// FedAvg on the server; clients add the proximal term with `mu`.
+    /// FedAvg on the server; clients add the proximal term with `proximal_mu`.
     #[default]
     FedProx,
     /// Adam on the mean delta (Reddi et al. 2021).
@@ -29,6 +31,30 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// Every rule, in declaration order.
+    pub const ALL: [Strategy; 7] = [
+        Strategy::FedAvg,
+        Strategy::FedProx,
+        Strategy::FedAdam,
+        Strategy::FedYogi,
+        Strategy::FedAdagrad,
+        Strategy::FedMedian,
+        Strategy::FedTrimmedAvg,
+    ];
+
+    /// The snake-case name (as serialized).
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::FedAvg => "fed_avg",
+            Strategy::FedProx => "fed_prox",
+            Strategy::FedAdam => "fed_adam",
+            Strategy::FedYogi => "fed_yogi",
+            Strategy::FedAdagrad => "fed_adagrad",
+            Strategy::FedMedian => "fed_median",
+            Strategy::FedTrimmedAvg => "fed_trimmed_avg",
+        }
+    }
+
     /// True when the rule only needs the (weighted) sum of the updates, so it composes with
     /// secure aggregation.
     pub fn needs_only_the_sum(self) -> bool {
@@ -97,7 +123,9 @@ pub enum Personalization {
     Ditto,
     /// Each fleet chooses among its own model, the global one, the fine-tuned global one and
     /// its Ditto model by validation on `validation_fraction` of its own training cells, so
-    /// that on its own validation cells no fleet ends worse than alone.
+    /// that on its own validation cells no fleet ends worse than alone. A shared model
+    /// replaces the fleet's own only when it validates at least `auto_margin` better (a few
+    /// validation cells are a noisy judge; the burden of proof is on leaving local).
     Auto,
 }
 
@@ -142,11 +170,13 @@ pub struct FederationConfig {
     pub local_epochs: usize,
     /// Aggregation rule (default FedProx).
     pub strategy: Strategy,
-    /// FedProx proximal weight (default 0.01; used when the strategy is FedProx).
-    pub mu: f64,
+    /// FedProx proximal weight (default 0.01; used when the strategy is FedProx, see
+    /// [`FederationConfig::local_proximal_mu`]). Configs that say `mu` load too.
+    #[serde(alias = "mu")]
+    pub proximal_mu: f64,
     /// Server optimizer settings (FedAdam / FedYogi / FedAdagrad).
     pub server_optimizer: FedOptConfig,
-    /// Trimmed-mean fraction (default 0.2).
+    /// Trimmed-mean fraction (default [`DEFAULT_TRIMMED_BETA`], 0.2).
     pub trimmed_beta: f64,
     /// Secure aggregation of the deltas and of the label statistics (default off).
     pub secure_aggregation: Option<SecureAggregation>,
@@ -170,6 +200,9 @@ pub struct FederationConfig {
     /// Share of each fleet's training cells held out to choose its model with `auto`
     /// (default 0.25).
     pub validation_fraction: f64,
+    /// With `auto`: the relative validation-RMSE gain a shared candidate needs over the
+    /// fleet's own model to be chosen (default 0.1: at least 10 % lower).
+    pub auto_margin: f64,
 }
 
 impl Default for FederationConfig {
@@ -179,9 +212,9 @@ impl Default for FederationConfig {
             clients_per_round: None,
             local_epochs: 3,
             strategy: Strategy::FedProx,
-            mu: 0.01,
+            proximal_mu: 0.01,
             server_optimizer: FedOptConfig::default(),
-            trimmed_beta: 0.2,
+            trimmed_beta: DEFAULT_TRIMMED_BETA,
             secure_aggregation: None,
             dp: None,
             clustering: None,
@@ -192,6 +225,7 @@ impl Default for FederationConfig {
             ditto_lambda: 0.1,
             personal_epochs: None,
             validation_fraction: 0.25,
+            auto_margin: 0.1,
         }
     }
 }
@@ -212,8 +246,8 @@ impl FederationConfig {
                 format!("must be in 1..={fleets}, got {m}"),
             ));
         }
-        if !(self.mu.is_finite() && self.mu >= 0.0) {
-            return Err(Error::config("mu", "must be >= 0"));
+        if !(self.proximal_mu.is_finite() && self.proximal_mu >= 0.0) {
+            return Err(Error::config("proximal_mu", "must be >= 0"));
         }
         if self.secure_aggregation.is_some() {
             if !self.strategy.needs_only_the_sum() {
@@ -251,13 +285,16 @@ impl FederationConfig {
         if !(self.validation_fraction > 0.0 && self.validation_fraction <= 0.5) {
             return Err(Error::config("validation_fraction", "must be in (0, 0.5]"));
         }
+        if !(0.0..1.0).contains(&self.auto_margin) {
+            return Err(Error::config("auto_margin", "must be in [0, 1)"));
+        }
         Ok(())
     }
 
     /// The proximal weight clients use this run (0 unless the strategy is FedProx).
-    pub fn proximal_mu(&self) -> f64 {
+    pub fn local_proximal_mu(&self) -> f64 {
         if self.strategy == Strategy::FedProx {
-            self.mu
+            self.proximal_mu
         } else {
             0.0
         }
@@ -267,7 +304,64 @@ impl FederationConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::{
+        Aggregator, FedAvg, FedMedian, FedOpt, FedProx, FedTrimmedAvg, ServerOptimizer,
+    };
     use crate::dp::DpMode;
+
+    #[test]
+    fn defaults_come_from_the_shared_constants() {
+        let config = FederationConfig::default();
+        assert_eq!(config.trimmed_beta, DEFAULT_TRIMMED_BETA);
+        assert_eq!(config.strategy, Strategy::FedProx);
+        assert_eq!(config.local_proximal_mu(), config.proximal_mu);
+        let avg = FederationConfig {
+            strategy: Strategy::FedAvg,
+            ..config
+        };
+        assert_eq!(avg.local_proximal_mu(), 0.0);
+    }
+
+    /// Configs and checkpoints written before the rename say `mu`.
+    #[test]
+    fn old_key_mu_still_loads() {
+        let old: FederationConfig =
+            serde_json::from_str(r#"{"mu": 0.5, "strategy": "fed_avg"}"#).unwrap();
+        assert_eq!(old.proximal_mu, 0.5);
+        assert_eq!(old.strategy, Strategy::FedAvg);
+        let json = serde_json::to_value(&old).unwrap();
+        assert_eq!(json["proximal_mu"], 0.5);
+        assert!(json.get("mu").is_none());
+        let new: FederationConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(new, old);
+    }
+
+    /// One name per rule: the serde name, `Strategy::name` and the aggregator's `name`.
+    #[test]
+    fn strategy_names_are_the_aggregator_names() {
+        let opt = |o| FedOpt::new(o, FedOptConfig::default()).unwrap();
+        let aggregators: [Box<dyn Aggregator>; 7] = [
+            Box::new(FedAvg::default()),
+            Box::new(FedProx::new(0.01).unwrap()),
+            Box::new(opt(ServerOptimizer::Adam)),
+            Box::new(opt(ServerOptimizer::Yogi)),
+            Box::new(opt(ServerOptimizer::Adagrad)),
+            Box::new(FedMedian::default()),
+            Box::new(FedTrimmedAvg::new(DEFAULT_TRIMMED_BETA).unwrap()),
+        ];
+        for (s, agg) in Strategy::ALL.into_iter().zip(aggregators) {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+            assert_eq!(agg.name(), s.name());
+        }
+        let need_each_update: Vec<_> = Strategy::ALL
+            .into_iter()
+            .filter(|s| !s.needs_only_the_sum())
+            .collect();
+        assert_eq!(
+            need_each_update,
+            [Strategy::FedMedian, Strategy::FedTrimmedAvg]
+        );
+    }
 
     /// Security issue: distributed DP without secure aggregation was accepted and accounted
     /// as if the server saw only the sum, while it saw each under-noised update.

@@ -17,16 +17,20 @@ mod personalize;
 mod state;
 
 #[cfg(feature = "tch")]
+mod fleet;
+#[cfg(feature = "tch")]
 mod simulation;
 
 pub use cluster::{cluster_fleets, FleetSummary};
 pub use config::{ClusterConfig, FederationConfig, Personalization, SecureAggregation, Strategy};
 pub use labels::{federated_label_transform, secure_sum, LabelStats};
-pub use personalize::{Candidate, FleetState};
+pub use personalize::{Candidate, FleetModel, FleetState};
 pub use state::{CoordinatorState, RoundRecord};
 
 #[cfg(feature = "tch")]
 pub use baseline::{centralized_baseline, local_only_baseline, LocalOnly};
+#[cfg(feature = "tch")]
+pub use fleet::{FleetClient, LocalUpdate};
 #[cfg(feature = "tch")]
 pub use simulation::{FleetData, Simulation};
 

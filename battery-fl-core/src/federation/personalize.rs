@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use super::config::{FederationConfig, Personalization};
 #[cfg(feature = "tch")]
 use super::job_seed;
+#[cfg(feature = "tch")]
+use crate::error::Error;
 use crate::error::Result;
-use crate::model::ModelParams;
 #[cfg(feature = "tch")]
 use crate::model::{BatLiNet, Dataset, Metrics, TrainOptions};
+use crate::model::{InputScales, LabelTransform, ModelParams};
 
 /// The models a fleet chooses among with [`Personalization::Auto`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -42,20 +44,78 @@ impl Candidate {
     }
 }
 
+/// A model a fleet uses: weights and the label transform and input scales they read labels
+/// and inputs with (the federation's shared ones, or with a local model the fleet's own).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetModel {
+    /// The weights.
+    pub params: ModelParams,
+    /// The label transform.
+    pub labels: LabelTransform,
+    /// The input scales.
+    pub scales: InputScales,
+}
+
+#[cfg(feature = "tch")]
+impl FleetModel {
+    /// `params` with the statistics `worker` holds (the federation's shared ones).
+    pub(crate) fn shared(worker: &BatLiNet, params: ModelParams) -> Result<Self> {
+        let missing = || {
+            Error::config(
+                "statistics",
+                "the worker has no label transform or input scales",
+            )
+        };
+        Ok(FleetModel {
+            params,
+            labels: worker.label_transform().ok_or_else(missing)?,
+            scales: worker.input_scales().cloned().ok_or_else(missing)?,
+        })
+    }
+
+    /// The weights and statistics of a trained `model`.
+    pub(crate) fn of(model: &BatLiNet) -> Result<Self> {
+        Self::shared(model, model.params()?)
+    }
+
+    /// Run `f` with this model loaded in `worker`; the worker's statistics are restored after.
+    pub(crate) fn with_loaded<R>(
+        &self,
+        worker: &mut BatLiNet,
+        f: impl FnOnce(&mut BatLiNet) -> Result<R>,
+    ) -> Result<R> {
+        let saved = (worker.label_transform(), worker.input_scales().cloned());
+        worker.set_input_scales(self.scales.clone())?;
+        worker.set_label_transform(self.labels);
+        let out = worker.set_params(&self.params).and_then(|()| f(worker));
+        if let (Some(labels), Some(scales)) = saved {
+            worker.set_label_transform(labels);
+            worker.set_input_scales(scales)?;
+        }
+        out
+    }
+
+    /// A stand-alone [`BatLiNet`] holding this model (built through `worker`).
+    pub fn to_batlinet(&self, worker: &mut BatLiNet) -> Result<BatLiNet> {
+        self.with_loaded(worker, |w| BatLiNet::from_bytes(&w.to_bytes()?))
+    }
+}
+
 /// One fleet's personal state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetState {
     /// Personal weights: with `head`, the fleet's own head (in a full set of weights); with
     /// `ditto` and `auto`, the fleet's Ditto model. `None` until the fleet first trains.
     pub personal: Option<ModelParams>,
-    /// With `auto`: the fleet's own model trained on its fitting cells (to validate) and on
-    /// all its training cells (to use).
-    pub local: Option<(ModelParams, ModelParams)>,
+    /// With `auto`: the fleet's own model, trained alone exactly as a fleet outside the
+    /// federation would (its own label transform and input scales), on its fitting cells (to
+    /// validate) and on all its training cells (to use).
+    pub local: Option<(FleetModel, FleetModel)>,
     /// With `auto`: the candidate the fleet chose on its validation cells, and each
     /// candidate's validation RMSE.
     pub choice: Option<(Candidate, BTreeMap<Candidate, f64>)>,
-    /// The weights the fleet uses now (after the last round).
-    pub current: Option<ModelParams>,
+    /// The model the fleet uses now (after the last round).
+    pub current: Option<FleetModel>,
 }
 
 /// True for the weights of the shared linear head (personal in `head` mode).
@@ -128,24 +188,43 @@ pub(crate) fn train_from(
 }
 
 #[cfg(feature = "tch")]
-/// RMSE of `params` on `targets` with references from `references`.
+/// RMSE of `model` on `targets` with references from `references`, and its predictions.
 pub(crate) fn rmse_of(
     worker: &mut BatLiNet,
-    params: &ModelParams,
+    model: &FleetModel,
     targets: &Dataset,
     references: &Dataset,
     k: usize,
     seed: u64,
 ) -> Result<(f64, Vec<f64>)> {
-    worker.set_params(params)?;
     let k = k.min(references.len()).max(1);
-    let selection = worker.config().selection;
-    let p = worker.predict_with(targets, references, k, selection, seed)?;
+    let p = model.with_loaded(worker, |w| {
+        let selection = w.config().selection;
+        w.predict_with(targets, references, k, selection, seed)
+    })?;
     Ok((Metrics::compute(&p, &targets.require_labels()?)?.rmse, p))
 }
 
+/// The candidate `auto` chooses from validation RMSEs: the lowest, except that a shared
+/// candidate replaces `local` only when it is at least `margin` (relative) lower.
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
+pub(crate) fn choose(scores: &BTreeMap<Candidate, f64>, margin: f64) -> Candidate {
+    let best = scores
+        .iter()
+        .filter(|(_, v)| v.is_finite())
+        .min_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+        .map_or(Candidate::Global, |(c, _)| *c);
+    // a shared candidate must win by the margin; a NaN local score never blocks it
+    let score = scores.get(&best).copied().unwrap_or(f64::NAN);
+    let clear_gain = |local: f64| score <= (1.0 - margin) * local || local.is_nan();
+    match scores.get(&Candidate::Local) {
+        Some(&local) if best != Candidate::Local && !clear_gain(local) => Candidate::Local,
+        _ => best,
+    }
+}
+
 #[cfg(feature = "tch")]
-/// The weights fleet `f` uses this round under `cfg.personalization`, given the new global
+/// The model fleet `f` uses this round under `cfg.personalization`, given the new global
 /// weights: its own for `head` and `ditto`, the global fine-tuned on its cells for
 /// `fine_tune`, the validated choice for `auto`.
 #[allow(clippy::too_many_arguments)]
@@ -159,103 +238,54 @@ pub(crate) fn personal_params(
     all_train: &Dataset,
     round: usize,
     fleet: usize,
-) -> Result<ModelParams> {
+) -> Result<FleetModel> {
     let epochs = cfg.personal_epochs.unwrap_or(cfg.local_epochs);
     let seed = job_seed(cfg.seed ^ 0x5EED_9E45, round, fleet);
-    match cfg.personalization {
-        Personalization::None => Ok(global.clone()),
-        Personalization::FineTune => train_from(worker, global, all_train, epochs, seed, None),
+    let params = match cfg.personalization {
+        Personalization::None => global.clone(),
+        Personalization::FineTune => train_from(worker, global, all_train, epochs, seed, None)?,
         Personalization::Head => match &state.personal {
-            Some(p) => with_head(global, p),
-            None => Ok(global.clone()),
+            Some(p) => with_head(global, p)?,
+            None => global.clone(),
         },
-        Personalization::Ditto => Ok(state.personal.clone().unwrap_or_else(|| global.clone())),
+        Personalization::Ditto => state.personal.clone().unwrap_or_else(|| global.clone()),
         Personalization::Auto => {
             let Some(val) = val else {
-                return Ok(global.clone());
+                return FleetModel::shared(worker, global.clone());
             };
             let k = cfg.inference_references;
             let tuned = train_from(worker, global, fit, epochs, seed, None)?;
             let ditto = state.personal.clone().unwrap_or_else(|| global.clone());
-            let mut scores = BTreeMap::new();
             let mut candidates = vec![
-                (Candidate::Global, global.clone()),
-                (Candidate::FineTune, tuned),
-                (Candidate::Ditto, ditto),
+                (
+                    Candidate::Global,
+                    FleetModel::shared(worker, global.clone())?,
+                ),
+                (Candidate::FineTune, FleetModel::shared(worker, tuned)?),
+                (Candidate::Ditto, FleetModel::shared(worker, ditto)?),
             ];
             if let Some((local_fit, _)) = &state.local {
                 candidates.push((Candidate::Local, local_fit.clone()));
             }
-            for (c, params) in &candidates {
-                scores.insert(*c, rmse_of(worker, params, val, fit, k, seed)?.0);
+            let mut scores = BTreeMap::new();
+            for (c, model) in &candidates {
+                scores.insert(*c, rmse_of(worker, model, val, fit, k, seed)?.0);
             }
-            let best = scores
-                .iter()
-                .min_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
-                .map_or(Candidate::Global, |(c, _)| *c);
+            let best = choose(&scores, cfg.auto_margin);
             state.choice = Some((best, scores));
             // the chosen kind, refit on all training cells where that is the fleet's to do
             match best {
-                Candidate::Local => Ok(state
-                    .local
-                    .as_ref()
-                    .map_or_else(|| global.clone(), |l| l.1.clone())),
-                Candidate::FineTune => train_from(worker, global, all_train, epochs, seed, None),
-                Candidate::Global => Ok(global.clone()),
-                Candidate::Ditto => Ok(state.personal.clone().unwrap_or_else(|| global.clone())),
+                Candidate::Local => match &state.local {
+                    Some((_, on_all)) => return Ok(on_all.clone()),
+                    None => global.clone(),
+                },
+                Candidate::FineTune => train_from(worker, global, all_train, epochs, seed, None)?,
+                Candidate::Global => global.clone(),
+                Candidate::Ditto => state.personal.clone().unwrap_or_else(|| global.clone()),
             }
         }
-    }
-}
-
-/// What [`personal_setup`] gives each fleet.
-#[cfg(feature = "tch")]
-pub(crate) struct Setup {
-    fit: Vec<Dataset>,
-    val: Vec<Option<Dataset>>,
-    states: Vec<FleetState>,
-}
-
-#[cfg(feature = "tch")]
-impl Setup {
-    /// Per fleet: the cells it federates on, its validation cells, its initial state.
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn into_parts(self) -> (Vec<Dataset>, Vec<Option<Dataset>>, Vec<FleetState>) {
-        (self.fit, self.val, self.states)
-    }
-}
-
-#[cfg(feature = "tch")]
-/// Per fleet: the cells it federates on, its validation cells, and its initial personal
-/// state (with `auto`, its own model trained on its fitting cells and on all of them, from
-/// the global initial weights and the shared statistics).
-pub(crate) fn personal_setup(
-    config: &FederationConfig,
-    worker: &mut BatLiNet,
-    initial: &ModelParams,
-    fleets: &[super::FleetData],
-) -> Result<Setup> {
-    let (mut fit, mut val, mut states) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, f) in fleets.iter().enumerate() {
-        let mut state = FleetState::default();
-        if config.personalization == Personalization::Auto && f.train.len() >= 2 {
-            let seed = job_seed(config.seed, 0, usize::MAX - 3 - i);
-            let (a, b) = validation_split(f.train.len(), config.validation_fraction, seed);
-            let (fit_cells, val_cells) = (f.train.subset(&a)?, f.train.subset(&b)?);
-            let epochs = worker.config().epochs;
-            let seed = job_seed(config.seed, 0, i);
-            let on_fit = train_from(worker, initial, &fit_cells, epochs, seed, None)?;
-            let on_all = train_from(worker, initial, &f.train, epochs, seed, None)?;
-            state.local = Some((on_fit, on_all));
-            fit.push(fit_cells);
-            val.push(Some(val_cells));
-        } else {
-            fit.push(f.train.clone());
-            val.push(None);
-        }
-        states.push(state);
-    }
-    Ok(Setup { fit, val, states })
+    };
+    FleetModel::shared(worker, params)
 }
 
 #[cfg(test)]
@@ -276,6 +306,24 @@ mod tests {
         zero_head(&mut d);
         assert_eq!(d.flatten(), vec![2.0, 2.0, 0.0, 0.0]);
         Ok(())
+    }
+
+    #[test]
+    fn auto_leaves_local_only_for_a_clear_gain() {
+        let scores = |local: f64, global: f64| {
+            BTreeMap::from([
+                (Candidate::Local, local),
+                (Candidate::Global, global),
+                (Candidate::Ditto, f64::NAN),
+            ])
+        };
+        assert_eq!(choose(&scores(100.0, 95.0), 0.1), Candidate::Local);
+        assert_eq!(choose(&scores(100.0, 89.0), 0.1), Candidate::Global);
+        assert_eq!(choose(&scores(100.0, 95.0), 0.0), Candidate::Global);
+        assert_eq!(choose(&scores(90.0, 95.0), 0.1), Candidate::Local);
+        // without a local candidate (a fleet with one cell) the lowest wins
+        let no_local = BTreeMap::from([(Candidate::Global, 3.0), (Candidate::FineTune, 2.0)]);
+        assert_eq!(choose(&no_local, 0.1), Candidate::FineTune);
     }
 
     #[cfg(feature = "tch")]

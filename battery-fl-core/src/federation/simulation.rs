@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use rand::seq::index::sample;
 
 use super::config::{FederationConfig, Personalization, Strategy};
+use super::fleet::FleetClient;
 use super::labels::{federated_label_transform, secure_sum, LabelStats};
-use super::personalize::{
-    personal_params, personal_setup, rmse_of, train_from, with_head, zero_head, FleetState,
-};
+use super::personalize::{rmse_of, FleetModel, FleetState};
 use super::state::{CoordinatorState, RoundRecord};
 use super::{cluster_fleets, job_seed, FleetSummary};
 use crate::aggregate::{
@@ -21,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
 use crate::model::{
     BatLiNet, BatLiNetConfig, Dataset, InputScales, InputStats, LabelTransform, Metrics,
-    ModelParams, TrainOptions,
+    ModelParams,
 };
 use crate::secagg::simulate_round;
 
@@ -42,10 +41,8 @@ pub struct FleetData {
 pub struct Simulation {
     config: FederationConfig,
     fleets: Vec<FleetData>,
-    /// Per fleet: the cells it trains on in the federation (all its training cells, or with
-    /// `auto` personalization those not held out) and its validation cells (`auto` only).
-    fit: Vec<Dataset>,
-    val: Vec<Option<Dataset>>,
+    /// Per fleet: its side of each round (local training, personal model).
+    clients: Vec<FleetClient>,
     worker: BatLiNet,
     state: CoordinatorState,
     checkpoint: Option<PathBuf>,
@@ -119,8 +116,15 @@ impl Simulation {
         worker.set_label_transform(labels);
         worker.set_input_scales(scales)?;
         let global = worker.params()?;
-        let (fit, val, fleet_state) =
-            personal_setup(&config, &mut worker, &global, &fleets)?.into_parts();
+        let clients = fleets
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FleetClient::new(&config, i, f.train.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let fleet_state = clients
+            .iter()
+            .map(|c| c.initial_state(&worker))
+            .collect::<Result<Vec<_>>>()?;
         let fleet_group = match &config.clustering {
             Some(c) => {
                 let summaries = fleets
@@ -167,8 +171,7 @@ impl Simulation {
         Ok(Simulation {
             config,
             fleets,
-            fit,
-            val,
+            clients,
             worker,
             state,
             checkpoint: None,
@@ -327,49 +330,9 @@ impl Simulation {
                 });
             }
             let received = self.start_params(f).clone();
-            let start = match (cfg.personalization, &personal[f].personal) {
-                (Personalization::Head, Some(own)) => with_head(&received, own)?,
-                _ => received.clone(),
-            };
-            self.worker.set_params(&start)?;
-            let mu = cfg.proximal_mu();
-            let opts = TrainOptions {
-                epochs: Some(cfg.local_epochs),
-                seed: Some(job_seed(cfg.seed, r, f)),
-                mu,
-                global: (mu > 0.0).then(|| start.clone()),
-                ..Default::default()
-            };
-            self.worker.train(&self.fit[f], &opts)?;
-            let trained = self.worker.params()?;
-            let mut delta = trained.sub(&start)?;
-            match cfg.personalization {
-                Personalization::Head => {
-                    zero_head(&mut delta); // the head stays home: only encoders are federated
-                    personal[f].personal = Some(trained);
-                }
-                Personalization::Ditto | Personalization::Auto => {
-                    // Ditto: the personal model trains with a pull of strength lambda toward
-                    // the global model of this round
-                    let own = personal[f]
-                        .personal
-                        .clone()
-                        .unwrap_or_else(|| received.clone());
-                    let seed = job_seed(cfg.seed ^ 0xD1770, r, f);
-                    let pull = Some((cfg.ditto_lambda, &received));
-                    let fit = &self.fit[f];
-                    personal[f].personal = Some(train_from(
-                        &mut self.worker,
-                        &own,
-                        fit,
-                        cfg.local_epochs,
-                        seed,
-                        pull,
-                    )?);
-                }
-                Personalization::None | Personalization::FineTune => {}
-            }
-            let mut weight = self.fit[f].len() as u64;
+            let update = self.clients[f].train(&mut self.worker, &received, &mut personal[f], r)?;
+            let mut delta = update.delta;
+            let mut weight = update.num_examples;
             if let (Some(rn), Some(noise)) = (&round_noise, noise.as_mut()) {
                 unclipped.push(clip_l2(&mut delta, rn.clipping_norm)?.unclipped());
                 rn.add_client_noise(&mut delta, noise)?;
@@ -526,32 +489,14 @@ impl Simulation {
                 Some(&g) => &groups[g],
                 None => global,
             };
-            let params = personal_params(
-                &self.config,
-                &mut self.worker,
-                received,
-                state,
-                &self.fit[f],
-                self.val[f].as_ref(),
-                &self.fleets[f].train,
-                round,
-                f,
-            )?;
+            let model = self.clients[f].personal_model(&mut self.worker, received, state, round)?;
             let fleet = &self.fleets[f];
             let k = self.config.inference_references;
             let seed = job_seed(self.config.seed, round, f);
-            let (rmse, p) = rmse_of(
-                &mut self.worker,
-                &params,
-                &fleet.test,
-                &fleet.train,
-                k,
-                seed,
-            )?;
+            let (rmse, p) = rmse_of(&mut self.worker, &model, &fleet.test, &fleet.train, k, seed)?;
             per_fleet.insert(fleet.id.clone(), rmse);
             preds.extend(p);
             truth.extend(fleet.test.require_labels()?);
-            state.current = Some(params);
         }
         Ok((Metrics::compute(&preds, &truth)?.rmse, per_fleet))
     }
@@ -562,12 +507,11 @@ impl Simulation {
         let f = self
             .fleet_index(fleet_id)
             .ok_or_else(|| Error::config("fleet_id", format!("no fleet {fleet_id:?}")))?;
-        let params = match self.state.fleets.get(f).and_then(|s| s.current.clone()) {
-            Some(p) => p,
-            None => self.start_params(f).clone(),
+        let model = match self.state.fleets.get(f).and_then(|s| s.current.clone()) {
+            Some(m) => m,
+            None => FleetModel::shared(&self.worker, self.start_params(f).clone())?,
         };
-        self.worker.set_params(&params)?;
-        BatLiNet::from_bytes(&self.worker.to_bytes()?)
+        model.to_batlinet(&mut self.worker)
     }
 
     fn fleet_index(&self, id: &str) -> Option<usize> {

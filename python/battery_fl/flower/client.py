@@ -1,4 +1,5 @@
-"""The ClientApp side: local training, evaluation and statistics on a fleet's own cells.
+"""The ClientApp side: local training, personalization, evaluation and statistics on a
+fleet's own cells.
 
 Every handler reads the fleet's cells from the SuperNode's node config
 (:func:`~battery_fl.flower.settings.load_fleet`) and the model from the server's message
@@ -7,18 +8,32 @@ needs nothing but its data and ``battery_fl``. Messages and replies:
 
 - ``query.stats``: the server sends ``config`` (model, featurizer); the node replies with
   ``arrays``, one float64 vector ``[count, Σ ln L, Σ (ln L)², input statistics..]``.
-- ``train``: the server sends ``arrays`` (global weights) and ``config``; the node replies
-  with ``arrays`` (its local weights) and ``metrics`` (``num-examples``, ``train-loss``).
+- ``train``: the server sends ``arrays`` (global weights) and ``config``; the node trains
+  with :class:`battery_fl.FleetClient` (the code :class:`battery_fl.Simulation` runs for
+  each fleet) and replies with ``arrays`` (the weights it sends: received + its update; with
+  ``head`` personalization the head is the received one) and ``metrics`` (``num-examples``,
+  the cells it trained on).
 - ``evaluate``: the server sends ``arrays`` and ``config``; the node replies with
-  ``metrics`` (``rmse`` in cycles on its test cells, ``num-examples``).
+  ``metrics``: ``rmse`` (cycles, the global model on its test cells), ``personalized-rmse``
+  (its own model, :meth:`battery_fl.FleetClient.personal_model`; ``rmse`` again with
+  personalization ``none``) and ``num-examples`` (its test cells).
 
-``train`` config keys: ``server-round``, ``seed`` (local training uses
-``job_seed(seed, server-round, fleet index)``, as :class:`battery_fl.Simulation` does),
-``local-epochs``, ``proximal-mu`` (FedProx term when > 0), ``label-mean``/``label-std``,
-``input-scales-a``/``input-scales-b`` and, for DP, ``dp-clipping-norm`` (the update
-``w_local - w_global`` is clipped to it) and ``dp-noise-std`` (Gaussian noise each node adds).
-These come from the server; a node that does not trust it pins a floor in its own node
-config (:func:`dp_floor`) and refuses rounds below it.
+Config keys of both: ``server-round``, ``seed`` (training uses ``job_seed(seed,
+server-round, fleet index)``, evaluation the same seed for its references, as
+:class:`battery_fl.Simulation`), ``local-epochs``, ``proximal-mu`` (FedProx term when > 0),
+``label-mean``/``label-std``, ``input-scales-a``/``input-scales-b``,
+``inference-references``, ``personalization`` (``none``, ``fine_tune``, ``head``,
+``ditto``, ``auto``), ``ditto-lambda``, ``personal-epochs`` (0: ``local-epochs``),
+``validation-fraction`` (the share of its training cells an ``auto`` node holds out) and,
+for DP in ``train``, ``dp-clipping-norm`` (the update ``sent - received`` is clipped to it)
+and ``dp-noise-std`` (Gaussian noise each node adds). These come from the server; a node that
+does not trust it pins a floor in its own node config (:func:`dp_floor`) and refuses rounds
+below it.
+
+A node's personal state (its own head, Ditto model or ``auto`` choice: the state bytes of
+:class:`battery_fl.FleetClient`) stays in its ``Context.state`` under
+:data:`PERSONAL_STATE_KEY` and is never sent; the node's first ``train`` or ``evaluate``
+message of a run creates it (:meth:`battery_fl.FleetClient.initial_state`).
 
 >>> from flwr.clientapp import ClientApp
 >>> isinstance(make_client_app(), ClientApp)
@@ -37,22 +52,43 @@ from flwr.clientapp.typing import Mod
 
 import battery_fl
 from battery_fl import dp
-from battery_fl.flower.settings import FleetCells, config_error, load_fleet, model_from_config
+from battery_fl.flower.settings import (
+    CORE_DEFAULTS,
+    FleetCells,
+    config_error,
+    load_fleet,
+    model_from_config,
+)
 
 __all__ = [
+    "PERSONAL_STATE_KEY",
     "STATS_ACTION",
     "app",
     "dp_floor",
     "evaluate",
+    "fleet_client",
     "fleet_statistics",
     "make_client_app",
     "query_statistics",
     "train",
-    "train_fleet",
 ]
 
 #: The ``query`` action that returns a fleet's statistics (``query.stats``).
 STATS_ACTION = "stats"
+#: ConfigRecord in a node's ``Context.state``: its personal state (``state``, the bytes of
+#: :class:`battery_fl.FleetClient`), which never leaves the node.
+PERSONAL_STATE_KEY = "bfl-personal-state"
+#: Server config keys a node passes to :class:`battery_fl.FleetClient`, with their core
+#: names (a key the server did not send takes the core default).
+_FLEET_SETTINGS = {
+    "local-epochs": "local_epochs",
+    "seed": "seed",
+    "inference-references": "inference_references",
+    "personalization": "personalization",
+    "ditto-lambda": "ditto_lambda",
+    "personal-epochs": "personal_epochs",
+    "validation-fraction": "validation_fraction",
+}
 
 
 def fleet_statistics(model: battery_fl.BatLiNet, cells: Sequence[battery_fl.Cell]) -> np.ndarray:
@@ -108,40 +144,73 @@ def _arrays(msg: Message) -> list[np.ndarray]:
     return record.to_numpy_ndarrays()
 
 
-def train_fleet(
-    model: battery_fl.BatLiNet,
-    fleet: FleetCells,
-    global_parameters: Sequence[np.ndarray],
-    *,
-    server_round: int,
-    seed: int,
-    epochs: int,
-    mu: float = 0.0,
-    clipping_norm: float = 0.0,
-    noise_std: float = 0.0,
-) -> tuple[list[np.ndarray], float]:
-    """One node's local training: start from ``global_parameters``, train ``epochs`` epochs
-    on the fleet's training cells with seed ``job_seed(seed, server_round, fleet.index)``
-    (FedProx term ``mu``), then optionally clip the update ``w_local - w_global`` to L2 norm
-    ``clipping_norm`` and add ``N(0, noise_std²)`` to it (our DP). Returns the new weights and
-    the last epoch's loss. Pure Python API: the in-process reference of the Flower tests.
+def fleet_client(config: Mapping[str, object], fleet: FleetCells, model: battery_fl.BatLiNet) -> battery_fl.FleetClient:
+    """The fleet's :class:`battery_fl.FleetClient` for the server's ``config`` (see the
+    module docs; keys it does not carry take the core defaults) and ``model`` (the
+    architecture and shared statistics the server described).
+
+    >>> import battery_fl
+    >>> from battery_fl.flower.settings import load_fleet
+    >>> fleet = load_fleet({"synthetic-fleet": 0, "synthetic-cells": 5, "synthetic-cycles": 12})
+    >>> model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(cycles=12, interp_dim=8),
+    ...                             conv_channels=4, progress=False)
+    >>> fleet_client({"personalization": "auto", "validation-fraction": 0.2}, fleet, model).fit_cells
+    4
     """
-    model.set_parameters(list(global_parameters))
-    losses = model.train(
-        fleet.train,
-        epochs=epochs,
-        seed=battery_fl.job_seed(seed, server_round, fleet.index),
-        mu=mu,
-        global_parameters=list(global_parameters) if mu > 0 else None,
-    )
-    params = model.get_parameters()
-    if clipping_norm > 0:
-        delta = [p - g for p, g in zip(params, global_parameters, strict=True)]
-        delta = dp.clip(delta, clipping_norm)
-        if noise_std > 0:
-            delta = dp.add_noise(delta, noise_std)
-        params = [(g + d).astype(np.float32) for g, d in zip(global_parameters, delta, strict=True)]
-    return params, float(losses[-1]) if losses else math.nan
+    settings: dict[str, object] = {
+        core: config[key] for key, core in _FLEET_SETTINGS.items() if key in config
+    }
+    if settings.get("personal_epochs") == 0:
+        settings["personal_epochs"] = None
+    # the server sends the FedProx term only when its strategy is FedProx (else 0); the
+    # strategy matters to a node for that term alone
+    mu = float(config.get("proximal-mu", 0.0))  # type: ignore[arg-type]
+    settings["strategy"] = "fed_prox" if mu > 0 else "fed_avg"
+    settings["proximal_mu"] = mu
+    return battery_fl.FleetClient(settings, fleet.index, model, fleet.train)
+
+
+def _personalizes(config: Mapping[str, object]) -> bool:
+    return str(config.get("personalization", CORE_DEFAULTS["personalization"])) != "none"
+
+
+def _personal_state(
+    context: Context, config: Mapping[str, object], client: battery_fl.FleetClient, model: battery_fl.BatLiNet
+) -> bytes:
+    """The node's personal state: kept in ``Context.state``, or new. Without
+    personalization there is none to keep (empty bytes)."""
+    if not _personalizes(config):
+        return b""
+    record = context.state.get(PERSONAL_STATE_KEY)
+    if isinstance(record, ConfigRecord) and "state" in record:
+        return bytes(record["state"])  # type: ignore[arg-type]
+    return client.initial_state(model)
+
+
+def _keep_personal_state(context: Context, config: Mapping[str, object], state: bytes) -> None:
+    if _personalizes(config):
+        context.state[PERSONAL_STATE_KEY] = ConfigRecord({"state": state})
+
+
+def _privatize(
+    sent: list[np.ndarray], received: list[np.ndarray], clipping_norm: float, noise_std: float
+) -> list[np.ndarray]:
+    """Our DP on a node: clip the update ``sent - received`` to L2 norm ``clipping_norm`` and
+    add ``N(0, noise_std²)`` to it; ``sent`` as is when ``clipping_norm`` is 0."""
+    if clipping_norm <= 0:
+        return sent
+    delta = [p - g for p, g in zip(sent, received, strict=True)]
+    delta = dp.clip(delta, clipping_norm)
+    if noise_std > 0:
+        delta = dp.add_noise(delta, noise_std)
+    return [(g + d).astype(np.float32) for g, d in zip(received, delta, strict=True)]
+
+
+def _rmse(model: battery_fl.BatLiNet, fleet: FleetCells, k: int, seed: int) -> float:
+    """RMSE (cycles) of ``model`` on the fleet's test cells, its training cells as references."""
+    predicted = model.predict(fleet.test, references=fleet.train, k=k, seed=seed)
+    truth = np.array([c.cycle_life() or math.nan for c in fleet.test], dtype=np.float64)
+    return float(np.sqrt(np.mean((predicted - truth) ** 2)))
 
 
 def dp_floor(node_config: Mapping[str, object]) -> dp.DpFloor | None:
@@ -166,8 +235,9 @@ def dp_floor(node_config: Mapping[str, object]) -> dp.DpFloor | None:
 
 
 def train(msg: Message, context: Context) -> Message:
-    """The ``train`` handler: local training on this node's fleet (see the module docs). A
-    node whose own config pins a DP floor (:func:`dp_floor`) refuses
+    """The ``train`` handler: local training on this node's fleet with
+    :meth:`battery_fl.FleetClient.train`, its personal state kept in ``Context.state`` (see
+    the module docs). A node whose own config pins a DP floor (:func:`dp_floor`) refuses
     (:class:`battery_fl.PrivacyError`) a round that clips less or asks it for less noise."""
     config = _config(msg)
     floor = dp_floor(context.node_config)
@@ -179,38 +249,48 @@ def train(msg: Message, context: Context) -> Message:
     fleet = load_fleet(context.node_config)
     if not fleet.train:
         raise config_error("node-config", "the fleet has no training cells")
-    global_parameters = _arrays(msg)
-    params, loss = train_fleet(
-        _model(config),
-        fleet,
-        global_parameters,
-        server_round=int(config.get("server-round", 1)),  # type: ignore[arg-type]
-        seed=int(config.get("seed", 0)),  # type: ignore[arg-type]
-        epochs=int(config.get("local-epochs", 1)),  # type: ignore[arg-type]
-        mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
-        clipping_norm=float(config.get("dp-clipping-norm", 0.0)),  # type: ignore[arg-type]
-        noise_std=float(config.get("dp-noise-std", 0.0)),  # type: ignore[arg-type]
+    received = _arrays(msg)
+    model = _model(config)
+    client = fleet_client(config, fleet, model)
+    state = _personal_state(context, config, client, model)
+    server_round = int(config.get("server-round", 1))  # type: ignore[arg-type]
+    sent, examples, state = client.train(model, received, state, server_round)
+    _keep_personal_state(context, config, state)
+    sent = _privatize(
+        sent,
+        received,
+        float(config.get("dp-clipping-norm", 0.0)),  # type: ignore[arg-type]
+        float(config.get("dp-noise-std", 0.0)),  # type: ignore[arg-type]
     )
-    metrics = MetricRecord({"num-examples": len(fleet.train), "train-loss": loss})
-    return Message(RecordDict({"arrays": ArrayRecord(params), "metrics": metrics}), reply_to=msg)
+    metrics = MetricRecord({"num-examples": examples})
+    return Message(RecordDict({"arrays": ArrayRecord(sent), "metrics": metrics}), reply_to=msg)
 
 
 def evaluate(msg: Message, context: Context) -> Message:
-    """The ``evaluate`` handler: RMSE (cycles) of the global model on the fleet's test cells,
-    with its training cells as references (``inference-references`` of them at most)."""
+    """The ``evaluate`` handler: RMSE (cycles) on the fleet's test cells, with its training
+    cells as references (``inference-references`` of them at most), of the global model
+    (``rmse``) and of the fleet's own model (``personalized-rmse``,
+    :meth:`battery_fl.FleetClient.personal_model`, its personal state kept in
+    ``Context.state``)."""
     config = _config(msg)
     fleet = load_fleet(context.node_config)
     if not fleet.test or not fleet.train:
         raise config_error("node-config", "evaluation needs test cells and training cells")
     model = _model(config)
-    model.set_parameters(_arrays(msg))
-    k = min(int(config.get("inference-references", 16)), len(fleet.train))  # type: ignore[arg-type]
+    received = _arrays(msg)
+    model.set_parameters(received)
+    default_k = CORE_DEFAULTS["inference_references"]
+    k = min(int(config.get("inference-references", default_k)), len(fleet.train))  # type: ignore[arg-type]
     r = int(config.get("server-round", 0))  # type: ignore[arg-type]
     seed = battery_fl.job_seed(int(config.get("seed", 0)), r, fleet.index)  # type: ignore[arg-type]
-    predicted = model.predict(fleet.test, references=fleet.train, k=k, seed=seed)
-    truth = np.array([c.cycle_life() or math.nan for c in fleet.test], dtype=np.float64)
-    rmse = float(np.sqrt(np.mean((predicted - truth) ** 2)))
-    metrics = MetricRecord({"rmse": rmse, "num-examples": len(fleet.test)})
+    rmse = personalized = _rmse(model, fleet, k, seed)
+    if _personalizes(config):
+        client = fleet_client(config, fleet, model)
+        state = _personal_state(context, config, client, model)
+        own, state = client.personal_model(model, received, state, r)
+        _keep_personal_state(context, config, state)
+        personalized = _rmse(own, fleet, k, seed)
+    metrics = MetricRecord({"rmse": rmse, "personalized-rmse": personalized, "num-examples": len(fleet.test)})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 

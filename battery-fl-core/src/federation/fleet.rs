@@ -1,0 +1,181 @@
+//! A fleet's side of a round: its local training and the model it ends with. The in-process
+//! [`Simulation`](super::Simulation) runs one [`FleetClient`] per fleet; a Flower node runs
+//! the same code through the Python binding, with the [`FleetState`] kept in the node's own
+//! state (it never leaves the fleet).
+
+use super::config::{FederationConfig, Personalization};
+use super::job_seed;
+use super::personalize::{
+    personal_params, train_from, validation_split, with_head, zero_head, FleetModel, FleetState,
+};
+use crate::error::{Error, Result};
+use crate::model::{BatLiNet, Dataset, ModelParams, TrainOptions};
+
+/// What a fleet sends after local training: its update and the weight it claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalUpdate {
+    /// Trained minus received weights (with `head` personalization the head entries are
+    /// zero: the head stays home).
+    pub delta: ModelParams,
+    /// Cells the fleet trained on (its FedAvg weight).
+    pub num_examples: u64,
+}
+
+/// One fleet's training cells, split for `auto` personalization, and the federation settings
+/// it trains with.
+///
+/// With [`Personalization::Auto`], a `validation_fraction` of the training cells (a seeded,
+/// deterministic choice) is held out to choose the fleet's model; the rest are the cells
+/// the fleet federates on. Every other mode federates on all training cells.
+#[derive(Debug, Clone)]
+pub struct FleetClient {
+    config: FederationConfig,
+    index: usize,
+    train: Dataset,
+    fit: Dataset,
+    val: Option<Dataset>,
+}
+
+impl FleetClient {
+    /// The fleet at position `index` (its seeds depend on it) with its labelled training
+    /// cells, which also serve as its inference references.
+    pub fn new(config: &FederationConfig, index: usize, train: Dataset) -> Result<Self> {
+        if train.is_empty() {
+            return Err(Error::NotEnoughData {
+                what: format!("training cells of fleet {index}"),
+                needed: 1,
+                got: 0,
+            });
+        }
+        train.require_labels()?;
+        let (fit, val) = if config.personalization == Personalization::Auto && train.len() >= 2 {
+            let seed = job_seed(config.seed, 0, usize::MAX - 3 - index);
+            let (a, b) = validation_split(train.len(), config.validation_fraction, seed);
+            (train.subset(&a)?, Some(train.subset(&b)?))
+        } else {
+            (train.clone(), None)
+        };
+        Ok(FleetClient {
+            config: config.clone(),
+            index,
+            train,
+            fit,
+            val,
+        })
+    }
+
+    /// The fleet's initial personal state: with `auto`, its own model trained alone exactly
+    /// as it would train outside the federation (a fresh `worker`-shaped model, its own label
+    /// transform and input scales, the model's epochs and seed), on its fitting cells, to
+    /// validate, and on all its training cells, to use; empty otherwise.
+    pub fn initial_state(&self, worker: &BatLiNet) -> Result<FleetState> {
+        let mut state = FleetState::default();
+        if self.val.is_some() {
+            let alone = |cells: &Dataset| -> Result<FleetModel> {
+                let mut m = BatLiNet::new(
+                    worker.config().clone(),
+                    worker.featurizer_config().clone(),
+                    cells.shape,
+                )?;
+                m.fit(cells)?;
+                FleetModel::of(&m)
+            };
+            state.local = Some((alone(&self.fit)?, alone(&self.train)?));
+        }
+        Ok(state)
+    }
+
+    /// The cells the fleet federates on.
+    pub fn fit_cells(&self) -> &Dataset {
+        &self.fit
+    }
+
+    /// All its training cells (its inference references).
+    pub fn train_cells(&self) -> &Dataset {
+        &self.train
+    }
+
+    /// Local training in round `round` from the `received` weights (the global or the
+    /// fleet's group model): `local_epochs` epochs on the fitting cells with FedProx's
+    /// proximal term when the strategy asks for it. The personal part is updated in `state`:
+    /// with `head` the trained head stays home (its delta is zeroed); with `ditto` and `auto`
+    /// the fleet's Ditto model trains with a pull of strength `ditto_lambda` toward
+    /// `received`. On error `state` is unchanged.
+    pub fn train(
+        &self,
+        worker: &mut BatLiNet,
+        received: &ModelParams,
+        state: &mut FleetState,
+        round: usize,
+    ) -> Result<LocalUpdate> {
+        let cfg = &self.config;
+        let start = match (cfg.personalization, &state.personal) {
+            (Personalization::Head, Some(own)) => with_head(received, own)?,
+            _ => received.clone(),
+        };
+        worker.set_params(&start)?;
+        let mu = cfg.local_proximal_mu();
+        let opts = TrainOptions {
+            epochs: Some(cfg.local_epochs),
+            seed: Some(job_seed(cfg.seed, round, self.index)),
+            mu,
+            global: (mu > 0.0).then(|| start.clone()),
+            ..Default::default()
+        };
+        worker.train(&self.fit, &opts)?;
+        let trained = worker.params()?;
+        let mut delta = trained.sub(&start)?;
+        let personal = match cfg.personalization {
+            Personalization::Head => {
+                zero_head(&mut delta);
+                Some(trained)
+            }
+            Personalization::Ditto | Personalization::Auto => {
+                let own = state.personal.as_ref().unwrap_or(received);
+                let seed = job_seed(cfg.seed ^ 0xD1770, round, self.index);
+                let pull = Some((cfg.ditto_lambda, received));
+                Some(train_from(
+                    worker,
+                    own,
+                    &self.fit,
+                    cfg.local_epochs,
+                    seed,
+                    pull,
+                )?)
+            }
+            Personalization::None | Personalization::FineTune => None,
+        };
+        if personal.is_some() {
+            state.personal = personal;
+        }
+        Ok(LocalUpdate {
+            delta,
+            num_examples: self.fit.len() as u64,
+        })
+    }
+
+    /// The model the fleet uses after round `round`, given the `received` weights (see
+    /// [`Personalization`]); also kept as `state.current`. With `none` it is `received` with
+    /// the shared statistics.
+    pub fn personal_model(
+        &self,
+        worker: &mut BatLiNet,
+        received: &ModelParams,
+        state: &mut FleetState,
+        round: usize,
+    ) -> Result<FleetModel> {
+        let model = personal_params(
+            &self.config,
+            worker,
+            received,
+            state,
+            &self.fit,
+            self.val.as_ref(),
+            &self.train,
+            round,
+            self.index,
+        )?;
+        state.current = Some(model.clone());
+        Ok(model)
+    }
+}

@@ -1,0 +1,159 @@
+//! `battery_fl.FleetClient`: a fleet's side of a federated round (core
+//! `federation::FleetClient`), for nodes that run rounds outside `Simulation` (Flower). The
+//! personal state travels in and out as bytes, so a node can keep it in its own state.
+
+use battery_fl_core::features::Featurizer;
+use battery_fl_core::federation::{FederationConfig, FleetClient, FleetState};
+use battery_fl_core::model::{BatLiNet, Dataset, ModelParams};
+use battery_fl_core::{data::LabelConfig, Error};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::conversion::{arrays_from_params, bytes, config_from_dict, named, tensors, ArrayIn};
+use crate::data::{cell_refs, owned_cells, PyBatteryCell};
+use crate::model::PyBatLiNet;
+
+/// A fleet's side of each round: local training (FedProx term, personal head or Ditto model)
+/// and the model the fleet ends with, as :class:`Simulation` runs them for every fleet.
+///
+/// ``config`` is a dict of federation settings (the keys of
+/// :meth:`Simulation.default_config`, defaults for the rest); ``index`` is the fleet's
+/// position (its seeds depend on it); ``model`` carries the architecture, the shared label
+/// transform and input scales; ``train`` are the fleet's labelled cells. The personal state
+/// (bytes, never sent anywhere) goes in and out of each call.
+///
+/// >>> import battery_fl
+/// >>> from battery_fl import synthetic
+/// >>> cells = synthetic.generate_fleets(fleets=1, cells_per_fleet=4, cycles=12, seed=1)[0].cells
+/// >>> model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(cycles=12, interp_dim=8),
+/// ...                             conv_channels=4, epochs=1, batch_size=2, progress=False)
+/// >>> model.set_statistics(*model.local_statistics(cells))  # the federation's, in a real run
+/// >>> client = battery_fl.FleetClient({"personalization": "ditto", "local_epochs": 1}, 0, model, cells)
+/// >>> start = model.get_parameters()
+/// >>> state = client.initial_state(model)
+/// >>> params, n, state = client.train(model, start, state, 1)
+/// >>> personal, state = client.personal_model(model, params, state, 1)
+/// >>> n, len(personal.get_parameters()) == len(start)
+/// (4, True)
+#[pyclass(frozen, name = "FleetClient", module = "battery_fl")]
+#[derive(Debug)]
+pub struct PyFleetClient {
+    inner: FleetClient,
+}
+
+fn state_from(data: &[u8]) -> Result<FleetState, Error> {
+    if data.is_empty() {
+        return Ok(FleetState::default());
+    }
+    serde_json::from_slice(data).map_err(|e| Error::Parse {
+        path: "fleet state".into(),
+        reason: e.to_string(),
+    })
+}
+
+fn state_bytes(state: &FleetState) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(state).map_err(|e| Error::Parse {
+        path: "fleet state".into(),
+        reason: e.to_string(),
+    })
+}
+
+fn params_like(m: &BatLiNet, arrays: crate::conversion::Tensors) -> Result<ModelParams, Error> {
+    named(m.params()?.names().map(String::from).collect(), arrays)
+}
+
+#[pymethods]
+impl PyFleetClient {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        config: &Bound<'_, PyDict>,
+        index: usize,
+        model: &PyBatLiNet,
+        train: Vec<Bound<'_, PyBatteryCell>>,
+    ) -> PyResult<Self> {
+        let config: FederationConfig = config_from_dict(config, "config")?;
+        let cells = cell_refs(&train);
+        let inner = model.with(py, |m| {
+            let featurizer = Featurizer::new(m.featurizer_config().clone())?;
+            let ds = Dataset::for_config(
+                &owned_cells(&cells),
+                &featurizer,
+                m.config(),
+                &LabelConfig::default(),
+            )?;
+            FleetClient::new(&config, index, ds)
+        })?;
+        Ok(PyFleetClient { inner })
+    }
+
+    /// The fleet's first personal state (bytes): with ``auto`` personalization its own
+    /// models, trained alone on its cells as ``model`` would train (this takes two full
+    /// trainings); empty otherwise.
+    fn initial_state<'py>(
+        &self,
+        py: Python<'py>,
+        model: &PyBatLiNet,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let data = model.with(py, |m| state_bytes(&self.inner.initial_state(m)?))?;
+        Ok(bytes(py, &data))
+    }
+
+    /// Local training in round ``server_round`` from ``global_parameters``: returns the
+    /// weights to send (received + update; with ``head`` the head is the received one), the
+    /// number of cells trained on and the new personal state.
+    fn train<'py>(
+        &self,
+        py: Python<'py>,
+        model: &PyBatLiNet,
+        global_parameters: Vec<ArrayIn<'_>>,
+        state: &[u8],
+        server_round: usize,
+    ) -> PyResult<(Bound<'py, PyList>, u64, Bound<'py, PyBytes>)> {
+        let received = tensors(&global_parameters);
+        let (params, n, data) = model.with(py, |m| {
+            let received = params_like(m, received)?;
+            let mut state = state_from(state)?;
+            let update = self.inner.train(m, &received, &mut state, server_round)?;
+            Ok((
+                received.add(&update.delta)?,
+                update.num_examples,
+                state_bytes(&state)?,
+            ))
+        })?;
+        Ok((arrays_from_params(py, &params)?, n, bytes(py, &data)))
+    }
+
+    /// The model the fleet uses after round ``server_round`` given the received
+    /// ``global_parameters`` (its personalized model, a new :class:`BatLiNet` with the label
+    /// transform and input scales it reads with), and the new personal state.
+    fn personal_model<'py>(
+        &self,
+        py: Python<'py>,
+        model: &PyBatLiNet,
+        global_parameters: Vec<ArrayIn<'_>>,
+        state: &[u8],
+        server_round: usize,
+    ) -> PyResult<(PyBatLiNet, Bound<'py, PyBytes>)> {
+        let received = tensors(&global_parameters);
+        let (own, data) = model.with(py, |m| {
+            let received = params_like(m, received)?;
+            let mut state = state_from(state)?;
+            let own = self
+                .inner
+                .personal_model(m, &received, &mut state, server_round)?;
+            Ok((own.to_batlinet(m)?, state_bytes(&state)?))
+        })?;
+        Ok((PyBatLiNet::wrap(own), bytes(py, &data)))
+    }
+
+    /// The number of cells the fleet federates on (with ``auto``, those not held out).
+    #[getter]
+    fn fit_cells(&self) -> usize {
+        self.inner.fit_cells().len()
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyFleetClient>()
+}
