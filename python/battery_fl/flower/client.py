@@ -24,7 +24,8 @@ server-round, fleet index)``, evaluation the same seed for its references, as
 ``label-mean``/``label-std``, ``input-scales-a``/``input-scales-b``,
 ``inference-references``, ``personalization`` (``none``, ``fine_tune``, ``head``,
 ``ditto``, ``auto``), ``ditto-lambda``, ``personal-epochs`` (0: ``local-epochs``),
-``validation-fraction`` (the share of its training cells an ``auto`` node holds out) and,
+``validation-fraction`` (the share of its training cells an ``auto`` node holds out),
+``auto-margin`` (the validation gain an ``auto`` node needs to leave its own model) and,
 for DP in ``train``, ``dp-clipping-norm`` (the update ``sent - received`` is clipped to it)
 and ``dp-noise-std`` (Gaussian noise each node adds). These come from the server; a node that
 does not trust it pins a floor in its own node config (:func:`dp_floor`) and refuses rounds
@@ -88,6 +89,7 @@ _FLEET_SETTINGS = {
     "ditto-lambda": "ditto_lambda",
     "personal-epochs": "personal_epochs",
     "validation-fraction": "validation_fraction",
+    "auto-margin": "auto_margin",
 }
 
 

@@ -139,6 +139,7 @@ def _train_config(model: battery_fl.BatLiNet, settings: FederationSettings) -> C
             "ditto-lambda": settings.ditto_lambda,
             "personal-epochs": settings.personal_epochs or 0,
             "validation-fraction": settings.validation_fraction,
+            "auto-margin": settings.auto_margin,
         }
     )
 

@@ -85,6 +85,7 @@ SHARED_SETTINGS = {
     "ditto_lambda": "ditto_lambda",
     "personal_epochs": "personal_epochs",
     "validation_fraction": "validation_fraction",
+    "auto_margin": "auto_margin",
 }
 
 #: Personalization modes, as in :class:`battery_fl.Simulation` (``personalization``).
@@ -143,8 +144,8 @@ class FederationSettings:
     noise from the OS. The fields of :data:`SHARED_SETTINGS` default to the core's values
     (as :class:`battery_fl.Simulation`); the clients add the FedProx term ``proximal_mu``
     with ``strategy = "fed_prox"`` only. ``personalization`` (one of
-    :data:`PERSONALIZATIONS`, with ``ditto_lambda``, ``personal_epochs`` and
-    ``validation_fraction``) is how each node turns the federation into its own model
+    :data:`PERSONALIZATIONS`, with ``ditto_lambda``, ``personal_epochs``,
+    ``validation_fraction`` and ``auto_margin``) is how each node turns the federation into its own model
     (:class:`battery_fl.FleetClient`); ``personal_epochs = None`` (``0`` in the run config)
     means ``local_epochs``.
     """
@@ -168,6 +169,7 @@ class FederationSettings:
     ditto_lambda: float = CORE_DEFAULTS["ditto_lambda"]
     personal_epochs: int | None = CORE_DEFAULTS["personal_epochs"]
     validation_fraction: float = CORE_DEFAULTS["validation_fraction"]
+    auto_margin: float = CORE_DEFAULTS["auto_margin"]
     secure_aggregation: bool = False
     secure_statistics: bool = True
     secagg_threshold: int = 0
@@ -208,6 +210,8 @@ class FederationSettings:
             raise config_error("personal-epochs", "must be at least 1 (0 in the run config: local-epochs)")
         if not 0.0 < self.validation_fraction <= 0.5:
             raise config_error("validation-fraction", "must be in (0, 0.5]")
+        if not 0.0 <= self.auto_margin < 1.0:
+            raise config_error("auto-margin", "must be in [0, 1)")
         if self.dp_enabled:
             battery_fl.dp.check_mode(self.dp_mode, secure_aggregation=self.secure_aggregation)
         if self.dp_enabled and not only_the_sum:
