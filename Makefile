@@ -30,8 +30,9 @@ rust-test: rust-test-notch rust-test-tch
 # the C ABI without it, the header check)
 notch-checks: lint-notch rust-test-notch
 
+# (MAKEFLAGS cleared: under make -j2 cargo would look for a jobserver it is not given)
 lint-notch:
-	cargo clippy -p battery-fl-ffi --all-targets -- -D warnings
+	MAKEFLAGS= cargo clippy -p battery-fl-ffi --all-targets -- -D warnings
 
 lint-tch:
 	$(ENV) cargo clippy --workspace --all-targets --features battery-fl-core/tch,battery-fl-ffi/tch -- -D warnings
@@ -39,7 +40,7 @@ lint-tch:
 # the core without libtorch (everything but the model), then the libtorch-backed tests: the
 # integration tests and the unit tests of the tch-only modules (model::train, model::bytes)
 rust-test-notch:
-	cargo test --workspace --exclude battery-fl-py $(CARGO_TEST_FLAGS)
+	MAKEFLAGS= cargo test --workspace --exclude battery-fl-py $(CARGO_TEST_FLAGS)
 
 rust-test-tch:
 	$(ENV) cargo test -p battery-fl-core --features tch --lib --test it $(CARGO_TEST_FLAGS) -- model:: federation::
