@@ -62,6 +62,24 @@ fn params_like(m: &BatLiNet, arrays: crate::conversion::Tensors) -> Result<Model
     named(m.params()?.names().map(String::from).collect(), arrays)
 }
 
+/// Run `f` on the model with the received weights and the decoded personal state; returns
+/// its result and the state encoded again.
+fn with_round<R: Send>(
+    py: Python<'_>,
+    model: &PyBatLiNet,
+    global_parameters: &[ArrayIn<'_>],
+    state: &[u8],
+    f: impl FnOnce(&mut BatLiNet, &ModelParams, &mut FleetState) -> Result<R, Error> + Send,
+) -> PyResult<(R, Vec<u8>)> {
+    let received = tensors(global_parameters);
+    model.with(py, |m| {
+        let received = params_like(m, received)?;
+        let mut state = state_from(state)?;
+        let out = f(m, &received, &mut state)?;
+        Ok((out, state_bytes(&state)?))
+    })
+}
+
 #[pymethods]
 impl PyFleetClient {
     #[new]
@@ -110,17 +128,16 @@ impl PyFleetClient {
         state: &[u8],
         server_round: usize,
     ) -> PyResult<(Bound<'py, PyList>, u64, Bound<'py, PyBytes>)> {
-        let received = tensors(&global_parameters);
-        let (params, n, data) = model.with(py, |m| {
-            let received = params_like(m, received)?;
-            let mut state = state_from(state)?;
-            let update = self.inner.train(m, &received, &mut state, server_round)?;
-            Ok((
-                received.add(&update.delta)?,
-                update.num_examples,
-                state_bytes(&state)?,
-            ))
-        })?;
+        let ((params, n), data) = with_round(
+            py,
+            model,
+            &global_parameters,
+            state,
+            |m, received, state| {
+                let update = self.inner.train(m, received, state, server_round)?;
+                Ok((received.add(&update.delta)?, update.num_examples))
+            },
+        )?;
         Ok((arrays_from_params(py, &params)?, n, bytes(py, &data)))
     }
 
@@ -135,15 +152,18 @@ impl PyFleetClient {
         state: &[u8],
         server_round: usize,
     ) -> PyResult<(PyBatLiNet, Bound<'py, PyBytes>)> {
-        let received = tensors(&global_parameters);
-        let (own, data) = model.with(py, |m| {
-            let received = params_like(m, received)?;
-            let mut state = state_from(state)?;
-            let own = self
-                .inner
-                .personal_model(m, &received, &mut state, server_round)?;
-            Ok((own.to_batlinet(m)?, state_bytes(&state)?))
-        })?;
+        let (own, data) = with_round(
+            py,
+            model,
+            &global_parameters,
+            state,
+            |m, received, state| {
+                let own = self
+                    .inner
+                    .personal_model(m, received, state, server_round)?;
+                own.to_batlinet(m)
+            },
+        )?;
         Ok((PyBatLiNet::wrap(own), bytes(py, &data)))
     }
 
