@@ -89,7 +89,7 @@ fuzz:
 # fresh `make test` built it 5 times). Regenerate after changing dependencies.
 .PHONY: hakari
 hakari:
-	command -v cargo-hakari >/dev/null || cargo install --locked cargo-hakari --version 0.9.39 --root .build/tools
+	$(ENV) command -v cargo-hakari >/dev/null || cargo install --locked cargo-hakari --version 0.9.39 --root .build/tools
 	$(ENV) cargo hakari generate && cargo hakari manage-deps --yes
 
 py-develop:
