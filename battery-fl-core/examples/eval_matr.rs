@@ -28,6 +28,11 @@
 //! constant|cosine` the learning-rate schedule and `--averaging F` the fraction of final epochs
 //! whose weights are averaged (default 0).
 //!
+//! `--protocol lobo` replaces the split by leave-one-batch-out: every cell (the outlier left
+//! out) is grouped by its `batch_date`; for each batch a model trains on all other batches and
+//! is scored on that batch (splits named `lobo <batch>`). It measures what the primary-test
+//! split cannot: a shift between batches made and cycled months apart.
+//!
 //! `--validate` carves a validation split out of `train` (every fourth cell, starting at cell
 //! `--fold K`, default 3; folds 0-3 together are a 4-fold cross-validation) and reports on it
 //! instead of the test splits: settings are chosen there, never on a test split.
@@ -69,6 +74,7 @@ struct Args {
     fold: usize,
     train_refs: usize,
     inter: InterFeatures,
+    lobo: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -92,6 +98,7 @@ fn parse() -> Result<Args> {
         fold: 3,
         train_refs: 2,
         inter: InterFeatures::CycleDifference,
+        lobo: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -125,6 +132,13 @@ fn parse() -> Result<Args> {
                     s => bail!("--schedule must be constant or cosine, got {s}"),
                 }
             }
+            "--protocol" => {
+                a.lobo = match v()?.as_str() {
+                    "split" => false,
+                    "lobo" => true,
+                    s => bail!("--protocol must be split or lobo, got {s}"),
+                }
+            }
             "--models" => a.models = v()?.split(',').map(String::from).collect(),
             "--conv" => a.conv = v()?.parse()?,
             "--threads" => tch::set_num_threads(v()?.parse()?),
@@ -138,13 +152,17 @@ fn parse() -> Result<Args> {
             other => bail!("unknown argument {other}"),
         }
     }
+    if a.lobo && (a.validate || a.test_data.is_some()) {
+        bail!("--protocol lobo takes neither --validate nor --test-data");
+    }
     if a.data.as_os_str().is_empty() {
         bail!("usage: eval_matr --data DIR [--test-data DIR2] [--seeds N] [--epochs E] [--dim D] [--validate]");
     }
     Ok(a)
 }
 
-fn load(dir: &std::path::Path) -> Result<Vec<(Cell, String)>> {
+/// The cells of a folder with their split and batch (`batch_date`, `unknown` when absent).
+fn load(dir: &std::path::Path) -> Result<Vec<(Cell, String, String)>> {
     let index = load_index(dir).with_context(|| format!("reading {}/index.json", dir.display()))?;
     index
         .into_iter()
@@ -152,7 +170,13 @@ fn load(dir: &std::path::Path) -> Result<Vec<(Cell, String)>> {
             let mut cell = load_cell(dir.join(&e.file))?;
             cell.clean(&CleanConfig::default())?;
             cell.validate()?;
-            Ok((cell, e.split.unwrap_or_else(|| "test".into())))
+            let batch = e
+                .extra
+                .get("batch_date")
+                .and_then(|b| b.as_str())
+                .unwrap_or("unknown")
+                .to_string();
+            Ok((cell, e.split.unwrap_or_else(|| "test".into()), batch))
         })
         .collect()
 }
@@ -161,10 +185,40 @@ fn main() -> Result<()> {
     battery_fl_core::model::retain_freed_memory();
     let args = parse()?;
     let cells = load(&args.data)?;
+    if args.lobo {
+        let mut batches: Vec<&String> = cells.iter().map(|c| &c.2).collect();
+        batches.sort();
+        batches.dedup();
+        if batches.len() < 2 {
+            bail!("--protocol lobo needs cells of at least two batches, got {batches:?}");
+        }
+        let kept = |c: &Cell| c.id() != OUTLIER;
+        let mut rows = Vec::new();
+        for batch in batches {
+            let pick = |inside: bool| -> Vec<Cell> {
+                cells
+                    .iter()
+                    .filter(|(c, _, b)| kept(c) && (b == batch) == inside)
+                    .map(|(c, _, _)| c.clone())
+                    .collect()
+            };
+            let test = pick(true);
+            eprintln!(
+                "lobo {batch}: {} test cells (the outlier left out)",
+                test.len()
+            );
+            rows.extend(evaluate(
+                &args,
+                pick(false),
+                vec![(format!("lobo {batch}"), test)],
+            )?);
+        }
+        return summarize(&rows);
+    }
     let mut train: Vec<Cell> = cells
         .iter()
-        .filter(|(_, s)| s == "train")
-        .map(|(c, _)| c.clone())
+        .filter(|(_, s, _)| s == "train")
+        .map(|(c, _, _)| c.clone())
         .collect();
     let mut splits: Vec<(String, Vec<Cell>)> = Vec::new();
     if args.validate {
@@ -183,8 +237,8 @@ fn main() -> Result<()> {
     } else {
         let primary: Vec<Cell> = cells
             .iter()
-            .filter(|(c, s)| s == "primary_test" && c.id() != OUTLIER)
-            .map(|(c, _)| c.clone())
+            .filter(|(c, s, _)| s == "primary_test" && c.id() != OUTLIER)
+            .map(|(c, _, _)| c.clone())
             .collect();
         eprintln!(
             "primary_test: {} cells (left out the known outlier {OUTLIER}, cycle life 148)",
@@ -192,7 +246,7 @@ fn main() -> Result<()> {
         );
         splits.push(("primary_test".into(), primary));
         if let Some(dir) = &args.test_data {
-            for (cell, split) in load(dir)? {
+            for (cell, split, _) in load(dir)? {
                 let name = if split == "train" || split == "primary_test" {
                     "test_data".to_string()
                 } else {
@@ -205,6 +259,16 @@ fn main() -> Result<()> {
             }
         }
     }
+    let rows = evaluate(&args, train, splits)?;
+    summarize(&rows)
+}
+
+/// One result: model, split, seed, metrics.
+type Row = (String, String, u64, Metrics);
+
+/// Train the variance model once and BatLiNet / the CNN once per seed on `train`; score each
+/// on every split.
+fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> Result<Vec<Row>> {
     eprintln!(
         "train: {} cells; settings: dim {}, epochs {}, lr {}, batch {}",
         train.len(),
@@ -243,7 +307,7 @@ fn main() -> Result<()> {
         })
         .collect::<Result<_>>()?;
 
-    let mut rows: Vec<(String, String, u64, Metrics)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut report = |model: &str, split: &str, seed: u64, m: Metrics| {
         println!(
             "{{\"model\": \"{model}\", \"split\": \"{split}\", \"seed\": {seed}, \"rmse\": {:.2}, \"mae\": {:.2}, \"mape\": {:.2}}}",
@@ -253,13 +317,16 @@ fn main() -> Result<()> {
     };
 
     let variance = VarianceModel::fit(&train, &Default::default(), &label)?;
+    let mut variance_pred = Vec::new();
     for (name, cells, ds) in &test_ds {
+        let p = variance.predict(cells)?;
         report(
             "variance",
             name,
             0,
-            Metrics::compute(&variance.predict(cells)?, &ds.require_labels()?)?,
+            Metrics::compute(&p, &ds.require_labels()?)?,
         );
+        variance_pred.push(p);
     }
     for seed in 0..args.seeds {
         for single in [false, true] {
@@ -279,7 +346,7 @@ fn main() -> Result<()> {
                 "{name} seed {seed}: trained in {:.0} s",
                 t0.elapsed().as_secs_f64()
             );
-            for (split, _, ds) in &test_ds {
+            for (t, (split, _, ds)) in test_ds.iter().enumerate() {
                 let pred = model.predict(ds, &train_ds)?;
                 if !single {
                     // the same trained model with the other reference selection
@@ -318,6 +385,15 @@ fn main() -> Result<()> {
                         );
                     }
                 }
+                // a post-hoc hybrid: the log-space mean with the variance model
+                let base = &variance_pred[t];
+                let both: Vec<f64> = pred.iter().zip(base).map(|(a, b)| (a * b).sqrt()).collect();
+                report(
+                    &format!("{name}+variance"),
+                    split,
+                    seed,
+                    Metrics::compute(&both, &ds.require_labels()?)?,
+                );
                 report(
                     name,
                     split,
@@ -328,6 +404,11 @@ fn main() -> Result<()> {
         }
     }
 
+    Ok(rows)
+}
+
+/// The table: mean and spread over seeds per model and split.
+fn summarize(rows: &[Row]) -> Result<()> {
     println!();
     println!("| model | split | seeds | RMSE mean | RMSE std | MAPE mean (%) |");
     println!("| --- | --- | --- | --- | --- | --- |");

@@ -1,0 +1,185 @@
+//! Robustness on the main job's synthetic fleets (5 fleets x 24 cells, data seed 42): each
+//! model trains on some cells pooled and is scored on cells of a group it never saw.
+//!
+//! - `--protocol lofo` (leave one fleet out): train on four fleets, test on the fifth (a new
+//!   operator joining, with its own climate, usage and chemistry mix);
+//! - `--protocol loco` (leave one chemistry out): train on every cell of the other cathode
+//!   chemistries, test on the cells of this one.
+//!
+//! Models: the Severson variance model, BatLiNet and the single-branch CNN (the main job's
+//! settings: 60 epochs, batch 16, 16 channels, 16 references), `--seeds N` seeds each
+//! (default 3); inference references come from the training cells. The last lines are a
+//! table: RMSE mean and spread over seeds per model and held-out group, and over all groups
+//! (every held-out cell pooled).
+//!
+//! ```text
+//! cargo run --release -p battery-fl-core --features tch --example eval_synthetic -- \
+//!     --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T]
+//! ```
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use battery_fl_core::data::synthetic::FleetConfig;
+use battery_fl_core::data::{Cell, LabelConfig};
+use battery_fl_core::features::{Featurizer, FeaturizerConfig};
+use battery_fl_core::model::{BatLiNet, BatLiNetConfig, Dataset, Metrics, VarianceModel};
+
+struct Args {
+    by_chemistry: bool,
+    seeds: u64,
+    data_seed: u64,
+}
+
+fn parse() -> Result<Args> {
+    let mut a = Args {
+        by_chemistry: false,
+        seeds: 3,
+        data_seed: 42,
+    };
+    let mut protocol = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut v = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--protocol" => protocol = Some(v()?),
+            "--seeds" => a.seeds = v()?.parse()?,
+            "--data-seed" => a.data_seed = v()?.parse()?,
+            "--threads" => tch::set_num_threads(v()?.parse()?),
+            other => bail!("unknown argument {other} (usage: eval_synthetic --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T])"),
+        }
+    }
+    a.by_chemistry = match protocol.as_deref() {
+        Some("lofo") => false,
+        Some("loco") => true,
+        other => bail!("--protocol must be lofo or loco, got {other:?}"),
+    };
+    if a.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    Ok(a)
+}
+
+/// Each cell with its group (fleet id or cathode chemistry).
+fn grouped(cells: Vec<(Cell, String)>) -> BTreeMap<String, Vec<Cell>> {
+    let mut groups: BTreeMap<String, Vec<Cell>> = BTreeMap::new();
+    for (cell, g) in cells {
+        groups.entry(g).or_default().push(cell);
+    }
+    groups
+}
+
+fn main() -> Result<()> {
+    battery_fl_core::model::retain_freed_memory();
+    let args = parse()?;
+    let fleets = FleetConfig::default()
+        .with_fleets(5)
+        .with_cells_per_fleet(24)
+        .with_seed(args.data_seed)
+        .generate()?;
+    let mut cells = Vec::new();
+    for f in fleets {
+        for cell in f.cells {
+            let group = if args.by_chemistry {
+                cell.meta
+                    .cathode
+                    .clone()
+                    .unwrap_or_else(|| "unknown".into())
+            } else {
+                format!("{} ({})", f.id, f.climate)
+            };
+            cells.push((cell, group));
+        }
+    }
+    let groups = grouped(cells);
+    let featurizer_cfg = FeaturizerConfig::default().with_interp_dim(64);
+    let featurizer = Featurizer::new(featurizer_cfg.clone())?;
+    let base = BatLiNetConfig::default()
+        .with_conv_channels(16)
+        .with_batch_size(16)
+        .with_epochs(60)
+        .with_inference_references(16)
+        .with_progress(false);
+    let label = LabelConfig::default();
+
+    // (model, held-out group, seed) -> (predictions, truth)
+    let mut results: BTreeMap<(String, String, u64), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for (held_out, test) in &groups {
+        let train: Vec<Cell> = groups
+            .iter()
+            .filter(|(g, _)| *g != held_out)
+            .flat_map(|(_, c)| c.iter().cloned())
+            .collect();
+        eprintln!(
+            "{held_out}: {} train / {} test cells",
+            train.len(),
+            test.len()
+        );
+        let train_ds = Dataset::for_config(&train, &featurizer, &base, &label)?;
+        let test_ds = Dataset::for_config(test, &featurizer, &base, &label)?;
+        let truth = test_ds.require_labels()?;
+        let variance = VarianceModel::fit(&train, &Default::default(), &label)?;
+        let p_var = variance.predict(test)?;
+        for seed in 0..args.seeds {
+            results.insert(
+                ("variance".into(), held_out.clone(), seed),
+                (p_var.clone(), truth.clone()),
+            );
+            for (name, single) in [("batlinet", false), ("cnn", true)] {
+                let config = base.clone().with_single_branch(single).with_seed(seed);
+                let mut model = BatLiNet::new(config, featurizer_cfg.clone(), train_ds.shape)?;
+                model.fit(&train_ds)?;
+                let p = model.predict(&test_ds, &train_ds)?;
+                let both = p.iter().zip(&p_var).map(|(a, b)| (a * b).sqrt()).collect();
+                results.insert(
+                    (format!("{name}+variance"), held_out.clone(), seed),
+                    (both, truth.clone()),
+                );
+                let m = Metrics::compute(&p, &truth)?;
+                eprintln!(
+                    "  {name} seed {seed}: RMSE {:.1}, MAPE {:.1} %",
+                    m.rmse, m.mape
+                );
+                results.insert((name.into(), held_out.clone(), seed), (p, truth.clone()));
+            }
+        }
+    }
+
+    println!("| model | held out | seeds | RMSE mean | RMSE std | MAPE mean (%) |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let models = [
+        "variance",
+        "cnn",
+        "batlinet",
+        "cnn+variance",
+        "batlinet+variance",
+    ];
+    let mut held: Vec<String> = groups.keys().cloned().collect();
+    held.push("all".into());
+    for g in &held {
+        for model in models {
+            let mut rmse = Vec::new();
+            let mut mape = Vec::new();
+            for seed in 0..args.seeds {
+                let (mut p, mut t) = (Vec::new(), Vec::new());
+                for ((m, h, s), (pp, tt)) in &results {
+                    if m == model && *s == seed && (h == g || g == "all") {
+                        p.extend(pp);
+                        t.extend(tt);
+                    }
+                }
+                let m = Metrics::compute(&p, &t)?;
+                rmse.push(m.rmse);
+                mape.push(m.mape);
+            }
+            let n = rmse.len() as f64;
+            let mean = rmse.iter().sum::<f64>() / n;
+            let std = (rmse.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let mape = mape.iter().sum::<f64>() / n;
+            println!(
+                "| {model} | {g} | {} | {mean:.1} | {std:.1} | {mape:.1} |",
+                args.seeds
+            );
+        }
+    }
+    Ok(())
+}
