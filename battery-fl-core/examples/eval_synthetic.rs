@@ -68,6 +68,9 @@ fn grouped(cells: Vec<(Cell, String)>) -> BTreeMap<String, Vec<Cell>> {
     groups
 }
 
+/// (model, held-out group, seed) -> (predictions, truth)
+type Results = BTreeMap<(String, String, u64), (Vec<f64>, Vec<f64>)>;
+
 fn main() -> Result<()> {
     battery_fl_core::model::retain_freed_memory();
     let args = parse()?;
@@ -101,8 +104,7 @@ fn main() -> Result<()> {
         .with_progress(false);
     let label = LabelConfig::default();
 
-    // (model, held-out group, seed) -> (predictions, truth)
-    let mut results: BTreeMap<(String, String, u64), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut results: Results = BTreeMap::new();
     for (held_out, test) in &groups {
         let train: Vec<Cell> = groups
             .iter()

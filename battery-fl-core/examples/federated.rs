@@ -33,8 +33,8 @@ use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfi
 use battery_fl_core::dp::{DpConfig, DpMode};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::federation::{
-    centralized_baseline, local_only_baseline, FederationConfig, FleetData, Personalization,
-    SecureAggregation, Simulation,
+    centralized_baseline, local_only_baseline, FederationConfig, FleetData, LabelScope,
+    Personalization, SecureAggregation, Simulation,
 };
 use battery_fl_core::model::{BatLiNetConfig, Dataset, InterFeatures};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -47,6 +47,7 @@ struct Args {
     secagg: bool,
     dp: bool,
     personalization: Personalization,
+    label_scope: LabelScope,
     seed: u64,
 }
 
@@ -59,6 +60,7 @@ fn parse() -> Result<Args> {
         secagg: true,
         dp: true,
         personalization: Personalization::Auto,
+        label_scope: LabelScope::default(),
         seed: 0,
     };
     let mut it = std::env::args().skip(1);
@@ -79,6 +81,10 @@ fn parse() -> Result<Args> {
             "--personalization" => {
                 a.personalization = serde_json::from_value(serde_json::Value::String(v()?))
                     .context("--personalization: none, fine_tune, head, ditto or auto")?
+            }
+            "--label-scope" => {
+                a.label_scope = serde_json::from_value(serde_json::Value::String(v()?))
+                    .context("--label-scope: shared or fleet")?
             }
             "--threads" => tch::set_num_threads(v()?.parse()?),
             "--seed" => a.seed = v()?.parse()?,
@@ -231,6 +237,7 @@ fn main() -> Result<()> {
         dp: dp.clone(),
         seed: 7 + args.seed,
         personalization: args.personalization,
+        label_scope: args.label_scope,
         inference_references: model.inference_references,
         ..Default::default()
     };

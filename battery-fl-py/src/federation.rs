@@ -95,7 +95,7 @@ fn secure_aggregation(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Secur
 #[pymethods]
 impl PySimulation {
     #[new]
-    #[pyo3(signature = (fleets, *, model, rounds=None, clients_per_round=None, local_epochs=None, strategy=None, proximal_mu=None, trimmed_beta=None, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=None, inference_references=None, personalization=None, ditto_lambda=None, personal_epochs=None, validation_fraction=None, auto_margin=None, checkpoint=None))]
+    #[pyo3(signature = (fleets, *, model, rounds=None, clients_per_round=None, local_epochs=None, strategy=None, proximal_mu=None, trimmed_beta=None, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=None, inference_references=None, personalization=None, ditto_lambda=None, personal_epochs=None, validation_fraction=None, auto_margin=None, label_scope=None, checkpoint=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -119,6 +119,7 @@ impl PySimulation {
         personal_epochs: Option<usize>,
         validation_fraction: Option<f64>,
         auto_margin: Option<f64>,
+        label_scope: Option<&str>,
         checkpoint: Option<PathBuf>,
     ) -> PyResult<Self> {
         let core = FederationConfig::default();
@@ -152,6 +153,10 @@ impl PySimulation {
             personal_epochs,
             validation_fraction: validation_fraction.unwrap_or(core.validation_fraction),
             auto_margin: auto_margin.unwrap_or(core.auto_margin),
+            label_scope: match label_scope {
+                Some(s) => enum_from_str("label_scope", s)?,
+                None => core.label_scope,
+            },
         };
         let (model, featurizer) = model.get().with(py, |m| {
             Ok((m.config().clone(), m.featurizer_config().clone()))

@@ -167,6 +167,22 @@ impl PyFleetClient {
         Ok((PyBatLiNet::wrap(own), bytes(py, &data)))
     }
 
+    /// The received ``global_parameters`` as this fleet reads them: a new :class:`BatLiNet`
+    /// with the federation's label transform, or with ``label_scope="fleet"`` the fleet's own.
+    fn shared_model(
+        &self,
+        py: Python<'_>,
+        model: &PyBatLiNet,
+        global_parameters: Vec<ArrayIn<'_>>,
+    ) -> PyResult<PyBatLiNet> {
+        let received = tensors(&global_parameters);
+        let own = model.with(py, |m| {
+            let received = params_like(m, received)?;
+            self.inner.shared_model(m, received)?.to_batlinet(m)
+        })?;
+        Ok(PyBatLiNet::wrap(own))
+    }
+
     /// The number of cells the fleet federates on (with ``auto``, those not held out).
     #[getter]
     fn fit_cells(&self) -> usize {

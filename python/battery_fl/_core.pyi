@@ -318,6 +318,8 @@ class BatLiNet:
     @property
     def label_transform(self) -> tuple[float, float] | None: ...
     def set_label_transform(self, mean: float, std: float) -> None: ...
+    def fleet_statistics(self, cells: Sequence[Cell]) -> _F64: ...
+    def set_shared_statistics(self, total: Sequence[float]) -> None: ...
     def local_statistics(self, cells: Sequence[Cell]) -> tuple[_F64, _F64]: ...
     def set_statistics(self, labels: Sequence[float], inputs: Sequence[float]) -> None: ...
     @property
@@ -630,6 +632,7 @@ class Simulation:
         personal_epochs: int | None = None,
         validation_fraction: float | None = None,
         auto_margin: float | None = None,
+        label_scope: str | None = None,
         checkpoint: _Path | None = None,
     ) -> Self: ...
     @classmethod
@@ -670,6 +673,9 @@ class FleetClient:
     ) -> tuple[BatLiNet, bytes]:
         """The model the fleet uses after ``server_round`` (with the label transform and
         input scales it reads with), and the new state."""
+    def shared_model(self, model: BatLiNet, global_parameters: Sequence[npt.ArrayLike]) -> BatLiNet:
+        """The global weights as this fleet reads them (its own label transform with
+        ``label_scope="fleet"``)."""
     @property
     def fit_cells(self) -> int:
         """Cells the fleet federates on (with ``auto``: those not held out)."""

@@ -142,6 +142,35 @@ impl Personalization {
     }
 }
 
+/// Which label transform the shared weights are trained and read with (Rust `label_scope`,
+/// Python `label_scope=`, Flower run config `label-scope`).
+///
+/// BatLiNet predicts a z-scored log cycle life. With `shared`, every fleet z-scores with the
+/// federation's pooled statistics, so the global model must also learn each fleet's offset
+/// (its climate and usage shift every life) from curves that may not show it. With `fleet`,
+/// each fleet z-scores its labels with its own mean and spread: the shared weights learn how
+/// a cell's life departs from its fleet's typical life, which every fleet can teach, and a
+/// fleet reads the model with its own statistics (they stay home, nothing is summed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelScope {
+    /// One transform from every fleet's label statistics (securely summed when configured).
+    #[default]
+    Shared,
+    /// Each fleet's own transform, from its own training labels.
+    Fleet,
+}
+
+impl LabelScope {
+    /// The snake-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LabelScope::Shared => "shared",
+            LabelScope::Fleet => "fleet",
+        }
+    }
+}
+
 /// Genome-clustered aggregation: fleets whose genome summaries are closer than `threshold`
 /// share a group model; a global model is kept beside the group models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,6 +232,8 @@ pub struct FederationConfig {
     /// With `auto`: the relative validation-RMSE gain a shared candidate needs over the
     /// fleet's own model to be chosen (default 0.1: at least 10 % lower).
     pub auto_margin: f64,
+    /// Which label transform the shared weights use (default [`LabelScope::Shared`]).
+    pub label_scope: LabelScope,
 }
 
 impl Default for FederationConfig {
@@ -226,6 +257,7 @@ impl Default for FederationConfig {
             personal_epochs: None,
             validation_fraction: 0.25,
             auto_margin: 0.1,
+            label_scope: LabelScope::Shared,
         }
     }
 }

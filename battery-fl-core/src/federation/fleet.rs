@@ -3,13 +3,13 @@
 //! the same code through the Python binding, with the [`FleetState`] kept in the node's own
 //! state (it never leaves the fleet).
 
-use super::config::{FederationConfig, Personalization};
+use super::config::{FederationConfig, LabelScope, Personalization};
 use super::job_seed;
 use super::personalize::{
     personal_params, train_from, validation_split, with_head, zero_head, FleetModel, FleetState,
 };
 use crate::error::{Error, Result};
-use crate::model::{BatLiNet, Dataset, ModelParams, TrainOptions};
+use crate::model::{BatLiNet, Dataset, LabelTransform, ModelParams, TrainOptions};
 
 /// What a fleet sends after local training: its update and the weight it claims.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +34,8 @@ pub struct FleetClient {
     train: Dataset,
     fit: Dataset,
     val: Option<Dataset>,
+    /// With [`LabelScope::Fleet`]: the fleet's own label transform (from its fitting cells).
+    own_labels: Option<LabelTransform>,
 }
 
 impl FleetClient {
@@ -55,12 +57,17 @@ impl FleetClient {
         } else {
             (train.clone(), None)
         };
+        let own_labels = match config.label_scope {
+            LabelScope::Shared => None,
+            LabelScope::Fleet => Some(LabelTransform::fit(&fit.require_labels()?)?),
+        };
         Ok(FleetClient {
             config: config.clone(),
             index,
             train,
             fit,
             val,
+            own_labels,
         })
     }
 
@@ -85,6 +92,31 @@ impl FleetClient {
         Ok(state)
     }
 
+    /// Run `f` with the label transform the shared weights are read with in this fleet set
+    /// in `worker` (its own with [`LabelScope::Fleet`]); the worker's is restored after.
+    fn with_labels<R>(
+        &self,
+        worker: &mut BatLiNet,
+        f: impl FnOnce(&mut BatLiNet) -> Result<R>,
+    ) -> Result<R> {
+        let Some(own) = self.own_labels else {
+            return f(worker);
+        };
+        let saved = worker.label_transform();
+        worker.set_label_transform(own);
+        let out = f(worker);
+        if let Some(labels) = saved {
+            worker.set_label_transform(labels);
+        }
+        out
+    }
+
+    /// Shared weights `params` as this fleet reads them: with the federation's label
+    /// transform, or its own with [`LabelScope::Fleet`].
+    pub fn shared_model(&self, worker: &mut BatLiNet, params: ModelParams) -> Result<FleetModel> {
+        self.with_labels(worker, |w| FleetModel::shared(w, params))
+    }
+
     /// The cells the fleet federates on.
     pub fn fit_cells(&self) -> &Dataset {
         &self.fit
@@ -102,6 +134,18 @@ impl FleetClient {
     /// the fleet's Ditto model trains with a pull of strength `ditto_lambda` toward
     /// `received`. On error `state` is unchanged.
     pub fn train(
+        &self,
+        worker: &mut BatLiNet,
+        received: &ModelParams,
+        state: &mut FleetState,
+        round: usize,
+    ) -> Result<LocalUpdate> {
+        self.with_labels(worker, |worker| {
+            self.train_with(worker, received, state, round)
+        })
+    }
+
+    fn train_with(
         &self,
         worker: &mut BatLiNet,
         received: &ModelParams,
@@ -164,17 +208,19 @@ impl FleetClient {
         state: &mut FleetState,
         round: usize,
     ) -> Result<FleetModel> {
-        let model = personal_params(
-            &self.config,
-            worker,
-            received,
-            state,
-            &self.fit,
-            self.val.as_ref(),
-            &self.train,
-            round,
-            self.index,
-        )?;
+        let model = self.with_labels(worker, |worker| {
+            personal_params(
+                &self.config,
+                worker,
+                received,
+                state,
+                &self.fit,
+                self.val.as_ref(),
+                &self.train,
+                round,
+                self.index,
+            )
+        })?;
         state.current = Some(model.clone());
         Ok(model)
     }

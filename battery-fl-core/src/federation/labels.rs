@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::SecureAggregation;
 use crate::error::{Error, Result};
-use crate::model::LabelTransform;
+use crate::model::{Dataset, InputScales, InputStats, LabelTransform};
 use crate::secagg::{simulate_round, SecAggConfig};
 
 /// A fleet's sufficient statistics of ln(cycle life).
@@ -38,6 +38,41 @@ impl LabelStats {
             sum_sq: logs.map(|l| l * l).sum(),
         })
     }
+}
+
+/// What a fleet contributes to the shared statistics, as one vector in the layout every
+/// fleet sends to be summed (in the simulation and in Flower alike): its label count,
+/// Σ ln(life), Σ ln(life)², then the input statistics of its training cells
+/// ([`Dataset::input_stats`]). Summed over fleets, [`shared_statistics`] turns the total into
+/// the label transform and input scales one model fitted on the pooled cells would use.
+pub fn fleet_statistics(train: &Dataset) -> Result<Vec<f64>> {
+    let labels = LabelStats::of(&train.require_labels()?)?;
+    let mut v = vec![labels.count, labels.sum, labels.sum_sq];
+    v.extend(train.input_stats().to_vec());
+    Ok(v)
+}
+
+/// The shared label transform and input scales (for inputs of `shape`) from
+/// [`fleet_statistics`] summed over fleets. The two cell counts are rounded: a secure sum
+/// carries them to about 4e-7.
+pub fn shared_statistics(
+    total: &[f64],
+    shape: [usize; 3],
+) -> Result<(LabelTransform, InputScales)> {
+    let [count, sum, sum_sq, inputs @ ..] = total else {
+        return Err(Error::Shape {
+            what: "summed fleet statistics".into(),
+            expected: vec![3 + InputStats::len_for(shape)],
+            got: vec![total.len()],
+        });
+    };
+    let mut inputs = inputs.to_vec();
+    if let Some(cells) = inputs.first_mut() {
+        *cells = cells.round();
+    }
+    let labels = LabelTransform::from_sums(count.round(), *sum, *sum_sq)?;
+    let scales = InputScales::from_stats(&InputStats::from_vec(&inputs, shape)?, shape)?;
+    Ok((labels, scales))
 }
 
 /// Public bound on any summed statistic (secure aggregation clips to it).
@@ -125,6 +160,46 @@ pub fn federated_label_transform(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{synthetic::FleetConfig, LabelConfig};
+    use crate::features::{Featurizer, FeaturizerConfig};
+
+    #[test]
+    fn summed_fleet_statistics_give_the_pooled_fit() -> Result<()> {
+        let featurizer = Featurizer::new(FeaturizerConfig::default().with_interp_dim(16))?;
+        let fleets: Vec<Dataset> = FleetConfig::default()
+            .with_fleets(3)
+            .with_cells_per_fleet(3)
+            .with_cycles(120)
+            .generate()?
+            .iter()
+            .map(|f| Dataset::from_cells(&f.cells, &featurizer, &[0, 1], &LabelConfig::default()))
+            .collect::<Result<_>>()?;
+        let pooled = Dataset::concat(&fleets.iter().collect::<Vec<_>>())?;
+        let shape = pooled.shape;
+        let stats: Vec<Vec<f64>> = fleets.iter().map(fleet_statistics).collect::<Result<_>>()?;
+        assert_eq!(stats[0].len(), 3 + InputStats::len_for(shape));
+        let want_labels = LabelTransform::fit(&pooled.require_labels()?)?;
+        let want_scales = InputScales::from_stats(&pooled.input_stats(), shape)?;
+        for secure in [None, Some(SecureAggregation::default())] {
+            let total = secure_sum(&stats, secure.as_ref(), 5)?;
+            let (labels, scales) = shared_statistics(&total, shape)?;
+            assert!((labels.mean - want_labels.mean).abs() < 1e-5, "{labels:?}");
+            assert!((labels.std - want_labels.std).abs() < 1e-5, "{labels:?}");
+            for (a, b) in scales.branch_a.iter().zip(&want_scales.branch_a) {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1e-3), "{a} vs {b}");
+            }
+            for (a, b) in scales.branch_b.iter().zip(&want_scales.branch_b) {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1e-3), "{a} vs {b}");
+            }
+        }
+        // a truncated vector is a shape error, not a panic
+        assert!(matches!(
+            shared_statistics(&stats[0][..2], shape),
+            Err(Error::Shape { .. })
+        ));
+        assert!(shared_statistics(&stats[0][..10], shape).is_err());
+        Ok(())
+    }
 
     #[test]
     fn secure_sums_give_the_pooled_transform() {

@@ -22,8 +22,12 @@ mod fleet;
 mod simulation;
 
 pub use cluster::{cluster_fleets, FleetSummary};
-pub use config::{ClusterConfig, FederationConfig, Personalization, SecureAggregation, Strategy};
-pub use labels::{federated_label_transform, secure_sum, LabelStats};
+pub use config::{
+    ClusterConfig, FederationConfig, LabelScope, Personalization, SecureAggregation, Strategy,
+};
+pub use labels::{
+    federated_label_transform, fleet_statistics, secure_sum, shared_statistics, LabelStats,
+};
 pub use personalize::{Candidate, FleetModel, FleetState};
 pub use state::{CoordinatorState, RoundRecord};
 

@@ -7,8 +7,8 @@ use rand::seq::index::sample;
 
 use super::config::{FederationConfig, Personalization, Strategy};
 use super::fleet::FleetClient;
-use super::labels::{federated_label_transform, secure_sum, LabelStats};
-use super::personalize::{rmse_of, FleetModel, FleetState};
+use super::labels::{fleet_statistics, secure_sum, shared_statistics};
+use super::personalize::{rmse_of, FleetState};
 use super::state::{CoordinatorState, RoundRecord};
 use super::{cluster_fleets, job_seed, FleetSummary};
 use crate::aggregate::{
@@ -19,8 +19,7 @@ use crate::dp::{clip_l2, DpMode, GaussianNoise, RoundNoise};
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
 use crate::model::{
-    BatLiNet, BatLiNetConfig, Dataset, InputScales, InputStats, LabelTransform, Metrics,
-    ModelParams,
+    BatLiNet, BatLiNetConfig, Dataset, InputScales, LabelTransform, Metrics, ModelParams,
 };
 use crate::secagg::simulate_round;
 
@@ -93,25 +92,17 @@ impl Simulation {
                 "DP noise is calibrated for mean-based strategies, not median or trimmed mean",
             ));
         }
+        // one secure sum of every fleet's statistics, as a Flower node sends them
         let stats = fleets
             .iter()
-            .map(|f| LabelStats::of(&f.train.require_labels()?))
+            .map(|f| fleet_statistics(&f.train))
             .collect::<Result<Vec<_>>>()?;
-        let labels = federated_label_transform(
+        let total = secure_sum(
             &stats,
             config.secure_aggregation.as_ref(),
             job_seed(config.seed, 0, STREAM_MASKS),
         )?;
-        let input_stats: Vec<Vec<f64>> = fleets
-            .iter()
-            .map(|f| f.train.input_stats().to_vec())
-            .collect();
-        let summed = secure_sum(
-            &input_stats,
-            config.secure_aggregation.as_ref(),
-            job_seed(config.seed, 0, STREAM_MASKS - 1),
-        )?;
-        let scales = InputScales::from_stats(&InputStats::from_vec(&summed, shape)?, shape)?;
+        let (labels, scales) = shared_statistics(&total, shape)?;
         let mut worker = BatLiNet::new(model.with_progress(false), featurizer, shape)?;
         worker.set_label_transform(labels);
         worker.set_input_scales(scales)?;
@@ -509,7 +500,10 @@ impl Simulation {
             .ok_or_else(|| Error::config("fleet_id", format!("no fleet {fleet_id:?}")))?;
         let model = match self.state.fleets.get(f).and_then(|s| s.current.clone()) {
             Some(m) => m,
-            None => FleetModel::shared(&self.worker, self.start_params(f).clone())?,
+            None => {
+                let params = self.start_params(f).clone();
+                self.clients[f].shared_model(&mut self.worker, params)?
+            }
         };
         model.to_batlinet(&mut self.worker)
     }
@@ -559,20 +553,14 @@ impl Simulation {
                 Some(&g) => &groups[g],
                 None => global,
             };
-            self.worker.set_params(params)?;
+            let model = self.clients[f].shared_model(&mut self.worker, params.clone())?;
             let fleet = &self.fleets[f];
-            let k = self.config.inference_references.min(fleet.train.len());
-            let p = self.worker.predict_with(
-                &fleet.test,
-                &fleet.train,
-                k,
-                self.worker.config().selection,
-                job_seed(self.config.seed, round, f),
-            )?;
-            let t = fleet.test.require_labels()?;
-            per_fleet.insert(fleet.id.clone(), Metrics::compute(&p, &t)?.rmse);
+            let k = self.config.inference_references;
+            let seed = job_seed(self.config.seed, round, f);
+            let (rmse, p) = rmse_of(&mut self.worker, &model, &fleet.test, &fleet.train, k, seed)?;
+            per_fleet.insert(fleet.id.clone(), rmse);
             preds.extend(p);
-            truth.extend(t);
+            truth.extend(fleet.test.require_labels()?);
         }
         Ok((Metrics::compute(&preds, &truth)?.rmse, per_fleet))
     }

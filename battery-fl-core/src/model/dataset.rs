@@ -123,10 +123,15 @@ impl InputStats {
         v
     }
 
+    /// Length of [`InputStats::to_vec`] for inputs of `shape`.
+    pub fn len_for(shape: [usize; 3]) -> usize {
+        1 + 2 * shape[0] + shape.iter().product::<usize>()
+    }
+
     /// Inverse of [`InputStats::to_vec`] for inputs of `shape`.
     pub fn from_vec(v: &[f64], shape: [usize; 3]) -> Result<Self> {
         let c = shape[0];
-        let len = 1 + 2 * c + shape.iter().product::<usize>();
+        let len = Self::len_for(shape);
         if v.len() != len {
             return Err(Error::Shape {
                 what: "input statistics".into(),

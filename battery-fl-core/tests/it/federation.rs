@@ -407,3 +407,53 @@ fn auto_keeping_local_scores_exactly_the_fleet_alone() {
         max_relative = 1e-12
     );
 }
+
+/// With `label_scope = fleet` every fleet trains the shared weights with its own label
+/// transform and reads them with it: the model a fleet uses carries its own statistics, the
+/// per-round RMSE is that model's, and training differs from the shared scope.
+#[test]
+fn fleet_label_scope_trains_and_reads_with_each_fleets_own_labels() {
+    use battery_fl_core::federation::{job_seed, LabelScope};
+    use battery_fl_core::model::{LabelTransform, Metrics};
+    let cells = fleets(3);
+    let run = |scope| {
+        let cfg = FederationConfig {
+            strategy: Strategy::FedAvg,
+            label_scope: scope,
+            ..config(1)
+        };
+        let mut sim = Simulation::new(cfg, model(), featurizer(), cells.clone()).unwrap();
+        let record = sim.run_round().unwrap();
+        (sim, record)
+    };
+    let (mut shared, _) = run(LabelScope::Shared);
+    let (mut own, record) = run(LabelScope::Fleet);
+    let f = &cells[1];
+    let m = own.fleet_model(&f.id).unwrap();
+    let labels = m.label_transform().unwrap();
+    let want = LabelTransform::fit(&f.train.require_labels().unwrap()).unwrap();
+    approx::assert_relative_eq!(labels.mean, want.mean, max_relative = 1e-12);
+    approx::assert_relative_eq!(labels.std, want.std, max_relative = 1e-12);
+    let pooled = own.statistics().0;
+    assert!(
+        (pooled.mean - want.mean).abs() > 1e-3,
+        "the fleet's own mean differs"
+    );
+    // the round's RMSE for the fleet is this model's
+    let seed = job_seed(5, 1, 1);
+    let p = m
+        .predict_with(&f.test, &f.train, 4, m.config().selection, seed)
+        .unwrap();
+    let rmse = Metrics::compute(&p, &f.test.require_labels().unwrap())
+        .unwrap()
+        .rmse;
+    approx::assert_relative_eq!(record.fleet_rmse[&f.id], rmse, max_relative = 1e-9);
+    // and training read the labels differently
+    let a = shared.global_model().unwrap().params().unwrap().flatten();
+    let b = own.global_model().unwrap().params().unwrap().flatten();
+    let diff: f32 = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum();
+    assert!(
+        diff > 1e-3,
+        "the global weights differ between scopes: {diff}"
+    );
+}

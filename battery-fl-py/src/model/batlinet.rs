@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::Featurizer;
-use battery_fl_core::federation::LabelStats;
+use battery_fl_core::federation::{fleet_statistics, shared_statistics};
 use battery_fl_core::model::{
     BatLiNet, BatLiNetConfig, Dataset, InputScales, InputStats, LabelTransform, ReferenceSelection,
     TrainOptions, Trainable,
@@ -311,11 +311,32 @@ impl PyBatLiNet {
         })
     }
 
-    /// A fleet's sufficient statistics for the shared label transform and input scales:
-    /// ``(labels, inputs)``, float64, where ``labels`` is ``[count, sum ln(life), sum
-    /// ln(life)^2]`` of the cells' cycle lives and ``inputs`` the sums of the featurized
-    /// inputs. Summed over fleets (securely, in a federation) they give what
-    /// ``set_statistics`` needs, exactly what ``fit`` computes on the pooled cells.
+    /// A fleet's statistics for the shared label transform and input scales, as one float64
+    /// vector: label count, sum ln(life), sum ln(life)^2 of the cells' cycle lives, then
+    /// ``input_statistics(cells)``. Summed over fleets (securely, in a federation) they give
+    /// what ``set_shared_statistics`` needs: exactly what ``fit`` computes on the pooled cells.
+    fn fleet_statistics<'py>(
+        &self,
+        py: Python<'py>,
+        cells: Vec<Bound<'py, PyBatteryCell>>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let cells = cell_refs(&cells);
+        let v = self.with(py, |m| fleet_statistics(&dataset(m, &cells)?))?;
+        Ok(vec_f64(py, v))
+    }
+
+    /// Set the label transform and input scales from ``fleet_statistics`` summed over fleets.
+    fn set_shared_statistics(&self, py: Python<'_>, total: Vec<f64>) -> PyResult<()> {
+        self.with(py, |m| {
+            let (labels, scales) = shared_statistics(&total, m.input_shape())?;
+            m.set_input_scales(scales)?;
+            m.set_label_transform(labels);
+            Ok(())
+        })
+    }
+
+    /// ``fleet_statistics`` in two parts: ``(labels, inputs)``, where ``labels`` is ``[count,
+    /// sum ln(life), sum ln(life)^2]`` and ``inputs`` is ``input_statistics(cells)``.
     #[allow(clippy::type_complexity)]
     fn local_statistics<'py>(
         &self,
@@ -323,30 +344,23 @@ impl PyBatLiNet {
         cells: Vec<Bound<'py, PyBatteryCell>>,
     ) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
         let cells = cell_refs(&cells);
-        let (labels, inputs) = self.with(py, |m| {
-            let ds = dataset(m, &cells)?;
-            let l = LabelStats::of(&ds.require_labels()?)?;
-            Ok((vec![l.count, l.sum, l.sum_sq], ds.input_stats().to_vec()))
-        })?;
+        let mut labels = self.with(py, |m| fleet_statistics(&dataset(m, &cells)?))?;
+        let inputs = labels.split_off(3.min(labels.len()));
         Ok((vec_f64(py, labels), vec_f64(py, inputs)))
     }
 
-    /// Set the label transform and input scales from statistics summed over fleets (see
-    /// ``local_statistics``).
+    /// Set the label transform and input scales from ``local_statistics`` summed over fleets.
     fn set_statistics(&self, py: Python<'_>, labels: Vec<f64>, inputs: Vec<f64>) -> PyResult<()> {
-        self.with(py, |m| {
-            let [count, sum, sum_sq] =
-                <[f64; 3]>::try_from(labels.as_slice()).map_err(|_| Error::Shape {
-                    what: "label statistics [count, sum, sum_sq]".into(),
-                    expected: vec![3],
-                    got: vec![labels.len()],
-                })?;
-            let shape = m.input_shape();
-            let scales = InputScales::from_stats(&InputStats::from_vec(&inputs, shape)?, shape)?;
-            m.set_input_scales(scales)?;
-            m.set_label_transform(LabelTransform::from_sums(count, sum, sum_sq)?);
-            Ok(())
-        })
+        if labels.len() != 3 {
+            return Err(Error::Shape {
+                what: "label statistics [count, sum, sum_sq]".into(),
+                expected: vec![3],
+                got: vec![labels.len()],
+            })
+            .or_raise();
+        }
+        let total: Vec<f64> = labels.into_iter().chain(inputs).collect();
+        self.set_shared_statistics(py, total)
     }
 
     /// Per-channel input scales ``(branch_a, branch_b)``, once fitted (or set).

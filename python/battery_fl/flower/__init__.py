@@ -62,7 +62,6 @@ from battery_fl.flower.server import (
 from battery_fl.flower.settings import (
     FederationSettings,
     FleetCells,
-    label_transform_from_sums,
     load_fleet,
 )
 from battery_fl.flower.strategy import BatteryFlStrategy, DpConfig
@@ -84,7 +83,6 @@ __all__ = [
     "dropout_mod",
     "evaluate",
     "fleet_statistics",
-    "label_transform_from_sums",
     "load_fleet",
     "make_client_app",
     "query_statistics",

@@ -90,14 +90,15 @@ _FLEET_SETTINGS = {
     "personal-epochs": "personal_epochs",
     "validation-fraction": "validation_fraction",
     "auto-margin": "auto_margin",
+    "label-scope": "label_scope",
 }
 
 
 def fleet_statistics(model: battery_fl.BatLiNet, cells: Sequence[battery_fl.Cell]) -> np.ndarray:
-    """A fleet's sufficient statistics as one float64 vector: label count, Σ ln(life),
-    Σ ln(life)² (lives as the model labels them: ``cell.cycle_life()``), then
-    ``model.input_statistics(cells)``. Summed over fleets they give the shared label transform
-    and input scales (see :func:`battery_fl.flower.server.apply_statistics`).
+    """A fleet's statistics as one float64 vector (:meth:`battery_fl.BatLiNet.fleet_statistics`:
+    label count, Σ ln(life), Σ ln(life)², then the input statistics). Summed over fleets they
+    give the shared label transform and input scales (see
+    :func:`battery_fl.flower.server.apply_statistics`).
 
     >>> import battery_fl
     >>> from battery_fl import synthetic
@@ -108,16 +109,7 @@ def fleet_statistics(model: battery_fl.BatLiNet, cells: Sequence[battery_fl.Cell
     >>> v.dtype.name, int(v[0]), v.size == 3 + 1 + 2 * 6 + 6 * 12 * 8
     ('float64', 3, True)
     """
-    logs = []
-    for cell in cells:
-        life = cell.cycle_life()
-        if life is None or life <= 0:
-            err = battery_fl.DataError(f"cell {cell.cell_id} has no cycle-life label")
-            err.kind = "invalid_data"
-            raise err
-        logs.append(math.log(life))
-    labels = np.array([len(logs), sum(logs), sum(v * v for v in logs)], dtype=np.float64)
-    return np.concatenate([labels, model.input_statistics(cells)])
+    return model.fleet_statistics(list(cells))
 
 
 def _model(config: ConfigRecord) -> battery_fl.BatLiNet:
@@ -285,9 +277,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     k = min(int(config.get("inference-references", default_k)), len(fleet.train))  # type: ignore[arg-type]
     r = int(config.get("server-round", 0))  # type: ignore[arg-type]
     seed = battery_fl.job_seed(int(config.get("seed", 0)), r, fleet.index)  # type: ignore[arg-type]
-    rmse = personalized = _rmse(model, fleet, k, seed)
+    client = fleet_client(config, fleet, model)
+    # the global weights as this fleet reads them (its own label transform with label-scope fleet)
+    rmse = personalized = _rmse(client.shared_model(model, received), fleet, k, seed)
     if _personalizes(config):
-        client = fleet_client(config, fleet, model)
         state = _personal_state(context, config, client, model)
         own, state = client.personal_model(model, received, state, r)
         _keep_personal_state(context, config, state)

@@ -36,7 +36,6 @@ from battery_fl.flower.secagg import SecAggWorkflow
 from battery_fl.flower.settings import (
     FederationSettings,
     config_error,
-    label_transform_from_sums,
     model_to_config,
 )
 from battery_fl.flower.strategy import BatteryFlStrategy, DpConfig
@@ -109,15 +108,13 @@ def collect_statistics(
 
 
 def apply_statistics(model: battery_fl.BatLiNet, total: np.ndarray) -> tuple[float, float]:
-    """Set the shared label transform and input scales from summed fleet statistics;
-    returns the label transform ``(mean, std)``."""
-    count = float(np.round(total[0]))
-    mean, std = label_transform_from_sums(count, float(total[1]), float(total[2]))
-    model.set_label_transform(mean, std)
-    stats = np.array(total[3:], dtype=np.float64)
-    stats[0] = np.round(stats[0])  # the cell count, exact after a secure sum too
-    model.set_input_statistics(stats.tolist())
-    return mean, std
+    """Set the shared label transform and input scales from summed fleet statistics
+    (:meth:`battery_fl.BatLiNet.set_shared_statistics`); returns the label transform
+    ``(mean, std)``."""
+    model.set_shared_statistics(np.asarray(total, dtype=np.float64).tolist())
+    label = model.label_transform
+    assert label is not None
+    return label
 
 
 def _train_config(model: battery_fl.BatLiNet, settings: FederationSettings) -> ConfigRecord:
@@ -140,6 +137,7 @@ def _train_config(model: battery_fl.BatLiNet, settings: FederationSettings) -> C
             "personal-epochs": settings.personal_epochs or 0,
             "validation-fraction": settings.validation_fraction,
             "auto-margin": settings.auto_margin,
+            "label-scope": settings.label_scope,
         }
     )
 

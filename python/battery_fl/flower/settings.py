@@ -44,7 +44,6 @@ __all__ = [
     "FederationSettings",
     "FleetCells",
     "config_error",
-    "label_transform_from_sums",
     "load_fleet",
     "model_from_config",
     "model_to_config",
@@ -86,10 +85,14 @@ SHARED_SETTINGS = {
     "personal_epochs": "personal_epochs",
     "validation_fraction": "validation_fraction",
     "auto_margin": "auto_margin",
+    "label_scope": "label_scope",
 }
 
 #: Personalization modes, as in :class:`battery_fl.Simulation` (``personalization``).
 PERSONALIZATIONS = ("none", "fine_tune", "head", "ditto", "auto")
+
+#: Label scopes, as in :class:`battery_fl.Simulation` (``label_scope``).
+LABEL_SCOPES = ("shared", "fleet")
 
 #: Optional settings and the run-config value that stands for ``None`` (TOML has no null):
 #: ``personal-epochs = 0`` means the core's default, ``local-epochs``.
@@ -147,7 +150,9 @@ class FederationSettings:
     :data:`PERSONALIZATIONS`, with ``ditto_lambda``, ``personal_epochs``,
     ``validation_fraction`` and ``auto_margin``) is how each node turns the federation into its own model
     (:class:`battery_fl.FleetClient`); ``personal_epochs = None`` (``0`` in the run config)
-    means ``local_epochs``.
+    means ``local_epochs``. ``label_scope`` (one of :data:`LABEL_SCOPES`) says whether the
+    nodes train and read the shared weights with the federation's label transform or each
+    with its own.
     """
 
     num_server_rounds: int = CORE_DEFAULTS["rounds"]
@@ -170,6 +175,7 @@ class FederationSettings:
     personal_epochs: int | None = CORE_DEFAULTS["personal_epochs"]
     validation_fraction: float = CORE_DEFAULTS["validation_fraction"]
     auto_margin: float = CORE_DEFAULTS["auto_margin"]
+    label_scope: str = CORE_DEFAULTS["label_scope"]
     secure_aggregation: bool = False
     secure_statistics: bool = True
     secagg_threshold: int = 0
@@ -212,6 +218,8 @@ class FederationSettings:
             raise config_error("validation-fraction", "must be in (0, 0.5]")
         if not 0.0 <= self.auto_margin < 1.0:
             raise config_error("auto-margin", "must be in [0, 1)")
+        if self.label_scope not in LABEL_SCOPES:
+            raise config_error("label-scope", f"{self.label_scope!r} is not one of {LABEL_SCOPES}")
         if self.dp_enabled:
             battery_fl.dp.check_mode(self.dp_mode, secure_aggregation=self.secure_aggregation)
         if self.dp_enabled and not only_the_sum:
@@ -312,26 +320,6 @@ class FederationSettings:
                 return battery_fl.FedMedian()
             case _:
                 return battery_fl.FedTrimmedAvg(self.trimmed_beta)
-
-
-def label_transform_from_sums(count: float, total: float, total_sq: float) -> tuple[float, float]:
-    """``(mean, std)`` of ln(cycle life) from summed statistics, as the core's
-    ``LabelTransform::from_sums`` (a zero spread scales by 1).
-
-    >>> a, b = math.log(100), math.log(10000)
-    >>> [round(v, 6) for v in label_transform_from_sums(2, a + b, a * a + b * b)]
-    [6.907755, 2.302585]
-    """
-    if not count >= 1:
-        err = battery_fl.DataError("not enough data for the label transform: no labelled cell")
-        err.kind = "not_enough_data"
-        raise err
-    mean = total / count
-    var = max(total_sq / count - mean * mean, 0.0)
-    std = math.sqrt(var) if var > 1e-12 else 1.0
-    if not (math.isfinite(mean) and math.isfinite(std)):
-        raise config_error("labels", "non-finite label statistics")
-    return mean, std
 
 
 @dataclass(frozen=True)
