@@ -22,12 +22,15 @@ use anyhow::{bail, Context, Result};
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
-use battery_fl_core::model::{BatLiNet, BatLiNetConfig, Dataset, Metrics, VarianceModel};
+use battery_fl_core::model::{
+    BatLiNet, BatLiNetConfig, Dataset, LabelGrouping, Metrics, VarianceModel,
+};
 
 struct Args {
     by_chemistry: bool,
     seeds: u64,
     data_seed: u64,
+    label_grouping: LabelGrouping,
 }
 
 fn parse() -> Result<Args> {
@@ -35,6 +38,7 @@ fn parse() -> Result<Args> {
         by_chemistry: false,
         seeds: 3,
         data_seed: 42,
+        label_grouping: LabelGrouping::default(),
     };
     let mut protocol = None;
     let mut it = std::env::args().skip(1);
@@ -45,7 +49,11 @@ fn parse() -> Result<Args> {
             "--seeds" => a.seeds = v()?.parse()?,
             "--data-seed" => a.data_seed = v()?.parse()?,
             "--threads" => tch::set_num_threads(v()?.parse()?),
-            other => bail!("unknown argument {other} (usage: eval_synthetic --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T])"),
+            "--label-grouping" => {
+                a.label_grouping = serde_json::from_value(serde_json::Value::String(v()?))
+                    .context("--label-grouping: pooled or cathode")?
+            }
+            other => bail!("unknown argument {other} (usage: eval_synthetic --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T] [--label-grouping pooled|cathode])"),
         }
     }
     a.by_chemistry = match protocol.as_deref() {
@@ -101,6 +109,7 @@ fn main() -> Result<()> {
         .with_batch_size(16)
         .with_epochs(60)
         .with_inference_references(16)
+        .with_label_grouping(args.label_grouping)
         .with_progress(false);
     let label = LabelConfig::default();
 

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --features tch --example federated -- \
 //!     [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp]
-//!     [--threads N] [--personalization none|fine_tune|head|ditto|auto] [--seed S]
+//!     [--threads N] [--personalization none|fine_tune|head|ditto|auto] [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]
 //! ```
 //!
 //! `--seed S` (default 0) seeds the model (S) and the federation (7 + S): sampling, local
@@ -36,7 +36,9 @@ use battery_fl_core::federation::{
     centralized_baseline, local_only_baseline, FederationConfig, FleetData, LabelScope,
     Personalization, SecureAggregation, Simulation,
 };
-use battery_fl_core::model::{BatLiNetConfig, Dataset, InterFeatures};
+use battery_fl_core::model::{
+    BatLiNetConfig, Dataset, InterFeatures, LabelGrouping, ReferenceSelection,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 struct Args {
@@ -48,6 +50,8 @@ struct Args {
     dp: bool,
     personalization: Personalization,
     label_scope: LabelScope,
+    label_grouping: LabelGrouping,
+    selection: ReferenceSelection,
     seed: u64,
 }
 
@@ -61,6 +65,8 @@ fn parse() -> Result<Args> {
         dp: true,
         personalization: Personalization::Auto,
         label_scope: LabelScope::default(),
+        label_grouping: LabelGrouping::default(),
+        selection: ReferenceSelection::default(),
         seed: 0,
     };
     let mut it = std::env::args().skip(1);
@@ -86,9 +92,17 @@ fn parse() -> Result<Args> {
                 a.label_scope = serde_json::from_value(serde_json::Value::String(v()?))
                     .context("--label-scope: shared or fleet")?
             }
+            "--label-grouping" => {
+                a.label_grouping = serde_json::from_value(serde_json::Value::String(v()?))
+                    .context("--label-grouping: pooled or cathode")?
+            }
+            "--selection" => {
+                a.selection = serde_json::from_value(serde_json::Value::String(v()?))
+                    .context("--selection: random or genome")?
+            }
             "--threads" => tch::set_num_threads(v()?.parse()?),
             "--seed" => a.seed = v()?.parse()?,
-            "-h" | "--help" => bail!("usage: federated [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto] [--seed S]"),
+            "-h" | "--help" => bail!("usage: federated [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto] [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]"),
             other => bail!("unknown argument {other} (try --help)"),
         }
     }
@@ -186,6 +200,8 @@ fn main() -> Result<()> {
             .with_epochs(600)
             .with_inference_references(32)
             .with_inter_features(InterFeatures::CycleDifference)
+            .with_label_grouping(args.label_grouping)
+            .with_selection(args.selection)
             .with_seed(args.seed);
         // the recipe eval_matr chose by 4-fold cross-validation on `train` (600 epochs, batch
         // 16, cycle-difference inter features); federated: 30 rounds x 20 local epochs, the
@@ -198,6 +214,8 @@ fn main() -> Result<()> {
             .with_batch_size(16)
             .with_epochs(60)
             .with_inference_references(16)
+            .with_label_grouping(args.label_grouping)
+            .with_selection(args.selection)
             .with_seed(args.seed);
         (f, m, if args.rounds > 0 { args.rounds } else { 15 }, 4)
     };

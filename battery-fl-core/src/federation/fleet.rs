@@ -34,8 +34,6 @@ pub struct FleetClient {
     train: Dataset,
     fit: Dataset,
     val: Option<Dataset>,
-    /// With [`LabelScope::Fleet`]: the fleet's own label transform (from its fitting cells).
-    own_labels: Option<LabelTransform>,
 }
 
 impl FleetClient {
@@ -57,17 +55,12 @@ impl FleetClient {
         } else {
             (train.clone(), None)
         };
-        let own_labels = match config.label_scope {
-            LabelScope::Shared => None,
-            LabelScope::Fleet => Some(LabelTransform::fit(&fit.require_labels()?)?),
-        };
         Ok(FleetClient {
             config: config.clone(),
             index,
             train,
             fit,
             val,
-            own_labels,
         })
     }
 
@@ -99,9 +92,15 @@ impl FleetClient {
         worker: &mut BatLiNet,
         f: impl FnOnce(&mut BatLiNet) -> Result<R>,
     ) -> Result<R> {
-        let Some(own) = self.own_labels else {
+        if self.config.label_scope == LabelScope::Shared {
             return f(worker);
-        };
+        }
+        // the fleet's own transform, from its fitting cells, grouped as the model groups
+        let own = LabelTransform::fit_grouped(
+            &self.fit.require_labels()?,
+            &self.fit.cathodes(),
+            worker.config().label_grouping,
+        )?;
         let saved = worker.label_transform();
         worker.set_label_transform(own);
         let out = f(worker);

@@ -4,73 +4,50 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use super::config::SecureAggregation;
 use crate::error::{Error, Result};
-use crate::model::{Dataset, InputScales, InputStats, LabelTransform};
+use crate::model::{
+    grouped_label_sums, Dataset, InputScales, InputStats, LabelGrouping, LabelTransform,
+    LABEL_GROUPS,
+};
 use crate::secagg::{simulate_round, SecAggConfig};
 
-/// A fleet's sufficient statistics of ln(cycle life).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LabelStats {
-    /// Number of labelled cells.
-    pub count: f64,
-    /// Σ ln(life).
-    pub sum: f64,
-    /// Σ ln(life)².
-    pub sum_sq: f64,
-}
-
-impl LabelStats {
-    /// Statistics of one fleet's labels.
-    pub fn of(lives: &[f64]) -> Result<Self> {
-        if let Some(v) = lives.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return Err(Error::config(
-                "labels",
-                format!("cycle lives must be positive, got {v}"),
-            ));
-        }
-        let logs = lives.iter().map(|v| v.ln());
-        Ok(LabelStats {
-            count: lives.len() as f64,
-            sum: logs.clone().sum(),
-            sum_sq: logs.map(|l| l * l).sum(),
-        })
-    }
-}
+/// Length of the label part of [`fleet_statistics`]: count, Σ ln(life) and Σ ln(life)²,
+/// pooled and then per [`LABEL_GROUPS`](crate::model::LABEL_GROUPS) entry.
+pub const LABEL_STATISTICS_LEN: usize = 3 * (1 + LABEL_GROUPS.len());
 
 /// What a fleet contributes to the shared statistics, as one vector in the layout every
-/// fleet sends to be summed (in the simulation and in Flower alike): its label count,
-/// Σ ln(life), Σ ln(life)², then the input statistics of its training cells
-/// ([`Dataset::input_stats`]). Summed over fleets, [`shared_statistics`] turns the total into
-/// the label transform and input scales one model fitted on the pooled cells would use.
+/// fleet sends to be summed (in the simulation and in Flower alike): the label sums of its
+/// training cells ([`grouped_label_sums`], [`LABEL_STATISTICS_LEN`] numbers), then their input
+/// statistics ([`Dataset::input_stats`]). Summed over fleets, [`shared_statistics`] turns the
+/// total into the label transform and input scales one model fitted on the pooled cells
+/// would use.
 pub fn fleet_statistics(train: &Dataset) -> Result<Vec<f64>> {
-    let labels = LabelStats::of(&train.require_labels()?)?;
-    let mut v = vec![labels.count, labels.sum, labels.sum_sq];
+    let mut v = grouped_label_sums(&train.require_labels()?, &train.cathodes())?;
     v.extend(train.input_stats().to_vec());
     Ok(v)
 }
 
-/// The shared label transform and input scales (for inputs of `shape`) from
-/// [`fleet_statistics`] summed over fleets. The two cell counts are rounded: a secure sum
+/// The shared label transform (with `grouping`) and input scales (for inputs of `shape`)
+/// from [`fleet_statistics`] summed over fleets. Cell counts are rounded: a secure sum
 /// carries them to about 4e-7.
 pub fn shared_statistics(
     total: &[f64],
     shape: [usize; 3],
+    grouping: LabelGrouping,
 ) -> Result<(LabelTransform, InputScales)> {
-    let [count, sum, sum_sq, inputs @ ..] = total else {
+    let expected = LABEL_STATISTICS_LEN + InputStats::len_for(shape);
+    if total.len() != expected {
         return Err(Error::Shape {
             what: "summed fleet statistics".into(),
-            expected: vec![3 + InputStats::len_for(shape)],
+            expected: vec![expected],
             got: vec![total.len()],
         });
-    };
-    let mut inputs = inputs.to_vec();
-    if let Some(cells) = inputs.first_mut() {
-        *cells = cells.round();
     }
-    let labels = LabelTransform::from_sums(count.round(), *sum, *sum_sq)?;
+    let (labels, inputs) = total.split_at(LABEL_STATISTICS_LEN);
+    let mut inputs = inputs.to_vec();
+    inputs[0] = inputs[0].round();
+    let labels = LabelTransform::from_grouped_sums(labels, grouping)?;
     let scales = InputScales::from_stats(&InputStats::from_vec(&inputs, shape)?, shape)?;
     Ok((labels, scales))
 }
@@ -143,20 +120,6 @@ pub fn secure_sum(
         .collect())
 }
 
-/// The shared label transform from every fleet's [`LabelStats`] (see [`secure_sum`]).
-pub fn federated_label_transform(
-    stats: &[LabelStats],
-    secure: Option<&SecureAggregation>,
-    seed: u64,
-) -> Result<LabelTransform> {
-    let vectors: Vec<Vec<f64>> = stats
-        .iter()
-        .map(|s| vec![s.count, s.sum, s.sum_sq])
-        .collect();
-    let total = secure_sum(&vectors, secure, seed)?;
-    LabelTransform::from_sums(total[0].round(), total[1], total[2])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,14 +140,36 @@ mod tests {
         let pooled = Dataset::concat(&fleets.iter().collect::<Vec<_>>())?;
         let shape = pooled.shape;
         let stats: Vec<Vec<f64>> = fleets.iter().map(fleet_statistics).collect::<Result<_>>()?;
-        assert_eq!(stats[0].len(), 3 + InputStats::len_for(shape));
+        assert_eq!(
+            stats[0].len(),
+            LABEL_STATISTICS_LEN + InputStats::len_for(shape)
+        );
         let want_labels = LabelTransform::fit(&pooled.require_labels()?)?;
+        let want_grouped = LabelTransform::fit_grouped(
+            &pooled.require_labels()?,
+            &pooled.cathodes(),
+            LabelGrouping::Cathode,
+        )?;
+        assert_ne!(want_grouped, want_labels, "the fleets mix chemistries");
         let want_scales = InputScales::from_stats(&pooled.input_stats(), shape)?;
         for secure in [None, Some(SecureAggregation::default())] {
             let total = secure_sum(&stats, secure.as_ref(), 5)?;
-            let (labels, scales) = shared_statistics(&total, shape)?;
+            let (labels, scales) = shared_statistics(&total, shape, LabelGrouping::Pooled)?;
             assert!((labels.mean - want_labels.mean).abs() < 1e-5, "{labels:?}");
             assert!((labels.std - want_labels.std).abs() < 1e-5, "{labels:?}");
+            let (grouped, _) = shared_statistics(&total, shape, LabelGrouping::Cathode)?;
+            for c in ["LFP", "NMC", "NCA", "LCO"] {
+                let want = want_grouped.moments(Some(c));
+                let got = grouped.moments(Some(c));
+                assert!(
+                    (got.mean - want.mean).abs() < 1e-5,
+                    "{c}: {got:?} vs {want:?}"
+                );
+                assert!(
+                    (got.std - want.std).abs() < 1e-5,
+                    "{c}: {got:?} vs {want:?}"
+                );
+            }
             for (a, b) in scales.branch_a.iter().zip(&want_scales.branch_a) {
                 assert!((a - b).abs() <= 1e-4 * b.abs().max(1e-3), "{a} vs {b}");
             }
@@ -194,29 +179,10 @@ mod tests {
         }
         // a truncated vector is a shape error, not a panic
         assert!(matches!(
-            shared_statistics(&stats[0][..2], shape),
+            shared_statistics(&stats[0][..2], shape, LabelGrouping::Pooled),
             Err(Error::Shape { .. })
         ));
-        assert!(shared_statistics(&stats[0][..10], shape).is_err());
+        assert!(shared_statistics(&stats[0][..30], shape, LabelGrouping::Cathode).is_err());
         Ok(())
-    }
-
-    #[test]
-    fn secure_sums_give_the_pooled_transform() {
-        let fleets = [
-            vec![300.0, 500.0, 900.0],
-            vec![1200.0, 2000.0],
-            vec![150.0, 700.0, 800.0, 2500.0],
-        ];
-        let pooled: Vec<f64> = fleets.iter().flatten().copied().collect();
-        let want = LabelTransform::fit(&pooled).unwrap();
-        let stats: Vec<LabelStats> = fleets.iter().map(|f| LabelStats::of(f).unwrap()).collect();
-        let plain = federated_label_transform(&stats, None, 0).unwrap();
-        let secure =
-            federated_label_transform(&stats, Some(&SecureAggregation::default()), 3).unwrap();
-        for t in [plain, secure] {
-            assert!((t.mean - want.mean).abs() < 1e-3, "{t:?} vs {want:?}");
-            assert!((t.std - want.std).abs() < 1e-3, "{t:?} vs {want:?}");
-        }
     }
 }

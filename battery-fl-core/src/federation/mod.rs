@@ -25,9 +25,7 @@ pub use cluster::{cluster_fleets, FleetSummary};
 pub use config::{
     ClusterConfig, FederationConfig, LabelScope, Personalization, SecureAggregation, Strategy,
 };
-pub use labels::{
-    federated_label_transform, fleet_statistics, secure_sum, shared_statistics, LabelStats,
-};
+pub use labels::{fleet_statistics, secure_sum, shared_statistics, LABEL_STATISTICS_LEN};
 pub use personalize::{Candidate, FleetModel, FleetState};
 pub use state::{CoordinatorState, RoundRecord};
 

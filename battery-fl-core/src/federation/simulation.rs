@@ -102,7 +102,7 @@ impl Simulation {
             config.secure_aggregation.as_ref(),
             job_seed(config.seed, 0, STREAM_MASKS),
         )?;
-        let (labels, scales) = shared_statistics(&total, shape)?;
+        let (labels, scales) = shared_statistics(&total, shape, model.label_grouping)?;
         let mut worker = BatLiNet::new(model.with_progress(false), featurizer, shape)?;
         worker.set_label_transform(labels);
         worker.set_input_scales(scales)?;

@@ -155,10 +155,10 @@ impl CoordinatorState {
                 }
             }
         }
-        let LabelTransform { mean, std } = self.labels;
-        if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+        if !self.labels.is_valid() {
+            let LabelTransform { mean, std, .. } = self.labels;
             return Err(format!(
-                "field `labels`: needs a finite mean and a positive finite std, got {mean} and {std}"
+                "field `labels`: needs finite means and positive finite spreads, got {mean} and {std}"
             ));
         }
         Ok(())

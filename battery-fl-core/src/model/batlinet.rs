@@ -3,7 +3,8 @@
 use tch::{Device, Kind, Tensor};
 
 use super::config::{BatLiNetConfig, DeviceChoice, Geometry, ReferenceSelection};
-use super::dataset::{Dataset, InputScales, LabelTransform};
+use super::dataset::{Dataset, InputScales};
+use super::labels::LabelTransform;
 use super::net::{Net, TchResultExt};
 use super::params::ModelParams;
 use super::reference::select_references;
@@ -271,7 +272,8 @@ impl BatLiNet {
         let normalized = self.predict_normalized(targets, references, k, selection, seed)?;
         Ok(normalized
             .into_iter()
-            .map(|y| labels.inverse_bounded(y))
+            .zip(targets.cathodes())
+            .map(|(y, c)| labels.inverse_bounded_for(y, c))
             .unzip())
     }
 
@@ -290,9 +292,16 @@ impl BatLiNet {
         let labels = self.require_labels()?;
         self.check_dataset(targets, "target")?;
         let (a, b) = self.predict_branches_normalized(targets, references, k, selection, seed)?;
+        let cathodes = targets.cathodes();
+        let back = |ys: Vec<f64>| -> Vec<f64> {
+            ys.into_iter()
+                .zip(&cathodes)
+                .map(|(y, c)| labels.inverse_for(y, *c))
+                .collect()
+        };
         Ok(BranchPredictions {
-            a: a.into_iter().map(|y| labels.inverse(y)).collect(),
-            b: b.map(|b| b.into_iter().map(|y| labels.inverse(y)).collect()),
+            a: back(a),
+            b: b.map(back),
         })
     }
 
@@ -344,7 +353,8 @@ impl BatLiNet {
             let y: Vec<f64> = references
                 .require_labels()?
                 .iter()
-                .map(|&l| labels.forward(l))
+                .zip(references.cathodes())
+                .map(|(&l, c)| labels.forward_for(l, c))
                 .collect();
             (sel, y)
         } else {

@@ -87,10 +87,12 @@ mod tests {
     #[test]
     fn round_trip_is_exact_and_garbage_is_a_model_error() {
         let mut m = small();
-        m.set_label_transform(LabelTransform {
-            mean: 6.5,
-            std: 0.4,
+        let mut labels = LabelTransform::new(6.5, 0.4);
+        labels.groups[1] = Some(crate::model::LabelMoments {
+            mean: 7.5,
+            std: 0.3,
         });
+        m.set_label_transform(labels);
         m.set_input_scales(InputScales {
             branch_a: vec![0.5, 2.0],
             branch_b: vec![1.5, 3.0],

@@ -120,6 +120,9 @@ pub struct BatLiNetConfig {
     /// model (stochastic weight averaging, Izmailov et al. 2018); 0 keeps the last weights
     /// (default 0, as published). Must be in [0, 1).
     pub weight_averaging: f64,
+    /// Whether cycle lives are normalized over all training cells (default, as published)
+    /// or within each cathode chemistry of the genome ([`LabelGrouping`](super::LabelGrouping)).
+    pub label_grouping: super::LabelGrouping,
 }
 
 impl Default for BatLiNetConfig {
@@ -146,6 +149,7 @@ impl Default for BatLiNetConfig {
             inter_features: InterFeatures::Raw,
             lr_schedule: LrSchedule::Constant,
             weight_averaging: 0.0,
+            label_grouping: super::LabelGrouping::Pooled,
         }
     }
 }
@@ -196,6 +200,8 @@ impl BatLiNetConfig {
         with_lr_schedule: lr_schedule: LrSchedule;
         /// Set `weight_averaging`.
         with_weight_averaging: weight_averaging: f64;
+        /// Set `label_grouping`.
+        with_label_grouping: label_grouping: super::LabelGrouping;
     }
 
     /// Check every field.

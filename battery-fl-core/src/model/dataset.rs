@@ -10,95 +10,6 @@ use crate::error::{Error, Result};
 use crate::features::{clean_all, FeatureCleanConfig, Features, Featurizer};
 use crate::genome::GenomeFingerprint;
 
-/// How far a prediction may leave the training labels, in standard deviations of log cycle
-/// life: predictions are bounded to `exp(mean ± 4·std)`, a factor `e^(4·std)` around the
-/// geometric-mean training life (training labels lie inside unless they are 4-sigma
-/// outliers). Beyond it a model extrapolates; a prediction that hit the bound is reported
-/// ([`LabelTransform::inverse_bounded`], `BatLiNet::predict_bounded`).
-pub const PREDICTION_BOUND_SIGMAS: f64 = 4.0;
-
-/// Mean and standard deviation of log cycle life: y' = (ln y − mean) / std.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LabelTransform {
-    /// Mean of ln(cycle life).
-    pub mean: f64,
-    /// Standard deviation of ln(cycle life) (population).
-    pub std: f64,
-}
-
-impl LabelTransform {
-    /// Fit on cycle lives (all positive; at least one).
-    pub fn fit(lives: &[f64]) -> Result<Self> {
-        if lives.is_empty() {
-            return Err(Error::NotEnoughData {
-                what: "label transform".into(),
-                needed: 1,
-                got: 0,
-            });
-        }
-        if let Some(v) = lives.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return Err(Error::config(
-                "labels",
-                format!("cycle lives must be positive, got {v}"),
-            ));
-        }
-        let n = lives.len() as f64;
-        let mean = lives.iter().map(|v| v.ln()).sum::<f64>() / n;
-        let var = lives.iter().map(|v| (v.ln() - mean).powi(2)).sum::<f64>() / n;
-        Self::from_moments(mean, var)
-    }
-
-    /// From federated sufficient statistics of ln(life): count, sum and sum of squares.
-    pub fn from_sums(count: f64, sum: f64, sum_sq: f64) -> Result<Self> {
-        if count.is_nan() || count < 1.0 {
-            return Err(Error::NotEnoughData {
-                what: "label transform".into(),
-                needed: 1,
-                got: 0,
-            });
-        }
-        let mean = sum / count;
-        Self::from_moments(mean, (sum_sq / count - mean * mean).max(0.0))
-    }
-
-    fn from_moments(mean: f64, var: f64) -> Result<Self> {
-        // a single cell (or identical lives) has zero spread: scale by 1 instead of dividing by 0
-        let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
-        if !(mean.is_finite() && std.is_finite()) {
-            return Err(Error::config("labels", "non-finite label statistics"));
-        }
-        Ok(LabelTransform { mean, std })
-    }
-
-    /// Cycle life -> normalized label.
-    pub fn forward(&self, life: f64) -> f64 {
-        (life.ln() - self.mean) / self.std
-    }
-
-    /// Normalized label -> cycle life.
-    pub fn inverse(&self, y: f64) -> f64 {
-        (y * self.std + self.mean).exp()
-    }
-
-    /// Normalized label -> cycle life bounded to [`PREDICTION_BOUND_SIGMAS`] around the
-    /// training labels, and whether the bound was hit (a NaN stays NaN and counts as bounded).
-    ///
-    /// ```
-    /// use battery_fl_core::model::LabelTransform;
-    /// let t = LabelTransform { mean: 7.0, std: 0.5 };
-    /// assert_eq!(t.inverse_bounded(0.0), (7.0_f64.exp(), false));
-    /// let (life, bounded) = t.inverse_bounded(80.0); // what once printed 1.4e19 cycles
-    /// assert!(bounded && (life - 9.0_f64.exp()).abs() < 1e-6);
-    /// ```
-    pub fn inverse_bounded(&self, y: f64) -> (f64, bool) {
-        let b = PREDICTION_BOUND_SIGMAS;
-        if y.is_nan() {
-            return (f64::NAN, true);
-        }
-        (self.inverse(y.clamp(-b, b)), y.abs() > b)
-    }
-}
-
 /// Sufficient statistics of a dataset's inputs (shared, possibly through secure aggregation,
 /// to fit one [`InputScales`] across fleets).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -352,6 +263,14 @@ impl Dataset {
         Ok(self)
     }
 
+    /// Each cell's cathode chemistry from its genome (`None` when unknown or when the
+    /// dataset carries no fingerprints).
+    pub fn cathodes(&self) -> Vec<Option<&str>> {
+        (0..self.len())
+            .map(|i| self.fingerprints.get(i).and_then(|f| f.cathode.as_deref()))
+            .collect()
+    }
+
     /// Number of cells.
     pub fn len(&self) -> usize {
         self.cell_ids.len()
@@ -566,23 +485,6 @@ impl Dataset {
 mod tests {
     use super::*;
     use approx::assert_relative_eq;
-
-    #[test]
-    fn label_transform_round_trips_and_matches_sums() {
-        let lives = [300.0, 800.0, 1500.0];
-        let t = LabelTransform::fit(&lives).unwrap();
-        for l in lives {
-            assert_relative_eq!(t.inverse(t.forward(l)), l, max_relative = 1e-12);
-        }
-        let logs: Vec<f64> = lives.iter().map(|v: &f64| v.ln()).collect();
-        let s = LabelTransform::from_sums(3.0, logs.iter().sum(), logs.iter().map(|v| v * v).sum())
-            .unwrap();
-        assert_relative_eq!(s.mean, t.mean, epsilon = 1e-12);
-        assert_relative_eq!(s.std, t.std, epsilon = 1e-9);
-        assert!(LabelTransform::fit(&[]).is_err());
-        assert!(LabelTransform::fit(&[0.0]).is_err());
-        assert_eq!(LabelTransform::fit(&[500.0]).unwrap().std, 1.0);
-    }
 
     #[test]
     fn pair_rms_is_per_channel_over_the_given_pairs_only() {

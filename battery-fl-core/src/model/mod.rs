@@ -7,6 +7,7 @@
 
 mod config;
 mod dataset;
+mod labels;
 mod metrics;
 mod params;
 mod persist;
@@ -29,7 +30,11 @@ mod transfer;
 pub use config::{
     BatLiNetConfig, DeviceChoice, Geometry, InterFeatures, LrSchedule, ReferenceSelection,
 };
-pub use dataset::{Dataset, InputScales, InputStats, LabelTransform, PREDICTION_BOUND_SIGMAS};
+pub use dataset::{Dataset, InputScales, InputStats};
+pub use labels::{
+    grouped_label_sums, label_group, label_sums, LabelGrouping, LabelMoments, LabelSums,
+    LabelTransform, GROUP_PRIOR_CELLS, LABEL_GROUPS, PREDICTION_BOUND_SIGMAS,
+};
 pub use metrics::Metrics;
 pub use params::{ModelParams, Param};
 pub use persist::{

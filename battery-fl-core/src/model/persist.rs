@@ -9,7 +9,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::config::{BatLiNetConfig, Geometry};
-use super::dataset::{InputScales, LabelTransform};
+use super::dataset::InputScales;
+use super::labels::LabelTransform;
 use super::params::ModelParams;
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;

@@ -11,7 +11,8 @@ use tch::{Kind, Reduction, Tensor};
 
 use super::batlinet::{index_tensor, to_tensor, BatLiNet};
 use super::config::{LrSchedule, ReferenceSelection};
-use super::dataset::{Dataset, InputScales, LabelTransform};
+use super::dataset::{Dataset, InputScales};
+use super::labels::LabelTransform;
 use super::net::TchResultExt;
 use super::params::ModelParams;
 use super::reference::select_references;
@@ -229,7 +230,11 @@ impl BatLiNet {
     /// configured epochs.
     pub fn fit(&mut self, train: &Dataset) -> Result<TrainReport> {
         self.check_dataset(train, "training")?;
-        self.labels = Some(LabelTransform::fit(&train.require_labels()?)?);
+        self.labels = Some(LabelTransform::fit_grouped(
+            &train.require_labels()?,
+            &train.cathodes(),
+            self.config.label_grouping,
+        )?);
         let mut scales = InputScales::from_stats(&train.input_stats(), train.shape)?;
         if let Some(pool) = self.training_reference_pool(train)? {
             // branch B sees only these pairs: scale it by their differences, not by those of
@@ -277,7 +282,8 @@ impl BatLiNet {
         let y: Vec<f32> = train
             .require_labels()?
             .iter()
-            .map(|&l| labels.forward(l) as f32)
+            .zip(train.cathodes())
+            .map(|(&l, c)| labels.forward_for(l, c) as f32)
             .collect();
         let n = train.len();
         if n == 0 {

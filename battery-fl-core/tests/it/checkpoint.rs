@@ -30,10 +30,7 @@ fn state(scalars: usize, fill: f32) -> CoordinatorState {
         server_optimizer: Some(opt),
         accountant: None,
         adaptive_clip: None,
-        labels: LabelTransform {
-            mean: 6.5,
-            std: 0.4,
-        },
+        labels: LabelTransform::new(6.5, 0.4),
         history: Vec::new(),
         fleets: Vec::new(),
     }

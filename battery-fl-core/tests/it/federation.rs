@@ -457,3 +457,57 @@ fn fleet_label_scope_trains_and_reads_with_each_fleets_own_labels() {
         "the global weights differ between scopes: {diff}"
     );
 }
+
+#[test]
+fn cathode_label_grouping_is_shared_from_secure_sums_and_read_per_cell() {
+    use battery_fl_core::model::{LabelGrouping, LabelTransform, LABEL_GROUPS};
+    let cells = fleets(3);
+    let grouped = model().with_label_grouping(LabelGrouping::Cathode);
+    let mut sim = Simulation::new(config(1), grouped, featurizer(), cells.clone()).unwrap();
+    // the shared transform is the pooled fit of every fleet's training cells, per cathode
+    let all = Dataset::concat(&cells.iter().map(|f| &f.train).collect::<Vec<_>>()).unwrap();
+    let want = LabelTransform::fit_grouped(
+        &all.require_labels().unwrap(),
+        &all.cathodes(),
+        LabelGrouping::Cathode,
+    )
+    .unwrap();
+    let got = sim.statistics().0;
+    let seen: Vec<&str> = LABEL_GROUPS
+        .iter()
+        .copied()
+        .filter(|c| want.groups[LABEL_GROUPS.iter().position(|g| g == c).unwrap()].is_some())
+        .collect();
+    assert!(seen.len() >= 2, "the fleets mix chemistries: {seen:?}");
+    for c in seen {
+        let (g, w) = (got.moments(Some(c)), want.moments(Some(c)));
+        approx::assert_abs_diff_eq!(g.mean, w.mean, epsilon = 1e-5);
+        approx::assert_abs_diff_eq!(g.std, w.std, epsilon = 1e-5);
+        assert_ne!(w, want.moments(None), "{c} has its own moments");
+    }
+    // a trained model reads each cell with its chemistry's moments: relabel the test cells'
+    // cathode and the same network output comes back through the other chemistry's moments
+    sim.run_round().unwrap();
+    let m = sim.global_model().unwrap();
+    assert_eq!(m.label_transform(), Some(got));
+    let test = &cells[0].test;
+    let predict = |ds: &Dataset| {
+        m.predict_with(ds, &cells[0].train, 4, m.config().selection, 3)
+            .unwrap()
+    };
+    let before = predict(test);
+    let mut relabelled = test.clone();
+    let other = |c: Option<&str>| if c == Some("LFP") { "NMC" } else { "LFP" };
+    for fp in &mut relabelled.fingerprints {
+        fp.cathode = Some(other(fp.cathode.as_deref()).to_string());
+    }
+    let after = predict(&relabelled);
+    for ((b, a), c) in before.iter().zip(&after).zip(test.cathodes()) {
+        let (from, to) = (got.moments(c), got.moments(Some(other(c))));
+        let y = (b.ln() - from.mean) / from.std;
+        if y.abs() < 3.9 {
+            approx::assert_relative_eq!(a.ln(), y * to.std + to.mean, max_relative = 1e-6);
+        }
+    }
+    assert_ne!(before, after);
+}
