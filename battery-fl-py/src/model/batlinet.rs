@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::Featurizer;
-use battery_fl_core::federation::{fleet_statistics, shared_statistics};
+use battery_fl_core::federation::{fleet_statistics, shared_statistics, LABEL_STATISTICS_LEN};
 use battery_fl_core::model::{
     BatLiNet, BatLiNetConfig, Dataset, InputScales, InputStats, LabelTransform, ReferenceSelection,
     TrainOptions, Trainable,
@@ -81,7 +81,7 @@ fn dataset(model: &BatLiNet, cells: &[&Cell]) -> Result<Dataset, Error> {
 #[pymethods]
 impl PyBatLiNet {
     #[new]
-    #[pyo3(signature = (*, featurizer=None, input_channels=None, conv_channels=32, kernel=3, pool=3, alpha=0.5, train_references=2, inference_references=32, selection="random", learning_rate=0.001, weight_decay=0.01, batch_size=128, epochs=200, seed=0, device="cpu", single_branch=false, progress=true, inference_batch=16, clean_pairs=false, inter_features="raw", lr_schedule="constant", weight_averaging=0.0))]
+    #[pyo3(signature = (*, featurizer=None, input_channels=None, conv_channels=32, kernel=3, pool=3, alpha=0.5, train_references=2, inference_references=32, selection="random", learning_rate=0.001, weight_decay=0.01, batch_size=128, epochs=200, seed=0, device="cpu", single_branch=false, progress=true, inference_batch=16, clean_pairs=false, inter_features="raw", lr_schedule="constant", weight_averaging=0.0, label_grouping="pooled"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -107,6 +107,7 @@ impl PyBatLiNet {
         inter_features: &str,
         lr_schedule: &str,
         weight_averaging: f64,
+        label_grouping: &str,
     ) -> PyResult<Self> {
         let config = BatLiNetConfig {
             input_channels: input_channels.unwrap_or_else(|| (0..6).collect()),
@@ -130,6 +131,7 @@ impl PyBatLiNet {
             inter_features: enum_from_str("inter_features", inter_features)?,
             lr_schedule: enum_from_str("lr_schedule", lr_schedule)?,
             weight_averaging,
+            label_grouping: enum_from_str("label_grouping", label_grouping)?,
         };
         let featurizer = match featurizer {
             Some(f) => f.config().clone(),
@@ -306,14 +308,14 @@ impl PyBatLiNet {
     /// Use a label transform agreed elsewhere (federated runs share one).
     fn set_label_transform(&self, py: Python<'_>, mean: f64, std: f64) -> PyResult<()> {
         self.with(py, |m| {
-            m.set_label_transform(LabelTransform { mean, std });
+            m.set_label_transform(LabelTransform::new(mean, std));
             Ok(())
         })
     }
 
     /// A fleet's statistics for the shared label transform and input scales, as one float64
-    /// vector: label count, sum ln(life), sum ln(life)^2 of the cells' cycle lives, then
-    /// ``input_statistics(cells)``. Summed over fleets (securely, in a federation) they give
+    /// vector: label count, sum ln(life), sum ln(life)^2 of the cells' cycle lives, the same
+    /// three per cathode group (18 numbers in all), then ``input_statistics(cells)``. Summed over fleets (securely, in a federation) they give
     /// what ``set_shared_statistics`` needs: exactly what ``fit`` computes on the pooled cells.
     fn fleet_statistics<'py>(
         &self,
@@ -325,18 +327,35 @@ impl PyBatLiNet {
         Ok(vec_f64(py, v))
     }
 
+    /// How many leading numbers of ``fleet_statistics`` are label sums (the rest are input
+    /// statistics).
+    #[classattr]
+    const LABEL_STATISTICS_LEN: usize = LABEL_STATISTICS_LEN;
+
+    /// Set the label transform alone from the label part of ``fleet_statistics`` (its first
+    /// ``LABEL_STATISTICS_LEN`` numbers) summed over fleets, grouped as the model's
+    /// ``label_grouping`` says.
+    fn set_label_statistics(&self, py: Python<'_>, total: Vec<f64>) -> PyResult<()> {
+        self.with(py, |m| {
+            let labels = LabelTransform::from_grouped_sums(&total, m.config().label_grouping)?;
+            m.set_label_transform(labels);
+            Ok(())
+        })
+    }
+
     /// Set the label transform and input scales from ``fleet_statistics`` summed over fleets.
     fn set_shared_statistics(&self, py: Python<'_>, total: Vec<f64>) -> PyResult<()> {
         self.with(py, |m| {
-            let (labels, scales) = shared_statistics(&total, m.input_shape())?;
+            let (labels, scales) =
+                shared_statistics(&total, m.input_shape(), m.config().label_grouping)?;
             m.set_input_scales(scales)?;
             m.set_label_transform(labels);
             Ok(())
         })
     }
 
-    /// ``fleet_statistics`` in two parts: ``(labels, inputs)``, where ``labels`` is ``[count,
-    /// sum ln(life), sum ln(life)^2]`` and ``inputs`` is ``input_statistics(cells)``.
+    /// ``fleet_statistics`` in two parts: ``(labels, inputs)``, where ``labels`` is the 18
+    /// label sums (pooled, then per cathode group) and ``inputs`` is ``input_statistics(cells)``.
     #[allow(clippy::type_complexity)]
     fn local_statistics<'py>(
         &self,
@@ -345,16 +364,16 @@ impl PyBatLiNet {
     ) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
         let cells = cell_refs(&cells);
         let mut labels = self.with(py, |m| fleet_statistics(&dataset(m, &cells)?))?;
-        let inputs = labels.split_off(3.min(labels.len()));
+        let inputs = labels.split_off(LABEL_STATISTICS_LEN.min(labels.len()));
         Ok((vec_f64(py, labels), vec_f64(py, inputs)))
     }
 
     /// Set the label transform and input scales from ``local_statistics`` summed over fleets.
     fn set_statistics(&self, py: Python<'_>, labels: Vec<f64>, inputs: Vec<f64>) -> PyResult<()> {
-        if labels.len() != 3 {
+        if labels.len() != LABEL_STATISTICS_LEN {
             return Err(Error::Shape {
-                what: "label statistics [count, sum, sum_sq]".into(),
-                expected: vec![3],
+                what: "label statistics (count, sum, sum_sq; pooled and per cathode group)".into(),
+                expected: vec![LABEL_STATISTICS_LEN],
                 got: vec![labels.len()],
             })
             .or_raise();

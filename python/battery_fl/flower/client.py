@@ -21,7 +21,7 @@ needs nothing but its data and ``battery_fl``. Messages and replies:
 Config keys of both: ``server-round``, ``seed`` (training uses ``job_seed(seed,
 server-round, fleet index)``, evaluation the same seed for its references, as
 :class:`battery_fl.Simulation`), ``local-epochs``, ``proximal-mu`` (FedProx term when > 0),
-``label-mean``/``label-std``, ``input-scales-a``/``input-scales-b``,
+``label-statistics``, ``input-scales-a``/``input-scales-b``,
 ``inference-references``, ``personalization`` (``none``, ``fine_tune``, ``head``,
 ``ditto``, ``auto``), ``ditto-lambda``, ``personal-epochs`` (0: ``local-epochs``),
 ``validation-fraction`` (the share of its training cells an ``auto`` node holds out),
@@ -106,7 +106,7 @@ def fleet_statistics(model: battery_fl.BatLiNet, cells: Sequence[battery_fl.Cell
     >>> model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(cycles=12, interp_dim=8),
     ...                             conv_channels=4, progress=False)
     >>> v = fleet_statistics(model, cells)
-    >>> v.dtype.name, int(v[0]), v.size == 3 + 1 + 2 * 6 + 6 * 12 * 8
+    >>> v.dtype.name, int(v[0]), v.size == model.LABEL_STATISTICS_LEN + 1 + 2 * 6 + 6 * 12 * 8
     ('float64', 3, True)
     """
     return model.fleet_statistics(list(cells))
@@ -118,8 +118,8 @@ def _model(config: ConfigRecord) -> battery_fl.BatLiNet:
         model = model_from_config(str(config["model"]), str(config["featurizer"]))
     except KeyError as err:
         raise config_error(str(err), "missing from the server's config") from None
-    if "label-mean" in config:
-        model.set_label_transform(float(config["label-mean"]), float(config["label-std"]))  # type: ignore[arg-type]
+    if "label-statistics" in config:
+        model.set_label_statistics(config["label-statistics"])  # type: ignore[arg-type]
         model.set_input_scales(config["input-scales-a"], config["input-scales-b"])  # type: ignore[arg-type]
     return model
 

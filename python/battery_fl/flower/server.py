@@ -75,7 +75,7 @@ def collect_statistics(
     """The sum over nodes of their fleet statistics for ``model`` (securely with
     ``workflow``), and how many nodes are in it."""
     c, h, w = model.input_shape
-    dim = 3 + 1 + 2 * c + c * h * w
+    dim = battery_fl.BatLiNet.LABEL_STATISTICS_LEN + 1 + 2 * c + c * h * w
     payload = RecordDict({"config": ConfigRecord(model_to_config(model))})  # type: ignore[arg-type]
     message_type = f"{MessageType.QUERY}.{STATS_ACTION}"
     if workflow is not None:
@@ -117,15 +117,15 @@ def apply_statistics(model: battery_fl.BatLiNet, total: np.ndarray) -> tuple[flo
     return label
 
 
-def _train_config(model: battery_fl.BatLiNet, settings: FederationSettings) -> ConfigRecord:
+def _train_config(model: battery_fl.BatLiNet, settings: FederationSettings, total: np.ndarray) -> ConfigRecord:
     scales = model.input_scales
-    label = model.label_transform
-    assert scales is not None and label is not None
+    assert scales is not None
     return ConfigRecord(
         {
             **model_to_config(model),
-            "label-mean": label[0],
-            "label-std": label[1],
+            # the summed label sums (pooled and per cathode group): each node derives the
+            # label transform from them with the core, grouped as the model says
+            "label-statistics": [float(v) for v in total[: battery_fl.BatLiNet.LABEL_STATISTICS_LEN]],
             "input-scales-a": [float(v) for v in scales[0]],
             "input-scales-b": [float(v) for v in scales[1]],
             "local-epochs": settings.local_epochs,
@@ -191,7 +191,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
         secure_aggregation=workflow,
         output_dir=out,
     )
-    config = _train_config(model, settings)
+    config = _train_config(model, settings, total)
     result = strategy.start(
         grid,
         ArrayRecord(model.get_parameters()),
