@@ -6,8 +6,8 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    BatLiNet, BatLiNetConfig, Dataset, InterFeatures, LrSchedule, Metrics, ModelParams,
-    ReferenceSelection, TrainOptions, Trainable, VarianceModel,
+    BatLiNet, BatLiNetConfig, Dataset, InterFeatures, LabelGrouping, LrSchedule, Metrics,
+    ModelParams, ReferenceSelection, TrainOptions, Trainable, VarianceModel,
 };
 use battery_fl_core::Error;
 
@@ -397,7 +397,9 @@ fn clean_pairs_removes_a_spike_from_every_inter_cell_difference() {
     };
     let mut moved = Vec::new();
     for clean in [true, false] {
-        let mut m = model(small_config(6).with_epochs(5).with_clean_pairs(clean));
+        // pooled labels: the thresholds are calibrated in pooled log-life units
+        let config = small_config(6).with_epochs(5).with_clean_pairs(clean);
+        let mut m = model(config.with_label_grouping(LabelGrouping::Pooled));
         m.fit(train).unwrap();
         let (p, q) = (branch_b(&m, &plain), branch_b(&m, &spiked));
         moved.push(((q - p) / p).abs());
@@ -424,7 +426,11 @@ fn cycle_difference_inter_features_cancel_a_constant_cell_offset() {
     }
     let mut moved = Vec::new();
     for inter in [InterFeatures::CycleDifference, InterFeatures::Raw] {
-        let config = small_config(8).with_epochs(5).with_inter_features(inter);
+        // pooled labels: the thresholds are calibrated in pooled log-life units
+        let config = small_config(8)
+            .with_epochs(5)
+            .with_inter_features(inter)
+            .with_label_grouping(LabelGrouping::Pooled);
         let ds = |cells: &[Cell]| {
             Dataset::for_config(cells, &f, &config, &LabelConfig::default()).unwrap()
         };
@@ -481,14 +487,17 @@ fn predictions_are_bounded_around_the_training_labels() {
     let (lives, flags) = m
         .predict_bounded(test, train, 2, ReferenceSelection::Random, 1)
         .unwrap();
-    let (lo, hi) = (
-        labels.inverse(-PREDICTION_BOUND_SIGMAS),
-        labels.inverse(PREDICTION_BOUND_SIGMAS),
-    );
-    assert!(
-        lives.iter().all(|l| *l >= lo * 0.999 && *l <= hi * 1.001),
-        "{lives:?}"
-    );
+    // each cell is bounded around its own chemistry's training labels
+    for (l, c) in lives.iter().zip(test.cathodes()) {
+        let (lo, hi) = (
+            labels.inverse_for(-PREDICTION_BOUND_SIGMAS, c),
+            labels.inverse_for(PREDICTION_BOUND_SIGMAS, c),
+        );
+        assert!(
+            *l >= lo * 0.999 && *l <= hi * 1.001,
+            "{l} outside [{lo}, {hi}] ({c:?})"
+        );
+    }
     assert!(
         flags.iter().any(|f| *f),
         "no prediction was reported as bounded"
