@@ -5,6 +5,7 @@
 //! cargo run --release --features tch --example federated -- \
 //!     [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp]
 //!     [--threads N] [--personalization none|fine_tune|head|ditto|auto] [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]
+//!     [--model linear|batlinet]
 //! ```
 //!
 //! `--seed S` (default 0) seeds the model (S) and the federation (7 + S): sampling, local
@@ -19,6 +20,8 @@
 //! `index.json` split into `train` / `primary_test`, e.g. MATR), fleets are formed from the
 //! charging protocols and the last line is a JSON summary on the primary test cells.
 
+#[path = "linear/mod.rs"]
+mod linear;
 #[path = "plot/mod.rs"]
 mod plot;
 
@@ -36,10 +39,12 @@ use battery_fl_core::federation::{
     centralized_baseline, local_only_baseline, FederationConfig, FleetData, LabelScope,
     Personalization, SecureAggregation, Simulation,
 };
+use battery_fl_core::model::LinearConfig;
 use battery_fl_core::model::{
     BatLiNetConfig, Dataset, InterFeatures, LabelGrouping, ReferenceSelection,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use linear::FleetCells;
 
 struct Args {
     data: Option<PathBuf>,
@@ -53,6 +58,16 @@ struct Args {
     label_grouping: LabelGrouping,
     selection: ReferenceSelection,
     seed: u64,
+    recipe: Recipe,
+}
+
+/// Which model family the headline rows and the JSON line report.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recipe {
+    /// Early-life features, exact federated ridge fit, leave-one-out personalization (seconds).
+    Linear,
+    /// BatLiNet trained over federated rounds (minutes); the linear rows are printed too.
+    Batlinet,
 }
 
 fn parse() -> Result<Args> {
@@ -68,6 +83,7 @@ fn parse() -> Result<Args> {
         label_grouping: LabelGrouping::default(),
         selection: ReferenceSelection::default(),
         seed: 0,
+        recipe: Recipe::Linear,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -102,7 +118,14 @@ fn parse() -> Result<Args> {
             }
             "--threads" => tch::set_num_threads(v()?.parse()?),
             "--seed" => a.seed = v()?.parse()?,
-            "-h" | "--help" => bail!("usage: federated [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto] [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]"),
+            "--model" => {
+                a.recipe = match v()?.as_str() {
+                    "linear" => Recipe::Linear,
+                    "batlinet" => Recipe::Batlinet,
+                    other => bail!("--model: linear or batlinet, got {other}"),
+                }
+            }
+            "-h" | "--help" => bail!("usage: federated [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto] [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S] [--model linear|batlinet]"),
             other => bail!("unknown argument {other} (try --help)"),
         }
     }
@@ -110,7 +133,10 @@ fn parse() -> Result<Args> {
 }
 
 /// Synthetic fleets: two thirds of each fleet's cells train, the rest test.
-fn synthetic_fleets(featurizer: &Featurizer, model: &BatLiNetConfig) -> Result<Vec<FleetData>> {
+fn synthetic_fleets(
+    featurizer: &Featurizer,
+    model: &BatLiNetConfig,
+) -> Result<Vec<(FleetData, FleetCells)>> {
     let fleets = FleetConfig::default()
         .with_fleets(5)
         .with_cells_per_fleet(24)
@@ -123,11 +149,20 @@ fn synthetic_fleets(featurizer: &Featurizer, model: &BatLiNetConfig) -> Result<V
             let n = ds.len();
             let train: Vec<usize> = (0..n).filter(|i| i % 3 != 2).collect();
             let test: Vec<usize> = (0..n).filter(|i| i % 3 == 2).collect();
-            Ok(FleetData {
-                id: format!("{} ({})", f.id, f.climate),
+            anyhow::ensure!(n == f.cells.len(), "every synthetic cell has a label");
+            let id = format!("{} ({})", f.id, f.climate);
+            let pick = |idx: &[usize]| idx.iter().map(|&i| f.cells[i].clone()).collect();
+            let cells = FleetCells {
+                id: id.clone(),
+                train: pick(&train),
+                test: pick(&test),
+            };
+            let data = FleetData {
+                id,
                 train: ds.subset(&train)?,
                 test: ds.subset(&test)?,
-            })
+            };
+            Ok((data, cells))
         })
         .collect()
 }
@@ -140,7 +175,7 @@ fn real_fleets(
     n: usize,
     featurizer: &Featurizer,
     model: &BatLiNetConfig,
-) -> Result<Vec<FleetData>> {
+) -> Result<Vec<(FleetData, FleetCells)>> {
     let index = load_index(dir)?;
     let mut protocols: Vec<String> = index.iter().filter_map(|e| e.protocol.clone()).collect();
     let c_rate = |p: &str| {
@@ -175,11 +210,17 @@ fn real_fleets(
             let take = |v: Vec<(Cell, bool)>| v.into_iter().map(|c| c.0).collect::<Vec<_>>();
             let ds =
                 |v: &[Cell]| Dataset::for_config(v, featurizer, model, &LabelConfig::default());
-            Ok(FleetData {
+            let cells = FleetCells {
                 id: format!("protocols-{i}"),
-                train: ds(&take(train))?,
-                test: ds(&take(test))?,
-            })
+                train: take(train),
+                test: take(test),
+            };
+            let data = FleetData {
+                id: cells.id.clone(),
+                train: ds(&cells.train)?,
+                test: ds(&cells.test)?,
+            };
+            Ok((data, cells))
         })
         .collect()
 }
@@ -221,10 +262,12 @@ fn main() -> Result<()> {
     };
     let featurizer = Featurizer::new(featurizer_cfg.clone())?;
     let t0 = Instant::now();
-    let fleets = match &args.data {
+    let (fleets, fleet_cells): (Vec<FleetData>, Vec<FleetCells>) = match &args.data {
         Some(dir) => real_fleets(dir, args.fleets, &featurizer, &model)?,
         None => synthetic_fleets(&featurizer, &model)?,
-    };
+    }
+    .into_iter()
+    .unzip();
     println!(
         "{} fleets prepared in {:.1} s (data stays in each fleet):",
         fleets.len(),
@@ -238,6 +281,23 @@ fn main() -> Result<()> {
             f.test.len()
         );
     }
+
+    println!();
+    println!(
+        "linear recipe (early-life features; statistics summed with SecAgg {}):",
+        if args.secagg { "on" } else { "off" }
+    );
+    let secure = args.secagg.then(SecureAggregation::default);
+    let lin = linear::run(
+        &LinearConfig::default(),
+        &fleet_cells,
+        secure.as_ref(),
+        7 + args.seed,
+    )?;
+    if args.recipe == Recipe::Linear {
+        return finish_linear(&args, real, &lin);
+    }
+    println!();
 
     // With five fleets and ~40k weights, noise that buys a small epsilon (z >= 1) is larger
     // than any update: the mean carries z*C/m per coordinate, z*C/m*sqrt(d) in norm. The demo
@@ -435,8 +495,70 @@ fn main() -> Result<()> {
         "centralized_rmse": central,
         "best_local_rmse": best_local,
         "epsilon": epsilon,
+        "model": "batlinet",
         "personalization": args.personalization.name(),
         "per_fleet": per_fleet,
+    });
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+/// The end of a `--model linear` run: targets, plot and the JSON line.
+fn finish_linear(args: &Args, real: bool, lin: &linear::LinearReport) -> Result<()> {
+    let worst_ratio = lin
+        .per_fleet
+        .values()
+        .map(|v| {
+            v["personalized"].as_f64().unwrap_or(f64::NAN) / v["local"].as_f64().unwrap_or(f64::NAN)
+        })
+        .fold(0.0f64, f64::max);
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    let best = lin.personalized.min(lin.federated);
+    if real {
+        println!(
+            "targets: personalized or global federated <= 85 RMSE: {}; at least 20% better than the best fleet alone: {}; every fleet at least as good as alone: {}",
+            met(best <= 85.0),
+            met(best <= 0.8 * lin.best_local),
+            met(worst_ratio <= 1.0),
+        );
+    } else {
+        let (_, ml, mp) = lin.minority;
+        let mp = if lin.minority.0 == 0 { f64::NAN } else { mp };
+        println!(
+            "targets: personalized <= 0.85 x local-only: {} ({:.2}); no fleet above 1.05 x its local-only RMSE: {} (worst {:.2}); minority chemistries >= 25% better than local-only: {} ({:.2})",
+            met(lin.personalized <= 0.85 * lin.local),
+            lin.personalized / lin.local,
+            met(worst_ratio <= 1.05),
+            worst_ratio,
+            met(mp <= 0.75 * ml),
+            mp / ml,
+        );
+    }
+    plot::plot(
+        &args.out.join("predicted_vs_true.png"),
+        &lin.scatter,
+        false,
+        true,
+    )?;
+    std::fs::write(
+        args.out.join("linear_federation.json"),
+        serde_json::to_string_pretty(&lin.federation)?,
+    )?;
+    println!(
+        "wrote {0}/predicted_vs_true.png (each fleet's personal model on its test cells, one colour per fleet), {0}/linear_federation.json (every fleet's models)",
+        args.out.display()
+    );
+    let summary = serde_json::json!({
+        "model": "linear",
+        "local_rmse": lin.local,
+        "federated_rmse": lin.federated,
+        "personalized_rmse": lin.personalized,
+        "centralized_rmse": lin.centralized,
+        "best_local_rmse": lin.best_local,
+        "minority_rmse": (lin.minority.0 > 0).then(|| serde_json::json!({"cells": lin.minority.0, "local": lin.minority.1, "personalized": lin.minority.2})),
+        "epsilon": serde_json::Value::Null,
+        "personalization": "auto",
+        "per_fleet": lin.per_fleet,
     });
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

@@ -98,6 +98,7 @@ mod clean;
 mod curves;
 pub mod delta_q;
 mod diff;
+mod early_life;
 mod tensor;
 
 use rayon::prelude::*;
@@ -112,6 +113,9 @@ pub use clean::{
 };
 pub use curves::linspace;
 pub use diff::{branch_a_input, branch_b_input, inter_diff, intra_diff};
+pub use early_life::{
+    EarlyLifeConfig, EarlyLifeFeatures, EARLY_LIFE_FEATURES, EARLY_LIFE_FEATURE_COUNT,
+};
 pub use tensor::{Features, CHANNELS, CHANNEL_NAMES};
 
 /// Settings of the six-channel featurizer. Every field has a default (`#[serde(default)]`).

@@ -13,6 +13,7 @@ mod baseline;
 mod cluster;
 mod config;
 mod labels;
+mod linear;
 mod personalize;
 mod state;
 
@@ -26,6 +27,7 @@ pub use config::{
     ClusterConfig, FederationConfig, LabelScope, Personalization, SecureAggregation, Strategy,
 };
 pub use labels::{fleet_statistics, secure_sum, shared_statistics, LABEL_STATISTICS_LEN};
+pub use linear::{federate_linear, ChemistryChoice, LinearChoice, LinearFederation, LinearFleet};
 pub use personalize::{Candidate, FleetModel, FleetState};
 pub use state::{CoordinatorState, RoundRecord};
 

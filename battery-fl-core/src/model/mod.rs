@@ -8,6 +8,7 @@
 mod config;
 mod dataset;
 mod labels;
+mod linear;
 mod metrics;
 mod params;
 mod persist;
@@ -34,6 +35,11 @@ pub use dataset::{Dataset, InputScales, InputStats};
 pub use labels::{
     grouped_label_sums, label_group, label_sums, LabelGrouping, LabelMoments, LabelSums,
     LabelTransform, GROUP_PRIOR_CELLS, LABEL_GROUPS, PREDICTION_BOUND_SIGMAS,
+};
+pub use linear::{
+    available_sets, loo_error, loo_squared_errors, select_linear, FeatureSet, LinearConfig,
+    LinearModel, LinearRow, LinearStatistics, Standardization, LINEAR_COLUMNS,
+    LINEAR_STATISTICS_LEN,
 };
 pub use metrics::Metrics;
 pub use params::{ModelParams, Param};

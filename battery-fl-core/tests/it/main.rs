@@ -11,6 +11,7 @@ mod features;
 #[cfg(feature = "tch")]
 mod federation;
 mod genome;
+mod linear;
 #[cfg(feature = "tch")]
 mod model;
 mod secagg;

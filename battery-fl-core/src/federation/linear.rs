@@ -1,0 +1,359 @@
+//! The federated linear lifetime model: an exact fit from securely summed statistics, then a
+//! personal model per fleet chosen on the fleet's own cells.
+//!
+//! 1. Each fleet sums its cells' [`LinearStatistics`]; one secure sum gives the total, from
+//!    which every fleet reads the shared standardization and, for any settings, the model
+//!    fitted on all cells (the federated fit *is* the pooled fit, up to the secure sum's
+//!    quantization).
+//! 2. Settings of the shared model (feature set, `λ`) are chosen by leave-one-fleet-out: a
+//!    fleet fits the model of the *other* fleets (total minus its own statistics, computed at
+//!    home) and scores it on its own cells; the squared errors go through a second secure sum.
+//! 3. Personalization, per fleet, on its own cells only, with three models: its local model
+//!    ([`select_linear`]); the *personalized* one, a ridge toward the other fleets' model
+//!    (feature set and `λ` in the grid or `∞` by the least leave-one-out error on all of its
+//!    cells); and the *shared* one, the other fleets' model with the shared settings.
+//! 4. The fleet keeps the model with the least leave-one-out error on its cells (closed form;
+//!    for the shared model a plain out-of-sample error), its local model on a tie: in
+//!    expectation no fleet ends worse than alone. With
+//!    [`LinearConfig::per_chemistry_choice`] (genome-aware) it chooses for each cathode
+//!    chemistry on its cells of that chemistry, so a minority chemistry is not decided by the
+//!    majority's cells. A chemistry the fleet has no cell of is predicted by the shared model.
+//!
+//! The coordinator learns the summed statistics and the summed validation errors, never one
+//! fleet's. (No differential privacy is applied to these sums yet.)
+
+use serde::{Deserialize, Serialize};
+
+use super::config::SecureAggregation;
+use super::labels::secure_sum;
+use crate::error::{Error, Result};
+use crate::model::{
+    available_sets, loo_squared_errors, select_linear, FeatureSet, LinearConfig, LinearModel,
+    LinearRow, LinearStatistics, Standardization, LABEL_GROUPS,
+};
+
+/// Which of its models a fleet uses for a chemistry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearChoice {
+    /// Its own model.
+    Local,
+    /// Its ridge toward the other fleets' model.
+    Personalized,
+    /// The other fleets' model as it is.
+    Shared,
+}
+
+impl LinearChoice {
+    /// The snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinearChoice::Local => "local",
+            LinearChoice::Personalized => "personalized",
+            LinearChoice::Shared => "shared",
+        }
+    }
+}
+
+/// A fleet's choice for one cathode chemistry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChemistryChoice {
+    /// The cathode ([`LABEL_GROUPS`] name, `None` for one not listed).
+    pub cathode: Option<String>,
+    /// The fleet's training cells of it.
+    pub cells: usize,
+    /// The model it uses for it.
+    pub choice: LinearChoice,
+    /// Mean squared leave-one-out error of ln(life) of that model on those cells.
+    pub error: f64,
+}
+
+/// What one fleet ends with (its personal state: it never leaves the fleet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinearFleet {
+    /// Its model alone (settings by leave-one-out on its cells).
+    pub local: LinearModel,
+    /// Leave-one-out mean squared error of ln(life) of `local` on its cells.
+    pub local_error: f64,
+    /// Its ridge toward the other fleets' model.
+    pub personalized: LinearModel,
+    /// Leave-one-out error of `personalized`.
+    pub personalized_error: f64,
+    /// The other fleets' model (fitted at home from the total minus its own statistics).
+    pub shared: LinearModel,
+    /// Its (out-of-sample) error on the fleet's cells.
+    pub shared_error: f64,
+    /// Per cathode chemistry of its training cells, the model it uses.
+    pub choices: Vec<ChemistryChoice>,
+}
+
+impl LinearFleet {
+    /// The model the fleet uses for a cell of `cathode` (a [`LABEL_GROUPS`] index): its
+    /// choice for that chemistry, the shared model for a chemistry it has no cell of.
+    pub fn model_for(&self, cathode: Option<usize>) -> &LinearModel {
+        let name = cathode.map(|g| LABEL_GROUPS[g].to_string());
+        match self.choices.iter().find(|c| c.cathode == name) {
+            Some(c) => self.model(c.choice),
+            None => &self.shared,
+        }
+    }
+
+    /// One of its three models.
+    pub fn model(&self, choice: LinearChoice) -> &LinearModel {
+        match choice {
+            LinearChoice::Local => &self.local,
+            LinearChoice::Personalized => &self.personalized,
+            LinearChoice::Shared => &self.shared,
+        }
+    }
+
+    /// Predicted cycle life of each row with the fleet's model for its chemistry, and
+    /// whether it hit the bound.
+    pub fn predict_rows(&self, rows: &[LinearRow]) -> Result<Vec<(f64, bool)>> {
+        rows.iter()
+            .map(|r| {
+                let p = self
+                    .model_for(r.cathode)
+                    .predict_rows(std::slice::from_ref(r))?;
+                Ok(p[0])
+            })
+            .collect()
+    }
+
+    /// Leave-one-out mean squared error of ln(life) of its choices over all its cells.
+    pub fn personal_error(&self) -> f64 {
+        let (sum, n) = self.choices.iter().fold((0.0, 0usize), |(s, n), c| {
+            (s + c.error * c.cells as f64, n + c.cells)
+        });
+        sum / n.max(1) as f64
+    }
+}
+
+/// The outcome of [`federate_linear`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinearFederation {
+    /// The model fitted on every fleet's cells with the leave-one-fleet-out settings.
+    pub global: LinearModel,
+    /// Its leave-one-fleet-out mean squared error of ln(life), over all cells.
+    pub global_error: f64,
+    /// Per fleet, in input order.
+    pub fleets: Vec<LinearFleet>,
+}
+
+/// Fit the federated linear model on `fleets` (each a fleet's labelled training rows, at
+/// least two fleets) and each fleet's personal model. Sums go through secure aggregation when
+/// `secure` is given (seeded by `seed`).
+///
+/// ```
+/// use battery_fl_core::data::synthetic::FleetConfig;
+/// use battery_fl_core::data::LabelConfig;
+/// use battery_fl_core::federation::federate_linear;
+/// use battery_fl_core::model::LinearConfig;
+///
+/// let config = LinearConfig::default();
+/// let fleets = FleetConfig::default().with_fleets(3).with_cells_per_fleet(10).generate()?;
+/// let rows = fleets
+///     .iter()
+///     .map(|f| config.rows(&f.cells, &LabelConfig::default()))
+///     .collect::<Result<Vec<_>, _>>()?;
+/// let fed = federate_linear(&rows, &config, None, 0)?;
+/// assert_eq!(fed.fleets.len(), 3);
+/// // each fleet keeps whichever model validates better on its own cells
+/// assert!(fed.fleets.iter().all(|f| f.personal_error() <= f.local_error));
+/// # Ok::<(), battery_fl_core::Error>(())
+/// ```
+pub fn federate_linear(
+    fleets: &[Vec<LinearRow>],
+    config: &LinearConfig,
+    secure: Option<&SecureAggregation>,
+    seed: u64,
+) -> Result<LinearFederation> {
+    config.validate()?;
+    if fleets.len() < 2 {
+        return Err(Error::NotEnoughData {
+            what: "fleets in a linear federation".into(),
+            needed: 2,
+            got: fleets.len(),
+        });
+    }
+    let own = fleets
+        .iter()
+        .map(|rows| LinearStatistics::from_rows(rows))
+        .collect::<Result<Vec<_>>>()?;
+    let vectors: Vec<Vec<f64>> = own.iter().map(|s| s.as_slice().to_vec()).collect();
+    let total = LinearStatistics::from_vec(secure_sum(&vectors, secure, seed)?)?;
+    let standardization = Standardization::from_statistics(&total)?;
+    let sets = available_sets(&total, config);
+    let candidates: Vec<(FeatureSet, f64)> = sets
+        .iter()
+        .flat_map(|&s| config.lambdas.iter().map(move |&l| (s, l)))
+        .collect();
+    if candidates.is_empty() {
+        return Err(Error::NotEnoughData {
+            what: "a feature set every cell of every fleet can give".into(),
+            needed: 1,
+            got: 0,
+        });
+    }
+
+    // leave-one-fleet-out errors, computed by each fleet, summed securely
+    let mut errors = Vec::with_capacity(fleets.len());
+    for (rows, stats) in fleets.iter().zip(&own) {
+        let others = total.subtract(stats);
+        let mut v = Vec::with_capacity(candidates.len() + 1);
+        for &(set, lambda) in &candidates {
+            let m = fit(&others, &standardization, set, lambda, None, config)?;
+            v.push(squared_error(&m, rows)?);
+        }
+        v.push(rows.len() as f64);
+        errors.push(v);
+    }
+    let summed = secure_sum(&errors, secure, seed.wrapping_add(1))?;
+    let cells = summed[candidates.len()].round().max(1.0);
+    let mean_error = |k: usize| summed[k] / cells;
+    let best = (0..candidates.len())
+        .min_by(|&a, &b| mean_error(a).total_cmp(&mean_error(b)))
+        .unwrap_or(0);
+    let (set, lambda) = candidates[best];
+    let global = fit(&total, &standardization, set, lambda, None, config)?;
+    // the best lambda of each feature set, for the priors
+    let prior_lambda = |set: FeatureSet| {
+        (0..candidates.len())
+            .filter(|&k| candidates[k].0 == set)
+            .min_by(|&a, &b| mean_error(a).total_cmp(&mean_error(b)))
+            .map(|k| candidates[k].1)
+    };
+
+    let mut out = Vec::with_capacity(fleets.len());
+    for (rows, stats) in fleets.iter().zip(&own) {
+        let others = total.subtract(stats);
+        let (local, _) = select_linear(rows, config)?;
+        let own_std = Standardization::from_statistics(stats)?;
+        let local_errors =
+            loo_squared_errors(rows, &own_std, local.feature_set, local.lambda, None)?;
+        let shared = fit(&others, &standardization, set, lambda, None, config)?;
+        let shared_errors =
+            loo_squared_errors(rows, &standardization, set, f64::INFINITY, Some(&shared))?;
+        let mut best: Option<(f64, Vec<f64>, LinearModel)> = None;
+        for &set in sets.iter().filter(|s| stats.has_features(**s)) {
+            let Some(lp) = prior_lambda(set) else {
+                continue;
+            };
+            let prior = fit(&others, &standardization, set, lp, None, config)?;
+            for lambda in config.lambdas.iter().copied().chain([f64::INFINITY]) {
+                let e = loo_squared_errors(rows, &standardization, set, lambda, Some(&prior))?;
+                let m = mean(&e);
+                if best.as_ref().is_none_or(|b| m < b.0) {
+                    let model = fit(stats, &standardization, set, lambda, Some(&prior), config)?;
+                    best = Some((m, e, model));
+                }
+            }
+        }
+        let (personalized_error, personalized_errors, personalized) =
+            best.ok_or_else(|| Error::NotEnoughData {
+                what: "a feature set the fleet's cells and the others' share".into(),
+                needed: 1,
+                got: 0,
+            })?;
+        let mut groups: Vec<Option<usize>> = rows.iter().map(|r| r.cathode).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let candidates = [
+            (LinearChoice::Local, &local_errors),
+            (LinearChoice::Personalized, &personalized_errors),
+            (LinearChoice::Shared, &shared_errors),
+        ];
+        // the least mean error over the cells `keep` selects; ties keep the earlier (local)
+        let choose = |keep: &dyn Fn(&LinearRow) -> bool| {
+            candidates
+                .iter()
+                .map(|(c, e)| {
+                    let picked: Vec<f64> = rows
+                        .iter()
+                        .zip(e.iter())
+                        .filter(|(r, _)| keep(r))
+                        .map(|(_, e)| *e)
+                        .collect();
+                    (*c, mean(&picked))
+                })
+                .fold((LinearChoice::Local, f64::INFINITY), |b, c| {
+                    if c.1 < b.1 {
+                        c
+                    } else {
+                        b
+                    }
+                })
+        };
+        let fleet_choice = choose(&|_| true).0;
+        let choices = groups
+            .into_iter()
+            .map(|g| {
+                let in_group = |r: &LinearRow| r.cathode == g;
+                let choice = if config.per_chemistry_choice {
+                    choose(&in_group).0
+                } else {
+                    fleet_choice
+                };
+                let (_, errors) = candidates
+                    .iter()
+                    .find(|(c, _)| *c == choice)
+                    .copied()
+                    .unwrap_or(candidates[0]);
+                let picked: Vec<f64> = rows
+                    .iter()
+                    .zip(errors.iter())
+                    .filter(|(r, _)| in_group(r))
+                    .map(|(_, e)| *e)
+                    .collect();
+                ChemistryChoice {
+                    cathode: g.map(|g| LABEL_GROUPS[g].to_string()),
+                    cells: picked.len(),
+                    choice,
+                    error: mean(&picked),
+                }
+            })
+            .collect();
+        out.push(LinearFleet {
+            local_error: mean(&local_errors),
+            local,
+            personalized_error,
+            personalized,
+            shared_error: mean(&shared_errors),
+            shared,
+            choices,
+        });
+    }
+    Ok(LinearFederation {
+        global,
+        global_error: mean_error(best),
+        fleets: out,
+    })
+}
+
+fn fit(
+    stats: &LinearStatistics,
+    standardization: &Standardization,
+    set: FeatureSet,
+    lambda: f64,
+    prior: Option<&LinearModel>,
+    config: &LinearConfig,
+) -> Result<LinearModel> {
+    LinearModel::fit(
+        stats,
+        standardization,
+        set,
+        lambda,
+        prior,
+        &config.early_life,
+    )
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn squared_error(model: &LinearModel, rows: &[LinearRow]) -> Result<f64> {
+    rows.iter()
+        .map(|r| Ok((r.require_label()? - model.predict_log(r)?).powi(2)))
+        .sum()
+}

@@ -1,0 +1,118 @@
+//! The normal equations of the standardized ridge fit, and their Cholesky solve (the systems
+//! are at most 14 x 14).
+
+use super::{FeatureSet, LinearModel, LinearStatistics, Standardization};
+use crate::error::{Error, Result};
+
+/// `A = Zᵀ Z + λ P` and `b = Zᵀ y + λ P w₀` for the columns of `set`, from the raw sums:
+/// with `z_c = (x_c − m_c) / s_c`, `Σ z_a z_b = (Σ x_a x_b − m_b Σ x_a − m_a Σ x_b + n m_a m_b)
+/// / (s_a s_b)`. `P` is the identity but for the intercept. Row-major `d x d`.
+pub(super) fn normal_equations(
+    stats: &LinearStatistics,
+    standardization: &Standardization,
+    set: FeatureSet,
+    lambda: f64,
+    prior: Option<&LinearModel>,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let n = stats.count();
+    if n < 1.0 {
+        return Err(Error::NotEnoughData {
+            what: "labelled cells for a linear fit".into(),
+            needed: 1,
+            got: 0,
+        });
+    }
+    let cols = set.columns();
+    let d = cols.len();
+    let (m, s) = (&standardization.mean, &standardization.scale);
+    let y = LinearStatistics::label_column();
+    let mut a = vec![0.0; d * d];
+    let mut b = vec![0.0; d];
+    for (i, &ca) in cols.iter().enumerate() {
+        for (j, &cb) in cols.iter().enumerate() {
+            a[i * d + j] =
+                (stats.gram(ca, cb) - m[cb] * stats.gram(ca, 0) - m[ca] * stats.gram(0, cb)
+                    + n * m[ca] * m[cb])
+                    / (s[ca] * s[cb]);
+        }
+        b[i] = (stats.gram(ca, y) - m[ca] * stats.gram(0, y)) / s[ca];
+        if i > 0 {
+            a[i * d + i] += lambda;
+            if let Some(p) = prior {
+                b[i] += lambda * p.weights[i];
+            }
+        }
+    }
+    Ok((a, b))
+}
+
+/// Lower-triangular `L` with `L Lᵀ = a` (`d x d`, row-major); a tiny ridge (1e-10 of the mean
+/// diagonal) keeps a singular-by-rounding system solvable.
+pub(super) fn cholesky(a: &[f64], d: usize) -> Result<Vec<f64>> {
+    let jitter = 1e-10 * (0..d).map(|i| a[i * d + i].abs()).sum::<f64>() / d as f64;
+    let mut l = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            let mut sum = a[i * d + j] + if i == j { jitter } else { 0.0 };
+            for k in 0..j {
+                sum -= l[i * d + k] * l[j * d + k];
+            }
+            if i == j {
+                if !(sum > 0.0 && sum.is_finite()) {
+                    return Err(Error::Model {
+                        reason: format!(
+                            "linear fit: the normal equations are not positive definite (pivot {i})"
+                        ),
+                    });
+                }
+                l[i * d + i] = sum.sqrt();
+            } else {
+                l[i * d + j] = sum / l[j * d + j];
+            }
+        }
+    }
+    Ok(l)
+}
+
+/// Solve `L Lᵀ x = b`.
+pub(super) fn cholesky_solve(l: &[f64], b: &[f64], d: usize) -> Vec<f64> {
+    let mut y = vec![0.0; d];
+    for i in 0..d {
+        let s: f64 = (0..i).map(|k| l[i * d + k] * y[k]).sum();
+        y[i] = (b[i] - s) / l[i * d + i];
+    }
+    let mut x = vec![0.0; d];
+    for i in (0..d).rev() {
+        let s: f64 = (i + 1..d).map(|k| l[k * d + i] * x[k]).sum();
+        x[i] = (y[i] - s) / l[i * d + i];
+    }
+    x
+}
+
+/// Solve the symmetric positive definite system `a x = b`.
+pub(super) fn solve_spd(a: &[f64], b: &[f64], d: usize) -> Result<Vec<f64>> {
+    Ok(cholesky_solve(&cholesky(a, d)?, b, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+
+    #[test]
+    fn cholesky_solves_a_known_system() {
+        let a = [4.0, 2.0, 0.6, 2.0, 5.0, 1.0, 0.6, 1.0, 3.0];
+        let x = [1.0, -2.0, 0.5];
+        let b: Vec<f64> = (0..3)
+            .map(|i| (0..3).map(|j| a[i * 3 + j] * x[j]).sum())
+            .collect();
+        let got = solve_spd(&a, &b, 3).unwrap();
+        for (g, w) in got.iter().zip(x) {
+            assert_relative_eq!(*g, w, epsilon = 1e-9);
+        }
+        assert!(matches!(
+            solve_spd(&[1.0, 2.0, 2.0, 1.0], &[1.0, 1.0], 2),
+            Err(Error::Model { .. })
+        ));
+    }
+}

@@ -1,0 +1,191 @@
+//! The linear lifetime model and its federation on synthetic and real cells.
+
+use approx::assert_relative_eq;
+use battery_fl_core::data::synthetic::{CellSpec, Chemistry, FleetConfig};
+use battery_fl_core::data::{Cell, LabelConfig};
+use battery_fl_core::federation::{federate_linear, LinearChoice, SecureAggregation};
+use battery_fl_core::model::{
+    label_group, select_linear, LinearConfig, LinearModel, LinearRow, LinearStatistics,
+    Standardization, VarianceConfig, VarianceModel,
+};
+
+use crate::common;
+
+fn rows(cells: &[Cell]) -> Vec<LinearRow> {
+    LinearConfig::default()
+        .rows(cells, &LabelConfig::default())
+        .unwrap()
+}
+
+fn rmse(model: &LinearModel, rows: &[LinearRow]) -> f64 {
+    let p = model.predict_rows(rows).unwrap();
+    (p.iter()
+        .zip(rows)
+        .map(|((p, _), r)| (p - r.log_life.unwrap().exp()).powi(2))
+        .sum::<f64>()
+        / rows.len() as f64)
+        .sqrt()
+}
+
+#[test]
+fn the_federated_fit_through_secure_aggregation_is_the_pooled_fit() {
+    let fleets = FleetConfig::default()
+        .with_fleets(3)
+        .with_cells_per_fleet(12)
+        .with_seed(5)
+        .generate()
+        .unwrap();
+    let per_fleet: Vec<_> = fleets.iter().map(|f| rows(&f.cells)).collect();
+    let config = LinearConfig::default();
+    let plain = federate_linear(&per_fleet, &config, None, 1).unwrap();
+    let secure =
+        federate_linear(&per_fleet, &config, Some(&SecureAggregation::default()), 1).unwrap();
+    assert_eq!(plain.global.feature_set, secure.global.feature_set);
+    for (a, b) in plain.global.weights.iter().zip(&secure.global.weights) {
+        assert_relative_eq!(*a, *b, epsilon = 1e-4);
+    }
+    // the same settings fitted on the pooled cells give the same model
+    let pooled: Vec<LinearRow> = per_fleet.iter().flatten().cloned().collect();
+    let stats = LinearStatistics::from_rows(&pooled).unwrap();
+    let std = Standardization::from_statistics(&stats).unwrap();
+    let g = &plain.global;
+    let central =
+        LinearModel::fit(&stats, &std, g.feature_set, g.lambda, None, &g.early_life).unwrap();
+    for (a, b) in g.weights.iter().zip(&central.weights) {
+        assert_relative_eq!(*a, *b, epsilon = 1e-9);
+    }
+    // every fleet keeps whatever validated best on its own cells, its local model included
+    for f in &plain.fleets {
+        assert!(f.personal_error() <= f.local_error + 1e-12);
+        for c in &f.choices {
+            let g = c.cathode.as_deref().and_then(|n| label_group(Some(n)));
+            assert_eq!(f.model_for(g), f.model(c.choice));
+        }
+    }
+}
+
+/// A fleet with two NMC cells among LFP ones, two fleets of NMC cells: the first fleet's
+/// personal model predicts NMC cells far better than its own.
+#[test]
+fn a_minority_chemistry_borrows_from_the_fleets_that_have_it() {
+    let cell = |chem, rate: f64, temp: f64, id: String, seed| {
+        CellSpec::new(chem)
+            .with_charge_c_rate(rate)
+            .with_temperature_c(temp)
+            .generate(&id, seed)
+            .unwrap()
+    };
+    let mut a: Vec<Cell> = (0..14)
+        .map(|i| {
+            cell(
+                Chemistry::Lfp,
+                1.0 + 0.2 * i as f64,
+                25.0,
+                format!("a{i}"),
+                i,
+            )
+        })
+        .collect();
+    a.extend((0..2).map(|i| {
+        cell(
+            Chemistry::Nmc,
+            1.0 + i as f64,
+            25.0,
+            format!("an{i}"),
+            50 + i,
+        )
+    }));
+    let nmc_fleet = |name: &str, temp: f64, base: u64| -> Vec<Cell> {
+        (0..16)
+            .map(|i| {
+                let id = format!("{name}{i}");
+                cell(Chemistry::Nmc, 0.7 + 0.15 * i as f64, temp, id, base + i)
+            })
+            .collect()
+    };
+    let fleets = vec![
+        rows(&a),
+        rows(&nmc_fleet("b", 22.0, 100)),
+        rows(&nmc_fleet("c", 30.0, 200)),
+    ];
+    let test: Vec<Cell> = (0..12)
+        .map(|i| {
+            cell(
+                Chemistry::Nmc,
+                0.8 + 0.2 * i as f64,
+                25.0,
+                format!("t{i}"),
+                300 + i,
+            )
+        })
+        .collect();
+    let test = rows(&test);
+    let config = LinearConfig {
+        per_chemistry_choice: true,
+        ..Default::default()
+    };
+    let fed = federate_linear(&fleets, &config, None, 3).unwrap();
+    let first = &fed.fleets[0];
+    let nmc = first
+        .choices
+        .iter()
+        .find(|c| c.cathode.as_deref() == Some("NMC"))
+        .unwrap();
+    assert_eq!(nmc.cells, 2);
+    assert_ne!(nmc.choice, LinearChoice::Local);
+    let personal = first.predict_rows(&test).unwrap();
+    let personal = (personal
+        .iter()
+        .zip(&test)
+        .map(|(p, r)| (p.0 - r.log_life.unwrap().exp()).powi(2))
+        .sum::<f64>()
+        / test.len() as f64)
+        .sqrt();
+    let local = rmse(&first.local, &test);
+    assert!(
+        personal < 0.85 * local,
+        "personal {personal:.1} vs local {local:.1}"
+    );
+}
+
+/// On MATR (train -> primary test), the discharge features beat Severson's one-feature
+/// variance model fitted on the same cells.
+#[test]
+fn on_matr_the_linear_model_beats_the_variance_model() {
+    let index = battery_fl_core::data::load_index(common::real_data_dir().join("matr_severson_qv"))
+        .unwrap();
+    let split = |name: &str| -> Vec<Cell> {
+        let ids: Vec<&str> = index
+            .iter()
+            .filter(|e| e.split.as_deref() == Some(name))
+            .map(|e| e.cell_id.as_str())
+            .collect();
+        common::matr()
+            .iter()
+            .filter(|c| ids.contains(&c.id()) && c.id() != "MATR_2017-06-30_EL150800460605")
+            .cloned()
+            .collect()
+    };
+    let (train, test) = (split("train"), split("primary_test"));
+    assert!(train.len() > 30 && test.len() > 30);
+    let label = LabelConfig::default();
+    let (model, _) = select_linear(&rows(&train), &LinearConfig::default()).unwrap();
+    let linear = rmse(&model, &rows(&test));
+    let variance = VarianceModel::fit(&train, &VarianceConfig::default(), &label).unwrap();
+    let truth: Vec<f64> = rows(&test)
+        .iter()
+        .map(|r| r.log_life.unwrap().exp())
+        .collect();
+    let v = variance.predict(&test).unwrap();
+    let v_rmse = (v
+        .iter()
+        .zip(&truth)
+        .map(|(p, t)| (p - t).powi(2))
+        .sum::<f64>()
+        / truth.len() as f64)
+        .sqrt();
+    assert!(
+        linear < v_rmse,
+        "linear {linear:.1} vs variance {v_rmse:.1}"
+    );
+}
