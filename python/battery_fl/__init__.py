@@ -6,10 +6,11 @@ Fleets keep their cycling data at home; the model travels. The logic lives in th
 - data: :class:`Cell`, :class:`Cycle`, :func:`load_cell`, :func:`load_cells`
 - genome fingerprints: :class:`GenomeFingerprint`
 - features: :class:`Featurizer` (six channels, float32 ``(6, cycles, interp_dim)``)
-- models: :class:`BatLiNet`, :class:`VarianceModel`
+- models: :class:`BatLiNet`, :class:`LinearModel`, :class:`VarianceModel`
 - aggregation: :class:`FedAvg`, :class:`FedProx`, :class:`FedAdam`, :class:`FedYogi`,
   :class:`FedAdagrad`, :class:`FedMedian`, :class:`FedTrimmedAvg`
-- federation: :class:`Simulation` (core defaults: :meth:`Simulation.default_config`),
+- federation: :func:`federate_linear` (:class:`LinearFederation`, :class:`LinearFleet`),
+  :class:`Simulation` (core defaults: :meth:`Simulation.default_config`),
   :class:`FleetClient` (one fleet's side of a round, for Flower nodes), :func:`job_seed`,
   :func:`strategy_needs_only_the_sum`
 - submodules :mod:`battery_fl.dp`, :mod:`battery_fl.secagg`, :mod:`battery_fl.synthetic`
@@ -49,12 +50,16 @@ try:
         Featurizer,
         FleetClient,
         GenomeFingerprint,
+        LinearFederation,
+        LinearFleet,
+        LinearModel,
         ModelError,
         PrivacyError,
         SecAggError,
         Simulation,
         VarianceModel,
         __version__,
+        federate_linear,
         job_seed,
         load_cell,
         load_cells,
@@ -87,6 +92,9 @@ __all__ = [
     "Featurizer",
     "FleetClient",
     "GenomeFingerprint",
+    "LinearFederation",
+    "LinearFleet",
+    "LinearModel",
     "ModelError",
     "PrivacyError",
     "SecAggError",
@@ -94,6 +102,7 @@ __all__ = [
     "VarianceModel",
     "__version__",
     "dp",
+    "federate_linear",
     "job_seed",
     "load_cell",
     "load_cells",

@@ -6,11 +6,34 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// How far a prediction may leave the training labels, in standard deviations of log cycle
-/// life: predictions are bounded to `exp(mean ± 4·std)`, a factor `e^(4·std)` around the
-/// geometric-mean training life (training labels lie inside unless they are 4-sigma
-/// outliers). Beyond it a model extrapolates; a prediction that hit the bound is reported
-/// ([`LabelTransform::inverse_bounded`], `BatLiNet::predict_bounded`).
+/// life: predictions are bounded to `exp(mean ± max(4·std, ln 10))` around the geometric-mean
+/// training life (training labels lie inside unless they are 4-sigma outliers; see
+/// [`PREDICTION_BOUND_MIN_FACTOR`] for the floor). Beyond it a model extrapolates; a
+/// prediction that hit the bound is reported ([`LabelTransform::inverse_bounded`],
+/// `BatLiNet::predict_bounded`, `LinearModel::predict_rows`).
 pub const PREDICTION_BOUND_SIGMAS: f64 = 4.0;
+
+/// The bound never comes closer than this factor to the geometric-mean training life: cells
+/// trained on a narrow range of lives (one MATR batch: 300-713 cycles, 4 sigma = a factor 2.4)
+/// may meet cells that live three times longer (the next batch: up to 2237), which a
+/// 4-sigma bound alone would cap. The bound is there to stop absurd outputs (1e19 cycles),
+/// not plausible extrapolation.
+pub const PREDICTION_BOUND_MIN_FACTOR: f64 = 10.0;
+
+/// The prediction bound in log space for log-life moments `mean`, `std`:
+/// `mean ± max(PREDICTION_BOUND_SIGMAS · std, ln PREDICTION_BOUND_MIN_FACTOR)`.
+///
+/// ```
+/// use battery_fl_core::model::log_prediction_bounds;
+/// let (lo, hi) = log_prediction_bounds(6.0, 1.0); // wide labels: 4 sigma
+/// assert_eq!((lo, hi), (2.0, 10.0));
+/// let (lo, hi) = log_prediction_bounds(6.0, 0.2); // narrow labels: a factor 10
+/// assert!((hi - 6.0 - 10f64.ln()).abs() < 1e-12 && (6.0 - lo - 10f64.ln()).abs() < 1e-12);
+/// ```
+pub fn log_prediction_bounds(mean: f64, std: f64) -> (f64, f64) {
+    let half = (PREDICTION_BOUND_SIGMAS * std).max(PREDICTION_BOUND_MIN_FACTOR.ln());
+    (mean - half, mean + half)
+}
 
 /// Cathode chemistries that get their own label moments under
 /// [`LabelGrouping::Cathode`], in the fixed order in which every fleet sends its statistics
@@ -230,11 +253,19 @@ impl LabelTransform {
     /// As [`inverse_bounded`](Self::inverse_bounded) for a cell of `cathode` (bounded around
     /// its group's labels).
     pub fn inverse_bounded_for(&self, y: f64, cathode: Option<&str>) -> (f64, bool) {
-        let b = PREDICTION_BOUND_SIGMAS;
+        let b = self.bound_for(cathode);
         if y.is_nan() {
             return (f64::NAN, true);
         }
         (self.inverse_for(y.clamp(-b, b), cathode), y.abs() > b)
+    }
+
+    /// The bound on the normalized label of a cell of `cathode`: `|y| <= max(4, ln 10 / std)`
+    /// (see [`log_prediction_bounds`]).
+    pub fn bound_for(&self, cathode: Option<&str>) -> f64 {
+        let m = self.moments(cathode);
+        let (_, hi) = log_prediction_bounds(m.mean, m.std);
+        (hi - m.mean) / m.std
     }
 
     /// Whether every mean is finite and every spread finite and positive.

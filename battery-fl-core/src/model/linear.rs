@@ -14,8 +14,8 @@
 //! Features are standardized with the means and scales of a [`Standardization`] (the fleet's
 //! own, or the shared one in a federation); cathode offsets are penalized toward the prior
 //! (toward zero without one), so a chemistry with two cells borrows from the intercept.
-//! Predictions are bounded to [`PREDICTION_BOUND_SIGMAS`](super::PREDICTION_BOUND_SIGMAS) standard deviations of the training
-//! log labels, as BatLiNet's are.
+//! Predictions are bounded around the training log labels as BatLiNet's are
+//! ([`log_prediction_bounds`](super::log_prediction_bounds)).
 
 use serde::{Deserialize, Serialize};
 
@@ -282,10 +282,30 @@ pub fn loo_error(
 }
 
 /// Squared leave-one-out error of ln(life) of each row for the fit on `rows` (all labelled)
-/// with these settings, in closed form (`e_i / (1 − h_ii)`). With `lambda = ∞` it is the
-/// prior's squared error (a model fitted elsewhere). Infinite for a row with all the
-/// leverage.
+/// with these settings (from [`loo_predictions`]). Infinite for a row with all the leverage.
 pub fn loo_squared_errors(
+    rows: &[LinearRow],
+    standardization: &Standardization,
+    set: FeatureSet,
+    lambda: f64,
+    prior: Option<&LinearModel>,
+) -> Result<Vec<f64>> {
+    let p = loo_predictions(rows, standardization, set, lambda, prior)?;
+    rows.iter()
+        .zip(p)
+        .map(|(r, p)| {
+            let e = (r.require_label()? - p).powi(2);
+            Ok(if e.is_nan() { f64::INFINITY } else { e })
+        })
+        .collect()
+}
+
+/// Leave-one-out predictions of ln(life): for each row, the fit on the *other* rows (all
+/// labelled) with these settings, in closed form (`y_i − e_i / (1 − h_ii)`). With `lambda =
+/// ∞` they are the prior's predictions (a model fitted elsewhere). Cross-fitted predictions
+/// like these are what a second model may learn the residuals of without leaking. NaN for a
+/// row with all the leverage.
+pub fn loo_predictions(
     rows: &[LinearRow],
     standardization: &Standardization,
     set: FeatureSet,
@@ -302,11 +322,7 @@ pub fn loo_squared_errors(
             field: "linear.lambda".into(),
             reason: "an infinite lambda needs a prior".into(),
         })?;
-        return rows
-            .iter()
-            .zip(&labels)
-            .map(|(r, y)| Ok((y - p.predict_log(r)?).powi(2)))
-            .collect();
+        return rows.iter().map(|r| p.predict_log(r)).collect();
     }
     let stats = LinearStatistics::from_rows(rows)?;
     let (a, b) = algebra::normal_equations(&stats, standardization, set, lambda, prior)?;
@@ -323,10 +339,10 @@ pub fn loo_squared_errors(
                 .map(|(a, b)| a * b)
                 .sum();
             if h >= 1.0 - 1e-9 {
-                return Ok(f64::INFINITY);
+                return Ok(f64::NAN);
             }
             let e = y - z.iter().zip(&w).map(|(z, w)| z * w).sum::<f64>();
-            Ok((e / (1.0 - h)).powi(2))
+            Ok(y - e / (1.0 - h))
         })
         .collect()
 }

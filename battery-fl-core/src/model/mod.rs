@@ -33,12 +33,13 @@ pub use config::{
 };
 pub use dataset::{Dataset, InputScales, InputStats};
 pub use labels::{
-    grouped_label_sums, label_group, label_sums, LabelGrouping, LabelMoments, LabelSums,
-    LabelTransform, GROUP_PRIOR_CELLS, LABEL_GROUPS, PREDICTION_BOUND_SIGMAS,
+    grouped_label_sums, label_group, label_sums, log_prediction_bounds, LabelGrouping,
+    LabelMoments, LabelSums, LabelTransform, GROUP_PRIOR_CELLS, LABEL_GROUPS,
+    PREDICTION_BOUND_MIN_FACTOR, PREDICTION_BOUND_SIGMAS,
 };
 pub use linear::{
-    available_sets, loo_error, loo_squared_errors, select_linear, FeatureSet, LinearConfig,
-    LinearModel, LinearRow, LinearStatistics, Standardization, LINEAR_COLUMNS,
+    available_sets, loo_error, loo_predictions, loo_squared_errors, select_linear, FeatureSet,
+    LinearConfig, LinearModel, LinearRow, LinearStatistics, Standardization, LINEAR_COLUMNS,
     LINEAR_STATISTICS_LEN,
 };
 pub use metrics::Metrics;

@@ -470,7 +470,7 @@ fn cycle_difference_inter_features_cancel_a_constant_cell_offset() {
 /// A model far outside its training range is bounded and says so, instead of printing 1e19.
 #[test]
 fn predictions_are_bounded_around_the_training_labels() {
-    use battery_fl_core::model::{LabelTransform, ReferenceSelection, PREDICTION_BOUND_SIGMAS};
+    use battery_fl_core::model::{LabelTransform, ReferenceSelection};
     let (_, _, train, test) = fleets();
     let mut m = model(small_config(3).with_epochs(10));
     m.fit(train).unwrap();
@@ -490,8 +490,8 @@ fn predictions_are_bounded_around_the_training_labels() {
     // each cell is bounded around its own chemistry's training labels
     for (l, c) in lives.iter().zip(test.cathodes()) {
         let (lo, hi) = (
-            labels.inverse_for(-PREDICTION_BOUND_SIGMAS, c),
-            labels.inverse_for(PREDICTION_BOUND_SIGMAS, c),
+            labels.inverse_for(-labels.bound_for(c), c),
+            labels.inverse_for(labels.bound_for(c), c),
         );
         assert!(
             *l >= lo * 0.999 && *l <= hi * 1.001,

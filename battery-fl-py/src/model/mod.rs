@@ -1,6 +1,8 @@
-//! Lifetime models (`battery_fl_core::model`): `BatLiNet` and the `VarianceModel` baseline.
+//! Lifetime models (`battery_fl_core::model`): `BatLiNet`, the `LinearModel` (and its
+//! federation) and the `VarianceModel` baseline.
 
 mod batlinet;
+mod linear;
 mod variance;
 
 use pyo3::prelude::*;
@@ -19,6 +21,7 @@ fn retain_freed_memory() -> bool {
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<batlinet::PyBatLiNet>()?;
     m.add_class::<variance::PyVarianceModel>()?;
+    linear::register(m)?;
     m.add_function(wrap_pyfunction!(retain_freed_memory, m)?)?;
     Ok(())
 }

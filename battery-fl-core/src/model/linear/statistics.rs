@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::features::{
     EarlyLifeConfig, EarlyLifeFeatures, EARLY_LIFE_FEATURES, EARLY_LIFE_FEATURE_COUNT,
 };
-use crate::model::labels::{label_group, PREDICTION_BOUND_SIGMAS};
+use crate::model::labels::{label_group, log_prediction_bounds};
 
 /// A design row and its label: `LINEAR_COLUMNS` columns, then ln(life).
 const ROW: usize = LINEAR_COLUMNS + 1;
@@ -19,9 +19,6 @@ const GRAM_LEN: usize = ROW * (ROW + 1) / 2;
 /// design rows `r = (1, features, cathode indicators, ln life)`, then for each early-life
 /// feature the number of cells that have it.
 pub const LINEAR_STATISTICS_LEN: usize = GRAM_LEN + EARLY_LIFE_FEATURE_COUNT;
-
-/// Smallest standard deviation of ln(life) the prediction bound uses (one or two cells).
-const MIN_BOUND_STD: f64 = 0.1;
 
 fn at(i: usize, j: usize) -> usize {
     let (i, j) = if i <= j { (i, j) } else { (j, i) };
@@ -166,8 +163,8 @@ impl LinearStatistics {
                 .all(|&k| self.values[GRAM_LEN + k] >= n - 0.5)
     }
 
-    /// The prediction bound: ln(life) mean ± [`PREDICTION_BOUND_SIGMAS`] standard deviations
-    /// (at least 0.1) of the cells.
+    /// The prediction bound of the cells' ln(life) moments
+    /// ([`log_prediction_bounds`](crate::model::log_prediction_bounds)).
     pub fn log_life_bounds(&self) -> Result<(f64, f64)> {
         let n = self.count();
         if n < 1.0 {
@@ -178,12 +175,8 @@ impl LinearStatistics {
             });
         }
         let mean = self.gram(0, LABEL) / n;
-        let std = (self.gram(LABEL, LABEL) / n - mean * mean)
-            .max(0.0)
-            .sqrt()
-            .max(MIN_BOUND_STD);
-        let half = PREDICTION_BOUND_SIGMAS * std;
-        Ok((mean - half, mean + half))
+        let std = (self.gram(LABEL, LABEL) / n - mean * mean).max(0.0).sqrt();
+        Ok(log_prediction_bounds(mean, std))
     }
 }
 

@@ -1,0 +1,260 @@
+//! `LinearModel` and `federate_linear`: the linear early-life model and its exact federation.
+
+use battery_fl_core::data::{Cell, LabelConfig};
+use battery_fl_core::federation::{
+    federate_linear, LinearFederation, LinearFleet, SecureAggregation,
+};
+use battery_fl_core::model::{select_linear, LinearConfig, LinearModel, LinearRow};
+use numpy::PyArray1;
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+
+use crate::conversion::{from_json, to_json, to_python, vec_f64};
+use crate::data::{cell_refs, PyBatteryCell};
+use crate::errors::CoreResult;
+
+fn rows(config: &LinearConfig, cells: &[&Cell]) -> battery_fl_core::Result<Vec<LinearRow>> {
+    let owned: Vec<Cell> = cells.iter().map(|&c| c.clone()).collect();
+    config.rows(&owned, &LabelConfig::default())
+}
+
+fn split(pairs: Vec<(f64, bool)>) -> (Vec<f64>, Vec<bool>) {
+    pairs.into_iter().unzip()
+}
+
+/// Ridge regression of ln(cycle life) on eight early-life features (Severson's delta Q(V)
+/// and fade features, temperature, C-rates) with one offset per cathode; feature set and
+/// ``lambda_`` chosen by closed-form leave-one-out error on the training cells. Predictions are
+/// bounded around the training lives.
+///
+/// >>> from battery_fl import LinearModel, synthetic
+/// >>> cells = synthetic.generate_fleets(fleets=1, cells_per_fleet=16, seed=1)[0].cells
+/// >>> model = LinearModel.fit(cells[:12])
+/// >>> lives, bounded = model.predict_bounded(cells[12:])
+/// >>> bool((lives > 100).all()), bool(bounded.any())
+/// (True, False)
+#[pyclass(frozen, eq, name = "LinearModel", module = "battery_fl")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct PyLinearModel {
+    inner: LinearModel,
+}
+
+#[pymethods]
+impl PyLinearModel {
+    /// Fit on labelled cells, choosing the feature set and ``lambda_`` by leave-one-out.
+    #[classmethod]
+    fn fit(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        cells: Vec<Bound<'_, PyBatteryCell>>,
+    ) -> PyResult<Self> {
+        let cells = cell_refs(&cells);
+        let config = LinearConfig::default();
+        let (inner, _) = py
+            .detach(|| select_linear(&rows(&config, &cells)?, &config))
+            .or_raise()?;
+        Ok(PyLinearModel { inner })
+    }
+
+    /// Predicted cycle lives (float64, bounded).
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        cells: Vec<Bound<'py, PyBatteryCell>>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        Ok(self.predict_bounded(py, cells)?.0)
+    }
+
+    /// ``(lives, bounded)``: predicted cycle lives and whether each hit the bound.
+    fn predict_bounded<'py>(
+        &self,
+        py: Python<'py>,
+        cells: Vec<Bound<'py, PyBatteryCell>>,
+    ) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>)> {
+        let cells = cell_refs(&cells);
+        let config = LinearConfig {
+            early_life: self.inner.early_life.clone(),
+            ..Default::default()
+        };
+        let (lives, bounded) = split(
+            py.detach(|| self.inner.predict_rows(&rows(&config, &cells)?))
+                .or_raise()?,
+        );
+        Ok((vec_f64(py, lives), PyArray1::from_vec(py, bounded)))
+    }
+
+    /// The feature set read (``variance``, ``fade``, ``discharge``, ``conditions`` or ``full``).
+    #[getter]
+    fn feature_set(&self) -> &'static str {
+        self.inner.feature_set.name()
+    }
+
+    /// The ridge strength (``inf``: the model is another fleets' model used as it is).
+    #[getter]
+    fn lambda_(&self) -> f64 {
+        self.inner.lambda
+    }
+
+    /// The fitted model as JSON.
+    fn to_json(&self) -> PyResult<String> {
+        to_json(&self.inner)
+    }
+
+    /// A fitted model from JSON.
+    #[classmethod]
+    fn from_json(_cls: &Bound<'_, PyType>, text: &str) -> PyResult<Self> {
+        Ok(PyLinearModel {
+            inner: from_json(text)?,
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "LinearModel(feature_set={:?}, lambda_={})",
+            self.inner.feature_set.name(),
+            self.inner.lambda
+        )
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (String,))> {
+        let from = slf.get_type().getattr("from_json")?;
+        Ok((from, (slf.get().to_json()?,)))
+    }
+}
+
+/// What one fleet ends with in a linear federation: its local, personalized and shared
+/// models and, per cathode chemistry of its cells, which one it uses. It stays with the fleet.
+#[pyclass(frozen, name = "LinearFleet", module = "battery_fl")]
+#[derive(Debug)]
+pub struct PyLinearFleet {
+    inner: LinearFleet,
+}
+
+#[pymethods]
+impl PyLinearFleet {
+    /// Predicted cycle lives with the fleet's model for each cell's chemistry.
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        cells: Vec<Bound<'py, PyBatteryCell>>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let cells = cell_refs(&cells);
+        let config = LinearConfig {
+            early_life: self.inner.local.early_life.clone(),
+            ..Default::default()
+        };
+        let (lives, _) = split(
+            py.detach(|| self.inner.predict_rows(&rows(&config, &cells)?))
+                .or_raise()?,
+        );
+        Ok(vec_f64(py, lives))
+    }
+
+    /// Its model alone.
+    #[getter]
+    fn local(&self) -> PyLinearModel {
+        PyLinearModel {
+            inner: self.inner.local.clone(),
+        }
+    }
+
+    /// Its ridge toward the other fleets' model.
+    #[getter]
+    fn personalized(&self) -> PyLinearModel {
+        PyLinearModel {
+            inner: self.inner.personalized.clone(),
+        }
+    }
+
+    /// The other fleets' model.
+    #[getter]
+    fn shared(&self) -> PyLinearModel {
+        PyLinearModel {
+            inner: self.inner.shared.clone(),
+        }
+    }
+
+    /// Per cathode chemistry: ``{"cathode", "cells", "choice", "error"}`` dicts.
+    #[getter]
+    fn choices(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        to_python(py, &self.inner.choices)
+    }
+
+    /// Leave-one-out mean squared error of ln(life) of the local model, and of the choices.
+    #[getter]
+    fn errors(&self) -> (f64, f64) {
+        (self.inner.local_error, self.inner.personal_error())
+    }
+}
+
+/// The outcome of :func:`federate_linear`.
+#[pyclass(frozen, name = "LinearFederation", module = "battery_fl")]
+#[derive(Debug)]
+pub struct PyLinearFederation {
+    inner: LinearFederation,
+}
+
+#[pymethods]
+impl PyLinearFederation {
+    /// The model fitted on every fleet's cells (exactly the pooled fit).
+    #[getter]
+    fn global_model(&self) -> PyLinearModel {
+        PyLinearModel {
+            inner: self.inner.global.clone(),
+        }
+    }
+
+    /// Each fleet's models, in input order.
+    #[getter]
+    fn fleets(&self) -> Vec<PyLinearFleet> {
+        self.inner
+            .fleets
+            .iter()
+            .map(|f| PyLinearFleet { inner: f.clone() })
+            .collect()
+    }
+}
+
+/// Fit the linear early-life model over fleets (each a list of labelled training cells, at
+/// least two fleets) from securely summed statistics, and each fleet's personal model (see
+/// ``battery_fl_core::federation::federate_linear``).
+///
+/// >>> from battery_fl import federate_linear, synthetic
+/// >>> fleets = [f.cells for f in synthetic.generate_fleets(fleets=3, cells_per_fleet=10, seed=2)]
+/// >>> fed = federate_linear(fleets)
+/// >>> len(fed.fleets), fed.fleets[0].predict(fleets[0][:2]).shape
+/// (3, (2,))
+#[pyfunction]
+#[pyo3(name = "federate_linear", signature = (fleets, *, secure_aggregation=true, per_chemistry_choice=false, seed=0))]
+fn federate_linear_py(
+    py: Python<'_>,
+    fleets: Vec<Vec<Bound<'_, PyBatteryCell>>>,
+    secure_aggregation: bool,
+    per_chemistry_choice: bool,
+    seed: u64,
+) -> PyResult<PyLinearFederation> {
+    let config = LinearConfig {
+        per_chemistry_choice,
+        ..Default::default()
+    };
+    let cells: Vec<Vec<&Cell>> = fleets.iter().map(|f| cell_refs(f)).collect();
+    let secure = secure_aggregation.then(SecureAggregation::default);
+    let inner = py
+        .detach(|| {
+            let rows = cells
+                .iter()
+                .map(|f| rows(&config, f))
+                .collect::<battery_fl_core::Result<Vec<_>>>()?;
+            federate_linear(&rows, &config, secure.as_ref(), seed)
+        })
+        .or_raise()?;
+    Ok(PyLinearFederation { inner })
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyLinearModel>()?;
+    m.add_class::<PyLinearFleet>()?;
+    m.add_class::<PyLinearFederation>()?;
+    m.add_function(wrap_pyfunction!(federate_linear_py, m)?)?;
+    Ok(())
+}

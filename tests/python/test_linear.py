@@ -1,0 +1,63 @@
+"""The linear early-life model and its federation through the Python binding."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import battery_fl
+from battery_fl import synthetic
+
+
+@pytest.fixture(scope="module")
+def fleets() -> list[list[battery_fl.Cell]]:
+    return [f.cells for f in synthetic.generate_fleets(fleets=3, cells_per_fleet=15, seed=11)]
+
+
+def _rmse(pred: np.ndarray, cells: list[battery_fl.Cell]) -> float:
+    truth = np.array([c.cycle_life() for c in cells], dtype=float)
+    return float(np.sqrt(np.mean((pred - truth) ** 2)))
+
+
+def test_fit_predict_and_pickle(fleets: list[list[battery_fl.Cell]]) -> None:
+    train, test = fleets[0][:11], fleets[0][11:]
+    model = battery_fl.LinearModel.fit(train)
+    lives, bounded = model.predict_bounded(test)
+    assert lives.dtype == np.float64 and lives.shape == (4,)
+    assert not bounded.any()
+    np.testing.assert_allclose(model.predict(test), lives)
+    assert model.feature_set in {"variance", "fade", "discharge", "conditions", "full"}
+    again = pickle.loads(pickle.dumps(model))
+    assert again == model
+    np.testing.assert_allclose(again.predict(test), lives)
+    # far better than predicting the mean training life for every cell
+    mean_life = np.mean([c.cycle_life() for c in train])
+    assert _rmse(lives, test) < _rmse(np.full(4, mean_life), test)
+
+
+def test_federation_is_the_pooled_fit_and_each_fleet_keeps_its_best(
+    fleets: list[list[battery_fl.Cell]],
+) -> None:
+    secure = battery_fl.federate_linear(fleets, seed=3)
+    plain = battery_fl.federate_linear(fleets, secure_aggregation=False, seed=3)
+    cells = [c for f in fleets for c in f]
+    np.testing.assert_allclose(
+        secure.global_model.predict(cells), plain.global_model.predict(cells), rtol=1e-4
+    )
+    assert len(secure.fleets) == 3
+    for fleet, own in zip(secure.fleets, fleets, strict=True):
+        local_error, personal_error = fleet.errors
+        assert personal_error <= local_error + 1e-12
+        assert {c["cathode"] for c in fleet.choices} == {c.cathode for c in own}
+        assert all(c["choice"] in {"local", "personalized", "shared"} for c in fleet.choices)
+        assert fleet.predict(own).shape == (len(own),)
+
+
+def test_bad_input_raises_typed_errors(fleets: list[list[battery_fl.Cell]]) -> None:
+    with pytest.raises(battery_fl.DataError) as err:
+        battery_fl.federate_linear(fleets[:1])
+    assert err.value.kind == "not_enough_data"
+    with pytest.raises(battery_fl.DataError):
+        battery_fl.LinearModel.fit([])
