@@ -343,6 +343,7 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
         .map(|(l, c)| l.map(|l| (l.ln() - c + shift).exp()))
         .collect();
     let mut linear_pred = Vec::new();
+    let calibration = linear.calibrate(&train_rows, true)?;
     for (name, cells, ds) in &test_ds {
         let p = linear.predict(cells)?;
         report(
@@ -351,6 +352,24 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
             0,
             Metrics::compute(&p, &ds.require_labels()?)?,
         );
+        // conformal intervals calibrated by leave-one-out on the training cells
+        let rows = linear_config.rows(cells, &label)?;
+        let truth = ds.require_labels()?;
+        for coverage in [0.8, 0.9] {
+            let iv = linear.intervals(&rows, &calibration, coverage)?;
+            let inside = iv
+                .iter()
+                .zip(&truth)
+                .filter(|(i, t)| (i.lower..=i.upper).contains(*t))
+                .count();
+            let width = iv.iter().map(|i| i.upper - i.lower).sum::<f64>() / iv.len().max(1) as f64;
+            let flagged = iv.iter().filter(|i| i.out_of_distribution).count();
+            println!(
+                "{{\"model\": \"linear\", \"split\": \"{name}\", \"coverage\": {coverage}, \"covered\": {:.3}, \"mean_width\": {width:.1}, \"out_of_distribution\": {flagged}, \"cells\": {}}}",
+                inside as f64 / truth.len().max(1) as f64,
+                truth.len()
+            );
+        }
         linear_pred.push(p);
     }
     eprintln!(

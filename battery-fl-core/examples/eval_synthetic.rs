@@ -6,7 +6,8 @@
 //! - `--protocol loco` (leave one chemistry out): train on every cell of the other cathode
 //!   chemistries, test on the cells of this one.
 //!
-//! Models: the Severson variance model, BatLiNet and the single-branch CNN (the main job's
+//! Models: the Severson variance model, the linear early-life model (settings by leave-one-out
+//! on the training cells), BatLiNet and the single-branch CNN (the main job's
 //! settings: 60 epochs, batch 16, 16 channels, 16 references), `--seeds N` seeds each
 //! (default 3); inference references come from the training cells. The last lines are a
 //! table: RMSE mean and spread over seeds per model and held-out group, and over all groups
@@ -23,7 +24,8 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    BatLiNet, BatLiNetConfig, Dataset, LabelGrouping, Metrics, VarianceModel,
+    select_linear, BatLiNet, BatLiNetConfig, Dataset, LabelGrouping, LinearConfig, Metrics,
+    VarianceModel,
 };
 
 struct Args {
@@ -130,10 +132,23 @@ fn main() -> Result<()> {
         let truth = test_ds.require_labels()?;
         let variance = VarianceModel::fit(&train, &Default::default(), &label)?;
         let p_var = variance.predict(test)?;
+        let linear_config = LinearConfig::default();
+        let (linear, _) = select_linear(&linear_config.rows(&train, &label)?, &linear_config)?;
+        let p_lin = linear.predict(test)?;
+        eprintln!(
+            "  linear ({} features, lambda {}): RMSE {:.1}",
+            linear.feature_set.name(),
+            linear.lambda,
+            Metrics::compute(&p_lin, &truth)?.rmse
+        );
         for seed in 0..args.seeds {
             results.insert(
                 ("variance".into(), held_out.clone(), seed),
                 (p_var.clone(), truth.clone()),
+            );
+            results.insert(
+                ("linear".into(), held_out.clone(), seed),
+                (p_lin.clone(), truth.clone()),
             );
             for (name, single) in [("batlinet", false), ("cnn", true)] {
                 let config = base.clone().with_single_branch(single).with_seed(seed);
@@ -159,6 +174,7 @@ fn main() -> Result<()> {
     println!("| --- | --- | --- | --- | --- | --- |");
     let models = [
         "variance",
+        "linear",
         "cnn",
         "batlinet",
         "cnn+variance",

@@ -555,6 +555,8 @@ fn finish_linear(args: &Args, real: bool, lin: &linear::LinearReport) -> Result<
         "personalized_rmse": lin.personalized,
         "centralized_rmse": lin.centralized,
         "best_local_rmse": lin.best_local,
+        "coverage_90": lin.coverage_90,
+        "width_90": lin.width_90,
         "minority_rmse": (lin.minority.0 > 0).then(|| serde_json::json!({"cells": lin.minority.0, "local": lin.minority.1, "personalized": lin.minority.2})),
         "epsilon": serde_json::Value::Null,
         "personalization": "auto",

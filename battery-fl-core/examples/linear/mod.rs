@@ -23,6 +23,9 @@ pub struct LinearReport {
     pub personalized: f64,
     pub centralized: f64,
     pub best_local: f64,
+    /// Personalized 90 % intervals over all test cells: coverage and mean width (cycles).
+    pub coverage_90: f64,
+    pub width_90: f64,
     /// Test cells whose chemistry is a minority among their fleet's training cells:
     /// (cells, local-only RMSE, personalized RMSE).
     pub minority: (usize, f64, f64),
@@ -75,14 +78,24 @@ pub fn run(
         (vec![], vec![], vec![], vec![], vec![]);
     let mut per_fleet = BTreeMap::new();
     let mut scatter = Vec::new();
-    println!("| fleet (own test cells) | local only | federated | personalized | choice per chemistry (training cells) |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| fleet (own test cells) | local only | federated | personalized | 90 % intervals: coverage / mean width / flagged | choice per chemistry (training cells) |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let (mut covered, mut widths) = (Vec::new(), Vec::new());
     for ((f, rows), (fleet, train_rows)) in
         fleets.iter().zip(&test).zip(fed.fleets.iter().zip(&train))
     {
         let l = pairs(&fleet.local, rows)?;
         let g = pairs(&fed.global, rows)?;
         let p = with(fleet.predict_rows(rows)?, rows)?;
+        let iv = fleet.intervals(train_rows, rows, 0.9)?;
+        let coverage = iv
+            .iter()
+            .zip(&p)
+            .filter(|(i, (t, _))| (i.lower..=i.upper).contains(t))
+            .count() as f64
+            / iv.len().max(1) as f64;
+        let width = iv.iter().map(|i| i.upper - i.lower).sum::<f64>() / iv.len().max(1) as f64;
+        let flagged = iv.iter().filter(|i| i.out_of_distribution).count();
         // a chemistry is a minority in a fleet when fewer than half its training cells have it
         let share = |c: Option<usize>| {
             train_rows.iter().filter(|r| r.cathode == c).count() * 2 < train_rows.len()
@@ -107,15 +120,19 @@ pub fn run(
             .collect();
         let choices = choices.join(", ");
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {choices} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.0} % / {:.0} / {flagged} | {choices} |",
             f.id,
             rmse(&l),
             rmse(&g),
             rmse(&p),
+            100.0 * coverage,
+            width,
         );
+        covered.push(coverage * iv.len() as f64);
+        widths.push(width * iv.len() as f64);
         per_fleet.insert(
             f.id.clone(),
-            serde_json::json!({"local": rmse(&l), "federated": rmse(&g), "personalized": rmse(&p), "choices": choices}),
+            serde_json::json!({"local": rmse(&l), "federated": rmse(&g), "personalized": rmse(&p), "choices": choices, "coverage_90": coverage, "width_90": width, "out_of_distribution": flagged}),
         );
         scatter.push(p.clone());
         local.extend(l);
@@ -129,7 +146,10 @@ pub fn run(
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .fold(f64::INFINITY, f64::min);
+    let cells = all_test.len().max(1) as f64;
     let report = LinearReport {
+        coverage_90: covered.iter().sum::<f64>() / cells,
+        width_90: widths.iter().sum::<f64>() / cells,
         local: rmse(&local),
         federated: rmse(&global),
         personalized: rmse(&personal),
@@ -170,6 +190,11 @@ pub fn run(
         central.feature_set.name(),
         central.lambda,
         report.centralized
+    );
+    println!(
+        "| 90 % intervals of the personalized models: coverage / mean width (cycles) | {:.0} % / {:.0} |",
+        100.0 * report.coverage_90,
+        report.width_90
     );
     if report.minority.0 > 0 {
         println!(

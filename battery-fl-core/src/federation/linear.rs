@@ -29,7 +29,7 @@ use super::labels::secure_sum;
 use crate::error::{Error, Result};
 use crate::model::{
     available_sets, loo_squared_errors, select_linear, FeatureSet, LinearConfig, LinearModel,
-    LinearRow, LinearStatistics, Standardization, LABEL_GROUPS,
+    LinearPrediction, LinearRow, LinearStatistics, Standardization, LABEL_GROUPS,
 };
 
 /// Which of its models a fleet uses for a chemistry.
@@ -118,6 +118,28 @@ impl LinearFleet {
                 Ok(p[0])
             })
             .collect()
+    }
+
+    /// Predictions of `rows` with the fleet's model for each cell's chemistry, intervals at
+    /// `coverage` calibrated on the fleet's own training cells `train` (leave-one-out for the
+    /// models fitted on them, held-out errors for the shared model) and out-of-distribution
+    /// flags ([`LinearModel::intervals`]).
+    pub fn intervals(
+        &self,
+        train: &[LinearRow],
+        rows: &[LinearRow],
+        coverage: f64,
+    ) -> Result<Vec<LinearPrediction>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let model = self.model_for(r.cathode);
+            // the shared model, and a personalized one at lambda = inf, were fitted on the
+            // other fleets' cells: the fleet's own cells are held out for them
+            let fitted = model.lambda.is_finite() && !std::ptr::eq(model, &self.shared);
+            let calibration = model.calibrate(train, fitted)?;
+            out.extend(model.intervals(std::slice::from_ref(r), &calibration, coverage)?);
+        }
+        Ok(out)
     }
 
     /// Leave-one-out mean squared error of ln(life) of its choices over all its cells.

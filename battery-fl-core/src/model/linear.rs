@@ -25,8 +25,10 @@ use crate::error::{Error, Result};
 use crate::features::{EarlyLifeConfig, EARLY_LIFE_FEATURE_COUNT};
 
 mod algebra;
+mod intervals;
 mod statistics;
 
+pub use intervals::{Calibration, LinearPrediction};
 pub use statistics::{LinearRow, LinearStatistics, Standardization, LINEAR_STATISTICS_LEN};
 
 /// Columns of a design row: intercept, the early-life features, one indicator per
@@ -173,7 +175,8 @@ pub struct LinearModel {
     pub early_life: EarlyLifeConfig,
     /// The features read.
     pub feature_set: FeatureSet,
-    /// Ridge strength it was fitted with (infinite: the prior itself).
+    /// Ridge strength it was fitted with (infinite: its prior as it is, a model fitted on
+    /// other cells).
     pub lambda: f64,
     /// Feature means and scales.
     pub standardization: Standardization,
@@ -181,12 +184,20 @@ pub struct LinearModel {
     pub weights: Vec<f64>,
     /// Predictions are clamped to `[exp(lo), exp(hi)]`.
     pub log_life_bounds: (f64, f64),
+    /// `(Zᵀ Z + λ P)⁻¹` of the fit, row-major: the leverage of a new cell (how far it lies
+    /// from the training cells in feature space), which widens its interval
+    /// ([`intervals`](LinearModel::intervals)).
+    pub inverse: Vec<f64>,
+    /// Which [`LABEL_GROUPS`] cathodes the fit saw cells of (its own or its prior's): a cell
+    /// of another is out of distribution.
+    pub cathodes_seen: Vec<bool>,
 }
 
 impl LinearModel {
     /// Ridge fit on `stats` with features standardized by `standardization`, pulled toward
     /// `prior`'s weights (toward zero without one) with strength `lambda`; the intercept is
-    /// not penalized. `lambda = ∞` returns the prior.
+    /// not penalized. `lambda = ∞` returns the prior with `lambda = ∞` (it was not fitted on
+    /// `stats`).
     pub fn fit(
         stats: &LinearStatistics,
         standardization: &Standardization,
@@ -197,13 +208,21 @@ impl LinearModel {
     ) -> Result<Self> {
         check_prior(set, standardization, prior)?;
         if lambda.is_infinite() {
-            return prior.cloned().ok_or_else(|| Error::InvalidConfig {
+            let mut model = prior.cloned().ok_or_else(|| Error::InvalidConfig {
                 field: "linear.lambda".into(),
                 reason: "an infinite lambda needs a prior".into(),
-            });
+            })?;
+            model.lambda = f64::INFINITY;
+            return Ok(model);
         }
         let (a, b) = algebra::normal_equations(stats, standardization, set, lambda, prior)?;
-        let weights = algebra::solve_spd(&a, &b, set.columns().len())?;
+        let d = set.columns().len();
+        let factor = algebra::cholesky(&a, d)?;
+        let weights = algebra::cholesky_solve(&factor, &b, d);
+        let inverse = algebra::inverse(&factor, d);
+        let cathodes_seen = (0..LABEL_GROUPS.len())
+            .map(|g| stats.cathode_count(g) > 0.5 || prior.is_some_and(|p| p.cathodes_seen[g]))
+            .collect();
         let mut bounds = stats.log_life_bounds()?;
         if let Some(p) = prior {
             bounds = (
@@ -218,6 +237,8 @@ impl LinearModel {
             standardization: standardization.clone(),
             weights,
             log_life_bounds: bounds,
+            inverse,
+            cathodes_seen,
         })
     }
 

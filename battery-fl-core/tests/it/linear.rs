@@ -189,3 +189,55 @@ fn on_matr_the_linear_model_beats_the_variance_model() {
         "linear {linear:.1} vs variance {v_rmse:.1}"
     );
 }
+
+/// 90 % intervals calibrated by leave-one-out on the training cells cover about 90 % of new
+/// cells of the same chemistries; every cell of a chemistry never trained on is flagged.
+#[test]
+fn intervals_cover_new_cells_and_an_unseen_chemistry_is_flagged() {
+    let cells: Vec<Cell> = FleetConfig::default()
+        .with_fleets(5)
+        .with_cells_per_fleet(60)
+        .with_seed(9)
+        .generate()
+        .unwrap()
+        .into_iter()
+        .flat_map(|f| f.cells)
+        .collect();
+    let nmc = |c: &Cell| c.meta.cathode.as_deref() == Some("NMC");
+    let (mut train, mut test, mut unseen) = (vec![], vec![], vec![]);
+    for (i, c) in cells.into_iter().enumerate() {
+        match (nmc(&c), i % 2) {
+            (true, _) => unseen.push(c),
+            (false, 0) => train.push(c),
+            (false, _) => test.push(c),
+        }
+    }
+    assert!(train.len() > 80 && test.len() > 80 && unseen.len() > 10);
+    let train = rows(&train);
+    let (model, _) = select_linear(&train, &LinearConfig::default()).unwrap();
+    let calibration = model.calibrate(&train, true).unwrap();
+    let test = rows(&test);
+    let preds = model.intervals(&test, &calibration, 0.9).unwrap();
+    let covered = preds
+        .iter()
+        .zip(&test)
+        .filter(|(p, r)| (p.lower..=p.upper).contains(&r.log_life.unwrap().exp()))
+        .count() as f64
+        / test.len() as f64;
+    assert!((0.82..=0.97).contains(&covered), "coverage {covered}");
+    let narrower = model.intervals(&test, &calibration, 0.5).unwrap();
+    assert!(narrower
+        .iter()
+        .zip(&preds)
+        .all(|(a, b)| a.upper - a.lower < b.upper - b.lower));
+    let flagged = preds.iter().filter(|p| p.out_of_distribution).count() as f64;
+    assert!(flagged / (preds.len() as f64) < 0.1, "{flagged} flagged");
+    let unseen = model.intervals(&rows(&unseen), &calibration, 0.9).unwrap();
+    assert!(unseen.iter().all(|p| p.out_of_distribution));
+    // too few cells for the coverage asked is an error, not a silent interval
+    let few = model.calibrate(&train[..5], true).unwrap();
+    assert!(matches!(
+        few.quantile(0.9),
+        Err(battery_fl_core::Error::NotEnoughData { .. })
+    ));
+}

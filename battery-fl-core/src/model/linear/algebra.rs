@@ -89,7 +89,21 @@ pub(super) fn cholesky_solve(l: &[f64], b: &[f64], d: usize) -> Vec<f64> {
     x
 }
 
+/// `(L Lᵀ)⁻¹`, row-major.
+pub(super) fn inverse(l: &[f64], d: usize) -> Vec<f64> {
+    let mut inv = vec![0.0; d * d];
+    for j in 0..d {
+        let mut e = vec![0.0; d];
+        e[j] = 1.0;
+        for (i, v) in cholesky_solve(l, &e, d).into_iter().enumerate() {
+            inv[i * d + j] = v;
+        }
+    }
+    inv
+}
+
 /// Solve the symmetric positive definite system `a x = b`.
+#[cfg(test)]
 pub(super) fn solve_spd(a: &[f64], b: &[f64], d: usize) -> Result<Vec<f64>> {
     Ok(cholesky_solve(&cholesky(a, d)?, b, d))
 }

@@ -145,6 +145,11 @@ impl LinearStatistics {
         self.values[0]
     }
 
+    /// Number of cells of the [`LABEL_GROUPS`](crate::model::LABEL_GROUPS) cathode `group`.
+    pub fn cathode_count(&self, group: usize) -> f64 {
+        self.gram(0, 1 + EARLY_LIFE_FEATURE_COUNT + group)
+    }
+
     pub(super) fn gram(&self, i: usize, j: usize) -> f64 {
         self.values[at(i, j)]
     }

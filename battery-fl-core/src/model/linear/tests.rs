@@ -137,7 +137,8 @@ fn the_prior_pulls_with_lambda() {
     let loose = fit(&own, FeatureSet::Full, 1e-4, Some(&prior));
     let tight = fit(&own, FeatureSet::Full, 1e6, Some(&prior));
     let same = fit(&own, FeatureSet::Full, f64::INFINITY, Some(&prior));
-    assert_eq!(same, prior);
+    assert_eq!(same.weights, prior.weights);
+    assert!(same.lambda.is_infinite());
     for (t, p) in tight.weights.iter().zip(&prior.weights).skip(1) {
         assert_relative_eq!(*t, *p, epsilon = 1e-3);
     }
@@ -226,4 +227,17 @@ fn selection_prefers_the_features_that_carry_the_law() {
         model.feature_set
     );
     assert!(loo < 0.01, "{loo}");
+}
+
+#[test]
+fn training_leverages_lie_in_the_unit_interval() {
+    let data = rows(16, 0.2, 0);
+    let prior = fit(&rows(40, 0.1, 300), FeatureSet::Discharge, 1.0, None);
+    for p in [None, Some(&prior)] {
+        let m = fit(&data, FeatureSet::Discharge, 1.0, p);
+        for r in &data {
+            let h = m.leverage(r).unwrap();
+            assert!((0.0..=1.0).contains(&h), "{h}");
+        }
+    }
 }
