@@ -15,7 +15,7 @@
 //!
 //! ```text
 //! cargo run --release -p battery-fl-core --features tch --example eval_synthetic -- \
-//!     --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T]
+//!     --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T] [--linear-only]
 //! ```
 use std::collections::BTreeMap;
 
@@ -33,6 +33,8 @@ struct Args {
     seeds: u64,
     data_seed: u64,
     label_grouping: LabelGrouping,
+    /// Only the variance and linear models (seconds; no network is trained).
+    linear_only: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -41,6 +43,7 @@ fn parse() -> Result<Args> {
         seeds: 3,
         data_seed: 42,
         label_grouping: LabelGrouping::default(),
+        linear_only: false,
     };
     let mut protocol = None;
     let mut it = std::env::args().skip(1);
@@ -50,12 +53,13 @@ fn parse() -> Result<Args> {
             "--protocol" => protocol = Some(v()?),
             "--seeds" => a.seeds = v()?.parse()?,
             "--data-seed" => a.data_seed = v()?.parse()?,
+            "--linear-only" => a.linear_only = true,
             "--threads" => tch::set_num_threads(v()?.parse()?),
             "--label-grouping" => {
                 a.label_grouping = serde_json::from_value(serde_json::Value::String(v()?))
                     .context("--label-grouping: pooled or cathode")?
             }
-            other => bail!("unknown argument {other} (usage: eval_synthetic --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T] [--label-grouping pooled|cathode])"),
+            other => bail!("unknown argument {other} (usage: eval_synthetic --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T] [--label-grouping pooled|cathode] [--linear-only])"),
         }
     }
     a.by_chemistry = match protocol.as_deref() {
@@ -135,11 +139,22 @@ fn main() -> Result<()> {
         let linear_config = LinearConfig::default();
         let (linear, _) = select_linear(&linear_config.rows(&train, &label)?, &linear_config)?;
         let p_lin = linear.predict(test)?;
+        // 90 % conformal intervals calibrated by leave-one-out on the training cells, and
+        // the out-of-distribution flags
+        let calibration = linear.calibrate(&linear_config.rows(&train, &label)?, true)?;
+        let iv = linear.intervals(&linear_config.rows(test, &label)?, &calibration, 0.9)?;
+        let covered = iv
+            .iter()
+            .zip(&truth)
+            .filter(|(i, t)| (i.lower..=i.upper).contains(*t))
+            .count();
+        let flagged = iv.iter().filter(|i| i.out_of_distribution).count();
         eprintln!(
-            "  linear ({} features, lambda {}): RMSE {:.1}",
+            "  linear ({} features, lambda {}): RMSE {:.1}; 90 % intervals cover {covered}/{n}, {flagged}/{n} flagged out of distribution",
             linear.feature_set.name(),
             linear.lambda,
-            Metrics::compute(&p_lin, &truth)?.rmse
+            Metrics::compute(&p_lin, &truth)?.rmse,
+            n = truth.len()
         );
         for seed in 0..args.seeds {
             results.insert(
@@ -150,7 +165,12 @@ fn main() -> Result<()> {
                 ("linear".into(), held_out.clone(), seed),
                 (p_lin.clone(), truth.clone()),
             );
-            for (name, single) in [("batlinet", false), ("cnn", true)] {
+            let networks: &[(&str, bool)] = if args.linear_only {
+                &[]
+            } else {
+                &[("batlinet", false), ("cnn", true)]
+            };
+            for &(name, single) in networks {
                 let config = base.clone().with_single_branch(single).with_seed(seed);
                 let mut model = BatLiNet::new(config, featurizer_cfg.clone(), train_ds.shape)?;
                 model.fit(&train_ds)?;
@@ -183,7 +203,10 @@ fn main() -> Result<()> {
     let mut held: Vec<String> = groups.keys().cloned().collect();
     held.push("all".into());
     for g in &held {
-        for model in models {
+        for model in models
+            .into_iter()
+            .filter(|m| !args.linear_only || ["variance", "linear"].contains(m))
+        {
             let mut rmse = Vec::new();
             let mut mape = Vec::new();
             for seed in 0..args.seeds {
