@@ -61,3 +61,23 @@ def test_bad_input_raises_typed_errors(fleets: list[list[battery_fl.Cell]]) -> N
     assert err.value.kind == "not_enough_data"
     with pytest.raises(battery_fl.DataError):
         battery_fl.LinearModel.fit([])
+
+
+def test_intervals_cover_and_flag_an_unseen_chemistry() -> None:
+    cells = [c for f in synthetic.generate_fleets(fleets=5, cells_per_fleet=40, seed=4) for c in f.cells]
+    seen = [c for c in cells if c.cathode != "NMC"]
+    unseen = [c for c in cells if c.cathode == "NMC"]
+    train, test = seen[::2], seen[1::2]
+    model = battery_fl.LinearModel.fit(train)
+    lives, lower, upper, ood = model.predict_intervals(test, train, coverage=0.9)
+    truth = np.array([c.cycle_life() for c in test], dtype=float)
+    covered = float(np.mean((lower <= truth) & (truth <= upper)))
+    assert 0.8 <= covered <= 0.98
+    assert float(np.mean(ood)) < 0.15
+    assert (lower <= lives).all() and (lives <= upper).all()
+    _, _, _, ood_unseen = model.predict_intervals(unseen, train)
+    assert ood_unseen.all()
+    with pytest.raises(battery_fl.DataError):  # five cells cannot calibrate 90 % intervals
+        model.predict_intervals(test, train[:5])
+    with pytest.raises(battery_fl.ConfigError):
+        model.predict_intervals(test, train, coverage=1.5)

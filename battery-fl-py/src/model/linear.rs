@@ -4,7 +4,9 @@ use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::federation::{
     federate_linear, LinearFederation, LinearFleet, SecureAggregation,
 };
-use battery_fl_core::model::{select_linear, LinearConfig, LinearModel, LinearRow};
+use battery_fl_core::model::{
+    select_linear, LinearConfig, LinearModel, LinearPrediction, LinearRow,
+};
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -81,6 +83,58 @@ impl PyLinearModel {
                 .or_raise()?,
         );
         Ok((vec_f64(py, lives), PyArray1::from_vec(py, bounded)))
+    }
+
+    /// ``(lives, lower, upper, out_of_distribution)``: predictions with conformal intervals at
+    /// ``coverage``, calibrated on labelled ``calibration`` cells: the cells the model was
+    /// fitted on (``fitted=True``, closed-form leave-one-out) or cells it never saw
+    /// (``fitted=False``); a cell is flagged out of distribution when its cathode is in
+    /// neither the training nor the calibration cells, or it lies further from the training
+    /// data (leverage) than every calibration cell.
+    ///
+    /// >>> from battery_fl import LinearModel, synthetic
+    /// >>> cells = synthetic.generate_fleets(fleets=1, cells_per_fleet=40, seed=1)[0].cells
+    /// >>> model = LinearModel.fit(cells[:30])
+    /// >>> lives, lower, upper, ood = model.predict_intervals(cells[30:], cells[:30], coverage=0.8)
+    /// >>> bool((lower <= lives).all() and (lives <= upper).all())
+    /// True
+    #[pyo3(signature = (cells, calibration, *, coverage=0.9, fitted=true))]
+    #[allow(clippy::type_complexity)]
+    fn predict_intervals<'py>(
+        &self,
+        py: Python<'py>,
+        cells: Vec<Bound<'py, PyBatteryCell>>,
+        calibration: Vec<Bound<'py, PyBatteryCell>>,
+        coverage: f64,
+        fitted: bool,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<bool>>,
+    )> {
+        let cells = cell_refs(&cells);
+        let calibration = cell_refs(&calibration);
+        let config = LinearConfig {
+            early_life: self.inner.early_life.clone(),
+            ..Default::default()
+        };
+        let preds = py
+            .detach(|| {
+                let cal = self
+                    .inner
+                    .calibrate(&rows(&config, &calibration)?, fitted)?;
+                self.inner
+                    .intervals(&rows(&config, &cells)?, &cal, coverage)
+            })
+            .or_raise()?;
+        let pick = |f: fn(&LinearPrediction) -> f64| preds.iter().map(f).collect::<Vec<_>>();
+        Ok((
+            vec_f64(py, pick(|p| p.life)),
+            vec_f64(py, pick(|p| p.lower)),
+            vec_f64(py, pick(|p| p.upper)),
+            PyArray1::from_vec(py, preds.iter().map(|p| p.out_of_distribution).collect()),
+        ))
     }
 
     /// The feature set read (``variance``, ``fade``, ``discharge``, ``conditions`` or ``full``).
