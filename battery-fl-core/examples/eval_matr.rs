@@ -343,7 +343,23 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
         .map(|(l, c)| l.map(|l| (l.ln() - c + shift).exp()))
         .collect();
     let mut linear_pred = Vec::new();
-    let calibration = linear.calibrate(&train_rows, true)?;
+    // intervals calibrated by leave-one-out, and by leave-one-batch-out when the training
+    // cells come from several batches (the batch date is the second part of a MATR cell id)
+    let batches: Vec<&str> = train
+        .iter()
+        .map(|c| c.id().split('_').nth(1).unwrap_or(""))
+        .collect();
+    let mut names = batches.clone();
+    names.sort_unstable();
+    names.dedup();
+    let groups: Vec<usize> = batches
+        .iter()
+        .map(|b| names.iter().position(|n| n == b).unwrap_or(0))
+        .collect();
+    let mut calibrations = vec![("loo", linear.calibrate(&train_rows, true)?)];
+    if names.len() > 1 {
+        calibrations.push(("batch", linear.calibrate_by_group(&train_rows, &groups)?));
+    }
     for (name, cells, ds) in &test_ds {
         let p = linear.predict(cells)?;
         report(
@@ -355,8 +371,9 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
         // conformal intervals calibrated by leave-one-out on the training cells
         let rows = linear_config.rows(cells, &label)?;
         let truth = ds.require_labels()?;
-        for coverage in [0.8, 0.9] {
-            let iv = linear.intervals(&rows, &calibration, coverage)?;
+        for ((how, calibration), coverage) in calibrations.iter().flat_map(|c| [(c, 0.8), (c, 0.9)])
+        {
+            let iv = linear.intervals(&rows, calibration, coverage)?;
             let inside = iv
                 .iter()
                 .zip(&truth)
@@ -365,7 +382,7 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
             let width = iv.iter().map(|i| i.upper - i.lower).sum::<f64>() / iv.len().max(1) as f64;
             let flagged = iv.iter().filter(|i| i.out_of_distribution).count();
             println!(
-                "{{\"model\": \"linear\", \"split\": \"{name}\", \"coverage\": {coverage}, \"covered\": {:.3}, \"mean_width\": {width:.1}, \"out_of_distribution\": {flagged}, \"cells\": {}}}",
+                "{{\"model\": \"linear\", \"split\": \"{name}\", \"calibration\": \"{how}\", \"coverage\": {coverage}, \"covered\": {:.3}, \"mean_width\": {width:.1}, \"out_of_distribution\": {flagged}, \"cells\": {}}}",
                 inside as f64 / truth.len().max(1) as f64,
                 truth.len()
             );

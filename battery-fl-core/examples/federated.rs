@@ -1,20 +1,27 @@
-//! The main job: a federated multi-fleet BatLiNet run with FedProx, secure aggregation and
-//! differential privacy, compared with local-only and centralized training.
+//! The main job: a federated multi-fleet run, compared with local-only and centralized
+//! training, each fleet ending with a model of its own.
 //!
 //! ```text
 //! cargo run --release --features tch --example federated -- \
-//!     [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp]
-//!     [--threads N] [--personalization none|fine_tune|head|ditto|auto] [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]
-//!     [--model linear|batlinet]
+//!     [--data DIR --fleets-by protocol --fleets N] [--model linear|batlinet] [--out DIR] [--no-secagg]
+//!     [--rounds R] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto]
+//!     [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]
 //! ```
 //!
-//! `--seed S` (default 0) seeds the model (S) and the federation (7 + S): sampling, local
+//! `--model linear` (default; seconds): the linear early-life model, fitted exactly from
+//! statistics summed with secure aggregation, settings by leave-one-fleet-out, each fleet
+//! keeping its local, personalized or shared model by leave-one-out on its own cells
+//! (`federation::federate_linear`), with 90 % conformal intervals and out-of-distribution
+//! flags. `--model batlinet`: BatLiNet over federated rounds with FedProx, secure aggregation
+//! and differential privacy (the linear rows are printed first); the remaining flags apply to
+//! it. `--seed S` (default 0) seeds the model (S) and the federation (7 + S): sampling, local
 //! training, masks and noise.
 //!
-//! Every fleet ends with its own model (`--personalization`, default `auto`: each fleet picks
-//! its own, the global, the fine-tuned or its Ditto model on a quarter of its own training
-//! cells). The last line is one JSON object: `local_rmse`, `federated_rmse`,
-//! `personalized_rmse`, `centralized_rmse`, `best_local_rmse`, `epsilon` and `per_fleet`.
+//! With BatLiNet every fleet ends with its own model (`--personalization`, default `auto`:
+//! each fleet picks its own, the global, the fine-tuned or its Ditto model on a quarter of its
+//! own training cells). The last line is one JSON object: `model`, `local_rmse`,
+//! `federated_rmse`, `personalized_rmse`, `centralized_rmse`, `best_local_rmse`, `epsilon`
+//! and `per_fleet` (with the linear model also `minority_rmse`, `coverage_90`, `width_90`).
 //!
 //! Default: the built-in synthetic fleets (5 non-IID fleets). With `--data` (a folder with an
 //! `index.json` split into `train` / `primary_test`, e.g. MATR), fleets are formed from the

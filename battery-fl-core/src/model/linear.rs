@@ -208,10 +208,7 @@ impl LinearModel {
     ) -> Result<Self> {
         check_prior(set, standardization, prior)?;
         if lambda.is_infinite() {
-            let mut model = prior.cloned().ok_or_else(|| Error::InvalidConfig {
-                field: "linear.lambda".into(),
-                reason: "an infinite lambda needs a prior".into(),
-            })?;
+            let mut model = required(prior)?.clone();
             model.lambda = f64::INFINITY;
             return Ok(model);
         }
@@ -267,6 +264,14 @@ impl LinearModel {
             .collect::<Result<Vec<_>>>()?;
         Ok(self.predict_rows(&rows)?.into_iter().map(|p| p.0).collect())
     }
+}
+
+/// The prior an infinite `lambda` stands for.
+fn required(prior: Option<&LinearModel>) -> Result<&LinearModel> {
+    prior.ok_or_else(|| Error::InvalidConfig {
+        field: "linear.lambda".into(),
+        reason: "an infinite lambda needs a prior".into(),
+    })
 }
 
 fn check_prior(
@@ -339,10 +344,7 @@ pub fn loo_predictions(
         .map(LinearRow::require_label)
         .collect::<Result<Vec<_>>>()?;
     if lambda.is_infinite() {
-        let p = prior.ok_or_else(|| Error::InvalidConfig {
-            field: "linear.lambda".into(),
-            reason: "an infinite lambda needs a prior".into(),
-        })?;
+        let p = required(prior)?;
         return rows.iter().map(|r| p.predict_log(r)).collect();
     }
     let stats = LinearStatistics::from_rows(rows)?;

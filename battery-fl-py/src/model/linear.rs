@@ -15,6 +15,10 @@ use crate::conversion::{from_json, to_json, to_python, vec_f64};
 use crate::data::{cell_refs, PyBatteryCell};
 use crate::errors::CoreResult;
 
+/// A float64 and a bool array handed to Python.
+type F64Array<'py> = Bound<'py, PyArray1<f64>>;
+type BoolArray<'py> = Bound<'py, PyArray1<bool>>;
+
 fn rows(config: &LinearConfig, cells: &[&Cell]) -> battery_fl_core::Result<Vec<LinearRow>> {
     let owned: Vec<Cell> = cells.iter().map(|&c| c.clone()).collect();
     config.rows(&owned, &LabelConfig::default())
@@ -72,7 +76,7 @@ impl PyLinearModel {
         &self,
         py: Python<'py>,
         cells: Vec<Bound<'py, PyBatteryCell>>,
-    ) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<bool>>)> {
+    ) -> PyResult<(F64Array<'py>, BoolArray<'py>)> {
         let cells = cell_refs(&cells);
         let config = LinearConfig {
             early_life: self.inner.early_life.clone(),
@@ -99,7 +103,6 @@ impl PyLinearModel {
     /// >>> bool((lower <= lives).all() and (lives <= upper).all())
     /// True
     #[pyo3(signature = (cells, calibration, *, coverage=0.9, fitted=true))]
-    #[allow(clippy::type_complexity)]
     fn predict_intervals<'py>(
         &self,
         py: Python<'py>,
@@ -107,12 +110,7 @@ impl PyLinearModel {
         calibration: Vec<Bound<'py, PyBatteryCell>>,
         coverage: f64,
         fitted: bool,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<f64>>,
-        Bound<'py, PyArray1<f64>>,
-        Bound<'py, PyArray1<f64>>,
-        Bound<'py, PyArray1<bool>>,
-    )> {
+    ) -> PyResult<(F64Array<'py>, F64Array<'py>, F64Array<'py>, BoolArray<'py>)> {
         let cells = cell_refs(&cells);
         let calibration = cell_refs(&calibration);
         let config = LinearConfig {

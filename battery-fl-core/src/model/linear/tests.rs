@@ -241,3 +241,31 @@ fn training_leverages_lie_in_the_unit_interval() {
         }
     }
 }
+
+#[test]
+fn group_calibration_sees_a_shift_that_leave_one_out_cannot() {
+    let mut data = rows(40, 0.05, 0);
+    let groups: Vec<usize> = (0..data.len()).map(|i| i % 2).collect();
+    // the second group lives 1.5x longer at the same features: a batch shift
+    for (r, g) in data.iter_mut().zip(&groups) {
+        if *g == 1 {
+            r.log_life = r.log_life.map(|y| y + 1.5f64.ln());
+        }
+    }
+    let m = fit(&data, FeatureSet::Conditions, 0.1, None);
+    let loo = m.calibrate(&data, true).unwrap().quantile(0.9).unwrap();
+    let by_group = m
+        .calibrate_by_group(&data, &groups)
+        .unwrap()
+        .quantile(0.9)
+        .unwrap();
+    assert!(by_group > 1.5 * loo, "{by_group} vs {loo}");
+    assert!(matches!(
+        m.calibrate_by_group(&data, &vec![0; data.len()]),
+        Err(Error::NotEnoughData { .. })
+    ));
+    assert!(matches!(
+        m.calibrate_by_group(&data, &[0, 1]),
+        Err(Error::Shape { .. })
+    ));
+}
