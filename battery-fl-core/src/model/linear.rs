@@ -176,7 +176,8 @@ pub struct LinearModel {
     /// The features read.
     pub feature_set: FeatureSet,
     /// Ridge strength it was fitted with (infinite: its prior as it is, a model fitted on
-    /// other cells).
+    /// other cells; `null` in JSON).
+    #[serde(with = "infinite_as_null")]
     pub lambda: f64,
     /// Feature means and scales.
     pub standardization: Standardization,
@@ -263,6 +264,23 @@ impl LinearModel {
             .map(|c| LinearRow::of(c, &self.early_life, &LabelConfig::default()))
             .collect::<Result<Vec<_>>>()?;
         Ok(self.predict_rows(&rows)?.into_iter().map(|p| p.0).collect())
+    }
+}
+
+/// JSON has no infinity: an infinite `lambda` is written as `null` and read back.
+mod infinite_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if value.is_infinite() {
+            s.serialize_none()
+        } else {
+            s.serialize_f64(*value)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
     }
 }
 

@@ -139,6 +139,10 @@ fn the_prior_pulls_with_lambda() {
     let same = fit(&own, FeatureSet::Full, f64::INFINITY, Some(&prior));
     assert_eq!(same.weights, prior.weights);
     assert!(same.lambda.is_infinite());
+    // JSON has no infinity: it travels as null and comes back
+    let text = serde_json::to_string(&same).unwrap();
+    assert!(text.contains("\"lambda\":null"));
+    assert_eq!(serde_json::from_str::<LinearModel>(&text).unwrap(), same);
     for (t, p) in tight.weights.iter().zip(&prior.weights).skip(1) {
         assert_relative_eq!(*t, *p, epsilon = 1e-3);
     }
