@@ -53,6 +53,8 @@ def test_federation_is_the_pooled_fit_and_each_fleet_keeps_its_best(
         assert {c["cathode"] for c in fleet.choices} == {c.cathode for c in own}
         assert all(c["choice"] in {"local", "personalized", "shared"} for c in fleet.choices)
         assert fleet.predict(own).shape == (len(own),)
+        for model in (fleet.local, fleet.personalized, fleet.shared):  # lambda may be inf
+            assert pickle.loads(pickle.dumps(model)) == model
 
 
 def test_bad_input_raises_typed_errors(fleets: list[list[battery_fl.Cell]]) -> None:
