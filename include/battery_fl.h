@@ -146,6 +146,13 @@ typedef struct bfl_featurizer bfl_featurizer;
 // Threads: `Send + Sync`; every function taking it may run concurrently.
 typedef struct bfl_genome bfl_genome;
 
+// A fitted linear lifetime model: ridge regression of ln(cycle life) on early-life features
+// (Severson's ΔQ(V) and fade features, temperature, C-rates) with one offset per cathode.
+// Opaque and immutable.
+//
+// Threads: `Send + Sync`; every function taking it may run concurrently.
+typedef struct bfl_linear_model bfl_linear_model;
+
 // The per-client messages a server step produced, sorted by client id. Opaque and
 // immutable.
 //
@@ -641,6 +648,47 @@ enum bfl_status bfl_genome_distance(const struct bfl_genome *a,
 // Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
 // `genome` concurrently.
 void bfl_genome_free(struct bfl_genome *genome);
+
+// Fit on `n` labelled cells, choosing the feature set and ridge strength by closed-form
+// leave-one-out error.
+//
+// Ownership: the cells are borrowed; on success `*out` owns a new model
+// (`bfl_linear_model_free`). NULL: `out`, an element of `cells`, or `cells` with `n > 0`
+// NULL gives `BFL_STATUS_NULL_ARGUMENT`; too few or unlabelled cells give
+// `BFL_STATUS_NOT_ENOUGH_DATA` or `BFL_STATUS_INVALID_DATA`. Threads: thread-safe.
+enum bfl_status bfl_linear_model_fit(const struct bfl_cell *const *cells,
+                                     size_t n,
+                                     struct bfl_linear_model **out);
+
+// Predict `n` cells with intervals at `coverage` (in (0, 1)), calibrated on `n_calibration`
+// labelled cells the model was fitted on (closed-form leave-one-out). Writes, per cell in
+// order, the cycle life into `life`, the interval into `lower` and `upper`, and into
+// `out_of_distribution` 1 when the cell's cathode is in neither the training nor the
+// calibration cells or it lies further from the training data than every calibration
+// cell, else 0. Each output array must hold at least `n` values (`out_len`); `*written`
+// (may be NULL) gets `n`.
+//
+// Ownership: everything is borrowed. NULL: `model`, an output array with `n > 0`, or a cell
+// array with a positive length NULL gives `BFL_STATUS_NULL_ARGUMENT`; too few calibration
+// cells for the coverage give `BFL_STATUS_NOT_ENOUGH_DATA`. Threads: thread-safe.
+enum bfl_status bfl_linear_model_predict(const struct bfl_linear_model *model,
+                                         const struct bfl_cell *const *cells,
+                                         size_t n,
+                                         const struct bfl_cell *const *calibration,
+                                         size_t n_calibration,
+                                         double coverage,
+                                         double *life,
+                                         double *lower,
+                                         double *upper,
+                                         uint8_t *out_of_distribution,
+                                         size_t out_len,
+                                         size_t *written);
+
+// Free a linear model. NULL is a no-op.
+//
+// Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
+// `model` concurrently.
+void bfl_linear_model_free(struct bfl_linear_model *model);
 
 // Load a model directory written by the library (`model.json` + `model.safetensors`).
 // Weights that do not fit the described architecture give `BFL_STATUS_MODEL` naming the

@@ -1,5 +1,6 @@
 /* Cells (built from arrays, loaded from the shared real data, parsed from bytes),
  * the featurizer and genome fingerprints. Usage: test_data <real-data-dir> */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -115,6 +116,83 @@ static void cell_from_arrays_featurizes(void) {
 
     bfl_featurizer_free(f);
     bfl_cell_free(cell);
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(a, b); }
+
+/* The linear model on real MATR cells: fit on half, 90 % intervals for the other half
+ * calibrated on the training half, and typed errors for bad calls. */
+static void linear_model_predicts_with_intervals(const char *dir) {
+    enum { MAX = 48 };
+    const bfl_cell *train[MAX], *test[MAX];
+    bfl_cell *owned[2 * MAX];
+    size_t n_train = 0, n_test = 0, n_owned = 0;
+    DIR *d = opendir(data_path(dir, "matr_severson_qv"));
+    CHECK(d != NULL);
+    if (!d) return;
+    struct dirent *e;
+    char names[2 * MAX][256];
+    size_t n_names = 0;
+    while ((e = readdir(d)) != NULL && n_names < 2 * MAX) {
+        if (strstr(e->d_name, ".json.gz") == NULL) continue;
+        snprintf(names[n_names++], sizeof names[0], "%s", e->d_name);
+    }
+    closedir(d);
+    qsort(names, n_names, sizeof names[0], by_name);
+    for (size_t k = 0; k < n_names; k++) {
+        char rel[300];
+        snprintf(rel, sizeof rel, "matr_severson_qv/%s", names[k]);
+        bfl_cell *cell = NULL;
+        OK(bfl_cell_load_json(data_path(dir, rel), &cell));
+        if (!cell) continue;
+        uint32_t life = 0;
+        OK(bfl_cell_cycle_life(cell, &life));
+        owned[n_owned++] = cell;
+        if (life < 200) continue; /* the 148-cycle outlier */
+        if (k % 2 == 0) train[n_train++] = cell;
+        else test[n_test++] = cell;
+    }
+    CHECK(n_train >= 30 && n_test >= 30);
+
+    bfl_linear_model *model = NULL;
+    OK(bfl_linear_model_fit(train, n_train, &model));
+    double life[MAX], lower[MAX], upper[MAX];
+    uint8_t ood[MAX];
+    size_t written = 0;
+    OK(bfl_linear_model_predict(model, test, n_test, train, n_train, 0.9, life, lower, upper,
+                                ood, MAX, &written));
+    CHECK(written == n_test);
+    size_t covered = 0;
+    for (size_t k = 0; k < n_test; k++) {
+        uint32_t truth = 0;
+        OK(bfl_cell_cycle_life(test[k], &truth));
+        CHECK(lower[k] <= life[k] && life[k] <= upper[k] && life[k] > 100.0);
+        covered += lower[k] <= truth && truth <= upper[k];
+    }
+    /* about 90 % of held-out cells of the same batches (the Rust tests pin this down) */
+    CHECK(covered * 10 >= n_test * 7);
+
+    /* typed errors: a coverage outside (0, 1), a short output, too few calibration cells,
+     * NULL, fitting on no cells */
+    FAILS(BFL_STATUS_INVALID_CONFIG,
+          bfl_linear_model_predict(model, test, n_test, train, n_train, 1.5, life, lower, upper,
+                                   ood, MAX, NULL));
+    FAILS(BFL_STATUS_BUFFER_TOO_SMALL,
+          bfl_linear_model_predict(model, test, n_test, train, n_train, 0.9, life, lower, upper,
+                                   ood, 2, NULL));
+    FAILS(BFL_STATUS_NOT_ENOUGH_DATA,
+          bfl_linear_model_predict(model, test, n_test, train, 5, 0.9, life, lower, upper, ood,
+                                   MAX, NULL));
+    FAILS(BFL_STATUS_NULL_ARGUMENT,
+          bfl_linear_model_predict(NULL, test, n_test, train, n_train, 0.9, life, lower, upper,
+                                   ood, MAX, NULL));
+    bfl_linear_model *none = NULL;
+    FAILS(BFL_STATUS_NOT_ENOUGH_DATA, bfl_linear_model_fit(NULL, 0, &none));
+    CHECK(none == NULL);
+
+    bfl_linear_model_free(model);
+    bfl_linear_model_free(NULL);
+    for (size_t k = 0; k < n_owned; k++) bfl_cell_free(owned[k]);
 }
 
 static void real_cells_load_and_featurize(const char *dir) {
@@ -281,6 +359,7 @@ int main(int argc, char **argv) {
     }
     cell_from_arrays_featurizes();
     real_cells_load_and_featurize(argv[1]);
+    linear_model_predicts_with_intervals(argv[1]);
     cells_parse_from_bytes();
     shared_handles_across_threads(argv[1]);
     return report("test_data");
