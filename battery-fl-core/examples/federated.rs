@@ -31,6 +31,8 @@
 mod linear;
 #[path = "plot/mod.rs"]
 mod plot;
+#[path = "plot/svg.rs"]
+mod svg_plot;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -547,12 +549,36 @@ fn finish_linear(args: &Args, real: bool, lin: &linear::LinearReport) -> Result<
         false,
         true,
     )?;
+    let series: Vec<(String, Vec<svg_plot::IntervalPoint>)> = lin
+        .intervals
+        .iter()
+        .map(|(name, cells)| {
+            let points = cells
+                .iter()
+                .map(
+                    |&(truth, life, lower, upper, flagged)| svg_plot::IntervalPoint {
+                        truth,
+                        life,
+                        lower,
+                        upper,
+                        flagged,
+                    },
+                )
+                .collect();
+            (name.clone(), points)
+        })
+        .collect();
+    svg_plot::predicted_vs_true(
+        &args.out.join("predicted_vs_true.svg"),
+        "Each fleet's personalized linear model on its test cells (90 % intervals)",
+        &series,
+    )?;
     std::fs::write(
         args.out.join("linear_federation.json"),
         serde_json::to_string_pretty(&lin.federation)?,
     )?;
     println!(
-        "wrote {0}/predicted_vs_true.png (each fleet's personal model on its test cells, one colour per fleet), {0}/linear_federation.json (every fleet's models)",
+        "wrote {0}/predicted_vs_true.svg (each fleet's personal model on its test cells with 90 % intervals, flagged cells crossed; .png without intervals), {0}/linear_federation.json (every fleet's models)",
         args.out.display()
     );
     let summary = serde_json::json!({

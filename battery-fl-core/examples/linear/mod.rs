@@ -33,6 +33,9 @@ pub struct LinearReport {
     /// Per fleet: true and personalized life of each test cell (the main job plots it).
     #[allow(dead_code)]
     pub scatter: Vec<Vec<(f64, f64)>>,
+    /// Per fleet: (true, predicted, lower, upper, flagged) of each test cell at 90 %.
+    #[allow(dead_code)]
+    pub intervals: Vec<(String, Vec<(f64, f64, f64, f64, bool)>)>,
     pub federation: LinearFederation,
 }
 
@@ -81,6 +84,7 @@ pub fn run(
     println!("| fleet (own test cells) | local only | federated | personalized | 90 % intervals: coverage / mean width / flagged | choice per chemistry (training cells) |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let (mut covered, mut widths) = (Vec::new(), Vec::new());
+    let mut intervals = Vec::new();
     for ((f, rows), (fleet, train_rows)) in
         fleets.iter().zip(&test).zip(fed.fleets.iter().zip(&train))
     {
@@ -96,6 +100,13 @@ pub fn run(
             / iv.len().max(1) as f64;
         let width = iv.iter().map(|i| i.upper - i.lower).sum::<f64>() / iv.len().max(1) as f64;
         let flagged = iv.iter().filter(|i| i.out_of_distribution).count();
+        intervals.push((
+            f.id.clone(),
+            iv.iter()
+                .zip(&p)
+                .map(|(i, (t, _))| (*t, i.life, i.lower, i.upper, i.out_of_distribution))
+                .collect(),
+        ));
         // a chemistry is a minority in a fleet when fewer than half its training cells have it
         let share = |c: Option<usize>| {
             train_rows.iter().filter(|r| r.cathode == c).count() * 2 < train_rows.len()
@@ -162,6 +173,7 @@ pub fn run(
         ),
         per_fleet,
         scatter,
+        intervals,
         federation: fed,
     };
     println!();

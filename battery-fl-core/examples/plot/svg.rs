@@ -1,0 +1,92 @@
+//! Predicted against true cycle life with interval bars and flagged cells, drawn with
+//! `plotters` as SVG (text is SVG text: no font files needed).
+
+use std::path::Path;
+
+use anyhow::Result;
+use plotters::prelude::*;
+
+/// One test cell of the plot.
+pub struct IntervalPoint {
+    pub truth: f64,
+    pub life: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub flagged: bool,
+}
+
+/// Predicted vs true, one colour per series (fleet), a vertical bar per cell for its interval,
+/// a black cross on cells flagged out of distribution, the diagonal for reference.
+pub fn predicted_vs_true(
+    path: &Path,
+    title: &str,
+    series: &[(String, Vec<IntervalPoint>)],
+) -> Result<()> {
+    let max = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().flat_map(|p| [p.truth, p.life, p.upper]))
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, f64::max)
+        * 1.05;
+    let root = SVGBackend::new(path, (860, 680)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..max, 0f64..max)?;
+    chart
+        .configure_mesh()
+        .axis_desc_style(("sans-serif", 16))
+        .label_style(("sans-serif", 13))
+        .x_desc("true cycle life (cycles)")
+        .y_desc("predicted cycle life (cycles)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new([(0.0, 0.0), (max, max)], BLACK.mix(0.35)))?
+        .label("predicted = true")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.mix(0.35)));
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart.draw_series(points.iter().map(|p| {
+            PathElement::new(
+                [(p.truth, p.lower.min(max)), (p.truth, p.upper.min(max))],
+                color.mix(0.45).stroke_width(2),
+            )
+        }))?;
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|p| Circle::new((p.truth, p.life.min(max)), 4, color.filled())),
+            )?
+            .label(name.as_str())
+            .legend(move |(x, y)| Circle::new((x + 9, y), 4, color.filled()));
+    }
+    let flagged: Vec<&IntervalPoint> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().filter(|p| p.flagged))
+        .collect();
+    if !flagged.is_empty() {
+        chart
+            .draw_series(
+                flagged
+                    .iter()
+                    .map(|p| Cross::new((p.truth, p.life.min(max)), 7, BLACK.stroke_width(2))),
+            )?
+            .label("out of distribution")
+            .legend(|(x, y)| Cross::new((x + 9, y), 6, BLACK.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK.mix(0.4))
+        .background_style(WHITE.mix(0.9))
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
