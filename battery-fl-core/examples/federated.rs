@@ -555,15 +555,13 @@ fn finish_linear(args: &Args, real: bool, lin: &linear::LinearReport) -> Result<
         .map(|(name, cells)| {
             let points = cells
                 .iter()
-                .map(
-                    |&(truth, life, lower, upper, flagged)| svg_plot::IntervalPoint {
-                        truth,
-                        life,
-                        lower,
-                        upper,
-                        flagged,
-                    },
-                )
+                .map(|c| svg_plot::IntervalPoint {
+                    truth: c.truth,
+                    life: c.life,
+                    lower: c.lower,
+                    upper: c.upper,
+                    flagged: c.flagged,
+                })
                 .collect();
             (name.clone(), points)
         })

@@ -16,6 +16,16 @@ pub struct FleetCells {
     pub test: Vec<Cell>,
 }
 
+/// A test cell's truth, prediction, 90 % interval and out-of-distribution flag.
+#[allow(dead_code)]
+pub struct CellInterval {
+    pub truth: f64,
+    pub life: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub flagged: bool,
+}
+
 /// RMSE rows of the linear recipe, in the main job's JSON shape.
 pub struct LinearReport {
     pub local: f64,
@@ -33,9 +43,9 @@ pub struct LinearReport {
     /// Per fleet: true and personalized life of each test cell (the main job plots it).
     #[allow(dead_code)]
     pub scatter: Vec<Vec<(f64, f64)>>,
-    /// Per fleet: (true, predicted, lower, upper, flagged) of each test cell at 90 %.
+    /// Per fleet: each test cell's 90 % interval.
     #[allow(dead_code)]
-    pub intervals: Vec<(String, Vec<(f64, f64, f64, f64, bool)>)>,
+    pub intervals: Vec<(String, Vec<CellInterval>)>,
     pub federation: LinearFederation,
 }
 
@@ -104,7 +114,13 @@ pub fn run(
             f.id.clone(),
             iv.iter()
                 .zip(&p)
-                .map(|(i, (t, _))| (*t, i.life, i.lower, i.upper, i.out_of_distribution))
+                .map(|(i, (t, _))| CellInterval {
+                    truth: *t,
+                    life: i.life,
+                    lower: i.lower,
+                    upper: i.upper,
+                    flagged: i.out_of_distribution,
+                })
                 .collect(),
         ));
         // a chemistry is a minority in a fleet when fewer than half its training cells have it
