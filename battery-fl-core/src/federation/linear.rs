@@ -28,8 +28,8 @@ use super::config::SecureAggregation;
 use super::labels::secure_sum;
 use crate::error::{Error, Result};
 use crate::model::{
-    available_sets, loo_squared_errors, select_linear, FeatureSet, LinearConfig, LinearModel,
-    LinearPrediction, LinearRow, LinearStatistics, Standardization, LABEL_GROUPS,
+    available_sets, loo_squared_errors, select_linear, Calibration, FeatureSet, LinearConfig,
+    LinearModel, LinearPrediction, LinearRow, LinearStatistics, Standardization, LABEL_GROUPS,
 };
 
 /// Which of its models a fleet uses for a chemistry.
@@ -130,14 +130,25 @@ impl LinearFleet {
         rows: &[LinearRow],
         coverage: f64,
     ) -> Result<Vec<LinearPrediction>> {
+        // each of the (at most three) models is calibrated once, on the fleet's own cells
+        let mut calibrations: Vec<(*const LinearModel, Calibration)> = Vec::new();
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let model = self.model_for(r.cathode);
-            // the shared model, and a personalized one at lambda = inf, were fitted on the
-            // other fleets' cells: the fleet's own cells are held out for them
-            let fitted = model.lambda.is_finite() && !std::ptr::eq(model, &self.shared);
-            let calibration = model.calibrate(train, fitted)?;
-            out.extend(model.intervals(std::slice::from_ref(r), &calibration, coverage)?);
+            let at = match calibrations
+                .iter()
+                .position(|(m, _)| std::ptr::eq(*m, model))
+            {
+                Some(at) => at,
+                None => {
+                    // the shared model, and a personalized one at lambda = inf, were fitted on
+                    // the other fleets' cells: the fleet's own cells are held out for them
+                    let fitted = model.lambda.is_finite() && !std::ptr::eq(model, &self.shared);
+                    calibrations.push((model, model.calibrate(train, fitted)?));
+                    calibrations.len() - 1
+                }
+            };
+            out.extend(model.intervals(std::slice::from_ref(r), &calibrations[at].1, coverage)?);
         }
         Ok(out)
     }

@@ -55,7 +55,11 @@ fn the_federated_fit_through_secure_aggregation_is_the_pooled_fit() {
         assert_relative_eq!(*a, *b, epsilon = 1e-9);
     }
     // every fleet keeps whatever validated best on its own cells, its local model included
-    for f in &plain.fleets {
+    for (f, rows) in plain.fleets.iter().zip(&per_fleet) {
+        // intervals calibrated on the fleet's own cells bracket each prediction
+        let iv = f.intervals(rows, &rows[..4], 0.8).unwrap();
+        assert_eq!(iv.len(), 4);
+        assert!(iv.iter().all(|p| p.lower <= p.life && p.life <= p.upper));
         assert!(f.personal_error() <= f.local_error + 1e-12);
         for c in &f.choices {
             let g = c.cathode.as_deref().and_then(|n| label_group(Some(n)));
