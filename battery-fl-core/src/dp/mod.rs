@@ -45,6 +45,7 @@ pub mod clip;
 pub mod floor;
 pub mod noise;
 pub mod rdp;
+pub mod record;
 pub mod round;
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,7 @@ pub use adaptive::{effective_noise_multiplier, AdaptiveClipConfig, AdaptiveClipS
 pub use clip::{clip_l2, clip_l2_slice, l2_norm, ClipOutcome};
 pub use floor::DpFloor;
 pub use noise::{GaussianNoise, NOISE_CHUNK};
+pub use record::{RecordPrivacy, RecordPrivacyReport};
 pub use round::{check_mode, RoundNoise};
 
 use crate::error::{Error, Result};

@@ -20,16 +20,23 @@
 //!    majority's cells. A chemistry the fleet has no cell of is predicted by the shared model.
 //!
 //! The coordinator learns the summed statistics and the summed validation errors, never one
-//! fleet's. (No differential privacy is applied to these sums yet.)
+//! fleet's. With [`LinearConfig::privacy`] both sums are record-level differentially private
+//! ([`RecordPrivacy`](crate::dp::RecordPrivacy)): each fleet clamps its cells to public
+//! ranges ([`PublicRanges`](crate::model::PublicRanges)), so one cell moves its statistics by
+//! at most [`statistics_sensitivity`](crate::model::statistics_sensitivity) and its validation errors by at most
+//! `ERROR_CLIP √candidates`, and adds its share of Gaussian noise to both; everything after
+//! the sums is post-processing, and each fleet's own models are fitted at home.
 
 use serde::{Deserialize, Serialize};
 
 use super::config::SecureAggregation;
 use super::labels::secure_sum;
+use crate::dp::{check_mode, GaussianNoise, RecordPrivacyReport};
 use crate::error::{Error, Result};
 use crate::model::{
-    available_sets, loo_squared_errors, select_linear, Calibration, FeatureSet, LinearConfig,
-    LinearModel, LinearPrediction, LinearRow, LinearStatistics, Standardization, LABEL_GROUPS,
+    available_sets, loo_squared_errors, select_linear, statistics_sensitivity, Calibration,
+    FeatureSet, LinearConfig, LinearModel, LinearPrediction, LinearRow, LinearStatistics,
+    Standardization, LABEL_GROUPS,
 };
 
 /// Which of its models a fleet uses for a chemistry.
@@ -171,7 +178,63 @@ pub struct LinearFederation {
     pub global_error: f64,
     /// Per fleet, in input order.
     pub fleets: Vec<LinearFleet>,
+    /// What the releases spent, under [`LinearConfig::privacy`].
+    #[serde(default)]
+    pub privacy: Option<RecordPrivacyReport>,
 }
+
+/// A fleet's statistics as a linear federation sums them: of its rows as they are, or under
+/// [`LinearConfig::privacy`] of its rows clamped to the public ranges with only the
+/// features some candidate set reads ([`PublicRanges::statistics`](crate::model::PublicRanges::statistics)).
+pub fn linear_statistics(rows: &[LinearRow], config: &LinearConfig) -> Result<LinearStatistics> {
+    match config.privacy {
+        Some(_) => config.ranges.statistics(rows, &config.features_in_use()),
+        None => LinearStatistics::from_rows(rows),
+    }
+}
+
+/// What a fleet sends to the first secure sum of a federation of `fleets` fleets: its
+/// [`linear_statistics`] as they are, or under privacy in the mapped coordinates plus its
+/// share of the Gaussian noise drawn from `noise` (required then).
+pub fn linear_share(
+    stats: &LinearStatistics,
+    config: &LinearConfig,
+    fleets: usize,
+    noise: Option<&mut GaussianNoise>,
+) -> Result<Vec<f64>> {
+    let Some(p) = &config.privacy else {
+        return Ok(stats.as_slice().to_vec());
+    };
+    let noise =
+        noise.ok_or_else(|| Error::config("privacy", "a private share needs a noise source"))?;
+    let z = p.noise_multiplier_for(fleets, RELEASES)?;
+    let std = p.fleet_std(
+        z,
+        statistics_sensitivity(config.features_in_use().len()),
+        fleets,
+    );
+    let mut v = config.ranges.mapped(stats)?;
+    for x in &mut v {
+        *x += noise.sample(std)?;
+    }
+    Ok(v)
+}
+
+/// The federation's statistics from the secure sum of the fleets' [`linear_share`]s.
+pub fn linear_total(summed: &[f64], config: &LinearConfig) -> Result<LinearStatistics> {
+    match config.privacy {
+        Some(_) => config.ranges.unmap(summed),
+        None => LinearStatistics::from_vec(summed.to_vec()),
+    }
+}
+
+/// Gaussian releases of a private linear federation: the statistics, then the
+/// leave-one-fleet-out errors.
+const RELEASES: u64 = 2;
+
+/// Under privacy, the largest squared ln-life error one cell adds to a validation sum (a
+/// factor 1.65 off): small, since the noise of that sum grows with it.
+pub const ERROR_CLIP: f64 = 0.25;
 
 /// Fit the federated linear model on `fleets` (each a fleet's labelled training rows, at
 /// least two fleets) and each fleet's personal model. Sums go through secure aggregation when
@@ -209,12 +272,34 @@ pub fn federate_linear(
             got: fleets.len(),
         });
     }
+    let privacy = config.privacy.as_ref();
+    let m = fleets.len();
+    let mut private = match privacy {
+        Some(p) => {
+            check_mode(p.mode, secure.is_some())?;
+            Some((p, p.noise_multiplier_for(m, RELEASES)?, p.noise()?))
+        }
+        None => None,
+    };
     let own = fleets
         .iter()
-        .map(|rows| LinearStatistics::from_rows(rows))
+        .map(|rows| linear_statistics(rows, config))
         .collect::<Result<Vec<_>>>()?;
-    let vectors: Vec<Vec<f64>> = own.iter().map(|s| s.as_slice().to_vec()).collect();
-    let total = LinearStatistics::from_vec(secure_sum(&vectors, secure, seed)?)?;
+    let mut vectors = Vec::with_capacity(m);
+    for stats in &own {
+        let noise = private.as_mut().map(|(_, _, noise)| noise);
+        vectors.push(linear_share(stats, config, m, noise)?);
+    }
+    let total = linear_total(&secure_sum(&vectors, secure, seed)?, config)?;
+    // the other fleets' statistics, as a fleet computes them at home (repaired into valid
+    // statistics when noisy)
+    let noisy = private.is_some();
+    let others_of = |stats: &LinearStatistics| match noisy {
+        true => config
+            .ranges
+            .unmap(&config.ranges.mapped(&total.subtract(stats))?),
+        false => Ok(total.subtract(stats)),
+    };
     let standardization = Standardization::from_statistics(&total)?;
     let sets = available_sets(&total, config);
     let candidates: Vec<(FeatureSet, f64)> = sets
@@ -230,19 +315,36 @@ pub fn federate_linear(
     }
 
     // leave-one-fleet-out errors, computed by each fleet, summed securely
-    let mut errors = Vec::with_capacity(fleets.len());
+    // (under privacy each cell's squared errors are clipped to ERROR_CLIP, so its share of
+    // the vector has norm at most ERROR_CLIP √candidates)
+    let clip = private.as_ref().map(|_| ERROR_CLIP);
+    let mut errors = Vec::with_capacity(m);
     for (rows, stats) in fleets.iter().zip(&own) {
-        let others = total.subtract(stats);
-        let mut v = Vec::with_capacity(candidates.len() + 1);
+        let others = others_of(stats)?;
+        let mut v = Vec::with_capacity(candidates.len());
+        let exact = LinearStatistics::from_rows(rows)?;
         for &(set, lambda) in &candidates {
-            let m = fit(&others, &standardization, set, lambda, None, config)?;
-            v.push(squared_error(&m, rows)?);
+            // (under privacy a set most cells have may be one this fleet's cells lack: the
+            // model is of no use to it, worth the clipped error)
+            v.push(match clip {
+                Some(c) if !exact.has_features(set) => c * rows.len() as f64,
+                _ => {
+                    let model = fit(&others, &standardization, set, lambda, None, config)?;
+                    squared_error(&model, rows, clip)?
+                }
+            });
         }
-        v.push(rows.len() as f64);
+        if let Some((p, z, noise)) = &mut private {
+            let sensitivity = ERROR_CLIP * (candidates.len() as f64).sqrt();
+            let std = p.fleet_std(*z, sensitivity, m);
+            for x in &mut v {
+                *x += noise.sample(std)?;
+            }
+        }
         errors.push(v);
     }
     let summed = secure_sum(&errors, secure, seed.wrapping_add(1))?;
-    let cells = summed[candidates.len()].round().max(1.0);
+    let cells = total.count().max(1.0);
     let mean_error = |k: usize| summed[k] / cells;
     let best = (0..candidates.len())
         .min_by(|&a, &b| mean_error(a).total_cmp(&mean_error(b)))
@@ -257,13 +359,27 @@ pub fn federate_linear(
             .map(|k| candidates[k].1)
     };
 
-    let mut out = Vec::with_capacity(fleets.len());
-    for (rows, stats) in fleets.iter().zip(&own) {
-        let others = total.subtract(stats);
+    let mut out = Vec::with_capacity(m);
+    for (rows, own) in fleets.iter().zip(&own) {
+        let others = others_of(own)?;
+        let stats = &LinearStatistics::from_rows(rows)?;
         let (local, _) = select_linear(rows, config)?;
         let own_std = Standardization::from_statistics(stats)?;
         let local_errors =
             loo_squared_errors(rows, &own_std, local.feature_set, local.lambda, None)?;
+        // the shared settings, or (under privacy, if this fleet's cells lack a feature of
+        // them) the best validated settings its cells can use
+        let (set, lambda) = match (0..candidates.len())
+            .filter(|&k| stats.has_features(candidates[k].0))
+            .min_by(|&a, &b| {
+                let key = |k: usize| (k != best, mean_error(k));
+                key(a)
+                    .partial_cmp(&key(b))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            }) {
+            Some(k) => candidates[k],
+            None => (set, lambda),
+        };
         let shared = fit(&others, &standardization, set, lambda, None, config)?;
         let shared_errors =
             loo_squared_errors(rows, &standardization, set, f64::INFINITY, Some(&shared))?;
@@ -356,10 +472,21 @@ pub fn federate_linear(
             choices,
         });
     }
+    let privacy = match private {
+        Some((p, z, _)) => Some(RecordPrivacyReport {
+            epsilon: p.epsilon_for(z, m, RELEASES)?,
+            delta: p.delta,
+            noise_multiplier: z,
+            mode: p.mode,
+            releases: RELEASES,
+        }),
+        None => None,
+    };
     Ok(LinearFederation {
         global,
         global_error: mean_error(best),
         fleets: out,
+        privacy,
     })
 }
 
@@ -385,8 +512,12 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
-fn squared_error(model: &LinearModel, rows: &[LinearRow]) -> Result<f64> {
+/// Sum of squared ln-life errors of `model` on `rows`, each clipped to `clip` if given.
+fn squared_error(model: &LinearModel, rows: &[LinearRow], clip: Option<f64>) -> Result<f64> {
     rows.iter()
-        .map(|r| Ok((r.require_label()? - model.predict_log(r)?).powi(2)))
+        .map(|r| {
+            let e = (r.require_label()? - model.predict_log(r)?).powi(2);
+            Ok(clip.map_or(e, |c| e.min(c)))
+        })
         .sum()
 }

@@ -27,7 +27,10 @@ pub use config::{
     ClusterConfig, FederationConfig, LabelScope, Personalization, SecureAggregation, Strategy,
 };
 pub use labels::{fleet_statistics, secure_sum, shared_statistics, LABEL_STATISTICS_LEN};
-pub use linear::{federate_linear, ChemistryChoice, LinearChoice, LinearFederation, LinearFleet};
+pub use linear::{
+    federate_linear, linear_share, linear_statistics, linear_total, ChemistryChoice, LinearChoice,
+    LinearFederation, LinearFleet, ERROR_CLIP,
+};
 pub use personalize::{Candidate, FleetModel, FleetState};
 pub use state::{CoordinatorState, RoundRecord};
 

@@ -21,14 +21,17 @@ use serde::{Deserialize, Serialize};
 
 use super::labels::LABEL_GROUPS;
 use crate::data::{Cell, LabelConfig};
+use crate::dp::RecordPrivacy;
 use crate::error::{Error, Result};
 use crate::features::{EarlyLifeConfig, EARLY_LIFE_FEATURE_COUNT};
 
 mod algebra;
 mod intervals;
+mod ranges;
 mod statistics;
 
 pub use intervals::{Calibration, LinearPrediction};
+pub use ranges::{statistics_sensitivity, PublicRanges};
 pub use statistics::{LinearRow, LinearStatistics, Standardization, LINEAR_STATISTICS_LEN};
 
 /// Columns of a design row: intercept, the early-life features, one indicator per
@@ -110,6 +113,12 @@ pub struct LinearConfig {
     /// two to four cells of a minority chemistry the per-chemistry choice is too noisy on the
     /// demo fleets, see BENCHMARKS.md).
     pub per_chemistry_choice: bool,
+    /// Record-level differential privacy of what a fleet sends in a federation
+    /// ([`federate_linear`](crate::federation::federate_linear)); `None` (the default) sends
+    /// exact sums (secure aggregation still hides each fleet's).
+    pub privacy: Option<RecordPrivacy>,
+    /// Public ranges that bound one cell's share of the sums under `privacy`.
+    pub ranges: PublicRanges,
 }
 
 impl Default for LinearConfig {
@@ -119,6 +128,8 @@ impl Default for LinearConfig {
             feature_sets: FeatureSet::ALL.to_vec(),
             lambdas: vec![0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0],
             per_chemistry_choice: false,
+            privacy: None,
+            ranges: PublicRanges::default(),
         }
     }
 }
@@ -127,6 +138,10 @@ impl LinearConfig {
     /// Reject empty candidate lists and non-positive or non-finite `λ`.
     pub fn validate(&self) -> Result<()> {
         self.early_life.validate()?;
+        if let Some(p) = &self.privacy {
+            p.validate()?;
+            self.ranges.validate()?;
+        }
         if self.feature_sets.is_empty() {
             return Err(Error::InvalidConfig {
                 field: "linear.feature_sets".into(),
@@ -140,6 +155,19 @@ impl LinearConfig {
             });
         }
         Ok(())
+    }
+
+    /// The early-life features some candidate feature set reads (sorted): all a federation
+    /// under [`privacy`](Self::privacy) releases.
+    pub fn features_in_use(&self) -> Vec<usize> {
+        let mut f: Vec<usize> = self
+            .feature_sets
+            .iter()
+            .flat_map(|s| s.features().iter().copied())
+            .collect();
+        f.sort_unstable();
+        f.dedup();
+        f
     }
 
     /// The design rows of `cells` (labels read with `label`; a censored cell has none).

@@ -38,9 +38,10 @@ pub use labels::{
     PREDICTION_BOUND_MIN_FACTOR, PREDICTION_BOUND_SIGMAS,
 };
 pub use linear::{
-    available_sets, loo_error, loo_predictions, loo_squared_errors, select_linear, Calibration,
-    FeatureSet, LinearConfig, LinearModel, LinearPrediction, LinearRow, LinearStatistics,
-    Standardization, LINEAR_COLUMNS, LINEAR_STATISTICS_LEN,
+    available_sets, loo_error, loo_predictions, loo_squared_errors, select_linear,
+    statistics_sensitivity, Calibration, FeatureSet, LinearConfig, LinearModel, LinearPrediction,
+    LinearRow, LinearStatistics, PublicRanges, Standardization, LINEAR_COLUMNS,
+    LINEAR_STATISTICS_LEN,
 };
 pub use metrics::Metrics;
 pub use params::{ModelParams, Param};

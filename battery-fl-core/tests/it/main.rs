@@ -12,6 +12,7 @@ mod features;
 mod federation;
 mod genome;
 mod linear;
+mod linear_privacy;
 #[cfg(feature = "tch")]
 mod model;
 mod secagg;

@@ -102,6 +102,61 @@ pub(super) fn inverse(l: &[f64], d: usize) -> Vec<f64> {
     inv
 }
 
+/// Project the symmetric `d x d` matrix `a` (row-major) onto the positive semi-definite
+/// cone in place: eigen-decompose it by cyclic Jacobi rotations and drop its negative
+/// eigenvalues (the nearest such matrix in Frobenius norm).
+pub(super) fn psd_projection(a: &mut [f64], d: usize) {
+    let mut m = a.to_vec();
+    let mut v = vec![0.0; d * d];
+    for i in 0..d {
+        v[i * d + i] = 1.0;
+    }
+    let scale: f64 = m.iter().map(|x| x * x).sum::<f64>().max(f64::MIN_POSITIVE);
+    for _sweep in 0..64 {
+        let off: f64 = (0..d)
+            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| m[i * d + j].powi(2))
+            .sum();
+        if off <= 1e-26 * scale {
+            break;
+        }
+        for p in 0..d {
+            for q in p + 1..d {
+                let apq = m[p * d + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                let theta = (m[q * d + q] - m[p * d + p]) / (2.0 * apq);
+                let t = if theta >= 0.0 { 1.0 } else { -1.0 }
+                    / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                let rotate = |x: &mut [f64], at_p: usize, at_q: usize| {
+                    let (xp, xq) = (x[at_p], x[at_q]);
+                    x[at_p] = c * xp - s * xq;
+                    x[at_q] = s * xp + c * xq;
+                };
+                for k in 0..d {
+                    rotate(&mut m, k * d + p, k * d + q);
+                }
+                for k in 0..d {
+                    rotate(&mut m, p * d + k, q * d + k);
+                }
+                for k in 0..d {
+                    rotate(&mut v, k * d + p, k * d + q);
+                }
+            }
+        }
+    }
+    for i in 0..d {
+        for j in 0..d {
+            a[i * d + j] = (0..d)
+                .map(|k| v[i * d + k] * m[k * d + k].max(0.0) * v[j * d + k])
+                .sum();
+        }
+    }
+}
+
 /// Solve the symmetric positive definite system `a x = b`.
 #[cfg(test)]
 pub(super) fn solve_spd(a: &[f64], b: &[f64], d: usize) -> Result<Vec<f64>> {
@@ -128,5 +183,21 @@ mod tests {
             solve_spd(&[1.0, 2.0, 2.0, 1.0], &[1.0, 1.0], 2),
             Err(Error::Model { .. })
         ));
+    }
+
+    #[test]
+    fn psd_projection_keeps_a_psd_matrix_and_drops_negative_eigenvalues() {
+        let mut a = [4.0, 2.0, 0.6, 2.0, 5.0, 1.0, 0.6, 1.0, 3.0];
+        let before = a;
+        psd_projection(&mut a, 3);
+        for (x, y) in a.iter().zip(before) {
+            assert_relative_eq!(*x, y, epsilon = 1e-10);
+        }
+        // eigenvalues 3 and -1 along (1, 1) and (1, -1): only the first stays
+        let mut b = [1.0, 2.0, 2.0, 1.0];
+        psd_projection(&mut b, 2);
+        for x in b {
+            assert_relative_eq!(x, 1.5, epsilon = 1e-10);
+        }
     }
 }

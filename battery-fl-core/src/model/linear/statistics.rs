@@ -11,16 +11,16 @@ use crate::features::{
 use crate::model::labels::{label_group, log_prediction_bounds};
 
 /// A design row and its label: `LINEAR_COLUMNS` columns, then ln(life).
-const ROW: usize = LINEAR_COLUMNS + 1;
-const LABEL: usize = LINEAR_COLUMNS;
-const GRAM_LEN: usize = ROW * (ROW + 1) / 2;
+pub(super) const ROW: usize = LINEAR_COLUMNS + 1;
+pub(super) const LABEL: usize = LINEAR_COLUMNS;
+pub(super) const GRAM_LEN: usize = ROW * (ROW + 1) / 2;
 
 /// Length of [`LinearStatistics`] as a vector: the upper triangle of `Σ r rᵀ` over the
 /// design rows `r = (1, features, cathode indicators, ln life)`, then for each early-life
 /// feature the number of cells that have it.
 pub const LINEAR_STATISTICS_LEN: usize = GRAM_LEN + EARLY_LIFE_FEATURE_COUNT;
 
-fn at(i: usize, j: usize) -> usize {
+pub(super) fn at(i: usize, j: usize) -> usize {
     let (i, j) = if i <= j { (i, j) } else { (j, i) };
     i * ROW - i * i.saturating_sub(1) / 2 + (j - i)
 }
@@ -59,7 +59,7 @@ impl LinearRow {
         })
     }
 
-    fn full(&self) -> [f64; ROW] {
+    pub(super) fn full(&self) -> [f64; ROW] {
         let mut r = [0.0; ROW];
         r[0] = 1.0;
         for (k, v) in self.features.values.iter().enumerate() {
@@ -77,7 +77,7 @@ impl LinearRow {
 /// sum over its cells, the federation's the sum over fleets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinearStatistics {
-    values: Vec<f64>,
+    pub(super) values: Vec<f64>,
 }
 
 impl LinearStatistics {
