@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --features tch --example eval_matr -- --data data/matr_severson_qv \
-//!     [--test-data DIR2] [--seeds N] [--epochs E] [--dim D] [--validate] [--selection random|genome]
+//!     [--test-data DIR2] [--seeds N] [--first-seed S] [--epochs E] [--dim D] [--validate] [--selection random|genome]
 //! ```
 //!
 //! BatLiNet is scored with both reference selections from the same trained model: `batlinet`
@@ -63,6 +63,7 @@ struct Args {
     data: PathBuf,
     test_data: Option<PathBuf>,
     seeds: u64,
+    first_seed: u64,
     epochs: usize,
     dim: usize,
     validate: bool,
@@ -87,6 +88,7 @@ fn parse() -> Result<Args> {
         data: PathBuf::new(),
         test_data: None,
         seeds: 3,
+        first_seed: 0,
         epochs: 600,
         dim: 200,
         validate: false,
@@ -112,6 +114,7 @@ fn parse() -> Result<Args> {
             "--data" => a.data = PathBuf::from(v()?),
             "--test-data" => a.test_data = Some(PathBuf::from(v()?)),
             "--seeds" => a.seeds = v()?.parse()?,
+            "--first-seed" => a.first_seed = v()?.parse()?,
             "--epochs" => a.epochs = v()?.parse()?,
             "--dim" => a.dim = v()?.parse()?,
             "--lr" => a.lr = v()?.parse()?,
@@ -161,7 +164,7 @@ fn parse() -> Result<Args> {
         bail!("--protocol lobo takes neither --validate nor --test-data");
     }
     if a.data.as_os_str().is_empty() {
-        bail!("usage: eval_matr --data DIR [--test-data DIR2] [--seeds N] [--epochs E] [--dim D] [--validate]");
+        bail!("usage: eval_matr --data DIR [--test-data DIR2] [--seeds N] [--first-seed S] [--epochs E] [--dim D] [--validate]");
     }
     Ok(a)
 }
@@ -407,7 +410,7 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
         );
         variance_pred.push(p);
     }
-    for seed in 0..args.seeds {
+    for seed in args.first_seed..args.first_seed + args.seeds {
         for single in [false, true] {
             if !args
                 .models
@@ -484,7 +487,7 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
     }
 
     if args.models.iter().any(|m| m == "hybrid") {
-        for seed in 0..args.seeds {
+        for seed in args.first_seed..args.first_seed + args.seeds {
             let config = base.clone().with_seed(seed);
             let mut model = BatLiNet::new(config, featurizer_cfg.clone(), residual_ds.shape)?;
             let t0 = Instant::now();

@@ -107,24 +107,6 @@ fn main() -> Result<()> {
                 .collect()
         };
         let (train, test) = (split(|i| i % 3 != 2)?, split(|i| i % 3 == 2)?);
-        if std::env::var_os("BFL_SHOW_RANGES").is_some() {
-            for k in 0..8 {
-                let v: Vec<f64> = train
-                    .iter()
-                    .flatten()
-                    .filter_map(|r| r.features.values[k])
-                    .collect();
-                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                eprintln!("feature {k}: {lo:.3} .. {hi:.3}");
-            }
-            let y: Vec<f64> = train.iter().flatten().filter_map(|r| r.log_life).collect();
-            eprintln!(
-                "log life: {:.3} .. {:.3}",
-                y.iter().copied().fold(f64::INFINITY, f64::min),
-                y.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-            );
-        }
         let clamped: usize = train.iter().map(|r| config.ranges.clamped_count(r)).sum();
         let train_cells = train[0].len();
         let exact = federate_linear(&train, &config, Some(&secure), 0)?;

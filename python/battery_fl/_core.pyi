@@ -385,6 +385,8 @@ class LinearFederation:
     def global_model(self) -> LinearModel: ...
     @property
     def fleets(self) -> list[LinearFleet]: ...
+    @property
+    def privacy(self) -> dict[str, Any] | None: ...
 
 def federate_linear(
     fleets: Sequence[Sequence[Cell]],
@@ -392,6 +394,8 @@ def federate_linear(
     secure_aggregation: bool = True,
     per_chemistry_choice: bool = False,
     seed: int = 0,
+    epsilon: float | None = None,
+    noise_seed: int | None = None,
 ) -> LinearFederation: ...
 
 @final

@@ -57,6 +57,29 @@ def test_federation_is_the_pooled_fit_and_each_fleet_keeps_its_best(
             assert pickle.loads(pickle.dumps(model)) == model
 
 
+def test_record_level_privacy_reports_its_budget_and_is_reproducible(
+    fleets: list[list[battery_fl.Cell]],
+) -> None:
+    exact = battery_fl.federate_linear(fleets, seed=3)
+    assert exact.privacy is None
+    a = battery_fl.federate_linear(fleets, seed=3, epsilon=2.0, noise_seed=5)
+    b = battery_fl.federate_linear(fleets, seed=3, epsilon=2.0, noise_seed=5)
+    assert a.privacy is not None
+    assert a.privacy["epsilon"] == pytest.approx(2.0, abs=1e-3)
+    assert a.privacy["mode"] == "distributed" and a.privacy["releases"] == 2
+    cells = [c for f in fleets for c in f]
+    np.testing.assert_array_equal(a.global_model.predict(cells), b.global_model.predict(cells))
+    # the noise moves the shared model; each fleet still keeps what validates best at home
+    assert not np.allclose(a.global_model.predict(cells), exact.global_model.predict(cells))
+    for fleet in a.fleets:
+        local_error, personal_error = fleet.errors
+        assert personal_error <= local_error + 1e-12
+    local = battery_fl.federate_linear(fleets, secure_aggregation=False, epsilon=2.0, noise_seed=5)
+    assert local.privacy is not None and local.privacy["mode"] == "local"
+    with pytest.raises(battery_fl.ConfigError):
+        battery_fl.federate_linear(fleets, epsilon=-1.0)
+
+
 def test_bad_input_raises_typed_errors(fleets: list[list[battery_fl.Cell]]) -> None:
     with pytest.raises(battery_fl.DataError) as err:
         battery_fl.federate_linear(fleets[:1])

@@ -83,6 +83,12 @@ pub fn run(
         .map(|f| config.rows(&f.test, &label))
         .collect::<Result<_, _>>()?;
     let fed = federate_linear(&train, config, secure, seed)?;
+    if let Some(p) = &fed.privacy {
+        println!(
+            "record-level differential privacy: epsilon {:.2} per cell at delta {:e} ({} releases, noise multiplier {:.2}, {:?} noise)\n",
+            p.epsilon, p.delta, p.releases, p.noise_multiplier, p.mode
+        );
+    }
     let pooled: Vec<LinearRow> = train.iter().flatten().cloned().collect();
     let (central, _) = select_linear(&pooled, config)?;
     let all_test: Vec<LinearRow> = test.iter().flatten().cloned().collect();

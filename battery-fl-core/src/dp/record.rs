@@ -82,6 +82,17 @@ impl RecordPrivacy {
         }
     }
 
+    /// The mode that fits the aggregation: distributed noise under secure aggregation (each
+    /// fleet adds a share), local noise without it (each fleet adds all of it).
+    pub fn for_aggregation(mut self, secure_aggregation: bool) -> Self {
+        self.mode = if secure_aggregation {
+            DpMode::Distributed
+        } else {
+            DpMode::Local
+        };
+        self
+    }
+
     /// Check every field: exactly one of `epsilon` and `noise_multiplier`, positive and
     /// finite; `delta` in (0, 1); not central mode.
     pub fn validate(&self) -> Result<()> {
