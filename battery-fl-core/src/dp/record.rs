@@ -184,6 +184,18 @@ impl RecordPrivacy {
         Ok(hi)
     }
 
+    /// What `releases` releases among `fleets` fleets spend.
+    pub fn report(&self, fleets: usize, releases: u64) -> Result<RecordPrivacyReport> {
+        let z = self.noise_multiplier_for(fleets, releases)?;
+        Ok(RecordPrivacyReport {
+            epsilon: self.epsilon_for(z, fleets, releases)?,
+            delta: self.delta,
+            noise_multiplier: z,
+            mode: self.mode,
+            releases,
+        })
+    }
+
     /// Std of the noise one fleet adds to a released sum of sensitivity `sensitivity`.
     pub fn fleet_std(&self, z: f64, sensitivity: f64, fleets: usize) -> f64 {
         match self.mode {

@@ -31,12 +31,16 @@ use serde::{Deserialize, Serialize};
 
 use super::config::SecureAggregation;
 use super::labels::secure_sum;
-use crate::dp::{check_mode, GaussianNoise, RecordPrivacyReport};
+use crate::dp::{check_mode, RecordPrivacyReport};
 use crate::error::{Error, Result};
 use crate::model::{
-    available_sets, loo_squared_errors, select_linear, statistics_sensitivity, Calibration,
-    FeatureSet, LinearConfig, LinearModel, LinearPrediction, LinearRow, LinearStatistics,
-    Standardization, LABEL_GROUPS,
+    Calibration, LinearConfig, LinearModel, LinearPrediction, LinearRow, LABEL_GROUPS,
+};
+
+mod protocol;
+
+pub use protocol::{
+    linear_share, linear_statistics, linear_total, SharedLinear, ERROR_CLIP, RELEASES,
 };
 
 /// Which of its models a fleet uses for a chemistry.
@@ -183,59 +187,6 @@ pub struct LinearFederation {
     pub privacy: Option<RecordPrivacyReport>,
 }
 
-/// A fleet's statistics as a linear federation sums them: of its rows as they are, or under
-/// [`LinearConfig::privacy`] of its rows clamped to the public ranges with only the
-/// features some candidate set reads ([`PublicRanges::statistics`](crate::model::PublicRanges::statistics)).
-pub fn linear_statistics(rows: &[LinearRow], config: &LinearConfig) -> Result<LinearStatistics> {
-    match config.privacy {
-        Some(_) => config.ranges.statistics(rows, &config.features_in_use()),
-        None => LinearStatistics::from_rows(rows),
-    }
-}
-
-/// What a fleet sends to the first secure sum of a federation of `fleets` fleets: its
-/// [`linear_statistics`] as they are, or under privacy in the mapped coordinates plus its
-/// share of the Gaussian noise drawn from `noise` (required then).
-pub fn linear_share(
-    stats: &LinearStatistics,
-    config: &LinearConfig,
-    fleets: usize,
-    noise: Option<&mut GaussianNoise>,
-) -> Result<Vec<f64>> {
-    let Some(p) = &config.privacy else {
-        return Ok(stats.as_slice().to_vec());
-    };
-    let noise =
-        noise.ok_or_else(|| Error::config("privacy", "a private share needs a noise source"))?;
-    let z = p.noise_multiplier_for(fleets, RELEASES)?;
-    let std = p.fleet_std(
-        z,
-        statistics_sensitivity(config.features_in_use().len()),
-        fleets,
-    );
-    let mut v = config.ranges.mapped(stats)?;
-    for x in &mut v {
-        *x += noise.sample(std)?;
-    }
-    Ok(v)
-}
-
-/// The federation's statistics from the secure sum of the fleets' [`linear_share`]s.
-pub fn linear_total(summed: &[f64], config: &LinearConfig) -> Result<LinearStatistics> {
-    match config.privacy {
-        Some(_) => config.ranges.unmap(summed),
-        None => LinearStatistics::from_vec(summed.to_vec()),
-    }
-}
-
-/// Gaussian releases of a private linear federation: the statistics, then the
-/// leave-one-fleet-out errors.
-const RELEASES: u64 = 2;
-
-/// Under privacy, the largest squared ln-life error one cell adds to a validation sum (a
-/// factor 1.65 off): small, since the noise of that sum grows with it.
-pub const ERROR_CLIP: f64 = 0.25;
-
 /// Fit the federated linear model on `fleets` (each a fleet's labelled training rows, at
 /// least two fleets) and each fleet's personal model. Sums go through secure aggregation when
 /// `secure` is given (seeded by `seed`).
@@ -272,252 +223,42 @@ pub fn federate_linear(
             got: fleets.len(),
         });
     }
-    let privacy = config.privacy.as_ref();
     let m = fleets.len();
-    let mut private = match privacy {
+    let mut noise = match &config.privacy {
         Some(p) => {
             check_mode(p.mode, secure.is_some())?;
-            Some((p, p.noise_multiplier_for(m, RELEASES)?, p.noise()?))
+            Some(p.noise()?)
         }
         None => None,
     };
-    let own = fleets
-        .iter()
-        .map(|rows| linear_statistics(rows, config))
-        .collect::<Result<Vec<_>>>()?;
-    let mut vectors = Vec::with_capacity(m);
-    for stats in &own {
-        let noise = private.as_mut().map(|(_, _, noise)| noise);
-        vectors.push(linear_share(stats, config, m, noise)?);
+    let mut shares = Vec::with_capacity(m);
+    for rows in fleets {
+        let own = linear_statistics(rows, config)?;
+        shares.push(linear_share(&own, config, m, noise.as_mut())?);
     }
-    let total = linear_total(&secure_sum(&vectors, secure, seed)?, config)?;
-    // the other fleets' statistics, as a fleet computes them at home (repaired into valid
-    // statistics when noisy)
-    let noisy = private.is_some();
-    let others_of = |stats: &LinearStatistics| match noisy {
-        true => config
-            .ranges
-            .unmap(&config.ranges.mapped(&total.subtract(stats))?),
-        false => Ok(total.subtract(stats)),
-    };
-    let standardization = Standardization::from_statistics(&total)?;
-    let sets = available_sets(&total, config);
-    let candidates: Vec<(FeatureSet, f64)> = sets
-        .iter()
-        .flat_map(|&s| config.lambdas.iter().map(move |&l| (s, l)))
-        .collect();
-    if candidates.is_empty() {
-        return Err(Error::NotEnoughData {
-            what: "a feature set every cell of every fleet can give".into(),
-            needed: 1,
-            got: 0,
-        });
-    }
-
-    // leave-one-fleet-out errors, computed by each fleet, summed securely
-    // (under privacy each cell's squared errors are clipped to ERROR_CLIP, so its share of
-    // the vector has norm at most ERROR_CLIP √candidates)
-    let clip = private.as_ref().map(|_| ERROR_CLIP);
+    let shared = SharedLinear::new(
+        linear_total(&secure_sum(&shares, secure, seed)?, config)?,
+        config,
+    )?;
     let mut errors = Vec::with_capacity(m);
-    for (rows, stats) in fleets.iter().zip(&own) {
-        let others = others_of(stats)?;
-        let mut v = Vec::with_capacity(candidates.len());
-        let exact = LinearStatistics::from_rows(rows)?;
-        for &(set, lambda) in &candidates {
-            // (under privacy a set most cells have may be one this fleet's cells lack: the
-            // model is of no use to it, worth the clipped error)
-            v.push(match clip {
-                Some(c) if !exact.has_features(set) => c * rows.len() as f64,
-                _ => {
-                    let model = fit(&others, &standardization, set, lambda, None, config)?;
-                    squared_error(&model, rows, clip)?
-                }
-            });
-        }
-        if let Some((p, z, noise)) = &mut private {
-            let sensitivity = ERROR_CLIP * (candidates.len() as f64).sqrt();
-            let std = p.fleet_std(*z, sensitivity, m);
-            for x in &mut v {
-                *x += noise.sample(std)?;
-            }
-        }
-        errors.push(v);
+    for rows in fleets {
+        errors.push(shared.errors(rows, config, m, noise.as_mut())?);
     }
     let summed = secure_sum(&errors, secure, seed.wrapping_add(1))?;
-    let cells = total.count().max(1.0);
-    let mean_error = |k: usize| summed[k] / cells;
-    let best = (0..candidates.len())
-        .min_by(|&a, &b| mean_error(a).total_cmp(&mean_error(b)))
-        .unwrap_or(0);
-    let (set, lambda) = candidates[best];
-    let global = fit(&total, &standardization, set, lambda, None, config)?;
-    // the best lambda of each feature set, for the priors
-    let prior_lambda = |set: FeatureSet| {
-        (0..candidates.len())
-            .filter(|&k| candidates[k].0 == set)
-            .min_by(|&a, &b| mean_error(a).total_cmp(&mean_error(b)))
-            .map(|k| candidates[k].1)
-    };
-
-    let mut out = Vec::with_capacity(m);
-    for (rows, own) in fleets.iter().zip(&own) {
-        let others = others_of(own)?;
-        let stats = &LinearStatistics::from_rows(rows)?;
-        let (local, _) = select_linear(rows, config)?;
-        let own_std = Standardization::from_statistics(stats)?;
-        let local_errors =
-            loo_squared_errors(rows, &own_std, local.feature_set, local.lambda, None)?;
-        // the shared settings, or (under privacy, if this fleet's cells lack a feature of
-        // them) the best validated settings its cells can use
-        let (set, lambda) = match (0..candidates.len())
-            .filter(|&k| stats.has_features(candidates[k].0))
-            .min_by(|&a, &b| {
-                let key = |k: usize| (k != best, mean_error(k));
-                key(a)
-                    .partial_cmp(&key(b))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            }) {
-            Some(k) => candidates[k],
-            None => (set, lambda),
-        };
-        let shared = fit(&others, &standardization, set, lambda, None, config)?;
-        let shared_errors =
-            loo_squared_errors(rows, &standardization, set, f64::INFINITY, Some(&shared))?;
-        let mut best: Option<(f64, Vec<f64>, LinearModel)> = None;
-        for &set in sets.iter().filter(|s| stats.has_features(**s)) {
-            let Some(lp) = prior_lambda(set) else {
-                continue;
-            };
-            let prior = fit(&others, &standardization, set, lp, None, config)?;
-            for lambda in config.lambdas.iter().copied().chain([f64::INFINITY]) {
-                let e = loo_squared_errors(rows, &standardization, set, lambda, Some(&prior))?;
-                let m = mean(&e);
-                if best.as_ref().is_none_or(|b| m < b.0) {
-                    let model = fit(stats, &standardization, set, lambda, Some(&prior), config)?;
-                    best = Some((m, e, model));
-                }
-            }
-        }
-        let (personalized_error, personalized_errors, personalized) =
-            best.ok_or_else(|| Error::NotEnoughData {
-                what: "a feature set the fleet's cells and the others' share".into(),
-                needed: 1,
-                got: 0,
-            })?;
-        let mut groups: Vec<Option<usize>> = rows.iter().map(|r| r.cathode).collect();
-        groups.sort_unstable();
-        groups.dedup();
-        let candidates = [
-            (LinearChoice::Local, &local_errors),
-            (LinearChoice::Personalized, &personalized_errors),
-            (LinearChoice::Shared, &shared_errors),
-        ];
-        // the least mean error over the cells `keep` selects; ties keep the earlier (local)
-        let choose = |keep: &dyn Fn(&LinearRow) -> bool| {
-            candidates
-                .iter()
-                .map(|(c, e)| {
-                    let picked: Vec<f64> = rows
-                        .iter()
-                        .zip(e.iter())
-                        .filter(|(r, _)| keep(r))
-                        .map(|(_, e)| *e)
-                        .collect();
-                    (*c, mean(&picked))
-                })
-                .fold((LinearChoice::Local, f64::INFINITY), |b, c| {
-                    if c.1 < b.1 {
-                        c
-                    } else {
-                        b
-                    }
-                })
-        };
-        let fleet_choice = choose(&|_| true).0;
-        let choices = groups
-            .into_iter()
-            .map(|g| {
-                let in_group = |r: &LinearRow| r.cathode == g;
-                let choice = if config.per_chemistry_choice {
-                    choose(&in_group).0
-                } else {
-                    fleet_choice
-                };
-                let (_, errors) = candidates
-                    .iter()
-                    .find(|(c, _)| *c == choice)
-                    .copied()
-                    .unwrap_or(candidates[0]);
-                let picked: Vec<f64> = rows
-                    .iter()
-                    .zip(errors.iter())
-                    .filter(|(r, _)| in_group(r))
-                    .map(|(_, e)| *e)
-                    .collect();
-                ChemistryChoice {
-                    cathode: g.map(|g| LABEL_GROUPS[g].to_string()),
-                    cells: picked.len(),
-                    choice,
-                    error: mean(&picked),
-                }
-            })
-            .collect();
-        out.push(LinearFleet {
-            local_error: mean(&local_errors),
-            local,
-            personalized_error,
-            personalized,
-            shared_error: mean(&shared_errors),
-            shared,
-            choices,
-        });
-    }
-    let privacy = match private {
-        Some((p, z, _)) => Some(RecordPrivacyReport {
-            epsilon: p.epsilon_for(z, m, RELEASES)?,
-            delta: p.delta,
-            noise_multiplier: z,
-            mode: p.mode,
-            releases: RELEASES,
-        }),
-        None => None,
-    };
+    let (global, global_error) = shared.global(&summed, config)?;
+    let fleets = fleets
+        .iter()
+        .map(|rows| shared.fleet(rows, &summed, config))
+        .collect::<Result<Vec<_>>>()?;
+    let privacy = config
+        .privacy
+        .as_ref()
+        .map(|p| p.report(m, RELEASES))
+        .transpose()?;
     Ok(LinearFederation {
         global,
-        global_error: mean_error(best),
-        fleets: out,
+        global_error,
+        fleets,
         privacy,
     })
-}
-
-fn fit(
-    stats: &LinearStatistics,
-    standardization: &Standardization,
-    set: FeatureSet,
-    lambda: f64,
-    prior: Option<&LinearModel>,
-    config: &LinearConfig,
-) -> Result<LinearModel> {
-    LinearModel::fit(
-        stats,
-        standardization,
-        set,
-        lambda,
-        prior,
-        &config.early_life,
-    )
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-/// Sum of squared ln-life errors of `model` on `rows`, each clipped to `clip` if given.
-fn squared_error(model: &LinearModel, rows: &[LinearRow], clip: Option<f64>) -> Result<f64> {
-    rows.iter()
-        .map(|r| {
-            let e = (r.require_label()? - model.predict_log(r)?).powi(2);
-            Ok(clip.map_or(e, |c| e.min(c)))
-        })
-        .sum()
 }

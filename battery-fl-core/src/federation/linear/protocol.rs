@@ -1,0 +1,381 @@
+//! The steps of the linear federation as each party runs them: what a fleet sends to the
+//! first secure sum ([`linear_share`]), what every party reads off it ([`SharedLinear`]), what
+//! a fleet sends to the second ([`SharedLinear::errors`]), and what the global model and each
+//! fleet's own models are after it ([`SharedLinear::global`], [`SharedLinear::fleet`]).
+//! [`federate_linear`](super::federate_linear) runs them in one process; the Flower apps run
+//! the same steps on many machines.
+
+use super::{ChemistryChoice, LinearChoice, LinearFleet};
+use crate::dp::GaussianNoise;
+use crate::error::{Error, Result};
+use crate::model::{
+    available_sets, loo_squared_errors, select_linear, statistics_sensitivity, FeatureSet,
+    LinearConfig, LinearModel, LinearRow, LinearStatistics, Standardization, LABEL_GROUPS,
+};
+
+/// A fleet's statistics as a linear federation sums them: of its rows as they are, or under
+/// [`LinearConfig::privacy`] of its rows clamped to the public ranges with only the
+/// features some candidate set reads ([`PublicRanges::statistics`](crate::model::PublicRanges::statistics)).
+pub fn linear_statistics(rows: &[LinearRow], config: &LinearConfig) -> Result<LinearStatistics> {
+    match config.privacy {
+        Some(_) => config.ranges.statistics(rows, &config.features_in_use()),
+        None => LinearStatistics::from_rows(rows),
+    }
+}
+
+/// What a fleet sends to the first secure sum of a federation of `fleets` fleets: its
+/// [`linear_statistics`] as they are, or under privacy in the mapped coordinates plus its
+/// share of the Gaussian noise drawn from `noise` (required then).
+pub fn linear_share(
+    stats: &LinearStatistics,
+    config: &LinearConfig,
+    fleets: usize,
+    noise: Option<&mut GaussianNoise>,
+) -> Result<Vec<f64>> {
+    let Some(p) = &config.privacy else {
+        return Ok(stats.as_slice().to_vec());
+    };
+    let noise =
+        noise.ok_or_else(|| Error::config("privacy", "a private share needs a noise source"))?;
+    let z = p.noise_multiplier_for(fleets, RELEASES)?;
+    let std = p.fleet_std(
+        z,
+        statistics_sensitivity(config.features_in_use().len()),
+        fleets,
+    );
+    let mut v = config.ranges.mapped(stats)?;
+    for x in &mut v {
+        *x += noise.sample(std)?;
+    }
+    Ok(v)
+}
+
+/// The federation's statistics from the secure sum of the fleets' [`linear_share`]s.
+pub fn linear_total(summed: &[f64], config: &LinearConfig) -> Result<LinearStatistics> {
+    match config.privacy {
+        Some(_) => config.ranges.unmap(summed),
+        None => LinearStatistics::from_vec(summed.to_vec()),
+    }
+}
+
+/// Gaussian releases of a private linear federation: the statistics, then the
+/// leave-one-fleet-out errors.
+pub const RELEASES: u64 = 2;
+
+/// Under privacy, the largest squared ln-life error one cell adds to a validation sum (a
+/// factor 1.65 off): small, since the noise of that sum grows with it.
+pub const ERROR_CLIP: f64 = 0.25;
+
+/// What every party reads off the first sum: the total, the shared standardization and the
+/// candidate settings (feature set, `λ`) of the shared model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedLinear {
+    /// The federation's statistics.
+    pub total: LinearStatistics,
+    /// Standardization of the features over all cells.
+    pub standardization: Standardization,
+    sets: Vec<FeatureSet>,
+    candidates: Vec<(FeatureSet, f64)>,
+}
+
+impl SharedLinear {
+    /// Read the total (of [`linear_total`]).
+    pub fn new(total: LinearStatistics, config: &LinearConfig) -> Result<Self> {
+        config.validate()?;
+        let standardization = Standardization::from_statistics(&total)?;
+        let sets = available_sets(&total, config);
+        let candidates: Vec<(FeatureSet, f64)> = sets
+            .iter()
+            .flat_map(|&s| config.lambdas.iter().map(move |&l| (s, l)))
+            .collect();
+        if candidates.is_empty() {
+            return Err(Error::NotEnoughData {
+                what: "a feature set every cell of every fleet can give".into(),
+                needed: 1,
+                got: 0,
+            });
+        }
+        Ok(SharedLinear {
+            total,
+            standardization,
+            sets,
+            candidates,
+        })
+    }
+
+    /// The candidate settings, in the order of the error vectors.
+    pub fn candidates(&self) -> &[(FeatureSet, f64)] {
+        &self.candidates
+    }
+
+    /// The other fleets' statistics, as a fleet computes them at home from its own (repaired
+    /// into valid statistics when noisy).
+    fn others(&self, own: &LinearStatistics, config: &LinearConfig) -> Result<LinearStatistics> {
+        match config.privacy {
+            Some(_) => config
+                .ranges
+                .unmap(&config.ranges.mapped(&self.total.subtract(own))?),
+            None => Ok(self.total.subtract(own)),
+        }
+    }
+
+    /// What a fleet sends to the second secure sum: for each candidate, the summed squared
+    /// ln-life error on its cells `rows` of the model fitted on the other fleets' cells. Under
+    /// privacy each cell's error is clipped to [`ERROR_CLIP`] (so its share has norm at most
+    /// `ERROR_CLIP √candidates`) and the fleet's share of the noise is added from `noise`.
+    pub fn errors(
+        &self,
+        rows: &[LinearRow],
+        config: &LinearConfig,
+        fleets: usize,
+        noise: Option<&mut GaussianNoise>,
+    ) -> Result<Vec<f64>> {
+        let others = self.others(&linear_statistics(rows, config)?, config)?;
+        let exact = LinearStatistics::from_rows(rows)?;
+        let clip = config.privacy.as_ref().map(|_| ERROR_CLIP);
+        let mut v = Vec::with_capacity(self.candidates.len());
+        for &(set, lambda) in &self.candidates {
+            // (under privacy a set most cells have may be one this fleet's cells lack: the
+            // model is of no use to it, worth the clipped error)
+            v.push(match clip {
+                Some(c) if !exact.has_features(set) => c * rows.len() as f64,
+                _ => {
+                    let model = fit(&others, &self.standardization, set, lambda, None, config)?;
+                    squared_error(&model, rows, clip)?
+                }
+            });
+        }
+        if let Some(p) = &config.privacy {
+            let noise = noise
+                .ok_or_else(|| Error::config("privacy", "a private share needs a noise source"))?;
+            let z = p.noise_multiplier_for(fleets, RELEASES)?;
+            let sensitivity = ERROR_CLIP * (self.candidates.len() as f64).sqrt();
+            let std = p.fleet_std(z, sensitivity, fleets);
+            for x in &mut v {
+                *x += noise.sample(std)?;
+            }
+        }
+        Ok(v)
+    }
+
+    fn check_errors(&self, errors: &[f64]) -> Result<()> {
+        if errors.len() != self.candidates.len() || errors.iter().any(|e| !e.is_finite()) {
+            return Err(Error::Shape {
+                what: "summed validation errors (finite)".into(),
+                expected: vec![self.candidates.len()],
+                got: vec![errors.len()],
+            });
+        }
+        Ok(())
+    }
+
+    fn mean_error(&self, errors: &[f64], k: usize) -> f64 {
+        errors[k] / self.total.count().max(1.0)
+    }
+
+    /// Index of the candidate with the least summed error.
+    fn best(&self, errors: &[f64]) -> usize {
+        (0..self.candidates.len())
+            .min_by(|&a, &b| {
+                self.mean_error(errors, a)
+                    .total_cmp(&self.mean_error(errors, b))
+            })
+            .unwrap_or(0)
+    }
+
+    /// The best `λ` of a feature set, for the priors.
+    fn prior_lambda(&self, set: FeatureSet, errors: &[f64]) -> Option<f64> {
+        (0..self.candidates.len())
+            .filter(|&k| self.candidates[k].0 == set)
+            .min_by(|&a, &b| {
+                self.mean_error(errors, a)
+                    .total_cmp(&self.mean_error(errors, b))
+            })
+            .map(|k| self.candidates[k].1)
+    }
+
+    /// The global model from the summed errors (of [`errors`](Self::errors)): the best
+    /// settings fitted on the total, and their mean leave-one-fleet-out error.
+    pub fn global(&self, errors: &[f64], config: &LinearConfig) -> Result<(LinearModel, f64)> {
+        self.check_errors(errors)?;
+        let best = self.best(errors);
+        let (set, lambda) = self.candidates[best];
+        let model = fit(
+            &self.total,
+            &self.standardization,
+            set,
+            lambda,
+            None,
+            config,
+        )?;
+        Ok((model, self.mean_error(errors, best)))
+    }
+
+    /// A fleet's own models from its cells `rows` and the summed errors, computed at home:
+    /// its local model, its ridge toward the other fleets' model, the other fleets' model,
+    /// and which it keeps (see [`federate_linear`](super::federate_linear)).
+    pub fn fleet(
+        &self,
+        rows: &[LinearRow],
+        errors: &[f64],
+        config: &LinearConfig,
+    ) -> Result<LinearFleet> {
+        self.check_errors(errors)?;
+        let best = self.best(errors);
+        let own = linear_statistics(rows, config)?;
+        let others = self.others(&own, config)?;
+        let stats = &LinearStatistics::from_rows(rows)?;
+        let (local, _) = select_linear(rows, config)?;
+        let own_std = Standardization::from_statistics(stats)?;
+        let local_errors =
+            loo_squared_errors(rows, &own_std, local.feature_set, local.lambda, None)?;
+        // the shared settings, or (under privacy, if this fleet's cells lack a feature of
+        // them) the best validated settings its cells can use
+        let (set, lambda) = match (0..self.candidates.len())
+            .filter(|&k| stats.has_features(self.candidates[k].0))
+            .min_by(|&a, &b| {
+                let key = |k: usize| (k != best, self.mean_error(errors, k));
+                key(a)
+                    .partial_cmp(&key(b))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            }) {
+            Some(k) => self.candidates[k],
+            None => self.candidates[best],
+        };
+        let shared = fit(&others, &self.standardization, set, lambda, None, config)?;
+        let shared_errors = loo_squared_errors(
+            rows,
+            &self.standardization,
+            set,
+            f64::INFINITY,
+            Some(&shared),
+        )?;
+        let mut best: Option<(f64, Vec<f64>, LinearModel)> = None;
+        for &set in self.sets.iter().filter(|s| stats.has_features(**s)) {
+            let Some(lp) = self.prior_lambda(set, errors) else {
+                continue;
+            };
+            let prior = fit(&others, &self.standardization, set, lp, None, config)?;
+            for lambda in config.lambdas.iter().copied().chain([f64::INFINITY]) {
+                let e = loo_squared_errors(rows, &self.standardization, set, lambda, Some(&prior))?;
+                let m = mean(&e);
+                if best.as_ref().is_none_or(|b| m < b.0) {
+                    let model = fit(
+                        stats,
+                        &self.standardization,
+                        set,
+                        lambda,
+                        Some(&prior),
+                        config,
+                    )?;
+                    best = Some((m, e, model));
+                }
+            }
+        }
+        let (personalized_error, personalized_errors, personalized) =
+            best.ok_or_else(|| Error::NotEnoughData {
+                what: "a feature set the fleet's cells and the others' share".into(),
+                needed: 1,
+                got: 0,
+            })?;
+        let mut groups: Vec<Option<usize>> = rows.iter().map(|r| r.cathode).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let candidates = [
+            (LinearChoice::Local, &local_errors),
+            (LinearChoice::Personalized, &personalized_errors),
+            (LinearChoice::Shared, &shared_errors),
+        ];
+        // the least mean error over the cells `keep` selects; ties keep the earlier (local)
+        let choose = |keep: &dyn Fn(&LinearRow) -> bool| {
+            candidates
+                .iter()
+                .map(|(c, e)| {
+                    let picked: Vec<f64> = rows
+                        .iter()
+                        .zip(e.iter())
+                        .filter(|(r, _)| keep(r))
+                        .map(|(_, e)| *e)
+                        .collect();
+                    (*c, mean(&picked))
+                })
+                .fold((LinearChoice::Local, f64::INFINITY), |b, c| {
+                    if c.1 < b.1 {
+                        c
+                    } else {
+                        b
+                    }
+                })
+        };
+        let fleet_choice = choose(&|_| true).0;
+        let choices = groups
+            .into_iter()
+            .map(|g| {
+                let in_group = |r: &LinearRow| r.cathode == g;
+                let choice = if config.per_chemistry_choice {
+                    choose(&in_group).0
+                } else {
+                    fleet_choice
+                };
+                let (_, errors) = candidates
+                    .iter()
+                    .find(|(c, _)| *c == choice)
+                    .copied()
+                    .unwrap_or(candidates[0]);
+                let picked: Vec<f64> = rows
+                    .iter()
+                    .zip(errors.iter())
+                    .filter(|(r, _)| in_group(r))
+                    .map(|(_, e)| *e)
+                    .collect();
+                ChemistryChoice {
+                    cathode: g.map(|g| LABEL_GROUPS[g].to_string()),
+                    cells: picked.len(),
+                    choice,
+                    error: mean(&picked),
+                }
+            })
+            .collect();
+        Ok(LinearFleet {
+            local_error: mean(&local_errors),
+            local,
+            personalized_error,
+            personalized,
+            shared_error: mean(&shared_errors),
+            shared,
+            choices,
+        })
+    }
+}
+
+fn fit(
+    stats: &LinearStatistics,
+    standardization: &Standardization,
+    set: FeatureSet,
+    lambda: f64,
+    prior: Option<&LinearModel>,
+    config: &LinearConfig,
+) -> Result<LinearModel> {
+    LinearModel::fit(
+        stats,
+        standardization,
+        set,
+        lambda,
+        prior,
+        &config.early_life,
+    )
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Sum of squared ln-life errors of `model` on `rows`, each clipped to `clip` if given.
+fn squared_error(model: &LinearModel, rows: &[LinearRow], clip: Option<f64>) -> Result<f64> {
+    rows.iter()
+        .map(|r| {
+            let e = (r.require_label()? - model.predict_log(r)?).powi(2);
+            Ok(clip.map_or(e, |c| e.min(c)))
+        })
+        .sum()
+}
