@@ -9,7 +9,8 @@ Fleets keep their cycling data at home; the model travels. The logic lives in th
 - models: :class:`BatLiNet`, :class:`LinearModel`, :class:`VarianceModel`
 - aggregation: :class:`FedAvg`, :class:`FedProx`, :class:`FedAdam`, :class:`FedYogi`,
   :class:`FedAdagrad`, :class:`FedMedian`, :class:`FedTrimmedAvg`
-- federation: :func:`federate_linear` (:class:`LinearFederation`, :class:`LinearFleet`),
+- federation: :func:`federate_linear` (:class:`LinearFederation`, :class:`LinearFleet`;
+  :class:`LinearSteps` for fleets on different machines),
   :class:`Simulation` (core defaults: :meth:`Simulation.default_config`),
   :class:`FleetClient` (one fleet's side of a round, for Flower nodes), :func:`job_seed`,
   :func:`strategy_needs_only_the_sum`
@@ -53,6 +54,7 @@ try:
         LinearFederation,
         LinearFleet,
         LinearModel,
+        LinearSteps,
         ModelError,
         PrivacyError,
         SecAggError,
@@ -95,6 +97,7 @@ __all__ = [
     "LinearFederation",
     "LinearFleet",
     "LinearModel",
+    "LinearSteps",
     "ModelError",
     "PrivacyError",
     "SecAggError",

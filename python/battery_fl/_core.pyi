@@ -11,7 +11,7 @@ __all__ = [
     "AggregationError", "BatLiNet", "BatteryFlError", "Cell", "ConfigError", "Cycle",
     "DataError", "DpFloor", "Featurizer", "FedAdagrad", "FedAdam", "FedAvg", "FedMedian", "FedProx",
     "FedTrimmedAvg", "FedYogi", "Fleet", "FleetClient", "GaussianNoise", "GenomeFingerprint",
-    "LinearFederation", "LinearFleet", "LinearModel", "ModelError",
+    "LinearFederation", "LinearFleet", "LinearModel", "LinearSteps", "ModelError",
     "NodeSession", "PrivacyError", "RdpAccountant", "RoundNoise", "SecAggClient", "SecAggError",
     "SecAggResult", "SecAggServer", "Simulation", "VarianceModel", "__version__",
     "add_noise", "check_mode", "clip", "federate_linear", "generate_cell", "generate_fleets",
@@ -385,6 +385,31 @@ class LinearFederation:
     def global_model(self) -> LinearModel: ...
     @property
     def fleets(self) -> list[LinearFleet]: ...
+    @property
+    def privacy(self) -> dict[str, Any] | None: ...
+
+@final
+class LinearSteps:
+    def __new__(
+        cls,
+        fleets: int,
+        *,
+        secure_aggregation: bool = True,
+        per_chemistry_choice: bool = False,
+        epsilon: float | None = None,
+        noise_seed: int | None = None,
+    ) -> Self: ...
+    @property
+    def share_len(self) -> int: ...
+    def errors_len(self, total: Sequence[float] | _F64) -> int: ...
+    def share(self, cells: Sequence[Cell]) -> _F64: ...
+    def errors(self, cells: Sequence[Cell], total: Sequence[float] | _F64) -> _F64: ...
+    def fleet(
+        self, cells: Sequence[Cell], total: Sequence[float] | _F64, errors: Sequence[float] | _F64
+    ) -> LinearFleet: ...
+    def global_model(
+        self, total: Sequence[float] | _F64, errors: Sequence[float] | _F64
+    ) -> tuple[LinearModel, float]: ...
     @property
     def privacy(self) -> dict[str, Any] | None: ...
 

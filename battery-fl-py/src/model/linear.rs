@@ -20,7 +20,10 @@ use crate::errors::CoreResult;
 type F64Array<'py> = Bound<'py, PyArray1<f64>>;
 type BoolArray<'py> = Bound<'py, PyArray1<bool>>;
 
-fn rows(config: &LinearConfig, cells: &[&Cell]) -> battery_fl_core::Result<Vec<LinearRow>> {
+pub(crate) fn rows(
+    config: &LinearConfig,
+    cells: &[&Cell],
+) -> battery_fl_core::Result<Vec<LinearRow>> {
     let owned: Vec<Cell> = cells.iter().map(|&c| c.clone()).collect();
     config.rows(&owned, &LabelConfig::default())
 }
@@ -43,7 +46,7 @@ fn split(pairs: Vec<(f64, bool)>) -> (Vec<f64>, Vec<bool>) {
 #[pyclass(frozen, eq, name = "LinearModel", module = "battery_fl")]
 #[derive(Debug, Clone, PartialEq)]
 pub struct PyLinearModel {
-    inner: LinearModel,
+    pub(crate) inner: LinearModel,
 }
 
 #[pymethods]
@@ -180,7 +183,7 @@ impl PyLinearModel {
 #[pyclass(frozen, name = "LinearFleet", module = "battery_fl")]
 #[derive(Debug)]
 pub struct PyLinearFleet {
-    inner: LinearFleet,
+    pub(crate) inner: LinearFleet,
 }
 
 #[pymethods]
@@ -275,6 +278,28 @@ impl PyLinearFederation {
     }
 }
 
+/// The linear settings the Python keywords give: per-chemistry choice, and record-level DP
+/// at `epsilon` per cell (noise seeded by `noise_seed`, mode by the aggregation).
+pub(crate) fn linear_config(
+    per_chemistry_choice: bool,
+    epsilon: Option<f64>,
+    noise_seed: Option<u64>,
+    secure_aggregation: bool,
+) -> LinearConfig {
+    let privacy = epsilon.map(|e| {
+        RecordPrivacy {
+            seed: noise_seed,
+            ..RecordPrivacy::with_epsilon(e)
+        }
+        .for_aggregation(secure_aggregation)
+    });
+    LinearConfig {
+        per_chemistry_choice,
+        privacy,
+        ..Default::default()
+    }
+}
+
 /// Fit the linear early-life model over fleets (each a list of labelled training cells, at
 /// least two fleets) from securely summed statistics, and each fleet's personal model (see
 /// ``battery_fl_core::federation::federate_linear``).
@@ -304,18 +329,12 @@ fn federate_linear_py(
     epsilon: Option<f64>,
     noise_seed: Option<u64>,
 ) -> PyResult<PyLinearFederation> {
-    let privacy = epsilon.map(|e| {
-        RecordPrivacy {
-            seed: noise_seed,
-            ..RecordPrivacy::with_epsilon(e)
-        }
-        .for_aggregation(secure_aggregation)
-    });
-    let config = LinearConfig {
+    let config = linear_config(
         per_chemistry_choice,
-        privacy,
-        ..Default::default()
-    };
+        epsilon,
+        noise_seed,
+        secure_aggregation,
+    );
     let cells: Vec<Vec<&Cell>> = fleets.iter().map(|f| cell_refs(f)).collect();
     let secure = secure_aggregation.then(SecureAggregation::default);
     let inner = py

@@ -3,6 +3,7 @@
 
 mod batlinet;
 mod linear;
+mod linear_steps;
 mod variance;
 
 use pyo3::prelude::*;
@@ -22,6 +23,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<batlinet::PyBatLiNet>()?;
     m.add_class::<variance::PyVarianceModel>()?;
     linear::register(m)?;
+    linear_steps::register(m)?;
     m.add_function(wrap_pyfunction!(retain_freed_memory, m)?)?;
     Ok(())
 }

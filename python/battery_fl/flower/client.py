@@ -53,6 +53,7 @@ from flwr.clientapp.typing import Mod
 
 import battery_fl
 from battery_fl import dp
+from battery_fl.flower import linear
 from battery_fl.flower.settings import (
     CORE_DEFAULTS,
     FleetCells,
@@ -299,7 +300,8 @@ def query_statistics(msg: Message, context: Context) -> Message:
 
 
 def make_client_app(mods: Sequence[Mod] | None = None) -> ClientApp:
-    """A ClientApp with the ``train``, ``evaluate`` and ``query.stats`` handlers. ``mods``
+    """A ClientApp with the ``train``, ``evaluate`` and ``query.stats`` handlers, and the
+    linear recipe's ``query.linear_*`` (:mod:`battery_fl.flower.linear`). ``mods``
     wrap every handler (first = outermost); add
     :func:`battery_fl.flower.secagg.secagg_mod` for secure aggregation (the default
     :data:`app` has it: it only acts on secure-aggregation messages)."""
@@ -307,6 +309,9 @@ def make_client_app(mods: Sequence[Mod] | None = None) -> ClientApp:
     client_app.train()(train)
     client_app.evaluate()(evaluate)
     client_app.query(STATS_ACTION)(query_statistics)
+    client_app.query(linear.SHARE_ACTION)(linear.query_linear_share)
+    client_app.query(linear.ERRORS_ACTION)(linear.query_linear_errors)
+    client_app.query(linear.FIT_ACTION)(linear.query_linear_fit)
     return client_app
 
 

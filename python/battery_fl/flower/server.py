@@ -31,6 +31,7 @@ from flwr.serverapp.strategy import Result
 
 import battery_fl
 from battery_fl.flower.client import STATS_ACTION
+from battery_fl.flower.linear import run_linear_federation
 from battery_fl.flower.polling import PollingGrid
 from battery_fl.flower.secagg import SecAggWorkflow
 from battery_fl.flower.settings import (
@@ -222,8 +223,14 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """The ServerApp entry point: :func:`run_federation` with the run config's settings."""
-    run_federation(grid, FederationSettings.from_run_config(context.run_config))
+    """The ServerApp entry point: :func:`run_federation` with the run config's settings, or
+    with ``recipe = "linear"`` :func:`battery_fl.flower.linear.run_linear_federation`."""
+    settings = FederationSettings.from_run_config(context.run_config)
+    if settings.recipe == "linear":
+        polling = PollingGrid(grid)
+        run_linear_federation(polling, settings, wait_for_nodes(polling, settings.min_nodes, settings.timeout))
+    else:
+        run_federation(grid, settings)
 
 
 def _toml_value(value: object) -> str:

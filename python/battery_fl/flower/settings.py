@@ -39,6 +39,7 @@ from battery_fl import synthetic
 __all__ = [
     "CORE_DEFAULTS",
     "PERSONALIZATIONS",
+    "RECIPES",
     "SHARED_SETTINGS",
     "STRATEGIES",
     "FederationSettings",
@@ -90,6 +91,10 @@ SHARED_SETTINGS = {
 
 #: Personalization modes, as in :class:`battery_fl.Simulation` (``personalization``).
 PERSONALIZATIONS = ("none", "fine_tune", "head", "ditto", "auto")
+
+#: Model recipes: BatLiNet over training rounds, or the linear early-life model fitted from
+#: two secure sums (:mod:`battery_fl.flower.linear`).
+RECIPES = ("batlinet", "linear")
 
 #: Label scopes, as in :class:`battery_fl.Simulation` (``label_scope``).
 LABEL_SCOPES = ("shared", "fleet")
@@ -152,7 +157,11 @@ class FederationSettings:
     (:class:`battery_fl.FleetClient`); ``personal_epochs = None`` (``0`` in the run config)
     means ``local_epochs``. ``label_scope`` (one of :data:`LABEL_SCOPES`) says whether the
     nodes train and read the shared weights with the federation's label transform or each
-    with its own.
+    with its own. ``recipe = "linear"`` runs :func:`battery_fl.federate_linear`'s steps
+    instead of BatLiNet rounds (:mod:`battery_fl.flower.linear`; each node keeps its own
+    choice), with record-level DP at ``record_epsilon`` per cell when it is above 0 (noise
+    seeded from ``dp_seed``) and ``per_chemistry_choice``; the BatLiNet settings do not
+    apply to it.
     """
 
     num_server_rounds: int = CORE_DEFAULTS["rounds"]
@@ -190,6 +199,9 @@ class FederationSettings:
     dp_max_epsilon: float = 0.0
     dp_seed: int = -1
     output_dir: str = ""
+    recipe: str = "batlinet"
+    record_epsilon: float = 0.0
+    per_chemistry_choice: bool = False
     model: dict[str, _Scalar] = field(default_factory=dict)
     featurizer: dict[str, _Scalar] = field(default_factory=dict)
 
@@ -220,6 +232,10 @@ class FederationSettings:
             raise config_error("auto-margin", "must be in [0, 1)")
         if self.label_scope not in LABEL_SCOPES:
             raise config_error("label-scope", f"{self.label_scope!r} is not one of {LABEL_SCOPES}")
+        if self.recipe not in RECIPES:
+            raise config_error("recipe", f"{self.recipe!r} is not one of {RECIPES}")
+        if not (math.isfinite(self.record_epsilon) and self.record_epsilon >= 0.0):
+            raise config_error("record-epsilon", "must be finite and >= 0 (0: exact sums)")
         if self.dp_enabled:
             battery_fl.dp.check_mode(self.dp_mode, secure_aggregation=self.secure_aggregation)
         if self.dp_enabled and not only_the_sum:

@@ -53,7 +53,7 @@ pub fn linear_share(
 /// The federation's statistics from the secure sum of the fleets' [`linear_share`]s.
 pub fn linear_total(summed: &[f64], config: &LinearConfig) -> Result<LinearStatistics> {
     match config.privacy {
-        Some(_) => config.ranges.unmap(summed),
+        Some(_) => config.ranges.unmap(summed, &config.features_in_use()),
         None => LinearStatistics::from_vec(summed.to_vec()),
     }
 }
@@ -112,9 +112,10 @@ impl SharedLinear {
     /// into valid statistics when noisy).
     fn others(&self, own: &LinearStatistics, config: &LinearConfig) -> Result<LinearStatistics> {
         match config.privacy {
-            Some(_) => config
-                .ranges
-                .unmap(&config.ranges.mapped(&self.total.subtract(own))?),
+            Some(_) => config.ranges.unmap(
+                &config.ranges.mapped(&self.total.subtract(own))?,
+                &config.features_in_use(),
+            ),
             None => Ok(self.total.subtract(own)),
         }
     }

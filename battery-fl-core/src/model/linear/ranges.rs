@@ -3,14 +3,16 @@
 //! [`RecordPrivacy`](crate::dp::RecordPrivacy)).
 //!
 //! Each value is clamped to its range and mapped affinely onto `[-1, 1]`; a feature a cell
-//! lacks is read as the middle of its range (0 once mapped; a feature set that needs it is
-//! never fitted, since the presence counts say some cell lacks it). A cell's design row then
-//! has squared norm at most 11 (intercept, 8 features, one cathode indicator, the label), so
-//! its upper-triangle outer product has squared norm at most `(11² + 11) / 2 = 66` and with the
-//! 8 presence counts its share of the statistics has L2 norm at most `√74`
-//! ([`statistics_sensitivity`]). Only the features a model may use need to be released:
-//! the others are read as missing, which bounds the share tighter. The map is affine in the row (the intercept is 1), so the
-//! summed statistics of the mapped rows map back exactly to those of the clamped rows.
+//! lacks is read as the middle of its range (0 once mapped). A cell's design row then has
+//! squared norm at most 11 (intercept, 8 features, one cathode indicator, the label), so its
+//! share of the statistics (the upper triangle of its outer product) has L2 norm at most
+//! `√((11² + 11) / 2) = √66` ([`statistics_sensitivity`]). Only the features a model may use
+//! need to be released: the others are read as missing, which bounds the share tighter. The
+//! per-feature presence counts are not released (they would add to the share, and noisy
+//! counts of a few dozen cells say nothing): every released feature counts as every cell's,
+//! and a fleet whose cells lack one scores the models that read it as useless to it. The map
+//! is affine in the row (the intercept is 1), so the summed statistics of the mapped rows map
+//! back exactly to those of the clamped rows.
 //!
 //! The ranges must not be read off the data they protect: the defaults are physical ranges
 //! for LFP, NMC, NCA, LCO and LMO cells cycled between -20 and 60 °C at up to 6 C charge and
@@ -27,10 +29,10 @@ use crate::features::{EARLY_LIFE_FEATURES, EARLY_LIFE_FEATURE_COUNT};
 
 /// L2 norm bound of one cell's share of the mapped statistics when `features` early-life
 /// features are released (see the module docs): its row has squared norm at most
-/// `s = features + 3`, so `√((s² + s) / 2 + features)`; `√74` for all eight.
+/// `s = features + 3`, so `√((s² + s) / 2)`; `√66` for all eight.
 pub fn statistics_sensitivity(features: usize) -> f64 {
     let s = (features + 3) as f64;
-    ((s * s + s) / 2.0 + features as f64).sqrt()
+    ((s * s + s) / 2.0).sqrt()
 }
 
 /// Public `(low, high)` ranges of the early-life features (in
@@ -137,8 +139,8 @@ impl PublicRanges {
     }
 
     /// Statistics of the clamped `rows` with only the early-life features `released` (the
-    /// others read as missing): what [`unmap`](Self::unmap) gives back from the sum of
-    /// [`mapped`](Self::mapped) vectors.
+    /// others read as missing), without presence counts: what [`unmap`](Self::unmap) gives
+    /// back from the sum of [`mapped`](Self::mapped) vectors.
     pub fn statistics(&self, rows: &[LinearRow], released: &[usize]) -> Result<LinearStatistics> {
         self.validate()?;
         let rows: Vec<LinearRow> = rows
@@ -154,7 +156,7 @@ impl PublicRanges {
             })
             .collect();
         let mut values = LinearStatistics::from_rows(&rows)?.values;
-        values[..GRAM_LEN].fill(0.0);
+        values.fill(0.0);
         for row in &rows {
             let r = self.clamped(row)?;
             for i in 0..ROW {
@@ -190,12 +192,12 @@ impl PublicRanges {
         Ok(out)
     }
 
-    /// Statistics back from a (noisy) sum of [`mapped`](Self::mapped) vectors: counts are
-    /// rounded and kept at zero or above, a cathode with no cell keeps no weight, the Gram
-    /// matrix is projected onto the positive semi-definite cone (which may move the counts by
-    /// a fraction), and a feature counts as every cell's when more than half have it (else as
-    /// none's). Post-processing only: it reads nothing but `values`.
-    pub fn unmap(&self, values: &[f64]) -> Result<LinearStatistics> {
+    /// Statistics back from a (noisy) sum of [`mapped`](Self::mapped) vectors of the
+    /// `released` features: counts are rounded and kept at zero or above, a cathode with no
+    /// cell keeps no weight, the Gram matrix is projected onto the positive semi-definite cone
+    /// (which may move the counts by a fraction), and every released feature counts as every
+    /// cell's. Post-processing only: it reads nothing but `values`.
+    pub fn unmap(&self, values: &[f64], released: &[usize]) -> Result<LinearStatistics> {
         self.validate()?;
         if values.len() != LINEAR_STATISTICS_LEN || values.iter().any(|v| !v.is_finite()) {
             return Err(Error::Shape {
@@ -239,11 +241,10 @@ impl PublicRanges {
                 };
             }
         }
-        // feature presence: a feature most cells have counts as everyone's (read as the
-        // middle of its range where missing), one most cells lack as no one's
+        // feature presence: a released feature counts as every cell's
         let n = out[at(0, 0)];
-        for v in &mut out[GRAM_LEN..] {
-            *v = if *v > n / 2.0 { n } else { 0.0 };
+        for (k, v) in out[GRAM_LEN..].iter_mut().enumerate() {
+            *v = if released.contains(&k) { n } else { 0.0 };
         }
         Ok(LinearStatistics { values: out })
     }
@@ -264,6 +265,7 @@ fn full_gram(values: &[f64]) -> Vec<f64> {
 mod tests {
     use super::*;
     use crate::features::EarlyLifeFeatures;
+    use crate::model::FeatureSet;
     use approx::assert_relative_eq;
 
     const ALL: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
@@ -332,10 +334,19 @@ mod tests {
     fn the_map_and_its_inverse_give_back_the_clamped_statistics() {
         let ranges = PublicRanges::default();
         let stats = ranges.statistics(&rows(), &ALL).unwrap();
-        let back = ranges.unmap(&ranges.mapped(&stats).unwrap()).unwrap();
-        for (a, b) in stats.as_slice().iter().zip(back.as_slice()) {
+        let back = ranges.unmap(&ranges.mapped(&stats).unwrap(), &ALL).unwrap();
+        for (a, b) in stats.as_slice()[..GRAM_LEN].iter().zip(back.as_slice()) {
             assert_relative_eq!(*a, *b, epsilon = 1e-9, max_relative = 1e-9);
         }
+        // presence is not released: every released feature reads as every cell's
+        assert!(stats.as_slice()[GRAM_LEN..].iter().all(|c| *c == 0.0));
+        assert!(back.as_slice()[GRAM_LEN..]
+            .iter()
+            .all(|c| (c - 3.0).abs() < 1e-6));
+        let some = ranges
+            .unmap(&ranges.mapped(&stats).unwrap(), &[0, 2])
+            .unwrap();
+        assert!(some.has_features(FeatureSet::Variance) && !some.has_features(FeatureSet::Full));
         assert_eq!(ranges.clamped_count(&rows()), 2);
         // clamped rows: the third cell reads at the range ends
         assert_relative_eq!(stats.gram(0, 1), -4.0 - 3.0 - 8.0);
@@ -383,7 +394,7 @@ mod tests {
         assert_relative_eq!(shift, statistics_sensitivity(8), max_relative = 1e-9);
         assert_relative_eq!(
             statistics_sensitivity(8),
-            74f64.sqrt(),
+            66f64.sqrt(),
             max_relative = 1e-15
         );
         // and with one feature released, the tighter one
@@ -402,7 +413,7 @@ mod tests {
         assert_relative_eq!(shift, statistics_sensitivity(1), max_relative = 1e-9);
         assert_relative_eq!(
             statistics_sensitivity(1),
-            11f64.sqrt(),
+            10f64.sqrt(),
             max_relative = 1e-15
         );
     }
@@ -417,8 +428,10 @@ mod tests {
         r.features.pop();
         assert!(r.validate().is_err());
         let ok = PublicRanges::default();
-        assert!(ok.unmap(&[0.0; 3]).is_err());
-        assert!(ok.unmap(&vec![f64::NAN; LINEAR_STATISTICS_LEN]).is_err());
+        assert!(ok.unmap(&[0.0; 3], &ALL).is_err());
+        assert!(ok
+            .unmap(&vec![f64::NAN; LINEAR_STATISTICS_LEN], &ALL)
+            .is_err());
     }
 
     #[test]
@@ -429,7 +442,7 @@ mod tests {
         for (k, x) in v.iter_mut().enumerate() {
             *x += if k % 2 == 0 { 2.5 } else { -2.5 };
         }
-        let back = ranges.unmap(&v).unwrap();
+        let back = ranges.unmap(&v, &ALL).unwrap();
         let g = full_gram(back.as_slice());
         // positive semi-definite: every principal 1x1 and 2x2 minor is non-negative
         for i in 0..ROW {

@@ -1,0 +1,227 @@
+"""The linear recipe on Flower: :func:`battery_fl.federate_linear`'s steps with each fleet on
+its own SuperNode (run config ``recipe = "linear"``).
+
+The ServerApp (:func:`run_linear_federation`) sends three queries; each node answers from
+its own cells with :class:`battery_fl.LinearSteps` (the code ``federate_linear`` runs in one
+process):
+
+1. ``query.linear_share``: the node's summed statistics (with ``record-epsilon > 0`` clamped,
+   mapped and noised: record-level DP per cell), summed through our SecAgg+ when
+   ``secure-aggregation`` is on;
+2. ``query.linear_errors`` (config ``linear-total``): the errors of the models fitted on the
+   other fleets, on the node's cells; summed the same way;
+3. ``query.linear_fit`` (``linear-total``, ``linear-errors``): the node computes its own
+   models and its choice among them, keeps them in ``Context.state``
+   (:data:`LINEAR_STATE_KEY`, never sent), and replies with ``metrics``: ``local-rmse`` and
+   ``personalized-rmse`` (cycles, on its test cells) and ``num-examples``.
+
+The server fits the global model from the two sums (``LinearSteps.global_model``); with
+``output-dir`` it writes ``linear-global.json`` and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+import battery_fl
+from battery_fl.flower.secagg import SecAggWorkflow
+from battery_fl.flower.settings import FederationSettings, config_error, load_fleet
+
+__all__ = [
+    "ERRORS_ACTION",
+    "FIT_ACTION",
+    "LINEAR_STATE_KEY",
+    "SHARE_ACTION",
+    "query_linear_errors",
+    "query_linear_fit",
+    "query_linear_share",
+    "run_linear_federation",
+]
+
+#: The query actions of the three steps.
+SHARE_ACTION, ERRORS_ACTION, FIT_ACTION = "linear_share", "linear_errors", "linear_fit"
+#: ConfigRecord in a node's ``Context.state`` holding its linear models (JSON), never sent.
+LINEAR_STATE_KEY = "bfl-linear-fleet"
+
+_log = logging.getLogger("flwr")
+
+
+def _steps(config: ConfigRecord, context: Context, step: int) -> battery_fl.LinearSteps:
+    """The node's steps for the server's config; its noise is seeded from the run's
+    ``record-noise-seed`` (``-1``: the OS), the node and the step, so no two draws repeat."""
+    epsilon = float(config.get("record-epsilon", 0.0))  # type: ignore[arg-type]
+    seed = int(config.get("record-noise-seed", -1))  # type: ignore[arg-type]
+    node_seed = None if seed < 0 else battery_fl.job_seed(seed, step, int(context.node_id) % (1 << 31))
+    return battery_fl.LinearSteps(
+        int(config["fleets"]),  # type: ignore[arg-type]
+        secure_aggregation=bool(config.get("secure-aggregation", True)),
+        per_chemistry_choice=bool(config.get("per-chemistry-choice", False)),
+        epsilon=epsilon if epsilon > 0 else None,
+        noise_seed=node_seed,
+    )
+
+
+def _config(msg: Message) -> ConfigRecord:
+    record = msg.content.get("config")
+    if not isinstance(record, ConfigRecord):
+        raise config_error("config", "the message carries no ConfigRecord `config`")
+    return record
+
+
+def _vector(config: ConfigRecord, key: str) -> list[float]:
+    if key not in config:
+        raise config_error(key, "missing from the server's config")
+    return [float(v) for v in config[key]]  # type: ignore[union-attr]
+
+
+def _reply(msg: Message, vector: np.ndarray, cells: int) -> Message:
+    metrics = MetricRecord({"num-examples": cells})
+    return Message(RecordDict({"arrays": ArrayRecord([vector]), "metrics": metrics}), reply_to=msg)
+
+
+def query_linear_share(msg: Message, context: Context) -> Message:
+    """Step 1 on a node: its share of the first sum."""
+    fleet = load_fleet(context.node_config)
+    return _reply(msg, _steps(_config(msg), context, 1).share(fleet.train), len(fleet.train))
+
+
+def query_linear_errors(msg: Message, context: Context) -> Message:
+    """Step 2 on a node: its share of the second sum, for the server's ``linear-total``."""
+    config = _config(msg)
+    fleet = load_fleet(context.node_config)
+    errors = _steps(config, context, 2).errors(fleet.train, _vector(config, "linear-total"))
+    return _reply(msg, errors, len(fleet.train))
+
+
+def _rmse(predicted: np.ndarray, cells: list[battery_fl.Cell]) -> float:
+    truth = np.array([c.cycle_life() or math.nan for c in cells], dtype=np.float64)
+    return float(np.sqrt(np.mean((predicted - truth) ** 2)))
+
+
+def query_linear_fit(msg: Message, context: Context) -> Message:
+    """Step 3 on a node: its own models from both sums, kept in ``Context.state``; replies
+    with their RMSE on its test cells."""
+    config = _config(msg)
+    fleet = load_fleet(context.node_config)
+    own = _steps(config, context, 3).fleet(
+        fleet.train, _vector(config, "linear-total"), _vector(config, "linear-errors")
+    )
+    context.state[LINEAR_STATE_KEY] = ConfigRecord(
+        {
+            "local": own.local.to_json(),
+            "personalized": own.personalized.to_json(),
+            "shared": own.shared.to_json(),
+            "choices": json.dumps(own.choices),
+        }
+    )
+    metrics: dict[str, Any] = {"num-examples": len(fleet.test)}
+    if fleet.test:
+        metrics["local-rmse"] = _rmse(own.local.predict(fleet.test), fleet.test)
+        metrics["personalized-rmse"] = _rmse(own.predict(fleet.test), fleet.test)
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+def _sum(
+    grid: Grid,
+    nodes: list[int],
+    config: ConfigRecord,
+    action: str,
+    dim: int,
+    *,
+    workflow: SecAggWorkflow | None,
+    round_id: int,
+    timeout: float,
+) -> np.ndarray:
+    """The sum over ``nodes`` of their ``dim`` values in reply to ``query.<action>``
+    (securely with ``workflow``); every node must answer (a sum missing a fleet is not the
+    federation's)."""
+    payload = RecordDict({"config": config})
+    message_type = f"{MessageType.QUERY}.{action}"
+    if workflow is not None:
+        total, survivors = workflow.secure_sum(
+            grid, nodes, payload, message_type=message_type, round_id=round_id, dim=dim
+        )
+        if len(survivors) != len(nodes):
+            raise battery_fl.SecAggError(f"{action}: {len(nodes) - len(survivors)} node(s) dropped out")
+        return np.asarray(total, dtype=np.float64)
+    messages = [Message(payload, dst_node_id=n, message_type=message_type, group_id=action) for n in nodes]
+    vectors = [_reply_vector(r) for r in grid.send_and_receive(messages, timeout=timeout)]
+    if len(vectors) != len(nodes) or any(v.shape != (dim,) for v in vectors):
+        raise config_error(action, f"expected {dim} values from each of {len(nodes)} nodes")
+    return np.sum(vectors, axis=0)
+
+
+def _reply_vector(reply: Message) -> np.ndarray:
+    if reply.has_error():
+        raise config_error("linear", f"node {reply.metadata.src_node_id} failed: {reply.error.reason}")
+    (vector,) = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+    return np.asarray(vector, dtype=np.float64)
+
+
+def run_linear_federation(grid: Grid, settings: FederationSettings, nodes: list[int]) -> dict[str, Any]:
+    """The linear recipe on ``grid`` over ``nodes`` (see the module docs); returns the
+    summary (also ``result.json`` with ``output-dir``)."""
+    started = time.monotonic()
+    workflow = None
+    if settings.secure_aggregation:
+        workflow = SecAggWorkflow(
+            threshold=settings.secagg_threshold or None,
+            neighbours=settings.secagg_neighbours or None,
+            timeout=settings.timeout,
+        )
+    config: dict[str, Any] = {
+        "fleets": len(nodes),
+        "secure-aggregation": settings.secure_aggregation,
+        "per-chemistry-choice": settings.per_chemistry_choice,
+        "record-epsilon": settings.record_epsilon,
+        "record-noise-seed": settings.dp_seed,
+    }
+    steps = battery_fl.LinearSteps(
+        len(nodes),
+        secure_aggregation=settings.secure_aggregation,
+        per_chemistry_choice=settings.per_chemistry_choice,
+        epsilon=settings.record_epsilon or None,
+    )
+    common = {"workflow": workflow, "timeout": settings.timeout}
+    total = _sum(grid, nodes, ConfigRecord(config), SHARE_ACTION, steps.share_len, round_id=1, **common)  # type: ignore[arg-type]
+    config["linear-total"] = [float(v) for v in total]
+    dim = steps.errors_len(total)
+    errors = _sum(grid, nodes, ConfigRecord(config), ERRORS_ACTION, dim, round_id=2, **common)  # type: ignore[arg-type]
+    config["linear-errors"] = [float(v) for v in errors]
+    model, error = steps.global_model(total, errors)
+    payload = RecordDict({"config": ConfigRecord(config)})
+    fit = f"{MessageType.QUERY}.{FIT_ACTION}"
+    messages = [Message(payload, dst_node_id=n, message_type=fit, group_id=FIT_ACTION) for n in nodes]
+    per_node: dict[str, dict[str, float]] = {}
+    for reply in grid.send_and_receive(messages, timeout=settings.timeout):
+        node = str(reply.metadata.src_node_id)
+        if reply.has_error():
+            _log.warning("linear fit: node %s failed: %s", node, reply.error.reason)
+            continue
+        per_node[node] = {k: float(v) for k, v in reply.content["metrics"].items()}  # type: ignore[union-attr]
+    summary = {
+        "recipe": "linear",
+        "nodes": len(nodes),
+        "cells": int(round(total[0])) if settings.record_epsilon <= 0 else None,
+        "global_feature_set": model.feature_set,
+        "global_error": error,
+        "privacy": steps.privacy,
+        "per_node": per_node,
+        "seconds": time.monotonic() - started,
+    }
+    _log.info("battery-fl linear: %s", json.dumps({k: v for k, v in summary.items() if k != "per_node"}))
+    if settings.output_dir:
+        out = Path(settings.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "linear-global.json").write_text(model.to_json())
+        (out / "result.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,97 @@
+"""The linear recipe on Flower, in one process (battery_fl.flower.LocalGrid): the real
+ClientApp handlers and ServerApp logic reach the models battery_fl.federate_linear fits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import battery_fl
+from battery_fl import synthetic
+from battery_fl.flower import LocalGrid, make_client_app, secagg_mod
+from battery_fl.flower.linear import LINEAR_STATE_KEY, run_linear_federation
+from flower_support import DATA_SEED, FLEETS, POINTS, SETTINGS, node_config
+
+NODE_IDS = [101, 202, 303]
+# the early-life features read cycles 10 to 100
+CELLS, TEST_CELLS, CYCLES = 12, 4, 110
+EXTRA = {"synthetic-cells": CELLS, "synthetic-test-cells": TEST_CELLS, "synthetic-cycles": CYCLES}
+
+
+def _fleets() -> list[tuple[list[battery_fl.Cell], list[battery_fl.Cell]]]:
+    generated = synthetic.generate_fleets(
+        fleets=FLEETS, cells_per_fleet=CELLS, cycles=CYCLES, points_per_cycle=POINTS, seed=DATA_SEED
+    )
+    return [(f.cells[: CELLS - TEST_CELLS], f.cells[CELLS - TEST_CELLS :]) for f in generated]
+
+
+def _grid() -> LocalGrid:
+    app = make_client_app(mods=[secagg_mod])
+    return LocalGrid(app, {n: node_config(i, **EXTRA) for i, n in enumerate(NODE_IDS)})
+
+
+def _rmse(predicted: np.ndarray, cells: list[battery_fl.Cell]) -> float:
+    truth = np.array([c.cycle_life() for c in cells], dtype=float)
+    return float(np.sqrt(np.mean((predicted - truth) ** 2)))
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_flower_runs_the_linear_federation_of_federate_linear(tmp_path: Path, secure: bool) -> None:
+    data = _fleets()
+    grid = _grid()
+    settings = SETTINGS.replace(recipe="linear", secure_aggregation=secure, output_dir=str(tmp_path))
+    summary = run_linear_federation(grid, settings, NODE_IDS)
+    reference = battery_fl.federate_linear([train for train, _ in data], secure_aggregation=False)
+
+    # exact without secure aggregation; with it, to the fixed-point grid of the secure sum
+    # (Flower's statistics encoding is coarser than the in-process one)
+    rtol = 1e-3 if secure else 1e-6
+    cells = [c for train, test in data for c in train + test]
+    model = battery_fl.LinearModel.from_json((tmp_path / "linear-global.json").read_text())
+    assert model.feature_set == reference.global_model.feature_set
+    np.testing.assert_allclose(model.predict(cells), reference.global_model.predict(cells), rtol=rtol)
+    assert json.loads((tmp_path / "result.json").read_text())["privacy"] is None
+    for i, node in enumerate(NODE_IDS):
+        _, test = data[i]
+        metrics = summary["per_node"][str(node)]
+        own = reference.fleets[i]
+        assert metrics["personalized-rmse"] == pytest.approx(_rmse(own.predict(test), test), rel=rtol)
+        # (the local model never touches a sum)
+        assert metrics["local-rmse"] == pytest.approx(_rmse(own.local.predict(test), test), rel=1e-9)
+        # the node keeps its models at home: in its Context.state, not in anything it sent
+        state = grid.contexts[node].state[LINEAR_STATE_KEY]
+        kept = battery_fl.LinearModel.from_json(str(state["personalized"]))
+        np.testing.assert_allclose(kept.predict(test), own.personalized.predict(test), rtol=rtol)
+        chosen = [(c["cathode"], c["choice"]) for c in json.loads(str(state["choices"]))]
+        assert chosen == [(c["cathode"], c["choice"]) for c in own.choices]
+
+
+def test_flower_linear_federation_with_record_level_privacy(tmp_path: Path) -> None:
+    settings = SETTINGS.replace(
+        recipe="linear", secure_aggregation=True, record_epsilon=4.0, dp_seed=9, output_dir=str(tmp_path)
+    )
+    summary = run_linear_federation(_grid(), settings, NODE_IDS)
+    privacy = summary["privacy"]
+    assert privacy["epsilon"] == pytest.approx(4.0, abs=1e-3)
+    assert privacy["mode"] == "distributed" and privacy["releases"] == 2
+    # the server never learns the exact cell count under privacy
+    assert summary["cells"] is None
+    # every node still ends with its own models; seeded noise makes the run reproducible (to
+    # the secure sum's fixed-point grid)
+    assert set(summary["per_node"]) == {str(n) for n in NODE_IDS}
+    again = run_linear_federation(_grid(), settings.replace(output_dir=""), NODE_IDS)
+    for node, metrics in summary["per_node"].items():
+        assert again["per_node"][node] == pytest.approx(metrics, rel=1e-5)
+    # (another noise seed, another noisy shared model)
+    other = run_linear_federation(_grid(), settings.replace(output_dir="", dp_seed=10), NODE_IDS)
+    assert other["global_error"] != pytest.approx(summary["global_error"], rel=1e-3)
+
+
+def test_linear_recipe_settings_are_checked() -> None:
+    with pytest.raises(battery_fl.ConfigError):
+        SETTINGS.replace(recipe="cnn")
+    with pytest.raises(battery_fl.ConfigError):
+        SETTINGS.replace(record_epsilon=-1.0)
