@@ -14,7 +14,9 @@ Fleets keep their cycling data at home; the model travels. The logic lives in th
   :class:`Simulation` (core defaults: :meth:`Simulation.default_config`),
   :class:`FleetClient` (one fleet's side of a round, for Flower nodes), :func:`job_seed`,
   :func:`strategy_needs_only_the_sum`
-- submodules :mod:`battery_fl.dp`, :mod:`battery_fl.secagg`, :mod:`battery_fl.synthetic`
+- submodules :mod:`battery_fl.dp`, :mod:`battery_fl.secagg`, :mod:`battery_fl.synthetic`;
+  optional :mod:`battery_fl.flower` (``[flower]`` extra) and :mod:`battery_fl.plot`
+  (``[plot]`` extra: the main job's pictures with matplotlib)
 - errors: :class:`BatteryFlError` and its subclasses
 
 The native module links the libtorch of the ``torch`` package, pinned to ``torch==2.13.0``
