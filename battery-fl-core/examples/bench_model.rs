@@ -10,36 +10,74 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use battery_fl_core::features::FeaturizerConfig;
 use battery_fl_core::genome::GenomeFingerprint;
 use battery_fl_core::model::{
     BatLiNet, BatLiNetConfig, Dataset, LabelTransform, ReferenceSelection, TrainOptions,
 };
+use clap::Parser;
 use rand::Rng;
+
+/// Speed of the BatLiNet model on this machine: one training step (forward, backward,
+/// AdamW) and inference throughput with K references, on random inputs.
+#[derive(Debug, Parser)]
+#[command(args_override_self = true)]
+struct Args {
+    /// Input channels of the random cells.
+    #[arg(long, default_value_t = 6)]
+    channels: usize,
+    /// Cycles (rows) of each input.
+    #[arg(long, default_value_t = 100)]
+    cycles: usize,
+    /// Points per cycle (columns) of each input.
+    #[arg(long, default_value_t = 1000)]
+    dim: usize,
+    /// Training batch size (cells per step).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// References per training cell.
+    #[arg(long, default_value_t = 2)]
+    refs: usize,
+    /// Timed training steps (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Convolution channels C of the model.
+    #[arg(long, default_value_t = 32)]
+    conv: usize,
+    /// Inference reference counts K to time, comma-separated.
+    #[arg(
+        long,
+        value_name = "K,...",
+        value_delimiter = ',',
+        default_value = "1,32,64",
+        action = clap::ArgAction::Set
+    )]
+    infer_k: Vec<usize>,
+    /// Cells predicted per inference timing.
+    #[arg(long, default_value_t = 32)]
+    infer_cells: usize,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long, value_name = "N")]
+    threads: Option<i32>,
+}
 
 fn main() -> Result<()> {
     battery_fl_core::model::retain_freed_memory();
-    let (mut c, mut h, mut w, mut batch, mut refs, mut steps, mut conv) =
-        (6, 100, 1000, 32, 2, 3, 32);
-    let mut infer_k = vec![1usize, 32, 64];
-    let mut infer_cells = 32usize;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut v = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--channels" => c = v()?.parse()?,
-            "--cycles" => h = v()?.parse()?,
-            "--dim" => w = v()?.parse()?,
-            "--batch" => batch = v()?.parse()?,
-            "--refs" => refs = v()?.parse()?,
-            "--steps" => steps = v()?.parse()?,
-            "--conv" => conv = v()?.parse()?,
-            "--infer-cells" => infer_cells = v()?.parse()?,
-            "--infer-k" => infer_k = v()?.split(',').map(str::parse).collect::<Result<_, _>>()?,
-            "--threads" => tch::set_num_threads(v()?.parse()?),
-            other => bail!("unknown argument {other}"),
-        }
+    let Args {
+        channels: c,
+        cycles: h,
+        dim: w,
+        batch,
+        refs,
+        steps,
+        conv,
+        infer_k,
+        infer_cells,
+        threads,
+    } = Args::parse();
+    if let Some(n) = threads {
+        tch::set_num_threads(n);
     }
     let n = batch
         .max(infer_cells)

@@ -18,6 +18,15 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{BatLiNet, BatLiNetConfig, Dataset, ReferenceSelection};
+use clap::Parser;
+
+/// Which shared model could pay each fleet of the demo?
+#[derive(Debug, Parser)]
+struct Args {
+    /// Data seed of the synthetic fleets (5 fleets x 24 cells).
+    #[arg(value_name = "DATA_SEED", default_value_t = 42)]
+    data_seed: u64,
+}
 
 /// One test cell: fleet, cathode, minority in its fleet, true life, predictions by model.
 type Row = (usize, String, bool, f64, BTreeMap<&'static str, f64>);
@@ -32,9 +41,7 @@ fn rmse(p: &[f64], t: &[f64]) -> f64 {
 
 fn main() -> Result<()> {
     battery_fl_core::model::retain_freed_memory();
-    let seed: u64 = std::env::args()
-        .nth(1)
-        .map_or(42, |s| s.parse().unwrap_or(42));
+    let seed = Args::parse().data_seed;
     let fcfg = FeaturizerConfig::default().with_interp_dim(64);
     let featurizer = Featurizer::new(fcfg.clone())?;
     let model = BatLiNetConfig::default()

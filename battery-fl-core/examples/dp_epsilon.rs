@@ -10,71 +10,38 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use battery_fl_core::dp::RdpAccountant;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 
-const USAGE: &str =
-    "usage: dp_epsilon --noise-multiplier Z --sample-rate Q --rounds T --delta D [--rdp]
-  --noise-multiplier Z   noise std / clipping norm, > 0
-  --sample-rate Q        probability that a client takes part in a round, in [0, 1]
-  --rounds T             number of rounds (integer >= 0)
-  --delta D              target delta, in (0, 1)
-  --rdp                  also print `rdp ORDER VALUE` for every RDP order";
-
+/// The (ε, δ) of a federated run with the Gaussian mechanism: `T` rounds, noise multiplier
+/// `z`, Poisson client-sampling rate `q`, computed by the RDP accountant.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dp_epsilon",
+    args_override_self = true,
+    allow_negative_numbers = true
+)]
 struct Args {
+    /// Noise multiplier z: noise std / clipping norm, > 0.
+    #[arg(long, value_name = "Z")]
     noise_multiplier: f64,
+    /// Probability q that a client takes part in a round, in [0, 1].
+    #[arg(long, value_name = "Q")]
     sample_rate: f64,
+    /// Number of rounds T (integer >= 0).
+    #[arg(long, value_name = "T")]
     rounds: u64,
+    /// Target delta, in (0, 1).
+    #[arg(long, value_name = "D")]
     delta: f64,
+    /// Also print `rdp ORDER VALUE` for every RDP order.
+    #[arg(long = "rdp")]
     print_rdp: bool,
 }
 
-fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>> {
-    let (mut z, mut q, mut t, mut d, mut print_rdp) = (None, None, None, None, false);
-    while let Some(flag) = argv.next() {
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--rdp" => {
-                print_rdp = true;
-                continue;
-            }
-            _ => {}
-        }
-        let value = argv
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
-        let float = |v: &str| {
-            v.parse::<f64>()
-                .with_context(|| format!("{flag}: `{v}` is not a number"))
-        };
-        match flag.as_str() {
-            "--noise-multiplier" => z = Some(float(&value)?),
-            "--sample-rate" => q = Some(float(&value)?),
-            "--delta" => d = Some(float(&value)?),
-            "--rounds" => {
-                let rounds = value.parse::<u64>();
-                t = Some(
-                    rounds
-                        .with_context(|| format!("--rounds: `{value}` is not an integer >= 0"))?,
-                );
-            }
-            other => bail!("unknown argument `{other}`"),
-        }
-    }
-    Ok(Some(Args {
-        noise_multiplier: z.context("--noise-multiplier is required")?,
-        sample_rate: q.context("--sample-rate is required")?,
-        rounds: t.context("--rounds is required")?,
-        delta: d.context("--delta is required")?,
-        print_rdp,
-    }))
-}
-
-fn run() -> Result<()> {
-    let Some(args) = parse(std::env::args().skip(1))? else {
-        println!("{USAGE}");
-        return Ok(());
-    };
+fn run(args: &Args) -> Result<()> {
     let mut accountant = RdpAccountant::new();
     accountant.step(args.noise_multiplier, args.sample_rate, args.rounds)?;
     let (epsilon, order) = accountant.epsilon_and_order(args.delta)?;
@@ -93,11 +60,13 @@ fn run() -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    // a bad or missing flag: clap's error and usage on stderr, exit 2 (--help: stdout, exit 0)
+    let args = Args::parse();
+    match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
+        // the accountant's rejection of a value, in the same form
+        Err(e) => Args::command()
+            .error(ErrorKind::ValueValidation, format!("{e:#}"))
+            .exit(),
     }
 }

@@ -19,7 +19,7 @@
 //! ```
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
@@ -27,50 +27,55 @@ use battery_fl_core::model::{
     select_linear, BatLiNet, BatLiNetConfig, Dataset, LabelGrouping, LinearConfig, Metrics,
     VarianceModel,
 };
+use clap::{Parser, ValueEnum};
 
+/// Robustness on the main job's synthetic fleets (5 fleets x 24 cells, data seed 42): each
+/// model trains on some cells pooled and is scored on cells of a group it never saw.
+#[derive(Debug, Parser)]
+#[command(args_override_self = true)]
 struct Args {
-    by_chemistry: bool,
+    /// Which group is held out.
+    #[arg(long, value_enum)]
+    protocol: Protocol,
+    /// Model seeds per network (at least 1).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     seeds: u64,
+    /// Data seed of the synthetic fleets.
+    #[arg(long, value_name = "S", default_value_t = 42)]
     data_seed: u64,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long, value_name = "T")]
+    threads: Option<i32>,
+    /// How the networks normalize cycle lives: pooled (over all cells) or cathode (per chemistry).
+    #[arg(
+        long,
+        value_name = "pooled|cathode",
+        default_value = "pooled",
+        value_parser = serde_enum::<LabelGrouping>
+    )]
     label_grouping: LabelGrouping,
     /// Only the variance and linear models (seconds; no network is trained).
+    #[arg(long)]
     linear_only: bool,
 }
 
-fn parse() -> Result<Args> {
-    let mut a = Args {
-        by_chemistry: false,
-        seeds: 3,
-        data_seed: 42,
-        label_grouping: LabelGrouping::default(),
-        linear_only: false,
-    };
-    let mut protocol = None;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut v = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--protocol" => protocol = Some(v()?),
-            "--seeds" => a.seeds = v()?.parse()?,
-            "--data-seed" => a.data_seed = v()?.parse()?,
-            "--linear-only" => a.linear_only = true,
-            "--threads" => tch::set_num_threads(v()?.parse()?),
-            "--label-grouping" => {
-                a.label_grouping = serde_json::from_value(serde_json::Value::String(v()?))
-                    .context("--label-grouping: pooled or cathode")?
-            }
-            other => bail!("unknown argument {other} (usage: eval_synthetic --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T] [--label-grouping pooled|cathode] [--linear-only])"),
-        }
-    }
-    a.by_chemistry = match protocol.as_deref() {
-        Some("lofo") => false,
-        Some("loco") => true,
-        other => bail!("--protocol must be lofo or loco, got {other:?}"),
-    };
-    if a.seeds == 0 {
-        bail!("--seeds must be at least 1");
-    }
-    Ok(a)
+/// The held-out groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// Leave one fleet out: train on four fleets, test on the fifth.
+    Lofo,
+    /// Leave one chemistry out: train on the other cathode chemistries, test on this one.
+    Loco,
+}
+
+/// A value named as the type's serde (snake_case) name, e.g. `cathode`.
+fn serde_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
 }
 
 /// Each cell with its group (fleet id or cathode chemistry).
@@ -87,7 +92,11 @@ type Results = BTreeMap<(String, String, u64), (Vec<f64>, Vec<f64>)>;
 
 fn main() -> Result<()> {
     battery_fl_core::model::retain_freed_memory();
-    let args = parse()?;
+    let args = Args::parse();
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n);
+    }
+    let by_chemistry = args.protocol == Protocol::Loco;
     let fleets = FleetConfig::default()
         .with_fleets(5)
         .with_cells_per_fleet(24)
@@ -96,7 +105,7 @@ fn main() -> Result<()> {
     let mut cells = Vec::new();
     for f in fleets {
         for cell in f.cells {
-            let group = if args.by_chemistry {
+            let group = if by_chemistry {
                 cell.meta
                     .cathode
                     .clone()

@@ -19,63 +19,42 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result};
 use battery_fl_core::data::load_cell;
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
+use clap::builder::RangedU64ValueParser;
+use clap::Parser;
 use rayon::prelude::*;
 
-const USAGE: &str = "usage: featurize [--threads N] [--cycles C] [--dim D] --out DIR CELL_FILE...";
-
-#[derive(Debug)]
+/// Featurize cell files into `.npy` tensors of shape (6, C, D), float32.
+#[derive(Debug, Parser)]
+#[command(args_override_self = true)]
 struct Args {
+    /// Threads of the featurization pool (default: all cores).
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     threads: Option<usize>,
+    /// Cycles C per cell (rows of each tensor).
+    #[arg(
+        long,
+        value_name = "C",
+        default_value_t = FeaturizerConfig::default().cycles,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..)
+    )]
     cycles: usize,
+    /// Interpolation points D per cycle (columns of each tensor).
+    #[arg(
+        long,
+        value_name = "D",
+        default_value_t = FeaturizerConfig::default().interp_dim,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..)
+    )]
     dim: usize,
+    /// Output directory, created if missing: one `<cell_id>.npy` per input.
+    #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Cell files to featurize (a file given twice is featurized and written twice).
+    #[arg(value_name = "CELL_FILE", required = true)]
     files: Vec<PathBuf>,
-}
-
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
-    let defaults = FeaturizerConfig::default();
-    let (mut threads, mut cycles, mut dim, mut out) =
-        (None, defaults.cycles, defaults.interp_dim, None);
-    let mut files = Vec::new();
-    fn number(flag: &str, v: Option<String>) -> Result<usize> {
-        let v = v.ok_or_else(|| anyhow!("{flag} needs a value"))?;
-        let n: usize = v
-            .parse()
-            .map_err(|_| anyhow!("{flag}: `{v}` is not a positive integer"))?;
-        if n == 0 {
-            bail!("{flag} must be at least 1");
-        }
-        Ok(n)
-    }
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--threads" => threads = Some(number("--threads", it.next())?),
-            "--cycles" => cycles = number("--cycles", it.next())?,
-            "--dim" => dim = number("--dim", it.next())?,
-            "--out" => {
-                out = Some(PathBuf::from(
-                    it.next().ok_or_else(|| anyhow!("--out needs a value"))?,
-                ))
-            }
-            "-h" | "--help" => bail!("{USAGE}"),
-            s if s.starts_with("--") => bail!("unknown option {s}"),
-            _ => files.push(PathBuf::from(a)),
-        }
-    }
-    let out = out.ok_or_else(|| anyhow!("--out DIR is required"))?;
-    if files.is_empty() {
-        bail!("no CELL_FILE given");
-    }
-    Ok(Args {
-        threads,
-        cycles,
-        dim,
-        out,
-        files,
-    })
 }
 
 /// Write a float32 little-endian C-order array in npy format version 1.0.
@@ -152,17 +131,8 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("featurize: {e}");
-            if e.to_string() != USAGE {
-                eprintln!("{USAGE}");
-            }
-            return std::process::ExitCode::from(2);
-        }
-    };
-    match run(args) {
+    // bad arguments: clap's message, exit code 2
+    match run(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("featurize: {e:#}");

@@ -9,27 +9,35 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::genome::GenomeFingerprint;
+use clap::Parser;
+
+/// The main job for now: generate the built-in synthetic fleets, featurize every cell, and
+/// print a summary (cells per fleet and chemistry, cycle-life spread, featurization
+/// throughput).
+#[derive(Debug, Parser)]
+#[command(args_override_self = true)]
+struct Args {
+    /// Number of synthetic fleets.
+    #[arg(long, value_name = "N", default_value_t = FleetConfig::default().fleets)]
+    fleets: usize,
+    /// Cells generated per fleet.
+    #[arg(long, value_name = "M", default_value_t = FleetConfig::default().cells_per_fleet)]
+    cells_per_fleet: usize,
+    /// Data seed of the generator.
+    #[arg(long, value_name = "S", default_value_t = FleetConfig::default().seed)]
+    seed: u64,
+}
 
 fn main() -> Result<()> {
-    let mut config = FleetConfig::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--fleets" => config = config.with_fleets(value()?.parse()?),
-            "--cells-per-fleet" => config = config.with_cells_per_fleet(value()?.parse()?),
-            "--seed" => config = config.with_seed(value()?.parse()?),
-            "-h" | "--help" => {
-                println!("usage: fleet_summary [--fleets N] [--cells-per-fleet M] [--seed S]");
-                return Ok(());
-            }
-            other => bail!("unknown argument {other} (try --help)"),
-        }
-    }
+    let args = Args::parse();
+    let config = FleetConfig::default()
+        .with_fleets(args.fleets)
+        .with_cells_per_fleet(args.cells_per_fleet)
+        .with_seed(args.seed);
 
     let t0 = Instant::now();
     let fleets = config.generate()?;

@@ -14,12 +14,39 @@
 #[path = "linear/mod.rs"]
 mod linear;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::federation::SecureAggregation;
 use battery_fl_core::model::{select_linear, LinearConfig, LinearModel, LinearRow};
+use clap::{ArgAction, Parser};
 use linear::FleetCells;
+
+/// The linear recipe of the main job on the demo fleets for several data seeds, and what the
+/// same model family reaches with far more cells (the ceiling any federation of this family
+/// could approach).
+#[derive(Debug, Parser)]
+#[command(args_override_self = true)]
+struct Args {
+    /// Data seeds of the demo fleets, comma-separated.
+    #[arg(
+        long,
+        value_name = "S,...",
+        value_delimiter = ',',
+        default_value = "42,43,44",
+        value_parser = trimmed::<u64>,
+        action = ArgAction::Set
+    )]
+    seeds: Vec<u64>,
+    /// Fresh cells per fleet for the many-cells models.
+    #[arg(long, value_name = "N", default_value_t = 400)]
+    big: usize,
+}
+
+/// A list item, surrounding spaces ignored (`--seeds "42, 43"`).
+fn trimmed<T: std::str::FromStr>(s: &str) -> Result<T, T::Err> {
+    s.trim().parse()
+}
 
 fn rmse(model: &LinearModel, rows: &[LinearRow]) -> Result<Vec<f64>> {
     Ok(model
@@ -35,23 +62,7 @@ fn root_mean(v: &[f64]) -> f64 {
 }
 
 fn main() -> Result<()> {
-    let mut seeds = vec![42u64, 43, 44];
-    let mut big = 400usize;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut v = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--seeds" => {
-                seeds = v()?
-                    .split(',')
-                    .map(|s| s.trim().parse())
-                    .collect::<Result<_, _>>()?
-            }
-            "--big" => big = v()?.parse()?,
-            "-h" | "--help" => bail!("usage: linear_study [--seeds 42,43,44] [--big 400]"),
-            other => bail!("unknown argument {other} (try --help)"),
-        }
-    }
+    let Args { seeds, big } = Args::parse();
     let config = LinearConfig::default();
     let label = LabelConfig::default();
     let mut summary = Vec::new();

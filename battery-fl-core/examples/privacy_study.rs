@@ -11,20 +11,71 @@
 //! model and each fleet's personalized choice scored on the test cells of all fleets
 //! (RMSE in cycles), and the local-only models for reference.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::dp::RecordPrivacy;
 use battery_fl_core::federation::{federate_linear, LinearFederation, SecureAggregation};
-use battery_fl_core::model::{LinearConfig, LinearRow};
+use battery_fl_core::model::{FeatureSet, LinearConfig, LinearRow};
+use clap::{ArgAction, Parser};
 
-fn list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>>
-where
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    Ok(s.split(',')
-        .map(|x| x.trim().parse())
-        .collect::<Result<_, _>>()?)
+/// What record-level differential privacy costs the federated linear model: RMSE at ε = 1, 4
+/// and 8 per cell (δ = 1e-5, distributed noise under secure aggregation) next to the
+/// non-private federation, for fleets of several sizes.
+#[derive(Debug, Parser)]
+#[command(args_override_self = true)]
+struct Args {
+    /// Cells per fleet (two thirds train), comma-separated: one table block each.
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "24,200,1000",
+        value_parser = trimmed::<usize>,
+        action = ArgAction::Set
+    )]
+    sizes: Vec<usize>,
+    /// Noise seeds per ε (mean ± std over them).
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    noise_seeds: u64,
+    /// Per-cell privacy budgets ε (δ = 1e-5), comma-separated.
+    #[arg(
+        long,
+        value_name = "EPS,...",
+        value_delimiter = ',',
+        default_value = "1,4,8",
+        value_parser = trimmed::<f64>,
+        action = ArgAction::Set
+    )]
+    epsilons: Vec<f64>,
+    /// Feature sets to try, comma-separated: variance, fade, discharge, conditions, full (default: all).
+    #[arg(
+        long,
+        value_name = "SET,...",
+        value_delimiter = ',',
+        value_parser = feature_set,
+        action = ArgAction::Set
+    )]
+    sets: Option<Vec<FeatureSet>>,
+    /// Candidate ridge strengths λ, comma-separated (default: LinearConfig's, 0.01 to 1000).
+    #[arg(
+        long,
+        value_name = "L,...",
+        value_delimiter = ',',
+        value_parser = trimmed::<f64>,
+        action = ArgAction::Set
+    )]
+    lambdas: Option<Vec<f64>>,
+}
+
+/// A list item, surrounding spaces ignored (`--sizes "24, 200"`).
+fn trimmed<T: std::str::FromStr>(s: &str) -> Result<T, T::Err> {
+    s.trim().parse()
+}
+
+/// A feature set by its serde name (`full`, `fade`, ...), surrounding spaces ignored.
+fn feature_set(s: &str) -> Result<FeatureSet, serde_json::Error> {
+    serde_json::from_value(serde_json::Value::String(s.trim().into()))
 }
 
 /// RMSE in cycles of the global model and of each fleet's own choice on its test cells, and
@@ -58,28 +109,14 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 fn main() -> Result<()> {
-    let (mut sizes, mut noise_seeds, mut epsilons) =
-        (vec![24usize, 200, 1000], 3u64, vec![1.0, 4.0, 8.0]);
+    let args = Args::parse();
+    let (sizes, noise_seeds, epsilons) = (args.sizes, args.noise_seeds, args.epsilons);
     let mut config = LinearConfig::default();
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut v = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--sizes" => sizes = list(&v()?)?,
-            "--noise-seeds" => noise_seeds = v()?.parse()?,
-            "--epsilons" => epsilons = list(&v()?)?,
-            "--lambdas" => config.lambdas = list(&v()?)?,
-            "--sets" => {
-                config.feature_sets = v()?
-                    .split(',')
-                    .map(|s| serde_json::from_value(serde_json::Value::String(s.trim().into())))
-                    .collect::<Result<_, _>>()?
-            }
-            "-h" | "--help" => bail!(
-                "usage: privacy_study [--sizes 24,200,1000] [--noise-seeds 3] [--epsilons 1,4,8] [--sets full,...] [--lambdas 0.1,1,...]"
-            ),
-            other => bail!("unknown argument {other} (try --help)"),
-        }
+    if let Some(sets) = args.sets {
+        config.feature_sets = sets;
+    }
+    if let Some(lambdas) = args.lambdas {
+        config.lambdas = lambdas;
     }
     let label = LabelConfig::default();
     let secure = SecureAggregation::default();

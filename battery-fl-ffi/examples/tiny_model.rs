@@ -15,14 +15,33 @@ use std::path::PathBuf;
 use battery_fl_core::data::{load_cell, load_index, CleanConfig, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{BatLiNet, BatLiNetConfig, Dataset};
+use clap::Parser;
+
+/// Train a tiny BatLiNet on a few real MATR cells and save it: the model the C example
+/// (`examples/c/predict.c`) and the C model tests load.
+#[derive(Debug, Parser)]
+struct Args {
+    /// MATR data folder (with its index of cells and their train/test split).
+    #[arg(value_name = "matr_dir")]
+    data: PathBuf,
+    /// Folder to save the model to.
+    #[arg(value_name = "out_dir")]
+    out: PathBuf,
+    /// Training cells: the first ones of the train split.
+    #[arg(value_name = "cells", default_value_t = 16)]
+    n_cells: usize,
+    /// Training epochs.
+    #[arg(value_name = "epochs", default_value_t = 40)]
+    epochs: usize,
+}
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: tiny_model <matr_dir> <out_dir> [cells] [epochs]";
-    let data = PathBuf::from(args.next().ok_or(usage)?);
-    let out = PathBuf::from(args.next().ok_or(usage)?);
-    let n_cells: usize = args.next().map_or(Ok(16), |s| s.parse())?;
-    let epochs: usize = args.next().map_or(Ok(40), |s| s.parse())?;
+    let Args {
+        data,
+        out,
+        n_cells,
+        epochs,
+    } = Args::parse();
 
     // the first `n_cells` cells of the train split, cleaned and validated
     let mut cells = Vec::new();

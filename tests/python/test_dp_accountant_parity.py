@@ -114,4 +114,4 @@ def test_bad_arguments_fail_with_a_message(dp_epsilon_bin: Path) -> None:
                  ["--sample-rate", "1"], ["--bogus", "1"]):
         run = subprocess.run([str(dp_epsilon_bin), *args], capture_output=True, text=True)
         assert run.returncode != 0
-        assert "error" in run.stderr and "usage" in run.stderr
+        assert "error" in run.stderr and "usage" in run.stderr.lower()
