@@ -22,6 +22,8 @@ mod batlinet;
 #[cfg(feature = "tch")]
 mod bytes;
 #[cfg(feature = "tch")]
+mod hybrid;
+#[cfg(feature = "tch")]
 mod net;
 #[cfg(feature = "tch")]
 mod train;
@@ -56,6 +58,8 @@ pub use variance::{VarianceConfig, VarianceModel};
 pub use alloc::retain_freed_memory;
 #[cfg(feature = "tch")]
 pub use batlinet::{BatLiNet, BranchPredictions};
+#[cfg(feature = "tch")]
+pub use hybrid::HybridModel;
 #[cfg(feature = "tch")]
 pub use train::{TrainOptions, TrainReport, Trainable};
 #[cfg(feature = "tch")]

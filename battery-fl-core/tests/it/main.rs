@@ -11,6 +11,8 @@ mod features;
 #[cfg(feature = "tch")]
 mod federation;
 mod genome;
+#[cfg(feature = "tch")]
+mod hybrid;
 mod linear;
 mod linear_privacy;
 #[cfg(feature = "tch")]

@@ -1,0 +1,132 @@
+//! The hybrid lifetime model: BatLiNet trained on what the linear early-life model leaves.
+//!
+//! The [`LinearModel`] (features and `λ` by leave-one-out, [`select_linear`]) predicts
+//! ln(life); the network learns the *residual* `ln life − ŷ_loo`, where `ŷ_loo` is the linear
+//! model's closed-form leave-one-out prediction of each training cell ([`loo_predictions`]),
+//! so it learns the linear model's out-of-sample errors rather than its (smaller) in-sample
+//! ones. Residual labels are shifted by the training cells' mean ln(life), so the network sees
+//! lives of the usual size, and branch B's references carry residual labels too. A prediction
+//! is the linear one times the network's correction: `exp(ŷ_linear) · exp(r̂ − shift)`.
+//!
+//! Why: across MATR batches made months apart BatLiNet alone under-predicts the longer-lived
+//! batch (worse than Severson's one-feature model) while the linear model extrapolates; the
+//! hybrid keeps the linear model's reach and adds what the curves know. Leave one batch out,
+//! it is the only model below the variance model in both directions (BENCHMARKS.md, "Leave
+//! one MATR batch out").
+//!
+//! ```no_run
+//! use battery_fl_core::data::{load_cell, LabelConfig};
+//! use battery_fl_core::features::{Featurizer, FeaturizerConfig};
+//! use battery_fl_core::model::{BatLiNetConfig, Dataset, HybridModel, LinearConfig};
+//!
+//! # fn cells() -> Vec<battery_fl_core::data::Cell> { unimplemented!() }
+//! let (train, test) = (cells(), cells());
+//! let featurizer = FeaturizerConfig::default();
+//! let network = BatLiNetConfig::default();
+//! let label = LabelConfig::default();
+//! let f = Featurizer::new(featurizer.clone())?;
+//! let ds = |c: &[_]| Dataset::for_config(c, &f, &network, &label);
+//! let model = HybridModel::fit(&train, &ds(&train)?, network.clone(), featurizer, &LinearConfig::default(), &label)?;
+//! let lives = model.predict(&test, &ds(&test)?)?;
+//! # Ok::<(), battery_fl_core::Error>(())
+//! ```
+
+use super::{
+    loo_predictions, select_linear, BatLiNet, BatLiNetConfig, Dataset, LinearConfig, LinearModel,
+};
+use crate::data::{Cell, LabelConfig};
+use crate::error::{Error, Result};
+use crate::features::FeaturizerConfig;
+
+/// BatLiNet on the residuals of the linear early-life model (see the module docs).
+#[derive(Debug)]
+pub struct HybridModel {
+    /// The linear model, fitted on all training cells.
+    pub linear: LinearModel,
+    /// Mean training ln(life), added to the residual labels.
+    pub shift: f64,
+    /// The network, trained on the residual labels.
+    pub network: BatLiNet,
+    /// The training cells with residual labels: branch B's references at inference.
+    references: Dataset,
+}
+
+impl HybridModel {
+    /// Fit on labelled `cells`, featurized as `dataset` (same cells, same order): the linear
+    /// model by leave-one-out under `linear`, then the network (`network`, `featurizer`) on
+    /// the cross-fitted residual labels.
+    pub fn fit(
+        cells: &[Cell],
+        dataset: &Dataset,
+        network: BatLiNetConfig,
+        featurizer: FeaturizerConfig,
+        linear: &LinearConfig,
+        label: &LabelConfig,
+    ) -> Result<Self> {
+        let rows = linear.rows(cells, label)?;
+        if dataset.cell_ids.len() != rows.len()
+            || dataset
+                .cell_ids
+                .iter()
+                .zip(&rows)
+                .any(|(id, r)| *id != r.cell_id)
+        {
+            return Err(Error::Shape {
+                what: "hybrid training dataset (the cells, in order)".into(),
+                expected: vec![rows.len()],
+                got: vec![dataset.cell_ids.len()],
+            });
+        }
+        let (model, _) = select_linear(&rows, linear)?;
+        let cross = loo_predictions(
+            &rows,
+            &model.standardization,
+            model.feature_set,
+            model.lambda,
+            None,
+        )?;
+        let logs = rows
+            .iter()
+            .map(|r| r.require_label())
+            .collect::<Result<Vec<_>>>()?;
+        let shift = logs.iter().sum::<f64>() / logs.len().max(1) as f64;
+        let mut references = dataset.clone();
+        references.labels = logs
+            .iter()
+            .zip(&cross)
+            .map(|(y, c)| Some((y - c + shift).exp()))
+            .collect();
+        let mut net = BatLiNet::new(network, featurizer, references.shape)?;
+        net.fit(&references)?;
+        Ok(HybridModel {
+            linear: model,
+            shift,
+            network: net,
+            references,
+        })
+    }
+
+    /// The training cells with their residual labels (branch B's references).
+    pub fn references(&self) -> &Dataset {
+        &self.references
+    }
+
+    /// Predicted cycle lives of `cells`, featurized as `dataset` (same cells, same order):
+    /// the linear prediction times the network's correction, with the configured references.
+    pub fn predict(&self, cells: &[Cell], dataset: &Dataset) -> Result<Vec<f64>> {
+        if dataset.cell_ids.len() != cells.len() {
+            return Err(Error::Shape {
+                what: "hybrid targets (cells and their dataset)".into(),
+                expected: vec![cells.len()],
+                got: vec![dataset.cell_ids.len()],
+            });
+        }
+        let linear = self.linear.predict(cells)?;
+        let correction = self.network.predict(dataset, &self.references)?;
+        Ok(linear
+            .iter()
+            .zip(&correction)
+            .map(|(l, r)| r * (l.ln() - self.shift).exp())
+            .collect())
+    }
+}

@@ -1,0 +1,82 @@
+//! The hybrid model: BatLiNet on the linear early-life model's leave-one-out residuals.
+
+use approx::assert_relative_eq;
+use battery_fl_core::data::synthetic::FleetConfig;
+use battery_fl_core::data::{Cell, LabelConfig};
+use battery_fl_core::features::{Featurizer, FeaturizerConfig};
+use battery_fl_core::model::{
+    loo_predictions, BatLiNetConfig, Dataset, HybridModel, LinearConfig, Metrics,
+};
+use battery_fl_core::Error;
+
+#[test]
+fn the_hybrid_learns_the_linear_models_out_of_sample_errors() {
+    let cells: Vec<Cell> = FleetConfig::default()
+        .with_fleets(4)
+        .with_cells_per_fleet(24)
+        .with_seed(7)
+        .generate()
+        .unwrap()
+        .into_iter()
+        .flat_map(|f| f.cells)
+        .collect();
+    let (train, test): (Vec<Cell>, Vec<Cell>) = {
+        let (a, b): (Vec<_>, Vec<_>) = cells.into_iter().enumerate().partition(|(i, _)| i % 3 != 0);
+        (
+            a.into_iter().map(|(_, c)| c).collect(),
+            b.into_iter().map(|(_, c)| c).collect(),
+        )
+    };
+    let featurizer = FeaturizerConfig::default().with_interp_dim(64);
+    let f = Featurizer::new(featurizer.clone()).unwrap();
+    let label = LabelConfig::default();
+    let ch = [0, 1, 2, 3, 4, 5];
+    let dtr = Dataset::from_cells(&train, &f, &ch, &label).unwrap();
+    let dte = Dataset::from_cells(&test, &f, &ch, &label).unwrap();
+    let network = BatLiNetConfig::default()
+        .with_conv_channels(8)
+        .with_epochs(40)
+        .with_batch_size(16)
+        .with_seed(3)
+        .with_progress(false)
+        .with_inference_references(8);
+    let linear = LinearConfig::default();
+    let hybrid = HybridModel::fit(
+        &train,
+        &dtr,
+        network.clone(),
+        featurizer.clone(),
+        &linear,
+        &label,
+    )
+    .unwrap();
+
+    // the references carry ln life minus the linear model's leave-one-out prediction
+    let rows = linear.rows(&train, &label).unwrap();
+    let m = &hybrid.linear;
+    let loo = loo_predictions(&rows, &m.standardization, m.feature_set, m.lambda, None).unwrap();
+    for ((r, l), y) in hybrid.references().labels.iter().zip(&loo).zip(&rows) {
+        assert_relative_eq!(
+            r.unwrap().ln(),
+            y.log_life.unwrap() - l + hybrid.shift,
+            epsilon = 1e-9
+        );
+    }
+
+    // a prediction is the linear one times a correction; it stays near the linear model here
+    let truth = dte.require_labels().unwrap();
+    let p = hybrid.predict(&test, &dte).unwrap();
+    let lin = hybrid.linear.predict(&test).unwrap();
+    let (hy, li) = (
+        Metrics::compute(&p, &truth).unwrap().rmse,
+        Metrics::compute(&lin, &truth).unwrap().rmse,
+    );
+    assert!(hy <= 1.25 * li, "hybrid {hy} vs linear {li}");
+    assert!(p.iter().zip(&lin).any(|(a, b)| (a / b - 1.0).abs() > 1e-3));
+
+    // the dataset must be the cells', in order
+    let err =
+        HybridModel::fit(&train[1..], &dtr, network, featurizer, &linear, &label).unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+    assert!(hybrid.predict(&test[1..], &dte).is_err());
+}
