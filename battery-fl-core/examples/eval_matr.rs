@@ -55,118 +55,148 @@ use battery_fl_core::model::{
     loo_predictions, select_linear, BatLiNet, BatLiNetConfig, Dataset, InterFeatures, LinearConfig,
     LrSchedule, Metrics, ReferenceSelection, VarianceModel,
 };
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::error::ErrorKind;
+use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
 /// Primary-test cell that Severson et al. and Attia et al. leave out (cycle life 148).
 const OUTLIER: &str = "MATR_2017-06-30_EL150800460605";
 
+/// Real-data evaluation on MATR (Severson et al. 2019): the variance baseline, the linear
+/// model, BatLiNet and the single-branch CNN, trained on the `train` split and evaluated on
+/// `primary_test` (without the known 148-cycle outlier) and, when given, on every cell of
+/// `--test-data`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "eval_matr",
+    args_override_self = true,
+    allow_negative_numbers = true
+)]
 struct Args {
+    /// The MATR folder (an `index.json` with `train` / `primary_test` splits).
+    #[arg(long, value_name = "DIR")]
     data: PathBuf,
+    /// Another folder whose every cell is also scored (its own splits, `train` and `primary_test` as `test_data`).
+    #[arg(long, value_name = "DIR2")]
     test_data: Option<PathBuf>,
+    /// Seeds per network (model seeds first-seed, first-seed + 1, ...).
+    #[arg(long, value_name = "N", default_value_t = 3)]
     seeds: u64,
+    /// The first model seed.
+    #[arg(long, value_name = "S", default_value_t = 0)]
     first_seed: u64,
+    /// Training epochs of the networks.
+    #[arg(long, value_name = "E", default_value_t = 600)]
     epochs: usize,
+    /// Points per cycle of the featurizer (interpolation dimension).
+    #[arg(long, value_name = "D", default_value_t = 200)]
     dim: usize,
+    /// Carve a validation split out of `train` (every fourth cell from `--fold`) and report on it instead of the test splits.
+    #[arg(long)]
     validate: bool,
+    /// How BatLiNet's references are chosen (`batlinet`; the other one is scored as `batlinet_genome` / `batlinet_random`).
+    #[arg(
+        long,
+        value_name = "random|genome",
+        default_value = "random",
+        value_parser = PossibleValuesParser::new(["random", "genome"]).try_map(|s| serde_enum::<ReferenceSelection>(&s))
+    )]
     selection: ReferenceSelection,
+    /// Learning rate of the networks.
+    #[arg(long, value_name = "LR", default_value_t = 1e-3)]
     lr: f64,
+    /// Training batch size (cells).
+    #[arg(long, value_name = "B", default_value_t = 16)]
     batch: usize,
+    /// Networks to train, comma-separated: batlinet, cnn, hybrid (linear and variance always run; e.g. `none` for neither network).
+    #[arg(
+        long,
+        value_name = "M,...",
+        value_delimiter = ',',
+        default_value = "batlinet,cnn",
+        value_parser = trimmed::<String>,
+        action = ArgAction::Set
+    )]
     models: Vec<String>,
+    /// Convolution channels of the networks.
+    #[arg(long, value_name = "C", default_value_t = 32)]
     conv: usize,
+    /// Also print each BatLiNet test cell's per-branch predictions (with `--validate` also on the `fit` cells).
+    #[arg(long)]
     branches: bool,
+    /// Clean every target-minus-reference difference before branch B, as the published code does.
+    #[arg(long)]
     clean_pairs: bool,
+    /// Inference references per target (with `--selection genome` training also draws from each cell's N genome-nearest cells).
+    #[arg(long, value_name = "N", default_value_t = 32)]
     k: usize,
+    /// Learning-rate schedule.
+    #[arg(
+        long,
+        value_name = "constant|cosine",
+        default_value = "constant",
+        value_parser = PossibleValuesParser::new(["constant", "cosine"]).try_map(|s| serde_enum::<LrSchedule>(&s))
+    )]
     schedule: LrSchedule,
+    /// Fraction of final epochs whose weights are averaged.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
     averaging: f64,
+    /// With `--validate`: the validation split is cells K, K + 4, ... of `train` (folds 0-3 are a 4-fold cross-validation).
+    #[arg(long, value_name = "K", default_value_t = 3)]
     fold: usize,
+    /// References per training target.
+    #[arg(long, value_name = "N", default_value_t = 2)]
     train_refs: usize,
+    /// What branch B differences: raw (the published route) or cycle_difference.
+    #[arg(
+        long,
+        value_name = "raw|cycle_difference",
+        default_value = "cycle_difference",
+        value_parser = PossibleValuesParser::new(["raw", "cycle_difference"]).try_map(|s| serde_enum::<InterFeatures>(&s))
+    )]
     inter: InterFeatures,
-    lobo: bool,
+    /// What the models train on and are scored on.
+    #[arg(long, value_enum, value_name = "split|lobo", default_value = "split")]
+    protocol: Protocol,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long, value_name = "T")]
+    threads: Option<i32>,
 }
 
-fn parse() -> Result<Args> {
-    let mut a = Args {
-        data: PathBuf::new(),
-        test_data: None,
-        seeds: 3,
-        first_seed: 0,
-        epochs: 600,
-        dim: 200,
-        validate: false,
-        selection: ReferenceSelection::Random,
-        lr: 1e-3,
-        batch: 16,
-        models: vec!["batlinet".into(), "cnn".into()],
-        conv: 32,
-        branches: false,
-        clean_pairs: false,
-        k: 32,
-        schedule: LrSchedule::Constant,
-        averaging: 0.0,
-        fold: 3,
-        train_refs: 2,
-        inter: InterFeatures::CycleDifference,
-        lobo: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut v = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--data" => a.data = PathBuf::from(v()?),
-            "--test-data" => a.test_data = Some(PathBuf::from(v()?)),
-            "--seeds" => a.seeds = v()?.parse()?,
-            "--first-seed" => a.first_seed = v()?.parse()?,
-            "--epochs" => a.epochs = v()?.parse()?,
-            "--dim" => a.dim = v()?.parse()?,
-            "--lr" => a.lr = v()?.parse()?,
-            "--batch" => a.batch = v()?.parse()?,
-            "--validate" => a.validate = true,
-            "--branches" => a.branches = true,
-            "--clean-pairs" => a.clean_pairs = true,
-            "--k" => a.k = v()?.parse()?,
-            "--averaging" => a.averaging = v()?.parse()?,
-            "--fold" => a.fold = v()?.parse()?,
-            "--train-refs" => a.train_refs = v()?.parse()?,
-            "--inter" => {
-                a.inter = match v()?.as_str() {
-                    "raw" => InterFeatures::Raw,
-                    "cycle_difference" => InterFeatures::CycleDifference,
-                    s => bail!("--inter must be raw or cycle_difference, got {s}"),
-                }
-            }
-            "--schedule" => {
-                a.schedule = match v()?.as_str() {
-                    "constant" => LrSchedule::Constant,
-                    "cosine" => LrSchedule::Cosine,
-                    s => bail!("--schedule must be constant or cosine, got {s}"),
-                }
-            }
-            "--protocol" => {
-                a.lobo = match v()?.as_str() {
-                    "split" => false,
-                    "lobo" => true,
-                    s => bail!("--protocol must be split or lobo, got {s}"),
-                }
-            }
-            "--models" => a.models = v()?.split(',').map(String::from).collect(),
-            "--conv" => a.conv = v()?.parse()?,
-            "--threads" => tch::set_num_threads(v()?.parse()?),
-            "--selection" => {
-                a.selection = match v()?.as_str() {
-                    "random" => ReferenceSelection::Random,
-                    "genome" => ReferenceSelection::Genome,
-                    s => bail!("--selection must be random or genome, got {s}"),
-                }
-            }
-            other => bail!("unknown argument {other}"),
-        }
+/// What the models train on and are scored on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// Train on `train`, score `primary_test` (and `--test-data`).
+    Split,
+    /// Leave one batch out: for each batch, train on all other batches and score it.
+    Lobo,
+}
+
+/// A list item, surrounding spaces ignored (`--models "batlinet, cnn"`).
+fn trimmed<T: std::str::FromStr>(s: &str) -> Result<T, T::Err> {
+    s.trim().parse()
+}
+
+/// A value named as the type's serde name, e.g. `cycle_difference`.
+fn serde_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+}
+
+/// The arguments, refusing combinations the protocol cannot honour.
+fn parse() -> Args {
+    let args = Args::parse();
+    if args.protocol == Protocol::Lobo && (args.validate || args.test_data.is_some()) {
+        Args::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                "--protocol lobo takes neither --validate nor --test-data",
+            )
+            .exit();
     }
-    if a.lobo && (a.validate || a.test_data.is_some()) {
-        bail!("--protocol lobo takes neither --validate nor --test-data");
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n);
     }
-    if a.data.as_os_str().is_empty() {
-        bail!("usage: eval_matr --data DIR [--test-data DIR2] [--seeds N] [--first-seed S] [--epochs E] [--dim D] [--validate]");
-    }
-    Ok(a)
+    args
 }
 
 /// The cells of a folder with their split and batch (`batch_date`, `unknown` when absent).
@@ -191,9 +221,9 @@ fn load(dir: &std::path::Path) -> Result<Vec<(Cell, String, String)>> {
 
 fn main() -> Result<()> {
     battery_fl_core::model::retain_freed_memory();
-    let args = parse()?;
+    let args = parse();
     let cells = load(&args.data)?;
-    if args.lobo {
+    if args.protocol == Protocol::Lobo {
         let mut batches: Vec<&String> = cells.iter().map(|c| &c.2).collect();
         batches.sort();
         batches.dedup();

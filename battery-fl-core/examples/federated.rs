@@ -42,7 +42,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
 use battery_fl_core::dp::{DpConfig, DpMode, RecordPrivacy};
@@ -55,28 +55,101 @@ use battery_fl_core::model::LinearConfig;
 use battery_fl_core::model::{
     BatLiNetConfig, Dataset, InterFeatures, LabelGrouping, ReferenceSelection,
 };
+use clap::{ArgAction, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use linear::FleetCells;
 
+/// The main job: a federated multi-fleet run, compared with local-only and centralized
+/// training, each fleet ending with a model of its own.
+#[derive(Debug, Parser)]
+#[command(args_override_self = true, allow_negative_numbers = true)]
 struct Args {
+    /// A folder with an `index.json` split into `train` / `primary_test` (e.g. MATR); fleets are formed from its charging protocols (default: the built-in synthetic fleets).
+    #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// How `--data` cells are grouped into fleets (only `protocol`: by charging protocol).
+    #[arg(
+        long = "fleets-by",
+        value_enum,
+        value_name = "protocol",
+        default_value = "protocol"
+    )]
+    fleets_by: FleetsBy,
+    /// Fleets formed from `--data` (protocols sorted by first-step C-rate, split into N groups).
+    #[arg(long, value_name = "N", default_value_t = 4)]
     fleets: usize,
-    rounds: usize,
+    /// Federated rounds of `--model batlinet` (default, or 0: 30 with `--data`, 15 synthetic).
+    #[arg(long, value_name = "R")]
+    rounds: Option<usize>,
+    /// Output folder (plots, linear_federation.json or the BatLiNet model and checkpoint).
+    #[arg(long, value_name = "DIR", default_value = "out/federated")]
     out: PathBuf,
+    /// Turn secure aggregation off (the linear sums and the BatLiNet rounds).
+    #[arg(long = "no-secagg", action = ArgAction::SetFalse)]
     secagg: bool,
+    /// BatLiNet rounds without differential privacy.
+    #[arg(long = "no-dp", action = ArgAction::SetFalse)]
     dp: bool,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long, value_name = "N")]
+    threads: Option<i32>,
+    /// How each fleet turns the BatLiNet federation into its own model: none, fine_tune, head, ditto or auto.
+    #[arg(
+        long,
+        value_name = "none|fine_tune|head|ditto|auto",
+        default_value = "auto",
+        value_parser = serde_enum::<Personalization>
+    )]
     personalization: Personalization,
+    /// Label transform of BatLiNet's shared weights: shared (pooled statistics) or fleet (each fleet's own).
+    #[arg(
+        long,
+        value_name = "shared|fleet",
+        default_value = "shared",
+        value_parser = serde_enum::<LabelScope>
+    )]
     label_scope: LabelScope,
+    /// How BatLiNet normalizes cycle lives: pooled (over all cells) or cathode (per chemistry).
+    #[arg(
+        long,
+        value_name = "pooled|cathode",
+        default_value = "pooled",
+        value_parser = serde_enum::<LabelGrouping>
+    )]
     label_grouping: LabelGrouping,
+    /// How BatLiNet's branch-B references are chosen: random (as published) or genome (nearest fingerprints).
+    #[arg(
+        long,
+        value_name = "random|genome",
+        default_value = "random",
+        value_parser = serde_enum::<ReferenceSelection>
+    )]
     selection: ReferenceSelection,
+    /// Seeds the model (S) and the federation (7 + S): sampling, local training, masks and noise.
+    #[arg(long, value_name = "S", default_value_t = 0)]
     seed: u64,
+    /// Which model family the headline rows and the JSON line report.
+    #[arg(
+        long = "model",
+        value_enum,
+        value_name = "linear|batlinet",
+        default_value = "linear"
+    )]
     recipe: Recipe,
-    /// Record-level ε per cell for the linear recipe (`None`: exact sums).
+    /// Record-level differential privacy of the linear recipe: ε = E per cell, δ = 1e-5 (default: exact sums).
+    #[arg(long, value_name = "E")]
     epsilon: Option<f64>,
 }
 
+/// How `--data` cells are grouped into fleets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FleetsBy {
+    /// By charging protocol.
+    Protocol,
+}
+
 /// Which model family the headline rows and the JSON line report.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Recipe {
     /// Early-life features, exact federated ridge fit, leave-one-out personalization (seconds).
     Linear,
@@ -84,68 +157,9 @@ enum Recipe {
     Batlinet,
 }
 
-fn parse() -> Result<Args> {
-    let mut a = Args {
-        data: None,
-        fleets: 4,
-        rounds: 0,
-        out: PathBuf::from("out/federated"),
-        secagg: true,
-        dp: true,
-        personalization: Personalization::Auto,
-        label_scope: LabelScope::default(),
-        label_grouping: LabelGrouping::default(),
-        selection: ReferenceSelection::default(),
-        seed: 0,
-        recipe: Recipe::Linear,
-        epsilon: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut v = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--data" => a.data = Some(PathBuf::from(v()?)),
-            "--fleets" => a.fleets = v()?.parse()?,
-            "--fleets-by" => {
-                if v()? != "protocol" {
-                    bail!("--fleets-by supports only 'protocol'");
-                }
-            }
-            "--rounds" => a.rounds = v()?.parse()?,
-            "--out" => a.out = PathBuf::from(v()?),
-            "--no-secagg" => a.secagg = false,
-            "--no-dp" => a.dp = false,
-            "--personalization" => {
-                a.personalization = serde_json::from_value(serde_json::Value::String(v()?))
-                    .context("--personalization: none, fine_tune, head, ditto or auto")?
-            }
-            "--label-scope" => {
-                a.label_scope = serde_json::from_value(serde_json::Value::String(v()?))
-                    .context("--label-scope: shared or fleet")?
-            }
-            "--label-grouping" => {
-                a.label_grouping = serde_json::from_value(serde_json::Value::String(v()?))
-                    .context("--label-grouping: pooled or cathode")?
-            }
-            "--selection" => {
-                a.selection = serde_json::from_value(serde_json::Value::String(v()?))
-                    .context("--selection: random or genome")?
-            }
-            "--threads" => tch::set_num_threads(v()?.parse()?),
-            "--seed" => a.seed = v()?.parse()?,
-            "--epsilon" => a.epsilon = Some(v()?.parse()?),
-            "--model" => {
-                a.recipe = match v()?.as_str() {
-                    "linear" => Recipe::Linear,
-                    "batlinet" => Recipe::Batlinet,
-                    other => bail!("--model: linear or batlinet, got {other}"),
-                }
-            }
-            "-h" | "--help" => bail!("usage: federated [--data DIR --fleets-by protocol --fleets N] [--rounds R] [--out DIR] [--no-secagg] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto] [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S] [--model linear|batlinet] [--epsilon E (record-level DP of the linear recipe, per cell)]"),
-            other => bail!("unknown argument {other} (try --help)"),
-        }
-    }
-    Ok(a)
+/// A value named as the type's serde (snake_case) name, e.g. `fine_tune`.
+fn serde_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
 }
 
 /// Synthetic fleets: two thirds of each fleet's cells train, the rest test.
@@ -243,7 +257,12 @@ fn real_fleets(
 
 fn main() -> Result<()> {
     battery_fl_core::model::retain_freed_memory();
-    let args = parse()?;
+    let args = Args::parse();
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n);
+    }
+    // the only grouping of `--data` cells there is
+    let FleetsBy::Protocol = args.fleets_by;
     std::fs::create_dir_all(&args.out)?;
     let real = args.data.is_some();
     let (featurizer_cfg, model, rounds, local_epochs) = if real {
@@ -263,7 +282,7 @@ fn main() -> Result<()> {
         // the recipe eval_matr chose by 4-fold cross-validation on `train` (600 epochs, batch
         // 16, cycle-difference inter features); federated: 30 rounds x 20 local epochs, the
         // same budget
-        (f, m, if args.rounds > 0 { args.rounds } else { 30 }, 20)
+        (f, m, args.rounds.filter(|&r| r > 0).unwrap_or(30), 20)
     } else {
         let f = FeaturizerConfig::default().with_interp_dim(64);
         let m = BatLiNetConfig::default()
@@ -274,7 +293,7 @@ fn main() -> Result<()> {
             .with_label_grouping(args.label_grouping)
             .with_selection(args.selection)
             .with_seed(args.seed);
-        (f, m, if args.rounds > 0 { args.rounds } else { 15 }, 4)
+        (f, m, args.rounds.filter(|&r| r > 0).unwrap_or(15), 4)
     };
     let featurizer = Featurizer::new(featurizer_cfg.clone())?;
     let t0 = Instant::now();
