@@ -52,7 +52,7 @@ use anyhow::{bail, Context, Result};
 use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    loo_predictions, select_linear, BatLiNet, BatLiNetConfig, Dataset, InterFeatures, LinearConfig,
+    select_linear, BatLiNet, BatLiNetConfig, Dataset, HybridModel, InterFeatures, LinearConfig,
     LrSchedule, Metrics, ReferenceSelection, VarianceModel,
 };
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -354,27 +354,10 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
         rows.push((model.into(), split.into(), seed, m));
     };
 
-    // the linear early-life model (features and lambda by leave-one-out on `train`), and the
-    // hybrid's residual labels: ln life minus the *cross-fitted* linear prediction, shifted by
-    // the mean ln life so the network sees lives of the usual size
+    // the linear early-life model (features and lambda by leave-one-out on `train`)
     let linear_config = LinearConfig::default();
     let train_rows = linear_config.rows(&train, &label)?;
     let (linear, _) = select_linear(&train_rows, &linear_config)?;
-    let cross = loo_predictions(
-        &train_rows,
-        &linear.standardization,
-        linear.feature_set,
-        linear.lambda,
-        None,
-    )?;
-    let shift = train_rows.iter().filter_map(|r| r.log_life).sum::<f64>() / train_rows.len() as f64;
-    let mut residual_ds = train_ds.clone();
-    residual_ds.labels = train_ds
-        .labels
-        .iter()
-        .zip(&cross)
-        .map(|(l, c)| l.map(|l| (l.ln() - c + shift).exp()))
-        .collect();
     let mut linear_pred = Vec::new();
     // intervals calibrated by leave-one-out, and by leave-one-batch-out when the training
     // cells come from several batches (the batch date is the second part of a MATR cell id)
@@ -519,20 +502,22 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
     if args.models.iter().any(|m| m == "hybrid") {
         for seed in args.first_seed..args.first_seed + args.seeds {
             let config = base.clone().with_seed(seed);
-            let mut model = BatLiNet::new(config, featurizer_cfg.clone(), residual_ds.shape)?;
             let t0 = Instant::now();
-            model.fit(&residual_ds)?;
+            // BatLiNet on the linear model's leave-one-out residuals (model::HybridModel)
+            let model = HybridModel::fit(
+                &train,
+                &train_ds,
+                config,
+                featurizer_cfg.clone(),
+                &linear_config,
+                &label,
+            )?;
             eprintln!(
                 "hybrid seed {seed}: trained in {:.0} s",
                 t0.elapsed().as_secs_f64()
             );
-            for (t, (split, _, ds)) in test_ds.iter().enumerate() {
-                let resid = model.predict(ds, &residual_ds)?;
-                let pred: Vec<f64> = resid
-                    .iter()
-                    .zip(&linear_pred[t])
-                    .map(|(r, l)| r * (l.ln() - shift).exp())
-                    .collect();
+            for (split, cells, ds) in &test_ds {
+                let pred = model.predict(cells, ds)?;
                 report(
                     "hybrid",
                     split,
