@@ -6,7 +6,8 @@ Fleets keep their cycling data at home; the model travels. The logic lives in th
 - data: :class:`Cell`, :class:`Cycle`, :func:`load_cell`, :func:`load_cells`
 - genome fingerprints: :class:`GenomeFingerprint`
 - features: :class:`Featurizer` (six channels, float32 ``(6, cycles, interp_dim)``)
-- models: :class:`BatLiNet`, :class:`LinearModel`, :class:`VarianceModel`
+- models: :class:`BatLiNet`, :class:`LinearModel`, :class:`HybridModel` (BatLiNet on the
+  linear model's residuals), :class:`VarianceModel`
 - aggregation: :class:`FedAvg`, :class:`FedProx`, :class:`FedAdam`, :class:`FedYogi`,
   :class:`FedAdagrad`, :class:`FedMedian`, :class:`FedTrimmedAvg`
 - federation: :func:`federate_linear` (:class:`LinearFederation`, :class:`LinearFleet`;
@@ -53,6 +54,7 @@ try:
         Featurizer,
         FleetClient,
         GenomeFingerprint,
+        HybridModel,
         LinearFederation,
         LinearFleet,
         LinearModel,
@@ -96,6 +98,7 @@ __all__ = [
     "Featurizer",
     "FleetClient",
     "GenomeFingerprint",
+    "HybridModel",
     "LinearFederation",
     "LinearFleet",
     "LinearModel",

@@ -10,7 +10,7 @@ import numpy.typing as npt
 __all__ = [
     "AggregationError", "BatLiNet", "BatteryFlError", "Cell", "ConfigError", "Cycle",
     "DataError", "DpFloor", "Featurizer", "FedAdagrad", "FedAdam", "FedAvg", "FedMedian", "FedProx",
-    "FedTrimmedAvg", "FedYogi", "Fleet", "FleetClient", "GaussianNoise", "GenomeFingerprint",
+    "FedTrimmedAvg", "FedYogi", "Fleet", "FleetClient", "GaussianNoise", "GenomeFingerprint", "HybridModel",
     "LinearFederation", "LinearFleet", "LinearModel", "LinearSteps", "ModelError",
     "NodeSession", "PrivacyError", "RdpAccountant", "RoundNoise", "SecAggClient", "SecAggError",
     "SecAggResult", "SecAggServer", "Simulation", "VarianceModel", "__version__",
@@ -387,6 +387,14 @@ class LinearFederation:
     def fleets(self) -> list[LinearFleet]: ...
     @property
     def privacy(self) -> dict[str, Any] | None: ...
+
+@final
+class HybridModel:
+    @classmethod
+    def fit(cls, cells: Sequence[Cell], model: BatLiNet) -> HybridModel: ...
+    def predict(self, cells: Sequence[Cell]) -> _F64: ...
+    @property
+    def linear(self) -> LinearModel: ...
 
 @final
 class LinearSteps:

@@ -106,3 +106,21 @@ def test_intervals_cover_and_flag_an_unseen_chemistry() -> None:
         model.predict_intervals(test, train[:5])
     with pytest.raises(battery_fl.ConfigError):
         model.predict_intervals(test, train, coverage=1.5)
+
+
+def test_hybrid_corrects_the_linear_model_it_selects() -> None:
+    cells = synthetic.generate_fleets(fleets=1, cells_per_fleet=20, seed=5)[0].cells
+    train, test = cells[:15], cells[15:]
+    template = battery_fl.BatLiNet(
+        featurizer=battery_fl.Featurizer(cycles=12, interp_dim=16), conv_channels=4, epochs=3, progress=False
+    )
+    hybrid = battery_fl.HybridModel.fit(train, template)
+    alone = battery_fl.LinearModel.fit(train)
+    # the same linear model as fitting it alone, with a learned correction on top
+    assert hybrid.linear == alone
+    lives, linear = hybrid.predict(test), alone.predict(test)
+    assert lives.shape == (5,) and np.isfinite(lives).all()
+    assert not np.allclose(lives, linear)
+    assert np.all((lives / linear > 0.2) & (lives / linear < 5.0))
+    with pytest.raises(battery_fl.DataError):
+        battery_fl.HybridModel.fit([], template)

@@ -36,6 +36,7 @@ use crate::errors::CoreResult;
 /// >>> bool(np.allclose(model.predict(fleets[0]), ref.global_model.predict(fleets[0])))
 /// True
 #[pyclass(name = "LinearSteps", module = "battery_fl")]
+#[derive(Debug)]
 pub struct PyLinearSteps {
     config: LinearConfig,
     fleets: usize,

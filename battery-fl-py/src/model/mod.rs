@@ -2,6 +2,7 @@
 //! federation) and the `VarianceModel` baseline.
 
 mod batlinet;
+mod hybrid;
 mod linear;
 mod linear_steps;
 mod variance;
@@ -24,6 +25,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<variance::PyVarianceModel>()?;
     linear::register(m)?;
     linear_steps::register(m)?;
+    hybrid::register(m)?;
     m.add_function(wrap_pyfunction!(retain_freed_memory, m)?)?;
     Ok(())
 }
