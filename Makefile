@@ -96,11 +96,12 @@ hakari:
 py-develop:
 	$(ENV) PIP_QUIET=1 maturin develop --quiet
 
-# the stub check, the Python tests (warnings are errors; they include the Flower tests,
+# the stub check, mypy over the package, the Python tests (warnings are errors; they include the Flower tests,
 # tests/python/test_flower_*.py: in process, then a real loopback deployment of flwr 1.41.0,
 # ~1.5-4 min) and both Python examples in small mode
 py-test: py-develop
 	$(ENV) python -m mypy.stubtest battery_fl._core
+	$(ENV) python -m mypy python/battery_fl
 	$(ENV) BFL_FEATURIZE_BIN=$(CURDIR)/target/debug/examples/featurize \
 		BFL_DP_EPSILON_BIN=$(CURDIR)/target/debug/examples/dp_epsilon \
 		python -m pytest tests/python -q -W error

@@ -207,7 +207,7 @@ def run_linear_federation(grid: Grid, settings: FederationSettings, nodes: list[
         if reply.has_error():
             _log.warning("linear fit: node %s failed: %s", node, reply.error.reason)
             continue
-        per_node[node] = {k: float(v) for k, v in reply.content["metrics"].items()}  # type: ignore[union-attr]
+        per_node[node] = {k: float(v) for k, v in reply.content["metrics"].items()}  # type: ignore[union-attr,arg-type]
     summary = {
         "recipe": "linear",
         "nodes": len(nodes),
