@@ -491,6 +491,21 @@ fn main() -> Result<()> {
         true,
         false,
     )?;
+    let fleet_lines: Vec<svg_plot::FleetLine> = names
+        .iter()
+        .zip(&per_round[1..])
+        .map(|(name, series)| svg_plot::FleetLine {
+            name: name.clone(),
+            rmse: series.clone(),
+            local: local.on_own_test.get(name).copied(),
+        })
+        .collect();
+    svg_plot::rmse_per_round(
+        &args.out.join("rmse_per_round.svg"),
+        "RMSE per round: each fleet's test cells, its local-only level dashed",
+        &per_round[0],
+        &fleet_lines,
+    )?;
     let global = sim.global_model()?;
     let mut scatter = Vec::new();
     for (i, f) in fleets.iter().enumerate() {
@@ -511,7 +526,7 @@ fn main() -> Result<()> {
         true,
     )?;
     global.save(args.out.join("model"))?;
-    println!("wrote {0}/rmse_per_round.png (global first, then one line per fleet), {0}/predicted_vs_true.png (one colour per fleet), {0}/model/", args.out.display());
+    println!("wrote {0}/rmse_per_round.svg (global and per fleet, each fleet's local-only level dashed; .png plain), {0}/predicted_vs_true.png (one colour per fleet), {0}/model/", args.out.display());
     let worst_ratio = per_fleet
         .values()
         .map(|v| {
