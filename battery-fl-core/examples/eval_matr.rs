@@ -45,6 +45,9 @@
 //! MATR files hold only discharge Q(V) curves for cycles 2..100 (no current, no charge
 //! branch), so the network sees the one honest BatLiNet channel: V(Qd), channel 1.
 
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -58,6 +61,7 @@ use battery_fl_core::model::{
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
+use cli::{serde_enum, trimmed};
 
 /// Primary-test cell that Severson et al. and Attia et al. leave out (cycle life 148).
 const OUTLIER: &str = "MATR_2017-06-30_EL150800460605";
@@ -170,16 +174,6 @@ enum Protocol {
     Split,
     /// Leave one batch out: for each batch, train on all other batches and score it.
     Lobo,
-}
-
-/// A list item, surrounding spaces ignored (`--models "batlinet, cnn"`).
-fn trimmed<T: std::str::FromStr>(s: &str) -> Result<T, T::Err> {
-    s.trim().parse()
-}
-
-/// A value named as the type's serde name, e.g. `cycle_difference`.
-fn serde_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
-    serde_json::from_value(serde_json::Value::String(s.into()))
 }
 
 /// The arguments, refusing combinations the protocol cannot honour.

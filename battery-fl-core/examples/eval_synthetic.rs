@@ -17,6 +17,9 @@
 //! cargo run --release -p battery-fl-core --features tch --example eval_synthetic -- \
 //!     --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T] [--linear-only]
 //! ```
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::collections::BTreeMap;
 
 use anyhow::Result;
@@ -28,6 +31,7 @@ use battery_fl_core::model::{
     VarianceModel,
 };
 use clap::{Parser, ValueEnum};
+use cli::serde_enum;
 
 /// Robustness on the main job's synthetic fleets (5 fleets x 24 cells, data seed 42): each
 /// model trains on some cells pooled and is scored on cells of a group it never saw.
@@ -71,11 +75,6 @@ enum Protocol {
     Lofo,
     /// Leave one chemistry out: train on the other cathode chemistries, test on this one.
     Loco,
-}
-
-/// A value named as the type's serde (snake_case) name, e.g. `cathode`.
-fn serde_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
-    serde_json::from_value(serde_json::Value::String(s.into()))
 }
 
 /// Each cell with its group (fleet id or cathode chemistry).

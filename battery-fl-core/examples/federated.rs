@@ -37,6 +37,9 @@ mod plot;
 #[path = "plot/svg.rs"]
 mod svg_plot;
 
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -56,6 +59,7 @@ use battery_fl_core::model::{
     BatLiNetConfig, Dataset, InterFeatures, LabelGrouping, ReferenceSelection,
 };
 use clap::{ArgAction, Parser, ValueEnum};
+use cli::serde_enum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use linear::FleetCells;
 
@@ -155,11 +159,6 @@ enum Recipe {
     Linear,
     /// BatLiNet trained over federated rounds (minutes); the linear rows are printed too.
     Batlinet,
-}
-
-/// A value named as the type's serde (snake_case) name, e.g. `fine_tune`.
-fn serde_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
-    serde_json::from_value(serde_json::Value::String(s.into()))
 }
 
 /// Synthetic fleets: two thirds of each fleet's cells train, the rest test.

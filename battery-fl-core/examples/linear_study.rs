@@ -14,12 +14,16 @@
 #[path = "linear/mod.rs"]
 mod linear;
 
+#[path = "cli/mod.rs"]
+mod cli;
+
 use anyhow::Result;
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::federation::SecureAggregation;
 use battery_fl_core::model::{select_linear, LinearConfig, LinearModel, LinearRow};
 use clap::{ArgAction, Parser};
+use cli::trimmed;
 use linear::FleetCells;
 
 /// The linear recipe of the main job on the demo fleets for several data seeds, and what the
@@ -41,11 +45,6 @@ struct Args {
     /// Fresh cells per fleet for the many-cells models.
     #[arg(long, value_name = "N", default_value_t = 400)]
     big: usize,
-}
-
-/// A list item, surrounding spaces ignored (`--seeds "42, 43"`).
-fn trimmed<T: std::str::FromStr>(s: &str) -> Result<T, T::Err> {
-    s.trim().parse()
 }
 
 fn rmse(model: &LinearModel, rows: &[LinearRow]) -> Result<Vec<f64>> {

@@ -11,6 +11,9 @@
 //! model and each fleet's personalized choice scored on the test cells of all fleets
 //! (RMSE in cycles), and the local-only models for reference.
 
+#[path = "cli/mod.rs"]
+mod cli;
+
 use anyhow::{Context, Result};
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::LabelConfig;
@@ -18,6 +21,7 @@ use battery_fl_core::dp::RecordPrivacy;
 use battery_fl_core::federation::{federate_linear, LinearFederation, SecureAggregation};
 use battery_fl_core::model::{FeatureSet, LinearConfig, LinearRow};
 use clap::{ArgAction, Parser};
+use cli::{serde_enum, trimmed};
 
 /// What record-level differential privacy costs the federated linear model: RMSE at ε = 1, 4
 /// and 8 per cell (δ = 1e-5, distributed noise under secure aggregation) next to the
@@ -53,7 +57,7 @@ struct Args {
         long,
         value_name = "SET,...",
         value_delimiter = ',',
-        value_parser = feature_set,
+        value_parser = |s: &str| serde_enum::<FeatureSet>(s.trim()),
         action = ArgAction::Set
     )]
     sets: Option<Vec<FeatureSet>>,
@@ -66,16 +70,6 @@ struct Args {
         action = ArgAction::Set
     )]
     lambdas: Option<Vec<f64>>,
-}
-
-/// A list item, surrounding spaces ignored (`--sizes "24, 200"`).
-fn trimmed<T: std::str::FromStr>(s: &str) -> Result<T, T::Err> {
-    s.trim().parse()
-}
-
-/// A feature set by its serde name (`full`, `fade`, ...), surrounding spaces ignored.
-fn feature_set(s: &str) -> Result<FeatureSet, serde_json::Error> {
-    serde_json::from_value(serde_json::Value::String(s.trim().into()))
 }
 
 /// RMSE in cycles of the global model and of each fleet's own choice on its test cells, and
