@@ -4,7 +4,38 @@
 use std::path::Path;
 
 use anyhow::Result;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+
+/// The drawing area's chart: the caption, `x` by `y` axes, the fonts both plots use.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+fn chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Chart<'a, 'b>> {
+    root.fill(&WHITE)?;
+    Ok(ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x, y)?)
+}
+
+/// The series legend at `position`, boxed.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .border_style(BLACK.mix(0.4))
+        .background_style(WHITE.mix(0.9))
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    Ok(())
+}
 
 /// One test cell of the plot.
 pub struct IntervalPoint {
@@ -29,13 +60,7 @@ pub fn predicted_vs_true(
         .fold(1.0f64, f64::max)
         * 1.05;
     let root = SVGBackend::new(path, (860, 680)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..max, 0f64..max)?;
+    let mut chart = chart(&root, title, 0f64..max, 0f64..max)?;
     chart
         .configure_mesh()
         .axis_desc_style(("sans-serif", 16))
@@ -80,13 +105,7 @@ pub fn predicted_vs_true(
             .label("out of distribution")
             .legend(|(x, y)| Cross::new((x + 9, y), 6, BLACK.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK.mix(0.4))
-        .background_style(WHITE.mix(0.9))
-        .label_font(("sans-serif", 14))
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(())
 }
@@ -120,13 +139,7 @@ pub fn rmse_per_round(
     let top = values.fold(1.0f64, f64::max) * 1.08;
     let last = global.iter().map(|p| p.0).fold(1.0f64, f64::max);
     let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.5f64..last + 0.5, 0f64..top)?;
+    let mut chart = chart(&root, title, 0.5f64..last + 0.5, 0f64..top)?;
     chart
         .configure_mesh()
         .axis_desc_style(("sans-serif", 16))
@@ -178,13 +191,7 @@ pub fn rmse_per_round(
         )))?
         .label("dashed: the fleet's local-only RMSE")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.mix(0.6)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .border_style(BLACK.mix(0.4))
-        .background_style(WHITE.mix(0.9))
-        .label_font(("sans-serif", 14))
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present()?;
     Ok(())
 }
