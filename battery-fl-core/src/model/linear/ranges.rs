@@ -270,6 +270,14 @@ mod tests {
 
     const ALL: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
+    fn distance(a: &[f64], b: &[f64]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    }
+
     fn row(id: &str, features: [Option<f64>; 8], cathode: usize, life: f64) -> LinearRow {
         LinearRow {
             cell_id: id.into(),
@@ -384,12 +392,7 @@ mod tests {
         let b = ranges
             .mapped(&ranges.statistics(&with, &ALL).unwrap())
             .unwrap();
-        let shift = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let shift = distance(&a, &b);
         // the extreme cell attains the bound
         assert_relative_eq!(shift, statistics_sensitivity(8), max_relative = 1e-9);
         assert_relative_eq!(
@@ -404,12 +407,7 @@ mod tests {
                 .unwrap()
         };
         let (a, b) = (one(&rows()), one(&with));
-        let shift = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let shift = distance(&a, &b);
         assert_relative_eq!(shift, statistics_sensitivity(1), max_relative = 1e-9);
         assert_relative_eq!(
             statistics_sensitivity(1),
