@@ -78,6 +78,14 @@ def test_record_level_privacy_reports_its_budget_and_is_reproducible(
     assert local.privacy is not None and local.privacy["mode"] == "local"
     with pytest.raises(battery_fl.ConfigError):
         battery_fl.federate_linear(fleets, epsilon=-1.0)
+    # the steps refuse sums of the wrong length with a typed error
+    steps = battery_fl.LinearSteps(3)
+    with pytest.raises(battery_fl.DataError) as err:
+        steps.errors(fleets[0], [0.0] * 3)
+    assert err.value.kind == "shape"
+    total = sum(steps.share(f) for f in fleets)
+    with pytest.raises(battery_fl.DataError):
+        steps.global_model(total, [0.0])
 
 
 def test_bad_input_raises_typed_errors(fleets: list[list[battery_fl.Cell]]) -> None:
