@@ -96,10 +96,13 @@ hakari:
 py-develop:
 	$(ENV) PIP_QUIET=1 maturin develop --quiet
 
-# the stub check, mypy over the package, the Python tests (warnings are errors; they include the Flower tests,
+# ruff (lint and format) over every Python file, the stub check, mypy over the package, the Python tests (warnings are errors; they include the Flower tests,
 # tests/python/test_flower_*.py: in process, then a real loopback deployment of flwr 1.41.0,
 # ~1.5-4 min) and both Python examples in small mode
+PY_SOURCES := python/battery_fl pep517 tests/python examples/python scripts
 py-test: py-develop
+	$(ENV) ruff check $(PY_SOURCES)
+	$(ENV) ruff format --check $(PY_SOURCES)
 	$(ENV) python -m mypy.stubtest battery_fl._core
 	$(ENV) python -m mypy python/battery_fl
 	$(ENV) BFL_FEATURIZE_BIN=$(CURDIR)/target/debug/examples/featurize \

@@ -28,9 +28,15 @@ class Encoder(nn.Module):
         p2 = (min(3, h2), min(3, w2))
         h2, w2 = h2 // p2[0], w2 // p2[1]
         self.net = nn.Sequential(
-            nn.Conv2d(c_in, c, k1), nn.ReLU(), nn.AvgPool2d(p1),
-            nn.Conv2d(c, c, k2), nn.ReLU(), nn.AvgPool2d(p2),
-            nn.Conv2d(c, c, (h2, w2)), nn.ReLU(), nn.Flatten(),
+            nn.Conv2d(c_in, c, k1),
+            nn.ReLU(),
+            nn.AvgPool2d(p1),
+            nn.Conv2d(c, c, k2),
+            nn.ReLU(),
+            nn.AvgPool2d(p2),
+            nn.Conv2d(c, c, (h2, w2)),
+            nn.ReLU(),
+            nn.Flatten(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,8 +53,17 @@ class BatLiNet(nn.Module):
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    for name, default in [("channels", 6), ("cycles", 100), ("dim", 1000), ("batch", 32), ("refs", 2),
-                          ("steps", 3), ("conv", 32), ("threads", 0), ("infer-cells", 32)]:
+    for name, default in [
+        ("channels", 6),
+        ("cycles", 100),
+        ("dim", 1000),
+        ("batch", 32),
+        ("refs", 2),
+        ("steps", 3),
+        ("conv", 32),
+        ("threads", 0),
+        ("infer-cells", 32),
+    ]:
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--infer-k", default="1,32,64")
     a = p.parse_args()
@@ -64,7 +79,9 @@ def main() -> None:
     y = torch.randn(b)
     y_ref = torch.randn(b * s)
     n_params = sum(t.numel() for t in model.parameters())
-    print(f"threads {torch.get_num_threads()}, input ({c}, {h}, {w}), C = {a.conv}, params {n_params}")
+    print(
+        f"threads {torch.get_num_threads()}, input ({c}, {h}, {w}), C = {a.conv}, params {n_params}"
+    )
 
     def step() -> None:
         opt.zero_grad()

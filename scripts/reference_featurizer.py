@@ -94,8 +94,17 @@ def featurize_cycle(cycle: dict, nominal: float, grid, thr=0.1, q_min=0.0, q_max
     return out
 
 
-def featurize(cell: dict, cycles=100, first_cycle=1, interp_dim=1000, q_min=0.0, q_max=1.2,
-              thr=0.1, dtype=np.float64, fill_missing=True):
+def featurize(
+    cell: dict,
+    cycles=100,
+    first_cycle=1,
+    interp_dim=1000,
+    q_min=0.0,
+    q_max=1.2,
+    thr=0.1,
+    dtype=np.float64,
+    fill_missing=True,
+):
     """Features of one cell, shape (6, cycles, interp_dim)."""
     grid = np.linspace(q_min, q_max, interp_dim)
     nominal = float(cell["nominal_capacity_ah"])
@@ -129,7 +138,7 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - t0
     if a.out is not None:
         a.out.mkdir(parents=True, exist_ok=True)
-        for c, f in zip(cells, feats):
+        for c, f in zip(cells, feats, strict=True):
             np.save(a.out / f"{c['cell_id']}.npy", f.astype(np.float32))
     print(f"featurized {len(cells)} cells in {seconds:.4f} s")
     return 0

@@ -25,19 +25,27 @@ from battery_fl import dp, synthetic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", action="store_true", help="3 small fleets, 2 rounds")
     parser.add_argument("--rounds", type=int, help="rounds (default 15, small 2)")
     args = parser.parse_args()
     small = args.small
-    battery_fl.retain_freed_memory()
 
     # 1. the fleets: two thirds of each fleet's cells train, the rest are its test cells
     cycles = 20 if small else 100
-    fleets = synthetic.generate_fleets(fleets=3 if small else 5, cells_per_fleet=6 if small else 24,
-                                       cycles=cycles, seed=42)
-    data = [(f"{f.id} ({f.climate})", [c for i, c in enumerate(f.cells) if i % 3 != 2],
-             [c for i, c in enumerate(f.cells) if i % 3 == 2]) for f in fleets]
+    fleets = synthetic.generate_fleets(
+        fleets=3 if small else 5, cells_per_fleet=6 if small else 24, cycles=cycles, seed=42
+    )
+    data = [
+        (
+            f"{f.id} ({f.climate})",
+            [c for i, c in enumerate(f.cells) if i % 3 != 2],
+            [c for i, c in enumerate(f.cells) if i % 3 == 2],
+        )
+        for f in fleets
+    ]
     for name, train, test in data:
         chems = sorted({c.cathode or "?" for c in train + test})
         print(f"  {name:<28} {len(train):>2} train / {len(test):>2} test cells, {'/'.join(chems)}")
@@ -57,7 +65,12 @@ def main() -> None:
     #    the updates; the demo runs the machinery at a low noise multiplier and reports the
     #    (large) epsilon it really spends: meaningful fleet-level DP needs many more clients.
     noise_multiplier = 0.02
-    privacy = {"noise_multiplier": noise_multiplier, "clipping_norm": 1.0, "mode": "distributed", "seed": 7}
+    privacy = {
+        "noise_multiplier": noise_multiplier,
+        "clipping_norm": 1.0,
+        "mode": "distributed",
+        "seed": 7,
+    }
     sim = battery_fl.Simulation(
         data,
         model=model,
@@ -76,8 +89,10 @@ def main() -> None:
     while not sim.is_finished:
         r = sim.run_round()
         fleet = " ".join(f"{v:.0f}" for v in r["fleet_rmse"].values())
-        print(f"round {r['round']:>2}: RMSE {r['global_rmse']:7.1f} cycles (per fleet {fleet}), "
-              f"epsilon {r['epsilon']:.1f} at delta 1e-5")
+        print(
+            f"round {r['round']:>2}: RMSE {r['global_rmse']:7.1f} cycles (per fleet {fleet}), "
+            f"epsilon {r['epsilon']:.1f} at delta 1e-5"
+        )
     print(f"{sim.round} rounds in {time.perf_counter() - t0:.1f} s")
 
     # 4. the accountant agrees: every fleet takes part in every round (sample rate 1)
@@ -90,8 +105,10 @@ def main() -> None:
     name, train, test = data[0]
     pred = global_model.predict(test, references=train, k=min(8, len(train)))
     truth = np.array([c.recorded_cycle_life for c in test], dtype=float)
-    print(f"global model on {name}: predicted {np.round(pred).astype(int).tolist()}, "
-          f"true {truth.astype(int).tolist()}")
+    print(
+        f"global model on {name}: predicted {np.round(pred).astype(int).tolist()}, "
+        f"true {truth.astype(int).tolist()}"
+    )
 
 
 if __name__ == "__main__":

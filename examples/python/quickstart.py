@@ -36,8 +36,12 @@ def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MATR folder (with index.json)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="MATR folder (with index.json)"
+    )
     parser.add_argument("--small", action="store_true", help="few cells, coarse grid, few epochs")
     parser.add_argument("--epochs", type=int, help="training epochs (default 300, small 8)")
     args = parser.parse_args()
@@ -46,7 +50,6 @@ def main() -> None:
             f"no MATR index.json in {args.data} (default: the repository's data/matr_severson_qv; "
             "BFL_DATA_DIR overrides the data folder, --data the MATR folder)"
         )
-    battery_fl.retain_freed_memory()  # faster CPU training (process-wide allocator setting)
 
     # 1. load: one file per cell, the split comes from the folder's index.json
     t0 = time.perf_counter()
@@ -63,18 +66,26 @@ def main() -> None:
     test = [c for c in cleaned if split[c.cell_id] == "primary_test" and c.cell_id != OUTLIER]
     if args.small:
         train, test = train[::3], test[::4]
-    print(f"{len(cells)} cells loaded in {time.perf_counter() - t0:.1f} s: {len(train)} train, {len(test)} test")
+    print(
+        f"{len(cells)} cells loaded in {time.perf_counter() - t0:.1f} s: {len(train)} train, {len(test)} test"
+    )
 
     # 2. what a cell is, and its features: (6 channels, 99 cycles, grid points), float32
     first = train[0]
     fingerprint = battery_fl.GenomeFingerprint.from_cell(first)
-    print(f"{first.cell_id}: {fingerprint.cathode}, {first.nominal_capacity_ah} Ah, "
-          f"recorded cycle life {first.recorded_cycle_life}, signature peaks at "
-          f"{[round(v, 2) for v, _ in fingerprint.peaks[:2]]} V")
-    featurizer = battery_fl.Featurizer(cycles=99, first_cycle=2, interp_dim=32 if args.small else 200)
+    print(
+        f"{first.cell_id}: {fingerprint.cathode}, {first.nominal_capacity_ah} Ah, "
+        f"recorded cycle life {first.recorded_cycle_life}, signature peaks at "
+        f"{[round(v, 2) for v, _ in fingerprint.peaks[:2]]} V"
+    )
+    featurizer = battery_fl.Featurizer(
+        cycles=99, first_cycle=2, interp_dim=32 if args.small else 200
+    )
     x = featurizer.transform(first)
-    print(f"features {x.shape} {x.dtype}; non-zero channels: "
-          f"{[featurizer.channel_names[c] for c in range(6) if np.any(x[c])]}")
+    print(
+        f"features {x.shape} {x.dtype}; non-zero channels: "
+        f"{[featurizer.channel_names[c] for c in range(6) if np.any(x[c])]}"
+    )
 
     # 3. fit BatLiNet on the discharge channel, predict the test cells from train references
     model = battery_fl.BatLiNet(
@@ -87,8 +98,10 @@ def main() -> None:
     )
     t0 = time.perf_counter()
     losses = model.fit(train)
-    print(f"fitted {model.num_parameters} weights in {time.perf_counter() - t0:.1f} s "
-          f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})")
+    print(
+        f"fitted {model.num_parameters} weights in {time.perf_counter() - t0:.1f} s "
+        f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})"
+    )
     truth = np.array([c.recorded_cycle_life for c in test], dtype=float)
     pred = model.predict(test, references=train, k=min(32, len(train) - 1))
     print(f"BatLiNet RMSE on {len(test)} test cells: {rmse(pred, truth):.1f} cycles")
@@ -104,7 +117,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model.save(tmp)
         again = battery_fl.BatLiNet.load(tmp)
-        same = np.array_equal(again.predict(test, references=train, k=min(32, len(train) - 1)), pred)
+        same = np.array_equal(
+            again.predict(test, references=train, k=min(32, len(train) - 1)), pred
+        )
         print(f"saved {sorted(p.name for p in Path(tmp).iterdir())}; reloaded model agrees: {same}")
         assert same
 

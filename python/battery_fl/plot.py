@@ -47,7 +47,9 @@ def _cycles(ax: Any) -> None:
 
 
 def predicted_vs_true(
-    fleets: Mapping[str, tuple[_Array, _Array] | tuple[_Array, _Array, _Array, _Array] | tuple[_Array, ...]],
+    fleets: Mapping[
+        str, tuple[_Array, _Array] | tuple[_Array, _Array, _Array, _Array] | tuple[_Array, ...]
+    ],
     *,
     flagged: Mapping[str, _Array] | None = None,
     title: str = "Predicted vs true cycle life",
@@ -67,19 +69,25 @@ def predicted_vs_true(
         truth = np.asarray(arrays[0], dtype=np.float64)
         predicted = np.asarray(arrays[1], dtype=np.float64)
         if truth.shape != predicted.shape or truth.ndim != 1:
-            raise ValueError(f"fleet {name!r}: truth and predicted must be 1-D arrays of one length")
+            raise ValueError(
+                f"fleet {name!r}: truth and predicted must be 1-D arrays of one length"
+            )
         if len(arrays) == 4:
             lower = np.asarray(arrays[2], dtype=np.float64)
             upper = np.asarray(arrays[3], dtype=np.float64)
             errors = np.vstack([predicted - lower, upper - predicted]).clip(min=0.0)
-            bars = ax.errorbar(truth, predicted, yerr=errors, fmt="o", ms=5, capsize=2, alpha=0.8, label=name)
+            bars = ax.errorbar(
+                truth, predicted, yerr=errors, fmt="o", ms=5, capsize=2, alpha=0.8, label=name
+            )
             colour = bars[0].get_color()
             lo, hi = min(lo, lower.min()), max(hi, upper.max())
         elif len(arrays) == 2:
             points = ax.scatter(truth, predicted, s=25, alpha=0.8, label=name)
             colour = points.get_facecolor()[0]
         else:
-            raise ValueError(f"fleet {name!r}: give (truth, predicted) or (truth, predicted, lower, upper)")
+            raise ValueError(
+                f"fleet {name!r}: give (truth, predicted) or (truth, predicted, lower, upper)"
+            )
         marks = None if flagged is None else flagged.get(name)
         if marks is not None:
             m = np.asarray(marks, dtype=bool)
@@ -117,18 +125,33 @@ def rmse_per_round(
     fig = Figure(figsize=(8.0, 5.0), layout="constrained")
     ax = fig.add_subplot()
     overall = "personalized_rmse" if personalized else "global_rmse"
-    ax.plot(rounds, [float(r[overall]) for r in records], "-o", color="black", lw=2.5, label="all fleets")
+    ax.plot(
+        rounds,
+        [float(r[overall]) for r in records],
+        "-o",
+        color="black",
+        lw=2.5,
+        label="all fleets",
+    )
     fleets = sorted({f for r in records for f in r[key]})
     for fleet in fleets:
         values = [float(r[key].get(fleet, np.nan)) for r in records]
         (line,) = ax.plot(rounds, values, "-o", ms=4, label=fleet)
         if local is not None and fleet in local:
-            ax.axhline(float(local[fleet]), ls="--", lw=1, color=line.get_color(), label=f"{fleet}, local only")
+            ax.axhline(
+                float(local[fleet]),
+                ls="--",
+                lw=1,
+                color=line.get_color(),
+                label=f"{fleet}, local only",
+            )
     ax.set_xlabel("round")
     ax.set_ylabel("RMSE (cycles)")
     ax.set_title(title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.grid(True, alpha=0.3)
-    ax.legend(title="fleet (dashed: local only)" if local else "fleet", loc="best", fontsize="small")
+    ax.legend(
+        title="fleet (dashed: local only)" if local else "fleet", loc="best", fontsize="small"
+    )
     return fig

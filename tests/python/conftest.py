@@ -34,7 +34,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def fleets() -> list[synthetic.Fleet]:
-    return synthetic.generate_fleets(fleets=3, cells_per_fleet=6, cycles=CYCLES, points_per_cycle=60, seed=5)
+    return synthetic.generate_fleets(
+        fleets=3, cells_per_fleet=6, cycles=CYCLES, points_per_cycle=60, seed=5
+    )
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +51,9 @@ def featurizer() -> battery_fl.Featurizer:
 
 @pytest.fixture(scope="session")
 def model_kwargs(featurizer: battery_fl.Featurizer) -> dict[str, Any]:
-    return dict(featurizer=featurizer, conv_channels=4, batch_size=8, epochs=3, progress=False, seed=0)
+    return dict(
+        featurizer=featurizer, conv_channels=4, batch_size=8, epochs=3, progress=False, seed=0
+    )
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ before SIGTERM, and whatever is left after a grace period gets SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -101,7 +102,12 @@ class Loopback:
         self.logs.append(log)
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env, cwd=self.workdir
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.workdir,
             )
         self.procs.append(proc)
 
@@ -114,8 +120,17 @@ class Loopback:
         )
         self._spawn(
             "superlink",
-            [str(BIN / "flower-superlink"), "--insecure", "--isolation", "subprocess", "--host", "127.0.0.1",
-             "--port", str(self.port), "--disable-runtime-dependency-installation"],
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--isolation",
+                "subprocess",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--disable-runtime-dependency-installation",
+            ],
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -131,28 +146,52 @@ class Loopback:
         for i, (port, config) in enumerate(zip(self.node_ports, self.node_configs, strict=True)):
             self._spawn(
                 f"supernode{i}",
-                [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}",
-                 "--port", str(port), "--node-config", config],
+                [
+                    str(BIN / "flower-supernode"),
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{self.port}",
+                    "--port",
+                    str(port),
+                    "--node-config",
+                    config,
+                ],
             )
 
     def run(
         self, app: Path, run_config: Mapping[str, object], name: str, timeout: float
     ) -> subprocess.CompletedProcess[str]:
         """``flwr run APP loopback --stream --run-config ...`` (bounded by ``timeout``)."""
+
         def toml(v: object) -> str:
             if isinstance(v, bool):
                 return "true" if v else "false"
             return f'"{v}"' if isinstance(v, str) else repr(v)
 
         overrides = " ".join(f"{k}={toml(v)}" for k, v in run_config.items())
-        args = [str(BIN / "flwr"), "run", str(app), "loopback", "--stream", "--run-config", overrides]
+        args = [
+            str(BIN / "flwr"),
+            "run",
+            str(app),
+            "loopback",
+            "--stream",
+            "--run-config",
+            overrides,
+        ]
         try:
             done = subprocess.run(
-                args, capture_output=True, text=True, env=self.env, cwd=self.workdir, timeout=timeout,
+                args,
+                capture_output=True,
+                text=True,
+                env=self.env,
+                cwd=self.workdir,
+                timeout=timeout,
                 stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired as err:
-            raise RuntimeError(f"flwr run {name} timed out after {timeout} s:\n{err.stdout}\n{self.tails()}") from err
+            raise RuntimeError(
+                f"flwr run {name} timed out after {timeout} s:\n{err.stdout}\n{self.tails()}"
+            ) from err
         (self.workdir / f"run-{name}.log").write_text(done.stdout + done.stderr)
         return done
 
@@ -187,13 +226,9 @@ class Loopback:
         self.tree = tree
         killed = [p for p in tree if alive(p)]
         for pid in killed:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for proc in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         return killed

@@ -48,6 +48,7 @@ def node_config(i: int, **extra: Any) -> dict[str, Any]:
 
 def node_config_arg(i: int, **extra: Any) -> str:
     """The same, as a ``flower-supernode --node-config`` string."""
+
     def toml(v: Any) -> str:
         return f'"{v}"' if isinstance(v, str) else str(v)
 
@@ -92,7 +93,11 @@ def reference_rounds(
         updates, weights = [], []
         for f in members:
             model.set_parameters(params)
-            model.train(data[f][0], epochs=settings.local_epochs, seed=battery_fl.job_seed(settings.seed, r, f))
+            model.train(
+                data[f][0],
+                epochs=settings.local_epochs,
+                seed=battery_fl.job_seed(settings.seed, r, f),
+            )
             updates.append(model.get_parameters())
             weights.append(float(len(data[f][0])))
         params = battery_fl.FedAvg().aggregate(updates, weights)
@@ -129,7 +134,10 @@ def reference_simulation(settings: FederationSettings = SETTINGS) -> battery_fl.
 def max_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
     """Largest absolute difference between two weight lists (same shapes)."""
     assert [x.shape for x in a] == [y.shape for y in b]
-    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(a, b))
+    return max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def load_round(path: Any) -> list[np.ndarray]:

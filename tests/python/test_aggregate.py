@@ -50,7 +50,9 @@ def test_robust_rules_ignore_weights() -> None:
     assert battery_fl.FedTrimmedAvg(0.2).beta == 0.2 and battery_fl.FedProx(0.3).mu == 0.3
 
 
-def _fedopt_reference(kind: str, x: np.ndarray, rounds: list[list[np.ndarray]], eta=0.1, b1=0.9, b2=0.99, tau=1e-3):
+def _fedopt_reference(
+    kind: str, x: np.ndarray, rounds: list[list[np.ndarray]], eta=0.1, b1=0.9, b2=0.99, tau=1e-3
+):
     m, v = np.zeros_like(x), np.full_like(x, tau * tau)
     for ups in rounds:
         d = np.mean([u - x for u in ups], axis=0)
@@ -65,7 +67,14 @@ def _fedopt_reference(kind: str, x: np.ndarray, rounds: list[list[np.ndarray]], 
     return x
 
 
-@pytest.mark.parametrize("cls, kind", [(battery_fl.FedAdam, "adam"), (battery_fl.FedYogi, "yogi"), (battery_fl.FedAdagrad, "adagrad")])
+@pytest.mark.parametrize(
+    "cls, kind",
+    [
+        (battery_fl.FedAdam, "adam"),
+        (battery_fl.FedYogi, "yogi"),
+        (battery_fl.FedAdagrad, "adagrad"),
+    ],
+)
 def test_server_optimizers_keep_their_state(cls: Any, kind: str) -> None:
     x0 = np.zeros(4, dtype=np.float32)
     rounds = [[RNG.standard_normal(4).astype(np.float32) for _ in range(3)] for _ in range(3)]
@@ -84,8 +93,12 @@ def test_server_optimizers_keep_their_state(cls: Any, kind: str) -> None:
     with pytest.raises(battery_fl.ConfigError) as info:
         cls().aggregate([[x0]], [1])
     assert info.value.field == "current"
-    np.testing.assert_allclose(cls(eta=0.05).aggregate([[u] for u in rounds[0]], [1] * 3, current=[x0])[0],
-                               _fedopt_reference(kind, x0.astype(np.float64), rounds[:1], eta=0.05), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        cls(eta=0.05).aggregate([[u] for u in rounds[0]], [1] * 3, current=[x0])[0],
+        _fedopt_reference(kind, x0.astype(np.float64), rounds[:1], eta=0.05),
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 def test_updates_are_validated() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA
 
 import battery_fl
-from conftest import DATA
 
 
 def _cycle(n: int, fade: float = 0.001) -> battery_fl.Cycle:
@@ -68,7 +68,9 @@ def test_cycle_life_recorded_and_computed() -> None:
 
 def test_clean_drops_implausible_cycles() -> None:
     bad = battery_fl.Cycle(2, [4.0, 3.5, 3.0], discharge_capacity_ah=[0.0, 5.0, 9.0])
-    good = [battery_fl.Cycle(n, [4.0, 3.5, 3.0], discharge_capacity_ah=[0.0, 0.5, 0.9]) for n in (1, 3)]
+    good = [
+        battery_fl.Cycle(n, [4.0, 3.5, 3.0], discharge_capacity_ah=[0.0, 0.5, 0.9]) for n in (1, 3)
+    ]
     dirty = battery_fl.Cell("x", 1.0, [good[0], bad, good[1]])  # valid, but implausible
     cleaned, dropped = dirty.clean()
     assert dropped == [2]
@@ -90,7 +92,9 @@ def test_json_round_trip_pickle_and_files(tmp_path: Path, cells: list[battery_fl
     assert (tmp_path / "c.json.gz").read_bytes()[:2] == b"\x1f\x8b"
     # a folder without index.json loads every cell file in name order
     cells[1].save(tmp_path / "b.json")
-    assert [c.cell_id for c in battery_fl.load_cells(tmp_path)] == [cells[1].cell_id] + [cell.cell_id] * 2
+    assert [c.cell_id for c in battery_fl.load_cells(tmp_path)] == [cells[1].cell_id] + [
+        cell.cell_id
+    ] * 2
 
 
 def test_real_cells_load_in_index_order() -> None:
@@ -102,6 +106,8 @@ def test_real_cells_load_in_index_order() -> None:
     assert cell.has_full_signals and cell.cathode == "LCO"
     assert cell.recorded_cycle_life == index[0]["cycle_life"]
     assert np.isfinite(cell.capacity_trajectory).sum() > 500
-    matr = battery_fl.load_cell(DATA / "matr_severson_qv" / "MATR_2017-05-12_EL150800460486.json.gz")
+    matr = battery_fl.load_cell(
+        DATA / "matr_severson_qv" / "MATR_2017-05-12_EL150800460486.json.gz"
+    )
     assert not matr.has_full_signals and matr.cycles[0].current_a is None
     assert matr.cycles[0].cycle == 2 and len(matr.cycles[0]) == 1000

@@ -26,7 +26,11 @@ def _doctests() -> list[doctest.DocTest]:
         for test in finder.find(module, module.__name__):
             found.setdefault(test.name, test)
     for name, obj in _public(_core):
-        targets = [(name, obj)] + [(f"{name}.{a}", v) for a, v in vars(obj).items()] if inspect.isclass(obj) else [(name, obj)]
+        targets = (
+            [(name, obj)] + [(f"{name}.{a}", v) for a, v in vars(obj).items()]
+            if inspect.isclass(obj)
+            else [(name, obj)]
+        )
         for qual, target in targets:
             if ">>>" in (getattr(target, "__doc__", None) or ""):
                 for test in finder.find(target, f"battery_fl._core.{qual}", module=False, globs={}):
@@ -39,9 +43,24 @@ DOCTESTS = _doctests()
 
 def test_there_are_examples_for_every_module() -> None:
     names = " ".join(t.name for t in DOCTESTS)
-    for expected in ("Cell", "Featurizer", "GenomeFingerprint", "BatLiNet", "VarianceModel", "FedAvg",
-                     "FedAdam", "FedTrimmedAvg", "clip", "RdpAccountant", "simulate_round", "Simulation",
-                     "generate_fleets", "battery_fl.dp", "battery_fl.secagg", "battery_fl.synthetic"):
+    for expected in (
+        "Cell",
+        "Featurizer",
+        "GenomeFingerprint",
+        "BatLiNet",
+        "VarianceModel",
+        "FedAvg",
+        "FedAdam",
+        "FedTrimmedAvg",
+        "clip",
+        "RdpAccountant",
+        "simulate_round",
+        "Simulation",
+        "generate_fleets",
+        "battery_fl.dp",
+        "battery_fl.secagg",
+        "battery_fl.synthetic",
+    ):
         assert expected in names, expected
 
 

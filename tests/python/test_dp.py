@@ -52,7 +52,12 @@ def test_gaussian_noise_source_draws_a_fresh_stream_per_call() -> None:
 
 def test_round_noise_scales() -> None:
     central = dp.RoundNoise("central", 1.5, 2.0, 4)
-    assert (central.sum_std, central.client_std, central.server_sum_std, central.server_mean_std) == (3.0, 0.0, 3.0, 0.75)
+    assert (
+        central.sum_std,
+        central.client_std,
+        central.server_sum_std,
+        central.server_mean_std,
+    ) == (3.0, 0.0, 3.0, 0.75)
     assert dp.RoundNoise("local", 1.5, 2.0, 4).client_std == 3.0
     assert dp.RoundNoise("distributed", 1.5, 2.0, 4).client_std == pytest.approx(1.5)
     with pytest.raises(battery_fl.ConfigError):

@@ -53,22 +53,26 @@ def dp_epsilon_bin() -> Path:
 
 
 def ours(binary: Path, z: float, q: float, t: int, delta: float) -> tuple[float, float]:
-    out = subprocess.run(
-        [
-            str(binary),
-            "--noise-multiplier",
-            repr(z),
-            "--sample-rate",
-            repr(q),
-            "--rounds",
-            str(t),
-            "--delta",
-            repr(delta),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip().splitlines()
+    out = (
+        subprocess.run(
+            [
+                str(binary),
+                "--noise-multiplier",
+                repr(z),
+                "--sample-rate",
+                repr(q),
+                "--rounds",
+                str(t),
+                "--delta",
+                repr(delta),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     order = float(next(line for line in out if "order" in line).split("=")[-1])
     return float(out[-1].split("=")[-1]), order
 
@@ -82,21 +86,43 @@ def theirs(z: float, q: float, t: int, delta: float) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize(("z", "q", "t", "delta"), CASES)
-def test_epsilon_matches_dp_accounting(dp_epsilon_bin: Path, z: float, q: float, t: int, delta: float) -> None:
+def test_epsilon_matches_dp_accounting(
+    dp_epsilon_bin: Path, z: float, q: float, t: int, delta: float
+) -> None:
     eps, order = ours(dp_epsilon_bin, z, q, t, delta)
     ref, ref_order = theirs(z, q, t, delta)
-    assert abs(eps - ref) <= 0.01 * ref, f"ours {eps} (order {order}) vs dp-accounting {ref} (order {ref_order})"
+    assert abs(eps - ref) <= 0.01 * ref, (
+        f"ours {eps} (order {order}) vs dp-accounting {ref} (order {ref_order})"
+    )
 
 
-@pytest.mark.parametrize(("z", "q", "t"), [(1.0, 0.1, 1), (1.1, 0.01, 1000), (0.5, 0.1, 10), (0.7, 0.5, 20)])
-def test_rdp_per_order_matches_dp_accounting(dp_epsilon_bin: Path, z: float, q: float, t: int) -> None:
+@pytest.mark.parametrize(
+    ("z", "q", "t"), [(1.0, 0.1, 1), (1.1, 0.01, 1000), (0.5, 0.1, 10), (0.7, 0.5, 20)]
+)
+def test_rdp_per_order_matches_dp_accounting(
+    dp_epsilon_bin: Path, z: float, q: float, t: int
+) -> None:
     """Every order, including the low fractional ones both sides give up on (+inf)."""
-    args = ["--noise-multiplier", repr(z), "--sample-rate", repr(q), "--rounds", str(t), "--delta", "1e-5", "--rdp"]
-    out = subprocess.run([str(dp_epsilon_bin), *args], capture_output=True, text=True, check=True).stdout
+    args = [
+        "--noise-multiplier",
+        repr(z),
+        "--sample-rate",
+        repr(q),
+        "--rounds",
+        str(t),
+        "--delta",
+        "1e-5",
+        "--rdp",
+    ]
+    out = subprocess.run(
+        [str(dp_epsilon_bin), *args], capture_output=True, text=True, check=True
+    ).stdout
     rows = [line.split() for line in out.splitlines() if line.startswith("rdp ")]
     orders = rdp_privacy_accountant.DEFAULT_RDP_ORDERS
     assert [float(r[1]) for r in rows] == pytest.approx(orders)
-    ref = t * rdp_privacy_accountant._compute_rdp_poisson_subsampled_gaussian(q, z, np.array(orders))
+    ref = t * rdp_privacy_accountant._compute_rdp_poisson_subsampled_gaussian(
+        q, z, np.array(orders)
+    )
     for (_, order, value), expected in zip(rows, ref, strict=True):
         if math.isinf(expected):
             assert float(value) == math.inf, f"order {order}"
@@ -110,8 +136,11 @@ def test_anchor_values(dp_epsilon_bin: Path) -> None:
 
 
 def test_bad_arguments_fail_with_a_message(dp_epsilon_bin: Path) -> None:
-    for args in (["--noise-multiplier", "0", "--sample-rate", "1", "--rounds", "1", "--delta", "1e-5"],
-                 ["--sample-rate", "1"], ["--bogus", "1"]):
+    for args in (
+        ["--noise-multiplier", "0", "--sample-rate", "1", "--rounds", "1", "--delta", "1e-5"],
+        ["--sample-rate", "1"],
+        ["--bogus", "1"],
+    ):
         run = subprocess.run([str(dp_epsilon_bin), *args], capture_output=True, text=True)
         assert run.returncode != 0
         assert "error" in run.stderr and "usage" in run.stderr.lower()

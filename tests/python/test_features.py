@@ -8,13 +8,15 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import CYCLES, DATA, INTERP, gil_blocked_fraction
 
 import battery_fl
 from battery_fl import synthetic
-from conftest import CYCLES, DATA, INTERP, gil_blocked_fraction
 
 
-def test_transform_shape_dtype_and_layout(cells: list[battery_fl.Cell], featurizer: battery_fl.Featurizer) -> None:
+def test_transform_shape_dtype_and_layout(
+    cells: list[battery_fl.Cell], featurizer: battery_fl.Featurizer
+) -> None:
     x = featurizer.transform(cells[0])
     assert x.shape == (6, CYCLES, INTERP) == featurizer.output_shape
     assert x.dtype == np.float32 and x.flags.c_contiguous
@@ -24,7 +26,9 @@ def test_transform_shape_dtype_and_layout(cells: list[battery_fl.Cell], featuriz
     np.testing.assert_allclose(featurizer.grid, np.linspace(0.0, 1.2, INTERP))
 
 
-def test_transform_many_stacks_transform(cells: list[battery_fl.Cell], featurizer: battery_fl.Featurizer) -> None:
+def test_transform_many_stacks_transform(
+    cells: list[battery_fl.Cell], featurizer: battery_fl.Featurizer
+) -> None:
     batch = featurizer.transform_many(cells[:5])
     assert batch.shape == (5, 6, CYCLES, INTERP) and batch.dtype == np.float32
     for i in range(5):
@@ -32,7 +36,9 @@ def test_transform_many_stacks_transform(cells: list[battery_fl.Cell], featurize
     assert featurizer.transform_many([]).shape == (0, 6, CYCLES, INTERP)
 
 
-def test_branch_a_is_the_cleaned_intra_cell_difference(cells: list[battery_fl.Cell], featurizer: battery_fl.Featurizer) -> None:
+def test_branch_a_is_the_cleaned_intra_cell_difference(
+    cells: list[battery_fl.Cell], featurizer: battery_fl.Featurizer
+) -> None:
     a = featurizer.branch_a(cells[0])
     assert a.shape == (6, CYCLES, INTERP)
     base = featurizer.diff_base_cycle - featurizer.first_cycle
@@ -41,7 +47,9 @@ def test_branch_a_is_the_cleaned_intra_cell_difference(cells: list[battery_fl.Ce
 
 
 def test_discharge_only_cells_fill_only_v_of_qd() -> None:
-    cell = battery_fl.load_cell(DATA / "matr_severson_qv" / "MATR_2017-05-12_EL150800460486.json.gz")
+    cell = battery_fl.load_cell(
+        DATA / "matr_severson_qv" / "MATR_2017-05-12_EL150800460486.json.gz"
+    )
     x = battery_fl.Featurizer(cycles=10, interp_dim=50, first_cycle=2).transform(cell)
     assert np.abs(x[1]).max() > 0 and all(np.all(x[c] == 0) for c in (0, 2, 3, 4, 5))
 
@@ -62,7 +70,11 @@ def test_settings_defaults_equality_and_pickle() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [({"cycles": 0}, "cycles"), ({"q_min": 2.0}, "q_min"), ({"current_threshold_a": -1.0}, "current_threshold_a")],
+    [
+        ({"cycles": 0}, "cycles"),
+        ({"q_min": 2.0}, "q_min"),
+        ({"current_threshold_a": -1.0}, "current_threshold_a"),
+    ],
 )
 def test_bad_settings_raise_config_error(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(battery_fl.ConfigError) as info:
@@ -71,7 +83,9 @@ def test_bad_settings_raise_config_error(kwargs: dict[str, float], field: str) -
 
 
 def test_transform_many_releases_the_gil() -> None:
-    cells = [c for f in synthetic.generate_fleets(fleets=2, cells_per_fleet=40, seed=9) for c in f.cells]
+    cells = [
+        c for f in synthetic.generate_fleets(fleets=2, cells_per_fleet=40, seed=9) for c in f.cells
+    ]
     featurizer = battery_fl.Featurizer()
     assert gil_blocked_fraction(lambda: featurizer.transform_many(cells)) < 0.5
     big = [float(i % 7919) for i in range(1_000_000)]

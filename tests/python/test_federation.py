@@ -15,7 +15,9 @@ from battery_fl import synthetic
 
 
 @pytest.fixture(scope="module")
-def fleet_data(fleets: list[synthetic.Fleet]) -> list[tuple[str, list[battery_fl.Cell], list[battery_fl.Cell]]]:
+def fleet_data(
+    fleets: list[synthetic.Fleet],
+) -> list[tuple[str, list[battery_fl.Cell], list[battery_fl.Cell]]]:
     return [(f.id, f.cells[:4], f.cells[4:]) for f in fleets]
 
 
@@ -25,7 +27,9 @@ def model(model_kwargs: dict[str, Any]) -> battery_fl.BatLiNet:
 
 
 def _sim(fleet_data: Any, model: battery_fl.BatLiNet, **kw: Any) -> battery_fl.Simulation:
-    settings: dict[str, Any] = dict(rounds=2, local_epochs=2, seed=1, inference_references=4, strategy="fed_avg")
+    settings: dict[str, Any] = dict(
+        rounds=2, local_epochs=2, seed=1, inference_references=4, strategy="fed_avg"
+    )
     settings.update(kw)
     return battery_fl.Simulation(fleet_data, model=model, **settings)
 
@@ -34,7 +38,9 @@ def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
 
 
-def test_rounds_records_and_determinism(fleet_data: Any, model: battery_fl.BatLiNet, tmp_path: Path) -> None:
+def test_rounds_records_and_determinism(
+    fleet_data: Any, model: battery_fl.BatLiNet, tmp_path: Path
+) -> None:
     sim = _sim(fleet_data, model, checkpoint=tmp_path / "state.json")
     assert (sim.round, sim.is_finished) == (0, False)
     start = sim.global_parameters()
@@ -60,8 +66,9 @@ def test_rounds_records_and_determinism(fleet_data: Any, model: battery_fl.BatLi
     assert lives.shape == (2,) and (lives > 0).all()
 
 
-def test_summed_local_statistics_give_the_shared_statistics(fleet_data: Any, model: battery_fl.BatLiNet,
-                                                             model_kwargs: dict[str, Any]) -> None:
+def test_summed_local_statistics_give_the_shared_statistics(
+    fleet_data: Any, model: battery_fl.BatLiNet, model_kwargs: dict[str, Any]
+) -> None:
     """What a federated deployment does without pooling: each fleet sends its sums."""
     sim = _sim(fleet_data, model)
     parts = [model.local_statistics(train) for _, train, _ in fleet_data]
@@ -78,7 +85,9 @@ def test_summed_local_statistics_give_the_shared_statistics(fleet_data: Any, mod
         worker.set_statistics([1.0, 2.0], parts[0][1])
 
 
-def test_label_statistics_carry_the_cathode_groups(fleet_data: Any, model_kwargs: dict[str, Any]) -> None:
+def test_label_statistics_carry_the_cathode_groups(
+    fleet_data: Any, model_kwargs: dict[str, Any]
+) -> None:
     """A node that receives the summed label sums reads labels exactly as the pooled fit does,
     each chemistry with its own moments (Flower sends these sums as ``label-statistics``)."""
     kw = {**model_kwargs, "epochs": 1, "label_grouping": "cathode"}
@@ -104,7 +113,9 @@ def test_label_statistics_carry_the_cathode_groups(fleet_data: Any, model_kwargs
         battery_fl.BatLiNet(label_grouping="chemistry")
 
 
-def test_secure_aggregation_matches_plain_fedavg(fleet_data: Any, model: battery_fl.BatLiNet) -> None:
+def test_secure_aggregation_matches_plain_fedavg(
+    fleet_data: Any, model: battery_fl.BatLiNet
+) -> None:
     plain, secure = _sim(fleet_data, model), _sim(fleet_data, model, secure_aggregation=True)
     plain.run()
     secure.run()
@@ -139,7 +150,11 @@ def test_defaults_are_the_core_defaults(fleet_data: Any, model: battery_fl.BatLi
     """Every setting left out takes the core's default (none is repeated in the binding),
     and every keyword argument is a core setting of the same name."""
     defaults = battery_fl.Simulation.default_config()
-    assert (defaults["strategy"], defaults["proximal_mu"], defaults["trimmed_beta"]) == ("fed_prox", 0.01, 0.2)
+    assert (defaults["strategy"], defaults["proximal_mu"], defaults["trimmed_beta"]) == (
+        "fed_prox",
+        0.01,
+        0.2,
+    )
     assert "mu" not in defaults
     sim = battery_fl.Simulation(fleet_data, model=model)
     assert sim.config == defaults
@@ -147,10 +162,23 @@ def test_defaults_are_the_core_defaults(fleet_data: Any, model: battery_fl.BatLi
     settings = set(params) - {"fleets", "model", "checkpoint"}
     assert settings == set(defaults)
     assert all(params[name].default is None for name in settings)
-    given = battery_fl.Simulation(fleet_data, model=model, strategy="fed_avg", proximal_mu=0.5, rounds=2,
-                                  trimmed_beta=0.1, server_optimizer={"eta": 0.01})
-    assert given.config == {**defaults, "strategy": "fed_avg", "proximal_mu": 0.5, "rounds": 2, "trimmed_beta": 0.1,
-                            "server_optimizer": {**defaults["server_optimizer"], "eta": 0.01}}
+    given = battery_fl.Simulation(
+        fleet_data,
+        model=model,
+        strategy="fed_avg",
+        proximal_mu=0.5,
+        rounds=2,
+        trimmed_beta=0.1,
+        server_optimizer={"eta": 0.01},
+    )
+    assert given.config == {
+        **defaults,
+        "strategy": "fed_avg",
+        "proximal_mu": 0.5,
+        "rounds": 2,
+        "trimmed_beta": 0.1,
+        "server_optimizer": {**defaults["server_optimizer"], "eta": 0.01},
+    }
     with pytest.raises(TypeError):
         battery_fl.Simulation(fleet_data, model=model, mu=0.1)  # type: ignore[call-arg]
 
@@ -180,7 +208,9 @@ def test_job_seed() -> None:
     assert len(seeds) == 15 and battery_fl.job_seed(7, 1, 0) == battery_fl.job_seed(7, 1, 0)
 
 
-def test_personalization_gives_each_fleet_its_model(fleet_data: Any, model: battery_fl.BatLiNet) -> None:
+def test_personalization_gives_each_fleet_its_model(
+    fleet_data: Any, model: battery_fl.BatLiNet
+) -> None:
     """``head``: each fleet keeps its own head; ``fleet_model`` is the model it is scored
     with; records carry the personalized RMSE per fleet."""
     sim = _sim(fleet_data, model, personalization="head")

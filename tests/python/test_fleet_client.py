@@ -36,24 +36,42 @@ class Replay:
     personal_weights: list[list[list[np.ndarray]]] = field(default_factory=list)
 
 
-def rmse(model: battery_fl.BatLiNet, train: list[battery_fl.Cell], test: list[battery_fl.Cell], k: int,
-         seed: int) -> float:
+def rmse(
+    model: battery_fl.BatLiNet,
+    train: list[battery_fl.Cell],
+    test: list[battery_fl.Cell],
+    k: int,
+    seed: int,
+) -> float:
     """RMSE (cycles) on ``test`` with references from ``train``, as the nodes evaluate."""
     predicted = model.predict(test, references=train, k=min(k, len(train)), seed=seed)
     truth = np.array([c.cycle_life() for c in test], dtype=np.float64)
     return float(np.sqrt(np.mean((predicted - truth) ** 2)))
 
 
-def replay(fleet_data: Fleets, model_kwargs: dict[str, Any], rounds: int, **settings: Any) -> Replay:
+def replay(
+    fleet_data: Fleets, model_kwargs: dict[str, Any], rounds: int, **settings: Any
+) -> Replay:
     """Run a Simulation and, beside it, one FleetClient per fleet driven by hand."""
-    settings = dict(rounds=rounds, local_epochs=2, seed=1, inference_references=4, strategy="fed_avg",
-                    secure_aggregation=None, dp=None, **settings)
+    settings = dict(
+        rounds=rounds,
+        local_epochs=2,
+        seed=1,
+        inference_references=4,
+        strategy="fed_avg",
+        secure_aggregation=None,
+        dp=None,
+        **settings,
+    )
     sim = battery_fl.Simulation(fleet_data, model=battery_fl.BatLiNet(**model_kwargs), **settings)
     model = battery_fl.BatLiNet(**model_kwargs)  # same seed: the Simulation's initial weights
     model.set_label_transform(*sim.label_transform)
     model.set_input_scales(*sim.input_scales)
     current = model.get_parameters()
-    clients = [battery_fl.FleetClient(sim.config, i, model, train) for i, (_, train, _) in enumerate(fleet_data)]
+    clients = [
+        battery_fl.FleetClient(sim.config, i, model, train)
+        for i, (_, train, _) in enumerate(fleet_data)
+    ]
     states = [c.initial_state(model) for c in clients]
     out = Replay()
     for r in range(1, rounds + 1):
@@ -70,11 +88,18 @@ def replay(fleet_data: Fleets, model_kwargs: dict[str, Any], rounds: int, **sett
         current = battery_fl.FedAvg().aggregate(sent, [float(n) for n in counts])
         out.globals.append(current)
         personal, weights_of = {}, []
-        for i, (client, (fleet_id, train, test)) in enumerate(zip(clients, fleet_data, strict=True)):
+        for i, (client, (fleet_id, train, test)) in enumerate(
+            zip(clients, fleet_data, strict=True)
+        ):
             own, states[i] = client.personal_model(model, current, states[i], r)
             weights_of.append(own.get_parameters())
-            personal[fleet_id] = rmse(own, train, test, settings["inference_references"],
-                                      battery_fl.job_seed(settings["seed"], r, i))
+            personal[fleet_id] = rmse(
+                own,
+                train,
+                test,
+                settings["inference_references"],
+                battery_fl.job_seed(settings["seed"], r, i),
+            )
         out.personal.append(personal)
         out.personal_weights.append(weights_of)
     return out
@@ -82,11 +107,14 @@ def replay(fleet_data: Fleets, model_kwargs: dict[str, Any], rounds: int, **sett
 
 def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return max(
-        float(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).max()) for x, y in zip(a, b, strict=True)
+        float(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).max())
+        for x, y in zip(a, b, strict=True)
     )
 
 
-def test_fedavg_over_fleet_clients_is_the_simulation(fleet_data: Fleets, model_kwargs: dict[str, Any]) -> None:
+def test_fedavg_over_fleet_clients_is_the_simulation(
+    fleet_data: Fleets, model_kwargs: dict[str, Any]
+) -> None:
     run = replay(fleet_data, model_kwargs, rounds=2, personalization="none")
     for r in range(2):
         assert max_diff(run.globals[r], run.simulated[r]) < 1e-6, f"round {r + 1}"
@@ -98,17 +126,22 @@ def test_fedavg_over_fleet_clients_is_the_simulation(fleet_data: Fleets, model_k
 
 
 @pytest.mark.parametrize(("personalization", "rounds"), [("ditto", 2), ("head", 2), ("auto", 1)])
-def test_personalized_rmse_is_the_simulations(fleet_data: Fleets, model_kwargs: dict[str, Any],
-                                              personalization: str, rounds: int) -> None:
+def test_personalized_rmse_is_the_simulations(
+    fleet_data: Fleets, model_kwargs: dict[str, Any], personalization: str, rounds: int
+) -> None:
     """Per fleet and round, the personal model's RMSE equals the Simulation's (same code and
     seeds; the global weights differ by float rounding only, since the Simulation averages
     deltas)."""
     run = replay(fleet_data, model_kwargs, rounds=rounds, personalization=personalization)
     for r in range(rounds):
         assert max_diff(run.globals[r], run.simulated[r]) < 1e-6
-        assert run.personal[r] == pytest.approx(run.records[r]["fleet_personalized_rmse"], rel=1e-6), f"round {r + 1}"
+        assert run.personal[r] == pytest.approx(
+            run.records[r]["fleet_personalized_rmse"], rel=1e-6
+        ), f"round {r + 1}"
     # the personal models are not the global one: the check has teeth
-    assert run.records[-1]["fleet_personalized_rmse"] != pytest.approx(run.records[-1]["fleet_rmse"], rel=1e-6)
+    assert run.records[-1]["fleet_personalized_rmse"] != pytest.approx(
+        run.records[-1]["fleet_rmse"], rel=1e-6
+    )
 
 
 def test_head_stays_home(fleet_data: Fleets, model_kwargs: dict[str, Any]) -> None:
@@ -121,14 +154,24 @@ def test_head_stays_home(fleet_data: Fleets, model_kwargs: dict[str, Any]) -> No
             for i in range(len(names)):
                 if i in heads:  # the head sent is the one received
                     np.testing.assert_array_equal(sent[i], run.received[r][i])
-            assert max_diff([sent[i] for i in range(len(names)) if i not in heads],
-                            [run.received[r][i] for i in range(len(names)) if i not in heads]) > 0
+            assert (
+                max_diff(
+                    [sent[i] for i in range(len(names)) if i not in heads],
+                    [run.received[r][i] for i in range(len(names)) if i not in heads],
+                )
+                > 0
+            )
     # each fleet uses the global encoders with its own head
     own = run.personal_weights[-1]
     for weights in own:
         assert max_diff([weights[i] for i in heads], [run.globals[-1][i] for i in heads]) > 0
-        assert max_diff([w for i, w in enumerate(weights) if i not in heads],
-                        [w for i, w in enumerate(run.globals[-1]) if i not in heads]) == 0.0
+        assert (
+            max_diff(
+                [w for i, w in enumerate(weights) if i not in heads],
+                [w for i, w in enumerate(run.globals[-1]) if i not in heads],
+            )
+            == 0.0
+        )
     assert max_diff([own[0][i] for i in heads], [own[1][i] for i in heads]) > 0
 
 
@@ -136,9 +179,12 @@ def test_auto_holds_out_validation_cells(fleet_data: Fleets, model_kwargs: dict[
     model = battery_fl.BatLiNet(**model_kwargs)
     train = fleet_data[0][1]
     model.set_statistics(*model.local_statistics(train))
-    assert battery_fl.FleetClient({"personalization": "none"}, 0, model, train).fit_cells == len(train)
-    auto = battery_fl.FleetClient({"personalization": "auto", "validation_fraction": 0.25, "local_epochs": 1},
-                                  0, model, train)
+    assert battery_fl.FleetClient({"personalization": "none"}, 0, model, train).fit_cells == len(
+        train
+    )
+    auto = battery_fl.FleetClient(
+        {"personalization": "auto", "validation_fraction": 0.25, "local_epochs": 1}, 0, model, train
+    )
     assert auto.fit_cells == len(train) - 1  # round(4 * 0.25) cells validate
     start = model.get_parameters()
     state = auto.initial_state(model)
@@ -158,7 +204,9 @@ def test_settings_and_inputs_are_checked(fleet_data: Fleets, model_kwargs: dict[
         battery_fl.FleetClient({}, 0, model, [])
     assert data_info.value.kind == "not_enough_data"
     model.set_statistics(*model.local_statistics(train))
-    client = battery_fl.FleetClient({"personalization": "ditto", "local_epochs": 1}, 0, model, train)
+    client = battery_fl.FleetClient(
+        {"personalization": "ditto", "local_epochs": 1}, 0, model, train
+    )
     start = model.get_parameters()
     with pytest.raises(battery_fl.BatteryFlError):
         client.train(model, start, b"not a state", 1)

@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from battery_fl.flower import write_app
 from flower_loopback import Loopback, alive
 from flower_support import (
     FLEETS,
@@ -39,6 +37,8 @@ from flower_support import (
     reference_rounds,
     reference_simulation,
 )
+
+from battery_fl.flower import write_app
 
 RUN_TIMEOUT = 420.0
 #: Cycles. The nodes' pooled RMSE against the Simulation's (same code, seeds and references;
@@ -59,12 +59,20 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run the three federations on one deployment; returns their output folders and what
     stopping the processes took."""
     work = tmp_path_factory.mktemp("flower")
-    app = write_app(work / "app", SETTINGS, name="bfl-loopback-test", clientapp="bfl_loopback_app:app")
+    app = write_app(
+        work / "app", SETTINGS, name="bfl-loopback-test", clientapp="bfl_loopback_app:app"
+    )
     (app / "bfl_loopback_app.py").write_text(CLIENT_MODULE)
-    nodes = [node_config_arg(i, **({"secagg-drop": "2:1"} if i == 2 else {})) for i in range(FLEETS)]
+    nodes = [
+        node_config_arg(i, **({"secagg-drop": "2:1"} if i == 2 else {})) for i in range(FLEETS)
+    ]
     runs: dict[str, dict[str, object]] = {
         "plain": {"output-dir": str(work / "plain")},
-        "secagg": {"output-dir": str(work / "secagg"), "secure-aggregation": True, "secure-statistics": False},
+        "secagg": {
+            "output-dir": str(work / "secagg"),
+            "secure-aggregation": True,
+            "secure-statistics": False,
+        },
         "personal": {"output-dir": str(work / "personal"), **PERSONAL},
     }
     # Two lanes run concurrently, the personalized run after the plain one: a SuperNode
@@ -85,9 +93,16 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     finally:
         killed = loopback.stop()
     for name, proc in done.items():
-        assert proc.returncode == 0, f"flwr run {name}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{loopback.tails()}"
+        assert proc.returncode == 0, (
+            f"flwr run {name}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{loopback.tails()}"
+        )
         assert (work / name / "result.json").exists(), f"{name}: no result\n{proc.stdout[-3000:]}"
-    return {"work": work, "started": [p.pid for p in loopback.procs], "tree": loopback.tree, "killed": killed}
+    return {
+        "work": work,
+        "started": [p.pid for p in loopback.procs],
+        "tree": loopback.tree,
+        "killed": killed,
+    }
 
 
 def summary(deployment: dict[str, Any], name: str) -> dict[str, Any]:
@@ -116,7 +131,9 @@ def test_secure_aggregation_gives_the_plain_fedavg_result(deployment: dict[str, 
     assert 0 < diff < 2e-4, diff  # quantization only
 
 
-def test_a_node_dropping_during_key_sharing_does_not_lose_the_round(deployment: dict[str, Any]) -> None:
+def test_a_node_dropping_during_key_sharing_does_not_lose_the_round(
+    deployment: dict[str, Any],
+) -> None:
     rounds = summary(deployment, "secagg")["rounds"]
     assert rounds[1]["aggregated"] and rounds[1]["nodes"] == FLEETS - 1
     assert set(rounds[1]["survivors"]) < set(rounds[0]["survivors"])
@@ -132,11 +149,15 @@ def test_personalized_rmse_matches_the_simulation(deployment: dict[str, Any]) ->
     assert max_diff(weights(deployment, "personal", 2), sim.global_parameters()) < 1e-5
     for r, record in enumerate(sim.history, start=1):
         evaluated = personal["evaluate"][str(r)]
-        assert evaluated["personalized-rmse"] == pytest.approx(record["personalized_rmse"], abs=RMSE_TOLERANCE), r
+        assert evaluated["personalized-rmse"] == pytest.approx(
+            record["personalized_rmse"], abs=RMSE_TOLERANCE
+        ), r
         assert evaluated["rmse"] == pytest.approx(record["global_rmse"], abs=RMSE_TOLERANCE), r
         assert personal["rounds"][r - 1]["personalized-rmse"] == evaluated["personalized-rmse"]
     last = sim.history[-1]
-    assert abs(last["personalized_rmse"] - last["global_rmse"]) > 10 * RMSE_TOLERANCE  # the check has teeth
+    assert (
+        abs(last["personalized_rmse"] - last["global_rmse"]) > 10 * RMSE_TOLERANCE
+    )  # the check has teeth
 
 
 def test_every_process_was_stopped(deployment: dict[str, Any]) -> None:

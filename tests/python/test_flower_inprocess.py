@@ -15,21 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-import battery_fl
-from battery_fl import dp, flower
-from battery_fl.flower import client
-from battery_fl.flower import (
-    BatteryFlStrategy,
-    FederationSettings,
-    LocalGrid,
-    dropout_mod,
-    load_fleet,
-    make_client_app,
-    run_federation,
-    secagg_mod,
-    write_app,
-)
 from flower_support import (
     FLEETS,
     SETTINGS,
@@ -42,6 +27,21 @@ from flower_support import (
     reference_simulation,
 )
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+import battery_fl
+from battery_fl import dp, flower
+from battery_fl.flower import (
+    BatteryFlStrategy,
+    FederationSettings,
+    LocalGrid,
+    client,
+    dropout_mod,
+    load_fleet,
+    make_client_app,
+    run_federation,
+    secagg_mod,
+    write_app,
+)
 
 NODE_IDS = [101, 202, 303]
 APP = make_client_app(mods=[dropout_mod, secagg_mod])
@@ -78,10 +78,17 @@ def run(tmp_path: Path, name: str, drops: dict[str, str] | None = None, **change
 
 @pytest.fixture(scope="module")
 def simulation() -> battery_fl.Simulation:
-    model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(**SETTINGS.featurizer), progress=False, **SETTINGS.model)
+    model = battery_fl.BatLiNet(
+        featurizer=battery_fl.Featurizer(**SETTINGS.featurizer), progress=False, **SETTINGS.model
+    )
     data = [(f"fleet-{i}", train, test) for i, (train, test) in enumerate(fleets())]
     sim = battery_fl.Simulation(
-        data, model=model, rounds=2, local_epochs=SETTINGS.local_epochs, strategy="fed_avg", seed=SETTINGS.seed,
+        data,
+        model=model,
+        rounds=2,
+        local_epochs=SETTINGS.local_epochs,
+        strategy="fed_avg",
+        seed=SETTINGS.seed,
         inference_references=SETTINGS.inference_references,
     )
     sim.run()
@@ -106,7 +113,9 @@ def test_public_objects_are_documented() -> None:
         assert getattr(flower, name).__doc__ or name == "FLWR_VERSION", name
 
 
-def test_plain_federation_equals_the_simulation(plain: Outcome, simulation: battery_fl.Simulation) -> None:
+def test_plain_federation_equals_the_simulation(
+    plain: Outcome, simulation: battery_fl.Simulation
+) -> None:
     model = reference_model()
     start = model.get_parameters()
     want = reference_rounds(model, start, [1, 2])[-1]
@@ -114,17 +123,23 @@ def test_plain_federation_equals_the_simulation(plain: Outcome, simulation: batt
     assert max_diff(plain.arrays, simulation.global_parameters()) < 1e-6
     assert max_diff(plain.arrays, start) > 1e-3  # the rounds did move the model
     assert plain.summary["cells"] == FLEETS * 4 and plain.summary["nodes"] == FLEETS
-    assert plain.summary["label_transform"] == pytest.approx(list(simulation.label_transform), abs=1e-9)
+    assert plain.summary["label_transform"] == pytest.approx(
+        list(simulation.label_transform), abs=1e-9
+    )
     # the nodes' evaluation is the simulation's: same references, seeds and pooled RMSE
     for r, record in enumerate(simulation.history, start=1):
-        assert plain.summary["evaluate"][str(r)]["rmse"] == pytest.approx(record["global_rmse"], rel=1e-5)
+        assert plain.summary["evaluate"][str(r)]["rmse"] == pytest.approx(
+            record["global_rmse"], rel=1e-5
+        )
     saved = battery_fl.BatLiNet.load(plain.out / "model")
     assert max_diff(saved.get_parameters(), plain.arrays) == 0.0
     assert saved.label_transform == pytest.approx(simulation.label_transform, abs=1e-9)
 
 
 @pytest.mark.parametrize("personalization", ["ditto", "head"])
-def test_personalized_federation_equals_the_simulation(tmp_path: Path, personalization: str) -> None:
+def test_personalized_federation_equals_the_simulation(
+    tmp_path: Path, personalization: str
+) -> None:
     """Nodes train and evaluate with battery_fl.FleetClient, their personal state kept in
     their own Context.state: per round, the pooled personalized RMSE is the Simulation's
     (``auto`` is checked against the Simulation in test_fleet_client.py)."""
@@ -138,21 +153,34 @@ def test_personalized_federation_equals_the_simulation(tmp_path: Path, personali
     for r, record in enumerate(sim.history, start=1):
         evaluated = summary["evaluate"][str(r)]
         assert evaluated["rmse"] == pytest.approx(record["global_rmse"], rel=1e-6)
-        assert evaluated["personalized-rmse"] == pytest.approx(record["personalized_rmse"], rel=1e-6)
+        assert evaluated["personalized-rmse"] == pytest.approx(
+            record["personalized_rmse"], rel=1e-6
+        )
         assert summary["rounds"][r - 1]["personalized-rmse"] == evaluated["personalized-rmse"]
     history = json.loads((out / "history.json").read_text())
     assert [h["rmse"] for h in history] == [summary["evaluate"][str(r)]["rmse"] for r in (1, 2)]
     last = summary["evaluate"]["2"]
-    assert last["personalized-rmse"] != pytest.approx(last["rmse"], rel=1e-6)  # personal models differ
+    assert last["personalized-rmse"] != pytest.approx(
+        last["rmse"], rel=1e-6
+    )  # personal models differ
     for node in NODE_IDS:  # the state stays on the node
         assert isinstance(g.contexts[node].state[client.PERSONAL_STATE_KEY]["state"], bytes)
 
 
 def test_fedadam_strategy_equals_the_simulation(tmp_path: Path) -> None:
-    model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(**SETTINGS.featurizer), progress=False, **SETTINGS.model)
+    model = battery_fl.BatLiNet(
+        featurizer=battery_fl.Featurizer(**SETTINGS.featurizer), progress=False, **SETTINGS.model
+    )
     data = [(f"fleet-{i}", train, test) for i, (train, test) in enumerate(fleets())]
-    sim = battery_fl.Simulation(data, model=model, rounds=2, local_epochs=SETTINGS.local_epochs, strategy="fed_adam",
-                                seed=SETTINGS.seed, server_optimizer={"eta": 0.01})
+    sim = battery_fl.Simulation(
+        data,
+        model=model,
+        rounds=2,
+        local_epochs=SETTINGS.local_epochs,
+        strategy="fed_adam",
+        seed=SETTINGS.seed,
+        server_optimizer={"eta": 0.01},
+    )
     sim.run()
     adam = run(tmp_path, "adam", strategy="fed_adam", server_eta=0.01)
     assert max_diff(adam.arrays, sim.global_parameters()) < 1e-5
@@ -161,11 +189,15 @@ def test_fedadam_strategy_equals_the_simulation(tmp_path: Path) -> None:
 def test_secure_aggregation_gives_the_fedavg_result(tmp_path: Path, plain: Outcome) -> None:
     secure = run(tmp_path, "secagg", secure_aggregation=True)
     # statistics summed securely: the same label transform up to the 64-bit grid
-    assert secure.summary["label_transform"] == pytest.approx(plain.summary["label_transform"], rel=1e-5)
+    assert secure.summary["label_transform"] == pytest.approx(
+        plain.summary["label_transform"], rel=1e-5
+    )
     assert [r["survivors"] for r in secure.summary["rounds"]] == [sorted(NODE_IDS)] * 2
     # round 1: the same local training, aggregated through the fixed-point grid: quantization
     # noise only (stochastic rounding draws fresh randomness each run)
-    first = max_diff(load_round(secure.out / "round-001.npz"), load_round(plain.out / "round-001.npz"))
+    first = max_diff(
+        load_round(secure.out / "round-001.npz"), load_round(plain.out / "round-001.npz")
+    )
     assert 0 < first < 2e-4
     # round 2 trains from those slightly different weights; local Adam steps carry the
     # difference on, so the bound is looser, but still far below the weights' own scale (~0.1)
@@ -184,13 +216,17 @@ def test_a_node_dropping_in_round_2_does_not_lose_the_round(tmp_path: Path, stag
 
 
 def test_too_few_survivors_lose_only_that_round(tmp_path: Path) -> None:
-    lost = run(tmp_path, "lost", drops={"node0": "1:1"}, secure_aggregation=True, secagg_threshold=3)
+    lost = run(
+        tmp_path, "lost", drops={"node0": "1:1"}, secure_aggregation=True, secagg_threshold=3
+    )
     rounds = lost.summary["rounds"]
     assert [r["aggregated"] for r in rounds] == [False, True]
     assert "below" in rounds[0]["error"] or "threshold" in rounds[0]["error"]
     assert not (tmp_path / "lost" / "round-001.npz").exists()
     model = reference_model()
-    want = reference_rounds(model, model.get_parameters(), [2])[-1]  # round 2 from the initial weights
+    want = reference_rounds(model, model.get_parameters(), [2])[
+        -1
+    ]  # round 2 from the initial weights
     assert max_diff(lost.arrays, want) < 1e-4
 
 
@@ -201,8 +237,12 @@ def clipped_mean_update(c: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
     deltas = []
     for f, (train, _) in enumerate(fleets()):
         model.set_parameters(start)
-        model.train(train, epochs=SETTINGS.local_epochs, seed=battery_fl.job_seed(SETTINGS.seed, 1, f))
-        deltas.append(dp.clip([p - s for p, s in zip(model.get_parameters(), start)], c))
+        model.train(
+            train, epochs=SETTINGS.local_epochs, seed=battery_fl.job_seed(SETTINGS.seed, 1, f)
+        )
+        deltas.append(
+            dp.clip([p - s for p, s in zip(model.get_parameters(), start, strict=True)], c)
+        )
     return start, [sum(d[i] for d in deltas) / FLEETS for i in range(len(start))]
 
 
@@ -213,11 +253,19 @@ def test_dp_clips_noises_and_accounts(tmp_path: Path, mode: str) -> None:
     mean of all m = 3 carries at least as much noise: zC·√(m/t)/m."""
     z, c = 1.0, 0.01
     private = run(
-        tmp_path, "dp", num_server_rounds=1, dp_noise_multiplier=z, dp_clipping_norm=c, dp_seed=7, dp_mode=mode,
+        tmp_path,
+        "dp",
+        num_server_rounds=1,
+        dp_noise_multiplier=z,
+        dp_clipping_norm=c,
+        dp_seed=7,
+        dp_mode=mode,
         secure_aggregation=mode == "distributed",
     )
     start, mean = clipped_mean_update(c)
-    noise = np.concatenate([(g - s - m).ravel() for g, s, m in zip(private.arrays, start, mean)])
+    noise = np.concatenate(
+        [(g - s - m).ravel() for g, s, m in zip(private.arrays, start, mean, strict=True)]
+    )
     expected = z * c / FLEETS * (np.sqrt(FLEETS / 2) if mode == "distributed" else 1.0)
     assert float(np.std(noise)) == pytest.approx(expected, rel=0.2)
     assert abs(float(np.mean(noise))) < 0.2 * expected
@@ -234,12 +282,16 @@ def test_an_exhausted_privacy_budget_stops_before_release(tmp_path: Path) -> Non
 
 
 def test_local_dp_noise_is_added_by_the_nodes(tmp_path: Path) -> None:
-    strategy = BatteryFlStrategy(battery_fl.FedAvg(), dp=flower.DpConfig(1.0, 0.5, mode="local"), min_available_nodes=3)
+    strategy = BatteryFlStrategy(
+        battery_fl.FedAvg(), dp=flower.DpConfig(1.0, 0.5, mode="local"), min_available_nodes=3
+    )
     g = grid()
     arrays = ArrayRecord([np.zeros(3, np.float32)])
     messages = list(strategy.configure_train(1, arrays, ConfigRecord(), g))
     config = messages[0].content["config"]
-    assert len(messages) == 3 and config["dp-clipping-norm"] == 0.5 and config["dp-noise-std"] == 0.5
+    assert (
+        len(messages) == 3 and config["dp-clipping-norm"] == 0.5 and config["dp-noise-std"] == 0.5
+    )
 
 
 def test_strategy_and_settings_reject_bad_combinations() -> None:
@@ -256,7 +308,9 @@ def test_strategy_and_settings_reject_bad_combinations() -> None:
 
 
 def test_settings_round_trip_through_a_written_app(tmp_path: Path) -> None:
-    settings = SETTINGS.replace(secure_aggregation=True, model={**SETTINGS.model, "input_channels": "1,2"})
+    settings = SETTINGS.replace(
+        secure_aggregation=True, model={**SETTINGS.model, "input_channels": "1,2"}
+    )
     app = write_app(tmp_path / "app", settings)
     config = tomllib.loads((app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     flat = {k: v for k, v in config.items() if not isinstance(v, dict)}
@@ -272,7 +326,9 @@ def test_load_fleet_reads_a_folder_and_names_bad_configs(tmp_path: Path) -> None
         (tmp_path / folder).mkdir()
         for cell in cells:
             cell.save(tmp_path / folder / f"{cell.cell_id}.json")
-    fleet = load_fleet({"data-dir": str(tmp_path / "train"), "test-dir": str(tmp_path / "test"), "partition-id": 4})
+    fleet = load_fleet(
+        {"data-dir": str(tmp_path / "train"), "test-dir": str(tmp_path / "test"), "partition-id": 4}
+    )
     assert fleet.index == 4
     assert sorted(c.cell_id for c in fleet.train) == sorted(c.cell_id for c in train)
     assert len(fleet.test) == len(test)
@@ -286,8 +342,12 @@ def test_load_fleet_reads_a_folder_and_names_bad_configs(tmp_path: Path) -> None
 
 def test_the_secagg_mod_passes_other_messages_through() -> None:
     g = grid()
-    payload = RecordDict({"config": ConfigRecord(flower.settings.model_to_config(SETTINGS.build_model()))})
-    (reply,) = g.send_and_receive([Message(payload, dst_node_id=NODE_IDS[0], message_type="query.stats")])
+    payload = RecordDict(
+        {"config": ConfigRecord(flower.settings.model_to_config(SETTINGS.build_model()))}
+    )
+    (reply,) = g.send_and_receive(
+        [Message(payload, dst_node_id=NODE_IDS[0], message_type="query.stats")]
+    )
     assert not reply.has_error()
     (stats,) = reply.content["arrays"].to_numpy_ndarrays()
     assert stats[0] == 4 and stats.dtype == np.float64
@@ -295,5 +355,7 @@ def test_the_secagg_mod_passes_other_messages_through() -> None:
 
 def test_a_failing_node_becomes_an_error_reply() -> None:
     g = LocalGrid(APP, {1: {}})
-    (reply,) = g.send_and_receive([Message(RecordDict(), dst_node_id=1, message_type="query.stats")])
+    (reply,) = g.send_and_receive(
+        [Message(RecordDict(), dst_node_id=1, message_type="query.stats")]
+    )
     assert reply.has_error() and "ConfigError" in (reply.error.reason or "")

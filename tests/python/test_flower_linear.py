@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flower_support import DATA_SEED, FLEETS, POINTS, SETTINGS, node_config
 
 import battery_fl
 from battery_fl import synthetic
 from battery_fl.flower import LocalGrid, make_client_app, secagg_mod
 from battery_fl.flower.linear import LINEAR_STATE_KEY, run_linear_federation
-from flower_support import DATA_SEED, FLEETS, POINTS, SETTINGS, node_config
 
 NODE_IDS = [101, 202, 303]
 # the early-life features read cycles 10 to 100
@@ -42,7 +42,9 @@ def _rmse(predicted: np.ndarray, cells: list[battery_fl.Cell]) -> float:
 def test_flower_runs_the_linear_federation_of_federate_linear(tmp_path: Path, secure: bool) -> None:
     data = _fleets()
     grid = _grid()
-    settings = SETTINGS.replace(recipe="linear", secure_aggregation=secure, output_dir=str(tmp_path))
+    settings = SETTINGS.replace(
+        recipe="linear", secure_aggregation=secure, output_dir=str(tmp_path)
+    )
     summary = run_linear_federation(grid, settings, NODE_IDS)
     reference = battery_fl.federate_linear([train for train, _ in data], secure_aggregation=False)
 
@@ -52,15 +54,21 @@ def test_flower_runs_the_linear_federation_of_federate_linear(tmp_path: Path, se
     cells = [c for train, test in data for c in train + test]
     model = battery_fl.LinearModel.from_json((tmp_path / "linear-global.json").read_text())
     assert model.feature_set == reference.global_model.feature_set
-    np.testing.assert_allclose(model.predict(cells), reference.global_model.predict(cells), rtol=rtol)
+    np.testing.assert_allclose(
+        model.predict(cells), reference.global_model.predict(cells), rtol=rtol
+    )
     assert json.loads((tmp_path / "result.json").read_text())["privacy"] is None
     for i, node in enumerate(NODE_IDS):
         _, test = data[i]
         metrics = summary["per_node"][str(node)]
         own = reference.fleets[i]
-        assert metrics["personalized-rmse"] == pytest.approx(_rmse(own.predict(test), test), rel=rtol)
+        assert metrics["personalized-rmse"] == pytest.approx(
+            _rmse(own.predict(test), test), rel=rtol
+        )
         # (the local model never touches a sum)
-        assert metrics["local-rmse"] == pytest.approx(_rmse(own.local.predict(test), test), rel=1e-9)
+        assert metrics["local-rmse"] == pytest.approx(
+            _rmse(own.local.predict(test), test), rel=1e-9
+        )
         # the node keeps its models at home: in its Context.state, not in anything it sent
         state = grid.contexts[node].state[LINEAR_STATE_KEY]
         kept = battery_fl.LinearModel.from_json(str(state["personalized"]))
@@ -71,7 +79,11 @@ def test_flower_runs_the_linear_federation_of_federate_linear(tmp_path: Path, se
 
 def test_flower_linear_federation_with_record_level_privacy(tmp_path: Path) -> None:
     settings = SETTINGS.replace(
-        recipe="linear", secure_aggregation=True, record_epsilon=4.0, dp_seed=9, output_dir=str(tmp_path)
+        recipe="linear",
+        secure_aggregation=True,
+        record_epsilon=4.0,
+        dp_seed=9,
+        output_dir=str(tmp_path),
     )
     summary = run_linear_federation(_grid(), settings, NODE_IDS)
     privacy = summary["privacy"]

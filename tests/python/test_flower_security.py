@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
 
 import battery_fl
 from battery_fl import dp, secagg
 from battery_fl.flower import BatteryFlStrategy, DpConfig, LocalGrid, SecAggWorkflow, secagg_mod
 from battery_fl.flower.secagg import DONE_KEY, STATE_KEY, _Exchange
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
 
 NODES = {101: 10, 202: 20, 303: 30}  # node id -> its own number of training cells
 DIM = 64
@@ -47,12 +47,22 @@ def payload(config: dict[str, float] | None = None) -> RecordDict:
     )
 
 
-def start_round(grid: LocalGrid, round_id: int) -> tuple[secagg.SecAggServer, _Exchange, dict[int, bytes]]:
+def start_round(
+    grid: LocalGrid, round_id: int
+) -> tuple[secagg.SecAggServer, _Exchange, dict[int, bytes]]:
     """Stages 0 and 1 of a round over every node; returns the forwarded shares."""
     server = secagg.SecAggServer(
-        list(NODES), DIM, run=int(grid.run.run_id), round=round_id, threshold=2, max_weight=100.0, seed=bytes(32)
+        list(NODES),
+        DIM,
+        run=int(grid.run.run_id),
+        round=round_id,
+        threshold=2,
+        max_weight=100.0,
+        seed=bytes(32),
     )
-    exchange = _Exchange(grid, "train", round_id, {"round": round_id, "dim": DIM, "mode": "delta"}, 10.0)
+    exchange = _Exchange(
+        grid, "train", round_id, {"round": round_id, "dim": DIM, "mode": "delta"}, 10.0
+    )
     keys = exchange.run(secagg.ADVERTISE_KEYS, {v: server.setup() for v in NODES})
     exchange.feed(server.receive_keys, keys, "advertise_keys")
     shares = exchange.run(secagg.SHARE_KEYS, server.finish_advertise())
@@ -85,21 +95,27 @@ def test_a_repeated_stage_cannot_unmask_a_node() -> None:
     exchange.feed(server.receive_unmask, revealed, "unmask")
     result = server.finish()
     weights = np.array(list(NODES.values()), dtype=np.float64)
-    want = sum(w * secret_update(n) for n, w in zip(NODES, weights)) / weights.sum()
+    want = sum(w * secret_update(n) for n, w in zip(NODES, weights, strict=True)) / weights.sum()
     assert np.allclose(result.mean, want, atol=1e-4)
 
 
 def test_a_finished_round_is_not_started_again_and_secrets_are_forgotten() -> None:
     grid = LocalGrid(make_app(), {node: {} for node in NODES})
     server, exchange, forwarded = start_round(grid, 1)
-    exchange.feed(server.receive_masked_input, exchange.run(secagg.MASKED_INPUT, forwarded, payload()), "")
-    exchange.feed(server.receive_unmask, exchange.run(secagg.UNMASK, server.finish_masked_input()), "")
+    exchange.feed(
+        server.receive_masked_input, exchange.run(secagg.MASKED_INPUT, forwarded, payload()), ""
+    )
+    exchange.feed(
+        server.receive_unmask, exchange.run(secagg.UNMASK, server.finish_masked_input()), ""
+    )
     assert server.finish().survivors == sorted(NODES)
     for context in grid.contexts.values():
         assert STATE_KEY not in context.state  # the round secret is gone
         assert list(context.state[DONE_KEY]["rounds"]) == [1]  # type: ignore[index]
     # the same round again: every node refuses stage 0
-    again = secagg.SecAggServer(list(NODES), DIM, run=int(grid.run.run_id), round=1, threshold=2, seed=bytes(32))
+    again = secagg.SecAggServer(
+        list(NODES), DIM, run=int(grid.run.run_id), round=1, threshold=2, seed=bytes(32)
+    )
     assert exchange.run(secagg.ADVERTISE_KEYS, {v: again.setup() for v in NODES}) == {}
     # a round whose training fails on a node: that node forgets the round's secret at once
     grid = LocalGrid(make_app(), {101: {"fail-training": 1}, 202: {}, 303: {}})
@@ -111,8 +127,12 @@ def test_a_finished_round_is_not_started_again_and_secrets_are_forgotten() -> No
 def test_the_node_weight_is_its_own_and_capped_at_its_pinned_maximum() -> None:
     grid = LocalGrid(make_app(), {101: {"secagg-max-weight": 5.0}, 202: {}, 303: {}})
     server, exchange, forwarded = start_round(grid, 1)
-    exchange.feed(server.receive_masked_input, exchange.run(secagg.MASKED_INPUT, forwarded, payload()), "")
-    exchange.feed(server.receive_unmask, exchange.run(secagg.UNMASK, server.finish_masked_input()), "")
+    exchange.feed(
+        server.receive_masked_input, exchange.run(secagg.MASKED_INPUT, forwarded, payload()), ""
+    )
+    exchange.feed(
+        server.receive_unmask, exchange.run(secagg.UNMASK, server.finish_masked_input()), ""
+    )
     result = server.finish()
     weights = {101: 5.0, 202: 20.0, 303: 30.0}
     want = sum(w * secret_update(n) for n, w in weights.items()) / sum(weights.values())
@@ -122,7 +142,9 @@ def test_the_node_weight_is_its_own_and_capped_at_its_pinned_maximum() -> None:
 
 def test_a_node_refuses_a_setup_below_its_pinned_minimums() -> None:
     grid = LocalGrid(make_app(), {101: {"secagg-min-threshold": 3}, 202: {}, 303: {}})
-    server = secagg.SecAggServer(list(NODES), DIM, run=int(grid.run.run_id), round=1, threshold=2, seed=bytes(32))
+    server = secagg.SecAggServer(
+        list(NODES), DIM, run=int(grid.run.run_id), round=1, threshold=2, seed=bytes(32)
+    )
     exchange = _Exchange(grid, "train", 1, {"round": 1, "dim": DIM, "mode": "delta"}, 10.0)
     keys = exchange.run(secagg.ADVERTISE_KEYS, {v: server.setup() for v in NODES})
     assert sorted(keys) == [202, 303]
@@ -152,7 +174,9 @@ def test_dp_means_use_the_sampled_count_and_claim_no_amplification() -> None:
     app = make_app()
     grid = LocalGrid(app, {101: {}, 202: {}, 303: {"fail-training": 1}, 404: {"fail-training": 1}})
     config = DpConfig(noise_multiplier=1e-6, clipping_norm=100.0, seed=1)
-    strategy = BatteryFlStrategy(battery_fl.FedAvg(), dp=config, fraction_train=0.75, min_available_nodes=4)
+    strategy = BatteryFlStrategy(
+        battery_fl.FedAvg(), dp=config, fraction_train=0.75, min_available_nodes=4
+    )
     arrays = ArrayRecord([np.zeros(DIM, np.float32)])
     messages = list(strategy.configure_train(1, arrays, ConfigRecord(), grid))
     assert len(messages) == 3

@@ -66,16 +66,30 @@ def test_personalization_settings_reach_the_run_config() -> None:
     """``personalization`` and its knobs are core settings; ``personal-epochs = 0`` stands for
     the core's ``None`` (``local-epochs``), since TOML has no null."""
     settings = FederationSettings.from_run_config(
-        {"personalization": "ditto", "ditto-lambda": 0.5, "personal-epochs": 0, "validation-fraction": 0.5,
-         "auto-margin": 0.2}
+        {
+            "personalization": "ditto",
+            "ditto-lambda": 0.5,
+            "personal-epochs": 0,
+            "validation-fraction": 0.5,
+            "auto-margin": 0.2,
+        }
     )
     assert settings.auto_margin == 0.2
-    assert (settings.personalization, settings.ditto_lambda, settings.personal_epochs) == ("ditto", 0.5, None)
+    assert (settings.personalization, settings.ditto_lambda, settings.personal_epochs) == (
+        "ditto",
+        0.5,
+        None,
+    )
     flat = settings.to_run_config()
     assert flat["personal-epochs"] == 0 and FederationSettings.from_run_config(flat) == settings
     assert FederationSettings.from_run_config({"personal-epochs": 2}).personal_epochs == 2
-    bad = [{"personalization": "everyone"}, {"ditto-lambda": -1.0}, {"personal-epochs": -1},
-           {"validation-fraction": 0.75}, {"auto-margin": 1.0}]
+    bad = [
+        {"personalization": "everyone"},
+        {"ditto-lambda": -1.0},
+        {"personal-epochs": -1},
+        {"validation-fraction": 0.75},
+        {"auto-margin": 1.0},
+    ]
     for run_config in bad:
         with pytest.raises(battery_fl.ConfigError) as info:
             FederationSettings.from_run_config(run_config)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+from conftest import DATA
 
 import battery_fl
 from battery_fl import synthetic
-from conftest import DATA
 
 
 def test_distance_is_a_symmetric_dissimilarity(cells: list[battery_fl.Cell]) -> None:
@@ -36,7 +36,9 @@ def test_attributes(cells: list[battery_fl.Cell]) -> None:
 
 
 def test_discharge_only_real_cell_and_round_trips() -> None:
-    matr = battery_fl.load_cell(DATA / "matr_severson_qv" / "MATR_2017-05-12_EL150800460486.json.gz")
+    matr = battery_fl.load_cell(
+        DATA / "matr_severson_qv" / "MATR_2017-05-12_EL150800460486.json.gz"
+    )
     fp = battery_fl.GenomeFingerprint.from_cell(matr)
     assert fp.cathode == "LFP" and np.isfinite(fp.v_of_q).all()
     assert battery_fl.GenomeFingerprint.from_json(fp.to_json()) == fp

@@ -97,7 +97,9 @@ def test_bad_input_raises_typed_errors(fleets: list[list[battery_fl.Cell]]) -> N
 
 
 def test_intervals_cover_and_flag_an_unseen_chemistry() -> None:
-    cells = [c for f in synthetic.generate_fleets(fleets=5, cells_per_fleet=40, seed=4) for c in f.cells]
+    cells = [
+        c for f in synthetic.generate_fleets(fleets=5, cells_per_fleet=40, seed=4) for c in f.cells
+    ]
     seen = [c for c in cells if c.cathode != "NMC"]
     unseen = [c for c in cells if c.cathode == "NMC"]
     train, test = seen[::2], seen[1::2]
@@ -120,7 +122,10 @@ def test_hybrid_corrects_the_linear_model_it_selects() -> None:
     cells = synthetic.generate_fleets(fleets=1, cells_per_fleet=20, seed=5)[0].cells
     train, test = cells[:15], cells[15:]
     template = battery_fl.BatLiNet(
-        featurizer=battery_fl.Featurizer(cycles=12, interp_dim=16), conv_channels=4, epochs=3, progress=False
+        featurizer=battery_fl.Featurizer(cycles=12, interp_dim=16),
+        conv_channels=4,
+        epochs=3,
+        progress=False,
     )
     hybrid = battery_fl.HybridModel.fit(train, template)
     alone = battery_fl.LinearModel.fit(train)

@@ -12,10 +12,10 @@ import pytest
 import safetensors.numpy
 import safetensors.torch
 import torch
+from conftest import CYCLES, INTERP, gil_blocked_fraction
 
 import battery_fl
 from battery_fl import synthetic
-from conftest import CYCLES, INTERP, gil_blocked_fraction
 
 
 def test_defaults_match_the_core() -> None:
@@ -51,7 +51,10 @@ def test_construction(model_kwargs: dict[str, Any]) -> None:
 def test_training_schedule_settings(model_kwargs: dict[str, Any]) -> None:
     model = battery_fl.BatLiNet(**model_kwargs, lr_schedule="cosine", weight_averaging=0.25)
     assert (model.config["lr_schedule"], model.config["weight_averaging"]) == ("cosine", 0.25)
-    for bad, field in [({"lr_schedule": "step"}, "lr_schedule"), ({"weight_averaging": 1.0}, "weight_averaging")]:
+    for bad, field in [
+        ({"lr_schedule": "step"}, "lr_schedule"),
+        ({"weight_averaging": 1.0}, "weight_averaging"),
+    ]:
         with pytest.raises(battery_fl.ConfigError) as info:
             battery_fl.BatLiNet(**model_kwargs, **bad)
         assert info.value.field == field
@@ -69,14 +72,18 @@ def test_fit_predict(fitted: battery_fl.BatLiNet, cells: list[battery_fl.Cell]) 
     np.testing.assert_array_equal(lives, fitted.predict(targets, refs, k=4))
     assert not np.array_equal(lives, fitted.predict(targets, refs, k=4, seed=99))
     genome = fitted.predict(targets, refs, k=4, selection="genome")
-    np.testing.assert_array_equal(genome, fitted.predict(targets, refs, k=4, selection="genome", seed=99))
+    np.testing.assert_array_equal(
+        genome, fitted.predict(targets, refs, k=4, selection="genome", seed=99)
+    )
     with pytest.raises(battery_fl.DataError):  # two branches need references
         fitted.predict(targets)
     with pytest.raises(battery_fl.ConfigError):
         fitted.predict(targets, refs, selection="closest")
 
 
-def test_fit_is_seeded_and_learns(cells: list[battery_fl.Cell], model_kwargs: dict[str, Any]) -> None:
+def test_fit_is_seeded_and_learns(
+    cells: list[battery_fl.Cell], model_kwargs: dict[str, Any]
+) -> None:
     kw = {**model_kwargs, "epochs": 8}
     m1, m2 = battery_fl.BatLiNet(**kw), battery_fl.BatLiNet(**kw)
     losses = m1.fit(cells[:12])
@@ -86,13 +93,17 @@ def test_fit_is_seeded_and_learns(cells: list[battery_fl.Cell], model_kwargs: di
         np.testing.assert_array_equal(p, q)
 
 
-def test_single_branch_needs_no_references(cells: list[battery_fl.Cell], model_kwargs: dict[str, Any]) -> None:
+def test_single_branch_needs_no_references(
+    cells: list[battery_fl.Cell], model_kwargs: dict[str, Any]
+) -> None:
     cnn = battery_fl.BatLiNet(**model_kwargs, single_branch=True, train_references=0)
     cnn.fit(cells[:12])
     assert cnn.predict(cells[12:]).shape == (6,)
 
 
-def test_parameters_round_trip(fitted: battery_fl.BatLiNet, cells: list[battery_fl.Cell], model_kwargs: dict[str, Any]) -> None:
+def test_parameters_round_trip(
+    fitted: battery_fl.BatLiNet, cells: list[battery_fl.Cell], model_kwargs: dict[str, Any]
+) -> None:
     other = battery_fl.BatLiNet(**{**model_kwargs, "seed": 7})
     mean, std = fitted.label_transform  # type: ignore[misc]
     other.set_label_transform(mean, std)
@@ -111,14 +122,21 @@ def test_parameters_round_trip(fitted: battery_fl.BatLiNet, cells: list[battery_
         other.set_input_scales([0.0] * 6, [1.0] * 6)
 
 
-def test_train_with_fedprox_and_fine_tune(fitted: battery_fl.BatLiNet, cells: list[battery_fl.Cell]) -> None:
+def test_train_with_fedprox_and_fine_tune(
+    fitted: battery_fl.BatLiNet, cells: list[battery_fl.Cell]
+) -> None:
     start = fitted.get_parameters()
-    free, prox = battery_fl.BatLiNet.from_bytes(fitted.to_bytes()), battery_fl.BatLiNet.from_bytes(fitted.to_bytes())
+    free, prox = (
+        battery_fl.BatLiNet.from_bytes(fitted.to_bytes()),
+        battery_fl.BatLiNet.from_bytes(fitted.to_bytes()),
+    )
     free.train(cells[12:], epochs=3, seed=4, learning_rate=0.01)
     prox.train(cells[12:], epochs=3, seed=4, learning_rate=0.01, mu=100.0, global_parameters=start)
 
     def drift(m: battery_fl.BatLiNet) -> float:
-        return float(sum(np.sum((p - q) ** 2) for p, q in zip(m.get_parameters(), start, strict=True)))
+        return float(
+            sum(np.sum((p - q) ** 2) for p, q in zip(m.get_parameters(), start, strict=True))
+        )
 
     assert 0 < drift(prox) < drift(free)  # the proximal term pulls towards the global model
     tuned = battery_fl.BatLiNet.from_bytes(fitted.to_bytes())
@@ -132,11 +150,16 @@ def test_train_with_fedprox_and_fine_tune(fitted: battery_fl.BatLiNet, cells: li
         tuned.train(cells[12:], trainable="everything")
 
 
-def test_save_load_bytes_and_pickle(tmp_path: Path, fitted: battery_fl.BatLiNet, cells: list[battery_fl.Cell]) -> None:
+def test_save_load_bytes_and_pickle(
+    tmp_path: Path, fitted: battery_fl.BatLiNet, cells: list[battery_fl.Cell]
+) -> None:
     refs = cells[:12]
     want = fitted.predict(cells[12:], refs)
     fitted.save(tmp_path / "model")
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "model.json",
+        "model.safetensors",
+    ]
     for copy in (
         battery_fl.BatLiNet.load(tmp_path / "model"),
         battery_fl.BatLiNet.from_bytes(fitted.to_bytes()),
@@ -148,7 +171,9 @@ def test_save_load_bytes_and_pickle(tmp_path: Path, fitted: battery_fl.BatLiNet,
         battery_fl.BatLiNet.load(tmp_path / "missing")
 
 
-def test_pytorch_users_open_the_weights_with_safetensors(tmp_path: Path, fitted: battery_fl.BatLiNet) -> None:
+def test_pytorch_users_open_the_weights_with_safetensors(
+    tmp_path: Path, fitted: battery_fl.BatLiNet
+) -> None:
     fitted.save(tmp_path)
     names, params = fitted.parameter_names, fitted.get_parameters()
     arrays = safetensors.numpy.load_file(tmp_path / "model.safetensors")
@@ -162,20 +187,26 @@ def test_pytorch_users_open_the_weights_with_safetensors(tmp_path: Path, fitted:
         assert torch.equal(tensors[name], torch.from_numpy(p))
     # and the other way round: weights written by PyTorch load into the model
     torch_weights = {n: t * 0.5 for n, t in tensors.items()}
-    safetensors.torch.save_file(torch_weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    safetensors.torch.save_file(
+        torch_weights, tmp_path / "model.safetensors", metadata={"format": "pt"}
+    )
     halved = battery_fl.BatLiNet.load(tmp_path)
     for p, q in zip(halved.get_parameters(), params, strict=True):
         np.testing.assert_array_equal(p, q * 0.5)
 
 
-def test_training_releases_the_gil(cells: list[battery_fl.Cell], model_kwargs: dict[str, Any]) -> None:
+def test_training_releases_the_gil(
+    cells: list[battery_fl.Cell], model_kwargs: dict[str, Any]
+) -> None:
     model = battery_fl.BatLiNet(**{**model_kwargs, "epochs": 15, "conv_channels": 8})
     assert gil_blocked_fraction(lambda: model.fit(cells)) < 0.5
 
 
 def test_variance_model() -> None:
     cells = [
-        synthetic.generate_cell("LFP", cell_id=f"c{i}", charge_c_rate=1.0 + 0.4 * i, seed=i, points_per_cycle=60)
+        synthetic.generate_cell(
+            "LFP", cell_id=f"c{i}", charge_c_rate=1.0 + 0.4 * i, seed=i, points_per_cycle=60
+        )
         for i in range(8)
     ]
     model = battery_fl.VarianceModel.fit(cells)

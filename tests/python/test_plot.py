@@ -29,7 +29,10 @@ def test_predicted_vs_true_draws_every_fleet_with_intervals_and_flags() -> None:
     fig = plot.predicted_vs_true(data, flagged=flags, title="two fleets")
     ax = fig.axes[0]
     assert ax.get_title() == "two fleets"
-    assert ax.get_xlabel() == "true cycle life (cycles)" and ax.get_ylabel() == "predicted cycle life (cycles)"
+    assert (
+        ax.get_xlabel() == "true cycle life (cycles)"
+        and ax.get_ylabel() == "predicted cycle life (cycles)"
+    )
     assert _legend(fig) == ["fleet 0", "fleet 1"]
     # one error-bar container per fleet, four cells each, and one cross per fleet
     assert len(ax.containers) == 2
@@ -47,11 +50,18 @@ def test_predicted_vs_true_draws_every_fleet_with_intervals_and_flags() -> None:
     assert png.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_rmse_per_round_shows_each_fleet_and_its_local_level(fleets: list[synthetic.Fleet], model_kwargs: dict[str, Any]) -> None:
+def test_rmse_per_round_shows_each_fleet_and_its_local_level(
+    fleets: list[synthetic.Fleet], model_kwargs: dict[str, Any]
+) -> None:
     fleet_data = [(f.id, f.cells[:4], f.cells[4:]) for f in fleets]
     sim = battery_fl.Simulation(
-        fleet_data, model=battery_fl.BatLiNet(**model_kwargs), rounds=2, local_epochs=1, seed=1,
-        inference_references=4, strategy="fed_avg",
+        fleet_data,
+        model=battery_fl.BatLiNet(**model_kwargs),
+        rounds=2,
+        local_epochs=1,
+        seed=1,
+        inference_references=4,
+        strategy="fed_avg",
     )
     records = sim.run()
     local = {f.id: 500.0 + 10 * i for i, f in enumerate(fleets)}
@@ -65,7 +75,11 @@ def test_rmse_per_round_shows_each_fleet_and_its_local_level(fleets: list[synthe
     # the global line holds each round's global RMSE
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [r["global_rmse"] for r in records])
     # each local-only level is a horizontal line at its value
-    levels = sorted(float(line.get_ydata()[0]) for line in ax.lines if len(set(line.get_ydata())) == 1 and len(line.get_ydata()) == 2)
+    levels = sorted(
+        float(line.get_ydata()[0])
+        for line in ax.lines
+        if len(set(line.get_ydata())) == 1 and len(line.get_ydata()) == 2
+    )
     assert levels == pytest.approx(sorted(local.values()))
 
 

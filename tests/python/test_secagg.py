@@ -31,7 +31,9 @@ def test_simulate_round_recovers_the_sum() -> None:
     np.testing.assert_allclose(secagg.simulate_round(INPUTS, threshold=4), total, atol=2 * TOL)
 
 
-@pytest.mark.parametrize("stage", [secagg.ADVERTISE_KEYS, secagg.SHARE_KEYS, secagg.MASKED_INPUT, secagg.UNMASK])
+@pytest.mark.parametrize(
+    "stage", [secagg.ADVERTISE_KEYS, secagg.SHARE_KEYS, secagg.MASKED_INPUT, secagg.UNMASK]
+)
 def test_dropouts_at_every_stage(stage: int) -> None:
     total = secagg.simulate_round(INPUTS, threshold=4, drop={1: stage, 4: stage}, seed=3)
     # clients that leave before sending their masked input are not in the sum; later ones are
@@ -62,11 +64,18 @@ def _run(drop_at: dict[int, str] | None = None, pki: bool = False, weight: float
     )
     setup = server.setup()
     clients = {
-        i: secagg.SecAggClient(i, setup, seed=bytes([100 + i]) * 32,
-                               identity_seed=bytes([i]) * 32 if pki else None, pki=keys)
+        i: secagg.SecAggClient(
+            i,
+            setup,
+            seed=bytes([100 + i]) * 32,
+            identity_seed=bytes([i]) * 32 if pki else None,
+            pki=keys,
+        )
         for i in ids
     }
-    assert clients[10].client_id == 10 and clients[10].round == 7 and server.stage == "advertise_keys"
+    assert (
+        clients[10].client_id == 10 and clients[10].round == 7 and server.stage == "advertise_keys"
+    )
 
     def alive(i: int, stage: str) -> bool:
         order = ["advertise_keys", "share_keys", "masked_input", "unmask"]
@@ -97,7 +106,9 @@ def _run(drop_at: dict[int, str] | None = None, pki: bool = False, weight: float
 def test_client_and_server_objects_over_bytes() -> None:
     server, result = _run({12: "share_keys", 15: "unmask"})
     assert result.round == 7 and server.stage == "done"
-    assert server.u1 == list(range(10, 16)) and 12 not in server.u2 and server.u3 == result.survivors
+    assert (
+        server.u1 == list(range(10, 16)) and 12 not in server.u2 and server.u3 == result.survivors
+    )
     assert result.survivors == [10, 11, 13, 14, 15]
     want = _plain_sum([0, 1, 3, 4, 5])
     np.testing.assert_allclose(result.sum, want, atol=TOL)

@@ -9,10 +9,18 @@ from battery_fl import synthetic
 
 
 def test_fleets_are_seeded_and_valid() -> None:
-    fleets = synthetic.generate_fleets(fleets=3, cells_per_fleet=4, cycles=15, points_per_cycle=50, seed=2)
-    assert [f.id for f in fleets] == ["fleet0", "fleet1", "fleet2"] and all(len(f) == 4 for f in fleets)
-    again = synthetic.generate_fleets(fleets=3, cells_per_fleet=4, cycles=15, points_per_cycle=50, seed=2)
-    other = synthetic.generate_fleets(fleets=3, cells_per_fleet=4, cycles=15, points_per_cycle=50, seed=3)
+    fleets = synthetic.generate_fleets(
+        fleets=3, cells_per_fleet=4, cycles=15, points_per_cycle=50, seed=2
+    )
+    assert [f.id for f in fleets] == ["fleet0", "fleet1", "fleet2"] and all(
+        len(f) == 4 for f in fleets
+    )
+    again = synthetic.generate_fleets(
+        fleets=3, cells_per_fleet=4, cycles=15, points_per_cycle=50, seed=2
+    )
+    other = synthetic.generate_fleets(
+        fleets=3, cells_per_fleet=4, cycles=15, points_per_cycle=50, seed=3
+    )
     assert [f.cells for f in fleets] == [f.cells for f in again]
     assert fleets[0].cells != other[0].cells
     cell = fleets[0].cells[0]
@@ -25,8 +33,12 @@ def test_fleets_are_seeded_and_valid() -> None:
 
 
 def test_cell_conditions_change_the_cell() -> None:
-    gentle = synthetic.generate_cell("NMC", cycles=5, charge_c_rate=0.5, seed=1, noise=0.0, variation=0.0)
-    harsh = synthetic.generate_cell("NMC", cycles=5, charge_c_rate=4.0, seed=1, noise=0.0, variation=0.0)
+    gentle = synthetic.generate_cell(
+        "NMC", cycles=5, charge_c_rate=0.5, seed=1, noise=0.0, variation=0.0
+    )
+    harsh = synthetic.generate_cell(
+        "NMC", cycles=5, charge_c_rate=4.0, seed=1, noise=0.0, variation=0.0
+    )
     assert gentle.recorded_cycle_life > harsh.recorded_cycle_life
     assert synthetic.generate_cell("nmc811", cycles=5).cathode == "NMC"
 

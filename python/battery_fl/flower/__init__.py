@@ -34,9 +34,7 @@ import warnings as _warnings
 try:
     with _warnings.catch_warnings():
         # flwr 1.41 imports typer, which uses an API that click 8.3 deprecates (not ours)
-        _warnings.filterwarnings(
-            "ignore", r"'click\.[\w.]+' is deprecated", DeprecationWarning
-        )
+        _warnings.filterwarnings("ignore", r"'click\.[\w.]+' is deprecated", DeprecationWarning)
         import flwr as _flwr
 except ImportError as err:  # pragma: no cover - only without the optional dependency
     raise ImportError(

@@ -139,7 +139,9 @@ def _arrays(msg: Message) -> list[np.ndarray]:
     return record.to_numpy_ndarrays()
 
 
-def fleet_client(config: Mapping[str, object], fleet: FleetCells, model: battery_fl.BatLiNet) -> battery_fl.FleetClient:
+def fleet_client(
+    config: Mapping[str, object], fleet: FleetCells, model: battery_fl.BatLiNet
+) -> battery_fl.FleetClient:
     """The fleet's :class:`battery_fl.FleetClient` for the server's ``config`` (see the
     module docs; keys it does not carry take the core defaults) and ``model`` (the
     architecture and shared statistics the server described).
@@ -170,7 +172,10 @@ def _personalizes(config: Mapping[str, object]) -> bool:
 
 
 def _personal_state(
-    context: Context, config: Mapping[str, object], client: battery_fl.FleetClient, model: battery_fl.BatLiNet
+    context: Context,
+    config: Mapping[str, object],
+    client: battery_fl.FleetClient,
+    model: battery_fl.BatLiNet,
 ) -> bytes:
     """The node's personal state: kept in ``Context.state``, or new. Without
     personalization there is none to keep (empty bytes)."""
@@ -221,7 +226,9 @@ def dp_floor(node_config: Mapping[str, object]) -> dp.DpFloor | None:
         return None
     missing = [k for k in keys if k not in node_config]
     if missing:
-        raise config_error(missing[0], "a DP floor needs both a clipping norm and a noise multiplier")
+        raise config_error(
+            missing[0], "a DP floor needs both a clipping norm and a noise multiplier"
+        )
     return dp.DpFloor(
         float(node_config[keys[0]]),  # type: ignore[arg-type]
         float(node_config[keys[1]]),  # type: ignore[arg-type]
@@ -286,7 +293,9 @@ def evaluate(msg: Message, context: Context) -> Message:
         own, state = client.personal_model(model, received, state, r)
         _keep_personal_state(context, config, state)
         personalized = _rmse(own, fleet, k, seed)
-    metrics = MetricRecord({"rmse": rmse, "personalized-rmse": personalized, "num-examples": len(fleet.test)})
+    metrics = MetricRecord(
+        {"rmse": rmse, "personalized-rmse": personalized, "num-examples": len(fleet.test)}
+    )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 

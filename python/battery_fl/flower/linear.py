@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 
 import battery_fl
@@ -60,7 +68,9 @@ def _steps(config: ConfigRecord, context: Context, step: int) -> battery_fl.Line
     ``record-noise-seed`` (``-1``: the OS), the node and the step, so no two draws repeat."""
     epsilon = float(config.get("record-epsilon", 0.0))  # type: ignore[arg-type]
     seed = int(config.get("record-noise-seed", -1))  # type: ignore[arg-type]
-    node_seed = None if seed < 0 else battery_fl.job_seed(seed, step, int(context.node_id) % (1 << 31))
+    node_seed = (
+        None if seed < 0 else battery_fl.job_seed(seed, step, int(context.node_id) % (1 << 31))
+    )
     return battery_fl.LinearSteps(
         int(config["fleets"]),  # type: ignore[arg-type]
         secure_aggregation=bool(config.get("secure-aggregation", True)),
@@ -151,9 +161,13 @@ def _sum(
             grid, nodes, payload, message_type=message_type, round_id=round_id, dim=dim
         )
         if len(survivors) != len(nodes):
-            raise battery_fl.SecAggError(f"{action}: {len(nodes) - len(survivors)} node(s) dropped out")
+            raise battery_fl.SecAggError(
+                f"{action}: {len(nodes) - len(survivors)} node(s) dropped out"
+            )
         return np.asarray(total, dtype=np.float64)
-    messages = [Message(payload, dst_node_id=n, message_type=message_type, group_id=action) for n in nodes]
+    messages = [
+        Message(payload, dst_node_id=n, message_type=message_type, group_id=action) for n in nodes
+    ]
     vectors = [_reply_vector(r) for r in grid.send_and_receive(messages, timeout=timeout)]
     if len(vectors) != len(nodes) or any(v.shape != (dim,) for v in vectors):
         raise config_error(action, f"expected {dim} values from each of {len(nodes)} nodes")
@@ -162,12 +176,16 @@ def _sum(
 
 def _reply_vector(reply: Message) -> np.ndarray:
     if reply.has_error():
-        raise config_error("linear", f"node {reply.metadata.src_node_id} failed: {reply.error.reason}")
+        raise config_error(
+            "linear", f"node {reply.metadata.src_node_id} failed: {reply.error.reason}"
+        )
     (vector,) = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
     return np.asarray(vector, dtype=np.float64)
 
 
-def run_linear_federation(grid: Grid, settings: FederationSettings, nodes: list[int]) -> dict[str, Any]:
+def run_linear_federation(
+    grid: Grid, settings: FederationSettings, nodes: list[int]
+) -> dict[str, Any]:
     """The linear recipe on ``grid`` over ``nodes`` (see the module docs); returns the
     summary (also ``result.json`` with ``output-dir``)."""
     started = time.monotonic()
@@ -191,16 +209,35 @@ def run_linear_federation(grid: Grid, settings: FederationSettings, nodes: list[
         per_chemistry_choice=settings.per_chemistry_choice,
         epsilon=settings.record_epsilon or None,
     )
-    common = {"workflow": workflow, "timeout": settings.timeout}
-    total = _sum(grid, nodes, ConfigRecord(config), SHARE_ACTION, steps.share_len, round_id=1, **common)  # type: ignore[arg-type]
+    total = _sum(
+        grid,
+        nodes,
+        ConfigRecord(config),
+        SHARE_ACTION,
+        steps.share_len,
+        round_id=1,
+        workflow=workflow,
+        timeout=settings.timeout,
+    )
     config["linear-total"] = [float(v) for v in total]
     dim = steps.errors_len(total)
-    errors = _sum(grid, nodes, ConfigRecord(config), ERRORS_ACTION, dim, round_id=2, **common)  # type: ignore[arg-type]
+    errors = _sum(
+        grid,
+        nodes,
+        ConfigRecord(config),
+        ERRORS_ACTION,
+        dim,
+        round_id=2,
+        workflow=workflow,
+        timeout=settings.timeout,
+    )
     config["linear-errors"] = [float(v) for v in errors]
     model, error = steps.global_model(total, errors)
     payload = RecordDict({"config": ConfigRecord(config)})
     fit = f"{MessageType.QUERY}.{FIT_ACTION}"
-    messages = [Message(payload, dst_node_id=n, message_type=fit, group_id=FIT_ACTION) for n in nodes]
+    messages = [
+        Message(payload, dst_node_id=n, message_type=fit, group_id=FIT_ACTION) for n in nodes
+    ]
     per_node: dict[str, dict[str, float]] = {}
     for reply in grid.send_and_receive(messages, timeout=settings.timeout):
         node = str(reply.metadata.src_node_id)
@@ -218,7 +255,9 @@ def run_linear_federation(grid: Grid, settings: FederationSettings, nodes: list[
         "per_node": per_node,
         "seconds": time.monotonic() - started,
     }
-    _log.info("battery-fl linear: %s", json.dumps({k: v for k, v in summary.items() if k != "per_node"}))
+    _log.info(
+        "battery-fl linear: %s", json.dumps({k: v for k, v in summary.items() if k != "per_node"})
+    )
     if settings.output_dir:
         out = Path(settings.output_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,11 @@ class LocalGrid(Grid):
             for node, config in node_configs.items()
         }
         self._run = Run.create_empty(run_id)
-        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, SUPERLINK_NODE_ID
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = (
+            1,
+            run_id,
+            SUPERLINK_NODE_ID,
+        )
         self._ids = itertools.count(1)
         self._pending: dict[str, Message] = {}
 
@@ -107,7 +111,9 @@ class LocalGrid(Grid):
         """The replies to pushed messages (each once)."""
         return [self._pending.pop(i) for i in message_ids if i in self._pending]
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
         """Deliver every message and return the replies."""
         return self.pull_messages(self.push_messages(messages))
 
@@ -121,7 +127,10 @@ class LocalGrid(Grid):
         try:
             reply = self.client_app(incoming, context)
         except Exception as err:  # noqa: BLE001 - a node's failure is an error reply
-            return Message(Error(CLIENT_APP_RAISED_EXCEPTION, f"{type(err).__name__}: {err}"), reply_to=incoming)
+            return Message(
+                Error(CLIENT_APP_RAISED_EXCEPTION, f"{type(err).__name__}: {err}"),
+                reply_to=incoming,
+            )
         if reply.has_content():
             reply = Message(metadata=reply.metadata, content=copy.deepcopy(reply.content))  # type: ignore[call-overload]
         return reply

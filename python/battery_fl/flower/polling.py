@@ -34,7 +34,11 @@ POLL_INTERVAL = 0.25
 
 
 def send_and_receive(
-    grid: Grid, messages: Iterable[Message], *, timeout: float | None, interval: float = POLL_INTERVAL
+    grid: Grid,
+    messages: Iterable[Message],
+    *,
+    timeout: float | None,
+    interval: float = POLL_INTERVAL,
 ) -> list[Message]:
     """Push ``messages`` and pull their replies every ``interval`` s until all are in or
     ``timeout`` s have passed (``None``: no limit), as ``Grid.send_and_receive`` does."""
@@ -67,7 +71,12 @@ class PollingGrid(Grid):
         return self.grid.run
 
     def create_message(
-        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
     ) -> Message:
         """As the wrapped grid."""
         return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
@@ -88,6 +97,8 @@ class PollingGrid(Grid):
         """As the wrapped grid."""
         return self.grid.pull_messages(message_ids)
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
         """Push, then pull every ``interval`` seconds."""
         return send_and_receive(self.grid, messages, timeout=timeout, interval=self.interval)

@@ -105,7 +105,9 @@ def _flat(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
 
 
-def _input_vector(payload: RecordDict, reply: RecordDict, mode: str) -> tuple[np.ndarray, float | None]:
+def _input_vector(
+    payload: RecordDict, reply: RecordDict, mode: str
+) -> tuple[np.ndarray, float | None]:
     """The vector the node masks in stage 2, from the wrapped handler's reply, and the weight
     it masks it with: its own ``num-examples`` (the handler's own count, never a value from
     the server's request), or ``None`` (the full weight W, equal for every node) for DP
@@ -119,7 +121,8 @@ def _input_vector(payload: RecordDict, reply: RecordDict, mode: str) -> tuple[np
         if not isinstance(start, ArrayRecord):
             raise _error("masked_input", "delta mode needs the global `arrays` in the payload")
         config = payload.get("config")
-        dp_round = isinstance(config, ConfigRecord) and float(config.get("dp-clipping-norm", 0.0)) > 0  # type: ignore[arg-type]
+        clipping = config.get("dp-clipping-norm", 0.0) if isinstance(config, ConfigRecord) else 0.0
+        dp_round = float(clipping) > 0  # type: ignore[arg-type]
         metrics = reply.get("metrics")
         weight: float | None = None
         if not dp_round:
@@ -158,7 +161,9 @@ def _done_rounds(context: Context) -> list[int]:
 def _start(context: Context, incoming: bytes, round_id: int) -> tuple[secagg.NodeSession, bytes]:
     """Stage 0: a new session, unless this round of the run is over on this node."""
     if round_id in _done_rounds(context):
-        raise _error(str(secagg.ADVERTISE_KEYS), f"round {round_id} of this run is over on this node")
+        raise _error(
+            str(secagg.ADVERTISE_KEYS), f"round {round_id} of this run is over on this node"
+        )
     max_weight = context.node_config.get("secagg-max-weight")
     session, out = secagg.NodeSession.start(
         int(context.node_id),
@@ -201,7 +206,9 @@ def _answer(
             reply = call_next(msg, context)
             if reply.has_error():
                 return reply
-            vector, weight = _input_vector(payload, reply.content, str(request.get("mode", "delta")))
+            vector, weight = _input_vector(
+                payload, reply.content, str(request.get("mode", "delta"))
+            )
             out = session.masked_input(incoming, vector, weight)
         elif stage == secagg.UNMASK:
             out = session.unmask(incoming)
@@ -299,7 +306,9 @@ class SecAggWorkflow:
     def min_survivors(self, n: int) -> int:
         """The fewest nodes a round over ``n`` nodes can end with (the Shamir threshold):
         distributed DP sizes each node's noise for it."""
-        return int(secagg.protocol_threshold(n, threshold=self.threshold, neighbours=self.neighbours))
+        return int(
+            secagg.protocol_threshold(n, threshold=self.threshold, neighbours=self.neighbours)
+        )
 
     def sum_protocol(self, n: int) -> dict[str, Any]:
         """SecAggServer settings for summing statistics: 64-bit modulus, values within
@@ -341,7 +350,12 @@ class SecAggWorkflow:
             settings, wire_dim = self.sum_protocol(n), 2 * dim
         run = int(grid.run.run_id)
         server = secagg.SecAggServer(
-            node_ids, wire_dim, run=run, round=round_id, seed=os.urandom(32), **settings  # type: ignore[arg-type]
+            node_ids,
+            wire_dim,
+            run=run,
+            round=round_id,
+            seed=os.urandom(32),
+            **settings,  # type: ignore[arg-type]
         )
         request = {"round": round_id, "dim": wire_dim, "mode": mode}
         exchange = _Exchange(grid, message_type, round_id, request, self.timeout)
@@ -356,16 +370,31 @@ class SecAggWorkflow:
         result = server.finish()
         _log.info(
             "secure aggregation round %d: %d of %d nodes in the aggregate",
-            round_id, len(result.survivors), n,
+            round_id,
+            len(result.survivors),
+            n,
         )
         return result
 
     def secure_sum(
-        self, grid: Grid, node_ids: list[int], payload: RecordDict, *, message_type: str, round_id: int, dim: int
+        self,
+        grid: Grid,
+        node_ids: list[int],
+        payload: RecordDict,
+        *,
+        message_type: str,
+        round_id: int,
+        dim: int,
     ) -> tuple[np.ndarray, list[int]]:
         """The float64 sum of the nodes' ``arrays`` replies (``mode="sum"``) and the survivors."""
         result = self.aggregate(
-            grid, node_ids, payload, message_type=message_type, round_id=round_id, dim=dim, mode="sum"
+            grid,
+            node_ids,
+            payload,
+            message_type=message_type,
+            round_id=round_id,
+            dim=dim,
+            mode="sum",
         )
         # decode the exact integer sum in float64 (``result.sum`` is float32): every node
         # sent weight W, so each value v was encoded as (v + c)·T/(2c) and the sum is
@@ -384,30 +413,49 @@ class _Exchange:
     """One stage's ``send_and_receive``: node -> protocol bytes out, node -> bytes back."""
 
     def __init__(
-        self, grid: Grid, message_type: str, round_id: int, request: Mapping[str, object], timeout: float
+        self,
+        grid: Grid,
+        message_type: str,
+        round_id: int,
+        request: Mapping[str, object],
+        timeout: float,
     ) -> None:
         self.grid, self.message_type, self.round_id = grid, message_type, round_id
         self.request, self.timeout = dict(request), timeout
 
-    def run(self, stage: int, outgoing: Mapping[int, bytes], payload: RecordDict | None = None) -> dict[int, bytes]:
+    def run(
+        self, stage: int, outgoing: Mapping[int, bytes], payload: RecordDict | None = None
+    ) -> dict[int, bytes]:
         messages = []
         for node, data in outgoing.items():
             content = RecordDict(dict(payload.items()) if payload is not None else {})
             content[REQUEST_KEY] = ConfigRecord({**self.request, "stage": stage})  # type: ignore[dict-item]
             content[MESSAGE_KEY] = _pack(bytes(data))
             messages.append(
-                Message(content, dst_node_id=int(node), message_type=self.message_type, group_id=str(self.round_id))
+                Message(
+                    content,
+                    dst_node_id=int(node),
+                    message_type=self.message_type,
+                    group_id=str(self.round_id),
+                )
             )
         replies: dict[int, bytes] = {}
         for reply in send_and_receive(self.grid, messages, timeout=self.timeout):
             node = int(reply.metadata.src_node_id)
             if reply.has_error():
-                _log.info("secure aggregation stage %d: node %d dropped (%s)", stage, node, reply.error.reason)
+                _log.info(
+                    "secure aggregation stage %d: node %d dropped (%s)",
+                    stage,
+                    node,
+                    reply.error.reason,
+                )
                 continue
             try:
                 replies[node] = _unpack(reply.content)
             except battery_fl.SecAggError as err:
-                _log.info("secure aggregation stage %d: node %d sent no message (%s)", stage, node, err)
+                _log.info(
+                    "secure aggregation stage %d: node %d sent no message (%s)", stage, node, err
+                )
         missing = set(outgoing) - set(replies)
         if missing:
             _log.info("secure aggregation stage %d: no reply from %d node(s)", stage, len(missing))

@@ -60,7 +60,9 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     while len(nodes := sorted(int(n) for n in grid.get_node_ids())) < count:
         if time.monotonic() > deadline:
-            raise config_error("min-nodes", f"only {len(nodes)} of {count} nodes connected in {timeout} s")
+            raise config_error(
+                "min-nodes", f"only {len(nodes)} of {count} nodes connected in {timeout} s"
+            )
         time.sleep(0.5)
     return nodes
 
@@ -85,7 +87,8 @@ def collect_statistics(
         )
         return total, len(survivors)
     messages = [
-        Message(payload, dst_node_id=n, message_type=message_type, group_id="statistics") for n in node_ids
+        Message(payload, dst_node_id=n, message_type=message_type, group_id="statistics")
+        for n in node_ids
     ]
     vectors: dict[int, np.ndarray] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
@@ -118,7 +121,9 @@ def apply_statistics(model: battery_fl.BatLiNet, total: np.ndarray) -> tuple[flo
     return label
 
 
-def _train_config(model: battery_fl.BatLiNet, settings: FederationSettings, total: np.ndarray) -> ConfigRecord:
+def _train_config(
+    model: battery_fl.BatLiNet, settings: FederationSettings, total: np.ndarray
+) -> ConfigRecord:
     scales = model.input_scales
     assert scales is not None
     return ConfigRecord(
@@ -126,7 +131,9 @@ def _train_config(model: battery_fl.BatLiNet, settings: FederationSettings, tota
             **model_to_config(model),
             # the summed label sums (pooled and per cathode group): each node derives the
             # label transform from them with the core, grouped as the model says
-            "label-statistics": [float(v) for v in total[: battery_fl.BatLiNet.LABEL_STATISTICS_LEN]],
+            "label-statistics": [
+                float(v) for v in total[: battery_fl.BatLiNet.LABEL_STATISTICS_LEN]
+            ],
             "input-scales-a": [float(v) for v in scales[0]],
             "input-scales-b": [float(v) for v in scales[1]],
             "local-epochs": settings.local_epochs,
@@ -160,11 +167,17 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
             timeout=settings.timeout,
         )
     total, answered = collect_statistics(
-        grid, nodes, model, workflow=workflow if settings.secure_statistics else None, timeout=settings.timeout
+        grid,
+        nodes,
+        model,
+        workflow=workflow if settings.secure_statistics else None,
+        timeout=settings.timeout,
     )
     mean, std = apply_statistics(model, total)
     cells = int(round(total[0]))
-    _log.info("battery-fl: %d cells on %d nodes; label transform (%.4f, %.4f)", cells, answered, mean, std)
+    _log.info(
+        "battery-fl: %d cells on %d nodes; label transform (%.4f, %.4f)", cells, answered, mean, std
+    )
     if workflow is not None:
         # W bounds a node's weight (its cell count): the federation's total is a public bound
         max_weight = settings.secagg_max_weight or float(max(cells, 1))
@@ -228,7 +241,9 @@ def main(grid: Grid, context: Context) -> None:
     settings = FederationSettings.from_run_config(context.run_config)
     if settings.recipe == "linear":
         polling = PollingGrid(grid)
-        run_linear_federation(polling, settings, wait_for_nodes(polling, settings.min_nodes, settings.timeout))
+        run_linear_federation(
+            polling, settings, wait_for_nodes(polling, settings.min_nodes, settings.timeout)
+        )
     else:
         run_federation(grid, settings)
 

@@ -133,9 +133,8 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
     elif kind is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
+    elif kind is str and isinstance(value, str):
+        return value
     raise config_error(name, f"expected {kind.__name__}, got {value!r}")
 
 
@@ -209,11 +208,11 @@ class FederationSettings:
         try:
             only_the_sum = battery_fl.strategy_needs_only_the_sum(self.strategy)
         except battery_fl.ConfigError:
-            raise config_error("strategy", f"{self.strategy!r} is not one of {STRATEGIES}") from None
-        if self.num_server_rounds < 1 or self.min_nodes < 1 or self.local_epochs < 1:
             raise config_error(
-                "num-server-rounds/min-nodes/local-epochs", "must be at least 1"
-            )
+                "strategy", f"{self.strategy!r} is not one of {STRATEGIES}"
+            ) from None
+        if self.num_server_rounds < 1 or self.min_nodes < 1 or self.local_epochs < 1:
+            raise config_error("num-server-rounds/min-nodes/local-epochs", "must be at least 1")
         if not (0.0 < self.fraction_train <= 1.0 and 0.0 <= self.fraction_evaluate <= 1.0):
             raise config_error("fraction-train/fraction-evaluate", "must be in (0, 1]/[0, 1]")
         if not self.timeout > 0:
@@ -221,11 +220,15 @@ class FederationSettings:
         if self.dp_mode not in ("central", "local", "distributed"):
             raise config_error("dp-mode", f"{self.dp_mode!r} is not central/local/distributed")
         if self.personalization not in PERSONALIZATIONS:
-            raise config_error("personalization", f"{self.personalization!r} is not one of {PERSONALIZATIONS}")
+            raise config_error(
+                "personalization", f"{self.personalization!r} is not one of {PERSONALIZATIONS}"
+            )
         if not (math.isfinite(self.ditto_lambda) and self.ditto_lambda >= 0.0):
             raise config_error("ditto-lambda", "must be finite and >= 0")
         if self.personal_epochs is not None and self.personal_epochs < 1:
-            raise config_error("personal-epochs", "must be at least 1 (0 in the run config: local-epochs)")
+            raise config_error(
+                "personal-epochs", "must be at least 1 (0 in the run config: local-epochs)"
+            )
         if not 0.0 < self.validation_fraction <= 0.5:
             raise config_error("validation-fraction", "must be in (0, 0.5]")
         if not 0.0 <= self.auto_margin < 1.0:
@@ -285,7 +288,9 @@ class FederationSettings:
                 for k, v in value.items():
                     out[f"{f.name}.{k.replace('_', '-')}"] = v
             else:
-                out[f.name.replace("_", "-")] = _NONE_IN_RUN_CONFIG[f.name] if value is None else value
+                out[f.name.replace("_", "-")] = (
+                    _NONE_IN_RUN_CONFIG[f.name] if value is None else value
+                )
         return out
 
     def replace(self, **changes: Any) -> FederationSettings:
@@ -300,7 +305,9 @@ class FederationSettings:
             try:
                 kwargs["input_channels"] = [int(c) for c in str(channels).split(",") if c.strip()]
             except ValueError:
-                raise config_error("model.input-channels", f"{channels!r} is not a list of ints") from None
+                raise config_error(
+                    "model.input-channels", f"{channels!r} is not a list of ints"
+                ) from None
         kwargs["progress"] = False
         try:
             featurizer_kwargs: dict[str, Any] = dict(self.featurizer)
@@ -369,6 +376,7 @@ def load_fleet(node_config: Mapping[str, Any]) -> FleetCells:
         test = battery_fl.load_cells(_path(test_dir, "test-dir")) if test_dir else []
         return FleetCells(index, train, test)
     if "synthetic-fleet" in node_config:
+
         def get(key: str, default: int) -> int:
             return int(_coerce(key, node_config.get(key, default), int))
 

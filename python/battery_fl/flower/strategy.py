@@ -123,8 +123,12 @@ class BatteryFlStrategy(FedAvg):
     def summary(self) -> None:
         """Log the configuration."""
         super().summary()
-        _log.info("\t└──> battery-fl: aggregator %s, dp %s, secure aggregation %s",
-                  self.aggregator.name, self.dp, self.secure_aggregation)
+        _log.info(
+            "\t└──> battery-fl: aggregator %s, dp %s, secure aggregation %s",
+            self.aggregator.name,
+            self.dp,
+            self.secure_aggregation,
+        )
 
     # ----------------------------------------------------------------------- training
 
@@ -157,7 +161,10 @@ class BatteryFlStrategy(FedAvg):
             new = self.aggregator.aggregate(updates, weights, current=self._global)
         else:
             deltas = [
-                _dp.clip([u - g for u, g in zip(update, self._global, strict=True)], self.dp.clipping_norm)
+                _dp.clip(
+                    [u - g for u, g in zip(update, self._global, strict=True)],
+                    self.dp.clipping_norm,
+                )
                 for update in updates
             ]
             # the sum over the fixed number of sampled nodes, not over the replies
@@ -182,13 +189,17 @@ class BatteryFlStrategy(FedAvg):
             self.dp.mode, self.dp.noise_multiplier, self.dp.clipping_norm, m, min_survivors=t
         )
 
-    def _apply_mean(self, mean: list[np.ndarray], survivors: int, extra: dict[str, float]) -> list[np.ndarray]:
+    def _apply_mean(
+        self, mean: list[np.ndarray], survivors: int, extra: dict[str, float]
+    ) -> list[np.ndarray]:
         """Account, noise (central DP) and apply a mean update (a sum over the sampled
         count); fills ``epsilon``."""
         if self.dp is not None and self.accountant is not None and self._noise is not None:
             noise = self._round_noise(self._sampled)
             self.accountant.step(
-                noise_multiplier=noise.effective_noise_multiplier(survivors), sample_rate=1.0, steps=1
+                noise_multiplier=noise.effective_noise_multiplier(survivors),
+                sample_rate=1.0,
+                steps=1,
             )
             self.epsilon = self.accountant.epsilon(self.dp.target_delta)
             extra["epsilon"] = self.epsilon
@@ -198,7 +209,9 @@ class BatteryFlStrategy(FedAvg):
         moved = [(g + d).astype(np.float32) for g, d in zip(self._global, mean, strict=True)]
         return self.aggregator.aggregate([moved], [1.0], current=self._global)
 
-    def _finish_round(self, server_round: int, arrays: list[np.ndarray] | None, info: dict[str, Any]) -> None:
+    def _finish_round(
+        self, server_round: int, arrays: list[np.ndarray] | None, info: dict[str, Any]
+    ) -> None:
         record = {"round": server_round, **info, "aggregated": arrays is not None}
         self.history.append(record)
         if self.output_dir is None:
@@ -215,7 +228,9 @@ class BatteryFlStrategy(FedAvg):
 
     # ----------------------------------------------------------------------- evaluation
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
         """The pooled RMSE over every node's test cells (``sqrt(Σ n·rmse² / Σ n)``) of the
         global model (``rmse``) and, when every node reports it, of the nodes' own models
         (``personalized-rmse``); both also go into the round's :attr:`history` record."""
@@ -262,7 +277,13 @@ class BatteryFlStrategy(FedAvg):
         global weights stay)."""
         if self.secure_aggregation is None:
             return super().start(
-                grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn
+                grid,
+                initial_arrays,
+                num_rounds,
+                timeout,
+                train_config,
+                evaluate_config,
+                evaluate_fn,
             )
         train_config = ConfigRecord() if train_config is None else train_config
         evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
@@ -278,7 +299,8 @@ class BatteryFlStrategy(FedAvg):
             if metrics is not None:
                 result.train_metrics_clientapp[server_round] = metrics
             replies = grid.send_and_receive(
-                self.configure_evaluate(server_round, arrays, evaluate_config, grid), timeout=timeout
+                self.configure_evaluate(server_round, arrays, evaluate_config, grid),
+                timeout=timeout,
             )
             if (agg := self.aggregate_evaluate(server_round, replies)) is not None:
                 result.evaluate_metrics_clientapp[server_round] = agg
@@ -313,9 +335,13 @@ class BatteryFlStrategy(FedAvg):
         if self.dp is not None:  # equal weights: the sum over the sampled count
             flat = flat * (len(result.survivors) / max(self._sampled, len(result.survivors)))
         offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
-        mean = [flat[a:b].reshape(s) for a, b, s in zip(offsets[:-1], offsets[1:], shapes, strict=True)]
+        mean = [
+            flat[a:b].reshape(s) for a, b, s in zip(offsets[:-1], offsets[1:], shapes, strict=True)
+        ]
         extra: dict[str, float] = {"nodes": float(len(result.survivors))}
         new = self._apply_mean(mean, len(result.survivors), extra)
-        self._finish_round(server_round, new, {**extra, "survivors": [int(v) for v in result.survivors]})
+        self._finish_round(
+            server_round, new, {**extra, "survivors": [int(v) for v in result.survivors]}
+        )
         values: dict[str, int | float | list[int] | list[float]] = dict(extra)
         return ArrayRecord(new), MetricRecord(values)
