@@ -8,6 +8,7 @@
 //! - [`genome`]: genome fingerprints (what a cell is) with a distance and a k-nearest index.
 //! - [`features`]: the BatLiNet difference-curve featurizer (six channels over normalized
 //!   capacity; intra-cell and inter-cell differences; cleaning).
+//! - [`runtime`]: the C allocator's policy while models train and predict (scoped).
 //!
 //! ## Quickstart
 //!
@@ -41,6 +42,7 @@ pub mod federation;
 pub mod genome;
 pub mod model;
 pub mod rng;
+pub mod runtime;
 pub mod secagg;
 
 pub use error::{Error, ErrorKind, Result, UpdateRejection};

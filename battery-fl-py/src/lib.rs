@@ -13,6 +13,7 @@ mod federation;
 mod fleet_client;
 mod genome;
 mod model;
+mod runtime;
 mod secagg;
 mod secagg_node;
 mod synthetic;
@@ -28,6 +29,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     features::register(m)?;
     genome::register(m)?;
     model::register(m)?;
+    runtime::register(m)?;
     aggregate::register(m)?;
     dp::register(m)?;
     secagg::register(m)?;

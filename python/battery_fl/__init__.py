@@ -69,7 +69,8 @@ try:
         job_seed,
         load_cell,
         load_cells,
-        retain_freed_memory,
+        memory_policy,
+        set_memory_policy,
         strategy_needs_only_the_sum,
     )
 except ImportError as err:  # pragma: no cover - only on a broken install
@@ -114,8 +115,9 @@ __all__ = [
     "job_seed",
     "load_cell",
     "load_cells",
-    "retain_freed_memory",
+    "memory_policy",
     "secagg",
+    "set_memory_policy",
     "strategy_needs_only_the_sum",
     "synthetic",
 ]

@@ -2,22 +2,65 @@
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self, final
+from typing import Any, ClassVar, Literal, Self, final
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "AggregationError", "BatLiNet", "BatteryFlError", "Cell", "ConfigError", "Cycle",
-    "DataError", "DpFloor", "Featurizer", "FedAdagrad", "FedAdam", "FedAvg", "FedMedian", "FedProx",
-    "FedTrimmedAvg", "FedYogi", "Fleet", "FleetClient", "GaussianNoise", "GenomeFingerprint", "HybridModel",
-    "LinearFederation", "LinearFleet", "LinearModel", "LinearSteps", "ModelError",
-    "NodeSession", "PrivacyError", "RdpAccountant", "RoundNoise", "SecAggClient", "SecAggError",
-    "SecAggResult", "SecAggServer", "Simulation", "VarianceModel", "__version__",
-    "add_noise", "check_mode", "clip", "federate_linear", "generate_cell", "generate_fleets",
-    "job_seed", "l2_norm",
-    "load_cell", "load_cells", "protocol_threshold", "retain_freed_memory", "simulate_round",
-    "strategy_needs_only_the_sum", "verifying_key",
+    "AggregationError",
+    "BatLiNet",
+    "BatteryFlError",
+    "Cell",
+    "ConfigError",
+    "Cycle",
+    "DataError",
+    "DpFloor",
+    "Featurizer",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvg",
+    "FedMedian",
+    "FedProx",
+    "FedTrimmedAvg",
+    "FedYogi",
+    "Fleet",
+    "FleetClient",
+    "GaussianNoise",
+    "GenomeFingerprint",
+    "HybridModel",
+    "LinearFederation",
+    "LinearFleet",
+    "LinearModel",
+    "LinearSteps",
+    "ModelError",
+    "NodeSession",
+    "PrivacyError",
+    "RdpAccountant",
+    "RoundNoise",
+    "SecAggClient",
+    "SecAggError",
+    "SecAggResult",
+    "SecAggServer",
+    "Simulation",
+    "VarianceModel",
+    "__version__",
+    "add_noise",
+    "check_mode",
+    "clip",
+    "federate_linear",
+    "generate_cell",
+    "generate_fleets",
+    "job_seed",
+    "l2_norm",
+    "load_cell",
+    "load_cells",
+    "memory_policy",
+    "protocol_threshold",
+    "set_memory_policy",
+    "simulate_round",
+    "strategy_needs_only_the_sum",
+    "verifying_key",
 ]
 
 __version__: str
@@ -459,7 +502,8 @@ class VarianceModel:
     def __ne__(self, value: object, /) -> bool: ...
     def __reduce__(self) -> tuple[Any, tuple[str]]: ...
 
-def retain_freed_memory() -> bool: ...
+def set_memory_policy(policy: Literal["retain", "system"]) -> None: ...
+def memory_policy() -> Literal["retain", "system"]: ...
 
 # aggregation ---------------------------------------------------------------------------
 
@@ -555,6 +599,7 @@ class RoundNoise:
     def server_mean_std(self) -> float: ...
 
 def check_mode(mode: str, *, secure_aggregation: bool) -> None: ...
+
 @final
 class DpFloor:
     def __new__(
@@ -662,6 +707,7 @@ def verifying_key(identity_seed: bytes) -> bytes: ...
 def protocol_threshold(
     num_clients: int, *, threshold: int | None = None, neighbours: int | None = None
 ) -> int: ...
+
 @final
 class NodeSession:
     @staticmethod
@@ -757,15 +803,25 @@ class FleetClient:
     training with the FedProx term and the fleet's personal model; the personal state is
     bytes that stay with the fleet."""
 
-    def __new__(cls, config: Mapping[str, Any], index: int, model: BatLiNet, train: Sequence[Cell]) -> Self: ...
+    def __new__(
+        cls, config: Mapping[str, Any], index: int, model: BatLiNet, train: Sequence[Cell]
+    ) -> Self: ...
     def initial_state(self, model: BatLiNet) -> bytes:
         """The first personal state (with ``auto``: the fleet's own models, trained alone)."""
     def train(
-        self, model: BatLiNet, global_parameters: Sequence[npt.ArrayLike], state: bytes, server_round: int
+        self,
+        model: BatLiNet,
+        global_parameters: Sequence[npt.ArrayLike],
+        state: bytes,
+        server_round: int,
     ) -> tuple[list[_F32], int, bytes]:
         """Local training: ``(weights to send, cells trained on, new state)``."""
     def personal_model(
-        self, model: BatLiNet, global_parameters: Sequence[npt.ArrayLike], state: bytes, server_round: int
+        self,
+        model: BatLiNet,
+        global_parameters: Sequence[npt.ArrayLike],
+        state: bytes,
+        server_round: int,
     ) -> tuple[BatLiNet, bytes]:
         """The model the fleet uses after ``server_round`` (with the label transform and
         input scales it reads with), and the new state."""
