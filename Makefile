@@ -4,7 +4,7 @@ SHELL := bash
 ENV := source scripts/env.sh &&
 CARGO_TEST_FLAGS ?=
 
-.PHONY: setup demo test fmt lint lint-notch lint-tch notch-checks rust-test rust-test-notch rust-test-tch doc header c-test py-develop py-test py-wheel-check bench
+.PHONY: setup demo test fmt lint lint-notch lint-tch notch-checks rust-test rust-test-notch rust-test-tch doc header c-test py-develop py-test py-wheel-check py-install-check bench
 
 setup:
 	scripts/setup.sh
@@ -114,6 +114,11 @@ py-test: py-develop
 # build the release wheel and install it into a fresh venv with torch 2.13 (not part of `test`)
 py-wheel-check: setup
 	scripts/check_wheel.sh
+
+# `pip install .` and `pip install <sdist>` from a fresh clone into fresh venvs with torch 2.13,
+# nothing exported (not part of `test`: two release builds, ~10 min; BENCHMARKS.md "CI time")
+py-install-check: setup
+	scripts/check_install.sh
 
 bench:
 	$(ENV) cargo bench -p battery-fl-core

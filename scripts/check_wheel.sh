@@ -31,17 +31,18 @@ echo "$dev_site" > "$venv_site/zz_dev_torch.pth"
 "$tmp/venv/bin/python" -m pip install --quiet --no-deps --force-reinstall "$wheel" 2>&1 \
   | grep -v "outside environment" || true
 
-# no LD_LIBRARY_PATH: libtorch must resolve through `import torch` alone
+# no LD_LIBRARY_PATH: libtorch must resolve through the installed torch package alone
 env -u LD_LIBRARY_PATH -u LIBTORCH_USE_PYTORCH -u VIRTUAL_ENV PYTHONNOUSERSITE=1 \
   "$tmp/venv/bin/python" - "$tmp/venv" <<'PY'
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 import battery_fl
 from battery_fl import dp, secagg, synthetic
+
+assert "torch" not in sys.modules, "import battery_fl imported the torch package"
+import numpy as np
+import torch
 
 venv = Path(sys.argv[1]).resolve()
 native = Path(battery_fl._core.__file__).resolve()
