@@ -117,7 +117,7 @@ fn main() -> Result<()> {
         .with_batch_size(batch)
         .with_train_references(refs)
         .with_progress(false);
-    let mut model = BatLiNet::new(config, featurizer, [c, h, w])?;
+    let mut model = BatLiNet::new(config, featurizer)?;
     model.set_label_transform(LabelTransform::fit(&train.require_labels()?)?);
     println!(
         "threads {}, input ({c}, {h}, {w}), C = {conv}, params {}",

@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
@@ -160,12 +160,7 @@ fn predict(
     featurizer: &FeaturizerConfig,
     fed: &FederationConfig,
 ) -> Result<Vec<Prediction>> {
-    let shape = fleets.first().context("no fleets")?.data.train.shape;
-    let mut net = BatLiNet::new(
-        model.clone().with_progress(false),
-        featurizer.clone(),
-        shape,
-    )?;
+    let mut net = BatLiNet::new(model.clone().with_progress(false), featurizer.clone())?;
     net.set_label_transform(state.labels);
     if let Some(s) = scales {
         net.set_input_scales(s.clone())?;

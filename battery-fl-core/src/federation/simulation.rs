@@ -103,7 +103,14 @@ impl Simulation {
             job_seed(config.seed, 0, STREAM_MASKS),
         )?;
         let (labels, scales) = shared_statistics(&total, shape, model.label_grouping)?;
-        let mut worker = BatLiNet::new(model.with_progress(false), featurizer, shape)?;
+        let mut worker = BatLiNet::new(model.with_progress(false), featurizer)?;
+        if worker.input_shape() != shape {
+            return Err(Error::Shape {
+                what: "model input (channels, cycles, grid points)".into(),
+                expected: worker.input_shape().to_vec(),
+                got: shape.to_vec(),
+            });
+        }
         worker.set_label_transform(labels);
         worker.set_input_scales(scales)?;
         let global = worker.params()?;

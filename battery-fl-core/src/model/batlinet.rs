@@ -83,29 +83,17 @@ pub(crate) fn index_tensor(idx: &[usize], device: Device) -> Result<Tensor> {
 }
 
 impl BatLiNet {
-    /// A freshly initialized model for inputs of `shape` = (channels, cycles, grid points),
-    /// which must match `config.input_channels` and the featurizer's output.
-    pub fn new(
-        config: BatLiNetConfig,
-        featurizer: FeaturizerConfig,
-        shape: [usize; 3],
-    ) -> Result<Self> {
+    /// A freshly initialized model. Its input block shape (channels, cycles, grid points) is
+    /// `config.input_channels.len()` by the featurizer's `cycles` and `interp_dim`
+    /// ([`BatLiNet::input_shape`]).
+    pub fn new(config: BatLiNetConfig, featurizer: FeaturizerConfig) -> Result<Self> {
         config.validate()?;
         featurizer.validate()?;
-        if shape[0] != config.input_channels.len()
-            || shape[1] != featurizer.cycles
-            || shape[2] != featurizer.interp_dim
-        {
-            return Err(Error::Shape {
-                what: "model input (channels, cycles, grid points)".into(),
-                expected: vec![
-                    config.input_channels.len(),
-                    featurizer.cycles,
-                    featurizer.interp_dim,
-                ],
-                got: shape.to_vec(),
-            });
-        }
+        let shape = [
+            config.input_channels.len(),
+            featurizer.cycles,
+            featurizer.interp_dim,
+        ];
         let geometry = Geometry::new(shape[1], shape[2], config.kernel, config.pool)?;
         let device = resolve_device(config.device)?;
         let net = Net::init(
@@ -506,7 +494,7 @@ impl BatLiNet {
     /// architecture give a typed error naming the first mismatching tensor.
     pub fn load(dir: impl AsRef<std::path::Path>) -> Result<Self> {
         let (d, params) = super::persist::load_model_dir(dir.as_ref())?;
-        let mut model = BatLiNet::new(d.config, d.featurizer, d.input_shape)?;
+        let mut model = BatLiNet::new(d.config, d.featurizer)?;
         model.set_params(&params)?;
         model.labels = d.label_transform;
         if let Some(scales) = d.input_scales {

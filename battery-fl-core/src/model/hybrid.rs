@@ -96,7 +96,7 @@ impl HybridModel {
             .zip(&cross)
             .map(|(y, c)| Some((y - c + shift).exp()))
             .collect();
-        let mut net = BatLiNet::new(network, featurizer, references.shape)?;
+        let mut net = BatLiNet::new(network, featurizer)?;
         net.fit(&references)?;
         Ok(HybridModel {
             linear: model,

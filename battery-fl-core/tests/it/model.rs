@@ -51,8 +51,7 @@ fn small_config(seed: u64) -> BatLiNetConfig {
 }
 
 fn model(config: BatLiNetConfig) -> BatLiNet {
-    let shape = fleets().2.shape;
-    BatLiNet::new(config, featurizer_config(), shape).unwrap()
+    BatLiNet::new(config, featurizer_config()).unwrap()
 }
 
 fn truth(ds: &Dataset) -> Vec<f64> {

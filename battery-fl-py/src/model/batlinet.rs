@@ -137,14 +137,7 @@ impl PyBatLiNet {
             Some(f) => f.config().clone(),
             None => Default::default(),
         };
-        let shape = [
-            config.input_channels.len(),
-            featurizer.cycles,
-            featurizer.interp_dim,
-        ];
-        let model = py
-            .detach(|| BatLiNet::new(config, featurizer, shape))
-            .or_raise()?;
+        let model = py.detach(|| BatLiNet::new(config, featurizer)).or_raise()?;
         Ok(Self::wrap(model))
     }
 
