@@ -32,7 +32,7 @@ struct Args {
 type Row = (usize, String, bool, f64, BTreeMap<&'static str, f64>);
 
 fn cathode(ds: &Dataset, i: usize) -> String {
-    ds.fingerprints[i].cathode.clone().unwrap_or_default()
+    ds.fingerprints()[i].cathode.clone().unwrap_or_default()
 }
 
 fn rmse(p: &[f64], t: &[f64]) -> f64 {

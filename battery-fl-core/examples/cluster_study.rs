@@ -78,7 +78,7 @@ struct StudyFleet {
 
 /// Cathode of cell `i` of `ds` (`?` when unknown).
 fn cathode(ds: &Dataset, i: usize) -> String {
-    ds.fingerprints[i]
+    ds.fingerprints()[i]
         .cathode
         .clone()
         .unwrap_or_else(|| "?".into())
@@ -248,7 +248,7 @@ fn main() -> Result<()> {
         // the grouping the clustered run will use, with the distances behind it
         let summaries = fleets
             .iter()
-            .map(|f| FleetSummary::from_fingerprints(&f.data.train.fingerprints))
+            .map(|f| FleetSummary::from_fingerprints(f.data.train.fingerprints()))
             .collect::<battery_fl_core::Result<Vec<_>>>()?;
         let groups = cluster_fleets(&summaries, args.threshold);
         println!("  FleetSummary distances (chemistry-mix total variation + centroid RMS, V):");

@@ -187,20 +187,21 @@ impl BatLiNet {
     }
 
     pub(crate) fn check_dataset(&self, ds: &Dataset, what: &str) -> Result<()> {
-        if ds.shape != self.shape {
+        if ds.shape() != self.shape {
             return Err(Error::Shape {
                 what: format!("{what} inputs"),
                 expected: self.shape.to_vec(),
-                got: ds.shape.to_vec(),
+                got: ds.shape().to_vec(),
             });
         }
-        if self.config.effective_alpha() > 0.0 && ds.inter != self.config.inter_features {
+        if self.config.effective_alpha() > 0.0 && ds.inter() != self.config.inter_features {
             return Err(Error::config(
                 "inter_features",
                 format!(
                     "the model forms inter-cell differences from {:?} features but the {what} \
                      dataset holds {:?} ones (Dataset::with_inter_features)",
-                    self.config.inter_features, ds.inter
+                    self.config.inter_features,
+                    ds.inter()
                 ),
             ));
         }
@@ -363,7 +364,7 @@ impl BatLiNet {
             {
                 let (lo, n) = (chunk[0], chunk.len());
                 let xa = to_tensor(
-                    &targets.branch_a[lo * block..(lo + n) * block],
+                    &targets.branch_a()[lo * block..(lo + n) * block],
                     self.shape,
                     n,
                     self.device,
@@ -426,10 +427,10 @@ impl BatLiNet {
         let b = targets.block();
         let mut raw = Vec::with_capacity((tids.len() + rids.len()) * b);
         for &t in &tids {
-            raw.extend_from_slice(&targets.raw[t * b..(t + 1) * b]);
+            raw.extend_from_slice(&targets.raw()[t * b..(t + 1) * b]);
         }
         for &r in &rids {
-            raw.extend_from_slice(&references.raw[r * b..(r + 1) * b]);
+            raw.extend_from_slice(&references.raw()[r * b..(r + 1) * b]);
         }
         let raw = to_tensor(
             &raw,

@@ -495,11 +495,12 @@ fn cathode_label_grouping_is_shared_from_secure_sums_and_read_per_cell() {
             .unwrap()
     };
     let before = predict(test);
-    let mut relabelled = test.clone();
     let other = |c: Option<&str>| if c == Some("LFP") { "NMC" } else { "LFP" };
-    for fp in &mut relabelled.fingerprints {
+    let mut fingerprints = test.fingerprints().to_vec();
+    for fp in &mut fingerprints {
         fp.cathode = Some(other(fp.cathode.as_deref()).to_string());
     }
+    let relabelled = test.clone().with_fingerprints(fingerprints).unwrap();
     let after = predict(&relabelled);
     for ((b, a), c) in before.iter().zip(&after).zip(test.cathodes()) {
         let (from, to) = (got.moments(c), got.moments(Some(other(c))));
