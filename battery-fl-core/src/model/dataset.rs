@@ -1,6 +1,8 @@
 //! Featurized cells ready for the network: branch-A inputs, raw inputs for inter-cell
 //! differences, labels and fingerprints.
 
+use std::borrow::Borrow;
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -268,10 +270,11 @@ impl Dataset {
         self.shape
     }
 
-    /// Featurize `cells` (in parallel) and keep the requested channels. Labels come from
-    /// `label` (recorded or computed; censored cells get `None`).
-    pub fn from_cells(
-        cells: &[Cell],
+    /// Featurize `cells` (in parallel; owned or borrowed, `&[Cell]` or `&[&Cell]`) and keep
+    /// the requested channels. Labels come from `label` (recorded or computed; censored cells
+    /// get `None`).
+    pub fn from_cells<C: Borrow<Cell> + Sync>(
+        cells: &[C],
         featurizer: &Featurizer,
         channels: &[usize],
         label: &LabelConfig,
@@ -286,6 +289,7 @@ impl Dataset {
         let per_cell: Vec<CellInputs> = cells
             .par_iter()
             .map(|cell| {
+                let cell = cell.borrow();
                 let a = featurizer.branch_a(cell)?;
                 // inter-cell differences use raw features after the cycle filter only, with
                 // flagged rows replaced by their nearest kept row; the filter is per cell, so
@@ -309,7 +313,7 @@ impl Dataset {
             })
             .collect::<Result<_>>()?;
         let mut ds = Dataset {
-            cell_ids: cells.iter().map(|c| c.id().to_string()).collect(),
+            cell_ids: cells.iter().map(|c| c.borrow().id().to_string()).collect(),
             branch_a: Vec::with_capacity(cells.len() * channels.len() * h * w),
             raw: Vec::with_capacity(cells.len() * channels.len() * h * w),
             inter: InterFeatures::Raw,
@@ -328,8 +332,8 @@ impl Dataset {
 
     /// Featurize `cells` as a model of `config` reads them: its input channels, and its
     /// inter-cell features ([`Dataset::with_inter_features`]).
-    pub fn for_config(
-        cells: &[Cell],
+    pub fn for_config<C: Borrow<Cell> + Sync>(
+        cells: &[C],
         featurizer: &Featurizer,
         config: &BatLiNetConfig,
         label: &LabelConfig,

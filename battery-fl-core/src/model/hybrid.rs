@@ -31,6 +31,8 @@
 //! # Ok::<(), battery_fl_core::Error>(())
 //! ```
 
+use std::borrow::Borrow;
+
 use super::{
     loo_predictions, select_linear, BatLiNet, BatLiNetConfig, Dataset, LinearConfig, LinearModel,
 };
@@ -55,8 +57,8 @@ impl HybridModel {
     /// Fit on labelled `cells`, featurized as `dataset` (same cells, same order): the linear
     /// model by leave-one-out under `linear`, then the network (`network`, `featurizer`) on
     /// the cross-fitted residual labels.
-    pub fn fit(
-        cells: &[Cell],
+    pub fn fit<C: Borrow<Cell>>(
+        cells: &[C],
         dataset: &Dataset,
         network: BatLiNetConfig,
         featurizer: FeaturizerConfig,
@@ -113,7 +115,7 @@ impl HybridModel {
 
     /// Predicted cycle lives of `cells`, featurized as `dataset` (same cells, same order):
     /// the linear prediction times the network's correction, with the configured references.
-    pub fn predict(&self, cells: &[Cell], dataset: &Dataset) -> Result<Vec<f64>> {
+    pub fn predict<C: Borrow<Cell>>(&self, cells: &[C], dataset: &Dataset) -> Result<Vec<f64>> {
         if dataset.cell_ids().len() != cells.len() {
             return Err(Error::Shape {
                 what: "hybrid targets (cells and their dataset)".into(),

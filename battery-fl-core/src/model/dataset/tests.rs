@@ -104,3 +104,22 @@ fn pair_rms_is_per_channel_over_the_given_pairs_only() {
     ));
     assert_eq!(Dataset::concat(&[&cd, &cd]).unwrap().len(), 6);
 }
+
+#[test]
+fn borrowed_cells_featurize_as_owned_ones() {
+    let cells: Vec<_> = crate::data::synthetic::FleetConfig::default()
+        .with_fleets(1)
+        .with_cells_per_fleet(2)
+        .generate()
+        .unwrap()
+        .into_iter()
+        .flat_map(|f| f.cells)
+        .collect();
+    let featurizer =
+        Featurizer::new(crate::features::FeaturizerConfig::default().with_interp_dim(16)).unwrap();
+    let label = LabelConfig::default();
+    let owned = Dataset::from_cells(&cells, &featurizer, &[1], &label).unwrap();
+    let refs: Vec<&Cell> = cells.iter().rev().collect();
+    let borrowed = Dataset::from_cells(&refs, &featurizer, &[1], &label).unwrap();
+    assert_eq!(borrowed.subset(&[1, 0]).unwrap(), owned);
+}
