@@ -716,7 +716,7 @@ enum bfl_status bfl_model_featurizer_new(const struct bfl_model *model,
 // the default rule, see `bfl_cell_cycle_life`). Reference sets need labelled cells; target
 // cells need none.
 //
-// Ownership: the cells are borrowed (copied); on success `*out` owns a new dataset
+// Ownership: the cells are borrowed for the call; on success `*out` owns a new dataset
 // (`bfl_dataset_free`). NULL: `model`, `out`, an element of `cells`, or `cells` with
 // `n > 0` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
 enum bfl_status bfl_model_dataset_new(const struct bfl_model *model,

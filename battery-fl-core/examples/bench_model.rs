@@ -91,23 +91,24 @@ fn main() -> Result<()> {
         GenomeFingerprint::from_cell(&cells[0].cells[0])?
     };
     let block = c * h * w;
-    let ds = |m: usize, rng: &mut battery_fl_core::rng::SeededRng| Dataset {
-        cell_ids: (0..m).map(|i| format!("c{i}")).collect(),
-        branch_a: (0..m * block)
-            .map(|_| rng.random_range(-1.0f32..1.0))
-            .collect(),
-        raw: (0..m * block)
-            .map(|_| rng.random_range(-1.0f32..1.0))
-            .collect(),
-        inter: Default::default(),
-        labels: (0..m)
-            .map(|_| Some(rng.random_range(200.0..2000.0)))
-            .collect(),
-        fingerprints: vec![fp.clone(); m],
-        shape: [c, h, w],
+    let ds = |m: usize, rng: &mut battery_fl_core::rng::SeededRng| {
+        Dataset::new(
+            (0..m).map(|i| format!("c{i}")).collect(),
+            (0..m * block)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect(),
+            (0..m * block)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect(),
+            (0..m)
+                .map(|_| Some(rng.random_range(200.0..2000.0)))
+                .collect(),
+            vec![fp.clone(); m],
+            [c, h, w],
+        )
     };
-    let train = ds(batch, &mut rng);
-    let pool = ds(n, &mut rng);
+    let train = ds(batch, &mut rng)?;
+    let pool = ds(n, &mut rng)?;
     let featurizer = FeaturizerConfig::default()
         .with_cycles(h)
         .with_interp_dim(w);
@@ -117,7 +118,7 @@ fn main() -> Result<()> {
         .with_batch_size(batch)
         .with_train_references(refs)
         .with_progress(false);
-    let mut model = BatLiNet::new(config, featurizer, [c, h, w])?;
+    let mut model = BatLiNet::new(config, featurizer)?;
     model.set_label_transform(LabelTransform::fit(&train.require_labels()?)?);
     println!(
         "threads {}, input ({c}, {h}, {w}), C = {conv}, params {}",

@@ -32,7 +32,7 @@ struct Args {
 type Row = (usize, String, bool, f64, BTreeMap<&'static str, f64>);
 
 fn cathode(ds: &Dataset, i: usize) -> String {
-    ds.fingerprints[i].cathode.clone().unwrap_or_default()
+    ds.fingerprints()[i].cathode.clone().unwrap_or_default()
 }
 
 fn rmse(p: &[f64], t: &[f64]) -> f64 {
@@ -69,10 +69,9 @@ fn main() -> Result<()> {
         data.push((f.id.clone(), ds.subset(&tr)?, ds.subset(&te)?));
     }
     let pooled_train = Dataset::concat(&data.iter().map(|d| &d.1).collect::<Vec<_>>())?;
-    let shape = pooled_train.shape;
     // chemistries and dominant per fleet
     let mut rows: Vec<Row> = Vec::new();
-    let mut pooled = BatLiNet::new(model.clone().with_progress(false), fcfg.clone(), shape)?;
+    let mut pooled = BatLiNet::new(model.clone().with_progress(false), fcfg.clone())?;
     pooled.fit(&pooled_train)?;
     let chems: Vec<String> = {
         let mut c: Vec<String> = (0..pooled_train.len())
@@ -88,7 +87,6 @@ fn main() -> Result<()> {
             .with_selection(ReferenceSelection::Genome)
             .with_progress(false),
         fcfg.clone(),
-        shape,
     )?;
     pooled_g.fit(&pooled_train)?;
     let mut chem_models = BTreeMap::new();
@@ -97,7 +95,7 @@ fn main() -> Result<()> {
             .filter(|&i| cathode(&pooled_train, i) == *c)
             .collect();
         let ds = pooled_train.subset(&idx)?;
-        let mut m = BatLiNet::new(model.clone().with_progress(false), fcfg.clone(), shape)?;
+        let mut m = BatLiNet::new(model.clone().with_progress(false), fcfg.clone())?;
         m.fit(&ds)?;
         println!("chem {c}: {} train cells", ds.len());
         chem_models.insert(c.clone(), m);
@@ -117,7 +115,7 @@ fn main() -> Result<()> {
             .iter()
             .fold((f64::MAX, 0.0f64), |a, &l| (a.0.min(l), a.1.max(l)));
         println!("{id}: counts {counts:?} train life {lo:.0}..{hi:.0}");
-        let mut local = BatLiNet::new(model.clone().with_progress(false), fcfg.clone(), shape)?;
+        let mut local = BatLiNet::new(model.clone().with_progress(false), fcfg.clone())?;
         local.fit(train)?;
         let k = 16.min(train.len());
         let p_local = local.predict_with(test, train, k, ReferenceSelection::Random, 0)?;

@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
@@ -78,7 +78,7 @@ struct StudyFleet {
 
 /// Cathode of cell `i` of `ds` (`?` when unknown).
 fn cathode(ds: &Dataset, i: usize) -> String {
-    ds.fingerprints[i]
+    ds.fingerprints()[i]
         .cathode
         .clone()
         .unwrap_or_else(|| "?".into())
@@ -160,12 +160,7 @@ fn predict(
     featurizer: &FeaturizerConfig,
     fed: &FederationConfig,
 ) -> Result<Vec<Prediction>> {
-    let shape = fleets.first().context("no fleets")?.data.train.shape;
-    let mut net = BatLiNet::new(
-        model.clone().with_progress(false),
-        featurizer.clone(),
-        shape,
-    )?;
+    let mut net = BatLiNet::new(model.clone().with_progress(false), featurizer.clone())?;
     net.set_label_transform(state.labels);
     if let Some(s) = scales {
         net.set_input_scales(s.clone())?;
@@ -253,7 +248,7 @@ fn main() -> Result<()> {
         // the grouping the clustered run will use, with the distances behind it
         let summaries = fleets
             .iter()
-            .map(|f| FleetSummary::from_fingerprints(&f.data.train.fingerprints))
+            .map(|f| FleetSummary::from_fingerprints(f.data.train.fingerprints()))
             .collect::<battery_fl_core::Result<Vec<_>>>()?;
         let groups = cluster_fleets(&summaries, args.threshold);
         println!("  FleetSummary distances (chemistry-mix total variation + centroid RMS, V):");

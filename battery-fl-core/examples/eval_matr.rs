@@ -428,7 +428,7 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
             }
             let config = base.clone().with_single_branch(single).with_seed(seed);
             let t0 = Instant::now();
-            let mut model = BatLiNet::new(config, featurizer_cfg.clone(), train_ds.shape)?;
+            let mut model = BatLiNet::new(config, featurizer_cfg.clone())?;
             model.fit(&train_ds)?;
             let name = if single { "cnn" } else { "batlinet" };
             eprintln!(
@@ -470,7 +470,7 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
                     for (i, life) in ds.require_labels()?.iter().enumerate() {
                         println!(
                             "{{\"split\": \"{split}\", \"seed\": {seed}, \"cell\": \"{}\", \"life\": {life:.0}, \"a\": {:.1}, \"b\": {:.1}, \"pred\": {:.1}}}",
-                            ds.cell_ids[i], br.a[i], b[i], pred[i]
+                            ds.cell_ids()[i], br.a[i], b[i], pred[i]
                         );
                     }
                 }

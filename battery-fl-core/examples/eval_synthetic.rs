@@ -180,7 +180,7 @@ fn main() -> Result<()> {
             };
             for &(name, single) in networks {
                 let config = base.clone().with_single_branch(single).with_seed(seed);
-                let mut model = BatLiNet::new(config, featurizer_cfg.clone(), train_ds.shape)?;
+                let mut model = BatLiNet::new(config, featurizer_cfg.clone())?;
                 model.fit(&train_ds)?;
                 let p = model.predict(&test_ds, &train_ds)?;
                 let both = p.iter().zip(&p_var).map(|(a, b)| (a * b).sqrt()).collect();

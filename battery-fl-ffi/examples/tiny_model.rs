@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .with_inference_references(4)
         .with_progress(false)
         .with_seed(7);
-    let mut model = BatLiNet::new(config, featurizer_cfg, train.shape)?;
+    let mut model = BatLiNet::new(config, featurizer_cfg)?;
     let report = model.fit(&train)?;
     model.save(&out)?;
     println!(

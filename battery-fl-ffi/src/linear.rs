@@ -31,10 +31,10 @@ unsafe fn rows(
     config: &LinearConfig,
 ) -> Result<Vec<LinearRow>, FfiError> {
     // SAFETY: forwarded contract.
-    let cells: Vec<Cell> = unsafe { slice(cells, n, name)? }
+    let cells: Vec<&Cell> = unsafe { slice(cells, n, name)? }
         .iter()
         // SAFETY: each element is NULL or a live cell (caller's contract).
-        .map(|&c| unsafe { arg_ref(c, name) }.map(|c| c.inner.clone()))
+        .map(|&c| unsafe { arg_ref(c, name) }.map(|c| &c.inner))
         .collect::<Result<_, _>>()?;
     Ok(config.rows(&cells, &LabelConfig::default())?)
 }

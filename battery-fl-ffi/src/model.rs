@@ -107,7 +107,7 @@ pub unsafe extern "C" fn bfl_model_featurizer_new(
 /// the default rule, see `bfl_cell_cycle_life`). Reference sets need labelled cells; target
 /// cells need none.
 ///
-/// Ownership: the cells are borrowed (copied); on success `*out` owns a new dataset
+/// Ownership: the cells are borrowed for the call; on success `*out` owns a new dataset
 /// (`bfl_dataset_free`). NULL: `model`, `out`, an element of `cells`, or `cells` with
 /// `n > 0` NULL gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
 #[no_mangle]
@@ -122,10 +122,10 @@ pub unsafe extern "C" fn bfl_model_dataset_new(
         let (out, model) = unsafe { (out_handle(out, "out")?, arg_ref(model, "model")?) };
         tch_only!((model, cells, n, out) {
             // SAFETY: pointer contract of the crate docs.
-            let cells: Vec<Cell> = unsafe { slice(cells, n, "cells")? }
+            let cells: Vec<&Cell> = unsafe { slice(cells, n, "cells")? }
                 .iter()
                 // SAFETY: each element is NULL or a live cell (caller's contract).
-                .map(|&c| unsafe { arg_ref(c, "cells[i]") }.map(|c| c.inner.clone()))
+                .map(|&c| unsafe { arg_ref(c, "cells[i]") }.map(|c| &c.inner))
                 .collect::<Result<_, _>>()?;
             let (featurizer, config) = {
                 let m = lock(&model.inner, "model")?;

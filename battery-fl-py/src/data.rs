@@ -144,11 +144,6 @@ pub(crate) fn cell_refs<'a>(cells: &'a [Bound<'_, PyBatteryCell>]) -> Vec<&'a Ce
     cells.iter().map(|c| &c.get().inner).collect()
 }
 
-/// Copies of the cells, for core functions that take a slice of cells.
-pub(crate) fn owned_cells(cells: &[&Cell]) -> Vec<Cell> {
-    cells.iter().map(|&c| c.clone()).collect()
-}
-
 #[pymethods]
 impl PyBatteryCell {
     #[new]

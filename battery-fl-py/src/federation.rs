@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyType};
 
 use crate::conversion::{arrays_from_params, config_from_dict, enum_from_str, to_python, vec_f32};
-use crate::data::{cell_refs, owned_cells, PyBatteryCell};
+use crate::data::{cell_refs, PyBatteryCell};
 use crate::errors::{lock, CoreResult};
 use crate::model::PyBatLiNet;
 
@@ -168,10 +168,8 @@ impl PySimulation {
         let sim = py
             .detach(|| {
                 let f = Featurizer::new(featurizer.clone())?;
-                let ds = |cells: &[&_]| {
-                    let cells = owned_cells(cells);
-                    Dataset::for_config(&cells, &f, &model, &LabelConfig::default())
-                };
+                let ds =
+                    |cells: &[&_]| Dataset::for_config(cells, &f, &model, &LabelConfig::default());
                 let data = fleets
                     .iter()
                     .map(|(id, train, test)| {

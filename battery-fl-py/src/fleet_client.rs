@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::conversion::{arrays_from_params, bytes, config_from_dict, named, tensors, ArrayIn};
-use crate::data::{cell_refs, owned_cells, PyBatteryCell};
+use crate::data::{cell_refs, PyBatteryCell};
 use crate::model::PyBatLiNet;
 
 /// A fleet's side of each round: local training (FedProx term, personal head or Ditto model)
@@ -94,12 +94,7 @@ impl PyFleetClient {
         let cells = cell_refs(&train);
         let inner = model.with(py, |m| {
             let featurizer = Featurizer::new(m.featurizer_config().clone())?;
-            let ds = Dataset::for_config(
-                &owned_cells(&cells),
-                &featurizer,
-                m.config(),
-                &LabelConfig::default(),
-            )?;
+            let ds = Dataset::for_config(&cells, &featurizer, m.config(), &LabelConfig::default())?;
             FleetClient::new(&config, index, ds)
         })?;
         Ok(PyFleetClient { inner })

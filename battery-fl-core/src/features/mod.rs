@@ -101,6 +101,8 @@ mod diff;
 mod early_life;
 mod tensor;
 
+use std::borrow::Borrow;
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -355,9 +357,13 @@ impl Featurizer {
         curves::featurize_into(cell, &self.config, &self.grid, out)
     }
 
-    /// [`Featurizer::transform`] for many cells in parallel (rayon, current pool), in order.
-    pub fn transform_many(&self, cells: &[Cell]) -> Result<Vec<Features>> {
-        cells.par_iter().map(|cell| self.transform(cell)).collect()
+    /// [`Featurizer::transform`] for many cells in parallel (rayon, current pool), in order;
+    /// `cells` may be owned or borrowed (`&[Cell]` or `&[&Cell]`).
+    pub fn transform_many<C: Borrow<Cell> + Sync>(&self, cells: &[C]) -> Result<Vec<Features>> {
+        cells
+            .par_iter()
+            .map(|cell| self.transform(cell.borrow()))
+            .collect()
     }
 
     /// Branch A input of one cell: raw features, minus the base cycle row

@@ -17,11 +17,7 @@ pub fn centralized_baseline(
     featurizer: &FeaturizerConfig,
 ) -> Result<(f64, BTreeMap<String, f64>)> {
     let train = Dataset::concat(&fleets.iter().map(|f| &f.train).collect::<Vec<_>>())?;
-    let mut m = BatLiNet::new(
-        model.clone().with_progress(false),
-        featurizer.clone(),
-        train.shape,
-    )?;
+    let mut m = BatLiNet::new(model.clone().with_progress(false), featurizer.clone())?;
     m.fit(&train)?;
     evaluate_each(fleets, |f| m.predict(&f.test, &train))
 }
@@ -59,11 +55,7 @@ pub fn local_only_baseline(
     let all_truth = all_tests.require_labels()?;
     let mut on_all_tests = BTreeMap::new();
     let (own_fleets_rmse, on_own_test) = evaluate_each(fleets, |f| {
-        let mut m = BatLiNet::new(
-            model.clone().with_progress(false),
-            featurizer.clone(),
-            f.train.shape,
-        )?;
+        let mut m = BatLiNet::new(model.clone().with_progress(false), featurizer.clone())?;
         m.fit(&f.train)?;
         let k = model.inference_references.min(f.train.len());
         let all = m.predict_with(&all_tests, &f.train, k, model.selection, model.seed)?;

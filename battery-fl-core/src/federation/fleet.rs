@@ -72,11 +72,8 @@ impl FleetClient {
         let mut state = FleetState::default();
         if self.val.is_some() {
             let alone = |cells: &Dataset| -> Result<FleetModel> {
-                let mut m = BatLiNet::new(
-                    worker.config().clone(),
-                    worker.featurizer_config().clone(),
-                    cells.shape,
-                )?;
+                let mut m =
+                    BatLiNet::new(worker.config().clone(), worker.featurizer_config().clone())?;
                 m.fit(cells)?;
                 FleetModel::of(&m)
             };

@@ -138,7 +138,7 @@ mod tests {
             .map(|f| Dataset::from_cells(&f.cells, &featurizer, &[0, 1], &LabelConfig::default()))
             .collect::<Result<_>>()?;
         let pooled = Dataset::concat(&fleets.iter().collect::<Vec<_>>())?;
-        let shape = pooled.shape;
+        let shape = pooled.shape();
         let stats: Vec<Vec<f64>> = fleets.iter().map(fleet_statistics).collect::<Result<_>>()?;
         assert_eq!(
             stats[0].len(),

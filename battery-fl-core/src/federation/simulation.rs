@@ -69,7 +69,7 @@ impl Simulation {
                 got: 0,
             });
         };
-        let shape = first.train.shape;
+        let shape = first.train.shape();
         for f in &fleets {
             if f.train.is_empty() || f.test.is_empty() {
                 return Err(Error::NotEnoughData {
@@ -78,11 +78,11 @@ impl Simulation {
                     got: 0,
                 });
             }
-            if f.train.shape != shape || f.test.shape != shape {
+            if f.train.shape() != shape || f.test.shape() != shape {
                 return Err(Error::Shape {
                     what: format!("inputs of fleet {}", f.id),
                     expected: shape.to_vec(),
-                    got: f.train.shape.to_vec(),
+                    got: f.train.shape().to_vec(),
                 });
             }
         }
@@ -103,7 +103,14 @@ impl Simulation {
             job_seed(config.seed, 0, STREAM_MASKS),
         )?;
         let (labels, scales) = shared_statistics(&total, shape, model.label_grouping)?;
-        let mut worker = BatLiNet::new(model.with_progress(false), featurizer, shape)?;
+        let mut worker = BatLiNet::new(model.with_progress(false), featurizer)?;
+        if worker.input_shape() != shape {
+            return Err(Error::Shape {
+                what: "model input (channels, cycles, grid points)".into(),
+                expected: worker.input_shape().to_vec(),
+                got: shape.to_vec(),
+            });
+        }
         worker.set_label_transform(labels);
         worker.set_input_scales(scales)?;
         let global = worker.params()?;
@@ -120,7 +127,7 @@ impl Simulation {
             Some(c) => {
                 let summaries = fleets
                     .iter()
-                    .map(|f| FleetSummary::from_fingerprints(&f.train.fingerprints))
+                    .map(|f| FleetSummary::from_fingerprints(f.train.fingerprints()))
                     .collect::<Result<Vec<_>>>()?;
                 cluster_fleets(&summaries, c.threshold)
             }

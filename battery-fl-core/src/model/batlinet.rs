@@ -83,29 +83,17 @@ pub(crate) fn index_tensor(idx: &[usize], device: Device) -> Result<Tensor> {
 }
 
 impl BatLiNet {
-    /// A freshly initialized model for inputs of `shape` = (channels, cycles, grid points),
-    /// which must match `config.input_channels` and the featurizer's output.
-    pub fn new(
-        config: BatLiNetConfig,
-        featurizer: FeaturizerConfig,
-        shape: [usize; 3],
-    ) -> Result<Self> {
+    /// A freshly initialized model. Its input block shape (channels, cycles, grid points) is
+    /// `config.input_channels.len()` by the featurizer's `cycles` and `interp_dim`
+    /// ([`BatLiNet::input_shape`]).
+    pub fn new(config: BatLiNetConfig, featurizer: FeaturizerConfig) -> Result<Self> {
         config.validate()?;
         featurizer.validate()?;
-        if shape[0] != config.input_channels.len()
-            || shape[1] != featurizer.cycles
-            || shape[2] != featurizer.interp_dim
-        {
-            return Err(Error::Shape {
-                what: "model input (channels, cycles, grid points)".into(),
-                expected: vec![
-                    config.input_channels.len(),
-                    featurizer.cycles,
-                    featurizer.interp_dim,
-                ],
-                got: shape.to_vec(),
-            });
-        }
+        let shape = [
+            config.input_channels.len(),
+            featurizer.cycles,
+            featurizer.interp_dim,
+        ];
         let geometry = Geometry::new(shape[1], shape[2], config.kernel, config.pool)?;
         let device = resolve_device(config.device)?;
         let net = Net::init(
@@ -199,20 +187,21 @@ impl BatLiNet {
     }
 
     pub(crate) fn check_dataset(&self, ds: &Dataset, what: &str) -> Result<()> {
-        if ds.shape != self.shape {
+        if ds.shape() != self.shape {
             return Err(Error::Shape {
                 what: format!("{what} inputs"),
                 expected: self.shape.to_vec(),
-                got: ds.shape.to_vec(),
+                got: ds.shape().to_vec(),
             });
         }
-        if self.config.effective_alpha() > 0.0 && ds.inter != self.config.inter_features {
+        if self.config.effective_alpha() > 0.0 && ds.inter() != self.config.inter_features {
             return Err(Error::config(
                 "inter_features",
                 format!(
                     "the model forms inter-cell differences from {:?} features but the {what} \
                      dataset holds {:?} ones (Dataset::with_inter_features)",
-                    self.config.inter_features, ds.inter
+                    self.config.inter_features,
+                    ds.inter()
                 ),
             ));
         }
@@ -375,7 +364,7 @@ impl BatLiNet {
             {
                 let (lo, n) = (chunk[0], chunk.len());
                 let xa = to_tensor(
-                    &targets.branch_a[lo * block..(lo + n) * block],
+                    &targets.branch_a()[lo * block..(lo + n) * block],
                     self.shape,
                     n,
                     self.device,
@@ -438,10 +427,10 @@ impl BatLiNet {
         let b = targets.block();
         let mut raw = Vec::with_capacity((tids.len() + rids.len()) * b);
         for &t in &tids {
-            raw.extend_from_slice(&targets.raw[t * b..(t + 1) * b]);
+            raw.extend_from_slice(&targets.raw()[t * b..(t + 1) * b]);
         }
         for &r in &rids {
-            raw.extend_from_slice(&references.raw[r * b..(r + 1) * b]);
+            raw.extend_from_slice(&references.raw()[r * b..(r + 1) * b]);
         }
         let raw = to_tensor(
             &raw,
@@ -506,7 +495,7 @@ impl BatLiNet {
     /// architecture give a typed error naming the first mismatching tensor.
     pub fn load(dir: impl AsRef<std::path::Path>) -> Result<Self> {
         let (d, params) = super::persist::load_model_dir(dir.as_ref())?;
-        let mut model = BatLiNet::new(d.config, d.featurizer, d.input_shape)?;
+        let mut model = BatLiNet::new(d.config, d.featurizer)?;
         model.set_params(&params)?;
         model.labels = d.label_transform;
         if let Some(scales) = d.input_scales {

@@ -56,7 +56,7 @@ impl BatLiNet {
             serde_json::from_slice(json).map_err(|e| malformed(e.to_string()))?;
         d.validate()?;
         let params = params_from_safetensors(weights)?;
-        let mut model = BatLiNet::new(d.config, d.featurizer, d.input_shape)?;
+        let mut model = BatLiNet::new(d.config, d.featurizer)?;
         model.set_params(&params)?;
         model.labels = d.label_transform;
         if let Some(scales) = d.input_scales {
@@ -81,7 +81,7 @@ mod tests {
             .with_input_channels(vec![1, 4])
             .with_conv_channels(3)
             .with_seed(5);
-        BatLiNet::new(c, f, [2, 12, 9]).unwrap()
+        BatLiNet::new(c, f).unwrap()
     }
 
     #[test]

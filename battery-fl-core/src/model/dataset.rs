@@ -1,6 +1,8 @@
 //! Featurized cells ready for the network: branch-A inputs, raw inputs for inter-cell
 //! differences, labels and fingerprints.
 
+use std::borrow::Borrow;
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -134,35 +136,145 @@ impl InputScales {
 /// One cell's branch-A block, raw block, label and fingerprint.
 type CellInputs = (Vec<f32>, Vec<f32>, Option<f64>, GenomeFingerprint);
 
+/// [`Error::Shape`] unless the dataset array `what` holds `expected` values.
+fn check_len(what: &str, expected: usize, got: usize) -> Result<()> {
+    if expected == got {
+        return Ok(());
+    }
+    Err(Error::Shape {
+        what: format!("dataset {what}"),
+        expected: vec![expected],
+        got: vec![got],
+    })
+}
+
 /// Network inputs for a set of cells.
 ///
+/// Built by featurizing cells ([`Dataset::from_cells`], [`Dataset::for_config`]) or from
+/// arrays with the checked [`Dataset::new`]; the per-cell arrays always agree in length.
+///
 /// # Shapes
-/// `branch_a` and `raw` hold `len()` blocks of `channels x height x width` f32 values each.
+/// [`branch_a`](Self::branch_a) and [`raw`](Self::raw) hold `len()` blocks of
+/// `channels x height x width` f32 values each.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     /// Cell ids, in order.
-    pub cell_ids: Vec<String>,
+    cell_ids: Vec<String>,
     /// Cleaned intra-cell differences (branch A input), one block per cell.
-    pub branch_a: Vec<f32>,
+    branch_a: Vec<f32>,
     /// The features inter-cell differences are formed from (branch B): the cycle-filtered
     /// raw features, or a copy of `branch_a` (see `inter`).
-    pub raw: Vec<f32>,
+    raw: Vec<f32>,
     /// What `raw` holds: raw curves (the default) or cycle differences
     /// ([`Dataset::with_inter_features`]).
-    pub inter: InterFeatures,
+    inter: InterFeatures,
     /// Cycle lives, when known (`None` for cells to predict).
-    pub labels: Vec<Option<f64>>,
+    labels: Vec<Option<f64>>,
     /// Genome fingerprints (for genome-nearest reference selection).
-    pub fingerprints: Vec<GenomeFingerprint>,
+    fingerprints: Vec<GenomeFingerprint>,
     /// (channels, height, width) of one block.
-    pub shape: [usize; 3],
+    shape: [usize; 3],
 }
 
 impl Dataset {
-    /// Featurize `cells` (in parallel) and keep the requested channels. Labels come from
-    /// `label` (recorded or computed; censored cells get `None`).
-    pub fn from_cells(
-        cells: &[Cell],
+    /// A dataset of `cell_ids.len()` cells from its arrays: `branch_a` (cleaned intra-cell
+    /// differences) and `raw` (the cycle-filtered raw features inter-cell differences are
+    /// formed from) hold one block of `shape` (channels, cycles, grid points) per cell, and
+    /// `labels` (cycle lives, `None` for cells to predict) and `fingerprints` one entry per
+    /// cell. The inter-cell features are [`InterFeatures::Raw`]; see
+    /// [`Dataset::with_inter_features`].
+    ///
+    /// # Errors
+    /// [`Error::Shape`] naming the first array whose length does not fit the number of cells.
+    pub fn new(
+        cell_ids: Vec<String>,
+        branch_a: Vec<f32>,
+        raw: Vec<f32>,
+        labels: Vec<Option<f64>>,
+        fingerprints: Vec<GenomeFingerprint>,
+        shape: [usize; 3],
+    ) -> Result<Self> {
+        let n = cell_ids.len();
+        let block: usize = shape.iter().product();
+        check_len("branch_a", n * block, branch_a.len())?;
+        check_len("raw", n * block, raw.len())?;
+        check_len("labels", n, labels.len())?;
+        check_len("fingerprints", n, fingerprints.len())?;
+        Ok(Dataset {
+            cell_ids,
+            branch_a,
+            raw,
+            inter: InterFeatures::Raw,
+            labels,
+            fingerprints,
+            shape,
+        })
+    }
+
+    /// This dataset with other labels (one per cell, `None` for unlabelled cells).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `labels` does not hold one entry per cell.
+    pub fn with_labels(mut self, labels: Vec<Option<f64>>) -> Result<Self> {
+        check_len("labels", self.len(), labels.len())?;
+        self.labels = labels;
+        Ok(self)
+    }
+
+    /// This dataset with other genome fingerprints (one per cell).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `fingerprints` does not hold one entry per cell.
+    pub fn with_fingerprints(mut self, fingerprints: Vec<GenomeFingerprint>) -> Result<Self> {
+        check_len("fingerprints", self.len(), fingerprints.len())?;
+        self.fingerprints = fingerprints;
+        Ok(self)
+    }
+
+    /// Cell ids, in order.
+    pub fn cell_ids(&self) -> &[String] {
+        &self.cell_ids
+    }
+
+    /// Cleaned intra-cell differences (branch A input): [`len`](Self::len) blocks of
+    /// [`shape`](Self::shape).
+    pub fn branch_a(&self) -> &[f32] {
+        &self.branch_a
+    }
+
+    /// The features inter-cell differences are formed from (branch B input):
+    /// [`len`](Self::len) blocks of [`shape`](Self::shape), the cycle-filtered raw features or
+    /// a copy of [`branch_a`](Self::branch_a) (see [`inter`](Self::inter)).
+    pub fn raw(&self) -> &[f32] {
+        &self.raw
+    }
+
+    /// What [`raw`](Self::raw) holds: raw curves (the default) or cycle differences
+    /// ([`Dataset::with_inter_features`]).
+    pub fn inter(&self) -> InterFeatures {
+        self.inter
+    }
+
+    /// Cycle lives, when known (`None` for cells to predict), one per cell.
+    pub fn labels(&self) -> &[Option<f64>] {
+        &self.labels
+    }
+
+    /// Genome fingerprints (for genome-nearest reference selection), one per cell.
+    pub fn fingerprints(&self) -> &[GenomeFingerprint] {
+        &self.fingerprints
+    }
+
+    /// (channels, height, width) of one block.
+    pub fn shape(&self) -> [usize; 3] {
+        self.shape
+    }
+
+    /// Featurize `cells` (in parallel; owned or borrowed, `&[Cell]` or `&[&Cell]`) and keep
+    /// the requested channels. Labels come from `label` (recorded or computed; censored cells
+    /// get `None`).
+    pub fn from_cells<C: Borrow<Cell> + Sync>(
+        cells: &[C],
         featurizer: &Featurizer,
         channels: &[usize],
         label: &LabelConfig,
@@ -177,6 +289,7 @@ impl Dataset {
         let per_cell: Vec<CellInputs> = cells
             .par_iter()
             .map(|cell| {
+                let cell = cell.borrow();
                 let a = featurizer.branch_a(cell)?;
                 // inter-cell differences use raw features after the cycle filter only, with
                 // flagged rows replaced by their nearest kept row; the filter is per cell, so
@@ -200,7 +313,7 @@ impl Dataset {
             })
             .collect::<Result<_>>()?;
         let mut ds = Dataset {
-            cell_ids: cells.iter().map(|c| c.id().to_string()).collect(),
+            cell_ids: cells.iter().map(|c| c.borrow().id().to_string()).collect(),
             branch_a: Vec::with_capacity(cells.len() * channels.len() * h * w),
             raw: Vec::with_capacity(cells.len() * channels.len() * h * w),
             inter: InterFeatures::Raw,
@@ -219,8 +332,8 @@ impl Dataset {
 
     /// Featurize `cells` as a model of `config` reads them: its input channels, and its
     /// inter-cell features ([`Dataset::with_inter_features`]).
-    pub fn for_config(
-        cells: &[Cell],
+    pub fn for_config<C: Borrow<Cell> + Sync>(
+        cells: &[C],
         featurizer: &Featurizer,
         config: &BatLiNetConfig,
         label: &LabelConfig,
@@ -242,7 +355,7 @@ impl Dataset {
     /// let featurizer = Featurizer::new(FeaturizerConfig::default().with_interp_dim(32))?;
     /// let ds = Dataset::from_cells(&cells, &featurizer, &[1], &LabelConfig::default())?;
     /// let ds = ds.with_inter_features(InterFeatures::CycleDifference)?;
-    /// assert_eq!(ds.raw, ds.branch_a);
+    /// assert_eq!(ds.raw(), ds.branch_a());
     /// assert!(ds.with_inter_features(InterFeatures::Raw).is_err());
     /// # Ok::<(), battery_fl_core::Error>(())
     /// ```
@@ -263,11 +376,11 @@ impl Dataset {
         Ok(self)
     }
 
-    /// Each cell's cathode chemistry from its genome (`None` when unknown or when the
-    /// dataset carries no fingerprints).
+    /// Each cell's cathode chemistry from its genome (`None` when unknown).
     pub fn cathodes(&self) -> Vec<Option<&str>> {
-        (0..self.len())
-            .map(|i| self.fingerprints.get(i).and_then(|f| f.cathode.as_deref()))
+        self.fingerprints
+            .iter()
+            .map(|f| f.cathode.as_deref())
             .collect()
     }
 
@@ -482,45 +595,4 @@ impl Dataset {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use approx::assert_relative_eq;
-
-    #[test]
-    fn pair_rms_is_per_channel_over_the_given_pairs_only() {
-        // 3 cells, 2 channels, 1 x 2 grid; channel 1 is all zero
-        let ds = Dataset {
-            cell_ids: vec!["a".into(), "b".into(), "c".into()],
-            branch_a: vec![0.0; 12],
-            raw: vec![
-                1.0, 1.0, 0.0, 0.0, // a
-                2.0, 0.0, 0.0, 0.0, // b
-                11.0, 11.0, 0.0, 0.0, // c
-            ],
-            inter: InterFeatures::Raw,
-            labels: vec![None; 3],
-            fingerprints: Vec::new(),
-            shape: [2, 1, 2],
-        };
-        // (a, b): differences -1, +1 -> rms 1; (c, a) alone would be 10
-        assert_eq!(ds.pair_rms([(0, 1), (1, 0)]), vec![1.0, 1.0]);
-        let both = ds.pair_rms([(0, 1), (2, 0)]);
-        assert_relative_eq!(both[0], (101.0f32 / 2.0).sqrt(), max_relative = 1e-6);
-        assert_eq!(ds.pair_rms(std::iter::empty()), vec![1.0, 1.0]);
-
-        // cycle-difference inter features: `raw` becomes `branch_a`, and the two kinds do not mix
-        let cd = ds
-            .clone()
-            .with_inter_features(InterFeatures::CycleDifference)
-            .unwrap();
-        assert_eq!(
-            (cd.raw.as_slice(), cd.inter),
-            (cd.branch_a.as_slice(), InterFeatures::CycleDifference)
-        );
-        assert!(matches!(
-            Dataset::concat(&[&ds, &cd]),
-            Err(Error::InvalidConfig { field, .. }) if field == "inter_features"
-        ));
-        assert_eq!(Dataset::concat(&[&cd, &cd]).unwrap().len(), 6);
-    }
-}
+mod tests;

@@ -31,6 +31,8 @@
 //! # Ok::<(), battery_fl_core::Error>(())
 //! ```
 
+use std::borrow::Borrow;
+
 use super::{
     loo_predictions, select_linear, BatLiNet, BatLiNetConfig, Dataset, LinearConfig, LinearModel,
 };
@@ -55,8 +57,8 @@ impl HybridModel {
     /// Fit on labelled `cells`, featurized as `dataset` (same cells, same order): the linear
     /// model by leave-one-out under `linear`, then the network (`network`, `featurizer`) on
     /// the cross-fitted residual labels.
-    pub fn fit(
-        cells: &[Cell],
+    pub fn fit<C: Borrow<Cell>>(
+        cells: &[C],
         dataset: &Dataset,
         network: BatLiNetConfig,
         featurizer: FeaturizerConfig,
@@ -64,9 +66,9 @@ impl HybridModel {
         label: &LabelConfig,
     ) -> Result<Self> {
         let rows = linear.rows(cells, label)?;
-        if dataset.cell_ids.len() != rows.len()
+        if dataset.cell_ids().len() != rows.len()
             || dataset
-                .cell_ids
+                .cell_ids()
                 .iter()
                 .zip(&rows)
                 .any(|(id, r)| *id != r.cell_id)
@@ -74,7 +76,7 @@ impl HybridModel {
             return Err(Error::Shape {
                 what: "hybrid training dataset (the cells, in order)".into(),
                 expected: vec![rows.len()],
-                got: vec![dataset.cell_ids.len()],
+                got: vec![dataset.cell_ids().len()],
             });
         }
         let (model, _) = select_linear(&rows, linear)?;
@@ -90,13 +92,13 @@ impl HybridModel {
             .map(|r| r.require_label())
             .collect::<Result<Vec<_>>>()?;
         let shift = logs.iter().sum::<f64>() / logs.len().max(1) as f64;
-        let mut references = dataset.clone();
-        references.labels = logs
-            .iter()
-            .zip(&cross)
-            .map(|(y, c)| Some((y - c + shift).exp()))
-            .collect();
-        let mut net = BatLiNet::new(network, featurizer, references.shape)?;
+        let references = dataset.clone().with_labels(
+            logs.iter()
+                .zip(&cross)
+                .map(|(y, c)| Some((y - c + shift).exp()))
+                .collect(),
+        )?;
+        let mut net = BatLiNet::new(network, featurizer)?;
         net.fit(&references)?;
         Ok(HybridModel {
             linear: model,
@@ -113,12 +115,12 @@ impl HybridModel {
 
     /// Predicted cycle lives of `cells`, featurized as `dataset` (same cells, same order):
     /// the linear prediction times the network's correction, with the configured references.
-    pub fn predict(&self, cells: &[Cell], dataset: &Dataset) -> Result<Vec<f64>> {
-        if dataset.cell_ids.len() != cells.len() {
+    pub fn predict<C: Borrow<Cell>>(&self, cells: &[C], dataset: &Dataset) -> Result<Vec<f64>> {
+        if dataset.cell_ids().len() != cells.len() {
             return Err(Error::Shape {
                 what: "hybrid targets (cells and their dataset)".into(),
                 expected: vec![cells.len()],
-                got: vec![dataset.cell_ids.len()],
+                got: vec![dataset.cell_ids().len()],
             });
         }
         let linear = self.linear.predict(cells)?;

@@ -17,6 +17,8 @@
 //! Predictions are bounded around the training log labels as BatLiNet's are
 //! ([`log_prediction_bounds`](super::log_prediction_bounds)).
 
+use std::borrow::Borrow;
+
 use serde::{Deserialize, Serialize};
 
 use super::labels::LABEL_GROUPS;
@@ -170,12 +172,17 @@ impl LinearConfig {
         f
     }
 
-    /// The design rows of `cells` (labels read with `label`; a censored cell has none).
-    pub fn rows(&self, cells: &[Cell], label: &LabelConfig) -> Result<Vec<LinearRow>> {
+    /// The design rows of `cells` (labels read with `label`; a censored cell has none);
+    /// `cells` may be owned or borrowed (`&[Cell]` or `&[&Cell]`).
+    pub fn rows<C: Borrow<Cell>>(
+        &self,
+        cells: &[C],
+        label: &LabelConfig,
+    ) -> Result<Vec<LinearRow>> {
         self.validate()?;
         cells
             .iter()
-            .map(|c| LinearRow::of(c, &self.early_life, label))
+            .map(|c| LinearRow::of(c.borrow(), &self.early_life, label))
             .collect()
     }
 }
@@ -285,11 +292,11 @@ impl LinearModel {
             .collect()
     }
 
-    /// Predicted cycle lives of `cells` (bounded).
-    pub fn predict(&self, cells: &[Cell]) -> Result<Vec<f64>> {
+    /// Predicted cycle lives of `cells` (bounded; owned or borrowed cells).
+    pub fn predict<C: Borrow<Cell>>(&self, cells: &[C]) -> Result<Vec<f64>> {
         let rows = cells
             .iter()
-            .map(|c| LinearRow::of(c, &self.early_life, &LabelConfig::default()))
+            .map(|c| LinearRow::of(c.borrow(), &self.early_life, &LabelConfig::default()))
             .collect::<Result<Vec<_>>>()?;
         Ok(self.predict_rows(&rows)?.into_iter().map(|p| p.0).collect())
     }

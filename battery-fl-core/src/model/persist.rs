@@ -43,7 +43,8 @@ pub struct ModelDescription {
 }
 
 impl ModelDescription {
-    /// Check internal consistency (format tag, config, geometry matches the input shape).
+    /// Check internal consistency (format tag, config, input shape matches the config and
+    /// the featurizer, geometry matches the input shape).
     pub fn validate(&self) -> Result<()> {
         if self.format != FORMAT {
             return Err(Error::Model {
@@ -60,6 +61,14 @@ impl ModelDescription {
                 what: "input channels vs config.input_channels".into(),
                 expected: vec![self.config.input_channels.len()],
                 got: vec![self.input_shape[0]],
+            });
+        }
+        let (cycles, grid) = (self.featurizer.cycles, self.featurizer.interp_dim);
+        if self.input_shape[1..] != [cycles, grid] {
+            return Err(Error::Shape {
+                what: "input (cycles, grid points) vs the featurizer's".into(),
+                expected: vec![cycles, grid],
+                got: self.input_shape[1..].to_vec(),
             });
         }
         let g = Geometry::new(
@@ -235,6 +244,38 @@ pub fn load_model_dir(dir: &Path) -> Result<(ModelDescription, ModelParams)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn description_input_shape_must_match_config_and_featurizer() -> Result<()> {
+        let config = BatLiNetConfig::default().with_input_channels(vec![1, 4]);
+        let featurizer = FeaturizerConfig::default()
+            .with_cycles(12)
+            .with_interp_dim(9);
+        let described = |input_shape: [usize; 3]| -> Result<ModelDescription> {
+            Ok(ModelDescription {
+                format: FORMAT.into(),
+                config: config.clone(),
+                featurizer: featurizer.clone(),
+                input_shape,
+                geometry: Geometry::new(
+                    input_shape[1],
+                    input_shape[2],
+                    config.kernel,
+                    config.pool,
+                )?,
+                label_transform: None,
+                input_scales: None,
+            })
+        };
+        described([2, 12, 9])?.validate()?;
+        for wrong in [[1, 12, 9], [2, 11, 9], [2, 12, 10]] {
+            assert!(
+                matches!(described(wrong)?.validate(), Err(Error::Shape { .. })),
+                "{wrong:?}"
+            );
+        }
+        Ok(())
+    }
 
     #[test]
     fn safetensors_round_trip_and_garbage() {

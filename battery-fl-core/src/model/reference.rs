@@ -28,14 +28,14 @@ pub fn select_references(
         });
     }
     let index = match selection {
-        ReferenceSelection::Genome => Some(GenomeIndex::new(references.fingerprints.clone())),
+        ReferenceSelection::Genome => Some(GenomeIndex::new(references.fingerprints().to_vec())),
         ReferenceSelection::Random => None,
     };
     (0..targets.len())
         .map(|t| {
-            let own = &targets.cell_ids[t];
+            let own = &targets.cell_ids()[t];
             let eligible: Vec<usize> = (0..references.len())
-                .filter(|&r| &references.cell_ids[r] != own)
+                .filter(|&r| &references.cell_ids()[r] != own)
                 .collect();
             if eligible.is_empty() {
                 return Err(Error::NotEnoughData {
@@ -47,8 +47,8 @@ pub fn select_references(
             let k = k.min(eligible.len());
             Ok(match &index {
                 Some(index) => index
-                    .nearest_where(&targets.fingerprints[t], k, |r| {
-                        &references.cell_ids[r] != own
+                    .nearest_where(&targets.fingerprints()[t], k, |r| {
+                        &references.cell_ids()[r] != own
                     })
                     .into_iter()
                     .map(|(r, _)| r)

@@ -235,7 +235,7 @@ impl BatLiNet {
             &train.cathodes(),
             self.config.label_grouping,
         )?);
-        let mut scales = InputScales::from_stats(&train.input_stats(), train.shape)?;
+        let mut scales = InputScales::from_stats(&train.input_stats(), train.shape())?;
         if let Some(pool) = self.training_reference_pool(train)? {
             // branch B sees only these pairs: scale it by their differences, not by those of
             // two random cells (across chemistries those are several times larger)
@@ -318,8 +318,8 @@ impl BatLiNet {
         let device = self.device;
 
         let scales = self.scales_or_unit();
-        let xa_all = to_tensor(&train.branch_a, self.shape, n, device, &scales.branch_a)?;
-        let raw_all = to_tensor(&train.raw, self.shape, n, device, &scales.branch_b)?;
+        let xa_all = to_tensor(train.branch_a(), self.shape, n, device, &scales.branch_a)?;
+        let raw_all = to_tensor(train.raw(), self.shape, n, device, &scales.branch_b)?;
         let y_all = Tensor::f_from_slice(&y).m()?.f_to_device(device).m()?;
 
         // parameters: trainable ones require grad, the rest are frozen

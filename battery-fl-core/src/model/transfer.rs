@@ -86,7 +86,7 @@ impl TransferStudy {
             });
         }
         let truth = target_test.require_labels()?;
-        let mut src = BatLiNet::new(self.config.clone(), self.featurizer.clone(), source.shape)?;
+        let mut src = BatLiNet::new(self.config.clone(), self.featurizer.clone())?;
         src.fit(source)?;
         let source_params = src.params()?;
         let k = self.config.inference_references;
@@ -112,7 +112,7 @@ impl TransferStudy {
                 let few = target_pool.subset(&picks)?;
 
                 let cfg = self.config.clone().with_seed(self.config.seed + rep as u64);
-                let mut alone = BatLiNet::new(cfg, self.featurizer.clone(), few.shape)?;
+                let mut alone = BatLiNet::new(cfg, self.featurizer.clone())?;
                 alone.fit(&few)?;
                 scratch += Metrics::compute(
                     &alone.predict_with(target_test, &few, k, ReferenceSelection::Random, 0)?,

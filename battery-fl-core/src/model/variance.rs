@@ -1,6 +1,8 @@
 //! The Severson "variance" baseline: log10 cycle life = a + b · log10 var(ΔQ(V)), with
 //! ΔQ(V) = Qd(V, cycle 100) − Qd(V, cycle 10) (Severson et al., Nature Energy 2019).
 
+use std::borrow::Borrow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Cell, LabelConfig};
@@ -67,10 +69,16 @@ impl VarianceModel {
     }
 
     /// Ordinary least squares on labelled cells (at least two, with distinct features).
-    pub fn fit(cells: &[Cell], config: &VarianceConfig, label: &LabelConfig) -> Result<Self> {
+    /// `cells` may be owned or borrowed (`&[Cell]` or `&[&Cell]`).
+    pub fn fit<C: Borrow<Cell>>(
+        cells: &[C],
+        config: &VarianceConfig,
+        label: &LabelConfig,
+    ) -> Result<Self> {
         let mut xs = Vec::with_capacity(cells.len());
         let mut ys = Vec::with_capacity(cells.len());
         for cell in cells {
+            let cell = cell.borrow();
             let life = cell
                 .cycle_life(label)?
                 .cycles()
@@ -109,11 +117,14 @@ impl VarianceModel {
         })
     }
 
-    /// Predicted cycle lives.
-    pub fn predict(&self, cells: &[Cell]) -> Result<Vec<f64>> {
+    /// Predicted cycle lives (`cells` owned or borrowed).
+    pub fn predict<C: Borrow<Cell>>(&self, cells: &[C]) -> Result<Vec<f64>> {
         cells
             .iter()
-            .map(|c| Ok(10f64.powf(self.intercept + self.slope * Self::feature(c, &self.config)?)))
+            .map(|c| {
+                let x = Self::feature(c.borrow(), &self.config)?;
+                Ok(10f64.powf(self.intercept + self.slope * x))
+            })
             .collect()
     }
 }

@@ -226,7 +226,7 @@ fn local_only_models_are_scored_on_their_own_and_on_all_test_cells() {
 
     // fleet 0's model, retrained with the same seed, reproduces both of its scores
     let f = &fleets[0];
-    let mut m = BatLiNet::new(cfg.clone(), featurizer(), f.train.shape).unwrap();
+    let mut m = BatLiNet::new(cfg.clone(), featurizer()).unwrap();
     m.fit(&f.train).unwrap();
     let k = cfg.inference_references.min(f.train.len());
     let own = m
@@ -398,8 +398,7 @@ fn auto_keeping_local_scores_exactly_the_fleet_alone() {
     // the model a fleet would use is that one too
     let own = sim.fleet_model(&cells[1].id).unwrap();
     let labels = own.label_transform().unwrap();
-    let mut m =
-        battery_fl_core::model::BatLiNet::new(model, featurizer(), cells[1].train.shape).unwrap();
+    let mut m = battery_fl_core::model::BatLiNet::new(model, featurizer()).unwrap();
     m.fit(&cells[1].train).unwrap();
     approx::assert_relative_eq!(
         labels.mean,
@@ -496,11 +495,12 @@ fn cathode_label_grouping_is_shared_from_secure_sums_and_read_per_cell() {
             .unwrap()
     };
     let before = predict(test);
-    let mut relabelled = test.clone();
     let other = |c: Option<&str>| if c == Some("LFP") { "NMC" } else { "LFP" };
-    for fp in &mut relabelled.fingerprints {
+    let mut fingerprints = test.fingerprints().to_vec();
+    for fp in &mut fingerprints {
         fp.cathode = Some(other(fp.cathode.as_deref()).to_string());
     }
+    let relabelled = test.clone().with_fingerprints(fingerprints).unwrap();
     let after = predict(&relabelled);
     for ((b, a), c) in before.iter().zip(&after).zip(test.cathodes()) {
         let (from, to) = (got.moments(c), got.moments(Some(other(c))));

@@ -55,7 +55,7 @@ fn the_hybrid_learns_the_linear_models_out_of_sample_errors() {
     let rows = linear.rows(&train, &label).unwrap();
     let m = &hybrid.linear;
     let loo = loo_predictions(&rows, &m.standardization, m.feature_set, m.lambda, None).unwrap();
-    for ((r, l), y) in hybrid.references().labels.iter().zip(&loo).zip(&rows) {
+    for ((r, l), y) in hybrid.references().labels().iter().zip(&loo).zip(&rows) {
         assert_relative_eq!(
             r.unwrap().ln(),
             y.log_life.unwrap() - l + hybrid.shift,

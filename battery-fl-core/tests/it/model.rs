@@ -51,8 +51,7 @@ fn small_config(seed: u64) -> BatLiNetConfig {
 }
 
 fn model(config: BatLiNetConfig) -> BatLiNet {
-    let shape = fleets().2.shape;
-    BatLiNet::new(config, featurizer_config(), shape).unwrap()
+    BatLiNet::new(config, featurizer_config()).unwrap()
 }
 
 fn truth(ds: &Dataset) -> Vec<f64> {
@@ -221,8 +220,9 @@ fn median_over_references_ignores_one_absurd_reference() {
     let base = m
         .predict_with(&one, &refs, 9, ReferenceSelection::Random, 0)
         .unwrap()[0];
-    let mut poisoned = refs.clone();
-    poisoned.labels[4] = Some(1e9); // an absurd label on one reference
+    let mut labels = refs.labels().to_vec();
+    labels[4] = Some(1e9); // an absurd label on one reference
+    let poisoned = refs.clone().with_labels(labels).unwrap();
     let robust = m
         .predict_with(&one, &poisoned, 9, ReferenceSelection::Random, 0)
         .unwrap()[0];
@@ -322,7 +322,10 @@ fn genome_selection_picks_same_chemistry_references() {
     .unwrap();
     for (t, refs) in sel.iter().enumerate() {
         for &r in refs {
-            assert_eq!(test.fingerprints[t].cathode, train.fingerprints[r].cathode);
+            assert_eq!(
+                test.fingerprints()[t].cathode,
+                train.fingerprints()[r].cathode
+            );
         }
     }
 }
@@ -384,11 +387,22 @@ fn both_transfer_routes_beat_training_on_few_target_cells() {
 fn clean_pairs_removes_a_spike_from_every_inter_cell_difference() {
     let (_, _, train, test) = fleets();
     let plain = test.subset(&[0]).unwrap();
-    let mut spiked = plain.clone();
-    let [c, h, w] = spiked.shape;
+    let [c, h, w] = plain.shape();
+    let mut raw = plain.raw().to_vec();
     for row in 0..c * h {
-        spiked.raw[row * w + w / 2] += 5.0;
+        raw[row * w + w / 2] += 5.0;
     }
+    let spiked = Dataset::new(
+        plain.cell_ids().to_vec(),
+        plain.branch_a().to_vec(),
+        raw,
+        plain.labels().to_vec(),
+        plain.fingerprints().to_vec(),
+        plain.shape(),
+    )
+    .unwrap()
+    .with_inter_features(plain.inter())
+    .unwrap();
     let branch_b = |m: &BatLiNet, ds: &Dataset| {
         m.predict_branches(ds, train, 8, ReferenceSelection::Random, 0)
             .unwrap()

@@ -18,7 +18,7 @@ use pyo3::types::{PyBytes, PyList, PyType};
 use crate::conversion::{
     arrays_from_params, bytes, enum_from_str, named, tensors, to_python, vec_f32, vec_f64, ArrayIn,
 };
-use crate::data::{cell_refs, owned_cells, PyBatteryCell};
+use crate::data::{cell_refs, PyBatteryCell};
 use crate::errors::{lock, CoreResult};
 use crate::features::PyFeaturizer;
 
@@ -70,12 +70,7 @@ impl PyBatLiNet {
 /// Featurize cells as the model's inputs (labels from the recorded or computed cycle life).
 fn dataset(model: &BatLiNet, cells: &[&Cell]) -> Result<Dataset, Error> {
     let featurizer = Featurizer::new(model.featurizer_config().clone())?;
-    Dataset::for_config(
-        &owned_cells(cells),
-        &featurizer,
-        model.config(),
-        &LabelConfig::default(),
-    )
+    Dataset::for_config(cells, &featurizer, model.config(), &LabelConfig::default())
 }
 
 #[pymethods]
@@ -137,14 +132,7 @@ impl PyBatLiNet {
             Some(f) => f.config().clone(),
             None => Default::default(),
         };
-        let shape = [
-            config.input_channels.len(),
-            featurizer.cycles,
-            featurizer.interp_dim,
-        ];
-        let model = py
-            .detach(|| BatLiNet::new(config, featurizer, shape))
-            .or_raise()?;
+        let model = py.detach(|| BatLiNet::new(config, featurizer)).or_raise()?;
         Ok(Self::wrap(model))
     }
 

@@ -12,7 +12,7 @@ use pyo3::types::PyType;
 use super::linear::PyLinearModel;
 use super::PyBatLiNet;
 use crate::conversion::vec_f64;
-use crate::data::{cell_refs, owned_cells, PyBatteryCell};
+use crate::data::{cell_refs, PyBatteryCell};
 use crate::errors::{lock, CoreResult};
 
 /// BatLiNet trained on what the linear early-life model leaves: ln(life) minus the linear
@@ -35,7 +35,7 @@ pub struct PyHybridModel {
     inner: Mutex<HybridModel>,
 }
 
-fn dataset(model: &HybridModel, cells: &[Cell]) -> battery_fl_core::Result<Dataset> {
+fn dataset(model: &HybridModel, cells: &[&Cell]) -> battery_fl_core::Result<Dataset> {
     let net = &model.network;
     let featurizer = Featurizer::new(net.featurizer_config().clone())?;
     Dataset::for_config(cells, &featurizer, net.config(), &LabelConfig::default())
@@ -53,7 +53,7 @@ impl PyHybridModel {
         cells: Vec<Bound<'_, PyBatteryCell>>,
         model: &PyBatLiNet,
     ) -> PyResult<Self> {
-        let cells = owned_cells(&cell_refs(&cells));
+        let cells = cell_refs(&cells);
         let (config, featurizer) = model.with(py, |m| {
             Ok((m.config().clone(), m.featurizer_config().clone()))
         })?;
@@ -83,7 +83,7 @@ impl PyHybridModel {
         py: Python<'py>,
         cells: Vec<Bound<'py, PyBatteryCell>>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let cells = owned_cells(&cell_refs(&cells));
+        let cells = cell_refs(&cells);
         let lives = py
             .detach(|| {
                 let model = lock(&self.inner)?;

@@ -24,8 +24,7 @@ pub(crate) fn rows(
     config: &LinearConfig,
     cells: &[&Cell],
 ) -> battery_fl_core::Result<Vec<LinearRow>> {
-    let owned: Vec<Cell> = cells.iter().map(|&c| c.clone()).collect();
-    config.rows(&owned, &LabelConfig::default())
+    config.rows(cells, &LabelConfig::default())
 }
 
 fn split(pairs: Vec<(f64, bool)>) -> (Vec<f64>, Vec<bool>) {

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyType;
 
 use crate::conversion::{from_json, to_json, vec_f64};
-use crate::data::{cell_refs, owned_cells, PyBatteryCell};
+use crate::data::{cell_refs, PyBatteryCell};
 use crate::errors::CoreResult;
 
 /// The Severson "variance" baseline: ``log10(cycle life) = intercept + slope *
@@ -45,7 +45,7 @@ impl PyVarianceModel {
         };
         let cells = cell_refs(&cells);
         let inner = py
-            .detach(|| VarianceModel::fit(&owned_cells(&cells), &config, &LabelConfig::default()))
+            .detach(|| VarianceModel::fit(&cells, &config, &LabelConfig::default()))
             .or_raise()?;
         Ok(PyVarianceModel { inner })
     }
@@ -57,9 +57,7 @@ impl PyVarianceModel {
         cells: Vec<Bound<'py, PyBatteryCell>>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
         let cells = cell_refs(&cells);
-        let lives = py
-            .detach(|| self.inner.predict(&owned_cells(&cells)))
-            .or_raise()?;
+        let lives = py.detach(|| self.inner.predict(&cells)).or_raise()?;
         Ok(vec_f64(py, lives))
     }
 
