@@ -63,7 +63,6 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    battery_fl_core::model::retain_freed_memory();
     let Args {
         channels: c,
         cycles: h,

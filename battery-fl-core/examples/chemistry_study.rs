@@ -40,7 +40,6 @@ fn rmse(p: &[f64], t: &[f64]) -> f64 {
 }
 
 fn main() -> Result<()> {
-    battery_fl_core::model::retain_freed_memory();
     let seed = Args::parse().data_seed;
     let fcfg = FeaturizerConfig::default().with_interp_dim(64);
     let featurizer = Featurizer::new(fcfg.clone())?;

@@ -229,7 +229,6 @@ fn run(
 }
 
 fn main() -> Result<()> {
-    battery_fl_core::model::retain_freed_memory();
     let args = Args::parse();
     let featurizer_cfg = FeaturizerConfig::default().with_interp_dim(64);
     let featurizer = Featurizer::new(featurizer_cfg.clone())?;

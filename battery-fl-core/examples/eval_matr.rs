@@ -214,7 +214,6 @@ fn load(dir: &std::path::Path) -> Result<Vec<(Cell, String, String)>> {
 }
 
 fn main() -> Result<()> {
-    battery_fl_core::model::retain_freed_memory();
     let args = parse();
     let cells = load(&args.data)?;
     if args.protocol == Protocol::Lobo {

@@ -90,7 +90,6 @@ fn grouped(cells: Vec<(Cell, String)>) -> BTreeMap<String, Vec<Cell>> {
 type Results = BTreeMap<(String, String, u64), (Vec<f64>, Vec<f64>)>;
 
 fn main() -> Result<()> {
-    battery_fl_core::model::retain_freed_memory();
     let args = Args::parse();
     if let Some(n) = args.threads {
         tch::set_num_threads(n);

@@ -255,7 +255,6 @@ fn real_fleets(
 }
 
 fn main() -> Result<()> {
-    battery_fl_core::model::retain_freed_memory();
     let args = Args::parse();
     if let Some(n) = args.threads {
         tch::set_num_threads(n);

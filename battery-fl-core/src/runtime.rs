@@ -10,7 +10,8 @@
 //! The policy is scoped: [`MemoryScope::enter`] (taken by the model's training and
 //! prediction) applies it when the first scope opens and, when the last one closes, restores
 //! glibc's documented defaults and returns the retained memory to the system
-//! (`malloc_trim`). One trace stays: glibc stops adapting its mmap threshold once a program
+//! (`malloc_trim`: the main thread's heap at once; another thread's arena shrinks at its
+//! next large free). One trace stays: glibc stops adapting its mmap threshold once a program
 //! has set it (the default of 128 KiB then holds, as in a program that never allocated a
 //! large block). [`set_memory_policy`] with [`MemoryPolicy::System`] turns it off for the
 //! whole process. On targets other than glibc Linux the policy does nothing.

@@ -235,8 +235,10 @@ impl Simulation {
         self.state.round >= self.config.rounds
     }
 
-    /// Run the remaining rounds, calling `on_round` after each.
+    /// Run the remaining rounds, calling `on_round` after each. Freed memory stays mapped
+    /// from the first round to the last ([`crate::runtime::MemoryScope`]).
     pub fn run(&mut self, mut on_round: impl FnMut(&RoundRecord)) -> Result<()> {
+        let _memory = crate::runtime::MemoryScope::enter();
         while !self.is_finished() {
             let record = self.run_round()?;
             on_round(&record);

@@ -16,8 +16,6 @@ mod reference;
 mod variance;
 
 #[cfg(feature = "tch")]
-mod alloc;
-#[cfg(feature = "tch")]
 mod batlinet;
 #[cfg(feature = "tch")]
 mod bytes;
@@ -25,6 +23,8 @@ mod bytes;
 mod hybrid;
 #[cfg(feature = "tch")]
 mod net;
+#[cfg(feature = "tch")]
+mod pairs;
 #[cfg(feature = "tch")]
 mod train;
 #[cfg(feature = "tch")]
@@ -54,8 +54,6 @@ pub use persist::{
 pub use reference::select_references;
 pub use variance::{VarianceConfig, VarianceModel};
 
-#[cfg(feature = "tch")]
-pub use alloc::retain_freed_memory;
 #[cfg(feature = "tch")]
 pub use batlinet::{BatLiNet, BranchPredictions};
 #[cfg(feature = "tch")]

@@ -275,6 +275,7 @@ impl BatLiNet {
     /// clients use the federation's shared ones). Each step draws fresh random references for branch B from
     /// `train` itself (never the target's own cell when another exists).
     pub fn train(&mut self, train: &Dataset, opts: &TrainOptions) -> Result<TrainReport> {
+        let _memory = crate::runtime::MemoryScope::enter();
         let labels = self.labels.ok_or_else(|| Error::Model {
             reason: "no label transform: use fit, or set one".into(),
         })?;
