@@ -1,6 +1,6 @@
 //! `BatLiNet`: the model object (construction, parameters, inference over reference sets).
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::config::{BatLiNetConfig, DeviceChoice, Geometry, ReferenceSelection};
 use super::dataset::{Dataset, InputScales};
@@ -10,10 +10,6 @@ use super::params::ModelParams;
 use super::reference::select_references;
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
-
-/// Upper bound on the activations of one inference chunk of (target, reference) pairs after
-/// the first convolution, in f32 values (256 MiB).
-const PAIR_CHUNK_VALUES: usize = 64 << 20;
 
 /// Each branch's prediction in cycles (see [`BatLiNet::predict_branches`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -329,6 +325,7 @@ impl BatLiNet {
         if targets.is_empty() {
             return Ok((Vec::new(), (alpha > 0.0).then(Vec::new)));
         }
+        let _memory = crate::runtime::MemoryScope::enter();
         let block = targets.block();
         let mut out_a = Vec::with_capacity(targets.len());
         let mut out_b = Vec::with_capacity(targets.len());
@@ -349,13 +346,6 @@ impl BatLiNet {
         } else {
             (Vec::new(), Vec::new())
         };
-        let [_, h1, w1] = [
-            0,
-            self.net.geometry.after_conv1[0],
-            self.net.geometry.after_conv1[1],
-        ];
-        let pair_values = self.config.conv_channels * h1 * w1;
-        let pairs_per_chunk = (PAIR_CHUNK_VALUES / pair_values.max(1)).max(1);
         let scales = self.scales_or_unit();
         tch::no_grad(|| -> Result<()> {
             for chunk in (0..targets.len())
@@ -381,15 +371,7 @@ impl BatLiNet {
                     .iter()
                     .flat_map(|&t| refs[t].iter().map(move |&r| (t, r)))
                     .collect();
-                let mut yb_pairs = Vec::with_capacity(pairs.len());
-                for part in pairs.chunks(pairs_per_chunk) {
-                    yb_pairs.extend(self.pair_outputs(
-                        targets,
-                        references,
-                        part,
-                        &scales.branch_b,
-                    )?);
-                }
+                let yb_pairs = self.pair_outputs(targets, references, &pairs, &scales.branch_b)?;
                 let mut at = 0;
                 for &t in chunk {
                     let mut ys: Vec<f64> = (0..refs[t].len())
@@ -403,62 +385,6 @@ impl BatLiNet {
         })?;
         Ok((out_a, (alpha > 0.0).then_some(out_b)))
     }
-
-    /// Branch-B head outputs for (target, reference) pairs, sharing the first convolution of
-    /// each distinct cell in the chunk.
-    fn pair_outputs(
-        &self,
-        targets: &Dataset,
-        references: &Dataset,
-        pairs: &[(usize, usize)],
-        scale: &[f32],
-    ) -> Result<Vec<f64>> {
-        if self.config.clean_pairs {
-            let diffs = targets.cleaned_pair_diffs(references, pairs, &self.featurizer.clean)?;
-            let x = to_tensor(&diffs, self.shape, pairs.len(), self.device, scale)?;
-            return to_f64_vec(&self.net.branch_b_diffs(&x)?);
-        }
-        let mut tids: Vec<usize> = pairs.iter().map(|p| p.0).collect();
-        let mut rids: Vec<usize> = pairs.iter().map(|p| p.1).collect();
-        tids.sort_unstable();
-        tids.dedup();
-        rids.sort_unstable();
-        rids.dedup();
-        let b = targets.block();
-        let mut raw = Vec::with_capacity((tids.len() + rids.len()) * b);
-        for &t in &tids {
-            raw.extend_from_slice(&targets.raw()[t * b..(t + 1) * b]);
-        }
-        for &r in &rids {
-            raw.extend_from_slice(&references.raw()[r * b..(r + 1) * b]);
-        }
-        let raw = to_tensor(
-            &raw,
-            self.shape,
-            tids.len() + rids.len(),
-            self.device,
-            scale,
-        )?;
-        let pos = |v: &[usize], x: usize| v.binary_search(&x).unwrap_or(0);
-        let ti: Vec<usize> = pairs.iter().map(|p| pos(&tids, p.0)).collect();
-        let ri: Vec<usize> = pairs.iter().map(|p| tids.len() + pos(&rids, p.1)).collect();
-        let y = self.net.branch_b_pairs(
-            &raw,
-            &index_tensor(&ti, self.device)?,
-            &index_tensor(&ri, self.device)?,
-        )?;
-        to_f64_vec(&y)
-    }
-}
-
-/// A tensor's values on the CPU as f64.
-fn to_f64_vec(y: &Tensor) -> Result<Vec<f64>> {
-    let y = y
-        .f_to_device(Device::Cpu)
-        .m()?
-        .f_to_kind(Kind::Double)
-        .m()?;
-    Vec::<f64>::try_from(&y).m()
 }
 
 /// Median (mean of the two middle values for an even count); NaN-free input assumed.

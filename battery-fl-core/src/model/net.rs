@@ -220,6 +220,37 @@ impl Net {
         self.head(&b.after_conv1(&diff, &self.geometry)?)
     }
 
+    /// Branch B's first convolution (linear part) of raw inputs `[U, C_in, H, W]`.
+    pub(crate) fn branch_b_conv1(&self, raw: &Tensor) -> Result<Tensor> {
+        let b = self.b.as_ref().ok_or_else(|| Error::Model {
+            reason: "single-branch model has no branch B".into(),
+        })?;
+        b.conv1_linear(raw)
+    }
+
+    /// Branch B through the head on pairs given by first convolutions: pair `p` is
+    /// `(c1_targets[targets[p]], c1_refs[references[p]])` (see [`Self::branch_b_pairs`]).
+    ///
+    /// # Shapes
+    /// returns `[P]`.
+    pub(crate) fn branch_b_from_conv1(
+        &self,
+        c1_targets: &Tensor,
+        targets: &Tensor,
+        c1_refs: &Tensor,
+        references: &Tensor,
+    ) -> Result<Tensor> {
+        let b = self.b.as_ref().ok_or_else(|| Error::Model {
+            reason: "single-branch model has no branch B".into(),
+        })?;
+        let diff = c1_targets
+            .f_index_select(0, targets)
+            .m()?
+            .f_sub(&c1_refs.f_index_select(0, references).m()?)
+            .m()?;
+        self.head(&b.after_conv1(&diff, &self.geometry)?)
+    }
+
     /// Branch B through the head on explicit target-minus-reference differences.
     ///
     /// # Shapes
