@@ -6,11 +6,11 @@ and libraries. They come from a ``torch==2.13.0`` wheel, found in this order:
 1. the user's own setting: ``LIBTORCH`` or ``LIBTORCH_USE_PYTORCH`` in the environment wins;
 2. a torch importable by the build (``--no-build-isolation``, or one pip installed into the
    isolated build environment);
-3. the torch of the environment being installed into. pip isolates the build from that
-   environment's packages, but the module will load exactly that torch at run time, so
-   linking against it is right, and it spares pip installing a second 4.7 GB torch into the
-   build environment. Only when neither has torch 2.13.0 does ``get_requires_for_build_*``
-   ask pip for it.
+3. the torch of the environment being installed into, as its interpreter sees it without
+   pip's isolation (pip hides that environment's packages from an isolated build). The
+   module will load exactly that torch at run time, so linking against it is right, and it
+   spares pip installing a second 4.7 GB torch into the build environment. Only when neither
+   has torch 2.13.0 does ``get_requires_for_build_*`` ask pip for it.
 
 The folder is handed to tch's build script as ``LIBTORCH`` (headers in ``include/``,
 libraries in ``lib/``: the layout of the torch wheel). Everything else is maturin's.
