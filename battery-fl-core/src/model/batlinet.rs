@@ -7,6 +7,7 @@ use super::dataset::{Dataset, InputScales};
 use super::labels::LabelTransform;
 use super::net::{Net, TchResultExt};
 use super::params::ModelParams;
+use super::persist::{load_model_dir, save_model_dir, ModelDescription, FORMAT};
 use super::reference::select_references;
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
@@ -405,26 +406,41 @@ impl BatLiNet {
     /// Save to a directory: `model.safetensors` (weights) and `model.json` (architecture,
     /// label transform, featurizer settings).
     pub fn save(&self, dir: impl AsRef<std::path::Path>) -> Result<()> {
-        let description = super::persist::ModelDescription {
-            format: super::persist::FORMAT.into(),
+        save_model_dir(dir.as_ref(), &self.description(), &self.params()?)
+    }
+
+    /// Load a directory written by [`BatLiNet::save`]. Weights that do not fit the described
+    /// architecture give a typed error naming the first mismatching tensor.
+    pub fn load(dir: impl AsRef<std::path::Path>) -> Result<Self> {
+        let (description, params) = load_model_dir(dir.as_ref())?;
+        Self::from_description(description, &params)
+    }
+
+    /// Everything but the weights, as a saved model describes it (`model.json`, and the
+    /// description inside [`BatLiNet::to_bytes`]).
+    pub(crate) fn description(&self) -> ModelDescription {
+        ModelDescription {
+            format: FORMAT.into(),
             config: self.config.clone(),
             featurizer: self.featurizer.clone(),
             input_shape: self.shape,
             geometry: self.net.geometry,
             label_transform: self.labels,
             input_scales: self.scales.clone(),
-        };
-        super::persist::save_model_dir(dir.as_ref(), &description, &self.params()?)
+        }
     }
 
-    /// Load a directory written by [`BatLiNet::save`]. Weights that do not fit the described
-    /// architecture give a typed error naming the first mismatching tensor.
-    pub fn load(dir: impl AsRef<std::path::Path>) -> Result<Self> {
-        let (d, params) = super::persist::load_model_dir(dir.as_ref())?;
-        let mut model = BatLiNet::new(d.config, d.featurizer)?;
-        model.set_params(&params)?;
-        model.labels = d.label_transform;
-        if let Some(scales) = d.input_scales {
+    /// The model a [`ModelDescription`] (already [validated](ModelDescription::validate))
+    /// and its weights describe: the inverse of [`description`](Self::description) and
+    /// [`params`](Self::params).
+    pub(crate) fn from_description(
+        description: ModelDescription,
+        params: &ModelParams,
+    ) -> Result<Self> {
+        let mut model = BatLiNet::new(description.config, description.featurizer)?;
+        model.set_params(params)?;
+        model.labels = description.label_transform;
+        if let Some(scales) = description.input_scales {
             model.set_input_scales(scales)?;
         }
         Ok(model)

@@ -2,7 +2,7 @@
 //! exactly what [`BatLiNet::save`] writes to a directory.
 
 use super::batlinet::BatLiNet;
-use super::persist::{params_from_safetensors, params_to_safetensors, ModelDescription, FORMAT};
+use super::persist::{params_from_safetensors, params_to_safetensors, ModelDescription};
 use crate::error::{Error, Result};
 
 /// Magic prefix of [`BatLiNet::to_bytes`] (`"BFLM"` and the layout version 1).
@@ -19,16 +19,7 @@ impl BatLiNet {
     /// length, then JSON) and the `model.safetensors` weights. [`BatLiNet::from_bytes`] reads
     /// it back bit for bit.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let description = ModelDescription {
-            format: FORMAT.into(),
-            config: self.config.clone(),
-            featurizer: self.featurizer.clone(),
-            input_shape: self.shape,
-            geometry: self.net.geometry,
-            label_transform: self.labels,
-            input_scales: self.scales.clone(),
-        };
-        let json = serde_json::to_vec(&description).map_err(|e| malformed(e.to_string()))?;
+        let json = serde_json::to_vec(&self.description()).map_err(|e| malformed(e.to_string()))?;
         let weights = params_to_safetensors(&self.params()?)?;
         let mut out = Vec::with_capacity(MAGIC.len() + 8 + json.len() + weights.len());
         out.extend_from_slice(&MAGIC);
@@ -55,14 +46,7 @@ impl BatLiNet {
         let d: ModelDescription =
             serde_json::from_slice(json).map_err(|e| malformed(e.to_string()))?;
         d.validate()?;
-        let params = params_from_safetensors(weights)?;
-        let mut model = BatLiNet::new(d.config, d.featurizer)?;
-        model.set_params(&params)?;
-        model.labels = d.label_transform;
-        if let Some(scales) = d.input_scales {
-            model.set_input_scales(scales)?;
-        }
-        Ok(model)
+        BatLiNet::from_description(d, &params_from_safetensors(weights)?)
     }
 }
 

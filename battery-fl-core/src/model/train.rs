@@ -13,7 +13,7 @@ use super::batlinet::{index_tensor, to_tensor, BatLiNet};
 use super::config::{LrSchedule, ReferenceSelection};
 use super::dataset::{Dataset, InputScales};
 use super::labels::LabelTransform;
-use super::net::TchResultExt;
+use super::net::{Net, TchResultExt};
 use super::params::ModelParams;
 use super::reference::select_references;
 use crate::error::{Error, Result};
@@ -202,11 +202,109 @@ impl WeightAverage {
     }
 }
 
-fn trainable_tensors(net: &mut super::net::Net, trainable: Trainable) -> Vec<&mut Tensor> {
+fn trainable_tensors(net: &mut Net, trainable: Trainable) -> Vec<&mut Tensor> {
     net.named_mut()
         .into_iter()
         .filter(|(n, _)| trainable.allows(n))
         .map(|(_, t)| t)
+        .collect()
+}
+
+/// FedProx: the proximal term `(mu / 2) ||w − w_global||²` a client's loss gains, over the
+/// weights that train.
+struct Proximal {
+    mu: f64,
+    /// The global weights, in `ModelParams` (name) order, on the model's device.
+    global: Vec<Tensor>,
+}
+
+impl Proximal {
+    /// The term of a run with `opts` (`None` when `mu` is 0).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `mu` is negative or not finite, or positive without
+    /// global weights; the error of [`ModelParams::check_compatible`] when the global
+    /// weights do not fit `model`.
+    fn new(model: &BatLiNet, opts: &TrainOptions) -> Result<Option<Self>> {
+        if opts.mu < 0.0 || !opts.mu.is_finite() {
+            return Err(Error::config("mu", "must be >= 0"));
+        }
+        let global = match (&opts.global, opts.mu > 0.0) {
+            (Some(g), true) => {
+                model.params()?.check_compatible(g)?;
+                g
+            }
+            (None, true) => {
+                return Err(Error::config(
+                    "global",
+                    "FedProx (mu > 0) needs the global weights",
+                ))
+            }
+            _ => return Ok(None),
+        };
+        let global = global
+            .params()
+            .iter()
+            .map(|p| {
+                let dims: Vec<i64> = p.shape.iter().map(|&d| d as i64).collect();
+                Tensor::f_from_slice(&p.data)
+                    .m()?
+                    .f_reshape(dims.as_slice())
+                    .m()?
+                    .f_to_device(model.device)
+                    .m()
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(Proximal {
+            mu: opts.mu,
+            global,
+        }))
+    }
+
+    /// `(mu / 2) Σ ||w − w_global||²` over the weights of `net` that `trainable` allows.
+    ///
+    /// # Shapes
+    /// returns a scalar `[]`.
+    fn term(&self, net: &Net, trainable: Trainable) -> Result<Tensor> {
+        let mut prox = Tensor::f_zeros([], (Kind::Float, net.head.device())).m()?;
+        for ((name, p), g) in net.named().into_iter().zip(&self.global) {
+            if trainable.allows(&name) {
+                let d = p.f_sub(g).m()?;
+                prox = prox.f_add(&d.f_mul(&d).m()?.f_sum(Kind::Float).m()?).m()?;
+            }
+        }
+        prox.f_mul_scalar(self.mu / 2.0).m()
+    }
+}
+
+/// Branch B's training references for `batch` (positions in the `n` training cells): `s` per
+/// target, target after target. Each is drawn uniformly from the other training cells, or
+/// with genome selection from the target's `pool` of genome-nearest ones; a lone training
+/// cell is its own reference (nothing is drawn).
+fn draw_references(
+    batch: &[usize],
+    s: usize,
+    n: usize,
+    pool: Option<&[Vec<usize>]>,
+    rng: &mut impl Rng,
+) -> Vec<usize> {
+    batch
+        .iter()
+        .flat_map(|&t| (0..s).map(move |_| t))
+        .map(|t| {
+            if n == 1 {
+                return t;
+            }
+            if let Some(pool) = pool {
+                return pool[t][rng.random_range(0..pool[t].len())];
+            }
+            let r = rng.random_range(0..n - 1);
+            if r >= t {
+                r + 1
+            } else {
+                r
+            }
+        })
         .collect()
 }
 
@@ -294,22 +392,7 @@ impl BatLiNet {
                 got: 0,
             });
         }
-        if opts.mu < 0.0 || !opts.mu.is_finite() {
-            return Err(Error::config("mu", "must be >= 0"));
-        }
-        let global = match (&opts.global, opts.mu > 0.0) {
-            (Some(g), true) => {
-                self.params()?.check_compatible(g)?;
-                Some(g.clone())
-            }
-            (None, true) => {
-                return Err(Error::config(
-                    "global",
-                    "FedProx (mu > 0) needs the global weights",
-                ))
-            }
-            _ => None,
-        };
+        let proximal = Proximal::new(self, opts)?;
         let alpha = self.config.effective_alpha();
         let s = self.config.train_references;
         let epochs = opts.epochs.unwrap_or(self.config.epochs);
@@ -329,23 +412,6 @@ impl BatLiNet {
         for (name, t) in self.net.named_mut() {
             let _ = t.f_set_requires_grad(trainable.allows(&name)).m()?;
         }
-        let global_tensors: Option<Vec<Tensor>> = match &global {
-            Some(g) => Some(
-                g.params()
-                    .iter()
-                    .map(|p| {
-                        let dims: Vec<i64> = p.shape.iter().map(|&d| d as i64).collect();
-                        Tensor::f_from_slice(&p.data)
-                            .m()?
-                            .f_reshape(dims.as_slice())
-                            .m()?
-                            .f_to_device(device)
-                            .m()
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-            None => None,
-        };
         let mut opt = AdamW::new(
             &trainable_tensors(&mut self.net, trainable),
             lr,
@@ -376,26 +442,7 @@ impl BatLiNet {
                     .f_mul_scalar(1.0 - alpha)
                     .m()?;
                 if alpha > 0.0 {
-                    // references: s per target, uniformly from the other training cells (genome
-                    // selection: from the target's genome-nearest training cells)
-                    let refs: Vec<usize> = batch
-                        .iter()
-                        .flat_map(|&t| (0..s).map(move |_| t))
-                        .map(|t| {
-                            if n == 1 {
-                                return t;
-                            }
-                            if let Some(pool) = &pool {
-                                return pool[t][rng.random_range(0..pool[t].len())];
-                            }
-                            let r = rng.random_range(0..n - 1);
-                            if r >= t {
-                                r + 1
-                            } else {
-                                r
-                            }
-                        })
-                        .collect();
+                    let refs = draw_references(batch, s, n, pool.as_deref(), &mut rng);
                     let pair_out = if self.config.clean_pairs {
                         // the published route: clean each difference, then all of branch B
                         let pairs: Vec<(usize, usize)> = batch
@@ -443,15 +490,8 @@ impl BatLiNet {
                         )
                         .m()?;
                 }
-                if let Some(gt) = &global_tensors {
-                    let mut prox = Tensor::f_zeros([], (Kind::Float, device)).m()?;
-                    for ((name, p), g) in self.net.named_mut().into_iter().zip(gt) {
-                        if trainable.allows(&name) {
-                            let d = p.f_sub(g).m()?;
-                            prox = prox.f_add(&d.f_mul(&d).m()?.f_sum(Kind::Float).m()?).m()?;
-                        }
-                    }
-                    loss = loss.f_add(&prox.f_mul_scalar(opts.mu / 2.0).m()?).m()?;
+                if let Some(proximal) = &proximal {
+                    loss = loss.f_add(&proximal.term(&self.net, trainable)?).m()?;
                 }
                 loss.f_backward().m()?;
                 opt.lr = self.config.lr_schedule.rate(lr, report.steps, total_steps);
@@ -512,6 +552,22 @@ impl BatLiNet {
 mod tests {
     use super::*;
     use approx::assert_abs_diff_eq;
+
+    #[test]
+    fn references_are_other_cells_or_from_the_pool_and_a_lone_cell_draws_nothing() {
+        let mut rng = crate::rng::seeded(3);
+        let refs = draw_references(&[0, 4, 2], 50, 5, None, &mut rng);
+        assert_eq!(refs.len(), 150);
+        for (i, &r) in refs.iter().enumerate() {
+            assert!(r < 5 && r != [0, 4, 2][i / 50], "target {i}: {r}");
+        }
+        let pool = vec![vec![1], vec![0, 2], vec![1]];
+        let refs = draw_references(&[1, 0], 3, 3, Some(&pool), &mut rng);
+        assert!(refs[..3].iter().all(|r| pool[1].contains(r)) && refs[3..] == [1, 1, 1]);
+        let before = rng.clone();
+        assert_eq!(draw_references(&[0], 2, 1, None, &mut rng), [0, 0]);
+        assert_eq!(rng, before);
+    }
 
     #[test]
     fn cosine_schedule_starts_at_the_rate_and_anneals_to_zero() {
