@@ -57,6 +57,10 @@ struct Args {
     /// Cells predicted per inference timing.
     #[arg(long, default_value_t = 32)]
     infer_cells: usize,
+    /// Hold one `runtime::MemoryScope` over the whole program (a user's training loop in one
+    /// scope) instead of the library's own scope per `train` / `predict` call.
+    #[arg(long)]
+    hold_memory: bool,
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long, value_name = "N")]
     threads: Option<i32>,
@@ -73,8 +77,10 @@ fn main() -> Result<()> {
         conv,
         infer_k,
         infer_cells,
+        hold_memory,
         threads,
     } = Args::parse();
+    let _memory = hold_memory.then(battery_fl_core::runtime::MemoryScope::enter);
     if let Some(n) = threads {
         tch::set_num_threads(n);
     }
