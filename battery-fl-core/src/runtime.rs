@@ -8,12 +8,13 @@
 //! model trains or predicts.
 //!
 //! The policy is scoped: [`MemoryScope::enter`] (taken by the model's training and
-//! prediction) applies it when the first scope opens and, when the last one closes, restores
-//! glibc's documented defaults and returns the retained memory to the system
-//! (`malloc_trim`: the main thread's heap at once; another thread's arena shrinks at its
-//! next large free). One trace stays: glibc stops adapting its mmap threshold once a program
-//! has set it (the default of 128 KiB then holds, as in a program that never allocated a
-//! large block). [`set_memory_policy`] with [`MemoryPolicy::System`] turns it off for the
+//! prediction) applies it when the first scope opens and restores glibc's documented
+//! defaults when the last one closes. The memory kept meanwhile is not trimmed at once:
+//! glibc returns it by its own rule, at the next free of a heap block of 64 KiB or more
+//! outside a scope, so that two model calls in a row (a training loop, `fit` then `predict`)
+//! find it still mapped. One trace stays: glibc stops adapting its mmap threshold once a
+//! program has set it (the default of 128 KiB then holds, as in a program that never
+//! allocated a large block). [`set_memory_policy`] with [`MemoryPolicy::System`] turns it off for the
 //! whole process. On targets other than glibc Linux the policy does nothing.
 //!
 //! ```
@@ -119,12 +120,11 @@ mod allocator {
     }
 
     pub(super) fn restore() {
-        // SAFETY: as above; malloc_trim only returns free memory to the system.
+        // SAFETY: as above.
         unsafe {
             libc::mallopt(libc::M_MMAP_MAX, DEFAULT_MMAP_MAX);
             libc::mallopt(libc::M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD);
             libc::mallopt(libc::M_TOP_PAD, DEFAULT_TOP_PAD);
-            libc::malloc_trim(0);
         }
     }
 }

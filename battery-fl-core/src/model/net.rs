@@ -131,6 +131,29 @@ impl Encoder {
             .m()
     }
 
+    /// [`Self::after_conv1`] on a tensor it may overwrite: the bias and the first ReLU act in
+    /// place, which spares two activations of the size of `c1` (inference only: autograd
+    /// needs the out-of-place version's saved inputs).
+    pub(crate) fn after_conv1_in_place(&self, mut c1: Tensor, g: &Geometry) -> Result<Tensor> {
+        let c = self.b1.size()[0];
+        let _ = c1.f_add_(&self.b1.f_view([1, c, 1, 1]).m()?).m()?;
+        let _ = c1.f_relu_().m()?;
+        c1.f_avg_pool2d(i64s(g.pool1), i64s(g.pool1), [0, 0], false, true, None)
+            .m()?
+            .f_conv2d(&self.w2, Some(&self.b2), [1, 1], [0, 0], [1, 1], 1)
+            .m()?
+            .f_relu()
+            .m()?
+            .f_avg_pool2d(i64s(g.pool2), i64s(g.pool2), [0, 0], false, true, None)
+            .m()?
+            .f_conv2d(&self.w3, Some(&self.b3), [1, 1], [0, 0], [1, 1], 1)
+            .m()?
+            .f_relu()
+            .m()?
+            .f_flatten(1, -1)
+            .m()
+    }
+
     /// The whole encoder.
     ///
     /// # Shapes
@@ -230,6 +253,7 @@ impl Net {
 
     /// Branch B through the head on pairs given by first convolutions: pair `p` is
     /// `(c1_targets[targets[p]], c1_refs[references[p]])` (see [`Self::branch_b_pairs`]).
+    /// Inference only: activations are overwritten in place.
     ///
     /// # Shapes
     /// returns `[P]`.
@@ -243,12 +267,19 @@ impl Net {
         let b = self.b.as_ref().ok_or_else(|| Error::Model {
             reason: "single-branch model has no branch B".into(),
         })?;
-        let diff = c1_targets
-            .f_index_select(0, targets)
-            .m()?
-            .f_sub(&c1_refs.f_index_select(0, references).m()?)
+        let mut diff = c1_targets.f_index_select(0, targets).m()?;
+        let _ = diff
+            .f_sub_(&c1_refs.f_index_select(0, references).m()?)
             .m()?;
-        self.head(&b.after_conv1(&diff, &self.geometry)?)
+        self.head(&b.after_conv1_in_place(diff, &self.geometry)?)
+    }
+
+    /// [`Self::branch_b_diffs`] at inference (the first activations overwritten in place).
+    pub(crate) fn branch_b_diffs_in_place(&self, diffs: &Tensor) -> Result<Tensor> {
+        let b = self.b.as_ref().ok_or_else(|| Error::Model {
+            reason: "single-branch model has no branch B".into(),
+        })?;
+        self.head(&b.after_conv1_in_place(b.conv1_linear(diffs)?, &self.geometry)?)
     }
 
     /// Branch B through the head on explicit target-minus-reference differences.

@@ -44,7 +44,7 @@ impl BatLiNet {
             for part in pairs.chunks(per_part) {
                 let diffs = targets.cleaned_pair_diffs(references, part, &self.featurizer.clean)?;
                 let x = to_tensor(&diffs, self.shape, part.len(), self.device, scale)?;
-                out.extend(to_f64_vec(&self.net.branch_b_diffs(&x)?)?);
+                out.extend(to_f64_vec(&self.net.branch_b_diffs_in_place(&x)?)?);
             }
             return Ok(out);
         }
@@ -74,7 +74,7 @@ impl BatLiNet {
                 self.device,
                 scale,
             )?;
-            out.extend(to_f64_vec(&self.net.branch_b_diffs(&x)?)?);
+            out.extend(to_f64_vec(&self.net.branch_b_diffs_in_place(&x)?)?);
         }
         Ok(out)
     }
