@@ -23,7 +23,7 @@ Fleets keep their cycling data at home; the model travels. The logic lives in th
 The native module links the libtorch of the ``torch`` package, pinned to ``torch==2.13.0``
 (the version ``tch`` 0.26 is built against). The wheel does not bundle libtorch: importing
 ``battery_fl`` loads libtorch's shared libraries from the installed torch package without
-importing ``torch`` itself (about 0.3 s instead of 4 s; see ``battery_fl._libtorch``).
+importing ``torch`` itself (about 0.3 s instead of about 3 s; see ``battery_fl._libtorch``).
 
 >>> import battery_fl
 >>> isinstance(battery_fl.__version__, str)

@@ -2,7 +2,7 @@
 
 The native module ``battery_fl._core`` links ``libtorch_cpu.so`` and ``libc10.so`` by soname
 and bundles neither. Importing the ``torch`` Python package would load them, but costs about
-4 s (its Python modules, CUDA probing); loading the two shared libraries from the installed
+3 s (its Python modules, CUDA probing); loading the two shared libraries from the installed
 package's ``lib`` folder costs about 0.3 s, and the dynamic loader then resolves the native
 module's dependencies to those copies (it matches already loaded libraries by soname). A
 later ``import torch`` loads the same files, so both packages share one libtorch.
