@@ -3,7 +3,9 @@
 The native module links libtorch through ``tch``, whose build script needs libtorch's headers
 and libraries. They come from a ``torch==2.13.0`` wheel, found in this order:
 
-1. the user's own setting: ``LIBTORCH`` or ``LIBTORCH_USE_PYTORCH`` in the environment wins;
+1. the user's own libtorch: ``LIBTORCH`` in the environment wins (``LIBTORCH_USE_PYTORCH``,
+   which makes tch ask a ``python`` on PATH, is dropped: under pip's isolation that python
+   cannot see the environment's torch; the same torch is found below);
 2. a torch importable by the build (``--no-build-isolation``, or one pip installed into the
    isolated build environment);
 3. the torch of the environment being installed into, as its interpreter sees it without
@@ -83,7 +85,7 @@ def find_torch() -> Path | None:
 
 
 def _user_chose() -> bool:
-    return any(os.environ.get(key) for key in ("LIBTORCH", "LIBTORCH_USE_PYTORCH"))
+    return "LIBTORCH" in os.environ
 
 
 def _requires(base: list[str]) -> list[str]:
@@ -93,6 +95,7 @@ def _requires(base: list[str]) -> list[str]:
 def _point_tch_at_torch() -> None:
     if _user_chose():
         return
+    os.environ.pop("LIBTORCH_USE_PYTORCH", None)  # tch reads it whenever it is set
     torch = find_torch()
     if torch is None:
         raise RuntimeError(

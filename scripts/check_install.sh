@@ -2,8 +2,8 @@
 # `pip install` from source, as a new user would run it: a fresh clone of this commit, fresh
 # virtual environments that have torch==2.13.0, nothing exported. Checks both routes pip
 # takes: the source tree (`pip install .`) and the source distribution (`pip install
-# battery_fl-*.tar.gz`, built by the project's backend through `pip`/maturin), then imports
-# the package without torch on the library path and fits a small model.
+# battery_fl-*.tar.gz`, made by `maturin sdist`), then imports the package without torch on
+# the library path and fits a small model.
 #   scripts/check_install.sh            (make py-install-check; ~10 min, not in `make test`)
 # The fresh venvs reuse .venv's torch (4.7 GB) through a .pth file instead of installing it
 # again; to the build and to pip it is simply an installed torch.
@@ -18,15 +18,16 @@ trap 'rm -rf "$tmp"' EXIT
 git clone --quiet "$root" "$tmp/src"
 git -C "$tmp/src" checkout --quiet "$(git rev-parse HEAD)"
 # uncommitted changes travel too, so the check covers the working tree
-git diff HEAD --binary | git -C "$tmp/src" apply --allow-empty
+git diff HEAD --binary --no-color --no-ext-diff --src-prefix=a/ --dst-prefix=b/ \
+  | git -C "$tmp/src" apply --allow-empty
 git ls-files --others --exclude-standard -z | xargs -0 -r cp --parents -t "$tmp/src"
 
 # one cargo target folder for both builds (the second reuses the first's dependencies)
 export CARGO_TARGET_DIR=$tmp/target
 dev_site=$("$dev_python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-fresh_venv() {
-  python3 -m venv "$1"
+fresh_venv() {  # the dev venv's Python, so that its torch and numpy fit
+  "$dev_python" -m venv "$1"
   local site
   site=$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   echo "$dev_site" > "$site/zz_dev_torch.pth"

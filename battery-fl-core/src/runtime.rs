@@ -12,9 +12,11 @@
 //! defaults when the last one closes. The memory kept meanwhile is not trimmed at once:
 //! glibc returns it by its own rule, at the next free of a heap block of 64 KiB or more
 //! outside a scope, so that two model calls in a row (a training loop, `fit` then `predict`)
-//! find it still mapped. One trace stays: glibc stops adapting its mmap threshold once a
-//! program has set it (the default of 128 KiB then holds, as in a program that never
-//! allocated a large block). [`set_memory_policy`] with [`MemoryPolicy::System`] turns it off for the
+//! find it still mapped. Two traces stay: glibc stops adapting its mmap threshold once a
+//! program sets any of these parameters (it keeps the value it had reached), and settings
+//! made through `MALLOC_*_` environment variables, `GLIBC_TUNABLES` or the program's own
+//! `mallopt` are replaced by glibc's defaults when the last scope closes: a program that
+//! tunes its allocator should choose [`MemoryPolicy::System`]. [`set_memory_policy`] with [`MemoryPolicy::System`] turns it off for the
 //! whole process. On targets other than glibc Linux the policy does nothing.
 //!
 //! ```

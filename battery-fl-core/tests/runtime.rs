@@ -13,7 +13,9 @@ fn resident_bytes() -> usize {
         .expect("rss")
         .parse()
         .expect("number");
-    pages * 4096
+    // SAFETY: sysconf only reads a system constant
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * usize::try_from(page).expect("a page size")
 }
 
 fn main() {

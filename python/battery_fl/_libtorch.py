@@ -21,7 +21,8 @@ from pathlib import Path
 #: The libtorch version the native module is built against (tch 0.26).
 TORCH_VERSION = "2.13.0"
 
-# dependencies first: libtorch_cpu needs libc10 (its own RUNPATH finds the rest, e.g. libgomp)
+# dependencies first: libtorch_cpu needs libc10 (its own RPATH finds the rest, e.g. libgomp and,
+# in the CUDA wheel, the nvidia-* packages beside torch)
 _LIBRARIES = ("libc10.so", "libtorch_cpu.so")
 
 
@@ -59,12 +60,16 @@ def _installed_version(folder: Path) -> str | None:
 def load() -> Path:
     """Load libtorch's shared libraries from the installed torch; returns their folder.
 
-    Idempotent: the dynamic loader keeps one copy of each library per process.
+    Idempotent: the dynamic loader keeps one copy of each library per process. When a
+    library's own dependencies cannot be found from its folder (a CUDA wheel whose nvidia-*
+    packages sit in another site-packages), ``import torch`` loads them its own way instead.
     """
     lib = torch_dir() / "lib"
     for name in _LIBRARIES:
         try:
             ctypes.CDLL(str(lib / name), mode=ctypes.RTLD_GLOBAL)
-        except OSError as err:
-            raise ImportError(f"battery_fl could not load {lib / name}: {err}") from err
+        except OSError:
+            import torch  # noqa: F401  (slower, but finds every dependency torch knows of)
+
+            break
     return lib

@@ -13,8 +13,10 @@ from battery_fl import _libtorch  # noqa: E402
 
 @pytest.fixture
 def no_user_setting(monkeypatch):
-    monkeypatch.delenv("LIBTORCH", raising=False)
-    monkeypatch.delenv("LIBTORCH_USE_PYTORCH", raising=False)
+    # set first, so that the teardown removes what the backend writes into os.environ
+    for key in ("LIBTORCH", "LIBTORCH_USE_PYTORCH"):
+        monkeypatch.setenv(key, "x")
+        monkeypatch.delenv(key)
 
 
 def test_finds_the_torch_the_module_will_load(no_user_setting):
@@ -23,8 +25,10 @@ def test_finds_the_torch_the_module_will_load(no_user_setting):
 
 
 def test_points_tch_at_it_unless_the_user_chose(no_user_setting, monkeypatch):
+    monkeypatch.setenv("LIBTORCH_USE_PYTORCH", "1")  # as scripts/env.sh exports it
     backend._point_tch_at_torch()
     assert backend.os.environ["LIBTORCH"] == str(_libtorch.torch_dir())
+    assert "LIBTORCH_USE_PYTORCH" not in backend.os.environ
     monkeypatch.setenv("LIBTORCH", "/opt/libtorch")
     backend._point_tch_at_torch()
     assert backend.os.environ["LIBTORCH"] == "/opt/libtorch"

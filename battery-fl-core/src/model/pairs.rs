@@ -53,7 +53,6 @@ impl BatLiNet {
         if tids.len() + rids.len() >= pairs.len() {
             return self.direct_pair_outputs(targets, references, pairs, scale);
         }
-        let per_part = self.pairs_per_part();
         self.shared_pair_outputs(targets, references, pairs, (&tids, &rids), scale, per_part)
     }
 
@@ -143,9 +142,11 @@ fn distinct(values: impl Iterator<Item = usize>) -> Vec<usize> {
     v
 }
 
-/// Position of `x` in the sorted `v`, which holds it.
+/// Position of `x` in the sorted `v`, which holds it (`v` is built from the same pairs).
 fn position(v: &[usize], x: usize) -> usize {
-    v.binary_search(&x).unwrap_or(0)
+    let found = v.binary_search(&x);
+    debug_assert!(found.is_ok(), "{x} is not among the distinct cells");
+    found.unwrap_or(0)
 }
 
 /// Target-minus-reference raw inputs of `pairs`, one block per pair.
