@@ -111,24 +111,12 @@ impl Encoder {
     /// `[N, C, H1, W1]` -> `[N, C]`.
     pub(crate) fn after_conv1(&self, c1: &Tensor, g: &Geometry) -> Result<Tensor> {
         let c = self.b1.size()[0];
-        c1.f_add(&self.b1.f_view([1, c, 1, 1]).m()?)
+        let first = c1
+            .f_add(&self.b1.f_view([1, c, 1, 1]).m()?)
             .m()?
             .f_relu()
-            .m()?
-            .f_avg_pool2d(i64s(g.pool1), i64s(g.pool1), [0, 0], false, true, None)
-            .m()?
-            .f_conv2d(&self.w2, Some(&self.b2), [1, 1], [0, 0], [1, 1], 1)
-            .m()?
-            .f_relu()
-            .m()?
-            .f_avg_pool2d(i64s(g.pool2), i64s(g.pool2), [0, 0], false, true, None)
-            .m()?
-            .f_conv2d(&self.w3, Some(&self.b3), [1, 1], [0, 0], [1, 1], 1)
-            .m()?
-            .f_relu()
-            .m()?
-            .f_flatten(1, -1)
-            .m()
+            .m()?;
+        self.after_first_activation(&first, g)
     }
 
     /// [`Self::after_conv1`] on a tensor it may overwrite: the bias and the first ReLU act in
@@ -138,7 +126,12 @@ impl Encoder {
         let c = self.b1.size()[0];
         let _ = c1.f_add_(&self.b1.f_view([1, c, 1, 1]).m()?).m()?;
         let _ = c1.f_relu_().m()?;
-        c1.f_avg_pool2d(i64s(g.pool1), i64s(g.pool1), [0, 0], false, true, None)
+        self.after_first_activation(&c1, g)
+    }
+
+    /// Pool, conv, ReLU, pool, projection, ReLU: the encoder after its first activation.
+    fn after_first_activation(&self, a1: &Tensor, g: &Geometry) -> Result<Tensor> {
+        a1.f_avg_pool2d(i64s(g.pool1), i64s(g.pool1), [0, 0], false, true, None)
             .m()?
             .f_conv2d(&self.w2, Some(&self.b2), [1, 1], [0, 0], [1, 1], 1)
             .m()?
