@@ -206,6 +206,13 @@ impl GenomeIndex {
         &self.fingerprints
     }
 
+    /// The distance from `query` to the fingerprint at `position` (infinite past the end).
+    pub fn distance_to(&self, query: &GenomeFingerprint, position: usize) -> f64 {
+        self.fingerprints
+            .get(position)
+            .map_or(f64::INFINITY, |f| self.weights.distance(query, f))
+    }
+
     /// The `k` nearest fingerprints to `query` as `(position, distance)`, nearest first; ties
     /// keep insertion order. Returns fewer than `k` when the index is smaller.
     pub fn nearest(&self, query: &GenomeFingerprint, k: usize) -> Vec<(usize, f64)> {

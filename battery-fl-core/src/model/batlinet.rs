@@ -3,6 +3,7 @@
 use tch::{Device, Tensor};
 
 use super::config::{BatLiNetConfig, DeviceChoice, Geometry, ReferenceSelection};
+use super::conformal::median_in_place;
 use super::dataset::{Dataset, InputScales};
 use super::labels::LabelTransform;
 use super::net::{Net, TchResultExt};
@@ -205,7 +206,7 @@ impl BatLiNet {
         Ok(())
     }
 
-    fn require_labels(&self) -> Result<LabelTransform> {
+    pub(crate) fn require_labels(&self) -> Result<LabelTransform> {
         self.labels.ok_or_else(|| Error::Model {
             reason: "the model has no label transform: fit it first".into(),
         })
@@ -321,10 +322,33 @@ impl BatLiNet {
         selection: ReferenceSelection,
         seed: u64,
     ) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
+        let out = self.branch_outputs(targets, references, k, selection, seed)?;
+        let b = out.b.map(|b| {
+            b.into_iter()
+                .map(|mut ys| median_in_place(&mut ys))
+                .collect()
+        });
+        Ok((out.a, b))
+    }
+
+    /// Branch A per target and (when α > 0) each target's branch-B predictions, one per
+    /// reference (`B_k + y_ref,k`), normalized, with the references drawn.
+    pub(crate) fn branch_outputs(
+        &self,
+        targets: &Dataset,
+        references: &Dataset,
+        k: usize,
+        selection: ReferenceSelection,
+        seed: u64,
+    ) -> Result<BranchOutputs> {
         let labels = self.require_labels()?;
         let alpha = self.config.effective_alpha();
         if targets.is_empty() {
-            return Ok((Vec::new(), (alpha > 0.0).then(Vec::new)));
+            return Ok(BranchOutputs {
+                a: Vec::new(),
+                b: (alpha > 0.0).then(Vec::new),
+                references: Vec::new(),
+            });
         }
         let _memory = crate::runtime::MemoryScope::enter();
         let block = targets.block();
@@ -375,31 +399,32 @@ impl BatLiNet {
                 let yb_pairs = self.pair_outputs(targets, references, &pairs, &scales.branch_b)?;
                 let mut at = 0;
                 for &t in chunk {
-                    let mut ys: Vec<f64> = (0..refs[t].len())
-                        .map(|j| yb_pairs[at + j] + ref_y[refs[t][j]])
-                        .collect();
+                    out_b.push(
+                        (0..refs[t].len())
+                            .map(|j| yb_pairs[at + j] + ref_y[refs[t][j]])
+                            .collect::<Vec<f64>>(),
+                    );
                     at += refs[t].len();
-                    out_b.push(median(&mut ys));
                 }
             }
             Ok(())
         })?;
-        Ok((out_a, (alpha > 0.0).then_some(out_b)))
+        Ok(BranchOutputs {
+            a: out_a,
+            b: (alpha > 0.0).then_some(out_b),
+            references: refs,
+        })
     }
 }
 
-/// Median (mean of the two middle values for an even count); NaN-free input assumed.
-pub(crate) fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
+/// Normalized branch outputs per target (see [`BatLiNet::branch_outputs`]).
+pub(crate) struct BranchOutputs {
+    /// Branch A.
+    pub a: Vec<f64>,
+    /// Branch B plus the reference label, one per reference (`None` when α = 0).
+    pub b: Option<Vec<Vec<f64>>>,
+    /// The reference positions drawn for each target (empty when α = 0).
+    pub references: Vec<Vec<usize>>,
 }
 
 impl BatLiNet {

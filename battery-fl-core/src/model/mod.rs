@@ -6,6 +6,7 @@
 //! feature.
 
 mod config;
+mod conformal;
 mod dataset;
 mod labels;
 mod linear;
@@ -22,6 +23,8 @@ mod bytes;
 #[cfg(feature = "tch")]
 mod hybrid;
 #[cfg(feature = "tch")]
+mod intervals;
+#[cfg(feature = "tch")]
 mod net;
 #[cfg(feature = "tch")]
 mod pairs;
@@ -33,6 +36,7 @@ mod transfer;
 pub use config::{
     BatLiNetConfig, DeviceChoice, Geometry, InterFeatures, LrSchedule, ReferenceSelection,
 };
+pub use conformal::{conformal_quantile, robust_spread, MAD_FACTOR};
 pub use dataset::{Dataset, InputScales, InputStats};
 pub use labels::{
     grouped_label_sums, label_group, label_sums, log_prediction_bounds, LabelGrouping,
@@ -58,6 +62,8 @@ pub use variance::{VarianceConfig, VarianceModel};
 pub use batlinet::{BatLiNet, BranchPredictions};
 #[cfg(feature = "tch")]
 pub use hybrid::HybridModel;
+#[cfg(feature = "tch")]
+pub use intervals::{IntervalCalibration, Prediction, ReferenceDraw};
 #[cfg(feature = "tch")]
 pub use train::{TrainOptions, TrainReport, Trainable};
 #[cfg(feature = "tch")]

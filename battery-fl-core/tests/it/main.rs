@@ -13,6 +13,8 @@ mod federation;
 mod genome;
 #[cfg(feature = "tch")]
 mod hybrid;
+#[cfg(feature = "tch")]
+mod intervals;
 mod linear;
 mod linear_privacy;
 #[cfg(feature = "tch")]

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{LinearModel, LinearRow, LinearStatistics};
 use crate::error::{Error, Result};
-use crate::model::LABEL_GROUPS;
+use crate::model::{conformal_quantile, LABEL_GROUPS};
 
 /// Calibration scores of a linear model (sorted), and the largest calibration leverage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,22 +46,7 @@ impl Calibration {
     /// The conformal quantile at `coverage`: the `⌈(n + 1) c⌉`-th smallest score. Needs at
     /// least `c / (1 − c)` cells (9 for 90 %).
     pub fn quantile(&self, coverage: f64) -> Result<f64> {
-        if !(coverage > 0.0 && coverage < 1.0) {
-            return Err(Error::config(
-                "coverage",
-                format!("must lie in (0, 1), got {coverage}"),
-            ));
-        }
-        let n = self.scores.len();
-        let k = ((n as f64 + 1.0) * coverage).ceil() as usize;
-        if k > n || k == 0 {
-            return Err(Error::NotEnoughData {
-                what: format!("calibration cells for {:.0} % intervals", 100.0 * coverage),
-                needed: (coverage / (1.0 - coverage)).ceil() as usize,
-                got: n,
-            });
-        }
-        Ok(self.scores[k - 1])
+        conformal_quantile(&self.scores, coverage)
     }
 }
 

@@ -1,0 +1,92 @@
+//! Split-conformal quantiles and robust spreads shared by the linear and BatLiNet intervals.
+
+use crate::error::{Error, Result};
+
+/// The split-conformal quantile of ascending `scores` at `coverage`: the
+/// `⌈(n + 1) c⌉`-th smallest score. With `n` exchangeable calibration scores a new score lies
+/// at or below it with probability at least `c`. Needs at least `c / (1 − c)` scores (9 for
+/// 90 %).
+///
+/// ```
+/// # use battery_fl_core::model::conformal_quantile;
+/// let scores: Vec<f64> = (1..=19).map(f64::from).collect();
+/// assert_eq!(conformal_quantile(&scores, 0.9)?, 18.0); // ⌈20 · 0.9⌉ = 18
+/// assert!(conformal_quantile(&scores[..5], 0.9).is_err()); // 5 cells cannot give 90 %
+/// # Ok::<(), battery_fl_core::Error>(())
+/// ```
+pub fn conformal_quantile(scores: &[f64], coverage: f64) -> Result<f64> {
+    if !(coverage > 0.0 && coverage < 1.0) {
+        return Err(Error::config(
+            "coverage",
+            format!("must lie in (0, 1), got {coverage}"),
+        ));
+    }
+    let n = scores.len();
+    let rank = |n: usize| ((n as f64 + 1.0) * coverage).ceil() as usize;
+    let k = rank(n);
+    if k > n || k == 0 {
+        // the fewest cells with a finite quantile (c / (1 − c), but exact in floating point)
+        let needed = (1..).find(|&m| rank(m) <= m).unwrap_or(usize::MAX);
+        return Err(Error::NotEnoughData {
+            what: format!("calibration cells for {:.0} % intervals", 100.0 * coverage),
+            needed,
+            got: n,
+        });
+    }
+    Ok(scores[k - 1])
+}
+
+/// Consistency factor of the median absolute deviation for a normal distribution
+/// (`1 / Φ⁻¹(3/4)`): `MAD_FACTOR · MAD` estimates the standard deviation.
+pub const MAD_FACTOR: f64 = 1.482_602_218_505_602;
+
+/// The median absolute deviation from the median, times [`MAD_FACTOR`] (0 for fewer than two
+/// values): a spread that one wild value cannot inflate.
+pub fn robust_spread(values: &[f64]) -> f64 {
+    if values.len() < 2 {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    let m = median_in_place(&mut v);
+    let mut dev: Vec<f64> = values.iter().map(|x| (x - m).abs()).collect();
+    MAD_FACTOR * median_in_place(&mut dev)
+}
+
+/// Median (mean of the two middle values for an even count; NaN when empty), sorting `v`.
+pub(crate) fn median_in_place(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+
+    #[test]
+    fn robust_spread_ignores_one_wild_value_and_estimates_sigma() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        // median 3, deviations 2 1 0 1 2 -> MAD 1
+        assert_relative_eq!(robust_spread(&v), MAD_FACTOR, epsilon = 1e-12);
+        let wild = [1.0, 2.0, 3.0, 4.0, 500.0];
+        assert_relative_eq!(robust_spread(&wild), MAD_FACTOR, epsilon = 1e-12);
+        assert_eq!(robust_spread(&[7.0]), 0.0);
+    }
+
+    #[test]
+    fn quantile_refuses_bad_coverage() {
+        let s = [1.0; 20];
+        assert!(conformal_quantile(&s, 1.0).is_err());
+        assert!(conformal_quantile(&s, 0.0).is_err());
+        assert!(conformal_quantile(&s, f64::NAN).is_err());
+        assert_relative_eq!(conformal_quantile(&s, 0.5).unwrap(), 1.0);
+    }
+}

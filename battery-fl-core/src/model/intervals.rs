@@ -1,0 +1,383 @@
+//! BatLiNet predictions a BMS can act on: conformal intervals, the spread over references and
+//! out-of-distribution flags.
+//!
+//! **The spread.** Branch B predicts a target once per reference, `p_k = (1 − α)·A + α·(B_k +
+//! y_ref,k)`, and the model reports their median. How much the `K` predictions disagree,
+//! measured as the robust spread (MAD × 1.4826) of `ln p_k`, says how hard the cell is: its
+//! references tell different stories about it.
+//!
+//! **Intervals** are split-conformal in ln(life), normalized by that spread. On labelled cells
+//! the model was *not* trained on, each cell's score is `|ln y − ln ŷ| / (s + β)`, with `s` its
+//! spread and `β` the median spread of the calibration cells (so that a cell whose references
+//! happen to agree does not get a zero-width interval); a new cell's interval at coverage `c` is
+//! `exp(ln ŷ ± q · (s + β))`, with `q` the `⌈(n + 1) c⌉`-th smallest score. With exchangeable
+//! cells it covers at least `c` (Lei et al. 2018, normalized split conformal). When every
+//! spread is zero (one reference, or a single-branch model) all cells get the same width: plain
+//! split conformal. Intervals are clipped to the prediction bound.
+//!
+//! Calibration cells must be held out from training: scores of cells the network has fitted are
+//! too small. [`BatLiNet::calibrate`] takes cells the user set aside;
+//! [`BatLiNet::cross_calibrate`] needs none and trains `folds` models instead, each scoring the
+//! cells it did not see (cross-conformal; the final model, trained on every cell, is at least
+//! as accurate as the fold models, so the intervals are conservative).
+//!
+//! **Out-of-distribution flag** (a rule read off the data, no tuned constant): a cell is flagged
+//! when its cathode chemistry is in neither the training nor the calibration cells, or when its
+//! genome distance to the nearest training cell exceeds that of every calibration cell. By
+//! exchangeability an in-distribution cell is then flagged with probability at most
+//! `1 / (n + 1)` for `n` calibration cells. Separately, `bounded` says the point prediction hit
+//! the bound around the training lives, and `outside_label_range` that it lies outside the
+//! lives the model was trained on.
+//!
+//! A calibration holds the training cells' fingerprints and scores: like the cells, it stays
+//! with its owner. In a federation each fleet calibrates its own model on its own cells.
+
+use serde::{Deserialize, Serialize};
+
+use super::config::ReferenceSelection;
+use super::conformal::{conformal_quantile, median_in_place, robust_spread};
+use super::{BatLiNet, Dataset, LABEL_GROUPS};
+use crate::error::{Error, Result};
+use crate::genome::{GenomeFingerprint, GenomeIndex};
+
+/// How inference references are drawn: how many per target, by which rule, from which seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReferenceDraw {
+    /// References per target.
+    pub k: usize,
+    /// Random (seeded) or genome-nearest.
+    pub selection: ReferenceSelection,
+    /// Seed of random selection.
+    pub seed: u64,
+}
+
+/// What a BatLiNet calibration learned from held-out cells (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntervalCalibration {
+    /// Normalized scores `|ln y − ln ŷ| / (s + β)`, ascending.
+    pub scores: Vec<f64>,
+    /// `β`: the median spread of the calibration cells (0: every cell gets the same width).
+    pub scale: f64,
+    /// Largest genome distance from a calibration cell to its nearest training cell.
+    pub max_distance: f64,
+    /// The training cells' fingerprints (distances of new cells are measured to them).
+    pub training: Vec<GenomeFingerprint>,
+    /// Smallest and largest training life (cycles).
+    pub label_range: (f64, f64),
+    /// Which [`LABEL_GROUPS`] cathodes the training or calibration cells have.
+    pub cathodes_seen: Vec<bool>,
+}
+
+/// One BatLiNet prediction with its interval, spread and flags.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Predicted cycle life (bounded), as [`BatLiNet::predict_with`] gives it.
+    pub life: f64,
+    /// Lower end of the interval (cycles).
+    pub lower: f64,
+    /// Upper end of the interval (cycles).
+    pub upper: f64,
+    /// Robust spread of the per-reference predictions in ln(life) (0 with one reference or one
+    /// branch).
+    pub spread: f64,
+    /// Smallest per-reference prediction (cycles): with `reference_high`, the naive interval.
+    pub reference_low: f64,
+    /// Largest per-reference prediction (cycles).
+    pub reference_high: f64,
+    /// Genome distance to the nearest training cell.
+    pub training_distance: f64,
+    /// Genome distance to the nearest reference used (`None` for a single-branch model).
+    pub reference_distance: Option<f64>,
+    /// Whether the point prediction hit the bound around the training lives.
+    pub bounded: bool,
+    /// Whether the point prediction lies outside the training lives.
+    pub outside_label_range: bool,
+    /// Cathode in neither training nor calibration cells, or further (genome distance) from
+    /// the training cells than every calibration cell.
+    pub out_of_distribution: bool,
+}
+
+/// A target's point prediction in ln(life) with the spread of its per-reference predictions.
+struct Spread {
+    ln_life: f64,
+    bounded: bool,
+    spread: f64,
+    low: f64,
+    high: f64,
+    reference_distance: Option<f64>,
+}
+
+/// One held-out cell's error, spread and distance to the training cells.
+struct Point {
+    error: f64,
+    spread: f64,
+    distance: f64,
+}
+
+impl BatLiNet {
+    /// The configured way of drawing inference references.
+    pub fn reference_draw(&self) -> ReferenceDraw {
+        ReferenceDraw {
+            k: self.config.inference_references,
+            selection: self.config.selection,
+            seed: self.config.seed,
+        }
+    }
+
+    /// Per target: the bounded point prediction in ln(life) and the spread of its
+    /// per-reference predictions.
+    fn spreads(
+        &self,
+        targets: &Dataset,
+        references: &Dataset,
+        draw: ReferenceDraw,
+    ) -> Result<Vec<Spread>> {
+        let labels = self.require_labels()?;
+        self.check_dataset(targets, "target")?;
+        let alpha = self.config.effective_alpha();
+        let out = self.branch_outputs(targets, references, draw.k, draw.selection, draw.seed)?;
+        let cathodes = targets.cathodes();
+        let references_index = GenomeIndex::new(references.fingerprints().to_vec());
+        (0..targets.len())
+            .map(|t| {
+                let c = cathodes[t];
+                let ln = |y: f64| labels.inverse_bounded_for(y, c).0.ln();
+                let per_reference: Vec<f64> = match &out.b {
+                    Some(b) => b[t]
+                        .iter()
+                        .map(|yb| (1.0 - alpha) * out.a[t] + alpha * yb)
+                        .collect(),
+                    None => vec![out.a[t]],
+                };
+                let mut sorted = per_reference.clone();
+                let point = median_in_place(&mut sorted);
+                let (life, bounded) = labels.inverse_bounded_for(point, c);
+                let logs: Vec<f64> = per_reference.iter().map(|&y| ln(y)).collect();
+                let reference_distance = out.b.as_ref().map(|_| {
+                    out.references[t]
+                        .iter()
+                        .map(|&r| references_index.distance_to(&targets.fingerprints()[t], r))
+                        .fold(f64::INFINITY, f64::min)
+                });
+                Ok(Spread {
+                    ln_life: life.ln(),
+                    bounded,
+                    spread: robust_spread(&logs),
+                    low: logs.iter().copied().fold(f64::INFINITY, f64::min).exp(),
+                    high: logs.iter().copied().fold(f64::NEG_INFINITY, f64::max).exp(),
+                    reference_distance,
+                })
+            })
+            .collect()
+    }
+
+    /// Errors, spreads and training distances of labelled `held_out` cells, predicted with
+    /// `references`.
+    fn points(
+        &self,
+        training: &Dataset,
+        held_out: &Dataset,
+        references: &Dataset,
+        draw: ReferenceDraw,
+    ) -> Result<Vec<Point>> {
+        if let Some(id) = held_out
+            .cell_ids()
+            .iter()
+            .find(|id| training.cell_ids().contains(id))
+        {
+            return Err(Error::config(
+                "calibration",
+                format!("cell {id} is also a training cell: calibrate on held-out cells"),
+            ));
+        }
+        let lives = held_out.require_labels()?;
+        let index = GenomeIndex::new(training.fingerprints().to_vec());
+        let spreads = self.spreads(held_out, references, draw)?;
+        Ok(spreads
+            .into_iter()
+            .zip(lives)
+            .zip(held_out.fingerprints())
+            .map(|((s, y), fp)| Point {
+                error: (y.ln() - s.ln_life).abs(),
+                spread: s.spread,
+                distance: nearest_distance(&index, fp),
+            })
+            .collect())
+    }
+
+    /// Calibrate intervals and flags on labelled `calibration` cells held out from
+    /// `training` (the cells the model was trained on), predicted with `references`
+    /// (usually the training cells) and the configured reference draw.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a calibration cell is also a training cell,
+    /// [`Error::NotEnoughData`] without calibration cells or references, and the errors of
+    /// prediction.
+    pub fn calibrate(
+        &self,
+        training: &Dataset,
+        calibration: &Dataset,
+        references: &Dataset,
+    ) -> Result<IntervalCalibration> {
+        let points = self.points(training, calibration, references, self.reference_draw())?;
+        IntervalCalibration::from_points(points, training, calibration)
+    }
+
+    /// Calibrate without setting cells aside: split `training` (the cells this model was
+    /// trained on) into `folds` seeded folds, train a fresh model of this configuration on
+    /// all folds but one and score the fold it did not see, with the other folds as
+    /// references. Costs `folds` trainings on `(folds − 1) / folds` of the cells.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for fewer than 2 folds or more folds than cells, and the
+    /// errors of training and prediction.
+    pub fn cross_calibrate(&self, training: &Dataset, folds: usize) -> Result<IntervalCalibration> {
+        if folds < 2 || folds > training.len() {
+            return Err(Error::config(
+                "folds",
+                format!(
+                    "need 2 to {} (the training cells), got {folds}",
+                    training.len()
+                ),
+            ));
+        }
+        let mut order: Vec<usize> = (0..training.len()).collect();
+        rand::seq::SliceRandom::shuffle(
+            order.as_mut_slice(),
+            &mut crate::rng::substream(self.config.seed, 11),
+        );
+        let mut points = Vec::with_capacity(training.len());
+        for fold in 0..folds {
+            let (held, rest): (Vec<usize>, Vec<usize>) =
+                (0..order.len()).partition(|i| i % folds == fold);
+            let pick = |idx: Vec<usize>| {
+                training.subset(&idx.iter().map(|&i| order[i]).collect::<Vec<_>>())
+            };
+            let (held, rest) = (pick(held)?, pick(rest)?);
+            let mut model = BatLiNet::new(self.config.clone(), self.featurizer.clone())?;
+            model.fit(&rest)?;
+            points.extend(model.points(&rest, &held, &rest, model.reference_draw())?);
+        }
+        IntervalCalibration::from_points(points, training, training)
+    }
+
+    /// Predictions of `targets` with intervals at `coverage` and flags, references from
+    /// `references` drawn as `draw` (see [`BatLiNet::reference_draw`] for the configured one).
+    pub fn predict_intervals(
+        &self,
+        targets: &Dataset,
+        references: &Dataset,
+        draw: ReferenceDraw,
+        calibration: &IntervalCalibration,
+        coverage: f64,
+    ) -> Result<Vec<Prediction>> {
+        let q = conformal_quantile(&calibration.scores, coverage)?;
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let labels = self.require_labels()?;
+        let index = GenomeIndex::new(calibration.training.clone());
+        let spreads = self.spreads(targets, references, draw)?;
+        let cathodes = targets.cathodes();
+        let seen = |c: Option<&str>| {
+            c.and_then(|c| LABEL_GROUPS.iter().position(|g| *g == c))
+                .is_none_or(|g| calibration.cathodes_seen.get(g).copied().unwrap_or(false))
+        };
+        let (lo_life, hi_life) = calibration.label_range;
+        Ok(spreads
+            .into_iter()
+            .enumerate()
+            .map(|(t, s)| {
+                let c = cathodes[t];
+                let bound = labels.bound_for(c);
+                let m = labels.moments(c);
+                let (lo, hi) = (m.mean - bound * m.std, m.mean + bound * m.std);
+                let half = q * calibration.difficulty(s.spread);
+                let distance = nearest_distance(&index, &targets.fingerprints()[t]);
+                let life = s.ln_life.exp();
+                Prediction {
+                    life,
+                    lower: (s.ln_life - half).clamp(lo, hi).exp(),
+                    upper: (s.ln_life + half).clamp(lo, hi).exp(),
+                    spread: s.spread,
+                    reference_low: s.low,
+                    reference_high: s.high,
+                    training_distance: distance,
+                    reference_distance: s.reference_distance,
+                    bounded: s.bounded,
+                    outside_label_range: !(lo_life..=hi_life).contains(&life),
+                    out_of_distribution: !seen(c) || distance > calibration.max_distance,
+                }
+            })
+            .collect())
+    }
+}
+
+fn nearest_distance(index: &GenomeIndex, fp: &GenomeFingerprint) -> f64 {
+    index
+        .nearest(fp, 1)
+        .first()
+        .map_or(f64::INFINITY, |&(_, d)| d)
+}
+
+impl IntervalCalibration {
+    fn from_points(points: Vec<Point>, training: &Dataset, calibration: &Dataset) -> Result<Self> {
+        if points.is_empty() {
+            return Err(Error::NotEnoughData {
+                what: "calibration cells".into(),
+                needed: 1,
+                got: 0,
+            });
+        }
+        let mut spreads: Vec<f64> = points.iter().map(|p| p.spread).collect();
+        let scale = median_in_place(&mut spreads);
+        let mut calibration_out = IntervalCalibration {
+            scores: Vec::new(),
+            scale,
+            max_distance: points.iter().map(|p| p.distance).fold(0.0, f64::max),
+            training: training.fingerprints().to_vec(),
+            label_range: label_range(&training.require_labels()?),
+            cathodes_seen: LABEL_GROUPS
+                .iter()
+                .map(|g| {
+                    let has = |ds: &Dataset| ds.cathodes().contains(&Some(*g));
+                    has(training) || has(calibration)
+                })
+                .collect(),
+        };
+        let mut scores: Vec<f64> = points
+            .iter()
+            .map(|p| p.error / calibration_out.difficulty(p.spread))
+            .collect();
+        scores.sort_by(f64::total_cmp);
+        calibration_out.scores = scores;
+        Ok(calibration_out)
+    }
+
+    /// The divisor of a cell's score with spread `spread`: `spread + β`, or 1 when `β` is 0.
+    pub fn difficulty(&self, spread: f64) -> f64 {
+        if self.scale > 0.0 {
+            spread + self.scale
+        } else {
+            1.0
+        }
+    }
+
+    /// Number of calibration cells.
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// True without calibration cells (never, for a calibration this module made).
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+}
+
+fn label_range(lives: &[f64]) -> (f64, f64) {
+    lives
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &y| {
+            (lo.min(y), hi.max(y))
+        })
+}

@@ -1,0 +1,216 @@
+//! BatLiNet predictions with conformal intervals, the spread over references and
+//! out-of-distribution flags.
+
+use approx::assert_relative_eq;
+use battery_fl_core::data::synthetic::FleetConfig;
+use battery_fl_core::data::{Cell, LabelConfig};
+use battery_fl_core::features::{Featurizer, FeaturizerConfig};
+use battery_fl_core::model::{
+    conformal_quantile, BatLiNet, BatLiNetConfig, Dataset, IntervalCalibration,
+};
+use battery_fl_core::Error;
+
+fn cells(per_fleet: usize, seed: u64) -> Vec<Cell> {
+    FleetConfig::default()
+        .with_fleets(5)
+        .with_cells_per_fleet(per_fleet)
+        .with_seed(seed)
+        .generate()
+        .unwrap()
+        .into_iter()
+        .flat_map(|f| f.cells)
+        .collect()
+}
+
+fn featurizer() -> FeaturizerConfig {
+    FeaturizerConfig::default().with_interp_dim(64)
+}
+
+fn dataset(cells: &[Cell]) -> Dataset {
+    let f = Featurizer::new(featurizer()).unwrap();
+    Dataset::from_cells(cells, &f, &[0, 1, 2, 3, 4, 5], &LabelConfig::default()).unwrap()
+}
+
+fn network() -> BatLiNetConfig {
+    BatLiNetConfig::default()
+        .with_conv_channels(8)
+        .with_epochs(30)
+        .with_batch_size(16)
+        .with_seed(5)
+        .with_progress(false)
+        .with_inference_references(8)
+}
+
+fn positions(ds: &Dataset, keep: impl Fn(usize, Option<&str>) -> bool) -> Vec<usize> {
+    let cathodes = ds.cathodes();
+    (0..ds.len()).filter(|&i| keep(i, cathodes[i])).collect()
+}
+
+fn covered(p: &[battery_fl_core::model::Prediction], lives: &[f64]) -> f64 {
+    let n = p
+        .iter()
+        .zip(lives)
+        .filter(|(p, &y)| p.lower <= y && y <= p.upper)
+        .count();
+    n as f64 / lives.len() as f64
+}
+
+#[test]
+fn intervals_cover_held_out_cells_and_unseen_chemistries_are_flagged() {
+    let all = dataset(&cells(24, 11));
+    // the rarest chemistry is never trained or calibrated on
+    let cathodes = all.cathodes();
+    let mut counts: Vec<(Option<&str>, usize)> = Vec::new();
+    for c in &cathodes {
+        match counts.iter_mut().find(|(k, _)| k == c) {
+            Some(e) => e.1 += 1,
+            None => counts.push((*c, 1)),
+        }
+    }
+    counts.sort_by_key(|e| e.1);
+    assert!(counts.len() >= 2, "the fleets mix chemistries: {counts:?}");
+    let unseen = counts[0].0;
+    let seen = positions(&all, |_, c| c != unseen);
+    let third = |r: usize| {
+        seen.iter()
+            .copied()
+            .filter(|i| i % 3 == r)
+            .collect::<Vec<_>>()
+    };
+    let (train, calibration, test) = (
+        all.subset(&third(0).into_iter().chain(third(1)).collect::<Vec<_>>())
+            .unwrap(),
+        all.subset(
+            &third(2)
+                .into_iter()
+                .filter(|i| i % 2 == 0)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap(),
+        all.subset(
+            &third(2)
+                .into_iter()
+                .filter(|i| i % 2 == 1)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap(),
+    );
+    let new_chemistry = all.subset(&positions(&all, |_, c| c == unseen)).unwrap();
+    let mut model = BatLiNet::new(network(), featurizer()).unwrap();
+    model.fit(&train).unwrap();
+    let cal = model.calibrate(&train, &calibration, &train).unwrap();
+    assert_eq!(cal.len(), calibration.len());
+    assert!(cal.scale > 0.0, "eight references disagree somewhat");
+    let draw = model.reference_draw();
+
+    // the point prediction is the model's, inside its interval; the naive one brackets it
+    let p = model
+        .predict_intervals(&test, &train, draw, &cal, 0.8)
+        .unwrap();
+    let plain = model.predict(&test, &train).unwrap();
+    for (p, want) in p.iter().zip(&plain) {
+        assert_relative_eq!(p.life, *want, max_relative = 1e-9);
+        assert!(p.lower <= p.life && p.life <= p.upper, "{p:?}");
+        assert!(
+            p.reference_low <= p.life && p.life <= p.reference_high,
+            "{p:?}"
+        );
+        assert!(p.spread >= 0.0 && p.reference_distance.is_some());
+    }
+    // half-widths in ln(life) follow the difficulty: q · (s + β)
+    let q = conformal_quantile(&cal.scores, 0.8).unwrap();
+    for p in p.iter().filter(|p| !p.bounded) {
+        let half = (p.upper / p.life).ln();
+        assert_relative_eq!(half, q * (p.spread + cal.scale), max_relative = 1e-6);
+    }
+    // on the calibration cells themselves the quantile covers at least the nominal share
+    let lives = calibration.require_labels().unwrap();
+    let on_cal = model
+        .predict_intervals(&calibration, &train, draw, &cal, 0.8)
+        .unwrap();
+    assert!(covered(&on_cal, &lives) >= 0.8);
+    // held-out cells of the seen chemistries: coverage near nominal, wider at 0.9
+    let lives = test.require_labels().unwrap();
+    let c80 = covered(&p, &lives);
+    assert!((0.6..=1.0).contains(&c80), "80 % intervals cover {c80}");
+    let p90 = model
+        .predict_intervals(&test, &train, draw, &cal, 0.9)
+        .unwrap();
+    assert!(p90
+        .iter()
+        .zip(&p)
+        .all(|(a, b)| a.upper >= b.upper && a.lower <= b.lower));
+    assert!(covered(&p90, &lives) >= c80);
+
+    // every cell of the chemistry absent from training and calibration is flagged, few others
+    let ood = model
+        .predict_intervals(&new_chemistry, &train, draw, &cal, 0.8)
+        .unwrap();
+    assert!(ood.iter().all(|p| p.out_of_distribution));
+    let flagged = p.iter().filter(|p| p.out_of_distribution).count();
+    assert!(
+        (flagged as f64) < 0.2 * p.len() as f64,
+        "{flagged} of {} in-distribution cells flagged",
+        p.len()
+    );
+    // a calibration is plain data: it survives JSON
+    let back: IntervalCalibration =
+        serde_json::from_str(&serde_json::to_string(&cal).unwrap()).unwrap();
+    assert_eq!(back, cal);
+}
+
+#[test]
+fn calibration_refuses_training_cells_and_too_few_cells() {
+    let all = dataset(&cells(6, 3));
+    let train = all.subset(&(0..20).collect::<Vec<_>>()).unwrap();
+    let held = all.subset(&(20..all.len()).collect::<Vec<_>>()).unwrap();
+    let mut model = BatLiNet::new(network().with_epochs(2), featurizer()).unwrap();
+    model.fit(&train).unwrap();
+    let overlap = all.subset(&[25, 3]).unwrap();
+    assert!(matches!(
+        model.calibrate(&train, &overlap, &train),
+        Err(Error::InvalidConfig { ref field, .. }) if field == "calibration"
+    ));
+    let few = all.subset(&[21, 22, 23]).unwrap();
+    let cal = model.calibrate(&train, &few, &train).unwrap();
+    let draw = model.reference_draw();
+    let r = model.predict_intervals(&held, &train, draw, &cal, 0.9);
+    assert!(
+        matches!(r, Err(Error::NotEnoughData { needed: 9, got: 3, .. })),
+        "{r:?}"
+    );
+    assert!(matches!(
+        model.predict_intervals(&held, &train, draw, &cal, 1.0),
+        Err(Error::InvalidConfig { .. })
+    ));
+    let unlabelled = held.clone().with_labels(vec![None; held.len()]).unwrap();
+    assert!(model.calibrate(&train, &unlabelled, &train).is_err());
+    assert!(matches!(
+        model.cross_calibrate(&train, 1),
+        Err(Error::InvalidConfig { ref field, .. }) if field == "folds"
+    ));
+}
+
+#[test]
+fn cross_calibration_scores_every_training_cell_and_a_single_branch_gets_one_width() {
+    let all = dataset(&cells(8, 5));
+    let train = all.subset(&(0..30).collect::<Vec<_>>()).unwrap();
+    let test = all.subset(&(30..all.len()).collect::<Vec<_>>()).unwrap();
+    let config = network().with_epochs(4).with_single_branch(true);
+    let mut model = BatLiNet::new(config, featurizer()).unwrap();
+    model.fit(&train).unwrap();
+    let cal = model.cross_calibrate(&train, 3).unwrap();
+    assert_eq!(cal.len(), train.len());
+    assert_eq!(cal.scale, 0.0, "one branch: no spread");
+    let empty = train.subset(&[]).unwrap();
+    let p = model
+        .predict_intervals(&test, &empty, model.reference_draw(), &cal, 0.8)
+        .unwrap();
+    let q = conformal_quantile(&cal.scores, 0.8).unwrap();
+    for p in p.iter().filter(|p| !p.bounded) {
+        assert_eq!(p.spread, 0.0);
+        assert!(p.reference_distance.is_none());
+        assert_relative_eq!((p.upper / p.life).ln(), q, max_relative = 1e-6);
+        assert_relative_eq!((p.life / p.lower).ln(), q, max_relative = 1e-6);
+    }
+}
