@@ -41,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::genome::{GenomeFingerprint, GenomeIndex};
 
 /// How inference references are drawn: how many per target, by which rule, from which seed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReferenceDraw {
     /// References per target.
     pub k: usize,
@@ -66,7 +66,16 @@ pub struct IntervalCalibration {
     pub label_range: (f64, f64),
     /// Which [`LABEL_GROUPS`] cathodes the training or calibration cells have.
     pub cathodes_seen: Vec<bool>,
+    /// How references were drawn (predictions with intervals draw them the same way: the
+    /// spread depends on it).
+    pub draw: ReferenceDraw,
+    /// SHA-256 (hex) of the calibrated model's bytes: a model trained or changed since no
+    /// longer matches its calibration.
+    pub model_digest: String,
 }
+
+/// Default folds of [`BatLiNet::cross_calibrate`].
+pub const DEFAULT_CALIBRATION_FOLDS: usize = 5;
 
 /// One BatLiNet prediction with its interval, spread and flags.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -220,7 +229,7 @@ impl BatLiNet {
         references: &Dataset,
     ) -> Result<IntervalCalibration> {
         let points = self.points(training, calibration, references, self.reference_draw())?;
-        IntervalCalibration::from_points(points, training, calibration)
+        IntervalCalibration::from_points(self, points, training, calibration)
     }
 
     /// Calibrate without setting cells aside: split `training` (the cells this model was
@@ -258,20 +267,33 @@ impl BatLiNet {
             model.fit(&rest)?;
             points.extend(model.points(&rest, &held, &rest, model.reference_draw())?);
         }
-        IntervalCalibration::from_points(points, training, training)
+        IntervalCalibration::from_points(self, points, training, training)
     }
 
     /// Predictions of `targets` with intervals at `coverage` and flags, references from
-    /// `references` drawn as `draw` (see [`BatLiNet::reference_draw`] for the configured one).
+    /// `references` drawn as the calibration drew them.
+    ///
+    /// # Errors
+    /// [`Error::Model`] when `calibration` was made for another model (or this one before it
+    /// changed), [`Error::InvalidConfig`] for a coverage outside (0, 1),
+    /// [`Error::NotEnoughData`] when the calibration has too few cells for it, and the errors
+    /// of prediction.
     pub fn predict_intervals(
         &self,
         targets: &Dataset,
         references: &Dataset,
-        draw: ReferenceDraw,
         calibration: &IntervalCalibration,
         coverage: f64,
     ) -> Result<Vec<Prediction>> {
+        if self.digest()? != calibration.model_digest {
+            return Err(Error::Model {
+                reason: "the calibration is for another model (trained, loaded or changed \
+                         since): calibrate again"
+                    .into(),
+            });
+        }
         let q = conformal_quantile(&calibration.scores, coverage)?;
+        let draw = calibration.draw;
         if targets.is_empty() {
             return Ok(Vec::new());
         }
@@ -313,6 +335,15 @@ impl BatLiNet {
     }
 }
 
+impl BatLiNet {
+    /// SHA-256 (hex) of the model's bytes (settings, label transform, input scales, weights).
+    fn digest(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let hash = Sha256::digest(self.to_bytes()?);
+        Ok(hash.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
 fn nearest_distance(index: &GenomeIndex, fp: &GenomeFingerprint) -> f64 {
     index
         .nearest(fp, 1)
@@ -321,7 +352,12 @@ fn nearest_distance(index: &GenomeIndex, fp: &GenomeFingerprint) -> f64 {
 }
 
 impl IntervalCalibration {
-    fn from_points(points: Vec<Point>, training: &Dataset, calibration: &Dataset) -> Result<Self> {
+    fn from_points(
+        model: &BatLiNet,
+        points: Vec<Point>,
+        training: &Dataset,
+        calibration: &Dataset,
+    ) -> Result<Self> {
         if points.is_empty() {
             return Err(Error::NotEnoughData {
                 what: "calibration cells".into(),
@@ -344,6 +380,8 @@ impl IntervalCalibration {
                     has(training) || has(calibration)
                 })
                 .collect(),
+            draw: model.reference_draw(),
+            model_digest: model.digest()?,
         };
         let mut scores: Vec<f64> = points
             .iter()

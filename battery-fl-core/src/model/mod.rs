@@ -63,7 +63,7 @@ pub use batlinet::{BatLiNet, BranchPredictions};
 #[cfg(feature = "tch")]
 pub use hybrid::HybridModel;
 #[cfg(feature = "tch")]
-pub use intervals::{IntervalCalibration, Prediction, ReferenceDraw};
+pub use intervals::{IntervalCalibration, Prediction, ReferenceDraw, DEFAULT_CALIBRATION_FOLDS};
 #[cfg(feature = "tch")]
 pub use train::{TrainOptions, TrainReport, Trainable};
 #[cfg(feature = "tch")]

@@ -6,7 +6,7 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    conformal_quantile, BatLiNet, BatLiNetConfig, Dataset, IntervalCalibration,
+    conformal_quantile, BatLiNet, BatLiNetConfig, Dataset, IntervalCalibration, TrainOptions,
 };
 use battery_fl_core::Error;
 
@@ -101,12 +101,9 @@ fn intervals_cover_held_out_cells_and_unseen_chemistries_are_flagged() {
     let cal = model.calibrate(&train, &calibration, &train).unwrap();
     assert_eq!(cal.len(), calibration.len());
     assert!(cal.scale > 0.0, "eight references disagree somewhat");
-    let draw = model.reference_draw();
 
     // the point prediction is the model's, inside its interval; the naive one brackets it
-    let p = model
-        .predict_intervals(&test, &train, draw, &cal, 0.8)
-        .unwrap();
+    let p = model.predict_intervals(&test, &train, &cal, 0.8).unwrap();
     let plain = model.predict(&test, &train).unwrap();
     for (p, want) in p.iter().zip(&plain) {
         assert_relative_eq!(p.life, *want, max_relative = 1e-9);
@@ -126,16 +123,14 @@ fn intervals_cover_held_out_cells_and_unseen_chemistries_are_flagged() {
     // on the calibration cells themselves the quantile covers at least the nominal share
     let lives = calibration.require_labels().unwrap();
     let on_cal = model
-        .predict_intervals(&calibration, &train, draw, &cal, 0.8)
+        .predict_intervals(&calibration, &train, &cal, 0.8)
         .unwrap();
     assert!(covered(&on_cal, &lives) >= 0.8);
     // held-out cells of the seen chemistries: coverage near nominal, wider at 0.9
     let lives = test.require_labels().unwrap();
     let c80 = covered(&p, &lives);
     assert!((0.6..=1.0).contains(&c80), "80 % intervals cover {c80}");
-    let p90 = model
-        .predict_intervals(&test, &train, draw, &cal, 0.9)
-        .unwrap();
+    let p90 = model.predict_intervals(&test, &train, &cal, 0.9).unwrap();
     assert!(p90
         .iter()
         .zip(&p)
@@ -144,7 +139,7 @@ fn intervals_cover_held_out_cells_and_unseen_chemistries_are_flagged() {
 
     // every cell of the chemistry absent from training and calibration is flagged, few others
     let ood = model
-        .predict_intervals(&new_chemistry, &train, draw, &cal, 0.8)
+        .predict_intervals(&new_chemistry, &train, &cal, 0.8)
         .unwrap();
     assert!(ood.iter().all(|p| p.out_of_distribution));
     let flagged = p.iter().filter(|p| p.out_of_distribution).count();
@@ -173,15 +168,37 @@ fn calibration_refuses_training_cells_and_too_few_cells() {
     ));
     let few = all.subset(&[21, 22, 23]).unwrap();
     let cal = model.calibrate(&train, &few, &train).unwrap();
-    let draw = model.reference_draw();
-    let r = model.predict_intervals(&held, &train, draw, &cal, 0.9);
+    let r = model.predict_intervals(&held, &train, &cal, 0.9);
     assert!(
-        matches!(r, Err(Error::NotEnoughData { needed: 9, got: 3, .. })),
+        matches!(
+            r,
+            Err(Error::NotEnoughData {
+                needed: 9,
+                got: 3,
+                ..
+            })
+        ),
         "{r:?}"
     );
     assert!(matches!(
-        model.predict_intervals(&held, &train, draw, &cal, 1.0),
+        model.predict_intervals(&held, &train, &cal, 1.0),
         Err(Error::InvalidConfig { .. })
+    ));
+    // a copy of the model still matches its calibration; the model trained further does not
+    let copy = BatLiNet::from_bytes(&model.to_bytes().unwrap()).unwrap();
+    assert!(copy.predict_intervals(&held, &train, &cal, 0.5).is_ok());
+    model
+        .train(
+            &train,
+            &TrainOptions {
+                epochs: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        model.predict_intervals(&held, &train, &cal, 0.5),
+        Err(Error::Model { .. })
     ));
     let unlabelled = held.clone().with_labels(vec![None; held.len()]).unwrap();
     assert!(model.calibrate(&train, &unlabelled, &train).is_err());
@@ -203,9 +220,7 @@ fn cross_calibration_scores_every_training_cell_and_a_single_branch_gets_one_wid
     assert_eq!(cal.len(), train.len());
     assert_eq!(cal.scale, 0.0, "one branch: no spread");
     let empty = train.subset(&[]).unwrap();
-    let p = model
-        .predict_intervals(&test, &empty, model.reference_draw(), &cal, 0.8)
-        .unwrap();
+    let p = model.predict_intervals(&test, &empty, &cal, 0.8).unwrap();
     let q = conformal_quantile(&cal.scores, 0.8).unwrap();
     for p in p.iter().filter(|p| !p.bounded) {
         assert_eq!(p.spread, 0.0);
