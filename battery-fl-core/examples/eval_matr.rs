@@ -551,13 +551,7 @@ fn report_intervals(
     let n = truth.len().max(1) as f64;
     let share = |inside: usize| inside as f64 / n;
     for coverage in [0.8, 0.9] {
-        let p = model.predict_intervals(
-            ds,
-            references,
-            model.reference_draw(),
-            calibration,
-            coverage,
-        )?;
+        let p = model.predict_intervals(ds, references, calibration, coverage)?;
         let inside = |lo: fn(&Prediction) -> f64, hi: fn(&Prediction) -> f64| {
             p.iter()
                 .zip(&truth)
