@@ -2,7 +2,7 @@
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal, Self, final
+from typing import Any, ClassVar, Literal, Self, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -29,12 +29,14 @@ __all__ = [
     "GaussianNoise",
     "GenomeFingerprint",
     "HybridModel",
+    "IntervalCalibration",
     "LinearFederation",
     "LinearFleet",
     "LinearModel",
     "LinearSteps",
     "ModelError",
     "NodeSession",
+    "Predictions",
     "PrivacyError",
     "RdpAccountant",
     "RoundNoise",
@@ -346,6 +348,7 @@ class BatLiNet:
     def fine_tune(
         self, cells: Sequence[Cell], *, epochs: int, trainable: str = "head_only"
     ) -> list[float]: ...
+    @overload
     def predict(
         self,
         cells: Sequence[Cell],
@@ -354,7 +357,30 @@ class BatLiNet:
         k: int | None = None,
         selection: str | None = None,
         seed: int | None = None,
+        coverage: None = None,
+        calibration: None = None,
     ) -> _F64: ...
+    @overload
+    def predict(
+        self,
+        cells: Sequence[Cell],
+        references: Sequence[Cell] | None = None,
+        *,
+        k: None = None,
+        selection: None = None,
+        seed: None = None,
+        coverage: float,
+        calibration: IntervalCalibration,
+    ) -> Predictions: ...
+    def calibrate(
+        self,
+        training: Sequence[Cell],
+        calibration: Sequence[Cell],
+        references: Sequence[Cell] | None = None,
+    ) -> IntervalCalibration: ...
+    def cross_calibrate(
+        self, training: Sequence[Cell], *, folds: int | None = None
+    ) -> IntervalCalibration: ...
     def get_parameters(self) -> list[_F32]: ...
     def set_parameters(self, parameters: Sequence[npt.ArrayLike]) -> None: ...
     @property
@@ -430,6 +456,44 @@ class LinearFederation:
     def fleets(self) -> list[LinearFleet]: ...
     @property
     def privacy(self) -> dict[str, Any] | None: ...
+
+@final
+class IntervalCalibration:
+    def __len__(self) -> int: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def max_distance(self) -> float: ...
+    def to_json(self) -> str: ...
+    @classmethod
+    def from_json(cls, text: str) -> IntervalCalibration: ...
+    def __reduce__(self) -> tuple[Any, tuple[str]]: ...
+
+@final
+class Predictions:
+    def __len__(self) -> int: ...
+    @property
+    def life(self) -> _F64: ...
+    @property
+    def lower(self) -> _F64: ...
+    @property
+    def upper(self) -> _F64: ...
+    @property
+    def spread(self) -> _F64: ...
+    @property
+    def reference_low(self) -> _F64: ...
+    @property
+    def reference_high(self) -> _F64: ...
+    @property
+    def training_distance(self) -> _F64: ...
+    @property
+    def reference_distance(self) -> _F64: ...
+    @property
+    def bounded(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def outside_label_range(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def out_of_distribution(self) -> npt.NDArray[np.bool_]: ...
 
 @final
 class HybridModel:

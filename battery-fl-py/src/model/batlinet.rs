@@ -8,18 +8,19 @@ use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::{fleet_statistics, shared_statistics, LABEL_STATISTICS_LEN};
 use battery_fl_core::model::{
     BatLiNet, BatLiNetConfig, Dataset, InputScales, InputStats, LabelTransform, ReferenceSelection,
-    TrainOptions, Trainable,
+    TrainOptions, Trainable, DEFAULT_CALIBRATION_FOLDS,
 };
 use battery_fl_core::Error;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyType};
 
+use super::intervals::{PyIntervalCalibration, PyPredictions};
 use crate::conversion::{
     arrays_from_params, bytes, enum_from_str, named, tensors, to_python, vec_f32, vec_f64, ArrayIn,
 };
 use crate::data::{cell_refs, PyBatteryCell};
-use crate::errors::{lock, CoreResult};
+use crate::errors::{config_error, lock, CoreResult};
 use crate::features::PyFeaturizer;
 
 /// The BatLiNet lifetime model: branch A reads a cell's intra-cell differences, branch B
@@ -231,7 +232,14 @@ impl PyBatLiNet {
     /// ``k`` labelled ``references`` (default the configured ``inference_references``; never
     /// the target itself), chosen ``"random"``-ly (seeded) or as the ``"genome"``-nearest.
     /// A single-branch model needs no references.
-    #[pyo3(signature = (cells, references=None, *, k=None, selection=None, seed=None))]
+    ///
+    /// With ``coverage`` (and a ``calibration`` of this model, from ``calibrate`` or
+    /// ``cross_calibrate``) it returns ``Predictions``: the lives with conformal intervals at
+    /// that coverage, the spread over references and out-of-distribution flags; references
+    /// are then drawn as the calibration drew them (``k``, ``selection`` and ``seed`` must be
+    /// left out).
+    #[pyo3(signature = (cells, references=None, *, k=None, selection=None, seed=None, coverage=None, calibration=None))]
+    #[allow(clippy::too_many_arguments)]
     fn predict<'py>(
         &self,
         py: Python<'py>,
@@ -240,9 +248,41 @@ impl PyBatLiNet {
         k: Option<usize>,
         selection: Option<&str>,
         seed: Option<u64>,
-    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        coverage: Option<f64>,
+        calibration: Option<PyRef<'py, PyIntervalCalibration>>,
+    ) -> PyResult<Py<PyAny>> {
         let targets = cell_refs(&cells);
         let refs = references.as_deref().map(cell_refs).unwrap_or_default();
+        match (coverage, calibration) {
+            (None, None) => {}
+            (Some(coverage), Some(calibration)) => {
+                if k.is_some() || selection.is_some() || seed.is_some() {
+                    return Err(config_error(
+                        "coverage",
+                        "intervals draw references as their calibration did: leave out k, selection and seed",
+                    ));
+                }
+                let cal = &calibration.inner;
+                let predictions = self.with(py, |m| {
+                    let (t, r) = (dataset(m, &targets)?, dataset(m, &refs)?);
+                    m.predict_intervals(&t, &r, cal, coverage)
+                })?;
+                return Ok(PyPredictions::new(predictions)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind());
+            }
+            (Some(_), None) => return Err(config_error(
+                "calibration",
+                "intervals need a calibration: model.calibrate(...) or model.cross_calibrate(...)",
+            )),
+            (None, Some(_)) => {
+                return Err(config_error(
+                    "coverage",
+                    "a calibration needs a coverage such as 0.9",
+                ))
+            }
+        }
         let selection: Option<ReferenceSelection> = selection
             .map(|s| enum_from_str("selection", s))
             .transpose()?;
@@ -256,7 +296,59 @@ impl PyBatLiNet {
             let (t, r) = (dataset(m, &targets)?, dataset(m, &refs)?);
             m.predict_with(&t, &r, k, selection, seed)
         })?;
-        Ok(vec_f64(py, lives))
+        Ok(vec_f64(py, lives).into_any().unbind())
+    }
+
+    /// Calibrate intervals and flags on labelled ``calibration`` cells held out from
+    /// ``training`` (the cells this model was trained on), predicted with ``references``
+    /// (default the training cells). A calibration cell that is also a training cell raises
+    /// ``ConfigError``.
+    ///
+    /// >>> import battery_fl
+    /// >>> from battery_fl import synthetic
+    /// >>> cells = [c for f in synthetic.generate_fleets(fleets=2, cells_per_fleet=12, cycles=12, seed=3) for c in f.cells]
+    /// >>> model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(cycles=12, interp_dim=16),
+    /// ...                             conv_channels=4, epochs=2, batch_size=4, progress=False, inference_references=4)
+    /// >>> _ = model.fit(cells[:12])
+    /// >>> calibration = model.calibrate(cells[:12], cells[12:20])
+    /// >>> p = model.predict(cells[20:], cells[:12], coverage=0.8, calibration=calibration)
+    /// >>> bool(((p.lower <= p.life) & (p.life <= p.upper)).all()), len(p)
+    /// (True, 4)
+    #[pyo3(signature = (training, calibration, references=None))]
+    fn calibrate(
+        &self,
+        py: Python<'_>,
+        training: Vec<Bound<'_, PyBatteryCell>>,
+        calibration: Vec<Bound<'_, PyBatteryCell>>,
+        references: Option<Vec<Bound<'_, PyBatteryCell>>>,
+    ) -> PyResult<PyIntervalCalibration> {
+        let (training, calibration) = (cell_refs(&training), cell_refs(&calibration));
+        let references = references.as_deref().map(cell_refs);
+        let inner = self.with(py, |m| {
+            let train = dataset(m, &training)?;
+            let refs = match &references {
+                Some(r) => dataset(m, r)?,
+                None => train.clone(),
+            };
+            m.calibrate(&train, &dataset(m, &calibration)?, &refs)
+        })?;
+        Ok(PyIntervalCalibration { inner })
+    }
+
+    /// Calibrate without setting cells aside: ``folds`` fresh models of this configuration,
+    /// each trained on all but one fold of ``training`` (the cells this model was trained
+    /// on) and scored on the fold it did not see. Costs ``folds`` trainings (default 5).
+    #[pyo3(signature = (training, *, folds=None))]
+    fn cross_calibrate(
+        &self,
+        py: Python<'_>,
+        training: Vec<Bound<'_, PyBatteryCell>>,
+        folds: Option<usize>,
+    ) -> PyResult<PyIntervalCalibration> {
+        let training = cell_refs(&training);
+        let folds = folds.unwrap_or(DEFAULT_CALIBRATION_FOLDS);
+        let inner = self.with(py, |m| m.cross_calibrate(&dataset(m, &training)?, folds))?;
+        Ok(PyIntervalCalibration { inner })
     }
 
     /// The weights, as float32 arrays in ``parameter_names`` order (copies).

@@ -3,6 +3,7 @@
 
 mod batlinet;
 mod hybrid;
+mod intervals;
 mod linear;
 mod linear_steps;
 mod variance;
@@ -17,5 +18,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     linear::register(m)?;
     linear_steps::register(m)?;
     hybrid::register(m)?;
+    intervals::register(m)?;
     Ok(())
 }

@@ -1,0 +1,186 @@
+//! `IntervalCalibration` and `Predictions`: BatLiNet's conformal intervals and flags
+//! (`battery_fl_core::model::intervals`).
+
+use battery_fl_core::model::{IntervalCalibration, Prediction};
+use numpy::PyArray1;
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+
+use crate::conversion::{from_json, to_json, vec_f64};
+
+/// What a BatLiNet calibration learned from labelled cells the model was not trained on
+/// (``BatLiNet.calibrate``, ``BatLiNet.cross_calibrate``): normalized conformal scores, the
+/// largest genome distance of a calibration cell to the training cells and the training
+/// cells' fingerprints. It belongs to one trained model (a model trained or changed since
+/// refuses it) and, like the cells, stays with its owner. Pickles and round-trips through
+/// JSON.
+#[pyclass(frozen, name = "IntervalCalibration", module = "battery_fl")]
+#[derive(Debug, Clone)]
+pub struct PyIntervalCalibration {
+    pub(crate) inner: IntervalCalibration,
+}
+
+#[pymethods]
+impl PyIntervalCalibration {
+    /// Number of calibration cells.
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// The added spread ``beta`` of the score's divisor (0: every cell gets one width).
+    #[getter]
+    fn scale(&self) -> f64 {
+        self.inner.scale
+    }
+
+    /// Largest genome distance from a calibration cell to its nearest training cell: cells
+    /// further than this are flagged out of distribution.
+    #[getter]
+    fn max_distance(&self) -> f64 {
+        self.inner.max_distance
+    }
+
+    /// The calibration as JSON.
+    fn to_json(&self) -> PyResult<String> {
+        to_json(&self.inner)
+    }
+
+    /// A calibration from JSON.
+    #[classmethod]
+    fn from_json(_cls: &Bound<'_, PyType>, text: &str) -> PyResult<Self> {
+        Ok(PyIntervalCalibration {
+            inner: from_json(text)?,
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "IntervalCalibration(cells={}, scale={:.4}, max_distance={:.4})",
+            self.inner.len(),
+            self.inner.scale,
+            self.inner.max_distance
+        )
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (String,))> {
+        let from = slf.get_type().getattr("from_json")?;
+        Ok((from, (slf.get().to_json()?,)))
+    }
+}
+
+/// BatLiNet predictions with intervals and flags, one entry per cell in each array:
+/// ``life``, ``lower``, ``upper`` (cycles), ``spread`` (robust spread of the per-reference
+/// predictions in ln(life)), ``reference_low``/``reference_high`` (min and max per-reference
+/// prediction: the naive interval), ``training_distance`` and ``reference_distance`` (genome
+/// distance to the nearest training cell and reference used; NaN for a single-branch
+/// model), and the flags ``bounded``, ``outside_label_range`` and ``out_of_distribution``.
+#[pyclass(frozen, name = "Predictions", module = "battery_fl")]
+#[derive(Debug)]
+pub struct PyPredictions {
+    inner: Vec<Prediction>,
+}
+
+impl PyPredictions {
+    pub(crate) fn new(inner: Vec<Prediction>) -> Self {
+        PyPredictions { inner }
+    }
+
+    fn f64s<'py>(&self, py: Python<'py>, f: fn(&Prediction) -> f64) -> Bound<'py, PyArray1<f64>> {
+        vec_f64(py, self.inner.iter().map(f).collect())
+    }
+
+    fn flags<'py>(
+        &self,
+        py: Python<'py>,
+        f: fn(&Prediction) -> bool,
+    ) -> Bound<'py, PyArray1<bool>> {
+        PyArray1::from_vec(py, self.inner.iter().map(f).collect())
+    }
+}
+
+#[pymethods]
+impl PyPredictions {
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Predicted cycle lives (float64), as ``predict`` without ``coverage`` gives them.
+    #[getter]
+    fn life<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.f64s(py, |p| p.life)
+    }
+
+    /// Lower ends of the intervals (cycles).
+    #[getter]
+    fn lower<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.f64s(py, |p| p.lower)
+    }
+
+    /// Upper ends of the intervals (cycles).
+    #[getter]
+    fn upper<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.f64s(py, |p| p.upper)
+    }
+
+    /// Robust spread of the per-reference predictions in ln(life).
+    #[getter]
+    fn spread<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.f64s(py, |p| p.spread)
+    }
+
+    /// Smallest per-reference prediction (cycles).
+    #[getter]
+    fn reference_low<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.f64s(py, |p| p.reference_low)
+    }
+
+    /// Largest per-reference prediction (cycles).
+    #[getter]
+    fn reference_high<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.f64s(py, |p| p.reference_high)
+    }
+
+    /// Genome distance to the nearest training cell.
+    #[getter]
+    fn training_distance<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.f64s(py, |p| p.training_distance)
+    }
+
+    /// Genome distance to the nearest reference used (NaN for a single-branch model).
+    #[getter]
+    fn reference_distance<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.f64s(py, |p| p.reference_distance.unwrap_or(f64::NAN))
+    }
+
+    /// Whether each point prediction hit the bound around the training lives.
+    #[getter]
+    fn bounded<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
+        self.flags(py, |p| p.bounded)
+    }
+
+    /// Whether each point prediction lies outside the training lives.
+    #[getter]
+    fn outside_label_range<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
+        self.flags(py, |p| p.outside_label_range)
+    }
+
+    /// Whether each cell is out of distribution (cathode unseen, or further from the training
+    /// cells than every calibration cell).
+    #[getter]
+    fn out_of_distribution<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
+        self.flags(py, |p| p.out_of_distribution)
+    }
+
+    fn __repr__(&self) -> String {
+        let flagged = self.inner.iter().filter(|p| p.out_of_distribution).count();
+        format!(
+            "Predictions(cells={}, out_of_distribution={flagged})",
+            self.inner.len()
+        )
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyIntervalCalibration>()?;
+    m.add_class::<PyPredictions>()
+}

@@ -1,0 +1,68 @@
+"""BatLiNet intervals and flags through Python: calibrate, predict with coverage, refusals."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import numpy as np
+import pytest
+
+import battery_fl
+
+
+def test_predictions_with_intervals_match_the_plain_ones(
+    cells: list[battery_fl.Cell], fitted: battery_fl.BatLiNet
+) -> None:
+    train, calibration, test = cells[:12], cells[12:16], cells[16:]
+    cal = fitted.calibrate(train, calibration)
+    assert len(cal) == 4 and cal.scale >= 0.0 and cal.max_distance >= 0.0
+    p = fitted.predict(test, train, coverage=0.5, calibration=cal)
+    assert isinstance(p, battery_fl.Predictions) and len(p) == len(test)
+    np.testing.assert_allclose(p.life, fitted.predict(test, train), rtol=1e-9)
+    assert ((p.lower <= p.life) & (p.life <= p.upper)).all()
+    assert ((p.reference_low <= p.life) & (p.life <= p.reference_high)).all()
+    assert p.out_of_distribution.dtype == np.bool_ and p.spread.dtype == np.float64
+    assert np.isfinite(p.reference_distance).all() and (p.training_distance >= 0).all()
+    # four calibration cells give at most 80 %
+    with pytest.raises(battery_fl.DataError, match="calibration cells"):
+        fitted.predict(test, train, coverage=0.9, calibration=cal)
+    # a calibration survives pickling and JSON, and still fits its model
+    for back in (pickle.loads(pickle.dumps(cal)), type(cal).from_json(cal.to_json())):
+        q = fitted.predict(test, train, coverage=0.5, calibration=back)
+        np.testing.assert_array_equal(q.upper, p.upper)
+
+
+def test_intervals_refuse_what_would_be_silently_wrong(
+    cells: list[battery_fl.Cell], model_kwargs: dict[str, Any]
+) -> None:
+    model = battery_fl.BatLiNet(**model_kwargs)
+    model.fit(cells[:12])
+    with pytest.raises(battery_fl.ConfigError) as info:
+        model.calibrate(cells[:12], cells[10:14])  # two training cells
+    assert info.value.field == "calibration"
+    cal = model.calibrate(cells[:12], cells[12:16])
+    with pytest.raises(battery_fl.ConfigError, match="calibration"):
+        model.predict(cells[16:], cells[:12], coverage=0.5)  # type: ignore[call-overload]
+    with pytest.raises(battery_fl.ConfigError, match="coverage"):
+        model.predict(cells[16:], cells[:12], calibration=cal)  # type: ignore[call-overload]
+    with pytest.raises(battery_fl.ConfigError, match="leave out k"):
+        model.predict(cells[16:], cells[:12], k=2, coverage=0.5, calibration=cal)  # type: ignore[call-overload]
+    with pytest.raises(battery_fl.ConfigError):
+        model.predict(cells[16:], cells[:12], coverage=1.5, calibration=cal)
+    with pytest.raises(battery_fl.ConfigError) as info:
+        model.cross_calibrate(cells[:12], folds=1)
+    assert info.value.field == "folds"
+    # training further makes the calibration stale
+    model.train(cells[:12], epochs=1)
+    with pytest.raises(battery_fl.ModelError, match="calibrate again"):
+        model.predict(cells[16:], cells[:12], coverage=0.5, calibration=cal)
+
+
+def test_cross_calibration_scores_every_training_cell(
+    cells: list[battery_fl.Cell], fitted: battery_fl.BatLiNet
+) -> None:
+    cal = fitted.cross_calibrate(cells[:12], folds=3)
+    assert len(cal) == 12
+    p = fitted.predict(cells[12:], cells[:12], coverage=0.8, calibration=cal)
+    assert ((p.lower <= p.life) & (p.life <= p.upper)).all()
