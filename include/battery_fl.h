@@ -28,6 +28,17 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+// Flag bit of `bfl_model_predict_intervals`: the cell's cathode is in neither the training
+// nor the calibration cells, or it lies further (genome distance) from the training cells
+// than every calibration cell.
+#define BFL_PREDICTION_OUT_OF_DISTRIBUTION 1
+
+// Flag bit: the point prediction hit the bound around the training lives.
+#define BFL_PREDICTION_BOUNDED 2
+
+// Flag bit: the point prediction lies outside the training lives.
+#define BFL_PREDICTION_OUTSIDE_LABEL_RANGE 4
+
 // The result of every fallible call. `BFL_STATUS_OK` is 0; every other value is a failure
 // whose details `bfl_last_error_message` returns on the same thread.
 //
@@ -145,6 +156,13 @@ typedef struct bfl_featurizer bfl_featurizer;
 //
 // Threads: `Send + Sync`; every function taking it may run concurrently.
 typedef struct bfl_genome bfl_genome;
+
+// What a calibration of one trained model learned from labelled cells it was not trained
+// on. Opaque and immutable; it holds the training cells' genome fingerprints, so it stays
+// with whoever owns the cells.
+//
+// Threads: `Send + Sync`; every function taking it may run concurrently.
+typedef struct bfl_interval_calibration bfl_interval_calibration;
 
 // A fitted linear lifetime model: ridge regression of ln(cycle life) on early-life features
 // (Severson's ΔQ(V) and fade features, temperature, C-rates) with one offset per cathode.
@@ -648,6 +666,52 @@ enum bfl_status bfl_genome_distance(const struct bfl_genome *a,
 // Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
 // `genome` concurrently.
 void bfl_genome_free(struct bfl_genome *genome);
+
+// Calibrate `model`'s intervals on labelled `calibration` cells held out from `training`
+// (the cells the model was trained on), predicted with `references` (usually the training
+// cells). A calibration cell that is also a training cell gives `BFL_STATUS_INVALID_CONFIG`.
+//
+// Ownership: everything is borrowed; on success `*out` owns a new calibration
+// (`bfl_interval_calibration_free`). NULL: any argument NULL gives
+// `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe (calls on one model are serialized).
+// Without the `tch` feature: `BFL_STATUS_UNSUPPORTED`.
+enum bfl_status bfl_model_calibrate(const struct bfl_model *model,
+                                    const struct bfl_dataset *training,
+                                    const struct bfl_dataset *calibration,
+                                    const struct bfl_dataset *references,
+                                    struct bfl_interval_calibration **out);
+
+// Predict every target with an interval at `coverage` (in (0, 1)), references drawn from
+// `references` as the calibration drew them. Writes, per target in order, the cycle life
+// into `life`, the interval into `lower` and `upper`, and into `flags` the OR of
+// `BFL_PREDICTION_OUT_OF_DISTRIBUTION`, `BFL_PREDICTION_BOUNDED` and
+// `BFL_PREDICTION_OUTSIDE_LABEL_RANGE`. Each array must hold at least as many values as
+// there are targets (`out_len`); `*written` (may be NULL) gets the count.
+//
+// Errors: a calibration made for another model, or for this one before its weights
+// changed, gives `BFL_STATUS_MODEL`; too few calibration cells for the coverage
+// `BFL_STATUS_NOT_ENOUGH_DATA`; a coverage outside (0, 1) `BFL_STATUS_INVALID_CONFIG`.
+//
+// Ownership: everything is borrowed. NULL: a handle NULL, or an output array NULL with
+// targets to predict, gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+// Without the `tch` feature: `BFL_STATUS_UNSUPPORTED`.
+enum bfl_status bfl_model_predict_intervals(const struct bfl_model *model,
+                                            const struct bfl_dataset *targets,
+                                            const struct bfl_dataset *references,
+                                            const struct bfl_interval_calibration *calibration,
+                                            double coverage,
+                                            double *life,
+                                            double *lower,
+                                            double *upper,
+                                            uint8_t *flags,
+                                            size_t out_len,
+                                            size_t *written);
+
+// Free a calibration. NULL is a no-op.
+//
+// Ownership: takes back ownership; do not use it afterwards. Threads: no other call may use
+// `calibration` concurrently.
+void bfl_interval_calibration_free(struct bfl_interval_calibration *calibration);
 
 // Fit on `n` labelled cells, choosing the feature set and ridge strength by closed-form
 // leave-one-out error.

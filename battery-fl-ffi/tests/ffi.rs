@@ -15,6 +15,7 @@ fn every_handle_is_send_and_sync() {
     assert_send_sync::<bfl_cell>();
     assert_send_sync::<bfl_featurizer>();
     assert_send_sync::<bfl_genome>();
+    assert_send_sync::<bfl_interval_calibration>();
     assert_send_sync::<bfl_linear_model>();
     assert_send_sync::<bfl_model>();
     assert_send_sync::<bfl_dataset>();

@@ -15,6 +15,11 @@ static const char *TEST[2] = {
     "MATR_2017-05-12_EL150800463886.json.gz", "MATR_2017-05-12_EL150800460468.json.gz",
 };
 
+static const char *CALIBRATION[4] = {
+    "MATR_2017-06-30_EL150800440551.json.gz", "MATR_2017-06-30_EL150800460449.json.gz",
+    "MATR_2017-06-30_EL150800460451.json.gz", "MATR_2017-06-30_EL150800460466.json.gz",
+};
+
 static bfl_cell *load(const char *dir, const char *file) {
     char path[4096];
     snprintf(path, sizeof path, "%s/matr_severson_qv/%s", dir, file);
@@ -105,6 +110,40 @@ int main(int argc, char **argv) {
         CHECK(jobs[t].out[0] == pred[0] && jobs[t].out[1] == pred[1]);
     }
 
+    /* intervals: calibrate on four held-out cells, predict with flags */
+    bfl_cell *held[4];
+    for (int i = 0; i < 4; i++) held[i] = load(data, CALIBRATION[i]);
+    bfl_dataset *calib_ds = NULL;
+    OK(bfl_model_dataset_new(model, (const bfl_cell *const *)held, 4, &calib_ds));
+    bfl_interval_calibration *cal = NULL;
+    FAILS(BFL_STATUS_INVALID_CONFIG, bfl_model_calibrate(model, refs, refs, refs, &cal));
+    CHECK(cal == NULL);
+    FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_model_calibrate(model, refs, NULL, refs, &cal));
+    OK(bfl_model_calibrate(model, refs, calib_ds, refs, &cal));
+    double lives[2], lower[2], upper[2];
+    uint8_t flags[2] = {255, 255};
+    OK(bfl_model_predict_intervals(model, targets, refs, cal, 0.8, lives, lower, upper, flags, 2,
+                                   &written));
+    CHECK(written == 2);
+    for (int i = 0; i < 2; i++) {
+        CHECK(lives[i] == pred[i] && lower[i] <= lives[i] && lives[i] <= upper[i]);
+        CHECK((flags[i] & ~(BFL_PREDICTION_OUT_OF_DISTRIBUTION | BFL_PREDICTION_BOUNDED |
+                            BFL_PREDICTION_OUTSIDE_LABEL_RANGE)) == 0);
+    }
+    printf("80 %% intervals: [%.0f, %.0f] and [%.0f, %.0f] cycles\n", lower[0], upper[0],
+           lower[1], upper[1]);
+    FAILS(BFL_STATUS_NOT_ENOUGH_DATA, bfl_model_predict_intervals(model, targets, refs, cal, 0.9,
+                                                                   lives, lower, upper, flags,
+                                                                   2, NULL));
+    FAILS(BFL_STATUS_INVALID_CONFIG, bfl_model_predict_intervals(model, targets, refs, cal, 1.5,
+                                                                  lives, lower, upper, flags,
+                                                                  2, NULL));
+    FAILS(BFL_STATUS_BUFFER_TOO_SMALL, bfl_model_predict_intervals(model, targets, refs, cal,
+                                                                    0.8, lives, lower, upper,
+                                                                    flags, 1, NULL));
+    bfl_dataset_free(calib_ds);
+    for (int i = 0; i < 4; i++) bfl_cell_free(held[i]);
+
     /* flat parameters: export, perturb, import, restore */
     size_t np = 0;
     OK(bfl_model_num_params(model, &np));
@@ -118,10 +157,16 @@ int main(int argc, char **argv) {
     double changed[2];
     OK(bfl_model_predict(model, targets, refs, changed, 2, NULL));
     CHECK(changed[0] != pred[0]);
+    /* the calibration belongs to the weights it was made with */
+    FAILS(BFL_STATUS_MODEL, bfl_model_predict_intervals(model, targets, refs, cal, 0.8, lives,
+                                                         lower, upper, flags, 2, NULL));
     FAILS(BFL_STATUS_SHAPE, bfl_model_import_params(model, w, np - 1));
     OK(bfl_model_import_params(model, w, np));
     OK(bfl_model_predict(model, targets, refs, changed, 2, NULL));
     CHECK(changed[0] == pred[0] && changed[1] == pred[1]);
+    OK(bfl_model_predict_intervals(model, targets, refs, cal, 0.8, lives, lower, upper, flags, 2,
+                                   NULL));
+    bfl_interval_calibration_free(cal);
 
     /* save and load again */
     char dir[4096];
