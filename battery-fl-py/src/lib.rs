@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("DEFAULT_COVERAGE", battery_fl_core::model::DEFAULT_COVERAGE)?;
     errors::register(m)?;
     data::register(m)?;
     features::register(m)?;

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DEFAULT_COVERAGE",
     "AggregationError",
     "BatLiNet",
     "BatteryFlError",
@@ -66,6 +67,7 @@ __all__ = [
 ]
 
 __version__: str
+DEFAULT_COVERAGE: float
 
 _Path = str | os.PathLike[str]
 _F32 = npt.NDArray[np.float32]
@@ -437,6 +439,9 @@ class LinearModel:
 @final
 class LinearFleet:
     def predict(self, cells: Sequence[Cell]) -> _F64: ...
+    def predict_intervals(
+        self, cells: Sequence[Cell], train: Sequence[Cell], *, coverage: float | None = None
+    ) -> tuple[_F64, _F64, _F64, npt.NDArray[np.bool_]]: ...
     @property
     def local(self) -> LinearModel: ...
     @property

@@ -42,8 +42,9 @@ def _rmse(predicted: np.ndarray, cells: list[battery_fl.Cell]) -> float:
 def test_flower_runs_the_linear_federation_of_federate_linear(tmp_path: Path, secure: bool) -> None:
     data = _fleets()
     grid = _grid()
+    # eight training cells per node: enough for 80 % intervals, not for 90 %
     settings = SETTINGS.replace(
-        recipe="linear", secure_aggregation=secure, output_dir=str(tmp_path)
+        recipe="linear", secure_aggregation=secure, output_dir=str(tmp_path), interval_coverage=0.8
     )
     summary = run_linear_federation(grid, settings, NODE_IDS)
     reference = battery_fl.federate_linear([train for train, _ in data], secure_aggregation=False)
@@ -57,7 +58,11 @@ def test_flower_runs_the_linear_federation_of_federate_linear(tmp_path: Path, se
     np.testing.assert_allclose(
         model.predict(cells), reference.global_model.predict(cells), rtol=rtol
     )
-    assert json.loads((tmp_path / "result.json").read_text())["privacy"] is None
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["privacy"] is None and result["interval_coverage"] == 0.8
+    cells_per_node = [summary["per_node"][str(n)]["num-examples"] for n in NODE_IDS]
+    pooled = [summary["per_node"][str(n)]["covered"] for n in NODE_IDS]
+    assert result["covered"] == pytest.approx(np.average(pooled, weights=cells_per_node))
     for i, node in enumerate(NODE_IDS):
         _, test = data[i]
         metrics = summary["per_node"][str(node)]
@@ -65,6 +70,13 @@ def test_flower_runs_the_linear_federation_of_federate_linear(tmp_path: Path, se
         assert metrics["personalized-rmse"] == pytest.approx(
             _rmse(own.predict(test), test), rel=rtol
         )
+        # each node's intervals are the fleet's own, calibrated on its training cells
+        train, _ = data[i]
+        _, lower, upper, ood = own.predict_intervals(test, train, coverage=0.8)
+        truth = np.array([c.cycle_life() for c in test], dtype=float)
+        assert metrics["covered"] == pytest.approx(np.mean((lower <= truth) & (truth <= upper)))
+        assert metrics["mean-width"] == pytest.approx(np.mean(upper - lower), rel=rtol)
+        assert metrics["out-of-distribution"] == ood.sum()
         # (the local model never touches a sum)
         assert metrics["local-rmse"] == pytest.approx(
             _rmse(own.local.predict(test), test), rel=1e-9

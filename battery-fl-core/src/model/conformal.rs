@@ -2,6 +2,9 @@
 
 use crate::error::{Error, Result};
 
+/// The coverage intervals are reported at unless asked otherwise (the main job, Flower).
+pub const DEFAULT_COVERAGE: f64 = 0.9;
+
 /// The split-conformal quantile of ascending `scores` at `coverage`: the
 /// `⌈(n + 1) c⌉`-th smallest score. With `n` exchangeable calibration scores a new score lies
 /// at or below it with probability at least `c`. Needs at least `c / (1 − c)` scores (9 for

@@ -36,7 +36,7 @@ mod transfer;
 pub use config::{
     BatLiNetConfig, DeviceChoice, Geometry, InterFeatures, LrSchedule, ReferenceSelection,
 };
-pub use conformal::{conformal_quantile, robust_spread, MAD_FACTOR};
+pub use conformal::{conformal_quantile, robust_spread, DEFAULT_COVERAGE, MAD_FACTOR};
 pub use dataset::{Dataset, InputScales, InputStats};
 pub use labels::{
     grouped_label_sums, label_group, label_sums, log_prediction_bounds, LabelGrouping,

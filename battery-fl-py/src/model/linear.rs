@@ -6,7 +6,7 @@ use battery_fl_core::federation::{
     federate_linear, LinearFederation, LinearFleet, SecureAggregation,
 };
 use battery_fl_core::model::{
-    select_linear, LinearConfig, LinearModel, LinearPrediction, LinearRow,
+    select_linear, LinearConfig, DEFAULT_COVERAGE, LinearModel, LinearPrediction, LinearRow,
 };
 use numpy::PyArray1;
 use pyo3::prelude::*;
@@ -129,13 +129,7 @@ impl PyLinearModel {
                     .intervals(&rows(&config, &cells)?, &cal, coverage)
             })
             .or_raise()?;
-        let pick = |f: fn(&LinearPrediction) -> f64| preds.iter().map(f).collect::<Vec<_>>();
-        Ok((
-            vec_f64(py, pick(|p| p.life)),
-            vec_f64(py, pick(|p| p.lower)),
-            vec_f64(py, pick(|p| p.upper)),
-            PyArray1::from_vec(py, preds.iter().map(|p| p.out_of_distribution).collect()),
-        ))
+        Ok(interval_arrays(py, &preds))
     }
 
     /// The feature set read (``variance``, ``fade``, ``discharge``, ``conditions`` or ``full``).
@@ -203,6 +197,33 @@ impl PyLinearFleet {
                 .or_raise()?,
         );
         Ok(vec_f64(py, lives))
+    }
+
+    /// ``(lives, lower, upper, out_of_distribution)``: predictions with the fleet's model for
+    /// each cell's chemistry and conformal intervals at ``coverage`` (default
+    /// ``DEFAULT_COVERAGE``), each model calibrated on the fleet's own training cells
+    /// ``train`` (leave-one-out for the models fitted on them).
+    #[pyo3(signature = (cells, train, *, coverage=None))]
+    fn predict_intervals<'py>(
+        &self,
+        py: Python<'py>,
+        cells: Vec<Bound<'py, PyBatteryCell>>,
+        train: Vec<Bound<'py, PyBatteryCell>>,
+        coverage: Option<f64>,
+    ) -> PyResult<(F64Array<'py>, F64Array<'py>, F64Array<'py>, BoolArray<'py>)> {
+        let (cells, train) = (cell_refs(&cells), cell_refs(&train));
+        let config = LinearConfig {
+            early_life: self.inner.local.early_life.clone(),
+            ..Default::default()
+        };
+        let coverage = coverage.unwrap_or(DEFAULT_COVERAGE);
+        let preds = py
+            .detach(|| {
+                self.inner
+                    .intervals(&rows(&config, &train)?, &rows(&config, &cells)?, coverage)
+            })
+            .or_raise()?;
+        Ok(interval_arrays(py, &preds))
     }
 
     /// Its model alone.
@@ -354,4 +375,18 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLinearFederation>()?;
     m.add_function(wrap_pyfunction!(federate_linear_py, m)?)?;
     Ok(())
+}
+
+/// `(lives, lower, upper, out_of_distribution)` arrays of linear predictions.
+fn interval_arrays<'py>(
+    py: Python<'py>,
+    preds: &[LinearPrediction],
+) -> (F64Array<'py>, F64Array<'py>, F64Array<'py>, BoolArray<'py>) {
+    let pick = |f: fn(&LinearPrediction) -> f64| preds.iter().map(f).collect::<Vec<_>>();
+    (
+        vec_f64(py, pick(|p| p.life)),
+        vec_f64(py, pick(|p| p.lower)),
+        vec_f64(py, pick(|p| p.upper)),
+        PyArray1::from_vec(py, preds.iter().map(|p| p.out_of_distribution).collect()),
+    )
 }

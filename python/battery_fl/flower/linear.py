@@ -13,7 +13,10 @@ process):
 3. ``query.linear_fit`` (``linear-total``, ``linear-errors``): the node computes its own
    models and its choice among them, keeps them in ``Context.state``
    (:data:`LINEAR_STATE_KEY`, never sent), and replies with ``metrics``: ``local-rmse`` and
-   ``personalized-rmse`` (cycles, on its test cells) and ``num-examples``.
+   ``personalized-rmse`` (cycles, on its test cells), ``num-examples``, and for its conformal
+   intervals at ``interval-coverage`` (calibrated on its own training cells) ``covered``
+   (the share of its test cells inside), ``mean-width`` (cycles) and ``out-of-distribution``
+   (flagged cells).
 
 The server fits the global model from the two sums (``LinearSteps.global_model``); with
 ``output-dir`` it writes ``linear-global.json`` and ``result.json``.
@@ -42,7 +45,7 @@ from flwr.serverapp import Grid
 
 import battery_fl
 from battery_fl.flower.secagg import SecAggWorkflow
-from battery_fl.flower.settings import FederationSettings, config_error, load_fleet
+from battery_fl.flower.settings import FederationSettings, FleetCells, config_error, load_fleet
 
 __all__ = [
     "ERRORS_ACTION",
@@ -137,7 +140,26 @@ def query_linear_fit(msg: Message, context: Context) -> Message:
     if fleet.test:
         metrics["local-rmse"] = _rmse(own.local.predict(fleet.test), fleet.test)
         metrics["personalized-rmse"] = _rmse(own.predict(fleet.test), fleet.test)
+        metrics.update(_interval_metrics(own, fleet, float(config["interval-coverage"])))  # type: ignore[arg-type]
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+def _interval_metrics(
+    own: battery_fl.LinearFleet, fleet: FleetCells, coverage: float
+) -> dict[str, float]:
+    """Coverage, mean width (cycles) and flagged count of the node's conformal intervals on
+    its test cells, calibrated on its training cells; empty when it has too few of them."""
+    try:
+        _, lower, upper, ood = own.predict_intervals(fleet.test, fleet.train, coverage=coverage)
+    except battery_fl.DataError as err:
+        _log.warning("no %.0f %% intervals on this node: %s", 100 * coverage, err)
+        return {}
+    truth = np.array([c.cycle_life() or math.nan for c in fleet.test], dtype=np.float64)
+    return {
+        "covered": float(np.mean((lower <= truth) & (truth <= upper))),
+        "mean-width": float(np.mean(upper - lower)),
+        "out-of-distribution": int(ood.sum()),
+    }
 
 
 def _sum(
@@ -183,6 +205,18 @@ def _reply_vector(reply: Message) -> np.ndarray:
     return np.asarray(vector, dtype=np.float64)
 
 
+def _pooled_intervals(per_node: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """``covered`` and ``mean_width`` over the test cells of every node that reported them."""
+    reporting = [m for m in per_node.values() if "covered" in m and m["num-examples"] > 0]
+    cells = sum(m["num-examples"] for m in reporting)
+    if not cells:
+        return {"covered": None, "mean_width": None}
+    return {
+        "covered": sum(m["covered"] * m["num-examples"] for m in reporting) / cells,
+        "mean_width": sum(m["mean-width"] * m["num-examples"] for m in reporting) / cells,
+    }
+
+
 def run_linear_federation(
     grid: Grid, settings: FederationSettings, nodes: list[int]
 ) -> dict[str, Any]:
@@ -202,6 +236,7 @@ def run_linear_federation(
         "per-chemistry-choice": settings.per_chemistry_choice,
         "record-epsilon": settings.record_epsilon,
         "record-noise-seed": settings.dp_seed,
+        "interval-coverage": settings.interval_coverage,
     }
     steps = battery_fl.LinearSteps(
         len(nodes),
@@ -253,6 +288,8 @@ def run_linear_federation(
         "global_error": error,
         "privacy": steps.privacy,
         "per_node": per_node,
+        "interval_coverage": settings.interval_coverage,
+        **_pooled_intervals(per_node),
         "seconds": time.monotonic() - started,
     }
     _log.info(

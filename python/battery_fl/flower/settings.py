@@ -35,6 +35,7 @@ from typing import Any
 
 import battery_fl
 from battery_fl import synthetic
+from battery_fl._core import DEFAULT_COVERAGE
 
 __all__ = [
     "CORE_DEFAULTS",
@@ -160,7 +161,8 @@ class FederationSettings:
     instead of BatLiNet rounds (:mod:`battery_fl.flower.linear`; each node keeps its own
     choice), with record-level DP at ``record_epsilon`` per cell when it is above 0 (noise
     seeded from ``dp_seed``) and ``per_chemistry_choice``; the BatLiNet settings do not
-    apply to it.
+    apply to it. Each node reports the coverage and mean width of its conformal intervals at
+    ``interval_coverage`` (default the core's ``DEFAULT_COVERAGE``) on its test cells.
     """
 
     num_server_rounds: int = CORE_DEFAULTS["rounds"]
@@ -201,6 +203,7 @@ class FederationSettings:
     recipe: str = "batlinet"
     record_epsilon: float = 0.0
     per_chemistry_choice: bool = False
+    interval_coverage: float = DEFAULT_COVERAGE
     model: dict[str, _Scalar] = field(default_factory=dict)
     featurizer: dict[str, _Scalar] = field(default_factory=dict)
 
@@ -237,6 +240,8 @@ class FederationSettings:
             raise config_error("label-scope", f"{self.label_scope!r} is not one of {LABEL_SCOPES}")
         if self.recipe not in RECIPES:
             raise config_error("recipe", f"{self.recipe!r} is not one of {RECIPES}")
+        if not 0.0 < self.interval_coverage < 1.0:
+            raise config_error("interval-coverage", "must be in (0, 1)")
         if not (math.isfinite(self.record_epsilon) and self.record_epsilon >= 0.0):
             raise config_error("record-epsilon", "must be finite and >= 0 (0: exact sums)")
         if self.dp_enabled:
