@@ -6,7 +6,7 @@ use battery_fl_core::federation::{
     federate_linear, LinearFederation, LinearFleet, SecureAggregation,
 };
 use battery_fl_core::model::{
-    select_linear, LinearConfig, DEFAULT_COVERAGE, LinearModel, LinearPrediction, LinearRow,
+    select_linear, LinearConfig, LinearModel, LinearPrediction, LinearRow, DEFAULT_COVERAGE,
 };
 use numpy::PyArray1;
 use pyo3::prelude::*;
