@@ -16,6 +16,7 @@ mod model;
 mod runtime;
 mod secagg;
 mod secagg_node;
+mod server_dp;
 mod synthetic;
 
 use pyo3::prelude::*;
@@ -33,6 +34,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::register(m)?;
     aggregate::register(m)?;
     dp::register(m)?;
+    server_dp::register(m)?;
     secagg::register(m)?;
     secagg_node::register(m)?;
     federation::register(m)?;

@@ -43,6 +43,7 @@ __all__ = [
     "RoundNoise",
     "SecAggClient",
     "SecAggError",
+    "ServerDp",
     "SecAggResult",
     "SecAggServer",
     "Simulation",
@@ -645,6 +646,42 @@ class GaussianNoise:
     def sample(self, std: float) -> float: ...
     @property
     def calls(self) -> int: ...
+
+@final
+class ServerDp:
+    def __new__(
+        cls,
+        noise_multiplier: float,
+        clipping_norm: float,
+        *,
+        mode: str | None = None,
+        target_delta: float | None = None,
+        max_epsilon: float | None = None,
+        seed: int | None = None,
+        secure_aggregation: bool = False,
+    ) -> Self: ...
+    def client_noise(
+        self, sampled: int, *, min_survivors: int | None = None
+    ) -> tuple[float, float]: ...
+    def release_updates(
+        self,
+        deltas: Sequence[Sequence[npt.ArrayLike]],
+        sampled: int,
+        *,
+        min_survivors: int | None = None,
+    ) -> list[_F32]: ...
+    def release(
+        self,
+        mean: Sequence[npt.ArrayLike],
+        arrived: int,
+        sampled: int,
+        *,
+        min_survivors: int | None = None,
+    ) -> list[_F32]: ...
+    @property
+    def epsilon(self) -> float | None: ...
+    @property
+    def rounds(self) -> int: ...
 
 @final
 class RoundNoise:

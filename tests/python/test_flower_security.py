@@ -201,4 +201,6 @@ def test_distributed_dp_needs_secure_aggregation() -> None:
         dp=DpConfig(1.0, 1.0, mode="distributed"), secure_aggregation=SecAggWorkflow(threshold=4)
     )
     # noise sized for the 4 survivors the protocol accepts, not the 6 sampled
-    assert strategy._round_noise(6).client_std == pytest.approx(1.0 / np.sqrt(4))
+    assert strategy.server_dp is not None
+    _, client_std = strategy.server_dp.client_noise(6, min_survivors=strategy._min_survivors(6))
+    assert client_std == pytest.approx(1.0 / np.sqrt(4))

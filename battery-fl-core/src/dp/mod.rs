@@ -47,6 +47,7 @@ pub mod noise;
 pub mod rdp;
 pub mod record;
 pub mod round;
+pub mod server;
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,7 @@ pub use floor::DpFloor;
 pub use noise::{GaussianNoise, NOISE_CHUNK};
 pub use record::{RecordPrivacy, RecordPrivacyReport};
 pub use round::{check_mode, RoundNoise};
+pub use server::{release_mean, ServerDp};
 
 use crate::error::{Error, Result};
 

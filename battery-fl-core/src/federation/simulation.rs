@@ -15,7 +15,7 @@ use crate::aggregate::{
     partition_updates, Aggregator, ClientUpdate, FedMedian, FedOpt, FedTrimmedAvg, ServerOptimizer,
     UpdatePolicy,
 };
-use crate::dp::{clip_l2, DpMode, GaussianNoise, RoundNoise};
+use crate::dp::{clip_l2, release_mean, DpMode, GaussianNoise, RoundNoise};
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
 use crate::model::{
@@ -361,10 +361,7 @@ impl Simulation {
         if cfg.strategy.needs_only_the_sum() {
             let mut mean = self.mean_delta(&updates, r)?;
             if let (Some(rn), Some(noise)) = (&round_noise, noise.as_mut()) {
-                mean = dp_mean(rn, &mean, updates.len());
-                if rn.mode == DpMode::Central {
-                    rn.add_server_noise_to_mean(&mut mean, noise)?;
-                }
+                mean = release_mean(rn, &mean, updates.len(), noise)?;
             }
             global = match server_optimizer.as_mut() {
                 Some(opt) => opt.aggregate(&global, &[ClientUpdate::delta("mean", 1, mean)])?,
@@ -396,10 +393,7 @@ impl Simulation {
                         rn.clipping_norm,
                         sampled.max(1),
                     )?;
-                    group_mean = dp_mean(&group_noise, &group_mean, members.len());
-                    if rn.mode == DpMode::Central {
-                        group_noise.add_server_noise_to_mean(&mut group_mean, noise)?;
-                    }
+                    group_mean = release_mean(&group_noise, &group_mean, members.len(), noise)?;
                 }
                 *params = params.add(&group_mean)?;
             }
@@ -573,12 +567,4 @@ impl Simulation {
         }
         Ok((Metrics::compute(&preds, &truth)?.rmse, per_fleet))
     }
-}
-
-/// The DP mean of `arrived` equally weighted updates whose plain mean is `mean`: their sum
-/// over the round's fixed denominator (the sampled count), not over the replies.
-fn dp_mean(round: &RoundNoise, mean: &ModelParams, arrived: usize) -> ModelParams {
-    let mut sum = mean.clone();
-    sum.scale(arrived as f32);
-    round.mean_of_sum(&sum)
 }

@@ -109,13 +109,20 @@ class BatteryFlStrategy(FedAvg):
         self.dp = dp
         self.secure_aggregation = secure_aggregation
         self.output_dir = Path(output_dir) if output_dir else None
-        self.accountant = (
-            _dp.RdpAccountant(max_epsilon=dp.max_epsilon, delta=dp.target_delta)
+        # the coordinator's DP (clipping, fixed denominator, accounting, server noise): core
+        self.server_dp = (
+            _dp.ServerDp(
+                dp.noise_multiplier,
+                dp.clipping_norm,
+                mode=dp.mode,
+                target_delta=dp.target_delta,
+                max_epsilon=dp.max_epsilon,
+                seed=dp.seed,
+                secure_aggregation=secure_aggregation is not None,
+            )
             if dp is not None
             else None
         )
-        self._noise = _dp.GaussianNoise(dp.seed) if dp is not None else None
-        self.epsilon: float | None = None
         self.history: list[dict[str, Any]] = []
         self._global: list[np.ndarray] = []
         self._sampled = 0
@@ -140,11 +147,18 @@ class BatteryFlStrategy(FedAvg):
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._global = arrays.to_numpy_ndarrays()
         self._sampled = len(messages)
-        if self.dp is not None and messages:
-            noise = self._round_noise(len(messages))
-            config["dp-clipping-norm"] = self.dp.clipping_norm  # shared by every message
-            config["dp-noise-std"] = noise.client_std
+        if self.server_dp is not None and messages:
+            clipping_norm, client_std = self.server_dp.client_noise(
+                len(messages), min_survivors=self._min_survivors(len(messages))
+            )
+            config["dp-clipping-norm"] = clipping_norm  # shared by every message
+            config["dp-noise-std"] = client_std
         return messages
+
+    @property
+    def epsilon(self) -> float | None:
+        """Epsilon spent so far (``None`` without DP or before the first round)."""
+        return self.server_dp.epsilon if self.server_dp is not None else None
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -156,56 +170,36 @@ class BatteryFlStrategy(FedAvg):
         contents = [m.content for m in valid]
         updates = [c["arrays"].to_numpy_ndarrays() for c in contents]  # type: ignore[union-attr]
         extra: dict[str, float] = {"nodes": float(len(valid))}
-        if self.dp is None:
+        if self.server_dp is None:
             weights = [float(c["metrics"][self.weighted_by_key]) for c in contents]  # type: ignore[index,arg-type]
             new = self.aggregator.aggregate(updates, weights, current=self._global)
         else:
             deltas = [
-                _dp.clip(
-                    [u - g for u, g in zip(update, self._global, strict=True)],
-                    self.dp.clipping_norm,
-                )
-                for update in updates
+                [u - g for u, g in zip(update, self._global, strict=True)] for update in updates
             ]
-            # the sum over the fixed number of sampled nodes, not over the replies
-            scale = len(deltas) / max(self._sampled, len(deltas))
-            mean = [scale * d for d in battery_fl.FedAvg().aggregate(deltas, [1.0] * len(deltas))]
-            new = self._apply_mean(mean, len(deltas), extra)
+            sampled = max(self._sampled, len(deltas))
+            mean = self.server_dp.release_updates(
+                deltas, sampled, min_survivors=self._min_survivors(sampled)
+            )
+            new = self._apply_mean(mean, extra)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         for key, value in extra.items():
             metrics[key] = value
         self._finish_round(server_round, new, extra)
         return ArrayRecord(new), metrics
 
-    def _round_noise(self, clients: int) -> _dp.RoundNoise:
-        """The noise of a round over ``clients`` sampled nodes (distributed noise sized for
-        the fewest survivors secure aggregation accepts)."""
-        assert self.dp is not None
-        m = max(clients, 1)
-        t = None
-        if self.dp.mode == "distributed" and self.secure_aggregation is not None and m >= 3:
-            t = self.secure_aggregation.min_survivors(m)
-        return _dp.RoundNoise(
-            self.dp.mode, self.dp.noise_multiplier, self.dp.clipping_norm, m, min_survivors=t
-        )
+    def _min_survivors(self, sampled: int) -> int | None:
+        """The fewest survivors secure aggregation accepts of ``sampled`` nodes (distributed
+        noise is sized for them); ``None`` without it."""
+        if self.secure_aggregation is None or sampled < 3:
+            return None
+        return int(self.secure_aggregation.min_survivors(sampled))
 
-    def _apply_mean(
-        self, mean: list[np.ndarray], survivors: int, extra: dict[str, float]
-    ) -> list[np.ndarray]:
-        """Account, noise (central DP) and apply a mean update (a sum over the sampled
-        count); fills ``epsilon``."""
-        if self.dp is not None and self.accountant is not None and self._noise is not None:
-            noise = self._round_noise(self._sampled)
-            self.accountant.step(
-                noise_multiplier=noise.effective_noise_multiplier(survivors),
-                sample_rate=1.0,
-                steps=1,
-            )
-            self.epsilon = self.accountant.epsilon(self.dp.target_delta)
+    def _apply_mean(self, mean: list[np.ndarray], extra: dict[str, float]) -> list[np.ndarray]:
+        """Apply a released mean update with the aggregator (FedAvg/FedProx add it, the FedOpt
+        family steps with it); records ``epsilon``."""
+        if self.epsilon is not None:
             extra["epsilon"] = self.epsilon
-            std = noise.server_mean_std
-            if std > 0:
-                mean = self._noise.add(mean, std)
         moved = [(g + d).astype(np.float32) for g, d in zip(self._global, mean, strict=True)]
         return self.aggregator.aggregate([moved], [1.0], current=self._global)
 
@@ -332,14 +326,18 @@ class BatteryFlStrategy(FedAvg):
             self._finish_round(server_round, None, {"survivors": [], "error": str(err)})
             return None, MetricRecord({"nodes": 0.0})
         flat = np.asarray(result.mean, dtype=np.float32)
-        if self.dp is not None:  # equal weights: the sum over the sampled count
-            flat = flat * (len(result.survivors) / max(self._sampled, len(result.survivors)))
         offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
         mean = [
             flat[a:b].reshape(s) for a, b, s in zip(offsets[:-1], offsets[1:], shapes, strict=True)
         ]
-        extra: dict[str, float] = {"nodes": float(len(result.survivors))}
-        new = self._apply_mean(mean, len(result.survivors), extra)
+        survivors = len(result.survivors)
+        if self.server_dp is not None:  # equal weights: the sum over the sampled count
+            sampled = max(self._sampled, survivors)
+            mean = self.server_dp.release(
+                mean, survivors, sampled, min_survivors=self._min_survivors(sampled)
+            )
+        extra: dict[str, float] = {"nodes": float(survivors)}
+        new = self._apply_mean(mean, extra)
         self._finish_round(
             server_round, new, {**extra, "survivors": [int(v) for v in result.survivors]}
         )

@@ -1,0 +1,249 @@
+//! The coordinator's side of a DP round of a mean-based strategy, once for every engine (the
+//! in-process [`Simulation`](crate::federation::Simulation) and the Flower strategy):
+//! the noise each sampled node adds, the fixed public denominator, accounting *before* the
+//! release, and the server's own noise in central mode.
+
+use super::{check_mode, clip_l2, DpConfig, DpMode, GaussianNoise, RdpAccountant, RoundNoise};
+use crate::error::{Error, Result};
+use crate::model::ModelParams;
+
+/// The released mean of equally weighted updates whose plain mean over the `arrived` ones is
+/// `mean`: their sum over the round's fixed denominator (the sampled count, not the replies),
+/// plus, in central mode, the server's noise.
+///
+/// # Errors
+/// As [`GaussianNoise::add_to_params`].
+pub fn release_mean(
+    round: &RoundNoise,
+    mean: &ModelParams,
+    arrived: usize,
+    noise: &mut GaussianNoise,
+) -> Result<ModelParams> {
+    let mut sum = mean.clone();
+    sum.scale(arrived as f32);
+    let mut released = round.mean_of_sum(&sum);
+    if round.mode == DpMode::Central {
+        round.add_server_noise_to_mean(&mut released, noise)?;
+    }
+    Ok(released)
+}
+
+/// What a coordinator needs across the rounds of a DP run: its configuration, the accountant
+/// and its noise source. Adaptive clipping is the simulation's (it needs each node's unclipped
+/// norm, which a deployment's server never sees).
+///
+/// ```
+/// use battery_fl_core::dp::{DpConfig, DpMode, ServerDp};
+/// use battery_fl_core::model::ModelParams;
+///
+/// let config = DpConfig { mode: DpMode::Central, seed: Some(1), ..Default::default() };
+/// let mut server = ServerDp::new(config, false)?;
+/// let delta = |v: f32| ModelParams::new(vec![("w".into(), vec![2], vec![v, 0.0])]);
+/// // three nodes sampled, two replied: each delta clipped to norm 1, summed, divided by 3
+/// let mean = server.release_updates(vec![delta(4.0)?, delta(0.5)?], 3, None)?;
+/// assert_eq!(server.epsilon().map(|e| e > 0.0), Some(true));
+/// assert_eq!(mean.flatten().len(), 2);
+/// # Ok::<(), battery_fl_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ServerDp {
+    config: DpConfig,
+    accountant: RdpAccountant,
+    noise: GaussianNoise,
+    epsilon: Option<f64>,
+}
+
+impl ServerDp {
+    /// A coordinator's DP for `config`; `secure_aggregation` says whether the server sees only
+    /// the sum (distributed noise is refused without it).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an invalid config, distributed noise without secure
+    /// aggregation, or adaptive clipping.
+    pub fn new(config: DpConfig, secure_aggregation: bool) -> Result<Self> {
+        check_mode(config.mode, secure_aggregation)?;
+        if config.adaptive.is_some() {
+            return Err(Error::config(
+                "dp.adaptive",
+                "adaptive clipping needs every node's unclipped norm: only the simulation has it",
+            ));
+        }
+        Ok(ServerDp {
+            accountant: config.accountant()?,
+            noise: GaussianNoise::from_optional_seed(config.seed)?,
+            config,
+            epsilon: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DpConfig {
+        &self.config
+    }
+
+    /// The noise of a round with `sampled` nodes; distributed noise is sized for
+    /// `min_survivors` (the fewest survivors secure aggregation accepts, default all).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for zero sampled nodes or `min_survivors` outside `1..=sampled`.
+    pub fn round_noise(&self, sampled: usize, min_survivors: Option<usize>) -> Result<RoundNoise> {
+        let c = &self.config;
+        let round = RoundNoise::new(c.mode, c.noise_multiplier, c.clipping_norm, sampled)?;
+        match min_survivors {
+            Some(t) if c.mode == DpMode::Distributed => round.with_min_survivors(t),
+            _ => Ok(round),
+        }
+    }
+
+    /// Release the mean of `deltas` (each node's update minus the global weights) from a
+    /// round with `sampled` nodes: each clipped to the clipping norm, summed with equal
+    /// weights, divided by `sampled`, accounted, and noised in central mode.
+    ///
+    /// # Errors
+    /// [`Error::Aggregation`] without deltas or with more deltas than sampled nodes, shape
+    /// errors for deltas of different shapes, and [`Error::BudgetExhausted`] when the round
+    /// would exceed the budget (nothing is released and the accountant is unchanged).
+    pub fn release_updates(
+        &mut self,
+        deltas: Vec<ModelParams>,
+        sampled: usize,
+        min_survivors: Option<usize>,
+    ) -> Result<ModelParams> {
+        let arrived = deltas.len();
+        let mut sum: Option<ModelParams> = None;
+        for mut delta in deltas {
+            clip_l2(&mut delta, self.config.clipping_norm)?;
+            sum = Some(match sum {
+                Some(s) => s.add(&delta)?,
+                None => delta,
+            });
+        }
+        let mut mean = sum.ok_or_else(|| Error::Aggregation {
+            reason: "no update to release".into(),
+        })?;
+        mean.scale(1.0 / arrived as f32);
+        self.release(&mean, arrived, sampled, min_survivors)
+    }
+
+    /// Release the plain mean `mean` of `arrived` equally weighted, already clipped deltas
+    /// (secure aggregation's output) from a round with `sampled` nodes: over the fixed
+    /// denominator, accounted with the noise the survivors really carry, noised in central
+    /// mode.
+    ///
+    /// # Errors
+    /// As [`release_updates`](Self::release_updates).
+    pub fn release(
+        &mut self,
+        mean: &ModelParams,
+        arrived: usize,
+        sampled: usize,
+        min_survivors: Option<usize>,
+    ) -> Result<ModelParams> {
+        if arrived == 0 || arrived > sampled {
+            return Err(Error::Aggregation {
+                reason: format!("{arrived} updates from {sampled} sampled nodes"),
+            });
+        }
+        let round = self.round_noise(sampled, min_survivors)?;
+        // accounted before anything is released; no subsampling amplification (q = 1): the
+        // server samples the nodes and knows who they are
+        let mut accountant = self.accountant.clone();
+        accountant.step(round.effective_noise_multiplier(arrived), 1.0, 1)?;
+        let epsilon = accountant.epsilon(self.config.target_delta)?;
+        let released = release_mean(&round, mean, arrived, &mut self.noise)?;
+        self.accountant = accountant;
+        self.epsilon = Some(epsilon);
+        Ok(released)
+    }
+
+    /// Epsilon spent so far at the configured delta (`None` before the first release).
+    pub fn epsilon(&self) -> Option<f64> {
+        self.epsilon
+    }
+
+    /// Rounds accounted so far.
+    pub fn rounds(&self) -> u64 {
+        self.accountant.steps()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+
+    fn delta(v: &[f32]) -> ModelParams {
+        ModelParams::new(vec![("w".into(), vec![v.len()], v.to_vec())]).unwrap()
+    }
+
+    fn config(mode: DpMode) -> DpConfig {
+        DpConfig {
+            mode,
+            noise_multiplier: 1.0,
+            clipping_norm: 1.0,
+            seed: Some(3),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn local_mode_clips_and_divides_by_the_sampled_count_without_server_noise() {
+        let mut server = ServerDp::new(config(DpMode::Local), false).unwrap();
+        // norms 5 and 0.5: the first is clipped to 1; two of four sampled nodes replied
+        let mean = server
+            .release_updates(vec![delta(&[3.0, 4.0]), delta(&[0.3, 0.4])], 4, None)
+            .unwrap();
+        let want = [(0.6 + 0.3) / 4.0, (0.8 + 0.4) / 4.0];
+        for (g, w) in mean.flatten().iter().zip(want) {
+            assert_relative_eq!(*g, w, epsilon = 1e-6);
+        }
+        // accounted with what two survivors of local noise carry: z sqrt(2) / 2 ... per round
+        let mut acc = RdpAccountant::new();
+        let z = server
+            .round_noise(4, None)
+            .unwrap()
+            .effective_noise_multiplier(2);
+        acc.step(z, 1.0, 1).unwrap();
+        assert_relative_eq!(server.epsilon().unwrap(), acc.epsilon(1e-5).unwrap());
+        assert_eq!(server.rounds(), 1);
+    }
+
+    #[test]
+    fn central_mode_adds_the_servers_noise_and_a_budget_stops_before_release() {
+        let mut server = ServerDp::new(
+            DpConfig {
+                max_epsilon: Some(6.0),
+                ..config(DpMode::Central)
+            },
+            false,
+        )
+        .unwrap();
+        let zero = delta(&[0.0; 1000]);
+        let mean = server.release(&zero, 2, 2, None).unwrap();
+        let std = (mean
+            .flatten()
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>()
+            / 1000.0)
+            .sqrt();
+        assert_relative_eq!(std, 0.5, max_relative = 0.1); // zC / m
+        let spent = server.epsilon().unwrap();
+        assert!(matches!(
+            server.release(&zero, 2, 2, None),
+            Err(Error::BudgetExhausted { .. })
+        ));
+        assert_eq!((server.epsilon(), server.rounds()), (Some(spent), 1));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_honour() {
+        assert!(ServerDp::new(config(DpMode::Distributed), false).is_err());
+        let mut server = ServerDp::new(config(DpMode::Distributed), true).unwrap();
+        assert!(server.release_updates(Vec::new(), 3, None).is_err());
+        assert!(server.release(&delta(&[1.0]), 4, 3, None).is_err());
+        // distributed noise sized for two survivors of three
+        let round = server.round_noise(3, Some(2)).unwrap();
+        assert_relative_eq!(round.effective_noise_multiplier(2), 1.0, epsilon = 1e-12);
+    }
+}
