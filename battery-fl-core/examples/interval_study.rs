@@ -4,7 +4,8 @@
 //! - **In distribution**: every cell of the fleets pooled and split at random (seeded) into
 //!   training (50 %), calibration (20 %) and test (30 %) cells. The model trains on the first,
 //!   is calibrated on the second (split conformal) and predicts the third with 80 % and 90 %
-//!   intervals: coverage overall and per cathode chemistry, mean width, the naive interval
+//!   intervals, with one pooled conformal quantile and with one per chemistry (Mondrian):
+//!   coverage overall and per cathode chemistry, mean width, the naive interval
 //!   (min-max over the per-reference predictions) for comparison, and the share of test cells
 //!   flagged out of distribution.
 //! - **Leave one chemistry out**: the cells of the other chemistries split 70/30 into training
@@ -25,7 +26,7 @@ use anyhow::Result;
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
-use battery_fl_core::model::{BatLiNet, BatLiNetConfig, Dataset, Prediction};
+use battery_fl_core::model::{BatLiNet, BatLiNetConfig, Dataset, IntervalCalibration, Prediction};
 use clap::Parser;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -120,8 +121,10 @@ fn main() -> Result<()> {
         .with_progress(false);
     let label = LabelConfig::default();
     let ds = |c: &[Cell]| Dataset::for_config(c, &featurizer, &base, &label);
-    // (coverage, chemistry or "all") -> per seed (covered, width, naive covered, naive width)
-    let mut table: BTreeMap<(String, String), Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
+    // (quantile, coverage, chemistry or "all") -> per seed (covered, width, naive covered,
+    // naive width)
+    type Key = (String, String, String);
+    let mut table: BTreeMap<Key, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
     let mut flagged_in = Vec::new();
     let mut flagged_out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for seed in 0..args.seeds {
@@ -129,31 +132,42 @@ fn main() -> Result<()> {
         let (train, cal, test) = (ds(&parts[0])?, ds(&parts[1])?, ds(&parts[2])?);
         let mut model = BatLiNet::new(base.clone().with_seed(seed), featurizer_cfg.clone())?;
         model.fit(&train)?;
-        let calibration = model.calibrate(&train, &cal, &train)?;
+        let by_chemistry = model.calibrate(&train, &cal, &train)?;
+        // the same scores with one pooled quantile for every chemistry
+        let pooled = IntervalCalibration {
+            group_scores: Vec::new(),
+            ..by_chemistry.clone()
+        };
         let truth = test.require_labels()?;
         let chemistries: Vec<String> = parts[2].iter().map(cathode).collect();
-        for coverage in [0.8, 0.9] {
-            let p = model.predict_intervals(&test, &train, &calibration, coverage)?;
-            let mut groups: Vec<String> = chemistries.clone();
-            groups.sort();
-            groups.dedup();
-            groups.insert(0, "all".into());
-            for g in groups {
-                let keep: Vec<usize> = (0..p.len())
-                    .filter(|&i| g == "all" || chemistries[i] == g)
-                    .collect();
-                let pick_p: Vec<Prediction> = keep.iter().map(|&i| p[i]).collect();
-                let pick_t: Vec<f64> = keep.iter().map(|&i| truth[i]).collect();
-                let s = score(&pick_p, &pick_t);
-                println!(
-                    "{{\"protocol\": \"in_distribution\", \"seed\": {seed}, \"coverage\": {coverage}, \"chemistry\": \"{g}\", \"cells\": {}, \"covered\": {:.3}, \"mean_width\": {:.1}, \"naive_covered\": {:.3}, \"naive_mean_width\": {:.1}}}",
+        for (quantile, calibration) in [("pooled", &pooled), ("by_chemistry", &by_chemistry)] {
+            for coverage in [0.8, 0.9] {
+                let p = model.predict_intervals(&test, &train, calibration, coverage)?;
+                let mut groups: Vec<String> = chemistries.clone();
+                groups.sort();
+                groups.dedup();
+                groups.insert(0, "all".into());
+                for g in groups {
+                    let keep: Vec<usize> = (0..p.len())
+                        .filter(|&i| g == "all" || chemistries[i] == g)
+                        .collect();
+                    let pick_p: Vec<Prediction> = keep.iter().map(|&i| p[i]).collect();
+                    let pick_t: Vec<f64> = keep.iter().map(|&i| truth[i]).collect();
+                    let s = score(&pick_p, &pick_t);
+                    println!(
+                    "{{\"protocol\": \"in_distribution\", \"quantile\": \"{quantile}\", \"seed\": {seed}, \"coverage\": {coverage}, \"chemistry\": \"{g}\", \"cells\": {}, \"covered\": {:.3}, \"mean_width\": {:.1}, \"naive_covered\": {:.3}, \"naive_mean_width\": {:.1}}}",
                     keep.len(), s.0, s.1, s.2, s.3
                 );
-                table.entry((format!("{coverage}"), g)).or_default().push(s);
-            }
-            if coverage == 0.9 {
-                let f = p.iter().filter(|p| p.out_of_distribution).count() as f64 / p.len() as f64;
-                flagged_in.push(f);
+                    table
+                        .entry((quantile.into(), format!("{coverage}"), g))
+                        .or_default()
+                        .push(s);
+                }
+                if coverage == 0.9 && quantile == "pooled" {
+                    let f =
+                        p.iter().filter(|p| p.out_of_distribution).count() as f64 / p.len() as f64;
+                    flagged_in.push(f);
+                }
             }
         }
         if args.skip_loco {
@@ -198,13 +212,13 @@ fn main() -> Result<()> {
         )
     };
     println!();
-    println!("| nominal | chemistry | seeds | covered (mean ± sd) | mean width | naive covered | naive width |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for ((coverage, g), rows) in &table {
+    println!("| quantile | nominal | chemistry | seeds | covered (mean ± sd) | mean width | naive covered | naive width |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for ((quantile, coverage, g), rows) in &table {
         let pick = |f: fn(&(f64, f64, f64, f64)) -> f64| rows.iter().map(f).collect::<Vec<_>>();
         let (c, sd) = mean_sd(&pick(|r| r.0));
         println!(
-            "| {coverage} | {g} | {} | {:.1} % ± {:.1} | {:.0} | {:.1} % | {:.0} |",
+            "| {quantile} | {coverage} | {g} | {} | {:.1} % ± {:.1} | {:.0} | {:.1} % | {:.0} |",
             rows.len(),
             100.0 * c,
             100.0 * sd,

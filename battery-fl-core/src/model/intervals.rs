@@ -15,6 +15,11 @@
 //! spread is zero (one reference, or a single-branch model) all cells get the same width: plain
 //! split conformal. Intervals are clipped to the prediction bound.
 //!
+//! Chemistries age differently, so one pooled quantile over-covers some and under-covers
+//! others. Each cathode chemistry with enough calibration cells for the requested coverage
+//! (9 for 90 %) gets its own quantile (Mondrian conformal, Vovk et al. 2005: coverage then
+//! holds within each chemistry); cells of other chemistries get the pooled one.
+//!
 //! Calibration cells must be held out from training: scores of cells the network has fitted are
 //! too small. [`BatLiNet::calibrate`] takes cells the user set aside;
 //! [`BatLiNet::cross_calibrate`] needs none and trains `folds` models instead, each scoring the
@@ -36,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::ReferenceSelection;
 use super::conformal::{conformal_quantile, median_in_place, robust_spread};
-use super::{BatLiNet, Dataset, LABEL_GROUPS};
+use super::{label_group, BatLiNet, Dataset, LABEL_GROUPS};
 use crate::error::{Error, Result};
 use crate::genome::{GenomeFingerprint, GenomeIndex};
 
@@ -56,6 +61,11 @@ pub struct ReferenceDraw {
 pub struct IntervalCalibration {
     /// Normalized scores `|ln y − ln ŷ| / (s + β)`, ascending.
     pub scores: Vec<f64>,
+    /// The scores of each [`LABEL_GROUPS`] cathode's calibration cells, ascending: a cell of a
+    /// chemistry with enough of them gets its chemistry's quantile (Mondrian conformal:
+    /// coverage holds per chemistry), others the pooled one.
+    #[serde(default)]
+    pub group_scores: Vec<Vec<f64>>,
     /// `β`: the median spread of the calibration cells (0: every cell gets the same width).
     pub scale: f64,
     /// Largest genome distance from a calibration cell to its nearest training cell.
@@ -118,6 +128,7 @@ struct Spread {
 
 /// One held-out cell's error, spread and distance to the training cells.
 struct Point {
+    group: Option<usize>,
     error: f64,
     spread: f64,
     distance: f64,
@@ -202,11 +213,14 @@ impl BatLiNet {
         let lives = held_out.require_labels()?;
         let index = GenomeIndex::new(training.fingerprints().to_vec());
         let spreads = self.spreads(held_out, references, draw)?;
+        let cathodes = held_out.cathodes();
         Ok(spreads
             .into_iter()
             .zip(lives)
             .zip(held_out.fingerprints())
-            .map(|((s, y), fp)| Point {
+            .zip(cathodes)
+            .map(|(((s, y), fp), c)| Point {
+                group: label_group(c),
                 error: (y.ln() - s.ln_life).abs(),
                 spread: s.spread,
                 distance: nearest_distance(&index, fp),
@@ -294,6 +308,12 @@ impl BatLiNet {
         }
         let q = conformal_quantile(&calibration.scores, coverage)?;
         let draw = calibration.draw;
+        // a chemistry's own quantile where its calibration cells suffice for the coverage
+        let group_q: Vec<Option<f64>> = calibration
+            .group_scores
+            .iter()
+            .map(|g| conformal_quantile(g, coverage).ok())
+            .collect();
         if targets.is_empty() {
             return Ok(Vec::new());
         }
@@ -314,6 +334,9 @@ impl BatLiNet {
                 let bound = labels.bound_for(c);
                 let m = labels.moments(c);
                 let (lo, hi) = (m.mean - bound * m.std, m.mean + bound * m.std);
+                let q = label_group(c)
+                    .and_then(|g| group_q.get(g).copied().flatten())
+                    .unwrap_or(q);
                 let half = q * calibration.difficulty(s.spread);
                 let distance = nearest_distance(&index, &targets.fingerprints()[t]);
                 let life = s.ln_life.exp();
@@ -369,6 +392,7 @@ impl IntervalCalibration {
         let scale = median_in_place(&mut spreads);
         let mut calibration_out = IntervalCalibration {
             scores: Vec::new(),
+            group_scores: Vec::new(),
             scale,
             max_distance: points.iter().map(|p| p.distance).fold(0.0, f64::max),
             training: training.fingerprints().to_vec(),
@@ -383,12 +407,20 @@ impl IntervalCalibration {
             draw: model.reference_draw(),
             model_digest: model.digest()?,
         };
-        let mut scores: Vec<f64> = points
-            .iter()
-            .map(|p| p.error / calibration_out.difficulty(p.spread))
-            .collect();
-        scores.sort_by(f64::total_cmp);
+        let mut groups = vec![Vec::new(); LABEL_GROUPS.len()];
+        let mut scores = Vec::with_capacity(points.len());
+        for p in &points {
+            let score = p.error / calibration_out.difficulty(p.spread);
+            if let Some(g) = p.group {
+                groups[g].push(score);
+            }
+            scores.push(score);
+        }
+        for g in groups.iter_mut().chain(std::iter::once(&mut scores)) {
+            g.sort_by(f64::total_cmp);
+        }
         calibration_out.scores = scores;
+        calibration_out.group_scores = groups;
         Ok(calibration_out)
     }
 

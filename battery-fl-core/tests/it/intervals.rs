@@ -6,7 +6,8 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    conformal_quantile, BatLiNet, BatLiNetConfig, Dataset, IntervalCalibration, TrainOptions,
+    conformal_quantile, label_group, BatLiNet, BatLiNetConfig, Dataset, IntervalCalibration,
+    TrainOptions,
 };
 use battery_fl_core::Error;
 
@@ -114,10 +115,20 @@ fn intervals_cover_held_out_cells_and_unseen_chemistries_are_flagged() {
         );
         assert!(p.spread >= 0.0 && p.reference_distance.is_some());
     }
-    // half-widths in ln(life) follow the difficulty: q · (s + β)
-    let q = conformal_quantile(&cal.scores, 0.8).unwrap();
-    for p in p.iter().filter(|p| !p.bounded) {
+    // half-widths in ln(life) follow the difficulty: q · (s + β), with the chemistry's own
+    // quantile where its calibration cells suffice (Mondrian), else the pooled one
+    let pooled = conformal_quantile(&cal.scores, 0.8).unwrap();
+    let own = |c: Option<&str>| {
+        label_group(c).and_then(|g| conformal_quantile(&cal.group_scores[g], 0.8).ok())
+    };
+    let cathodes = test.cathodes();
+    assert!(
+        cathodes.iter().any(|c| own(*c).is_some()),
+        "a chemistry has its own quantile"
+    );
+    for (p, c) in p.iter().zip(&cathodes).filter(|(p, _)| !p.bounded) {
         let half = (p.upper / p.life).ln();
+        let q = own(*c).unwrap_or(pooled);
         assert_relative_eq!(half, q * (p.spread + cal.scale), max_relative = 1e-6);
     }
     // on the calibration cells themselves the quantile covers at least the nominal share
@@ -221,8 +232,13 @@ fn cross_calibration_scores_every_training_cell_and_a_single_branch_gets_one_wid
     assert_eq!(cal.scale, 0.0, "one branch: no spread");
     let empty = train.subset(&[]).unwrap();
     let p = model.predict_intervals(&test, &empty, &cal, 0.8).unwrap();
-    let q = conformal_quantile(&cal.scores, 0.8).unwrap();
-    for p in p.iter().filter(|p| !p.bounded) {
+    // one width per chemistry: its own quantile, or the pooled one
+    let pooled = conformal_quantile(&cal.scores, 0.8).unwrap();
+    let cathodes = test.cathodes();
+    for (p, c) in p.iter().zip(&cathodes).filter(|(p, _)| !p.bounded) {
+        let q = label_group(*c)
+            .and_then(|g| conformal_quantile(&cal.group_scores[g], 0.8).ok())
+            .unwrap_or(pooled);
         assert_eq!(p.spread, 0.0);
         assert!(p.reference_distance.is_none());
         assert_relative_eq!((p.upper / p.life).ln(), q, max_relative = 1e-6);
