@@ -510,7 +510,19 @@ fn simulate_round<'py>(
     Ok(vec_f32(py, sum))
 }
 
+/// The core's secure-aggregation defaults (``SecAggConfig::default()``) as a dict:
+/// ``clipping_range``, ``target_range``, ``modulus_bits``, ``max_weight``, ...
+///
+/// >>> from battery_fl import secagg
+/// >>> secagg.default_config()["modulus_bits"]
+/// 32
+#[pyfunction(name = "secagg_default_config")]
+fn default_config(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    crate::conversion::to_python(py, &battery_fl_core::secagg::SecAggConfig::default())
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(default_config, m)?)?;
     m.add_class::<PySecAggServer>()?;
     m.add_class::<PySecAggClient>()?;
     m.add_class::<PySecAggResult>()?;

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::conversion::{
-    arrays_from_params, enum_from_str, named, positional_names, tensors, ArrayIn,
+    arrays_from_params, enum_from_str, named, positional_names, tensors, to_python, ArrayIn,
 };
 use crate::errors::{lock, CoreResult};
 
@@ -146,6 +146,18 @@ impl PyServerDp {
     }
 }
 
+/// The core's DP defaults (``DpConfig::default()``) as a dict: ``noise_multiplier``,
+/// ``clipping_norm``, ``mode``, ``target_delta``, ... (what every DP setting left out takes).
+///
+/// >>> from battery_fl import dp
+/// >>> dp.default_config()["mode"], dp.default_config()["target_delta"]
+/// ('central', 1e-05)
+#[pyfunction(name = "dp_default_config")]
+fn default_config(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    to_python(py, &DpConfig::default())
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyServerDp>()
+    m.add_class::<PyServerDp>()?;
+    m.add_function(wrap_pyfunction!(default_config, m)?)
 }

@@ -8,6 +8,8 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "dp_default_config",
+    "secagg_default_config",
     "DEFAULT_COVERAGE",
     "AggregationError",
     "BatLiNet",
@@ -69,6 +71,9 @@ __all__ = [
 
 __version__: str
 DEFAULT_COVERAGE: float
+
+def dp_default_config() -> dict[str, Any]: ...
+def secagg_default_config() -> dict[str, Any]: ...
 
 _Path = str | os.PathLike[str]
 _F32 = npt.NDArray[np.float32]

@@ -30,6 +30,7 @@ from battery_fl._core import (
     clip,
     l2_norm,
 )
+from battery_fl._core import dp_default_config as default_config
 
 __all__ = [
     "DpFloor",
@@ -40,5 +41,6 @@ __all__ = [
     "add_noise",
     "check_mode",
     "clip",
+    "default_config",
     "l2_norm",
 ]

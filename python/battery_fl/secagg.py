@@ -37,6 +37,7 @@ from battery_fl._core import (
     simulate_round,
     verifying_key,
 )
+from battery_fl._core import secagg_default_config as default_config
 
 #: Dropout stages for ``simulate_round(drop={client: stage})``.
 ADVERTISE_KEYS, SHARE_KEYS, MASKED_INPUT, UNMASK = 0, 1, 2, 3
@@ -52,5 +53,6 @@ __all__ = [
     "SecAggServer",
     "protocol_threshold",
     "simulate_round",
+    "default_config",
     "verifying_key",
 ]

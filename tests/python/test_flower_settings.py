@@ -94,3 +94,20 @@ def test_personalization_settings_reach_the_run_config() -> None:
         with pytest.raises(battery_fl.ConfigError) as info:
             FederationSettings.from_run_config(run_config)
         assert info.value.field == next(iter(run_config)), run_config  # type: ignore[attr-defined]
+
+
+def test_dp_secagg_and_interval_defaults_come_from_the_core() -> None:
+    settings = battery_fl.flower.FederationSettings()
+    dp_defaults = battery_fl.dp.default_config()
+    secagg_defaults = battery_fl.secagg.default_config()
+    assert (settings.dp_mode, settings.dp_target_delta) == (
+        dp_defaults["mode"],
+        dp_defaults["target_delta"],
+    )
+    assert (settings.secagg_clipping_range, settings.secagg_modulus_bits) == (
+        secagg_defaults["clipping_range"],
+        secagg_defaults["modulus_bits"],
+    )
+    assert settings.interval_coverage == battery_fl._core.DEFAULT_COVERAGE
+    with pytest.raises(battery_fl.ConfigError):
+        battery_fl.flower.FederationSettings(interval_coverage=1.0)

@@ -66,6 +66,9 @@ STRATEGIES = (
 #: :meth:`battery_fl.Simulation.default_config` gives them.
 CORE_DEFAULTS: dict[str, Any] = battery_fl.Simulation.default_config()
 _OPT = CORE_DEFAULTS["server_optimizer"]
+#: The core's DP and secure-aggregation defaults (``DpConfig``, ``SecAggConfig``).
+_DP = battery_fl.dp.default_config()
+_SECAGG = battery_fl.secagg.default_config()
 
 #: :class:`FederationSettings` fields that are core federation settings, each with the
 #: ``default_config()`` key it takes its default from (``server_*`` are in
@@ -190,13 +193,13 @@ class FederationSettings:
     secure_statistics: bool = True
     secagg_threshold: int = 0
     secagg_neighbours: int = 0
-    secagg_clipping_range: float = 8.0
-    secagg_modulus_bits: int = 32
+    secagg_clipping_range: float = _SECAGG["clipping_range"]
+    secagg_modulus_bits: int = _SECAGG["modulus_bits"]
     secagg_max_weight: float = 0.0
     dp_noise_multiplier: float = 0.0
     dp_clipping_norm: float = 0.0
-    dp_mode: str = "central"
-    dp_target_delta: float = 1e-5
+    dp_mode: str = _DP["mode"]
+    dp_target_delta: float = _DP["target_delta"]
     dp_max_epsilon: float = 0.0
     dp_seed: int = -1
     output_dir: str = ""
