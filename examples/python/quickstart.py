@@ -44,6 +44,12 @@ def main() -> None:
     )
     parser.add_argument("--small", action="store_true", help="few cells, coarse grid, few epochs")
     parser.add_argument("--epochs", type=int, help="training epochs (default 300, small 8)")
+    parser.add_argument(
+        "--intervals",
+        action="store_true",
+        help="also 80 %% conformal intervals, cross-calibrated with 3 fold models "
+        "(three more trainings; always on with --small)",
+    )
     args = parser.parse_args()
     if not (args.data / "index.json").is_file():
         parser.error(
@@ -107,6 +113,16 @@ def main() -> None:
     print(f"BatLiNet RMSE on {len(test)} test cells: {rmse(pred, truth):.1f} cycles")
     for cell, p, t in list(zip(test, pred, truth, strict=True))[:3]:
         print(f"  {cell.cell_id}: predicted {p:.0f}, true {t:.0f}")
+
+    # intervals: calibrated by 3 fold models on the training cells (no test cell involved)
+    if args.small or args.intervals:
+        calibration = model.cross_calibrate(train, folds=3)
+        p = model.predict(test, train, coverage=0.8, calibration=calibration)
+        inside = float(np.mean((p.lower <= truth) & (truth <= p.upper)))
+        print(
+            f"80 % intervals: {100 * inside:.0f} % of test cells inside, mean width "
+            f"{np.mean(p.upper - p.lower):.0f} cycles, {int(p.out_of_distribution.sum())} flagged"
+        )
 
     # the Severson variance baseline on the same split
     if not args.small:
