@@ -21,6 +21,8 @@ mod batlinet;
 #[cfg(feature = "tch")]
 mod bytes;
 #[cfg(feature = "tch")]
+mod dpsgd;
+#[cfg(feature = "tch")]
 mod hybrid;
 #[cfg(feature = "tch")]
 mod intervals;
@@ -60,6 +62,8 @@ pub use variance::{VarianceConfig, VarianceModel};
 
 #[cfg(feature = "tch")]
 pub use batlinet::{BatLiNet, BranchPredictions};
+#[cfg(feature = "tch")]
+pub use dpsgd::{DpSgdConfig, DpSgdReport};
 #[cfg(feature = "tch")]
 pub use hybrid::HybridModel;
 #[cfg(feature = "tch")]

@@ -33,7 +33,7 @@ pub enum Trainable {
 }
 
 impl Trainable {
-    fn allows(self, name: &str) -> bool {
+    pub(crate) fn allows(self, name: &str) -> bool {
         match self {
             Trainable::All => true,
             Trainable::HeadOnly => name.starts_with("head."),
@@ -69,8 +69,8 @@ pub struct TrainReport {
     pub steps: usize,
 }
 
-struct AdamW {
-    lr: f64,
+pub(crate) struct AdamW {
+    pub(crate) lr: f64,
     wd: f64,
     betas: (f64, f64),
     eps: f64,
@@ -80,7 +80,7 @@ struct AdamW {
 }
 
 impl AdamW {
-    fn new(params: &[&mut Tensor], lr: f64, wd: f64) -> Result<Self> {
+    pub(crate) fn new(params: &[&mut Tensor], lr: f64, wd: f64) -> Result<Self> {
         let zeros = |p: &Tensor| p.f_zeros_like().m();
         Ok(AdamW {
             lr,
@@ -94,7 +94,7 @@ impl AdamW {
     }
 
     /// One decoupled-weight-decay Adam step (Loshchilov & Hutter), as `torch.optim.AdamW`.
-    fn step(&mut self, params: &mut [&mut Tensor]) -> Result<()> {
+    pub(crate) fn step(&mut self, params: &mut [&mut Tensor]) -> Result<()> {
         self.t += 1;
         let (b1, b2) = self.betas;
         let bc1 = 1.0 - b1.powi(self.t);
@@ -134,7 +134,7 @@ impl AdamW {
 
 impl LrSchedule {
     /// Learning rate of step `step` (0-based) out of `total` for base rate `lr`.
-    fn rate(self, lr: f64, step: usize, total: usize) -> f64 {
+    pub(crate) fn rate(self, lr: f64, step: usize, total: usize) -> f64 {
         match self {
             LrSchedule::Constant => lr,
             LrSchedule::Cosine => {
@@ -202,7 +202,7 @@ impl WeightAverage {
     }
 }
 
-fn trainable_tensors(net: &mut Net, trainable: Trainable) -> Vec<&mut Tensor> {
+pub(crate) fn trainable_tensors(net: &mut Net, trainable: Trainable) -> Vec<&mut Tensor> {
     net.named_mut()
         .into_iter()
         .filter(|(n, _)| trainable.allows(n))
@@ -212,7 +212,7 @@ fn trainable_tensors(net: &mut Net, trainable: Trainable) -> Vec<&mut Tensor> {
 
 /// FedProx: the proximal term `(mu / 2) ||w − w_global||²` a client's loss gains, over the
 /// weights that train.
-struct Proximal {
+pub(crate) struct Proximal {
     mu: f64,
     /// The global weights, in `ModelParams` (name) order, on the model's device.
     global: Vec<Tensor>,
@@ -225,7 +225,7 @@ impl Proximal {
     /// [`Error::InvalidConfig`] when `mu` is negative or not finite, or positive without
     /// global weights; the error of [`ModelParams::check_compatible`] when the global
     /// weights do not fit `model`.
-    fn new(model: &BatLiNet, opts: &TrainOptions) -> Result<Option<Self>> {
+    pub(crate) fn new(model: &BatLiNet, opts: &TrainOptions) -> Result<Option<Self>> {
         if opts.mu < 0.0 || !opts.mu.is_finite() {
             return Err(Error::config("mu", "must be >= 0"));
         }
@@ -265,7 +265,7 @@ impl Proximal {
     ///
     /// # Shapes
     /// returns a scalar `[]`.
-    fn term(&self, net: &Net, trainable: Trainable) -> Result<Tensor> {
+    pub(crate) fn term(&self, net: &Net, trainable: Trainable) -> Result<Tensor> {
         let mut prox = Tensor::f_zeros([], (Kind::Float, net.head.device())).m()?;
         for ((name, p), g) in net.named().into_iter().zip(&self.global) {
             if trainable.allows(&name) {
@@ -308,7 +308,7 @@ fn draw_references(
         .collect()
 }
 
-fn progress(show: bool, epochs: usize) -> ProgressBar {
+pub(crate) fn progress(show: bool, epochs: usize) -> ProgressBar {
     let bar = ProgressBar::new(epochs as u64);
     if show && std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::stderr());
