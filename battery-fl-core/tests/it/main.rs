@@ -7,6 +7,8 @@ mod checkpoint;
 mod common;
 mod data;
 mod dp;
+#[cfg(feature = "tch")]
+mod dpsgd;
 mod features;
 #[cfg(feature = "tch")]
 mod federation;

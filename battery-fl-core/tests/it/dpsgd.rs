@@ -1,0 +1,126 @@
+//! Record-level DP-SGD in BatLiNet's training: the budget, the public references, learning.
+
+use battery_fl_core::data::synthetic::FleetConfig;
+use battery_fl_core::data::{Cell, LabelConfig};
+use battery_fl_core::dp::RdpAccountant;
+use battery_fl_core::features::{Featurizer, FeaturizerConfig};
+use battery_fl_core::model::{BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig, TrainOptions};
+use battery_fl_core::Error;
+
+/// Synthetic cells of two fleets, their ids prefixed by `prefix` (public cells come from
+/// another seed and are named apart).
+fn cells(prefix: &str, seed: u64, per_fleet: usize) -> Vec<Cell> {
+    FleetConfig::default()
+        .with_fleets(2)
+        .with_cells_per_fleet(per_fleet)
+        .with_seed(seed)
+        .generate()
+        .unwrap()
+        .into_iter()
+        .flat_map(|f| f.cells)
+        .map(|mut c| {
+            c.meta.cell_id = format!("{prefix}{}", c.meta.cell_id);
+            c
+        })
+        .collect()
+}
+
+fn featurizer() -> FeaturizerConfig {
+    FeaturizerConfig::default().with_interp_dim(32)
+}
+
+fn dataset(cells: &[Cell]) -> Dataset {
+    let f = Featurizer::new(featurizer()).unwrap();
+    Dataset::from_cells(cells, &f, &[0, 1, 2, 3, 4, 5], &LabelConfig::default()).unwrap()
+}
+
+fn model() -> BatLiNet {
+    let config = BatLiNetConfig::default()
+        .with_conv_channels(4)
+        .with_batch_size(8)
+        .with_epochs(6)
+        .with_progress(false)
+        .with_seed(2);
+    BatLiNet::new(config, featurizer()).unwrap()
+}
+
+#[test]
+fn dp_sgd_spends_what_it_reports_and_refuses_private_references() {
+    // private cells of the fleet; public references from another (public) seed
+    let private = dataset(&cells("", 5, 16));
+    let public = dataset(&cells("public-", 1005, 6));
+    let mut m = model();
+    m.set_public_statistics(&public).unwrap();
+    let before = m.params().unwrap().flatten();
+    let dp = DpSgdConfig {
+        epsilon: Some(4.0),
+        seed: Some(9),
+        ..Default::default()
+    };
+    let report = m
+        .train_private(&private, &public, &dp, &TrainOptions::default())
+        .unwrap();
+    // q = 8 / 32, four steps per epoch, six epochs
+    assert_eq!((report.steps, report.sample_rate), (24, 0.25));
+    let spent = RdpAccountant::new()
+        .epsilon_after(report.noise_multiplier, 0.25, 24, 1e-5)
+        .unwrap();
+    assert!((report.epsilon - spent).abs() < 1e-9 && report.epsilon <= 4.0);
+    assert!(
+        report.epsilon > 3.99,
+        "the smallest noise within the target: {}",
+        report.epsilon
+    );
+    let after = m.params().unwrap().flatten();
+    assert!(before.iter().zip(&after).any(|(a, b)| a != b));
+    assert!(after.iter().all(|v| v.is_finite()));
+
+    // the same seeds give the same weights
+    let mut again = model();
+    again.set_public_statistics(&public).unwrap();
+    again
+        .train_private(&private, &public, &dp, &TrainOptions::default())
+        .unwrap();
+    assert_eq!(again.params().unwrap().flatten(), after);
+
+    // a private cell may not be a public reference
+    let leaked = Dataset::concat(&[&public, &private.subset(&[0]).unwrap()]).unwrap();
+    assert!(matches!(
+        m.train_private(&private, &leaked, &dp, &TrainOptions::default()),
+        Err(Error::InvalidConfig { ref field, .. }) if field == "public"
+    ));
+    // a given noise multiplier that would overspend the budget trains nothing
+    let over = DpSgdConfig {
+        noise_multiplier: Some(0.3),
+        epsilon: Some(1.0),
+        ..Default::default()
+    };
+    let frozen = m.params().unwrap().flatten();
+    assert!(matches!(
+        m.train_private(&private, &public, &over, &TrainOptions::default()),
+        Err(Error::BudgetExhausted { .. })
+    ));
+    assert_eq!(m.params().unwrap().flatten(), frozen);
+}
+
+#[test]
+fn with_little_noise_dp_sgd_learns() {
+    let private = dataset(&cells("", 6, 16));
+    let public = dataset(&cells("public-", 1006, 6));
+    let mut m = model();
+    m.set_public_statistics(&public).unwrap();
+    let dp = DpSgdConfig {
+        noise_multiplier: Some(0.01),
+        epsilon: None,
+        clipping_norm: 10.0,
+        seed: Some(1),
+        ..Default::default()
+    };
+    let opts = TrainOptions {
+        epochs: Some(30),
+        ..Default::default()
+    };
+    let report = m.train_private(&private, &public, &dp, &opts).unwrap();
+    let (first, last) = (report.epoch_losses[0], *report.epoch_losses.last().unwrap());
+    assert!(last < 0.85 * first, "loss {first} -> {last}");
+}
