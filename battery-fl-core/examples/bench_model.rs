@@ -4,8 +4,12 @@
 //! ```text
 //! cargo run --release --features tch --example bench_model -- \
 //!     [--channels 6] [--cycles 100] [--dim 1000] [--batch 32] [--refs 2] [--steps 3] \
-//!     [--conv 32] [--infer-k 1,32,64] [--infer-cells 32] [--threads N]
+//!     [--conv 32] [--infer-k 1,32,64] [--infer-cells 32] [--threads N] [--dp]
 //! ```
+//!
+//! `--dp` also times a record-level DP-SGD step (`BatLiNet::train_private`: per-cell
+//! gradients, clipping, noise) on the same batch, with public references drawn from other
+//! random cells.
 //! Compare with `scripts/bench_torch_step.py` (the same architecture in PyTorch).
 
 use std::time::Instant;
@@ -14,7 +18,8 @@ use anyhow::Result;
 use battery_fl_core::features::FeaturizerConfig;
 use battery_fl_core::genome::GenomeFingerprint;
 use battery_fl_core::model::{
-    BatLiNet, BatLiNetConfig, Dataset, LabelTransform, ReferenceSelection, TrainOptions,
+    BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig, LabelTransform, ReferenceSelection,
+    TrainOptions,
 };
 use clap::Parser;
 use rand::Rng;
@@ -64,6 +69,9 @@ struct Args {
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long, value_name = "N")]
     threads: Option<i32>,
+    /// Also time a DP-SGD step (per-cell gradients, clipping, noise) at the same shapes.
+    #[arg(long)]
+    dp: bool,
 }
 
 fn main() -> Result<()> {
@@ -79,6 +87,7 @@ fn main() -> Result<()> {
         infer_cells,
         hold_memory,
         threads,
+        dp,
     } = Args::parse();
     let _memory = hold_memory.then(battery_fl_core::runtime::MemoryScope::enter);
     if let Some(n) = threads {
@@ -96,9 +105,9 @@ fn main() -> Result<()> {
         GenomeFingerprint::from_cell(&cells[0].cells[0])?
     };
     let block = c * h * w;
-    let ds = |m: usize, rng: &mut battery_fl_core::rng::SeededRng| {
+    let ds = |m: usize, rng: &mut battery_fl_core::rng::SeededRng, prefix: &str| {
         Dataset::new(
-            (0..m).map(|i| format!("c{i}")).collect(),
+            (0..m).map(|i| format!("{prefix}{i}")).collect(),
             (0..m * block)
                 .map(|_| rng.random_range(-1.0f32..1.0))
                 .collect(),
@@ -112,8 +121,8 @@ fn main() -> Result<()> {
             [c, h, w],
         )
     };
-    let train = ds(batch, &mut rng)?;
-    let pool = ds(n, &mut rng)?;
+    let train = ds(batch, &mut rng, "c")?;
+    let pool = ds(n, &mut rng, "p")?;
     let featurizer = FeaturizerConfig::default()
         .with_cycles(h)
         .with_interp_dim(w);
@@ -148,6 +157,27 @@ fn main() -> Result<()> {
     )?;
     let per_step = t0.elapsed().as_secs_f64() / steps as f64;
     println!("train step (batch {batch}, {refs} refs): {per_step:.3} s");
+    if dp {
+        // q = 1: every cell each step, one step per epoch; references from the other cells
+        let config = DpSgdConfig {
+            noise_multiplier: Some(1.0),
+            epsilon: None,
+            seed: Some(0),
+            ..Default::default()
+        };
+        let epochs = |e| TrainOptions {
+            epochs: Some(e),
+            ..Default::default()
+        };
+        model.train_private(&train, &pool, &config, &epochs(1))?;
+        let t0 = Instant::now();
+        model.train_private(&train, &pool, &config, &epochs(steps))?;
+        let dp_step = t0.elapsed().as_secs_f64() / steps as f64;
+        println!(
+            "DP-SGD step (batch {batch}, {refs} refs): {dp_step:.3} s ({:.2}x the plain step)",
+            dp_step / per_step
+        );
+    }
     let targets = pool.subset(&(0..infer_cells).collect::<Vec<_>>())?;
     for k in infer_k {
         let t0 = Instant::now();
