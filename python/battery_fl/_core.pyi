@@ -389,6 +389,20 @@ class BatLiNet:
     def cross_calibrate(
         self, training: Sequence[Cell], *, folds: int | None = None
     ) -> IntervalCalibration: ...
+    def set_public_statistics(self, public: Sequence[Cell]) -> None: ...
+    def train_private(
+        self,
+        cells: Sequence[Cell],
+        public: Sequence[Cell],
+        *,
+        epsilon: float | None = None,
+        noise_multiplier: float | None = None,
+        clipping_norm: float | None = None,
+        delta: float | None = None,
+        noise_seed: int | None = None,
+        epochs: int | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]: ...
     def get_parameters(self) -> list[_F32]: ...
     def set_parameters(self, parameters: Sequence[npt.ArrayLike]) -> None: ...
     @property

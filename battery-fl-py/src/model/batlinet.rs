@@ -8,7 +8,7 @@ use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::{fleet_statistics, shared_statistics, LABEL_STATISTICS_LEN};
 use battery_fl_core::model::{
     BatLiNet, BatLiNetConfig, Dataset, InputScales, InputStats, LabelTransform, ReferenceSelection,
-    TrainOptions, Trainable, DEFAULT_CALIBRATION_FOLDS,
+    TrainOptions, Trainable,
 };
 use battery_fl_core::Error;
 use numpy::PyArray1;
@@ -69,7 +69,7 @@ impl PyBatLiNet {
 }
 
 /// Featurize cells as the model's inputs (labels from the recorded or computed cycle life).
-fn dataset(model: &BatLiNet, cells: &[&Cell]) -> Result<Dataset, Error> {
+pub(crate) fn dataset(model: &BatLiNet, cells: &[&Cell]) -> Result<Dataset, Error> {
     let featurizer = Featurizer::new(model.featurizer_config().clone())?;
     Dataset::for_config(cells, &featurizer, model.config(), &LabelConfig::default())
 }
@@ -297,58 +297,6 @@ impl PyBatLiNet {
             m.predict_with(&t, &r, k, selection, seed)
         })?;
         Ok(vec_f64(py, lives).into_any().unbind())
-    }
-
-    /// Calibrate intervals and flags on labelled ``calibration`` cells held out from
-    /// ``training`` (the cells this model was trained on), predicted with ``references``
-    /// (default the training cells). A calibration cell that is also a training cell raises
-    /// ``ConfigError``.
-    ///
-    /// >>> import battery_fl
-    /// >>> from battery_fl import synthetic
-    /// >>> cells = [c for f in synthetic.generate_fleets(fleets=2, cells_per_fleet=12, cycles=12, seed=3) for c in f.cells]
-    /// >>> model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(cycles=12, interp_dim=16),
-    /// ...                             conv_channels=4, epochs=2, batch_size=4, progress=False, inference_references=4)
-    /// >>> _ = model.fit(cells[:12])
-    /// >>> calibration = model.calibrate(cells[:12], cells[12:20])
-    /// >>> p = model.predict(cells[20:], cells[:12], coverage=0.8, calibration=calibration)
-    /// >>> bool(((p.lower <= p.life) & (p.life <= p.upper)).all()), len(p)
-    /// (True, 4)
-    #[pyo3(signature = (training, calibration, references=None))]
-    fn calibrate(
-        &self,
-        py: Python<'_>,
-        training: Vec<Bound<'_, PyBatteryCell>>,
-        calibration: Vec<Bound<'_, PyBatteryCell>>,
-        references: Option<Vec<Bound<'_, PyBatteryCell>>>,
-    ) -> PyResult<PyIntervalCalibration> {
-        let (training, calibration) = (cell_refs(&training), cell_refs(&calibration));
-        let references = references.as_deref().map(cell_refs);
-        let inner = self.with(py, |m| {
-            let train = dataset(m, &training)?;
-            let refs = match &references {
-                Some(r) => dataset(m, r)?,
-                None => train.clone(),
-            };
-            m.calibrate(&train, &dataset(m, &calibration)?, &refs)
-        })?;
-        Ok(PyIntervalCalibration { inner })
-    }
-
-    /// Calibrate without setting cells aside: ``folds`` fresh models of this configuration,
-    /// each trained on all but one fold of ``training`` (the cells this model was trained
-    /// on) and scored on the fold it did not see. Costs ``folds`` trainings (default 5).
-    #[pyo3(signature = (training, *, folds=None))]
-    fn cross_calibrate(
-        &self,
-        py: Python<'_>,
-        training: Vec<Bound<'_, PyBatteryCell>>,
-        folds: Option<usize>,
-    ) -> PyResult<PyIntervalCalibration> {
-        let training = cell_refs(&training);
-        let folds = folds.unwrap_or(DEFAULT_CALIBRATION_FOLDS);
-        let inner = self.with(py, |m| m.cross_calibrate(&dataset(m, &training)?, folds))?;
-        Ok(PyIntervalCalibration { inner })
     }
 
     /// The weights, as float32 arrays in ``parameter_names`` order (copies).

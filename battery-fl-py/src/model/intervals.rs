@@ -1,12 +1,14 @@
 //! `IntervalCalibration` and `Predictions`: BatLiNet's conformal intervals and flags
 //! (`battery_fl_core::model::intervals`).
 
-use battery_fl_core::model::{IntervalCalibration, Prediction};
+use battery_fl_core::model::{IntervalCalibration, Prediction, DEFAULT_CALIBRATION_FOLDS};
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
+use super::batlinet::{dataset, PyBatLiNet};
 use crate::conversion::{from_json, to_json, vec_f64};
+use crate::data::{cell_refs, PyBatteryCell};
 
 /// What a BatLiNet calibration learned from labelled cells the model was not trained on
 /// (``BatLiNet.calibrate``, ``BatLiNet.cross_calibrate``): normalized conformal scores, the
@@ -177,6 +179,61 @@ impl PyPredictions {
             "Predictions(cells={}, out_of_distribution={flagged})",
             self.inner.len()
         )
+    }
+}
+
+#[pymethods]
+impl PyBatLiNet {
+    /// Calibrate intervals and flags on labelled ``calibration`` cells held out from
+    /// ``training`` (the cells this model was trained on), predicted with ``references``
+    /// (default the training cells). A calibration cell that is also a training cell raises
+    /// ``ConfigError``.
+    ///
+    /// >>> import battery_fl
+    /// >>> from battery_fl import synthetic
+    /// >>> cells = [c for f in synthetic.generate_fleets(fleets=2, cells_per_fleet=12, cycles=12, seed=3) for c in f.cells]
+    /// >>> model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(cycles=12, interp_dim=16),
+    /// ...                             conv_channels=4, epochs=2, batch_size=4, progress=False, inference_references=4)
+    /// >>> _ = model.fit(cells[:12])
+    /// >>> calibration = model.calibrate(cells[:12], cells[12:20])
+    /// >>> p = model.predict(cells[20:], cells[:12], coverage=0.8, calibration=calibration)
+    /// >>> bool(((p.lower <= p.life) & (p.life <= p.upper)).all()), len(p)
+    /// (True, 4)
+    #[pyo3(signature = (training, calibration, references=None))]
+    fn calibrate(
+        &self,
+        py: Python<'_>,
+        training: Vec<Bound<'_, PyBatteryCell>>,
+        calibration: Vec<Bound<'_, PyBatteryCell>>,
+        references: Option<Vec<Bound<'_, PyBatteryCell>>>,
+    ) -> PyResult<PyIntervalCalibration> {
+        let (training, calibration) = (cell_refs(&training), cell_refs(&calibration));
+        let references = references.as_deref().map(cell_refs);
+        let inner = self.with(py, |m| {
+            let train = dataset(m, &training)?;
+            let refs = match &references {
+                Some(r) => dataset(m, r)?,
+                None => train.clone(),
+            };
+            m.calibrate(&train, &dataset(m, &calibration)?, &refs)
+        })?;
+        Ok(PyIntervalCalibration { inner })
+    }
+
+    /// Calibrate without setting cells aside: ``folds`` fresh models of this configuration,
+    /// each trained on all but one fold of ``training`` (the cells this model was trained
+    /// on) and scored on the fold it did not see. Costs ``folds`` trainings (default 5).
+    #[pyo3(signature = (training, *, folds=None))]
+    fn cross_calibrate(
+        &self,
+        py: Python<'_>,
+        training: Vec<Bound<'_, PyBatteryCell>>,
+        folds: Option<usize>,
+    ) -> PyResult<PyIntervalCalibration> {
+        let training = cell_refs(&training);
+        let folds = folds.unwrap_or(DEFAULT_CALIBRATION_FOLDS);
+        let inner = self.with(py, |m| m.cross_calibrate(&dataset(m, &training)?, folds))?;
+        Ok(PyIntervalCalibration { inner })
     }
 }
 

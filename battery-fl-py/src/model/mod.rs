@@ -2,6 +2,7 @@
 //! federation) and the `VarianceModel` baseline.
 
 mod batlinet;
+mod dpsgd;
 mod hybrid;
 mod intervals;
 mod linear;

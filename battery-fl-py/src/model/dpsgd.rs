@@ -1,0 +1,90 @@
+//! `BatLiNet.train_private` and `BatLiNet.set_public_statistics`: record-level DP-SGD
+//! (`battery_fl_core::model::dpsgd`).
+
+use battery_fl_core::model::{DpSgdConfig, TrainOptions};
+use pyo3::prelude::*;
+
+use super::batlinet::{dataset, PyBatLiNet};
+use crate::conversion::to_python;
+use crate::data::{cell_refs, PyBatteryCell};
+
+#[pymethods]
+impl PyBatLiNet {
+    /// Fit the label transform and input scales on labelled ``public`` cells, as
+    /// ``train_private`` requires (statistics of the private cells would be released outside
+    /// the guarantee).
+    fn set_public_statistics(
+        &self,
+        py: Python<'_>,
+        public: Vec<Bound<'_, PyBatteryCell>>,
+    ) -> PyResult<()> {
+        let public = cell_refs(&public);
+        self.with(py, |m| {
+            let ds = dataset(m, &public)?;
+            m.set_public_statistics(&ds)
+        })
+    }
+
+    /// Train on private ``cells`` with record-level DP-SGD: each step samples cells with rate
+    /// ``batch_size / len(cells)``, clips each cell's gradient to ``clipping_norm``, adds
+    /// Gaussian noise of std ``noise_multiplier * clipping_norm`` and steps; branch B's
+    /// references come from the labelled ``public`` cells only (a private cell among them
+    /// raises ``ConfigError``). Give a target ``epsilon`` per cell (the noise multiplier is
+    /// found for it; the core's default is 8) or a ``noise_multiplier`` (with ``epsilon`` too,
+    /// training that would spend more raises ``PrivacyError`` before it starts). Set the
+    /// label transform and input scales from public cells first (``set_public_statistics``).
+    /// ``noise_seed`` makes the noise reproducible (tests; by default it comes from the OS).
+    /// Returns the report: ``epsilon``, ``delta``, ``noise_multiplier``, ``sample_rate``,
+    /// ``steps``, ``epoch_losses``.
+    ///
+    /// >>> import battery_fl
+    /// >>> from battery_fl import synthetic
+    /// >>> fleets = synthetic.generate_fleets(fleets=2, cells_per_fleet=8, cycles=12, seed=3)
+    /// >>> private, public = fleets[0].cells, fleets[1].cells
+    /// >>> model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(cycles=12, interp_dim=16),
+    /// ...                             conv_channels=4, epochs=2, batch_size=4, progress=False)
+    /// >>> model.set_public_statistics(public)
+    /// >>> report = model.train_private(private, public, epsilon=4.0, noise_seed=0)
+    /// >>> report["epsilon"] <= 4.0, report["steps"]
+    /// (True, 4)
+    #[pyo3(signature = (cells, public, *, epsilon=None, noise_multiplier=None, clipping_norm=None, delta=None, noise_seed=None, epochs=None, seed=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn train_private(
+        &self,
+        py: Python<'_>,
+        cells: Vec<Bound<'_, PyBatteryCell>>,
+        public: Vec<Bound<'_, PyBatteryCell>>,
+        epsilon: Option<f64>,
+        noise_multiplier: Option<f64>,
+        clipping_norm: Option<f64>,
+        delta: Option<f64>,
+        noise_seed: Option<u64>,
+        epochs: Option<usize>,
+        seed: Option<u64>,
+    ) -> PyResult<Py<PyAny>> {
+        let (cells, public) = (cell_refs(&cells), cell_refs(&public));
+        let defaults = DpSgdConfig::default();
+        let config = DpSgdConfig {
+            clipping_norm: clipping_norm.unwrap_or(defaults.clipping_norm),
+            noise_multiplier,
+            // a noise multiplier alone means no budget; neither means the default target
+            epsilon: epsilon.or(if noise_multiplier.is_some() {
+                None
+            } else {
+                defaults.epsilon
+            }),
+            delta: delta.unwrap_or(defaults.delta),
+            seed: noise_seed,
+        };
+        let opts = TrainOptions {
+            epochs,
+            seed,
+            ..Default::default()
+        };
+        let report = self.with(py, |m| {
+            let (train, public) = (dataset(m, &cells)?, dataset(m, &public)?);
+            m.train_private(&train, &public, &config, &opts)
+        })?;
+        to_python(py, &report)
+    }
+}

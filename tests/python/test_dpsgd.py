@@ -1,0 +1,53 @@
+"""Record-level DP-SGD through Python: the report, the budget, public references."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import battery_fl
+from battery_fl import dp
+
+
+def test_train_private_reports_what_it_spends(
+    fleets: list[Any], model_kwargs: dict[str, Any]
+) -> None:
+    private, public = fleets[0].cells, fleets[1].cells
+    model = battery_fl.BatLiNet(**model_kwargs)
+    model.set_public_statistics(public)
+    before = np.concatenate([p.ravel() for p in model.get_parameters()])
+    report = model.train_private(private, public, epsilon=2.0, noise_seed=1)
+    assert set(report) == {
+        "epsilon",
+        "delta",
+        "noise_multiplier",
+        "sample_rate",
+        "steps",
+        "epoch_losses",
+    }
+    acc = dp.RdpAccountant()
+    acc.step(
+        noise_multiplier=report["noise_multiplier"],
+        sample_rate=report["sample_rate"],
+        steps=report["steps"],
+    )
+    assert report["epsilon"] == pytest.approx(acc.epsilon(1e-5)) and report["epsilon"] <= 2.0
+    after = np.concatenate([p.ravel() for p in model.get_parameters()])
+    assert not np.array_equal(before, after)
+
+
+def test_train_private_refuses_overspending_and_private_references(
+    fleets: list[Any], model_kwargs: dict[str, Any]
+) -> None:
+    private, public = fleets[0].cells, fleets[1].cells
+    model = battery_fl.BatLiNet(**model_kwargs)
+    model.set_public_statistics(public)
+    with pytest.raises(battery_fl.PrivacyError):
+        model.train_private(private, public, noise_multiplier=0.2, epsilon=0.5)
+    with pytest.raises(battery_fl.ConfigError) as info:
+        model.train_private(private, public + private[:1], epsilon=4.0)
+    assert info.value.field == "public"
+    with pytest.raises(battery_fl.ConfigError):
+        model.train_private(private, public, epsilon=-1.0)
