@@ -17,6 +17,8 @@ mod reference;
 mod variance;
 
 #[cfg(feature = "tch")]
+mod audit;
+#[cfg(feature = "tch")]
 mod batlinet;
 #[cfg(feature = "tch")]
 mod bytes;
@@ -60,6 +62,8 @@ pub use persist::{
 pub use reference::select_references;
 pub use variance::{VarianceConfig, VarianceModel};
 
+#[cfg(feature = "tch")]
+pub use audit::{membership_auc, membership_scores};
 #[cfg(feature = "tch")]
 pub use batlinet::{BatLiNet, BranchPredictions};
 #[cfg(feature = "tch")]

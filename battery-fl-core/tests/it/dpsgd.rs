@@ -4,7 +4,9 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::dp::RdpAccountant;
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
-use battery_fl_core::model::{BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig, TrainOptions};
+use battery_fl_core::model::{
+    membership_auc, BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig, TrainOptions,
+};
 use battery_fl_core::Error;
 
 /// Synthetic cells of two fleets, their ids prefixed by `prefix` (public cells come from
@@ -123,4 +125,65 @@ fn with_little_noise_dp_sgd_learns() {
     let report = m.train_private(&private, &public, &dp, &opts).unwrap();
     let (first, last) = (report.epoch_losses[0], *report.epoch_losses.last().unwrap());
     assert!(last < 0.85 * first, "loss {first} -> {last}");
+}
+
+#[test]
+fn the_membership_attack_finds_an_overfit_model_and_not_a_private_one() {
+    // members: the training cells; non-members: cells of the same fleets never trained on
+    let small = || {
+        FeaturizerConfig::default()
+            .with_cycles(20)
+            .with_interp_dim(16)
+    };
+    let ds = |c: &[Cell]| {
+        let f = Featurizer::new(small()).unwrap();
+        Dataset::from_cells(c, &f, &[0, 1, 2, 3, 4, 5], &LabelConfig::default()).unwrap()
+    };
+    let all = cells("", 8, 12);
+    let (members, non_members): (Vec<Cell>, Vec<Cell>) = {
+        let (a, b): (Vec<_>, Vec<_>) = all.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        (
+            a.into_iter().map(|(_, c)| c).collect(),
+            b.into_iter().map(|(_, c)| c).collect(),
+        )
+    };
+    let (members, non_members) = (ds(&members), ds(&non_members));
+    let public = ds(&cells("public-", 1008, 6));
+    // one branch: the attack reads the network's fit of each cell, not the references'
+    let config = || {
+        BatLiNetConfig::default()
+            .with_single_branch(true)
+            .with_conv_channels(8)
+            .with_batch_size(4)
+            .with_epochs(300)
+            .with_progress(false)
+            .with_seed(4)
+    };
+    // a model trained to fit its cells as closely as it can
+    let mut plain = BatLiNet::new(config(), small()).unwrap();
+    plain.set_public_statistics(&public).unwrap();
+    plain.train(&members, &TrainOptions::default()).unwrap();
+    let exposed = membership_auc(&plain, &members, &non_members, &public).unwrap();
+    // the same training with DP-SGD at epsilon 1 per cell
+    let mut private = BatLiNet::new(config(), small()).unwrap();
+    private.set_public_statistics(&public).unwrap();
+    let dp = DpSgdConfig {
+        epsilon: Some(1.0),
+        seed: Some(2),
+        ..Default::default()
+    };
+    private
+        .train_private(&members, &public, &dp, &TrainOptions::default())
+        .unwrap();
+    let guarded = membership_auc(&private, &members, &non_members, &public).unwrap();
+    eprintln!("membership AUC: plain {exposed}, epsilon 1 {guarded}");
+    assert!(
+        exposed > 0.75,
+        "membership AUC of the overfit model {exposed}"
+    );
+    assert!(guarded < 0.65, "membership AUC at epsilon 1: {guarded}");
+    assert!(matches!(
+        membership_auc(&plain, &members.subset(&[]).unwrap(), &non_members, &public),
+        Err(Error::NotEnoughData { .. })
+    ));
 }
