@@ -1,0 +1,187 @@
+//! What record-level DP-SGD costs BatLiNet: RMSE at ε = 1, 4, 8 per cell against
+//! non-private training, on synthetic multi-chemistry fleets large enough for per-cell DP to
+//! make sense (`BatLiNet::train_private`).
+//!
+//! The fleets' cells (5 fleets x `--cells-per-fleet`, data seed 42) are pooled and split 80/20
+//! into private training and test cells (seeded). Public references: `--public-cells` cells
+//! generated from a public seed (9000), named apart. Rows:
+//!
+//! - `plain`: ordinary training (statistics and branch-B references from the private cells);
+//! - `public, clipped, no noise`: DP-SGD's recipe (public statistics and references, per-cell
+//!   clipping) with a negligible noise multiplier: what the design costs before any noise;
+//! - `epsilon E`: DP-SGD at ε = E per cell (δ = 1e-5), the noise multiplier found for it.
+//!
+//! Every model predicts the test cells with the private training cells as references
+//! (inference stays at home). The main job's settings: 16 channels, batch 16, 16 references.
+//!
+//! ```text
+//! cargo run --release -p battery-fl-core --features tch --example dpsgd_study -- \
+//!     [--cells-per-fleet N] [--public-cells N] [--epochs E] [--epsilons 1,4,8] [--seeds N] [--threads T]
+//! ```
+
+use std::time::Instant;
+
+use anyhow::Result;
+use battery_fl_core::data::synthetic::FleetConfig;
+use battery_fl_core::data::{Cell, LabelConfig};
+use battery_fl_core::features::{Featurizer, FeaturizerConfig};
+use battery_fl_core::model::{
+    BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig, Metrics, TrainOptions,
+};
+use clap::Parser;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+/// What record-level DP-SGD costs BatLiNet on synthetic multi-chemistry fleets.
+#[derive(Debug, Parser)]
+#[command(args_override_self = true)]
+struct Args {
+    /// Cells per fleet (five fleets, pooled).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    cells_per_fleet: usize,
+    /// Public reference cells (generated from a public seed).
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    public_cells: usize,
+    /// Training epochs of every model.
+    #[arg(long, value_name = "E", default_value_t = 60)]
+    epochs: usize,
+    /// Target epsilons per cell, comma-separated.
+    #[arg(
+        long,
+        value_name = "E,...",
+        value_delimiter = ',',
+        default_value = "1,4,8"
+    )]
+    epsilons: Vec<f64>,
+    /// Seeds (model, split and noise), from 0.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seeds: u64,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long, value_name = "T")]
+    threads: Option<i32>,
+}
+
+fn generate(fleets: usize, per_fleet: usize, seed: u64, prefix: &str) -> Result<Vec<Cell>> {
+    Ok(FleetConfig::default()
+        .with_fleets(fleets)
+        .with_cells_per_fleet(per_fleet)
+        .with_seed(seed)
+        .generate()?
+        .into_iter()
+        .flat_map(|f| f.cells)
+        .map(|mut c| {
+            c.meta.cell_id = format!("{prefix}{}", c.meta.cell_id);
+            c
+        })
+        .collect())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n);
+    }
+    let cells = generate(5, args.cells_per_fleet, 42, "")?;
+    let public_cells = generate(1, args.public_cells, 9000, "public-")?;
+    let featurizer_cfg = FeaturizerConfig::default().with_interp_dim(64);
+    let featurizer = Featurizer::new(featurizer_cfg.clone())?;
+    let label = LabelConfig::default();
+    let base = BatLiNetConfig::default()
+        .with_conv_channels(16)
+        .with_batch_size(16)
+        .with_epochs(args.epochs)
+        .with_inference_references(16)
+        .with_progress(false);
+    let ds = |c: &[Cell]| Dataset::for_config(c, &featurizer, &base, &label);
+    let public = ds(&public_cells)?;
+    let mut rows: Vec<(String, u64, f64, f64, f64)> = Vec::new();
+    for seed in 0..args.seeds {
+        let mut order: Vec<usize> = (0..cells.len()).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(500 + seed));
+        let cut = cells.len() * 4 / 5;
+        let pick = |idx: &[usize]| idx.iter().map(|&i| cells[i].clone()).collect::<Vec<_>>();
+        let (train, test) = (ds(&pick(&order[..cut]))?, ds(&pick(&order[cut..]))?);
+        let truth = test.require_labels()?;
+        eprintln!(
+            "seed {seed}: {} private training cells, {} test cells, {} public references",
+            train.len(),
+            test.len(),
+            public.len()
+        );
+        let config = base.clone().with_seed(seed);
+        let mut report = |name: String, model: &BatLiNet, epsilon: f64, z: f64, secs: f64| {
+            let rmse = Metrics::compute(&model.predict(&test, &train)?, &truth)?.rmse;
+            println!(
+                "{{\"model\": \"{name}\", \"seed\": {seed}, \"epsilon\": {epsilon}, \"noise_multiplier\": {z:.4}, \"rmse\": {rmse:.1}, \"seconds\": {secs:.0}}}"
+            );
+            rows.push((name, seed, epsilon, z, rmse));
+            anyhow::Ok(())
+        };
+        let t0 = Instant::now();
+        let mut plain = BatLiNet::new(config.clone(), featurizer_cfg.clone())?;
+        plain.fit(&train)?;
+        report(
+            "plain".into(),
+            &plain,
+            f64::INFINITY,
+            0.0,
+            t0.elapsed().as_secs_f64(),
+        )?;
+        let mut variants: Vec<(String, DpSgdConfig)> = vec![(
+            "public, clipped, no noise".into(),
+            DpSgdConfig {
+                noise_multiplier: Some(1e-3),
+                epsilon: None,
+                seed: Some(seed),
+                ..Default::default()
+            },
+        )];
+        for &e in &args.epsilons {
+            variants.push((
+                format!("epsilon {e}"),
+                DpSgdConfig {
+                    epsilon: Some(e),
+                    seed: Some(seed),
+                    ..Default::default()
+                },
+            ));
+        }
+        for (name, dp) in variants {
+            let t0 = Instant::now();
+            let mut model = BatLiNet::new(config.clone(), featurizer_cfg.clone())?;
+            model.set_public_statistics(&public)?;
+            let r = model.train_private(&train, &public, &dp, &TrainOptions::default())?;
+            report(
+                name,
+                &model,
+                r.epsilon,
+                r.noise_multiplier,
+                t0.elapsed().as_secs_f64(),
+            )?;
+        }
+    }
+    println!();
+    println!("| training | seeds | epsilon per cell | noise multiplier | RMSE (mean ± sd) |");
+    println!("| --- | --- | --- | --- | --- |");
+    let mut names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    names.dedup();
+    for name in names {
+        let mine: Vec<&(String, u64, f64, f64, f64)> =
+            rows.iter().filter(|r| r.0 == name).collect();
+        let n = mine.len() as f64;
+        let mean = mine.iter().map(|r| r.4).sum::<f64>() / n;
+        let sd = (mine.iter().map(|r| (r.4 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let eps = mine.iter().map(|r| r.2).fold(0.0, f64::max);
+        let z = mine.iter().map(|r| r.3).sum::<f64>() / n;
+        println!(
+            "| {name} | {} | {} | {z:.2} | {mean:.1} ± {sd:.1} |",
+            mine.len(),
+            if eps.is_finite() {
+                format!("{eps:.2}")
+            } else {
+                "∞".into()
+            }
+        );
+    }
+    Ok(())
+}
