@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "membership_auc",
     "dp_default_config",
     "secagg_default_config",
     "DEFAULT_COVERAGE",
@@ -73,6 +74,12 @@ __version__: str
 DEFAULT_COVERAGE: float
 
 def dp_default_config() -> dict[str, Any]: ...
+def membership_auc(
+    model: BatLiNet,
+    members: Sequence[Cell],
+    non_members: Sequence[Cell],
+    references: Sequence[Cell],
+) -> float: ...
 def secagg_default_config() -> dict[str, Any]: ...
 
 _Path = str | os.PathLike[str]

@@ -51,3 +51,13 @@ def test_train_private_refuses_overspending_and_private_references(
     assert info.value.field == "public"
     with pytest.raises(battery_fl.ConfigError):
         model.train_private(private, public, epsilon=-1.0)
+
+
+def test_membership_auc_is_a_probability_and_refuses_empty_sets(
+    fleets: list[Any], fitted: battery_fl.BatLiNet
+) -> None:
+    cells = [c for f in fleets for c in f.cells]
+    auc = battery_fl.membership_auc(fitted, cells[:12], cells[12:], cells[:12])
+    assert 0.0 <= auc <= 1.0
+    with pytest.raises(battery_fl.DataError):
+        battery_fl.membership_auc(fitted, [], cells[12:], cells[:12])

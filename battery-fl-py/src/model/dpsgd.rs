@@ -88,3 +88,27 @@ impl PyBatLiNet {
         to_python(py, &report)
     }
 }
+
+/// The loss-threshold membership-inference attack on ``model``: the chance that a random
+/// ``members`` cell (trained on) has a smaller error than a random ``non_members`` cell of the
+/// same distribution, predicting with the attacker's ``references`` (public cells). 0.5 is
+/// chance; a model trained with DP-SGD at a small epsilon keeps it near 0.5.
+#[pyfunction]
+pub(crate) fn membership_auc(
+    py: Python<'_>,
+    model: &PyBatLiNet,
+    members: Vec<Bound<'_, PyBatteryCell>>,
+    non_members: Vec<Bound<'_, PyBatteryCell>>,
+    references: Vec<Bound<'_, PyBatteryCell>>,
+) -> PyResult<f64> {
+    let (members, non_members) = (cell_refs(&members), cell_refs(&non_members));
+    let references = cell_refs(&references);
+    model.with(py, |m| {
+        battery_fl_core::model::membership_auc(
+            m,
+            &dataset(m, &members)?,
+            &dataset(m, &non_members)?,
+            &dataset(m, &references)?,
+        )
+    })
+}
