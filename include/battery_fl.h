@@ -88,22 +88,23 @@ typedef enum bfl_status {
   BFL_STATUS_BELOW_THRESHOLD = 22,
 } bfl_status;
 
-// Aggregation rules for `bfl_aggregator_new` (stable numbers).
+// Aggregation rules for `bfl_aggregator_new` (stable numbers), named like the core's
+// strategies (`fed_avg` is `BFL_AGGREGATOR_KIND_FED_AVG`).
 typedef enum bfl_aggregator_kind {
   // Sample-weighted mean (FedAvg).
-  BFL_AGGREGATOR_KIND_FEDAVG = 1,
+  BFL_AGGREGATOR_KIND_FED_AVG = 1,
   // FedAvg on the server; clients add a proximal term `proximal_mu` (FedProx).
-  BFL_AGGREGATOR_KIND_FEDPROX = 2,
+  BFL_AGGREGATOR_KIND_FED_PROX = 2,
   // Coordinate-wise median.
-  BFL_AGGREGATOR_KIND_FEDMEDIAN = 3,
+  BFL_AGGREGATOR_KIND_FED_MEDIAN = 3,
   // Coordinate-wise trimmed mean, `trimmed_beta` cut from each end.
-  BFL_AGGREGATOR_KIND_FEDTRIMMEDAVG = 4,
+  BFL_AGGREGATOR_KIND_FED_TRIMMED_AVG = 4,
   // FedAdam server optimizer.
-  BFL_AGGREGATOR_KIND_FEDADAM = 5,
+  BFL_AGGREGATOR_KIND_FED_ADAM = 5,
   // FedYogi server optimizer.
-  BFL_AGGREGATOR_KIND_FEDYOGI = 6,
+  BFL_AGGREGATOR_KIND_FED_YOGI = 6,
   // FedAdagrad server optimizer.
-  BFL_AGGREGATOR_KIND_FEDADAGRAD = 7,
+  BFL_AGGREGATOR_KIND_FED_ADAGRAD = 7,
 } bfl_aggregator_kind;
 
 // Where the Gaussian noise of a round is added (stable numbers).
@@ -213,7 +214,7 @@ typedef struct bfl_aggregator_config {
   // Trimmed mean: fraction cut from each end, in [0, 0.5) (default 0.2).
   double trimmed_beta;
   // Server optimizers: learning rate eta (default 0.1).
-  double server_lr;
+  double eta;
   // Server optimizers: first-moment decay beta1 (default 0.9).
   double beta1;
   // Server optimizers: second-moment decay beta2 (default 0.99).

@@ -16,24 +16,25 @@ use crate::boundary::{
 };
 use crate::status::{bfl_status, FfiError};
 
-/// Aggregation rules for `bfl_aggregator_new` (stable numbers).
+/// Aggregation rules for `bfl_aggregator_new` (stable numbers), named like the core's
+/// strategies (`fed_avg` is `BFL_AGGREGATOR_KIND_FED_AVG`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum bfl_aggregator_kind {
     /// Sample-weighted mean (FedAvg).
-    Fedavg = 1,
+    FedAvg = 1,
     /// FedAvg on the server; clients add a proximal term `proximal_mu` (FedProx).
-    Fedprox = 2,
+    FedProx = 2,
     /// Coordinate-wise median.
-    Fedmedian = 3,
+    FedMedian = 3,
     /// Coordinate-wise trimmed mean, `trimmed_beta` cut from each end.
-    Fedtrimmedavg = 4,
+    FedTrimmedAvg = 4,
     /// FedAdam server optimizer.
-    Fedadam = 5,
+    FedAdam = 5,
     /// FedYogi server optimizer.
-    Fedyogi = 6,
+    FedYogi = 6,
     /// FedAdagrad server optimizer.
-    Fedadagrad = 7,
+    FedAdagrad = 7,
 }
 
 /// Aggregator settings (`bfl_aggregator_config_default` fills the documented defaults, which
@@ -49,7 +50,7 @@ pub struct bfl_aggregator_config {
     /// Trimmed mean: fraction cut from each end, in [0, 0.5) (default 0.2).
     pub trimmed_beta: f64,
     /// Server optimizers: learning rate eta (default 0.1).
-    pub server_lr: f64,
+    pub eta: f64,
     /// Server optimizers: first-moment decay beta1 (default 0.9).
     pub beta1: f64,
     /// Server optimizers: second-moment decay beta2 (default 0.99).
@@ -65,7 +66,7 @@ impl Default for bfl_aggregator_config {
             max_delta_norm: 0.0,
             proximal_mu: FederationConfig::default().proximal_mu,
             trimmed_beta: DEFAULT_TRIMMED_BETA,
-            server_lr: opt.eta,
+            eta: opt.eta,
             beta1: opt.beta1,
             beta2: opt.beta2,
             tau: opt.tau,
@@ -110,7 +111,7 @@ fn build(kind: u32, c: &bfl_aggregator_config) -> Result<Box<dyn Aggregator + Sy
     }
     let fedopt = |optimizer| {
         let config = FedOptConfig {
-            eta: c.server_lr,
+            eta: c.eta,
             beta1: c.beta1,
             beta2: c.beta2,
             tau: c.tau,
@@ -118,13 +119,13 @@ fn build(kind: u32, c: &bfl_aggregator_config) -> Result<Box<dyn Aggregator + Sy
         };
         FedOpt::new(optimizer, config)
     };
-    const FEDAVG: u32 = bfl_aggregator_kind::Fedavg as u32;
-    const FEDPROX: u32 = bfl_aggregator_kind::Fedprox as u32;
-    const FEDMEDIAN: u32 = bfl_aggregator_kind::Fedmedian as u32;
-    const TRIMMED: u32 = bfl_aggregator_kind::Fedtrimmedavg as u32;
-    const ADAM: u32 = bfl_aggregator_kind::Fedadam as u32;
-    const YOGI: u32 = bfl_aggregator_kind::Fedyogi as u32;
-    const ADAGRAD: u32 = bfl_aggregator_kind::Fedadagrad as u32;
+    const FEDAVG: u32 = bfl_aggregator_kind::FedAvg as u32;
+    const FEDPROX: u32 = bfl_aggregator_kind::FedProx as u32;
+    const FEDMEDIAN: u32 = bfl_aggregator_kind::FedMedian as u32;
+    const TRIMMED: u32 = bfl_aggregator_kind::FedTrimmedAvg as u32;
+    const ADAM: u32 = bfl_aggregator_kind::FedAdam as u32;
+    const YOGI: u32 = bfl_aggregator_kind::FedYogi as u32;
+    const ADAGRAD: u32 = bfl_aggregator_kind::FedAdagrad as u32;
     Ok(match kind {
         FEDAVG => Box::new(FedAvg::with_policy(policy)),
         FEDPROX => {

@@ -143,7 +143,7 @@ fn aggregator_round_trip_through_the_exports() {
     unsafe {
         let mut agg: *mut bfl_aggregator = null_mut();
         assert_eq!(
-            bfl_aggregator_new(bfl_aggregator_kind::Fedavg as u32, null(), &mut agg),
+            bfl_aggregator_new(bfl_aggregator_kind::FedAvg as u32, null(), &mut agg),
             bfl_status::Ok
         );
         let (a, b) = ([1.0f32, 1.0], [5.0f32, 1.0]);
@@ -184,7 +184,7 @@ fn aggregator_config_defaults_are_the_core_defaults() {
     assert_eq!(cfg.proximal_mu, core.proximal_mu);
     let opt = core.server_optimizer;
     assert_eq!(
-        (cfg.server_lr, cfg.beta1, cfg.beta2, cfg.tau),
+        (cfg.eta, cfg.beta1, cfg.beta2, cfg.tau),
         (opt.eta, opt.beta1, opt.beta2, opt.tau)
     );
     assert_eq!(cfg.max_delta_norm, 0.0);

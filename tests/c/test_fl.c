@@ -7,7 +7,7 @@
 
 static void fedavg_and_friends(void) {
     bfl_aggregator *agg = NULL;
-    OK(bfl_aggregator_new(BFL_AGGREGATOR_KIND_FEDAVG, NULL, &agg));
+    OK(bfl_aggregator_new(BFL_AGGREGATOR_KIND_FED_AVG, NULL, &agg));
     float global[2] = {0, 0};
     const float a[2] = {1, 1}, b[2] = {5, 1};
     OK(bfl_aggregator_add_update(agg, "a", 1, a, 2, false));
@@ -53,7 +53,7 @@ static void fedavg_and_friends(void) {
     bfl_aggregator_free(agg); /* frees the pending update too */
 
     /* coordinate-wise median ignores one absurd client */
-    OK(bfl_aggregator_new(BFL_AGGREGATOR_KIND_FEDMEDIAN, NULL, &agg));
+    OK(bfl_aggregator_new(BFL_AGGREGATOR_KIND_FED_MEDIAN, NULL, &agg));
     const float m1[2] = {1, 2}, m2[2] = {2, 3}, m3[2] = {1000, -1000};
     OK(bfl_aggregator_add_update(agg, "1", 1, m1, 2, false));
     OK(bfl_aggregator_add_update(agg, "2", 1, m2, 2, false));
@@ -66,20 +66,20 @@ static void fedavg_and_friends(void) {
     bfl_aggregator_config cfg;
     OK(bfl_aggregator_config_default(&cfg));
     CHECK(cfg.max_delta_norm == 0.0 && cfg.trimmed_beta == 0.2 && cfg.proximal_mu == 0.01 &&
-          cfg.server_lr == 0.1);
+          cfg.eta == 0.1);
     cfg.max_delta_norm = 1.0;
-    OK(bfl_aggregator_new(BFL_AGGREGATOR_KIND_FEDTRIMMEDAVG, &cfg, &agg));
+    OK(bfl_aggregator_new(BFL_AGGREGATOR_KIND_FED_TRIMMED_AVG, &cfg, &agg));
     float zero[2] = {0, 0};
     OK(bfl_aggregator_add_update(agg, "far", 1, b, 2, false));
     FAILS(BFL_STATUS_REJECTED_UPDATE, bfl_aggregator_finish(agg, zero, 2, out, 2));
     bfl_aggregator_free(agg);
     cfg.trimmed_beta = 0.6;
     agg = (bfl_aggregator *)&agg;
-    FAILS(BFL_STATUS_INVALID_CONFIG, bfl_aggregator_new(BFL_AGGREGATOR_KIND_FEDTRIMMEDAVG, &cfg, &agg));
+    FAILS(BFL_STATUS_INVALID_CONFIG, bfl_aggregator_new(BFL_AGGREGATOR_KIND_FED_TRIMMED_AVG, &cfg, &agg));
     CHECK(agg == NULL);
 
     /* server optimizers keep state across rounds */
-    OK(bfl_aggregator_new(BFL_AGGREGATOR_KIND_FEDADAM, NULL, &agg));
+    OK(bfl_aggregator_new(BFL_AGGREGATOR_KIND_FED_ADAM, NULL, &agg));
     float w[2] = {0, 0};
     for (int round = 0; round < 3; round++) {
         OK(bfl_aggregator_add_update(agg, "a", 1, a, 2, false));

@@ -25,7 +25,7 @@ static void status_numbers_are_stable(void) {
     CHECK(BFL_STATUS_BUDGET_EXHAUSTED == 20);
     CHECK(BFL_STATUS_SECAGG == 21);
     CHECK(BFL_STATUS_BELOW_THRESHOLD == 22);
-    CHECK(BFL_AGGREGATOR_KIND_FEDAVG == 1 && BFL_AGGREGATOR_KIND_FEDADAGRAD == 7);
+    CHECK(BFL_AGGREGATOR_KIND_FED_AVG == 1 && BFL_AGGREGATOR_KIND_FED_ADAGRAD == 7);
     CHECK(BFL_DP_MODE_CENTRAL == 1 && BFL_DP_MODE_DISTRIBUTED == 3);
 
     CHECK(strcmp(bfl_status_str(BFL_STATUS_OK), "ok") == 0);
@@ -94,7 +94,7 @@ static void null_arguments_are_reported(void) {
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_model_export_params(NULL, NULL, 0, NULL));
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_model_import_params(NULL, NULL, 0));
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_dataset_len(NULL, &n));
-    FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_aggregator_new(BFL_AGGREGATOR_KIND_FEDAVG, NULL, NULL));
+    FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_aggregator_new(BFL_AGGREGATOR_KIND_FED_AVG, NULL, NULL));
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_aggregator_add_update(NULL, "a", 1, NULL, 0, false));
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_aggregator_finish(NULL, NULL, 0, NULL, 0));
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_dp_clip(NULL, 3, 1.0, NULL));
@@ -111,7 +111,7 @@ static void null_arguments_are_reported(void) {
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_message_batch_len(NULL, &n));
     /* a zero-length array may be NULL; the rest of the call is still checked */
     bfl_aggregator *agg = NULL;
-    OK(bfl_aggregator_new(BFL_AGGREGATOR_KIND_FEDAVG, NULL, &agg));
+    OK(bfl_aggregator_new(BFL_AGGREGATOR_KIND_FED_AVG, NULL, &agg));
     OK(bfl_aggregator_add_update(agg, "empty", 1, NULL, 0, false));
     FAILS(BFL_STATUS_NULL_ARGUMENT, bfl_aggregator_add_update(agg, NULL, 1, NULL, 0, false));
     bfl_aggregator_free(agg);
