@@ -132,11 +132,11 @@ fn main() -> Result<()> {
         let (train, cal, test) = (ds(&parts[0])?, ds(&parts[1])?, ds(&parts[2])?);
         let mut model = BatLiNet::new(base.clone().with_seed(seed), featurizer_cfg.clone())?;
         model.fit(&train)?;
-        let by_chemistry = model.calibrate(&train, &cal, &train)?;
-        // the same scores with one pooled quantile for every chemistry
-        let pooled = IntervalCalibration {
-            group_scores: Vec::new(),
-            ..by_chemistry.clone()
+        let pooled = model.calibrate(&train, &cal, &train)?;
+        // the same scores with each chemistry's own quantile (Mondrian)
+        let by_chemistry = IntervalCalibration {
+            by_chemistry: true,
+            ..pooled.clone()
         };
         let truth = test.require_labels()?;
         let chemistries: Vec<String> = parts[2].iter().map(cathode).collect();

@@ -15,10 +15,12 @@
 //! spread is zero (one reference, or a single-branch model) all cells get the same width: plain
 //! split conformal. Intervals are clipped to the prediction bound.
 //!
-//! Chemistries age differently, so one pooled quantile over-covers some and under-covers
-//! others. Each cathode chemistry with enough calibration cells for the requested coverage
-//! (9 for 90 %) gets its own quantile (Mondrian conformal, Vovk et al. 2005: coverage then
-//! holds within each chemistry); cells of other chemistries get the pooled one.
+//! Chemistries age differently, so one pooled quantile can over-cover some and under-cover
+//! others. With [`IntervalCalibration::by_chemistry`], each cathode chemistry with enough
+//! calibration cells for the requested coverage (9 for 90 %) gets its own quantile (Mondrian
+//! conformal, Vovk et al. 2005: coverage then holds within each chemistry), at the price of the
+//! small-sample conservatism of a quantile over a dozen cells; it is off by default, as
+//! measured on synthetic fleets.
 //!
 //! Calibration cells must be held out from training: scores of cells the network has fitted are
 //! too small. [`BatLiNet::calibrate`] takes cells the user set aside;
@@ -61,11 +63,15 @@ pub struct ReferenceDraw {
 pub struct IntervalCalibration {
     /// Normalized scores `|ln y − ln ŷ| / (s + β)`, ascending.
     pub scores: Vec<f64>,
-    /// The scores of each [`LABEL_GROUPS`] cathode's calibration cells, ascending: a cell of a
-    /// chemistry with enough of them gets its chemistry's quantile (Mondrian conformal:
-    /// coverage holds per chemistry), others the pooled one.
+    /// The scores of each [`LABEL_GROUPS`] cathode's calibration cells, ascending.
     #[serde(default)]
     pub group_scores: Vec<Vec<f64>>,
+    /// Give a cell of a chemistry with enough calibration cells its chemistry's quantile
+    /// (Mondrian conformal), others the pooled one. Default off: with a dozen calibration
+    /// cells per chemistry the per-chemistry quantile over-covers more than the pooled one
+    /// (BENCHMARKS.md "BatLiNet intervals").
+    #[serde(default)]
+    pub by_chemistry: bool,
     /// `β`: the median spread of the calibration cells (0: every cell gets the same width).
     pub scale: f64,
     /// Largest genome distance from a calibration cell to its nearest training cell.
@@ -312,7 +318,11 @@ impl BatLiNet {
         let group_q: Vec<Option<f64>> = calibration
             .group_scores
             .iter()
-            .map(|g| conformal_quantile(g, coverage).ok())
+            .map(|g| {
+                conformal_quantile(g, coverage)
+                    .ok()
+                    .filter(|_| calibration.by_chemistry)
+            })
             .collect();
         if targets.is_empty() {
             return Ok(Vec::new());
@@ -393,6 +403,7 @@ impl IntervalCalibration {
         let mut calibration_out = IntervalCalibration {
             scores: Vec::new(),
             group_scores: Vec::new(),
+            by_chemistry: false,
             scale,
             max_distance: points.iter().map(|p| p.distance).fold(0.0, f64::max),
             training: training.fingerprints().to_vec(),

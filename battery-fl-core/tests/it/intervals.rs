@@ -115,9 +115,17 @@ fn intervals_cover_held_out_cells_and_unseen_chemistries_are_flagged() {
         );
         assert!(p.spread >= 0.0 && p.reference_distance.is_some());
     }
-    // half-widths in ln(life) follow the difficulty: q · (s + β), with the chemistry's own
-    // quantile where its calibration cells suffice (Mondrian), else the pooled one
+    // half-widths in ln(life) follow the difficulty: q · (s + β)
     let pooled = conformal_quantile(&cal.scores, 0.8).unwrap();
+    for p in p.iter().filter(|p| !p.bounded) {
+        let half = (p.upper / p.life).ln();
+        assert_relative_eq!(half, pooled * (p.spread + cal.scale), max_relative = 1e-6);
+    }
+    // by chemistry (Mondrian): a chemistry's own quantile where its calibration cells suffice
+    let mondrian = IntervalCalibration {
+        by_chemistry: true,
+        ..cal.clone()
+    };
     let own = |c: Option<&str>| {
         label_group(c).and_then(|g| conformal_quantile(&cal.group_scores[g], 0.8).ok())
     };
@@ -126,7 +134,10 @@ fn intervals_cover_held_out_cells_and_unseen_chemistries_are_flagged() {
         cathodes.iter().any(|c| own(*c).is_some()),
         "a chemistry has its own quantile"
     );
-    for (p, c) in p.iter().zip(&cathodes).filter(|(p, _)| !p.bounded) {
+    let by = model
+        .predict_intervals(&test, &train, &mondrian, 0.8)
+        .unwrap();
+    for (p, c) in by.iter().zip(&cathodes).filter(|(p, _)| !p.bounded) {
         let half = (p.upper / p.life).ln();
         let q = own(*c).unwrap_or(pooled);
         assert_relative_eq!(half, q * (p.spread + cal.scale), max_relative = 1e-6);
@@ -232,13 +243,9 @@ fn cross_calibration_scores_every_training_cell_and_a_single_branch_gets_one_wid
     assert_eq!(cal.scale, 0.0, "one branch: no spread");
     let empty = train.subset(&[]).unwrap();
     let p = model.predict_intervals(&test, &empty, &cal, 0.8).unwrap();
-    // one width per chemistry: its own quantile, or the pooled one
-    let pooled = conformal_quantile(&cal.scores, 0.8).unwrap();
-    let cathodes = test.cathodes();
-    for (p, c) in p.iter().zip(&cathodes).filter(|(p, _)| !p.bounded) {
-        let q = label_group(*c)
-            .and_then(|g| conformal_quantile(&cal.group_scores[g], 0.8).ok())
-            .unwrap_or(pooled);
+    // one width for every cell
+    let q = conformal_quantile(&cal.scores, 0.8).unwrap();
+    for p in p.iter().filter(|p| !p.bounded) {
         assert_eq!(p.spread, 0.0);
         assert!(p.reference_distance.is_none());
         assert_relative_eq!((p.upper / p.life).ln(), q, max_relative = 1e-6);
