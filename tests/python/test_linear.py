@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +139,9 @@ def test_hybrid_corrects_the_linear_model_it_selects() -> None:
     assert np.all((lives / linear > 0.2) & (lives / linear < 5.0))
     with pytest.raises(battery_fl.DataError):
         battery_fl.HybridModel.fit([], template)
+    # saved and loaded, it predicts the same
+    with tempfile.TemporaryDirectory() as tmp:
+        hybrid.save(tmp)
+        np.testing.assert_array_equal(battery_fl.HybridModel.load(tmp).predict(test), lives)
+        with pytest.raises(battery_fl.BatteryFlError):
+            battery_fl.HybridModel.load(Path(tmp) / "missing")

@@ -32,13 +32,18 @@
 //! ```
 
 use std::borrow::Borrow;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
 
 use super::{
-    loo_predictions, select_linear, BatLiNet, BatLiNetConfig, Dataset, LinearConfig, LinearModel,
+    loo_predictions, params_from_safetensors, params_to_safetensors, select_linear, write_atomic,
+    BatLiNet, BatLiNetConfig, Dataset, InterFeatures, LinearConfig, LinearModel, ModelParams,
 };
 use crate::data::{Cell, LabelConfig};
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
+use crate::genome::GenomeFingerprint;
 
 /// BatLiNet on the residuals of the linear early-life model (see the module docs).
 #[derive(Debug)]
@@ -130,5 +135,123 @@ impl HybridModel {
             .zip(&correction)
             .map(|(l, r)| r * (l.ln() - self.shift).exp())
             .collect())
+    }
+}
+
+/// Format tag of a saved hybrid model.
+pub const HYBRID_FORMAT: &str = "battery-fl/hybrid/v1";
+const HYBRID_FILE: &str = "hybrid.json";
+const REFERENCES_FILE: &str = "references.safetensors";
+const NETWORK_DIR: &str = "network";
+
+/// What `hybrid.json` holds: the linear model, the shift and the references' metadata (their
+/// curves are in `references.safetensors`, the network in `network/`).
+#[derive(Debug, Serialize, Deserialize)]
+struct HybridDescription {
+    format: String,
+    linear: LinearModel,
+    shift: f64,
+    reference_ids: Vec<String>,
+    reference_labels: Vec<Option<f64>>,
+    reference_fingerprints: Vec<GenomeFingerprint>,
+    inter: InterFeatures,
+    shape: [usize; 3],
+}
+
+impl HybridModel {
+    /// Save to a directory: `hybrid.json` (the linear model, the shift, the references'
+    /// ids, residual labels and fingerprints), `references.safetensors` (their curves) and
+    /// `network/` (a [`BatLiNet`] directory). Each file is written atomically.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        self.network.save(dir.join(NETWORK_DIR))?;
+        let r = &self.references;
+        let shape = r.shape();
+        let dims = vec![r.len(), shape[0], shape[1], shape[2]];
+        let mut curves = vec![("branch_a".to_string(), dims.clone(), r.branch_a().to_vec())];
+        if r.inter() == InterFeatures::Raw {
+            curves.push(("raw".to_string(), dims, r.raw().to_vec()));
+        }
+        write_atomic(
+            &dir.join(REFERENCES_FILE),
+            &params_to_safetensors(&ModelParams::new(curves)?)?,
+        )?;
+        let description = HybridDescription {
+            format: HYBRID_FORMAT.into(),
+            linear: self.linear.clone(),
+            shift: self.shift,
+            reference_ids: r.cell_ids().to_vec(),
+            reference_labels: r.labels().to_vec(),
+            reference_fingerprints: r.fingerprints().to_vec(),
+            inter: r.inter(),
+            shape,
+        };
+        let json = serde_json::to_vec_pretty(&description).map_err(|e| Error::Parse {
+            path: dir.join(HYBRID_FILE),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&dir.join(HYBRID_FILE), &json)
+    }
+
+    /// Load a directory written by [`HybridModel::save`]; a model that does not fit its
+    /// references or files of another format give typed errors.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let path = dir.join(HYBRID_FILE);
+        let text = std::fs::read(&path).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let d: HybridDescription = serde_json::from_slice(&text).map_err(|e| Error::Parse {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if d.format != HYBRID_FORMAT {
+            return Err(Error::Parse {
+                path,
+                reason: format!("format {:?}, expected {HYBRID_FORMAT:?}", d.format),
+            });
+        }
+        let network = BatLiNet::load(dir.join(NETWORK_DIR))?;
+        let curves_path = dir.join(REFERENCES_FILE);
+        let bytes = std::fs::read(&curves_path).map_err(|e| Error::Io {
+            path: curves_path.clone(),
+            source: e,
+        })?;
+        let curves = params_from_safetensors(&bytes)?;
+        let pick = |name: &str| {
+            curves
+                .params()
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.data.clone())
+        };
+        let branch_a = pick("branch_a").ok_or_else(|| Error::Parse {
+            path: curves_path.clone(),
+            reason: "no `branch_a` tensor".into(),
+        })?;
+        let raw = match d.inter {
+            InterFeatures::Raw => pick("raw").ok_or_else(|| Error::Parse {
+                path: curves_path.clone(),
+                reason: "no `raw` tensor".into(),
+            })?,
+            InterFeatures::CycleDifference => branch_a.clone(),
+        };
+        let references = Dataset::new(
+            d.reference_ids,
+            branch_a,
+            raw,
+            d.reference_labels,
+            d.reference_fingerprints,
+            d.shape,
+        )?
+        .with_inter_features(d.inter)?;
+        network.check_dataset(&references, "reference")?;
+        Ok(HybridModel {
+            linear: d.linear,
+            shift: d.shift,
+            network,
+            references,
+        })
     }
 }

@@ -74,6 +74,22 @@ fn the_hybrid_learns_the_linear_models_out_of_sample_errors() {
     assert!(hy <= 1.25 * li, "hybrid {hy} vs linear {li}");
     assert!(p.iter().zip(&lin).any(|(a, b)| (a / b - 1.0).abs() > 1e-3));
 
+    // saved and loaded, it predicts the same; a broken file is a typed error
+    let dir = tempfile::tempdir().unwrap();
+    hybrid.save(dir.path()).unwrap();
+    let again = HybridModel::load(dir.path()).unwrap();
+    assert_eq!(again.predict(&test, &dte).unwrap(), p);
+    assert_eq!(again.references(), hybrid.references());
+    std::fs::write(dir.path().join("hybrid.json"), b"{\"format\": \"other\"}").unwrap();
+    assert!(matches!(
+        HybridModel::load(dir.path()),
+        Err(Error::Parse { .. })
+    ));
+    assert!(matches!(
+        HybridModel::load(dir.path().join("missing")),
+        Err(Error::Io { .. })
+    ));
+
     // the dataset must be the cells', in order
     let err =
         HybridModel::fit(&train[1..], &dtr, network, featurizer, &linear, &label).unwrap_err();

@@ -93,6 +93,22 @@ impl PyHybridModel {
         Ok(vec_f64(py, lives))
     }
 
+    /// Save to a directory: ``hybrid.json`` (the linear model, the shift, the references'
+    /// metadata), ``references.safetensors`` (their curves) and ``network/`` (a BatLiNet
+    /// directory).
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        py.detach(|| lock(&self.inner)?.save(&path)).or_raise()
+    }
+
+    /// Load a directory written by ``save``.
+    #[classmethod]
+    fn load(_cls: &Bound<'_, PyType>, py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let inner = py.detach(|| HybridModel::load(&path)).or_raise()?;
+        Ok(PyHybridModel {
+            inner: Mutex::new(inner),
+        })
+    }
+
     /// The linear early-life model it corrects.
     #[getter]
     fn linear(&self) -> PyResult<PyLinearModel> {
