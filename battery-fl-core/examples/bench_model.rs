@@ -169,6 +169,8 @@ fn main() -> Result<()> {
             epochs: Some(e),
             ..Default::default()
         };
+        // DP-SGD reads the public cells' statistics
+        model.set_public_statistics(&pool)?;
         model.train_private(&train, &pool, &config, &epochs(1))?;
         let t0 = Instant::now();
         model.train_private(&train, &pool, &config, &epochs(steps))?;

@@ -21,3 +21,19 @@ pub fn substream(seed: u64, stream: u64) -> SeededRng {
     rng.set_stream(stream);
     rng
 }
+
+/// A generator keyed from the operating system's randomness, for draws that must stay secret
+/// (which cells a DP-SGD step samples).
+///
+/// # Errors
+/// [`Error::Privacy`](crate::Error::Privacy) when the operating system has no randomness.
+pub fn from_os() -> crate::Result<SeededRng> {
+    use rand::TryRngCore;
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut key)
+        .map_err(|e| crate::Error::Privacy {
+            reason: format!("operating-system randomness unavailable: {e}"),
+        })?;
+    Ok(ChaCha8Rng::from_seed(key))
+}

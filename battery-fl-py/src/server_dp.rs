@@ -14,7 +14,8 @@ use crate::errors::{lock, CoreResult};
 
 /// A coordinator's differential privacy across the rounds of a run of a mean-based strategy,
 /// the same code the in-process simulation runs: each node's noise (``round_noise``), each
-/// update clipped to ``clipping_norm``, the mean over the *sampled* count (a fixed, public
+/// update clipped to ``clipping_norm`` in ``"central"`` mode (in ``"local"`` mode the nodes
+/// clipped before adding their own noise), the mean over the *sampled* count (a fixed, public
 /// denominator), the round accounted before anything is released (sampling rate 1: the
 /// server knows whom it sampled), and in ``"central"`` mode the server's noise. An exhausted
 /// budget (``max_epsilon``) raises :class:`battery_fl.PrivacyError` and releases nothing.
@@ -23,7 +24,7 @@ use crate::errors::{lock, CoreResult};
 ///
 /// >>> import numpy as np
 /// >>> from battery_fl import dp
-/// >>> server = dp.ServerDp(1.0, 1.0, mode="local")
+/// >>> server = dp.ServerDp(1e-9, 1.0, mode="central", seed=0)
 /// >>> mean = server.release_updates([[np.array([3.0, 4.0])], [np.array([0.3, 0.4])]], sampled=4)
 /// >>> [round(v, 4) for v in mean[0].tolist()], server.rounds, server.epsilon > 0
 /// ([0.225, 0.3], 1, True)

@@ -57,6 +57,9 @@ def test_membership_auc_is_a_probability_and_refuses_empty_sets(
     fleets: list[Any], fitted: battery_fl.BatLiNet
 ) -> None:
     cells = [c for f in fleets for c in f.cells]
+    # the same cells on both sides: every pair is a tie or has its mirror, so exactly 0.5
+    same = battery_fl.membership_auc(fitted, cells[12:], cells[12:], cells[:12])
+    assert same == pytest.approx(0.5, abs=1e-12)
     auc = battery_fl.membership_auc(fitted, cells[:12], cells[12:], cells[:12])
     assert 0.0 <= auc <= 1.0
     with pytest.raises(battery_fl.DataError):

@@ -60,7 +60,7 @@ def test_flower_runs_the_linear_federation_of_federate_linear(tmp_path: Path, se
     )
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["privacy"] is None and result["interval_coverage"] == 0.8
-    cells_per_node = [summary["per_node"][str(n)]["num-examples"] for n in NODE_IDS]
+    cells_per_node = [summary["per_node"][str(n)]["covered-cells"] for n in NODE_IDS]
     pooled = [summary["per_node"][str(n)]["covered"] for n in NODE_IDS]
     assert result["covered"] == pytest.approx(np.average(pooled, weights=cells_per_node))
     for i, node in enumerate(NODE_IDS):

@@ -96,8 +96,10 @@ impl ServerDp {
     }
 
     /// Release the mean of `deltas` (each node's update minus the global weights) from a
-    /// round with `sampled` nodes: each clipped to the clipping norm, summed with equal
-    /// weights, divided by `sampled`, accounted, and noised in central mode.
+    /// round with `sampled` nodes: in central mode each clipped to the clipping norm (in local
+    /// mode the nodes clipped before adding their noise, and clipping the noisy update again
+    /// would shrink the signal, not the noise), summed with equal weights, divided by
+    /// `sampled`, accounted, and noised in central mode.
     ///
     /// # Errors
     /// [`Error::Aggregation`] without deltas or with more deltas than sampled nodes, shape
@@ -112,7 +114,9 @@ impl ServerDp {
         let arrived = deltas.len();
         let mut sum: Option<ModelParams> = None;
         for mut delta in deltas {
-            clip_l2(&mut delta, self.config.clipping_norm)?;
+            if self.config.mode == DpMode::Central {
+                clip_l2(&mut delta, self.config.clipping_norm)?;
+            }
             sum = Some(match sum {
                 Some(s) => s.add(&delta)?,
                 None => delta,
@@ -187,13 +191,33 @@ mod tests {
     }
 
     #[test]
-    fn local_mode_clips_and_divides_by_the_sampled_count_without_server_noise() {
-        let mut server = ServerDp::new(config(DpMode::Local), false).unwrap();
+    fn central_mode_clips_each_update_and_divides_by_the_sampled_count() {
+        let mut server = ServerDp::new(
+            DpConfig {
+                noise_multiplier: 1e-9,
+                ..config(DpMode::Central)
+            },
+            false,
+        )
+        .unwrap();
         // norms 5 and 0.5: the first is clipped to 1; two of four sampled nodes replied
         let mean = server
             .release_updates(vec![delta(&[3.0, 4.0]), delta(&[0.3, 0.4])], 4, None)
             .unwrap();
         let want = [(0.6 + 0.3) / 4.0, (0.8 + 0.4) / 4.0];
+        for (g, w) in mean.flatten().iter().zip(want) {
+            assert_relative_eq!(*g, w, epsilon = 1e-6);
+        }
+    }
+
+    #[test]
+    fn local_mode_divides_by_the_sampled_count_without_clipping_again_or_server_noise() {
+        let mut server = ServerDp::new(config(DpMode::Local), false).unwrap();
+        // the nodes clipped and noised themselves: their (noisy) updates are summed as they are
+        let mean = server
+            .release_updates(vec![delta(&[3.0, 4.0]), delta(&[0.3, 0.4])], 4, None)
+            .unwrap();
+        let want = [(3.0 + 0.3) / 4.0, (4.0 + 0.4) / 4.0];
         for (g, w) in mean.flatten().iter().zip(want) {
             assert_relative_eq!(*g, w, epsilon = 1e-6);
         }

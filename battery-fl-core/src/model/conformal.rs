@@ -28,8 +28,14 @@ pub fn conformal_quantile(scores: &[f64], coverage: f64) -> Result<f64> {
     let rank = |n: usize| ((n as f64 + 1.0) * coverage).ceil() as usize;
     let k = rank(n);
     if k > n || k == 0 {
-        // the fewest cells with a finite quantile (c / (1 − c), but exact in floating point)
-        let needed = (1..).find(|&m| rank(m) <= m).unwrap_or(usize::MAX);
+        // the fewest cells with a finite quantile: about c / (1 − c), settled exactly in
+        // floating point by a step or two from just below it
+        let mut needed = ((coverage / (1.0 - coverage)).floor() as usize)
+            .saturating_sub(1)
+            .max(1);
+        while rank(needed) > needed && needed < usize::MAX / 2 {
+            needed += 1;
+        }
         return Err(Error::NotEnoughData {
             what: format!("calibration cells for {:.0} % intervals", 100.0 * coverage),
             needed,
@@ -91,5 +97,10 @@ mod tests {
         assert!(conformal_quantile(&s, 0.0).is_err());
         assert!(conformal_quantile(&s, f64::NAN).is_err());
         assert_relative_eq!(conformal_quantile(&s, 0.5).unwrap(), 1.0);
+        // a coverage a hair below 1 asks for a trillion cells, at once
+        assert!(matches!(
+            conformal_quantile(&s, 1.0 - 1e-12),
+            Err(crate::Error::NotEnoughData { needed, .. }) if needed > 900_000_000_000
+        ));
     }
 }

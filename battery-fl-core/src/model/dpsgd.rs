@@ -23,6 +23,12 @@
 //! cell through its own copy) and a per-cell head; one backward pass of the summed loss leaves
 //! each cell's gradient in its copy's gradient (the "expanded weights" route of PyTorch's
 //! per-sample gradients), with no per-cell backward passes.
+//!
+//! **What is reported.** ε covers one call of [`BatLiNet::train_private`]. Calls that train
+//! on the same cells again (federated rounds, personalization) compose: add their RDP, for
+//! example with one [`RdpAccountant`] stepped once per call with the report's noise
+//! multiplier, sampling rate and steps. Which cells a step samples is drawn from the OS (or
+//! from the noise seed in tests), never from the model's public seed.
 
 use rand::Rng;
 use tch::{Kind, Tensor};
@@ -82,16 +88,11 @@ impl BatLiNet {
         if opts.trainable != super::Trainable::All {
             return Err(Error::config("trainable", "DP-SGD trains every weight"));
         }
-        let alpha = self.config.effective_alpha();
-        if alpha > 0.0 {
-            self.check_dataset(public, "public")?;
-            if public.is_empty() {
-                return Err(Error::NotEnoughData {
-                    what: "public reference cells".into(),
-                    needed: 1,
-                    got: 0,
-                });
-            }
+        if self.config.clean_pairs {
+            return Err(Error::config(
+                "clean_pairs",
+                "DP-SGD trains branch B on raw differences; cleaned pairs are not supported",
+            ));
         }
         if let Some(id) = public
             .cell_ids()
@@ -102,6 +103,27 @@ impl BatLiNet {
                 "public",
                 format!("cell {id} is private (a training cell) and cannot be a public reference"),
             ));
+        }
+        // the statistics the network reads must be the public cells', not the private ones'
+        let mut public_model = BatLiNet::new(self.config.clone(), self.featurizer.clone())?;
+        public_model.set_public_statistics(public)?;
+        if public_model.labels != self.labels || public_model.scales != self.scales {
+            return Err(Error::config(
+                "statistics",
+                "the label transform and input scales must be the public cells' \
+                 (set_public_statistics with the same public cells)",
+            ));
+        }
+        let alpha = self.config.effective_alpha();
+        if alpha > 0.0 {
+            self.check_dataset(public, "public")?;
+            if public.is_empty() {
+                return Err(Error::NotEnoughData {
+                    what: "public reference cells".into(),
+                    needed: 1,
+                    got: 0,
+                });
+            }
         }
         let n = train.len();
         if n == 0 {
@@ -119,7 +141,12 @@ impl BatLiNet {
         let mut noise = GaussianNoise::from_optional_seed(dp.seed)?;
         let proximal = Proximal::new(self, opts)?;
         let lr = opts.learning_rate.unwrap_or(self.config.learning_rate);
-        let mut rng = crate::rng::substream(opts.seed.unwrap_or(self.config.seed), 13);
+        // which cells each step samples must stay secret (the accountant's amplification by
+        // sampling assumes it): drawn from the OS like the noise, unless the noise is seeded
+        let mut rng = match dp.seed {
+            Some(s) => crate::rng::substream(s, 13),
+            None => crate::rng::from_os()?,
+        };
 
         let scales = self.scales_or_unit();
         let device = self.device;

@@ -11,7 +11,7 @@
 //! spread and `β` the median spread of the calibration cells (so that a cell whose references
 //! happen to agree does not get a zero-width interval); a new cell's interval at coverage `c` is
 //! `exp(ln ŷ ± q · (s + β))`, with `q` the `⌈(n + 1) c⌉`-th smallest score. With exchangeable
-//! cells it covers at least `c` (Lei et al. 2018, normalized split conformal). When every
+//! cells it covers at least `c` (Lei et al. 2018, normalized split conformal). When the median
 //! spread is zero (one reference, or a single-branch model) all cells get the same width: plain
 //! split conformal. Intervals are clipped to the prediction bound.
 //!
@@ -80,8 +80,8 @@ pub struct IntervalCalibration {
     pub training: Vec<GenomeFingerprint>,
     /// Smallest and largest training life (cycles).
     pub label_range: (f64, f64),
-    /// Which [`LABEL_GROUPS`] cathodes the training or calibration cells have.
-    pub cathodes_seen: Vec<bool>,
+    /// The cathode chemistries of the training and calibration cells (sorted, distinct).
+    pub cathodes: Vec<String>,
     /// How references were drawn (predictions with intervals draw them the same way: the
     /// spread depends on it).
     pub draw: ReferenceDraw,
@@ -175,8 +175,13 @@ impl BatLiNet {
                         .collect(),
                     None => vec![out.a[t]],
                 };
-                let mut sorted = per_reference.clone();
-                let point = median_in_place(&mut sorted);
+                // the point prediction exactly as `predict` computes it
+                let point = match &out.b {
+                    Some(b) => {
+                        (1.0 - alpha) * out.a[t] + alpha * median_in_place(&mut b[t].clone())
+                    }
+                    None => out.a[t],
+                };
                 let (life, bounded) = labels.inverse_bounded_for(point, c);
                 let logs: Vec<f64> = per_reference.iter().map(|&y| ln(y)).collect();
                 let reference_distance = out.b.as_ref().map(|_| {
@@ -312,6 +317,7 @@ impl BatLiNet {
                     .into(),
             });
         }
+        calibration.validate()?;
         let q = conformal_quantile(&calibration.scores, coverage)?;
         let draw = calibration.draw;
         // a chemistry's own quantile where its calibration cells suffice for the coverage
@@ -331,9 +337,9 @@ impl BatLiNet {
         let index = GenomeIndex::new(calibration.training.clone());
         let spreads = self.spreads(targets, references, draw)?;
         let cathodes = targets.cathodes();
+        // a cell without a known cathode is judged by its genome distance alone
         let seen = |c: Option<&str>| {
-            c.and_then(|c| LABEL_GROUPS.iter().position(|g| *g == c))
-                .is_none_or(|g| calibration.cathodes_seen.get(g).copied().unwrap_or(false))
+            c.is_none_or(|c| calibration.cathodes.contains(&c.to_ascii_uppercase()))
         };
         let (lo_life, hi_life) = calibration.label_range;
         Ok(spreads
@@ -408,13 +414,18 @@ impl IntervalCalibration {
             max_distance: points.iter().map(|p| p.distance).fold(0.0, f64::max),
             training: training.fingerprints().to_vec(),
             label_range: label_range(&training.require_labels()?),
-            cathodes_seen: LABEL_GROUPS
-                .iter()
-                .map(|g| {
-                    let has = |ds: &Dataset| ds.cathodes().contains(&Some(*g));
-                    has(training) || has(calibration)
-                })
-                .collect(),
+            cathodes: {
+                let mut all: Vec<String> = training
+                    .cathodes()
+                    .into_iter()
+                    .chain(calibration.cathodes())
+                    .flatten()
+                    .map(|c| c.to_ascii_uppercase())
+                    .collect();
+                all.sort();
+                all.dedup();
+                all
+            },
             draw: model.reference_draw(),
             model_digest: model.digest()?,
         };
@@ -435,7 +446,36 @@ impl IntervalCalibration {
         Ok(calibration_out)
     }
 
-    /// The divisor of a cell's score with spread `spread`: `spread + β`, or 1 when `β` is 0.
+    /// Check what a calibration read from outside (JSON, a pickle) must satisfy: finite,
+    /// non-negative scores in ascending order (per chemistry too), one score list per
+    /// [`LABEL_GROUPS`] chemistry or none, a finite non-negative `scale` and `max_distance`.
+    ///
+    /// # Errors
+    /// [`Error::Model`] naming what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        let ascending = |v: &[f64]| {
+            v.iter().all(|x| x.is_finite() && *x >= 0.0) && v.windows(2).all(|w| w[0] <= w[1])
+        };
+        let bad = |reason: &str| {
+            Err(Error::Model {
+                reason: format!("invalid interval calibration: {reason}"),
+            })
+        };
+        if !ascending(&self.scores) || !self.group_scores.iter().all(|g| ascending(g)) {
+            return bad("scores must be finite, non-negative and ascending");
+        }
+        if !(self.group_scores.is_empty() || self.group_scores.len() == LABEL_GROUPS.len()) {
+            return bad("one score list per cathode chemistry, or none");
+        }
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !ok(self.scale) || !ok(self.max_distance) {
+            return bad("scale and max_distance must be finite and non-negative");
+        }
+        Ok(())
+    }
+
+    /// The divisor of a cell's score with spread `spread`: `spread + β`, or 1 when `β` is 0
+    /// (more than half of the calibration cells have no spread: one reference, one branch).
     pub fn difficulty(&self, spread: f64) -> f64 {
         if self.scale > 0.0 {
             spread + self.scale

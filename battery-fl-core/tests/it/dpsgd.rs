@@ -91,6 +91,24 @@ fn dp_sgd_spends_what_it_reports_and_refuses_private_references() {
         m.train_private(&private, &leaked, &dp, &TrainOptions::default()),
         Err(Error::InvalidConfig { ref field, .. }) if field == "public"
     ));
+    // statistics read off the private cells are refused, and so are cleaned pairs
+    let mut own_statistics = model();
+    own_statistics.fit(&private).unwrap();
+    assert!(matches!(
+        own_statistics.train_private(&private, &public, &dp, &TrainOptions::default()),
+        Err(Error::InvalidConfig { ref field, .. }) if field == "statistics"
+    ));
+    let cleaning = BatLiNet::new(
+        BatLiNetConfig::default().with_clean_pairs(true),
+        featurizer(),
+    )
+    .unwrap();
+    let mut cleaning = cleaning;
+    cleaning.set_public_statistics(&public).unwrap();
+    assert!(matches!(
+        cleaning.train_private(&private, &public, &dp, &TrainOptions::default()),
+        Err(Error::InvalidConfig { ref field, .. }) if field == "clean_pairs"
+    ));
     // a given noise multiplier that would overspend the budget trains nothing
     let over = DpSgdConfig {
         noise_multiplier: Some(0.3),

@@ -206,6 +206,14 @@ fn calibration_refuses_training_cells_and_too_few_cells() {
         model.predict_intervals(&held, &train, &cal, 1.0),
         Err(Error::InvalidConfig { .. })
     ));
+    // a calibration read from outside is checked: unsorted scores are refused
+    let mut tampered = cal.clone();
+    tampered.scores.reverse();
+    tampered.scores.push(0.0);
+    assert!(matches!(
+        model.predict_intervals(&held, &train, &tampered, 0.5),
+        Err(Error::Model { .. })
+    ));
     // a copy of the model still matches its calibration; the model trained further does not
     let copy = BatLiNet::from_bytes(&model.to_bytes().unwrap()).unwrap();
     assert!(copy.predict_intervals(&held, &train, &cal, 0.5).is_ok());

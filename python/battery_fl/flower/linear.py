@@ -15,8 +15,8 @@ process):
    (:data:`LINEAR_STATE_KEY`, never sent), and replies with ``metrics``: ``local-rmse`` and
    ``personalized-rmse`` (cycles, on its test cells), ``num-examples``, and for its conformal
    intervals at ``interval-coverage`` (calibrated on its own training cells) ``covered``
-   (the share of its test cells inside), ``mean-width`` (cycles) and ``out-of-distribution``
-   (flagged cells).
+   (the share of its labelled test cells inside, over ``covered-cells`` of them),
+   ``mean-width`` (cycles) and ``out-of-distribution`` (flagged cells).
 
 The server fits the global model from the two sums (``LinearSteps.global_model``); with
 ``output-dir`` it writes ``linear-global.json`` and ``result.json``.
@@ -155,8 +155,13 @@ def _interval_metrics(
         _log.warning("no %.0f %% intervals on this node: %s", 100 * coverage, err)
         return {}
     truth = np.array([c.cycle_life() or math.nan for c in fleet.test], dtype=np.float64)
+    labelled = np.isfinite(truth)  # a cell without a known life neither covers nor misses
+    if not labelled.any():
+        return {}
+    inside = (lower <= truth) & (truth <= upper)
     return {
-        "covered": float(np.mean((lower <= truth) & (truth <= upper))),
+        "covered": float(np.mean(inside[labelled])),
+        "covered-cells": int(labelled.sum()),
         "mean-width": float(np.mean(upper - lower)),
         "out-of-distribution": int(ood.sum()),
     }
@@ -207,13 +212,14 @@ def _reply_vector(reply: Message) -> np.ndarray:
 
 def _pooled_intervals(per_node: dict[str, dict[str, float]]) -> dict[str, float | None]:
     """``covered`` and ``mean_width`` over the test cells of every node that reported them."""
-    reporting = [m for m in per_node.values() if "covered" in m and m["num-examples"] > 0]
-    cells = sum(m["num-examples"] for m in reporting)
+    reporting = [m for m in per_node.values() if m.get("covered-cells", 0) > 0]
+    cells = sum(m["covered-cells"] for m in reporting)
     if not cells:
         return {"covered": None, "mean_width": None}
     return {
-        "covered": sum(m["covered"] * m["num-examples"] for m in reporting) / cells,
-        "mean_width": sum(m["mean-width"] * m["num-examples"] for m in reporting) / cells,
+        "covered": sum(m["covered"] * m["covered-cells"] for m in reporting) / cells,
+        "mean_width": sum(m["mean-width"] * m["num-examples"] for m in reporting)
+        / sum(m["num-examples"] for m in reporting),
     }
 
 
