@@ -262,6 +262,12 @@ impl BatLiNet {
     /// all folds but one and score the fold it did not see, with the other folds as
     /// references. Costs `folds` trainings on `(folds − 1) / folds` of the cells.
     ///
+    /// The fold models are trained by [`fit`](BatLiNet::fit) (ordinary training, each on its
+    /// own cells' statistics): they stand for this model only if it was trained the same way.
+    /// For a model trained otherwise (federated, with DP-SGD), calibrate on held-out cells with
+    /// [`calibrate`](BatLiNet::calibrate). Cross-conformal coverage is guaranteed only at about
+    /// `1 − 2(1 − c)` in the worst case (Barber et al. 2021); it is near `c` in practice.
+    ///
     /// # Errors
     /// [`Error::InvalidConfig`] for fewer than 2 folds or more folds than cells, and the
     /// errors of training and prediction.
