@@ -1,5 +1,5 @@
 //! The coordinator's side of a DP round of a mean-based strategy, once for every engine (the
-//! in-process [`Simulation`](crate::federation::Simulation) and the Flower strategy):
+//! in-process `federation::Simulation` and the Flower strategy):
 //! the noise each sampled node adds, the fixed public denominator, accounting *before* the
 //! release, and the server's own noise in central mode.
 

@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::model::{BatLiNet, Dataset, Metrics, TrainOptions};
 use crate::model::{InputScales, LabelTransform, ModelParams};
 
-/// The models a fleet chooses among with [`Personalization::Auto`].
+/// The models a fleet chooses among with `Personalization::Auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Candidate {
