@@ -169,15 +169,7 @@ impl BatLiNet {
             (None, None)
         };
 
-        for (_, t) in self.net.named_mut() {
-            let _ = t.f_set_requires_grad(true).m()?;
-        }
-        let trainable = opts.trainable;
-        let mut opt = AdamW::new(
-            &trainable_tensors(&mut self.net, trainable),
-            lr,
-            self.config.weight_decay,
-        )?;
+        let mut opt = self.start_training(opts.trainable, lr)?;
         let bar = progress(self.config.progress, epochs);
         let mut report = DpSgdReport {
             epoch_losses: Vec::with_capacity(epochs),

@@ -202,6 +202,21 @@ impl WeightAverage {
     }
 }
 
+impl BatLiNet {
+    /// Let the weights `trainable` allows require grad (the rest frozen) and start AdamW over
+    /// them at rate `lr`.
+    pub(crate) fn start_training(&mut self, trainable: Trainable, lr: f64) -> Result<AdamW> {
+        for (name, t) in self.net.named_mut() {
+            let _ = t.f_set_requires_grad(trainable.allows(&name)).m()?;
+        }
+        AdamW::new(
+            &trainable_tensors(&mut self.net, trainable),
+            lr,
+            self.config.weight_decay,
+        )
+    }
+}
+
 pub(crate) fn trainable_tensors(net: &mut Net, trainable: Trainable) -> Vec<&mut Tensor> {
     net.named_mut()
         .into_iter()
@@ -409,14 +424,7 @@ impl BatLiNet {
         // parameters: trainable ones require grad, the rest are frozen
         let trainable = opts.trainable;
         let names: Vec<String> = self.net.named_mut().into_iter().map(|(n, _)| n).collect();
-        for (name, t) in self.net.named_mut() {
-            let _ = t.f_set_requires_grad(trainable.allows(&name)).m()?;
-        }
-        let mut opt = AdamW::new(
-            &trainable_tensors(&mut self.net, trainable),
-            lr,
-            self.config.weight_decay,
-        )?;
+        let mut opt = self.start_training(trainable, lr)?;
 
         let bar = progress(self.config.progress, epochs);
         let mut report = TrainReport {
