@@ -16,7 +16,8 @@
 //!
 //! ```text
 //! cargo run --release -p battery-fl-core --features tch --example dpsgd_study -- \
-//!     [--cells-per-fleet N] [--public-cells N] [--epochs E] [--epsilons 1,4,8] [--seeds N] [--threads T]
+//!     [--cells-per-fleet N] [--public-cells N] [--epochs E] [--epsilons 1,4,8] [--seeds N]
+//!     [--first-seed S] [--threads T]
 //! ```
 
 use std::time::Instant;
@@ -53,9 +54,12 @@ struct Args {
         default_value = "1,4,8"
     )]
     epsilons: Vec<f64>,
-    /// Seeds (model, split and noise), from 0.
+    /// Seeds (model, split and noise).
     #[arg(long, value_name = "N", default_value_t = 1)]
     seeds: u64,
+    /// The first seed.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    first_seed: u64,
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long, value_name = "T")]
     threads: Option<i32>,
@@ -95,7 +99,7 @@ fn main() -> Result<()> {
     let ds = |c: &[Cell]| Dataset::for_config(c, &featurizer, &base, &label);
     let public = ds(&public_cells)?;
     let mut rows: Vec<(String, u64, f64, f64, f64)> = Vec::new();
-    for seed in 0..args.seeds {
+    for seed in args.first_seed..args.first_seed + args.seeds {
         let mut order: Vec<usize> = (0..cells.len()).collect();
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(500 + seed));
         let cut = cells.len() * 4 / 5;
