@@ -54,11 +54,7 @@ impl BatLiNet {
     /// requires: statistics of the private cells would be released outside the guarantee.
     pub fn set_public_statistics(&mut self, public: &Dataset) -> Result<()> {
         self.check_dataset(public, "public")?;
-        self.labels = Some(LabelTransform::fit_grouped(
-            &public.require_labels()?,
-            &public.cathodes(),
-            self.config.label_grouping,
-        )?);
+        self.fit_label_transform(public)?;
         self.set_input_scales(InputScales::from_stats(
             &public.input_stats(),
             public.shape(),

@@ -203,6 +203,16 @@ impl WeightAverage {
 }
 
 impl BatLiNet {
+    /// The label transform fitted on the labelled cells of `ds` (with the configured grouping).
+    pub(crate) fn fit_label_transform(&mut self, ds: &Dataset) -> Result<()> {
+        self.labels = Some(LabelTransform::fit_grouped(
+            &ds.require_labels()?,
+            &ds.cathodes(),
+            self.config.label_grouping,
+        )?);
+        Ok(())
+    }
+
     /// Let the weights `trainable` allows require grad (the rest frozen) and start AdamW over
     /// them at rate `lr`.
     pub(crate) fn start_training(&mut self, trainable: Trainable, lr: f64) -> Result<AdamW> {
@@ -343,11 +353,7 @@ impl BatLiNet {
     /// configured epochs.
     pub fn fit(&mut self, train: &Dataset) -> Result<TrainReport> {
         self.check_dataset(train, "training")?;
-        self.labels = Some(LabelTransform::fit_grouped(
-            &train.require_labels()?,
-            &train.cathodes(),
-            self.config.label_grouping,
-        )?);
+        self.fit_label_transform(train)?;
         let mut scales = InputScales::from_stats(&train.input_stats(), train.shape())?;
         if let Some(pool) = self.training_reference_pool(train)? {
             // branch B sees only these pairs: scale it by their differences, not by those of
