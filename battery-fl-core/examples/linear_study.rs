@@ -9,7 +9,10 @@
 //! For each data seed: the main job's five fleets (24 cells, two thirds train), the linear
 //! recipe's rows (local only, federated, personalized, centralized), then models fitted on
 //! `--big` fresh cells per fleet from the same fleet profiles (another seed) and scored on the
-//! same test cells: each fleet's own model with that many cells, and one pooled model.
+//! same test cells: each fleet's own model with that many cells, and one pooled model. Last,
+//! the knee oracle: each test cell's mean life over fresh draws of its knee given everything
+//! else the generator drew for it (`CellSpec::knee_oracle`), the best any model of the first
+//! 100 cycles could predict, and the floor (the root mean knee variance) none can go below.
 
 #[path = "linear/mod.rs"]
 mod linear;
@@ -45,6 +48,9 @@ struct Args {
     /// Fresh cells per fleet for the many-cells models.
     #[arg(long, value_name = "N", default_value_t = 400)]
     big: usize,
+    /// Knee draws per test cell for the oracle.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    knee_draws: usize,
 }
 
 fn rmse(model: &LinearModel, rows: &[LinearRow]) -> Result<Vec<f64>> {
@@ -61,18 +67,23 @@ fn root_mean(v: &[f64]) -> f64 {
 }
 
 fn main() -> Result<()> {
-    let Args { seeds, big } = Args::parse();
+    let Args {
+        seeds,
+        big,
+        knee_draws,
+    } = Args::parse();
     let config = LinearConfig::default();
     let label = LabelConfig::default();
     let mut summary = Vec::new();
     let mut fleets_rows = Vec::new();
     for &seed in &seeds {
         println!("\n## data seed {seed}\n");
-        let fleets = FleetConfig::default()
+        let demo = FleetConfig::default()
             .with_fleets(5)
             .with_cells_per_fleet(24)
-            .with_seed(seed)
-            .generate()?;
+            .with_seed(seed);
+        let fleets = demo.generate()?;
+        let oracle = knee_oracle(&demo, knee_draws)?;
         let cells: Vec<FleetCells> = fleets
             .iter()
             .map(|f| {
@@ -130,6 +141,7 @@ fn main() -> Result<()> {
             report.centralized,
             root_mean(&own_err),
             root_mean(&pooled_err),
+            oracle,
         ));
         let worst = |r: &linear::LinearReport| {
             r.per_fleet
@@ -149,12 +161,14 @@ fn main() -> Result<()> {
             by_chem.minority,
         ));
     }
-    println!("\n| data seed | local only | federated | personalized | centralized | own, {big} cells | pooled, {big} cells/fleet |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (s, l, f, p, c, o, b) in summary {
+    println!("\n| data seed | local only | federated | personalized | centralized | own, {big} cells | pooled, {big} cells/fleet | knee oracle (x local) | knee floor (x local) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (s, l, f, p, c, o, b, (k, floor)) in summary {
         println!(
-            "| {s} | {l:.1} | {f:.1} | {p:.1} ({:.2} x) | {c:.1} | {o:.1} | {b:.1} |",
-            p / l
+            "| {s} | {l:.1} | {f:.1} | {p:.1} ({:.2} x) | {c:.1} | {o:.1} | {b:.1} | {k:.1} ({:.2} x) | {floor:.1} ({:.2} x) |",
+            p / l,
+            k / l,
+            floor / l
         );
     }
     println!("\n| data seed | worst fleet (personalized / local) | minority cells: local / personalized | per-chemistry choice: all cells | worst fleet | minority cells |");
@@ -166,4 +180,20 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The knee oracle on the demo's test cells (every third cell of each fleet): its RMSE
+/// against the true lives, and the floor (root mean knee variance), both over all test cells.
+fn knee_oracle(demo: &FleetConfig, draws: usize) -> Result<(f64, f64)> {
+    let (mut err, mut var) = (Vec::new(), Vec::new());
+    for (f, fleet) in demo.aging_models()?.iter().enumerate() {
+        for (i, (spec, model)) in fleet.iter().enumerate().filter(|(i, _)| i % 3 == 2) {
+            let o = spec.knee_oracle(model, draws, (f * 1000 + i) as u64)?;
+            err.push((o.mean_life - f64::from(model.cycle_life())).powi(2));
+            var.push(o.std_life.powi(2));
+        }
+    }
+    let (rmse, floor) = (root_mean(&err), root_mean(&var));
+    println!("| knee oracle on the test cells: RMSE / floor | {rmse:.1} / {floor:.1} |");
+    Ok((rmse, floor))
 }

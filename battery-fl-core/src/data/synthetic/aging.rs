@@ -257,9 +257,7 @@ impl AgingModel {
         // the stress enters damped (exponent 0.6) so lifetimes span roughly 150-3500 cycles,
         // like the public multi-chemistry sets, instead of decades
         let rate = base_rate * stress.powf(0.6) * (0.3 * z[0]).exp() * moisture;
-        // fast charging brings the plating knee forward, beyond what the early rate shows
-        let plating_knee = 1.0 + 0.3 * (spec.charge_c_rate - 1.0).max(0.0);
-        let knee_damage = p.knee_damage * (0.3 * z[1]).exp() / plating_knee;
+        let knee_damage = knee_damage(spec, &p, z[1]);
         let sei = p.sei * arrhenius(p.aging_ea, spec.temperature_c) * (0.25 * z[2]).exp();
         let r0 = p.r0_ohm
             * (RESISTANCE_EA / GAS_R * (1.0 / (spec.temperature_c + 273.15) - 1.0 / T_REF_K)).exp()
@@ -271,12 +269,38 @@ impl AgingModel {
             sei,
             rate,
             knee_cycle: knee_damage / rate,
-            knee_width: p.knee_width * (0.3 * z[9]).exp(),
+            knee_width: knee_width(&p, z[9]),
             resistance_growth: p.resistance_growth * (0.12 * z[5]).exp(),
             impurities_ppm: impurities,
             chemistry: chem,
             discharge_current_a: spec.discharge_c_rate * p.nominal_ah,
         }
+    }
+
+    /// The same cell with its knee drawn again: threshold and width deviations `z_threshold`
+    /// and `z_width` (standard normal; scaled here by `spec.variation`, as the cell's own
+    /// draw was). Everything else (capacity, resistance, SEI, the linear rate: all that the
+    /// first cycles show while the knee lies beyond them) stays. `spec` is the cell's own.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `spec` is of another chemistry than the cell.
+    pub fn with_knee(&self, spec: &CellSpec, z_threshold: f64, z_width: f64) -> Result<Self> {
+        if spec.chemistry != self.chemistry {
+            return Err(Error::config(
+                "spec",
+                format!(
+                    "a {} spec for a {} cell's knee",
+                    spec.chemistry.name(),
+                    self.chemistry.name()
+                ),
+            ));
+        }
+        let p = spec.chemistry.params();
+        Ok(AgingModel {
+            knee_cycle: knee_damage(spec, &p, spec.variation * z_threshold) / self.rate,
+            knee_width: knee_width(&p, spec.variation * z_width),
+            ..self.clone()
+        })
     }
 
     /// Capacity fade after `n` cycles, fraction of the initial capacity.
@@ -339,6 +363,18 @@ impl AgingModel {
         }
         u32::try_from(hi).unwrap_or(u32::MAX)
     }
+}
+
+/// Linear damage at which the knee starts, for threshold deviation `z` (scaled): fast
+/// charging brings the plating knee forward, beyond what the early rate shows.
+fn knee_damage(spec: &CellSpec, p: &ChemistryParams, z: f64) -> f64 {
+    let plating_knee = 1.0 + 0.3 * (spec.charge_c_rate - 1.0).max(0.0);
+    p.knee_damage * (0.3 * z).exp() / plating_knee
+}
+
+/// Knee width relative to the knee cycle, for width deviation `z` (scaled).
+fn knee_width(p: &ChemistryParams, z: f64) -> f64 {
+    p.knee_width * (0.3 * z).exp()
 }
 
 /// Cycle life of the nominal cell in units of its knee cycle (ignoring SEI): the `x + 1`

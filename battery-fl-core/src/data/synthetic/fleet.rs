@@ -5,7 +5,7 @@ use rand_distr::StandardNormal;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{CellSpec, Chemistry};
+use super::{AgingModel, CellSpec, Chemistry};
 use crate::data::Cell;
 use crate::error::{Error, Result};
 use crate::rng;
@@ -389,32 +389,11 @@ impl FleetConfig {
 
     /// Generate the fleets (in parallel over cells; deterministic for a given config).
     pub fn generate(&self) -> Result<Vec<Fleet>> {
-        self.validate()?;
-        let profiles: Vec<FleetProfile> = (0..self.fleets).map(|f| self.profile(f)).collect();
-        let mut tasks = Vec::with_capacity(self.fleets * self.cells_per_fleet);
-        let mut layouts = Vec::with_capacity(self.fleets);
-        for (f, profile) in profiles.iter().enumerate() {
-            let counts = profile.allocate(self.cells_per_fleet);
-            let mut j = 0;
-            for &(chem, count) in &counts {
-                for _ in 0..count {
-                    tasks.push((f, j, chem));
-                    j += 1;
-                }
-            }
-            layouts.push(counts);
-        }
+        let (profiles, tasks, layouts) = self.layout()?;
         let cells: Vec<Cell> = tasks
             .par_iter()
             .map(|&(f, j, chem)| {
-                let mut rng = rng::substream(self.seed, f as u64 * STRIDE + j as u64);
-                let spec = CellSpec {
-                    cycles: self.cycles,
-                    points_per_cycle: self.points_per_cycle,
-                    noise: self.noise,
-                    variation: self.variation,
-                    ..profiles[f].sample_spec(chem, &mut rng)
-                };
+                let (spec, mut rng) = self.cell_spec(&profiles[f], f, j, chem);
                 spec.generate_with(&format!("fleet{f}-{}-{j:03}", chem.name()), &mut rng)
             })
             .collect::<Result<_>>()?;
@@ -437,6 +416,87 @@ impl FleetConfig {
                 }
             })
             .collect())
+    }
+}
+
+impl FleetConfig {
+    /// The conditions and latent aging model of every cell [`FleetConfig::generate`] makes,
+    /// per fleet in the same order as `Fleet::cells` (the same draws, without simulating the
+    /// cycles): the ground truth behind each cell, for studies of what the data can show.
+    ///
+    /// ```
+    /// use battery_fl_core::data::synthetic::FleetConfig;
+    ///
+    /// let config = FleetConfig::new().with_fleets(2).with_cells_per_fleet(3).with_seed(5);
+    /// let fleets = config.generate()?;
+    /// let models = config.aging_models()?;
+    /// assert_eq!(models[1].len(), 3);
+    /// assert_eq!(fleets[1].cells[2].cycle_life, Some(models[1][2].1.cycle_life()));
+    /// # Ok::<(), battery_fl_core::Error>(())
+    /// ```
+    pub fn aging_models(&self) -> Result<Vec<Vec<(CellSpec, AgingModel)>>> {
+        let (profiles, tasks, layouts) = self.layout()?;
+        let models: Vec<(CellSpec, AgingModel)> = tasks
+            .par_iter()
+            .map(|&(f, j, chem)| {
+                let (spec, mut rng) = self.cell_spec(&profiles[f], f, j, chem);
+                let model = spec.draw_aging(&mut rng)?;
+                Ok((spec, model))
+            })
+            .collect::<Result<_>>()?;
+        let mut models = models.into_iter();
+        Ok(layouts
+            .iter()
+            .map(|_| models.by_ref().take(self.cells_per_fleet).collect())
+            .collect())
+    }
+
+    /// Validated profiles, the `(fleet, cell, chemistry)` of every cell, and each fleet's
+    /// chemistry counts.
+    #[allow(clippy::type_complexity)]
+    fn layout(
+        &self,
+    ) -> Result<(
+        Vec<FleetProfile>,
+        Vec<(usize, usize, Chemistry)>,
+        Vec<Vec<(Chemistry, usize)>>,
+    )> {
+        self.validate()?;
+        let profiles: Vec<FleetProfile> = (0..self.fleets).map(|f| self.profile(f)).collect();
+        let mut tasks = Vec::with_capacity(self.fleets * self.cells_per_fleet);
+        let mut layouts = Vec::with_capacity(self.fleets);
+        for (f, profile) in profiles.iter().enumerate() {
+            let counts = profile.allocate(self.cells_per_fleet);
+            let mut j = 0;
+            for &(chem, count) in &counts {
+                for _ in 0..count {
+                    tasks.push((f, j, chem));
+                    j += 1;
+                }
+            }
+            layouts.push(counts);
+        }
+        Ok((profiles, tasks, layouts))
+    }
+
+    /// Cell `j` of fleet `f`: its conditions and its random stream, positioned where the
+    /// manufacturing draw starts.
+    fn cell_spec(
+        &self,
+        profile: &FleetProfile,
+        f: usize,
+        j: usize,
+        chem: Chemistry,
+    ) -> (CellSpec, rng::SeededRng) {
+        let mut rng = rng::substream(self.seed, f as u64 * STRIDE + j as u64);
+        let spec = CellSpec {
+            cycles: self.cycles,
+            points_per_cycle: self.points_per_cycle,
+            noise: self.noise,
+            variation: self.variation,
+            ..profile.sample_spec(chem, &mut rng)
+        };
+        (spec, rng)
     }
 }
 

@@ -77,10 +77,12 @@ mod aging;
 mod chemistry;
 mod cycler;
 mod fleet;
+mod oracle;
 
 pub use aging::{AgingModel, CellSpec};
 pub use chemistry::Chemistry;
 pub use fleet::{Fleet, FleetConfig, FleetProfile};
+pub use oracle::KneeOracle;
 
 use rand::Rng;
 
