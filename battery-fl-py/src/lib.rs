@@ -16,6 +16,7 @@ mod model;
 mod runtime;
 mod secagg;
 mod secagg_node;
+mod secagg_statistics;
 mod server_dp;
 mod synthetic;
 
@@ -37,6 +38,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     server_dp::register(m)?;
     secagg::register(m)?;
     secagg_node::register(m)?;
+    secagg_statistics::register(m)?;
     federation::register(m)?;
     fleet_client::register(m)?;
     synthetic::register(m)?;

@@ -65,6 +65,10 @@ __all__ = [
     "memory_policy",
     "protocol_threshold",
     "set_memory_policy",
+    "statistics_protocol",
+    "STATISTICS_BOUND",
+    "encode_statistics",
+    "decode_statistics",
     "simulate_round",
     "strategy_needs_only_the_sum",
     "verifying_key",
@@ -839,6 +843,14 @@ class SecAggClient:
     def unmask(self, request: bytes) -> bytes: ...
 
 def verifying_key(identity_seed: bytes) -> bytes: ...
+
+STATISTICS_BOUND: float
+
+def statistics_protocol(
+    parties: int, *, threshold: int | None = None, neighbours: int | None = None
+) -> dict[str, Any]: ...
+def encode_statistics(values: npt.ArrayLike) -> _F32: ...
+def decode_statistics(encoded_sum: npt.ArrayLike, *, survivors: int, parties: int) -> _F64: ...
 def protocol_threshold(
     num_clients: int, *, threshold: int | None = None, neighbours: int | None = None
 ) -> int: ...

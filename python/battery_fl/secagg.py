@@ -29,12 +29,16 @@ min_clients=..., min_threshold=...)`` pins the smallest setup the client accepts
 """
 
 from battery_fl._core import (
+    STATISTICS_BOUND,
     NodeSession,
     SecAggClient,
     SecAggResult,
     SecAggServer,
+    decode_statistics,
+    encode_statistics,
     protocol_threshold,
     simulate_round,
+    statistics_protocol,
     verifying_key,
 )
 from battery_fl._core import secagg_default_config as default_config
@@ -47,12 +51,16 @@ __all__ = [
     "MASKED_INPUT",
     "SHARE_KEYS",
     "UNMASK",
+    "STATISTICS_BOUND",
     "NodeSession",
     "SecAggClient",
     "SecAggResult",
     "SecAggServer",
+    "decode_statistics",
+    "encode_statistics",
     "protocol_threshold",
     "simulate_round",
+    "statistics_protocol",
     "default_config",
     "verifying_key",
 ]

@@ -212,3 +212,47 @@ def test_client_policy_refuses_weak_setups() -> None:
     secagg.SecAggClient(0, server.setup()).advertise_keys()  # the defaults accept it
     with pytest.raises(battery_fl.ConfigError):
         secagg.SecAggClient(0, server.setup(), min_threshold=1)
+
+
+def _statistics_round(values: list[np.ndarray], weights: list[float], drop: int | None = None):
+    """One secure sum of float64 statistics through the client and server objects, with the
+    core's statistics protocol and encoding (as the Flower nodes run it)."""
+    ids = list(range(len(values)))
+    protocol = secagg.statistics_protocol(len(ids))
+    server = secagg.SecAggServer(ids, 2 * len(values[0]), seed=bytes(32), **protocol)
+    clients = {i: secagg.SecAggClient(i, server.setup(), seed=bytes([i + 1]) * 32) for i in ids}
+    for i, c in clients.items():
+        server.receive_keys(c.advertise_keys(), sender=i)
+    for i, d in server.finish_advertise().items():
+        server.receive_shares(clients[i].share_keys(d), sender=i)
+    for i, f in server.finish_share_keys().items():
+        if i != drop:
+            encoded = secagg.encode_statistics(values[i])
+            server.receive_masked_input(clients[i].masked_input(f, encoded, weights[i]), sender=i)
+    for i, r in server.finish_masked_input().items():
+        server.receive_unmask(clients[i].unmask(r), sender=i)
+    return server.finish()
+
+
+def test_statistics_sum_is_exact_in_float64_and_checks_the_weights() -> None:
+    rng = np.random.default_rng(11)
+    # statistics of very different sizes: counts, sums of squares, tiny input scales
+    base = np.array([24.0, 1.5e7, 3.1e-4, -2.5e3])
+    values = [base * (i + 1) + rng.normal(0, 1e-5, 4) for i in range(4)]
+    grid = 2 * secagg.STATISTICS_BOUND / secagg.statistics_protocol(4)["target_range"]
+    result = _statistics_round(values, [1.0] * 4, drop=2)
+    assert result.survivors == [0, 1, 3]
+    total = secagg.decode_statistics(result.encoded_sum, survivors=3, parties=4)
+    want = values[0] + values[1] + values[3]
+    assert total.dtype == np.float64
+    # each survivor contributes at most one grid step per part (float32 alone would be off by
+    # up to 4 at 4.5e7)
+    np.testing.assert_allclose(total, want, rtol=0, atol=6 * grid)
+    # a node that masks its statistics at another weight shifts nothing silently
+    cheat = _statistics_round(values, [1.0, 1.0, 0.5, 1.0])
+    with pytest.raises(battery_fl.SecAggError, match="weights"):
+        secagg.decode_statistics(cheat.encoded_sum, survivors=4, parties=4)
+    with pytest.raises(battery_fl.ConfigError):
+        secagg.encode_statistics([1.0, 2 * secagg.STATISTICS_BOUND])
+    with pytest.raises(battery_fl.ConfigError):
+        secagg.statistics_protocol(2)

@@ -10,7 +10,8 @@ use crate::model::{
     grouped_label_sums, Dataset, InputScales, InputStats, LabelGrouping, LabelTransform,
     LABEL_GROUPS,
 };
-use crate::secagg::{simulate_round, SecAggConfig};
+use crate::secagg::simulate_round_report;
+use crate::secagg::statistics::{decode_statistics, encode_statistics, statistics_config};
 
 /// Length of the label part of [`fleet_statistics`]: count, Σ ln(life) and Σ ln(life)²,
 /// pooled and then per [`LABEL_GROUPS`](crate::model::LABEL_GROUPS) entry.
@@ -52,11 +53,9 @@ pub fn shared_statistics(
     Ok((labels, scales))
 }
 
-/// Public bound on any summed statistic (secure aggregation clips to it).
-const STATS_BOUND: f64 = 1e9;
-
 /// Sum per-fleet statistic vectors, through a secure-aggregation round when `secure` is given
-/// (64-bit modulus; resolution about 4e-7 per coordinate for fewer than 1024 fleets).
+/// ([`crate::secagg::statistics`]: the encoding the Flower nodes use too; resolution about
+/// 4e-7 per coordinate for fewer than 1024 fleets).
 pub fn secure_sum(
     vectors: &[Vec<f64>],
     secure: Option<&SecureAggregation>,
@@ -76,48 +75,19 @@ pub fn secure_sum(
             got: vec![v.len()],
         });
     }
-    if let Some(x) = vectors
+    let inputs: Vec<Vec<f32>> = vectors
         .iter()
-        .flatten()
-        .find(|x| !(x.is_finite() && x.abs() <= STATS_BOUND))
-    {
-        return Err(Error::config(
-            "statistics",
-            format!("{x} is outside the public bound ±{STATS_BOUND}"),
-        ));
-    }
+        .map(|v| encode_statistics(v))
+        .collect::<Result<_>>()?;
     let Some(sa) = secure else {
         return Ok((0..first.len())
             .map(|i| vectors.iter().map(|v| v[i]).sum())
             .collect());
     };
     let n = vectors.len();
-    // the finest grid that cannot wrap: n * T < 2^63
-    let bits = 62 - (usize::BITS - n.leading_zeros());
-    let config = SecAggConfig {
-        num_clients: n,
-        neighbours: sa.neighbours.filter(|&k| k < n),
-        threshold: sa.threshold,
-        clipping_range: STATS_BOUND,
-        target_range: 1u64 << bits.min(52),
-        modulus_bits: 64,
-        max_weight: 1.0,
-    };
-    // each f64 travels as two f32 (high part + rounding remainder) so the sum keeps far more
-    // than f32 precision; the quantization grid (2 * bound / T) then sets the resolution
-    let dim = first.len();
-    let inputs: Vec<Vec<f32>> = vectors
-        .iter()
-        .map(|v| {
-            let hi: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-            let lo = v.iter().zip(&hi).map(|(&x, &h)| (x - f64::from(h)) as f32);
-            hi.iter().copied().chain(lo).collect()
-        })
-        .collect();
-    let mean = simulate_round(&inputs, &vec![1.0; n], &config, &BTreeMap::new(), seed)?;
-    Ok((0..dim)
-        .map(|i| (f64::from(mean[i]) + f64::from(mean[dim + i])) * n as f64)
-        .collect())
+    let config = statistics_config(n, sa.neighbours, sa.threshold)?;
+    let report = simulate_round_report(&inputs, &vec![1.0; n], &config, &BTreeMap::new(), seed)?;
+    decode_statistics(&config, &report.output.encoded_sum, report.u3.len())
 }
 
 #[cfg(test)]

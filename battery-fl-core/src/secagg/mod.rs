@@ -15,6 +15,7 @@
 //! - [`SecAggClient`] and [`SecAggServer`]: the per-round state machines (stages
 //!   [`Stage::AdvertiseKeys`] … [`Stage::Unmask`]) with U1 ⊇ U2 ⊇ U3 dropout handling.
 //! - [`simulate_round`]: an in-process driver with simulated dropouts.
+//! - [`statistics`]: secure sums of float64 statistics (one encoding for every caller).
 //!
 //! # Security model
 //!
@@ -106,6 +107,7 @@ pub mod prg;
 mod server;
 pub mod shamir;
 mod simulate;
+pub mod statistics;
 mod unmask;
 mod wire;
 

@@ -70,8 +70,9 @@ STATE_KEY = "bfl-secagg-state"
 DONE_KEY = "bfl-secagg-done"
 #: The handler metric a node masks its update with (its own sample count).
 WEIGHT_METRIC = "num-examples"
-#: Public bound on every summed statistic (``mode="sum"``), as in the in-process federation.
-STATS_BOUND = 1e9
+#: Public bound on every summed statistic (``mode="sum"``): the core's, as in the in-process
+#: federation.
+STATS_BOUND = secagg.STATISTICS_BOUND
 
 _log = logging.getLogger("flwr")
 _CallNext = Callable[[Message, Context], Message]
@@ -130,12 +131,8 @@ def _input_vector(
                 raise _error("masked_input", f"the handler's reply has no metric `{WEIGHT_METRIC}`")
             weight = float(metrics[WEIGHT_METRIC])  # type: ignore[index,arg-type]
         return (values - _flat(start.to_numpy_ndarrays())).astype(np.float32), weight
-    # sum mode: float64 statistics travel as a float32 high part and its remainder
-    if not np.all(np.abs(values) <= STATS_BOUND):
-        raise config_error("statistics", f"a value is outside the public bound ±{STATS_BOUND}")
-    high = values.astype(np.float32)
-    low = (values - high.astype(np.float64)).astype(np.float32)
-    return np.concatenate([high, low]), None
+    # sum mode: the core encodes float64 statistics (and refuses values beyond the bound)
+    return secagg.encode_statistics(values), None
 
 
 def _node_int(context: Context, key: str) -> int | None:
@@ -311,17 +308,11 @@ class SecAggWorkflow:
         )
 
     def sum_protocol(self, n: int) -> dict[str, Any]:
-        """SecAggServer settings for summing statistics: 64-bit modulus, values within
-        ±:data:`STATS_BOUND`, the finest grid that cannot wrap (as the core's secure sum)."""
-        bits = 62 - n.bit_length()
-        return {
-            "threshold": self.threshold,
-            "neighbours": self.neighbours if self.neighbours and self.neighbours < n else None,
-            "clipping_range": STATS_BOUND,
-            "target_range": 1 << min(bits, 52),
-            "modulus_bits": 64,
-            "max_weight": 1.0,
-        }
+        """SecAggServer settings for summing statistics over ``n`` nodes: the core's
+        (:func:`battery_fl.secagg.statistics_protocol`: 64-bit modulus, values within
+        ±:data:`STATS_BOUND`, the finest grid that cannot wrap), with this workflow's
+        ``threshold`` and ``neighbours``."""
+        return secagg.statistics_protocol(n, threshold=self.threshold, neighbours=self.neighbours)
 
     def aggregate(
         self,
@@ -396,17 +387,11 @@ class SecAggWorkflow:
             dim=dim,
             mode="sum",
         )
-        # decode the exact integer sum in float64 (``result.sum`` is float32): every node
-        # sent weight W, so each value v was encoded as (v + c)·T/(2c) and the sum is
-        # S·2c/T − |A|·c
-        settings = self.sum_protocol(len(node_ids))
-        c, t = float(settings["clipping_range"]), int(settings["target_range"])
-        encoded = np.asarray(result.encoded_sum, dtype=np.uint64)
-        survivors = len(result.survivors)
-        if int(encoded[0]) != survivors * t:
-            raise _error("unmask", "the weights of a secure sum do not add up")
-        total = encoded[1:].astype(np.float64) * (2.0 * c / t) - survivors * c
-        return total[:dim] + total[dim:], result.survivors
+        # the core decodes the exact integer sum in float64 and checks every survivor's weight
+        total = secagg.decode_statistics(
+            result.encoded_sum, survivors=len(result.survivors), parties=len(node_ids)
+        )
+        return total, result.survivors
 
 
 class _Exchange:
