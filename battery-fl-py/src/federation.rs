@@ -49,9 +49,15 @@ type FleetIn<'py> = (
 /// ``ditto_lambda``) or ``auto`` (each fleet picks its own, the global, the fine-tuned or its
 /// Ditto model on ``validation_fraction`` of its own training cells, leaving its own only for
 /// a validation gain of at least ``auto_margin``); :meth:`fleet_model`
-/// returns the model a fleet uses. Rounds release the GIL; each returns its record as a dict
-/// (``round``, ``clients``, ``rejected``, ``global_rmse``, ``fleet_rmse``, ``epsilon``,
-/// ``clipping_norm``, ``personalized_rmse``, ``fleet_personalized_rmse``, ``choices``).
+/// returns the model a fleet uses. ``record_privacy`` (a dict of ``epsilon``,
+/// ``noise_multiplier``, ``clipping_norm``, ``delta``, ``seed``) trains every fleet with
+/// record-level DP-SGD, one cell being the unit, within ``epsilon`` per cell over all rounds;
+/// it needs ``public`` labelled cells (the statistics and branch B's training references),
+/// and a round the budget does not cover raises :class:`battery_fl.PrivacyError`.
+/// Rounds release the GIL; each returns its record as a dict (``round``, ``clients``,
+/// ``rejected``, ``global_rmse``, ``fleet_rmse``, ``epsilon``, ``clipping_norm``,
+/// ``personalized_rmse``, ``fleet_personalized_rmse``, ``choices``, ``fleet_epsilon``: ε per
+/// cell each fleet has spent under ``record_privacy``).
 ///
 /// >>> import battery_fl
 /// >>> from battery_fl import synthetic
@@ -95,7 +101,7 @@ fn secure_aggregation(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Secur
 #[pymethods]
 impl PySimulation {
     #[new]
-    #[pyo3(signature = (fleets, *, model, rounds=None, clients_per_round=None, local_epochs=None, strategy=None, proximal_mu=None, trimmed_beta=None, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=None, inference_references=None, personalization=None, ditto_lambda=None, personal_epochs=None, validation_fraction=None, auto_margin=None, label_scope=None, checkpoint=None))]
+    #[pyo3(signature = (fleets, *, model, rounds=None, clients_per_round=None, local_epochs=None, strategy=None, proximal_mu=None, trimmed_beta=None, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=None, inference_references=None, personalization=None, ditto_lambda=None, personal_epochs=None, validation_fraction=None, auto_margin=None, label_scope=None, record_privacy=None, public=None, checkpoint=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -120,6 +126,8 @@ impl PySimulation {
         validation_fraction: Option<f64>,
         auto_margin: Option<f64>,
         label_scope: Option<&str>,
+        record_privacy: Option<Bound<'_, PyDict>>,
+        public: Option<Vec<Bound<'_, PyBatteryCell>>>,
         checkpoint: Option<PathBuf>,
     ) -> PyResult<Self> {
         let core = FederationConfig::default();
@@ -157,6 +165,9 @@ impl PySimulation {
                 Some(s) => enum_from_str("label_scope", s)?,
                 None => core.label_scope,
             },
+            record_privacy: record_privacy
+                .map(|d| config_from_dict(&d, "record_privacy"))
+                .transpose()?,
         };
         let (model, featurizer) = model.get().with(py, |m| {
             Ok((m.config().clone(), m.featurizer_config().clone()))
@@ -165,6 +176,7 @@ impl PySimulation {
             .iter()
             .map(|(id, train, test)| (id.clone(), cell_refs(train), cell_refs(test)))
             .collect();
+        let public = public.as_deref().map(cell_refs);
         let sim = py
             .detach(|| {
                 let f = Featurizer::new(featurizer.clone())?;
@@ -180,7 +192,19 @@ impl PySimulation {
                         })
                     })
                     .collect::<Result<Vec<_>, Error>>()?;
-                let sim = Simulation::new(config.clone(), model, featurizer, data)?;
+                let sim = match &public {
+                    Some(cells) => {
+                        let public = ds(cells)?;
+                        Simulation::with_public_cells(
+                            config.clone(),
+                            model,
+                            featurizer,
+                            data,
+                            public,
+                        )?
+                    }
+                    None => Simulation::new(config.clone(), model, featurizer, data)?,
+                };
                 Ok(match checkpoint {
                     Some(path) => sim.with_checkpoint(path),
                     None => sim,

@@ -922,6 +922,8 @@ class Simulation:
         validation_fraction: float | None = None,
         auto_margin: float | None = None,
         label_scope: str | None = None,
+        record_privacy: Mapping[str, Any] | None = None,
+        public: Sequence[Cell] | None = None,
         checkpoint: _Path | None = None,
     ) -> Self: ...
     @classmethod

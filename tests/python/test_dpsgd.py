@@ -64,3 +64,33 @@ def test_membership_auc_is_a_probability_and_refuses_empty_sets(
     assert 0.0 <= auc <= 1.0
     with pytest.raises(battery_fl.DataError):
         battery_fl.membership_auc(fitted, [], cells[12:], cells[:12])
+
+
+def test_simulation_trains_each_fleet_privately_within_its_budget(
+    fleets: list[Any], model_kwargs: dict[str, Any]
+) -> None:
+    federated = [(f.id, f.cells[:4], f.cells[4:]) for f in fleets[:2]]
+    public = fleets[2].cells
+    model = battery_fl.BatLiNet(**model_kwargs)
+    sim = battery_fl.Simulation(
+        federated,
+        model=model,
+        rounds=2,
+        local_epochs=1,
+        seed=3,
+        inference_references=2,
+        record_privacy={"epsilon": 3.0, "seed": 4},
+        public=public,
+    )
+    records = sim.run()
+    spent = [r["fleet_epsilon"] for r in records]
+    assert set(spent[0]) == {fleets[0].id, fleets[1].id}
+    for fleet in spent[0]:
+        assert 0 < spent[0][fleet] < spent[1][fleet] <= 3.0 * (1 + 1e-9)
+    with pytest.raises(battery_fl.PrivacyError):
+        sim.run_round()
+    # public cells belong with record privacy, and record privacy needs them
+    with pytest.raises(battery_fl.ConfigError):
+        battery_fl.Simulation(federated, model=model, public=public)
+    with pytest.raises(battery_fl.ConfigError):
+        battery_fl.Simulation(federated, model=model, record_privacy={"epsilon": 3.0})

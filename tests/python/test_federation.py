@@ -159,7 +159,7 @@ def test_defaults_are_the_core_defaults(fleet_data: Any, model: battery_fl.BatLi
     sim = battery_fl.Simulation(fleet_data, model=model)
     assert sim.config == defaults
     params = inspect.signature(battery_fl.Simulation).parameters
-    settings = set(params) - {"fleets", "model", "checkpoint"}
+    settings = set(params) - {"fleets", "model", "checkpoint", "public"}
     assert settings == set(defaults)
     assert all(params[name].default is None for name in settings)
     given = battery_fl.Simulation(

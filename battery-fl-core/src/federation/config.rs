@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::{FedOptConfig, DEFAULT_TRIMMED_BETA};
 use crate::dp::DpConfig;
 use crate::error::{Error, Result};
+use crate::model::DpSgdConfig;
 use crate::secagg::SecAggConfig;
 
 /// The server-side aggregation rule. Its snake-case name (`fed_avg`, ..., [`Strategy::name`])
@@ -234,6 +235,9 @@ pub struct FederationConfig {
     pub auto_margin: f64,
     /// Which label transform the shared weights use (default [`LabelScope::Shared`]).
     pub label_scope: LabelScope,
+    /// Record-level DP-SGD of every fleet's local training, per cell (default off): the
+    /// target ε covers the whole run. Needs public cells (`Simulation::with_public_cells`).
+    pub record_privacy: Option<DpSgdConfig>,
 }
 
 impl Default for FederationConfig {
@@ -258,6 +262,7 @@ impl Default for FederationConfig {
             validation_fraction: 0.25,
             auto_margin: 0.1,
             label_scope: LabelScope::Shared,
+            record_privacy: None,
         }
     }
 }
@@ -319,6 +324,16 @@ impl FederationConfig {
         }
         if !(0.0..1.0).contains(&self.auto_margin) {
             return Err(Error::config("auto_margin", "must be in [0, 1)"));
+        }
+        if let Some(dp) = &self.record_privacy {
+            dp.validate()?;
+            if self.label_scope == LabelScope::Fleet {
+                return Err(Error::config(
+                    "label_scope",
+                    "record-level DP-SGD reads the shared weights with the public cells' \
+                     label transform: use `shared`",
+                ));
+            }
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ use super::job_seed;
 use super::personalize::{
     personal_params, train_from, validation_split, with_head, zero_head, FleetModel, FleetState,
 };
+use super::private::PrivateTraining;
 use crate::error::{Error, Result};
 use crate::model::{BatLiNet, Dataset, LabelTransform, ModelParams, TrainOptions};
 
@@ -34,6 +35,7 @@ pub struct FleetClient {
     train: Dataset,
     fit: Dataset,
     val: Option<Dataset>,
+    private: Option<PrivateTraining>,
 }
 
 impl FleetClient {
@@ -61,7 +63,49 @@ impl FleetClient {
             train,
             fit,
             val,
+            private: None,
         })
+    }
+
+    /// Train with record-level DP-SGD (the config's `record_privacy`), branch B's references
+    /// and the statistics from the `public` cells, at the model's `batch_size`: fixes the
+    /// noise multiplier for the whole run (see [`crate::federation`]'s private training).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] without `record_privacy` or when the target ε is out of
+    /// reach; [`Error::BudgetExhausted`] when a given noise multiplier would spend more.
+    pub fn with_public_cells(mut self, public: Dataset, batch_size: usize) -> Result<Self> {
+        let Some(dp) = &self.config.record_privacy else {
+            return Err(Error::config(
+                "record_privacy",
+                "public cells are for record-level DP-SGD: set record_privacy",
+            ));
+        };
+        self.private = Some(PrivateTraining::new(
+            dp,
+            public,
+            &self.fit,
+            batch_size,
+            self.config.rounds,
+            self.config.local_epochs,
+        )?);
+        Ok(self)
+    }
+
+    /// ε per cell this fleet has spent (with record-level DP-SGD), given its `state`.
+    pub fn record_epsilon(&self, state: &FleetState) -> Result<Option<f64>> {
+        self.private
+            .as_ref()
+            .map(|p| p.epsilon_after(state.private_steps))
+            .transpose()
+    }
+
+    /// The mechanism of the fleet's private training: (noise multiplier, sampling rate),
+    /// when on.
+    pub fn record_mechanism(&self) -> Option<(f64, f64)> {
+        self.private
+            .as_ref()
+            .map(|p| (p.noise_multiplier(), p.sample_rate()))
     }
 
     /// The fleet's initial personal state: with `auto`, its own model trained alone exactly
@@ -162,7 +206,18 @@ impl FleetClient {
             global: (mu > 0.0).then(|| start.clone()),
             ..Default::default()
         };
-        worker.train(&self.fit, &opts)?;
+        let private_steps = match &self.private {
+            Some(p) => {
+                let spent = state.private_steps;
+                p.train(worker, &self.fit, &opts, spent, round, self.index)?
+                    .steps
+                    + spent
+            }
+            None => {
+                worker.train(&self.fit, &opts)?;
+                0
+            }
+        };
         let trained = worker.params()?;
         let mut delta = trained.sub(&start)?;
         let personal = match cfg.personalization {
@@ -188,6 +243,7 @@ impl FleetClient {
         if personal.is_some() {
             state.personal = personal;
         }
+        state.private_steps = private_steps;
         Ok(LocalUpdate {
             delta,
             num_examples: self.fit.len() as u64,

@@ -20,6 +20,8 @@ mod state;
 #[cfg(feature = "tch")]
 mod fleet;
 #[cfg(feature = "tch")]
+mod private;
+#[cfg(feature = "tch")]
 mod simulation;
 
 pub use cluster::{cluster_fleets, FleetSummary};

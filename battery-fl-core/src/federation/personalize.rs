@@ -116,6 +116,10 @@ pub struct FleetState {
     pub choice: Option<(Candidate, BTreeMap<Candidate, f64>)>,
     /// The model the fleet uses now (after the last round).
     pub current: Option<FleetModel>,
+    /// With record-level DP-SGD: the private steps the fleet's updates have taken so far
+    /// (its accountant).
+    #[serde(default)]
+    pub private_steps: u64,
 }
 
 /// True for the weights of the shared linear head (personal in `head` mode).

@@ -61,6 +61,42 @@ impl Simulation {
         featurizer: FeaturizerConfig,
         fleets: Vec<FleetData>,
     ) -> Result<Self> {
+        if config.record_privacy.is_some() {
+            return Err(Error::config(
+                "record_privacy",
+                "record-level DP-SGD needs public cells: Simulation::with_public_cells",
+            ));
+        }
+        Self::build(config, model, featurizer, fleets, None)
+    }
+
+    /// Set up a run whose fleets train with record-level DP-SGD (`config.record_privacy`):
+    /// the label transform and input scales come from the labelled `public` cells (no
+    /// statistic of a fleet is summed), and so do branch B's training references. See
+    /// [`crate::federation`]'s private training for what the guarantee covers.
+    pub fn with_public_cells(
+        config: FederationConfig,
+        model: BatLiNetConfig,
+        featurizer: FeaturizerConfig,
+        fleets: Vec<FleetData>,
+        public: Dataset,
+    ) -> Result<Self> {
+        if config.record_privacy.is_none() {
+            return Err(Error::config(
+                "record_privacy",
+                "public cells are for record-level DP-SGD: set record_privacy",
+            ));
+        }
+        Self::build(config, model, featurizer, fleets, Some(public))
+    }
+
+    fn build(
+        config: FederationConfig,
+        model: BatLiNetConfig,
+        featurizer: FeaturizerConfig,
+        fleets: Vec<FleetData>,
+        public: Option<Dataset>,
+    ) -> Result<Self> {
         config.validate(fleets.len())?;
         let Some(first) = fleets.first() else {
             return Err(Error::NotEnoughData {
@@ -92,17 +128,7 @@ impl Simulation {
                 "DP noise is calibrated for mean-based strategies, not median or trimmed mean",
             ));
         }
-        // one secure sum of every fleet's statistics, as a Flower node sends them
-        let stats = fleets
-            .iter()
-            .map(|f| fleet_statistics(&f.train))
-            .collect::<Result<Vec<_>>>()?;
-        let total = secure_sum(
-            &stats,
-            config.secure_aggregation.as_ref(),
-            job_seed(config.seed, 0, STREAM_MASKS),
-        )?;
-        let (labels, scales) = shared_statistics(&total, shape, model.label_grouping)?;
+        let batch = model.batch_size;
         let mut worker = BatLiNet::new(model.with_progress(false), featurizer)?;
         if worker.input_shape() != shape {
             return Err(Error::Shape {
@@ -111,13 +137,37 @@ impl Simulation {
                 got: shape.to_vec(),
             });
         }
-        worker.set_label_transform(labels);
-        worker.set_input_scales(scales)?;
+        match &public {
+            Some(public) => worker.set_public_statistics(public)?,
+            None => {
+                // one secure sum of every fleet's statistics, as a Flower node sends them
+                let stats = fleets
+                    .iter()
+                    .map(|f| fleet_statistics(&f.train))
+                    .collect::<Result<Vec<_>>>()?;
+                let total = secure_sum(
+                    &stats,
+                    config.secure_aggregation.as_ref(),
+                    job_seed(config.seed, 0, STREAM_MASKS),
+                )?;
+                let grouping = worker.config().label_grouping;
+                let (labels, scales) = shared_statistics(&total, shape, grouping)?;
+                worker.set_label_transform(labels);
+                worker.set_input_scales(scales)?;
+            }
+        }
+        let labels = worker.require_labels()?;
         let global = worker.params()?;
         let clients = fleets
             .iter()
             .enumerate()
-            .map(|(i, f)| FleetClient::new(&config, i, f.train.clone()))
+            .map(|(i, f)| {
+                let client = FleetClient::new(&config, i, f.train.clone())?;
+                match &public {
+                    Some(p) => client.with_public_cells(p.clone(), batch),
+                    None => Ok(client),
+                }
+            })
             .collect::<Result<Vec<_>>>()?;
         let fleet_state = clients
             .iter()
@@ -450,6 +500,7 @@ impl Simulation {
                 .zip(&self.fleets)
                 .filter_map(|(p, f)| p.choice.as_ref().map(|c| (f.id.clone(), c.0.name().into())))
                 .collect(),
+            fleet_epsilon: self.fleet_epsilon(&personal)?,
         };
         let mut next = self.state.clone();
         next.round = r;
@@ -509,6 +560,26 @@ impl Simulation {
             }
         };
         model.to_batlinet(&mut self.worker)
+    }
+
+    /// ε per cell each fleet has spent (record-level DP-SGD), given the fleets' states.
+    fn fleet_epsilon(&self, states: &[FleetState]) -> Result<BTreeMap<String, f64>> {
+        let mut out = BTreeMap::new();
+        for ((client, state), fleet) in self.clients.iter().zip(states).zip(&self.fleets) {
+            if let Some(e) = client.record_epsilon(state)? {
+                out.insert(fleet.id.clone(), e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// With record-level DP-SGD, each fleet's mechanism: (noise multiplier, sampling rate).
+    pub fn record_mechanisms(&self) -> BTreeMap<String, (f64, f64)> {
+        self.clients
+            .iter()
+            .zip(&self.fleets)
+            .filter_map(|(c, f)| c.record_mechanism().map(|m| (f.id.clone(), m)))
+            .collect()
     }
 
     fn fleet_index(&self, id: &str) -> Option<usize> {

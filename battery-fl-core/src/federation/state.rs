@@ -38,6 +38,10 @@ pub struct RoundRecord {
     /// With `auto` personalization: the model each fleet chose on its validation cells.
     #[serde(default)]
     pub choices: BTreeMap<String, String>,
+    /// With record-level DP-SGD: ε per cell each fleet has spent so far (at the record
+    /// privacy's δ).
+    #[serde(default)]
+    pub fleet_epsilon: BTreeMap<String, f64>,
 }
 
 /// Everything the coordinator needs to continue a run: checkpointed after every round.

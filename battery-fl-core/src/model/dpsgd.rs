@@ -33,7 +33,7 @@
 use rand::Rng;
 use tch::{Kind, Tensor};
 
-pub use config::{DpSgdConfig, DpSgdReport};
+pub use super::dpsgd_config::{DpSgdConfig, DpSgdReport};
 
 use super::batlinet::{index_tensor, to_tensor, BatLiNet};
 use super::config::Geometry;
@@ -509,6 +509,5 @@ fn per_cell_head(h: &Tensor, head: &Tensor) -> Result<Tensor> {
         .m()
 }
 
-mod config;
 #[cfg(test)]
 mod tests;

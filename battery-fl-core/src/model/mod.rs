@@ -24,6 +24,7 @@ mod batlinet;
 mod bytes;
 #[cfg(feature = "tch")]
 mod dpsgd;
+mod dpsgd_config;
 #[cfg(feature = "tch")]
 mod hybrid;
 #[cfg(feature = "tch")]
@@ -42,6 +43,7 @@ pub use config::{
 };
 pub use conformal::{conformal_quantile, robust_spread, DEFAULT_COVERAGE, MAD_FACTOR};
 pub use dataset::{Dataset, InputScales, InputStats};
+pub use dpsgd_config::{DpSgdConfig, DpSgdReport};
 pub use labels::{
     grouped_label_sums, label_group, label_sums, log_prediction_bounds, LabelGrouping,
     LabelMoments, LabelSums, LabelTransform, GROUP_PRIOR_CELLS, LABEL_GROUPS,
@@ -66,8 +68,6 @@ pub use variance::{VarianceConfig, VarianceModel};
 pub use audit::{membership_auc, membership_scores};
 #[cfg(feature = "tch")]
 pub use batlinet::{BatLiNet, BranchPredictions};
-#[cfg(feature = "tch")]
-pub use dpsgd::{DpSgdConfig, DpSgdReport};
 #[cfg(feature = "tch")]
 pub use hybrid::HybridModel;
 #[cfg(feature = "tch")]

@@ -10,13 +10,13 @@ use battery_fl_core::federation::{
 use battery_fl_core::model::{BatLiNetConfig, Dataset};
 use battery_fl_core::Error;
 
-fn featurizer() -> FeaturizerConfig {
+pub(crate) fn featurizer() -> FeaturizerConfig {
     FeaturizerConfig::default()
         .with_cycles(40)
         .with_interp_dim(32)
 }
 
-fn fleets(n: usize) -> Vec<FleetData> {
+pub(crate) fn fleets(n: usize) -> Vec<FleetData> {
     let f = Featurizer::new(featurizer()).unwrap();
     FleetConfig::default()
         .with_fleets(n)
@@ -44,7 +44,7 @@ fn fleets(n: usize) -> Vec<FleetData> {
         .collect()
 }
 
-fn model() -> BatLiNetConfig {
+pub(crate) fn model() -> BatLiNetConfig {
     BatLiNetConfig::default()
         .with_conv_channels(4)
         .with_batch_size(8)
@@ -52,7 +52,7 @@ fn model() -> BatLiNetConfig {
         .with_seed(1)
 }
 
-fn config(rounds: usize) -> FederationConfig {
+pub(crate) fn config(rounds: usize) -> FederationConfig {
     FederationConfig {
         rounds,
         local_epochs: 2,

@@ -12,6 +12,8 @@ mod dpsgd;
 mod features;
 #[cfg(feature = "tch")]
 mod federation;
+#[cfg(feature = "tch")]
+mod federation_private;
 mod genome;
 #[cfg(feature = "tch")]
 mod hybrid;
