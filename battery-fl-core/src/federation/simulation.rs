@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use rand::seq::index::sample;
 
+mod evaluate;
+
 use super::config::{FederationConfig, Personalization, Strategy};
 use super::fleet::FleetClient;
 use super::labels::{fleet_statistics, secure_sum, shared_statistics};
-use super::personalize::{rmse_of, FleetState};
 use super::state::{CoordinatorState, RoundRecord};
 use super::{cluster_fleets, job_seed, FleetSummary};
 use crate::aggregate::{
@@ -18,9 +19,7 @@ use crate::aggregate::{
 use crate::dp::{clip_l2, release_mean, DpMode, GaussianNoise, RoundNoise};
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
-use crate::model::{
-    BatLiNet, BatLiNetConfig, Dataset, InputScales, LabelTransform, Metrics, ModelParams,
-};
+use crate::model::{BatLiNet, BatLiNetConfig, Dataset, InputScales, LabelTransform, ModelParams};
 use crate::secagg::simulate_round;
 
 /// One fleet's data, which never leaves the fleet: training cells (also the fleet's own
@@ -518,70 +517,6 @@ impl Simulation {
         Ok(record)
     }
 
-    /// Each fleet's RMSE on its own test cells with its own model (see [`Personalization`]),
-    /// pooled over fleets and per fleet; the chosen weights are kept in `personal`.
-    fn evaluate_personal(
-        &mut self,
-        global: &ModelParams,
-        groups: &[ModelParams],
-        personal: &mut [FleetState],
-        round: usize,
-    ) -> Result<(f64, BTreeMap<String, f64>)> {
-        let (mut preds, mut truth) = (Vec::new(), Vec::new());
-        let mut per_fleet = BTreeMap::new();
-        for (f, state) in personal.iter_mut().enumerate() {
-            let received = match self.state.fleet_group.get(f) {
-                Some(&g) => &groups[g],
-                None => global,
-            };
-            let model = self.clients[f].personal_model(&mut self.worker, received, state, round)?;
-            let fleet = &self.fleets[f];
-            let k = self.config.inference_references;
-            let seed = job_seed(self.config.seed, round, f);
-            let (rmse, p) = rmse_of(&mut self.worker, &model, &fleet.test, &fleet.train, k, seed)?;
-            per_fleet.insert(fleet.id.clone(), rmse);
-            preds.extend(p);
-            truth.extend(fleet.test.require_labels()?);
-        }
-        Ok((Metrics::compute(&preds, &truth)?.rmse, per_fleet))
-    }
-
-    /// The model fleet `fleet_id` would use now: its personalized model (the global one with
-    /// `personalization = none`, or before the first round).
-    pub fn fleet_model(&mut self, fleet_id: &str) -> Result<BatLiNet> {
-        let f = self
-            .fleet_index(fleet_id)
-            .ok_or_else(|| Error::config("fleet_id", format!("no fleet {fleet_id:?}")))?;
-        let model = match self.state.fleets.get(f).and_then(|s| s.current.clone()) {
-            Some(m) => m,
-            None => {
-                let params = self.start_params(f).clone();
-                self.clients[f].shared_model(&mut self.worker, params)?
-            }
-        };
-        model.to_batlinet(&mut self.worker)
-    }
-
-    /// ε per cell each fleet has spent (record-level DP-SGD), given the fleets' states.
-    fn fleet_epsilon(&self, states: &[FleetState]) -> Result<BTreeMap<String, f64>> {
-        let mut out = BTreeMap::new();
-        for ((client, state), fleet) in self.clients.iter().zip(states).zip(&self.fleets) {
-            if let Some(e) = client.record_epsilon(state)? {
-                out.insert(fleet.id.clone(), e);
-            }
-        }
-        Ok(out)
-    }
-
-    /// With record-level DP-SGD, each fleet's mechanism: (noise multiplier, sampling rate).
-    pub fn record_mechanisms(&self) -> BTreeMap<String, (f64, f64)> {
-        self.clients
-            .iter()
-            .zip(&self.fleets)
-            .filter_map(|(c, f)| c.record_mechanism().map(|m| (f.id.clone(), m)))
-            .collect()
-    }
-
     fn fleet_index(&self, id: &str) -> Option<usize> {
         self.fleets.iter().position(|f| f.id == id)
     }
@@ -612,30 +547,5 @@ impl Simulation {
             }),
             None => crate::aggregate::FedAvg::default().aggregate(&template.zeros_like(), updates),
         }
-    }
-
-    fn evaluate_with(
-        &mut self,
-        global: &ModelParams,
-        groups: &[ModelParams],
-        round: usize,
-    ) -> Result<(f64, BTreeMap<String, f64>)> {
-        let (mut preds, mut truth) = (Vec::new(), Vec::new());
-        let mut per_fleet = BTreeMap::new();
-        for f in 0..self.fleets.len() {
-            let params = match self.state.fleet_group.get(f) {
-                Some(&g) => &groups[g],
-                None => global,
-            };
-            let model = self.clients[f].shared_model(&mut self.worker, params.clone())?;
-            let fleet = &self.fleets[f];
-            let k = self.config.inference_references;
-            let seed = job_seed(self.config.seed, round, f);
-            let (rmse, p) = rmse_of(&mut self.worker, &model, &fleet.test, &fleet.train, k, seed)?;
-            per_fleet.insert(fleet.id.clone(), rmse);
-            preds.extend(p);
-            truth.extend(fleet.test.require_labels()?);
-        }
-        Ok((Metrics::compute(&preds, &truth)?.rmse, per_fleet))
     }
 }

@@ -1,0 +1,101 @@
+//! Scoring a round: every fleet's test cells with the shared weights and with its own
+//! model, and what the fleets have spent under record-level DP-SGD.
+
+use std::collections::BTreeMap;
+
+use super::super::job_seed;
+use super::super::personalize::{rmse_of, FleetState};
+use super::Simulation;
+use crate::error::{Error, Result};
+use crate::model::{BatLiNet, Metrics, ModelParams};
+
+impl Simulation {
+    /// Each fleet's RMSE on its own test cells with its own model (see [`Personalization`]),
+    /// pooled over fleets and per fleet; the chosen weights are kept in `personal`.
+    pub(super) fn evaluate_personal(
+        &mut self,
+        global: &ModelParams,
+        groups: &[ModelParams],
+        personal: &mut [FleetState],
+        round: usize,
+    ) -> Result<(f64, BTreeMap<String, f64>)> {
+        let (mut preds, mut truth) = (Vec::new(), Vec::new());
+        let mut per_fleet = BTreeMap::new();
+        for (f, state) in personal.iter_mut().enumerate() {
+            let received = match self.state.fleet_group.get(f) {
+                Some(&g) => &groups[g],
+                None => global,
+            };
+            let model = self.clients[f].personal_model(&mut self.worker, received, state, round)?;
+            let fleet = &self.fleets[f];
+            let k = self.config.inference_references;
+            let seed = job_seed(self.config.seed, round, f);
+            let (rmse, p) = rmse_of(&mut self.worker, &model, &fleet.test, &fleet.train, k, seed)?;
+            per_fleet.insert(fleet.id.clone(), rmse);
+            preds.extend(p);
+            truth.extend(fleet.test.require_labels()?);
+        }
+        Ok((Metrics::compute(&preds, &truth)?.rmse, per_fleet))
+    }
+
+    /// The model fleet `fleet_id` would use now: its personalized model (the global one with
+    /// `personalization = none`, or before the first round).
+    pub fn fleet_model(&mut self, fleet_id: &str) -> Result<BatLiNet> {
+        let f = self
+            .fleet_index(fleet_id)
+            .ok_or_else(|| Error::config("fleet_id", format!("no fleet {fleet_id:?}")))?;
+        let model = match self.state.fleets.get(f).and_then(|s| s.current.clone()) {
+            Some(m) => m,
+            None => {
+                let params = self.start_params(f).clone();
+                self.clients[f].shared_model(&mut self.worker, params)?
+            }
+        };
+        model.to_batlinet(&mut self.worker)
+    }
+
+    /// ε per cell each fleet has spent (record-level DP-SGD), given the fleets' states.
+    pub(super) fn fleet_epsilon(&self, states: &[FleetState]) -> Result<BTreeMap<String, f64>> {
+        let mut out = BTreeMap::new();
+        for ((client, state), fleet) in self.clients.iter().zip(states).zip(&self.fleets) {
+            if let Some(e) = client.record_epsilon(state)? {
+                out.insert(fleet.id.clone(), e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// With record-level DP-SGD, each fleet's mechanism: (noise multiplier, sampling rate).
+    pub fn record_mechanisms(&self) -> BTreeMap<String, (f64, f64)> {
+        self.clients
+            .iter()
+            .zip(&self.fleets)
+            .filter_map(|(c, f)| c.record_mechanism().map(|m| (f.id.clone(), m)))
+            .collect()
+    }
+
+    pub(super) fn evaluate_with(
+        &mut self,
+        global: &ModelParams,
+        groups: &[ModelParams],
+        round: usize,
+    ) -> Result<(f64, BTreeMap<String, f64>)> {
+        let (mut preds, mut truth) = (Vec::new(), Vec::new());
+        let mut per_fleet = BTreeMap::new();
+        for f in 0..self.fleets.len() {
+            let params = match self.state.fleet_group.get(f) {
+                Some(&g) => &groups[g],
+                None => global,
+            };
+            let model = self.clients[f].shared_model(&mut self.worker, params.clone())?;
+            let fleet = &self.fleets[f];
+            let k = self.config.inference_references;
+            let seed = job_seed(self.config.seed, round, f);
+            let (rmse, p) = rmse_of(&mut self.worker, &model, &fleet.test, &fleet.train, k, seed)?;
+            per_fleet.insert(fleet.id.clone(), rmse);
+            preds.extend(p);
+            truth.extend(fleet.test.require_labels()?);
+        }
+        Ok((Metrics::compute(&preds, &truth)?.rmse, per_fleet))
+    }
+}
