@@ -39,12 +39,12 @@ lint-tch:
 
 # the core without libtorch (everything but the model), then the libtorch-backed tests: the
 # integration tests and the unit tests of the tch-only modules (model::train, model::bytes,
-# the hybrid model)
+# the hybrid model). Every `#[cfg(feature = "tch")]` module of tests/it must be named here.
 rust-test-notch:
 	MAKEFLAGS= cargo test --workspace --exclude battery-fl-py $(CARGO_TEST_FLAGS)
 
 rust-test-tch:
-	$(ENV) cargo test -p battery-fl-core --features tch --lib --test it $(CARGO_TEST_FLAGS) -- model:: federation:: hybrid::
+	$(ENV) cargo test -p battery-fl-core --features tch --lib --test it $(CARGO_TEST_FLAGS) -- model:: federation:: hybrid:: dpsgd:: intervals:: federation_private::
 
 doc:
 	$(ENV) RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p battery-fl-core -p battery-fl-ffi --features battery-fl-core/tch,battery-fl-ffi/tch

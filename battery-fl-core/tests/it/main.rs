@@ -4,6 +4,7 @@
 
 mod aggregate;
 mod checkpoint;
+mod ci;
 mod common;
 mod data;
 mod dp;
