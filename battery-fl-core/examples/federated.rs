@@ -40,24 +40,25 @@ mod svg_plot;
 #[path = "cli/mod.rs"]
 mod cli;
 
+#[path = "fleets/mod.rs"]
+mod fleets;
+#[path = "job/mod.rs"]
+mod job;
+
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use battery_fl_core::data::synthetic::FleetConfig;
-use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
 use battery_fl_core::dp::{DpConfig, DpMode, RecordPrivacy};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::federation::{
     centralized_baseline, local_only_baseline, FederationConfig, FleetData, LabelScope,
     Personalization, SecureAggregation, Simulation,
 };
-use battery_fl_core::model::LinearConfig;
-use battery_fl_core::model::{
-    BatLiNetConfig, Dataset, InterFeatures, LabelGrouping, ReferenceSelection,
-};
+use battery_fl_core::model::{BatLiNetConfig, InterFeatures, LabelGrouping, ReferenceSelection};
+use battery_fl_core::model::{DpSgdConfig, LinearConfig};
 use clap::{ArgAction, Parser, ValueEnum};
 use cli::serde_enum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -140,9 +141,18 @@ struct Args {
         default_value = "linear"
     )]
     recipe: Recipe,
-    /// Record-level differential privacy of the linear recipe: ε = E per cell, δ = 1e-5 (default: exact sums).
-    #[arg(long, value_name = "E")]
-    epsilon: Option<f64>,
+    /// Privacy unit: none, or cell (record-level DP of each cell's record; the linear recipe
+    /// noises the summed statistics, BatLiNet trains with per-cell DP-SGD on public
+    /// references and statistics). `--target-epsilon` alone implies cell.
+    #[arg(long, value_enum, value_name = "none|cell", default_value = "none")]
+    privacy: PrivacyUnit,
+    /// Target ε per cell over the whole run at δ = 1e-5 (with `--privacy cell`; default: the
+    /// core's DP-SGD default, 8). `--epsilon` is the same flag.
+    #[arg(long, visible_alias = "epsilon", value_name = "E")]
+    target_epsilon: Option<f64>,
+    /// Cells per synthetic fleet (two thirds train, the rest test).
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    cells_per_fleet: usize,
 }
 
 /// How `--data` cells are grouped into fleets.
@@ -161,97 +171,24 @@ enum Recipe {
     Batlinet,
 }
 
-/// Synthetic fleets: two thirds of each fleet's cells train, the rest test.
-fn synthetic_fleets(
-    featurizer: &Featurizer,
-    model: &BatLiNetConfig,
-) -> Result<Vec<(FleetData, FleetCells)>> {
-    let fleets = FleetConfig::default()
-        .with_fleets(5)
-        .with_cells_per_fleet(24)
-        .with_seed(42)
-        .generate()?;
-    fleets
-        .into_iter()
-        .map(|f| {
-            let ds = Dataset::for_config(&f.cells, featurizer, model, &LabelConfig::default())?;
-            let n = ds.len();
-            let train: Vec<usize> = (0..n).filter(|i| i % 3 != 2).collect();
-            let test: Vec<usize> = (0..n).filter(|i| i % 3 == 2).collect();
-            anyhow::ensure!(n == f.cells.len(), "every synthetic cell has a label");
-            let id = format!("{} ({})", f.id, f.climate);
-            let pick = |idx: &[usize]| idx.iter().map(|&i| f.cells[i].clone()).collect();
-            let cells = FleetCells {
-                id: id.clone(),
-                train: pick(&train),
-                test: pick(&test),
-            };
-            let data = FleetData {
-                id,
-                train: ds.subset(&train)?,
-                test: ds.subset(&test)?,
-            };
-            Ok((data, cells))
-        })
-        .collect()
+/// What one unit of privacy protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PrivacyUnit {
+    /// No record-level privacy (SecAgg and fleet-level DP still apply as configured).
+    None,
+    /// One cell's record.
+    Cell,
 }
 
-/// Real cells: fleets are groups of charging protocols (sorted by the first-step C-rate), train
-/// cells from the `train` split, test cells from `primary_test` (without the 148-cycle
-/// outlier).
-fn real_fleets(
-    dir: &std::path::Path,
-    n: usize,
-    featurizer: &Featurizer,
-    model: &BatLiNetConfig,
-) -> Result<Vec<(FleetData, FleetCells)>> {
-    let index = load_index(dir)?;
-    let mut protocols: Vec<String> = index.iter().filter_map(|e| e.protocol.clone()).collect();
-    let c_rate = |p: &str| {
-        p.split('C')
-            .next()
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    protocols.sort_by(|a, b| c_rate(a).total_cmp(&c_rate(b)).then(a.cmp(b)));
-    protocols.dedup();
-    let group =
-        |p: &str| protocols.iter().position(|q| q == p).unwrap_or(0) * n / protocols.len().max(1);
-    let mut cells: Vec<Vec<(Cell, bool)>> = vec![Vec::new(); n];
-    for e in &index {
-        if e.cell_id == "MATR_2017-06-30_EL150800460605" {
-            continue; // the known outlier (cycle life 148)
+impl Args {
+    /// The target ε per cell, when record-level privacy is on.
+    fn cell_epsilon(&self) -> Option<f64> {
+        match (self.privacy, self.target_epsilon) {
+            (_, Some(e)) => Some(e),
+            (PrivacyUnit::Cell, None) => DpSgdConfig::default().epsilon,
+            (PrivacyUnit::None, None) => None,
         }
-        let is_train = match e.split.as_deref() {
-            Some("train") => true,
-            Some("primary_test") => false,
-            _ => continue,
-        };
-        let mut cell = load_cell(dir.join(&e.file))?;
-        cell.clean(&CleanConfig::default())?;
-        cells[group(e.protocol.as_deref().unwrap_or(""))].push((cell, is_train));
     }
-    cells
-        .into_iter()
-        .enumerate()
-        .map(|(i, cs)| {
-            let (train, test): (Vec<_>, Vec<_>) = cs.into_iter().partition(|c| c.1);
-            let take = |v: Vec<(Cell, bool)>| v.into_iter().map(|c| c.0).collect::<Vec<_>>();
-            let ds =
-                |v: &[Cell]| Dataset::for_config(v, featurizer, model, &LabelConfig::default());
-            let cells = FleetCells {
-                id: format!("protocols-{i}"),
-                train: take(train),
-                test: take(test),
-            };
-            let data = FleetData {
-                id: cells.id.clone(),
-                train: ds(&cells.train)?,
-                test: ds(&cells.test)?,
-            };
-            Ok((data, cells))
-        })
-        .collect()
 }
 
 fn main() -> Result<()> {
@@ -296,8 +233,8 @@ fn main() -> Result<()> {
     let featurizer = Featurizer::new(featurizer_cfg.clone())?;
     let t0 = Instant::now();
     let (fleets, fleet_cells): (Vec<FleetData>, Vec<FleetCells>) = match &args.data {
-        Some(dir) => real_fleets(dir, args.fleets, &featurizer, &model)?,
-        None => synthetic_fleets(&featurizer, &model)?,
+        Some(dir) => fleets::real_fleets(dir, args.fleets, &featurizer, &model)?,
+        None => fleets::synthetic_fleets(&featurizer, &model, args.cells_per_fleet)?,
     }
     .into_iter()
     .unzip();
@@ -323,7 +260,7 @@ fn main() -> Result<()> {
     let secure = args.secagg.then(SecureAggregation::default);
     // record-level DP (per cell) of what each fleet sends, if asked for; the noise is keyed
     // from the run's seed so the demo is reproducible
-    let privacy = args.epsilon.map(|e| {
+    let privacy = args.cell_epsilon().map(|e| {
         RecordPrivacy {
             seed: Some(7 + args.seed),
             ..RecordPrivacy::with_epsilon(e)
@@ -340,7 +277,7 @@ fn main() -> Result<()> {
         7 + args.seed,
     )?;
     if args.recipe == Recipe::Linear {
-        return finish_linear(&args, real, &lin);
+        return job::finish_linear(&args.out, real, &lin);
     }
     println!();
 
@@ -353,9 +290,24 @@ fn main() -> Result<()> {
             .with_mode(DpMode::Distributed)
             .with_target_delta(1e-5)
     });
+    // record-level DP-SGD: statistics and branch B's training references from public cells
+    let record_privacy = args.cell_epsilon().map(|e| DpSgdConfig {
+        epsilon: Some(e),
+        seed: Some(7 + args.seed),
+        ..Default::default()
+    });
+    let public = match (&record_privacy, real) {
+        (None, _) => None,
+        (Some(_), false) => Some(fleets::public_cells(&featurizer, &model, 12)?),
+        (Some(_), true) => anyhow::bail!(
+            "--privacy cell with --model batlinet needs public cells of the --data kind; only the synthetic fleets ship them"
+        ),
+    };
+    let sim_record_privacy = record_privacy.clone();
     let config = FederationConfig {
         rounds,
         local_epochs,
+        record_privacy,
         secure_aggregation: args.secagg.then(SecureAggregation::default),
         dp: dp.clone(),
         seed: 7 + args.seed,
@@ -375,12 +327,21 @@ fn main() -> Result<()> {
         ),
         None => println!("privacy: SecAgg {}, DP off", if args.secagg { "on" } else { "off" }),
     }
-    let mut sim = Simulation::new(
-        config,
-        model.clone(),
-        featurizer_cfg.clone(),
-        fleets.clone(),
-    )?
+    let mut sim = match public {
+        Some(public) => Simulation::with_public_cells(
+            config,
+            model.clone(),
+            featurizer_cfg.clone(),
+            fleets.clone(),
+            public,
+        )?,
+        None => Simulation::new(
+            config,
+            model.clone(),
+            featurizer_cfg.clone(),
+            fleets.clone(),
+        )?,
+    }
     .with_checkpoint(args.out.join("coordinator.json"));
     let bar = ProgressBar::new(rounds as u64);
     if std::io::stderr().is_terminal() {
@@ -397,7 +358,10 @@ fn main() -> Result<()> {
             .iter()
             .map(|(k, v)| format!("{}={v:.0}", k.split(' ').next().unwrap_or(k)))
             .collect();
-        let eps = r.epsilon.map_or(String::from("-"), |e| format!("{e:.2}"));
+        let mut eps = r.epsilon.map_or(String::from("-"), |e| format!("{e:.2}"));
+        if let Some(max) = r.fleet_epsilon.values().copied().reduce(f64::max) {
+            eps.push_str(&format!(", per cell {max:.2}"));
+        }
         let line = format!(
             "round {:>2}: global RMSE {:>6.1}, personalized {:>6.1} | {} | epsilon {eps}",
             r.round,
@@ -559,91 +523,25 @@ fn main() -> Result<()> {
         "personalization": args.personalization.name(),
         "per_fleet": per_fleet,
     });
-    println!("{}", serde_json::to_string(&summary)?);
-    Ok(())
-}
-
-/// The end of a `--model linear` run: targets, plot and the JSON line.
-fn finish_linear(args: &Args, real: bool, lin: &linear::LinearReport) -> Result<()> {
-    let worst_ratio = lin
-        .per_fleet
-        .values()
-        .map(|v| {
-            v["personalized"].as_f64().unwrap_or(f64::NAN) / v["local"].as_f64().unwrap_or(f64::NAN)
-        })
-        .fold(0.0f64, f64::max);
-    let met = |ok: bool| if ok { "met" } else { "NOT met" };
-    let best = lin.personalized.min(lin.federated);
-    if real {
-        println!(
-            "targets: personalized or global federated <= 85 RMSE: {}; at least 20% better than the best fleet alone: {}; every fleet at least as good as alone: {}",
-            met(best <= 85.0),
-            met(best <= 0.8 * lin.best_local),
-            met(worst_ratio <= 1.0),
-        );
-    } else {
-        let (_, ml, mp) = lin.minority;
-        let mp = if lin.minority.0 == 0 { f64::NAN } else { mp };
-        println!(
-            "targets: personalized <= 0.85 x local-only: {} ({:.2}); no fleet above 1.05 x its local-only RMSE: {} (worst {:.2}); minority chemistries >= 25% better than local-only: {} ({:.2})",
-            met(lin.personalized <= 0.85 * lin.local),
-            lin.personalized / lin.local,
-            met(worst_ratio <= 1.05),
-            worst_ratio,
-            met(mp <= 0.75 * ml),
-            mp / ml,
-        );
+    let mut summary = summary;
+    if let Some(dp) = &sim_record_privacy {
+        let mechanisms = sim.record_mechanisms();
+        let per_fleet: BTreeMap<String, job::Mechanism> = fleets
+            .iter()
+            .zip(&sim.state().fleets)
+            .filter_map(|(f, state)| {
+                let &(noise_multiplier, sample_rate) = mechanisms.get(&f.id)?;
+                let mechanism = job::Mechanism {
+                    noise_multiplier,
+                    sample_rate,
+                    steps: state.private_steps,
+                    epsilon: *last.fleet_epsilon.get(&f.id)?,
+                };
+                Some((f.id.clone(), mechanism))
+            })
+            .collect();
+        summary["privacy"] = job::privacy_block(dp.delta, &per_fleet);
     }
-    plot::plot(
-        &args.out.join("predicted_vs_true.png"),
-        &lin.scatter,
-        false,
-        true,
-    )?;
-    let series: Vec<(String, Vec<svg_plot::IntervalPoint>)> = lin
-        .intervals
-        .iter()
-        .map(|(name, cells)| {
-            let points = cells
-                .iter()
-                .map(|c| svg_plot::IntervalPoint {
-                    truth: c.truth,
-                    life: c.life,
-                    lower: c.lower,
-                    upper: c.upper,
-                    flagged: c.flagged,
-                })
-                .collect();
-            (name.clone(), points)
-        })
-        .collect();
-    svg_plot::predicted_vs_true(
-        &args.out.join("predicted_vs_true.svg"),
-        "Each fleet's personalized linear model on its test cells (90 % intervals)",
-        &series,
-    )?;
-    std::fs::write(
-        args.out.join("linear_federation.json"),
-        serde_json::to_string_pretty(&lin.federation)?,
-    )?;
-    println!(
-        "wrote {0}/predicted_vs_true.svg (each fleet's personal model on its test cells with 90 % intervals, flagged cells crossed; .png without intervals), {0}/linear_federation.json (every fleet's models)",
-        args.out.display()
-    );
-    let summary = serde_json::json!({
-        "model": "linear",
-        "local_rmse": lin.local,
-        "federated_rmse": lin.federated,
-        "personalized_rmse": lin.personalized,
-        "centralized_rmse": lin.centralized,
-        "best_local_rmse": lin.best_local,
-        "coverage_90": lin.coverage_90,
-        "width_90": lin.width_90,
-        "minority_rmse": (lin.minority.0 > 0).then(|| serde_json::json!({"cells": lin.minority.0, "local": lin.minority.1, "personalized": lin.minority.2})),
-        "epsilon": lin.federation.privacy.as_ref().map(|p| p.epsilon),
-        "personalization": "auto",
-        "per_fleet": lin.per_fleet,
-    });
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

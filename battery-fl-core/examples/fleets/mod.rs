@@ -1,0 +1,135 @@
+//! The main job's fleets: the built-in synthetic ones, real cells grouped by charging
+//! protocol, and the public cells record-level DP-SGD reads its statistics and references from.
+
+use anyhow::Result;
+use battery_fl_core::data::synthetic::FleetConfig;
+use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
+use battery_fl_core::features::Featurizer;
+use battery_fl_core::federation::FleetData;
+use battery_fl_core::model::{BatLiNetConfig, Dataset};
+
+use super::linear::FleetCells;
+
+/// Seed of the public synthetic cells (published with the library: anyone can make them).
+pub const PUBLIC_SEED: u64 = 9000;
+
+/// Labelled public cells for record-level DP-SGD: two synthetic fleets of `per_fleet` cells
+/// from [`PUBLIC_SEED`], their ids prefixed `public-` so none is mistaken for a fleet's cell.
+pub fn public_cells(
+    featurizer: &Featurizer,
+    model: &BatLiNetConfig,
+    per_fleet: usize,
+) -> Result<Dataset> {
+    let cells: Vec<Cell> = FleetConfig::default()
+        .with_fleets(2)
+        .with_cells_per_fleet(per_fleet)
+        .with_seed(PUBLIC_SEED)
+        .generate()?
+        .into_iter()
+        .flat_map(|f| f.cells)
+        .map(|mut c| {
+            c.meta.cell_id = format!("public-{}", c.meta.cell_id);
+            c
+        })
+        .collect();
+    Ok(Dataset::for_config(
+        &cells,
+        featurizer,
+        model,
+        &LabelConfig::default(),
+    )?)
+}
+
+/// Synthetic fleets: two thirds of each fleet's cells train, the rest test.
+pub fn synthetic_fleets(
+    featurizer: &Featurizer,
+    model: &BatLiNetConfig,
+    cells_per_fleet: usize,
+) -> Result<Vec<(FleetData, FleetCells)>> {
+    let fleets = FleetConfig::default()
+        .with_fleets(5)
+        .with_cells_per_fleet(cells_per_fleet)
+        .with_seed(42)
+        .generate()?;
+    fleets
+        .into_iter()
+        .map(|f| {
+            let ds = Dataset::for_config(&f.cells, featurizer, model, &LabelConfig::default())?;
+            let n = ds.len();
+            let train: Vec<usize> = (0..n).filter(|i| i % 3 != 2).collect();
+            let test: Vec<usize> = (0..n).filter(|i| i % 3 == 2).collect();
+            anyhow::ensure!(n == f.cells.len(), "every synthetic cell has a label");
+            let id = format!("{} ({})", f.id, f.climate);
+            let pick = |idx: &[usize]| idx.iter().map(|&i| f.cells[i].clone()).collect();
+            let cells = FleetCells {
+                id: id.clone(),
+                train: pick(&train),
+                test: pick(&test),
+            };
+            let data = FleetData {
+                id,
+                train: ds.subset(&train)?,
+                test: ds.subset(&test)?,
+            };
+            Ok((data, cells))
+        })
+        .collect()
+}
+
+/// Real cells: fleets are groups of charging protocols (sorted by the first-step C-rate), train
+/// cells from the `train` split, test cells from `primary_test` (without the 148-cycle
+/// outlier).
+pub fn real_fleets(
+    dir: &std::path::Path,
+    n: usize,
+    featurizer: &Featurizer,
+    model: &BatLiNetConfig,
+) -> Result<Vec<(FleetData, FleetCells)>> {
+    let index = load_index(dir)?;
+    let mut protocols: Vec<String> = index.iter().filter_map(|e| e.protocol.clone()).collect();
+    let c_rate = |p: &str| {
+        p.split('C')
+            .next()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    protocols.sort_by(|a, b| c_rate(a).total_cmp(&c_rate(b)).then(a.cmp(b)));
+    protocols.dedup();
+    let group =
+        |p: &str| protocols.iter().position(|q| q == p).unwrap_or(0) * n / protocols.len().max(1);
+    let mut cells: Vec<Vec<(Cell, bool)>> = vec![Vec::new(); n];
+    for e in &index {
+        if e.cell_id == "MATR_2017-06-30_EL150800460605" {
+            continue; // the known outlier (cycle life 148)
+        }
+        let is_train = match e.split.as_deref() {
+            Some("train") => true,
+            Some("primary_test") => false,
+            _ => continue,
+        };
+        let mut cell = load_cell(dir.join(&e.file))?;
+        cell.clean(&CleanConfig::default())?;
+        cells[group(e.protocol.as_deref().unwrap_or(""))].push((cell, is_train));
+    }
+    cells
+        .into_iter()
+        .enumerate()
+        .map(|(i, cs)| {
+            let (train, test): (Vec<_>, Vec<_>) = cs.into_iter().partition(|c| c.1);
+            let take = |v: Vec<(Cell, bool)>| v.into_iter().map(|c| c.0).collect::<Vec<_>>();
+            let ds =
+                |v: &[Cell]| Dataset::for_config(v, featurizer, model, &LabelConfig::default());
+            let cells = FleetCells {
+                id: format!("protocols-{i}"),
+                train: take(train),
+                test: take(test),
+            };
+            let data = FleetData {
+                id: cells.id.clone(),
+                train: ds(&cells.train)?,
+                test: ds(&cells.test)?,
+            };
+            Ok((data, cells))
+        })
+        .collect()
+}

@@ -1,0 +1,153 @@
+//! The end of the main job: the linear recipe's targets, plots and JSON line, and the
+//! JSON line's record-level privacy block.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use battery_fl_core::dp::DpMode;
+
+use super::linear::LinearReport;
+use super::{plot, svg_plot};
+
+/// One fleet's record-level mechanism and what it spent.
+pub struct Mechanism {
+    pub noise_multiplier: f64,
+    pub sample_rate: f64,
+    pub steps: u64,
+    pub epsilon: f64,
+}
+
+/// The JSON line's `privacy` block: the mechanism, so that anyone can recompute ε with an
+/// RDP accountant (scalars when every fleet shares them, per fleet otherwise).
+pub fn privacy_block(delta: f64, per_fleet: &BTreeMap<String, Mechanism>) -> serde_json::Value {
+    let field = |get: fn(&Mechanism) -> serde_json::Value| {
+        let values: BTreeMap<&String, serde_json::Value> =
+            per_fleet.iter().map(|(k, m)| (k, get(m))).collect();
+        let mut distinct: Vec<&serde_json::Value> = values.values().collect();
+        distinct.dedup();
+        match distinct.as_slice() {
+            [one] => (*one).clone(),
+            _ => serde_json::json!(values),
+        }
+    };
+    serde_json::json!({
+        "unit": "cell",
+        "delta": delta,
+        "noise_multiplier": field(|m| serde_json::json!(m.noise_multiplier)),
+        "sample_rate": field(|m| serde_json::json!(m.sample_rate)),
+        "steps": field(|m| serde_json::json!(m.steps)),
+        "epsilon": per_fleet.iter().map(|(k, m)| (k.clone(), m.epsilon)).collect::<BTreeMap<_, _>>(),
+    })
+}
+
+/// The end of a `--model linear` run: targets, plot and the JSON line.
+pub fn finish_linear(out: &Path, real: bool, lin: &LinearReport) -> Result<()> {
+    let worst_ratio = lin
+        .per_fleet
+        .values()
+        .map(|v| {
+            v["personalized"].as_f64().unwrap_or(f64::NAN) / v["local"].as_f64().unwrap_or(f64::NAN)
+        })
+        .fold(0.0f64, f64::max);
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    let best = lin.personalized.min(lin.federated);
+    if real {
+        println!(
+            "targets: personalized or global federated <= 85 RMSE: {}; at least 20% better than the best fleet alone: {}; every fleet at least as good as alone: {}",
+            met(best <= 85.0),
+            met(best <= 0.8 * lin.best_local),
+            met(worst_ratio <= 1.0),
+        );
+    } else {
+        let (_, ml, mp) = lin.minority;
+        let mp = if lin.minority.0 == 0 { f64::NAN } else { mp };
+        println!(
+            "targets: personalized <= 0.85 x local-only: {} ({:.2}); no fleet above 1.05 x its local-only RMSE: {} (worst {:.2}); minority chemistries >= 25% better than local-only: {} ({:.2})",
+            met(lin.personalized <= 0.85 * lin.local),
+            lin.personalized / lin.local,
+            met(worst_ratio <= 1.05),
+            worst_ratio,
+            met(mp <= 0.75 * ml),
+            mp / ml,
+        );
+    }
+    plot::plot(
+        &out.join("predicted_vs_true.png"),
+        &lin.scatter,
+        false,
+        true,
+    )?;
+    let series: Vec<(String, Vec<svg_plot::IntervalPoint>)> = lin
+        .intervals
+        .iter()
+        .map(|(name, cells)| {
+            let points = cells
+                .iter()
+                .map(|c| svg_plot::IntervalPoint {
+                    truth: c.truth,
+                    life: c.life,
+                    lower: c.lower,
+                    upper: c.upper,
+                    flagged: c.flagged,
+                })
+                .collect();
+            (name.clone(), points)
+        })
+        .collect();
+    svg_plot::predicted_vs_true(
+        &out.join("predicted_vs_true.svg"),
+        "Each fleet's personalized linear model on its test cells (90 % intervals)",
+        &series,
+    )?;
+    std::fs::write(
+        out.join("linear_federation.json"),
+        serde_json::to_string_pretty(&lin.federation)?,
+    )?;
+    println!(
+        "wrote {0}/predicted_vs_true.svg (each fleet's personal model on its test cells with 90 % intervals, flagged cells crossed; .png without intervals), {0}/linear_federation.json (every fleet's models)",
+        out.display()
+    );
+    let summary = serde_json::json!({
+        "model": "linear",
+        "local_rmse": lin.local,
+        "federated_rmse": lin.federated,
+        "personalized_rmse": lin.personalized,
+        "centralized_rmse": lin.centralized,
+        "best_local_rmse": lin.best_local,
+        "coverage_90": lin.coverage_90,
+        "width_90": lin.width_90,
+        "minority_rmse": (lin.minority.0 > 0).then(|| serde_json::json!({"cells": lin.minority.0, "local": lin.minority.1, "personalized": lin.minority.2})),
+        "epsilon": lin.federation.privacy.as_ref().map(|p| p.epsilon),
+        "personalization": "auto",
+        "per_fleet": lin.per_fleet,
+    });
+    let mut summary = summary;
+    if let Some(p) = &lin.federation.privacy {
+        // every fleet runs the same mechanism: the Gaussian mechanism on its summed
+        // statistics, `releases` releases, no subsampling; the multiplier printed is the one
+        // the accountant composes: with distributed noise, what a curious fleet (which knows
+        // its own share) faces, z * sqrt((m - 1) / m)
+        let m = lin.per_fleet.len() as f64;
+        let faced = match p.mode {
+            DpMode::Distributed => p.noise_multiplier * ((m - 1.0) / m).sqrt(),
+            _ => p.noise_multiplier,
+        };
+        let per_fleet = lin
+            .per_fleet
+            .keys()
+            .map(|k| {
+                let mechanism = Mechanism {
+                    noise_multiplier: faced,
+                    sample_rate: 1.0,
+                    steps: p.releases,
+                    epsilon: p.epsilon,
+                };
+                (k.clone(), mechanism)
+            })
+            .collect();
+        summary["privacy"] = privacy_block(p.delta, &per_fleet);
+    }
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
