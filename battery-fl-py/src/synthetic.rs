@@ -1,7 +1,7 @@
 //! Seeded synthetic fleets (`battery_fl_core::data::synthetic`), exposed as
 //! `battery_fl.synthetic`: `generate_fleets`, `generate_cell`, `Fleet`.
 
-use battery_fl_core::data::synthetic::{CellSpec, Chemistry, FleetConfig};
+use battery_fl_core::data::synthetic::{CellSpec, Chemistry, FleetConfig, PUBLIC_SEED};
 use battery_fl_core::Error;
 use pyo3::prelude::*;
 
@@ -119,6 +119,37 @@ fn generate_fleets(
         .collect()
 }
 
+/// The library's public synthetic cells: ``fleets`` fleets of ``cells_per_fleet`` cells of
+/// the public seed (``PUBLIC_SEED``, anyone can make them), their ids prefixed ``public-`` so
+/// none is taken for a fleet's own cell. A record-private :class:`battery_fl.Simulation`
+/// reads its statistics and branch B's training references from such cells.
+///
+/// >>> from battery_fl import synthetic
+/// >>> cells = synthetic.public_cells(cells_per_fleet=2, cycles=12)
+/// >>> len(cells), cells[0].cell_id
+/// (4, 'public-fleet0-LFP-000')
+#[pyfunction]
+#[pyo3(signature = (*, fleets=2, cells_per_fleet=12, cycles=100, points_per_cycle=200))]
+fn public_cells(
+    py: Python<'_>,
+    fleets: usize,
+    cells_per_fleet: usize,
+    cycles: u32,
+    points_per_cycle: usize,
+) -> PyResult<Vec<Py<PyBatteryCell>>> {
+    let config = FleetConfig::new()
+        .with_fleets(fleets)
+        .with_cells_per_fleet(cells_per_fleet)
+        .with_seed(PUBLIC_SEED)
+        .with_cycles(cycles)
+        .with_points_per_cycle(points_per_cycle);
+    let cells = py.detach(|| config.generate_public()).or_raise()?;
+    cells
+        .into_iter()
+        .map(|c| Py::new(py, PyBatteryCell::wrap(c)))
+        .collect()
+}
+
 /// Generate one cell of ``chemistry`` (``"LFP"``, ``"NMC"``, ``"NCA"`` or ``"LCO"``) cycled
 /// under explicit conditions; the same arguments give the same cell.
 ///
@@ -169,6 +200,8 @@ fn generate_cell(
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFleet>()?;
     m.add_function(wrap_pyfunction!(generate_fleets, m)?)?;
+    m.add_function(wrap_pyfunction!(public_cells, m)?)?;
+    m.add("PUBLIC_SEED", PUBLIC_SEED)?;
     m.add_function(wrap_pyfunction!(generate_cell, m)?)?;
     Ok(())
 }

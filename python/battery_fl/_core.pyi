@@ -66,6 +66,8 @@ __all__ = [
     "protocol_threshold",
     "set_memory_policy",
     "statistics_protocol",
+    "public_cells",
+    "PUBLIC_SEED",
     "STATISTICS_BOUND",
     "encode_statistics",
     "decode_statistics",
@@ -1000,6 +1002,11 @@ class Fleet:
     def cells(self) -> list[Cell]: ...
     def __len__(self) -> int: ...
 
+PUBLIC_SEED: int
+
+def public_cells(
+    *, fleets: int = 2, cells_per_fleet: int = 12, cycles: int = 100, points_per_cycle: int = 200
+) -> list[Cell]: ...
 def generate_fleets(
     *,
     fleets: int = 5,

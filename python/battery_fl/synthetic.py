@@ -10,6 +10,6 @@ bit-reproducible for a given seed.
 ([4, 4, 4], 'LFP')
 """
 
-from battery_fl._core import Fleet, generate_cell, generate_fleets
+from battery_fl._core import PUBLIC_SEED, Fleet, generate_cell, generate_fleets, public_cells
 
-__all__ = ["Fleet", "generate_cell", "generate_fleets"]
+__all__ = ["PUBLIC_SEED", "Fleet", "generate_cell", "generate_fleets", "public_cells"]

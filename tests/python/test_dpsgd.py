@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import CYCLES
 
 import battery_fl
-from battery_fl import dp
+from battery_fl import dp, synthetic
 
 
 def test_train_private_reports_what_it_spends(
@@ -70,7 +71,8 @@ def test_simulation_trains_each_fleet_privately_within_its_budget(
     fleets: list[Any], model_kwargs: dict[str, Any]
 ) -> None:
     federated = [(f.id, f.cells[:4], f.cells[4:]) for f in fleets[:2]]
-    public = fleets[2].cells
+    public = synthetic.public_cells(cells_per_fleet=3, cycles=CYCLES, points_per_cycle=60)
+    assert all(c.cell_id.startswith("public-") for c in public)
     model = battery_fl.BatLiNet(**model_kwargs)
     sim = battery_fl.Simulation(
         federated,

@@ -2,7 +2,7 @@
 //! protocol, and the public cells record-level DP-SGD reads its statistics and references from.
 
 use anyhow::Result;
-use battery_fl_core::data::synthetic::FleetConfig;
+use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
 use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
 use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::FleetData;
@@ -10,28 +10,18 @@ use battery_fl_core::model::{BatLiNetConfig, Dataset};
 
 use super::linear::FleetCells;
 
-/// Seed of the public synthetic cells (published with the library: anyone can make them).
-pub const PUBLIC_SEED: u64 = 9000;
-
 /// Labelled public cells for record-level DP-SGD: two synthetic fleets of `per_fleet` cells
-/// from [`PUBLIC_SEED`], their ids prefixed `public-` so none is mistaken for a fleet's cell.
+/// of the library's public seed.
 pub fn public_cells(
     featurizer: &Featurizer,
     model: &BatLiNetConfig,
     per_fleet: usize,
 ) -> Result<Dataset> {
-    let cells: Vec<Cell> = FleetConfig::default()
+    let cells = FleetConfig::default()
         .with_fleets(2)
         .with_cells_per_fleet(per_fleet)
         .with_seed(PUBLIC_SEED)
-        .generate()?
-        .into_iter()
-        .flat_map(|f| f.cells)
-        .map(|mut c| {
-            c.meta.cell_id = format!("public-{}", c.meta.cell_id);
-            c
-        })
-        .collect();
+        .generate_public()?;
     Ok(Dataset::for_config(
         &cells,
         featurizer,

@@ -1,7 +1,7 @@
 //! Record-level DP-SGD in the federated rounds: per-fleet accounting across rounds, the
 //! budget stop, public statistics and references.
 
-use battery_fl_core::data::synthetic::FleetConfig;
+use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::dp::RdpAccountant;
 use battery_fl_core::features::Featurizer;
@@ -11,22 +11,15 @@ use battery_fl_core::Error;
 
 use super::federation::{config, featurizer, fleets, model};
 
-/// Labelled public cells (another seed, ids apart from every fleet's).
+/// Labelled public cells (the library's public seed, ids apart from every fleet's).
 fn public() -> Dataset {
     let f = Featurizer::new(featurizer()).unwrap();
-    let cells: Vec<_> = FleetConfig::default()
+    let cells = FleetConfig::default()
         .with_fleets(2)
         .with_cells_per_fleet(5)
-        .with_seed(77)
-        .generate()
-        .unwrap()
-        .into_iter()
-        .flat_map(|fleet| fleet.cells)
-        .map(|mut c| {
-            c.meta.cell_id = format!("public-{}", c.meta.cell_id);
-            c
-        })
-        .collect();
+        .with_seed(PUBLIC_SEED)
+        .generate_public()
+        .unwrap();
     Dataset::from_cells(&cells, &f, &[0, 1, 2, 3, 4, 5], &LabelConfig::default()).unwrap()
 }
 

@@ -13,6 +13,10 @@ use crate::rng;
 /// Substream stride between fleets: cell `j` of fleet `f` uses stream `f * STRIDE + j`.
 const STRIDE: u64 = 1_000_000;
 
+/// Seed of the library's public synthetic cells ([`FleetConfig::generate_public`]): anyone
+/// can make them, so a model may learn from them outside any privacy guarantee.
+pub const PUBLIC_SEED: u64 = 9000;
+
 /// How a fleet's cells are used: climate, C-rate and depth-of-discharge ranges and the
 /// chemistry mix. Cells draw their conditions uniformly from the ranges (temperature:
 /// ambient plus a normal spread).
@@ -420,6 +424,32 @@ impl FleetConfig {
 }
 
 impl FleetConfig {
+    /// Public cells: every cell of this config, its id prefixed `public-` so that no fleet's
+    /// own cell (ids `fleet…`) is taken for one. With the seed [`PUBLIC_SEED`] they are the
+    /// library's public reference set for record-level DP-SGD (the label transform, input
+    /// scales and branch B's training references of a private run).
+    ///
+    /// ```
+    /// use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
+    ///
+    /// let public = FleetConfig::new().with_fleets(2).with_cells_per_fleet(2).with_seed(PUBLIC_SEED);
+    /// let cells = public.generate_public()?;
+    /// assert_eq!(cells.len(), 4);
+    /// assert!(cells.iter().all(|c| c.id().starts_with("public-fleet")));
+    /// # Ok::<(), battery_fl_core::Error>(())
+    /// ```
+    pub fn generate_public(&self) -> Result<Vec<Cell>> {
+        Ok(self
+            .generate()?
+            .into_iter()
+            .flat_map(|f| f.cells)
+            .map(|mut c| {
+                c.meta.cell_id = format!("public-{}", c.meta.cell_id);
+                c
+            })
+            .collect())
+    }
+
     /// The conditions and latent aging model of every cell [`FleetConfig::generate`] makes,
     /// per fleet in the same order as `Fleet::cells` (the same draws, without simulating the
     /// cycles): the ground truth behind each cell, for studies of what the data can show.

@@ -81,7 +81,7 @@ mod oracle;
 
 pub use aging::{AgingModel, CellSpec};
 pub use chemistry::Chemistry;
-pub use fleet::{Fleet, FleetConfig, FleetProfile};
+pub use fleet::{Fleet, FleetConfig, FleetProfile, PUBLIC_SEED};
 pub use oracle::KneeOracle;
 
 use rand::Rng;
