@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::conversion::{arrays_from_params, bytes, config_from_dict, named, tensors, ArrayIn};
 use crate::data::{cell_refs, PyBatteryCell};
+use crate::errors::CoreResult;
 use crate::model::PyBatLiNet;
 
 /// A fleet's side of each round: local training (FedProx term, personal head or Ditto model)
@@ -20,7 +21,9 @@ use crate::model::PyBatLiNet;
 /// :meth:`Simulation.default_config`, defaults for the rest); ``index`` is the fleet's
 /// position (its seeds depend on it); ``model`` carries the architecture, the shared label
 /// transform and input scales; ``train`` are the fleet's labelled cells. The personal state
-/// (bytes, never sent anywhere) goes in and out of each call.
+/// (bytes, never sent anywhere) goes in and out of each call. With ``record_privacy`` in
+/// ``config`` the fleet trains with per-cell DP-SGD, its statistics (set in ``model``) and
+/// branch B's references from the labelled ``public`` cells; its state counts the steps.
 ///
 /// >>> import battery_fl
 /// >>> from battery_fl import synthetic
@@ -83,21 +86,37 @@ fn with_round<R: Send>(
 #[pymethods]
 impl PyFleetClient {
     #[new]
+    #[pyo3(signature = (config, index, model, train, *, public=None))]
     fn new(
         py: Python<'_>,
         config: &Bound<'_, PyDict>,
         index: usize,
         model: &PyBatLiNet,
         train: Vec<Bound<'_, PyBatteryCell>>,
+        public: Option<Vec<Bound<'_, PyBatteryCell>>>,
     ) -> PyResult<Self> {
         let config: FederationConfig = config_from_dict(config, "config")?;
         let cells = cell_refs(&train);
+        let public = public.as_deref().map(cell_refs);
         let inner = model.with(py, |m| {
             let featurizer = Featurizer::new(m.featurizer_config().clone())?;
-            let ds = Dataset::for_config(&cells, &featurizer, m.config(), &LabelConfig::default())?;
-            FleetClient::new(&config, index, ds)
+            let ds =
+                |c: &[&_]| Dataset::for_config(c, &featurizer, m.config(), &LabelConfig::default());
+            let client = FleetClient::new(&config, index, ds(&cells)?)?;
+            match &public {
+                Some(p) => client.with_public_cells(ds(p)?, m.config().batch_size),
+                None => Ok(client),
+            }
         })?;
         Ok(PyFleetClient { inner })
+    }
+
+    /// ε per cell the fleet has spent with record-level DP-SGD (``config["record_privacy"]``
+    /// and ``public`` cells), given its personal ``state``; ``None`` without it.
+    fn record_epsilon(&self, state: &[u8]) -> PyResult<Option<f64>> {
+        state_from(state)
+            .and_then(|s| self.inner.record_epsilon(&s))
+            .or_raise()
     }
 
     /// The fleet's first personal state (bytes): with ``auto`` personalization its own

@@ -955,8 +955,15 @@ class FleetClient:
     bytes that stay with the fleet."""
 
     def __new__(
-        cls, config: Mapping[str, Any], index: int, model: BatLiNet, train: Sequence[Cell]
+        cls,
+        config: Mapping[str, Any],
+        index: int,
+        model: BatLiNet,
+        train: Sequence[Cell],
+        *,
+        public: Sequence[Cell] | None = None,
     ) -> Self: ...
+    def record_epsilon(self, state: bytes) -> float | None: ...
     def initial_state(self, model: BatLiNet) -> bytes:
         """The first personal state (with ``auto``: the fleet's own models, trained alone)."""
     def train(

@@ -29,7 +29,7 @@ from flower_support import (
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 import battery_fl
-from battery_fl import dp, flower
+from battery_fl import dp, flower, synthetic
 from battery_fl.flower import (
     BatteryFlStrategy,
     FederationSettings,
@@ -40,6 +40,7 @@ from battery_fl.flower import (
     make_client_app,
     run_federation,
     secagg_mod,
+    server,
     write_app,
 )
 
@@ -359,3 +360,35 @@ def test_a_failing_node_becomes_an_error_reply() -> None:
         [Message(RecordDict(), dst_node_id=1, message_type="query.stats")]
     )
     assert reply.has_error() and "ConfigError" in (reply.error.reason or "")
+
+
+def test_record_private_federation_equals_the_simulation(tmp_path: Path) -> None:
+    """Record-level DP-SGD on the nodes: public statistics (no statistics round), each node's
+    accountant, the same seeded mechanism as battery_fl.Simulation with public cells."""
+    out = run(tmp_path, "private", fraction_evaluate=1.0, record_epsilon=4.0, dp_seed=7)
+    model = battery_fl.BatLiNet(
+        featurizer=battery_fl.Featurizer(**SETTINGS.featurizer), progress=False, **SETTINGS.model
+    )
+    data = [(f"fleet-{i}", train, test) for i, (train, test) in enumerate(fleets())]
+    sim = battery_fl.Simulation(
+        data,
+        model=model,
+        rounds=2,
+        local_epochs=SETTINGS.local_epochs,
+        strategy="fed_avg",
+        seed=SETTINGS.seed,
+        inference_references=SETTINGS.inference_references,
+        record_privacy={"epsilon": 4.0, "seed": 7},
+        public=synthetic.public_cells(cells_per_fleet=server.PUBLIC_CELLS),
+    )
+    records = sim.run()
+    assert max_diff(out.arrays, sim.global_parameters()) < 1e-5
+    assert out.summary["cells"] is None  # no cell count was summed
+    assert out.summary["label_transform"] == pytest.approx(list(sim.label_transform), abs=1e-9)
+    for r, record in enumerate(records, start=1):
+        spent = out.summary["rounds"][r - 1]["node-record-epsilon"]
+        assert sorted(spent.values()) == pytest.approx(sorted(record["fleet_epsilon"].values()))
+    final = out.summary["rounds"][-1]["node-record-epsilon"]
+    assert len(final) == FLEETS and all(e == pytest.approx(4.0, rel=1e-3) for e in final.values())
+    with pytest.raises(battery_fl.ConfigError):
+        SETTINGS.replace(record_epsilon=4.0, label_scope="fleet")

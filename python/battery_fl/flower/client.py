@@ -52,7 +52,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 import battery_fl
-from battery_fl import dp
+from battery_fl import dp, synthetic
 from battery_fl.flower import linear
 from battery_fl.flower.settings import (
     CORE_DEFAULTS,
@@ -83,6 +83,7 @@ PERSONAL_STATE_KEY = "bfl-personal-state"
 #: Server config keys a node passes to :class:`battery_fl.FleetClient`, with their core
 #: names (a key the server did not send takes the core default).
 _FLEET_SETTINGS = {
+    "rounds": "rounds",
     "local-epochs": "local_epochs",
     "seed": "seed",
     "inference-references": "inference_references",
@@ -119,7 +120,10 @@ def _model(config: ConfigRecord) -> battery_fl.BatLiNet:
         model = model_from_config(str(config["model"]), str(config["featurizer"]))
     except KeyError as err:
         raise config_error(str(err), "missing from the server's config") from None
-    if "label-statistics" in config:
+    if "public-cells" in config:
+        # record-level DP-SGD: the statistics are the public cells', no fleet's
+        model.set_public_statistics(public_cells(config))
+    elif "label-statistics" in config:
         model.set_label_statistics(config["label-statistics"])  # type: ignore[arg-type]
         model.set_input_scales(config["input-scales-a"], config["input-scales-b"])  # type: ignore[arg-type]
     return model
@@ -164,11 +168,34 @@ def fleet_client(
     mu = float(config.get("proximal-mu", 0.0))  # type: ignore[arg-type]
     settings["strategy"] = "fed_prox" if mu > 0 else "fed_avg"
     settings["proximal_mu"] = mu
-    return battery_fl.FleetClient(settings, fleet.index, model, fleet.train)
+    epsilon = _record_epsilon(config)
+    if epsilon <= 0:
+        return battery_fl.FleetClient(settings, fleet.index, model, fleet.train)
+    seed = int(config.get("record-seed", -1))  # type: ignore[call-overload]
+    settings["record_privacy"] = {"epsilon": epsilon, "seed": seed if seed >= 0 else None}
+    public = public_cells(config)
+    return battery_fl.FleetClient(settings, fleet.index, model, fleet.train, public=public)
 
 
 def _personalizes(config: Mapping[str, object]) -> bool:
     return str(config.get("personalization", CORE_DEFAULTS["personalization"])) != "none"
+
+
+def _record_epsilon(config: Mapping[str, object]) -> float:
+    """The target ε per cell of record-level DP-SGD the server asks for (0: off)."""
+    return float(config.get("record-epsilon", 0.0))  # type: ignore[arg-type]
+
+
+def _keeps_state(config: Mapping[str, object]) -> bool:
+    """Whether the node keeps a state between messages: a personal model, or the private
+    steps its accountant counts."""
+    return _personalizes(config) or _record_epsilon(config) > 0
+
+
+def public_cells(config: Mapping[str, object]) -> list[battery_fl.Cell]:
+    """The library's public synthetic cells the server names (``public-cells`` per fleet):
+    every node makes the same ones (:func:`battery_fl.synthetic.public_cells`)."""
+    return synthetic.public_cells(cells_per_fleet=int(config["public-cells"]))  # type: ignore[call-overload]
 
 
 def _personal_state(
@@ -178,8 +205,8 @@ def _personal_state(
     model: battery_fl.BatLiNet,
 ) -> bytes:
     """The node's personal state: kept in ``Context.state``, or new. Without
-    personalization there is none to keep (empty bytes)."""
-    if not _personalizes(config):
+    personalization or record-level DP-SGD there is none to keep (empty bytes)."""
+    if not _keeps_state(config):
         return b""
     record = context.state.get(PERSONAL_STATE_KEY)
     if isinstance(record, ConfigRecord) and "state" in record:
@@ -188,7 +215,7 @@ def _personal_state(
 
 
 def _keep_personal_state(context: Context, config: Mapping[str, object], state: bytes) -> None:
-    if _personalizes(config):
+    if _keeps_state(config):
         context.state[PERSONAL_STATE_KEY] = ConfigRecord({"state": state})
 
 
@@ -288,14 +315,17 @@ def evaluate(msg: Message, context: Context) -> Message:
     client = fleet_client(config, fleet, model)
     # the global weights as this fleet reads them (its own label transform with label-scope fleet)
     rmse = personalized = _rmse(client.shared_model(model, received), fleet, k, seed)
-    if _personalizes(config):
+    values: dict[str, float | int] = {"num-examples": len(fleet.test)}
+    if _keeps_state(config):
         state = _personal_state(context, config, client, model)
-        own, state = client.personal_model(model, received, state, r)
-        _keep_personal_state(context, config, state)
-        personalized = _rmse(own, fleet, k, seed)
-    metrics = MetricRecord(
-        {"rmse": rmse, "personalized-rmse": personalized, "num-examples": len(fleet.test)}
-    )
+        if _personalizes(config):
+            own, state = client.personal_model(model, received, state, r)
+            _keep_personal_state(context, config, state)
+            personalized = _rmse(own, fleet, k, seed)
+        spent = client.record_epsilon(state)
+        if spent is not None:
+            values["record-epsilon"] = spent
+    metrics = MetricRecord({"rmse": rmse, "personalized-rmse": personalized, **values})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 

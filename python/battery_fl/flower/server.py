@@ -20,9 +20,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
@@ -30,7 +32,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result
 
 import battery_fl
-from battery_fl.flower.client import STATS_ACTION
+from battery_fl.flower.client import STATS_ACTION, public_cells
 from battery_fl.flower.linear import run_linear_federation
 from battery_fl.flower.polling import PollingGrid
 from battery_fl.flower.secagg import SecAggWorkflow
@@ -121,21 +123,37 @@ def apply_statistics(model: battery_fl.BatLiNet, total: np.ndarray) -> tuple[flo
     return label
 
 
-def _train_config(
-    model: battery_fl.BatLiNet, settings: FederationSettings, total: np.ndarray
-) -> ConfigRecord:
+#: Cells per fleet of the public synthetic set (two fleets) a record-private run reads its
+#: statistics and branch B's training references from.
+PUBLIC_CELLS = 12
+
+
+def _statistics_config(model: battery_fl.BatLiNet, total: np.ndarray | None) -> dict[str, Any]:
+    """How the nodes get the shared statistics: the summed label sums (pooled and per cathode
+    group; each node derives the label transform from them with the core, grouped as the model
+    says) and the input scales, or, under record-level DP-SGD (``total`` is ``None``), the
+    public cells they are computed from."""
+    if total is None:
+        return {"public-cells": PUBLIC_CELLS}
     scales = model.input_scales
     assert scales is not None
+    return {
+        "label-statistics": [float(v) for v in total[: battery_fl.BatLiNet.LABEL_STATISTICS_LEN]],
+        "input-scales-a": [float(v) for v in scales[0]],
+        "input-scales-b": [float(v) for v in scales[1]],
+    }
+
+
+def _train_config(
+    model: battery_fl.BatLiNet, settings: FederationSettings, total: np.ndarray | None
+) -> ConfigRecord:
     return ConfigRecord(
         {
             **model_to_config(model),
-            # the summed label sums (pooled and per cathode group): each node derives the
-            # label transform from them with the core, grouped as the model says
-            "label-statistics": [
-                float(v) for v in total[: battery_fl.BatLiNet.LABEL_STATISTICS_LEN]
-            ],
-            "input-scales-a": [float(v) for v in scales[0]],
-            "input-scales-b": [float(v) for v in scales[1]],
+            **_statistics_config(model, total),
+            "rounds": settings.num_server_rounds,
+            "record-epsilon": settings.record_epsilon,
+            "record-seed": settings.dp_seed,
             "local-epochs": settings.local_epochs,
             "seed": settings.seed,
             "proximal-mu": settings.proximal_mu_for_clients(),
@@ -166,21 +184,40 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
             modulus_bits=settings.secagg_modulus_bits,
             timeout=settings.timeout,
         )
-    total, answered = collect_statistics(
-        grid,
-        nodes,
-        model,
-        workflow=workflow if settings.secure_statistics else None,
-        timeout=settings.timeout,
-    )
-    mean, std = apply_statistics(model, total)
-    cells = int(round(total[0]))
-    _log.info(
-        "battery-fl: %d cells on %d nodes; label transform (%.4f, %.4f)", cells, answered, mean, std
-    )
+    total: np.ndarray | None = None
+    cells: int | None = None
+    if settings.record_epsilon > 0:
+        # record-level DP-SGD: no statistic of a fleet is summed; everyone reads the public
+        # cells' (the nodes make the same ones)
+        model.set_public_statistics(public_cells({"public-cells": PUBLIC_CELLS}))
+        answered = len(nodes)
+        mean, std = model.label_transform or (math.nan, math.nan)
+        _log.info("battery-fl: record-level DP-SGD at epsilon %g per cell", settings.record_epsilon)
+        if workflow is not None and settings.secagg_max_weight <= 0:
+            raise config_error(
+                "secagg-max-weight",
+                "record-level DP-SGD sums no cell counts: give the public bound on a node's cells",
+            )
+    else:
+        total, answered = collect_statistics(
+            grid,
+            nodes,
+            model,
+            workflow=workflow if settings.secure_statistics else None,
+            timeout=settings.timeout,
+        )
+        mean, std = apply_statistics(model, total)
+        cells = int(round(total[0]))
+        _log.info(
+            "battery-fl: %d cells on %d nodes; label transform (%.4f, %.4f)",
+            cells,
+            answered,
+            mean,
+            std,
+        )
     if workflow is not None:
         # W bounds a node's weight (its cell count): the federation's total is a public bound
-        max_weight = settings.secagg_max_weight or float(max(cells, 1))
+        max_weight = settings.secagg_max_weight or float(max(cells or 1, 1))
         workflow = dataclasses.replace(workflow, max_weight=max_weight)
     dp = None
     if settings.dp_enabled:

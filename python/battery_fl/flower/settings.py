@@ -164,7 +164,11 @@ class FederationSettings:
     instead of BatLiNet rounds (:mod:`battery_fl.flower.linear`; each node keeps its own
     choice), with record-level DP at ``record_epsilon`` per cell when it is above 0 (noise
     seeded from ``dp_seed``) and ``per_chemistry_choice``; the BatLiNet settings do not
-    apply to it. Each node reports the coverage and mean width of its conformal intervals at
+    apply to it. With the BatLiNet recipe, ``record_epsilon > 0`` trains every node with
+    per-cell DP-SGD within that ε over all rounds (the statistics and branch B's references
+    from the library's public cells, no statistics round; ``secagg_max_weight`` must then be
+    given with secure aggregation); each node reports the ε it has spent in its evaluation
+    metrics (``record-epsilon``), kept per node in the history (``node-record-epsilon``). Each node reports the coverage and mean width of its conformal intervals at
     ``interval_coverage`` (default the core's ``DEFAULT_COVERAGE``) on its test cells.
     """
 
@@ -247,6 +251,11 @@ class FederationSettings:
             raise config_error("interval-coverage", "must be in (0, 1)")
         if not (math.isfinite(self.record_epsilon) and self.record_epsilon >= 0.0):
             raise config_error("record-epsilon", "must be finite and >= 0 (0: exact sums)")
+        if self.record_epsilon > 0 and self.recipe == "batlinet" and self.label_scope == "fleet":
+            raise config_error(
+                "label-scope",
+                "record-level DP-SGD reads the shared weights with the public cells' labels",
+            )
         if self.dp_enabled:
             battery_fl.dp.check_mode(self.dp_mode, secure_aggregation=self.secure_aggregation)
         if self.dp_enabled and not only_the_sum:

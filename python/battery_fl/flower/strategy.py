@@ -242,16 +242,29 @@ class BatteryFlStrategy(FedAvg):
         out = {"rmse": pooled("rmse")}
         if all("personalized-rmse" in m for m in metrics):
             out["personalized-rmse"] = pooled("personalized-rmse")
-        self._record_evaluation(server_round, out)
+        # record-level DP-SGD: ε per cell each node has spent (the history keeps every node's,
+        # the metrics the largest)
+        spent = {
+            int(m.metadata.src_node_id): float(m.content["metrics"]["record-epsilon"])  # type: ignore[index,arg-type]
+            for m in valid
+            if "record-epsilon" in m.content["metrics"]  # type: ignore[operator]
+        }
+        if spent:
+            out["record-epsilon"] = max(spent.values())
+        self._record_evaluation(server_round, out, {"node-record-epsilon": spent} if spent else {})
         return MetricRecord({**out, "num-examples": int(np.sum(n))})
 
-    def _record_evaluation(self, server_round: int, metrics: dict[str, float]) -> None:
-        """Add a round's evaluation to its history record (a new record if it has none)."""
+    def _record_evaluation(
+        self, server_round: int, metrics: dict[str, float], extra: dict[str, Any] | None = None
+    ) -> None:
+        """Add a round's evaluation (and ``extra`` entries) to its history record (a new
+        record if it has none)."""
         record = next((r for r in reversed(self.history) if r["round"] == server_round), None)
         if record is None:
             record = {"round": server_round}
             self.history.append(record)
         record.update(metrics)
+        record.update(extra or {})
         self._write_history()
 
     # ----------------------------------------------------------------------- rounds
