@@ -6,16 +6,19 @@
 //!     [--data DIR --fleets-by protocol --fleets N] [--model linear|batlinet] [--out DIR] [--no-secagg]
 //!     [--rounds R] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto]
 //!     [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]
-//!     [--epsilon E]
+//!     [--privacy none|cell] [--target-epsilon E] [--noise-seed S] [--cells-per-fleet N]
 //! ```
 //!
 //! `--model linear` (default; seconds): the linear early-life model, fitted exactly from
 //! statistics summed with secure aggregation, settings by leave-one-fleet-out, each fleet
 //! keeping its local, personalized or shared model by leave-one-out on its own cells
 //! (`federation::federate_linear`), with 90 % conformal intervals and out-of-distribution
-//! flags. `--epsilon E` makes what each fleet sends record-level differentially private, ε = E
-//! per cell (δ = 1e-5; `dp::RecordPrivacy`, distributed noise under secure aggregation, local
-//! without), and `epsilon` in the JSON line reports it. `--model batlinet`: BatLiNet over federated rounds with FedProx, secure aggregation
+//! flags. `--privacy cell --target-epsilon E` (`--epsilon E` for short) makes what each fleet
+//! sends record-level differentially private, ε = E per cell (δ = 1e-5; `dp::RecordPrivacy`,
+//! distributed noise under secure aggregation, local without), and `epsilon` in the JSON line
+//! reports it; with `--model batlinet` every fleet trains with per-cell DP-SGD on public cells
+//! (`epsilon` there is the fleet-level DP's, the per-cell one is in `privacy`). The noise is
+//! keyed from the OS unless `--noise-seed S` pins it. `--model batlinet`: BatLiNet over federated rounds with FedProx, secure aggregation
 //! and differential privacy (the linear rows are printed first); the remaining flags apply to
 //! it. `--seed S` (default 0) seeds the model (S) and the federation (7 + S): sampling, local
 //! training, masks and noise.
@@ -146,10 +149,18 @@ struct Args {
     /// references and statistics). `--target-epsilon` alone implies cell.
     #[arg(long, value_enum, value_name = "none|cell", default_value = "none")]
     privacy: PrivacyUnit,
+    /// Whether `--privacy` was given (to refuse `--privacy none --target-epsilon E`).
+    #[arg(skip)]
+    privacy_given: bool,
     /// Target ε per cell over the whole run at δ = 1e-5 (with `--privacy cell`; default: the
     /// core's DP-SGD default, 8). `--epsilon` is the same flag.
     #[arg(long, visible_alias = "epsilon", value_name = "E")]
     target_epsilon: Option<f64>,
+    /// Seed of the record-level noise (and of which cells each DP-SGD step samples), for a
+    /// reproducible run; default: keyed from the OS, as a deployment must (a seed anyone
+    /// knows lets them subtract the noise).
+    #[arg(long, value_name = "S")]
+    noise_seed: Option<u64>,
     /// Cells per synthetic fleet (two thirds train, the rest test).
     #[arg(long, value_name = "N", default_value_t = 24)]
     cells_per_fleet: usize,
@@ -182,17 +193,26 @@ enum PrivacyUnit {
 
 impl Args {
     /// The target ε per cell, when record-level privacy is on.
-    fn cell_epsilon(&self) -> Option<f64> {
-        match (self.privacy, self.target_epsilon) {
-            (_, Some(e)) => Some(e),
-            (PrivacyUnit::Cell, None) => DpSgdConfig::default().epsilon,
-            (PrivacyUnit::None, None) => None,
-        }
+    fn cell_epsilon(&self) -> Result<Option<f64>> {
+        Ok(
+            match (self.privacy_given, self.privacy, self.target_epsilon) {
+                (true, PrivacyUnit::None, Some(_)) => {
+                    anyhow::bail!("--privacy none and --target-epsilon contradict each other")
+                }
+                (_, _, Some(e)) => Some(e),
+                (_, PrivacyUnit::Cell, None) => DpSgdConfig::default().epsilon,
+                (_, PrivacyUnit::None, None) => None,
+            },
+        )
     }
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let matches = <Args as clap::CommandFactory>::command().get_matches();
+    let mut args = <Args as clap::FromArgMatches>::from_arg_matches(&matches)?;
+    args.privacy_given =
+        matches.value_source("privacy") == Some(clap::parser::ValueSource::CommandLine);
+    let cell_epsilon = args.cell_epsilon()?;
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }
@@ -259,10 +279,10 @@ fn main() -> Result<()> {
     );
     let secure = args.secagg.then(SecureAggregation::default);
     // record-level DP (per cell) of what each fleet sends, if asked for; the noise is keyed
-    // from the run's seed so the demo is reproducible
-    let privacy = args.cell_epsilon().map(|e| {
+    // from the OS unless --noise-seed makes the run reproducible
+    let privacy = cell_epsilon.map(|e| {
         RecordPrivacy {
-            seed: Some(7 + args.seed),
+            seed: args.noise_seed,
             ..RecordPrivacy::with_epsilon(e)
         }
         .for_aggregation(args.secagg)
@@ -277,7 +297,7 @@ fn main() -> Result<()> {
         7 + args.seed,
     )?;
     if args.recipe == Recipe::Linear {
-        return job::finish_linear(&args.out, real, &lin);
+        return job::finish_linear(&args.out, real, &lin, args.noise_seed);
     }
     println!();
 
@@ -291,9 +311,9 @@ fn main() -> Result<()> {
             .with_target_delta(1e-5)
     });
     // record-level DP-SGD: statistics and branch B's training references from public cells
-    let record_privacy = args.cell_epsilon().map(|e| DpSgdConfig {
+    let record_privacy = cell_epsilon.map(|e| DpSgdConfig {
         epsilon: Some(e),
-        seed: Some(7 + args.seed),
+        seed: args.noise_seed,
         ..Default::default()
     });
     let public = match (&record_privacy, real) {
@@ -534,13 +554,13 @@ fn main() -> Result<()> {
                 let mechanism = job::Mechanism {
                     noise_multiplier,
                     sample_rate,
-                    steps: state.private_steps,
+                    steps: state.private_spent.as_ref().map_or(0, |a| a.steps()),
                     epsilon: *last.fleet_epsilon.get(&f.id)?,
                 };
                 Some((f.id.clone(), mechanism))
             })
             .collect();
-        summary["privacy"] = job::privacy_block(dp.delta, &per_fleet);
+        summary["privacy"] = job::privacy_block(dp.delta, &per_fleet, args.noise_seed);
     }
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

@@ -365,7 +365,15 @@ def test_a_failing_node_becomes_an_error_reply() -> None:
 def test_record_private_federation_equals_the_simulation(tmp_path: Path) -> None:
     """Record-level DP-SGD on the nodes: public statistics (no statistics round), each node's
     accountant, the same seeded mechanism as battery_fl.Simulation with public cells."""
-    out = run(tmp_path, "private", fraction_evaluate=1.0, record_epsilon=4.0, dp_seed=7)
+    # the nodes pin their own noise seed (a test: a deployment keys it from the OS)
+    private_grid = LocalGrid(
+        APP, {node: node_config(i, **{"record-seed": 7}) for i, node in enumerate(NODE_IDS)}
+    )
+    settings = SETTINGS.replace(
+        output_dir=str(tmp_path / "private"), fraction_evaluate=1.0, record_epsilon=4.0
+    )
+    result = run_federation(private_grid, settings)
+    out = Outcome(result, json.loads((tmp_path / "private" / "result.json").read_text()), tmp_path)
     model = battery_fl.BatLiNet(
         featurizer=battery_fl.Featurizer(**SETTINGS.featurizer), progress=False, **SETTINGS.model
     )
@@ -392,3 +400,11 @@ def test_record_private_federation_equals_the_simulation(tmp_path: Path) -> None
     assert len(final) == FLEETS and all(e == pytest.approx(4.0, rel=1e-3) for e in final.values())
     with pytest.raises(battery_fl.ConfigError):
         SETTINGS.replace(record_epsilon=4.0, label_scope="fleet")
+    with pytest.raises(battery_fl.ConfigError):
+        SETTINGS.replace(record_epsilon=4.0, secure_aggregation=True, secagg_max_weight=0.0)
+    # a node that requires record privacy refuses a server that drops or loosens it
+    strict = {"record-max-epsilon": 2.0}
+    fleet = load_fleet(node_config(0))
+    for asked in (0.0, 4.0):
+        with pytest.raises(battery_fl.PrivacyError):
+            client.fleet_client({"record-epsilon": asked, "public-cells": 2}, fleet, model, strict)

@@ -20,7 +20,11 @@ pub struct Mechanism {
 
 /// The JSON line's `privacy` block: the mechanism, so that anyone can recompute ε with an
 /// RDP accountant (scalars when every fleet shares them, per fleet otherwise).
-pub fn privacy_block(delta: f64, per_fleet: &BTreeMap<String, Mechanism>) -> serde_json::Value {
+pub fn privacy_block(
+    delta: f64,
+    per_fleet: &BTreeMap<String, Mechanism>,
+    noise_seed: Option<u64>,
+) -> serde_json::Value {
     let field = |get: fn(&Mechanism) -> serde_json::Value| {
         let values: BTreeMap<&String, serde_json::Value> =
             per_fleet.iter().map(|(k, m)| (k, get(m))).collect();
@@ -38,11 +42,18 @@ pub fn privacy_block(delta: f64, per_fleet: &BTreeMap<String, Mechanism>) -> ser
         "sample_rate": field(|m| serde_json::json!(m.sample_rate)),
         "steps": field(|m| serde_json::json!(m.steps)),
         "epsilon": per_fleet.iter().map(|(k, m)| (k.clone(), m.epsilon)).collect::<BTreeMap<_, _>>(),
+        // a seed anyone knows lets them subtract the noise: a demo's, never a deployment's
+        "noise_seed": noise_seed,
     })
 }
 
 /// The end of a `--model linear` run: targets, plot and the JSON line.
-pub fn finish_linear(out: &Path, real: bool, lin: &LinearReport) -> Result<()> {
+pub fn finish_linear(
+    out: &Path,
+    real: bool,
+    lin: &LinearReport,
+    noise_seed: Option<u64>,
+) -> Result<()> {
     let worst_ratio = lin
         .per_fleet
         .values()
@@ -146,7 +157,10 @@ pub fn finish_linear(out: &Path, real: bool, lin: &LinearReport) -> Result<()> {
                 (k.clone(), mechanism)
             })
             .collect();
-        summary["privacy"] = privacy_block(p.delta, &per_fleet);
+        summary["privacy"] = privacy_block(p.delta, &per_fleet, noise_seed);
+        // the mechanism as run: the multiplier each fleet draws its share with, and where
+        summary["privacy"]["noise_mode"] = serde_json::json!(p.mode);
+        summary["privacy"]["drawn_noise_multiplier"] = serde_json::json!(p.noise_multiplier);
     }
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

@@ -327,6 +327,13 @@ impl FederationConfig {
         }
         if let Some(dp) = &self.record_privacy {
             dp.validate()?;
+            if self.clustering.is_some() {
+                return Err(Error::config(
+                    "clustering",
+                    "genome clustering groups fleets by their private cells' fingerprints, \
+                     outside the record-level guarantee",
+                ));
+            }
             if self.label_scope == LabelScope::Fleet {
                 return Err(Error::config(
                     "label_scope",

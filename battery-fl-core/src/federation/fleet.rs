@@ -96,7 +96,7 @@ impl FleetClient {
     pub fn record_epsilon(&self, state: &FleetState) -> Result<Option<f64>> {
         self.private
             .as_ref()
-            .map(|p| p.epsilon_after(state.private_steps))
+            .map(|p| p.epsilon(state.private_spent.as_ref()))
             .transpose()
     }
 
@@ -206,16 +206,22 @@ impl FleetClient {
             global: (mu > 0.0).then(|| start.clone()),
             ..Default::default()
         };
-        let private_steps = match &self.private {
+        let private_spent = match &self.private {
             Some(p) => {
-                let spent = state.private_steps;
-                p.train(worker, &self.fit, &opts, spent, round, self.index)?
-                    .steps
-                    + spent
+                let mut spent = state.private_spent.clone().unwrap_or_default();
+                p.train(worker, &self.fit, &opts, &mut spent, round, self.index)?;
+                Some(spent)
+            }
+            None if cfg.record_privacy.is_some() => {
+                return Err(Error::config(
+                    "record_privacy",
+                    "needs public cells: FleetClient::with_public_cells (training would be \
+                     noise-free)",
+                ))
             }
             None => {
                 worker.train(&self.fit, &opts)?;
-                0
+                None
             }
         };
         let trained = worker.params()?;
@@ -243,7 +249,7 @@ impl FleetClient {
         if personal.is_some() {
             state.personal = personal;
         }
-        state.private_steps = private_steps;
+        state.private_spent = private_spent;
         Ok(LocalUpdate {
             delta,
             num_examples: self.fit.len() as u64,

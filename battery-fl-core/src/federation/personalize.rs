@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{FederationConfig, Personalization};
 #[cfg(feature = "tch")]
 use super::job_seed;
+use crate::dp::RdpAccountant;
 #[cfg(feature = "tch")]
 use crate::error::Error;
 use crate::error::Result;
@@ -116,10 +117,9 @@ pub struct FleetState {
     pub choice: Option<(Candidate, BTreeMap<Candidate, f64>)>,
     /// The model the fleet uses now (after the last round).
     pub current: Option<FleetModel>,
-    /// With record-level DP-SGD: the private steps the fleet's updates have taken so far
-    /// (its accountant).
+    /// With record-level DP-SGD: the fleet's accountant (every private step its updates took).
     #[serde(default)]
-    pub private_steps: u64,
+    pub private_spent: Option<RdpAccountant>,
 }
 
 /// True for the weights of the shared linear head (personal in `head` mode).

@@ -8,13 +8,20 @@
 //! *public* cells, the same for every fleet (so one cell of a fleet enters only its own
 //! per-cell gradient: the pair design of the DP-SGD docs). The noise multiplier is found
 //! once, for `rounds × local_epochs × round(1/q)` steps, so that the whole run spends at
-//! most the target ε per cell; each fleet's accountant counts the steps it has taken and
-//! refuses a round that would spend more ([`Error::BudgetExhausted`], before training).
+//! most the target ε per cell; each fleet keeps its own RDP accountant in its state, stepped
+//! with the mechanism each round really ran (so a mechanism that changes between rounds, a
+//! restart with other settings say, is still priced right), and refuses a round that would
+//! spend more ([`Error::BudgetExhausted`], before training).
 //!
-//! What stays home is outside the guarantee and never released: the fleet's personal
-//! models (fine-tuned, Ditto, its own head, its local model), which train without noise on
-//! its cells, and its inference references. Evaluation numbers a deployment reports to its
-//! coordinator (per-fleet RMSE on the fleet's test cells) are not covered either.
+//! The number of cells a fleet trains on is treated as public: it is the fleet's FedAvg
+//! weight (the coordinator learns it, or with secure aggregation the total), and the
+//! accountant's neighbouring datasets differ by one cell's record, not by the count.
+//!
+//! Outside the guarantee: the fleet's personal models (fine-tuned, Ditto, its own head, its
+//! local model), which train without noise on its cells, and its inference references; they
+//! stay home in a deployment (the in-process `Simulation` holds them for the fleets, and its
+//! checkpoint contains them). Also outside it, and reported to the coordinator: evaluation
+//! numbers (each fleet's RMSE on its test cells) and, with `auto`, which model a fleet chose.
 
 use crate::dp::RdpAccountant;
 use crate::error::{Error, Result};
@@ -32,6 +39,7 @@ pub(crate) struct PrivateTraining {
     budget: Option<f64>,
     sample_rate: f64,
     steps_per_round: u64,
+    batch_size: usize,
 }
 
 impl PrivateTraining {
@@ -68,6 +76,7 @@ impl PrivateTraining {
             budget: dp.epsilon,
             sample_rate: q,
             steps_per_round,
+            batch_size,
         })
     }
 
@@ -81,35 +90,49 @@ impl PrivateTraining {
         self.sample_rate
     }
 
-    /// ε per cell after `steps` steps, at the configured δ.
-    pub(crate) fn epsilon_after(&self, steps: u64) -> Result<f64> {
-        if steps == 0 {
-            return Ok(0.0);
+    /// ε per cell spent by the steps `spent` records (`None`: nothing yet), at the
+    /// configured δ.
+    pub(crate) fn epsilon(&self, spent: Option<&RdpAccountant>) -> Result<f64> {
+        match spent {
+            Some(acc) if acc.steps() > 0 => acc.epsilon(self.round.delta),
+            _ => Ok(0.0),
         }
-        RdpAccountant::new().epsilon_after(
-            self.noise_multiplier(),
-            self.sample_rate,
-            steps,
-            self.round.delta,
-        )
     }
 
-    /// Train `worker` privately for one round (fleet `fleet`, round `round`) after `spent`
-    /// steps of this run, refusing a round the budget does not cover before anything trains.
+    /// Train `worker` privately for one round (fleet `fleet`, round `round`), refusing a
+    /// round the budget does not cover before anything trains; `spent` is the fleet's
+    /// accountant, stepped with what the round really ran (whatever mechanism earlier rounds
+    /// had: the Rényi curves add).
     pub(crate) fn train(
         &self,
         worker: &mut BatLiNet,
         fit: &Dataset,
         opts: &TrainOptions,
-        spent: u64,
+        spent: &mut RdpAccountant,
         round: usize,
         fleet: usize,
     ) -> Result<DpSgdReport> {
-        let after = self.epsilon_after(spent + self.steps_per_round)?;
+        if worker.config().batch_size != self.batch_size {
+            return Err(Error::config(
+                "batch_size",
+                format!(
+                    "the model trains at batch {} but the mechanism was set for {}",
+                    worker.config().batch_size,
+                    self.batch_size
+                ),
+            ));
+        }
+        let mut after = spent.clone();
+        after.step(
+            self.noise_multiplier(),
+            self.sample_rate,
+            self.steps_per_round,
+        )?;
+        let epsilon = after.epsilon(self.round.delta)?;
         if let Some(max) = self.budget {
-            if after > max * (1.0 + 1e-9) {
+            if epsilon > max * (1.0 + 1e-9) {
                 return Err(Error::BudgetExhausted {
-                    epsilon: after,
+                    epsilon,
                     max_epsilon: max,
                 });
             }
@@ -118,6 +141,8 @@ impl PrivateTraining {
             seed: self.round.seed.map(|s| job_seed(s, round, fleet)),
             ..self.round.clone()
         };
-        worker.train_private(fit, &self.public, &dp, opts)
+        let report = worker.train_private(fit, &self.public, &dp, opts)?;
+        spent.step(report.noise_multiplier, report.sample_rate, report.steps)?;
+        Ok(report)
     }
 }

@@ -137,6 +137,12 @@ impl Simulation {
             });
         }
         match &public {
+            Some(_) if worker.config().clean_pairs => {
+                return Err(Error::config(
+                    "clean_pairs",
+                    "DP-SGD trains branch B on raw differences; cleaned pairs are not supported",
+                ))
+            }
             Some(public) => worker.set_public_statistics(public)?,
             None => {
                 // one secure sum of every fleet's statistics, as a Flower node sends them
@@ -239,7 +245,27 @@ impl Simulation {
         featurizer: FeaturizerConfig,
         fleets: Vec<FleetData>,
     ) -> Result<Self> {
-        let mut sim = Self::new(config, model, featurizer, fleets)?;
+        let sim = Self::new(config, model, featurizer, fleets)?;
+        sim.resumed(path)
+    }
+
+    /// Continue a record-private run (see [`Simulation::with_public_cells`]) from its
+    /// checkpoint; the other arguments must be the run's own. Each fleet's accountant comes
+    /// back with its state.
+    pub fn resume_with_public_cells(
+        path: &Path,
+        config: FederationConfig,
+        model: BatLiNetConfig,
+        featurizer: FeaturizerConfig,
+        fleets: Vec<FleetData>,
+        public: Dataset,
+    ) -> Result<Self> {
+        let sim = Self::with_public_cells(config, model, featurizer, fleets, public)?;
+        sim.resumed(path)
+    }
+
+    fn resumed(self, path: &Path) -> Result<Self> {
+        let mut sim = self;
         let state = CoordinatorState::load(path)?;
         sim.state.global.check_compatible(&state.global)?;
         sim.worker.set_label_transform(state.labels);
@@ -262,6 +288,12 @@ impl Simulation {
     /// Use a label transform and input scales agreed outside this run (for example in an
     /// earlier federation) instead of the ones summed at set-up. Only before the first round.
     pub fn set_statistics(&mut self, labels: LabelTransform, scales: InputScales) -> Result<()> {
+        if self.config.record_privacy.is_some() {
+            return Err(Error::config(
+                "statistics",
+                "a record-private run reads the public cells' statistics",
+            ));
+        }
         if self.state.round > 0 {
             return Err(Error::config(
                 "statistics",

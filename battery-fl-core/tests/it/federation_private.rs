@@ -5,7 +5,9 @@ use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::dp::RdpAccountant;
 use battery_fl_core::features::Featurizer;
-use battery_fl_core::federation::{FederationConfig, LabelScope, SecureAggregation, Simulation};
+use battery_fl_core::federation::{
+    FederationConfig, FleetClient, FleetState, LabelScope, SecureAggregation, Simulation,
+};
 use battery_fl_core::model::{BatLiNet, Dataset, DpSgdConfig};
 use battery_fl_core::Error;
 
@@ -110,4 +112,77 @@ fn record_privacy_refuses_what_would_leak() {
         Simulation::with_public_cells(tiny, model(), featurizer(), fleets(3), public()),
         Err(Error::InvalidConfig { ref field, .. }) if field == "epsilon"
     ));
+}
+
+#[test]
+fn a_fleet_prices_earlier_rounds_at_the_mechanism_they_ran() {
+    // a server that asks for one round (the whole budget in it), then for two: the fleet's
+    // accountant remembers what round 1 spent and refuses round 2
+    let data = fleets(3);
+    let mut worker = BatLiNet::new(model(), featurizer()).unwrap();
+    worker.set_public_statistics(&public()).unwrap();
+    let start = worker.params().unwrap();
+    let client = |rounds: usize| {
+        FleetClient::new(&private_config(rounds, 4.0), 0, data[0].train.clone())
+            .unwrap()
+            .with_public_cells(public(), model().batch_size)
+            .unwrap()
+    };
+    let mut state = FleetState::default();
+    client(1).train(&mut worker, &start, &mut state, 1).unwrap();
+    let spent = client(1).record_epsilon(&state).unwrap().unwrap();
+    assert!((spent - 4.0).abs() < 4e-3, "{spent}");
+    let before = state.clone();
+    assert!(matches!(
+        client(2).train(&mut worker, &start, &mut state, 2),
+        Err(Error::BudgetExhausted { .. })
+    ));
+    assert_eq!(state, before);
+    // record privacy without public cells never trains noise-free
+    let no_public = FleetClient::new(&private_config(1, 4.0), 0, data[0].train.clone()).unwrap();
+    assert!(matches!(
+        no_public.train(&mut worker, &start, &mut FleetState::default(), 1),
+        Err(Error::InvalidConfig { ref field, .. }) if field == "record_privacy"
+    ));
+}
+
+#[test]
+fn a_private_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one() {
+    let dir = std::env::temp_dir().join(format!("bfl-private-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("coordinator.json");
+    let cfg = private_config(2, 4.0);
+    let run = || {
+        Simulation::with_public_cells(cfg.clone(), model(), featurizer(), fleets(3), public())
+            .unwrap()
+    };
+    let mut whole = run();
+    whole.run(|_| {}).unwrap();
+    let mut first = run().with_checkpoint(&path);
+    first.run_round().unwrap();
+    // resuming a private run without its public cells is refused, not run noise-free
+    assert!(Simulation::resume(&path, cfg.clone(), model(), featurizer(), fleets(3)).is_err());
+    let mut resumed = Simulation::resume_with_public_cells(
+        &path,
+        cfg,
+        model(),
+        featurizer(),
+        fleets(3),
+        public(),
+    )
+    .unwrap();
+    let last = resumed.run_round().unwrap();
+    let want = whole.state().history.last().unwrap();
+    assert_eq!(last.fleet_epsilon, want.fleet_epsilon);
+    assert_eq!(resumed.state().global, whole.state().global);
+    // and genome clustering, which reads the private cells' fingerprints, is refused
+    let clustered = FederationConfig {
+        clustering: Some(Default::default()),
+        ..private_config(1, 8.0)
+    };
+    assert!(matches!(
+        Simulation::with_public_cells(clustered, model(), featurizer(), fleets(3), public()),
+        Err(Error::InvalidConfig { ref field, .. }) if field == "clustering"
+    ));
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -144,7 +144,10 @@ def _arrays(msg: Message) -> list[np.ndarray]:
 
 
 def fleet_client(
-    config: Mapping[str, object], fleet: FleetCells, model: battery_fl.BatLiNet
+    config: Mapping[str, object],
+    fleet: FleetCells,
+    model: battery_fl.BatLiNet,
+    node_config: Mapping[str, object] | None = None,
 ) -> battery_fl.FleetClient:
     """The fleet's :class:`battery_fl.FleetClient` for the server's ``config`` (see the
     module docs; keys it does not carry take the core defaults) and ``model`` (the
@@ -169,9 +172,19 @@ def fleet_client(
     settings["strategy"] = "fed_prox" if mu > 0 else "fed_avg"
     settings["proximal_mu"] = mu
     epsilon = _record_epsilon(config)
+    node_config = node_config or {}
+    cap = float(node_config.get("record-max-epsilon", 0.0))  # type: ignore[arg-type]
+    if cap > 0 and not 0 < epsilon <= cap:
+        raise _privacy_error(
+            f"the server asks for record-epsilon {epsilon}; this node trains only with "
+            f"record-level DP-SGD at epsilon <= {cap} (record-max-epsilon)"
+        )
     if epsilon <= 0:
         return battery_fl.FleetClient(settings, fleet.index, model, fleet.train)
-    seed = int(config.get("record-seed", -1))  # type: ignore[call-overload]
+    # the noise and the cells each step samples are keyed from the OS, unless the node
+    # itself pins a seed (tests): never from a seed the server sends, which would let it
+    # subtract the noise
+    seed = int(node_config.get("record-seed", -1))  # type: ignore[call-overload]
     settings["record_privacy"] = {"epsilon": epsilon, "seed": seed if seed >= 0 else None}
     public = public_cells(config)
     return battery_fl.FleetClient(settings, fleet.index, model, fleet.train, public=public)
@@ -190,6 +203,12 @@ def _keeps_state(config: Mapping[str, object]) -> bool:
     """Whether the node keeps a state between messages: a personal model, or the private
     steps its accountant counts."""
     return _personalizes(config) or _record_epsilon(config) > 0
+
+
+def _privacy_error(reason: str) -> battery_fl.PrivacyError:
+    err = battery_fl.PrivacyError(reason)
+    err.kind = "privacy"
+    return err
 
 
 def public_cells(config: Mapping[str, object]) -> list[battery_fl.Cell]:
@@ -280,7 +299,7 @@ def train(msg: Message, context: Context) -> Message:
         raise config_error("node-config", "the fleet has no training cells")
     received = _arrays(msg)
     model = _model(config)
-    client = fleet_client(config, fleet, model)
+    client = fleet_client(config, fleet, model, context.node_config)
     state = _personal_state(context, config, client, model)
     server_round = int(config.get("server-round", 1))  # type: ignore[arg-type]
     sent, examples, state = client.train(model, received, state, server_round)
@@ -312,7 +331,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     k = min(int(config.get("inference-references", default_k)), len(fleet.train))  # type: ignore[arg-type]
     r = int(config.get("server-round", 0))  # type: ignore[arg-type]
     seed = battery_fl.job_seed(int(config.get("seed", 0)), r, fleet.index)  # type: ignore[arg-type]
-    client = fleet_client(config, fleet, model)
+    client = fleet_client(config, fleet, model, context.node_config)
     # the global weights as this fleet reads them (its own label transform with label-scope fleet)
     rmse = personalized = _rmse(client.shared_model(model, received), fleet, k, seed)
     values: dict[str, float | int] = {"num-examples": len(fleet.test)}

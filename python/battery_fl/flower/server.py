@@ -153,7 +153,6 @@ def _train_config(
             **_statistics_config(model, total),
             "rounds": settings.num_server_rounds,
             "record-epsilon": settings.record_epsilon,
-            "record-seed": settings.dp_seed,
             "local-epochs": settings.local_epochs,
             "seed": settings.seed,
             "proximal-mu": settings.proximal_mu_for_clients(),
@@ -174,7 +173,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
     grid = grid if isinstance(grid, PollingGrid) else PollingGrid(grid)
     model = settings.build_model()
     nodes = wait_for_nodes(grid, settings.min_nodes, settings.timeout)
-    _log.info("battery-fl: %d nodes connected; statistics round", len(nodes))
+    _log.info("battery-fl: %d nodes connected", len(nodes))
     workflow = None
     if settings.secure_aggregation:
         workflow = SecAggWorkflow(
@@ -193,11 +192,6 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
         answered = len(nodes)
         mean, std = model.label_transform or (math.nan, math.nan)
         _log.info("battery-fl: record-level DP-SGD at epsilon %g per cell", settings.record_epsilon)
-        if workflow is not None and settings.secagg_max_weight <= 0:
-            raise config_error(
-                "secagg-max-weight",
-                "record-level DP-SGD sums no cell counts: give the public bound on a node's cells",
-            )
     else:
         total, answered = collect_statistics(
             grid,

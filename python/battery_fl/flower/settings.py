@@ -168,7 +168,10 @@ class FederationSettings:
     per-cell DP-SGD within that ε over all rounds (the statistics and branch B's references
     from the library's public cells, no statistics round; ``secagg_max_weight`` must then be
     given with secure aggregation); each node reports the ε it has spent in its evaluation
-    metrics (``record-epsilon``), kept per node in the history (``node-record-epsilon``). Each node reports the coverage and mean width of its conformal intervals at
+    metrics (``record-epsilon``), kept per node in the history (``node-record-epsilon``). A
+    node keys its noise from the OS unless its own node config pins ``record-seed`` (tests),
+    and refuses a server that asks for no record privacy or more than its own
+    ``record-max-epsilon``. The public cells are synthetic, also for nodes with real cells. Each node reports the coverage and mean width of its conformal intervals at
     ``interval_coverage`` (default the core's ``DEFAULT_COVERAGE``) on its test cells.
     """
 
@@ -251,11 +254,18 @@ class FederationSettings:
             raise config_error("interval-coverage", "must be in (0, 1)")
         if not (math.isfinite(self.record_epsilon) and self.record_epsilon >= 0.0):
             raise config_error("record-epsilon", "must be finite and >= 0 (0: exact sums)")
-        if self.record_epsilon > 0 and self.recipe == "batlinet" and self.label_scope == "fleet":
-            raise config_error(
-                "label-scope",
-                "record-level DP-SGD reads the shared weights with the public cells' labels",
-            )
+        if self.record_epsilon > 0 and self.recipe == "batlinet":
+            if self.label_scope == "fleet":
+                raise config_error(
+                    "label-scope",
+                    "record-level DP-SGD reads the shared weights with the public cells' labels",
+                )
+            if self.secure_aggregation and self.secagg_max_weight <= 0:
+                raise config_error(
+                    "secagg-max-weight",
+                    "record-level DP-SGD sums no cell counts: give the public bound on a "
+                    "node's cells",
+                )
         if self.dp_enabled:
             battery_fl.dp.check_mode(self.dp_mode, secure_aggregation=self.secure_aggregation)
         if self.dp_enabled and not only_the_sum:
