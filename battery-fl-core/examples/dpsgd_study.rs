@@ -23,7 +23,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use battery_fl_core::data::synthetic::FleetConfig;
+use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
@@ -65,28 +65,24 @@ struct Args {
     threads: Option<i32>,
 }
 
-fn generate(fleets: usize, per_fleet: usize, seed: u64, prefix: &str) -> Result<Vec<Cell>> {
-    Ok(FleetConfig::default()
-        .with_fleets(fleets)
-        .with_cells_per_fleet(per_fleet)
-        .with_seed(seed)
-        .generate()?
-        .into_iter()
-        .flat_map(|f| f.cells)
-        .map(|mut c| {
-            c.meta.cell_id = format!("{prefix}{}", c.meta.cell_id);
-            c
-        })
-        .collect())
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }
-    let cells = generate(5, args.cells_per_fleet, 42, "")?;
-    let public_cells = generate(1, args.public_cells, 9000, "public-")?;
+    let cells: Vec<Cell> = FleetConfig::default()
+        .with_fleets(5)
+        .with_cells_per_fleet(args.cells_per_fleet)
+        .with_seed(42)
+        .generate()?
+        .into_iter()
+        .flat_map(|f| f.cells)
+        .collect();
+    let public_cells = FleetConfig::default()
+        .with_fleets(1)
+        .with_cells_per_fleet(args.public_cells)
+        .with_seed(PUBLIC_SEED)
+        .generate_public()?;
     let featurizer_cfg = FeaturizerConfig::default().with_interp_dim(64);
     let featurizer = Featurizer::new(featurizer_cfg.clone())?;
     let label = LabelConfig::default();

@@ -105,10 +105,13 @@ def reference_rounds(
     return out
 
 
-def reference_simulation(settings: FederationSettings = SETTINGS) -> battery_fl.Simulation:
+def reference_simulation(
+    settings: FederationSettings = SETTINGS, **extra: Any
+) -> battery_fl.Simulation:
     """battery_fl.Simulation of the same federation (fleet ``i`` is node ``partition-id = i``,
-    same seeds and settings, personalization included), run to the end: its records hold the
-    per-round ``global_rmse`` and ``personalized_rmse`` the nodes' evaluation must give."""
+    same seeds and settings, personalization included, ``extra`` Simulation arguments), run to
+    the end: its records hold the per-round ``global_rmse`` and ``personalized_rmse`` the
+    nodes' evaluation must give."""
     model = battery_fl.BatLiNet(
         featurizer=battery_fl.Featurizer(**settings.featurizer), progress=False, **settings.model
     )
@@ -126,6 +129,7 @@ def reference_simulation(settings: FederationSettings = SETTINGS) -> battery_fl.
         ditto_lambda=settings.ditto_lambda,
         personal_epochs=settings.personal_epochs,
         validation_fraction=settings.validation_fraction,
+        **extra,
     )
     sim.run()
     return sim

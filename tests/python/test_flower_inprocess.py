@@ -374,22 +374,12 @@ def test_record_private_federation_equals_the_simulation(tmp_path: Path) -> None
     )
     result = run_federation(private_grid, settings)
     out = Outcome(result, json.loads((tmp_path / "private" / "result.json").read_text()), tmp_path)
-    model = battery_fl.BatLiNet(
-        featurizer=battery_fl.Featurizer(**SETTINGS.featurizer), progress=False, **SETTINGS.model
-    )
-    data = [(f"fleet-{i}", train, test) for i, (train, test) in enumerate(fleets())]
-    sim = battery_fl.Simulation(
-        data,
-        model=model,
-        rounds=2,
-        local_epochs=SETTINGS.local_epochs,
-        strategy="fed_avg",
-        seed=SETTINGS.seed,
-        inference_references=SETTINGS.inference_references,
+    sim = reference_simulation(
+        SETTINGS,
         record_privacy={"epsilon": 4.0, "seed": 7},
         public=synthetic.public_cells(cells_per_fleet=server.PUBLIC_CELLS),
     )
-    records = sim.run()
+    records = sim.history
     assert max_diff(out.arrays, sim.global_parameters()) < 1e-5
     assert out.summary["cells"] is None  # no cell count was summed
     assert out.summary["label_transform"] == pytest.approx(list(sim.label_transform), abs=1e-9)
