@@ -397,4 +397,6 @@ def test_record_private_federation_equals_the_simulation(tmp_path: Path) -> None
     fleet = load_fleet(node_config(0))
     for asked in (0.0, 4.0):
         with pytest.raises(battery_fl.PrivacyError):
-            client.fleet_client({"record-epsilon": asked, "public-cells": 2}, fleet, model, strict)
+            client.fleet_client(
+                {"record-epsilon": asked, "public-cells": 2}, fleet, reference_model(), strict
+            )
