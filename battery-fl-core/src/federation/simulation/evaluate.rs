@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::super::job_seed;
-use super::super::personalize::{rmse_of, FleetState};
+use super::super::personalize::{rmse_of, FleetModel, FleetState};
 use super::Simulation;
 use crate::error::{Error, Result};
 use crate::model::{BatLiNet, Metrics, ModelParams};
@@ -19,23 +19,13 @@ impl Simulation {
         personal: &mut [FleetState],
         round: usize,
     ) -> Result<(f64, BTreeMap<String, f64>)> {
-        let (mut preds, mut truth) = (Vec::new(), Vec::new());
-        let mut per_fleet = BTreeMap::new();
-        for (f, state) in personal.iter_mut().enumerate() {
-            let received = match self.state.fleet_group.get(f) {
+        self.score(round, |sim, f| {
+            let received = match sim.state.fleet_group.get(f) {
                 Some(&g) => &groups[g],
                 None => global,
             };
-            let model = self.clients[f].personal_model(&mut self.worker, received, state, round)?;
-            let fleet = &self.fleets[f];
-            let k = self.config.inference_references;
-            let seed = job_seed(self.config.seed, round, f);
-            let (rmse, p) = rmse_of(&mut self.worker, &model, &fleet.test, &fleet.train, k, seed)?;
-            per_fleet.insert(fleet.id.clone(), rmse);
-            preds.extend(p);
-            truth.extend(fleet.test.require_labels()?);
-        }
-        Ok((Metrics::compute(&preds, &truth)?.rmse, per_fleet))
+            sim.clients[f].personal_model(&mut sim.worker, received, &mut personal[f], round)
+        })
     }
 
     /// The model fleet `fleet_id` would use now: its personalized model (the global one with
@@ -80,14 +70,26 @@ impl Simulation {
         groups: &[ModelParams],
         round: usize,
     ) -> Result<(f64, BTreeMap<String, f64>)> {
-        let (mut preds, mut truth) = (Vec::new(), Vec::new());
-        let mut per_fleet = BTreeMap::new();
-        for f in 0..self.fleets.len() {
-            let params = match self.state.fleet_group.get(f) {
+        self.score(round, |sim, f| {
+            let params = match sim.state.fleet_group.get(f) {
                 Some(&g) => &groups[g],
                 None => global,
             };
-            let model = self.clients[f].shared_model(&mut self.worker, params.clone())?;
+            sim.clients[f].shared_model(&mut sim.worker, params.clone())
+        })
+    }
+
+    /// Every fleet's test cells predicted by the model `model_of` gives it (its own training
+    /// cells as references, round `round`'s seed): the pooled RMSE and each fleet's.
+    fn score(
+        &mut self,
+        round: usize,
+        mut model_of: impl FnMut(&mut Self, usize) -> Result<FleetModel>,
+    ) -> Result<(f64, BTreeMap<String, f64>)> {
+        let (mut preds, mut truth) = (Vec::new(), Vec::new());
+        let mut per_fleet = BTreeMap::new();
+        for f in 0..self.fleets.len() {
+            let model = model_of(self, f)?;
             let fleet = &self.fleets[f];
             let k = self.config.inference_references;
             let seed = job_seed(self.config.seed, round, f);
