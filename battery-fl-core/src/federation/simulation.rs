@@ -352,10 +352,12 @@ impl Simulation {
     }
 
     fn start_params(&self, fleet: usize) -> &ModelParams {
-        match self.state.fleet_group.get(fleet) {
-            Some(&g) => &self.state.groups[g],
-            None => &self.state.global,
-        }
+        weights_of(
+            &self.state.fleet_group,
+            fleet,
+            &self.state.global,
+            &self.state.groups,
+        )
     }
 
     fn round(&mut self, interrupt: Option<usize>) -> Result<RoundRecord> {
@@ -579,5 +581,19 @@ impl Simulation {
             }),
             None => crate::aggregate::FedAvg::default().aggregate(&template.zeros_like(), updates),
         }
+    }
+}
+
+/// The weights fleet `f` receives: its group's with genome clustering (`fleet_group` not
+/// empty), else the global ones.
+fn weights_of<'a>(
+    fleet_group: &[usize],
+    f: usize,
+    global: &'a ModelParams,
+    groups: &'a [ModelParams],
+) -> &'a ModelParams {
+    match fleet_group.get(f) {
+        Some(&g) => &groups[g],
+        None => global,
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::super::job_seed;
 use super::super::personalize::{rmse_of, FleetModel, FleetState};
-use super::Simulation;
+use super::{weights_of, Simulation};
 use crate::error::{Error, Result};
 use crate::model::{BatLiNet, Metrics, ModelParams};
 
@@ -20,10 +20,7 @@ impl Simulation {
         round: usize,
     ) -> Result<(f64, BTreeMap<String, f64>)> {
         self.score(round, |sim, f| {
-            let received = match sim.state.fleet_group.get(f) {
-                Some(&g) => &groups[g],
-                None => global,
-            };
+            let received = weights_of(&sim.state.fleet_group, f, global, groups);
             sim.clients[f].personal_model(&mut sim.worker, received, &mut personal[f], round)
         })
     }
@@ -71,10 +68,7 @@ impl Simulation {
         round: usize,
     ) -> Result<(f64, BTreeMap<String, f64>)> {
         self.score(round, |sim, f| {
-            let params = match sim.state.fleet_group.get(f) {
-                Some(&g) => &groups[g],
-                None => global,
-            };
+            let params = weights_of(&sim.state.fleet_group, f, global, groups);
             sim.clients[f].shared_model(&mut sim.worker, params.clone())
         })
     }
