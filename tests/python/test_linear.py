@@ -30,7 +30,7 @@ def test_fit_predict_and_pickle(fleets: list[list[battery_fl.Cell]]) -> None:
     assert lives.dtype == np.float64 and lives.shape == (4,)
     assert not bounded.any()
     np.testing.assert_allclose(model.predict(test), lives)
-    assert model.feature_set in {"variance", "fade", "discharge", "conditions", "full"}
+    assert model.feature_set in {"variance", "fade", "discharge", "conditions", "aging", "full"}
     again = pickle.loads(pickle.dumps(model))
     assert again == model
     np.testing.assert_allclose(again.predict(test), lives)

@@ -13,6 +13,13 @@
 //! | `temperature_c` | mean measured temperature of the first five recorded cycles |
 //! | `charge_c_rate` | largest charge current of the early cycle / nominal |
 //! | `discharge_c_rate` | largest discharge current of the early cycle / nominal |
+//! | `log_linear_fade_rate` | log10 `r` of the fit `Qd / nominal = a − s √n − r n` over every recorded cycle `n <= late` (floored at 1e-7 per cycle) |
+//! | `log_sqrt_fade` | log10 `s` of the same fit (floored at 1e-7) |
+//!
+//! The last two split the early fade into its two usual mechanisms: a square-root term (SEI
+//! growth, which slows down) and a linear term (loss of lithium inventory and active material,
+//! which goes on and sets where the knee falls). A straight-line slope over the early cycles
+//! mixes them, and the mix depends on where the window starts.
 //!
 //! A feature the cell cannot give (no temperature or current signal, as in the MATR files)
 //! is `None`; a model uses only the features every one of its cells has.
@@ -24,7 +31,7 @@ use crate::data::Cell;
 use crate::error::{Error, Result};
 
 /// Number of early-life features ([`EARLY_LIFE_FEATURES`]).
-pub const EARLY_LIFE_FEATURE_COUNT: usize = 8;
+pub const EARLY_LIFE_FEATURE_COUNT: usize = 10;
 
 /// Names of the early-life features, in the order of [`EarlyLifeFeatures::values`].
 pub const EARLY_LIFE_FEATURES: [&str; EARLY_LIFE_FEATURE_COUNT] = [
@@ -36,6 +43,8 @@ pub const EARLY_LIFE_FEATURES: [&str; EARLY_LIFE_FEATURE_COUNT] = [
     "temperature_c",
     "charge_c_rate",
     "discharge_c_rate",
+    "log_linear_fade_rate",
+    "log_sqrt_fade",
 ];
 
 /// Smallest fade slope (per cycle, fraction of nominal) before the logarithm: a cell whose
@@ -140,9 +149,10 @@ impl EarlyLifeFeatures {
                 format!("ΔQ(V) between cycles {early} and {late} is flat or not finite"),
             ));
         }
-        let series: Vec<(f64, f64)> = cell
-            .capacity_series()
-            .into_iter()
+        let capacities = cell.capacity_series();
+        let series: Vec<(f64, f64)> = capacities
+            .iter()
+            .copied()
             .filter(|&(c, q)| (early..=late).contains(&c) && q.is_finite())
             .map(|(c, q)| (f64::from(c), q / nominal))
             .collect();
@@ -158,6 +168,13 @@ impl EarlyLifeFeatures {
                 format!("fewer than two capacities in cycles {early}..={late}"),
             )
         })?;
+        let (sqrt_fade, linear_rate) =
+            fade_mechanisms(&capacities, nominal, late).map_or((None, None), |(s, r)| {
+                (
+                    Some(s.max(MIN_FADE_SLOPE).log10()),
+                    Some(r.max(MIN_FADE_SLOPE).log10()),
+                )
+            });
         let second = cell
             .cycles
             .iter()
@@ -176,9 +193,44 @@ impl EarlyLifeFeatures {
                 temperature,
                 charge,
                 discharge,
+                linear_rate,
+                sqrt_fade,
             ],
         })
     }
+}
+
+/// `(s, r)` of the least-squares fit `q / nominal = a − s √n − r n` over the finite capacities
+/// of cycles `1..=late`; `None` with fewer than four of them or a singular fit.
+fn fade_mechanisms(series: &[(u32, f64)], nominal: f64, late: u32) -> Option<(f64, f64)> {
+    let points: Vec<(f64, f64)> = series
+        .iter()
+        .filter(|&&(c, q)| c >= 1 && c <= late && q.is_finite())
+        .map(|&(c, q)| (f64::from(c), q / nominal))
+        .collect();
+    if points.len() < 4 {
+        return None;
+    }
+    // normal equations of [1, -√n, -n] in centred form: solve the 2x2 system for (s, r)
+    let m = points.len() as f64;
+    let mean = |f: &dyn Fn(&(f64, f64)) -> f64| points.iter().map(f).sum::<f64>() / m;
+    let (mu, mv, my) = (mean(&|p| -p.0.sqrt()), mean(&|p| -p.0), mean(&|p| p.1));
+    let (mut suu, mut suv, mut svv, mut suy, mut svy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(n, y) in &points {
+        let (u, v, y) = (-n.sqrt() - mu, -n - mv, y - my);
+        suu += u * u;
+        suv += u * v;
+        svv += v * v;
+        suy += u * y;
+        svy += v * y;
+    }
+    let det = suu * svv - suv * suv;
+    if !(det.is_finite() && det > 1e-12 * suu * svv) {
+        return None;
+    }
+    let s = (svv * suy - suv * svy) / det;
+    let r = (suu * svy - suv * suy) / det;
+    (s.is_finite() && r.is_finite()).then_some((s, r))
 }
 
 fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
@@ -244,6 +296,36 @@ mod tests {
     }
 
     #[test]
+    fn the_fade_split_recovers_a_square_root_and_a_linear_term() {
+        let (s, r) = (2e-3, 1.5e-4);
+        let series: Vec<(u32, f64)> = (1..=120u32)
+            .map(|n| {
+                let wobble = 1e-5 * (f64::from(n) * 1.7).sin();
+                (
+                    n,
+                    2.0 * (0.99 - s * f64::from(n).sqrt() - r * f64::from(n) + wobble),
+                )
+            })
+            .collect();
+        let (fs, fr) = fade_mechanisms(&series, 2.0, 100).unwrap();
+        assert!((fs - s).abs() < 2e-5, "{fs}");
+        assert!((fr - r).abs() < 2e-6, "{fr}");
+        // too few cycles, or every capacity at one cycle count: no split
+        assert!(fade_mechanisms(&series[..3], 2.0, 100).is_none());
+        assert!(fade_mechanisms(&[(5, 1.0); 10], 2.0, 100).is_none());
+        // on a generated cell the split is finite and the hot cell's linear rate is higher
+        let config = EarlyLifeConfig::default();
+        let rate = |t: f64| {
+            let cell = CellSpec::new(Chemistry::Nmc)
+                .with_temperature_c(t)
+                .generate("c", 5)
+                .unwrap();
+            EarlyLifeFeatures::of(&cell, &config).unwrap().values[8].unwrap()
+        };
+        assert!(rate(45.0) > rate(15.0) + 0.1);
+    }
+
+    #[test]
     fn discharge_only_cells_lack_the_conditions_and_missing_cycles_are_errors() {
         let mut cell = CellSpec::new(Chemistry::Nmc).generate("c", 1).unwrap();
         for c in &mut cell.cycles {
@@ -252,7 +334,8 @@ mod tests {
         }
         let f = EarlyLifeFeatures::of(&cell, &EarlyLifeConfig::default()).unwrap();
         assert!(f.values[..5].iter().all(Option::is_some));
-        assert!(f.values[5..].iter().all(Option::is_none));
+        assert!(f.values[5..8].iter().all(Option::is_none));
+        assert!(f.values[8..].iter().all(Option::is_some));
         cell.cycles.retain(|c| c.cycle != 100);
         assert!(matches!(
             EarlyLifeFeatures::of(&cell, &EarlyLifeConfig::default()),

@@ -54,17 +54,21 @@ pub enum FeatureSet {
     Discharge,
     /// Fade slope, temperature, charge and discharge C-rates.
     Conditions,
-    /// All eight features.
+    /// The fade split into its square-root and linear parts, the straight-line fade slope,
+    /// temperature, charge and discharge C-rates.
+    Aging,
+    /// All ten features.
     Full,
 }
 
 impl FeatureSet {
     /// Every feature set, in the order candidates are tried.
-    pub const ALL: [FeatureSet; 5] = [
+    pub const ALL: [FeatureSet; 6] = [
         FeatureSet::Variance,
         FeatureSet::Fade,
         FeatureSet::Discharge,
         FeatureSet::Conditions,
+        FeatureSet::Aging,
         FeatureSet::Full,
     ];
 
@@ -75,6 +79,7 @@ impl FeatureSet {
             FeatureSet::Fade => "fade",
             FeatureSet::Discharge => "discharge",
             FeatureSet::Conditions => "conditions",
+            FeatureSet::Aging => "aging",
             FeatureSet::Full => "full",
         }
     }
@@ -86,7 +91,8 @@ impl FeatureSet {
             FeatureSet::Fade => &[2],
             FeatureSet::Discharge => &[0, 1, 2, 3, 4],
             FeatureSet::Conditions => &[2, 5, 6, 7],
-            FeatureSet::Full => &[0, 1, 2, 3, 4, 5, 6, 7],
+            FeatureSet::Aging => &[2, 5, 6, 7, 8, 9],
+            FeatureSet::Full => &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
         }
     }
 

@@ -4,9 +4,9 @@
 //!
 //! Each value is clamped to its range and mapped affinely onto `[-1, 1]`; a feature a cell
 //! lacks is read as the middle of its range (0 once mapped). A cell's design row then has
-//! squared norm at most 11 (intercept, 8 features, one cathode indicator, the label), so its
+//! squared norm at most 13 (intercept, 10 features, one cathode indicator, the label), so its
 //! share of the statistics (the upper triangle of its outer product) has L2 norm at most
-//! `√((11² + 11) / 2) = √66` ([`statistics_sensitivity`]). Only the features a model may use
+//! `√((13² + 13) / 2) = √91` ([`statistics_sensitivity`]). Only the features a model may use
 //! need to be released: the others are read as missing, which bounds the share tighter. The
 //! per-feature presence counts are not released (they would add to the share, and noisy
 //! counts of a few dozen cells say nothing): every released feature counts as every cell's,
@@ -29,7 +29,7 @@ use crate::features::{EARLY_LIFE_FEATURES, EARLY_LIFE_FEATURE_COUNT};
 
 /// L2 norm bound of one cell's share of the mapped statistics when `features` early-life
 /// features are released (see the module docs): its row has squared norm at most
-/// `s = features + 3`, so `√((s² + s) / 2)`; `√66` for all eight.
+/// `s = features + 3`, so `√((s² + s) / 2)`; `√91` for all ten.
 pub fn statistics_sensitivity(features: usize) -> f64 {
     let s = (features + 3) as f64;
     ((s * s + s) / 2.0).sqrt()
@@ -58,6 +58,8 @@ impl Default for PublicRanges {
                 (-20.0, 60.0),
                 (0.0, 6.0),
                 (0.0, 10.0),
+                (-7.0, -2.0), // log10 linear fade rate per cycle (floored at 1e-7)
+                (-7.0, -1.0), // log10 square-root fade coefficient (floored at 1e-7)
             ],
             log_life: (50f64.ln(), 20_000f64.ln()),
         }
@@ -268,7 +270,7 @@ mod tests {
     use crate::model::FeatureSet;
     use approx::assert_relative_eq;
 
-    const ALL: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+    const ALL: [usize; EARLY_LIFE_FEATURE_COUNT] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
 
     fn distance(a: &[f64], b: &[f64]) -> f64 {
         a.iter()
@@ -278,10 +280,14 @@ mod tests {
             .sqrt()
     }
 
+    /// A row with the eight first features given and the fade split of a typical cell.
     fn row(id: &str, features: [Option<f64>; 8], cathode: usize, life: f64) -> LinearRow {
+        let mut values = [Some(-4.0); EARLY_LIFE_FEATURE_COUNT];
+        values[9] = Some(-3.0);
+        values[..8].copy_from_slice(&features);
         LinearRow {
             cell_id: id.into(),
-            features: EarlyLifeFeatures { values: features },
+            features: EarlyLifeFeatures { values },
             cathode: Some(cathode),
             log_life: Some(life.ln()),
         }
@@ -384,6 +390,9 @@ mod tests {
             0,
             20_000.0,
         );
+        let mut extreme = extreme;
+        extreme.features.values[8] = Some(0.0);
+        extreme.features.values[9] = Some(-9.0);
         let mut with = rows();
         with.push(extreme);
         let a = ranges
@@ -394,10 +403,10 @@ mod tests {
             .unwrap();
         let shift = distance(&a, &b);
         // the extreme cell attains the bound
-        assert_relative_eq!(shift, statistics_sensitivity(8), max_relative = 1e-9);
+        assert_relative_eq!(shift, statistics_sensitivity(10), max_relative = 1e-9);
         assert_relative_eq!(
-            statistics_sensitivity(8),
-            66f64.sqrt(),
+            statistics_sensitivity(10),
+            91f64.sqrt(),
             max_relative = 1e-15
         );
         // and with one feature released, the tighter one
