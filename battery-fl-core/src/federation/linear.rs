@@ -12,9 +12,12 @@
 //!    ([`select_linear`]); the *personalized* one, a ridge toward the other fleets' model
 //!    (feature set and `λ` in the grid or `∞` by the least leave-one-out error on all of its
 //!    cells); and the *shared* one, the other fleets' model with the shared settings.
-//! 4. The fleet keeps the model with the least leave-one-out error on its cells (closed form;
-//!    for the shared model a plain out-of-sample error), its local model on a tie: in
-//!    expectation no fleet ends worse than alone. With
+//! 4. The fleet keeps the model with the least error on its cells, its local model on a tie:
+//!    for its own fits the nested leave-one-out error of the whole selection (each cell
+//!    predicted by the selection of set and `λ` run on the other cells), for the shared model
+//!    the plain out-of-sample error. Both are honest, so in expectation no fleet ends worse
+//!    than alone; the plain leave-one-out error of the selected fit is the least of dozens of
+//!    candidates' and would favour the fleet's own fits for nothing (BENCHMARKS.md, session 14). With
 //!    [`LinearConfig::per_chemistry_choice`] (genome-aware) it chooses for each cathode
 //!    chemistry on its cells of that chemistry, so a minority chemistry is not decided by the
 //!    majority's cells. A chemistry the fleet has no cell of is predicted by the shared model.
@@ -75,7 +78,8 @@ pub struct ChemistryChoice {
     pub cells: usize,
     /// The model it uses for it.
     pub choice: LinearChoice,
-    /// Mean squared leave-one-out error of ln(life) of that model on those cells.
+    /// Mean squared held-out error of ln(life) of that model on those cells (nested
+    /// leave-one-out for the fleet's own fits).
     pub error: f64,
 }
 
@@ -84,11 +88,12 @@ pub struct ChemistryChoice {
 pub struct LinearFleet {
     /// Its model alone (settings by leave-one-out on its cells).
     pub local: LinearModel,
-    /// Leave-one-out mean squared error of ln(life) of `local` on its cells.
+    /// Mean squared error of ln(life) on its cells of the local selection, nested: each
+    /// cell predicted by the selection run on the other cells.
     pub local_error: f64,
     /// Its ridge toward the other fleets' model.
     pub personalized: LinearModel,
-    /// Leave-one-out error of `personalized`.
+    /// The same nested error of the personalized selection.
     pub personalized_error: f64,
     /// The other fleets' model (fitted at home from the total minus its own statistics).
     pub shared: LinearModel,
@@ -164,7 +169,7 @@ impl LinearFleet {
         Ok(out)
     }
 
-    /// Leave-one-out mean squared error of ln(life) of its choices over all its cells.
+    /// Mean squared held-out error of ln(life) of its choices over all its cells.
     pub fn personal_error(&self) -> f64 {
         let (sum, n) = self.choices.iter().fold((0.0, 0usize), |(s, n), c| {
             (s + c.error * c.cells as f64, n + c.cells)

@@ -68,6 +68,36 @@ fn the_federated_fit_through_secure_aggregation_is_the_pooled_fit() {
     }
 }
 
+/// A fleet's own fits are scored with their selection inside (each cell predicted by the
+/// selection run without it): the least of 66 candidates' leave-one-out errors is biased
+/// low, and comparing it with the other fleets' honest held-out error would favour the
+/// fleet's own fits for nothing.
+#[test]
+fn a_fleets_own_fits_are_scored_with_their_selection_nested() {
+    let fleets = FleetConfig::default()
+        .with_fleets(3)
+        .with_cells_per_fleet(14)
+        .with_seed(8)
+        .generate()
+        .unwrap();
+    let per_fleet: Vec<_> = fleets.iter().map(|f| rows(&f.cells)).collect();
+    let config = LinearConfig::default();
+    let fed = federate_linear(&per_fleet, &config, None, 1).unwrap();
+    let (mut nested, mut plain) = (0.0, 0.0);
+    for (f, rows) in fed.fleets.iter().zip(&per_fleet) {
+        let (local, optimistic) = select_linear(rows, &config).unwrap();
+        assert_eq!(f.local, local);
+        assert!(f.local_error >= optimistic - 1e-12);
+        // the first cell, by hand: the selection on the other cells predicts it
+        let (without, _) = select_linear(&rows[1..], &config).unwrap();
+        let e0 = (rows[0].log_life.unwrap() - without.predict_log(&rows[0]).unwrap()).powi(2);
+        assert!(e0 <= f.local_error * rows.len() as f64 + 1e-12);
+        nested += f.local_error;
+        plain += optimistic;
+    }
+    assert!(nested > 1.05 * plain, "nested {nested} plain {plain}");
+}
+
 /// A fleet with two NMC cells among LFP ones, two fleets of NMC cells: the first fleet's
 /// personal model predicts NMC cells far better than its own.
 #[test]

@@ -256,7 +256,8 @@ impl PyLinearFleet {
         to_python(py, &self.inner.choices)
     }
 
-    /// Leave-one-out mean squared error of ln(life) of the local model, and of the choices.
+    /// Held-out mean squared error of ln(life) of the local selection (nested leave-one-out),
+    /// and of the choices.
     #[getter]
     fn errors(&self) -> (f64, f64) {
         (self.inner.local_error, self.inner.personal_error())

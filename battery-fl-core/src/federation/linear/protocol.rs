@@ -159,6 +159,41 @@ impl SharedLinear {
         Ok(v)
     }
 
+    /// The ridge toward the other fleets' model: over the feature sets of `priors` (each with
+    /// its prior, fitted on the other fleets) and `λ` in the grid or `∞`, the settings with the
+    /// least leave-one-out error on `rows`, fitted on them.
+    fn personalize(
+        &self,
+        rows: &[LinearRow],
+        priors: &[(FeatureSet, LinearModel)],
+        config: &LinearConfig,
+    ) -> Result<LinearModel> {
+        let stats = LinearStatistics::from_rows(rows)?;
+        let mut best: Option<(f64, FeatureSet, f64, &LinearModel)> = None;
+        for (set, prior) in priors {
+            for lambda in config.lambdas.iter().copied().chain([f64::INFINITY]) {
+                let e = loo_squared_errors(rows, &self.standardization, *set, lambda, Some(prior))?;
+                let m = mean(&e);
+                if best.as_ref().is_none_or(|b| m < b.0) {
+                    best = Some((m, *set, lambda, prior));
+                }
+            }
+        }
+        let (_, set, lambda, prior) = best.ok_or_else(|| Error::NotEnoughData {
+            what: "a feature set the fleet's cells and the others' share".into(),
+            needed: 1,
+            got: 0,
+        })?;
+        fit(
+            &stats,
+            &self.standardization,
+            set,
+            lambda,
+            Some(prior),
+            config,
+        )
+    }
+
     fn check_errors(&self, errors: &[f64]) -> Result<()> {
         if errors.len() != self.candidates.len() || errors.iter().any(|e| !e.is_finite()) {
             return Err(Error::Shape {
@@ -227,9 +262,7 @@ impl SharedLinear {
         let others = self.others(&own, config)?;
         let stats = &LinearStatistics::from_rows(rows)?;
         let (local, _) = select_linear(rows, config)?;
-        let own_std = Standardization::from_statistics(stats)?;
-        let local_errors =
-            loo_squared_errors(rows, &own_std, local.feature_set, local.lambda, None)?;
+        let local_errors = nested_errors(rows, |rest| Ok(select_linear(rest, config)?.0))?;
         // the shared settings, or (under privacy, if this fleet's cells lack a feature of
         // them) the best validated settings its cells can use
         let (set, lambda) = match (0..self.candidates.len())
@@ -251,34 +284,19 @@ impl SharedLinear {
             f64::INFINITY,
             Some(&shared),
         )?;
-        let mut best: Option<(f64, Vec<f64>, LinearModel)> = None;
+        let mut priors = Vec::new();
         for &set in self.sets.iter().filter(|s| stats.has_features(**s)) {
-            let Some(lp) = self.prior_lambda(set, errors) else {
-                continue;
-            };
-            let prior = fit(&others, &self.standardization, set, lp, None, config)?;
-            for lambda in config.lambdas.iter().copied().chain([f64::INFINITY]) {
-                let e = loo_squared_errors(rows, &self.standardization, set, lambda, Some(&prior))?;
-                let m = mean(&e);
-                if best.as_ref().is_none_or(|b| m < b.0) {
-                    let model = fit(
-                        stats,
-                        &self.standardization,
-                        set,
-                        lambda,
-                        Some(&prior),
-                        config,
-                    )?;
-                    best = Some((m, e, model));
-                }
+            if let Some(lp) = self.prior_lambda(set, errors) {
+                priors.push((
+                    set,
+                    fit(&others, &self.standardization, set, lp, None, config)?,
+                ));
             }
         }
-        let (personalized_error, personalized_errors, personalized) =
-            best.ok_or_else(|| Error::NotEnoughData {
-                what: "a feature set the fleet's cells and the others' share".into(),
-                needed: 1,
-                got: 0,
-            })?;
+        let personalized = self.personalize(rows, &priors, config)?;
+        let personalized_errors =
+            nested_errors(rows, |rest| self.personalize(rest, &priors, config))?;
+        let personalized_error = mean(&personalized_errors);
         let mut groups: Vec<Option<usize>> = rows.iter().map(|r| r.cathode).collect();
         groups.sort_unstable();
         groups.dedup();
@@ -365,6 +383,30 @@ fn fit(
         prior,
         &config.early_life,
     )
+}
+
+/// Squared ln-life errors of a whole selection procedure, nested: each row is predicted by
+/// `select` run on the other rows. The plain leave-one-out error of the model a selection
+/// picked is the least of many candidates' errors, biased low, and the more so the more
+/// candidates (Cawley and Talbot, JMLR 2010); comparing it with the honest held-out error of
+/// the other fleets' model would favour the fleet's own fits for nothing.
+fn nested_errors(
+    rows: &[LinearRow],
+    select: impl Fn(&[LinearRow]) -> Result<LinearModel>,
+) -> Result<Vec<f64>> {
+    (0..rows.len())
+        .map(|i| {
+            let rest: Vec<LinearRow> = rows
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, r)| r.clone())
+                .collect();
+            let model = select(&rest)?;
+            let e = (rows[i].require_label()? - model.predict_log(&rows[i])?).powi(2);
+            Ok(if e.is_nan() { f64::INFINITY } else { e })
+        })
+        .collect()
 }
 
 fn mean(v: &[f64]) -> f64 {
