@@ -132,7 +132,8 @@ impl PyLinearModel {
         Ok(interval_arrays(py, &preds))
     }
 
-    /// The feature set read (``variance``, ``fade``, ``discharge``, ``conditions`` or ``full``).
+    /// The feature set read (``variance``, ``fade``, ``discharge``, ``conditions``, ``aging``
+    /// or ``full``).
     #[getter]
     fn feature_set(&self) -> &'static str {
         self.inner.feature_set.name()
