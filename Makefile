@@ -4,7 +4,7 @@ SHELL := bash
 ENV := source scripts/env.sh &&
 CARGO_TEST_FLAGS ?=
 
-.PHONY: setup demo test fmt lint lint-notch lint-tch notch-checks rust-test rust-test-notch rust-test-tch doc header c-test py-develop py-test py-wheel-check py-install-check bench
+.PHONY: setup demo test fmt lint lint-notch lint-tch notch-checks rust-test rust-test-notch rust-test-tch doc header c-test c-build c-run py-develop py-test py-run py-wheel-check py-install-check bench
 
 setup:
 	scripts/setup.sh
@@ -14,10 +14,13 @@ demo: setup
 	$(ENV) cargo run --release -p battery-fl-core --features tch --example federated
 
 ## README command 2: every test. The set-up (downloading torch, ~3 min) runs beside the
-## checks that need no libtorch; everything else follows in order.
+## checks that need no libtorch; then the builds with libtorch in order; last the C tests
+## (valgrind and the sanitizers run one process at a time) beside the Python tests, each
+## target's output printed whole when it ends (-O).
 test: fmt
 	$(MAKE) --no-print-directory -j2 setup notch-checks
-	$(MAKE) --no-print-directory lint-tch rust-test-tch doc c-test py-test
+	$(MAKE) --no-print-directory lint-tch rust-test-tch doc c-build py-develop
+	$(MAKE) --no-print-directory -j2 -O c-run py-run
 	@echo "make test: all green"
 
 fmt:
@@ -60,11 +63,16 @@ header: setup
 # valgrind, and examples/c/predict.c linked against the shared and the static library.
 C_BUILD := $(CURDIR)/.build/c
 BFL_DATA := $(abspath $(or $(BFL_DATA_DIR),$(CURDIR)/data))
-c-test:
+c-test: c-build
+	$(MAKE) --no-print-directory c-run
+
+c-build:
 	$(ENV) cargo build -p battery-fl-ffi
 	mkdir -p $(C_BUILD)/lib-notch && cp -f target/debug/libbattery_fl.so $(C_BUILD)/lib-notch/
 	$(ENV) cargo build -p battery-fl-ffi --features tch --lib --example tiny_model
 	$(ENV) $(MAKE) --no-print-directory $(C_BUILD)/model/model.json
+
+c-run:
 	$(ENV) $(MAKE) -C tests/c run asan valgrind LIBDIR=$(CURDIR)/target/debug \
 		NOTCH_LIBDIR=$(C_BUILD)/lib-notch MODEL=$(C_BUILD)/model DATA=$(BFL_DATA)
 	$(ENV) $(MAKE) -C examples/c run LIBDIR=$(CURDIR)/target/debug MODEL=$(C_BUILD)/model DATA=$(BFL_DATA)
@@ -101,6 +109,9 @@ py-develop:
 # ~1.5-4 min) and both Python examples in small mode
 PY_SOURCES := python/battery_fl pep517 tests/python examples/python scripts
 py-test: py-develop
+	$(MAKE) --no-print-directory py-run
+
+py-run:
 	$(ENV) ruff check $(PY_SOURCES)
 	$(ENV) ruff format --check $(PY_SOURCES)
 	$(ENV) python -m mypy.stubtest battery_fl._core
