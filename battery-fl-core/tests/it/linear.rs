@@ -96,6 +96,14 @@ fn a_fleets_own_fits_are_scored_with_their_selection_nested() {
         plain += optimistic;
     }
     assert!(nested > 1.05 * plain, "nested {nested} plain {plain}");
+    // a fleet of one cell cannot validate its own fits: it takes the others' model
+    let mut few = per_fleet.clone();
+    few[2].truncate(1);
+    let fed = federate_linear(&few, &config, None, 1).unwrap();
+    assert!(fed.fleets[2]
+        .choices
+        .iter()
+        .all(|c| c.choice == LinearChoice::Shared));
 }
 
 /// A fleet with two NMC cells among LFP ones, two fleets of NMC cells: the first fleet's

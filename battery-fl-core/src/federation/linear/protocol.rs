@@ -390,10 +390,15 @@ fn fit(
 /// picked is the least of many candidates' errors, biased low, and the more so the more
 /// candidates (Cawley and Talbot, JMLR 2010); comparing it with the honest held-out error of
 /// the other fleets' model would favour the fleet's own fits for nothing.
+/// A fleet with a single cell cannot hold one out: its own fits score infinite (as their
+/// plain leave-one-out errors always did), so it takes the shared model.
 fn nested_errors(
     rows: &[LinearRow],
     select: impl Fn(&[LinearRow]) -> Result<LinearModel>,
 ) -> Result<Vec<f64>> {
+    if rows.len() < 2 {
+        return Ok(vec![f64::INFINITY; rows.len()]);
+    }
     (0..rows.len())
         .map(|i| {
             let rest: Vec<LinearRow> = rows
