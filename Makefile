@@ -15,8 +15,8 @@ demo: setup
 
 ## README command 2: every test. The set-up (downloading torch, ~3 min) runs beside the
 ## checks that need no libtorch; then the builds with libtorch in order; last the C tests
-## (valgrind and the sanitizers run one process at a time) beside the Python tests, each
-## target's output printed whole when it ends (-O).
+## (valgrind and the sanitizers run one process at a time) beside the Python tests; -O keeps
+## each one's output together (pytest's whole, the C tests' per step of their own make).
 test: fmt
 	$(MAKE) --no-print-directory -j2 setup notch-checks
 	$(MAKE) --no-print-directory lint-tch rust-test-tch doc c-build py-develop
@@ -116,7 +116,7 @@ py-run:
 	$(ENV) ruff format --check $(PY_SOURCES)
 	$(ENV) python -m mypy.stubtest battery_fl._core
 	$(ENV) python -m mypy python/battery_fl
-	$(ENV) BFL_FEATURIZE_BIN=$(CURDIR)/target/debug/examples/featurize \
+	$(ENV) MAKEFLAGS= BFL_FEATURIZE_BIN=$(CURDIR)/target/debug/examples/featurize \
 		BFL_DP_EPSILON_BIN=$(CURDIR)/target/debug/examples/dp_epsilon \
 		python -m pytest tests/python -q -W error
 	$(ENV) python -W error examples/python/quickstart.py --small

@@ -52,7 +52,8 @@ struct Args {
         action = ArgAction::Set
     )]
     epsilons: Vec<f64>,
-    /// Feature sets to try, comma-separated: variance, fade, discharge, conditions, full (default: all).
+    /// Feature sets to try, comma-separated: variance, fade, discharge, conditions, aging, full
+    /// (default: all).
     #[arg(
         long,
         value_name = "SET,...",

@@ -14,10 +14,14 @@
 //!    cells); and the *shared* one, the other fleets' model with the shared settings.
 //! 4. The fleet keeps the model with the least error on its cells, its local model on a tie:
 //!    for its own fits the nested leave-one-out error of the whole selection (each cell
-//!    predicted by the selection of set and `λ` run on the other cells), for the shared model
-//!    the plain out-of-sample error. Both are honest, so in expectation no fleet ends worse
-//!    than alone; the plain leave-one-out error of the selected fit is the least of dozens of
-//!    candidates' and would favour the fleet's own fits for nothing (BENCHMARKS.md, session 14). With
+//!    predicted by the selection of set and `λ` run without it; 20 folds above 20 cells), for
+//!    the shared model the plain out-of-sample error. The plain leave-one-out error of the
+//!    selected fit is the least of dozens of candidates' and favoured the fleet's own fits
+//!    for nothing. Taking the least of three noisy estimates is still a choice on 16 or so
+//!    cells: on the demo fleets a fleet can lose to its local model on its test cells
+//!    (BENCHMARKS.md, session 14). The shared standardization and the priors' `λ` come from
+//!    sums that include the fleet's cells, a small optimism of the shared and personalized
+//!    scores alike. With
 //!    [`LinearConfig::per_chemistry_choice`] (genome-aware) it chooses for each cathode
 //!    chemistry on its cells of that chemistry, so a minority chemistry is not decided by the
 //!    majority's cells. A chemistry the fleet has no cell of is predicted by the shared model.

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::features::{EarlyLifeConfig, EARLY_LIFE_FEATURE_COUNT};
 
 mod algebra;
+mod checked;
 mod intervals;
 mod ranges;
 mod statistics;
@@ -211,6 +212,7 @@ impl LinearConfig {
 /// # Ok::<(), battery_fl_core::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "checked::LinearModelFields")]
 pub struct LinearModel {
     /// Cycles the features read.
     pub early_life: EarlyLifeConfig,
@@ -309,7 +311,7 @@ impl LinearModel {
 }
 
 /// JSON has no infinity: an infinite `lambda` is written as `null` and read back.
-mod infinite_as_null {
+pub(super) mod infinite_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {

@@ -31,8 +31,9 @@ fn split(pairs: Vec<(f64, bool)>) -> (Vec<f64>, Vec<bool>) {
     pairs.into_iter().unzip()
 }
 
-/// Ridge regression of ln(cycle life) on eight early-life features (Severson's delta Q(V)
-/// and fade features, temperature, C-rates) with one offset per cathode; feature set and
+/// Ridge regression of ln(cycle life) on ten early-life features (Severson's delta Q(V)
+/// and fade features, the early fade split into its square-root and linear parts,
+/// temperature, C-rates) with one offset per cathode; feature set and
 /// ``lambda_`` chosen by closed-form leave-one-out error on the training cells. Predictions are
 /// bounded around the training lives.
 ///

@@ -262,7 +262,13 @@ impl SharedLinear {
         let others = self.others(&own, config)?;
         let stats = &LinearStatistics::from_rows(rows)?;
         let (local, _) = select_linear(rows, config)?;
-        let local_errors = nested_errors(rows, |rest| Ok(select_linear(rest, config)?.0))?;
+        // the inner selections choose among the sets every one of the fleet's cells gives,
+        // so the model fitted without a cell can always predict it
+        let own_sets = LinearConfig {
+            feature_sets: available_sets(stats, config),
+            ..config.clone()
+        };
+        let local_errors = nested_errors(rows, |rest| Ok(select_linear(rest, &own_sets)?.0))?;
         // the shared settings, or (under privacy, if this fleet's cells lack a feature of
         // them) the best validated settings its cells can use
         let (set, lambda) = match (0..self.candidates.len())
@@ -385,13 +391,18 @@ fn fit(
     )
 }
 
+/// Folds of [`nested_errors`]: leave-one-out up to this many cells, this many folds above.
+const NESTED_FOLDS: usize = 20;
+
 /// Squared ln-life errors of a whole selection procedure, nested: each row is predicted by
-/// `select` run on the other rows. The plain leave-one-out error of the model a selection
-/// picked is the least of many candidates' errors, biased low, and the more so the more
-/// candidates (Cawley and Talbot, JMLR 2010); comparing it with the honest held-out error of
-/// the other fleets' model would favour the fleet's own fits for nothing.
-/// A fleet with a single cell cannot hold one out: its own fits score infinite (as their
-/// plain leave-one-out errors always did), so it takes the shared model.
+/// `select` run without it (leave-one-out up to [`NESTED_FOLDS`] rows, then that many folds,
+/// row `i` in fold `i mod folds`, so the cost stays `folds` selections for large fleets).
+/// The plain leave-one-out error of the model a selection picked is the least of many
+/// candidates' errors, biased low, and the more so the more candidates (Cawley and Talbot,
+/// JMLR 2010); comparing it with the held-out error of the other fleets' model would favour
+/// the fleet's own fits for nothing. A fleet with a single cell cannot hold one out: its own
+/// fits score infinite (its local fit's plain leave-one-out error was infinite too), so it
+/// takes the shared model.
 fn nested_errors(
     rows: &[LinearRow],
     select: impl Fn(&[LinearRow]) -> Result<LinearModel>,
@@ -399,19 +410,22 @@ fn nested_errors(
     if rows.len() < 2 {
         return Ok(vec![f64::INFINITY; rows.len()]);
     }
-    (0..rows.len())
-        .map(|i| {
-            let rest: Vec<LinearRow> = rows
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, r)| r.clone())
-                .collect();
-            let model = select(&rest)?;
-            let e = (rows[i].require_label()? - model.predict_log(&rows[i])?).powi(2);
-            Ok(if e.is_nan() { f64::INFINITY } else { e })
-        })
-        .collect()
+    let folds = rows.len().min(NESTED_FOLDS);
+    let mut errors = vec![f64::INFINITY; rows.len()];
+    for k in 0..folds {
+        let rest: Vec<LinearRow> = rows
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j % folds != k)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let model = select(&rest)?;
+        for (i, r) in rows.iter().enumerate().filter(|&(j, _)| j % folds == k) {
+            let e = (r.require_label()? - model.predict_log(r)?).powi(2);
+            errors[i] = if e.is_nan() { f64::INFINITY } else { e };
+        }
+    }
+    Ok(errors)
 }
 
 fn mean(v: &[f64]) -> f64 {
