@@ -261,13 +261,13 @@ impl SharedLinear {
         let own = linear_statistics(rows, config)?;
         let others = self.others(&own, config)?;
         let stats = &LinearStatistics::from_rows(rows)?;
-        let (local, _) = select_linear(rows, config)?;
-        // the inner selections choose among the sets every one of the fleet's cells gives,
-        // so the model fitted without a cell can always predict it
+        // the local selection and its nested runs choose among the sets every one of the
+        // fleet's cells gives, so the model fitted without a cell can always predict it
         let own_sets = LinearConfig {
             feature_sets: available_sets(stats, config),
             ..config.clone()
         };
+        let (local, _) = select_linear(rows, &own_sets)?;
         let local_errors = nested_errors(rows, |rest| Ok(select_linear(rest, &own_sets)?.0))?;
         // the shared settings, or (under privacy, if this fleet's cells lack a feature of
         // them) the best validated settings its cells can use
