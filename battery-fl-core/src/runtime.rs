@@ -116,7 +116,9 @@ mod allocator {
         // SAFETY: mallopt only changes allocator tunables; glibc serializes it internally.
         unsafe {
             libc::mallopt(libc::M_MMAP_MAX, 0);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            // -1 disables trimming (mallopt(3)); i32::MAX (2 GiB) still let glibc give back
+            // a training step's activations after each step, to be faulted in again
+            libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
             libc::mallopt(libc::M_TOP_PAD, 256 << 20);
         }
     }

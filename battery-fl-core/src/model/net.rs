@@ -32,6 +32,19 @@ fn i64s(v: [usize; 2]) -> [i64; 2] {
     [v[0] as i64, v[1] as i64]
 }
 
+/// `x` (`[N, C, H, W]`) stored channels-last (`[N, H, W, C]` in memory, the same logical
+/// shape). libtorch's convolutions and pools follow the input's layout, and on the CPU they
+/// are faster channels-last: the convolutions skip their layout conversions and the pools
+/// vectorize over channels (BENCHMARKS.md "Model speed").
+pub(crate) fn channels_last(x: &Tensor) -> Result<Tensor> {
+    x.f_permute([0, 2, 3, 1])
+        .m()?
+        .f_contiguous()
+        .m()?
+        .f_permute([0, 3, 1, 2])
+        .m()
+}
+
 /// One CNN encoder: conv, ReLU, avg-pool, conv, ReLU, avg-pool, whole-map conv, ReLU.
 #[derive(Debug)]
 pub(crate) struct Encoder {
@@ -100,28 +113,17 @@ impl Encoder {
     /// # Shapes
     /// `[N, C_in, H, W]` -> `[N, C, H - k1h + 1, W - k1w + 1]`.
     pub(crate) fn conv1_linear(&self, x: &Tensor) -> Result<Tensor> {
-        x.f_conv2d::<Tensor>(&self.w1, None, [1, 1], [0, 0], [1, 1], 1)
+        channels_last(x)?
+            .f_conv2d::<Tensor>(&self.w1, None, [1, 1], [0, 0], [1, 1], 1)
             .m()
     }
 
-    /// Everything after the first convolution's linear part: bias, ReLU, pool, conv, ReLU,
-    /// pool, projection, ReLU.
+    /// Everything after the first convolution's linear part (bias, ReLU, pool, conv, ReLU,
+    /// pool, projection, ReLU) on a tensor it may overwrite: the bias and the first ReLU act
+    /// in place (inference only).
     ///
     /// # Shapes
     /// `[N, C, H1, W1]` -> `[N, C]`.
-    pub(crate) fn after_conv1(&self, c1: &Tensor, g: &Geometry) -> Result<Tensor> {
-        let c = self.b1.size()[0];
-        let first = c1
-            .f_add(&self.b1.f_view([1, c, 1, 1]).m()?)
-            .m()?
-            .f_relu()
-            .m()?;
-        self.after_first_activation(&first, g)
-    }
-
-    /// [`Self::after_conv1`] on a tensor it may overwrite: the bias and the first ReLU act in
-    /// place, which spares two activations of the size of `c1` (inference only: autograd
-    /// needs the out-of-place version's saved inputs).
     pub(crate) fn after_conv1_in_place(&self, mut c1: Tensor, g: &Geometry) -> Result<Tensor> {
         let c = self.b1.size()[0];
         let _ = c1.f_add_(&self.b1.f_view([1, c, 1, 1]).m()?).m()?;
@@ -152,7 +154,13 @@ impl Encoder {
     /// # Shapes
     /// `[N, C_in, H, W]` -> `[N, C]`.
     pub(crate) fn forward(&self, x: &Tensor, g: &Geometry) -> Result<Tensor> {
-        self.after_conv1(&self.conv1_linear(x)?, g)
+        // bias inside the convolution; the ReLU may overwrite the convolution's output, which
+        // its backward pass does not read
+        let mut c1 = channels_last(x)?
+            .f_conv2d(&self.w1, Some(&self.b1), [1, 1], [0, 0], [1, 1], 1)
+            .m()?;
+        let _ = c1.f_relu_().m()?;
+        self.after_first_activation(&c1, g)
     }
 }
 
@@ -209,33 +217,6 @@ impl Net {
         h.f_matmul(&self.head.f_tr().m()?).m()?.f_flatten(0, -1).m()
     }
 
-    /// Branch B on target/reference pairs, sharing the first convolution of each distinct cell.
-    ///
-    /// `raw` holds the distinct cells' raw inputs `[U, C_in, H, W]`; pair `p` is
-    /// `(targets[p], references[p])`, positions in `raw`. Because the first convolution is
-    /// linear, `conv1(x - r) = conv1(x) - conv1(r)`, so it runs once per distinct cell
-    /// instead of once per pair (method.md section 10).
-    ///
-    /// # Shapes
-    /// returns `[P]`, the head's output per pair (normalized-label difference).
-    pub(crate) fn branch_b_pairs(
-        &self,
-        raw: &Tensor,
-        targets: &Tensor,
-        references: &Tensor,
-    ) -> Result<Tensor> {
-        let b = self.b.as_ref().ok_or_else(|| Error::Model {
-            reason: "single-branch model has no branch B".into(),
-        })?;
-        let c1 = b.conv1_linear(raw)?;
-        let diff = c1
-            .f_index_select(0, targets)
-            .m()?
-            .f_sub(&c1.f_index_select(0, references).m()?)
-            .m()?;
-        self.head(&b.after_conv1(&diff, &self.geometry)?)
-    }
-
     /// Branch B's first convolution (linear part) of raw inputs `[U, C_in, H, W]`.
     pub(crate) fn branch_b_conv1(&self, raw: &Tensor) -> Result<Tensor> {
         let b = self.b.as_ref().ok_or_else(|| Error::Model {
@@ -245,7 +226,9 @@ impl Net {
     }
 
     /// Branch B through the head on pairs given by first convolutions: pair `p` is
-    /// `(c1_targets[targets[p]], c1_refs[references[p]])` (see [`Self::branch_b_pairs`]).
+    /// `(c1_targets[targets[p]], c1_refs[references[p]])`. Because the first convolution is
+    /// linear, `conv1(x - r) = conv1(x) - conv1(r)`: at inference it runs once per distinct
+    /// cell instead of once per pair (method.md section 10; `model/pairs.rs`).
     /// Inference only: activations are overwritten in place.
     ///
     /// # Shapes
@@ -260,10 +243,13 @@ impl Net {
         let b = self.b.as_ref().ok_or_else(|| Error::Model {
             reason: "single-branch model has no branch B".into(),
         })?;
-        let mut diff = c1_targets.f_index_select(0, targets).m()?;
-        let _ = diff
-            .f_sub_(&c1_refs.f_index_select(0, references).m()?)
-            .m()?;
+        // rows picked in the channels-last layout's own order (`[N, H, W, C]`, contiguous),
+        // where picking cells is a copy of whole blocks
+        let pick =
+            |c1: &Tensor, at: &Tensor| c1.f_permute([0, 2, 3, 1]).m()?.f_index_select(0, at).m();
+        let mut diff = pick(c1_targets, targets)?;
+        let _ = diff.f_sub_(&pick(c1_refs, references)?).m()?;
+        let diff = diff.f_permute([0, 3, 1, 2]).m()?;
         self.head(&b.after_conv1_in_place(diff, &self.geometry)?)
     }
 

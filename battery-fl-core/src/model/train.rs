@@ -470,23 +470,23 @@ impl BatLiNet {
                             to_tensor(&diffs, self.shape, pairs.len(), device, &scales.branch_b)?;
                         self.net.branch_b_diffs(&x)?
                     } else {
-                        let mut uniq: Vec<usize> = batch.iter().chain(&refs).copied().collect();
-                        uniq.sort_unstable();
-                        uniq.dedup();
-                        let pos = |x: usize| uniq.binary_search(&x).unwrap_or(0);
-                        let raw = raw_all
-                            .f_index_select(0, &index_tensor(&uniq, device)?)
-                            .m()?;
-                        let tp: Vec<usize> = batch
+                        // each pair's difference in input space, then all of branch B: in
+                        // training this is faster than sharing first convolutions between
+                        // pairs (BENCHMARKS.md "Model speed", session 15)
+                        let targets: Vec<usize> = batch
                             .iter()
-                            .flat_map(|&t| std::iter::repeat_n(pos(t), s))
+                            .flat_map(|&t| std::iter::repeat_n(t, s))
                             .collect();
-                        let rp: Vec<usize> = refs.iter().map(|&r| pos(r)).collect();
-                        self.net.branch_b_pairs(
-                            &raw,
-                            &index_tensor(&tp, device)?,
-                            &index_tensor(&rp, device)?,
-                        )?
+                        let x = raw_all
+                            .f_index_select(0, &index_tensor(&targets, device)?)
+                            .m()?
+                            .f_sub(
+                                &raw_all
+                                    .f_index_select(0, &index_tensor(&refs, device)?)
+                                    .m()?,
+                            )
+                            .m()?;
+                        self.net.branch_b_diffs(&x)?
                     };
                     let yb = pair_out
                         .f_add(&y_all.f_index_select(0, &index_tensor(&refs, device)?).m()?)
