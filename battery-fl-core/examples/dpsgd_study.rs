@@ -14,20 +14,27 @@
 //! Every model predicts the test cells with the private training cells as references
 //! (inference stays at home). The main job's settings: 16 channels, batch 16, 16 references.
 //!
+//! With `--data DIR` (MATR: `data/matr_severson_qv`) the cells are real: `--public-cells`
+//! cells of the `train` split, drawn with the library's public seed, are declared public
+//! (an operator would take them from an open dataset such as MATR itself), the rest of
+//! `train` is private, and the `primary_test` cells (the known 148-cycle outlier left out)
+//! are the test cells; the model is the MATR recipe of the main job and `eval_matr` (one
+//! channel, cycle-difference inter features, batch 16, 32 inference references, `--epochs`).
+//!
 //! ```text
 //! cargo run --release -p battery-fl-core --features tch --example dpsgd_study -- \
-//!     [--cells-per-fleet N] [--public-cells N] [--epochs E] [--epsilons 1,4,8] [--seeds N]
-//!     [--first-seed S] [--threads T]
+//!     [--data DIR] [--cells-per-fleet N] [--public-cells N] [--epochs E] [--epsilons 1,4,8]
+//!     [--seeds N] [--first-seed S] [--threads T]
 //! ```
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
-use battery_fl_core::data::{Cell, LabelConfig};
+use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig, Metrics, TrainOptions,
+    BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig, InterFeatures, Metrics, TrainOptions,
 };
 use clap::Parser;
 use rand::seq::SliceRandom;
@@ -37,10 +44,15 @@ use rand::SeedableRng;
 #[derive(Debug, Parser)]
 #[command(args_override_self = true)]
 struct Args {
+    /// Real cells (an index.json folder with `train` and `primary_test` splits) instead of
+    /// the synthetic fleets.
+    #[arg(long, value_name = "DIR")]
+    data: Option<std::path::PathBuf>,
     /// Cells per fleet (five fleets, pooled).
     #[arg(long, value_name = "N", default_value_t = 100)]
     cells_per_fleet: usize,
-    /// Public reference cells (generated from a public seed).
+    /// Public reference cells (generated from a public seed; with `--data`, taken from the
+    /// `train` split).
     #[arg(long, value_name = "N", default_value_t = 60)]
     public_cells: usize,
     /// Training epochs of every model.
@@ -70,37 +82,33 @@ fn main() -> Result<()> {
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }
-    let cells: Vec<Cell> = FleetConfig::default()
-        .with_fleets(5)
-        .with_cells_per_fleet(args.cells_per_fleet)
-        .with_seed(42)
-        .generate()?
-        .into_iter()
-        .flat_map(|f| f.cells)
-        .collect();
-    let public_cells = FleetConfig::default()
-        .with_fleets(1)
-        .with_cells_per_fleet(args.public_cells)
-        .with_seed(PUBLIC_SEED)
-        .generate_public()?;
-    let featurizer_cfg = FeaturizerConfig::default().with_interp_dim(64);
-    let featurizer = Featurizer::new(featurizer_cfg.clone())?;
+    let study = match &args.data {
+        Some(dir) => Study::real(dir, &args)?,
+        None => Study::synthetic(&args)?,
+    };
     let label = LabelConfig::default();
-    let base = BatLiNetConfig::default()
-        .with_conv_channels(16)
-        .with_batch_size(16)
-        .with_epochs(args.epochs)
-        .with_inference_references(16)
-        .with_progress(false);
-    let ds = |c: &[Cell]| Dataset::for_config(c, &featurizer, &base, &label);
-    let public = ds(&public_cells)?;
+    let Study {
+        featurizer_cfg,
+        featurizer,
+        base,
+        cells,
+        fixed,
+        public,
+    } = study;
     let mut rows: Vec<(String, u64, f64, f64, f64)> = Vec::new();
     for seed in args.first_seed..args.first_seed + args.seeds {
-        let mut order: Vec<usize> = (0..cells.len()).collect();
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(500 + seed));
-        let cut = cells.len() * 4 / 5;
-        let pick = |idx: &[usize]| idx.iter().map(|&i| cells[i].clone()).collect::<Vec<_>>();
-        let (train, test) = (ds(&pick(&order[..cut]))?, ds(&pick(&order[cut..]))?);
+        let (train, test) = match &fixed {
+            Some(split) => split.clone(),
+            None => {
+                let mut order: Vec<usize> = (0..cells.len()).collect();
+                order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(500 + seed));
+                let cut = cells.len() * 4 / 5;
+                let pick =
+                    |idx: &[usize]| idx.iter().map(|&i| cells[i].clone()).collect::<Vec<_>>();
+                let ds = |c: &[Cell]| Dataset::for_config(c, &featurizer, &base, &label);
+                (ds(&pick(&order[..cut]))?, ds(&pick(&order[cut..]))?)
+            }
+        };
         let truth = test.require_labels()?;
         eprintln!(
             "seed {seed}: {} private training cells, {} test cells, {} public references",
@@ -185,3 +193,110 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
+
+/// What one study runs on: the model recipe, and either a pool of cells split per seed
+/// (synthetic) or a fixed private training / test split (real cells), and the public cells.
+struct Study {
+    featurizer_cfg: FeaturizerConfig,
+    featurizer: Featurizer,
+    base: BatLiNetConfig,
+    /// Cells split 80/20 per seed (synthetic; empty with a fixed split).
+    cells: Vec<Cell>,
+    /// Private training and test cells, the same for every seed (real cells).
+    fixed: Option<(Dataset, Dataset)>,
+    public: Dataset,
+}
+
+impl Study {
+    /// Five synthetic fleets pooled; public cells generated from the public seed.
+    fn synthetic(args: &Args) -> Result<Study> {
+        let cells: Vec<Cell> = FleetConfig::default()
+            .with_fleets(5)
+            .with_cells_per_fleet(args.cells_per_fleet)
+            .with_seed(42)
+            .generate()?
+            .into_iter()
+            .flat_map(|f| f.cells)
+            .collect();
+        let public_cells = FleetConfig::default()
+            .with_fleets(1)
+            .with_cells_per_fleet(args.public_cells)
+            .with_seed(PUBLIC_SEED)
+            .generate_public()?;
+        let featurizer_cfg = FeaturizerConfig::default().with_interp_dim(64);
+        let featurizer = Featurizer::new(featurizer_cfg.clone())?;
+        let base = BatLiNetConfig::default()
+            .with_conv_channels(16)
+            .with_batch_size(16)
+            .with_epochs(args.epochs)
+            .with_inference_references(16)
+            .with_progress(false);
+        let public =
+            Dataset::for_config(&public_cells, &featurizer, &base, &LabelConfig::default())?;
+        Ok(Study {
+            featurizer_cfg,
+            featurizer,
+            base,
+            cells,
+            fixed: None,
+            public,
+        })
+    }
+
+    /// Real cells: `--public-cells` of the `train` split public (drawn with the public seed),
+    /// the rest private; `primary_test` without the known outlier is the test set.
+    fn real(dir: &std::path::Path, args: &Args) -> Result<Study> {
+        let index =
+            load_index(dir).with_context(|| format!("reading {}/index.json", dir.display()))?;
+        let mut train = Vec::new();
+        let mut test = Vec::new();
+        for e in index {
+            let mut cell = load_cell(dir.join(&e.file))?;
+            cell.clean(&CleanConfig::default())?;
+            cell.validate()?;
+            match e.split.as_deref() {
+                Some("train") => train.push(cell),
+                Some("primary_test") if cell.id() != OUTLIER => test.push(cell),
+                _ => {}
+            }
+        }
+        anyhow::ensure!(
+            args.public_cells >= 1 && args.public_cells < train.len(),
+            "--public-cells must leave private training cells: {} of {} train cells",
+            args.public_cells,
+            train.len()
+        );
+        anyhow::ensure!(
+            !test.is_empty(),
+            "no primary_test cells in {}",
+            dir.display()
+        );
+        train.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(PUBLIC_SEED));
+        let private = train.split_off(args.public_cells);
+        let featurizer_cfg = FeaturizerConfig::default()
+            .with_first_cycle(2)
+            .with_cycles(99)
+            .with_interp_dim(200);
+        let featurizer = Featurizer::new(featurizer_cfg.clone())?;
+        let base = BatLiNetConfig::default()
+            .with_input_channels(vec![1])
+            .with_batch_size(16)
+            .with_epochs(args.epochs)
+            .with_inference_references(32)
+            .with_inter_features(InterFeatures::CycleDifference)
+            .with_progress(false);
+        let ds = |c: &[Cell]| Dataset::for_config(c, &featurizer, &base, &LabelConfig::default());
+        let (public, private, test) = (ds(&train)?, ds(&private)?, ds(&test)?);
+        Ok(Study {
+            featurizer_cfg,
+            featurizer,
+            base,
+            cells: Vec::new(),
+            fixed: Some((private, test)),
+            public,
+        })
+    }
+}
+
+/// The MATR cell left out of every evaluation (cycle life 148; as `eval_matr`).
+const OUTLIER: &str = "MATR_2017-06-30_EL150800460605";
