@@ -48,16 +48,16 @@ struct Args {
     /// the synthetic fleets.
     #[arg(long, value_name = "DIR")]
     data: Option<std::path::PathBuf>,
-    /// Cells per fleet (five fleets, pooled).
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    /// Cells per fleet (five fleets, pooled; synthetic only).
+    #[arg(long, value_name = "N", default_value_t = 100, conflicts_with = "data")]
     cells_per_fleet: usize,
-    /// Public reference cells (generated from a public seed; with `--data`, taken from the
-    /// `train` split).
-    #[arg(long, value_name = "N", default_value_t = 60)]
-    public_cells: usize,
-    /// Training epochs of every model.
-    #[arg(long, value_name = "E", default_value_t = 60)]
-    epochs: usize,
+    /// Public reference cells: generated from a public seed (default 60), or with `--data`
+    /// taken from the `train` split (default 10).
+    #[arg(long, value_name = "N")]
+    public_cells: Option<usize>,
+    /// Training epochs of every model (default 60; with `--data`, the MATR recipe's 600).
+    #[arg(long, value_name = "E")]
+    epochs: Option<usize>,
     /// Target epsilons per cell, comma-separated.
     #[arg(
         long,
@@ -66,7 +66,7 @@ struct Args {
         default_value = "1,4,8"
     )]
     epsilons: Vec<f64>,
-    /// Seeds (model, split and noise).
+    /// Seeds (model and noise; the synthetic split too).
     #[arg(long, value_name = "N", default_value_t = 1)]
     seeds: u64,
     /// The first seed.
@@ -220,7 +220,7 @@ impl Study {
             .collect();
         let public_cells = FleetConfig::default()
             .with_fleets(1)
-            .with_cells_per_fleet(args.public_cells)
+            .with_cells_per_fleet(args.public_cells.unwrap_or(60))
             .with_seed(PUBLIC_SEED)
             .generate_public()?;
         let featurizer_cfg = FeaturizerConfig::default().with_interp_dim(64);
@@ -228,7 +228,7 @@ impl Study {
         let base = BatLiNetConfig::default()
             .with_conv_channels(16)
             .with_batch_size(16)
-            .with_epochs(args.epochs)
+            .with_epochs(args.epochs.unwrap_or(60))
             .with_inference_references(16)
             .with_progress(false);
         let public =
@@ -251,19 +251,22 @@ impl Study {
         let mut train = Vec::new();
         let mut test = Vec::new();
         for e in index {
-            let mut cell = load_cell(dir.join(&e.file))?;
-            cell.clean(&CleanConfig::default())?;
-            cell.validate()?;
+            let path = dir.join(&e.file);
+            let mut cell =
+                load_cell(&path).with_context(|| format!("reading {}", path.display()))?;
+            cell.clean(&CleanConfig::default())
+                .and_then(|_| cell.validate())
+                .with_context(|| format!("cell {}", path.display()))?;
             match e.split.as_deref() {
                 Some("train") => train.push(cell),
                 Some("primary_test") if cell.id() != OUTLIER => test.push(cell),
                 _ => {}
             }
         }
+        let public_cells = args.public_cells.unwrap_or(10);
         anyhow::ensure!(
-            args.public_cells >= 1 && args.public_cells < train.len(),
-            "--public-cells must leave private training cells: {} of {} train cells",
-            args.public_cells,
+            public_cells >= 1 && public_cells < train.len(),
+            "--public-cells must leave private training cells: {public_cells} of {} train cells",
             train.len()
         );
         anyhow::ensure!(
@@ -272,7 +275,7 @@ impl Study {
             dir.display()
         );
         train.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(PUBLIC_SEED));
-        let private = train.split_off(args.public_cells);
+        let private = train.split_off(public_cells);
         let featurizer_cfg = FeaturizerConfig::default()
             .with_first_cycle(2)
             .with_cycles(99)
@@ -281,7 +284,7 @@ impl Study {
         let base = BatLiNetConfig::default()
             .with_input_channels(vec![1])
             .with_batch_size(16)
-            .with_epochs(args.epochs)
+            .with_epochs(args.epochs.unwrap_or(600))
             .with_inference_references(32)
             .with_inter_features(InterFeatures::CycleDifference)
             .with_progress(false);

@@ -4,8 +4,8 @@
 //! mmap threshold with fresh `mmap`s and unmaps them on free, so every large activation of a
 //! BatLiNet step is page-faulted and zeroed again: on a 2-core machine that was most of a
 //! training step (1.8 M minor faults in 5 steps; BENCHMARKS.md "Model speed"). Keeping freed
-//! memory mapped makes a step about 3x faster, at the cost of a larger resident set while a
-//! model trains or predicts.
+//! memory mapped makes a step several times faster on such a machine, at the cost of a larger
+//! resident set while a model trains or predicts.
 //!
 //! The policy is scoped: [`MemoryScope::enter`] (taken by the model's training and
 //! prediction) applies it when the first scope opens and restores glibc's documented

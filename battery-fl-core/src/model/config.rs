@@ -109,7 +109,8 @@ pub struct BatLiNetConfig {
     /// Clean every target-minus-reference difference with the full cleaning (edge smoothing,
     /// glitch removal, cycle filter) before branch B, as the published code does (default
     /// false: each cell's raw curves are cycle-filtered once and differenced, which lets the
-    /// first convolution be shared across pairs). True costs one first convolution per pair.
+    /// first convolution be shared across pairs at inference). True costs one first
+    /// convolution per pair at inference too.
     pub clean_pairs: bool,
     /// Features branch B differences (default raw curves, as published). Datasets must be
     /// built to match: [`Dataset::with_inter_features`](super::Dataset::with_inter_features).
