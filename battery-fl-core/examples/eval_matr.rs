@@ -35,7 +35,9 @@
 //!
 //! `--calibration-folds N` gives BatLiNet conformal intervals (`BatLiNet::cross_calibrate`:
 //! N fold models on the training cells, no test cell involved) and prints their coverage and
-//! mean width at 80 % and 90 % beside the naive min-max interval over the references.
+//! mean width at 80 % and 90 % beside the naive min-max interval over the references. With
+//! `--cv-plus` the same N fold models give CV+ intervals instead
+//! (`BatLiNet::cross_conformal_intervals`: each fold's errors around its own predictions).
 //!
 //! `--protocol lobo` replaces the split by leave-one-batch-out: every cell (the outlier left
 //! out) is grouped by its `batch_date`; for each batch a model trains on all other batches and
@@ -170,6 +172,10 @@ struct Args {
     /// Conformal intervals for BatLiNet: calibrate by cross-fitting N fold models on the training cells (0: no intervals).
     #[arg(long, value_name = "N", default_value_t = 0)]
     calibration_folds: usize,
+    /// With --calibration-folds: CV+ intervals (fold models kept, each fold's errors around its
+    /// own predictions) instead of cross-fitted scores around the final model's prediction.
+    #[arg(long)]
+    cv_plus: bool,
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long, value_name = "T")]
     threads: Option<i32>,
@@ -442,9 +448,14 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
                 "{name} seed {seed}: trained in {:.0} s",
                 t0.elapsed().as_secs_f64()
             );
-            let calibration = (!single && args.calibration_folds > 0)
+            let calibration = (!single && args.calibration_folds > 0 && !args.cv_plus)
                 .then(|| model.cross_calibrate(&train_ds, args.calibration_folds))
                 .transpose()?;
+            if !single && args.calibration_folds > 0 && args.cv_plus {
+                for (split, _, ds) in &test_ds {
+                    report_cv_plus(&model, ds, &train_ds, args.calibration_folds, split, seed)?;
+                }
+            }
             for (t, (split, _, ds)) in test_ds.iter().enumerate() {
                 let pred = model.predict(ds, &train_ds)?;
                 if let Some(calibration) = &calibration {
@@ -539,6 +550,40 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
 
 /// Coverage and mean width of BatLiNet's conformal intervals at 80 % and 90 % on `ds`, next
 /// to the naive interval (min-max over the per-reference predictions), as JSON lines.
+/// CV+ intervals of `ds` at 80 % and 90 % from `folds` fold models: coverage, mean width, and
+/// how often the final model's prediction lies inside.
+fn report_cv_plus(
+    model: &BatLiNet,
+    ds: &Dataset,
+    train: &Dataset,
+    folds: usize,
+    split: &str,
+    seed: u64,
+) -> Result<()> {
+    let truth = ds.require_labels()?;
+    let point = model.predict(ds, train)?;
+    let cv = model.cross_conformal_intervals(train, ds, folds, &[0.8, 0.9])?;
+    let n = truth.len().max(1) as f64;
+    for (coverage, bounds) in cv.coverages.iter().zip(&cv.bounds) {
+        let inside = |values: &[f64]| {
+            values
+                .iter()
+                .zip(bounds)
+                .filter(|(v, (lo, hi))| (*lo..=*hi).contains(*v))
+                .count() as f64
+                / n
+        };
+        println!(
+            "{{\"model\": \"batlinet\", \"split\": \"{split}\", \"seed\": {seed}, \"calibration\": \"cv_plus\", \"cells\": {}, \"coverage\": {coverage}, \"covered\": {:.3}, \"mean_width\": {:.1}, \"point_inside\": {:.3}}}",
+            truth.len(),
+            inside(&truth),
+            bounds.iter().map(|(lo, hi)| hi - lo).sum::<f64>() / n,
+            inside(&point),
+        );
+    }
+    Ok(())
+}
+
 fn report_intervals(
     model: &BatLiNet,
     ds: &Dataset,

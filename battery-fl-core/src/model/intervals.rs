@@ -26,7 +26,9 @@
 //! too small. [`BatLiNet::calibrate`] takes cells the user set aside;
 //! [`BatLiNet::cross_calibrate`] needs none and trains `folds` models instead, each scoring the
 //! cells it did not see (cross-conformal; the final model, trained on every cell, is at least
-//! as accurate as the fold models, so the intervals are conservative).
+//! as accurate as the fold models, so the intervals are conservative: with few training cells,
+//! much too wide). [`BatLiNet::cross_conformal_intervals`] (module `cross_conformal`) keeps the
+//! fold models and centres each fold's contribution on its own prediction (CV+).
 //!
 //! **Out-of-distribution flag** (a rule read off the data, no tuned constant): a cell is flagged
 //! when its cathode chemistry is in neither the training nor the calibration cells, or when its
@@ -123,20 +125,20 @@ pub struct Prediction {
 }
 
 /// A target's point prediction in ln(life) with the spread of its per-reference predictions.
-struct Spread {
-    ln_life: f64,
+pub(super) struct Spread {
+    pub(super) ln_life: f64,
     bounded: bool,
-    spread: f64,
+    pub(super) spread: f64,
     low: f64,
     high: f64,
     reference_distance: Option<f64>,
 }
 
 /// One held-out cell's error, spread and distance to the training cells.
-struct Point {
+pub(super) struct Point {
     group: Option<usize>,
-    error: f64,
-    spread: f64,
+    pub(super) error: f64,
+    pub(super) spread: f64,
     distance: f64,
 }
 
@@ -152,7 +154,7 @@ impl BatLiNet {
 
     /// Per target: the bounded point prediction in ln(life) and the spread of its
     /// per-reference predictions.
-    fn spreads(
+    pub(super) fn spreads(
         &self,
         targets: &Dataset,
         references: &Dataset,
@@ -204,7 +206,7 @@ impl BatLiNet {
 
     /// Errors, spreads and training distances of labelled `held_out` cells, predicted with
     /// `references`.
-    fn points(
+    pub(super) fn points(
         &self,
         training: &Dataset,
         held_out: &Dataset,
@@ -272,6 +274,24 @@ impl BatLiNet {
     /// [`Error::InvalidConfig`] for fewer than 2 folds or more folds than cells, and the
     /// errors of training and prediction.
     pub fn cross_calibrate(&self, training: &Dataset, folds: usize) -> Result<IntervalCalibration> {
+        let mut points = Vec::with_capacity(training.len());
+        for (held, rest) in self.fold_splits(training, folds)? {
+            let mut model = BatLiNet::new(self.config.clone(), self.featurizer.clone())?;
+            model.fit(&rest)?;
+            points.extend(model.points(&rest, &held, &rest, model.reference_draw())?);
+        }
+        IntervalCalibration::from_points(self, points, training, training)
+    }
+
+    /// `training` split into `folds` seeded folds: per fold, (the fold, the other folds).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for fewer than 2 folds or more folds than cells.
+    pub(super) fn fold_splits(
+        &self,
+        training: &Dataset,
+        folds: usize,
+    ) -> Result<Vec<(Dataset, Dataset)>> {
         if folds < 2 || folds > training.len() {
             return Err(Error::config(
                 "folds",
@@ -286,19 +306,16 @@ impl BatLiNet {
             order.as_mut_slice(),
             &mut crate::rng::substream(self.config.seed, 11),
         );
-        let mut points = Vec::with_capacity(training.len());
-        for fold in 0..folds {
-            let (held, rest): (Vec<usize>, Vec<usize>) =
-                (0..order.len()).partition(|i| i % folds == fold);
-            let pick = |idx: Vec<usize>| {
-                training.subset(&idx.iter().map(|&i| order[i]).collect::<Vec<_>>())
-            };
-            let (held, rest) = (pick(held)?, pick(rest)?);
-            let mut model = BatLiNet::new(self.config.clone(), self.featurizer.clone())?;
-            model.fit(&rest)?;
-            points.extend(model.points(&rest, &held, &rest, model.reference_draw())?);
-        }
-        IntervalCalibration::from_points(self, points, training, training)
+        (0..folds)
+            .map(|fold| {
+                let (held, rest): (Vec<usize>, Vec<usize>) =
+                    (0..order.len()).partition(|i| i % folds == fold);
+                let pick = |idx: Vec<usize>| {
+                    training.subset(&idx.iter().map(|&i| order[i]).collect::<Vec<_>>())
+                };
+                Ok((pick(held)?, pick(rest)?))
+            })
+            .collect()
     }
 
     /// Predictions of `targets` with intervals at `coverage` and flags, references from

@@ -7,6 +7,8 @@
 
 mod config;
 mod conformal;
+#[cfg(feature = "tch")]
+mod cross_conformal;
 mod dataset;
 mod labels;
 mod linear;
@@ -68,6 +70,8 @@ pub use variance::{VarianceConfig, VarianceModel};
 pub use audit::{membership_auc, membership_scores};
 #[cfg(feature = "tch")]
 pub use batlinet::{BatLiNet, BranchPredictions};
+#[cfg(feature = "tch")]
+pub use cross_conformal::CrossConformalIntervals;
 #[cfg(feature = "tch")]
 pub use hybrid::HybridModel;
 #[cfg(feature = "tch")]

@@ -260,3 +260,54 @@ fn cross_calibration_scores_every_training_cell_and_a_single_branch_gets_one_wid
         assert_relative_eq!((p.life / p.lower).ln(), q, max_relative = 1e-6);
     }
 }
+
+#[test]
+fn cv_plus_intervals_cover_new_cells_nest_and_refuse_what_they_cannot_do() {
+    // every other cell of five fleets trains, the rest are new cells of the same fleets
+    let all = dataset(&cells(12, 9));
+    let train = all.subset(&positions(&all, |i, _| i % 2 == 0)).unwrap();
+    let test = all.subset(&positions(&all, |i, _| i % 2 == 1)).unwrap();
+    let mut model = BatLiNet::new(network().with_epochs(4), featurizer()).unwrap();
+    model.fit(&train).unwrap();
+
+    // refused before any training: a training cell as a target, a coverage outside (0, 1),
+    // a coverage 30 cells cannot give (⌈31 · 0.99⌉ = 31 > 30)
+    let own = train.subset(&[0]).unwrap();
+    assert!(matches!(
+        model.cross_conformal_intervals(&train, &own, 3, &[0.9]),
+        Err(Error::InvalidConfig { .. })
+    ));
+    assert!(matches!(
+        model.cross_conformal_intervals(&train, &test, 3, &[1.0]),
+        Err(Error::InvalidConfig { .. })
+    ));
+    assert!(matches!(
+        model.cross_conformal_intervals(&train, &test, 3, &[0.99]),
+        Err(Error::NotEnoughData {
+            needed: 99,
+            got: 30,
+            ..
+        })
+    ));
+
+    let cv = model
+        .cross_conformal_intervals(&train, &test, 3, &[0.8, 0.9])
+        .unwrap();
+    assert_eq!(cv.coverages, vec![0.8, 0.9]);
+    let lives = test.require_labels().unwrap();
+    let covered = |b: &[(f64, f64)]| {
+        b.iter()
+            .zip(&lives)
+            .filter(|((lo, hi), y)| (*lo..=*hi).contains(*y))
+            .count() as f64
+            / lives.len() as f64
+    };
+    for ((lo8, hi8), (lo9, hi9)) in cv.bounds[0].iter().zip(&cv.bounds[1]) {
+        assert!(lo8.is_finite() && hi9.is_finite() && 0.0 < *lo9);
+        assert!(lo9 <= lo8 && lo8 < hi8 && hi8 <= hi9, "90 % holds 80 %");
+    }
+    // 30 new cells of the same fleets: near the nominal coverage (a wrong centre or sign of
+    // the bounds covers next to nothing)
+    let (c8, c9) = (covered(&cv.bounds[0]), covered(&cv.bounds[1]));
+    assert!(c8 >= 0.6 && c9 >= 0.7 && c9 >= c8, "covered {c8} / {c9}");
+}
