@@ -64,11 +64,7 @@ impl BatLiNet {
                 format!("must lie in (0, 1), got {c}"),
             ));
         }
-        if let Some(id) = targets
-            .cell_ids()
-            .iter()
-            .find(|id| training.cell_ids().contains(id))
-        {
+        if let Some(id) = targets.shared_cell(training) {
             return Err(Error::config(
                 "targets",
                 format!("cell {id} is a training cell: CV+ intervals are for new cells"),

@@ -236,6 +236,15 @@ impl Dataset {
         &self.cell_ids
     }
 
+    /// The first cell of `self` that `other` holds too, by id (none for disjoint sets, as
+    /// training and calibration cells must be).
+    pub fn shared_cell(&self, other: &Dataset) -> Option<&str> {
+        self.cell_ids
+            .iter()
+            .find(|id| other.cell_ids.contains(id))
+            .map(String::as_str)
+    }
+
     /// Cleaned intra-cell differences (branch A input): [`len`](Self::len) blocks of
     /// [`shape`](Self::shape).
     pub fn branch_a(&self) -> &[f32] {

@@ -90,11 +90,7 @@ impl BatLiNet {
                 "DP-SGD trains branch B on raw differences; cleaned pairs are not supported",
             ));
         }
-        if let Some(id) = public
-            .cell_ids()
-            .iter()
-            .find(|id| train.cell_ids().contains(id))
-        {
+        if let Some(id) = public.shared_cell(train) {
             return Err(Error::config(
                 "public",
                 format!("cell {id} is private (a training cell) and cannot be a public reference"),

@@ -213,11 +213,7 @@ impl BatLiNet {
         references: &Dataset,
         draw: ReferenceDraw,
     ) -> Result<Vec<Point>> {
-        if let Some(id) = held_out
-            .cell_ids()
-            .iter()
-            .find(|id| training.cell_ids().contains(id))
-        {
+        if let Some(id) = held_out.shared_cell(training) {
             return Err(Error::config(
                 "calibration",
                 format!("cell {id} is also a training cell: calibrate on held-out cells"),
