@@ -98,29 +98,25 @@ impl BatLiNet {
         let beta = median_in_place(&mut scored.iter().map(|s| s.2).collect::<Vec<_>>());
         let difficulty = |spread: f64| if beta > 0.0 { spread + beta } else { 1.0 };
         let cathodes = targets.cathodes();
-        let mut bounds = Vec::with_capacity(coverages.len());
-        for &c in coverages {
-            let per_target = (0..targets.len())
-                .map(|t| {
-                    let (mut lowers, mut uppers): (Vec<f64>, Vec<f64>) = scored
-                        .iter()
-                        .map(|&(k, error, spread)| {
-                            let (ln_life, target_spread) = predicted[k][t];
-                            let half = error / difficulty(spread) * difficulty(target_spread);
-                            (-(ln_life - half), ln_life + half)
-                        })
-                        .unzip();
-                    lowers.sort_by(f64::total_cmp);
-                    uppers.sort_by(f64::total_cmp);
-                    let m = labels.moments(cathodes[t]);
-                    let bound = labels.bound_for(cathodes[t]);
-                    let (lo, hi) = (m.mean - bound * m.std, m.mean + bound * m.std);
-                    let lower = -conformal_quantile(&lowers, c)?;
-                    let upper = conformal_quantile(&uppers, c)?;
-                    Ok((lower.clamp(lo, hi).exp(), upper.clamp(lo, hi).exp()))
+        let mut bounds = vec![Vec::with_capacity(targets.len()); coverages.len()];
+        for (t, cathode) in cathodes.into_iter().enumerate() {
+            // each scored cell's bounds for this target, sorted once for every coverage
+            let (mut lowers, mut uppers): (Vec<f64>, Vec<f64>) = scored
+                .iter()
+                .map(|&(k, error, spread)| {
+                    let (ln_life, target_spread) = predicted[k][t];
+                    let half = error / difficulty(spread) * difficulty(target_spread);
+                    (-(ln_life - half), ln_life + half)
                 })
-                .collect::<Result<Vec<_>>>()?;
-            bounds.push(per_target);
+                .unzip();
+            lowers.sort_by(f64::total_cmp);
+            uppers.sort_by(f64::total_cmp);
+            let (lo, hi) = labels.log_bounds_for(cathode);
+            for (out, &c) in bounds.iter_mut().zip(coverages) {
+                let lower = -conformal_quantile(&lowers, c)?;
+                let upper = conformal_quantile(&uppers, c)?;
+                out.push((lower.clamp(lo, hi).exp(), upper.clamp(lo, hi).exp()));
+            }
         }
         Ok(CrossConformalIntervals {
             coverages: coverages.to_vec(),

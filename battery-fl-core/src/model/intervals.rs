@@ -366,9 +366,7 @@ impl BatLiNet {
             .enumerate()
             .map(|(t, s)| {
                 let c = cathodes[t];
-                let bound = labels.bound_for(c);
-                let m = labels.moments(c);
-                let (lo, hi) = (m.mean - bound * m.std, m.mean + bound * m.std);
+                let (lo, hi) = labels.log_bounds_for(c);
                 let q = label_group(c)
                     .and_then(|g| group_q.get(g).copied().flatten())
                     .unwrap_or(q);

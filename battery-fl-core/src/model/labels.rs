@@ -264,8 +264,15 @@ impl LabelTransform {
     /// (see [`log_prediction_bounds`]).
     pub fn bound_for(&self, cathode: Option<&str>) -> f64 {
         let m = self.moments(cathode);
-        let (_, hi) = log_prediction_bounds(m.mean, m.std);
+        let (_, hi) = self.log_bounds_for(cathode);
         (hi - m.mean) / m.std
+    }
+
+    /// The prediction bound of a cell of `cathode` in ln(life) (see
+    /// [`log_prediction_bounds`]): where intervals are clipped.
+    pub fn log_bounds_for(&self, cathode: Option<&str>) -> (f64, f64) {
+        let m = self.moments(cathode);
+        log_prediction_bounds(m.mean, m.std)
     }
 
     /// Whether every mean is finite and every spread finite and positive.
