@@ -12,7 +12,10 @@
 //! - `epsilon E`: DP-SGD at ε = E per cell (δ = 1e-5), the noise multiplier found for it.
 //!
 //! Every model predicts the test cells with the private training cells as references
-//! (inference stays at home). The main job's settings: 16 channels, batch 16, 16 references.
+//! (inference stays at home). Each row also audits the model: the loss-threshold
+//! membership attack's AUC (`model::membership_auc`) of the private training cells against
+//! the test cells, predicted with the public cells (what an attacker holding the released
+//! model can use); 0.5 is chance. The main job's settings: 16 channels, batch 16, 16 references.
 //!
 //! With `--data DIR` (MATR: `data/matr_severson_qv`) the cells are real: `--public-cells`
 //! cells of the `train` split, drawn with the library's public seed, are declared public
@@ -24,7 +27,7 @@
 //! ```text
 //! cargo run --release -p battery-fl-core --features tch --example dpsgd_study -- \
 //!     [--data DIR] [--cells-per-fleet N] [--public-cells N] [--epochs E] [--epsilons 1,4,8]
-//!     [--seeds N] [--first-seed S] [--threads T]
+//!     [--dp-batch B] [--seeds N] [--first-seed S] [--threads T]
 //! ```
 
 use std::time::Instant;
@@ -34,7 +37,8 @@ use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
 use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig, InterFeatures, Metrics, TrainOptions,
+    membership_auc, BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig, InterFeatures, Metrics,
+    TrainOptions,
 };
 use clap::Parser;
 use rand::seq::SliceRandom;
@@ -66,6 +70,10 @@ struct Args {
         default_value = "1,4,8"
     )]
     epsilons: Vec<f64>,
+    /// Expected batch of the DP-SGD models (default: the recipe's batch, 16); plain
+    /// training keeps the recipe's.
+    #[arg(long, value_name = "B")]
+    dp_batch: Option<usize>,
     /// Seeds (model and noise; the synthetic split too).
     #[arg(long, value_name = "N", default_value_t = 1)]
     seeds: u64,
@@ -95,7 +103,7 @@ fn main() -> Result<()> {
         fixed,
         public,
     } = study;
-    let mut rows: Vec<(String, u64, f64, f64, f64)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for seed in args.first_seed..args.first_seed + args.seeds {
         let (train, test) = match &fixed {
             Some(split) => split.clone(),
@@ -119,10 +127,18 @@ fn main() -> Result<()> {
         let config = base.clone().with_seed(seed);
         let mut report = |name: String, model: &BatLiNet, epsilon: f64, z: f64, secs: f64| {
             let rmse = Metrics::compute(&model.predict(&test, &train)?, &truth)?.rmse;
+            // the attacker holds the released model and the public cells, never the fleet's
+            let attack = membership_auc(model, &train, &test, &public)?;
+            // JSON has no infinity: plain training's ε is `null`
+            let eps = if epsilon.is_finite() {
+                format!("{epsilon}")
+            } else {
+                "null".into()
+            };
             println!(
-                "{{\"model\": \"{name}\", \"seed\": {seed}, \"epsilon\": {epsilon}, \"noise_multiplier\": {z:.4}, \"rmse\": {rmse:.1}, \"seconds\": {secs:.0}}}"
+                "{{\"model\": \"{name}\", \"seed\": {seed}, \"epsilon\": {eps}, \"noise_multiplier\": {z:.4}, \"rmse\": {rmse:.1}, \"attack_auc\": {attack:.3}, \"seconds\": {secs:.0}}}"
             );
-            rows.push((name, seed, epsilon, z, rmse));
+            rows.push((name, seed, epsilon, z, rmse, attack));
             anyhow::Ok(())
         };
         let t0 = Instant::now();
@@ -156,7 +172,11 @@ fn main() -> Result<()> {
         }
         for (name, dp) in variants {
             let t0 = Instant::now();
-            let mut model = BatLiNet::new(config.clone(), featurizer_cfg.clone())?;
+            let dp_config = match args.dp_batch {
+                Some(b) => config.clone().with_batch_size(b),
+                None => config.clone(),
+            };
+            let mut model = BatLiNet::new(dp_config, featurizer_cfg.clone())?;
             model.set_public_statistics(&public)?;
             let r = model.train_private(&train, &public, &dp, &TrainOptions::default())?;
             report(
@@ -169,20 +189,21 @@ fn main() -> Result<()> {
         }
     }
     println!();
-    println!("| training | seeds | epsilon per cell | noise multiplier | RMSE (mean ± sd) |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "| training | seeds | epsilon per cell | noise multiplier | RMSE (mean ± sd) | attack AUC (mean ± sd) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
     let mut names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     names.dedup();
     for name in names {
-        let mine: Vec<&(String, u64, f64, f64, f64)> =
-            rows.iter().filter(|r| r.0 == name).collect();
+        let mine: Vec<&Row> = rows.iter().filter(|r| r.0 == name).collect();
+        let (mean, sd) = mean_sd(mine.iter().map(|r| r.4));
+        let (auc, auc_sd) = mean_sd(mine.iter().map(|r| r.5));
         let n = mine.len() as f64;
-        let mean = mine.iter().map(|r| r.4).sum::<f64>() / n;
-        let sd = (mine.iter().map(|r| (r.4 - mean).powi(2)).sum::<f64>() / n).sqrt();
         let eps = mine.iter().map(|r| r.2).fold(0.0, f64::max);
         let z = mine.iter().map(|r| r.3).sum::<f64>() / n;
         println!(
-            "| {name} | {} | {} | {z:.2} | {mean:.1} ± {sd:.1} |",
+            "| {name} | {} | {} | {z:.2} | {mean:.1} ± {sd:.1} | {auc:.3} ± {auc_sd:.3} |",
             mine.len(),
             if eps.is_finite() {
                 format!("{eps:.2}")
@@ -192,6 +213,19 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One model's result: name, seed, ε per cell, noise multiplier, RMSE, membership-attack AUC.
+type Row = (String, u64, f64, f64, f64, f64);
+
+/// Mean and (population) standard deviation.
+fn mean_sd(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let n = values.clone().count() as f64;
+    let mean = values.clone().sum::<f64>() / n;
+    (
+        mean,
+        (values.map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt(),
+    )
 }
 
 /// What one study runs on: the model recipe, and either a pool of cells split per seed
