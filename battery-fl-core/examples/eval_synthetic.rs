@@ -7,15 +7,18 @@
 //!   chemistries, test on the cells of this one.
 //!
 //! Models: the Severson variance model, the linear early-life model (settings by leave-one-out
-//! on the training cells), BatLiNet and the single-branch CNN (the main job's
-//! settings: 60 epochs, batch 16, 16 channels, 16 references), `--seeds N` seeds each
-//! (default 3); inference references come from the training cells. The last lines are a
+//! on the training cells), and the networks `--networks` names (default `batlinet,cnn`):
+//! BatLiNet, the single-branch CNN and `hybrid` (`model::HybridModel`: BatLiNet trained on the
+//! linear model's cross-fitted residuals), with the main job's settings (60 epochs, batch 16,
+//! 16 channels, 16 references), `--seeds N` seeds each (default 3); inference references come
+//! from the training cells. The last lines are a
 //! table: RMSE mean and spread over seeds per model and held-out group, and over all groups
 //! (every held-out cell pooled).
 //!
 //! ```text
 //! cargo run --release -p battery-fl-core --features tch --example eval_synthetic -- \
 //!     --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T] [--linear-only]
+//!     [--networks batlinet,cnn,hybrid]
 //! ```
 #[path = "cli/mod.rs"]
 mod cli;
@@ -27,8 +30,8 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    select_linear, BatLiNet, BatLiNetConfig, Dataset, LabelGrouping, LinearConfig, Metrics,
-    VarianceModel,
+    select_linear, BatLiNet, BatLiNetConfig, Dataset, HybridModel, LabelGrouping, LinearConfig,
+    Metrics, VarianceModel,
 };
 use clap::{Parser, ValueEnum};
 use cli::serde_enum;
@@ -66,6 +69,35 @@ struct Args {
     /// Only the variance and linear models (seconds; no network is trained).
     #[arg(long)]
     linear_only: bool,
+    /// The networks to train, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "batlinet,cnn"
+    )]
+    networks: Vec<Network>,
+}
+
+/// The networks a run can train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Network {
+    /// BatLiNet (both branches).
+    Batlinet,
+    /// The single-branch CNN (BatLiNet's branch A alone).
+    Cnn,
+    /// BatLiNet on the linear model's cross-fitted residuals (`model::HybridModel`).
+    Hybrid,
+}
+
+impl Network {
+    fn name(self) -> &'static str {
+        match self {
+            Network::Batlinet => "batlinet",
+            Network::Cnn => "cnn",
+            Network::Hybrid => "hybrid",
+        }
+    }
 }
 
 /// The held-out groups.
@@ -172,16 +204,32 @@ fn main() -> Result<()> {
                 ("linear".into(), held_out.clone(), seed),
                 (p_lin.clone(), truth.clone()),
             );
-            let networks: &[(&str, bool)] = if args.linear_only {
+            let networks: &[Network] = if args.linear_only {
                 &[]
             } else {
-                &[("batlinet", false), ("cnn", true)]
+                &args.networks
             };
-            for &(name, single) in networks {
-                let config = base.clone().with_single_branch(single).with_seed(seed);
-                let mut model = BatLiNet::new(config, featurizer_cfg.clone())?;
-                model.fit(&train_ds)?;
-                let p = model.predict(&test_ds, &train_ds)?;
+            for &network in networks {
+                let name = network.name();
+                let config = base
+                    .clone()
+                    .with_single_branch(network == Network::Cnn)
+                    .with_seed(seed);
+                let p = if network == Network::Hybrid {
+                    let model = HybridModel::fit(
+                        &train,
+                        &train_ds,
+                        config,
+                        featurizer_cfg.clone(),
+                        &linear_config,
+                        &label,
+                    )?;
+                    model.predict(test, &test_ds)?
+                } else {
+                    let mut model = BatLiNet::new(config, featurizer_cfg.clone())?;
+                    model.fit(&train_ds)?;
+                    model.predict(&test_ds, &train_ds)?
+                };
                 let both = p.iter().zip(&p_var).map(|(a, b)| (a * b).sqrt()).collect();
                 results.insert(
                     (format!("{name}+variance"), held_out.clone(), seed),
@@ -199,21 +247,16 @@ fn main() -> Result<()> {
 
     println!("| model | held out | seeds | RMSE mean | RMSE std | MAPE mean (%) |");
     println!("| --- | --- | --- | --- | --- | --- |");
-    let models = [
-        "variance",
-        "linear",
-        "cnn",
-        "batlinet",
-        "cnn+variance",
-        "batlinet+variance",
-    ];
+    let mut models = vec!["variance".to_string(), "linear".to_string()];
+    if !args.linear_only {
+        let names = args.networks.iter().map(|n| n.name().to_string());
+        models.extend(names.clone());
+        models.extend(names.map(|n| format!("{n}+variance")));
+    }
     let mut held: Vec<String> = groups.keys().cloned().collect();
     held.push("all".into());
     for g in &held {
-        for model in models
-            .into_iter()
-            .filter(|m| !args.linear_only || ["variance", "linear"].contains(m))
-        {
+        for model in &models {
             let mut rmse = Vec::new();
             let mut mape = Vec::new();
             for seed in 0..args.seeds {
