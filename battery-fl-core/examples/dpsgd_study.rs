@@ -44,7 +44,8 @@ use clap::Parser;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-/// What record-level DP-SGD costs BatLiNet on synthetic multi-chemistry fleets.
+/// What record-level DP-SGD costs BatLiNet (RMSE at ε per cell against plain training) and
+/// what it buys (the membership attack's AUC against each model).
 #[derive(Debug, Parser)]
 #[command(args_override_self = true)]
 struct Args {
@@ -138,7 +139,13 @@ fn main() -> Result<()> {
             println!(
                 "{{\"model\": \"{name}\", \"seed\": {seed}, \"epsilon\": {eps}, \"noise_multiplier\": {z:.4}, \"rmse\": {rmse:.1}, \"attack_auc\": {attack:.3}, \"seconds\": {secs:.0}}}"
             );
-            rows.push((name, seed, epsilon, z, rmse, attack));
+            rows.push(Row {
+                name,
+                epsilon,
+                noise_multiplier: z,
+                rmse,
+                attack_auc: attack,
+            });
             anyhow::Ok(())
         };
         let t0 = Instant::now();
@@ -190,18 +197,22 @@ fn main() -> Result<()> {
     }
     println!();
     println!(
-        "| training | seeds | epsilon per cell | noise multiplier | RMSE (mean ± sd) | attack AUC (mean ± sd) |"
+        "| training | seeds | epsilon per cell | noise multiplier | RMSE (mean ± sample sd) | attack AUC (mean ± sample sd) |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
-    let mut names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    names.dedup();
+    // one line per training, in the order of the first seed
+    let mut names: Vec<&str> = Vec::new();
+    for r in &rows {
+        if !names.contains(&r.name.as_str()) {
+            names.push(&r.name);
+        }
+    }
     for name in names {
-        let mine: Vec<&Row> = rows.iter().filter(|r| r.0 == name).collect();
-        let (mean, sd) = mean_sd(mine.iter().map(|r| r.4));
-        let (auc, auc_sd) = mean_sd(mine.iter().map(|r| r.5));
-        let n = mine.len() as f64;
-        let eps = mine.iter().map(|r| r.2).fold(0.0, f64::max);
-        let z = mine.iter().map(|r| r.3).sum::<f64>() / n;
+        let mine: Vec<&Row> = rows.iter().filter(|r| r.name == name).collect();
+        let (mean, sd) = mean_sd(&mine.iter().map(|r| r.rmse).collect::<Vec<_>>());
+        let (auc, auc_sd) = mean_sd(&mine.iter().map(|r| r.attack_auc).collect::<Vec<_>>());
+        let eps = mine.iter().map(|r| r.epsilon).fold(0.0, f64::max);
+        let z = mine.iter().map(|r| r.noise_multiplier).sum::<f64>() / mine.len() as f64;
         println!(
             "| {name} | {} | {} | {z:.2} | {mean:.1} ± {sd:.1} | {auc:.3} ± {auc_sd:.3} |",
             mine.len(),
@@ -215,16 +226,33 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// One model's result: name, seed, ε per cell, noise multiplier, RMSE, membership-attack AUC.
-type Row = (String, u64, f64, f64, f64, f64);
+/// One trained model's result (one seed).
+struct Row {
+    /// The training (`plain`, `epsilon 8`, ...).
+    name: String,
+    /// ε per cell spent (infinite for plain training).
+    epsilon: f64,
+    /// The noise multiplier DP-SGD used (0 for plain training).
+    noise_multiplier: f64,
+    /// RMSE on the test cells, predicted with the private training cells as references.
+    rmse: f64,
+    /// The loss-threshold membership attack's AUC (members: training cells; non-members:
+    /// test cells; references: the public cells).
+    attack_auc: f64,
+}
 
-/// Mean and (population) standard deviation.
-fn mean_sd(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
-    let n = values.clone().count() as f64;
-    let mean = values.clone().sum::<f64>() / n;
+/// Mean and sample standard deviation (0 for a single value).
+fn mean_sd(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let ss = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
     (
         mean,
-        (values.map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt(),
+        if values.len() > 1 {
+            (ss / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        },
     )
 }
 

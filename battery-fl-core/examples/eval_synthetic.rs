@@ -66,10 +66,11 @@ struct Args {
         value_parser = serde_enum::<LabelGrouping>
     )]
     label_grouping: LabelGrouping,
-    /// Only the variance and linear models (seconds; no network is trained).
+    /// Only the variance and linear models (seconds; no network is trained, whatever
+    /// `--networks` says).
     #[arg(long)]
     linear_only: bool,
-    /// The networks to train, comma-separated.
+    /// The networks to train, comma-separated (each once, in this order).
     #[arg(
         long,
         value_enum,
@@ -91,6 +92,7 @@ enum Network {
 }
 
 impl Network {
+    /// The model's name in the log lines and the table (its value on the command line).
     fn name(self) -> &'static str {
         match self {
             Network::Batlinet => "batlinet",
@@ -122,7 +124,13 @@ fn grouped(cells: Vec<(Cell, String)>) -> BTreeMap<String, Vec<Cell>> {
 type Results = BTreeMap<(String, String, u64), (Vec<f64>, Vec<f64>)>;
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let mut seen = Vec::new();
+    args.networks.retain(|n| {
+        let new = !seen.contains(n);
+        seen.push(*n);
+        new
+    });
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }
