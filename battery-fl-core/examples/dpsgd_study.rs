@@ -30,6 +30,9 @@
 //!     [--dp-batch B] [--seeds N] [--first-seed S] [--threads T]
 //! ```
 
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -209,8 +212,8 @@ fn main() -> Result<()> {
     }
     for name in names {
         let mine: Vec<&Row> = rows.iter().filter(|r| r.name == name).collect();
-        let (mean, sd) = mean_sd(&mine.iter().map(|r| r.rmse).collect::<Vec<_>>());
-        let (auc, auc_sd) = mean_sd(&mine.iter().map(|r| r.attack_auc).collect::<Vec<_>>());
+        let (mean, sd) = cli::mean_sd(&mine.iter().map(|r| r.rmse).collect::<Vec<_>>());
+        let (auc, auc_sd) = cli::mean_sd(&mine.iter().map(|r| r.attack_auc).collect::<Vec<_>>());
         let eps = mine.iter().map(|r| r.epsilon).fold(0.0, f64::max);
         let z = mine.iter().map(|r| r.noise_multiplier).sum::<f64>() / mine.len() as f64;
         println!(
@@ -239,21 +242,6 @@ struct Row {
     /// The loss-threshold membership attack's AUC (members: training cells; non-members:
     /// test cells; references: the public cells).
     attack_auc: f64,
-}
-
-/// Mean and sample standard deviation (0 for a single value).
-fn mean_sd(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let ss = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
-    (
-        mean,
-        if values.len() > 1 {
-            (ss / (n - 1.0)).sqrt()
-        } else {
-            0.0
-        },
-    )
 }
 
 /// What one study runs on: the model recipe, and either a pool of cells split per seed

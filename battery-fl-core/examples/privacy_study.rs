@@ -96,13 +96,6 @@ fn score(fed: &LinearFederation, test: &[Vec<LinearRow>]) -> Result<(f64, f64, f
     Ok((rms(&g), rms(&p), rms(&l)))
 }
 
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (m, var.sqrt())
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let (sizes, noise_seeds, epsilons) = (args.sizes, args.noise_seeds, args.epsilons);
@@ -163,7 +156,7 @@ fn main() -> Result<()> {
                 gs.push(g);
                 ps.push(p);
             }
-            let ((g, gsd), (p, psd)) = (mean_std(&gs), mean_std(&ps));
+            let ((g, gsd), (p, psd)) = (cli::mean_sd(&gs), cli::mean_sd(&ps));
             println!(
                 "| {size} ({train_cells}) | {epsilon} | {z:.2} | {g:.1} ± {gsd:.1} | {p:.1} ± {psd:.1} | {l0:.1} | {:.2} |",
                 p / p0
