@@ -15,7 +15,11 @@
 //! (inference stays at home). Each row also audits the model: the loss-threshold
 //! membership attack's AUC (`model::membership_auc`) of the private training cells against
 //! the test cells, predicted with the public cells (what an attacker holding the released
-//! model can use); 0.5 is chance. The main job's settings: 16 channels, batch 16, 16 references.
+//! model can use); 0.5 is chance. With `--shadows N` (synthetic cells only) each row is also
+//! attacked by the offline likelihood-ratio attack (`model::membership_lira_auc`): N shadow
+//! models of the row's own recipe, each trained on as many cells of the attacker's own draw of
+//! the fleets (data seed 7042), tell the attacker how well a model that never saw a cell fits
+//! it. The main job's settings: 16 channels, batch 16, 16 references.
 //!
 //! With `--data DIR` (MATR: `data/matr_severson_qv`) the cells are real: `--public-cells`
 //! cells of the `train` split, drawn with the library's public seed, are declared public
@@ -27,7 +31,7 @@
 //! ```text
 //! cargo run --release -p battery-fl-core --features tch --example dpsgd_study -- \
 //!     [--data DIR] [--cells-per-fleet N] [--public-cells N] [--epochs E] [--epsilons 1,4,8]
-//!     [--dp-batch B] [--seeds N] [--first-seed S] [--threads T]
+//!     [--dp-batch B] [--shadows N] [--seeds N] [--first-seed S] [--threads T]
 //! ```
 
 #[path = "cli/mod.rs"]
@@ -40,8 +44,8 @@ use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
 use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    membership_auc, BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig, InterFeatures, Metrics,
-    TrainOptions,
+    membership_auc, membership_lira_auc, BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig,
+    InterFeatures, Metrics, TrainOptions,
 };
 use clap::Parser;
 use rand::seq::SliceRandom;
@@ -63,6 +67,12 @@ struct Args {
     /// taken from the `train` split (default 10).
     #[arg(long, value_name = "N")]
     public_cells: Option<usize>,
+    /// Shadow models per trained model for the likelihood-ratio membership attack (0: only
+    /// the loss-threshold attack). Each is trained with the same recipe on as many cells of
+    /// the attacker's own population (synthetic fleets of the same profiles, data seed
+    /// 7042), so it costs `N` extra trainings per row.
+    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "data")]
+    shadows: usize,
     /// Training epochs of every model (default 60; with `--data`, the MATR recipe's 600).
     #[arg(long, value_name = "E")]
     epochs: Option<usize>,
@@ -106,8 +116,29 @@ fn main() -> Result<()> {
         cells,
         fixed,
         public,
+        attacker,
     } = study;
     let mut rows: Vec<Row> = Vec::new();
+    let mut recipes: Vec<(String, Recipe)> = vec![
+        ("plain".into(), Recipe::Plain),
+        (
+            "public, clipped, no noise".into(),
+            Recipe::Private(DpSgdConfig {
+                noise_multiplier: Some(1e-3),
+                epsilon: None,
+                ..Default::default()
+            }),
+        ),
+    ];
+    for &e in &args.epsilons {
+        recipes.push((
+            format!("epsilon {e}"),
+            Recipe::Private(DpSgdConfig {
+                epsilon: Some(e),
+                ..Default::default()
+            }),
+        ));
+    }
     for seed in args.first_seed..args.first_seed + args.seeds {
         let (train, test) = match &fixed {
             Some(split) => split.clone(),
@@ -128,81 +159,59 @@ fn main() -> Result<()> {
             test.len(),
             public.len()
         );
-        let config = base.clone().with_seed(seed);
-        let mut report = |name: String, model: &BatLiNet, epsilon: f64, z: f64, secs: f64| {
+        let trainer = Trainer {
+            config: base.clone(),
+            featurizer: &featurizer_cfg,
+            dp_batch: args.dp_batch,
+            public: &public,
+        };
+        for (name, recipe) in &recipes {
+            let t0 = Instant::now();
+            let (model, epsilon, z) = trainer.train(recipe, &train, seed)?;
+            let secs = t0.elapsed().as_secs_f64();
             let rmse = Metrics::compute(&model.predict(&test, &train)?, &truth)?.rmse;
             // the attacker holds the released model and the public cells, never the fleet's
-            let attack = membership_auc(model, &train, &test, &public)?;
-            // JSON has no infinity: plain training's ε is `null`
-            let eps = if epsilon.is_finite() {
-                format!("{epsilon}")
-            } else {
-                "null".into()
+            let attack = membership_auc(&model, &train, &test, &public)?;
+            // the likelihood-ratio attack: shadow models of the same recipe, each trained on
+            // as many cells of the attacker's own population
+            let lira = match &attacker {
+                Some(pool) if args.shadows > 0 => {
+                    let mut shadows = Vec::with_capacity(args.shadows);
+                    for s in 0..args.shadows as u64 {
+                        let shadow_seed = 1000 + 100 * seed + s;
+                        let mut order: Vec<usize> = (0..pool.len()).collect();
+                        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(shadow_seed));
+                        let cells = pool.subset(&order[..train.len().min(pool.len())])?;
+                        shadows.push(trainer.train(recipe, &cells, shadow_seed)?.0);
+                    }
+                    Some(membership_lira_auc(
+                        &model, &shadows, &train, &test, &public,
+                    )?)
+                }
+                _ => None,
             };
+            // JSON has no infinity: plain training's ε is `null`
+            let json = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v}"));
+            let eps = json(Some(epsilon).filter(|e| e.is_finite()));
             println!(
-                "{{\"model\": \"{name}\", \"seed\": {seed}, \"epsilon\": {eps}, \"noise_multiplier\": {z:.4}, \"rmse\": {rmse:.1}, \"attack_auc\": {attack:.3}, \"seconds\": {secs:.0}}}"
+                "{{\"model\": \"{name}\", \"seed\": {seed}, \"epsilon\": {eps}, \"noise_multiplier\": {z:.4}, \"rmse\": {rmse:.1}, \"attack_auc\": {attack:.3}, \"lira_auc\": {}, \"seconds\": {secs:.0}}}",
+                json(lira.map(|a| (a * 1000.0).round() / 1000.0))
             );
             rows.push(Row {
-                name,
+                name: name.clone(),
                 epsilon,
                 noise_multiplier: z,
                 rmse,
                 attack_auc: attack,
+                lira_auc: lira,
             });
-            anyhow::Ok(())
-        };
-        let t0 = Instant::now();
-        let mut plain = BatLiNet::new(config.clone(), featurizer_cfg.clone())?;
-        plain.fit(&train)?;
-        report(
-            "plain".into(),
-            &plain,
-            f64::INFINITY,
-            0.0,
-            t0.elapsed().as_secs_f64(),
-        )?;
-        let mut variants: Vec<(String, DpSgdConfig)> = vec![(
-            "public, clipped, no noise".into(),
-            DpSgdConfig {
-                noise_multiplier: Some(1e-3),
-                epsilon: None,
-                seed: Some(seed),
-                ..Default::default()
-            },
-        )];
-        for &e in &args.epsilons {
-            variants.push((
-                format!("epsilon {e}"),
-                DpSgdConfig {
-                    epsilon: Some(e),
-                    seed: Some(seed),
-                    ..Default::default()
-                },
-            ));
-        }
-        for (name, dp) in variants {
-            let t0 = Instant::now();
-            let dp_config = match args.dp_batch {
-                Some(b) => config.clone().with_batch_size(b),
-                None => config.clone(),
-            };
-            let mut model = BatLiNet::new(dp_config, featurizer_cfg.clone())?;
-            model.set_public_statistics(&public)?;
-            let r = model.train_private(&train, &public, &dp, &TrainOptions::default())?;
-            report(
-                name,
-                &model,
-                r.epsilon,
-                r.noise_multiplier,
-                t0.elapsed().as_secs_f64(),
-            )?;
         }
     }
     println!();
     println!(
-        "| training | seeds | epsilon per cell | noise multiplier | RMSE (mean ± sample sd) | attack AUC (mean ± sample sd) |"
+        "| training | seeds | epsilon per cell | noise multiplier | RMSE (mean ± sample sd) | loss-threshold attack AUC | likelihood-ratio attack AUC |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     // one line per training, in the order of the first seed
     let mut names: Vec<&str> = Vec::new();
     for r in &rows {
@@ -210,20 +219,26 @@ fn main() -> Result<()> {
             names.push(&r.name);
         }
     }
+    let mean_sd = |values: Vec<f64>, digits: usize| {
+        let (mean, sd) = cli::mean_sd(&values);
+        format!("{mean:.digits$} ± {sd:.digits$}")
+    };
     for name in names {
         let mine: Vec<&Row> = rows.iter().filter(|r| r.name == name).collect();
-        let (mean, sd) = cli::mean_sd(&mine.iter().map(|r| r.rmse).collect::<Vec<_>>());
-        let (auc, auc_sd) = cli::mean_sd(&mine.iter().map(|r| r.attack_auc).collect::<Vec<_>>());
         let eps = mine.iter().map(|r| r.epsilon).fold(0.0, f64::max);
         let z = mine.iter().map(|r| r.noise_multiplier).sum::<f64>() / mine.len() as f64;
+        let lira: Option<Vec<f64>> = mine.iter().map(|r| r.lira_auc).collect();
         println!(
-            "| {name} | {} | {} | {z:.2} | {mean:.1} ± {sd:.1} | {auc:.3} ± {auc_sd:.3} |",
+            "| {name} | {} | {} | {z:.2} | {} | {} | {} |",
             mine.len(),
-            if eps.is_finite() {
-                format!("{eps:.2}")
-            } else {
-                "∞".into()
-            }
+            match eps {
+                e if !e.is_finite() => "∞".into(),
+                e if e >= 1e4 => format!("{e:.1e}"),
+                e => format!("{e:.2}"),
+            },
+            mean_sd(mine.iter().map(|r| r.rmse).collect(), 1),
+            mean_sd(mine.iter().map(|r| r.attack_auc).collect(), 3),
+            lira.map_or("-".into(), |v| mean_sd(v, 3)),
         );
     }
     Ok(())
@@ -242,6 +257,52 @@ struct Row {
     /// The loss-threshold membership attack's AUC (members: training cells; non-members:
     /// test cells; references: the public cells).
     attack_auc: f64,
+    /// The likelihood-ratio attack's AUC on the same cells (with `--shadows`).
+    lira_auc: Option<f64>,
+}
+
+/// How a model is trained: plainly, or with DP-SGD on public statistics and references.
+enum Recipe {
+    Plain,
+    Private(DpSgdConfig),
+}
+
+/// Trains the study's models: the target models and the attacker's shadow models alike.
+struct Trainer<'a> {
+    config: BatLiNetConfig,
+    featurizer: &'a FeaturizerConfig,
+    /// The DP-SGD models' expected batch (`--dp-batch`).
+    dp_batch: Option<usize>,
+    public: &'a Dataset,
+}
+
+impl Trainer<'_> {
+    /// `recipe` trained on `cells` with model (and noise) seed `seed`: the model, the ε per
+    /// cell it spent (infinite for plain training) and its noise multiplier.
+    fn train(&self, recipe: &Recipe, cells: &Dataset, seed: u64) -> Result<(BatLiNet, f64, f64)> {
+        let config = self.config.clone().with_seed(seed);
+        match recipe {
+            Recipe::Plain => {
+                let mut model = BatLiNet::new(config, self.featurizer.clone())?;
+                model.fit(cells)?;
+                Ok((model, f64::INFINITY, 0.0))
+            }
+            Recipe::Private(dp) => {
+                let config = match self.dp_batch {
+                    Some(b) => config.with_batch_size(b),
+                    None => config,
+                };
+                let dp = DpSgdConfig {
+                    seed: Some(seed),
+                    ..dp.clone()
+                };
+                let mut model = BatLiNet::new(config, self.featurizer.clone())?;
+                model.set_public_statistics(self.public)?;
+                let r = model.train_private(cells, self.public, &dp, &TrainOptions::default())?;
+                Ok((model, r.epsilon, r.noise_multiplier))
+            }
+        }
+    }
 }
 
 /// What one study runs on: the model recipe, and either a pool of cells split per seed
@@ -255,6 +316,9 @@ struct Study {
     /// Private training and test cells, the same for every seed (real cells).
     fixed: Option<(Dataset, Dataset)>,
     public: Dataset,
+    /// The attacker's own population for shadow models (synthetic: fleets drawn from the
+    /// same profiles with another data seed; none with real cells).
+    attacker: Option<Dataset>,
 }
 
 impl Study {
@@ -283,6 +347,25 @@ impl Study {
             .with_progress(false);
         let public =
             Dataset::for_config(&public_cells, &featurizer, &base, &LabelConfig::default())?;
+        // the attacker's population: the same five profiles, other cells
+        let attacker = if args.shadows > 0 {
+            let cells: Vec<Cell> = FleetConfig::default()
+                .with_fleets(5)
+                .with_cells_per_fleet(args.cells_per_fleet)
+                .with_seed(ATTACKER_SEED)
+                .generate()?
+                .into_iter()
+                .flat_map(|f| f.cells)
+                .collect();
+            Some(Dataset::for_config(
+                &cells,
+                &featurizer,
+                &base,
+                &LabelConfig::default(),
+            )?)
+        } else {
+            None
+        };
         Ok(Study {
             featurizer_cfg,
             featurizer,
@@ -290,6 +373,7 @@ impl Study {
             cells,
             fixed: None,
             public,
+            attacker,
         })
     }
 
@@ -347,9 +431,13 @@ impl Study {
             cells: Vec::new(),
             fixed: Some((private, test)),
             public,
+            attacker: None,
         })
     }
 }
+
+/// The data seed of the attacker's own synthetic population (shadow models).
+const ATTACKER_SEED: u64 = 7042;
 
 /// The MATR cell left out of every evaluation (cycle life 148; as `eval_matr`).
 const OUTLIER: &str = "MATR_2017-06-30_EL150800460605";

@@ -67,7 +67,7 @@ pub use reference::select_references;
 pub use variance::{VarianceConfig, VarianceModel};
 
 #[cfg(feature = "tch")]
-pub use audit::{membership_auc, membership_scores};
+pub use audit::{likelihood_ratio_scores, membership_auc, membership_lira_auc, membership_scores};
 #[cfg(feature = "tch")]
 pub use batlinet::{BatLiNet, BranchPredictions};
 #[cfg(feature = "tch")]

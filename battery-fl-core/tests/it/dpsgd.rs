@@ -5,7 +5,8 @@ use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::dp::RdpAccountant;
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    membership_auc, BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig, TrainOptions,
+    membership_auc, membership_lira_auc, BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig,
+    TrainOptions,
 };
 use battery_fl_core::Error;
 
@@ -182,6 +183,26 @@ fn the_membership_attack_finds_an_overfit_model_and_not_a_private_one() {
     plain.set_public_statistics(&public).unwrap();
     plain.train(&members, &TrainOptions::default()).unwrap();
     let exposed = membership_auc(&plain, &members, &non_members, &public).unwrap();
+    // the likelihood-ratio attack: two shadow models of the same recipe, each trained on as
+    // many cells of another draw of the fleets (never a member or a candidate)
+    let shadows: Vec<BatLiNet> = (0..2u64)
+        .map(|s| {
+            let own = ds(&cells("shadow-", 2008 + s, members.len() / 2));
+            let mut m = BatLiNet::new(config().with_seed(10 + s), small()).unwrap();
+            m.set_public_statistics(&public).unwrap();
+            m.train(&own, &TrainOptions::default()).unwrap();
+            m
+        })
+        .collect();
+    let lira = membership_lira_auc(&plain, &shadows, &members, &non_members, &public).unwrap();
+    assert!(
+        lira > 0.75,
+        "likelihood-ratio attack's AUC on the overfit model {lira}"
+    );
+    assert!(matches!(
+        membership_lira_auc(&plain, &shadows[..1], &members, &non_members, &public),
+        Err(Error::NotEnoughData { .. })
+    ));
     // the same training with DP-SGD at epsilon 1 per cell
     let mut private = BatLiNet::new(config(), small()).unwrap();
     private.set_public_statistics(&public).unwrap();
@@ -194,7 +215,7 @@ fn the_membership_attack_finds_an_overfit_model_and_not_a_private_one() {
         .train_private(&members, &public, &dp, &TrainOptions::default())
         .unwrap();
     let guarded = membership_auc(&private, &members, &non_members, &public).unwrap();
-    eprintln!("membership AUC: plain {exposed}, epsilon 1 {guarded}");
+    eprintln!("membership AUC: plain {exposed} (likelihood ratio {lira}), epsilon 1 {guarded}");
     assert!(
         exposed > 0.75,
         "membership AUC of the overfit model {exposed}"
