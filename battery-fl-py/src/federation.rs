@@ -56,7 +56,8 @@ type FleetIn<'py> = (
 /// and a round the budget does not cover raises :class:`battery_fl.PrivacyError`.
 /// Rounds release the GIL; each returns its record as a dict (``round``, ``clients``,
 /// ``rejected``, ``global_rmse``, ``fleet_rmse``, ``epsilon``, ``clipping_norm``,
-/// ``personalized_rmse``, ``fleet_personalized_rmse``, ``choices``, ``fleet_epsilon``: ε per
+/// ``personalized_rmse``, ``fleet_personalized_rmse``, ``choices``, ``validation_rmse``: with
+/// ``auto`` each candidate's RMSE on each fleet's validation cells, ``fleet_epsilon``: ε per
 /// cell each fleet has spent under ``record_privacy``).
 ///
 /// >>> import battery_fl

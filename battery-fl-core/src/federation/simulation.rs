@@ -533,6 +533,19 @@ impl Simulation {
                 .zip(&self.fleets)
                 .filter_map(|(p, f)| p.choice.as_ref().map(|c| (f.id.clone(), c.0.name().into())))
                 .collect(),
+            validation_rmse: personal
+                .iter()
+                .zip(&self.fleets)
+                .filter_map(|(p, f)| {
+                    let (_, scores) = p.choice.as_ref()?;
+                    // (JSON has no NaN: a candidate that could not be scored is left out)
+                    let named = scores
+                        .iter()
+                        .filter(|(_, v)| v.is_finite())
+                        .map(|(c, v)| (c.name().to_string(), *v));
+                    Some((f.id.clone(), named.collect()))
+                })
+                .collect(),
             fleet_epsilon: self.fleet_epsilon(&personal)?,
         };
         let mut next = self.state.clone();

@@ -346,8 +346,15 @@ fn auto_personalization_never_picks_worse_than_local_on_validation() {
     sim.run(|_| {}).unwrap();
     let last = sim.state().history.last().unwrap().clone();
     assert_eq!(last.choices.len(), 3);
-    for state in &sim.state().fleets {
+    for (state, fleet) in sim.state().fleets.iter().zip(fleets(3)) {
         let (choice, scores) = state.choice.clone().unwrap();
+        // the round record carries the scores the choice was made on
+        let recorded = &last.validation_rmse[&fleet.id];
+        let finite: Vec<_> = scores.iter().filter(|(_, v)| v.is_finite()).collect();
+        assert_eq!(recorded.len(), finite.len());
+        for (c, v) in finite {
+            assert_eq!(recorded[c.name()], *v);
+        }
         let local = scores[&Candidate::Local];
         let best_shared = scores
             .iter()
@@ -366,7 +373,7 @@ fn auto_personalization_never_picks_worse_than_local_on_validation() {
     let mut sim = Simulation::new(plain, model(), featurizer(), fleets(3)).unwrap();
     let r = sim.run_round().unwrap();
     assert!((r.personalized_rmse - r.global_rmse).abs() < 1e-9);
-    assert!(r.choices.is_empty());
+    assert!(r.choices.is_empty() && r.validation_rmse.is_empty());
 }
 
 /// A fleet that keeps its own model under `auto` gets exactly what it had alone: the same
