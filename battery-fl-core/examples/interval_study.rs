@@ -4,7 +4,8 @@
 //! - **In distribution**: every cell of the fleets pooled and split at random (seeded) into
 //!   training (50 %), calibration (20 %) and test (30 %) cells. The model trains on the first,
 //!   is calibrated on the second (split conformal) and predicts the third with 80 % and 90 %
-//!   intervals, with one pooled conformal quantile and with one per chemistry (Mondrian):
+//!   intervals, with one pooled conformal quantile and with the default, one per chemistry
+//!   where the chemistry has `MONDRIAN_MIN_CELLS` calibration cells (Mondrian):
 //!   coverage overall and per cathode chemistry, mean width, the naive interval
 //!   (min-max over the per-reference predictions) for comparison, and the share of test cells
 //!   flagged out of distribution.
@@ -17,7 +18,7 @@
 //!
 //! ```text
 //! cargo run --release -p battery-fl-core --features tch --example interval_study -- \
-//!     [--cells-per-fleet N] [--seeds N] [--data-seed S] [--threads T] [--skip-loco]
+//!     [--cells-per-fleet N] [--seeds N] [--first-seed S] [--data-seed S] [--threads T] [--skip-loco]
 //! ```
 
 use std::collections::BTreeMap;
@@ -42,6 +43,9 @@ struct Args {
     /// Seeds (model and split), from 0.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
+    /// The first seed.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    first_seed: u64,
     /// Data seed of the synthetic fleets.
     #[arg(long, value_name = "S", default_value_t = 42)]
     data_seed: u64,
@@ -127,16 +131,17 @@ fn main() -> Result<()> {
     let mut table: BTreeMap<Key, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
     let mut flagged_in = Vec::new();
     let mut flagged_out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for seed in 0..args.seeds {
+    for seed in args.first_seed..args.first_seed + args.seeds {
         let parts = split(&cells, 1000 + seed, &[0.5, 0.2, 0.3]);
         let (train, cal, test) = (ds(&parts[0])?, ds(&parts[1])?, ds(&parts[2])?);
         let mut model = BatLiNet::new(base.clone().with_seed(seed), featurizer_cfg.clone())?;
         model.fit(&train)?;
-        let pooled = model.calibrate(&train, &cal, &train)?;
-        // the same scores with each chemistry's own quantile (Mondrian)
-        let by_chemistry = IntervalCalibration {
-            by_chemistry: true,
-            ..pooled.clone()
+        // the default: each chemistry with enough calibration cells its own quantile (Mondrian)
+        let by_chemistry = model.calibrate(&train, &cal, &train)?;
+        // the same scores with one pooled quantile
+        let pooled = IntervalCalibration {
+            by_chemistry: false,
+            ..by_chemistry.clone()
         };
         let truth = test.require_labels()?;
         let chemistries: Vec<String> = parts[2].iter().map(cathode).collect();

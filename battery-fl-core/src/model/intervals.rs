@@ -16,11 +16,13 @@
 //! split conformal. Intervals are clipped to the prediction bound.
 //!
 //! Chemistries age differently, so one pooled quantile can over-cover some and under-cover
-//! others. With [`IntervalCalibration::by_chemistry`], each cathode chemistry with enough
-//! calibration cells for the requested coverage (9 for 90 %) gets its own quantile (Mondrian
-//! conformal, Vovk et al. 2005: coverage then holds within each chemistry), at the price of the
-//! small-sample conservatism of a quantile over a dozen cells; it is off by default, as
-//! measured on synthetic fleets.
+//! others. With [`IntervalCalibration::by_chemistry`] (the default), each cathode chemistry
+//! with at least [`MONDRIAN_MIN_CELLS`] calibration cells gets its own quantile (Mondrian
+//! conformal, Vovk et al. 2005: coverage then holds within each chemistry); a chemistry with
+//! fewer cells takes the pooled quantile. The threshold is the conformal quantile's own slack:
+//! over `n` exchangeable cells it covers between `c` and `c + 1/(n + 1)`, so from 19 cells on a
+//! chemistry's own quantile over-covers by at most 5 points, while over a dozen cells it is the
+//! largest score or close to it (BENCHMARKS.md "BatLiNet intervals").
 //!
 //! Calibration cells must be held out from training: scores of cells the network has fitted are
 //! too small. [`BatLiNet::calibrate`] takes cells the user set aside;
@@ -68,11 +70,10 @@ pub struct IntervalCalibration {
     /// The scores of each [`LABEL_GROUPS`] cathode's calibration cells, ascending.
     #[serde(default)]
     pub group_scores: Vec<Vec<f64>>,
-    /// Give a cell of a chemistry with enough calibration cells its chemistry's quantile
-    /// (Mondrian conformal), others the pooled one. Default off: with a dozen calibration
-    /// cells per chemistry the per-chemistry quantile over-covers more than the pooled one
-    /// (BENCHMARKS.md "BatLiNet intervals").
-    #[serde(default)]
+    /// Give a cell of a chemistry with at least [`MONDRIAN_MIN_CELLS`] calibration cells its
+    /// chemistry's quantile (Mondrian conformal), others the pooled one (default on; `false`:
+    /// one pooled quantile for every cell).
+    #[serde(default = "default_by_chemistry")]
     pub by_chemistry: bool,
     /// `β`: the median spread of the calibration cells (0: every cell gets the same width).
     pub scale: f64,
@@ -94,6 +95,14 @@ pub struct IntervalCalibration {
 
 /// Default folds of [`BatLiNet::cross_calibrate`].
 pub const DEFAULT_CALIBRATION_FOLDS: usize = 5;
+
+/// Fewest calibration cells of a chemistry for its own (Mondrian) quantile: the conformal
+/// quantile over `n` cells over-covers by at most `1/(n + 1)`, 5 points from 19 cells on.
+pub const MONDRIAN_MIN_CELLS: usize = 19;
+
+fn default_by_chemistry() -> bool {
+    true
+}
 
 /// One BatLiNet prediction with its interval, spread and flags.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -339,14 +348,14 @@ impl BatLiNet {
         calibration.validate()?;
         let q = conformal_quantile(&calibration.scores, coverage)?;
         let draw = calibration.draw;
-        // a chemistry's own quantile where its calibration cells suffice for the coverage
+        // a chemistry's own quantile where it has the cells for a tight one
         let group_q: Vec<Option<f64>> = calibration
             .group_scores
             .iter()
             .map(|g| {
                 conformal_quantile(g, coverage)
                     .ok()
-                    .filter(|_| calibration.by_chemistry)
+                    .filter(|_| calibration.by_chemistry && g.len() >= MONDRIAN_MIN_CELLS)
             })
             .collect();
         if targets.is_empty() {
@@ -426,7 +435,7 @@ impl IntervalCalibration {
         let mut calibration_out = IntervalCalibration {
             scores: Vec::new(),
             group_scores: Vec::new(),
-            by_chemistry: false,
+            by_chemistry: default_by_chemistry(),
             scale,
             max_distance: points.iter().map(|p| p.distance).fold(0.0, f64::max),
             training: training.fingerprints().to_vec(),

@@ -75,7 +75,9 @@ pub use cross_conformal::CrossConformalIntervals;
 #[cfg(feature = "tch")]
 pub use hybrid::HybridModel;
 #[cfg(feature = "tch")]
-pub use intervals::{IntervalCalibration, Prediction, ReferenceDraw, DEFAULT_CALIBRATION_FOLDS};
+pub use intervals::{
+    IntervalCalibration, Prediction, ReferenceDraw, DEFAULT_CALIBRATION_FOLDS, MONDRIAN_MIN_CELLS,
+};
 #[cfg(feature = "tch")]
 pub use train::{TrainOptions, TrainReport, Trainable};
 #[cfg(feature = "tch")]

@@ -7,7 +7,7 @@ use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
     conformal_quantile, label_group, BatLiNet, BatLiNetConfig, Dataset, IntervalCalibration,
-    TrainOptions,
+    TrainOptions, MONDRIAN_MIN_CELLS,
 };
 use battery_fl_core::Error;
 
@@ -115,24 +115,42 @@ fn intervals_cover_held_out_cells_and_unseen_chemistries_are_flagged() {
         );
         assert!(p.spread >= 0.0 && p.reference_distance.is_some());
     }
-    // half-widths in ln(life) follow the difficulty: q · (s + β)
+    // half-widths in ln(life) follow the difficulty: q · (s + β); by default each chemistry
+    // gets its own quantile only from MONDRIAN_MIN_CELLS calibration cells, and this small
+    // calibration has fewer of every chemistry: the pooled quantile everywhere
+    assert!(cal.by_chemistry);
+    assert!(cal
+        .group_scores
+        .iter()
+        .all(|g| g.len() < MONDRIAN_MIN_CELLS));
     let pooled = conformal_quantile(&cal.scores, 0.8).unwrap();
     for p in p.iter().filter(|p| !p.bounded) {
         let half = (p.upper / p.life).ln();
         assert_relative_eq!(half, pooled * (p.spread + cal.scale), max_relative = 1e-6);
     }
-    // by chemistry (Mondrian): a chemistry's own quantile where its calibration cells suffice
-    let mondrian = IntervalCalibration {
-        by_chemistry: true,
-        ..cal.clone()
-    };
+    // by chemistry (Mondrian): with one chemistry's scores repeated to MONDRIAN_MIN_CELLS, its
+    // cells get that chemistry's quantile and the others keep the pooled one
+    let mut mondrian = cal.clone();
+    let largest = (0..cal.group_scores.len())
+        .max_by_key(|&g| cal.group_scores[g].len())
+        .unwrap();
+    let mut padded: Vec<f64> = cal.group_scores[largest]
+        .iter()
+        .copied()
+        .cycle()
+        .take(MONDRIAN_MIN_CELLS)
+        .collect();
+    padded.sort_by(f64::total_cmp);
+    mondrian.group_scores[largest] = padded;
     let own = |c: Option<&str>| {
-        label_group(c).and_then(|g| conformal_quantile(&cal.group_scores[g], 0.8).ok())
+        label_group(c)
+            .filter(|&g| mondrian.group_scores[g].len() >= MONDRIAN_MIN_CELLS)
+            .and_then(|g| conformal_quantile(&mondrian.group_scores[g], 0.8).ok())
     };
     let cathodes = test.cathodes();
     assert!(
-        cathodes.iter().any(|c| own(*c).is_some()),
-        "a chemistry has its own quantile"
+        cathodes.iter().any(|c| own(*c).is_some()) && cathodes.iter().any(|c| own(*c).is_none()),
+        "one chemistry has its own quantile, another not"
     );
     let by = model
         .predict_intervals(&test, &train, &mondrian, 0.8)
@@ -141,6 +159,15 @@ fn intervals_cover_held_out_cells_and_unseen_chemistries_are_flagged() {
         let half = (p.upper / p.life).ln();
         let q = own(*c).unwrap_or(pooled);
         assert_relative_eq!(half, q * (p.spread + cal.scale), max_relative = 1e-6);
+    }
+    // switched off: the pooled quantile even for the chemistry with enough cells
+    let off = IntervalCalibration {
+        by_chemistry: false,
+        ..mondrian.clone()
+    };
+    let pooled_only = model.predict_intervals(&test, &train, &off, 0.8).unwrap();
+    for (a, b) in pooled_only.iter().zip(&p) {
+        assert_relative_eq!(a.upper, b.upper, max_relative = 1e-9);
     }
     // on the calibration cells themselves the quantile covers at least the nominal share
     let lives = calibration.require_labels().unwrap();
