@@ -17,9 +17,9 @@
 //! the test cells, predicted with the public cells (what an attacker holding the released
 //! model can use); 0.5 is chance. With `--shadows N` (synthetic cells only) each row is also
 //! attacked by the offline likelihood-ratio attack (`model::membership_lira_auc`): N shadow
-//! models of the row's own recipe, each trained on as many cells of the attacker's own draw of
-//! the fleets (data seed 7042), tell the attacker how well a model that never saw a cell fits
-//! it. The main job's settings: 16 channels, batch 16, 16 references.
+//! models of the row's own recipe, each trained on as many cells of its own independent draw
+//! of the fleets (data seeds 7042, 7043, ...), tell the attacker how well a model that never
+//! saw a cell fits it. The main job's settings: 16 channels, batch 16, 16 references.
 //!
 //! With `--data DIR` (MATR: `data/matr_severson_qv`) the cells are real: `--public-cells`
 //! cells of the `train` split, drawn with the library's public seed, are declared public
@@ -68,10 +68,11 @@ struct Args {
     #[arg(long, value_name = "N")]
     public_cells: Option<usize>,
     /// Shadow models per trained model for the likelihood-ratio membership attack (0: only
-    /// the loss-threshold attack). Each is trained with the same recipe on as many cells of
-    /// the attacker's own population (synthetic fleets of the same profiles, data seed
-    /// 7042), so it costs `N` extra trainings per row.
-    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "data")]
+    /// the loss-threshold attack; else at least 2). Shadow `s` is trained with the row's recipe
+    /// on as many cells of its own draw of the fleets (same profiles, data seed 7042 + s), so
+    /// the attack costs `N` extra trainings per row.
+    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "data",
+          value_parser = shadow_count)]
     shadows: usize,
     /// Training epochs of every model (default 60; with `--data`, the MATR recipe's 600).
     #[arg(long, value_name = "E")]
@@ -97,6 +98,14 @@ struct Args {
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long, value_name = "T")]
     threads: Option<i32>,
+}
+
+/// `--shadows`: 0, or 2 to 1000 (one shadow model gives no variance).
+fn shadow_count(v: &str) -> std::result::Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n == 0 || (2..=1000).contains(&n) => Ok(n),
+        _ => Err(format!("expected 0 or 2 to 1000 shadow models, got {v}")),
+    }
 }
 
 fn main() -> Result<()> {
@@ -173,12 +182,13 @@ fn main() -> Result<()> {
             // the attacker holds the released model and the public cells, never the fleet's
             let attack = membership_auc(&model, &train, &test, &public)?;
             // the likelihood-ratio attack: shadow models of the same recipe, each trained on
-            // as many cells of the attacker's own population
+            // as many cells of its own draw of the population
             let lira = match &attacker {
-                Some(pool) if args.shadows > 0 => {
-                    let mut shadows = Vec::with_capacity(args.shadows);
-                    for s in 0..args.shadows as u64 {
-                        let shadow_seed = 1000 + 100 * seed + s;
+                Some(pools) if !pools.is_empty() => {
+                    let mut shadows = Vec::with_capacity(pools.len());
+                    for (s, pool) in (0u64..).zip(pools) {
+                        // apart from every target seed below a million
+                        let shadow_seed = 1_000_000 * (seed + 1) + s;
                         let mut order: Vec<usize> = (0..pool.len()).collect();
                         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(shadow_seed));
                         let cells = pool.subset(&order[..train.len().min(pool.len())])?;
@@ -316,9 +326,9 @@ struct Study {
     /// Private training and test cells, the same for every seed (real cells).
     fixed: Option<(Dataset, Dataset)>,
     public: Dataset,
-    /// The attacker's own population for shadow models (synthetic: fleets drawn from the
-    /// same profiles with another data seed; none with real cells).
-    attacker: Option<Dataset>,
+    /// The attacker's own populations, one per shadow model (synthetic: fleets drawn from
+    /// the same profiles with other data seeds; none with real cells).
+    attacker: Option<Vec<Dataset>>,
 }
 
 impl Study {
@@ -347,25 +357,28 @@ impl Study {
             .with_progress(false);
         let public =
             Dataset::for_config(&public_cells, &featurizer, &base, &LabelConfig::default())?;
-        // the attacker's population: the same five profiles, other cells
-        let attacker = if args.shadows > 0 {
+        // the attacker's populations: the same five profiles, other cells, one draw per shadow
+        let mut attacker = Vec::with_capacity(args.shadows);
+        for s in 0..args.shadows as u64 {
             let cells: Vec<Cell> = FleetConfig::default()
                 .with_fleets(5)
                 .with_cells_per_fleet(args.cells_per_fleet)
-                .with_seed(ATTACKER_SEED)
+                .with_seed(ATTACKER_SEED + s)
                 .generate()?
                 .into_iter()
                 .flat_map(|f| f.cells)
+                .map(|mut c| {
+                    c.meta.cell_id = format!("shadow{s}-{}", c.meta.cell_id);
+                    c
+                })
                 .collect();
-            Some(Dataset::for_config(
+            attacker.push(Dataset::for_config(
                 &cells,
                 &featurizer,
                 &base,
                 &LabelConfig::default(),
-            )?)
-        } else {
-            None
-        };
+            )?);
+        }
         Ok(Study {
             featurizer_cfg,
             featurizer,
@@ -373,7 +386,7 @@ impl Study {
             cells,
             fixed: None,
             public,
-            attacker,
+            attacker: Some(attacker),
         })
     }
 
@@ -436,7 +449,8 @@ impl Study {
     }
 }
 
-/// The data seed of the attacker's own synthetic population (shadow models).
+/// The data seed of the attacker's first synthetic population (shadow model `s` draws its
+/// cells from seed `ATTACKER_SEED + s`).
 const ATTACKER_SEED: u64 = 7042;
 
 /// The MATR cell left out of every evaluation (cycle life 148; as `eval_matr`).

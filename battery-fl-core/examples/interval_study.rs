@@ -5,7 +5,7 @@
 //!   training (50 %), calibration (20 %) and test (30 %) cells. The model trains on the first,
 //!   is calibrated on the second (split conformal) and predicts the third with 80 % and 90 %
 //!   intervals, with one pooled conformal quantile and with the default, one per chemistry
-//!   where the chemistry has `MONDRIAN_MIN_CELLS` calibration cells (Mondrian):
+//!   where the chemistry has at least `MONDRIAN_MIN_CELLS` calibration cells (Mondrian):
 //!   coverage overall and per cathode chemistry, mean width, the naive interval
 //!   (min-max over the per-reference predictions) for comparison, and the share of test cells
 //!   flagged out of distribution.
@@ -40,7 +40,7 @@ struct Args {
     /// Cells per fleet (five fleets).
     #[arg(long, value_name = "N", default_value_t = 60)]
     cells_per_fleet: usize,
-    /// Seeds (model and split), from 0.
+    /// Seeds (model and split), from `--first-seed`.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
     /// The first seed.

@@ -31,6 +31,13 @@ def test_predictions_with_intervals_match_the_plain_ones(
     for back in (pickle.loads(pickle.dumps(cal)), type(cal).from_json(cal.to_json())):
         q = fitted.predict(test, train, coverage=0.5, calibration=back)
         np.testing.assert_array_equal(q.upper, p.upper)
+    # per chemistry by default; four cells are too few for a chemistry's own quantile, so
+    # the pooled setting gives the same intervals, and the setting survives JSON
+    pooled = cal.with_by_chemistry(False)
+    assert cal.by_chemistry and not pooled.by_chemistry and "by_chemistry=False" in repr(pooled)
+    q = fitted.predict(test, train, coverage=0.5, calibration=pooled)
+    np.testing.assert_array_equal(q.upper, p.upper)
+    assert not type(cal).from_json(pooled.to_json()).by_chemistry
 
 
 def test_intervals_refuse_what_would_be_silently_wrong(

@@ -1,4 +1,5 @@
-//! A privacy audit of a trained BatLiNet: the loss-threshold membership-inference attack.
+//! A privacy audit of a trained BatLiNet: membership-inference attacks, the loss threshold and
+//! the likelihood ratio.
 //!
 //! The attacker holds the released model, a cell's curves and its life, and guesses that the
 //! cell was in the training set when the model's error on it is small (Yeom et al. 2018). Its
@@ -60,11 +61,18 @@ fn log_errors(model: &BatLiNet, cells: &Dataset, references: &Dataset) -> Result
 /// [`Error::Shape`] when a shadow's length differs from the target's; [`Error::Model`] when a
 /// log error is not finite (a model predicted a non-positive or infinite life).
 pub fn likelihood_ratio_scores(target: &[f64], shadows: &[Vec<f64>]) -> Result<Vec<f64>> {
-    if shadows.len() < 2 || target.is_empty() {
+    if shadows.len() < 2 {
         return Err(Error::NotEnoughData {
-            what: "shadow models and cells for the likelihood-ratio attack".into(),
+            what: "shadow models for the likelihood-ratio attack".into(),
             needed: 2,
-            got: shadows.len().min(target.len()),
+            got: shadows.len(),
+        });
+    }
+    if target.is_empty() {
+        return Err(Error::NotEnoughData {
+            what: "candidate cells for the likelihood-ratio attack".into(),
+            needed: 1,
+            got: 0,
         });
     }
     let n = target.len();
@@ -101,8 +109,9 @@ pub fn likelihood_ratio_scores(target: &[f64], shadows: &[Vec<f64>]) -> Result<V
         .collect())
 }
 
-/// `P(|E| ≤ a)` for `E ~ N(mu, sigma²)`, computed in the tail where the two CDF values are
-/// close so that small probabilities keep their precision.
+/// `P(|E| ≤ a)` for `E ~ N(mu, sigma²)`, as a difference of upper-tail probabilities on the
+/// side away from the mean, so that a cell fitted far better than the shadows fit it (both
+/// bounds deep in one tail) keeps a precise small probability.
 fn fits_as_well(a: f64, mu: f64, sigma: f64) -> f64 {
     let upper = (a - mu) / sigma;
     let lower = (-a - mu) / sigma;
@@ -121,7 +130,8 @@ fn fits_as_well(a: f64, mu: f64, sigma: f64) -> f64 {
 /// recipe on cells that are neither) and `references` (the attacker's, e.g. public cells).
 ///
 /// # Errors
-/// [`Error::NotEnoughData`] without members, non-members or two shadow models; the errors of
+/// [`Error::NotEnoughData`] without members, non-members or two shadow models;
+/// [`Error::Model`] when a model predicts a life whose log error is not finite; the errors of
 /// prediction.
 pub fn membership_lira_auc(
     model: &BatLiNet,
@@ -202,7 +212,7 @@ mod tests {
     #[test]
     fn fits_as_well_is_the_folded_normal_cdf() {
         // P(|E| <= 1.96) for a standard normal
-        assert!((fits_as_well(1.96, 0.0, 1.0) - 0.9500).abs() < 1e-4);
+        approx::assert_abs_diff_eq!(fits_as_well(1.96, 0.0, 1.0), 0.9500, epsilon = 1e-4);
         // far in the tail: P(|E| <= 1) with E ~ N(10, 1) = Φ(-9) - Φ(-11), still resolved
         let p = fits_as_well(1.0, 10.0, 1.0);
         assert!(p > 1.0e-19 && p < 1.2e-19, "{p}");
@@ -249,7 +259,19 @@ mod tests {
         let one = [vec![0.1, 0.2]];
         assert!(matches!(
             likelihood_ratio_scores(&[0.0, 0.0], &one),
-            Err(Error::NotEnoughData { .. })
+            Err(Error::NotEnoughData {
+                needed: 2,
+                got: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            likelihood_ratio_scores(&[], &[vec![], vec![]]),
+            Err(Error::NotEnoughData {
+                needed: 1,
+                got: 0,
+                ..
+            })
         ));
         let ragged = [vec![0.1, 0.2], vec![0.1]];
         assert!(matches!(

@@ -19,10 +19,13 @@
 //! others. With [`IntervalCalibration::by_chemistry`] (the default), each cathode chemistry
 //! with at least [`MONDRIAN_MIN_CELLS`] calibration cells gets its own quantile (Mondrian
 //! conformal, Vovk et al. 2005: coverage then holds within each chemistry); a chemistry with
-//! fewer cells takes the pooled quantile. The threshold is the conformal quantile's own slack:
-//! over `n` exchangeable cells it covers between `c` and `c + 1/(n + 1)`, so from 19 cells on a
-//! chemistry's own quantile over-covers by at most 5 points, while over a dozen cells it is the
-//! largest score or close to it (BENCHMARKS.md "BatLiNet intervals").
+//! fewer cells takes the pooled quantile, which guarantees coverage over all cells but not
+//! within that chemistry. The threshold is the conformal quantile's own slack: over `n`
+//! exchangeable cells it covers, in expectation over the calibration draw, between `c` and
+//! `c + 1/(n + 1)`, so from 19 cells on a chemistry's own quantile over-covers by at most 5
+//! points, while over a dozen cells it is the largest score or close to it (BENCHMARKS.md
+//! "BatLiNet intervals"). A calibration read back from JSON keeps the setting it was saved
+//! with; calibrating again takes the default.
 //!
 //! Calibration cells must be held out from training: scores of cells the network has fitted are
 //! too small. [`BatLiNet::calibrate`] takes cells the user set aside;
@@ -97,7 +100,8 @@ pub struct IntervalCalibration {
 pub const DEFAULT_CALIBRATION_FOLDS: usize = 5;
 
 /// Fewest calibration cells of a chemistry for its own (Mondrian) quantile: the conformal
-/// quantile over `n` cells over-covers by at most `1/(n + 1)`, 5 points from 19 cells on.
+/// quantile over `n` cells over-covers, in expectation, by at most `1/(n + 1)`: 5 points from
+/// 19 cells on.
 pub const MONDRIAN_MIN_CELLS: usize = 19;
 
 fn default_by_chemistry() -> bool {

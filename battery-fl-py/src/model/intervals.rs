@@ -42,6 +42,24 @@ impl PyIntervalCalibration {
         self.inner.max_distance
     }
 
+    /// Whether a chemistry with at least ``MONDRIAN_MIN_CELLS`` (19) calibration cells gets
+    /// its own quantile (the default), the others the pooled one; ``False``: one pooled
+    /// quantile for every cell.
+    #[getter]
+    fn by_chemistry(&self) -> bool {
+        self.inner.by_chemistry
+    }
+
+    /// A copy with ``by_chemistry`` set to ``on``.
+    fn with_by_chemistry(&self, on: bool) -> Self {
+        PyIntervalCalibration {
+            inner: IntervalCalibration {
+                by_chemistry: on,
+                ..self.inner.clone()
+            },
+        }
+    }
+
     /// The calibration as JSON.
     fn to_json(&self) -> PyResult<String> {
         to_json(&self.inner)
@@ -57,10 +75,15 @@ impl PyIntervalCalibration {
 
     fn __repr__(&self) -> String {
         format!(
-            "IntervalCalibration(cells={}, scale={:.4}, max_distance={:.4})",
+            "IntervalCalibration(cells={}, scale={:.4}, max_distance={:.4}, by_chemistry={})",
             self.inner.len(),
             self.inner.scale,
-            self.inner.max_distance
+            self.inner.max_distance,
+            if self.inner.by_chemistry {
+                "True"
+            } else {
+                "False"
+            }
         )
     }
 
