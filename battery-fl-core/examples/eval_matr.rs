@@ -48,6 +48,9 @@
 //! `--fold K`, default 3; folds 0-3 together are a 4-fold cross-validation) and reports on it
 //! instead of the test splits: settings are chosen there, never on a test split.
 //!
+//! `--cells-out FILE` appends every test cell's prediction by every model (JSON lines with the
+//! training lives' range), to study per cell which model misses where.
+//!
 //! MATR files hold only discharge Q(V) curves for cycles 2..100 (no current, no charge
 //! branch), so the network sees the one honest BatLiNet channel: V(Qd), channel 1.
 
@@ -179,6 +182,10 @@ struct Args {
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long, value_name = "T")]
     threads: Option<i32>,
+    /// Append every test cell's prediction by every model to FILE as JSON lines (`model`,
+    /// `split`, `seed`, `cell`, `life`, `pred`, and the training lives' `train_min` / `train_max`).
+    #[arg(long, value_name = "FILE")]
+    cells_out: Option<PathBuf>,
 }
 
 /// What the models train on and are scored on.
@@ -352,6 +359,8 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
         })
         .collect::<Result<_>>()?;
 
+    let train_lives = train_ds.require_labels()?;
+    let mut cells_out = CellLog::open(args.cells_out.as_deref(), &train_lives)?;
     let mut rows: Vec<Row> = Vec::new();
     let mut report = |model: &str, split: &str, seed: u64, m: Metrics| {
         println!(
@@ -385,6 +394,7 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
     }
     for (name, cells, ds) in &test_ds {
         let p = linear.predict(cells)?;
+        cells_out.write("linear", name, 0, ds, &p)?;
         report(
             "linear",
             name,
@@ -422,6 +432,7 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
     let mut variance_pred = Vec::new();
     for (name, cells, ds) in &test_ds {
         let p = variance.predict(cells)?;
+        cells_out.write("variance", name, 0, ds, &p)?;
         report(
             "variance",
             name,
@@ -507,6 +518,7 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
                     seed,
                     Metrics::compute(&both, &ds.require_labels()?)?,
                 );
+                cells_out.write(name, split, seed, ds, &pred)?;
                 report(
                     name,
                     split,
@@ -536,6 +548,7 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
             );
             for (split, cells, ds) in &test_ds {
                 let pred = model.predict(cells, ds)?;
+                cells_out.write("hybrid", split, seed, ds, &pred)?;
                 report(
                     "hybrid",
                     split,
@@ -546,6 +559,62 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
         }
     }
     Ok(rows)
+}
+
+/// `--cells-out`: every test cell's prediction, appended as JSON lines (a LOBO run appends
+/// one block per batch), with the range of the lives the models were trained on.
+struct CellLog {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    train_range: (f64, f64),
+}
+
+impl CellLog {
+    fn open(path: Option<&std::path::Path>, train_lives: &[f64]) -> Result<Self> {
+        let out = path
+            .map(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("opening {}", p.display()))
+            })
+            .transpose()?
+            .map(std::io::BufWriter::new);
+        let lo = train_lives.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = train_lives
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        Ok(CellLog {
+            out,
+            train_range: (lo, hi),
+        })
+    }
+
+    fn write(
+        &mut self,
+        model: &str,
+        split: &str,
+        seed: u64,
+        ds: &Dataset,
+        pred: &[f64],
+    ) -> Result<()> {
+        use std::io::Write;
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        let (lo, hi) = self.train_range;
+        for ((cell, life), p) in ds.cell_ids().iter().zip(ds.require_labels()?).zip(pred) {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"model": model, "split": split, "seed": seed, "cell": cell,
+                    "life": life, "pred": p, "train_min": lo, "train_max": hi})
+            )?;
+        }
+        out.flush()?;
+        Ok(())
+    }
 }
 
 /// Coverage and mean width of BatLiNet's conformal intervals at 80 % and 90 % on `ds`, next
