@@ -27,7 +27,9 @@
 //! each fleet picks its own, the global, the fine-tuned or its Ditto model on a quarter of its
 //! own training cells). The last line is one JSON object: `model`, `local_rmse`,
 //! `federated_rmse`, `personalized_rmse`, `centralized_rmse`, `best_local_rmse`, `epsilon`
-//! and `per_fleet` (with the linear model also `minority_rmse`, `coverage_90`, `width_90`).
+//! and `per_fleet` (with the linear model also `minority_rmse`; with the linear model and
+//! BatLiNet's `auto`, `coverage_90` and `width_90` of 90 % intervals, overall and per fleet:
+//! BatLiNet's calibrated on the cells `auto` holds out, `intervals.svg`).
 //!
 //! Default: the built-in synthetic fleets (5 non-IID fleets). With `--data` (a folder with an
 //! `index.json` split into `train` / `primary_test`, e.g. MATR), fleets are formed from the
@@ -450,6 +452,11 @@ fn main() -> Result<()> {
         );
     }
 
+    // 90 % intervals: each fleet calibrates its own model on the cells `auto` held out
+    let intervals = (args.personalization == Personalization::Auto)
+        .then(|| job::batlinet_intervals(&mut sim, &fleets, &mut per_fleet, &args.out))
+        .transpose()?;
+
     // plots and the trained model
     let mut per_round: Vec<Vec<(f64, f64)>> = vec![history
         .iter()
@@ -544,6 +551,10 @@ fn main() -> Result<()> {
         "per_fleet": per_fleet,
     });
     let mut summary = summary;
+    if let Some((coverage, width)) = intervals {
+        summary["coverage_90"] = serde_json::json!(coverage);
+        summary["width_90"] = serde_json::json!(width);
+    }
     if let Some(dp) = &sim_record_privacy {
         let mechanisms = sim.record_mechanisms();
         let per_fleet: BTreeMap<String, job::Mechanism> = fleets

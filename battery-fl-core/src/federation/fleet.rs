@@ -162,6 +162,11 @@ impl FleetClient {
         &self.fit
     }
 
+    /// The cells `auto` holds out to choose the fleet's model (none in other modes).
+    pub fn validation_cells(&self) -> Option<&Dataset> {
+        self.val.as_ref()
+    }
+
     /// All its training cells (its inference references).
     pub fn train_cells(&self) -> &Dataset {
         &self.train

@@ -20,6 +20,8 @@ mod state;
 #[cfg(feature = "tch")]
 mod fleet;
 #[cfg(feature = "tch")]
+pub mod intervals;
+#[cfg(feature = "tch")]
 mod private;
 #[cfg(feature = "tch")]
 mod simulation;

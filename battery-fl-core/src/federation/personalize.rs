@@ -117,9 +117,33 @@ pub struct FleetState {
     pub choice: Option<(Candidate, BTreeMap<Candidate, f64>)>,
     /// The model the fleet uses now (after the last round).
     pub current: Option<FleetModel>,
+    /// With `auto`: the chosen candidate as it was scored, trained without the fleet's
+    /// validation cells (the local model on its fitting cells, the global model fine-tuned on
+    /// them; the global and Ditto models are the same as `current`). Its errors on the
+    /// validation cells calibrate the fleet's intervals.
+    #[serde(default)]
+    pub validated: Option<FleetModel>,
     /// With record-level DP-SGD: the fleet's accountant (every private step its updates took).
     #[serde(default)]
     pub private_spent: Option<RdpAccountant>,
+}
+
+#[cfg(feature = "tch")]
+impl FleetState {
+    /// The model the fleet uses now (`current`), as a stand-alone [`BatLiNet`] built
+    /// through `worker`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] before the fleet has chosen a model (no round evaluated).
+    pub fn current_model(&self, worker: &mut BatLiNet) -> Result<BatLiNet> {
+        match &self.current {
+            Some(m) => m.to_batlinet(worker),
+            None => Err(Error::config(
+                "state",
+                "the fleet has no model yet: evaluate a round first",
+            )),
+        }
+    }
 }
 
 /// True for the weights of the shared linear head (personal in `head` mode).
@@ -277,6 +301,10 @@ pub(crate) fn personal_params(
             }
             let best = choose(&scores, cfg.auto_margin);
             state.choice = Some((best, scores));
+            state.validated = candidates
+                .iter()
+                .find(|(c, _)| *c == best)
+                .map(|(_, m)| m.clone());
             // the chosen kind, refit on all training cells where that is the fleet's to do
             match best {
                 Candidate::Local => match &state.local {

@@ -94,6 +94,12 @@ pub struct IntervalCalibration {
     /// SHA-256 (hex) of the calibrated model's bytes: a model trained or changed since no
     /// longer matches its calibration.
     pub model_digest: String,
+    /// `scores` are not (only) the owner's: a federated fleet with too few held-out cells
+    /// took every fleet's, pooled through a secure sum
+    /// ([`federation::intervals`](crate::federation::intervals)); its coverage then rests on
+    /// the fleets' scores being exchangeable.
+    #[serde(default)]
+    pub pooled: bool,
 }
 
 /// Default folds of [`BatLiNet::cross_calibrate`].
@@ -292,6 +298,29 @@ impl BatLiNet {
         IntervalCalibration::from_points(self, points, training, training)
     }
 
+    /// Calibrate this model with the held-out errors of `fitted`, a model of the same
+    /// configuration trained on `fit` only: `held_out` are the other cells of `training`
+    /// (everything this model was trained on), never seen by `fitted`, predicted with `fit`
+    /// as references. As in [`cross_calibrate`](BatLiNet::cross_calibrate), `fitted` stands
+    /// for this model, which trained on more cells and is at least as accurate: the intervals
+    /// are conservative. A federated fleet calibrates so (the model it chose, as trained
+    /// before its validation cells were added).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a `held_out` cell is also in `fit`,
+    /// [`Error::NotEnoughData`] without held-out cells or references, and the errors of
+    /// prediction.
+    pub fn calibrate_from(
+        &self,
+        fitted: &BatLiNet,
+        fit: &Dataset,
+        held_out: &Dataset,
+        training: &Dataset,
+    ) -> Result<IntervalCalibration> {
+        let points = fitted.points(fit, held_out, fit, self.reference_draw())?;
+        IntervalCalibration::from_points(self, points, training, held_out)
+    }
+
     /// `training` split into `folds` seeded folds: per fold, (the fold, the other folds).
     ///
     /// # Errors
@@ -458,6 +487,7 @@ impl IntervalCalibration {
             },
             draw: model.reference_draw(),
             model_digest: model.digest()?,
+            pooled: false,
         };
         let mut groups = vec![Vec::new(); LABEL_GROUPS.len()];
         let mut scores = Vec::with_capacity(points.len());

@@ -14,6 +14,8 @@ mod features;
 #[cfg(feature = "tch")]
 mod federation;
 #[cfg(feature = "tch")]
+mod federation_intervals;
+#[cfg(feature = "tch")]
 mod federation_private;
 mod genome;
 #[cfg(feature = "tch")]

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 
 use super::super::job_seed;
+use super::super::labels::secure_sum;
 use super::super::personalize::{rmse_of, FleetModel, FleetState};
-use super::{weights_of, Simulation};
+use super::super::Personalization;
+use super::{weights_of, Simulation, STREAM_MASKS};
 use crate::error::{Error, Result};
-use crate::model::{BatLiNet, Metrics, ModelParams};
+use crate::model::{BatLiNet, Dataset, IntervalCalibration, Metrics, ModelParams, Prediction};
 
 impl Simulation {
     /// Each fleet's RMSE on its own test cells with its own model (see [`Personalization`]),
@@ -39,6 +41,66 @@ impl Simulation {
             }
         };
         model.to_batlinet(&mut self.worker)
+    }
+
+    /// Every fleet's interval calibration of the model it uses now, by fleet id (module
+    /// [`federation::intervals`](crate::federation::intervals)): its own validation cells'
+    /// scores, or, with fewer than [`MONDRIAN_MIN_CELLS`](crate::model::MONDRIAN_MIN_CELLS),
+    /// the scores of every fleet pooled through a secure sum of histograms.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] unless personalization is `auto` and a round has run, and the
+    /// errors of calibration and of the secure sum.
+    pub fn calibrate_fleets(&mut self) -> Result<BTreeMap<String, IntervalCalibration>> {
+        if self.config.personalization != Personalization::Auto {
+            return Err(Error::config(
+                "personalization",
+                "fleet intervals are calibrated on the validation cells `auto` holds out",
+            ));
+        }
+        let states: Vec<FleetState> = (0..self.clients.len())
+            .map(|f| self.state.fleets.get(f).cloned().unwrap_or_default())
+            .collect();
+        let histograms: Vec<Vec<f64>> = self
+            .clients
+            .iter()
+            .zip(&states)
+            .map(|(client, state)| client.calibration_histogram(&mut self.worker, state))
+            .collect::<Result<_>>()?;
+        // masks of their own (a round's masks are never reused for another sum)
+        let seed = job_seed(self.config.seed ^ 0xCA1B, self.state.round, STREAM_MASKS);
+        let secure = self.config.secure_aggregation.as_ref();
+        let summed = secure_sum(&histograms, secure.filter(|_| states.len() >= 3), seed)?;
+        self.clients
+            .iter()
+            .zip(&states)
+            .zip(&self.fleets)
+            .map(|((client, state), fleet)| {
+                let c = client.pooled_calibration(&mut self.worker, state, &summed)?;
+                Ok((fleet.id.clone(), c))
+            })
+            .collect()
+    }
+
+    /// Fleet `fleet_id`'s predictions of `targets` with its own model, intervals at
+    /// `coverage` from its `calibration` (see [`calibrate_fleets`](Self::calibrate_fleets))
+    /// and flags, its training cells as references.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an unknown fleet or a coverage outside (0, 1), and the
+    /// errors of [`BatLiNet::predict_intervals`].
+    pub fn fleet_intervals(
+        &mut self,
+        fleet_id: &str,
+        targets: &Dataset,
+        calibration: &IntervalCalibration,
+        coverage: f64,
+    ) -> Result<Vec<Prediction>> {
+        let model = self.fleet_model(fleet_id)?;
+        let f = self
+            .fleet_index(fleet_id)
+            .ok_or_else(|| Error::config("fleet_id", format!("no fleet {fleet_id:?}")))?;
+        model.predict_intervals(targets, &self.fleets[f].train, calibration, coverage)
     }
 
     /// ε per cell each fleet has spent (record-level DP-SGD), given the fleets' states.

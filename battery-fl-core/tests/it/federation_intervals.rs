@@ -1,0 +1,104 @@
+//! Intervals of the models federated fleets end with: each fleet's own held-out cells, pooled
+//! through a secure sum of score histograms when a fleet has too few.
+
+use battery_fl_core::federation::intervals::{pooled_scores, score_histogram};
+use battery_fl_core::federation::{
+    FederationConfig, FleetClient, Personalization, SecureAggregation, Simulation,
+};
+use battery_fl_core::model::{BatLiNet, MONDRIAN_MIN_CELLS};
+use battery_fl_core::Error;
+
+use crate::federation::{config, featurizer, fleets, model};
+
+fn auto(secure: bool) -> FederationConfig {
+    FederationConfig {
+        personalization: Personalization::Auto,
+        secure_aggregation: secure.then(SecureAggregation::default),
+        ..config(1)
+    }
+}
+
+/// Every fleet scores the model it chose, as trained without its validation cells, on those
+/// cells; with fewer than `MONDRIAN_MIN_CELLS` of them it takes all fleets' scores, read back
+/// from the summed histogram at their bins' upper edges. Recomputed here by hand, fleet by
+/// fleet, from the public pieces (the fleet's split and the models in its state): the secure
+/// sum decodes the counts exactly.
+#[test]
+fn small_fleets_take_every_fleets_held_out_scores_summed_securely() {
+    let cells = fleets(3);
+    let mut sim = Simulation::new(auto(true), model(), featurizer(), cells.clone()).unwrap();
+    sim.run(|_| {}).unwrap();
+    let calibrations = sim.calibrate_fleets().unwrap();
+
+    let mut worker = BatLiNet::new(model(), featurizer()).unwrap();
+    let mut by_hand = Vec::new();
+    for (f, fleet) in cells.iter().enumerate() {
+        let client = FleetClient::new(&auto(true), f, fleet.train.clone()).unwrap();
+        let val = client.validation_cells().unwrap();
+        assert!(val.len() < MONDRIAN_MIN_CELLS);
+        let state = &sim.state().fleets[f];
+        let used = state
+            .current
+            .as_ref()
+            .unwrap()
+            .to_batlinet(&mut worker)
+            .unwrap();
+        let fitted = state
+            .validated
+            .as_ref()
+            .unwrap()
+            .to_batlinet(&mut worker)
+            .unwrap();
+        let own = used
+            .calibrate_from(&fitted, client.fit_cells(), val, client.train_cells())
+            .unwrap();
+        assert_eq!(own.scores.len(), val.len());
+        // the fleet's own scale and flags are kept, only the pooled quantile replaces its own
+        let cal = &calibrations[&fleet.id];
+        approx::assert_relative_eq!(cal.scale, own.scale, max_relative = 1e-12);
+        assert_eq!(cal.group_scores, own.group_scores);
+        assert!(cal.pooled && !own.pooled);
+        by_hand.extend(pooled_scores(&score_histogram(&own.scores).unwrap()).unwrap());
+    }
+    by_hand.sort_by(f64::total_cmp);
+    for fleet in &cells {
+        assert_eq!(calibrations[&fleet.id].scores, by_hand, "{}", fleet.id);
+    }
+
+    // intervals around each fleet's own predictions, within the prediction bound
+    let id = &cells[1].id;
+    let cal = &calibrations[id];
+    let p = sim.fleet_intervals(id, &cells[1].test, cal, 0.8).unwrap();
+    let own = sim.fleet_model(id).unwrap();
+    let point = own.predict(&cells[1].test, &cells[1].train).unwrap();
+    assert_eq!(p.len(), cells[1].test.len());
+    for (p, y) in p.iter().zip(&point) {
+        assert!(p.lower < p.life && p.life < p.upper, "{p:?}");
+        approx::assert_relative_eq!(p.life, *y, max_relative = 1e-9);
+    }
+    // six pooled cells give no 90 % quantile: a typed error, not an infinite interval
+    assert!(matches!(
+        sim.fleet_intervals(id, &cells[1].test, cal, 0.9),
+        Err(Error::NotEnoughData {
+            needed: 9,
+            got: 6,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn fleet_intervals_need_auto_and_a_round() {
+    let cells = fleets(3);
+    let mut sim = Simulation::new(config(1), model(), featurizer(), cells.clone()).unwrap();
+    sim.run(|_| {}).unwrap();
+    assert!(matches!(
+        sim.calibrate_fleets(),
+        Err(Error::InvalidConfig { ref field, .. }) if field == "personalization"
+    ));
+    let mut fresh = Simulation::new(auto(false), model(), featurizer(), cells).unwrap();
+    assert!(matches!(
+        fresh.calibrate_fleets(),
+        Err(Error::InvalidConfig { .. })
+    ));
+}
