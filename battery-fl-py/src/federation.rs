@@ -18,7 +18,7 @@ use pyo3::types::{PyBool, PyDict, PyList, PyType};
 use crate::conversion::{arrays_from_params, config_from_dict, enum_from_str, to_python, vec_f32};
 use crate::data::{cell_refs, PyBatteryCell};
 use crate::errors::{lock, CoreResult};
-use crate::model::PyBatLiNet;
+use crate::model::{PyBatLiNet, PyIntervalCalibration};
 
 /// One fleet as Python passes it: id, training cells, test cells.
 type FleetIn<'py> = (
@@ -291,6 +291,23 @@ impl PySimulation {
     fn fleet_model(&self, py: Python<'_>, fleet_id: &str) -> PyResult<PyBatLiNet> {
         let model = self.with(py, |s| s.fleet_model(fleet_id))?;
         Ok(PyBatLiNet::wrap(model))
+    }
+
+    /// Each fleet's interval calibration of the model it uses now (``fleet_model``), by
+    /// fleet id: the errors of its chosen model on the cells ``personalization="auto"`` held
+    /// out, or, for a fleet with fewer than 19 of them, every fleet's errors pooled through a
+    /// secure sum of histograms. Pass one to ``fleet_model(id).predict(cells, train_cells,
+    /// coverage=0.9, calibration=...)``. Raises ``ValueError`` in other personalization modes
+    /// or before the first round.
+    fn calibrate_fleets(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<std::collections::BTreeMap<String, PyIntervalCalibration>> {
+        let calibrations = self.with(py, |s| s.calibrate_fleets())?;
+        Ok(calibrations
+            .into_iter()
+            .map(|(id, inner)| (id, PyIntervalCalibration { inner }))
+            .collect())
     }
 
     /// The run's shared label transform ``(mean, std)`` of log cycle life.

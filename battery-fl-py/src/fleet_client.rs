@@ -6,13 +6,16 @@ use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::{FederationConfig, FleetClient, FleetState};
 use battery_fl_core::model::{BatLiNet, Dataset, ModelParams};
 use battery_fl_core::{data::LabelConfig, Error};
+use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use crate::conversion::{arrays_from_params, bytes, config_from_dict, named, tensors, ArrayIn};
+use crate::conversion::{
+    arrays_from_params, bytes, config_from_dict, named, tensors, vec_f64, ArrayIn,
+};
 use crate::data::{cell_refs, PyBatteryCell};
 use crate::errors::CoreResult;
-use crate::model::PyBatLiNet;
+use crate::model::{PyBatLiNet, PyIntervalCalibration};
 
 /// A fleet's side of each round: local training (FedProx term, personal head or Ditto model)
 /// and the model the fleet ends with, as :class:`Simulation` runs them for every fleet.
@@ -195,6 +198,51 @@ impl PyFleetClient {
             self.inner.shared_model(m, received)?.to_batlinet(m)
         })?;
         Ok(PyBatLiNet::wrap(own))
+    }
+
+    /// The model the fleet uses now (its personal ``state`` after an evaluated round), a new
+    /// :class:`BatLiNet`.
+    fn current_model(
+        &self,
+        py: Python<'_>,
+        model: &PyBatLiNet,
+        state: &[u8],
+    ) -> PyResult<PyBatLiNet> {
+        let own = model.with(py, |m| state_from(state)?.current_model(m))?;
+        Ok(PyBatLiNet::wrap(own))
+    }
+
+    /// What the fleet sends to the secure sum that pools interval calibrations: the
+    /// histogram (float64 counts in fixed bins) of its held-out cells' conformal scores
+    /// (``auto`` personalization, after an evaluated round).
+    fn calibration_histogram<'py>(
+        &self,
+        py: Python<'py>,
+        model: &PyBatLiNet,
+        state: &[u8],
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let counts = model.with(py, |m| {
+            self.inner.calibration_histogram(m, &state_from(state)?)
+        })?;
+        Ok(vec_f64(py, counts))
+    }
+
+    /// The fleet's interval calibration of ``current_model`` given ``summed``, every fleet's
+    /// ``calibration_histogram`` summed: its own scores with 19 held-out cells or more, the
+    /// pooled ones below.
+    fn calibration(
+        &self,
+        py: Python<'_>,
+        model: &PyBatLiNet,
+        state: &[u8],
+        summed: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<PyIntervalCalibration> {
+        let summed = summed.as_slice()?.to_vec();
+        let inner = model.with(py, |m| {
+            self.inner
+                .pooled_calibration(m, &state_from(state)?, &summed)
+        })?;
+        Ok(PyIntervalCalibration { inner })
     }
 
     /// The number of cells the fleet federates on (with ``auto``, those not held out).

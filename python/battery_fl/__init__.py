@@ -40,6 +40,7 @@ _libtorch.load()
 
 try:
     from battery_fl._core import (
+        SCORE_BINS,
         AggregationError,
         BatLiNet,
         BatteryFlError,
@@ -114,6 +115,7 @@ __all__ = [
     "ModelError",
     "Predictions",
     "PrivacyError",
+    "SCORE_BINS",
     "SecAggError",
     "Simulation",
     "VarianceModel",

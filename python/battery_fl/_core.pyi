@@ -12,6 +12,7 @@ __all__ = [
     "dp_default_config",
     "secagg_default_config",
     "DEFAULT_COVERAGE",
+    "SCORE_BINS",
     "AggregationError",
     "BatLiNet",
     "BatteryFlError",
@@ -78,6 +79,7 @@ __all__ = [
 
 __version__: str
 DEFAULT_COVERAGE: float
+SCORE_BINS: int
 
 def dp_default_config() -> dict[str, Any]: ...
 def membership_auc(
@@ -504,6 +506,8 @@ class IntervalCalibration:
     def max_distance(self) -> float: ...
     @property
     def by_chemistry(self) -> bool: ...
+    @property
+    def pooled(self) -> bool: ...
     def with_by_chemistry(self, on: bool) -> IntervalCalibration: ...
     def to_json(self) -> str: ...
     @classmethod
@@ -946,6 +950,7 @@ class Simulation:
     def global_parameters(self) -> list[_F32]: ...
     def global_model(self) -> BatLiNet: ...
     def fleet_model(self, fleet_id: str) -> BatLiNet: ...
+    def calibrate_fleets(self) -> dict[str, IntervalCalibration]: ...
     @property
     def label_transform(self) -> tuple[float, float]: ...
     @property
@@ -989,6 +994,12 @@ class FleetClient:
     def shared_model(self, model: BatLiNet, global_parameters: Sequence[npt.ArrayLike]) -> BatLiNet:
         """The global weights as this fleet reads them (its own label transform with
         ``label_scope="fleet"``)."""
+    def current_model(self, model: BatLiNet, state: bytes) -> BatLiNet:
+        """The model the fleet uses now (after an evaluated round)."""
+    def calibration_histogram(self, model: BatLiNet, state: bytes) -> _F64:
+        """Counts of its held-out cells' conformal scores, for the secure sum (``auto``)."""
+    def calibration(self, model: BatLiNet, state: bytes, summed: _F64) -> IntervalCalibration:
+        """Its interval calibration given every fleet's histograms summed."""
     @property
     def fit_cells(self) -> int:
         """Cells the fleet federates on (with ``auto``: those not held out)."""

@@ -203,6 +203,27 @@ def test_settings_are_checked(fleet_data: Any, model: battery_fl.BatLiNet) -> No
     assert data_info.value.kind == "not_enough_data"
 
 
+def test_fleets_calibrate_intervals_on_held_out_cells(
+    fleet_data: Any, model: battery_fl.BatLiNet
+) -> None:
+    """``auto`` holds out a quarter of each fleet's cells: they calibrate the fleet's own
+    model; fleets this small take every fleet's scores, pooled through a secure sum."""
+    sim = _sim(fleet_data, model, personalization="auto", rounds=1, secure_aggregation=True)
+    sim.run()
+    calibrations = sim.calibrate_fleets()
+    assert set(calibrations) == {f[0] for f in fleet_data}
+    # one held-out cell per fleet of four training cells, pooled over the fleets
+    assert all(len(c) == len(fleet_data) and c.pooled for c in calibrations.values())
+    fleet_id, train, test = fleet_data[0]
+    own = sim.fleet_model(fleet_id)
+    p = own.predict(test, train, coverage=0.5, calibration=calibrations[fleet_id])
+    assert np.all(p.lower < p.life) and np.all(p.life < p.upper)
+    np.testing.assert_allclose(p.life, own.predict(test, train), rtol=1e-9)
+    with pytest.raises(battery_fl.ConfigError) as info:
+        _sim(fleet_data, model, rounds=1).calibrate_fleets()
+    assert info.value.field == "personalization"
+
+
 def test_job_seed() -> None:
     seeds = {battery_fl.job_seed(7, r, c) for r in range(1, 4) for c in range(5)}
     assert len(seeds) == 15 and battery_fl.job_seed(7, 1, 0) == battery_fl.job_seed(7, 1, 0)

@@ -168,6 +168,31 @@ def test_personalized_federation_equals_the_simulation(
         assert isinstance(g.contexts[node].state[client.PERSONAL_STATE_KEY]["state"], bytes)
 
 
+def test_auto_nodes_report_the_simulations_intervals(tmp_path: Path) -> None:
+    """After the last round ``auto`` nodes calibrate the model they ended with on the cells
+    they held out, pooled through the summed score histograms: each node's coverage and width
+    are those of ``Simulation.calibrate_fleets`` with the fleet's model."""
+    settings = SETTINGS.replace(
+        personalization="auto", fraction_evaluate=1.0, interval_coverage=0.5
+    )
+    sim = reference_simulation(settings)
+    out = tmp_path / "auto"
+    run_federation(grid(), settings.replace(output_dir=str(out)))
+    intervals = json.loads((out / "result.json").read_text())["intervals"]
+    assert intervals["coverage"] == 0.5 and set(intervals["per_node"]) == {str(n) for n in NODE_IDS}
+    calibrations = sim.calibrate_fleets()
+    for i, (train, test) in enumerate(fleets()):
+        fleet_id = f"fleet-{i}"
+        cal = calibrations[fleet_id]
+        p = sim.fleet_model(fleet_id).predict(test, train, coverage=0.5, calibration=cal)
+        truth = np.array([c.cycle_life() for c in test], dtype=np.float64)
+        node = intervals["per_node"][str(NODE_IDS[i])]
+        assert node["covered"] == pytest.approx(np.mean((p.lower <= truth) & (truth <= p.upper)))
+        assert node["mean-width"] == pytest.approx(np.mean(p.upper - p.lower), rel=1e-6)
+        assert node["pooled"] == float(cal.pooled) == 1.0
+    assert intervals["covered"] is not None and intervals["mean_width"] > 0
+
+
 def test_fedadam_strategy_equals_the_simulation(tmp_path: Path) -> None:
     model = battery_fl.BatLiNet(
         featurizer=battery_fl.Featurizer(**SETTINGS.featurizer), progress=False, **SETTINGS.model

@@ -50,6 +50,13 @@ impl PyIntervalCalibration {
         self.inner.by_chemistry
     }
 
+    /// Whether the scores were pooled over a federation's fleets (a fleet with too few
+    /// held-out cells of its own, ``Simulation.calibrate_fleets``).
+    #[getter]
+    fn pooled(&self) -> bool {
+        self.inner.pooled
+    }
+
     /// A copy with ``by_chemistry`` set to ``on``.
     fn with_by_chemistry(&self, on: bool) -> Self {
         PyIntervalCalibration {

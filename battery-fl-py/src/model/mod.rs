@@ -12,6 +12,7 @@ mod variance;
 use pyo3::prelude::*;
 
 pub(crate) use batlinet::PyBatLiNet;
+pub(crate) use intervals::PyIntervalCalibration;
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<batlinet::PyBatLiNet>()?;

@@ -17,6 +17,16 @@ needs nothing but its data and ``battery_fl``. Messages and replies:
   ``metrics``: ``rmse`` (cycles, the global model on its test cells), ``personalized-rmse``
   (its own model, :meth:`battery_fl.FleetClient.personal_model`; ``rmse`` again with
   personalization ``none``) and ``num-examples`` (its test cells).
+- ``query.calibration`` (after the last round, ``auto`` only): the node replies with
+  ``arrays``, the histogram of its held-out cells' conformal scores
+  (:meth:`battery_fl.FleetClient.calibration_histogram`), summed like the statistics.
+- ``query.intervals`` (config ``calibration-histogram``, the sum, and
+  ``interval-coverage``): the node calibrates the model it ended with
+  (:meth:`battery_fl.FleetClient.calibration`: its own scores, or the pooled ones when it
+  held out fewer than 19 cells), predicts its test cells with intervals and replies with
+  ``metrics``: ``covered`` (share inside, over ``covered-cells``), ``mean-width`` (cycles),
+  ``out-of-distribution`` (flagged cells), ``pooled`` (1 when it took the pooled scores)
+  and ``num-examples``.
 
 Config keys of both: ``server-round``, ``seed`` (training uses ``job_seed(seed,
 server-round, fleet index)``, evaluation the same seed for its references, as
@@ -63,6 +73,8 @@ from battery_fl.flower.settings import (
 )
 
 __all__ = [
+    "CALIBRATION_ACTION",
+    "INTERVALS_ACTION",
     "PERSONAL_STATE_KEY",
     "STATS_ACTION",
     "app",
@@ -71,12 +83,18 @@ __all__ = [
     "fleet_client",
     "fleet_statistics",
     "make_client_app",
+    "query_calibration",
+    "query_intervals",
     "query_statistics",
     "train",
 ]
 
 #: The ``query`` action that returns a fleet's statistics (``query.stats``).
 STATS_ACTION = "stats"
+#: The ``query`` action that returns the histogram of a fleet's held-out conformal scores.
+CALIBRATION_ACTION = "calibration"
+#: The ``query`` action that returns a fleet's interval coverage on its test cells.
+INTERVALS_ACTION = "intervals"
 #: ConfigRecord in a node's ``Context.state``: its personal state (``state``, the bytes of
 #: :class:`battery_fl.FleetClient`), which never leaves the node.
 PERSONAL_STATE_KEY = "bfl-personal-state"
@@ -357,8 +375,56 @@ def query_statistics(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"arrays": ArrayRecord([vector]), "metrics": metrics}), reply_to=msg)
 
 
+def _stored_state(context: Context) -> bytes:
+    """The node's personal state after its evaluated rounds (an interval query needs it)."""
+    record = context.state.get(PERSONAL_STATE_KEY)
+    if not (isinstance(record, ConfigRecord) and "state" in record):
+        raise config_error("personalization", "no personal state on this node: run rounds first")
+    return bytes(record["state"])  # type: ignore[arg-type]
+
+
+def query_calibration(msg: Message, context: Context) -> Message:
+    """The ``query.calibration`` handler: the histogram of the conformal scores of the cells
+    this node held out (see the module docs)."""
+    config = _config(msg)
+    fleet = load_fleet(context.node_config)
+    model = _model(config)
+    client = fleet_client(config, fleet, model, context.node_config)
+    counts = client.calibration_histogram(model, _stored_state(context))
+    return Message(RecordDict({"arrays": ArrayRecord([counts])}), reply_to=msg)
+
+
+def query_intervals(msg: Message, context: Context) -> Message:
+    """The ``query.intervals`` handler: coverage and width of the intervals of the model this
+    node ended with on its test cells (see the module docs)."""
+    config = _config(msg)
+    fleet = load_fleet(context.node_config)
+    model = _model(config)
+    client = fleet_client(config, fleet, model, context.node_config)
+    state = _stored_state(context)
+    summed = np.asarray(config["calibration-histogram"], dtype=np.float64)
+    calibration = client.calibration(model, state, summed)
+    own = client.current_model(model, state)
+    coverage = float(config["interval-coverage"])  # type: ignore[arg-type]
+    p = own.predict(fleet.test, fleet.train, coverage=coverage, calibration=calibration)
+    truth = np.array([c.cycle_life() or math.nan for c in fleet.test], dtype=np.float64)
+    inside = (p.lower <= truth) & (truth <= p.upper)
+    metrics = MetricRecord(
+        {
+            "covered": float(np.mean(inside)) if len(truth) else 0.0,
+            "covered-cells": len(truth),
+            "mean-width": float(np.mean(p.upper - p.lower)) if len(truth) else 0.0,
+            "out-of-distribution": int(np.sum(p.out_of_distribution)),
+            "pooled": int(calibration.pooled),
+            "num-examples": len(truth),
+        }
+    )
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
 def make_client_app(mods: Sequence[Mod] | None = None) -> ClientApp:
-    """A ClientApp with the ``train``, ``evaluate`` and ``query.stats`` handlers, and the
+    """A ClientApp with the ``train``, ``evaluate``, ``query.stats``, ``query.calibration``
+    and ``query.intervals`` handlers, and the
     linear recipe's ``query.linear_*`` (:mod:`battery_fl.flower.linear`). ``mods``
     wrap every handler (first = outermost); add
     :func:`battery_fl.flower.secagg.secagg_mod` for secure aggregation (the default
@@ -367,6 +433,8 @@ def make_client_app(mods: Sequence[Mod] | None = None) -> ClientApp:
     client_app.train()(train)
     client_app.evaluate()(evaluate)
     client_app.query(STATS_ACTION)(query_statistics)
+    client_app.query(CALIBRATION_ACTION)(query_calibration)
+    client_app.query(INTERVALS_ACTION)(query_intervals)
     client_app.query(linear.SHARE_ACTION)(linear.query_linear_share)
     client_app.query(linear.ERRORS_ACTION)(linear.query_linear_errors)
     client_app.query(linear.FIT_ACTION)(linear.query_linear_fit)

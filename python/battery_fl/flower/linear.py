@@ -54,8 +54,10 @@ __all__ = [
     "SHARE_ACTION",
     "query_linear_errors",
     "query_linear_fit",
+    "pooled_intervals",
     "query_linear_share",
     "run_linear_federation",
+    "sum_replies",
 ]
 
 #: The query actions of the three steps.
@@ -167,7 +169,7 @@ def _interval_metrics(
     }
 
 
-def _sum(
+def sum_replies(
     grid: Grid,
     nodes: list[int],
     config: ConfigRecord,
@@ -210,7 +212,7 @@ def _reply_vector(reply: Message) -> np.ndarray:
     return np.asarray(vector, dtype=np.float64)
 
 
-def _pooled_intervals(per_node: dict[str, dict[str, float]]) -> dict[str, float | None]:
+def pooled_intervals(per_node: dict[str, dict[str, float]]) -> dict[str, float | None]:
     """``covered`` and ``mean_width`` over the test cells of every node that reported them."""
     reporting = [m for m in per_node.values() if m.get("covered-cells", 0) > 0]
     cells = sum(m["covered-cells"] for m in reporting)
@@ -250,7 +252,7 @@ def run_linear_federation(
         per_chemistry_choice=settings.per_chemistry_choice,
         epsilon=settings.record_epsilon or None,
     )
-    total = _sum(
+    total = sum_replies(
         grid,
         nodes,
         ConfigRecord(config),
@@ -262,7 +264,7 @@ def run_linear_federation(
     )
     config["linear-total"] = [float(v) for v in total]
     dim = steps.errors_len(total)
-    errors = _sum(
+    errors = sum_replies(
         grid,
         nodes,
         ConfigRecord(config),
@@ -295,7 +297,7 @@ def run_linear_federation(
         "privacy": steps.privacy,
         "per_node": per_node,
         "interval_coverage": settings.interval_coverage,
-        **_pooled_intervals(per_node),
+        **pooled_intervals(per_node),
         "seconds": time.monotonic() - started,
     }
     _log.info(

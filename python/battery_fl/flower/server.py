@@ -9,8 +9,14 @@
    label transform and input scales, as in :class:`battery_fl.Simulation`;
 3. **training**: :class:`~battery_fl.flower.strategy.BatteryFlStrategy` runs
    ``num-server-rounds`` rounds from the model's seeded initial weights;
-4. with ``output-dir``: ``round-NNN.npz`` and ``history.json`` after each round, then the final
-   global model as a :class:`battery_fl.BatLiNet` directory ``model/`` and ``result.json``.
+4. **intervals** (personalization ``auto``, every node evaluated): each node sends the
+   histogram of the conformal scores of the cells it held out (``query.calibration``),
+   summed like the statistics; with the sum each node calibrates the model it ended with
+   (pooled scores below 19 cells of its own, as :meth:`battery_fl.Simulation.calibrate_fleets`)
+   and reports its coverage and mean width at ``interval-coverage`` (``query.intervals``);
+5. with ``output-dir``: ``round-NNN.npz`` and ``history.json`` after each round, then the final
+   global model as a :class:`battery_fl.BatLiNet` directory ``model/`` and ``result.json``
+   (with ``intervals``: per node and pooled over all test cells).
 
 :func:`write_app` writes a Flower app directory (``pyproject.toml``) for ``flwr run``.
 """
@@ -32,8 +38,13 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result
 
 import battery_fl
-from battery_fl.flower.client import STATS_ACTION, public_cells
-from battery_fl.flower.linear import run_linear_federation
+from battery_fl.flower.client import (
+    CALIBRATION_ACTION,
+    INTERVALS_ACTION,
+    STATS_ACTION,
+    public_cells,
+)
+from battery_fl.flower.linear import pooled_intervals, run_linear_federation, sum_replies
 from battery_fl.flower.polling import PollingGrid
 from battery_fl.flower.secagg import SecAggWorkflow
 from battery_fl.flower.settings import (
@@ -46,6 +57,7 @@ from battery_fl.flower.strategy import BatteryFlStrategy, DpConfig
 __all__ = [
     "app",
     "apply_statistics",
+    "collect_intervals",
     "collect_statistics",
     "main",
     "run_federation",
@@ -111,6 +123,53 @@ def collect_statistics(
     for node in sorted(vectors):
         total += vectors[node]
     return total, len(vectors)
+
+
+def collect_intervals(
+    grid: Grid,
+    node_ids: list[int],
+    config: ConfigRecord,
+    *,
+    coverage: float,
+    workflow: SecAggWorkflow | None,
+    round_id: int,
+    timeout: float,
+) -> dict[str, Any]:
+    """Every node's interval coverage and mean width at ``coverage`` on its test cells, its
+    model calibrated on held-out cells pooled through a (secure, with ``workflow``) sum of
+    score histograms (see the module docs): ``per_node`` metrics and the pooled
+    ``covered`` / ``mean_width``."""
+    counts = sum_replies(
+        grid,
+        node_ids,
+        config,
+        CALIBRATION_ACTION,
+        battery_fl.SCORE_BINS,
+        workflow=workflow,
+        round_id=round_id,
+        timeout=timeout,
+    )
+    asked = ConfigRecord(
+        {
+            **dict(config),
+            "calibration-histogram": [float(c) for c in counts],
+            "interval-coverage": coverage,
+        }
+    )
+    message_type = f"{MessageType.QUERY}.{INTERVALS_ACTION}"
+    payload = RecordDict({"config": asked})
+    messages = [
+        Message(payload, dst_node_id=n, message_type=message_type, group_id=INTERVALS_ACTION)
+        for n in node_ids
+    ]
+    per_node: dict[str, dict[str, float]] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        node = str(reply.metadata.src_node_id)
+        if reply.has_error():
+            _log.warning("intervals: node %s failed: %s", node, reply.error.reason)
+            continue
+        per_node[node] = {k: float(v) for k, v in reply.content["metrics"].items()}  # type: ignore[union-attr,arg-type]
+    return {"coverage": coverage, "per_node": per_node, **pooled_intervals(per_node)}
 
 
 def apply_statistics(model: battery_fl.BatLiNet, total: np.ndarray) -> tuple[float, float]:
@@ -245,6 +304,23 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
         train_config=config,
         evaluate_config=ConfigRecord(dict(config)),
     )
+    intervals = None
+    if settings.personalization == "auto" and settings.fraction_evaluate == 1.0:
+        intervals = collect_intervals(
+            grid,
+            nodes,
+            config,
+            coverage=settings.interval_coverage,
+            workflow=workflow,
+            round_id=settings.num_server_rounds + 1,
+            timeout=settings.timeout,
+        )
+        _log.info(
+            "battery-fl: %.0f %% intervals cover %s of the test cells, mean width %s",
+            100 * settings.interval_coverage,
+            intervals["covered"],
+            intervals["mean_width"],
+        )
     if out is not None:
         model.set_parameters(result.arrays.to_numpy_ndarrays())
         model.save(out / "model")
@@ -255,6 +331,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
             "epsilon": strategy.epsilon,
             "rounds": strategy.history,
             "evaluate": {str(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
+            "intervals": intervals,
             "seconds": time.monotonic() - started,
         }
         (out / "result.json").write_text(json.dumps(summary, indent=1))
