@@ -1,6 +1,6 @@
 //! Intervals for the BatLiNet models fleets end with: each fleet calibrates on its own
 //! held-out cells, and fleets too small for a quantile of their own take one from a histogram
-//! of every fleet's scores, summed securely.
+//! of every fleet's errors, summed securely.
 //!
 //! **Which cells.** With `auto` personalization each fleet holds out a `validation_fraction`
 //! of its training cells from everything it federates; its chosen model, as trained without
@@ -11,20 +11,21 @@
 //!
 //! **Few cells.** A fleet with 16 training cells validates on 4, and a 90 % conformal
 //! quantile needs at least 9. A fleet with [`MONDRIAN_MIN_CELLS`] validation cells or more
-//! takes its own quantile (coverage over its own cells, when they are exchangeable with its
-//! future ones); a smaller fleet takes the quantile of every fleet's scores pooled. Each fleet
-//! bins its scores into [`score_histogram`]'s fixed geometric bins (5 % wide), the counts are
-//! summed with secure aggregation when the federation uses it, and [`pooled_scores`] reads
-//! each count at its bin's upper edge, so the pooled quantile can only be larger than that of
-//! the raw scores: at most 5 % wider intervals, never less coverage. The pooled quantile
-//! covers, over all fleets' cells together, what a single fleet's covers over its own, *if*
-//! the fleets' normalized scores are exchangeable; non-IID fleets are not, so a fleet's own
-//! coverage can fall short of the nominal one (BENCHMARKS.md reports it per fleet). The
-//! coordinator learns the summed counts (the pooled distribution of held-out errors), never
-//! one fleet's; the counts are not differentially private.
-//!
-//! Within a fleet, a chemistry with [`MONDRIAN_MIN_CELLS`] validation cells still takes its own
-//! quantile ([`IntervalCalibration::by_chemistry`]).
+//! takes its own quantile of its normalized scores (coverage over its own cells, when they are
+//! exchangeable with its future ones; within it, a chemistry with as many cells takes its own,
+//! [`IntervalCalibration::by_chemistry`]). A smaller fleet takes the quantile of every
+//! fleet's *plain* errors `|ln y − ln ŷ|` pooled (plain split conformal: one width in ln(life)
+//! for all its cells): normalized scores are divided by each fleet's own median spread `β`
+//! and do not mix across fleets (in the main job a fleet whose model spreads little inflated
+//! every other fleet's intervals). Each fleet bins its errors into [`score_histogram`]'s
+//! fixed geometric bins (5 % wide), the counts are summed with secure aggregation when the
+//! federation uses it, and [`pooled_scores`] reads each count at its bin's upper edge, so the
+//! pooled quantile can only be larger than that of the raw errors: at most 5 % wider, never
+//! less coverage. The pooled quantile covers, over all fleets' cells together, what a single
+//! fleet's covers over its own, *if* the fleets' errors are exchangeable; non-IID fleets are
+//! not, so a fleet's own coverage can fall short of the nominal one (BENCHMARKS.md reports it
+//! per fleet). The coordinator learns the summed counts (the pooled distribution of held-out
+//! errors), never one fleet's; the counts are not differentially private.
 
 use super::fleet::FleetClient;
 use super::personalize::FleetState;
@@ -103,11 +104,14 @@ pub fn pooled_scores(histogram: &[f64]) -> Result<Vec<f64>> {
     Ok(scores)
 }
 
-/// A fleet's calibration with the pooled `scores` (ascending) in place of its own when it has
-/// fewer than [`MONDRIAN_MIN_CELLS`] validation cells; its per-chemistry scores stay its own.
+/// A fleet's calibration with the `pooled` plain errors (ascending) of every fleet in place
+/// of its own scores when it has fewer than [`MONDRIAN_MIN_CELLS`] validation cells: plain
+/// split conformal (`scale` 0, every cell the same width in ln(life)), since one fleet's
+/// normalized scores are divided by its own `β` and do not mix with another's. Too few cells
+/// for any chemistry's own quantile, it keeps no per-chemistry scores.
 ///
 /// # Errors
-/// [`Error::NotEnoughData`] when the pooled scores are empty.
+/// [`Error::NotEnoughData`] when the pooled errors are empty.
 pub fn with_pooled(own: IntervalCalibration, pooled: Vec<f64>) -> Result<IntervalCalibration> {
     if own.scores.len() >= MONDRIAN_MIN_CELLS {
         return Ok(own);
@@ -121,6 +125,8 @@ pub fn with_pooled(own: IntervalCalibration, pooled: Vec<f64>) -> Result<Interva
     }
     Ok(IntervalCalibration {
         scores: pooled,
+        group_scores: Vec::new(),
+        scale: 0.0,
         pooled: true,
         ..own
     })
@@ -154,7 +160,7 @@ impl FleetClient {
     }
 
     /// What the fleet sends to the secure sum: the [`score_histogram`] of its own
-    /// calibration's scores.
+    /// calibration cells' plain errors.
     ///
     /// # Errors
     /// Those of [`calibration`](Self::calibration).
@@ -163,7 +169,7 @@ impl FleetClient {
         worker: &mut BatLiNet,
         state: &FleetState,
     ) -> Result<Vec<f64>> {
-        score_histogram(&self.calibration(worker, state)?.scores)
+        score_histogram(&self.calibration(worker, state)?.errors)
     }
 
     /// The fleet's calibration given `summed`, every fleet's histograms summed: its own

@@ -100,6 +100,10 @@ pub struct IntervalCalibration {
     /// the fleets' scores being exchangeable.
     #[serde(default)]
     pub pooled: bool,
+    /// The calibration cells' plain errors `|ln y − ln ŷ|`, ascending: what owners pool (one
+    /// owner's normalized scores are divided by its own `β` and do not mix with another's).
+    #[serde(default)]
+    pub errors: Vec<f64>,
 }
 
 /// Default folds of [`BatLiNet::cross_calibrate`].
@@ -488,6 +492,7 @@ impl IntervalCalibration {
             draw: model.reference_draw(),
             model_digest: model.digest()?,
             pooled: false,
+            errors: Vec::new(),
         };
         let mut groups = vec![Vec::new(); LABEL_GROUPS.len()];
         let mut scores = Vec::with_capacity(points.len());
@@ -502,6 +507,8 @@ impl IntervalCalibration {
             g.sort_by(f64::total_cmp);
         }
         calibration_out.scores = scores;
+        calibration_out.errors = points.iter().map(|p| p.error).collect();
+        calibration_out.errors.sort_by(f64::total_cmp);
         calibration_out.group_scores = groups;
         Ok(calibration_out)
     }
@@ -521,7 +528,10 @@ impl IntervalCalibration {
                 reason: format!("invalid interval calibration: {reason}"),
             })
         };
-        if !ascending(&self.scores) || !self.group_scores.iter().all(|g| ascending(g)) {
+        if !ascending(&self.scores)
+            || !ascending(&self.errors)
+            || !self.group_scores.iter().all(|g| ascending(g))
+        {
             return bad("scores must be finite, non-negative and ascending");
         }
         if !(self.group_scores.is_empty() || self.group_scores.len() == LABEL_GROUPS.len()) {

@@ -19,8 +19,8 @@ fn auto(secure: bool) -> FederationConfig {
 }
 
 /// Every fleet scores the model it chose, as trained without its validation cells, on those
-/// cells; with fewer than `MONDRIAN_MIN_CELLS` of them it takes all fleets' scores, read back
-/// from the summed histogram at their bins' upper edges. Recomputed here by hand, fleet by
+/// cells; with fewer than `MONDRIAN_MIN_CELLS` of them it takes all fleets' plain errors, read
+/// back from the summed histogram at their bins' upper edges. Recomputed here by hand, fleet by
 /// fleet, from the public pieces (the fleet's split and the models in its state): the secure
 /// sum decodes the counts exactly.
 #[test]
@@ -53,12 +53,17 @@ fn small_fleets_take_every_fleets_held_out_scores_summed_securely() {
             .calibrate_from(&fitted, client.fit_cells(), val, client.train_cells())
             .unwrap();
         assert_eq!(own.scores.len(), val.len());
-        // the fleet's own scale and flags are kept, only the pooled quantile replaces its own
+        // the fleet's flags are kept; the pooled plain errors replace its normalized scores
         let cal = &calibrations[&fleet.id];
-        approx::assert_relative_eq!(cal.scale, own.scale, max_relative = 1e-12);
-        assert_eq!(cal.group_scores, own.group_scores);
-        assert!(cal.pooled && !own.pooled);
-        by_hand.extend(pooled_scores(&score_histogram(&own.scores).unwrap()).unwrap());
+        assert_eq!(cal.training, own.training);
+        approx::assert_relative_eq!(cal.max_distance, own.max_distance);
+        assert!(cal.pooled && !own.pooled && own.scale > 0.0);
+        assert_eq!((cal.scale, cal.group_scores.len()), (0.0, 0));
+        // plain errors of the same cells: a score is its error over (spread + scale)
+        assert_eq!(own.errors.len(), own.scores.len());
+        let largest = own.scores.iter().map(|s| s * own.scale).fold(0.0, f64::max);
+        assert!(largest <= own.errors[own.errors.len() - 1] + 1e-12);
+        by_hand.extend(pooled_scores(&score_histogram(&own.errors).unwrap()).unwrap());
     }
     by_hand.sort_by(f64::total_cmp);
     for fleet in &cells {
