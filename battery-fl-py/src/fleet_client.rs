@@ -230,7 +230,7 @@ impl PyFleetClient {
     /// The fleet's interval calibration of ``current_model`` given ``summed``, every fleet's
     /// ``calibration_histogram`` summed: its own scores with 19 held-out cells or more, the
     /// pooled ones below.
-    fn calibration(
+    fn pooled_calibration(
         &self,
         py: Python<'_>,
         model: &PyBatLiNet,

@@ -27,7 +27,10 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_COVERAGE", battery_fl_core::model::DEFAULT_COVERAGE)?;
-    m.add("SCORE_BINS", battery_fl_core::federation::intervals::SCORE_BINS)?;
+    m.add(
+        "SCORE_BINS",
+        battery_fl_core::federation::intervals::SCORE_BINS,
+    )?;
     errors::register(m)?;
     data::register(m)?;
     features::register(m)?;

@@ -998,7 +998,9 @@ class FleetClient:
         """The model the fleet uses now (after an evaluated round)."""
     def calibration_histogram(self, model: BatLiNet, state: bytes) -> _F64:
         """Counts of its held-out cells' conformal scores, for the secure sum (``auto``)."""
-    def calibration(self, model: BatLiNet, state: bytes, summed: _F64) -> IntervalCalibration:
+    def pooled_calibration(
+        self, model: BatLiNet, state: bytes, summed: _F64
+    ) -> IntervalCalibration:
         """Its interval calibration given every fleet's histograms summed."""
     @property
     def fit_cells(self) -> int:

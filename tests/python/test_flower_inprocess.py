@@ -179,7 +179,9 @@ def test_auto_nodes_report_the_simulations_intervals(tmp_path: Path) -> None:
     out = tmp_path / "auto"
     run_federation(grid(), settings.replace(output_dir=str(out)))
     intervals = json.loads((out / "result.json").read_text())["intervals"]
-    assert intervals["coverage"] == 0.5 and set(intervals["per_node"]) == {str(n) for n in NODE_IDS}
+    assert intervals["interval_coverage"] == 0.5 and set(intervals["per_node"]) == {
+        str(n) for n in NODE_IDS
+    }
     calibrations = sim.calibrate_fleets()
     for i, (train, test) in enumerate(fleets()):
         fleet_id = f"fleet-{i}"

@@ -171,14 +171,21 @@ pub fn finish_linear(
 /// Each fleet's 90 % intervals on its own test cells with the BatLiNet model it ended with,
 /// calibrated on the cells `auto` held out (pooled across fleets through a secure sum when a
 /// fleet has fewer than `MONDRIAN_MIN_CELLS`): a table, `coverage_90` / `width_90` per fleet
-/// in `per_fleet`, the plot, and the pooled (coverage, mean width) over all test cells.
+/// in `per_fleet`, the plot, and the pooled (coverage, mean width) over all test cells;
+/// `None`, with the reason printed, when the fleets cannot calibrate (the run stands).
 pub fn batlinet_intervals(
     sim: &mut Simulation,
     fleets: &[FleetData],
     per_fleet: &mut BTreeMap<String, serde_json::Value>,
     out: &Path,
-) -> Result<(f64, f64)> {
-    let calibrations = sim.calibrate_fleets()?;
+) -> Result<Option<(f64, f64)>> {
+    let calibrations = match sim.calibrate_fleets() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("no intervals: {e}");
+            return Ok(None);
+        }
+    };
     // a simulation's output: in a deployment each calibration stays with its fleet
     std::fs::write(
         out.join("calibrations.json"),
@@ -193,7 +200,7 @@ pub fn batlinet_intervals(
         let cal = &calibrations[&f.id];
         let p = match sim.fleet_intervals(&f.id, &f.test, cal, 0.9) {
             Err(Error::NotEnoughData { needed, got, .. }) => {
-                println!("| {} | - (a 90 % interval needs {needed} calibration cells, {got} held out) | | | |", f.id);
+                println!("| {} | - (a 90 % interval needs {needed} calibration cells, {got} available) | | | |", f.id);
                 continue;
             }
             other => other?,
@@ -249,5 +256,5 @@ pub fn batlinet_intervals(
         "wrote {}/intervals.svg (each fleet's model on its test cells with 90 % intervals, flagged cells crossed)",
         out.display()
     );
-    Ok((coverage, mean_width))
+    Ok(Some((coverage, mean_width)))
 }

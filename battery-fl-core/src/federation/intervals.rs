@@ -3,11 +3,15 @@
 //! of every fleet's errors, summed securely.
 //!
 //! **Which cells.** With `auto` personalization each fleet holds out a `validation_fraction`
-//! of its training cells from everything it federates; its chosen model, as trained without
-//! them ([`FleetState::validated`]), predicts them, and their normalized errors are its
-//! conformal scores ([`BatLiNet::calibrate_from`]: the model it uses trained on more cells, so
-//! the intervals are conservative). Other personalization modes train on every cell and
-//! have nothing held out: they are refused.
+//! of its training cells from every weight it trains or federates (they still count in the
+//! shared label and input statistics); its chosen model, as trained without them
+//! ([`FleetState::validated`]), predicts them, and their errors are its conformal scores
+//! ([`BatLiNet::calibrate_from`]; the model it uses trained on more cells). The same cells
+//! chose the model among up to four candidates, so the chosen one's errors on them are a
+//! little optimistic (a winner's curse): coverage is not guaranteed, only measured
+//! (BENCHMARKS.md). Other personalization modes train on every cell and have nothing held
+//! out: they are refused, and so is record-level DP-SGD, whose guarantee would not cover the
+//! summed errors.
 //!
 //! **Few cells.** A fleet with 16 training cells validates on 4, and a 90 % conformal
 //! quantile needs at least 9. A fleet with [`MONDRIAN_MIN_CELLS`] validation cells or more
@@ -24,8 +28,10 @@
 //! less coverage. The pooled quantile covers, over all fleets' cells together, what a single
 //! fleet's covers over its own, *if* the fleets' errors are exchangeable; non-IID fleets are
 //! not, so a fleet's own coverage can fall short of the nominal one (BENCHMARKS.md reports it
-//! per fleet). The coordinator learns the summed counts (the pooled distribution of held-out
-//! errors), never one fleet's; the counts are not differentially private.
+//! per fleet). With secure aggregation the coordinator learns the summed counts (the pooled
+//! distribution of held-out errors, which every fleet receives), never one fleet's; the counts
+//! are not differentially private, and a fleet-level DP epsilon reported for the training
+//! rounds does not cover them.
 
 use super::fleet::FleetClient;
 use super::personalize::FleetState;
@@ -45,8 +51,16 @@ fn bin_of(score: f64) -> usize {
     if score < FIRST_EDGE {
         return 0;
     }
-    let i = 1.0 + ((score / FIRST_EDGE).ln() / BIN_RATIO.ln()).floor();
-    (i as usize).min(SCORE_BINS - 1)
+    let guess = 1.0 + ((score / FIRST_EDGE).ln() / BIN_RATIO.ln()).floor();
+    let mut i = (guess as usize).min(SCORE_BINS - 1);
+    // the logarithm can miss an edge by an ulp: the bin's upper edge must hold the score
+    while upper_edge(i) < score {
+        i += 1;
+    }
+    while i > 1 && upper_edge(i - 1) >= score {
+        i -= 1;
+    }
+    i
 }
 
 /// Upper edge of bin `i`; the last bin stands for any larger score (`f64::MAX`: a cell scored
@@ -77,12 +91,15 @@ pub fn score_histogram(scores: &[f64]) -> Result<Vec<f64>> {
     Ok(counts)
 }
 
+/// Most calibration cells a pooled histogram may hold (a larger total is not a federation's).
+pub const MAX_POOLED_CELLS: f64 = 1e7;
+
 /// Scores read back from summed counts, each at its bin's upper edge (ascending). Counts are
 /// rounded (the secure sum carries them as fixed-point values).
 ///
 /// # Errors
 /// [`Error::Shape`] for a histogram of another length, [`Error::InvalidConfig`] for a
-/// negative or non-finite count.
+/// negative or non-finite count or more than [`MAX_POOLED_CELLS`] in all.
 pub fn pooled_scores(histogram: &[f64]) -> Result<Vec<f64>> {
     if histogram.len() != SCORE_BINS {
         return Err(Error::Shape {
@@ -90,6 +107,13 @@ pub fn pooled_scores(histogram: &[f64]) -> Result<Vec<f64>> {
             expected: vec![SCORE_BINS],
             got: vec![histogram.len()],
         });
+    }
+    let total: f64 = histogram.iter().sum();
+    if !(total.is_finite() && total <= MAX_POOLED_CELLS) {
+        return Err(Error::config(
+            "histogram",
+            format!("{total} cells in all: at most {MAX_POOLED_CELLS} are pooled"),
+        ));
     }
     let mut scores = Vec::new();
     for (i, &c) in histogram.iter().enumerate() {
@@ -138,21 +162,32 @@ impl FleetClient {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] unless personalization is `auto` with validation cells and a
-    /// round has run, and the errors of [`BatLiNet::calibrate_from`].
+    /// round has run, or with record-level DP-SGD, and the errors of
+    /// [`BatLiNet::calibrate_from`].
     pub fn calibration(
         &self,
         worker: &mut BatLiNet,
         state: &FleetState,
     ) -> Result<IntervalCalibration> {
-        let missing = |why: &str| Err(Error::config("personalization", why.to_string()));
         let Some(val) = self.validation_cells() else {
-            return missing(
+            return Err(Error::config(
+                "personalization",
                 "fleet intervals are calibrated on the validation cells personalization `auto` \
                  holds out (a fleet of at least 2 cells)",
-            );
+            ));
         };
+        if self.record_mechanism().is_some() {
+            return Err(Error::config(
+                "record_privacy",
+                "fleet intervals release summed errors of held-out cells, which record-level \
+                 DP-SGD does not cover",
+            ));
+        }
         let (Some(current), Some(validated)) = (&state.current, &state.validated) else {
-            return missing("no model chosen yet: run a round first");
+            return Err(Error::config(
+                "state",
+                "the fleet has no model yet: evaluate a round first",
+            ));
         };
         let model = current.to_batlinet(worker)?;
         let fitted = validated.to_batlinet(worker)?;
@@ -216,5 +251,11 @@ mod tests {
         let mut h = vec![0.0; SCORE_BINS];
         h[4] = -3.0;
         assert!(pooled_scores(&h).is_err());
+        // a forged total is refused, not allocated
+        h[4] = 1e300;
+        assert!(matches!(
+            pooled_scores(&h),
+            Err(Error::InvalidConfig { .. })
+        ));
     }
 }

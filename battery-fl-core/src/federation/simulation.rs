@@ -49,6 +49,8 @@ pub struct Simulation {
 const STREAM_SAMPLING: usize = usize::MAX;
 const STREAM_NOISE: usize = usize::MAX - 1;
 const STREAM_MASKS: usize = usize::MAX - 2;
+/// The masks of the secure sum of the fleets' calibration histograms.
+const STREAM_CALIBRATION_MASKS: usize = usize::MAX - 1_000_003;
 
 impl Simulation {
     /// Set up a run: validates the settings, computes the shared label transform from the

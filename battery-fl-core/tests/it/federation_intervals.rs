@@ -3,9 +3,10 @@
 
 use battery_fl_core::federation::intervals::{pooled_scores, score_histogram};
 use battery_fl_core::federation::{
-    FederationConfig, FleetClient, Personalization, SecureAggregation, Simulation,
+    Candidate, FederationConfig, FleetClient, FleetState, Personalization, SecureAggregation,
+    Simulation,
 };
-use battery_fl_core::model::{BatLiNet, MONDRIAN_MIN_CELLS};
+use battery_fl_core::model::{BatLiNet, DpSgdConfig, MONDRIAN_MIN_CELLS};
 use battery_fl_core::Error;
 
 use crate::federation::{config, featurizer, fleets, model};
@@ -59,10 +60,22 @@ fn small_fleets_take_every_fleets_held_out_scores_summed_securely() {
         approx::assert_relative_eq!(cal.max_distance, own.max_distance);
         assert!(cal.pooled && !own.pooled && own.scale > 0.0);
         assert_eq!((cal.scale, cal.group_scores.len()), (0.0, 0));
-        // plain errors of the same cells: a score is its error over (spread + scale)
         assert_eq!(own.errors.len(), own.scores.len());
-        let largest = own.scores.iter().map(|s| s * own.scale).fold(0.0, f64::max);
-        assert!(largest <= own.errors[own.errors.len() - 1] + 1e-12);
+        // the calibrating model never trained on the held-out cells: the local model fitted
+        // without them, the global or Ditto model the fleet uses (federated on its fitting
+        // cells only), or the global model fine-tuned on the fitting cells
+        let (choice, _) = state.choice.clone().unwrap();
+        let (validated, current) = (state.validated.as_ref(), state.current.as_ref());
+        match choice {
+            Candidate::Local => {
+                let (on_fit, on_all) = state.local.as_ref().unwrap();
+                assert_eq!(validated, Some(on_fit));
+                assert_eq!(current, Some(on_all));
+                assert_ne!(on_fit, on_all);
+            }
+            Candidate::Global | Candidate::Ditto => assert_eq!(validated, current),
+            Candidate::FineTune => assert_ne!(validated, current),
+        }
         by_hand.extend(pooled_scores(&score_histogram(&own.errors).unwrap()).unwrap());
     }
     by_hand.sort_by(f64::total_cmp);
@@ -101,9 +114,26 @@ fn fleet_intervals_need_auto_and_a_round() {
         sim.calibrate_fleets(),
         Err(Error::InvalidConfig { ref field, .. }) if field == "personalization"
     ));
-    let mut fresh = Simulation::new(auto(false), model(), featurizer(), cells).unwrap();
+    let mut fresh = Simulation::new(auto(false), model(), featurizer(), cells.clone()).unwrap();
     assert!(matches!(
         fresh.calibrate_fleets(),
-        Err(Error::InvalidConfig { .. })
+        Err(Error::InvalidConfig { ref field, .. }) if field == "state"
+    ));
+    // record-level DP-SGD does not cover the summed errors: refused before any is computed
+    let private = FederationConfig {
+        record_privacy: Some(DpSgdConfig {
+            epsilon: Some(8.0),
+            ..Default::default()
+        }),
+        ..auto(false)
+    };
+    let client = FleetClient::new(&private, 0, cells[0].train.clone())
+        .unwrap()
+        .with_public_cells(cells[1].train.clone(), 4)
+        .unwrap();
+    let mut worker = BatLiNet::new(model(), featurizer()).unwrap();
+    assert!(matches!(
+        client.calibration(&mut worker, &FleetState::default()),
+        Err(Error::InvalidConfig { ref field, .. }) if field == "record_privacy"
     ));
 }

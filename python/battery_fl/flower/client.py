@@ -22,9 +22,10 @@ needs nothing but its data and ``battery_fl``. Messages and replies:
   (:meth:`battery_fl.FleetClient.calibration_histogram`), summed like the statistics.
 - ``query.intervals`` (config ``calibration-histogram``, the sum, and
   ``interval-coverage``): the node calibrates the model it ended with
-  (:meth:`battery_fl.FleetClient.calibration`: its own scores, or the pooled ones when it
+  (:meth:`battery_fl.FleetClient.pooled_calibration`: its own scores, or the pooled ones when it
   held out fewer than 19 cells), predicts its test cells with intervals and replies with
-  ``metrics``: ``covered`` (share inside, over ``covered-cells``), ``mean-width`` (cycles),
+  ``metrics``: ``covered`` (share inside, over the ``covered-cells`` with a known life),
+  ``mean-width`` (cycles),
   ``out-of-distribution`` (flagged cells), ``pooled`` (1 when it took the pooled scores)
   and ``num-examples``.
 
@@ -403,16 +404,17 @@ def query_intervals(msg: Message, context: Context) -> Message:
     client = fleet_client(config, fleet, model, context.node_config)
     state = _stored_state(context)
     summed = np.asarray(config["calibration-histogram"], dtype=np.float64)
-    calibration = client.calibration(model, state, summed)
+    calibration = client.pooled_calibration(model, state, summed)
     own = client.current_model(model, state)
     coverage = float(config["interval-coverage"])  # type: ignore[arg-type]
     p = own.predict(fleet.test, fleet.train, coverage=coverage, calibration=calibration)
     truth = np.array([c.cycle_life() or math.nan for c in fleet.test], dtype=np.float64)
+    labelled = ~np.isnan(truth)
     inside = (p.lower <= truth) & (truth <= p.upper)
     metrics = MetricRecord(
         {
-            "covered": float(np.mean(inside)) if len(truth) else 0.0,
-            "covered-cells": len(truth),
+            "covered": float(np.mean(inside[labelled])) if labelled.any() else 0.0,
+            "covered-cells": int(labelled.sum()),
             "mean-width": float(np.mean(p.upper - p.lower)) if len(truth) else 0.0,
             "out-of-distribution": int(np.sum(p.out_of_distribution)),
             "pooled": int(calibration.pooled),

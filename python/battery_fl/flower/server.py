@@ -9,7 +9,8 @@
    label transform and input scales, as in :class:`battery_fl.Simulation`;
 3. **training**: :class:`~battery_fl.flower.strategy.BatteryFlStrategy` runs
    ``num-server-rounds`` rounds from the model's seeded initial weights;
-4. **intervals** (personalization ``auto``, every node evaluated): each node sends the
+4. **intervals** (personalization ``auto``, every node evaluated, no record-level DP-SGD;
+   the sum is not covered by the training's DP epsilon): each node sends the
    histogram of the conformal scores of the cells it held out (``query.calibration``),
    summed like the statistics; with the sum each node calibrates the model it ended with
    (pooled scores below 19 cells of its own, as :meth:`battery_fl.Simulation.calibrate_fleets`)
@@ -169,7 +170,7 @@ def collect_intervals(
             _log.warning("intervals: node %s failed: %s", node, reply.error.reason)
             continue
         per_node[node] = {k: float(v) for k, v in reply.content["metrics"].items()}  # type: ignore[union-attr,arg-type]
-    return {"coverage": coverage, "per_node": per_node, **pooled_intervals(per_node)}
+    return {"interval_coverage": coverage, "per_node": per_node, **pooled_intervals(per_node)}
 
 
 def apply_statistics(model: battery_fl.BatLiNet, total: np.ndarray) -> tuple[float, float]:
@@ -304,23 +305,34 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
         train_config=config,
         evaluate_config=ConfigRecord(dict(config)),
     )
-    intervals = None
-    if settings.personalization == "auto" and settings.fraction_evaluate == 1.0:
-        intervals = collect_intervals(
-            grid,
-            nodes,
-            config,
-            coverage=settings.interval_coverage,
-            workflow=workflow,
-            round_id=settings.num_server_rounds + 1,
-            timeout=settings.timeout,
-        )
-        _log.info(
-            "battery-fl: %.0f %% intervals cover %s of the test cells, mean width %s",
-            100 * settings.interval_coverage,
-            intervals["covered"],
-            intervals["mean_width"],
-        )
+    intervals: dict[str, Any] | None = None
+    # every node evaluated (so holds the model it ended with), and no record-level DP-SGD,
+    # whose guarantee does not cover the summed errors
+    if (
+        settings.personalization == "auto"
+        and settings.fraction_evaluate == 1.0
+        and settings.record_epsilon <= 0
+    ):
+        try:
+            intervals = collect_intervals(
+                grid,
+                nodes,
+                config,
+                coverage=settings.interval_coverage,
+                workflow=workflow,
+                round_id=settings.num_server_rounds + 1,
+                timeout=settings.timeout,
+            )
+        except battery_fl.BatteryFlError as err:  # the trained run stands without intervals
+            _log.warning("battery-fl: no intervals: %s", err)
+            intervals = {"error": str(err)}
+        else:
+            _log.info(
+                "battery-fl: %.0f %% intervals cover %s of the test cells, mean width %s",
+                100 * settings.interval_coverage,
+                intervals["covered"],
+                intervals["mean_width"],
+            )
     if out is not None:
         model.set_parameters(result.arrays.to_numpy_ndarrays())
         model.save(out / "model")

@@ -7,7 +7,7 @@ use super::super::job_seed;
 use super::super::labels::secure_sum;
 use super::super::personalize::{rmse_of, FleetModel, FleetState};
 use super::super::Personalization;
-use super::{weights_of, Simulation, STREAM_MASKS};
+use super::{weights_of, Simulation, STREAM_CALIBRATION_MASKS};
 use crate::error::{Error, Result};
 use crate::model::{BatLiNet, Dataset, IntervalCalibration, Metrics, ModelParams, Prediction};
 
@@ -49,8 +49,9 @@ impl Simulation {
     /// the scores of every fleet pooled through a secure sum of histograms.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] unless personalization is `auto` and a round has run, and the
-    /// errors of calibration and of the secure sum.
+    /// [`Error::InvalidConfig`] unless personalization is `auto` and a round has run, with
+    /// record-level DP-SGD (the summed errors would be released outside its guarantee), and
+    /// the errors of calibration and of the secure sum.
     pub fn calibrate_fleets(&mut self) -> Result<BTreeMap<String, IntervalCalibration>> {
         if self.config.personalization != Personalization::Auto {
             return Err(Error::config(
@@ -67,10 +68,9 @@ impl Simulation {
             .zip(&states)
             .map(|(client, state)| client.calibration_histogram(&mut self.worker, state))
             .collect::<Result<_>>()?;
-        // masks of their own (a round's masks are never reused for another sum)
-        let seed = job_seed(self.config.seed ^ 0xCA1B, self.state.round, STREAM_MASKS);
-        let secure = self.config.secure_aggregation.as_ref();
-        let summed = secure_sum(&histograms, secure.filter(|_| states.len() >= 3), seed)?;
+        // masks of their own stream (a round's masks are never reused for another sum)
+        let seed = job_seed(self.config.seed, self.state.round, STREAM_CALIBRATION_MASKS);
+        let summed = secure_sum(&histograms, self.config.secure_aggregation.as_ref(), seed)?;
         self.clients
             .iter()
             .zip(&states)
