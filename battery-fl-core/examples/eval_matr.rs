@@ -31,7 +31,9 @@
 //! Every run also scores `linear` (the linear early-life model, settings by leave-one-out on
 //! the training cells); `--models hybrid` (beside `batlinet`, `cnn`) trains BatLiNet on the
 //! residuals of that model (ln life minus its cross-fitted prediction) and predicts the linear
-//! prediction times the network's correction.
+//! prediction times the network's correction. `--models gated` trains both and takes the
+//! hybrid's prediction for cells the linear model extrapolates (its prediction outside the
+//! training lives), BatLiNet's for the others (`model::GatedModel`).
 //!
 //! `--calibration-folds N` gives BatLiNet conformal intervals (`BatLiNet::cross_calibrate`:
 //! N fold models on the training cells, no test cell involved) and prints their coverage and
@@ -56,6 +58,8 @@
 
 #[path = "cli/mod.rs"]
 mod cli;
+#[path = "eval/mod.rs"]
+mod eval;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -64,14 +68,14 @@ use anyhow::{bail, Context, Result};
 use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    select_linear, BatLiNet, BatLiNetConfig, Dataset, HybridModel, InterFeatures,
-    IntervalCalibration, LinearConfig, LrSchedule, Metrics, Prediction, ReferenceSelection,
-    VarianceModel,
+    select_linear, BatLiNet, BatLiNetConfig, Dataset, GatedModel, HybridModel, InterFeatures,
+    LinearConfig, LrSchedule, Metrics, ReferenceSelection, VarianceModel,
 };
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use cli::{serde_enum, trimmed};
+use eval::{report_cv_plus, report_intervals, summarize, CellLog, Row};
 
 /// Primary-test cell that Severson et al. and Attia et al. leave out (cycle life 148).
 const OUTLIER: &str = "MATR_2017-06-30_EL150800460605";
@@ -122,7 +126,7 @@ struct Args {
     /// Training batch size (cells).
     #[arg(long, value_name = "B", default_value_t = 16)]
     batch: usize,
-    /// Networks to train, comma-separated: batlinet, cnn, hybrid (linear and variance always run; e.g. `none` for neither network).
+    /// Networks to train, comma-separated: batlinet, cnn, hybrid, gated (linear and variance always run; e.g. `none` for neither network).
     #[arg(
         long,
         value_name = "M,...",
@@ -314,9 +318,6 @@ fn main() -> Result<()> {
     let rows = evaluate(&args, train, splits)?;
     summarize(&rows)
 }
-
-/// One result: model, split, seed, metrics.
-type Row = (String, String, u64, Metrics);
 
 /// Train the variance model once and BatLiNet / the CNN once per seed on `train`; score each
 /// on every split.
@@ -558,162 +559,37 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
             }
         }
     }
-    Ok(rows)
-}
 
-/// `--cells-out`: every test cell's prediction, appended as JSON lines (a LOBO run appends
-/// one block per batch), with the range of the lives the models were trained on.
-struct CellLog {
-    out: Option<std::io::BufWriter<std::fs::File>>,
-    train_range: (f64, f64),
-}
-
-impl CellLog {
-    fn open(path: Option<&std::path::Path>, train_lives: &[f64]) -> Result<Self> {
-        let out = path
-            .map(|p| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .with_context(|| format!("opening {}", p.display()))
-            })
-            .transpose()?
-            .map(std::io::BufWriter::new);
-        let lo = train_lives.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = train_lives
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
-        Ok(CellLog {
-            out,
-            train_range: (lo, hi),
-        })
-    }
-
-    fn write(
-        &mut self,
-        model: &str,
-        split: &str,
-        seed: u64,
-        ds: &Dataset,
-        pred: &[f64],
-    ) -> Result<()> {
-        use std::io::Write;
-        let Some(out) = self.out.as_mut() else {
-            return Ok(());
-        };
-        let (lo, hi) = self.train_range;
-        for ((cell, life), p) in ds.cell_ids().iter().zip(ds.require_labels()?).zip(pred) {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({"model": model, "split": split, "seed": seed, "cell": cell,
-                    "life": life, "pred": p, "train_min": lo, "train_max": hi})
+    if args.models.iter().any(|m| m == "gated") {
+        for seed in args.first_seed..args.first_seed + args.seeds {
+            let t0 = Instant::now();
+            // BatLiNet, and the hybrid where the linear model extrapolates (model::GatedModel)
+            let model = GatedModel::fit(
+                &train,
+                &train_ds,
+                base.clone().with_seed(seed),
+                featurizer_cfg.clone(),
+                &linear_config,
+                &label,
             )?;
+            eprintln!(
+                "gated seed {seed}: trained in {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
+            for (split, cells, ds) in &test_ds {
+                let p = model.predict(cells, ds)?;
+                let pred: Vec<f64> = p.iter().map(|g| g.life).collect();
+                let sent = p.iter().filter(|g| g.extrapolated).count();
+                eprintln!("gated seed {seed}, {split}: {sent} of {} cells extrapolated, predicted by the hybrid", p.len());
+                cells_out.write("gated", split, seed, ds, &pred)?;
+                report(
+                    "gated",
+                    split,
+                    seed,
+                    Metrics::compute(&pred, &ds.require_labels()?)?,
+                );
+            }
         }
-        out.flush()?;
-        Ok(())
     }
-}
-
-/// Coverage and mean width of BatLiNet's conformal intervals at 80 % and 90 % on `ds`, next
-/// to the naive interval (min-max over the per-reference predictions), as JSON lines.
-/// CV+ intervals of `ds` at 80 % and 90 % from `folds` fold models: coverage, mean width, and
-/// how often the final model's prediction lies inside.
-fn report_cv_plus(
-    model: &BatLiNet,
-    ds: &Dataset,
-    train: &Dataset,
-    folds: usize,
-    split: &str,
-    seed: u64,
-) -> Result<()> {
-    let truth = ds.require_labels()?;
-    let point = model.predict(ds, train)?;
-    let cv = model.cross_conformal_intervals(train, ds, folds, &[0.8, 0.9])?;
-    let n = truth.len().max(1) as f64;
-    for (coverage, bounds) in cv.coverages.iter().zip(&cv.bounds) {
-        let inside = |values: &[f64]| {
-            values
-                .iter()
-                .zip(bounds)
-                .filter(|(v, (lo, hi))| (*lo..=*hi).contains(*v))
-                .count() as f64
-                / n
-        };
-        println!(
-            "{{\"model\": \"batlinet\", \"split\": \"{split}\", \"seed\": {seed}, \"calibration\": \"cv_plus\", \"cells\": {}, \"coverage\": {coverage}, \"covered\": {:.3}, \"mean_width\": {:.1}, \"point_inside\": {:.3}}}",
-            truth.len(),
-            inside(&truth),
-            bounds.iter().map(|(lo, hi)| hi - lo).sum::<f64>() / n,
-            inside(&point),
-        );
-    }
-    Ok(())
-}
-
-fn report_intervals(
-    model: &BatLiNet,
-    ds: &Dataset,
-    references: &Dataset,
-    calibration: &IntervalCalibration,
-    split: &str,
-    seed: u64,
-) -> Result<()> {
-    let truth = ds.require_labels()?;
-    let n = truth.len().max(1) as f64;
-    let share = |inside: usize| inside as f64 / n;
-    for coverage in [0.8, 0.9] {
-        let p = model.predict_intervals(ds, references, calibration, coverage)?;
-        let inside = |lo: fn(&Prediction) -> f64, hi: fn(&Prediction) -> f64| {
-            p.iter()
-                .zip(&truth)
-                .filter(|(p, y)| (lo(p)..=hi(p)).contains(*y))
-                .count()
-        };
-        let width = |lo: fn(&Prediction) -> f64, hi: fn(&Prediction) -> f64| {
-            p.iter().map(|p| hi(p) - lo(p)).sum::<f64>() / n
-        };
-        println!(
-            "{{\"model\": \"batlinet\", \"split\": \"{split}\", \"seed\": {seed}, \"calibration\": \"cross_fitted\", \"cells\": {}, \"coverage\": {coverage}, \"covered\": {:.3}, \"mean_width\": {:.1}, \"naive_covered\": {:.3}, \"naive_mean_width\": {:.1}, \"out_of_distribution\": {}}}",
-            truth.len(),
-            share(inside(|p| p.lower, |p| p.upper)),
-            width(|p| p.lower, |p| p.upper),
-            share(inside(|p| p.reference_low, |p| p.reference_high)),
-            width(|p| p.reference_low, |p| p.reference_high),
-            p.iter().filter(|p| p.out_of_distribution).count(),
-        );
-    }
-    Ok(())
-}
-
-/// The table: mean and spread over seeds per model and split.
-fn summarize(rows: &[Row]) -> Result<()> {
-    println!();
-    println!("| model | split | seeds | RMSE mean | RMSE std | MAPE mean (%) |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    let mut keys: Vec<(String, String)> = rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
-    let mut seen = Vec::new();
-    keys.retain(|k| {
-        let new = !seen.contains(k);
-        seen.push(k.clone());
-        new
-    });
-    for (model, split) in keys {
-        let ms: Vec<&Metrics> = rows
-            .iter()
-            .filter(|r| r.0 == model && r.1 == split)
-            .map(|r| &r.3)
-            .collect();
-        let n = ms.len() as f64;
-        let mean = ms.iter().map(|m| m.rmse).sum::<f64>() / n;
-        let std = (ms.iter().map(|m| (m.rmse - mean).powi(2)).sum::<f64>() / n).sqrt();
-        let mape = ms.iter().map(|m| m.mape).sum::<f64>() / n;
-        println!(
-            "| {model} | {split} | {} | {mean:.1} | {std:.1} | {mape:.1} |",
-            ms.len()
-        );
-    }
-    Ok(())
+    Ok(rows)
 }

@@ -28,6 +28,8 @@ mod bytes;
 mod dpsgd;
 mod dpsgd_config;
 #[cfg(feature = "tch")]
+mod gated;
+#[cfg(feature = "tch")]
 mod hybrid;
 #[cfg(feature = "tch")]
 mod intervals;
@@ -72,6 +74,8 @@ pub use audit::{likelihood_ratio_scores, membership_auc, membership_lira_auc, me
 pub use batlinet::{BatLiNet, BranchPredictions};
 #[cfg(feature = "tch")]
 pub use cross_conformal::CrossConformalIntervals;
+#[cfg(feature = "tch")]
+pub use gated::{GatedModel, GatedPrediction};
 #[cfg(feature = "tch")]
 pub use hybrid::HybridModel;
 #[cfg(feature = "tch")]

@@ -96,3 +96,88 @@ fn the_hybrid_learns_the_linear_models_out_of_sample_errors() {
     assert!(matches!(err, Error::Shape { .. }), "{err}");
     assert!(hybrid.predict(&test[1..], &dte).is_err());
 }
+
+/// The gate: trained on the shorter-lived two thirds of the cells, the longest-lived test
+/// cells make the linear model extrapolate; each cell takes the hybrid's prediction exactly
+/// when the linear one lies outside the training lives, BatLiNet's otherwise.
+#[test]
+fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
+    use battery_fl_core::model::{BatLiNet, GatedModel};
+    let mut cells: Vec<Cell> = FleetConfig::default()
+        .with_fleets(3)
+        .with_cells_per_fleet(16)
+        .with_seed(11)
+        .generate()
+        .unwrap()
+        .into_iter()
+        .flat_map(|f| f.cells)
+        .collect();
+    let label = LabelConfig::default();
+    cells.sort_by(|a, b| {
+        let life = |c: &Cell| {
+            c.cycle_life(&label)
+                .ok()
+                .and_then(|l| l.cycles())
+                .map_or(f64::NAN, f64::from)
+        };
+        life(a).total_cmp(&life(b))
+    });
+    // every third cell of the shorter-lived 36 and the 12 longest-lived cells are tested
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for (i, c) in cells.into_iter().enumerate() {
+        if i >= 36 || i % 3 == 1 {
+            test.push(c);
+        } else {
+            train.push(c);
+        }
+    }
+    let featurizer = FeaturizerConfig::default().with_interp_dim(32);
+    let f = Featurizer::new(featurizer.clone()).unwrap();
+    let ch = [0, 1, 2, 3, 4, 5];
+    let dtr = Dataset::from_cells(&train, &f, &ch, &label).unwrap();
+    let dte = Dataset::from_cells(&test, &f, &ch, &label).unwrap();
+    let network = BatLiNetConfig::default()
+        .with_conv_channels(4)
+        .with_epochs(5)
+        .with_batch_size(8)
+        .with_seed(2)
+        .with_progress(false)
+        .with_inference_references(4);
+    let gated = GatedModel::fit(
+        &train,
+        &dtr,
+        network.clone(),
+        featurizer.clone(),
+        &LinearConfig::default(),
+        &label,
+    )
+    .unwrap();
+    let lives = dtr.require_labels().unwrap();
+    let (lo, hi) = gated.label_range;
+    assert_eq!(lo, lives.iter().copied().fold(f64::INFINITY, f64::min));
+    assert_eq!(hi, lives.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+
+    let p = gated.predict(&test, &dte).unwrap();
+    let linear = gated.hybrid.linear.predict(&test).unwrap();
+    let hybrid = gated.hybrid.predict(&test, &dte).unwrap();
+    // the BatLiNet inside is the one a plain fit with the same settings trains
+    let mut alone = BatLiNet::new(network, featurizer).unwrap();
+    alone.fit(&dtr).unwrap();
+    let plain = alone.predict(&dte, &dtr).unwrap();
+    for (i, g) in p.iter().enumerate() {
+        assert_eq!(g.extrapolated, !(lo..=hi).contains(&linear[i]));
+        let want = if g.extrapolated { hybrid[i] } else { plain[i] };
+        assert_relative_eq!(g.life, want, max_relative = 1e-9);
+    }
+    let sent = p.iter().filter(|g| g.extrapolated).count();
+    assert!(
+        sent > 0 && sent < p.len(),
+        "{sent} of {} extrapolated",
+        p.len()
+    );
+    // a dataset of other cells is refused
+    assert!(matches!(
+        gated.predict(&test[..3], &dte),
+        Err(Error::Shape { .. })
+    ));
+}

@@ -1,0 +1,67 @@
+"""Per-cell gating between BatLiNet and the hybrid on ``eval_matr --cells-out`` files.
+
+The rule (fixed before looking at any result): a cell whose linear prediction lies outside
+the range of the training lives is an extrapolation, where the network's reading of the
+curves has nothing to go on and the linear anchor of the hybrid holds; every other cell
+takes BatLiNet. Prints RMSE per split and seed for the variance and linear models, BatLiNet,
+the hybrid and the gate, and how many cells the gate sent to the hybrid.
+
+    python scripts/gate_study.py out/s18/primary.jsonl out/s18/lobo*.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+
+
+def rmse(pairs: list[tuple[float, float]]) -> float:
+    return math.sqrt(sum((p - y) ** 2 for p, y in pairs) / len(pairs))
+
+
+def main(paths: list[str]) -> None:
+    # (split, model, seed) -> cell -> record
+    rows: dict[tuple[str, str, int], dict[str, dict]] = defaultdict(dict)
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                rows[(r["split"], r["model"], r["seed"])][r["cell"]] = r
+    splits = sorted({k[0] for k in rows})
+    for split in splits:
+        linear = rows[(split, "linear", 0)]
+        variance = rows[(split, "variance", 0)]
+        seeds = sorted(
+            s
+            for (sp, m, s) in rows
+            if sp == split and m == "hybrid" and (sp, "batlinet", s) in rows
+        )
+        print(f"## {split}: {len(linear)} cells")
+        print(f"variance {rmse([(r['pred'], r['life']) for r in variance.values()]):.1f}")
+        print(f"linear   {rmse([(r['pred'], r['life']) for r in linear.values()]):.1f}")
+        table: dict[str, list[float]] = defaultdict(list)
+        for seed in seeds:
+            net = rows[(split, "batlinet", seed)]
+            hyb = rows[(split, "hybrid", seed)]
+            gate, sent = [], 0
+            for cell, lin in linear.items():
+                outside = not lin["train_min"] <= lin["pred"] <= lin["train_max"]
+                sent += outside
+                pick = hyb if outside else net
+                gate.append((pick[cell]["pred"], lin["life"]))
+            table["batlinet"].append(rmse([(r["pred"], r["life"]) for r in net.values()]))
+            table["hybrid"].append(rmse([(r["pred"], r["life"]) for r in hyb.values()]))
+            table["gate"].append(rmse(gate))
+            print(f"seed {seed}: cells sent to the hybrid {sent}/{len(linear)}")
+        for name, values in table.items():
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            per_seed = ", ".join(f"{v:.1f}" for v in values)
+            print(f"{name:<9} {statistics.mean(values):.1f} +- {spread:.1f} ({per_seed})")
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
