@@ -33,6 +33,7 @@ __all__ = [
     "FleetClient",
     "GaussianNoise",
     "GenomeFingerprint",
+    "GatedModel",
     "HybridModel",
     "IntervalCalibration",
     "LinearFederation",
@@ -539,6 +540,18 @@ class Predictions:
     def outside_label_range(self) -> npt.NDArray[np.bool_]: ...
     @property
     def out_of_distribution(self) -> npt.NDArray[np.bool_]: ...
+
+@final
+class GatedModel:
+    @classmethod
+    def fit(cls, cells: Sequence[Cell], model: BatLiNet) -> GatedModel: ...
+    def save(self, path: _Path) -> None: ...
+    @classmethod
+    def load(cls, path: _Path) -> GatedModel: ...
+    def predict(self, cells: Sequence[Cell]) -> _F64: ...
+    def extrapolates(self, cells: Sequence[Cell]) -> npt.NDArray[np.bool_]: ...
+    @property
+    def label_range(self) -> tuple[float, float]: ...
 
 @final
 class HybridModel:

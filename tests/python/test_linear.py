@@ -145,3 +145,33 @@ def test_hybrid_corrects_the_linear_model_it_selects() -> None:
         np.testing.assert_array_equal(battery_fl.HybridModel.load(tmp).predict(test), lives)
         with pytest.raises(battery_fl.BatteryFlError):
             battery_fl.HybridModel.load(Path(tmp) / "missing")
+
+
+def test_gated_model_takes_the_hybrid_where_the_linear_model_extrapolates() -> None:
+    cells = synthetic.generate_fleets(fleets=1, cells_per_fleet=24, seed=5)[0].cells
+    cells.sort(key=lambda c: c.cycle_life() or 0)
+    # trained on the shorter-lived cells, tested on some of those and the longest-lived
+    train = [c for i, c in enumerate(cells[:18]) if i % 3]
+    test = [c for i, c in enumerate(cells[:18]) if not i % 3] + cells[18:]
+    template = battery_fl.BatLiNet(
+        featurizer=battery_fl.Featurizer(cycles=12, interp_dim=16),
+        conv_channels=4,
+        epochs=3,
+        progress=False,
+    )
+    gated = battery_fl.GatedModel.fit(train, template)
+    lo, hi = gated.label_range
+    assert (lo, hi) == (min(c.cycle_life() for c in train), max(c.cycle_life() for c in train))
+    linear = battery_fl.LinearModel.fit(train).predict(test)
+    flags = gated.extrapolates(test)
+    np.testing.assert_array_equal(flags, (linear < lo) | (linear > hi))
+    assert flags.any() and not flags.all()
+    lives = gated.predict(test)
+    hybrid = battery_fl.HybridModel.fit(train, template).predict(test)
+    np.testing.assert_allclose(lives[flags], hybrid[flags], rtol=1e-6)
+    with tempfile.TemporaryDirectory() as tmp:
+        gated.save(tmp)
+        back = battery_fl.GatedModel.load(tmp)
+        np.testing.assert_array_equal(back.predict(test), lives)
+        with pytest.raises(battery_fl.BatteryFlError):
+            battery_fl.GatedModel.load(Path(tmp) / "missing")

@@ -16,10 +16,11 @@
 //! BENCHMARKS.md ("the gate") has the three protocols.
 
 use std::borrow::Borrow;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BatLiNet, BatLiNetConfig, Dataset, HybridModel, LinearConfig};
+use super::{write_atomic, BatLiNet, BatLiNetConfig, Dataset, HybridModel, LinearConfig};
 use crate::data::{Cell, LabelConfig};
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
@@ -126,5 +127,88 @@ impl GatedModel {
                 extrapolated,
             })
             .collect())
+    }
+}
+
+/// Format tag of a saved gated model.
+pub const GATED_FORMAT: &str = "battery-fl/gated/v1";
+const GATED_FILE: &str = "gated.json";
+const HYBRID_DIR: &str = "hybrid";
+const NETWORK_DIR: &str = "network";
+
+/// What `gated.json` holds: the training lives (BatLiNet's references are the hybrid's with
+/// these labels) and their range.
+#[derive(Debug, Serialize, Deserialize)]
+struct GatedDescription {
+    format: String,
+    label_range: (f64, f64),
+    lives: Vec<Option<f64>>,
+}
+
+impl GatedModel {
+    /// Save to a directory: `hybrid/` (a [`HybridModel`] directory, with the training cells'
+    /// curves), `network/` (a [`BatLiNet`] directory) and `gated.json` (the training lives
+    /// and their range). Each file is written atomically.
+    ///
+    /// # Errors
+    /// [`Error::Io`] and [`Error::Parse`] from writing.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        self.hybrid.save(dir.join(HYBRID_DIR))?;
+        self.network.save(dir.join(NETWORK_DIR))?;
+        let description = GatedDescription {
+            format: GATED_FORMAT.into(),
+            label_range: self.label_range,
+            lives: self.references.labels().to_vec(),
+        };
+        let json = serde_json::to_vec_pretty(&description).map_err(|e| Error::Parse {
+            path: dir.join(GATED_FILE),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&dir.join(GATED_FILE), &json)
+    }
+
+    /// Load a directory written by [`GatedModel::save`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] for missing files, [`Error::Parse`] for files of another format or lives
+    /// that do not match the saved cells, and the errors of loading both models.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let path = dir.join(GATED_FILE);
+        let text = std::fs::read(&path).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let d: GatedDescription = serde_json::from_slice(&text).map_err(|e| Error::Parse {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if d.format != GATED_FORMAT {
+            return Err(Error::Parse {
+                path,
+                reason: format!("format {:?}, expected {GATED_FORMAT:?}", d.format),
+            });
+        }
+        let hybrid = HybridModel::load(dir.join(HYBRID_DIR))?;
+        let network = BatLiNet::load(dir.join(NETWORK_DIR))?;
+        if d.lives.len() != hybrid.references().len() {
+            return Err(Error::Parse {
+                path,
+                reason: format!(
+                    "{} lives for {} saved cells",
+                    d.lives.len(),
+                    hybrid.references().len()
+                ),
+            });
+        }
+        let references = hybrid.references().clone().with_labels(d.lives)?;
+        network.check_dataset(&references, "reference")?;
+        Ok(GatedModel {
+            network,
+            hybrid,
+            label_range: d.label_range,
+            references,
+        })
     }
 }

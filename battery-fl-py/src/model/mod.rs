@@ -3,6 +3,7 @@
 
 mod batlinet;
 mod dpsgd;
+mod gated;
 mod hybrid;
 mod intervals;
 mod linear;
@@ -21,6 +22,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     linear::register(m)?;
     linear_steps::register(m)?;
     hybrid::register(m)?;
+    gated::register(m)?;
     intervals::register(m)?;
     Ok(())
 }

@@ -1,0 +1,133 @@
+//! `GatedModel`: BatLiNet, and the hybrid where the linear model extrapolates.
+
+use std::sync::Mutex;
+
+use battery_fl_core::data::{Cell, LabelConfig};
+use battery_fl_core::features::Featurizer;
+use battery_fl_core::model::{Dataset, GatedModel, LinearConfig};
+use numpy::PyArray1;
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+
+use super::PyBatLiNet;
+use crate::conversion::vec_f64;
+use crate::data::{cell_refs, PyBatteryCell};
+use crate::errors::{lock, CoreResult};
+
+/// BatLiNet for cells like the training cells, the :class:`HybridModel` (the linear
+/// early-life model times a BatLiNet correction) for cells whose linear prediction lies
+/// outside the training lives: the network reads the curves best where it has seen their
+/// like, the linear model extrapolates (BENCHMARKS.md, "the gate"). Trains two networks
+/// with the settings of ``model``.
+///
+/// >>> import battery_fl
+/// >>> from battery_fl import synthetic
+/// >>> cells = synthetic.generate_fleets(fleets=1, cells_per_fleet=14, seed=2)[0].cells
+/// >>> template = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(cycles=12, interp_dim=16),
+/// ...                                conv_channels=4, epochs=2, progress=False)
+/// >>> gated = battery_fl.GatedModel.fit(cells[:10], template)
+/// >>> lives = gated.predict(cells[10:])
+/// >>> bool((lives > 0).all()), gated.extrapolates(cells[10:]).dtype.name
+/// (True, 'bool')
+#[pyclass(frozen, name = "GatedModel", module = "battery_fl")]
+#[derive(Debug)]
+pub struct PyGatedModel {
+    inner: Mutex<GatedModel>,
+}
+
+fn dataset(model: &GatedModel, cells: &[&Cell]) -> battery_fl_core::Result<Dataset> {
+    let net = &model.network;
+    let featurizer = Featurizer::new(net.featurizer_config().clone())?;
+    Dataset::for_config(cells, &featurizer, net.config(), &LabelConfig::default())
+}
+
+#[pymethods]
+impl PyGatedModel {
+    /// Fit on labelled cells with the settings and featurizer of ``model`` (a
+    /// :class:`BatLiNet` used as a template; its weights are not used).
+    #[classmethod]
+    fn fit(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        cells: Vec<Bound<'_, PyBatteryCell>>,
+        model: &PyBatLiNet,
+    ) -> PyResult<Self> {
+        let cells = cell_refs(&cells);
+        let (config, featurizer) = model.with(py, |m| {
+            Ok((m.config().clone(), m.featurizer_config().clone()))
+        })?;
+        let inner = py
+            .detach(|| {
+                let f = Featurizer::new(featurizer.clone())?;
+                let label = LabelConfig::default();
+                let ds = Dataset::for_config(&cells, &f, &config, &label)?;
+                GatedModel::fit(
+                    &cells,
+                    &ds,
+                    config,
+                    featurizer,
+                    &LinearConfig::default(),
+                    &label,
+                )
+            })
+            .or_raise()?;
+        Ok(PyGatedModel {
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// Predicted cycle lives (float64).
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        cells: Vec<Bound<'py, PyBatteryCell>>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let cells = cell_refs(&cells);
+        let lives = py
+            .detach(|| {
+                let model = lock(&self.inner)?;
+                let p = model.predict(&cells, &dataset(&model, &cells)?)?;
+                Ok::<_, battery_fl_core::Error>(p.iter().map(|g| g.life).collect())
+            })
+            .or_raise()?;
+        Ok(vec_f64(py, lives))
+    }
+
+    /// Per cell: its linear prediction lies outside the training lives, so ``predict``
+    /// gives the hybrid's (bool array).
+    fn extrapolates<'py>(
+        &self,
+        py: Python<'py>,
+        cells: Vec<Bound<'py, PyBatteryCell>>,
+    ) -> PyResult<Bound<'py, PyArray1<bool>>> {
+        let cells = cell_refs(&cells);
+        let flags = py
+            .detach(|| lock(&self.inner)?.extrapolates(&cells))
+            .or_raise()?;
+        Ok(PyArray1::from_vec(py, flags))
+    }
+
+    /// Smallest and largest training life (cycles).
+    #[getter]
+    fn label_range(&self) -> PyResult<(f64, f64)> {
+        Ok(lock(&self.inner).or_raise()?.label_range)
+    }
+
+    /// Save to a directory: ``hybrid/``, ``network/`` and ``gated.json``.
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        py.detach(|| lock(&self.inner)?.save(&path)).or_raise()
+    }
+
+    /// Load a directory written by ``save``.
+    #[classmethod]
+    fn load(_cls: &Bound<'_, PyType>, py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let inner = py.detach(|| GatedModel::load(&path)).or_raise()?;
+        Ok(PyGatedModel {
+            inner: Mutex::new(inner),
+        })
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyGatedModel>()
+}
