@@ -1,12 +1,13 @@
 """Per-cell gating between BatLiNet and the hybrid on ``eval_matr --cells-out`` files.
 
-The rule (fixed before looking at any result): a cell whose linear prediction lies outside
-the range of the training lives is an extrapolation, where the network's reading of the
+The rule of ``model::GatedModel``: a cell whose linear prediction lies outside the range of
+the training lives, or which the linear model flags out of its distribution (``ood`` in the
+linear lines, when the file has it), is an extrapolation, where the network's reading of the
 curves has nothing to go on and the linear anchor of the hybrid holds; every other cell
 takes BatLiNet. Prints RMSE per split and seed for the variance and linear models, BatLiNet,
 the hybrid and the gate, and how many cells the gate sent to the hybrid.
 
-    python scripts/gate_study.py out/s18/primary.jsonl out/s18/lobo*.jsonl
+    python scripts/gate_study.py out/s18/primary.jsonl out/s18/lobo*.jsonl out/s18/linear_flags.jsonl
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def main(paths: list[str]) -> None:
             hyb = rows[(split, "hybrid", seed)]
             gate, sent = [], 0
             for cell, lin in linear.items():
-                outside = not lin["train_min"] <= lin["pred"] <= lin["train_max"]
+                outside = lin.get("ood", False) or not (
+                    lin["train_min"] <= lin["pred"] <= lin["train_max"]
+                )
                 sent += outside
                 pick = hyb if outside else net
                 gate.append((pick[cell]["pred"], lin["life"]))

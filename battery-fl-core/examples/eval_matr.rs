@@ -395,7 +395,11 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
     }
     for (name, cells, ds) in &test_ds {
         let p = linear.predict(cells)?;
-        cells_out.write("linear", name, 0, ds, &p)?;
+        // the linear model's out-of-distribution flags (leave-one-out calibration): half of
+        // GatedModel's rule
+        let ood =
+            linear.out_of_distribution(&linear_config.rows(cells, &label)?, &calibrations[0].1)?;
+        cells_out.write_flagged("linear", name, 0, ds, &p, Some(&ood))?;
         report(
             "linear",
             name,

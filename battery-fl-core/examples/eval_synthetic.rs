@@ -8,7 +8,8 @@
 //!
 //! Models: the Severson variance model, the linear early-life model (settings by leave-one-out
 //! on the training cells), and the networks `--networks` names (default `batlinet,cnn`):
-//! BatLiNet, the single-branch CNN and `hybrid` (`model::HybridModel`: BatLiNet trained on the
+//! BatLiNet, the single-branch CNN, `gated` (`model::GatedModel`: BatLiNet, and the hybrid where
+//! the linear model extrapolates) and `hybrid` (`model::HybridModel`: BatLiNet trained on the
 //! linear model's cross-fitted residuals), with the main job's settings (60 epochs, batch 16,
 //! 16 channels, 16 references), `--seeds N` seeds each (default 3); inference references come
 //! from the training cells. The last lines are a
@@ -18,7 +19,7 @@
 //! ```text
 //! cargo run --release -p battery-fl-core --features tch --example eval_synthetic -- \
 //!     --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T] [--linear-only]
-//!     [--networks batlinet,cnn,hybrid]
+//!     [--networks batlinet,cnn,hybrid,gated]
 //! ```
 #[path = "cli/mod.rs"]
 mod cli;
@@ -30,8 +31,8 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
-    select_linear, BatLiNet, BatLiNetConfig, Dataset, HybridModel, LabelGrouping, LinearConfig,
-    Metrics, VarianceModel,
+    select_linear, BatLiNet, BatLiNetConfig, Dataset, GatedModel, HybridModel, LabelGrouping,
+    LinearConfig, Metrics, VarianceModel,
 };
 use clap::{Parser, ValueEnum};
 use cli::serde_enum;
@@ -89,6 +90,8 @@ enum Network {
     Cnn,
     /// BatLiNet on the linear model's cross-fitted residuals (`model::HybridModel`).
     Hybrid,
+    /// BatLiNet, and the hybrid where the linear model extrapolates (`model::GatedModel`).
+    Gated,
 }
 
 impl Network {
@@ -98,6 +101,7 @@ impl Network {
             Network::Batlinet => "batlinet",
             Network::Cnn => "cnn",
             Network::Hybrid => "hybrid",
+            Network::Gated => "gated",
         }
     }
 }
@@ -233,6 +237,22 @@ fn main() -> Result<()> {
                         &label,
                     )?;
                     model.predict(test, &test_ds)?
+                } else if network == Network::Gated {
+                    let model = GatedModel::fit(
+                        &train,
+                        &train_ds,
+                        config,
+                        featurizer_cfg.clone(),
+                        &linear_config,
+                        &label,
+                    )?;
+                    let p = model.predict(test, &test_ds)?;
+                    let sent = p.iter().filter(|g| g.extrapolated).count();
+                    eprintln!(
+                        "  gated seed {seed}: {sent} of {} cells extrapolated",
+                        p.len()
+                    );
+                    p.iter().map(|g| g.life).collect()
                 } else {
                     let mut model = BatLiNet::new(config, featurizer_cfg.clone())?;
                     model.fit(&train_ds)?;

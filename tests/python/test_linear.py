@@ -162,9 +162,11 @@ def test_gated_model_takes_the_hybrid_where_the_linear_model_extrapolates() -> N
     gated = battery_fl.GatedModel.fit(train, template)
     lo, hi = gated.label_range
     assert (lo, hi) == (min(c.cycle_life() for c in train), max(c.cycle_life() for c in train))
-    linear = battery_fl.LinearModel.fit(train).predict(test)
+    alone = battery_fl.LinearModel.fit(train)
+    linear = alone.predict(test)
+    _, _, _, ood = alone.predict_intervals(test, train, coverage=0.5)
     flags = gated.extrapolates(test)
-    np.testing.assert_array_equal(flags, (linear < lo) | (linear > hi))
+    np.testing.assert_array_equal(flags, ood | (linear < lo) | (linear > hi))
     assert flags.any() and not flags.all()
     lives = gated.predict(test)
     hybrid = battery_fl.HybridModel.fit(train, template).predict(test)

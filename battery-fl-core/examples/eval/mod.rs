@@ -45,26 +45,38 @@ impl CellLog {
         ds: &Dataset,
         pred: &[f64],
     ) -> Result<()> {
+        self.write_flagged(model, split, seed, ds, pred, None)
+    }
+
+    /// As [`write`](Self::write), each line with the cell's out-of-distribution flag (`ood`).
+    pub fn write_flagged(
+        &mut self,
+        model: &str,
+        split: &str,
+        seed: u64,
+        ds: &Dataset,
+        pred: &[f64],
+        ood: Option<&[bool]>,
+    ) -> Result<()> {
         use std::io::Write;
         let Some(out) = self.out.as_mut() else {
             return Ok(());
         };
         let (lo, hi) = self.train_range;
-        for ((cell, life), p) in ds.cell_ids().iter().zip(ds.require_labels()?).zip(pred) {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({"model": model, "split": split, "seed": seed, "cell": cell,
-                    "life": life, "pred": p, "train_min": lo, "train_max": hi})
-            )?;
+        let lives = ds.require_labels()?;
+        for (i, ((cell, life), p)) in ds.cell_ids().iter().zip(lives).zip(pred).enumerate() {
+            let mut line = serde_json::json!({"model": model, "split": split, "seed": seed,
+                "cell": cell, "life": life, "pred": p, "train_min": lo, "train_max": hi});
+            if let Some(flag) = ood.and_then(|f| f.get(i)) {
+                line["ood"] = serde_json::json!(flag);
+            }
+            writeln!(out, "{line}")?;
         }
         out.flush()?;
         Ok(())
     }
 }
 
-/// Coverage and mean width of BatLiNet's conformal intervals at 80 % and 90 % on `ds`, next
-/// to the naive interval (min-max over the per-reference predictions), as JSON lines.
 /// CV+ intervals of `ds` at 80 % and 90 % from `folds` fold models: coverage, mean width, and
 /// how often the final model's prediction lies inside.
 pub fn report_cv_plus(
@@ -99,6 +111,8 @@ pub fn report_cv_plus(
     Ok(())
 }
 
+/// Coverage and mean width of BatLiNet's conformal intervals at 80 % and 90 % on `ds`, next
+/// to the naive interval (min-max over the per-reference predictions), as JSON lines.
 pub fn report_intervals(
     model: &BatLiNet,
     ds: &Dataset,

@@ -99,7 +99,8 @@ fn the_hybrid_learns_the_linear_models_out_of_sample_errors() {
 
 /// The gate: trained on the shorter-lived two thirds of the cells, the longest-lived test
 /// cells make the linear model extrapolate; each cell takes the hybrid's prediction exactly
-/// when the linear one lies outside the training lives, BatLiNet's otherwise.
+/// when the linear one lies outside the training lives or the linear model flags the cell
+/// out of its distribution, BatLiNet's otherwise.
 #[test]
 fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
     use battery_fl_core::model::{BatLiNet, GatedModel};
@@ -160,12 +161,23 @@ fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
     let p = gated.predict(&test, &dte).unwrap();
     let linear = gated.hybrid.linear.predict(&test).unwrap();
     let hybrid = gated.hybrid.predict(&test, &dte).unwrap();
+    // the linear model's own out-of-distribution flags, calibrated by leave-one-out on the
+    // training cells
+    let config = LinearConfig::default();
+    let m = &gated.hybrid.linear;
+    let calibration = m
+        .calibrate(&config.rows(&train, &label).unwrap(), true)
+        .unwrap();
+    assert_eq!(calibration, gated.linear_calibration);
+    let ood = m
+        .out_of_distribution(&config.rows(&test, &label).unwrap(), &calibration)
+        .unwrap();
     // the BatLiNet inside is the one a plain fit with the same settings trains
     let mut alone = BatLiNet::new(network, featurizer).unwrap();
     alone.fit(&dtr).unwrap();
     let plain = alone.predict(&dte, &dtr).unwrap();
     for (i, g) in p.iter().enumerate() {
-        assert_eq!(g.extrapolated, !(lo..=hi).contains(&linear[i]));
+        assert_eq!(g.extrapolated, ood[i] || !(lo..=hi).contains(&linear[i]));
         let want = if g.extrapolated { hybrid[i] } else { plain[i] };
         assert_relative_eq!(g.life, want, max_relative = 1e-9);
     }

@@ -188,10 +188,7 @@ impl LinearModel {
                 let y = self.predict_log(r)?;
                 let h = self.leverage(r)?;
                 let half = q * (1.0 + h).sqrt();
-                let seen = |v: &[bool], g: usize| v.get(g).copied().unwrap_or(false);
-                let unseen = r.cathode.is_some_and(|g| {
-                    !seen(&self.cathodes_seen, g) && !seen(&calibration.cathodes_seen, g)
-                });
+                let unseen = self.unseen_cathode(r, calibration);
                 Ok(LinearPrediction {
                     life: y.clamp(lo, hi).exp(),
                     lower: (y - half).clamp(lo, hi).exp(),
@@ -200,6 +197,29 @@ impl LinearModel {
                     leverage: h,
                     out_of_distribution: unseen || h > calibration.max_leverage,
                 })
+            })
+            .collect()
+    }
+
+    /// Whether `row`'s cathode is in neither the training nor the calibration cells.
+    fn unseen_cathode(&self, row: &LinearRow, calibration: &Calibration) -> bool {
+        let seen = |v: &[bool], g: usize| v.get(g).copied().unwrap_or(false);
+        row.cathode
+            .is_some_and(|g| !seen(&self.cathodes_seen, g) && !seen(&calibration.cathodes_seen, g))
+    }
+
+    /// The out-of-distribution flag of each row (module docs): a cathode in neither the
+    /// training nor the calibration cells, or a leverage above every calibration cell's. No
+    /// coverage and no labels needed.
+    pub fn out_of_distribution(
+        &self,
+        rows: &[LinearRow],
+        calibration: &Calibration,
+    ) -> Result<Vec<bool>> {
+        rows.iter()
+            .map(|r| {
+                let h = self.leverage(r)?;
+                Ok(self.unseen_cathode(r, calibration) || h > calibration.max_leverage)
             })
             .collect()
     }
