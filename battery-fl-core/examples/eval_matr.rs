@@ -1,6 +1,8 @@
-//! Real-data evaluation on MATR (Severson et al. 2019): the variance baseline, BatLiNet and
-//! the single-branch CNN, trained on the `train` split and evaluated on `primary_test`
-//! (without the known 148-cycle outlier) and, when given, on every cell of `--test-data`.
+//! Real-data evaluation on MATR (Severson et al. 2019): the variance baseline, the linear
+//! model, the gated model (by default: BatLiNet, and the hybrid where the linear model
+//! extrapolates) and the single-branch CNN, trained on the `train` split and evaluated on
+//! `primary_test` (without the known 148-cycle outlier) and, when given, on every cell of
+//! `--test-data`. `--models batlinet` scores BatLiNet alone.
 //!
 //! ```text
 //! cargo run --release --features tch --example eval_matr -- --data data/matr_severson_qv \
@@ -126,12 +128,12 @@ struct Args {
     /// Training batch size (cells).
     #[arg(long, value_name = "B", default_value_t = 16)]
     batch: usize,
-    /// Networks to train, comma-separated: batlinet, cnn, hybrid, gated (linear and variance always run; e.g. `none` for neither network).
+    /// Networks to train, comma-separated: gated (the default, chosen by leave-one-batch-out and leave-one-fleet-out), batlinet, cnn, hybrid (linear and variance always run; e.g. `none` for neither network).
     #[arg(
         long,
         value_name = "M,...",
         value_delimiter = ',',
-        default_value = "batlinet,cnn",
+        default_value = "gated,cnn",
         value_parser = trimmed::<String>,
         action = ArgAction::Set
     )]

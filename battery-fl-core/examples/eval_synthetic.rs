@@ -7,7 +7,7 @@
 //!   chemistries, test on the cells of this one.
 //!
 //! Models: the Severson variance model, the linear early-life model (settings by leave-one-out
-//! on the training cells), and the networks `--networks` names (default `batlinet,cnn`):
+//! on the training cells), and the networks `--networks` names (default `gated,cnn`):
 //! BatLiNet, the single-branch CNN, `gated` (`model::GatedModel`: BatLiNet, and the hybrid where
 //! the linear model extrapolates) and `hybrid` (`model::HybridModel`: BatLiNet trained on the
 //! linear model's cross-fitted residuals), with the main job's settings (60 epochs, batch 16,
@@ -72,12 +72,7 @@ struct Args {
     #[arg(long)]
     linear_only: bool,
     /// The networks to train, comma-separated (each once, in this order).
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "batlinet,cnn"
-    )]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "gated,cnn")]
     networks: Vec<Network>,
 }
 
