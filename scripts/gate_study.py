@@ -5,7 +5,8 @@ the training lives, or which the linear model flags out of its distribution (``o
 linear lines, when the file has it), is an extrapolation, where the network's reading of the
 curves has nothing to go on and the linear anchor of the hybrid holds; every other cell
 takes BatLiNet. Prints RMSE per split and seed for the variance and linear models, BatLiNet,
-the hybrid and the gate, and how many cells the gate sent to the hybrid.
+the hybrid and the gated model (mean ± population sd over seeds, as the examples print it),
+and how many cells the gate sent to the hybrid.
 
     python scripts/gate_study.py out/s18/primary.jsonl out/s18/lobo*.jsonl out/s18/linear_flags.jsonl
 """
@@ -40,6 +41,10 @@ def main(paths: list[str]) -> None:
             for (sp, m, s) in rows
             if sp == split and m == "hybrid" and (sp, "batlinet", s) in rows
         )
+        if not any("ood" in r for r in linear.values()):
+            sys.exit(
+                f"{split}: no `ood` in the linear lines: add eval_matr --models none --cells-out"
+            )
         print(f"## {split}: {len(linear)} cells")
         print(f"variance {rmse([(r['pred'], r['life']) for r in variance.values()]):.1f}")
         print(f"linear   {rmse([(r['pred'], r['life']) for r in linear.values()]):.1f}")
@@ -57,10 +62,11 @@ def main(paths: list[str]) -> None:
                 gate.append((pick[cell]["pred"], lin["life"]))
             table["batlinet"].append(rmse([(r["pred"], r["life"]) for r in net.values()]))
             table["hybrid"].append(rmse([(r["pred"], r["life"]) for r in hyb.values()]))
-            table["gate"].append(rmse(gate))
+            table["gated"].append(rmse(gate))
             print(f"seed {seed}: cells sent to the hybrid {sent}/{len(linear)}")
         for name, values in table.items():
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            # population sd over seeds, as eval_matr and eval_synthetic print it
+            spread = statistics.pstdev(values)
             per_seed = ", ".join(f"{v:.1f}" for v in values)
             print(f"{name:<9} {statistics.mean(values):.1f} +- {spread:.1f} ({per_seed})")
         print()

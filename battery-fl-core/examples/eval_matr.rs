@@ -9,11 +9,11 @@
 //!     [--test-data DIR2] [--seeds N] [--first-seed S] [--epochs E] [--dim D] [--validate] [--selection random|genome]
 //! ```
 //!
-//! BatLiNet is scored with both reference selections from the same trained model: `batlinet`
-//! with `--selection` (default random, as published) and `batlinet_genome` (or
-//! `batlinet_random`) with the other one.
+//! With `--models batlinet`, BatLiNet is scored with both reference selections from the same
+//! trained model: `batlinet` with `--selection` (default random, as published) and
+//! `batlinet_genome` (or `batlinet_random`) with the other one.
 //!
-//! `--branches` also prints, per BatLiNet test cell, each branch's own prediction
+//! `--branches` (with `--models batlinet`) also prints, per BatLiNet test cell, each branch's own prediction
 //! (`{"cell": ..., "life": ..., "a": ..., "b": ...}` lines) to see which branch misses where;
 //! with `--validate` it also reports on the cells trained on (split `fit`).
 //!
@@ -33,11 +33,12 @@
 //! Every run also scores `linear` (the linear early-life model, settings by leave-one-out on
 //! the training cells); `--models hybrid` (beside `batlinet`, `cnn`) trains BatLiNet on the
 //! residuals of that model (ln life minus its cross-fitted prediction) and predicts the linear
-//! prediction times the network's correction. `--models gated` trains both and takes the
-//! hybrid's prediction for cells the linear model extrapolates (its prediction outside the
-//! training lives), BatLiNet's for the others (`model::GatedModel`).
+//! prediction times the network's correction. `--models gated` (the default) trains both and
+//! takes the hybrid's prediction for cells the linear model extrapolates (its prediction
+//! outside the training lives, or the cell out of its distribution by leverage or cathode),
+//! BatLiNet's for the others (`model::GatedModel`).
 //!
-//! `--calibration-folds N` gives BatLiNet conformal intervals (`BatLiNet::cross_calibrate`:
+//! `--calibration-folds N` (with `--models batlinet`) gives BatLiNet conformal intervals (`BatLiNet::cross_calibrate`:
 //! N fold models on the training cells, no test cell involved) and prints their coverage and
 //! mean width at 80 % and 90 % beside the naive min-max interval over the references. With
 //! `--cv-plus` the same N fold models give CV+ intervals instead
@@ -189,7 +190,8 @@ struct Args {
     #[arg(long, value_name = "T")]
     threads: Option<i32>,
     /// Append every test cell's prediction by every model to FILE as JSON lines (`model`,
-    /// `split`, `seed`, `cell`, `life`, `pred`, and the training lives' `train_min` / `train_max`).
+    /// `split`, `seed`, `cell`, `life`, `pred`, the training lives' `train_min` / `train_max`;
+    /// the linear lines also `ood`, its out-of-distribution flag).
     #[arg(long, value_name = "FILE")]
     cells_out: Option<PathBuf>,
 }
@@ -211,6 +213,15 @@ fn parse() -> Args {
             .error(
                 ErrorKind::ArgumentConflict,
                 "--protocol lobo takes neither --validate nor --test-data",
+            )
+            .exit();
+    }
+    let batlinet = args.models.iter().any(|m| m == "batlinet");
+    if !batlinet && (args.calibration_folds > 0 || args.cv_plus || args.branches) {
+        Args::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                "--calibration-folds, --cv-plus and --branches report on BatLiNet: add --models batlinet",
             )
             .exit();
     }

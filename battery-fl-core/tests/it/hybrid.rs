@@ -187,6 +187,42 @@ fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
         "{sent} of {} extrapolated",
         p.len()
     );
+    // a cell in range, given a cathode no training cell has (these fleets hold no LCO), is
+    // out of the linear model's distribution: the hybrid predicts it
+    let inside = p.iter().position(|g| !g.extrapolated).unwrap();
+    let mut relabelled = test[inside].clone();
+    relabelled.meta.cathode = Some("LCO".into());
+    let one = [relabelled];
+    let d_one = Dataset::from_cells(&one, &f, &ch, &label).unwrap();
+    let g = gated.predict(&one, &d_one).unwrap()[0];
+    assert!(g.extrapolated);
+    assert_relative_eq!(
+        g.life,
+        gated.hybrid.predict(&one, &d_one).unwrap()[0],
+        max_relative = 1e-9
+    );
+    // the same number of other cells is refused too
+    let shifted: Vec<Cell> = test[1..].iter().chain(&test[..1]).cloned().collect();
+    assert!(matches!(
+        gated.predict(&shifted, &dte),
+        Err(Error::Shape { .. })
+    ));
+    // saved and loaded, it predicts the same; another format is a typed error
+    let dir = tempfile::tempdir().unwrap();
+    gated.save(dir.path()).unwrap();
+    let back = GatedModel::load(dir.path()).unwrap();
+    assert_eq!(back.label_range, gated.label_range);
+    for (a, b) in back.predict(&test, &dte).unwrap().iter().zip(&p) {
+        assert_eq!(a.extrapolated, b.extrapolated);
+        assert_relative_eq!(a.life, b.life, max_relative = 1e-9);
+    }
+    let json = dir.path().join("gated.json");
+    let text = std::fs::read_to_string(&json).unwrap();
+    std::fs::write(&json, text.replace("battery-fl/gated/v1", "other/v9")).unwrap();
+    assert!(matches!(
+        GatedModel::load(dir.path()),
+        Err(Error::Parse { .. })
+    ));
     // a dataset of other cells is refused
     assert!(matches!(
         gated.predict(&test[..3], &dte),

@@ -15,10 +15,11 @@ use crate::data::{cell_refs, PyBatteryCell};
 use crate::errors::{lock, CoreResult};
 
 /// BatLiNet for cells like the training cells, the :class:`HybridModel` (the linear
-/// early-life model times a BatLiNet correction) for cells whose linear prediction lies
-/// outside the training lives: the network reads the curves best where it has seen their
-/// like, the linear model extrapolates (BENCHMARKS.md, "the gate"). Trains two networks
-/// with the settings of ``model``.
+/// early-life model times a BatLiNet correction) for cells the linear model extrapolates:
+/// its prediction outside the training lives, or the cell out of its distribution (leverage
+/// above every training cell's, or a cathode never trained on). The network reads the curves
+/// best where it has seen their like, the linear model extrapolates (BENCHMARKS.md, "the
+/// gate"). Trains two networks with the settings of ``model``.
 ///
 /// >>> import battery_fl
 /// >>> from battery_fl import synthetic
@@ -93,8 +94,8 @@ impl PyGatedModel {
         Ok(vec_f64(py, lives))
     }
 
-    /// Per cell: its linear prediction lies outside the training lives, so ``predict``
-    /// gives the hybrid's (bool array).
+    /// Per cell: the linear model extrapolates (prediction outside the training lives, or
+    /// the cell out of its distribution), so ``predict`` gives the hybrid's (bool array).
     fn extrapolates<'py>(
         &self,
         py: Python<'py>,
