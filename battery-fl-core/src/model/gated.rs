@@ -26,8 +26,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    write_atomic, BatLiNet, BatLiNetConfig, Calibration, Dataset, HybridModel, LinearConfig,
-    LinearRow,
+    check_format, read_json, write_json, BatLiNet, BatLiNetConfig, Calibration, Dataset,
+    HybridModel, LinearConfig, LinearRow,
 };
 use crate::data::{Cell, LabelConfig};
 use crate::error::{Error, Result};
@@ -204,11 +204,7 @@ impl GatedModel {
             linear_calibration: self.linear_calibration.clone(),
             lives: self.references.labels().to_vec(),
         };
-        let json = serde_json::to_vec_pretty(&description).map_err(|e| Error::Parse {
-            path: dir.join(GATED_FILE),
-            reason: e.to_string(),
-        })?;
-        write_atomic(&dir.join(GATED_FILE), &json)
+        write_json(&dir.join(GATED_FILE), &description)
     }
 
     /// Load a directory written by [`GatedModel::save`].
@@ -219,20 +215,8 @@ impl GatedModel {
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let path = dir.join(GATED_FILE);
-        let text = std::fs::read(&path).map_err(|e| Error::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        let d: GatedDescription = serde_json::from_slice(&text).map_err(|e| Error::Parse {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        if d.format != GATED_FORMAT {
-            return Err(Error::Parse {
-                path,
-                reason: format!("format {:?}, expected {GATED_FORMAT:?}", d.format),
-            });
-        }
+        let d: GatedDescription = read_json(&path)?;
+        check_format(&path, &d.format, GATED_FORMAT)?;
         let hybrid = HybridModel::load(dir.join(HYBRID_DIR))?;
         let network = BatLiNet::load(dir.join(NETWORK_DIR))?;
         if d.lives.len() != hybrid.references().len() {

@@ -37,8 +37,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    loo_predictions, params_from_safetensors, params_to_safetensors, select_linear, write_atomic,
-    BatLiNet, BatLiNetConfig, Dataset, InterFeatures, LinearConfig, LinearModel, ModelParams,
+    check_format, loo_predictions, params_from_safetensors, params_to_safetensors, read_json,
+    select_linear, write_atomic, write_json, BatLiNet, BatLiNetConfig, Dataset, InterFeatures,
+    LinearConfig, LinearModel, ModelParams,
 };
 use crate::data::{Cell, LabelConfig};
 use crate::error::{Error, Result};
@@ -186,11 +187,7 @@ impl HybridModel {
             inter: r.inter(),
             shape,
         };
-        let json = serde_json::to_vec_pretty(&description).map_err(|e| Error::Parse {
-            path: dir.join(HYBRID_FILE),
-            reason: e.to_string(),
-        })?;
-        write_atomic(&dir.join(HYBRID_FILE), &json)
+        write_json(&dir.join(HYBRID_FILE), &description)
     }
 
     /// Load a directory written by [`HybridModel::save`]; a model that does not fit its
@@ -198,20 +195,8 @@ impl HybridModel {
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let path = dir.join(HYBRID_FILE);
-        let text = std::fs::read(&path).map_err(|e| Error::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        let d: HybridDescription = serde_json::from_slice(&text).map_err(|e| Error::Parse {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        if d.format != HYBRID_FORMAT {
-            return Err(Error::Parse {
-                path,
-                reason: format!("format {:?}, expected {HYBRID_FORMAT:?}", d.format),
-            });
-        }
+        let d: HybridDescription = read_json(&path)?;
+        check_format(&path, &d.format, HYBRID_FORMAT)?;
         let network = BatLiNet::load(dir.join(NETWORK_DIR))?;
         let curves_path = dir.join(REFERENCES_FILE);
         let bytes = std::fs::read(&curves_path).map_err(|e| Error::Io {

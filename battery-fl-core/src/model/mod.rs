@@ -61,6 +61,8 @@ pub use linear::{
 };
 pub use metrics::Metrics;
 pub use params::{ModelParams, Param};
+#[cfg(feature = "tch")]
+pub(crate) use persist::{check_format, read_json, write_json};
 pub use persist::{
     load_model_dir, params_from_safetensors, params_to_safetensors, save_model_dir, write_atomic,
     ModelDescription, CONFIG_FILE, FORMAT, WEIGHTS_FILE,

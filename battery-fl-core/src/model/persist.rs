@@ -211,6 +211,39 @@ pub fn params_from_safetensors(bytes: &[u8]) -> Result<ModelParams> {
     ModelParams::new(out)
 }
 
+/// Write `value` as pretty JSON to `path`, atomically.
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &json)
+}
+
+/// Read JSON from `path`: [`Error::Io`] when it cannot be read, [`Error::Parse`] when it is
+/// not a `T`.
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read(path).map_err(io(path))?;
+    serde_json::from_slice(&text).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// [`Error::Parse`] unless a saved file's `format` tag is `expected`.
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
+pub fn check_format(path: &Path, format: &str, expected: &str) -> Result<()> {
+    if format == expected {
+        return Ok(());
+    }
+    Err(Error::Parse {
+        path: path.to_path_buf(),
+        reason: format!("format {format:?}, expected {expected:?}"),
+    })
+}
+
 /// Save a model directory: `model.json` and `model.safetensors`, each written atomically.
 pub fn save_model_dir(
     dir: &Path,

@@ -2,13 +2,12 @@
 
 use std::sync::Mutex;
 
-use battery_fl_core::data::{Cell, LabelConfig};
-use battery_fl_core::features::Featurizer;
-use battery_fl_core::model::{Dataset, GatedModel, LinearConfig};
+use battery_fl_core::model::GatedModel;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
+use super::hybrid::{fit_from_template, network_dataset};
 use super::PyBatLiNet;
 use crate::conversion::vec_f64;
 use crate::data::{cell_refs, PyBatteryCell};
@@ -36,12 +35,6 @@ pub struct PyGatedModel {
     inner: Mutex<GatedModel>,
 }
 
-fn dataset(model: &GatedModel, cells: &[&Cell]) -> battery_fl_core::Result<Dataset> {
-    let net = &model.network;
-    let featurizer = Featurizer::new(net.featurizer_config().clone())?;
-    Dataset::for_config(cells, &featurizer, net.config(), &LabelConfig::default())
-}
-
 #[pymethods]
 impl PyGatedModel {
     /// Fit on labelled cells with the settings and featurizer of ``model`` (a
@@ -53,25 +46,9 @@ impl PyGatedModel {
         cells: Vec<Bound<'_, PyBatteryCell>>,
         model: &PyBatLiNet,
     ) -> PyResult<Self> {
-        let cells = cell_refs(&cells);
-        let (config, featurizer) = model.with(py, |m| {
-            Ok((m.config().clone(), m.featurizer_config().clone()))
+        let inner = fit_from_template(py, &cell_refs(&cells), model, |c, d, n, f, l, b| {
+            GatedModel::fit(c, d, n, f, l, b)
         })?;
-        let inner = py
-            .detach(|| {
-                let f = Featurizer::new(featurizer.clone())?;
-                let label = LabelConfig::default();
-                let ds = Dataset::for_config(&cells, &f, &config, &label)?;
-                GatedModel::fit(
-                    &cells,
-                    &ds,
-                    config,
-                    featurizer,
-                    &LinearConfig::default(),
-                    &label,
-                )
-            })
-            .or_raise()?;
         Ok(PyGatedModel {
             inner: Mutex::new(inner),
         })
@@ -87,7 +64,7 @@ impl PyGatedModel {
         let lives = py
             .detach(|| {
                 let model = lock(&self.inner)?;
-                let p = model.predict(&cells, &dataset(&model, &cells)?)?;
+                let p = model.predict(&cells, &network_dataset(&model.network, &cells)?)?;
                 Ok::<_, battery_fl_core::Error>(p.iter().map(|g| g.life).collect())
             })
             .or_raise()?;

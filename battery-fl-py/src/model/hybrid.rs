@@ -4,7 +4,8 @@ use std::sync::Mutex;
 
 use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::Featurizer;
-use battery_fl_core::model::{Dataset, HybridModel, LinearConfig};
+use battery_fl_core::features::FeaturizerConfig;
+use battery_fl_core::model::{BatLiNet, BatLiNetConfig, Dataset, HybridModel, LinearConfig};
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -35,10 +36,49 @@ pub struct PyHybridModel {
     inner: Mutex<HybridModel>,
 }
 
-fn dataset(model: &HybridModel, cells: &[&Cell]) -> battery_fl_core::Result<Dataset> {
-    let net = &model.network;
+/// `cells` featurized as `net` reads them.
+pub(super) fn network_dataset(net: &BatLiNet, cells: &[&Cell]) -> battery_fl_core::Result<Dataset> {
     let featurizer = Featurizer::new(net.featurizer_config().clone())?;
     Dataset::for_config(cells, &featurizer, net.config(), &LabelConfig::default())
+}
+
+/// What `fit` runs for a model trained with a template BatLiNet's settings (the hybrid, the
+/// gated model): the cells, their dataset, the settings and the default linear and label
+/// configs.
+type TemplateFit<M> = fn(
+    &[&Cell],
+    &Dataset,
+    BatLiNetConfig,
+    FeaturizerConfig,
+    &LinearConfig,
+    &LabelConfig,
+) -> battery_fl_core::Result<M>;
+
+/// Fit with `fit` on labelled `cells` with the settings and featurizer of `template` (its
+/// weights are not used), the GIL released.
+pub(super) fn fit_from_template<M: Send>(
+    py: Python<'_>,
+    cells: &[&Cell],
+    template: &PyBatLiNet,
+    fit: TemplateFit<M>,
+) -> PyResult<M> {
+    let (config, featurizer) = template.with(py, |m| {
+        Ok((m.config().clone(), m.featurizer_config().clone()))
+    })?;
+    py.detach(|| {
+        let f = Featurizer::new(featurizer.clone())?;
+        let label = LabelConfig::default();
+        let ds = Dataset::for_config(cells, &f, &config, &label)?;
+        fit(
+            cells,
+            &ds,
+            config,
+            featurizer,
+            &LinearConfig::default(),
+            &label,
+        )
+    })
+    .or_raise()
 }
 
 #[pymethods]
@@ -53,25 +93,9 @@ impl PyHybridModel {
         cells: Vec<Bound<'_, PyBatteryCell>>,
         model: &PyBatLiNet,
     ) -> PyResult<Self> {
-        let cells = cell_refs(&cells);
-        let (config, featurizer) = model.with(py, |m| {
-            Ok((m.config().clone(), m.featurizer_config().clone()))
+        let inner = fit_from_template(py, &cell_refs(&cells), model, |c, d, n, f, l, b| {
+            HybridModel::fit(c, d, n, f, l, b)
         })?;
-        let inner = py
-            .detach(|| {
-                let f = Featurizer::new(featurizer.clone())?;
-                let label = LabelConfig::default();
-                let ds = Dataset::for_config(&cells, &f, &config, &label)?;
-                HybridModel::fit(
-                    &cells,
-                    &ds,
-                    config,
-                    featurizer,
-                    &LinearConfig::default(),
-                    &label,
-                )
-            })
-            .or_raise()?;
         Ok(PyHybridModel {
             inner: Mutex::new(inner),
         })
@@ -87,7 +111,7 @@ impl PyHybridModel {
         let lives = py
             .detach(|| {
                 let model = lock(&self.inner)?;
-                model.predict(&cells, &dataset(&model, &cells)?)
+                model.predict(&cells, &network_dataset(&model.network, &cells)?)
             })
             .or_raise()?;
         Ok(vec_f64(py, lives))
