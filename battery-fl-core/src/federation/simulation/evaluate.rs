@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::super::intervals::{pooled_scores, score_histogram, with_pooled};
 use super::super::job_seed;
 use super::super::labels::secure_sum;
 use super::super::personalize::{rmse_of, FleetModel, FleetState};
@@ -59,26 +60,24 @@ impl Simulation {
                 "fleet intervals are calibrated on the validation cells `auto` holds out",
             ));
         }
-        let states: Vec<FleetState> = (0..self.clients.len())
-            .map(|f| self.state.fleets.get(f).cloned().unwrap_or_default())
-            .collect();
-        let histograms: Vec<Vec<f64>> = self
-            .clients
+        // each fleet's own calibration, once: its errors go to the sum, its flags stay
+        let mut own = Vec::with_capacity(self.clients.len());
+        for (f, client) in self.clients.iter().enumerate() {
+            let state = self.state.fleets.get(f).cloned().unwrap_or_default();
+            own.push(client.calibration(&mut self.worker, &state)?);
+        }
+        let histograms: Vec<Vec<f64>> = own
             .iter()
-            .zip(&states)
-            .map(|(client, state)| client.calibration_histogram(&mut self.worker, state))
+            .map(|c| score_histogram(&c.errors))
             .collect::<Result<_>>()?;
         // masks of their own stream (a round's masks are never reused for another sum)
         let seed = job_seed(self.config.seed, self.state.round, STREAM_CALIBRATION_MASKS);
         let summed = secure_sum(&histograms, self.config.secure_aggregation.as_ref(), seed)?;
-        self.clients
+        let pooled = pooled_scores(&summed)?;
+        self.fleets
             .iter()
-            .zip(&states)
-            .zip(&self.fleets)
-            .map(|((client, state), fleet)| {
-                let c = client.pooled_calibration(&mut self.worker, state, &summed)?;
-                Ok((fleet.id.clone(), c))
-            })
+            .zip(own)
+            .map(|(fleet, c)| Ok((fleet.id.clone(), with_pooled(c, pooled.clone())?)))
             .collect()
     }
 
