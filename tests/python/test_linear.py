@@ -159,7 +159,8 @@ def test_gated_model_takes_the_hybrid_where_the_linear_model_extrapolates() -> N
         epochs=3,
         progress=False,
     )
-    gated = battery_fl.GatedModel.fit(train, template)
+    gated = battery_fl.GatedModel.fit(train, template, members=1)
+    assert gated.members == 1
     lo, hi = gated.label_range
     assert (lo, hi) == (min(c.cycle_life() for c in train), max(c.cycle_life() for c in train))
     alone = battery_fl.LinearModel.fit(train)
@@ -177,3 +178,11 @@ def test_gated_model_takes_the_hybrid_where_the_linear_model_extrapolates() -> N
         np.testing.assert_array_equal(back.predict(test), lives)
         with pytest.raises(battery_fl.BatteryFlError):
             battery_fl.GatedModel.load(Path(tmp) / "missing")
+    # two members: every cell's life is the geometric mean of two seeds' (Rust tests the
+    # arithmetic); the second seed moves the predictions and the gate stays the linear model's
+    pair = battery_fl.GatedModel.fit(train, template, members=2)
+    assert pair.members == 2
+    np.testing.assert_array_equal(pair.extrapolates(test), flags)
+    assert not np.allclose(pair.predict(test), lives, rtol=1e-6)
+    with pytest.raises(battery_fl.ConfigError):
+        battery_fl.GatedModel.fit(train, template, members=0)

@@ -9,6 +9,12 @@
 //! a cell takes the [`HybridModel`]'s prediction (the linear model times the network's
 //! correction), every other cell BatLiNet's. Both networks share one configuration and seed.
 //!
+//! **Members.** With `members = M` each of the two is an ensemble of `M` networks trained
+//! with seeds `seed, seed + 1, …`, and its prediction the geometric mean of theirs (the mean
+//! in ln(life), the scale the networks learn). A network trained on forty cells lands
+//! differently with every seed; the mean of three is steadier across a shift than any one of
+//! them ([`DEFAULT_GATED_MEMBERS`], BENCHMARKS.md "Session 19").
+//!
 //! **Why.** BatLiNet reads the curves best where the test cells resemble the training cells
 //! (MATR primary test, session 18's seeds 0-2: 74.9 cycles RMSE against the hybrid's 107.9),
 //! but under-predicts lives beyond those it saw; the linear model extrapolates, and the
@@ -33,13 +39,18 @@ use crate::data::{Cell, LabelConfig};
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
 
+/// Networks per half of the gated model by default: each prediction is the geometric mean of
+/// this many seeds' (see the module docs).
+pub const DEFAULT_GATED_MEMBERS: usize = 3;
+
 /// BatLiNet and the hybrid, gated by the linear model's extrapolation (see the module docs).
 #[derive(Debug)]
 pub struct GatedModel {
-    /// BatLiNet trained on the cells' lives.
-    pub network: BatLiNet,
-    /// The hybrid, trained on the same cells with the same network settings.
-    pub hybrid: HybridModel,
+    /// BatLiNet trained on the cells' lives, one per member (seeds `seed`, `seed + 1`, …).
+    pub networks: Vec<BatLiNet>,
+    /// The hybrid, trained on the same cells with the same network settings, one per member
+    /// (the same seeds; their linear models are one deterministic fit).
+    pub hybrids: Vec<HybridModel>,
     /// Smallest and largest training life (cycles).
     pub label_range: (f64, f64),
     /// The linear model's leave-one-out calibration on the training cells (its largest
@@ -60,14 +71,14 @@ pub struct GatedPrediction {
 }
 
 impl GatedModel {
-    /// Fit on labelled `cells`, featurized as `dataset` (same cells, same order): BatLiNet
-    /// (`network`, `featurizer`) on their lives and the [`HybridModel`] with the same settings.
-    /// Trains two networks.
+    /// Fit on labelled `cells`, featurized as `dataset` (same cells, same order): `members`
+    /// BatLiNets (`network`, `featurizer`, seeds `network.seed + i`) on their lives and as
+    /// many [`HybridModel`]s with the same settings. Trains `2 · members` networks.
     ///
     /// # Errors
-    /// [`Error::Shape`] when `dataset` is not `cells` in order, [`Error::InvalidConfig`] when
-    /// its lives are not the cells' under `label`, [`Error::NotEnoughData`] without cells, and
-    /// the errors of both fits.
+    /// [`Error::InvalidConfig`] for `members = 0` (before any training) or when the dataset's
+    /// lives are not the cells' under `label`, [`Error::Shape`] when `dataset` is not `cells`
+    /// in order, [`Error::NotEnoughData`] without cells, and the errors of both fits.
     pub fn fit<C: Borrow<Cell>>(
         cells: &[C],
         dataset: &Dataset,
@@ -75,7 +86,14 @@ impl GatedModel {
         featurizer: FeaturizerConfig,
         linear: &LinearConfig,
         label: &LabelConfig,
+        members: usize,
     ) -> Result<Self> {
+        if members == 0 {
+            return Err(Error::config(
+                "members",
+                "the gated model needs at least one network per half",
+            ));
+        }
         let lives = dataset.require_labels()?;
         if lives.is_empty() {
             return Err(Error::NotEnoughData {
@@ -104,20 +122,25 @@ impl GatedModel {
                 ));
             }
         }
-        let hybrid = HybridModel::fit(
-            cells,
-            dataset,
-            network.clone(),
-            featurizer.clone(),
-            linear,
-            label,
-        )?;
-        let mut net = BatLiNet::new(network, featurizer)?;
-        net.fit(dataset)?;
-        let linear_calibration = hybrid.linear.calibrate(&rows, true)?;
+        let (mut networks, mut hybrids) = (Vec::new(), Vec::new());
+        for i in 0..members as u64 {
+            let seeded = network.clone().with_seed(network.seed.wrapping_add(i));
+            hybrids.push(HybridModel::fit(
+                cells,
+                dataset,
+                seeded.clone(),
+                featurizer.clone(),
+                linear,
+                label,
+            )?);
+            let mut net = BatLiNet::new(seeded, featurizer.clone())?;
+            net.fit(dataset)?;
+            networks.push(net);
+        }
+        let linear_calibration = hybrids[0].linear.calibrate(&rows, true)?;
         Ok(GatedModel {
-            network: net,
-            hybrid,
+            networks,
+            hybrids,
             label_range: life_range(&lives),
             linear_calibration,
             references: dataset.clone(),
@@ -130,7 +153,7 @@ impl GatedModel {
     /// # Errors
     /// Those of the linear model's features and prediction.
     pub fn extrapolates<C: Borrow<Cell>>(&self, cells: &[C]) -> Result<Vec<bool>> {
-        let linear = &self.hybrid.linear;
+        let linear = &self.hybrids[0].linear;
         // the label config only fills the rows' (unused) labels
         let rows = cells
             .iter()
@@ -157,8 +180,18 @@ impl GatedModel {
         dataset: &Dataset,
     ) -> Result<Vec<GatedPrediction>> {
         check_cells(cells, dataset, "gated model targets (the cells, in order)")?;
-        let hybrid = self.hybrid.predict(cells, dataset)?;
-        let network = self.network.predict(dataset, &self.references)?;
+        let hybrid = geometric_mean(
+            self.hybrids
+                .iter()
+                .map(|h| h.predict(cells, dataset))
+                .collect::<Result<_>>()?,
+        );
+        let network = geometric_mean(
+            self.networks
+                .iter()
+                .map(|n| n.predict(dataset, &self.references))
+                .collect::<Result<_>>()?,
+        );
         Ok(self
             .extrapolates(cells)?
             .into_iter()
@@ -169,40 +202,76 @@ impl GatedModel {
             })
             .collect())
     }
+
+    /// Networks per half (the ensemble size; see the module docs).
+    pub fn members(&self) -> usize {
+        self.networks.len()
+    }
+}
+
+/// Per cell, the geometric mean over the members' predictions (`per_member[m][cell]`).
+fn geometric_mean(per_member: Vec<Vec<f64>>) -> Vec<f64> {
+    let m = per_member.len() as f64;
+    let cells = per_member.first().map_or(0, Vec::len);
+    (0..cells)
+        .map(|i| (per_member.iter().map(|p| p[i].ln()).sum::<f64>() / m).exp())
+        .collect()
 }
 
 /// Format tag of a saved gated model.
-pub const GATED_FORMAT: &str = "battery-fl/gated/v1";
+pub const GATED_FORMAT: &str = "battery-fl/gated/v2";
+/// The one-member format of session 18 (`hybrid/`, `network/`), still read.
+const GATED_FORMAT_V1: &str = "battery-fl/gated/v1";
 const GATED_FILE: &str = "gated.json";
 const HYBRID_DIR: &str = "hybrid";
 const NETWORK_DIR: &str = "network";
 
+/// Member `i`'s directory: `base` for the first (the one-member layout), `base.i` after.
+fn member_dir(base: &str, i: usize) -> String {
+    if i == 0 {
+        base.into()
+    } else {
+        format!("{base}.{i}")
+    }
+}
+
 /// What `gated.json` holds: the training lives (BatLiNet's references are the hybrid's with
-/// these labels), their range and the linear model's calibration.
+/// these labels), their range, the linear model's calibration and the ensemble size.
 #[derive(Debug, Serialize, Deserialize)]
 struct GatedDescription {
     format: String,
     label_range: (f64, f64),
     linear_calibration: Calibration,
     lives: Vec<Option<f64>>,
+    #[serde(default = "one")]
+    members: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl GatedModel {
-    /// Save to a directory: `hybrid/` (a [`HybridModel`] directory, with the training cells'
-    /// curves), `network/` (a [`BatLiNet`] directory) and `gated.json` (the training lives,
-    /// their range and the linear calibration). Each file is written atomically.
+    /// Save to a directory: per member `hybrid/` (a [`HybridModel`] directory, with the
+    /// training cells' curves) and `network/` (a [`BatLiNet`] directory), `hybrid.1/`,
+    /// `network.1/` and so on for further members, and `gated.json` (the training lives, their
+    /// range, the linear calibration and the ensemble size), written last. Each file is
+    /// written atomically.
     ///
     /// # Errors
     /// [`Error::Io`] and [`Error::Parse`] from writing.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
-        self.hybrid.save(dir.join(HYBRID_DIR))?;
-        self.network.save(dir.join(NETWORK_DIR))?;
+        for (i, (hybrid, network)) in self.hybrids.iter().zip(&self.networks).enumerate() {
+            hybrid.save(dir.join(member_dir(HYBRID_DIR, i)))?;
+            network.save(dir.join(member_dir(NETWORK_DIR, i)))?;
+        }
         let description = GatedDescription {
             format: GATED_FORMAT.into(),
             label_range: self.label_range,
             linear_calibration: self.linear_calibration.clone(),
             lives: self.references.labels().to_vec(),
+            members: self.members(),
         };
         write_json(&dir.join(GATED_FILE), &description)
     }
@@ -216,21 +285,39 @@ impl GatedModel {
         let dir = dir.as_ref();
         let path = dir.join(GATED_FILE);
         let d: GatedDescription = read_json(&path)?;
-        check_format(&path, &d.format, GATED_FORMAT)?;
-        let hybrid = HybridModel::load(dir.join(HYBRID_DIR))?;
-        let network = BatLiNet::load(dir.join(NETWORK_DIR))?;
-        if d.lives.len() != hybrid.references().len() {
+        if d.format != GATED_FORMAT_V1 {
+            check_format(&path, &d.format, GATED_FORMAT)?;
+        }
+        if d.members == 0 || (d.format == GATED_FORMAT_V1 && d.members != 1) {
+            return Err(Error::Parse {
+                path,
+                reason: format!("{} members in a {} file", d.members, d.format),
+            });
+        }
+        let (mut hybrids, mut networks) = (Vec::new(), Vec::new());
+        for i in 0..d.members {
+            hybrids.push(HybridModel::load(dir.join(member_dir(HYBRID_DIR, i)))?);
+            networks.push(BatLiNet::load(dir.join(member_dir(NETWORK_DIR, i)))?);
+        }
+        let saved = hybrids[0].references();
+        if d.lives.len() != saved.len()
+            || hybrids
+                .iter()
+                .any(|h| h.references().cell_ids() != saved.cell_ids())
+        {
             return Err(Error::Parse {
                 path,
                 reason: format!(
-                    "{} lives for {} saved cells",
+                    "{} lives for {} saved cells (every member must hold the same cells)",
                     d.lives.len(),
-                    hybrid.references().len()
+                    saved.len()
                 ),
             });
         }
-        let references = hybrid.references().clone().with_labels(d.lives)?;
-        network.check_dataset(&references, "reference")?;
+        let references = saved.clone().with_labels(d.lives)?;
+        for network in &networks {
+            network.check_dataset(&references, "reference")?;
+        }
         // the range is the saved lives' (a file that disagrees is not this model)
         let lives = references.require_labels().map_err(|e| Error::Parse {
             path: path.clone(),
@@ -243,8 +330,8 @@ impl GatedModel {
             });
         }
         Ok(GatedModel {
-            network,
-            hybrid,
+            networks,
+            hybrids,
             label_range: d.label_range,
             linear_calibration: d.linear_calibration,
             references,

@@ -77,7 +77,7 @@ pub use batlinet::{BatLiNet, BranchPredictions};
 #[cfg(feature = "tch")]
 pub use cross_conformal::CrossConformalIntervals;
 #[cfg(feature = "tch")]
-pub use gated::{GatedModel, GatedPrediction};
+pub use gated::{GatedModel, GatedPrediction, DEFAULT_GATED_MEMBERS};
 #[cfg(feature = "tch")]
 pub use hybrid::HybridModel;
 #[cfg(feature = "tch")]

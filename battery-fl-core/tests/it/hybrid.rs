@@ -97,13 +97,18 @@ fn the_hybrid_learns_the_linear_models_out_of_sample_errors() {
     assert!(hybrid.predict(&test[1..], &dte).is_err());
 }
 
-/// The gate: trained on the shorter-lived two thirds of the cells, the longest-lived test
-/// cells make the linear model extrapolate; each cell takes the hybrid's prediction exactly
-/// when the linear one lies outside the training lives or the linear model flags the cell
-/// out of its distribution, BatLiNet's otherwise.
-#[test]
-fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
-    use battery_fl_core::model::{BatLiNet, GatedModel};
+/// The gate's split: trained on the shorter-lived two thirds of three synthetic fleets (every
+/// third of the shorter-lived 36 cells and the 12 longest-lived are tested), six channels.
+struct GateSplit {
+    train: Vec<Cell>,
+    test: Vec<Cell>,
+    featurizer: FeaturizerConfig,
+    dtr: Dataset,
+    dte: Dataset,
+    network: BatLiNetConfig,
+}
+
+fn gate_split() -> GateSplit {
     let mut cells: Vec<Cell> = FleetConfig::default()
         .with_fleets(3)
         .with_cells_per_fleet(16)
@@ -123,7 +128,6 @@ fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
         };
         life(a).total_cmp(&life(b))
     });
-    // every third cell of the shorter-lived 36 and the 12 longest-lived cells are tested
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for (i, c) in cells.into_iter().enumerate() {
         if i >= 36 || i % 3 == 1 {
@@ -144,6 +148,34 @@ fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
         .with_seed(2)
         .with_progress(false)
         .with_inference_references(4);
+    GateSplit {
+        train,
+        test,
+        featurizer,
+        dtr,
+        dte,
+        network,
+    }
+}
+
+/// The gate: trained on the shorter-lived two thirds of the cells, the longest-lived test
+/// cells make the linear model extrapolate; each cell takes the hybrid's prediction exactly
+/// when the linear one lies outside the training lives or the linear model flags the cell
+/// out of its distribution, BatLiNet's otherwise.
+#[test]
+fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
+    use battery_fl_core::model::{BatLiNet, GatedModel};
+    let GateSplit {
+        train,
+        test,
+        featurizer,
+        dtr,
+        dte,
+        network,
+    } = gate_split();
+    let label = LabelConfig::default();
+    let f = Featurizer::new(featurizer.clone()).unwrap();
+    let ch = [0, 1, 2, 3, 4, 5];
     let gated = GatedModel::fit(
         &train,
         &dtr,
@@ -151,6 +183,7 @@ fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
         featurizer.clone(),
         &LinearConfig::default(),
         &label,
+        1,
     )
     .unwrap();
     let lives = dtr.require_labels().unwrap();
@@ -159,12 +192,12 @@ fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
     assert_eq!(hi, lives.iter().copied().fold(f64::NEG_INFINITY, f64::max));
 
     let p = gated.predict(&test, &dte).unwrap();
-    let linear = gated.hybrid.linear.predict(&test).unwrap();
-    let hybrid = gated.hybrid.predict(&test, &dte).unwrap();
+    let linear = gated.hybrids[0].linear.predict(&test).unwrap();
+    let hybrid = gated.hybrids[0].predict(&test, &dte).unwrap();
     // the linear model's own out-of-distribution flags, calibrated by leave-one-out on the
     // training cells
     let config = LinearConfig::default();
-    let m = &gated.hybrid.linear;
+    let m = &gated.hybrids[0].linear;
     let calibration = m
         .calibrate(&config.rows(&train, &label).unwrap(), true)
         .unwrap();
@@ -198,7 +231,7 @@ fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
     assert!(g.extrapolated);
     assert_relative_eq!(
         g.life,
-        gated.hybrid.predict(&one, &d_one).unwrap()[0],
+        gated.hybrids[0].predict(&one, &d_one).unwrap()[0],
         max_relative = 1e-9
     );
     // the same number of other cells is refused too
@@ -218,7 +251,7 @@ fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
     }
     let json = dir.path().join("gated.json");
     let text = std::fs::read_to_string(&json).unwrap();
-    std::fs::write(&json, text.replace("battery-fl/gated/v1", "other/v9")).unwrap();
+    std::fs::write(&json, text.replace("battery-fl/gated/v2", "other/v9")).unwrap();
     assert!(matches!(
         GatedModel::load(dir.path()),
         Err(Error::Parse { .. })
@@ -228,4 +261,100 @@ fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
         gated.predict(&test[..3], &dte),
         Err(Error::Shape { .. })
     ));
+}
+
+/// With two members each half is the geometric mean of two networks trained with seeds
+/// `seed` and `seed + 1`; the ensemble saves and loads whole, a zero-member model is refused
+/// before training, and a one-member file of the first format still loads.
+#[test]
+fn gated_members_average_seeds_in_log_life_and_save_whole() {
+    use battery_fl_core::model::GatedModel;
+    let s = gate_split();
+    let label = LabelConfig::default();
+    let fit = |members| {
+        GatedModel::fit(
+            &s.train,
+            &s.dtr,
+            s.network.clone(),
+            s.featurizer.clone(),
+            &LinearConfig::default(),
+            &label,
+            members,
+        )
+    };
+    assert!(matches!(fit(0), Err(Error::InvalidConfig { .. })));
+    let gated = fit(2).unwrap();
+    assert_eq!(gated.members(), 2);
+    let seeds: Vec<u64> = gated.networks.iter().map(|n| n.config().seed).collect();
+    assert_eq!(seeds, [2, 3]);
+    let hybrid_seeds: Vec<u64> = gated
+        .hybrids
+        .iter()
+        .map(|h| h.network.config().seed)
+        .collect();
+    assert_eq!(hybrid_seeds, [2, 3]);
+
+    let p = gated.predict(&s.test, &s.dte).unwrap();
+    let nets: Vec<Vec<f64>> = gated
+        .networks
+        .iter()
+        .map(|n| n.predict(&s.dte, &s.dtr).unwrap())
+        .collect();
+    let hybrids: Vec<Vec<f64>> = gated
+        .hybrids
+        .iter()
+        .map(|h| h.predict(&s.test, &s.dte).unwrap())
+        .collect();
+    let mut differ = 0;
+    for (i, g) in p.iter().enumerate() {
+        let (a, b) = if g.extrapolated {
+            (hybrids[0][i], hybrids[1][i])
+        } else {
+            (nets[0][i], nets[1][i])
+        };
+        differ += usize::from((a - b).abs() > 1e-6 * a);
+        assert_relative_eq!(g.life, (a * b).sqrt(), max_relative = 1e-9);
+    }
+    assert!(
+        differ > p.len() / 2,
+        "two seeds agree on {} of {} cells",
+        p.len() - differ,
+        p.len()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    gated.save(dir.path()).unwrap();
+    assert!(dir.path().join("network.1").is_dir() && dir.path().join("hybrid.1").is_dir());
+    let back = GatedModel::load(dir.path()).unwrap();
+    assert_eq!(back.members(), 2);
+    for (a, b) in back.predict(&s.test, &s.dte).unwrap().iter().zip(&p) {
+        assert_relative_eq!(a.life, b.life, max_relative = 1e-9);
+    }
+    // the first format held one member: a two-member file under its tag is refused
+    let json = dir.path().join("gated.json");
+    let text = std::fs::read_to_string(&json).unwrap();
+    std::fs::write(
+        &json,
+        text.replace("battery-fl/gated/v2", "battery-fl/gated/v1"),
+    )
+    .unwrap();
+    assert!(matches!(
+        GatedModel::load(dir.path()),
+        Err(Error::Parse { .. })
+    ));
+    // ... and a one-member file of the first format (no `members` key) loads as one member
+    let mut v1: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v1["format"] = "battery-fl/gated/v1".into();
+    v1.as_object_mut().unwrap().remove("members");
+    std::fs::write(&json, v1.to_string()).unwrap();
+    let first = GatedModel::load(dir.path()).unwrap();
+    assert_eq!(first.members(), 1);
+    for (a, i) in first.predict(&s.test, &s.dte).unwrap().iter().zip(0..) {
+        let want = if a.extrapolated {
+            hybrids[0][i]
+        } else {
+            nets[0][i]
+        };
+        assert_relative_eq!(a.life, want, max_relative = 1e-9);
+    }
 }

@@ -45,14 +45,31 @@ pub(super) fn network_dataset(net: &BatLiNet, cells: &[&Cell]) -> battery_fl_cor
 /// What `fit` runs for a model trained with a template BatLiNet's settings (the hybrid, the
 /// gated model): the cells, their dataset, the settings and the default linear and label
 /// configs.
-type TemplateFit<M> = fn(
-    &[&Cell],
-    &Dataset,
-    BatLiNetConfig,
-    FeaturizerConfig,
-    &LinearConfig,
-    &LabelConfig,
-) -> battery_fl_core::Result<M>;
+pub(super) trait TemplateFit<M>:
+    FnOnce(
+        &[&Cell],
+        &Dataset,
+        BatLiNetConfig,
+        FeaturizerConfig,
+        &LinearConfig,
+        &LabelConfig,
+    ) -> battery_fl_core::Result<M>
+    + Send
+{
+}
+
+impl<M, F> TemplateFit<M> for F where
+    F: FnOnce(
+            &[&Cell],
+            &Dataset,
+            BatLiNetConfig,
+            FeaturizerConfig,
+            &LinearConfig,
+            &LabelConfig,
+        ) -> battery_fl_core::Result<M>
+        + Send
+{
+}
 
 /// Fit with `fit` on labelled `cells` with the settings and featurizer of `template` (its
 /// weights are not used), the GIL released.
@@ -60,7 +77,7 @@ pub(super) fn fit_from_template<M: Send>(
     py: Python<'_>,
     cells: &[&Cell],
     template: &PyBatLiNet,
-    fit: TemplateFit<M>,
+    fit: impl TemplateFit<M>,
 ) -> PyResult<M> {
     let (config, featurizer) = template.with(py, |m| {
         Ok((m.config().clone(), m.featurizer_config().clone()))
