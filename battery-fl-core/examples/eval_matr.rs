@@ -36,7 +36,9 @@
 //! prediction times the network's correction. `--models gated` (the default) trains both and
 //! takes the hybrid's prediction for cells the linear model extrapolates (its prediction
 //! outside the training lives, or the cell out of its distribution by leverage or cathode),
-//! BatLiNet's for the others (`model::GatedModel`).
+//! BatLiNet's for the others (`model::GatedModel`); each half is the geometric mean of
+//! `--members` networks (default 3; the gated model's seed S trains model seeds S·M to
+//! S·M + M − 1, so a run's seeds are disjoint ensembles).
 //!
 //! `--calibration-folds N` (with `--models batlinet`) gives BatLiNet conformal intervals (`BatLiNet::cross_calibrate`:
 //! N fold models on the training cells, no test cell involved) and prints their coverage and
@@ -72,7 +74,7 @@ use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfi
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
     select_linear, BatLiNet, BatLiNetConfig, Dataset, GatedModel, HybridModel, InterFeatures,
-    LinearConfig, LrSchedule, Metrics, ReferenceSelection, VarianceModel,
+    LinearConfig, LrSchedule, Metrics, ReferenceSelection, VarianceModel, DEFAULT_GATED_MEMBERS,
 };
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
@@ -142,6 +144,10 @@ struct Args {
     /// Convolution channels of the networks.
     #[arg(long, value_name = "C", default_value_t = 32)]
     conv: usize,
+    /// Networks per half of the gated model: its seed S trains model seeds S·M, …, S·M + M − 1
+    /// and averages them in ln(life), so the seeds of a run are disjoint ensembles.
+    #[arg(long, value_name = "M", default_value_t = DEFAULT_GATED_MEMBERS)]
+    members: usize,
     /// Also print each BatLiNet test cell's per-branch predictions (with `--validate` also on the `fit` cells).
     #[arg(long)]
     branches: bool,
@@ -412,7 +418,22 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
         // GatedModel's rule
         let ood =
             linear.out_of_distribution(&linear_config.rows(cells, &label)?, &calibrations[0].1)?;
-        cells_out.write_flagged("linear", name, 0, ds, &p, Some(&ood))?;
+        // the linear model's 90 % interval (leave-one-out calibration)
+        let iv = linear.intervals(&linear_config.rows(cells, &label)?, &calibrations[0].1, 0.9)?;
+        // the widest interval the calibration gives: its largest leave-one-out score
+        let n = calibrations[0].1.scores.len() as f64;
+        let widest = linear.intervals(
+            &linear_config.rows(cells, &label)?,
+            &calibrations[0].1,
+            (n - 0.5) / (n + 1.0),
+        )?;
+        let bounds = [
+            ("lower_90", iv.iter().map(|i| i.lower).collect()),
+            ("upper_90", iv.iter().map(|i| i.upper).collect()),
+            ("lower_max", widest.iter().map(|i| i.lower).collect()),
+            ("upper_max", widest.iter().map(|i| i.upper).collect()),
+        ];
+        cells_out.write_flagged("linear", name, 0, ds, &p, Some(&ood), &bounds)?;
         report(
             "linear",
             name,
@@ -584,13 +605,16 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
             let model = GatedModel::fit(
                 &train,
                 &train_ds,
-                base.clone().with_seed(seed),
+                base.clone().with_seed(seed * args.members as u64),
                 featurizer_cfg.clone(),
                 &linear_config,
                 &label,
+                args.members,
             )?;
             eprintln!(
-                "gated seed {seed}: trained in {:.0} s",
+                "gated seed {seed} (model seeds {}-{}): trained in {:.0} s",
+                seed * args.members as u64,
+                (seed + 1) * args.members as u64 - 1,
                 t0.elapsed().as_secs_f64()
             );
             for (split, cells, ds) in &test_ds {

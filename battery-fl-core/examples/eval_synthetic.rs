@@ -9,7 +9,8 @@
 //! Models: the Severson variance model, the linear early-life model (settings by leave-one-out
 //! on the training cells), and the networks `--networks` names (default `gated,cnn`):
 //! BatLiNet, the single-branch CNN, `gated` (`model::GatedModel`: BatLiNet, and the hybrid where
-//! the linear model extrapolates) and `hybrid` (`model::HybridModel`: BatLiNet trained on the
+//! the linear model extrapolates; `--members M` networks per half, default 3, the gated seed S
+//! training model seeds S·M to S·M + M − 1) and `hybrid` (`model::HybridModel`: BatLiNet trained on the
 //! linear model's cross-fitted residuals), with the main job's settings (60 epochs, batch 16,
 //! 16 channels, 16 references), `--seeds N` seeds each (default 3); inference references come
 //! from the training cells. The last lines are a
@@ -19,8 +20,10 @@
 //! ```text
 //! cargo run --release -p battery-fl-core --features tch --example eval_synthetic -- \
 //!     --protocol lofo|loco [--seeds N] [--data-seed S] [--threads T] [--linear-only]
-//!     [--networks batlinet,cnn,hybrid,gated]
+//!     [--networks batlinet,cnn,hybrid,gated] [--members M] [--cells-out FILE]
 //! ```
+#[path = "eval/cell_log.rs"]
+mod cell_log;
 #[path = "cli/mod.rs"]
 mod cli;
 
@@ -32,7 +35,7 @@ use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
     select_linear, BatLiNet, BatLiNetConfig, Dataset, GatedModel, HybridModel, LabelGrouping,
-    LinearConfig, Metrics, VarianceModel,
+    LinearConfig, Metrics, VarianceModel, DEFAULT_GATED_MEMBERS,
 };
 use clap::{Parser, ValueEnum};
 use cli::serde_enum;
@@ -74,6 +77,15 @@ struct Args {
     /// The networks to train, comma-separated (each once, in this order).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "gated,cnn")]
     networks: Vec<Network>,
+    /// Networks per half of the gated model: its seed S trains model seeds S·M, …, S·M + M − 1
+    /// and averages them in ln(life), so the seeds of a run are disjoint ensembles.
+    #[arg(long, value_name = "M", default_value_t = DEFAULT_GATED_MEMBERS)]
+    members: usize,
+    /// Append every test cell's prediction by every model to FILE as JSON lines (`model`,
+    /// `split` (the held-out group), `seed`, `cell`, `life`, `pred`, the training lives'
+    /// `train_min` / `train_max`; the linear lines also `ood`, its out-of-distribution flag).
+    #[arg(long, value_name = "FILE")]
+    cells_out: Option<std::path::PathBuf>,
 }
 
 /// The networks a run can train.
@@ -195,6 +207,24 @@ fn main() -> Result<()> {
             .filter(|(i, t)| (i.lower..=i.upper).contains(*t))
             .count();
         let flagged = iv.iter().filter(|i| i.out_of_distribution).count();
+        let mut cells_out =
+            cell_log::CellLog::open(args.cells_out.as_deref(), &train_ds.require_labels()?)?;
+        let ood: Vec<bool> = iv.iter().map(|i| i.out_of_distribution).collect();
+        // the widest interval the calibration gives: its largest leave-one-out score
+        let n = calibration.scores.len() as f64;
+        let widest = linear.intervals(
+            &linear_config.rows(test, &label)?,
+            &calibration,
+            (n - 0.5) / (n + 1.0),
+        )?;
+        let bounds = [
+            ("lower_90", iv.iter().map(|i| i.lower).collect()),
+            ("upper_90", iv.iter().map(|i| i.upper).collect()),
+            ("lower_max", widest.iter().map(|i| i.lower).collect()),
+            ("upper_max", widest.iter().map(|i| i.upper).collect()),
+        ];
+        cells_out.write_flagged("linear", held_out, 0, &test_ds, &p_lin, Some(&ood), &bounds)?;
+        cells_out.write("variance", held_out, 0, &test_ds, &p_var)?;
         eprintln!(
             "  linear ({} features, lambda {}): RMSE {:.1}; 90 % intervals cover {covered}/{n}, {flagged}/{n} flagged out of distribution",
             linear.feature_set.name(),
@@ -236,10 +266,11 @@ fn main() -> Result<()> {
                     let model = GatedModel::fit(
                         &train,
                         &train_ds,
-                        config,
+                        config.with_seed(seed * args.members as u64),
                         featurizer_cfg.clone(),
                         &linear_config,
                         &label,
+                        args.members,
                     )?;
                     let p = model.predict(test, &test_ds)?;
                     let sent = p.iter().filter(|g| g.extrapolated).count();
@@ -263,6 +294,7 @@ fn main() -> Result<()> {
                     "  {name} seed {seed}: RMSE {:.1}, MAPE {:.1} %",
                     m.rmse, m.mape
                 );
+                cells_out.write(name, held_out, seed, &test_ds, &p)?;
                 results.insert((name.into(), held_out.clone(), seed), (p, truth.clone()));
             }
         }

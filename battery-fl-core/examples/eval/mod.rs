@@ -1,81 +1,14 @@
 //! `eval_matr`'s reporting: per-cell predictions (`--cells-out`), interval coverage lines and
 //! the mean ± spread summary over seeds.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use battery_fl_core::model::{BatLiNet, Dataset, IntervalCalibration, Metrics, Prediction};
+
+mod cell_log;
+pub use cell_log::CellLog;
 
 /// One result: model, split, seed, metrics.
 pub type Row = (String, String, u64, Metrics);
-
-/// `--cells-out`: every test cell's prediction, appended as JSON lines (a LOBO run appends
-/// one block per batch), with the range of the lives the models were trained on.
-pub struct CellLog {
-    out: Option<std::io::BufWriter<std::fs::File>>,
-    train_range: (f64, f64),
-}
-
-impl CellLog {
-    pub fn open(path: Option<&std::path::Path>, train_lives: &[f64]) -> Result<Self> {
-        let out = path
-            .map(|p| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .with_context(|| format!("opening {}", p.display()))
-            })
-            .transpose()?
-            .map(std::io::BufWriter::new);
-        let lo = train_lives.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = train_lives
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
-        Ok(CellLog {
-            out,
-            train_range: (lo, hi),
-        })
-    }
-
-    pub fn write(
-        &mut self,
-        model: &str,
-        split: &str,
-        seed: u64,
-        ds: &Dataset,
-        pred: &[f64],
-    ) -> Result<()> {
-        self.write_flagged(model, split, seed, ds, pred, None)
-    }
-
-    /// As [`write`](Self::write), each line with the cell's out-of-distribution flag (`ood`).
-    pub fn write_flagged(
-        &mut self,
-        model: &str,
-        split: &str,
-        seed: u64,
-        ds: &Dataset,
-        pred: &[f64],
-        ood: Option<&[bool]>,
-    ) -> Result<()> {
-        use std::io::Write;
-        let Some(out) = self.out.as_mut() else {
-            return Ok(());
-        };
-        let (lo, hi) = self.train_range;
-        let lives = ds.require_labels()?;
-        for (i, ((cell, life), p)) in ds.cell_ids().iter().zip(lives).zip(pred).enumerate() {
-            let mut line = serde_json::json!({"model": model, "split": split, "seed": seed,
-                "cell": cell, "life": life, "pred": p, "train_min": lo, "train_max": hi});
-            if let Some(flag) = ood.and_then(|f| f.get(i)) {
-                line["ood"] = serde_json::json!(flag);
-            }
-            writeln!(out, "{line}")?;
-        }
-        out.flush()?;
-        Ok(())
-    }
-}
 
 /// CV+ intervals of `ds` at 80 % and 90 % from `folds` fold models: coverage, mean width, and
 /// how often the final model's prediction lies inside.
