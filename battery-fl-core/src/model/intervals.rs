@@ -37,9 +37,14 @@
 //!
 //! **Out-of-distribution flag** (a rule read off the data, no tuned constant): a cell is flagged
 //! when its cathode chemistry is in neither the training nor the calibration cells, or when its
-//! genome distance to the nearest training cell exceeds that of every calibration cell. By
-//! exchangeability an in-distribution cell is then flagged with probability at most
-//! `1 / (n + 1)` for `n` calibration cells. Separately, `bounded` says the point prediction hit
+//! genome distance to the nearest training cell exceeds that of every calibration cell and
+//! every training cell's distance to its nearest *other* training cell. By exchangeability an
+//! in-distribution cell is then flagged with probability at most `1 / (max(n, m) + 1)` for
+//! `n` calibration and `m` training cells: against the calibration cells as in split
+//! conformal; against the training cells because a training cell's distance to the others is
+//! at least its distance to the others and the new cell, the score exchangeable with the new
+//! cell's. The training cells need none set aside: a federated fleet that holds out four
+//! cells is flagged by its dozen or more training cells, not by those four. Separately, `bounded` says the point prediction hit
 //! the bound around the training lives, and `outside_label_range` that it lies outside the
 //! lives the model was trained on.
 //!
@@ -80,7 +85,8 @@ pub struct IntervalCalibration {
     pub by_chemistry: bool,
     /// `β`: the median spread of the calibration cells (0: every cell gets the same width).
     pub scale: f64,
-    /// Largest genome distance from a calibration cell to its nearest training cell.
+    /// Largest genome distance from a calibration cell to its nearest training cell, or from
+    /// a training cell to its nearest other training cell (the flag's threshold).
     pub max_distance: f64,
     /// The training cells' fingerprints (distances of new cells are measured to them).
     pub training: Vec<GenomeFingerprint>,
@@ -446,6 +452,16 @@ impl BatLiNet {
     }
 }
 
+/// Each fingerprint's genome distance to its nearest other one (none for a single cell).
+fn leave_one_out_distances(fingerprints: &[GenomeFingerprint]) -> Vec<f64> {
+    let index = GenomeIndex::new(fingerprints.to_vec());
+    fingerprints
+        .iter()
+        .enumerate()
+        .filter_map(|(i, fp)| index.nearest_where(fp, 1, |j| j != i).first().map(|p| p.1))
+        .collect()
+}
+
 fn nearest_distance(index: &GenomeIndex, fp: &GenomeFingerprint) -> f64 {
     index
         .nearest(fp, 1)
@@ -474,7 +490,11 @@ impl IntervalCalibration {
             group_scores: Vec::new(),
             by_chemistry: default_by_chemistry(),
             scale,
-            max_distance: points.iter().map(|p| p.distance).fold(0.0, f64::max),
+            max_distance: points
+                .iter()
+                .map(|p| p.distance)
+                .chain(leave_one_out_distances(training.fingerprints()))
+                .fold(0.0, f64::max),
             training: training.fingerprints().to_vec(),
             label_range: label_range(&training.require_labels()?),
             cathodes: {

@@ -341,3 +341,73 @@ fn cv_plus_intervals_cover_new_cells_nest_and_refuse_what_they_cannot_do() {
     let (c8, c9) = (covered(&cv.bounds[0]), covered(&cv.bounds[1]));
     assert!(c8 >= 0.6 && c9 >= 0.7 && c9 >= c8, "covered {c8} / {c9}");
 }
+
+/// With three calibration cells the flag's threshold is not theirs alone: it is the largest of
+/// their distances to the training cells and every training cell's distance to its nearest
+/// other training cell, so in-distribution cells are rarely flagged (three calibration cells
+/// alone flag about one in four, by exchangeability).
+#[test]
+fn the_distance_flag_takes_its_threshold_from_the_training_cells_too() {
+    use battery_fl_core::genome::GenomeIndex;
+    // every fleet on both sides: each fourth cell is held out
+    let all = dataset(&cells(24, 17));
+    let held: Vec<usize> = (0..all.len()).filter(|i| i % 4 == 0).collect();
+    let train = all
+        .subset(&(0..all.len()).filter(|i| i % 4 != 0).collect::<Vec<_>>())
+        .unwrap();
+    let held_out = all.subset(&held).unwrap();
+    let mut model = BatLiNet::new(network().with_epochs(2), featurizer()).unwrap();
+    model.fit(&train).unwrap();
+
+    let index = GenomeIndex::new(train.fingerprints().to_vec());
+    let nearest = |fp, keep: &dyn Fn(usize) -> bool| index.nearest_where(fp, 1, keep)[0].1;
+    let to_train: Vec<f64> = held_out
+        .fingerprints()
+        .iter()
+        .map(|fp| nearest(fp, &|_| true))
+        .collect();
+    let loo: Vec<f64> = train
+        .fingerprints()
+        .iter()
+        .enumerate()
+        .map(|(i, fp)| nearest(fp, &|j| j != i))
+        .collect();
+    let max = |v: &mut dyn Iterator<Item = f64>| v.fold(0.0, f64::max);
+    let loo_max = max(&mut loo.iter().copied());
+
+    // the calibration's threshold, for the first three held-out cells
+    let few = held_out.subset(&[0, 1, 2]).unwrap();
+    let cal = model.calibrate(&train, &few, &train).unwrap();
+    assert_relative_eq!(
+        cal.max_distance,
+        max(&mut to_train[..3].iter().copied()).max(loo_max)
+    );
+    let p = model
+        .predict_intervals(&held_out, &train, &cal, 0.5)
+        .unwrap();
+    for (q, d) in p.iter().zip(&to_train) {
+        assert_relative_eq!(q.training_distance, *d, max_relative = 1e-12);
+        // every chemistry was trained on: a flag is the distance alone
+        assert_eq!(q.out_of_distribution, *d > cal.max_distance);
+    }
+
+    // over every triple of held-out cells calibrating, the others tested
+    let (mut before, mut now, mut tested) = (0, 0, 0);
+    for t in 0..to_train.len() / 3 {
+        let own = max(&mut to_train[3 * t..3 * t + 3].iter().copied());
+        for (i, d) in to_train.iter().enumerate() {
+            if i / 3 != t {
+                tested += 1;
+                before += usize::from(*d > own);
+                now += usize::from(*d > own.max(loo_max));
+            }
+        }
+    }
+    let rate = |n: usize| n as f64 / tested as f64;
+    assert!(
+        rate(now) < 0.1 && rate(before) > 0.15,
+        "flagged: {:.3} with the training cells, {:.3} by three calibration cells alone",
+        rate(now),
+        rate(before)
+    );
+}
