@@ -30,7 +30,8 @@
 
 // Flag bit of `bfl_model_predict_intervals`: the cell's cathode is in neither the training
 // nor the calibration cells, or it lies further (genome distance) from the training cells
-// than every calibration cell.
+// than every calibration cell and every training cell from its nearest other training cell
+// of the same cathode.
 #define BFL_PREDICTION_OUT_OF_DISTRIBUTION 1
 
 // Flag bit: the point prediction hit the bound around the training lives.

@@ -14,7 +14,8 @@ model seeds S·M, ..., S·M + M − 1 (which the files must hold).
 
     python scripts/gate_study.py [--members M] out/s18/primary.jsonl out/s18/lobo*.jsonl \
         out/s18/linear_flags.jsonl
-    python scripts/gate_study.py --members 3 out/s19/lofo.jsonl   # eval_synthetic --cells-out
+    # eval_synthetic --networks batlinet,hybrid --seeds 6 --cells-out out/s19/lofo.jsonl
+    python scripts/gate_study.py --members 3 out/s19/lofo.jsonl
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def main(argv: list[str]) -> None:
         seeds = sorted(
             s for s in {s // m for s in have} if all(s * m + i in have for i in range(m))
         )
+        if not seeds:
+            sys.exit(
+                f"{split}: no complete ensemble of {m} seeds with both batlinet and hybrid "
+                "lines (run the examples with --models/--networks batlinet,hybrid)"
+            )
         if not any("ood" in r for r in linear.values()):
             sys.exit(
                 f"{split}: no `ood` in the linear lines: add eval_matr --models none --cells-out"

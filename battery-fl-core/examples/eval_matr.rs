@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --release --features tch --example eval_matr -- --data data/matr_severson_qv \
 //!     [--test-data DIR2] [--seeds N] [--first-seed S] [--epochs E] [--dim D] [--validate] [--selection random|genome]
+//!     [--models gated,cnn] [--members M] [--protocol split|lobo] [--cells-out FILE]
 //! ```
 //!
 //! With `--models batlinet`, BatLiNet is scored with both reference selections from the same
@@ -197,7 +198,9 @@ struct Args {
     threads: Option<i32>,
     /// Append every test cell's prediction by every model to FILE as JSON lines (`model`,
     /// `split`, `seed`, `cell`, `life`, `pred`, the training lives' `train_min` / `train_max`;
-    /// the linear lines also `ood`, its out-of-distribution flag).
+    /// the linear lines also `ood`, its out-of-distribution flag, and its 90 % and widest
+    /// intervals `lower_90`, `upper_90`, `lower_max`, `upper_max`; on `gated` lines `seed` is
+    /// the ensemble S of model seeds S·M to S·M + M − 1).
     #[arg(long, value_name = "FILE")]
     cells_out: Option<PathBuf>,
 }
@@ -414,26 +417,10 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
     }
     for (name, cells, ds) in &test_ds {
         let p = linear.predict(cells)?;
-        // the linear model's out-of-distribution flags (leave-one-out calibration): half of
-        // GatedModel's rule
-        let ood =
-            linear.out_of_distribution(&linear_config.rows(cells, &label)?, &calibrations[0].1)?;
-        // the linear model's 90 % interval (leave-one-out calibration)
-        let iv = linear.intervals(&linear_config.rows(cells, &label)?, &calibrations[0].1, 0.9)?;
-        // the widest interval the calibration gives: its largest leave-one-out score
-        let n = calibrations[0].1.scores.len() as f64;
-        let widest = linear.intervals(
-            &linear_config.rows(cells, &label)?,
-            &calibrations[0].1,
-            (n - 0.5) / (n + 1.0),
-        )?;
-        let bounds = [
-            ("lower_90", iv.iter().map(|i| i.lower).collect()),
-            ("upper_90", iv.iter().map(|i| i.upper).collect()),
-            ("lower_max", widest.iter().map(|i| i.lower).collect()),
-            ("upper_max", widest.iter().map(|i| i.upper).collect()),
-        ];
-        cells_out.write_flagged("linear", name, 0, ds, &p, Some(&ood), &bounds)?;
+        let rows = linear_config.rows(cells, &label)?;
+        // the linear model's out-of-distribution flags (leave-one-out calibration: half of
+        // GatedModel's rule) and intervals
+        cells_out.write_linear(name, ds, &p, (&linear, &rows, &calibrations[0].1))?;
         report(
             "linear",
             name,
@@ -441,7 +428,6 @@ fn evaluate(args: &Args, train: Vec<Cell>, splits: Vec<(String, Vec<Cell>)>) -> 
             Metrics::compute(&p, &ds.require_labels()?)?,
         );
         // conformal intervals calibrated by leave-one-out on the training cells
-        let rows = linear_config.rows(cells, &label)?;
         let truth = ds.require_labels()?;
         for ((how, calibration), coverage) in calibrations.iter().flat_map(|c| [(c, 0.8), (c, 0.9)])
         {

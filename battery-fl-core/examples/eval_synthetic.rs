@@ -83,7 +83,9 @@ struct Args {
     members: usize,
     /// Append every test cell's prediction by every model to FILE as JSON lines (`model`,
     /// `split` (the held-out group), `seed`, `cell`, `life`, `pred`, the training lives'
-    /// `train_min` / `train_max`; the linear lines also `ood`, its out-of-distribution flag).
+    /// `train_min` / `train_max`; the linear lines also `ood`, its out-of-distribution flag,
+    /// and its 90 % and widest intervals `lower_90`, `upper_90`, `lower_max`, `upper_max`; on
+    /// `gated` lines `seed` is the ensemble S of model seeds S·M to S·M + M − 1).
     #[arg(long, value_name = "FILE")]
     cells_out: Option<std::path::PathBuf>,
 }
@@ -209,21 +211,13 @@ fn main() -> Result<()> {
         let flagged = iv.iter().filter(|i| i.out_of_distribution).count();
         let mut cells_out =
             cell_log::CellLog::open(args.cells_out.as_deref(), &train_ds.require_labels()?)?;
-        let ood: Vec<bool> = iv.iter().map(|i| i.out_of_distribution).collect();
-        // the widest interval the calibration gives: its largest leave-one-out score
-        let n = calibration.scores.len() as f64;
-        let widest = linear.intervals(
-            &linear_config.rows(test, &label)?,
-            &calibration,
-            (n - 0.5) / (n + 1.0),
+        let test_rows = linear_config.rows(test, &label)?;
+        cells_out.write_linear(
+            held_out,
+            &test_ds,
+            &p_lin,
+            (&linear, &test_rows, &calibration),
         )?;
-        let bounds = [
-            ("lower_90", iv.iter().map(|i| i.lower).collect()),
-            ("upper_90", iv.iter().map(|i| i.upper).collect()),
-            ("lower_max", widest.iter().map(|i| i.lower).collect()),
-            ("upper_max", widest.iter().map(|i| i.upper).collect()),
-        ];
-        cells_out.write_flagged("linear", held_out, 0, &test_ds, &p_lin, Some(&ood), &bounds)?;
         cells_out.write("variance", held_out, 0, &test_ds, &p_var)?;
         eprintln!(
             "  linear ({} features, lambda {}): RMSE {:.1}; 90 % intervals cover {covered}/{n}, {flagged}/{n} flagged out of distribution",

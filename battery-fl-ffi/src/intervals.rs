@@ -15,7 +15,8 @@ use crate::status::bfl_status;
 
 /// Flag bit of `bfl_model_predict_intervals`: the cell's cathode is in neither the training
 /// nor the calibration cells, or it lies further (genome distance) from the training cells
-/// than every calibration cell.
+/// than every calibration cell and every training cell from its nearest other training cell
+/// of the same cathode.
 pub const BFL_PREDICTION_OUT_OF_DISTRIBUTION: u8 = 1;
 /// Flag bit: the point prediction hit the bound around the training lives.
 pub const BFL_PREDICTION_BOUNDED: u8 = 2;

@@ -3,7 +3,7 @@
 //! (`scripts/gate_study.py`).
 
 use anyhow::{Context, Result};
-use battery_fl_core::model::Dataset;
+use battery_fl_core::model::{Calibration, Dataset, LinearModel, LinearRow};
 
 /// `--cells-out`: every test cell's prediction, appended as JSON lines (a LOBO run appends
 /// one block per batch), with the range of the lives the models were trained on.
@@ -80,5 +80,29 @@ impl CellLog {
         }
         out.flush()?;
         Ok(())
+    }
+
+    /// The linear model's lines: its predictions `pred` of the cells `rows` hold, each with
+    /// its out-of-distribution flag (`ood`) and its 90 % and widest intervals (`lower_90`,
+    /// `upper_90`, `lower_max`, `upper_max`; the widest is the calibration's largest
+    /// leave-one-out score).
+    pub fn write_linear(
+        &mut self,
+        split: &str,
+        ds: &Dataset,
+        pred: &[f64],
+        (linear, rows, calibration): (&LinearModel, &[LinearRow], &Calibration),
+    ) -> Result<()> {
+        let iv = linear.intervals(rows, calibration, 0.9)?;
+        let n = calibration.scores.len() as f64;
+        let widest = linear.intervals(rows, calibration, (n - 0.5) / (n + 1.0))?;
+        let ood: Vec<bool> = iv.iter().map(|i| i.out_of_distribution).collect();
+        let bounds = [
+            ("lower_90", iv.iter().map(|i| i.lower).collect()),
+            ("upper_90", iv.iter().map(|i| i.upper).collect()),
+            ("lower_max", widest.iter().map(|i| i.lower).collect()),
+            ("upper_max", widest.iter().map(|i| i.upper).collect()),
+        ];
+        self.write_flagged("linear", split, 0, ds, pred, Some(&ood), &bounds)
     }
 }

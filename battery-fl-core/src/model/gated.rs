@@ -7,7 +7,8 @@
 //! leverage above every training cell's leave-one-out leverage, or a cathode never trained
 //! on; [`LinearModel::out_of_distribution`](super::LinearModel::out_of_distribution)). Such
 //! a cell takes the [`HybridModel`]'s prediction (the linear model times the network's
-//! correction), every other cell BatLiNet's. Both networks share one configuration and seed.
+//! correction), every other cell BatLiNet's. Both halves share one configuration; member `i`
+//! of each is trained with seed `seed + i`.
 //!
 //! **Members.** With `members = M` each of the two is an ensemble of `M` networks trained
 //! with seeds `seed, seed + 1, …`, and its prediction the geometric mean of theirs (the mean
@@ -46,11 +47,12 @@ pub const DEFAULT_GATED_MEMBERS: usize = 3;
 /// BatLiNet and the hybrid, gated by the linear model's extrapolation (see the module docs).
 #[derive(Debug)]
 pub struct GatedModel {
-    /// BatLiNet trained on the cells' lives, one per member (seeds `seed`, `seed + 1`, …).
-    pub networks: Vec<BatLiNet>,
+    /// BatLiNet trained on the cells' lives, one per member (seeds `seed`, `seed + 1`, …);
+    /// never empty, as long as `hybrids`.
+    networks: Vec<BatLiNet>,
     /// The hybrid, trained on the same cells with the same network settings, one per member
-    /// (the same seeds; their linear models are one deterministic fit).
-    pub hybrids: Vec<HybridModel>,
+    /// (the same seeds; their linear models are one deterministic fit, checked on load).
+    hybrids: Vec<HybridModel>,
     /// Smallest and largest training life (cycles).
     pub label_range: (f64, f64),
     /// The linear model's leave-one-out calibration on the training cells (its largest
@@ -153,7 +155,7 @@ impl GatedModel {
     /// # Errors
     /// Those of the linear model's features and prediction.
     pub fn extrapolates<C: Borrow<Cell>>(&self, cells: &[C]) -> Result<Vec<bool>> {
-        let linear = &self.hybrids[0].linear;
+        let linear = self.linear();
         // the label config only fills the rows' (unused) labels
         let rows = cells
             .iter()
@@ -207,6 +209,21 @@ impl GatedModel {
     pub fn members(&self) -> usize {
         self.networks.len()
     }
+
+    /// The BatLiNet half's members.
+    pub fn networks(&self) -> &[BatLiNet] {
+        &self.networks
+    }
+
+    /// The hybrid half's members.
+    pub fn hybrids(&self) -> &[HybridModel] {
+        &self.hybrids
+    }
+
+    /// The linear model that gates (every hybrid member's; one deterministic fit).
+    pub fn linear(&self) -> &super::LinearModel {
+        &self.hybrids[0].linear
+    }
 }
 
 /// Per cell, the geometric mean over the members' predictions (`per_member[m][cell]`).
@@ -243,37 +260,56 @@ struct GatedDescription {
     label_range: (f64, f64),
     linear_calibration: Calibration,
     lives: Vec<Option<f64>>,
-    #[serde(default = "one")]
-    members: usize,
-}
-
-fn one() -> usize {
-    1
+    /// Absent in the one-member format v1 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    members: Option<usize>,
 }
 
 impl GatedModel {
     /// Save to a directory: per member `hybrid/` (a [`HybridModel`] directory, with the
     /// training cells' curves) and `network/` (a [`BatLiNet`] directory), `hybrid.1/`,
     /// `network.1/` and so on for further members, and `gated.json` (the training lives, their
-    /// range, the linear calibration and the ensemble size), written last. Each file is
-    /// written atomically.
+    /// range, the linear calibration and the ensemble size). Each file is written atomically;
+    /// an earlier `gated.json` is removed first and this one written last, so an interrupted
+    /// save leaves a directory that does not load rather than a mix of two models. Member
+    /// directories of an earlier, larger ensemble are removed.
     ///
     /// # Errors
     /// [`Error::Io`] and [`Error::Parse`] from writing.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
+        let json = dir.join(GATED_FILE);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        match std::fs::remove_file(&json) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(&json)(e));
+            }
+            _ => {}
+        }
         for (i, (hybrid, network)) in self.hybrids.iter().zip(&self.networks).enumerate() {
             hybrid.save(dir.join(member_dir(HYBRID_DIR, i)))?;
             network.save(dir.join(member_dir(NETWORK_DIR, i)))?;
+        }
+        for i in self.members().. {
+            let stale = [HYBRID_DIR, NETWORK_DIR].map(|b| dir.join(member_dir(b, i)));
+            if !stale.iter().any(|d| d.exists()) {
+                break;
+            }
+            for d in stale.iter().filter(|d| d.exists()) {
+                std::fs::remove_dir_all(d).map_err(io(d))?;
+            }
         }
         let description = GatedDescription {
             format: GATED_FORMAT.into(),
             label_range: self.label_range,
             linear_calibration: self.linear_calibration.clone(),
             lives: self.references.labels().to_vec(),
-            members: self.members(),
+            members: Some(self.members()),
         };
-        write_json(&dir.join(GATED_FILE), &description)
+        write_json(&json, &description)
     }
 
     /// Load a directory written by [`GatedModel::save`].
@@ -288,14 +324,18 @@ impl GatedModel {
         if d.format != GATED_FORMAT_V1 {
             check_format(&path, &d.format, GATED_FORMAT)?;
         }
-        if d.members == 0 || (d.format == GATED_FORMAT_V1 && d.members != 1) {
-            return Err(Error::Parse {
-                path,
-                reason: format!("{} members in a {} file", d.members, d.format),
-            });
-        }
+        let members = match (d.format.as_str(), d.members) {
+            (GATED_FORMAT_V1, None) => 1,
+            (GATED_FORMAT, Some(m)) if m > 0 => m,
+            (format, m) => {
+                return Err(Error::Parse {
+                    path,
+                    reason: format!("members {m:?} in a {format} file"),
+                })
+            }
+        };
         let (mut hybrids, mut networks) = (Vec::new(), Vec::new());
-        for i in 0..d.members {
+        for i in 0..members {
             hybrids.push(HybridModel::load(dir.join(member_dir(HYBRID_DIR, i)))?);
             networks.push(BatLiNet::load(dir.join(member_dir(NETWORK_DIR, i)))?);
         }

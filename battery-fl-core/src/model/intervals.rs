@@ -38,13 +38,17 @@
 //! **Out-of-distribution flag** (a rule read off the data, no tuned constant): a cell is flagged
 //! when its cathode chemistry is in neither the training nor the calibration cells, or when its
 //! genome distance to the nearest training cell exceeds that of every calibration cell and
-//! every training cell's distance to its nearest *other* training cell. By exchangeability an
-//! in-distribution cell is then flagged with probability at most `1 / (max(n, m) + 1)` for
-//! `n` calibration and `m` training cells: against the calibration cells as in split
-//! conformal; against the training cells because a training cell's distance to the others is
-//! at least its distance to the others and the new cell, the score exchangeable with the new
-//! cell's. The training cells need none set aside: a federated fleet that holds out four
-//! cells is flagged by its dozen or more training cells, not by those four. Separately, `bounded` says the point prediction hit
+//! every training cell's distance to its nearest *other* training cell of the same cathode.
+//! By exchangeability an in-distribution cell is then flagged *by distance* with probability
+//! at most `1 / (max(n, m) + 1)` for `n` calibration cells and `m` training cells of its
+//! chemistry: against the calibration cells as in split conformal; against the training cells
+//! because a training cell's distance to the others is at least its distance to the others
+//! and the new cell, the score exchangeable with the new cell's. The training cells need none
+//! set aside: a federated fleet that holds out four cells takes its threshold from its dozen
+//! or more training cells, not from those four. Neighbours are sought within a cathode so that
+//! the lone cell of a chemistry (a whole cathode mismatch away from every other cell) does not
+//! lift the threshold for everyone; the price is a threshold that can only rise with more
+//! cells, so the flag is conservative. Separately, `bounded` says the point prediction hit
 //! the bound around the training lives, and `outside_label_range` that it lies outside the
 //! lives the model was trained on.
 //!
@@ -86,7 +90,8 @@ pub struct IntervalCalibration {
     /// `β`: the median spread of the calibration cells (0: every cell gets the same width).
     pub scale: f64,
     /// Largest genome distance from a calibration cell to its nearest training cell, or from
-    /// a training cell to its nearest other training cell (the flag's threshold).
+    /// a training cell to its nearest other training cell of the same cathode (the flag's
+    /// threshold; see the module docs).
     pub max_distance: f64,
     /// The training cells' fingerprints (distances of new cells are measured to them).
     pub training: Vec<GenomeFingerprint>,
@@ -149,7 +154,8 @@ pub struct Prediction {
     /// Whether the point prediction lies outside the training lives.
     pub outside_label_range: bool,
     /// Cathode in neither training nor calibration cells, or further (genome distance) from
-    /// the training cells than every calibration cell.
+    /// the training cells than the calibration's `max_distance` (every calibration cell, and
+    /// every training cell from its nearest other of its cathode).
     pub out_of_distribution: bool,
 }
 
@@ -452,13 +458,23 @@ impl BatLiNet {
     }
 }
 
-/// Each fingerprint's genome distance to its nearest other one (none for a single cell).
+/// Each fingerprint's genome distance to its nearest other one of the same cathode (a cell
+/// without a known cathode: of any); none for a cell alone of its cathode.
 fn leave_one_out_distances(fingerprints: &[GenomeFingerprint]) -> Vec<f64> {
     let index = GenomeIndex::new(fingerprints.to_vec());
+    let alike = |a: &GenomeFingerprint, b: &GenomeFingerprint| match (&a.cathode, &b.cathode) {
+        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+        _ => true,
+    };
     fingerprints
         .iter()
         .enumerate()
-        .filter_map(|(i, fp)| index.nearest_where(fp, 1, |j| j != i).first().map(|p| p.1))
+        .filter_map(|(i, fp)| {
+            index
+                .nearest_where(fp, 1, |j| j != i && alike(fp, &fingerprints[j]))
+                .first()
+                .map(|p| p.1)
+        })
         .collect()
 }
 

@@ -192,12 +192,12 @@ fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
     assert_eq!(hi, lives.iter().copied().fold(f64::NEG_INFINITY, f64::max));
 
     let p = gated.predict(&test, &dte).unwrap();
-    let linear = gated.hybrids[0].linear.predict(&test).unwrap();
-    let hybrid = gated.hybrids[0].predict(&test, &dte).unwrap();
+    let linear = gated.linear().predict(&test).unwrap();
+    let hybrid = gated.hybrids()[0].predict(&test, &dte).unwrap();
     // the linear model's own out-of-distribution flags, calibrated by leave-one-out on the
     // training cells
     let config = LinearConfig::default();
-    let m = &gated.hybrids[0].linear;
+    let m = &gated.linear();
     let calibration = m
         .calibrate(&config.rows(&train, &label).unwrap(), true)
         .unwrap();
@@ -231,7 +231,7 @@ fn the_gate_sends_extrapolated_cells_to_the_hybrid_and_the_rest_to_batlinet() {
     assert!(g.extrapolated);
     assert_relative_eq!(
         g.life,
-        gated.hybrids[0].predict(&one, &d_one).unwrap()[0],
+        gated.hybrids()[0].predict(&one, &d_one).unwrap()[0],
         max_relative = 1e-9
     );
     // the same number of other cells is refused too
@@ -285,10 +285,10 @@ fn gated_members_average_seeds_in_log_life_and_save_whole() {
     assert!(matches!(fit(0), Err(Error::InvalidConfig { .. })));
     let gated = fit(2).unwrap();
     assert_eq!(gated.members(), 2);
-    let seeds: Vec<u64> = gated.networks.iter().map(|n| n.config().seed).collect();
+    let seeds: Vec<u64> = gated.networks().iter().map(|n| n.config().seed).collect();
     assert_eq!(seeds, [2, 3]);
     let hybrid_seeds: Vec<u64> = gated
-        .hybrids
+        .hybrids()
         .iter()
         .map(|h| h.network.config().seed)
         .collect();
@@ -296,12 +296,12 @@ fn gated_members_average_seeds_in_log_life_and_save_whole() {
 
     let p = gated.predict(&s.test, &s.dte).unwrap();
     let nets: Vec<Vec<f64>> = gated
-        .networks
+        .networks()
         .iter()
         .map(|n| n.predict(&s.dte, &s.dtr).unwrap())
         .collect();
     let hybrids: Vec<Vec<f64>> = gated
-        .hybrids
+        .hybrids()
         .iter()
         .map(|h| h.predict(&s.test, &s.dte).unwrap())
         .collect();
@@ -348,6 +348,15 @@ fn gated_members_average_seeds_in_log_life_and_save_whole() {
     v1.as_object_mut().unwrap().remove("members");
     std::fs::write(&json, v1.to_string()).unwrap();
     let first = GatedModel::load(dir.path()).unwrap();
+    // (a v2 file must say how many members it has)
+    let mut v2 = v1.clone();
+    v2["format"] = "battery-fl/gated/v2".into();
+    std::fs::write(&json, v2.to_string()).unwrap();
+    assert!(matches!(
+        GatedModel::load(dir.path()),
+        Err(Error::Parse { .. })
+    ));
+    std::fs::write(&json, v1.to_string()).unwrap();
     assert_eq!(first.members(), 1);
     for (a, i) in first.predict(&s.test, &s.dte).unwrap().iter().zip(0..) {
         let want = if a.extrapolated {

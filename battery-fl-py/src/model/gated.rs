@@ -69,7 +69,7 @@ impl PyGatedModel {
         let lives = py
             .detach(|| {
                 let model = lock(&self.inner)?;
-                let p = model.predict(&cells, &network_dataset(&model.networks[0], &cells)?)?;
+                let p = model.predict(&cells, &network_dataset(&model.networks()[0], &cells)?)?;
                 Ok::<_, battery_fl_core::Error>(p.iter().map(|g| g.life).collect())
             })
             .or_raise()?;

@@ -42,24 +42,15 @@ pub(super) fn network_dataset(net: &BatLiNet, cells: &[&Cell]) -> battery_fl_cor
     Dataset::for_config(cells, &featurizer, net.config(), &LabelConfig::default())
 }
 
-/// What `fit` runs for a model trained with a template BatLiNet's settings (the hybrid, the
-/// gated model): the cells, their dataset, the settings and the default linear and label
-/// configs.
-pub(super) trait TemplateFit<M>:
-    FnOnce(
-        &[&Cell],
-        &Dataset,
-        BatLiNetConfig,
-        FeaturizerConfig,
-        &LinearConfig,
-        &LabelConfig,
-    ) -> battery_fl_core::Result<M>
-    + Send
-{
-}
-
-impl<M, F> TemplateFit<M> for F where
-    F: FnOnce(
+/// Fit with `fit` on labelled `cells` with the settings and featurizer of `template` (its
+/// weights are not used), the GIL released: a model trained with a template BatLiNet's
+/// settings (the hybrid, the gated model) gets the cells, their dataset, the settings and the
+/// default linear and label configs.
+pub(super) fn fit_from_template<M: Send>(
+    py: Python<'_>,
+    cells: &[&Cell],
+    template: &PyBatLiNet,
+    fit: impl FnOnce(
             &[&Cell],
             &Dataset,
             BatLiNetConfig,
@@ -67,17 +58,7 @@ impl<M, F> TemplateFit<M> for F where
             &LinearConfig,
             &LabelConfig,
         ) -> battery_fl_core::Result<M>
-        + Send
-{
-}
-
-/// Fit with `fit` on labelled `cells` with the settings and featurizer of `template` (its
-/// weights are not used), the GIL released.
-pub(super) fn fit_from_template<M: Send>(
-    py: Python<'_>,
-    cells: &[&Cell],
-    template: &PyBatLiNet,
-    fit: impl TemplateFit<M>,
+        + Send,
 ) -> PyResult<M> {
     let (config, featurizer) = template.with(py, |m| {
         Ok((m.config().clone(), m.featurizer_config().clone()))

@@ -12,8 +12,7 @@ use crate::data::{cell_refs, PyBatteryCell};
 
 /// What a BatLiNet calibration learned from labelled cells the model was not trained on
 /// (``BatLiNet.calibrate``, ``BatLiNet.cross_calibrate``): normalized conformal scores, the
-/// largest genome distance of a calibration cell to the training cells and the training
-/// cells' fingerprints. It belongs to one trained model (a model trained or changed since
+/// out-of-distribution distance threshold and the training cells' fingerprints. It belongs to one trained model (a model trained or changed since
 /// refuses it) and, like the cells, stays with its owner. Pickles and round-trips through
 /// JSON.
 #[pyclass(frozen, name = "IntervalCalibration", module = "battery_fl")]
@@ -35,8 +34,9 @@ impl PyIntervalCalibration {
         self.inner.scale
     }
 
-    /// Largest genome distance from a calibration cell to its nearest training cell: cells
-    /// further than this are flagged out of distribution.
+    /// Largest genome distance from a calibration cell to its nearest training cell, or from a
+    /// training cell to its nearest other training cell of the same cathode: cells further
+    /// than this from every training cell are flagged out of distribution.
     #[getter]
     fn max_distance(&self) -> f64 {
         self.inner.max_distance
@@ -197,7 +197,7 @@ impl PyPredictions {
     }
 
     /// Whether each cell is out of distribution (cathode unseen, or further from the training
-    /// cells than every calibration cell).
+    /// cells than the calibration's ``max_distance``).
     #[getter]
     fn out_of_distribution<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
         self.flags(py, |p| p.out_of_distribution)
