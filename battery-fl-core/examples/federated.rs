@@ -158,9 +158,9 @@ struct Args {
     /// core's DP-SGD default, 8). `--epsilon` is the same flag.
     #[arg(long, visible_alias = "epsilon", value_name = "E")]
     target_epsilon: Option<f64>,
-    /// Seed of the record-level noise (and of which cells each DP-SGD step samples), for a
-    /// reproducible run; default: keyed from the OS, as a deployment must (a seed anyone
-    /// knows lets them subtract the noise).
+    /// Seed of every noise of the run (the fleet-level DP of the BatLiNet rounds, record-level
+    /// noise and which cells each DP-SGD step samples), for a reproducible run; default: keyed
+    /// from the OS, as a deployment must (a seed anyone knows lets them subtract the noise).
     #[arg(long, value_name = "S")]
     noise_seed: Option<u64>,
     /// Cells per synthetic fleet (two thirds train, the rest test).
@@ -307,8 +307,10 @@ fn main() -> Result<()> {
     // than any update: the mean carries z*C/m per coordinate, z*C/m*sqrt(d) in norm. The demo
     // runs the DP machinery at a low noise multiplier and prints the (large) epsilon it really
     // spends; meaningful fleet-level DP needs hundreds of clients.
-    let dp = args.dp.then(|| {
-        DpConfig::new(0.02, 1.0)
+    let dp = args.dp.then(|| DpConfig {
+        // reproducible with --noise-seed; keyed from the OS otherwise
+        seed: args.noise_seed,
+        ..DpConfig::new(0.02, 1.0)
             .with_mode(DpMode::Distributed)
             .with_target_delta(1e-5)
     });
