@@ -184,5 +184,6 @@ def test_gated_model_takes_the_hybrid_where_the_linear_model_extrapolates() -> N
     assert pair.members == 2
     np.testing.assert_array_equal(pair.extrapolates(test), flags)
     assert not np.allclose(pair.predict(test), lives, rtol=1e-6)
-    with pytest.raises(battery_fl.ConfigError):
-        battery_fl.GatedModel.fit(train, template, members=0)
+    for bad in (0, -1):
+        with pytest.raises(battery_fl.ConfigError, match="members"):
+            battery_fl.GatedModel.fit(train, template, members=bad)

@@ -11,7 +11,7 @@ use super::hybrid::{fit_from_template, network_dataset};
 use super::PyBatLiNet;
 use crate::conversion::vec_f64;
 use crate::data::{cell_refs, PyBatteryCell};
-use crate::errors::{lock, CoreResult};
+use crate::errors::{config_error, lock, CoreResult};
 
 /// BatLiNet for cells like the training cells, the :class:`HybridModel` (the linear
 /// early-life model times a BatLiNet correction) for cells the linear model extrapolates:
@@ -43,14 +43,17 @@ impl PyGatedModel {
     /// :class:`BatLiNet` used as a template; its weights are not used), ``members`` networks
     /// per half.
     #[classmethod]
-    #[pyo3(signature = (cells, model, members = DEFAULT_GATED_MEMBERS))]
+    #[pyo3(signature = (cells, model, members = DEFAULT_GATED_MEMBERS as i64))]
     fn fit(
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
         cells: Vec<Bound<'_, PyBatteryCell>>,
         model: &PyBatLiNet,
-        members: usize,
+        members: i64,
     ) -> PyResult<Self> {
+        // a negative count is a bad setting, not an integer overflow
+        let members = usize::try_from(members)
+            .map_err(|_| config_error("members", format!("must be at least 1, got {members}")))?;
         let inner = fit_from_template(py, &cell_refs(&cells), model, |c, d, n, f, l, b| {
             GatedModel::fit(c, d, n, f, l, b, members)
         })?;
