@@ -7,9 +7,15 @@
 //! generated from a public seed (9000), named apart. Rows:
 //!
 //! - `plain`: ordinary training (statistics and branch-B references from the private cells);
+//! - `plain, public start`: the same from the weights trained on the public cells;
 //! - `public, clipped, no noise`: DP-SGD's recipe (public statistics and references, per-cell
-//!   clipping) with a negligible noise multiplier: what the design costs before any noise;
+//!   clipping, a start trained on the public cells) with a negligible noise multiplier: what
+//!   the design costs before any noise;
+//! - `public cells only`: the start trained on the public cells, before any private cell;
 //! - `epsilon E`: DP-SGD at ε = E per cell (δ = 1e-5), the noise multiplier found for it.
+//!
+//! `--no-public-pretraining` starts the DP-SGD models from random weights (and drops the two
+//! public-start rows).
 //!
 //! Every model predicts the test cells with the private training cells as references
 //! (inference stays at home). Each row also audits the model: the loss-threshold
@@ -31,7 +37,8 @@
 //! ```text
 //! cargo run --release -p battery-fl-core --features tch --example dpsgd_study -- \
 //!     [--data DIR] [--cells-per-fleet N] [--public-cells N] [--epochs E] [--epsilons 1,4,8]
-//!     [--dp-batch B] [--shadows N] [--seeds N] [--first-seed S] [--threads T]
+//!     [--dp-batch B] [--no-public-pretraining] [--conv-channels C] [--clipping-norm C] [--shadows N] [--data-seed S] [--weight-averaging F] [--cosine]
+//!     [--seeds N] [--first-seed S] [--threads T]
 //! ```
 
 #[path = "cli/mod.rs"]
@@ -45,7 +52,7 @@ use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfi
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
     membership_auc, membership_lira_auc, BatLiNet, BatLiNetConfig, Dataset, DpSgdConfig,
-    InterFeatures, Metrics, TrainOptions,
+    InterFeatures, LrSchedule, Metrics, TrainOptions,
 };
 use clap::Parser;
 use rand::seq::SliceRandom;
@@ -89,6 +96,27 @@ struct Args {
     /// training keeps the recipe's.
     #[arg(long, value_name = "B")]
     dp_batch: Option<usize>,
+    /// Data seed of the synthetic fleets (default 42, the benchmark's fleets; choose
+    /// settings on another draw, then measure on 42).
+    #[arg(long, value_name = "S", default_value_t = 42, conflicts_with = "data")]
+    data_seed: u64,
+    /// Fraction of the final epochs whose weights every model averages
+    /// (`BatLiNetConfig::weight_averaging`; default 0).
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    weight_averaging: f64,
+    /// Cosine learning-rate schedule for every model (default constant).
+    #[arg(long)]
+    cosine: bool,
+    /// Convolution channels of every synthetic-fleet model (default 16, the main job's).
+    #[arg(long, value_name = "C", default_value_t = 16, conflicts_with = "data")]
+    conv_channels: usize,
+    /// DP-SGD models start from random weights, not from weights trained on the public cells
+    /// (`DpSgdConfig::public_pretraining`, on by default).
+    #[arg(long)]
+    no_public_pretraining: bool,
+    /// Per-cell clipping norm of the DP-SGD models (default: the core's, 1).
+    #[arg(long, value_name = "C")]
+    clipping_norm: Option<f64>,
     /// Seeds (model and noise; the synthetic split too).
     #[arg(long, value_name = "N", default_value_t = 1)]
     seeds: u64,
@@ -128,6 +156,13 @@ fn main() -> Result<()> {
         attacker,
     } = study;
     let mut rows: Vec<Row> = Vec::new();
+    let private = DpSgdConfig {
+        clipping_norm: args
+            .clipping_norm
+            .unwrap_or(DpSgdConfig::default().clipping_norm),
+        public_pretraining: !args.no_public_pretraining,
+        ..Default::default()
+    };
     let mut recipes: Vec<(String, Recipe)> = vec![
         ("plain".into(), Recipe::Plain),
         (
@@ -135,16 +170,20 @@ fn main() -> Result<()> {
             Recipe::Private(DpSgdConfig {
                 noise_multiplier: Some(1e-3),
                 epsilon: None,
-                ..Default::default()
+                ..private.clone()
             }),
         ),
     ];
+    if private.public_pretraining {
+        recipes.insert(1, ("plain, public start".into(), Recipe::PlainPublicStart));
+        recipes.push(("public cells only".into(), Recipe::PublicOnly));
+    }
     for &e in &args.epsilons {
         recipes.push((
             format!("epsilon {e}"),
             Recipe::Private(DpSgdConfig {
                 epsilon: Some(e),
-                ..Default::default()
+                ..private.clone()
             }),
         ));
     }
@@ -169,14 +208,21 @@ fn main() -> Result<()> {
             public.len()
         );
         let trainer = Trainer {
-            config: base.clone(),
+            config: base
+                .clone()
+                .with_weight_averaging(args.weight_averaging)
+                .with_lr_schedule(if args.cosine {
+                    LrSchedule::Cosine
+                } else {
+                    LrSchedule::Constant
+                }),
             featurizer: &featurizer_cfg,
             dp_batch: args.dp_batch,
             public: &public,
         };
         for (name, recipe) in &recipes {
             let t0 = Instant::now();
-            let (model, epsilon, z) = trainer.train(recipe, &train, seed)?;
+            let (model, epsilon, z, clipped) = trainer.train(recipe, &train, seed)?;
             let secs = t0.elapsed().as_secs_f64();
             let rmse = Metrics::compute(&model.predict(&test, &train)?, &truth)?.rmse;
             // the attacker holds the released model and the public cells, never the fleet's
@@ -204,8 +250,9 @@ fn main() -> Result<()> {
             let json = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v}"));
             let eps = json(Some(epsilon).filter(|e| e.is_finite()));
             println!(
-                "{{\"model\": \"{name}\", \"seed\": {seed}, \"epsilon\": {eps}, \"noise_multiplier\": {z:.4}, \"rmse\": {rmse:.1}, \"attack_auc\": {attack:.3}, \"lira_auc\": {}, \"seconds\": {secs:.0}}}",
-                json(lira.map(|a| (a * 1000.0).round() / 1000.0))
+                "{{\"model\": \"{name}\", \"seed\": {seed}, \"epsilon\": {eps}, \"noise_multiplier\": {z:.4}, \"rmse\": {rmse:.1}, \"attack_auc\": {attack:.3}, \"lira_auc\": {}, \"clipped_fraction\": {}, \"seconds\": {secs:.0}}}",
+                json(lira.map(|a| (a * 1000.0).round() / 1000.0)),
+                json(clipped.map(|c| (c * 1000.0).round() / 1000.0))
             );
             rows.push(Row {
                 name: name.clone(),
@@ -275,6 +322,10 @@ struct Row {
 /// How a model is trained: plainly, or with DP-SGD on public statistics and references.
 enum Recipe {
     Plain,
+    /// Plain training from the weights trained on the public cells.
+    PlainPublicStart,
+    /// The weights trained on the public cells alone: no private cell trains them.
+    PublicOnly,
     Private(DpSgdConfig),
 }
 
@@ -289,14 +340,28 @@ struct Trainer<'a> {
 
 impl Trainer<'_> {
     /// `recipe` trained on `cells` with model (and noise) seed `seed`: the model, the ε per
-    /// cell it spent (infinite for plain training) and its noise multiplier.
-    fn train(&self, recipe: &Recipe, cells: &Dataset, seed: u64) -> Result<(BatLiNet, f64, f64)> {
+    /// cell it spent (infinite for plain training), its noise multiplier and the share of
+    /// clipped per-cell gradients (none for plain training).
+    fn train(
+        &self,
+        recipe: &Recipe,
+        cells: &Dataset,
+        seed: u64,
+    ) -> Result<(BatLiNet, f64, f64, Option<f64>)> {
         let config = self.config.clone().with_seed(seed);
         match recipe {
-            Recipe::Plain => {
+            Recipe::Plain | Recipe::PlainPublicStart => {
                 let mut model = BatLiNet::new(config, self.featurizer.clone())?;
+                if matches!(recipe, Recipe::PlainPublicStart) {
+                    model.start_private(self.public, &DpSgdConfig::default())?;
+                }
                 model.fit(cells)?;
-                Ok((model, f64::INFINITY, 0.0))
+                Ok((model, f64::INFINITY, 0.0, None))
+            }
+            Recipe::PublicOnly => {
+                let mut model = BatLiNet::new(config, self.featurizer.clone())?;
+                model.start_private(self.public, &DpSgdConfig::default())?;
+                Ok((model, 0.0, 0.0, None))
             }
             Recipe::Private(dp) => {
                 let config = match self.dp_batch {
@@ -308,9 +373,14 @@ impl Trainer<'_> {
                     ..dp.clone()
                 };
                 let mut model = BatLiNet::new(config, self.featurizer.clone())?;
-                model.set_public_statistics(self.public)?;
+                model.start_private(self.public, &dp)?;
                 let r = model.train_private(cells, self.public, &dp, &TrainOptions::default())?;
-                Ok((model, r.epsilon, r.noise_multiplier))
+                Ok((
+                    model,
+                    r.epsilon,
+                    r.noise_multiplier,
+                    Some(r.clipped_fraction),
+                ))
             }
         }
     }
@@ -338,7 +408,7 @@ impl Study {
         let cells: Vec<Cell> = FleetConfig::default()
             .with_fleets(5)
             .with_cells_per_fleet(args.cells_per_fleet)
-            .with_seed(42)
+            .with_seed(args.data_seed)
             .generate()?
             .into_iter()
             .flat_map(|f| f.cells)
@@ -351,7 +421,7 @@ impl Study {
         let featurizer_cfg = FeaturizerConfig::default().with_interp_dim(64);
         let featurizer = Featurizer::new(featurizer_cfg.clone())?;
         let base = BatLiNetConfig::default()
-            .with_conv_channels(16)
+            .with_conv_channels(args.conv_channels)
             .with_batch_size(16)
             .with_epochs(args.epochs.unwrap_or(60))
             .with_inference_references(16)

@@ -6,7 +6,8 @@
 //!     [--data DIR --fleets-by protocol --fleets N] [--model linear|batlinet] [--out DIR] [--no-secagg]
 //!     [--rounds R] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto]
 //!     [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]
-//!     [--privacy none|cell] [--target-epsilon E] [--noise-seed S] [--cells-per-fleet N]
+//!     [--privacy none|cell] [--target-epsilon E] [--noise-seed S] [--no-public-pretraining]
+//!     [--cells-per-fleet N]
 //! ```
 //!
 //! `--model linear` (default; seconds): the linear early-life model, fitted exactly from
@@ -163,6 +164,10 @@ struct Args {
     /// from the OS, as a deployment must (a seed anyone knows lets them subtract the noise).
     #[arg(long, value_name = "S")]
     noise_seed: Option<u64>,
+    /// With `--privacy cell --model batlinet`: start the first global model from random
+    /// weights instead of weights trained on the public cells (`DpSgdConfig::public_pretraining`).
+    #[arg(long)]
+    no_public_pretraining: bool,
     /// Cells per synthetic fleet (two thirds train, the rest test).
     #[arg(long, value_name = "N", default_value_t = 24)]
     cells_per_fleet: usize,
@@ -318,6 +323,7 @@ fn main() -> Result<()> {
     let record_privacy = cell_epsilon.map(|e| DpSgdConfig {
         epsilon: Some(e),
         seed: args.noise_seed,
+        public_pretraining: !args.no_public_pretraining,
         ..Default::default()
     });
     let public = match (&record_privacy, real) {

@@ -406,6 +406,9 @@ class BatLiNet:
         self, training: Sequence[Cell], *, folds: int | None = None
     ) -> IntervalCalibration: ...
     def set_public_statistics(self, public: Sequence[Cell]) -> None: ...
+    def start_private(
+        self, public: Sequence[Cell], *, public_pretraining: bool | None = None
+    ) -> None: ...
     def train_private(
         self,
         cells: Sequence[Cell],

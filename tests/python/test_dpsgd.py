@@ -27,7 +27,9 @@ def test_train_private_reports_what_it_spends(
         "sample_rate",
         "steps",
         "epoch_losses",
+        "clipped_fraction",
     }
+    assert 0.0 <= report["clipped_fraction"] <= 1.0
     acc = dp.RdpAccountant()
     acc.step(
         noise_multiplier=report["noise_multiplier"],

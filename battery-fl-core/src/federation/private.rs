@@ -6,7 +6,10 @@
 //! `q = batch / n`, each cell's gradient clipped to `C`, Gaussian noise `z·C` on the sum.
 //! Branch B's training references and the label transform and input scales come from
 //! *public* cells, the same for every fleet (so one cell of a fleet enters only its own
-//! per-cell gradient: the pair design of the DP-SGD docs). The noise multiplier is found
+//! per-cell gradient: the pair design of the DP-SGD docs). The first global weights are
+//! trained on those public cells, without noise ([`BatLiNet::start_private`], unless
+//! `DpSgdConfig::public_pretraining` is off): it costs no privacy and the noisy rounds then
+//! start from a model that already reads curves. The noise multiplier is found
 //! once, for `rounds × local_epochs × round(1/q)` steps, so that the whole run spends at
 //! most the target ε per cell; each fleet keeps its own RDP accountant in its state, stepped
 //! with the mechanism each round really ran (so a mechanism that changes between rounds, a

@@ -145,7 +145,10 @@ impl Simulation {
                     "DP-SGD trains branch B on raw differences; cleaned pairs are not supported",
                 ))
             }
-            Some(public) => worker.set_public_statistics(public)?,
+            Some(public) => {
+                let dp = config.record_privacy.clone().unwrap_or_default();
+                worker.start_private(public, &dp)?
+            }
             None => {
                 // one secure sum of every fleet's statistics, as a Flower node sends them
                 let stats = fleets

@@ -24,6 +24,12 @@
 //! each cell's gradient in its copy's gradient (the "expanded weights" route of PyTorch's
 //! per-sample gradients), with no per-cell backward passes.
 //!
+//! **Averaging the iterates.** With `BatLiNetConfig::weight_averaging` the trained weights
+//! are the mean of the last epochs' end-of-epoch weights, as in [`train`](BatLiNet::train).
+//! The guarantee covers every iterate (each is a function of the noisy sums released so far),
+//! so their mean is post-processing and spends nothing; it averages out part of the noise's
+//! random walk, which a DP-SGD run accumulates in every weight.
+//!
 //! **What is reported.** ε covers one call of [`BatLiNet::train_private`]. Calls that train
 //! on the same cells again (federated rounds, personalization) compose: add their RDP, for
 //! example with one [`RdpAccountant`] stepped once per call with the report's noise
@@ -40,7 +46,7 @@ use super::config::Geometry;
 use super::dataset::{Dataset, InputScales};
 use super::labels::LabelTransform;
 use super::net::TchResultExt;
-use super::train::{progress, trainable_tensors, AdamW, Proximal, TrainOptions};
+use super::train::{progress, trainable_tensors, AdamW, Proximal, TrainOptions, WeightAverage};
 use crate::dp::{GaussianNoise, RdpAccountant};
 use crate::error::{Error, Result};
 
@@ -59,6 +65,22 @@ impl BatLiNet {
             &public.input_stats(),
             public.shape(),
         )?)
+    }
+
+    /// Make a fresh model ready for DP-SGD on `public` cells: their statistics
+    /// ([`set_public_statistics`](Self::set_public_statistics)) and, with
+    /// `dp.public_pretraining`, weights trained on them without noise (the model's own epochs,
+    /// batch and seed). Nothing private is read, so nothing is spent.
+    ///
+    /// # Errors
+    /// Those of [`set_public_statistics`](Self::set_public_statistics) and
+    /// [`train`](Self::train).
+    pub fn start_private(&mut self, public: &Dataset, dp: &DpSgdConfig) -> Result<()> {
+        self.set_public_statistics(public)?;
+        if dp.public_pretraining {
+            self.train(public, &TrainOptions::default())?;
+        }
+        Ok(())
     }
 
     /// Train on private `train` cells with record-level DP-SGD (see the module docs); branch
@@ -170,10 +192,13 @@ impl BatLiNet {
             noise_multiplier: z,
             epsilon: 0.0,
             delta: dp.delta,
+            clipped_fraction: 0.0,
         };
         let s = self.config.train_references;
         let expected = q * n as f64;
-        for _ in 0..epochs {
+        let mut averaged = WeightAverage::new(self.config.weight_averaging, epochs);
+        let (mut clipped_cells, mut sampled_cells) = (0usize, 0usize);
+        for epoch in 0..epochs {
             let (mut sum, mut count) = (0.0, 0usize);
             for _ in 0..per_epoch {
                 let batch: Vec<usize> = (0..n).filter(|_| rng.random_bool(q)).collect();
@@ -197,20 +222,29 @@ impl BatLiNet {
                     count += batch.len();
                     Some(grads)
                 };
-                let noisy =
+                let (noisy, clipped) =
                     self.clip_and_noise(grads, dp.clipping_norm, z, expected, &mut noise)?;
+                clipped_cells += clipped;
+                sampled_cells += batch.len();
                 self.apply_gradient(&noisy, proximal.as_ref(), &mut opt, lr, report.steps, total)?;
                 report.steps += 1;
             }
+            averaged.add(
+                epoch,
+                &trainable_tensors(&mut self.net, super::Trainable::All),
+            )?;
             let mean = sum / count.max(1) as f64;
             report.epoch_losses.push(mean);
             bar.set_message(format!("loss {mean:.4}"));
             bar.inc(1);
         }
         bar.finish_and_clear();
+        // averaging released iterates is post-processing: it spends no privacy
+        averaged.write_into(&mut trainable_tensors(&mut self.net, super::Trainable::All))?;
         for (_, t) in self.net.named_mut() {
             let _ = t.f_set_requires_grad(false).m()?;
         }
+        report.clipped_fraction = clipped_cells as f64 / sampled_cells.max(1) as f64;
         report.epsilon = RdpAccountant::new().epsilon_after(z, q, report.steps, dp.delta)?;
         Ok(report)
     }
@@ -351,8 +385,9 @@ impl BatLiNet {
         z: f64,
         expected: f64,
         noise: &mut GaussianNoise,
-    ) -> Result<Vec<Tensor>> {
+    ) -> Result<(Vec<Tensor>, usize)> {
         let shapes: Vec<Vec<i64>> = self.net.named().iter().map(|(_, t)| t.size()).collect();
+        let mut clipped = 0;
         let summed: Vec<Tensor> = match grads {
             None => shapes
                 .iter()
@@ -371,9 +406,15 @@ impl BatLiNet {
                         .m()?;
                     sq = sq.f_add(&per).m()?;
                 }
-                let factors = sq
-                    .f_sqrt()
+                let norms = sq.f_sqrt().m()?;
+                clipped = norms
+                    .f_gt(clipping_norm)
                     .m()?
+                    .f_sum(Kind::Int64)
+                    .m()?
+                    .f_int64_value(&[])
+                    .m()? as usize;
+                let factors = norms
                     .f_add_scalar(1e-12)
                     .m()?
                     .f_reciprocal()
@@ -396,7 +437,7 @@ impl BatLiNet {
             }
         };
         let std = z * clipping_norm;
-        summed
+        let noisy = summed
             .into_iter()
             .map(|g| {
                 let mut values = vec![0f32; g.numel()];
@@ -409,7 +450,8 @@ impl BatLiNet {
                     .m()?;
                 g.f_add(&n).m()?.f_div_scalar(expected).m()
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((noisy, clipped))
     }
 
     /// One optimizer step with `gradient` (per weight, `Net::named` order), plus the FedProx

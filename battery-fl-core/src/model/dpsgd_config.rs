@@ -21,6 +21,12 @@ pub struct DpSgdConfig {
     pub delta: f64,
     /// Seed of the noise; `None` (the default, for production) keys the CSPRNG from the OS.
     pub seed: Option<u64>,
+    /// Where private training starts from fresh weights (the federation's first global
+    /// model, [`BatLiNet::start_private`](super::BatLiNet::start_private)), first train them
+    /// on the public cells, without noise, with the model's own epochs and batch (default
+    /// true). Public cells cost no privacy, and noisy steps from a trained start lose less
+    /// than from random weights (BENCHMARKS.md, session 20).
+    pub public_pretraining: bool,
 }
 
 impl Default for DpSgdConfig {
@@ -31,6 +37,7 @@ impl Default for DpSgdConfig {
             epsilon: Some(8.0),
             delta: 1e-5,
             seed: None,
+            public_pretraining: true,
         }
     }
 }
@@ -128,4 +135,9 @@ pub struct DpSgdReport {
     pub epsilon: f64,
     /// δ.
     pub delta: f64,
+    /// Share of the sampled cells' gradients that were longer than the clipping norm and
+    /// shortened (stays with the fleet, like the losses). Near 0, the noise is sized for
+    /// gradients far longer than the real ones; near 1, clipping biases every step.
+    #[serde(default)]
+    pub clipped_fraction: f64,
 }

@@ -147,14 +147,14 @@ impl LrSchedule {
 
 /// Running mean of the trainable weights at the end of each of the last epochs (stochastic
 /// weight averaging); inactive when the fraction is 0.
-struct WeightAverage {
+pub(crate) struct WeightAverage {
     first_epoch: usize,
     count: f64,
     sums: Vec<Tensor>,
 }
 
 impl WeightAverage {
-    fn new(fraction: f64, epochs: usize) -> Self {
+    pub(crate) fn new(fraction: f64, epochs: usize) -> Self {
         let averaged = (fraction * epochs as f64).ceil() as usize;
         WeightAverage {
             first_epoch: if averaged == 0 {
@@ -167,7 +167,7 @@ impl WeightAverage {
         }
     }
 
-    fn add(&mut self, epoch: usize, params: &[&mut Tensor]) -> Result<()> {
+    pub(crate) fn add(&mut self, epoch: usize, params: &[&mut Tensor]) -> Result<()> {
         if epoch < self.first_epoch {
             return Ok(());
         }
@@ -189,7 +189,7 @@ impl WeightAverage {
     }
 
     /// Replace the weights by their average (nothing when no epoch was averaged).
-    fn write_into(&self, params: &mut [&mut Tensor]) -> Result<()> {
+    pub(crate) fn write_into(&self, params: &mut [&mut Tensor]) -> Result<()> {
         if self.count == 0.0 {
             return Ok(());
         }

@@ -86,6 +86,25 @@ fn dp_sgd_spends_what_it_reports_and_refuses_private_references() {
         .unwrap();
     assert_eq!(again.params().unwrap().flatten(), after);
 
+    // the report says how many gradients the clipping norm shortened: none under a huge norm,
+    // every one under a tiny norm
+    for (norm, want) in [(1e9, 0.0), (1e-9, 1.0)] {
+        let mut m = model();
+        m.set_public_statistics(&public).unwrap();
+        let dp = DpSgdConfig {
+            clipping_norm: norm,
+            noise_multiplier: Some(1.0),
+            epsilon: None,
+            seed: Some(9),
+            ..Default::default()
+        };
+        let r = m
+            .train_private(&private, &public, &dp, &TrainOptions::default())
+            .unwrap();
+        assert_eq!(r.clipped_fraction, want, "clipping norm {norm}");
+    }
+    assert!((0.0..=1.0).contains(&report.clipped_fraction));
+
     // a private cell may not be a public reference
     let leaked = Dataset::concat(&[&public, &private.subset(&[0]).unwrap()]).unwrap();
     assert!(matches!(
@@ -122,6 +141,45 @@ fn dp_sgd_spends_what_it_reports_and_refuses_private_references() {
         Err(Error::BudgetExhausted { .. })
     ));
     assert_eq!(m.params().unwrap().flatten(), frozen);
+}
+
+#[test]
+fn a_private_start_is_trained_on_the_public_cells_only() {
+    let public = dataset(&cells("public-", 1006, 6));
+    let labels = public.require_labels().unwrap().to_vec();
+    let error = |m: &BatLiNet| {
+        let p = m.predict(&public, &public).unwrap();
+        let sq: f64 = p.iter().zip(&labels).map(|(a, b)| (a - b).powi(2)).sum();
+        (sq / p.len() as f64).sqrt()
+    };
+    // enough epochs to fit 12 cells
+    let model = || {
+        let m = model();
+        BatLiNet::new(m.config().clone().with_epochs(40), featurizer()).unwrap()
+    };
+    // without pretraining: the public statistics on the initial weights
+    let mut fresh = model();
+    let off = DpSgdConfig {
+        public_pretraining: false,
+        ..Default::default()
+    };
+    fresh.start_private(&public, &off).unwrap();
+    assert_eq!(fresh.params().unwrap(), model().params().unwrap());
+    // with it (the default): exactly the model's own training on the public cells
+    let mut started = model();
+    started
+        .start_private(&public, &DpSgdConfig::default())
+        .unwrap();
+    let mut by_hand = model();
+    by_hand.set_public_statistics(&public).unwrap();
+    by_hand.train(&public, &TrainOptions::default()).unwrap();
+    assert_eq!(started.params().unwrap(), by_hand.params().unwrap());
+    assert!(
+        error(&started) < 0.8 * error(&fresh),
+        "pretraining should fit the public cells: {} vs {}",
+        error(&started),
+        error(&fresh)
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! `BatLiNet.train_private` and `BatLiNet.set_public_statistics`: record-level DP-SGD
+//! `BatLiNet.train_private`, `start_private` and `set_public_statistics`: record-level DP-SGD
 //! (`battery_fl_core::model::dpsgd`).
 
 use battery_fl_core::model::{DpSgdConfig, TrainOptions};
@@ -25,6 +25,39 @@ impl PyBatLiNet {
         })
     }
 
+    /// Make a fresh model ready for ``train_private``: the statistics of the labelled
+    /// ``public`` cells and, with ``public_pretraining`` (default: the core's, on), weights
+    /// trained on them without noise (the model's own epochs, batch and seed). Nothing private
+    /// is read, so nothing is spent.
+    ///
+    /// >>> import battery_fl
+    /// >>> from battery_fl import synthetic
+    /// >>> public = synthetic.public_cells(cells_per_fleet=4, cycles=12)
+    /// >>> model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(cycles=12, interp_dim=16),
+    /// ...                             conv_channels=4, epochs=2, batch_size=4, progress=False)
+    /// >>> before = model.get_parameters()
+    /// >>> model.start_private(public)
+    /// >>> any((a != b).any() for a, b in zip(before, model.get_parameters()))
+    /// True
+    #[pyo3(signature = (public, *, public_pretraining=None))]
+    fn start_private(
+        &self,
+        py: Python<'_>,
+        public: Vec<Bound<'_, PyBatteryCell>>,
+        public_pretraining: Option<bool>,
+    ) -> PyResult<()> {
+        let public = cell_refs(&public);
+        let defaults = DpSgdConfig::default();
+        let config = DpSgdConfig {
+            public_pretraining: public_pretraining.unwrap_or(defaults.public_pretraining),
+            ..defaults
+        };
+        self.with(py, |m| {
+            let ds = dataset(m, &public)?;
+            m.start_private(&ds, &config)
+        })
+    }
+
     /// Train on private ``cells`` with record-level DP-SGD: each step samples cells with rate
     /// ``batch_size / len(cells)``, clips each cell's gradient to ``clipping_norm``, adds
     /// Gaussian noise of std ``noise_multiplier * clipping_norm`` and steps; branch B's
@@ -35,7 +68,8 @@ impl PyBatLiNet {
     /// label transform and input scales from public cells first (``set_public_statistics``).
     /// ``noise_seed`` makes the noise reproducible (tests; by default it comes from the OS).
     /// Returns the report: ``epsilon``, ``delta``, ``noise_multiplier``, ``sample_rate``,
-    /// ``steps``, ``epoch_losses``.
+    /// ``steps``, ``epoch_losses``, ``clipped_fraction`` (the share of sampled cells whose
+    /// gradient was clipped).
     ///
     /// >>> import battery_fl
     /// >>> from battery_fl import synthetic
@@ -75,6 +109,8 @@ impl PyBatLiNet {
             }),
             delta: delta.unwrap_or(defaults.delta),
             seed: noise_seed,
+            // train_private trains the weights it is given; `start_private` pretrains
+            public_pretraining: defaults.public_pretraining,
         };
         let opts = TrainOptions {
             epochs,

@@ -247,8 +247,9 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
     cells: int | None = None
     if settings.record_epsilon > 0:
         # record-level DP-SGD: no statistic of a fleet is summed; everyone reads the public
-        # cells' (the nodes make the same ones)
-        model.set_public_statistics(public_cells({"public-cells": PUBLIC_CELLS}))
+        # cells' (the nodes make the same ones), and the first global weights are trained on
+        # them, as the core's Simulation does (the core's `public_pretraining` default)
+        model.start_private(public_cells({"public-cells": PUBLIC_CELLS}))
         answered = len(nodes)
         mean, std = model.label_transform or (math.nan, math.nan)
         _log.info("battery-fl: record-level DP-SGD at epsilon %g per cell", settings.record_epsilon)

@@ -166,8 +166,9 @@ class FederationSettings:
     seeded from ``dp_seed``) and ``per_chemistry_choice``; the BatLiNet settings do not
     apply to it. With the BatLiNet recipe, ``record_epsilon > 0`` trains every node with
     per-cell DP-SGD within that ε over all rounds (the statistics and branch B's references
-    from the library's public cells, no statistics round; ``secagg_max_weight`` must then be
-    given with secure aggregation); each node reports the ε it has spent in its evaluation
+    from the library's public cells, no statistics round, and the first global weights
+    trained on those cells as the core's ``Simulation`` does; ``secagg_max_weight`` must
+    then be given with secure aggregation); each node reports the ε it has spent in its evaluation
     metrics (``record-epsilon``), kept per node in the history (``node-record-epsilon``). A
     node keys its noise from the OS unless its own node config pins ``record-seed`` (tests),
     and refuses a server that asks for no record privacy or more than its own
