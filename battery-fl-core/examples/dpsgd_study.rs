@@ -37,7 +37,8 @@
 //! ```text
 //! cargo run --release -p battery-fl-core --features tch --example dpsgd_study -- \
 //!     [--data DIR] [--cells-per-fleet N] [--public-cells N] [--epochs E] [--epsilons 1,4,8]
-//!     [--dp-batch B] [--no-public-pretraining] [--conv-channels C] [--clipping-norm C] [--shadows N] [--data-seed S] [--weight-averaging F] [--cosine]
+//!     [--dp-batch B] [--no-public-pretraining] [--conv-channels N] [--clipping-norm C]
+//!     [--shadows N] [--data-seed S] [--weight-averaging F] [--cosine]
 //!     [--seeds N] [--first-seed S] [--threads T]
 //! ```
 
@@ -108,7 +109,7 @@ struct Args {
     #[arg(long)]
     cosine: bool,
     /// Convolution channels of every synthetic-fleet model (default 16, the main job's).
-    #[arg(long, value_name = "C", default_value_t = 16, conflicts_with = "data")]
+    #[arg(long, value_name = "N", default_value_t = 16, conflicts_with = "data")]
     conv_channels: usize,
     /// DP-SGD models start from random weights, not from weights trained on the public cells
     /// (`DpSgdConfig::public_pretraining`, on by default).
@@ -359,6 +360,11 @@ impl Trainer<'_> {
                 Ok((model, f64::INFINITY, 0.0, None))
             }
             Recipe::PublicOnly => {
+                // the DP-SGD rows' start: their batch
+                let config = match self.dp_batch {
+                    Some(b) => config.with_batch_size(b),
+                    None => config,
+                };
                 let mut model = BatLiNet::new(config, self.featurizer.clone())?;
                 model.start_private(self.public, &DpSgdConfig::default())?;
                 Ok((model, 0.0, 0.0, None))

@@ -50,10 +50,12 @@ type FleetIn<'py> = (
 /// Ditto model on ``validation_fraction`` of its own training cells, leaving its own only for
 /// a validation gain of at least ``auto_margin``); :meth:`fleet_model`
 /// returns the model a fleet uses. ``record_privacy`` (a dict of ``epsilon``,
-/// ``noise_multiplier``, ``clipping_norm``, ``delta``, ``seed``) trains every fleet with
-/// record-level DP-SGD, one cell being the unit, within ``epsilon`` per cell over all rounds;
-/// it needs ``public`` labelled cells (the statistics and branch B's training references),
-/// and a round the budget does not cover raises :class:`battery_fl.PrivacyError`.
+/// ``noise_multiplier``, ``clipping_norm``, ``delta``, ``seed``, ``public_pretraining``) trains
+/// every fleet with record-level DP-SGD, one cell being the unit, within ``epsilon`` per cell
+/// over all rounds; it needs ``public`` labelled cells (the statistics, branch B's training
+/// references and, unless ``public_pretraining`` is false, the first global weights, trained
+/// on them), none of them a fleet's own, and a round the budget does not cover raises
+/// :class:`battery_fl.PrivacyError`.
 /// Rounds release the GIL; each returns its record as a dict (``round``, ``clients``,
 /// ``rejected``, ``global_rmse``, ``fleet_rmse``, ``epsilon``, ``clipping_norm``,
 /// ``personalized_rmse``, ``fleet_personalized_rmse``, ``choices``, ``validation_rmse``: with

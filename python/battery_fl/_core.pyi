@@ -10,6 +10,7 @@ import numpy.typing as npt
 __all__ = [
     "membership_auc",
     "dp_default_config",
+    "dp_default_record_config",
     "secagg_default_config",
     "DEFAULT_COVERAGE",
     "SCORE_BINS",
@@ -83,6 +84,7 @@ DEFAULT_COVERAGE: float
 SCORE_BINS: int
 
 def dp_default_config() -> dict[str, Any]: ...
+def dp_default_record_config() -> dict[str, Any]: ...
 def membership_auc(
     model: BatLiNet,
     members: Sequence[Cell],

@@ -31,6 +31,7 @@ from battery_fl._core import (
     l2_norm,
 )
 from battery_fl._core import dp_default_config as default_config
+from battery_fl._core import dp_default_record_config as default_record_config
 
 __all__ = [
     "DpFloor",
@@ -42,5 +43,6 @@ __all__ = [
     "check_mode",
     "clip",
     "default_config",
+    "default_record_config",
     "l2_norm",
 ]

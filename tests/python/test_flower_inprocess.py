@@ -389,24 +389,34 @@ def test_a_failing_node_becomes_an_error_reply() -> None:
     assert reply.has_error() and "ConfigError" in (reply.error.reason or "")
 
 
-def test_record_private_federation_equals_the_simulation(tmp_path: Path) -> None:
-    """Record-level DP-SGD on the nodes: public statistics (no statistics round), each node's
-    accountant, the same seeded mechanism as battery_fl.Simulation with public cells."""
+@pytest.mark.parametrize("pretraining", [True, False])
+def test_record_private_federation_equals_the_simulation(tmp_path: Path, pretraining: bool) -> None:
+    """Record-level DP-SGD on the nodes: public statistics (no statistics round), the first
+    global weights trained on the public cells or not, each node's accountant, the same
+    seeded mechanism as battery_fl.Simulation with public cells."""
     # the nodes pin their own noise seed (a test: a deployment keys it from the OS)
     private_grid = LocalGrid(
         APP, {node: node_config(i, **{"record-seed": 7}) for i, node in enumerate(NODE_IDS)}
     )
     settings = SETTINGS.replace(
-        output_dir=str(tmp_path / "private"), fraction_evaluate=1.0, record_epsilon=4.0
+        output_dir=str(tmp_path / "private"),
+        fraction_evaluate=1.0,
+        record_epsilon=4.0,
+        record_public_pretraining=pretraining,
     )
+    assert dp.default_record_config()["public_pretraining"] is True
+    assert SETTINGS.record_public_pretraining is True  # the core's default
     result = run_federation(private_grid, settings)
     out = Outcome(result, json.loads((tmp_path / "private" / "result.json").read_text()), tmp_path)
+    public = synthetic.public_cells(cells_per_fleet=server.PUBLIC_CELLS)
     sim = reference_simulation(
         SETTINGS,
-        record_privacy={"epsilon": 4.0, "seed": 7},
-        public=synthetic.public_cells(cells_per_fleet=server.PUBLIC_CELLS),
+        record_privacy={"epsilon": 4.0, "seed": 7, "public_pretraining": pretraining},
+        public=public,
     )
     records = sim.history
+    # (the server pretrains only when told: with the setting off on one side only, the
+    # first global weights, and so every round's, would differ)
     assert max_diff(out.arrays, sim.global_parameters()) < 1e-5
     assert out.summary["cells"] is None  # no cell count was summed
     assert out.summary["label_transform"] == pytest.approx(list(sim.label_transform), abs=1e-9)

@@ -53,6 +53,28 @@ pub fn shared_statistics(
     Ok((labels, scales))
 }
 
+/// Set `worker`'s label transform and input scales to the shared ones of `fleets`' training
+/// cells: one [`secure_sum`] of every fleet's [`fleet_statistics`] (masks seeded with
+/// `seed`), as a Flower node sends them.
+#[cfg(feature = "tch")]
+pub(crate) fn set_shared_statistics(
+    worker: &mut crate::model::BatLiNet,
+    fleets: &[super::FleetData],
+    secure: Option<&SecureAggregation>,
+    seed: u64,
+) -> Result<()> {
+    let stats = fleets
+        .iter()
+        .map(|f| fleet_statistics(&f.train))
+        .collect::<Result<Vec<_>>>()?;
+    let total = secure_sum(&stats, secure, seed)?;
+    let grouping = worker.config().label_grouping;
+    let shape = worker.input_shape();
+    let (labels, scales) = shared_statistics(&total, shape, grouping)?;
+    worker.set_label_transform(labels);
+    worker.set_input_scales(scales)
+}
+
 /// Sum per-fleet statistic vectors, through a secure-aggregation round when `secure` is given
 /// ([`crate::secagg::statistics`]: the encoding the Flower nodes use too; resolution about
 /// 4e-7 per coordinate for fewer than 1024 fleets).

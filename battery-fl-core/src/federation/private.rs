@@ -20,9 +20,10 @@
 //! weight (the coordinator learns it, or with secure aggregation the total), and the
 //! accountant's neighbouring datasets differ by one cell's record, not by the count.
 //!
-//! Outside the guarantee: the fleet's personal models (fine-tuned, Ditto, its own head, its
-//! local model), which train without noise on its cells, and its inference references; they
-//! stay home in a deployment (the in-process `Simulation` holds them for the fleets, and its
+//! With `head` personalization a fleet's own head trains inside the same DP-SGD steps (the
+//! guarantee covers it; it stays home). Outside the guarantee: the fleet's other personal
+//! models (fine-tuned, Ditto and `auto`'s candidates, its local model), which train without
+//! noise on its cells, and its inference references; they stay home in a deployment (the in-process `Simulation` holds them for the fleets, and its
 //! checkpoint contains them). Also outside it, and reported to the coordinator: evaluation
 //! numbers (each fleet's RMSE on its test cells) and, with `auto`, which model a fleet chose.
 
@@ -30,7 +31,45 @@ use crate::dp::RdpAccountant;
 use crate::error::{Error, Result};
 use crate::model::{BatLiNet, Dataset, DpSgdConfig, DpSgdReport, TrainOptions};
 
-use super::job_seed;
+use super::{job_seed, FleetData};
+
+/// The first global weights of a record-private run, on `worker` (fresh): the public cells'
+/// statistics and, when `dp.public_pretraining` and `pretrain` (false when a checkpoint will
+/// replace them), weights trained on the public cells ([`BatLiNet::start_private`]).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] when a fleet's own cell (training or test) is among the public
+/// ones: the start would train on it without noise. Those of [`BatLiNet::start_private`].
+pub(crate) fn start_global(
+    worker: &mut BatLiNet,
+    public: &Dataset,
+    fleets: &[FleetData],
+    dp: &DpSgdConfig,
+    pretrain: bool,
+) -> Result<()> {
+    if worker.config().clean_pairs {
+        return Err(Error::config(
+            "clean_pairs",
+            "DP-SGD trains branch B on raw differences; cleaned pairs are not supported",
+        ));
+    }
+    for f in fleets {
+        if let Some(id) = public
+            .shared_cell(&f.train)
+            .or_else(|| public.shared_cell(&f.test))
+        {
+            return Err(Error::config(
+                "public",
+                format!("cell {id} belongs to fleet {} and cannot be public", f.id),
+            ));
+        }
+    }
+    let dp = DpSgdConfig {
+        public_pretraining: dp.public_pretraining && pretrain,
+        ..dp.clone()
+    };
+    worker.start_private(public, &dp)
+}
 
 /// One fleet's record-level DP-SGD for a run: the public cells and the mechanism.
 #[derive(Debug, Clone)]

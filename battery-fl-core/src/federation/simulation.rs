@@ -9,7 +9,7 @@ mod evaluate;
 
 use super::config::{FederationConfig, Personalization, Strategy};
 use super::fleet::FleetClient;
-use super::labels::{fleet_statistics, secure_sum, shared_statistics};
+use super::labels::set_shared_statistics;
 use super::state::{CoordinatorState, RoundRecord};
 use super::{cluster_fleets, job_seed, FleetSummary};
 use crate::aggregate::{
@@ -73,8 +73,10 @@ impl Simulation {
 
     /// Set up a run whose fleets train with record-level DP-SGD (`config.record_privacy`):
     /// the label transform and input scales come from the labelled `public` cells (no
-    /// statistic of a fleet is summed), and so do branch B's training references. See
-    /// [`crate::federation`]'s private training for what the guarantee covers.
+    /// statistic of a fleet is summed), and so do branch B's training references; the first
+    /// global weights are trained on them (unless `public_pretraining` is off). A fleet's own
+    /// cell among the public ones is refused. See [`crate::federation`]'s private training
+    /// for what the guarantee covers.
     pub fn with_public_cells(
         config: FederationConfig,
         model: BatLiNetConfig,
@@ -82,13 +84,26 @@ impl Simulation {
         fleets: Vec<FleetData>,
         public: Dataset,
     ) -> Result<Self> {
+        Self::private(config, model, featurizer, fleets, public, true)
+    }
+
+    /// [`with_public_cells`](Self::with_public_cells), training the first global weights on
+    /// the public cells only when `pretrain` (a resumed run takes its checkpoint's).
+    fn private(
+        config: FederationConfig,
+        model: BatLiNetConfig,
+        featurizer: FeaturizerConfig,
+        fleets: Vec<FleetData>,
+        public: Dataset,
+        pretrain: bool,
+    ) -> Result<Self> {
         if config.record_privacy.is_none() {
             return Err(Error::config(
                 "record_privacy",
                 "public cells are for record-level DP-SGD: set record_privacy",
             ));
         }
-        Self::build(config, model, featurizer, fleets, Some(public))
+        Self::build(config, model, featurizer, fleets, Some((public, pretrain)))
     }
 
     fn build(
@@ -96,7 +111,7 @@ impl Simulation {
         model: BatLiNetConfig,
         featurizer: FeaturizerConfig,
         fleets: Vec<FleetData>,
-        public: Option<Dataset>,
+        public: Option<(Dataset, bool)>,
     ) -> Result<Self> {
         config.validate(fleets.len())?;
         let Some(first) = fleets.first() else {
@@ -139,32 +154,18 @@ impl Simulation {
             });
         }
         match &public {
-            Some(_) if worker.config().clean_pairs => {
-                return Err(Error::config(
-                    "clean_pairs",
-                    "DP-SGD trains branch B on raw differences; cleaned pairs are not supported",
-                ))
+            Some((public, pretrain)) => {
+                let dp = config.record_privacy.as_ref().ok_or_else(|| {
+                    Error::config("record_privacy", "public cells need record_privacy")
+                })?;
+                super::private::start_global(&mut worker, public, &fleets, dp, *pretrain)?
             }
-            Some(public) => {
-                let dp = config.record_privacy.clone().unwrap_or_default();
-                worker.start_private(public, &dp)?
-            }
-            None => {
-                // one secure sum of every fleet's statistics, as a Flower node sends them
-                let stats = fleets
-                    .iter()
-                    .map(|f| fleet_statistics(&f.train))
-                    .collect::<Result<Vec<_>>>()?;
-                let total = secure_sum(
-                    &stats,
-                    config.secure_aggregation.as_ref(),
-                    job_seed(config.seed, 0, STREAM_MASKS),
-                )?;
-                let grouping = worker.config().label_grouping;
-                let (labels, scales) = shared_statistics(&total, shape, grouping)?;
-                worker.set_label_transform(labels);
-                worker.set_input_scales(scales)?;
-            }
+            None => set_shared_statistics(
+                &mut worker,
+                &fleets,
+                config.secure_aggregation.as_ref(),
+                job_seed(config.seed, 0, STREAM_MASKS),
+            )?,
         }
         let labels = worker.require_labels()?;
         let global = worker.params()?;
@@ -174,7 +175,7 @@ impl Simulation {
             .map(|(i, f)| {
                 let client = FleetClient::new(&config, i, f.train.clone())?;
                 match &public {
-                    Some(p) => client.with_public_cells(p.clone(), batch),
+                    Some((p, _)) => client.with_public_cells(p.clone(), batch),
                     None => Ok(client),
                 }
             })
@@ -265,7 +266,7 @@ impl Simulation {
         fleets: Vec<FleetData>,
         public: Dataset,
     ) -> Result<Self> {
-        let sim = Self::with_public_cells(config, model, featurizer, fleets, public)?;
+        let sim = Self::private(config, model, featurizer, fleets, public, false)?;
         sim.resumed(path)
     }
 

@@ -70,7 +70,8 @@ impl BatLiNet {
     /// Make a fresh model ready for DP-SGD on `public` cells: their statistics
     /// ([`set_public_statistics`](Self::set_public_statistics)) and, with
     /// `dp.public_pretraining`, weights trained on them without noise (the model's own epochs,
-    /// batch and seed). Nothing private is read, so nothing is spent.
+    /// batch and seed). It reads only the public cells, so it spends nothing, provided the
+    /// model is fresh: weights already trained on private cells would stay in the start.
     ///
     /// # Errors
     /// Those of [`set_public_statistics`](Self::set_public_statistics) and

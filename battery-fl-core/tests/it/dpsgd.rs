@@ -144,7 +144,7 @@ fn dp_sgd_spends_what_it_reports_and_refuses_private_references() {
 }
 
 #[test]
-fn a_private_start_is_trained_on_the_public_cells_only() {
+fn a_private_start_is_the_models_own_training_on_the_public_cells() {
     let public = dataset(&cells("public-", 1006, 6));
     let labels = public.require_labels().unwrap().to_vec();
     let error = |m: &BatLiNet| {

@@ -38,6 +38,40 @@ fn private_config(rounds: usize, epsilon: f64) -> FederationConfig {
 }
 
 #[test]
+fn the_first_global_model_is_trained_on_the_public_cells_only() {
+    let start = |pretraining: bool, fleets_seen: usize| {
+        let mut cfg = private_config(1, 8.0);
+        if let Some(dp) = cfg.record_privacy.as_mut() {
+            dp.public_pretraining = pretraining;
+        }
+        let sim = Simulation::with_public_cells(
+            cfg,
+            model(),
+            featurizer(),
+            fleets(fleets_seen),
+            public(),
+        )
+        .unwrap();
+        sim.state().global.clone()
+    };
+    // the model's own training on the public cells, whatever the fleets hold
+    let mut alone = BatLiNet::new(model(), featurizer()).unwrap();
+    alone
+        .start_private(&public(), &DpSgdConfig::default())
+        .unwrap();
+    let trained = alone.params().unwrap();
+    assert_eq!(start(true, 3), trained);
+    assert_eq!(start(true, 4), trained);
+    // off: the seeded initial weights
+    let fresh = BatLiNet::new(model(), featurizer())
+        .unwrap()
+        .params()
+        .unwrap();
+    assert_eq!(start(false, 3), fresh);
+    assert_ne!(trained, fresh);
+}
+
+#[test]
 fn each_fleet_spends_what_its_accountant_says_and_stops_at_its_budget() {
     let cfg = private_config(2, 4.0);
     // without public cells a record-private run cannot start
@@ -96,16 +130,27 @@ fn record_privacy_refuses_what_would_leak() {
         Simulation::with_public_cells(config(1), model(), featurizer(), fleets(3), public()),
         Err(Error::InvalidConfig { ref field, .. }) if field == "record_privacy"
     ));
-    // a fleet's own cell among the public ones is refused when the fleet trains
-    let data = fleets(3);
-    let leaked = Dataset::concat(&[&public(), &data[1].train.subset(&[0]).unwrap()]).unwrap();
-    let mut sim =
-        Simulation::with_public_cells(private_config(1, 8.0), model(), featurizer(), data, leaked)
-            .unwrap();
-    assert!(matches!(
-        sim.run_round(),
-        Err(Error::InvalidConfig { ref field, .. }) if field == "public"
-    ));
+    // a fleet's own cell (training or test) among the public ones is refused at set-up,
+    // before the first global weights are trained on the public cells
+    for test_cell in [false, true] {
+        let data = fleets(3);
+        let own = if test_cell {
+            &data[1].test
+        } else {
+            &data[1].train
+        };
+        let leaked = Dataset::concat(&[&public(), &own.subset(&[0]).unwrap()]).unwrap();
+        assert!(matches!(
+            Simulation::with_public_cells(
+                private_config(1, 8.0),
+                model(),
+                featurizer(),
+                data,
+                leaked
+            ),
+            Err(Error::InvalidConfig { ref field, .. }) if field == "public"
+        ));
+    }
     // an epsilon no noise can reach is refused at set-up
     let tiny = private_config(50, 1e-6);
     assert!(matches!(

@@ -27,8 +27,9 @@ impl PyBatLiNet {
 
     /// Make a fresh model ready for ``train_private``: the statistics of the labelled
     /// ``public`` cells and, with ``public_pretraining`` (default: the core's, on), weights
-    /// trained on them without noise (the model's own epochs, batch and seed). Nothing private
-    /// is read, so nothing is spent.
+    /// trained on them without noise (the model's own epochs, batch and seed). It reads only
+    /// the public cells, so it spends nothing, provided the model is fresh (weights already
+    /// trained on private cells would stay in the start).
     ///
     /// >>> import battery_fl
     /// >>> from battery_fl import synthetic
@@ -123,6 +124,18 @@ impl PyBatLiNet {
         })?;
         to_python(py, &report)
     }
+}
+
+/// The core's record-level DP-SGD defaults (``DpSgdConfig::default()``) as a dict:
+/// ``epsilon``, ``clipping_norm``, ``delta``, ``public_pretraining``, ... (what a
+/// ``record_privacy`` setting left out takes).
+///
+/// >>> from battery_fl import dp
+/// >>> dp.default_record_config()["epsilon"], dp.default_record_config()["public_pretraining"]
+/// (8.0, True)
+#[pyfunction]
+pub(crate) fn dp_default_record_config(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    to_python(py, &DpSgdConfig::default())
 }
 
 /// The loss-threshold membership-inference attack on ``model``: the chance that a random

@@ -18,6 +18,7 @@ pub(crate) use intervals::PyIntervalCalibration;
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<batlinet::PyBatLiNet>()?;
     m.add_function(wrap_pyfunction!(dpsgd::membership_auc, m)?)?;
+    m.add_function(wrap_pyfunction!(dpsgd::dp_default_record_config, m)?)?;
     m.add_class::<variance::PyVarianceModel>()?;
     linear::register(m)?;
     linear_steps::register(m)?;

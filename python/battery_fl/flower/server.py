@@ -248,8 +248,11 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
     if settings.record_epsilon > 0:
         # record-level DP-SGD: no statistic of a fleet is summed; everyone reads the public
         # cells' (the nodes make the same ones), and the first global weights are trained on
-        # them, as the core's Simulation does (the core's `public_pretraining` default)
-        model.start_private(public_cells({"public-cells": PUBLIC_CELLS}))
+        # them, as the core's Simulation does (unless record-public-pretraining is off)
+        model.start_private(
+            public_cells({"public-cells": PUBLIC_CELLS}),
+            public_pretraining=settings.record_public_pretraining,
+        )
         answered = len(nodes)
         mean, std = model.label_transform or (math.nan, math.nan)
         _log.info("battery-fl: record-level DP-SGD at epsilon %g per cell", settings.record_epsilon)

@@ -68,6 +68,8 @@ CORE_DEFAULTS: dict[str, Any] = battery_fl.Simulation.default_config()
 _OPT = CORE_DEFAULTS["server_optimizer"]
 #: The core's DP and secure-aggregation defaults (``DpConfig``, ``SecAggConfig``).
 _DP = battery_fl.dp.default_config()
+#: The core's record-level DP-SGD defaults (``DpSgdConfig``).
+_RECORD = battery_fl.dp.default_record_config()
 _SECAGG = battery_fl.secagg.default_config()
 
 #: :class:`FederationSettings` fields that are core federation settings, each with the
@@ -167,8 +169,9 @@ class FederationSettings:
     apply to it. With the BatLiNet recipe, ``record_epsilon > 0`` trains every node with
     per-cell DP-SGD within that ε over all rounds (the statistics and branch B's references
     from the library's public cells, no statistics round, and the first global weights
-    trained on those cells as the core's ``Simulation`` does; ``secagg_max_weight`` must
-    then be given with secure aggregation); each node reports the ε it has spent in its evaluation
+    trained on those cells, as the core's ``Simulation`` does, unless
+    ``record_public_pretraining`` is false; ``secagg_max_weight`` must then be given with
+    secure aggregation); each node reports the ε it has spent in its evaluation
     metrics (``record-epsilon``), kept per node in the history (``node-record-epsilon``). A
     node keys its noise from the OS unless its own node config pins ``record-seed`` (tests),
     and refuses a server that asks for no record privacy or more than its own
@@ -213,6 +216,7 @@ class FederationSettings:
     output_dir: str = ""
     recipe: str = "batlinet"
     record_epsilon: float = 0.0
+    record_public_pretraining: bool = _RECORD["public_pretraining"]
     per_chemistry_choice: bool = False
     interval_coverage: float = DEFAULT_COVERAGE
     model: dict[str, _Scalar] = field(default_factory=dict)
