@@ -27,8 +27,8 @@
 //! **Averaging the iterates.** With `BatLiNetConfig::weight_averaging` the trained weights
 //! are the mean of the last epochs' end-of-epoch weights, as in [`train`](BatLiNet::train).
 //! The guarantee covers every iterate (each is a function of the noisy sums released so far),
-//! so their mean is post-processing and spends nothing; it averages out part of the noise's
-//! random walk, which a DP-SGD run accumulates in every weight.
+//! so their mean is post-processing and spends nothing. (On the synthetic fleets it did not
+//! lower DP-SGD's error: BENCHMARKS.md, session 20.)
 //!
 //! **What is reported.** ε covers one call of [`BatLiNet::train_private`]. Calls that train
 //! on the same cells again (federated rounds, personalization) compose: add their RDP, for
