@@ -306,6 +306,8 @@ fn main() -> Result<()> {
     if args.recipe == Recipe::Linear {
         return job::finish_linear(&args.out, real, &lin, args.noise_seed);
     }
+    // BatLiNet reads the featurized datasets only: the raw cycling records go
+    drop(fleet_cells);
     println!();
 
     // With five fleets and ~40k weights, noise that buys a small epsilon (z >= 1) is larger

@@ -50,11 +50,20 @@ pub fn synthetic_fleets(
             let test: Vec<usize> = (0..n).filter(|i| i % 3 == 2).collect();
             anyhow::ensure!(n == f.cells.len(), "every synthetic cell has a label");
             let id = format!("{} ({})", f.id, f.climate);
-            let pick = |idx: &[usize]| idx.iter().map(|&i| f.cells[i].clone()).collect();
+            // the cells move (not copied) into the linear recipe's split: thousands of raw
+            // cycling records are the largest thing the job holds
+            let (mut train_cells, mut test_cells) = (Vec::new(), Vec::new());
+            for (i, cell) in f.cells.into_iter().enumerate() {
+                if i % 3 == 2 {
+                    test_cells.push(cell);
+                } else {
+                    train_cells.push(cell);
+                }
+            }
             let cells = FleetCells {
                 id: id.clone(),
-                train: pick(&train),
-                test: pick(&test),
+                train: train_cells,
+                test: test_cells,
             };
             let data = FleetData {
                 id,

@@ -2,6 +2,7 @@
 //! differences, labels and fingerprints.
 
 use std::borrow::Borrow;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -160,11 +161,12 @@ fn check_len(what: &str, expected: usize, got: usize) -> Result<()> {
 pub struct Dataset {
     /// Cell ids, in order.
     cell_ids: Vec<String>,
-    /// Cleaned intra-cell differences (branch A input), one block per cell.
-    branch_a: Vec<f32>,
+    /// Cleaned intra-cell differences (branch A input), one block per cell. Shared, not
+    /// copied, between clones: a fleet's data is cloned into a federation and its baselines.
+    branch_a: Arc<[f32]>,
     /// The features inter-cell differences are formed from (branch B): the cycle-filtered
     /// raw features, or a copy of `branch_a` (see `inter`).
-    raw: Vec<f32>,
+    raw: Arc<[f32]>,
     /// What `raw` holds: raw curves (the default) or cycle differences
     /// ([`Dataset::with_inter_features`]).
     inter: InterFeatures,
@@ -202,8 +204,8 @@ impl Dataset {
         check_len("fingerprints", n, fingerprints.len())?;
         Ok(Dataset {
             cell_ids,
-            branch_a,
-            raw,
+            branch_a: branch_a.into(),
+            raw: raw.into(),
             inter: InterFeatures::Raw,
             labels,
             fingerprints,
@@ -321,22 +323,25 @@ impl Dataset {
                 ))
             })
             .collect::<Result<_>>()?;
-        let mut ds = Dataset {
-            cell_ids: cells.iter().map(|c| c.borrow().id().to_string()).collect(),
-            branch_a: Vec::with_capacity(cells.len() * channels.len() * h * w),
-            raw: Vec::with_capacity(cells.len() * channels.len() * h * w),
-            inter: InterFeatures::Raw,
-            labels: Vec::with_capacity(cells.len()),
-            fingerprints: Vec::with_capacity(cells.len()),
-            shape: [channels.len(), h, w],
-        };
+        let mut branch_a = Vec::with_capacity(cells.len() * channels.len() * h * w);
+        let mut raws = Vec::with_capacity(cells.len() * channels.len() * h * w);
+        let mut labels = Vec::with_capacity(cells.len());
+        let mut fingerprints = Vec::with_capacity(cells.len());
         for (a, raw, life, fp) in per_cell {
-            ds.branch_a.extend(a);
-            ds.raw.extend(raw);
-            ds.labels.push(life);
-            ds.fingerprints.push(fp);
+            branch_a.extend(a);
+            raws.extend(raw);
+            labels.push(life);
+            fingerprints.push(fp);
         }
-        Ok(ds)
+        Ok(Dataset {
+            cell_ids: cells.iter().map(|c| c.borrow().id().to_string()).collect(),
+            branch_a: branch_a.into(),
+            raw: raws.into(),
+            inter: InterFeatures::Raw,
+            labels,
+            fingerprints,
+            shape: [channels.len(), h, w],
+        })
     }
 
     /// Featurize `cells` as a model of `config` reads them: its input channels, and its
@@ -372,7 +377,7 @@ impl Dataset {
         match (self.inter, inter) {
             (a, b) if a == b => {}
             (InterFeatures::Raw, InterFeatures::CycleDifference) => {
-                self.raw.clone_from(&self.branch_a);
+                self.raw = Arc::clone(&self.branch_a);
                 self.inter = inter;
             }
             (from, to) => {
@@ -455,6 +460,7 @@ impl Dataset {
             inter: first.inter,
             ..Dataset::empty(first.shape)
         };
+        let (mut branch_a, mut raw) = (Vec::new(), Vec::new());
         for p in parts {
             if p.shape != first.shape {
                 return Err(Error::Shape {
@@ -473,19 +479,21 @@ impl Dataset {
                 ));
             }
             out.cell_ids.extend(p.cell_ids.iter().cloned());
-            out.branch_a.extend_from_slice(&p.branch_a);
-            out.raw.extend_from_slice(&p.raw);
+            branch_a.extend_from_slice(&p.branch_a);
+            raw.extend_from_slice(&p.raw);
             out.labels.extend_from_slice(&p.labels);
             out.fingerprints.extend(p.fingerprints.iter().cloned());
         }
+        out.branch_a = branch_a.into();
+        out.raw = raw.into();
         Ok(out)
     }
 
     fn empty(shape: [usize; 3]) -> Self {
         Dataset {
             cell_ids: vec![],
-            branch_a: vec![],
-            raw: vec![],
+            branch_a: Arc::new([]),
+            raw: Arc::new([]),
             inter: InterFeatures::Raw,
             labels: vec![],
             fingerprints: vec![],

@@ -95,8 +95,8 @@ fn pair_rms_is_per_channel_over_the_given_pairs_only() {
         .with_inter_features(InterFeatures::CycleDifference)
         .unwrap();
     assert_eq!(
-        (cd.raw.as_slice(), cd.inter),
-        (cd.branch_a.as_slice(), InterFeatures::CycleDifference)
+        (&cd.raw[..], cd.inter),
+        (&cd.branch_a[..], InterFeatures::CycleDifference)
     );
     assert!(matches!(
         Dataset::concat(&[&ds, &cd]),
