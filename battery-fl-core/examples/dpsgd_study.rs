@@ -97,6 +97,18 @@ struct Args {
     /// training keeps the recipe's.
     #[arg(long, value_name = "B")]
     dp_batch: Option<usize>,
+    /// Epochs of the DP-SGD models' private training (default: every model's `--epochs`; the
+    /// start on the public cells keeps those).
+    #[arg(long, value_name = "E")]
+    dp_epochs: Option<usize>,
+    /// Factor on the recipe's learning rate (1e-3) in the DP-SGD models' private training
+    /// (`DpSgdConfig::learning_rate_scale`; default: the core's, 3).
+    #[arg(long, value_name = "F")]
+    learning_rate_scale: Option<f64>,
+    /// Only the DP-SGD rows (skip the plain, noiseless and public-only rows; for sweeps of
+    /// the private recipe against plain rows already measured).
+    #[arg(long)]
+    dp_only: bool,
     /// Data seed of the synthetic fleets (default 42, the benchmark's fleets; choose
     /// settings on another draw, then measure on 42).
     #[arg(long, value_name = "S", default_value_t = 42, conflicts_with = "data")]
@@ -111,6 +123,11 @@ struct Args {
     /// Convolution channels of every synthetic-fleet model (default 16, the main job's).
     #[arg(long, value_name = "N", default_value_t = 16, conflicts_with = "data")]
     conv_channels: usize,
+    /// References each training cell is paired with in branch B, for every model (default:
+    /// the model's, 2). Under DP-SGD a cell's gradient over more references is a less noisy
+    /// direction to clip (augmentation multiplicity) at no privacy cost.
+    #[arg(long, value_name = "S")]
+    train_references: Option<usize>,
     /// DP-SGD models start from random weights, not from weights trained on the public cells
     /// (`DpSgdConfig::public_pretraining`, on by default).
     #[arg(long)]
@@ -162,6 +179,9 @@ fn main() -> Result<()> {
             .clipping_norm
             .unwrap_or(DpSgdConfig::default().clipping_norm),
         public_pretraining: !args.no_public_pretraining,
+        learning_rate_scale: args
+            .learning_rate_scale
+            .unwrap_or(DpSgdConfig::default().learning_rate_scale),
         ..Default::default()
     };
     let mut recipes: Vec<(String, Recipe)> = vec![
@@ -175,7 +195,9 @@ fn main() -> Result<()> {
             }),
         ),
     ];
-    if private.public_pretraining {
+    if args.dp_only {
+        recipes.clear();
+    } else if private.public_pretraining {
         recipes.insert(1, ("plain, public start".into(), Recipe::PlainPublicStart));
         recipes.push(("public cells only".into(), Recipe::PublicOnly));
     }
@@ -212,6 +234,7 @@ fn main() -> Result<()> {
             config: base
                 .clone()
                 .with_weight_averaging(args.weight_averaging)
+                .with_train_references(args.train_references.unwrap_or(base.train_references))
                 .with_lr_schedule(if args.cosine {
                     LrSchedule::Cosine
                 } else {
@@ -219,6 +242,10 @@ fn main() -> Result<()> {
                 }),
             featurizer: &featurizer_cfg,
             dp_batch: args.dp_batch,
+            dp_options: TrainOptions {
+                epochs: args.dp_epochs,
+                ..Default::default()
+            },
             public: &public,
         };
         for (name, recipe) in &recipes {
@@ -336,6 +363,8 @@ struct Trainer<'a> {
     featurizer: &'a FeaturizerConfig,
     /// The DP-SGD models' expected batch (`--dp-batch`).
     dp_batch: Option<usize>,
+    /// The DP-SGD models' private epochs (`--dp-epochs`).
+    dp_options: TrainOptions,
     public: &'a Dataset,
 }
 
@@ -380,7 +409,7 @@ impl Trainer<'_> {
                 };
                 let mut model = BatLiNet::new(config, self.featurizer.clone())?;
                 model.start_private(self.public, &dp)?;
-                let r = model.train_private(cells, self.public, &dp, &TrainOptions::default())?;
+                let r = model.train_private(cells, self.public, &dp, &self.dp_options)?;
                 Ok((
                     model,
                     r.epsilon,

@@ -155,7 +155,7 @@ impl BatLiNet {
         let z = dp.noise_multiplier_for(q, total)?;
         let mut noise = GaussianNoise::from_optional_seed(dp.seed)?;
         let proximal = Proximal::new(self, opts)?;
-        let lr = opts.learning_rate.unwrap_or(self.config.learning_rate);
+        let lr = opts.learning_rate.unwrap_or(self.config.learning_rate) * dp.learning_rate_scale;
         // which cells each step samples must stay secret (the accountant's amplification by
         // sampling assumes it): drawn from the OS like the noise, unless the noise is seeded
         let mut rng = match dp.seed {
@@ -408,6 +408,21 @@ impl BatLiNet {
                     sq = sq.f_add(&per).m()?;
                 }
                 let norms = sq.f_sqrt().m()?;
+                // a NaN or infinite gradient cannot be clipped (its factor is NaN): the training
+                // diverged, and a step with it would write NaN into every weight
+                let finite = norms
+                    .f_isfinite()
+                    .m()?
+                    .f_all()
+                    .m()?
+                    .f_int64_value(&[])
+                    .m()?
+                    != 0;
+                if !finite {
+                    return Err(Error::Model {
+                        reason: "training diverged: a cell's gradient is not finite".into(),
+                    });
+                }
                 clipped = norms
                     .f_gt(clipping_norm)
                     .m()?

@@ -27,6 +27,12 @@ pub struct DpSgdConfig {
     /// true). Public cells cost no privacy, and noisy steps from a trained start lose less
     /// than from random weights (BENCHMARKS.md, session 20).
     pub public_pretraining: bool,
+    /// Factor on the learning rate of the private steps: DP-SGD steps with the model's (or
+    /// the run's) learning rate times this (default 3). With Adam and noise far larger than
+    /// the clipped signal, the noise sets each weight's step size, so the signal moves a
+    /// weight by about `lr x signal / noise` per step: a larger rate than plain training's
+    /// compensates (chosen on another draw of the synthetic fleets, BENCHMARKS.md session 21).
+    pub learning_rate_scale: f64,
 }
 
 impl Default for DpSgdConfig {
@@ -38,6 +44,7 @@ impl Default for DpSgdConfig {
             delta: 1e-5,
             seed: None,
             public_pretraining: true,
+            learning_rate_scale: 3.0,
         }
     }
 }
@@ -52,6 +59,12 @@ impl DpSgdConfig {
         if !positive(self.clipping_norm) {
             return Err(Error::config(
                 "clipping_norm",
+                "must be positive and finite",
+            ));
+        }
+        if !positive(self.learning_rate_scale) {
+            return Err(Error::config(
+                "learning_rate_scale",
                 "must be positive and finite",
             ));
         }

@@ -183,6 +183,49 @@ fn a_private_start_is_the_models_own_training_on_the_public_cells() {
 }
 
 #[test]
+fn the_private_steps_take_the_scaled_learning_rate() {
+    // 32 private cells at batch 32: q = 1, so one epoch is one step, where Adam moves each
+    // weight by the learning rate times the sign of its (noisy) gradient
+    let private = dataset(&cells("", 5, 16));
+    let public = dataset(&cells("public-", 1005, 6));
+    let config = BatLiNetConfig::default()
+        .with_conv_channels(4)
+        .with_batch_size(32)
+        .with_progress(false)
+        .with_seed(2);
+    let step = |scale: f64| {
+        let mut m = BatLiNet::new(config.clone(), featurizer()).unwrap();
+        m.set_public_statistics(&public).unwrap();
+        let before = m.params().unwrap().flatten();
+        let dp = DpSgdConfig {
+            epsilon: Some(8.0),
+            seed: Some(3),
+            learning_rate_scale: scale,
+            ..Default::default()
+        };
+        let opts = TrainOptions {
+            epochs: Some(1),
+            ..Default::default()
+        };
+        let report = m.train_private(&private, &public, &dp, &opts).unwrap();
+        assert_eq!(report.steps, 1);
+        let after = m.params().unwrap().flatten();
+        before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| f64::from((a - b).abs()))
+            .fold(0.0, f64::max)
+    };
+    let lr = config.learning_rate;
+    let (plain, scaled) = (step(1.0), step(DpSgdConfig::default().learning_rate_scale));
+    assert!((plain - lr).abs() < 0.05 * lr, "{plain} vs {lr}");
+    assert!(
+        (scaled / plain - DpSgdConfig::default().learning_rate_scale).abs() < 1e-3,
+        "{scaled} / {plain}"
+    );
+}
+
+#[test]
 fn with_little_noise_dp_sgd_learns() {
     let private = dataset(&cells("", 6, 16));
     let public = dataset(&cells("public-", 1006, 6));

@@ -112,6 +112,7 @@ impl PyBatLiNet {
             seed: noise_seed,
             // train_private trains the weights it is given; `start_private` pretrains
             public_pretraining: defaults.public_pretraining,
+            learning_rate_scale: defaults.learning_rate_scale,
         };
         let opts = TrainOptions {
             epochs,

@@ -122,6 +122,35 @@ fn each_cell_moves_the_sum_by_at_most_the_clipping_norm() {
 }
 
 #[test]
+fn a_cell_with_a_non_finite_gradient_stops_the_training() {
+    let model = tiny(0);
+    let grads: Vec<Tensor> = model
+        .net
+        .named()
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| {
+            let mut shape = vec![2];
+            shape.extend(t.size());
+            let g = Tensor::ones(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
+            // the second cell's first weight gradient is NaN
+            if i == 0 {
+                let _ = g.get(1).fill_(f64::NAN);
+            }
+            g
+        })
+        .collect();
+    let mut noise = GaussianNoise::from_seed(0);
+    let err = model
+        .clip_and_noise(Some(grads), 1.0, 1.0, 2.0, &mut noise)
+        .unwrap_err();
+    assert!(
+        matches!(&err, crate::Error::Model { reason } if reason.contains("diverged")),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_noise_multiplier_is_found_or_checked_against_the_budget() {
     let target = DpSgdConfig {
         epsilon: Some(4.0),
@@ -154,4 +183,13 @@ fn the_noise_multiplier_is_found_or_checked_against_the_budget() {
         ..Default::default()
     };
     assert!(bad.validate().is_err());
+    for scale in [0.0, f64::NAN, -1.0] {
+        let bad = DpSgdConfig {
+            learning_rate_scale: scale,
+            ..Default::default()
+        };
+        assert!(
+            matches!(bad.validate(), Err(Error::InvalidConfig { field, .. }) if field == "learning_rate_scale")
+        );
+    }
 }
