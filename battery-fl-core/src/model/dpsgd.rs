@@ -24,6 +24,12 @@
 //! each cell's gradient in its copy's gradient (the "expanded weights" route of PyTorch's
 //! per-sample gradients), with no per-cell backward passes.
 //!
+//! **The step size.** Private steps use the learning rate times
+//! `DpSgdConfig::learning_rate_scale` (default 3). Adam divides each weight's step by the
+//! running scale of its gradient, and under DP-SGD that scale is the noise's, far above the
+//! clipped signal: at plain training's rate the signal moves each weight too little per step.
+//! The factor changes no step's sensitivity and spends nothing.
+//!
 //! **Averaging the iterates.** With `BatLiNetConfig::weight_averaging` the trained weights
 //! are the mean of the last epochs' end-of-epoch weights, as in [`train`](BatLiNet::train).
 //! The guarantee covers every iterate (each is a function of the noisy sums released so far),
