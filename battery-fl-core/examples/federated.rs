@@ -168,9 +168,17 @@ struct Args {
     /// weights instead of weights trained on the public cells (`DpSgdConfig::public_pretraining`).
     #[arg(long)]
     no_public_pretraining: bool,
+    /// With `--privacy cell --model batlinet`: factor on the learning rate of the private
+    /// steps (`DpSgdConfig::learning_rate_scale`; default: the core's, 3).
+    #[arg(long, value_name = "F")]
+    learning_rate_scale: Option<f64>,
     /// Cells per synthetic fleet (two thirds train, the rest test).
     #[arg(long, value_name = "N", default_value_t = 24)]
     cells_per_fleet: usize,
+    /// Seed of the synthetic fleets (default 42, the benchmark's; choose settings on another
+    /// draw of the same five profiles, then measure on 42).
+    #[arg(long, value_name = "S", default_value_t = 42, conflicts_with = "data")]
+    data_seed: u64,
 }
 
 /// How `--data` cells are grouped into fleets.
@@ -261,7 +269,9 @@ fn main() -> Result<()> {
     let t0 = Instant::now();
     let (fleets, fleet_cells): (Vec<FleetData>, Vec<FleetCells>) = match &args.data {
         Some(dir) => fleets::real_fleets(dir, args.fleets, &featurizer, &model)?,
-        None => fleets::synthetic_fleets(&featurizer, &model, args.cells_per_fleet)?,
+        None => {
+            fleets::synthetic_fleets(&featurizer, &model, args.cells_per_fleet, args.data_seed)?
+        }
     }
     .into_iter()
     .unzip();
@@ -326,6 +336,9 @@ fn main() -> Result<()> {
         epsilon: Some(e),
         seed: args.noise_seed,
         public_pretraining: !args.no_public_pretraining,
+        learning_rate_scale: args
+            .learning_rate_scale
+            .unwrap_or(DpSgdConfig::default().learning_rate_scale),
         ..Default::default()
     });
     let public = match (&record_privacy, real) {

@@ -30,16 +30,17 @@ pub fn public_cells(
     )?)
 }
 
-/// Synthetic fleets: two thirds of each fleet's cells train, the rest test.
+/// Synthetic fleets of data seed `seed`: two thirds of each fleet's cells train, the rest test.
 pub fn synthetic_fleets(
     featurizer: &Featurizer,
     model: &BatLiNetConfig,
     cells_per_fleet: usize,
+    seed: u64,
 ) -> Result<Vec<(FleetData, FleetCells)>> {
     let fleets = FleetConfig::default()
         .with_fleets(5)
         .with_cells_per_fleet(cells_per_fleet)
-        .with_seed(42)
+        .with_seed(seed)
         .generate()?;
     fleets
         .into_iter()
