@@ -172,6 +172,13 @@ struct Args {
     /// steps (`DpSgdConfig::learning_rate_scale`; default: the core's, 3).
     #[arg(long, value_name = "F")]
     learning_rate_scale: Option<f64>,
+    /// With `--privacy cell --model batlinet`: public fleets (of the library's public seed;
+    /// their profiles are the first K of the five fleets') and cells per public fleet.
+    #[arg(long, value_name = "K", default_value_t = 2)]
+    public_fleets: usize,
+    /// Cells per public fleet (see `--public-fleets`).
+    #[arg(long, value_name = "N", default_value_t = 12)]
+    public_cells: usize,
     /// Cells per synthetic fleet (two thirds train, the rest test).
     #[arg(long, value_name = "N", default_value_t = 24)]
     cells_per_fleet: usize,
@@ -343,7 +350,7 @@ fn main() -> Result<()> {
     });
     let public = match (&record_privacy, real) {
         (None, _) => None,
-        (Some(_), false) => Some(fleets::public_cells(&featurizer, &model, 12)?),
+        (Some(_), false) => Some(fleets::public_cells(&featurizer, &model, args.public_fleets, args.public_cells)?),
         (Some(_), true) => anyhow::bail!(
             "--privacy cell with --model batlinet needs public cells of the --data kind; only the synthetic fleets ship them"
         ),

@@ -10,15 +10,16 @@ use battery_fl_core::model::{BatLiNetConfig, Dataset};
 
 use super::linear::FleetCells;
 
-/// Labelled public cells for record-level DP-SGD: two synthetic fleets of `per_fleet` cells
-/// of the library's public seed.
+/// Labelled public cells for record-level DP-SGD: `fleets` synthetic fleets of `per_fleet`
+/// cells of the library's public seed.
 pub fn public_cells(
     featurizer: &Featurizer,
     model: &BatLiNetConfig,
+    fleets: usize,
     per_fleet: usize,
 ) -> Result<Dataset> {
     let cells = FleetConfig::default()
-        .with_fleets(2)
+        .with_fleets(fleets)
         .with_cells_per_fleet(per_fleet)
         .with_seed(PUBLIC_SEED)
         .generate_public()?;
