@@ -57,6 +57,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use battery_fl_core::data::synthetic::{PUBLIC_CELLS_PER_FLEET, PUBLIC_FLEETS};
 use battery_fl_core::dp::{DpConfig, DpMode, RecordPrivacy};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::federation::{
@@ -173,11 +174,11 @@ struct Args {
     #[arg(long, value_name = "F")]
     learning_rate_scale: Option<f64>,
     /// With `--privacy cell --model batlinet`: public fleets (of the library's public seed;
-    /// their profiles are the first K of the five fleets') and cells per public fleet.
-    #[arg(long, value_name = "K", default_value_t = 2)]
+    /// their profiles are the first K of the five fleets'; default: the core's, 5).
+    #[arg(long, value_name = "K", default_value_t = PUBLIC_FLEETS)]
     public_fleets: usize,
-    /// Cells per public fleet (see `--public-fleets`).
-    #[arg(long, value_name = "N", default_value_t = 12)]
+    /// Cells per public fleet (see `--public-fleets`; default: the core's, 12).
+    #[arg(long, value_name = "N", default_value_t = PUBLIC_CELLS_PER_FLEET)]
     public_cells: usize,
     /// Cells per synthetic fleet (two thirds train, the rest test).
     #[arg(long, value_name = "N", default_value_t = 24)]

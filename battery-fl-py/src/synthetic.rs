@@ -1,7 +1,9 @@
 //! Seeded synthetic fleets (`battery_fl_core::data::synthetic`), exposed as
 //! `battery_fl.synthetic`: `generate_fleets`, `generate_cell`, `Fleet`.
 
-use battery_fl_core::data::synthetic::{CellSpec, Chemistry, FleetConfig, PUBLIC_SEED};
+use battery_fl_core::data::synthetic::{
+    CellSpec, Chemistry, FleetConfig, PUBLIC_CELLS_PER_FLEET, PUBLIC_FLEETS, PUBLIC_SEED,
+};
 use battery_fl_core::Error;
 use pyo3::prelude::*;
 
@@ -119,27 +121,28 @@ fn generate_fleets(
         .collect()
 }
 
-/// The library's public synthetic cells: ``fleets`` fleets of ``cells_per_fleet`` cells of
+/// The library's public synthetic cells: ``fleets`` fleets (default ``PUBLIC_FLEETS``, one
+/// per built-in profile) of ``cells_per_fleet`` cells (default ``PUBLIC_CELLS_PER_FLEET``) of
 /// the public seed (``PUBLIC_SEED``, anyone can make them), their ids prefixed ``public-`` so
 /// none is taken for a fleet's own cell. A record-private :class:`battery_fl.Simulation`
 /// reads its statistics and branch B's training references from such cells.
 ///
 /// >>> from battery_fl import synthetic
 /// >>> cells = synthetic.public_cells(cells_per_fleet=2, cycles=12)
-/// >>> len(cells), cells[0].cell_id
-/// (4, 'public-fleet0-LFP-000')
+/// >>> len(cells) == 2 * synthetic.PUBLIC_FLEETS, cells[0].cell_id
+/// (True, 'public-fleet0-LFP-000')
 #[pyfunction]
-#[pyo3(signature = (*, fleets=2, cells_per_fleet=12, cycles=100, points_per_cycle=200))]
+#[pyo3(signature = (*, fleets=None, cells_per_fleet=None, cycles=100, points_per_cycle=200))]
 fn public_cells(
     py: Python<'_>,
-    fleets: usize,
-    cells_per_fleet: usize,
+    fleets: Option<usize>,
+    cells_per_fleet: Option<usize>,
     cycles: u32,
     points_per_cycle: usize,
 ) -> PyResult<Vec<Py<PyBatteryCell>>> {
     let config = FleetConfig::new()
-        .with_fleets(fleets)
-        .with_cells_per_fleet(cells_per_fleet)
+        .with_fleets(fleets.unwrap_or(PUBLIC_FLEETS))
+        .with_cells_per_fleet(cells_per_fleet.unwrap_or(PUBLIC_CELLS_PER_FLEET))
         .with_seed(PUBLIC_SEED)
         .with_cycles(cycles)
         .with_points_per_cycle(points_per_cycle);
@@ -202,6 +205,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(generate_fleets, m)?)?;
     m.add_function(wrap_pyfunction!(public_cells, m)?)?;
     m.add("PUBLIC_SEED", PUBLIC_SEED)?;
+    m.add("PUBLIC_FLEETS", PUBLIC_FLEETS)?;
+    m.add("PUBLIC_CELLS_PER_FLEET", PUBLIC_CELLS_PER_FLEET)?;
     m.add_function(wrap_pyfunction!(generate_cell, m)?)?;
     Ok(())
 }

@@ -71,6 +71,8 @@ __all__ = [
     "statistics_protocol",
     "public_cells",
     "PUBLIC_SEED",
+    "PUBLIC_FLEETS",
+    "PUBLIC_CELLS_PER_FLEET",
     "STATISTICS_BOUND",
     "encode_statistics",
     "decode_statistics",
@@ -1046,9 +1048,15 @@ class Fleet:
     def __len__(self) -> int: ...
 
 PUBLIC_SEED: int
+PUBLIC_FLEETS: int
+PUBLIC_CELLS_PER_FLEET: int
 
 def public_cells(
-    *, fleets: int = 2, cells_per_fleet: int = 12, cycles: int = 100, points_per_cycle: int = 200
+    *,
+    fleets: int | None = None,
+    cells_per_fleet: int | None = None,
+    cycles: int = 100,
+    points_per_cycle: int = 200,
 ) -> list[Cell]: ...
 def generate_fleets(
     *,

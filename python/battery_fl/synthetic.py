@@ -10,6 +10,22 @@ bit-reproducible for a given seed.
 ([4, 4, 4], 'LFP')
 """
 
-from battery_fl._core import PUBLIC_SEED, Fleet, generate_cell, generate_fleets, public_cells
+from battery_fl._core import (
+    PUBLIC_CELLS_PER_FLEET,
+    PUBLIC_FLEETS,
+    PUBLIC_SEED,
+    Fleet,
+    generate_cell,
+    generate_fleets,
+    public_cells,
+)
 
-__all__ = ["PUBLIC_SEED", "Fleet", "generate_cell", "generate_fleets", "public_cells"]
+__all__ = [
+    "PUBLIC_CELLS_PER_FLEET",
+    "PUBLIC_FLEETS",
+    "PUBLIC_SEED",
+    "Fleet",
+    "generate_cell",
+    "generate_fleets",
+    "public_cells",
+]

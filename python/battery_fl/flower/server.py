@@ -39,6 +39,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result
 
 import battery_fl
+from battery_fl import synthetic
 from battery_fl.flower.client import (
     CALIBRATION_ACTION,
     INTERVALS_ACTION,
@@ -183,9 +184,9 @@ def apply_statistics(model: battery_fl.BatLiNet, total: np.ndarray) -> tuple[flo
     return label
 
 
-#: Cells per fleet of the public synthetic set (two fleets) a record-private run reads its
-#: statistics and branch B's training references from.
-PUBLIC_CELLS = 12
+#: Cells per fleet of the public synthetic set (``synthetic.PUBLIC_FLEETS`` fleets) a
+#: record-private run reads its statistics and branch B's training references from: the core's.
+PUBLIC_CELLS = synthetic.PUBLIC_CELLS_PER_FLEET
 
 
 def _statistics_config(model: battery_fl.BatLiNet, total: np.ndarray | None) -> dict[str, Any]:

@@ -17,6 +17,15 @@ const STRIDE: u64 = 1_000_000;
 /// can make them, so a model may learn from them outside any privacy guarantee.
 pub const PUBLIC_SEED: u64 = 9000;
 
+/// Fleets of the library's public synthetic set (5: one per built-in fleet profile, so the
+/// statistics and branch B's references of a record-private run span every profile's
+/// conditions; with the first two profiles only, a federation's private models were 25-35 %
+/// worse on another draw of the fleets: BENCHMARKS.md, session 21).
+pub const PUBLIC_FLEETS: usize = 5;
+
+/// Cells per fleet of the library's public synthetic set.
+pub const PUBLIC_CELLS_PER_FLEET: usize = 12;
+
 /// How a fleet's cells are used: climate, C-rate and depth-of-discharge ranges and the
 /// chemistry mix. Cells draw their conditions uniformly from the ranges (temperature:
 /// ambient plus a normal spread).

@@ -81,7 +81,9 @@ mod oracle;
 
 pub use aging::{AgingModel, CellSpec};
 pub use chemistry::Chemistry;
-pub use fleet::{Fleet, FleetConfig, FleetProfile, PUBLIC_SEED};
+pub use fleet::{
+    Fleet, FleetConfig, FleetProfile, PUBLIC_CELLS_PER_FLEET, PUBLIC_FLEETS, PUBLIC_SEED,
+};
 pub use oracle::KneeOracle;
 
 use rand::Rng;
