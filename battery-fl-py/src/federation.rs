@@ -50,7 +50,8 @@ type FleetIn<'py> = (
 /// Ditto model on ``validation_fraction`` of its own training cells, leaving its own only for
 /// a validation gain of at least ``auto_margin``); :meth:`fleet_model`
 /// returns the model a fleet uses. ``record_privacy`` (a dict of ``epsilon``,
-/// ``noise_multiplier``, ``clipping_norm``, ``delta``, ``seed``, ``public_pretraining``) trains
+/// ``noise_multiplier``, ``clipping_norm``, ``delta``, ``seed``, ``public_pretraining``,
+/// ``learning_rate_scale``: the core's ``DpSgdConfig``) trains
 /// every fleet with record-level DP-SGD, one cell being the unit, within ``epsilon`` per cell
 /// over all rounds; it needs ``public`` labelled cells (the statistics, branch B's training
 /// references and, unless ``public_pretraining`` is false, the first global weights, trained

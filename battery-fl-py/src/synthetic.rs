@@ -122,7 +122,7 @@ fn generate_fleets(
 }
 
 /// The library's public synthetic cells: ``fleets`` fleets (default ``PUBLIC_FLEETS``, one
-/// per built-in profile) of ``cells_per_fleet`` cells (default ``PUBLIC_CELLS_PER_FLEET``) of
+/// per profile of the five default fleets) of ``cells_per_fleet`` cells (default ``PUBLIC_CELLS_PER_FLEET``) of
 /// the public seed (``PUBLIC_SEED``, anyone can make them), their ids prefixed ``public-`` so
 /// none is taken for a fleet's own cell. A record-private :class:`battery_fl.Simulation`
 /// reads its statistics and branch B's training references from such cells.

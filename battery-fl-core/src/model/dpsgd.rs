@@ -94,7 +94,8 @@ impl BatLiNet {
     /// B's references are drawn from the `public` cells only. The label transform and input
     /// scales must be set (from public cells: [`set_public_statistics`](Self::set_public_statistics)).
     /// `opts` as for [`train`](Self::train) (epochs, seed, FedProx term, learning rate; every
-    /// weight trains).
+    /// weight trains); the learning rate, given or the model's, is multiplied by
+    /// `dp.learning_rate_scale`.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for invalid settings, a public cell that is also a private one,

@@ -17,9 +17,9 @@ const STRIDE: u64 = 1_000_000;
 /// can make them, so a model may learn from them outside any privacy guarantee.
 pub const PUBLIC_SEED: u64 = 9000;
 
-/// Fleets of the library's public synthetic set (5: one per built-in fleet profile, so the
-/// statistics and branch B's references of a record-private run span every profile's
-/// conditions; with the first two profiles only, a federation's private models were 25-35 %
+/// Fleets of the library's public synthetic set (5: one per profile of the five default
+/// fleets, so the statistics and branch B's references of a record-private run span their
+/// conditions; a sixth built-in profile, the desert vans, is not among them; with the first two profiles only, a federation's private models were 25-35 %
 /// worse on another draw of the fleets: BENCHMARKS.md, session 21).
 pub const PUBLIC_FLEETS: usize = 5;
 
