@@ -75,6 +75,11 @@ struct Args {
     /// taken from the `train` split (default 10).
     #[arg(long, value_name = "N")]
     public_cells: Option<usize>,
+    /// Fleets of the public set (synthetic; default 1: the rows before session 21; the
+    /// library's own set is `PUBLIC_FLEETS` = 5 fleets, one per default profile). The
+    /// `--public-cells` are spread over them.
+    #[arg(long, value_name = "K", default_value_t = 1, conflicts_with = "data")]
+    public_fleets: usize,
     /// Shadow models per trained model for the likelihood-ratio membership attack (0: only
     /// the loss-threshold attack; else at least 2). Shadow `s` is trained with the row's recipe
     /// on as many cells of its own draw of the fleets (same profiles, data seed 7042 + s), so
@@ -449,8 +454,8 @@ impl Study {
             .flat_map(|f| f.cells)
             .collect();
         let public_cells = FleetConfig::default()
-            .with_fleets(1)
-            .with_cells_per_fleet(args.public_cells.unwrap_or(60))
+            .with_fleets(args.public_fleets)
+            .with_cells_per_fleet(args.public_cells.unwrap_or(60) / args.public_fleets.max(1))
             .with_seed(PUBLIC_SEED)
             .generate_public()?;
         let featurizer_cfg = FeaturizerConfig::default().with_interp_dim(64);
