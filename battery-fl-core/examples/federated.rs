@@ -396,6 +396,15 @@ fn main() -> Result<()> {
         )?,
     }
     .with_checkpoint(args.out.join("coordinator.json"));
+    if sim_record_privacy.is_some() {
+        let rmse = job::start_rmse(
+            &mut sim,
+            &fleets,
+            model.inference_references,
+            model.selection,
+        )?;
+        println!("the start alone (public cells only, before any round): RMSE {rmse:.1}");
+    }
     let bar = ProgressBar::new(rounds as u64);
     if std::io::stderr().is_terminal() {
         bar.set_style(ProgressStyle::with_template(

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use battery_fl_core::dp::DpMode;
 use battery_fl_core::federation::{FleetData, Simulation};
+use battery_fl_core::model::{Metrics, ReferenceSelection};
 use battery_fl_core::Error;
 
 use super::linear::LinearReport;
@@ -47,6 +48,26 @@ pub fn privacy_block(
         // a seed anyone knows lets them subtract the noise: a demo's, never a deployment's
         "noise_seed": noise_seed,
     })
+}
+
+/// RMSE over every fleet's test cells (each predicted with its own training cells as
+/// references) of the model the federation starts from, before any round: under record-level
+/// DP-SGD the weights trained on the public cells alone, the baseline that says what the
+/// private rounds add.
+pub fn start_rmse(
+    sim: &mut Simulation,
+    fleets: &[FleetData],
+    references: usize,
+    selection: ReferenceSelection,
+) -> Result<f64> {
+    let global = sim.global_model()?;
+    let (mut pred, mut truth) = (Vec::new(), Vec::new());
+    for (i, f) in fleets.iter().enumerate() {
+        let k = references.min(f.train.len());
+        pred.extend(global.predict_with(&f.test, &f.train, k, selection, i as u64)?);
+        truth.extend(f.test.require_labels()?);
+    }
+    Ok(Metrics::compute(&pred, &truth)?.rmse)
 }
 
 /// The end of a `--model linear` run: targets, plot and the JSON line.
