@@ -460,7 +460,10 @@ impl Dataset {
             inter: first.inter,
             ..Dataset::empty(first.shape)
         };
-        let (mut branch_a, mut raw) = (Vec::new(), Vec::new());
+        // one allocation each: these arrays can hold gigabytes, and growing them by doubling
+        // would pass through twice that
+        let total: usize = parts.iter().map(|p| p.branch_a.len()).sum();
+        let (mut branch_a, mut raw) = (Vec::with_capacity(total), Vec::with_capacity(total));
         for p in parts {
             if p.shape != first.shape {
                 return Err(Error::Shape {

@@ -19,8 +19,9 @@ pub const PUBLIC_SEED: u64 = 9000;
 
 /// Fleets of the library's public synthetic set (5: one per profile of the five default
 /// fleets, so the statistics and branch B's references of a record-private run span their
-/// conditions; a sixth built-in profile, the desert vans, is not among them; with the first two profiles only, a federation's private models were 25-35 %
-/// worse on another draw of the fleets: BENCHMARKS.md, session 21).
+/// conditions; a sixth built-in profile, the desert vans, is not among them). With the first
+/// two profiles only, a federation's private models erred 14-33 % more on another draw of
+/// the fleets (BENCHMARKS.md, session 21).
 pub const PUBLIC_FLEETS: usize = 5;
 
 /// Cells per fleet of the library's public synthetic set.
