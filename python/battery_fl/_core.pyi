@@ -12,6 +12,7 @@ __all__ = [
     "dp_default_config",
     "dp_default_record_config",
     "secagg_default_config",
+    "DEFAULT_CHOICE_MARGIN",
     "DEFAULT_COVERAGE",
     "SCORE_BINS",
     "AggregationError",
@@ -82,6 +83,7 @@ __all__ = [
 ]
 
 __version__: str
+DEFAULT_CHOICE_MARGIN: float
 DEFAULT_COVERAGE: float
 SCORE_BINS: int
 
@@ -492,6 +494,8 @@ class LinearFleet:
     @property
     def shared(self) -> LinearModel: ...
     @property
+    def global_model(self) -> LinearModel: ...
+    @property
     def choices(self) -> list[dict[str, Any]]: ...
     @property
     def errors(self) -> tuple[float, float]: ...
@@ -581,6 +585,7 @@ class LinearSteps:
         *,
         secure_aggregation: bool = True,
         per_chemistry_choice: bool = False,
+        choice_margin: float | None = None,
         epsilon: float | None = None,
         noise_seed: int | None = None,
     ) -> Self: ...
@@ -603,6 +608,7 @@ def federate_linear(
     *,
     secure_aggregation: bool = True,
     per_chemistry_choice: bool = False,
+    choice_margin: float | None = None,
     seed: int = 0,
     epsilon: float | None = None,
     noise_seed: int | None = None,

@@ -21,16 +21,17 @@ CELLS, TEST_CELLS, CYCLES = 12, 4, 110
 EXTRA = {"synthetic-cells": CELLS, "synthetic-test-cells": TEST_CELLS, "synthetic-cycles": CYCLES}
 
 
-def _fleets() -> list[tuple[list[battery_fl.Cell], list[battery_fl.Cell]]]:
+def _fleets(cells: int = CELLS) -> list[tuple[list[battery_fl.Cell], list[battery_fl.Cell]]]:
     generated = synthetic.generate_fleets(
-        fleets=FLEETS, cells_per_fleet=CELLS, cycles=CYCLES, points_per_cycle=POINTS, seed=DATA_SEED
+        fleets=FLEETS, cells_per_fleet=cells, cycles=CYCLES, points_per_cycle=POINTS, seed=DATA_SEED
     )
-    return [(f.cells[: CELLS - TEST_CELLS], f.cells[CELLS - TEST_CELLS :]) for f in generated]
+    return [(f.cells[: cells - TEST_CELLS], f.cells[cells - TEST_CELLS :]) for f in generated]
 
 
-def _grid() -> LocalGrid:
+def _grid(cells: int = CELLS) -> LocalGrid:
     app = make_client_app(mods=[secagg_mod])
-    return LocalGrid(app, {n: node_config(i, **EXTRA) for i, n in enumerate(NODE_IDS)})
+    extra = {**EXTRA, "synthetic-cells": cells}
+    return LocalGrid(app, {n: node_config(i, **extra) for i, n in enumerate(NODE_IDS)})
 
 
 def _rmse(predicted: np.ndarray, cells: list[battery_fl.Cell]) -> float:
@@ -87,6 +88,26 @@ def test_flower_runs_the_linear_federation_of_federate_linear(tmp_path: Path, se
         np.testing.assert_allclose(kept.predict(test), own.personalized.predict(test), rtol=rtol)
         chosen = [(c["cathode"], c["choice"]) for c in json.loads(str(state["choices"]))]
         assert chosen == [(c["cathode"], c["choice"]) for c in own.choices]
+        kept = battery_fl.LinearModel.from_json(str(state["global"]))
+        np.testing.assert_allclose(kept.predict(test), model.predict(test), rtol=1e-9)
+
+
+def test_the_choice_margin_reaches_every_node() -> None:
+    # (16 training cells per node: with no margin one node keeps its own fit, at the
+    # default margin none does)
+    data = _fleets(20)
+    grid = _grid(20)
+    settings = SETTINGS.replace(recipe="linear", choice_margin=0.0, interval_coverage=0.8)
+    run_linear_federation(grid, settings, NODE_IDS)
+    trains = [train for train, _ in data]
+    reference = battery_fl.federate_linear(trains, secure_aggregation=False, choice_margin=0.0)
+    default = battery_fl.federate_linear(trains, secure_aggregation=False)
+    choices = [[(c["cathode"], c["choice"]) for c in f.choices] for f in reference.fleets]
+    assert choices != [[(c["cathode"], c["choice"]) for c in f.choices] for f in default.fleets]
+    for i, node in enumerate(NODE_IDS):
+        state = grid.contexts[node].state[LINEAR_STATE_KEY]
+        chosen = [(c["cathode"], c["choice"]) for c in json.loads(str(state["choices"]))]
+        assert chosen == choices[i]
 
 
 def test_flower_linear_federation_with_record_level_privacy(tmp_path: Path) -> None:
@@ -117,5 +138,7 @@ def test_flower_linear_federation_with_record_level_privacy(tmp_path: Path) -> N
 def test_linear_recipe_settings_are_checked() -> None:
     with pytest.raises(battery_fl.ConfigError):
         SETTINGS.replace(recipe="cnn")
+    with pytest.raises(battery_fl.ConfigError, match="choice-margin"):
+        SETTINGS.replace(recipe="linear", choice_margin=-0.5)
     with pytest.raises(battery_fl.ConfigError):
         SETTINGS.replace(record_epsilon=-1.0)

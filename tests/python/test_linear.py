@@ -11,6 +11,7 @@ import pytest
 
 import battery_fl
 from battery_fl import synthetic
+from battery_fl._core import DEFAULT_CHOICE_MARGIN
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +51,26 @@ def test_federation_is_the_pooled_fit_and_each_fleet_keeps_its_best(
     )
     assert len(secure.fleets) == 3
     for fleet, own in zip(secure.fleets, fleets, strict=True):
-        local_error, personal_error = fleet.errors
-        assert personal_error <= local_error + 1e-12
         assert {c["cathode"] for c in fleet.choices} == {c.cathode for c in own}
-        assert all(c["choice"] in {"local", "personalized", "shared"} for c in fleet.choices)
+        assert all(c["choice"] in {"local", "personalized", "global"} for c in fleet.choices)
         assert fleet.predict(own).shape == (len(own),)
+        np.testing.assert_allclose(
+            fleet.global_model.predict(cells), secure.global_model.predict(cells), rtol=1e-12
+        )
         for model in (fleet.local, fleet.personalized, fleet.shared):  # lambda may be inf
             assert pickle.loads(pickle.dumps(model)) == model
+    # with no margin each fleet keeps the least validated error: never worse than alone there
+    least = battery_fl.federate_linear(fleets, seed=3, choice_margin=0.0)
+    for fleet in least.fleets:
+        local_error, personal_error = fleet.errors
+        assert personal_error <= local_error + 1e-12
+    # a margin no gain passes keeps the global model everywhere; a negative one is refused
+    never = battery_fl.federate_linear(fleets, seed=3, choice_margin=1e9)
+    assert all(c["choice"] == "global" for f in never.fleets for c in f.choices)
+    default = battery_fl.federate_linear(fleets, seed=3, choice_margin=DEFAULT_CHOICE_MARGIN)
+    assert [f.choices for f in default.fleets] == [f.choices for f in secure.fleets]
+    with pytest.raises(battery_fl.ConfigError, match="choice_margin"):
+        battery_fl.federate_linear(fleets, choice_margin=-1.0)
 
 
 def test_record_level_privacy_reports_its_budget_and_is_reproducible(

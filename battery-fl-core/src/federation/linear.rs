@@ -8,23 +8,24 @@
 //! 2. Settings of the shared model (feature set, `λ`) are chosen by leave-one-fleet-out: a
 //!    fleet fits the model of the *other* fleets (total minus its own statistics, computed at
 //!    home) and scores it on its own cells; the squared errors go through a second secure sum.
-//! 3. Personalization, per fleet, on its own cells only, with three models: its local model
+//! 3. Personalization, per fleet, on its own cells only: its local model
 //!    ([`select_linear`]); the *personalized* one, a ridge toward the other fleets' model
 //!    (feature set and `λ` in the grid or `∞` by the least leave-one-out error on all of its
-//!    cells); and the *shared* one, the other fleets' model with the shared settings.
-//! 4. The fleet keeps the model with the least error on its cells, its local model on a tie:
-//!    for its own fits the nested leave-one-out error of the whole selection (each cell
-//!    predicted by the selection of set and `λ` run without it; 20 folds above 20 cells), for
-//!    the shared model the plain out-of-sample error. The plain leave-one-out error of the
-//!    selected fit is the least of dozens of candidates' and favoured the fleet's own fits
-//!    for nothing. Taking the least of three noisy estimates is still a choice on 16 or so
-//!    cells: on the demo fleets a fleet can lose to its local model on its test cells
-//!    (BENCHMARKS.md, session 14). The shared standardization and the priors' `λ` come from
-//!    sums that include the fleet's cells, a small optimism of the shared and personalized
-//!    scores alike. With
-//!    [`LinearConfig::per_chemistry_choice`] (genome-aware) it chooses for each cathode
-//!    chemistry on its cells of that chemistry, so a minority chemistry is not decided by the
-//!    majority's cells. A chemistry the fleet has no cell of is predicted by the shared model.
+//!    cells); and the *global* one, the federation's fit on every fleet's cells.
+//! 4. The fleet keeps the global model unless one of its own fits validates better on its
+//!    cells by [`LinearConfig::choice_margin`] standard errors of the paired per-cell
+//!    differences (default [`DEFAULT_CHOICE_MARGIN`]). Its own fits are scored by the nested
+//!    leave-one-out error of the whole selection (each cell predicted by the selection of set
+//!    and `λ` run without it; 20 folds above 20 cells), the global model by the fit on the
+//!    total minus that cell, computed at home. The plain leave-one-out error of a selected
+//!    fit is the least of dozens of candidates' and favoured the fleet's own fits for
+//!    nothing; and even nested, the least of three noisy errors on 16 or so cells picked own
+//!    fits that lost on new cells (BENCHMARKS.md, sessions 14 and 22). The shared
+//!    standardization and the settings come from sums that include the fleet's cells, a small
+//!    optimism of every score alike. With [`LinearConfig::per_chemistry_choice`]
+//!    (genome-aware) it chooses for each cathode chemistry on its cells of that chemistry, so
+//!    a minority chemistry is not decided by the majority's cells. A chemistry the fleet has
+//!    no cell of is predicted by the global model.
 //!
 //! The coordinator learns the summed statistics and the summed validation errors, never one
 //! fleet's. With [`LinearConfig::privacy`] both sums are record-level differentially private
@@ -44,8 +45,10 @@ use crate::model::{
     Calibration, LinearConfig, LinearModel, LinearPrediction, LinearRow, LABEL_GROUPS,
 };
 
+mod choice;
 mod protocol;
 
+pub use choice::DEFAULT_CHOICE_MARGIN;
 pub use protocol::{
     linear_share, linear_statistics, linear_total, SharedLinear, ERROR_CLIP, RELEASES,
 };
@@ -58,8 +61,8 @@ pub enum LinearChoice {
     Local,
     /// Its ridge toward the other fleets' model.
     Personalized,
-    /// The other fleets' model as it is.
-    Shared,
+    /// The federation's model, fitted on every fleet's cells (its own included).
+    Global,
 }
 
 impl LinearChoice {
@@ -68,7 +71,7 @@ impl LinearChoice {
         match self {
             LinearChoice::Local => "local",
             LinearChoice::Personalized => "personalized",
-            LinearChoice::Shared => "shared",
+            LinearChoice::Global => "global",
         }
     }
 }
@@ -103,18 +106,23 @@ pub struct LinearFleet {
     pub shared: LinearModel,
     /// Its (out-of-sample) error on the fleet's cells.
     pub shared_error: f64,
+    /// The federation's model with the shared settings (fitted on the total).
+    pub global: LinearModel,
+    /// Its leave-one-out error on the fleet's cells: each cell predicted by the fit on the
+    /// total minus that cell.
+    pub global_error: f64,
     /// Per cathode chemistry of its training cells, the model it uses.
     pub choices: Vec<ChemistryChoice>,
 }
 
 impl LinearFleet {
     /// The model the fleet uses for a cell of `cathode` (a [`LABEL_GROUPS`] index): its
-    /// choice for that chemistry, the shared model for a chemistry it has no cell of.
+    /// choice for that chemistry, the global model for a chemistry it has no cell of.
     pub fn model_for(&self, cathode: Option<usize>) -> &LinearModel {
         let name = cathode.map(|g| LABEL_GROUPS[g].to_string());
         match self.choices.iter().find(|c| c.cathode == name) {
             Some(c) => self.model(c.choice),
-            None => &self.shared,
+            None => &self.global,
         }
     }
 
@@ -123,7 +131,7 @@ impl LinearFleet {
         match choice {
             LinearChoice::Local => &self.local,
             LinearChoice::Personalized => &self.personalized,
-            LinearChoice::Shared => &self.shared,
+            LinearChoice::Global => &self.global,
         }
     }
 
@@ -142,7 +150,8 @@ impl LinearFleet {
 
     /// Predictions of `rows` with the fleet's model for each cell's chemistry, intervals at
     /// `coverage` calibrated on the fleet's own training cells `train` (leave-one-out for the
-    /// models fitted on them, held-out errors for the shared model) and out-of-distribution
+    /// models fitted on them, held-out errors for a personalized model at `λ = ∞`, which is the
+    /// other fleets' model) and out-of-distribution
     /// flags ([`LinearModel::intervals`]).
     pub fn intervals(
         &self,
@@ -161,9 +170,9 @@ impl LinearFleet {
             {
                 Some(at) => at,
                 None => {
-                    // the shared model, and a personalized one at lambda = inf, were fitted on
-                    // the other fleets' cells: the fleet's own cells are held out for them
-                    let fitted = model.lambda.is_finite() && !std::ptr::eq(model, &self.shared);
+                    // a personalized model at lambda = inf is the other fleets' model: the
+                    // fleet's own cells are held out for it; every other was fitted on them
+                    let fitted = model.lambda.is_finite();
                     calibrations.push((model, model.calibrate(train, fitted)?));
                     calibrations.len() - 1
                 }
@@ -203,7 +212,7 @@ pub struct LinearFederation {
 /// ```
 /// use battery_fl_core::data::synthetic::FleetConfig;
 /// use battery_fl_core::data::LabelConfig;
-/// use battery_fl_core::federation::federate_linear;
+/// use battery_fl_core::federation::{federate_linear, LinearChoice};
 /// use battery_fl_core::model::LinearConfig;
 ///
 /// let config = LinearConfig::default();
@@ -214,8 +223,12 @@ pub struct LinearFederation {
 ///     .collect::<Result<Vec<_>, _>>()?;
 /// let fed = federate_linear(&rows, &config, None, 0)?;
 /// assert_eq!(fed.fleets.len(), 3);
-/// // each fleet keeps whichever model validates better on its own cells
-/// assert!(fed.fleets.iter().all(|f| f.personal_error() <= f.local_error));
+/// // each fleet keeps the global model unless one of its own fits validates clearly better
+/// assert!(fed.fleets.iter().all(|f| match f.choices[0].choice {
+///     LinearChoice::Local => f.local_error < f.global_error,
+///     LinearChoice::Personalized => f.personalized_error < f.global_error,
+///     LinearChoice::Global => true,
+/// }));
 /// # Ok::<(), battery_fl_core::Error>(())
 /// ```
 pub fn federate_linear(

@@ -33,7 +33,7 @@ pub use config::{
 pub use labels::{fleet_statistics, secure_sum, shared_statistics, LABEL_STATISTICS_LEN};
 pub use linear::{
     federate_linear, linear_share, linear_statistics, linear_total, ChemistryChoice, LinearChoice,
-    LinearFederation, LinearFleet, SharedLinear, ERROR_CLIP, RELEASES,
+    LinearFederation, LinearFleet, SharedLinear, DEFAULT_CHOICE_MARGIN, ERROR_CLIP, RELEASES,
 };
 pub use personalize::{Candidate, FleetModel, FleetState};
 pub use state::{CoordinatorState, RoundRecord};

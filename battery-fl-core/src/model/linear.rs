@@ -122,6 +122,11 @@ pub struct LinearConfig {
     /// two to four cells of a minority chemistry the per-chemistry choice is too noisy on the
     /// demo fleets, see BENCHMARKS.md).
     pub per_chemistry_choice: bool,
+    /// In a federation, how many standard errors of the paired per-cell differences one of
+    /// a fleet's own fits must validate below the global model by for the fleet to keep it
+    /// (default [`DEFAULT_CHOICE_MARGIN`](crate::federation::DEFAULT_CHOICE_MARGIN); 0 keeps
+    /// any own fit with a lower mean error). Finite, at least 0.
+    pub choice_margin: f64,
     /// Record-level differential privacy of what a fleet sends in a federation
     /// ([`federate_linear`](crate::federation::federate_linear)); `None` (the default) sends
     /// exact sums (secure aggregation still hides each fleet's).
@@ -137,6 +142,7 @@ impl Default for LinearConfig {
             feature_sets: FeatureSet::ALL.to_vec(),
             lambdas: vec![0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0],
             per_chemistry_choice: false,
+            choice_margin: crate::federation::DEFAULT_CHOICE_MARGIN,
             privacy: None,
             ranges: PublicRanges::default(),
         }
@@ -144,12 +150,19 @@ impl Default for LinearConfig {
 }
 
 impl LinearConfig {
-    /// Reject empty candidate lists and non-positive or non-finite `λ`.
+    /// Reject empty candidate lists, non-positive or non-finite `λ` and a negative or
+    /// non-finite choice margin.
     pub fn validate(&self) -> Result<()> {
         self.early_life.validate()?;
         if let Some(p) = &self.privacy {
             p.validate()?;
             self.ranges.validate()?;
+        }
+        if !(self.choice_margin.is_finite() && self.choice_margin >= 0.0) {
+            return Err(Error::InvalidConfig {
+                field: "linear.choice_margin".into(),
+                reason: format!("needs a finite value >= 0, got {}", self.choice_margin),
+            });
         }
         if self.feature_sets.is_empty() {
             return Err(Error::InvalidConfig {

@@ -60,7 +60,14 @@ fn the_federated_fit_through_secure_aggregation_is_the_pooled_fit() {
         let iv = f.intervals(rows, &rows[..4], 0.8).unwrap();
         assert_eq!(iv.len(), 4);
         assert!(iv.iter().all(|p| p.lower <= p.life && p.life <= p.upper));
-        assert!(f.personal_error() <= f.local_error + 1e-12);
+        // the fleet holds the federation's global model and keeps it unless an own fit
+        // validated below it
+        assert_eq!(f.global, plain.global);
+        match f.choices[0].choice {
+            LinearChoice::Local => assert!(f.local_error < f.global_error),
+            LinearChoice::Personalized => assert!(f.personalized_error < f.global_error),
+            LinearChoice::Global => {}
+        }
         for c in &f.choices {
             let g = c.cathode.as_deref().and_then(|n| label_group(Some(n)));
             assert_eq!(f.model_for(g), f.model(c.choice));
@@ -102,14 +109,14 @@ fn a_fleets_own_fits_are_scored_with_their_selection_nested() {
         plain += optimistic;
     }
     assert!(nested > 1.05 * plain, "nested {nested} plain {plain}");
-    // a fleet of one cell cannot validate its own fits: it takes the others' model
+    // a fleet of one cell cannot validate its own fits: it takes the global model
     let mut few = per_fleet.clone();
     few[2].truncate(1);
     let fed = federate_linear(&few, &config, None, 1).unwrap();
     assert!(fed.fleets[2]
         .choices
         .iter()
-        .all(|c| c.choice == LinearChoice::Shared));
+        .all(|c| c.choice == LinearChoice::Global));
     // one cell without the fade split (too few early capacities): the fleet's inner
     // selections keep to the sets every one of its cells gives, so the cell is still
     // predicted when it is held out
@@ -128,6 +135,84 @@ fn a_fleets_own_fits_are_scored_with_their_selection_nested() {
     for f in &fed.fleets {
         assert!(f.local_error.is_finite());
         assert!(!f.local.feature_set.features().contains(&8));
+    }
+}
+
+/// The global model's score on a fleet's cells is its leave-one-out error (the fit on the
+/// total minus each cell); a fleet keeps an own fit only when it validates below that by the
+/// margin; with no margin it keeps the least error of the three, so it is never worse than
+/// alone on its own validation cells.
+#[test]
+fn a_fleet_keeps_the_global_model_unless_its_own_fit_validates_clearly_better() {
+    let fleets = FleetConfig::default()
+        .with_fleets(3)
+        .with_cells_per_fleet(16)
+        .with_seed(11)
+        .generate()
+        .unwrap();
+    let mut per_fleet: Vec<_> = fleets.iter().map(|f| rows(&f.cells)).collect();
+    let config = LinearConfig::default();
+    let fed = federate_linear(&per_fleet, &config, None, 1).unwrap();
+    // by hand: each of fleet 0's cells predicted by the global settings fitted without it
+    let pooled: Vec<LinearRow> = per_fleet.iter().flatten().cloned().collect();
+    let total = LinearStatistics::from_rows(&pooled).unwrap();
+    let std = Standardization::from_statistics(&total).unwrap();
+    let g = &fed.global;
+    let by_hand = per_fleet[0]
+        .iter()
+        .map(|r| {
+            let rest =
+                total.subtract(&LinearStatistics::from_rows(std::slice::from_ref(r)).unwrap());
+            let m = LinearModel::fit(&rest, &std, g.feature_set, g.lambda, None, &g.early_life)
+                .unwrap();
+            (r.log_life.unwrap() - m.predict_log(r).unwrap()).powi(2)
+        })
+        .sum::<f64>()
+        / per_fleet[0].len() as f64;
+    assert_relative_eq!(fed.fleets[0].global_error, by_hand, max_relative = 1e-9);
+
+    // no margin: the least of the three errors
+    let least = LinearConfig {
+        choice_margin: 0.0,
+        ..config.clone()
+    };
+    for f in &federate_linear(&per_fleet, &least, None, 1).unwrap().fleets {
+        let min = f.local_error.min(f.personalized_error).min(f.global_error);
+        assert_relative_eq!(f.personal_error(), min, max_relative = 1e-12);
+    }
+    // a margin no gain can pass: every fleet keeps the global model
+    let never = LinearConfig {
+        choice_margin: 1e9,
+        ..config.clone()
+    };
+    for f in &federate_linear(&per_fleet, &never, None, 1).unwrap().fleets {
+        assert!(f.choices.iter().all(|c| c.choice == LinearChoice::Global));
+    }
+    // a fleet whose cells follow their own law (ln-lives mirrored about their mean: what
+    // ages its cells fast ages the others' slowly) keeps its own fit at the default margin
+    let centre =
+        per_fleet[2].iter().filter_map(|r| r.log_life).sum::<f64>() / per_fleet[2].len() as f64;
+    for r in &mut per_fleet[2] {
+        r.log_life = r.log_life.map(|y| 2.0 * centre - y);
+    }
+    let fed = federate_linear(&per_fleet, &config, None, 1).unwrap();
+    let shifted = &fed.fleets[2];
+    assert!(shifted
+        .choices
+        .iter()
+        .all(|c| c.choice != LinearChoice::Global));
+    assert!(shifted.personal_error() < 0.5 * shifted.global_error);
+    // a margin that is not a number of standard errors is refused before any fit
+    for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        let config = LinearConfig {
+            choice_margin: bad,
+            ..config.clone()
+        };
+        let err = federate_linear(&per_fleet, &config, None, 1).unwrap_err();
+        assert!(
+            matches!(&err, battery_fl_core::Error::InvalidConfig { field, .. } if field == "linear.choice_margin"),
+            "{err}"
+        );
     }
 }
 

@@ -51,8 +51,16 @@ fn a_private_federation_spends_the_budget_it_was_given_and_no_fleet_pays_for_it(
         "{report:?}"
     );
     assert_eq!((report.mode, report.releases), (DpMode::Distributed, 2));
-    // each fleet's choice is made at home on its own cells: never worse than alone there
-    for f in &fed.fleets {
+    // each fleet's choice is made at home on its own cells: with no margin it is never worse
+    // than alone there
+    let least = LinearConfig {
+        choice_margin: 0.0,
+        ..config.clone()
+    };
+    for f in &federate_linear(&per_fleet, &least, Some(&secure), 3)
+        .unwrap()
+        .fleets
+    {
         assert!(f.personal_error() <= f.local_error + 1e-12);
     }
     // seeded noise is reproducible, another seed is not the same model

@@ -244,11 +244,19 @@ impl PyLinearFleet {
         }
     }
 
-    /// The other fleets' model.
+    /// The other fleets' model (the prior of ``personalized``).
     #[getter]
     fn shared(&self) -> PyLinearModel {
         PyLinearModel {
             inner: self.inner.shared.clone(),
+        }
+    }
+
+    /// The federation's model (fitted on every fleet's cells), the fleet's default choice.
+    #[getter]
+    fn global_model(&self) -> PyLinearModel {
+        PyLinearModel {
+            inner: self.inner.global.clone(),
         }
     }
 
@@ -301,10 +309,12 @@ impl PyLinearFederation {
     }
 }
 
-/// The linear settings the Python keywords give: per-chemistry choice, and record-level DP
-/// at `epsilon` per cell (noise seeded by `noise_seed`, mode by the aggregation).
+/// The linear settings the Python keywords give: per-chemistry choice, the choice margin
+/// (`None`: the core's default), and record-level DP at `epsilon` per cell (noise seeded by
+/// `noise_seed`, mode by the aggregation).
 pub(crate) fn linear_config(
     per_chemistry_choice: bool,
+    choice_margin: Option<f64>,
     epsilon: Option<f64>,
     noise_seed: Option<u64>,
     secure_aggregation: bool,
@@ -316,10 +326,12 @@ pub(crate) fn linear_config(
         }
         .for_aggregation(secure_aggregation)
     });
+    let defaults = LinearConfig::default();
     LinearConfig {
         per_chemistry_choice,
+        choice_margin: choice_margin.unwrap_or(defaults.choice_margin),
         privacy,
-        ..Default::default()
+        ..defaults
     }
 }
 
@@ -341,19 +353,21 @@ pub(crate) fn linear_config(
 /// >>> round(fed.privacy["epsilon"], 3), fed.privacy["mode"]
 /// (8.0, 'distributed')
 #[pyfunction]
-#[pyo3(name = "federate_linear", signature = (fleets, *, secure_aggregation=true, per_chemistry_choice=false, seed=0, epsilon=None, noise_seed=None))]
+#[pyo3(name = "federate_linear", signature = (fleets, *, secure_aggregation=true, per_chemistry_choice=false, choice_margin=None, seed=0, epsilon=None, noise_seed=None))]
 #[allow(clippy::too_many_arguments)]
 fn federate_linear_py(
     py: Python<'_>,
     fleets: Vec<Vec<Bound<'_, PyBatteryCell>>>,
     secure_aggregation: bool,
     per_chemistry_choice: bool,
+    choice_margin: Option<f64>,
     seed: u64,
     epsilon: Option<f64>,
     noise_seed: Option<u64>,
 ) -> PyResult<PyLinearFederation> {
     let config = linear_config(
         per_chemistry_choice,
+        choice_margin,
         epsilon,
         noise_seed,
         secure_aggregation,

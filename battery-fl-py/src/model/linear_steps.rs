@@ -55,16 +55,18 @@ impl PyLinearSteps {
     /// record-level DP per cell; ``noise_seed`` makes this party's noise reproducible,
     /// ``None`` draws it from the OS).
     #[new]
-    #[pyo3(signature = (fleets, *, secure_aggregation=true, per_chemistry_choice=false, epsilon=None, noise_seed=None))]
+    #[pyo3(signature = (fleets, *, secure_aggregation=true, per_chemistry_choice=false, choice_margin=None, epsilon=None, noise_seed=None))]
     fn new(
         fleets: usize,
         secure_aggregation: bool,
         per_chemistry_choice: bool,
+        choice_margin: Option<f64>,
         epsilon: Option<f64>,
         noise_seed: Option<u64>,
     ) -> PyResult<Self> {
         let config = linear_config(
             per_chemistry_choice,
+            choice_margin,
             epsilon,
             noise_seed,
             secure_aggregation,

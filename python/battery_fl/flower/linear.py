@@ -44,6 +44,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 
 import battery_fl
+from battery_fl._core import DEFAULT_CHOICE_MARGIN
 from battery_fl.flower.secagg import SecAggWorkflow
 from battery_fl.flower.settings import FederationSettings, FleetCells, config_error, load_fleet
 
@@ -80,6 +81,7 @@ def _steps(config: ConfigRecord, context: Context, step: int) -> battery_fl.Line
         int(config["fleets"]),  # type: ignore[arg-type]
         secure_aggregation=bool(config.get("secure-aggregation", True)),
         per_chemistry_choice=bool(config.get("per-chemistry-choice", False)),
+        choice_margin=float(config.get("choice-margin", DEFAULT_CHOICE_MARGIN)),  # type: ignore[arg-type]
         epsilon=epsilon if epsilon > 0 else None,
         noise_seed=node_seed,
     )
@@ -135,6 +137,7 @@ def query_linear_fit(msg: Message, context: Context) -> Message:
             "local": own.local.to_json(),
             "personalized": own.personalized.to_json(),
             "shared": own.shared.to_json(),
+            "global": own.global_model.to_json(),
             "choices": json.dumps(own.choices),
         }
     )
@@ -242,6 +245,7 @@ def run_linear_federation(
         "fleets": len(nodes),
         "secure-aggregation": settings.secure_aggregation,
         "per-chemistry-choice": settings.per_chemistry_choice,
+        "choice-margin": settings.choice_margin,
         "record-epsilon": settings.record_epsilon,
         "record-noise-seed": settings.dp_seed,
         "interval-coverage": settings.interval_coverage,
@@ -250,6 +254,7 @@ def run_linear_federation(
         len(nodes),
         secure_aggregation=settings.secure_aggregation,
         per_chemistry_choice=settings.per_chemistry_choice,
+        choice_margin=settings.choice_margin,
         epsilon=settings.record_epsilon or None,
     )
     total = sum_replies(

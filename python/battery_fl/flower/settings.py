@@ -35,7 +35,7 @@ from typing import Any
 
 import battery_fl
 from battery_fl import synthetic
-from battery_fl._core import DEFAULT_COVERAGE
+from battery_fl._core import DEFAULT_CHOICE_MARGIN, DEFAULT_COVERAGE
 
 __all__ = [
     "CORE_DEFAULTS",
@@ -165,7 +165,9 @@ class FederationSettings:
     with its own. ``recipe = "linear"`` runs :func:`battery_fl.federate_linear`'s steps
     instead of BatLiNet rounds (:mod:`battery_fl.flower.linear`; each node keeps its own
     choice), with record-level DP at ``record_epsilon`` per cell when it is above 0 (noise
-    seeded from ``dp_seed``) and ``per_chemistry_choice``; the BatLiNet settings do not
+    seeded from ``dp_seed``), ``per_chemistry_choice`` and ``choice_margin`` (default the
+    core's ``DEFAULT_CHOICE_MARGIN``: standard errors by which a node's own fit must validate
+    below the global model for the node to keep it); the BatLiNet settings do not
     apply to it. With the BatLiNet recipe, ``record_epsilon > 0`` trains every node with
     per-cell DP-SGD within that ε over all rounds (the statistics and branch B's references
     from the library's public cells, no statistics round, and the first global weights
@@ -218,6 +220,7 @@ class FederationSettings:
     record_epsilon: float = 0.0
     record_public_pretraining: bool = _RECORD["public_pretraining"]
     per_chemistry_choice: bool = False
+    choice_margin: float = DEFAULT_CHOICE_MARGIN
     interval_coverage: float = DEFAULT_COVERAGE
     model: dict[str, _Scalar] = field(default_factory=dict)
     featurizer: dict[str, _Scalar] = field(default_factory=dict)
@@ -255,6 +258,8 @@ class FederationSettings:
             raise config_error("label-scope", f"{self.label_scope!r} is not one of {LABEL_SCOPES}")
         if self.recipe not in RECIPES:
             raise config_error("recipe", f"{self.recipe!r} is not one of {RECIPES}")
+        if not (math.isfinite(self.choice_margin) and self.choice_margin >= 0.0):
+            raise config_error("choice-margin", "must be finite and >= 0")
         if not 0.0 < self.interval_coverage < 1.0:
             raise config_error("interval-coverage", "must be in (0, 1)")
         if not (math.isfinite(self.record_epsilon) and self.record_epsilon >= 0.0):

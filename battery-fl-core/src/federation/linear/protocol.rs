@@ -5,6 +5,7 @@
 //! [`federate_linear`](super::federate_linear) runs them in one process; the Flower apps run
 //! the same steps on many machines.
 
+use super::choice::{choose, mean};
 use super::{ChemistryChoice, LinearChoice, LinearFleet};
 use crate::dp::GaussianNoise;
 use crate::error::{Error, Result};
@@ -194,6 +195,27 @@ impl SharedLinear {
         )
     }
 
+    /// Squared ln-life errors on each of a fleet's `rows` of the model fitted with `set` and
+    /// `lambda` on every fleet's cells but that one (the total minus its statistics, computed
+    /// at home): the global model's leave-one-out error on the fleet's cells.
+    fn held_out_errors(
+        &self,
+        rows: &[LinearRow],
+        set: FeatureSet,
+        lambda: f64,
+        config: &LinearConfig,
+    ) -> Result<Vec<f64>> {
+        rows.iter()
+            .map(|r| {
+                let one = std::slice::from_ref(r);
+                let rest = self.others(&linear_statistics(one, config)?, config)?;
+                let model = fit(&rest, &self.standardization, set, lambda, None, config)?;
+                let e = (r.require_label()? - model.predict_log(r)?).powi(2);
+                Ok(if e.is_nan() { f64::INFINITY } else { e })
+            })
+            .collect()
+    }
+
     fn check_errors(&self, errors: &[f64]) -> Result<()> {
         if errors.len() != self.candidates.len() || errors.iter().any(|e| !e.is_finite()) {
             return Err(Error::Shape {
@@ -290,6 +312,15 @@ impl SharedLinear {
             f64::INFINITY,
             Some(&shared),
         )?;
+        let global = fit(
+            &self.total,
+            &self.standardization,
+            set,
+            lambda,
+            None,
+            config,
+        )?;
+        let global_errors = self.held_out_errors(rows, set, lambda, config)?;
         let mut priors = Vec::new();
         for &set in self.sets.iter().filter(|s| stats.has_features(**s)) {
             if let Some(lp) = self.prior_lambda(set, errors) {
@@ -306,58 +337,36 @@ impl SharedLinear {
         let mut groups: Vec<Option<usize>> = rows.iter().map(|r| r.cathode).collect();
         groups.sort_unstable();
         groups.dedup();
-        let candidates = [
-            (LinearChoice::Local, &local_errors),
-            (LinearChoice::Personalized, &personalized_errors),
-            (LinearChoice::Shared, &shared_errors),
+        let own_fits = [
+            (LinearChoice::Local, local_errors.as_slice()),
+            (LinearChoice::Personalized, personalized_errors.as_slice()),
         ];
-        // the least mean error over the cells `keep` selects; ties keep the earlier (local)
-        let choose = |keep: &dyn Fn(&LinearRow) -> bool| {
-            candidates
-                .iter()
-                .map(|(c, e)| {
-                    let picked: Vec<f64> = rows
-                        .iter()
-                        .zip(e.iter())
-                        .filter(|(r, _)| keep(r))
-                        .map(|(_, e)| *e)
-                        .collect();
-                    (*c, mean(&picked))
-                })
-                .fold((LinearChoice::Local, f64::INFINITY), |b, c| {
-                    if c.1 < b.1 {
-                        c
-                    } else {
-                        b
-                    }
-                })
-        };
-        let fleet_choice = choose(&|_| true).0;
+        let margin = config.choice_margin;
+        let fleet_choice = choose(rows, &|_| true, &global_errors, &own_fits, margin).0;
         let choices = groups
             .into_iter()
             .map(|g| {
                 let in_group = |r: &LinearRow| r.cathode == g;
-                let choice = if config.per_chemistry_choice {
-                    choose(&in_group).0
+                let (choice, error) = if config.per_chemistry_choice {
+                    choose(rows, &in_group, &global_errors, &own_fits, margin)
                 } else {
-                    fleet_choice
+                    let errors = own_fits
+                        .iter()
+                        .find(|(c, _)| *c == fleet_choice)
+                        .map_or(global_errors.as_slice(), |(_, e)| e);
+                    let picked: Vec<f64> = rows
+                        .iter()
+                        .zip(errors)
+                        .filter(|(r, _)| in_group(r))
+                        .map(|(_, e)| *e)
+                        .collect();
+                    (fleet_choice, mean(&picked))
                 };
-                let (_, errors) = candidates
-                    .iter()
-                    .find(|(c, _)| *c == choice)
-                    .copied()
-                    .unwrap_or(candidates[0]);
-                let picked: Vec<f64> = rows
-                    .iter()
-                    .zip(errors.iter())
-                    .filter(|(r, _)| in_group(r))
-                    .map(|(_, e)| *e)
-                    .collect();
                 ChemistryChoice {
                     cathode: g.map(|g| LABEL_GROUPS[g].to_string()),
-                    cells: picked.len(),
+                    cells: rows.iter().filter(|r| in_group(r)).count(),
                     choice,
-                    error: mean(&picked),
+                    error,
                 }
             })
             .collect();
@@ -368,6 +377,8 @@ impl SharedLinear {
             personalized,
             shared_error: mean(&shared_errors),
             shared,
+            global_error: mean(&global_errors),
+            global,
             choices,
         })
     }
@@ -426,10 +437,6 @@ fn nested_errors(
         }
     }
     Ok(errors)
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 /// Sum of squared ln-life errors of `model` on `rows`, each clipped to `clip` if given.
