@@ -59,13 +59,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use battery_fl_core::data::synthetic::{PUBLIC_CELLS_PER_FLEET, PUBLIC_FLEETS};
 use battery_fl_core::dp::{DpConfig, DpMode, RecordPrivacy};
-use battery_fl_core::features::{Featurizer, FeaturizerConfig};
+use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::{
     centralized_baseline, local_only_baseline, FederationConfig, FleetData, LabelScope,
-    Personalization, SecureAggregation, Simulation,
+    Personalization, SecureAggregation, Simulation, DEFAULT_CHOICE_MARGIN,
 };
-use battery_fl_core::model::{BatLiNetConfig, InterFeatures, LabelGrouping, ReferenceSelection};
 use battery_fl_core::model::{DpSgdConfig, LinearConfig};
+use battery_fl_core::model::{LabelGrouping, ReferenceSelection};
 use clap::{ArgAction, Parser, ValueEnum};
 use cli::serde_enum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -180,6 +180,10 @@ struct Args {
     /// Cells per public fleet (see `--public-fleets`; default: the core's, 12).
     #[arg(long, value_name = "N", default_value_t = PUBLIC_CELLS_PER_FLEET)]
     public_cells: usize,
+    /// Standard errors by which a fleet's own linear fit must validate below the global
+    /// model for the fleet to keep it (`LinearConfig::choice_margin`; 0: the least error).
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_CHOICE_MARGIN)]
+    choice_margin: f64,
     /// Cells per synthetic fleet (two thirds train, the rest test).
     #[arg(long, value_name = "N", default_value_t = 24)]
     cells_per_fleet: usize,
@@ -243,36 +247,14 @@ fn main() -> Result<()> {
     let FleetsBy::Protocol = args.fleets_by;
     std::fs::create_dir_all(&args.out)?;
     let real = args.data.is_some();
-    let (featurizer_cfg, model, rounds, local_epochs) = if real {
-        let f = FeaturizerConfig::default()
-            .with_first_cycle(2)
-            .with_cycles(99)
-            .with_interp_dim(200);
-        let m = BatLiNetConfig::default()
-            .with_input_channels(vec![1])
-            .with_batch_size(16)
-            .with_epochs(600)
-            .with_inference_references(32)
-            .with_inter_features(InterFeatures::CycleDifference)
-            .with_label_grouping(args.label_grouping)
-            .with_selection(args.selection)
-            .with_seed(args.seed);
-        // the recipe eval_matr chose by 4-fold cross-validation on `train` (600 epochs, batch
-        // 16, cycle-difference inter features); federated: 30 rounds x 20 local epochs, the
-        // same budget
-        (f, m, args.rounds.filter(|&r| r > 0).unwrap_or(30), 20)
-    } else {
-        let f = FeaturizerConfig::default().with_interp_dim(64);
-        let m = BatLiNetConfig::default()
-            .with_conv_channels(16)
-            .with_batch_size(16)
-            .with_epochs(60)
-            .with_inference_references(16)
-            .with_label_grouping(args.label_grouping)
-            .with_selection(args.selection)
-            .with_seed(args.seed);
-        (f, m, args.rounds.filter(|&r| r > 0).unwrap_or(15), 4)
-    };
+    let (featurizer_cfg, model) = fleets::batlinet_recipe(real);
+    let model = model
+        .with_label_grouping(args.label_grouping)
+        .with_selection(args.selection)
+        .with_seed(args.seed);
+    // federated: as many epochs as the central recipe (MATR: 30 rounds x 20 local epochs)
+    let (rounds, local_epochs) = if real { (30, 20) } else { (15, 4) };
+    let rounds = args.rounds.filter(|&r| r > 0).unwrap_or(rounds);
     let featurizer = Featurizer::new(featurizer_cfg.clone())?;
     let t0 = Instant::now();
     let (fleets, fleet_cells): (Vec<FleetData>, Vec<FleetCells>) = match &args.data {
@@ -315,6 +297,7 @@ fn main() -> Result<()> {
     let lin = linear::run(
         &LinearConfig {
             privacy,
+            choice_margin: args.choice_margin,
             ..LinearConfig::default()
         },
         &fleet_cells,

@@ -1,14 +1,42 @@
 //! The main job's fleets: the built-in synthetic ones, real cells grouped by charging
-//! protocol, and the public cells record-level DP-SGD reads its statistics and references from.
+//! protocol, the public cells record-level DP-SGD reads its statistics and references from,
+//! and the BatLiNet recipe for each kind.
 
 use anyhow::Result;
 use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
 use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
-use battery_fl_core::features::Featurizer;
+use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::federation::FleetData;
-use battery_fl_core::model::{BatLiNetConfig, Dataset};
+use battery_fl_core::model::{BatLiNetConfig, Dataset, InterFeatures};
 
 use super::linear::FleetCells;
+
+/// The featurizer and BatLiNet settings for real (`--data`, MATR-like) or synthetic cells.
+/// On real cells: the recipe `eval_matr` chose by 4-fold cross-validation on `train` (V(Qd)
+/// only, 600 epochs, batch 16, cycle-difference inter features).
+pub fn batlinet_recipe(real: bool) -> (FeaturizerConfig, BatLiNetConfig) {
+    if real {
+        let f = FeaturizerConfig::default()
+            .with_first_cycle(2)
+            .with_cycles(99)
+            .with_interp_dim(200);
+        let m = BatLiNetConfig::default()
+            .with_input_channels(vec![1])
+            .with_batch_size(16)
+            .with_epochs(600)
+            .with_inference_references(32)
+            .with_inter_features(InterFeatures::CycleDifference);
+        (f, m)
+    } else {
+        let f = FeaturizerConfig::default().with_interp_dim(64);
+        let m = BatLiNetConfig::default()
+            .with_conv_channels(16)
+            .with_batch_size(16)
+            .with_epochs(60)
+            .with_inference_references(16);
+        (f, m)
+    }
+}
 
 /// Labelled public cells for record-level DP-SGD: `fleets` synthetic fleets of `per_fleet`
 /// cells of the library's public seed.
