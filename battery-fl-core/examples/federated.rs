@@ -7,13 +7,14 @@
 //!     [--rounds R] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto]
 //!     [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]
 //!     [--privacy none|cell] [--target-epsilon E] [--noise-seed S] [--no-public-pretraining]
-//!     [--cells-per-fleet N]
+//!     [--choice-margin K] [--cells-per-fleet N] [--data-seed S]
 //! ```
 //!
 //! `--model linear` (default; seconds): the linear early-life model, fitted exactly from
 //! statistics summed with secure aggregation, settings by leave-one-fleet-out, each fleet
-//! keeping its local, personalized or shared model by leave-one-out on its own cells
-//! (`federation::federate_linear`), with 90 % conformal intervals and out-of-distribution
+//! keeping the global model unless its local or personalized fit validates below it on its own
+//! cells by `--choice-margin` standard errors (`federation::federate_linear`; under
+//! `--privacy cell` the default is its local model), with 90 % conformal intervals and out-of-distribution
 //! flags. `--privacy cell --target-epsilon E` (`--epsilon E` for short) makes what each fleet
 //! sends record-level differentially private, ε = E per cell (δ = 1e-5; `dp::RecordPrivacy`,
 //! distributed noise under secure aggregation, local without), and `epsilon` in the JSON line
@@ -180,8 +181,9 @@ struct Args {
     /// Cells per public fleet (see `--public-fleets`; default: the core's, 12).
     #[arg(long, value_name = "N", default_value_t = PUBLIC_CELLS_PER_FLEET)]
     public_cells: usize,
-    /// Standard errors by which a fleet's own linear fit must validate below the global
-    /// model for the fleet to keep it (`LinearConfig::choice_margin`; 0: the least error).
+    /// Standard errors of the mean paired difference by which a fleet's own linear fit must
+    /// validate below the global model for the fleet to keep it (`LinearConfig::choice_margin`;
+    /// 0: the least error).
     #[arg(long, value_name = "K", default_value_t = DEFAULT_CHOICE_MARGIN)]
     choice_margin: f64,
     /// Cells per synthetic fleet (two thirds train, the rest test).

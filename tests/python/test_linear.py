@@ -40,7 +40,7 @@ def test_fit_predict_and_pickle(fleets: list[list[battery_fl.Cell]]) -> None:
     assert _rmse(lives, test) < _rmse(np.full(4, mean_life), test)
 
 
-def test_federation_is_the_pooled_fit_and_each_fleet_keeps_its_best(
+def test_federation_is_the_pooled_fit_and_fleets_leave_it_only_when_clearly_better(
     fleets: list[list[battery_fl.Cell]],
 ) -> None:
     secure = battery_fl.federate_linear(fleets, seed=3)

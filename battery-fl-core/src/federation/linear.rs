@@ -13,8 +13,10 @@
 //!    (feature set and `λ` in the grid or `∞` by the least leave-one-out error on all of its
 //!    cells); and the *global* one, the federation's fit on every fleet's cells.
 //! 4. The fleet keeps the global model unless one of its own fits validates better on its
-//!    cells by [`LinearConfig::choice_margin`] standard errors of the paired per-cell
-//!    differences (default [`DEFAULT_CHOICE_MARGIN`]). Its own fits are scored by the nested
+//!    cells by [`LinearConfig::choice_margin`] standard errors of the mean paired per-cell
+//!    difference (default [`DEFAULT_CHOICE_MARGIN`]); under [`LinearConfig::privacy`] the
+//!    default is its local model and the noisy global model must prove itself. Its own fits
+//!    are scored by the nested
 //!    leave-one-out error of the whole selection (each cell predicted by the selection of set
 //!    and `λ` run without it; 20 folds above 20 cells), the global model by the fit on the
 //!    total minus that cell, computed at home. The plain leave-one-out error of a selected
@@ -48,7 +50,7 @@ use crate::model::{
 mod choice;
 mod protocol;
 
-pub use choice::DEFAULT_CHOICE_MARGIN;
+pub use crate::model::DEFAULT_CHOICE_MARGIN;
 pub use protocol::{
     linear_share, linear_statistics, linear_total, SharedLinear, ERROR_CLIP, RELEASES,
 };
@@ -86,7 +88,8 @@ pub struct ChemistryChoice {
     /// The model it uses for it.
     pub choice: LinearChoice,
     /// Mean squared held-out error of ln(life) of that model on those cells (nested
-    /// leave-one-out for the fleet's own fits).
+    /// leave-one-out for the fleet's own fits, leave-one-out of the fit on the total for the
+    /// global model).
     pub error: f64,
 }
 
@@ -106,7 +109,9 @@ pub struct LinearFleet {
     pub shared: LinearModel,
     /// Its (out-of-sample) error on the fleet's cells.
     pub shared_error: f64,
-    /// The federation's model with the shared settings (fitted on the total).
+    /// The federation's model with the shared settings, fitted on the total (under privacy,
+    /// if the fleet's cells lack a feature of those settings, the best validated settings its
+    /// cells can use).
     pub global: LinearModel,
     /// Its leave-one-out error on the fleet's cells: each cell predicted by the fit on the
     /// total minus that cell.

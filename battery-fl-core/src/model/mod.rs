@@ -56,8 +56,8 @@ pub use labels::{
 pub use linear::{
     available_sets, loo_error, loo_predictions, loo_squared_errors, select_linear,
     statistics_sensitivity, Calibration, FeatureSet, LinearConfig, LinearModel, LinearPrediction,
-    LinearRow, LinearStatistics, PublicRanges, Standardization, LINEAR_COLUMNS,
-    LINEAR_STATISTICS_LEN,
+    LinearRow, LinearStatistics, PublicRanges, Standardization, DEFAULT_CHOICE_MARGIN,
+    LINEAR_COLUMNS, LINEAR_STATISTICS_LEN,
 };
 pub use metrics::Metrics;
 pub use params::{ModelParams, Param};

@@ -6,7 +6,7 @@ use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::dp::{DpMode, GaussianNoise, RecordPrivacy};
 use battery_fl_core::federation::{
-    federate_linear, linear_share, linear_statistics, secure_sum, SecureAggregation,
+    federate_linear, linear_share, linear_statistics, secure_sum, LinearChoice, SecureAggregation,
 };
 use battery_fl_core::model::{
     LinearConfig, LinearModel, LinearRow, LinearStatistics, Standardization, LINEAR_COLUMNS,
@@ -51,17 +51,21 @@ fn a_private_federation_spends_the_budget_it_was_given_and_no_fleet_pays_for_it(
         "{report:?}"
     );
     assert_eq!((report.mode, report.releases), (DpMode::Distributed, 2));
-    // each fleet's choice is made at home on its own cells: with no margin it is never worse
-    // than alone there
-    let least = LinearConfig {
-        choice_margin: 0.0,
+    // each fleet's choice is made at home on its own cells, and under privacy its default is
+    // its local model: never worse than alone there
+    for f in &fed.fleets {
+        assert!(f.personal_error() <= f.local_error + 1e-12);
+    }
+    // (a margin nothing passes leaves every fleet with its local model, not the noisy global)
+    let never = LinearConfig {
+        choice_margin: 1e9,
         ..config.clone()
     };
-    for f in &federate_linear(&per_fleet, &least, Some(&secure), 3)
+    for f in &federate_linear(&per_fleet, &never, Some(&secure), 3)
         .unwrap()
         .fleets
     {
-        assert!(f.personal_error() <= f.local_error + 1e-12);
+        assert!(f.choices.iter().all(|c| c.choice == LinearChoice::Local));
     }
     // seeded noise is reproducible, another seed is not the same model
     let again = federate_linear(&per_fleet, &config, Some(&secure), 3).unwrap();

@@ -173,8 +173,9 @@ impl PyLinearModel {
     }
 }
 
-/// What one fleet ends with in a linear federation: its local, personalized and shared
-/// models and, per cathode chemistry of its cells, which one it uses. It stays with the fleet.
+/// What one fleet ends with in a linear federation: its local, personalized and global models
+/// (and the other fleets' model, ``shared``) and, per cathode chemistry of its cells, which
+/// one it uses. It stays with the fleet.
 #[pyclass(frozen, name = "LinearFleet", module = "battery_fl")]
 #[derive(Debug)]
 pub struct PyLinearFleet {
@@ -244,7 +245,7 @@ impl PyLinearFleet {
         }
     }
 
-    /// The other fleets' model (the prior of ``personalized``).
+    /// The other fleets' model with the shared settings.
     #[getter]
     fn shared(&self) -> PyLinearModel {
         PyLinearModel {
@@ -337,7 +338,10 @@ pub(crate) fn linear_config(
 
 /// Fit the linear early-life model over fleets (each a list of labelled training cells, at
 /// least two fleets) from securely summed statistics, and each fleet's personal model (see
-/// ``battery_fl_core::federation::federate_linear``).
+/// ``battery_fl_core::federation::federate_linear``): the global model unless its local or
+/// personalized fit validates below it on its cells by ``choice_margin`` standard errors
+/// (``None``: the core's ``DEFAULT_CHOICE_MARGIN``; ``0``: the least error; under ``epsilon``
+/// the default is its local model).
 ///
 /// >>> from battery_fl import federate_linear, synthetic
 /// >>> fleets = [f.cells for f in synthetic.generate_fleets(fleets=3, cells_per_fleet=10, seed=2)]

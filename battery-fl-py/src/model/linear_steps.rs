@@ -51,9 +51,10 @@ impl PyLinearSteps {
 
 #[pymethods]
 impl PyLinearSteps {
-    /// Steps among ``fleets`` fleets with :func:`federate_linear`'s settings (``epsilon``:
-    /// record-level DP per cell; ``noise_seed`` makes this party's noise reproducible,
-    /// ``None`` draws it from the OS).
+    /// Steps among ``fleets`` fleets with :func:`federate_linear`'s settings (``choice_margin``:
+    /// how clearly a fleet's own fit must validate below its default to replace it;
+    /// ``epsilon``: record-level DP per cell; ``noise_seed`` makes this party's noise
+    /// reproducible, ``None`` draws it from the OS).
     #[new]
     #[pyo3(signature = (fleets, *, secure_aggregation=true, per_chemistry_choice=false, choice_margin=None, epsilon=None, noise_seed=None))]
     fn new(

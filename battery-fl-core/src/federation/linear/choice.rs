@@ -1,63 +1,74 @@
-//! Which model a fleet of a linear federation keeps: the federation's global model unless one
-//! of its own fits validates better on its cells by a clear margin.
+//! Which model a fleet of a linear federation keeps: a default model unless another validates
+//! better on its cells by a clear margin.
 //!
 //! The fleet scores each candidate by a held-out squared ln-life error per training cell: its
 //! own fits (local, and the ridge toward the other fleets' model) by the nested leave-one-out
 //! error of their whole selection, the global model by the fit on every fleet's cells but
-//! that one. An own fit replaces the global model only if the mean of the paired differences
-//! (own minus global) lies below `-margin` standard errors of that mean
-//! ([`LinearConfig::choice_margin`](crate::model::LinearConfig::choice_margin)). Among own fits
-//! that pass, the one with the least mean error is kept.
+//! that one. A challenger replaces the default only if the mean of the paired per-cell
+//! differences (challenger minus default) lies below `-margin` standard errors of that mean
+//! ([`LinearConfig::choice_margin`](crate::model::LinearConfig::choice_margin)). Among
+//! challengers that pass, the one with the least mean error is kept.
 //!
-//! Why a margin, and why the global model is the default: on 16 or so cells the least of
-//! several noisy errors picks a fleet's own fit by chance, and an own fit extrapolates on new
-//! cells unlike its few training ones, where the global model has seen more. On 40 draws of
-//! the demo fleets scored on 200 fresh cells per fleet (BENCHMARKS.md, session 22), the
-//! least-error rule ended at 0.92x the local models' RMSE, with some fleet above 1.05x its
-//! local model in 16 of 40 draws; at a margin of 2 it ends at 0.82x, in 10 of 40.
+//! The default is the model fitted exactly on the most cells: the global model, or under
+//! record-level privacy the fleet's local model (the global one then carries noise sized for
+//! a cell at the corners of the public ranges, and its leave-one-out errors are heavy-tailed:
+//! one badly predicted cell inflates the standard error so that no fit could leave it).
+//!
+//! Why a margin, and why the global model is the default without privacy: on 16 or so cells
+//! the least of several noisy errors picks a fleet's own fit by chance, and an own fit
+//! extrapolates on new cells unlike its few training ones, where the global model has seen
+//! more. On 40 draws of the demo fleets scored on 200 fresh cells per fleet (BENCHMARKS.md,
+//! session 22), the least-error rule of session 14 ended at 0.92x the local models' RMSE,
+//! with some fleet above 1.05x its local model in 16 of 40 draws; at a margin of 2 it ends at
+//! 0.82x, in 10 of 40. The margin is a normal-approximation bound: on the 2 to 4 cells of a
+//! minority chemistry (with [`per_chemistry_choice`](crate::model::LinearConfig::per_chemistry_choice))
+//! it is a much weaker test than on a whole fleet.
 
 use crate::model::LinearRow;
 
 use super::LinearChoice;
 
-/// Default of [`LinearConfig::choice_margin`](crate::model::LinearConfig::choice_margin):
-/// standard errors of the paired per-cell differences by which an own fit must beat the
-/// global model. Chosen on draws of the demo fleets other than the benchmark's (data seeds
-/// 100-139; BENCHMARKS.md, session 22).
-pub const DEFAULT_CHOICE_MARGIN: f64 = 2.0;
+/// A candidate model and its per-cell held-out errors, aligned with the fleet's rows.
+pub(super) type Scored<'a> = (LinearChoice, &'a [f64]);
 
-/// The choice over the fleet's `rows` that `keep` selects, from per-cell held-out errors of
-/// the global model (`global`) and of each own fit (`own`, aligned with `rows`), and the
-/// chosen model's mean error over those cells.
+/// The errors of the fleet's `rows` that `keep` selects.
+pub(super) fn pick(
+    rows: &[LinearRow],
+    keep: &dyn Fn(&LinearRow) -> bool,
+    errors: &[f64],
+) -> Vec<f64> {
+    rows.iter()
+        .zip(errors)
+        .filter(|(r, _)| keep(r))
+        .map(|(_, e)| *e)
+        .collect()
+}
+
+/// The choice over the fleet's `rows` that `keep` selects: `default` unless a `challenger`
+/// beats it by `margin`, and the chosen model's mean error over those cells.
 pub(super) fn choose(
     rows: &[LinearRow],
     keep: &dyn Fn(&LinearRow) -> bool,
-    global: &[f64],
-    own: &[(LinearChoice, &[f64])],
+    default: Scored<'_>,
+    challengers: &[Scored<'_>],
     margin: f64,
 ) -> (LinearChoice, f64) {
-    let pick = |errors: &[f64]| -> Vec<f64> {
-        rows.iter()
-            .zip(errors)
-            .filter(|(r, _)| keep(r))
-            .map(|(_, e)| *e)
-            .collect()
-    };
-    let global = pick(global);
-    own.iter()
+    let base = pick(rows, keep, default.1);
+    challengers
+        .iter()
         .filter_map(|&(choice, errors)| {
-            let errors = pick(errors);
-            beats(&errors, &global, margin).then(|| (choice, mean(&errors)))
+            let errors = pick(rows, keep, errors);
+            beats(&errors, &base, margin).then(|| (choice, mean(&errors)))
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap_or((LinearChoice::Global, mean(&global)))
+        .unwrap_or((default.0, mean(&base)))
 }
 
-/// Whether per-cell errors `own` beat `global` by more than `margin` standard errors of the
-/// mean paired difference. Needs two cells; a cell where both fail (infinite errors) decides
-/// nothing, so the default stands.
-pub(super) fn beats(own: &[f64], global: &[f64], margin: f64) -> bool {
-    let d: Vec<f64> = own.iter().zip(global).map(|(a, b)| a - b).collect();
+/// Whether per-cell errors `challenger` beat `default` by more than `margin` standard errors
+/// of the mean paired difference. Needs two cells; a cell where both fail (infinite errors)
+/// makes the comparison undecidable, so the default stands.
+pub(super) fn beats(challenger: &[f64], default: &[f64], margin: f64) -> bool {
+    let d: Vec<f64> = challenger.iter().zip(default).map(|(a, b)| a - b).collect();
     let n = d.len();
     if n < 2 || d.iter().any(|x| x.is_nan()) {
         return false;

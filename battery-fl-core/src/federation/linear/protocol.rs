@@ -5,7 +5,7 @@
 //! [`federate_linear`](super::federate_linear) runs them in one process; the Flower apps run
 //! the same steps on many machines.
 
-use super::choice::{choose, mean};
+use super::choice::{choose, mean, pick};
 use super::{ChemistryChoice, LinearChoice, LinearFleet};
 use crate::dp::GaussianNoise;
 use crate::error::{Error, Result};
@@ -210,8 +210,7 @@ impl SharedLinear {
                 let one = std::slice::from_ref(r);
                 let rest = self.others(&linear_statistics(one, config)?, config)?;
                 let model = fit(&rest, &self.standardization, set, lambda, None, config)?;
-                let e = (r.require_label()? - model.predict_log(r)?).powi(2);
-                Ok(if e.is_nan() { f64::INFINITY } else { e })
+                held_out_error(&model, r)
             })
             .collect()
     }
@@ -271,7 +270,7 @@ impl SharedLinear {
 
     /// A fleet's own models from its cells `rows` and the summed errors, computed at home:
     /// its local model, its ridge toward the other fleets' model, the other fleets' model,
-    /// and which it keeps (see [`federate_linear`](super::federate_linear)).
+    /// the global model, and which it keeps (see [`federate_linear`](super::federate_linear)).
     pub fn fleet(
         &self,
         rows: &[LinearRow],
@@ -337,30 +336,30 @@ impl SharedLinear {
         let mut groups: Vec<Option<usize>> = rows.iter().map(|r| r.cathode).collect();
         groups.sort_unstable();
         groups.dedup();
-        let own_fits = [
+        // the default is the model fitted exactly on the most cells (see `choice`)
+        let scored = [
             (LinearChoice::Local, local_errors.as_slice()),
             (LinearChoice::Personalized, personalized_errors.as_slice()),
+            (LinearChoice::Global, global_errors.as_slice()),
         ];
+        let (default, challengers) = match config.privacy {
+            None => (scored[2], [scored[0], scored[1]]),
+            Some(_) => (scored[0], [scored[1], scored[2]]),
+        };
         let margin = config.choice_margin;
-        let fleet_choice = choose(rows, &|_| true, &global_errors, &own_fits, margin).0;
+        let fleet_choice = choose(rows, &|_| true, default, &challengers, margin).0;
         let choices = groups
             .into_iter()
             .map(|g| {
                 let in_group = |r: &LinearRow| r.cathode == g;
                 let (choice, error) = if config.per_chemistry_choice {
-                    choose(rows, &in_group, &global_errors, &own_fits, margin)
+                    choose(rows, &in_group, default, &challengers, margin)
                 } else {
-                    let errors = own_fits
-                        .iter()
+                    let errors = scored
+                        .into_iter()
                         .find(|(c, _)| *c == fleet_choice)
-                        .map_or(global_errors.as_slice(), |(_, e)| e);
-                    let picked: Vec<f64> = rows
-                        .iter()
-                        .zip(errors)
-                        .filter(|(r, _)| in_group(r))
-                        .map(|(_, e)| *e)
-                        .collect();
-                    (fleet_choice, mean(&picked))
+                        .map_or(default.1, |(_, e)| e);
+                    (fleet_choice, mean(&pick(rows, &in_group, errors)))
                 };
                 ChemistryChoice {
                     cathode: g.map(|g| LABEL_GROUPS[g].to_string()),
@@ -410,10 +409,10 @@ const NESTED_FOLDS: usize = 20;
 /// row `i` in fold `i mod folds`, so the cost stays `folds` selections for large fleets).
 /// The plain leave-one-out error of the model a selection picked is the least of many
 /// candidates' errors, biased low, and the more so the more candidates (Cawley and Talbot,
-/// JMLR 2010); comparing it with the held-out error of the other fleets' model would favour
-/// the fleet's own fits for nothing. A fleet with a single cell cannot hold one out: its own
-/// fits score infinite (its local fit's plain leave-one-out error was infinite too), so it
-/// takes the shared model.
+/// JMLR 2010); comparing it with the global model's leave-one-out error would favour the
+/// fleet's own fits for nothing. A fleet with a single cell cannot hold one out: its own fits
+/// score infinite (its local fit's plain leave-one-out error was infinite too), and the choice
+/// needs two cells, so it keeps its default.
 fn nested_errors(
     rows: &[LinearRow],
     select: impl Fn(&[LinearRow]) -> Result<LinearModel>,
@@ -432,11 +431,17 @@ fn nested_errors(
             .collect();
         let model = select(&rest)?;
         for (i, r) in rows.iter().enumerate().filter(|&(j, _)| j % folds == k) {
-            let e = (r.require_label()? - model.predict_log(r)?).powi(2);
-            errors[i] = if e.is_nan() { f64::INFINITY } else { e };
+            errors[i] = held_out_error(&model, r)?;
         }
     }
     Ok(errors)
+}
+
+/// Squared ln-life error of `model` on a row it was not fitted on (a failed prediction,
+/// NaN, counts as infinite).
+fn held_out_error(model: &LinearModel, row: &LinearRow) -> Result<f64> {
+    let e = (row.require_label()? - model.predict_log(row)?).powi(2);
+    Ok(if e.is_nan() { f64::INFINITY } else { e })
 }
 
 /// Sum of squared ln-life errors of `model` on `rows`, each clipped to `clip` if given.
