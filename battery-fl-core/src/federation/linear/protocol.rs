@@ -257,15 +257,27 @@ impl SharedLinear {
         self.check_errors(errors)?;
         let best = self.best(errors);
         let (set, lambda) = self.candidates[best];
-        let model = fit(
+        Ok((
+            self.fit_total(set, lambda, config)?,
+            self.mean_error(errors, best),
+        ))
+    }
+
+    /// The model with `set` and `lambda` fitted on every fleet's cells.
+    fn fit_total(
+        &self,
+        set: FeatureSet,
+        lambda: f64,
+        config: &LinearConfig,
+    ) -> Result<LinearModel> {
+        fit(
             &self.total,
             &self.standardization,
             set,
             lambda,
             None,
             config,
-        )?;
-        Ok((model, self.mean_error(errors, best)))
+        )
     }
 
     /// A fleet's own models from its cells `rows` and the summed errors, computed at home:
@@ -311,14 +323,7 @@ impl SharedLinear {
             f64::INFINITY,
             Some(&shared),
         )?;
-        let global = fit(
-            &self.total,
-            &self.standardization,
-            set,
-            lambda,
-            None,
-            config,
-        )?;
+        let global = self.fit_total(set, lambda, config)?;
         let global_errors = self.held_out_errors(rows, set, lambda, config)?;
         let mut priors = Vec::new();
         for &set in self.sets.iter().filter(|s| stats.has_features(**s)) {
