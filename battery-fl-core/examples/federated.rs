@@ -29,7 +29,8 @@
 //! each fleet picks its own, the global, the fine-tuned or its Ditto model on a quarter of its
 //! own training cells). The last line is one JSON object: `model`, `local_rmse`,
 //! `federated_rmse`, `personalized_rmse`, `centralized_rmse`, `best_local_rmse`, `epsilon`
-//! and `per_fleet` (with the linear model also `minority_rmse`; with the linear model and
+//! and `per_fleet` (with the linear model also `minority_rmse` and `settings`: the choice
+//! margin, the data seed and whether sums were secure; with the linear model and
 //! BatLiNet's `auto`, `coverage_90` and `width_90` of 90 % intervals, overall and per fleet:
 //! BatLiNet's calibrated on the cells `auto` holds out, `intervals.svg`).
 //!
@@ -307,7 +308,13 @@ fn main() -> Result<()> {
         7 + args.seed,
     )?;
     if args.recipe == Recipe::Linear {
-        return job::finish_linear(&args.out, real, &lin, args.noise_seed);
+        // what reproduces the run beside the flags' defaults
+        let settings = serde_json::json!({
+            "choice_margin": args.choice_margin,
+            "data_seed": (!real).then_some(args.data_seed),
+            "secure_aggregation": args.secagg,
+        });
+        return job::finish_linear(&args.out, real, &lin, args.noise_seed, settings);
     }
     // BatLiNet reads the featurized datasets only: the raw cycling records go
     drop(fleet_cells);

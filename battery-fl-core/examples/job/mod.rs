@@ -76,6 +76,7 @@ pub fn finish_linear(
     real: bool,
     lin: &LinearReport,
     noise_seed: Option<u64>,
+    settings: serde_json::Value,
 ) -> Result<()> {
     let worst_ratio = lin
         .per_fleet
@@ -154,6 +155,7 @@ pub fn finish_linear(
         "minority_rmse": (lin.minority.0 > 0).then(|| serde_json::json!({"cells": lin.minority.0, "local": lin.minority.1, "personalized": lin.minority.2})),
         "epsilon": lin.federation.privacy.as_ref().map(|p| p.epsilon),
         "personalization": "auto",
+        "settings": settings,
         "per_fleet": lin.per_fleet,
     });
     let mut summary = summary;
