@@ -60,6 +60,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use battery_fl_core::data::synthetic::{PUBLIC_CELLS_PER_FLEET, PUBLIC_FLEETS};
+use battery_fl_core::data::FleetGrouping;
 use battery_fl_core::dp::{DpConfig, DpMode, RecordPrivacy};
 use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::{
@@ -78,17 +79,19 @@ use linear::FleetCells;
 #[derive(Debug, Parser)]
 #[command(args_override_self = true, allow_negative_numbers = true)]
 struct Args {
-    /// A folder with an `index.json` split into `train` / `primary_test` (e.g. MATR); fleets are formed from its charging protocols (default: the built-in synthetic fleets).
+    /// A folder of cells with an `index.json` (e.g. MATR; default: the built-in synthetic
+    /// fleets); fleets and their test cells as `--fleets-by` and `data::index_fleets` say.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// How `--data` cells are grouped into fleets (only `protocol`: by charging protocol).
+    /// How `--data` cells are grouped into fleets: protocol (charging protocols, `--fleets`
+    /// groups), fleet (each cell's `fleet` key in the index) or batch (`batch_date`).
     #[arg(
         long = "fleets-by",
-        value_enum,
-        value_name = "protocol",
-        default_value = "protocol"
+        value_name = "protocol|fleet|batch",
+        default_value = "protocol",
+        value_parser = serde_enum::<FleetGrouping>
     )]
-    fleets_by: FleetsBy,
+    fleets_by: FleetGrouping,
     /// Fleets formed from `--data` (protocols sorted by first-step C-rate, split into N groups).
     #[arg(long, value_name = "N", default_value_t = 4)]
     fleets: usize,
@@ -196,13 +199,6 @@ struct Args {
     data_seed: u64,
 }
 
-/// How `--data` cells are grouped into fleets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum FleetsBy {
-    /// By charging protocol.
-    Protocol,
-}
-
 /// Which model family the headline rows and the JSON line report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Recipe {
@@ -246,8 +242,6 @@ fn main() -> Result<()> {
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }
-    // the only grouping of `--data` cells there is
-    let FleetsBy::Protocol = args.fleets_by;
     std::fs::create_dir_all(&args.out)?;
     let real = args.data.is_some();
     let (featurizer_cfg, model) = fleets::batlinet_recipe(real);
@@ -261,7 +255,7 @@ fn main() -> Result<()> {
     let featurizer = Featurizer::new(featurizer_cfg.clone())?;
     let t0 = Instant::now();
     let (fleets, fleet_cells): (Vec<FleetData>, Vec<FleetCells>) = match &args.data {
-        Some(dir) => fleets::real_fleets(dir, args.fleets, &featurizer, &model)?,
+        Some(dir) => fleets::real_fleets(dir, args.fleets_by, args.fleets, &featurizer, &model)?,
         None => {
             fleets::synthetic_fleets(&featurizer, &model, args.cells_per_fleet, args.data_seed)?
         }
@@ -312,9 +306,12 @@ fn main() -> Result<()> {
         let settings = serde_json::json!({
             "choice_margin": args.choice_margin,
             "data_seed": (!real).then_some(args.data_seed),
+            "fleets_by": real.then_some(args.fleets_by),
             "secure_aggregation": args.secagg,
         });
-        return job::finish_linear(&args.out, real, &lin, args.noise_seed, settings);
+        // MATR's absolute targets for its protocol fleets, the relative ones otherwise
+        let matr = real && args.fleets_by == FleetGrouping::Protocol;
+        return job::finish_linear(&args.out, matr, &lin, args.noise_seed, settings);
     }
     // BatLiNet reads the featurized datasets only: the raw cycling records go
     drop(fleet_cells);

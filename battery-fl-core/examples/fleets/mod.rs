@@ -4,7 +4,9 @@
 
 use anyhow::Result;
 use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
-use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
+use battery_fl_core::data::{
+    index_fleets, load_cell, load_index, Cell, CleanConfig, FleetGrouping, IndexEntry, LabelConfig,
+};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::federation::FleetData;
 use battery_fl_core::model::{BatLiNetConfig, Dataset, InterFeatures};
@@ -105,53 +107,37 @@ pub fn synthetic_fleets(
         .collect()
 }
 
-/// Real cells: fleets are groups of charging protocols (sorted by the first-step C-rate), train
-/// cells from the `train` split, test cells from `primary_test` (without the 148-cycle
-/// outlier).
+/// Cells of a folder: fleets and their training and test cells from its `index.json`
+/// (`data::index_fleets`; MATR's known 148-cycle outlier left out).
 pub fn real_fleets(
     dir: &std::path::Path,
+    grouping: FleetGrouping,
     n: usize,
     featurizer: &Featurizer,
     model: &BatLiNetConfig,
 ) -> Result<Vec<(FleetData, FleetCells)>> {
     let index = load_index(dir)?;
-    let mut protocols: Vec<String> = index.iter().filter_map(|e| e.protocol.clone()).collect();
-    let c_rate = |p: &str| {
-        p.split('C')
-            .next()
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0)
+    // (left out after grouping: its protocol still counts among the protocols)
+    let load = |entries: &[IndexEntry]| -> Result<Vec<Cell>> {
+        entries
+            .iter()
+            .filter(|e| e.cell_id != "MATR_2017-06-30_EL150800460605")
+            .map(|e| {
+                let mut cell = load_cell(dir.join(&e.file))?;
+                cell.clean(&CleanConfig::default())?;
+                Ok(cell)
+            })
+            .collect()
     };
-    protocols.sort_by(|a, b| c_rate(a).total_cmp(&c_rate(b)).then(a.cmp(b)));
-    protocols.dedup();
-    let group =
-        |p: &str| protocols.iter().position(|q| q == p).unwrap_or(0) * n / protocols.len().max(1);
-    let mut cells: Vec<Vec<(Cell, bool)>> = vec![Vec::new(); n];
-    for e in &index {
-        if e.cell_id == "MATR_2017-06-30_EL150800460605" {
-            continue; // the known outlier (cycle life 148)
-        }
-        let is_train = match e.split.as_deref() {
-            Some("train") => true,
-            Some("primary_test") => false,
-            _ => continue,
-        };
-        let mut cell = load_cell(dir.join(&e.file))?;
-        cell.clean(&CleanConfig::default())?;
-        cells[group(e.protocol.as_deref().unwrap_or(""))].push((cell, is_train));
-    }
-    cells
+    index_fleets(&index, grouping, n)?
         .into_iter()
-        .enumerate()
-        .map(|(i, cs)| {
-            let (train, test): (Vec<_>, Vec<_>) = cs.into_iter().partition(|c| c.1);
-            let take = |v: Vec<(Cell, bool)>| v.into_iter().map(|c| c.0).collect::<Vec<_>>();
+        .map(|f| {
             let ds =
                 |v: &[Cell]| Dataset::for_config(v, featurizer, model, &LabelConfig::default());
             let cells = FleetCells {
-                id: format!("protocols-{i}"),
-                train: take(train),
-                test: take(test),
+                id: f.id,
+                train: load(&f.train)?,
+                test: load(&f.test)?,
             };
             let data = FleetData {
                 id: cells.id.clone(),

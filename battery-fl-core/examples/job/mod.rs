@@ -73,7 +73,7 @@ pub fn start_rmse(
 /// The end of a `--model linear` run: targets, plot and the JSON line.
 pub fn finish_linear(
     out: &Path,
-    real: bool,
+    matr: bool,
     lin: &LinearReport,
     noise_seed: Option<u64>,
     settings: serde_json::Value,
@@ -87,7 +87,7 @@ pub fn finish_linear(
         .fold(0.0f64, f64::max);
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let best = lin.personalized.min(lin.federated);
-    if real {
+    if matr {
         println!(
             "targets: personalized or global federated <= 85 RMSE: {}; at least 20% better than the best fleet alone: {}; every fleet at least as good as alone: {}",
             met(best <= 85.0),

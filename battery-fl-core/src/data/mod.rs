@@ -16,6 +16,7 @@
 //! ```
 
 mod clean;
+mod fleets;
 mod io;
 mod label;
 pub mod synthetic;
@@ -26,6 +27,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use clean::{CleanAction, CleanConfig, CleanReport};
+pub use fleets::{index_fleets, FleetGrouping, IndexFleet};
 pub use io::{
     load_cell, load_cells, load_index, parse_cell, save_cell, IndexEntry, MAX_CELL_BYTES,
 };

@@ -1,0 +1,272 @@
+//! Fleets from a folder's `index.json`: which cells belong together, and which of each
+//! fleet's cells train and which test.
+//!
+//! A fleet is the cells one operator holds. An index says so with a `fleet` key per cell
+//! ([`FleetGrouping::Fleet`]); a lab dataset such as MATR has none, and its fleets are formed
+//! from the charging protocols ([`FleetGrouping::Protocol`]) or the batches
+//! ([`FleetGrouping::Batch`], the `batch_date` key).
+//!
+//! Training and test cells come from each entry's `split`: `train` trains; `test` and
+//! `primary_test` test; any other named split (MATR's `secondary_test`, say) is left out. A
+//! fleet whose entries name no split at all holds out every third of its cells, in index
+//! order, for testing (as the main job's synthetic fleets do).
+//!
+//! ```
+//! use battery_fl_core::data::{index_fleets, FleetGrouping, IndexEntry};
+//!
+//! let entry = |id: &str, fleet: &str| -> IndexEntry {
+//!     serde_json::from_value(serde_json::json!({"cell_id": id, "file": id, "fleet": fleet}))
+//!         .unwrap()
+//! };
+//! let index: Vec<IndexEntry> = (0..6)
+//!     .map(|i| entry(&format!("c{i}"), if i < 3 { "north" } else { "south" }))
+//!     .collect();
+//! let fleets = index_fleets(&index, FleetGrouping::Fleet, 0)?;
+//! assert_eq!(fleets.len(), 2);
+//! assert_eq!(fleets[0].id, "north");
+//! // no split named: every third cell of a fleet tests
+//! assert_eq!((fleets[0].train.len(), fleets[0].test.len()), (2, 1));
+//! # Ok::<(), battery_fl_core::Error>(())
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::IndexEntry;
+use crate::error::{Error, Result};
+
+/// How the cells of an index are grouped into fleets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetGrouping {
+    /// Charging protocols sorted by their first-step C-rate, cut into the asked number of
+    /// fleets of consecutive protocols.
+    Protocol,
+    /// The entries' `fleet` key: one fleet per value, in order of first appearance.
+    Fleet,
+    /// The entries' `batch_date` key: one fleet per batch, in order of first appearance.
+    Batch,
+}
+
+/// One fleet of an index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexFleet {
+    /// Its name (the `fleet` or `batch_date` value, or `protocols-<k>`).
+    pub id: String,
+    /// Its training cells' entries.
+    pub train: Vec<IndexEntry>,
+    /// Its test cells' entries.
+    pub test: Vec<IndexEntry>,
+}
+
+/// The fleets of `index` grouped by `grouping` (`fleets`: how many protocol groups, ignored
+/// otherwise), each split into training and test cells (module docs).
+///
+/// # Errors
+/// [`Error::Parse`] when an entry lacks the key the grouping reads (or it is not a string),
+/// [`Error::InvalidConfig`] for protocol groups with `fleets` 0, and
+/// [`Error::NotEnoughData`] for fewer than two fleets or a fleet without a training cell.
+pub fn index_fleets(
+    index: &[IndexEntry],
+    grouping: FleetGrouping,
+    fleets: usize,
+) -> Result<Vec<IndexFleet>> {
+    let keys: Vec<String> = index
+        .iter()
+        .map(|e| key(e, grouping))
+        .collect::<Result<_>>()?;
+    let groups: Vec<(String, Vec<&IndexEntry>)> = match grouping {
+        FleetGrouping::Protocol => by_protocol(index, &keys, fleets)?,
+        FleetGrouping::Fleet | FleetGrouping::Batch => {
+            let mut groups: Vec<(String, Vec<&IndexEntry>)> = Vec::new();
+            for (e, k) in index.iter().zip(&keys) {
+                match groups.iter_mut().find(|g| &g.0 == k) {
+                    Some(g) => g.1.push(e),
+                    None => groups.push((k.clone(), vec![e])),
+                }
+            }
+            groups
+        }
+    };
+    let groups: Vec<IndexFleet> = groups
+        .into_iter()
+        .filter(|g| !g.1.is_empty())
+        .map(|(id, entries)| split(id, &entries))
+        .collect();
+    if groups.len() < 2 {
+        return Err(Error::NotEnoughData {
+            what: format!("fleets in the index (grouped by {grouping:?})"),
+            needed: 2,
+            got: groups.len(),
+        });
+    }
+    if let Some(f) = groups.iter().find(|f| f.train.is_empty()) {
+        return Err(Error::NotEnoughData {
+            what: format!("training cells of fleet {}", f.id),
+            needed: 1,
+            got: 0,
+        });
+    }
+    Ok(groups)
+}
+
+/// The value an entry is grouped by.
+fn key(e: &IndexEntry, grouping: FleetGrouping) -> Result<String> {
+    let (name, value) = match grouping {
+        FleetGrouping::Protocol => return Ok(e.protocol.clone().unwrap_or_default()),
+        FleetGrouping::Fleet => ("fleet", e.extra.get("fleet")),
+        FleetGrouping::Batch => ("batch_date", e.extra.get("batch_date")),
+    };
+    match value {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(Error::Parse {
+            path: "index.json".into(),
+            reason: format!(
+                "cell {} has no string `{name}` key to group fleets by",
+                e.cell_id
+            ),
+        }),
+    }
+}
+
+/// Protocols sorted by first-step C-rate (the number before the first `C`), cut into `n`
+/// groups of consecutive protocols.
+fn by_protocol<'a>(
+    index: &'a [IndexEntry],
+    keys: &[String],
+    n: usize,
+) -> Result<Vec<(String, Vec<&'a IndexEntry>)>> {
+    if n == 0 {
+        return Err(Error::config("fleets", "need at least one protocol group"));
+    }
+    let c_rate = |p: &str| {
+        p.split('C')
+            .next()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let mut protocols = keys.to_vec();
+    protocols.sort_by(|a, b| c_rate(a).total_cmp(&c_rate(b)).then(a.cmp(b)));
+    protocols.dedup();
+    let mut groups: Vec<(String, Vec<&IndexEntry>)> = (0..n)
+        .map(|k| (format!("protocols-{k}"), Vec::new()))
+        .collect();
+    for (e, k) in index.iter().zip(keys) {
+        let at = protocols.iter().position(|p| p == k).unwrap_or(0);
+        groups[at * n / protocols.len().max(1)].1.push(e);
+    }
+    Ok(groups)
+}
+
+/// A fleet's entries split by their `split` (module docs).
+fn split(id: String, entries: &[&IndexEntry]) -> IndexFleet {
+    let named = entries.iter().any(|e| e.split.is_some());
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for (i, e) in entries.iter().enumerate() {
+        let to_test = match e.split.as_deref() {
+            None if named => continue,
+            None => i % 3 == 2,
+            Some("train") => false,
+            Some("test" | "primary_test") => true,
+            Some(_) => continue,
+        };
+        if to_test {
+            test.push((*e).clone());
+        } else {
+            train.push((*e).clone());
+        }
+    }
+    IndexFleet { id, train, test }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, extra: serde_json::Value) -> IndexEntry {
+        let mut v = serde_json::json!({"cell_id": id, "file": format!("{id}.json.gz")});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn fleets_follow_the_fleet_key_and_the_named_splits() {
+        let index = vec![
+            entry("a0", serde_json::json!({"fleet": "A", "split": "train"})),
+            entry("b0", serde_json::json!({"fleet": "B", "split": "train"})),
+            entry("a1", serde_json::json!({"fleet": "A", "split": "test"})),
+            entry(
+                "a2",
+                serde_json::json!({"fleet": "A", "split": "secondary_test"}),
+            ),
+            entry(
+                "b1",
+                serde_json::json!({"fleet": "B", "split": "primary_test"}),
+            ),
+            entry("a3", serde_json::json!({"fleet": "A"})),
+        ];
+        let fleets = index_fleets(&index, FleetGrouping::Fleet, 0).unwrap();
+        let ids = |v: &[IndexEntry]| v.iter().map(|e| e.cell_id.clone()).collect::<Vec<_>>();
+        assert_eq!(fleets[0].id, "A");
+        assert_eq!(ids(&fleets[0].train), ["a0"]);
+        // a named other split and an unnamed entry among named ones are left out
+        assert_eq!(ids(&fleets[0].test), ["a1"]);
+        assert_eq!(
+            (ids(&fleets[1].train), ids(&fleets[1].test)),
+            (vec!["b0".to_string()], vec!["b1".to_string()])
+        );
+    }
+
+    #[test]
+    fn protocols_are_cut_by_c_rate_and_bad_indexes_are_typed_errors() {
+        let p = |id: &str, protocol: &str| {
+            entry(
+                id,
+                serde_json::json!({"protocol": protocol, "split": "train"}),
+            )
+        };
+        let index = vec![
+            p("x", "5C(80%)-4C"),
+            p("y", "1C(4%)-6C"),
+            p("z", "3.6C(80%)-3.6C"),
+            p("w", "4C(80%)-4C"),
+        ];
+        let fleets = index_fleets(&index, FleetGrouping::Protocol, 2).unwrap();
+        let ids = |f: &IndexFleet| {
+            f.train
+                .iter()
+                .map(|e| e.cell_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&fleets[0]), ["y", "z"]);
+        assert_eq!(ids(&fleets[1]), ["x", "w"]);
+        // grouping by a key some entry lacks
+        let err = index_fleets(&index, FleetGrouping::Fleet, 0).unwrap_err();
+        assert!(
+            matches!(&err, Error::Parse { reason, .. } if reason.contains("`fleet`")),
+            "{err}"
+        );
+        // one fleet is no federation; a fleet with only test cells cannot train
+        let one = vec![entry("a", serde_json::json!({"batch_date": "d1"}))];
+        assert!(matches!(
+            index_fleets(&one, FleetGrouping::Batch, 0),
+            Err(Error::NotEnoughData { .. })
+        ));
+        let untrained = vec![
+            entry("a", serde_json::json!({"fleet": "A", "split": "train"})),
+            entry("b", serde_json::json!({"fleet": "B", "split": "test"})),
+        ];
+        let err = index_fleets(&untrained, FleetGrouping::Fleet, 0).unwrap_err();
+        assert!(
+            matches!(&err, Error::NotEnoughData { what, .. } if what.contains("fleet B")),
+            "{err}"
+        );
+        assert!(matches!(
+            index_fleets(&index, FleetGrouping::Protocol, 0),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+}
