@@ -1,6 +1,7 @@
 //! The linear recipe of the main job: early-life features, an exact federated fit from
-//! securely summed statistics, and each fleet's personal model chosen by leave-one-out on its
-//! own training cells (`battery_fl_core::federation::federate_linear`).
+//! securely summed statistics, and each fleet's personal model: the global one unless its own
+//! fit validates clearly better on its training cells
+//! (`battery_fl_core::federation::federate_linear`).
 
 use std::collections::BTreeMap;
 
@@ -216,7 +217,7 @@ pub fn run(
         report.federated
     );
     println!(
-        "| federated, personalized (leave-one-out choice per fleet) | {:.1} |",
+        "| federated, personalized (global unless an own fit validates clearly better) | {:.1} |",
         report.personalized
     );
     println!(
