@@ -565,4 +565,4 @@ impl Study {
 const ATTACKER_SEED: u64 = 7042;
 
 /// The MATR cell left out of every evaluation (cycle life 148; as `eval_matr`).
-const OUTLIER: &str = "MATR_2017-06-30_EL150800460605";
+const OUTLIER: &str = battery_fl_core::data::MATR_OUTLIER;

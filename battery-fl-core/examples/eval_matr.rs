@@ -43,7 +43,8 @@
 //!
 //! `--calibration-folds N` (with `--models batlinet`) gives BatLiNet conformal intervals (`BatLiNet::cross_calibrate`:
 //! N fold models on the training cells, no test cell involved) and prints their coverage and
-//! mean width at 80 % and 90 % beside the naive min-max interval over the references. With
+//! mean width at 80 % and 90 % beside the naive min-max interval over the references, and
+//! the plain-error quantiles of calibration and test cells (`cross_fitted_errors`). With
 //! `--cv-plus` the same N fold models give CV+ intervals instead
 //! (`BatLiNet::cross_conformal_intervals`: each fold's errors around its own predictions).
 //!
@@ -84,7 +85,7 @@ use cli::{serde_enum, trimmed};
 use eval::{report_cv_plus, report_intervals, summarize, CellLog, Row};
 
 /// Primary-test cell that Severson et al. and Attia et al. leave out (cycle life 148).
-const OUTLIER: &str = "MATR_2017-06-30_EL150800460605";
+const OUTLIER: &str = battery_fl_core::data::MATR_OUTLIER;
 
 /// Real-data evaluation on MATR (Severson et al. 2019): the variance baseline, the linear
 /// model, BatLiNet and the single-branch CNN, trained on the `train` split and evaluated on

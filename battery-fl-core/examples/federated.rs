@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --features tch --example federated -- \
-//!     [--data DIR --fleets-by protocol --fleets N] [--model linear|batlinet] [--out DIR] [--no-secagg]
+//!     [--data DIR --fleets-by protocol|fleet|batch --fleets N] [--model linear|batlinet] [--out DIR] [--no-secagg]
 //!     [--rounds R] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto]
 //!     [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]
 //!     [--privacy none|cell] [--target-epsilon E] [--noise-seed S] [--no-public-pretraining]
@@ -30,13 +30,17 @@
 //! own training cells). The last line is one JSON object: `model`, `local_rmse`,
 //! `federated_rmse`, `personalized_rmse`, `centralized_rmse`, `best_local_rmse`, `epsilon`
 //! and `per_fleet` (with the linear model also `minority_rmse` and `settings`: the choice
-//! margin, the data seed and whether sums were secure; with the linear model and
+//! margin, the data seed (`null` with `--data`), `--fleets-by` and `--fleets`, and whether
+//! sums were secure; with the linear model and
 //! BatLiNet's `auto`, `coverage_90` and `width_90` of 90 % intervals, overall and per fleet:
 //! BatLiNet's calibrated on the cells `auto` holds out, `intervals.svg`).
 //!
-//! Default: the built-in synthetic fleets (5 non-IID fleets). With `--data` (a folder with an
-//! `index.json` split into `train` / `primary_test`, e.g. MATR), fleets are formed from the
-//! charging protocols and the last line is a JSON summary on the primary test cells.
+//! Default: the built-in synthetic fleets (5 non-IID fleets). With `--data` (a folder of cells
+//! with an `index.json`, e.g. MATR), fleets and their test cells come from the index
+//! (`data::index_fleets`: charging protocols, a `fleet` key or batches; each entry's `split`),
+//! every cell cleaned (`CleanConfig::default()`, MATR's 148-cycle outlier left out), read with
+//! MATR's BatLiNet recipe (V(Qd), cycles 2-100); MATR's protocol fleets print its absolute
+//! targets, other data the relative ones.
 
 #[path = "linear/mod.rs"]
 mod linear;
@@ -92,7 +96,8 @@ struct Args {
         value_parser = serde_enum::<FleetGrouping>
     )]
     fleets_by: FleetGrouping,
-    /// Fleets formed from `--data` (protocols sorted by first-step C-rate, split into N groups).
+    /// With `--fleets-by protocol`: fleets formed from `--data` (protocols sorted by first-step
+    /// C-rate, split into N groups).
     #[arg(long, value_name = "N", default_value_t = 4)]
     fleets: usize,
     /// Federated rounds of `--model batlinet` (default, or 0: 30 with `--data`, 15 synthetic).
@@ -307,10 +312,16 @@ fn main() -> Result<()> {
             "choice_margin": args.choice_margin,
             "data_seed": (!real).then_some(args.data_seed),
             "fleets_by": real.then_some(args.fleets_by),
+            "fleets": (real && args.fleets_by == FleetGrouping::Protocol).then_some(args.fleets),
             "secure_aggregation": args.secagg,
         });
         // MATR's absolute targets for its protocol fleets, the relative ones otherwise
-        let matr = real && args.fleets_by == FleetGrouping::Protocol;
+        let matr = real
+            && args.fleets_by == FleetGrouping::Protocol
+            && fleet_cells
+                .iter()
+                .flat_map(|f| f.train.iter().chain(&f.test))
+                .all(|c| c.id().starts_with("MATR_"));
         return job::finish_linear(&args.out, matr, &lin, args.noise_seed, settings);
     }
     // BatLiNet reads the featurized datasets only: the raw cycling records go

@@ -60,26 +60,7 @@ pub fn report_intervals(
     let truth = ds.require_labels()?;
     let n = truth.len().max(1) as f64;
     let share = |inside: usize| inside as f64 / n;
-    let p = model.predict_intervals(ds, references, calibration, 0.9)?;
-    let errors: Vec<f64> = p
-        .iter()
-        .zip(&truth)
-        .map(|(p, y)| (y.ln() - p.life.ln()).abs())
-        .collect();
-    let spreads: Vec<f64> = p.iter().map(|p| p.spread).collect();
-    let quantiles = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        [0.5, 0.8, 0.9].map(|q| {
-            v.get(((q * v.len() as f64) as usize).min(v.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(f64::NAN)
-        })
-    };
-    println!(
-        "{}",
-        serde_json::json!({"model": "batlinet", "split": split, "seed": seed, "calibration": "cross_fitted_errors", "quantiles": [0.5, 0.8, 0.9], "calibration_errors": quantiles(&calibration.errors), "test_errors": quantiles(&errors), "calibration_scale": calibration.scale, "test_median_spread": quantiles(&spreads)[0]})
-    );
+    let mut at_90 = Vec::new();
     for coverage in [0.8, 0.9] {
         let p = model.predict_intervals(ds, references, calibration, coverage)?;
         let inside = |lo: fn(&Prediction) -> f64, hi: fn(&Prediction) -> f64| {
@@ -100,7 +81,35 @@ pub fn report_intervals(
             width(|p| p.reference_low, |p| p.reference_high),
             p.iter().filter(|p| p.out_of_distribution).count(),
         );
+        at_90 = p;
     }
+    // the point predictions and spreads do not depend on the coverage
+    let errors: Vec<f64> = at_90
+        .iter()
+        .zip(&truth)
+        .map(|(p, y)| (y.ln() - p.life.ln()).abs())
+        .collect();
+    let mut spreads: Vec<f64> = at_90.iter().map(|p| p.spread).collect();
+    // the ceil(q n)-th smallest value
+    let quantiles = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        [0.5, 0.8, 0.9].map(|q| {
+            let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1));
+            v.get(rank - 1).copied().unwrap_or(f64::NAN)
+        })
+    };
+    spreads.sort_by(f64::total_cmp);
+    let m = spreads.len();
+    let median_spread = match m {
+        0 => f64::NAN,
+        _ if m % 2 == 1 => spreads[m / 2],
+        _ => (spreads[m / 2 - 1] + spreads[m / 2]) / 2.0,
+    };
+    println!(
+        "{}",
+        serde_json::json!({"model": "batlinet", "split": split, "seed": seed, "calibration": "cross_fitted_errors", "quantiles": [0.5, 0.8, 0.9], "calibration_errors": quantiles(&calibration.errors), "test_errors": quantiles(&errors), "calibration_scale": calibration.scale, "test_median_spread": median_spread})
+    );
     Ok(())
 }
 

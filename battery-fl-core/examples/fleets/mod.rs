@@ -6,6 +6,7 @@ use anyhow::Result;
 use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
 use battery_fl_core::data::{
     index_fleets, load_cell, load_index, Cell, CleanConfig, FleetGrouping, IndexEntry, LabelConfig,
+    MATR_OUTLIER,
 };
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::federation::FleetData;
@@ -121,7 +122,7 @@ pub fn real_fleets(
     let load = |entries: &[IndexEntry]| -> Result<Vec<Cell>> {
         entries
             .iter()
-            .filter(|e| e.cell_id != "MATR_2017-06-30_EL150800460605")
+            .filter(|e| e.cell_id != MATR_OUTLIER)
             .map(|e| {
                 let mut cell = load_cell(dir.join(&e.file))?;
                 cell.clean(&CleanConfig::default())?;

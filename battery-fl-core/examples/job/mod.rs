@@ -95,16 +95,18 @@ pub fn finish_linear(
             met(worst_ratio <= 1.0),
         );
     } else {
-        let (_, ml, mp) = lin.minority;
-        let mp = if lin.minority.0 == 0 { f64::NAN } else { mp };
+        let (cells, ml, mp) = lin.minority;
+        let minority = if cells == 0 {
+            "n/a (no cell of a minority chemistry)".to_string()
+        } else {
+            format!("{} ({:.2})", met(mp <= 0.75 * ml), mp / ml)
+        };
         println!(
-            "targets: personalized <= 0.85 x local-only: {} ({:.2}); no fleet above 1.05 x its local-only RMSE: {} (worst {:.2}); minority chemistries >= 25% better than local-only: {} ({:.2})",
+            "targets: personalized <= 0.85 x local-only: {} ({:.2}); no fleet above 1.05 x its local-only RMSE: {} (worst {:.2}); minority chemistries >= 25% better than local-only: {minority}",
             met(lin.personalized <= 0.85 * lin.local),
             lin.personalized / lin.local,
             met(worst_ratio <= 1.05),
             worst_ratio,
-            met(mp <= 0.75 * ml),
-            mp / ml,
         );
     }
     plot::plot(

@@ -7,9 +7,14 @@
 //! ([`FleetGrouping::Batch`], the `batch_date` key).
 //!
 //! Training and test cells come from each entry's `split`: `train` trains; `test` and
-//! `primary_test` test; any other named split (MATR's `secondary_test`, say) is left out. A
-//! fleet whose entries name no split at all holds out every third of its cells, in index
-//! order, for testing (as the main job's synthetic fleets do).
+//! `primary_test` test; any other named split (MATR's `secondary_test`, say) is left out; an
+//! entry without one trains when its fleet names splits (so marking the test cells is
+//! enough). A fleet whose entries name no split at all holds out every third of its cells, in
+//! index order, for testing (as the main job's synthetic fleets do). A fleet left with no cell
+//! (all in other splits) is dropped; one left without a training or a test cell is an error.
+//!
+//! The key a grouping reads (`fleet` or `batch_date`, a string or a number) must be on every
+//! entry; a missing `protocol` groups as the empty protocol (C-rate 0).
 //!
 //! ```
 //! use battery_fl_core::data::{index_fleets, FleetGrouping, IndexEntry};
@@ -39,7 +44,7 @@ use crate::error::{Error, Result};
 #[serde(rename_all = "snake_case")]
 pub enum FleetGrouping {
     /// Charging protocols sorted by their first-step C-rate, cut into the asked number of
-    /// fleets of consecutive protocols.
+    /// groups of consecutive protocols (`protocols-<k>`; a group left empty is dropped).
     Protocol,
     /// The entries' `fleet` key: one fleet per value, in order of first appearance.
     Fleet,
@@ -62,9 +67,10 @@ pub struct IndexFleet {
 /// otherwise), each split into training and test cells (module docs).
 ///
 /// # Errors
-/// [`Error::Parse`] when an entry lacks the key the grouping reads (or it is not a string),
-/// [`Error::InvalidConfig`] for protocol groups with `fleets` 0, and
-/// [`Error::NotEnoughData`] for fewer than two fleets or a fleet without a training cell.
+/// [`Error::InvalidData`] when an entry lacks the `fleet` / `batch_date` key the grouping
+/// reads (or it is neither a string nor a number), [`Error::InvalidConfig`] for protocol
+/// groups with `fleets` 0, and [`Error::NotEnoughData`] for fewer than two fleets or a fleet
+/// without a training or a test cell.
 pub fn index_fleets(
     index: &[IndexEntry],
     grouping: FleetGrouping,
@@ -89,24 +95,39 @@ pub fn index_fleets(
     };
     let groups: Vec<IndexFleet> = groups
         .into_iter()
-        .filter(|g| !g.1.is_empty())
         .map(|(id, entries)| split(id, &entries))
+        .filter(|f| !(f.train.is_empty() && f.test.is_empty()))
         .collect();
     if groups.len() < 2 {
         return Err(Error::NotEnoughData {
-            what: format!("fleets in the index (grouped by {grouping:?})"),
+            what: format!("fleets in the index (grouped by {})", grouping.name()),
             needed: 2,
             got: groups.len(),
         });
     }
-    if let Some(f) = groups.iter().find(|f| f.train.is_empty()) {
-        return Err(Error::NotEnoughData {
-            what: format!("training cells of fleet {}", f.id),
-            needed: 1,
-            got: 0,
-        });
+    for f in &groups {
+        for (what, cells) in [("training", &f.train), ("test", &f.test)] {
+            if cells.is_empty() {
+                return Err(Error::NotEnoughData {
+                    what: format!("{what} cells of fleet {}", f.id),
+                    needed: 1,
+                    got: 0,
+                });
+            }
+        }
     }
     Ok(groups)
+}
+
+impl FleetGrouping {
+    /// The snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FleetGrouping::Protocol => "protocol",
+            FleetGrouping::Fleet => "fleet",
+            FleetGrouping::Batch => "batch",
+        }
+    }
 }
 
 /// The value an entry is grouped by.
@@ -119,12 +140,11 @@ fn key(e: &IndexEntry, grouping: FleetGrouping) -> Result<String> {
     match value {
         Some(serde_json::Value::String(s)) => Ok(s.clone()),
         Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
-        _ => Err(Error::Parse {
-            path: "index.json".into(),
-            reason: format!(
-                "cell {} has no string `{name}` key to group fleets by",
-                e.cell_id
-            ),
+        _ => Err(Error::InvalidData {
+            cell_id: e.cell_id.clone(),
+            cycle: None,
+            field: name.into(),
+            reason: "the index entry needs it (a string or a number) to group fleets by".into(),
         }),
     }
 }
@@ -164,7 +184,7 @@ fn split(id: String, entries: &[&IndexEntry]) -> IndexFleet {
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for (i, e) in entries.iter().enumerate() {
         let to_test = match e.split.as_deref() {
-            None if named => continue,
+            None if named => false,
             None => i % 3 == 2,
             Some("train") => false,
             Some("test" | "primary_test") => true,
@@ -207,13 +227,19 @@ mod tests {
                 serde_json::json!({"fleet": "B", "split": "primary_test"}),
             ),
             entry("a3", serde_json::json!({"fleet": "A"})),
+            entry(
+                "c0",
+                serde_json::json!({"fleet": 7, "split": "secondary_test"}),
+            ),
         ];
         let fleets = index_fleets(&index, FleetGrouping::Fleet, 0).unwrap();
         let ids = |v: &[IndexEntry]| v.iter().map(|e| e.cell_id.clone()).collect::<Vec<_>>();
         assert_eq!(fleets[0].id, "A");
-        assert_eq!(ids(&fleets[0].train), ["a0"]);
-        // a named other split and an unnamed entry among named ones are left out
+        // an unnamed entry among named ones trains; another named split is left out, and a
+        // fleet with nothing left (C, all secondary_test) is no fleet
+        assert_eq!(ids(&fleets[0].train), ["a0", "a3"]);
         assert_eq!(ids(&fleets[0].test), ["a1"]);
+        assert_eq!(fleets.len(), 2);
         assert_eq!(
             (ids(&fleets[1].train), ids(&fleets[1].test)),
             (vec!["b0".to_string()], vec!["b1".to_string()])
@@ -222,22 +248,24 @@ mod tests {
 
     #[test]
     fn protocols_are_cut_by_c_rate_and_bad_indexes_are_typed_errors() {
-        let p = |id: &str, protocol: &str| {
+        let p = |id: &str, protocol: &str, split: &str| {
             entry(
                 id,
-                serde_json::json!({"protocol": protocol, "split": "train"}),
+                serde_json::json!({"protocol": protocol, "split": split}),
             )
         };
         let index = vec![
-            p("x", "5C(80%)-4C"),
-            p("y", "1C(4%)-6C"),
-            p("z", "3.6C(80%)-3.6C"),
-            p("w", "4C(80%)-4C"),
+            p("x", "5C(80%)-4C", "train"),
+            p("y", "1C(4%)-6C", "train"),
+            p("z", "3.6C(80%)-3.6C", "test"),
+            p("w", "4C(80%)-4C", "test"),
         ];
         let fleets = index_fleets(&index, FleetGrouping::Protocol, 2).unwrap();
+        // (training cells, then test cells)
         let ids = |f: &IndexFleet| {
             f.train
                 .iter()
+                .chain(&f.test)
                 .map(|e| e.cell_id.clone())
                 .collect::<Vec<_>>()
         };
@@ -246,7 +274,7 @@ mod tests {
         // grouping by a key some entry lacks
         let err = index_fleets(&index, FleetGrouping::Fleet, 0).unwrap_err();
         assert!(
-            matches!(&err, Error::Parse { reason, .. } if reason.contains("`fleet`")),
+            matches!(&err, Error::InvalidData { cell_id, field, .. } if cell_id == "x" && field == "fleet"),
             "{err}"
         );
         // one fleet is no federation; a fleet with only test cells cannot train
@@ -257,11 +285,25 @@ mod tests {
         ));
         let untrained = vec![
             entry("a", serde_json::json!({"fleet": "A", "split": "train"})),
+            entry("a1", serde_json::json!({"fleet": "A", "split": "test"})),
             entry("b", serde_json::json!({"fleet": "B", "split": "test"})),
         ];
         let err = index_fleets(&untrained, FleetGrouping::Fleet, 0).unwrap_err();
         assert!(
-            matches!(&err, Error::NotEnoughData { what, .. } if what.contains("fleet B")),
+            matches!(&err, Error::NotEnoughData { what, .. } if what == "training cells of fleet B"),
+            "{err}"
+        );
+        // and one without a test cell cannot be scored (two unnamed cells: none is a third)
+        let untested = vec![
+            entry("a0", serde_json::json!({"fleet": "A"})),
+            entry("a1", serde_json::json!({"fleet": "A"})),
+            entry("a2", serde_json::json!({"fleet": "A"})),
+            entry("b0", serde_json::json!({"fleet": "B"})),
+            entry("b1", serde_json::json!({"fleet": "B"})),
+        ];
+        let err = index_fleets(&untested, FleetGrouping::Fleet, 0).unwrap_err();
+        assert!(
+            matches!(&err, Error::NotEnoughData { what, .. } if what == "test cells of fleet B"),
             "{err}"
         );
         assert!(matches!(

@@ -314,7 +314,7 @@ fn on_matr_the_linear_model_beats_the_variance_model() {
             .collect();
         common::matr()
             .iter()
-            .filter(|c| ids.contains(&c.id()) && c.id() != "MATR_2017-06-30_EL150800460605")
+            .filter(|c| ids.contains(&c.id()) && c.id() != battery_fl_core::data::MATR_OUTLIER)
             .cloned()
             .collect()
     };
