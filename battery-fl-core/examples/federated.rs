@@ -93,12 +93,13 @@ struct Args {
         long = "fleets-by",
         value_name = "protocol|fleet|batch",
         default_value = "protocol",
-        value_parser = serde_enum::<FleetGrouping>
+        value_parser = serde_enum::<FleetGrouping>,
+        requires = "data"
     )]
     fleets_by: FleetGrouping,
     /// With `--fleets-by protocol`: fleets formed from `--data` (protocols sorted by first-step
     /// C-rate, split into N groups).
-    #[arg(long, value_name = "N", default_value_t = 4)]
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "data")]
     fleets: usize,
     /// Federated rounds of `--model batlinet` (default, or 0: 30 with `--data`, 15 synthetic).
     #[arg(long, value_name = "R")]
@@ -260,7 +261,14 @@ fn main() -> Result<()> {
     let featurizer = Featurizer::new(featurizer_cfg.clone())?;
     let t0 = Instant::now();
     let (fleets, fleet_cells): (Vec<FleetData>, Vec<FleetCells>) = match &args.data {
-        Some(dir) => fleets::real_fleets(dir, args.fleets_by, args.fleets, &featurizer, &model)?,
+        Some(dir) => fleets::real_fleets(dir, args.fleets_by, args.fleets, &featurizer, &model)
+            .with_context(|| {
+                format!(
+                    "fleets of {} grouped by {} (an index with a `fleet` key per cell: --fleets-by fleet)",
+                    dir.display(),
+                    args.fleets_by.name()
+                )
+            })?,
         None => {
             fleets::synthetic_fleets(&featurizer, &model, args.cells_per_fleet, args.data_seed)?
         }
