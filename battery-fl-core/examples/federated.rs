@@ -64,7 +64,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use battery_fl_core::data::synthetic::{PUBLIC_CELLS_PER_FLEET, PUBLIC_FLEETS};
-use battery_fl_core::data::FleetGrouping;
+use battery_fl_core::data::{FleetGrouping, DEFAULT_PROTOCOL_GROUPS};
 use battery_fl_core::dp::{DpConfig, DpMode, RecordPrivacy};
 use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::{
@@ -99,7 +99,7 @@ struct Args {
     fleets_by: FleetGrouping,
     /// With `--fleets-by protocol`: fleets formed from `--data` (protocols sorted by first-step
     /// C-rate, split into N groups).
-    #[arg(long, value_name = "N", default_value_t = 4, requires = "data")]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PROTOCOL_GROUPS, requires = "data")]
     fleets: usize,
     /// Federated rounds of `--model batlinet` (default, or 0: 30 with `--data`, 15 synthetic).
     #[arg(long, value_name = "R")]

@@ -388,10 +388,44 @@ pub(crate) fn load_cells(py: Python<'_>, folder: PathBuf) -> PyResult<Vec<PyBatt
     Ok(cells.into_iter().map(PyBatteryCell::wrap).collect())
 }
 
+/// A fleet loaded by :func:`load_fleets`: its id, training cells and test cells.
+type PyLoadedFleet = (String, Vec<PyBatteryCell>, Vec<PyBatteryCell>);
+
+/// The fleets of a folder with an ``index.json``, as ``(fleet_id, train_cells, test_cells)``
+/// tuples: grouped ``by`` ``"fleet"`` (each entry's ``fleet`` key), ``"batch"``
+/// (``batch_date``) or ``"protocol"`` (charging protocols by first-step C-rate, cut into
+/// ``fleets`` groups, default ``DEFAULT_PROTOCOL_GROUPS``); each entry's ``split`` says
+/// train (``train``) or test (``test``/``primary_test``), a fleet naming none tests every
+/// third cell (``battery_fl_core::data::index_fleets``). Cells as stored: clean them before
+/// training. Raises :class:`ConfigError` for an unknown ``by`` and :class:`DataError` for an
+/// index that names too few fleets, a fleet without training or test cells, or an entry
+/// without the key ``by`` reads.
+#[pyfunction]
+#[pyo3(signature = (folder, *, by, fleets=None))]
+pub(crate) fn load_fleets(
+    py: Python<'_>,
+    folder: PathBuf,
+    by: &str,
+    fleets: Option<usize>,
+) -> PyResult<Vec<PyLoadedFleet>> {
+    let grouping: data::FleetGrouping = crate::conversion::enum_from_str("by", by)?;
+    let fleets = fleets.unwrap_or(data::DEFAULT_PROTOCOL_GROUPS);
+    let loaded = py
+        .detach(|| data::load_fleets(&folder, grouping, fleets))
+        .or_raise()?;
+    let wrap = |cells: Vec<Cell>| cells.into_iter().map(PyBatteryCell::wrap).collect();
+    Ok(loaded
+        .into_iter()
+        .map(|f| (f.id, wrap(f.train), wrap(f.test)))
+        .collect())
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCycle>()?;
     m.add_class::<PyBatteryCell>()?;
     m.add_function(wrap_pyfunction!(load_cell, m)?)?;
     m.add_function(wrap_pyfunction!(load_cells, m)?)?;
+    m.add_function(wrap_pyfunction!(load_fleets, m)?)?;
+    m.add("DEFAULT_PROTOCOL_GROUPS", data::DEFAULT_PROTOCOL_GROUPS)?;
     Ok(())
 }

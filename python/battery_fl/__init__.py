@@ -3,7 +3,7 @@
 Fleets keep their cycling data at home; the model travels. The logic lives in the Rust core
 (``battery-fl-core``); this package re-exports its bindings with numpy in and out:
 
-- data: :class:`Cell`, :class:`Cycle`, :func:`load_cell`, :func:`load_cells`
+- data: :class:`Cell`, :class:`Cycle`, :func:`load_cell`, :func:`load_cells`, :func:`load_fleets`
 - genome fingerprints: :class:`GenomeFingerprint`
 - features: :class:`Featurizer` (six channels, float32 ``(6, cycles, interp_dim)``)
 - models: :class:`BatLiNet`, :class:`LinearModel`, :class:`HybridModel` (BatLiNet on the
@@ -76,6 +76,7 @@ try:
         job_seed,
         load_cell,
         load_cells,
+        load_fleets,
         membership_auc,
         memory_policy,
         set_memory_policy,
@@ -127,6 +128,7 @@ __all__ = [
     "job_seed",
     "load_cell",
     "load_cells",
+    "load_fleets",
     "membership_auc",
     "memory_policy",
     "secagg",

@@ -14,6 +14,7 @@ __all__ = [
     "secagg_default_config",
     "DEFAULT_CHOICE_MARGIN",
     "DEFAULT_COVERAGE",
+    "DEFAULT_PROTOCOL_GROUPS",
     "SCORE_BINS",
     "AggregationError",
     "BatLiNet",
@@ -66,6 +67,7 @@ __all__ = [
     "l2_norm",
     "load_cell",
     "load_cells",
+    "load_fleets",
     "memory_policy",
     "protocol_threshold",
     "set_memory_policy",
@@ -85,6 +87,7 @@ __all__ = [
 __version__: str
 DEFAULT_CHOICE_MARGIN: float
 DEFAULT_COVERAGE: float
+DEFAULT_PROTOCOL_GROUPS: int
 SCORE_BINS: int
 
 def dp_default_config() -> dict[str, Any]: ...
@@ -241,6 +244,9 @@ class Cell:
 
 def load_cell(path: _Path) -> Cell: ...
 def load_cells(folder: _Path) -> list[Cell]: ...
+def load_fleets(
+    folder: _Path, *, by: str, fleets: int | None = None
+) -> list[tuple[str, list[Cell], list[Cell]]]: ...
 
 # features ------------------------------------------------------------------------------
 

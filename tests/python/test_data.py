@@ -111,3 +111,35 @@ def test_real_cells_load_in_index_order() -> None:
     )
     assert not matr.has_full_signals and matr.cycles[0].current_a is None
     assert matr.cycles[0].cycle == 2 and len(matr.cycles[0]) == 1000
+
+
+def test_fleets_load_from_an_index_with_a_fleet_key(tmp_path: Path) -> None:
+    fleets = battery_fl.synthetic.generate_fleets(
+        fleets=2, cells_per_fleet=6, cycles=12, points_per_cycle=40, seed=3
+    )
+    index = []
+    for f in fleets:
+        for i, cell in enumerate(f.cells):
+            name = f"{cell.cell_id}.json.gz"
+            cell.save(tmp_path / name)
+            # the first fleet marks its test cells only (unnamed entries train)
+            entry = {"cell_id": cell.cell_id, "file": name, "fleet": f"site-{f.id}"}
+            if f.id == "fleet0" and i >= 4:
+                entry["split"] = "test"
+            index.append(entry)
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    loaded = battery_fl.load_fleets(tmp_path, by="fleet")
+    assert [(fid, len(train), len(test)) for fid, train, test in loaded] == [
+        ("site-fleet0", 4, 2),
+        ("site-fleet1", 4, 2),  # no split named: every third cell tests
+    ]
+    _, train, test = loaded[1]
+    assert [c.cell_id for c in test] == [fleets[1].cells[2].cell_id, fleets[1].cells[5].cell_id]
+    assert train[0] == fleets[1].cells[0]
+    with pytest.raises(battery_fl.ConfigError, match="by"):
+        battery_fl.load_fleets(tmp_path, by="site")
+    # an index without the key: one protocol group, no federation
+    with pytest.raises(battery_fl.DataError, match="fleets in the index"):
+        battery_fl.load_fleets(tmp_path, by="protocol")
+    with pytest.raises(battery_fl.DataError, match="batch_date"):
+        battery_fl.load_fleets(tmp_path, by="batch")

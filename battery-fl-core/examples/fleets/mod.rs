@@ -5,8 +5,7 @@
 use anyhow::Result;
 use battery_fl_core::data::synthetic::{FleetConfig, PUBLIC_SEED};
 use battery_fl_core::data::{
-    index_fleets, load_cell, load_index, Cell, CleanConfig, FleetGrouping, IndexEntry, LabelConfig,
-    MATR_OUTLIER,
+    load_fleets, Cell, CleanConfig, FleetGrouping, LabelConfig, MATR_OUTLIER,
 };
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::federation::FleetData;
@@ -117,28 +116,27 @@ pub fn real_fleets(
     featurizer: &Featurizer,
     model: &BatLiNetConfig,
 ) -> Result<Vec<(FleetData, FleetCells)>> {
-    let index = load_index(dir)?;
-    // (left out after grouping: its protocol still counts among the protocols)
-    let load = |entries: &[IndexEntry]| -> Result<Vec<Cell>> {
-        entries
-            .iter()
-            .filter(|e| e.cell_id != MATR_OUTLIER)
-            .map(|e| {
-                let mut cell = load_cell(dir.join(&e.file))?;
-                cell.clean(&CleanConfig::default())?;
-                Ok(cell)
+    // (MATR's outlier is left out after grouping: its protocol still counts among the
+    // protocols)
+    let clean = |cells: Vec<Cell>| -> Result<Vec<Cell>> {
+        cells
+            .into_iter()
+            .filter(|c| c.id() != MATR_OUTLIER)
+            .map(|mut c| {
+                c.clean(&CleanConfig::default())?;
+                Ok(c)
             })
             .collect()
     };
-    index_fleets(&index, grouping, n)?
+    load_fleets(dir, grouping, n)?
         .into_iter()
         .map(|f| {
             let ds =
                 |v: &[Cell]| Dataset::for_config(v, featurizer, model, &LabelConfig::default());
             let cells = FleetCells {
                 id: f.id,
-                train: load(&f.train)?,
-                test: load(&f.test)?,
+                train: clean(f.train)?,
+                test: clean(f.test)?,
             };
             let data = FleetData {
                 id: cells.id.clone(),

@@ -34,10 +34,17 @@
 //! # Ok::<(), battery_fl_core::Error>(())
 //! ```
 
+use std::path::Path;
+
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::IndexEntry;
+use super::{load_cell, load_index, Cell, IndexEntry};
 use crate::error::{Error, Result};
+
+/// Protocol groups of [`FleetGrouping::Protocol`] unless asked otherwise (MATR's four
+/// fleets).
+pub const DEFAULT_PROTOCOL_GROUPS: usize = 4;
 
 /// How the cells of an index are grouped into fleets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +135,46 @@ impl FleetGrouping {
             FleetGrouping::Batch => "batch",
         }
     }
+}
+
+/// One fleet of a folder, its cells loaded (as stored: clean them before training).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedFleet {
+    /// Its name (see [`IndexFleet::id`]).
+    pub id: String,
+    /// Its training cells.
+    pub train: Vec<Cell>,
+    /// Its test cells.
+    pub test: Vec<Cell>,
+}
+
+/// The fleets of a folder with an `index.json` ([`index_fleets`]), each fleet's cells loaded
+/// in parallel.
+///
+/// # Errors
+/// The errors of [`load_index`], [`index_fleets`] and [`load_cell`].
+pub fn load_fleets(
+    folder: impl AsRef<Path>,
+    grouping: FleetGrouping,
+    fleets: usize,
+) -> Result<Vec<LoadedFleet>> {
+    let folder = folder.as_ref();
+    let load = |entries: &[IndexEntry]| -> Result<Vec<Cell>> {
+        entries
+            .par_iter()
+            .map(|e| load_cell(folder.join(&e.file)))
+            .collect()
+    };
+    index_fleets(&load_index(folder)?, grouping, fleets)?
+        .into_iter()
+        .map(|f| {
+            Ok(LoadedFleet {
+                train: load(&f.train)?,
+                test: load(&f.test)?,
+                id: f.id,
+            })
+        })
+        .collect()
 }
 
 /// The value an entry is grouped by.

@@ -27,7 +27,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use clean::{CleanAction, CleanConfig, CleanReport};
-pub use fleets::{index_fleets, FleetGrouping, IndexFleet};
+pub use fleets::{
+    index_fleets, load_fleets, FleetGrouping, IndexFleet, LoadedFleet, DEFAULT_PROTOCOL_GROUPS,
+};
 
 /// The MATR cell Severson et al. left out of every split's evaluation (cycle life 148, an
 /// outlier of the 2017-06-30 batch); the library's MATR benchmarks leave it out too.
