@@ -59,16 +59,23 @@ pub enum FleetGrouping {
     Batch,
 }
 
-/// One fleet of an index.
+/// One fleet of an index: its training and test cells, as index entries ([`IndexFleet`]) or
+/// loaded ([`LoadedFleet`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct IndexFleet {
+pub struct FleetSplit<T> {
     /// Its name (the `fleet` or `batch_date` value, or `protocols-<k>`).
     pub id: String,
-    /// Its training cells' entries.
-    pub train: Vec<IndexEntry>,
-    /// Its test cells' entries.
-    pub test: Vec<IndexEntry>,
+    /// Its training cells.
+    pub train: Vec<T>,
+    /// Its test cells.
+    pub test: Vec<T>,
 }
+
+/// A fleet of an index, its cells as entries.
+pub type IndexFleet = FleetSplit<IndexEntry>;
+
+/// A fleet of a folder, its cells loaded (as stored: clean them before training).
+pub type LoadedFleet = FleetSplit<Cell>;
 
 /// The fleets of `index` grouped by `grouping` (`fleets`: how many protocol groups, ignored
 /// otherwise), each split into training and test cells (module docs).
@@ -135,17 +142,6 @@ impl FleetGrouping {
             FleetGrouping::Batch => "batch",
         }
     }
-}
-
-/// One fleet of a folder, its cells loaded (as stored: clean them before training).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoadedFleet {
-    /// Its name (see [`IndexFleet::id`]).
-    pub id: String,
-    /// Its training cells.
-    pub train: Vec<Cell>,
-    /// Its test cells.
-    pub test: Vec<Cell>,
 }
 
 /// The fleets of a folder with an `index.json` ([`index_fleets`]), each fleet's cells loaded

@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 
 pub use clean::{CleanAction, CleanConfig, CleanReport};
 pub use fleets::{
-    index_fleets, load_fleets, FleetGrouping, IndexFleet, LoadedFleet, DEFAULT_PROTOCOL_GROUPS,
+    index_fleets, load_fleets, FleetGrouping, FleetSplit, IndexFleet, LoadedFleet,
+    DEFAULT_PROTOCOL_GROUPS,
 };
 
 /// The MATR cell Severson et al. left out of every split's evaluation (cycle life 148, an
