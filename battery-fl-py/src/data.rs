@@ -406,10 +406,16 @@ pub(crate) fn load_fleets(
     py: Python<'_>,
     folder: PathBuf,
     by: &str,
-    fleets: Option<usize>,
+    fleets: Option<i64>,
 ) -> PyResult<Vec<PyLoadedFleet>> {
     let grouping: data::FleetGrouping = crate::conversion::enum_from_str("by", by)?;
-    let fleets = fleets.unwrap_or(data::DEFAULT_PROTOCOL_GROUPS);
+    // a negative count is a bad setting, not an integer overflow (0 is the core's to refuse)
+    let fleets = match fleets {
+        None => data::DEFAULT_PROTOCOL_GROUPS,
+        Some(n) => usize::try_from(n).map_err(|_| {
+            crate::errors::config_error("fleets", format!("must be at least 1, got {n}"))
+        })?,
+    };
     let loaded = py
         .detach(|| data::load_fleets(&folder, grouping, fleets))
         .or_raise()?;

@@ -143,3 +143,6 @@ def test_fleets_load_from_an_index_with_a_fleet_key(tmp_path: Path) -> None:
         battery_fl.load_fleets(tmp_path, by="protocol")
     with pytest.raises(battery_fl.DataError, match="batch_date"):
         battery_fl.load_fleets(tmp_path, by="batch")
+    for bad in (0, -1):
+        with pytest.raises(battery_fl.ConfigError, match="fleets"):
+            battery_fl.load_fleets(tmp_path, by="protocol", fleets=bad)
