@@ -98,9 +98,10 @@ struct Args {
     )]
     fleets_by: FleetGrouping,
     /// With `--fleets-by protocol`: fleets formed from `--data` (protocols sorted by first-step
-    /// C-rate, split into N groups).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_PROTOCOL_GROUPS, requires = "data")]
-    fleets: usize,
+    /// C-rate, split into N groups; default `data::DEFAULT_PROTOCOL_GROUPS`, 4). The other
+    /// groupings take their fleets from the index and refuse it.
+    #[arg(long, value_name = "N", requires = "data")]
+    fleets: Option<usize>,
     /// Federated rounds of `--model batlinet` (default, or 0: 30 with `--data`, 15 synthetic).
     #[arg(long, value_name = "R")]
     rounds: Option<usize>,
@@ -320,7 +321,8 @@ fn main() -> Result<()> {
             "choice_margin": args.choice_margin,
             "data_seed": (!real).then_some(args.data_seed),
             "fleets_by": real.then_some(args.fleets_by),
-            "fleets": (real && args.fleets_by == FleetGrouping::Protocol).then_some(args.fleets),
+            "fleets": (real && args.fleets_by == FleetGrouping::Protocol)
+                .then(|| args.fleets.unwrap_or(DEFAULT_PROTOCOL_GROUPS)),
             "secure_aggregation": args.secagg,
         });
         // MATR's absolute targets for its protocol fleets, the relative ones otherwise

@@ -394,7 +394,8 @@ type PyLoadedFleet = (String, Vec<PyBatteryCell>, Vec<PyBatteryCell>);
 /// The fleets of a folder with an ``index.json``, as ``(fleet_id, train_cells, test_cells)``
 /// tuples: grouped ``by`` ``"fleet"`` (each entry's ``fleet`` key), ``"batch"``
 /// (``batch_date``) or ``"protocol"`` (charging protocols by first-step C-rate, cut into
-/// ``fleets`` groups, default ``DEFAULT_PROTOCOL_GROUPS``); each entry's ``split`` says
+/// ``fleets`` groups, default ``DEFAULT_PROTOCOL_GROUPS``; the other groupings refuse a
+/// count with :class:`ConfigError`); each entry's ``split`` says
 /// train (``train``) or test (``test``/``primary_test``), a fleet naming none tests every
 /// third cell (``battery_fl_core::data::index_fleets``). Cells as stored: clean them before
 /// training. Raises :class:`ConfigError` for an unknown ``by`` and :class:`DataError` for an
@@ -410,12 +411,13 @@ pub(crate) fn load_fleets(
 ) -> PyResult<Vec<PyLoadedFleet>> {
     let grouping: data::FleetGrouping = crate::conversion::enum_from_str("by", by)?;
     // a negative count is a bad setting, not an integer overflow (0 is the core's to refuse)
-    let fleets = match fleets {
-        None => data::DEFAULT_PROTOCOL_GROUPS,
-        Some(n) => usize::try_from(n).map_err(|_| {
-            crate::errors::config_error("fleets", format!("must be at least 1, got {n}"))
-        })?,
-    };
+    let fleets = fleets
+        .map(|n| {
+            usize::try_from(n).map_err(|_| {
+                crate::errors::config_error("fleets", format!("must be at least 1, got {n}"))
+            })
+        })
+        .transpose()?;
     let loaded = py
         .detach(|| data::load_fleets(&folder, grouping, fleets))
         .or_raise()?;

@@ -146,3 +146,6 @@ def test_fleets_load_from_an_index_with_a_fleet_key(tmp_path: Path) -> None:
     for bad in (0, -1):
         with pytest.raises(battery_fl.ConfigError, match="fleets"):
             battery_fl.load_fleets(tmp_path, by="protocol", fleets=bad)
+    # a count cuts protocol groups: the fleet grouping refuses it instead of ignoring it
+    with pytest.raises(battery_fl.ConfigError, match="fleets"):
+        battery_fl.load_fleets(tmp_path, by="fleet", fleets=2)

@@ -112,7 +112,7 @@ pub fn synthetic_fleets(
 pub fn real_fleets(
     dir: &std::path::Path,
     grouping: FleetGrouping,
-    n: usize,
+    n: Option<usize>,
     featurizer: &Featurizer,
     model: &BatLiNetConfig,
 ) -> Result<Vec<(FleetData, FleetCells)>> {

@@ -26,7 +26,7 @@
 //! let index: Vec<IndexEntry> = (0..6)
 //!     .map(|i| entry(&format!("c{i}"), if i < 3 { "north" } else { "south" }))
 //!     .collect();
-//! let fleets = index_fleets(&index, FleetGrouping::Fleet, 0)?;
+//! let fleets = index_fleets(&index, FleetGrouping::Fleet, None)?;
 //! assert_eq!(fleets.len(), 2);
 //! assert_eq!(fleets[0].id, "north");
 //! // no split named: every third cell of a fleet tests
@@ -77,25 +77,39 @@ pub type IndexFleet = FleetSplit<IndexEntry>;
 /// A fleet of a folder, its cells loaded (as stored: clean them before training).
 pub type LoadedFleet = FleetSplit<Cell>;
 
-/// The fleets of `index` grouped by `grouping` (`fleets`: how many protocol groups, ignored
-/// otherwise), each split into training and test cells (module docs).
+/// The fleets of `index` grouped by `grouping`, each split into training and test cells
+/// (module docs). `fleets` is how many protocol groups [`FleetGrouping::Protocol`] cuts
+/// (`None`: [`DEFAULT_PROTOCOL_GROUPS`]); the other groupings take their fleets from the
+/// index and refuse a count.
 ///
 /// # Errors
 /// [`Error::InvalidData`] when an entry lacks the `fleet` / `batch_date` key the grouping
 /// reads (or it is neither a string nor a number), [`Error::InvalidConfig`] for protocol
-/// groups with `fleets` 0, and [`Error::NotEnoughData`] for fewer than two fleets or a fleet
-/// without a training or a test cell.
+/// groups with `fleets` 0 or a count given to another grouping, and [`Error::NotEnoughData`]
+/// for fewer than two fleets or a fleet without a training or a test cell.
 pub fn index_fleets(
     index: &[IndexEntry],
     grouping: FleetGrouping,
-    fleets: usize,
+    fleets: Option<usize>,
 ) -> Result<Vec<IndexFleet>> {
+    if let (Some(n), FleetGrouping::Fleet | FleetGrouping::Batch) = (fleets, grouping) {
+        return Err(Error::config(
+            "fleets",
+            format!(
+                "{n} fleets asked of the {} grouping, which takes its fleets from the index \
+                 (only the protocol grouping cuts a number of groups)",
+                grouping.name()
+            ),
+        ));
+    }
     let keys: Vec<String> = index
         .iter()
         .map(|e| key(e, grouping))
         .collect::<Result<_>>()?;
     let groups: Vec<(String, Vec<&IndexEntry>)> = match grouping {
-        FleetGrouping::Protocol => by_protocol(index, &keys, fleets)?,
+        FleetGrouping::Protocol => {
+            by_protocol(index, &keys, fleets.unwrap_or(DEFAULT_PROTOCOL_GROUPS))?
+        }
         FleetGrouping::Fleet | FleetGrouping::Batch => {
             let mut groups: Vec<(String, Vec<&IndexEntry>)> = Vec::new();
             for (e, k) in index.iter().zip(&keys) {
@@ -152,7 +166,7 @@ impl FleetGrouping {
 pub fn load_fleets(
     folder: impl AsRef<Path>,
     grouping: FleetGrouping,
-    fleets: usize,
+    fleets: Option<usize>,
 ) -> Result<Vec<LoadedFleet>> {
     let folder = folder.as_ref();
     let load = |entries: &[IndexEntry]| -> Result<Vec<Cell>> {
@@ -275,7 +289,7 @@ mod tests {
                 serde_json::json!({"fleet": 7, "split": "secondary_test"}),
             ),
         ];
-        let fleets = index_fleets(&index, FleetGrouping::Fleet, 0).unwrap();
+        let fleets = index_fleets(&index, FleetGrouping::Fleet, None).unwrap();
         let ids = |v: &[IndexEntry]| v.iter().map(|e| e.cell_id.clone()).collect::<Vec<_>>();
         assert_eq!(fleets[0].id, "A");
         // an unnamed entry among named ones trains; another named split is left out, and a
@@ -303,7 +317,7 @@ mod tests {
             p("z", "3.6C(80%)-3.6C", "test"),
             p("w", "4C(80%)-4C", "test"),
         ];
-        let fleets = index_fleets(&index, FleetGrouping::Protocol, 2).unwrap();
+        let fleets = index_fleets(&index, FleetGrouping::Protocol, Some(2)).unwrap();
         // (training cells, then test cells)
         let ids = |f: &IndexFleet| {
             f.train
@@ -315,7 +329,7 @@ mod tests {
         assert_eq!(ids(&fleets[0]), ["y", "z"]);
         assert_eq!(ids(&fleets[1]), ["x", "w"]);
         // grouping by a key some entry lacks
-        let err = index_fleets(&index, FleetGrouping::Fleet, 0).unwrap_err();
+        let err = index_fleets(&index, FleetGrouping::Fleet, None).unwrap_err();
         assert!(
             matches!(&err, Error::InvalidData { cell_id, field, .. } if cell_id == "x" && field == "fleet"),
             "{err}"
@@ -323,7 +337,7 @@ mod tests {
         // one fleet is no federation; a fleet with only test cells cannot train
         let one = vec![entry("a", serde_json::json!({"batch_date": "d1"}))];
         assert!(matches!(
-            index_fleets(&one, FleetGrouping::Batch, 0),
+            index_fleets(&one, FleetGrouping::Batch, None),
             Err(Error::NotEnoughData { .. })
         ));
         let untrained = vec![
@@ -331,7 +345,7 @@ mod tests {
             entry("a1", serde_json::json!({"fleet": "A", "split": "test"})),
             entry("b", serde_json::json!({"fleet": "B", "split": "test"})),
         ];
-        let err = index_fleets(&untrained, FleetGrouping::Fleet, 0).unwrap_err();
+        let err = index_fleets(&untrained, FleetGrouping::Fleet, None).unwrap_err();
         assert!(
             matches!(&err, Error::NotEnoughData { what, .. } if what == "training cells of fleet B"),
             "{err}"
@@ -344,14 +358,32 @@ mod tests {
             entry("b0", serde_json::json!({"fleet": "B"})),
             entry("b1", serde_json::json!({"fleet": "B"})),
         ];
-        let err = index_fleets(&untested, FleetGrouping::Fleet, 0).unwrap_err();
+        let err = index_fleets(&untested, FleetGrouping::Fleet, None).unwrap_err();
         assert!(
             matches!(&err, Error::NotEnoughData { what, .. } if what == "test cells of fleet B"),
             "{err}"
         );
         assert!(matches!(
-            index_fleets(&index, FleetGrouping::Protocol, 0),
+            index_fleets(&index, FleetGrouping::Protocol, Some(0)),
             Err(Error::InvalidConfig { .. })
         ));
+        // a count means protocol groups: another grouping refuses it rather than ignore it
+        let keyed = vec![
+            entry("a", serde_json::json!({"fleet": "A", "split": "train"})),
+            entry("a1", serde_json::json!({"fleet": "A", "split": "test"})),
+            entry("b", serde_json::json!({"fleet": "B", "split": "train"})),
+            entry("b1", serde_json::json!({"fleet": "B", "split": "test"})),
+        ];
+        assert_eq!(
+            index_fleets(&keyed, FleetGrouping::Fleet, None)
+                .unwrap()
+                .len(),
+            2
+        );
+        let err = index_fleets(&keyed, FleetGrouping::Fleet, Some(2)).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { field, .. } if field == "fleets"),
+            "{err}"
+        );
     }
 }

@@ -379,7 +379,7 @@ fn concurrent_cell_saves_never_tear_or_collide() {
 fn matr_protocol_fleets_are_the_benchmarks_fleets() {
     use battery_fl_core::data::{index_fleets, FleetGrouping, MATR_OUTLIER};
     let index = load_index(real_data_dir().join("matr_severson_qv")).unwrap();
-    let fleets = index_fleets(&index, FleetGrouping::Protocol, 4).unwrap();
+    let fleets = index_fleets(&index, FleetGrouping::Protocol, None).unwrap();
     let counts: Vec<(usize, usize)> = fleets
         .iter()
         .map(|f| (f.train.len(), f.test.len()))
@@ -387,7 +387,7 @@ fn matr_protocol_fleets_are_the_benchmarks_fleets() {
     assert_eq!(counts, [(9, 9), (10, 9), (11, 11), (11, 14)]);
     assert!(fleets[0].test.iter().any(|e| e.cell_id == MATR_OUTLIER));
     // by batch: the two batches, each with both splits
-    let batches = index_fleets(&index, FleetGrouping::Batch, 0).unwrap();
+    let batches = index_fleets(&index, FleetGrouping::Batch, None).unwrap();
     let ids: Vec<&str> = batches.iter().map(|f| f.id.as_str()).collect();
     assert_eq!(ids, ["2017-05-12", "2017-06-30"]);
     assert_eq!(
