@@ -41,6 +41,31 @@ def test_train_private_reports_what_it_spends(
     assert not np.array_equal(before, after)
 
 
+def test_the_private_steps_take_the_scaled_learning_rate(
+    fleets: list[Any], model_kwargs: dict[str, Any]
+) -> None:
+    private, public = fleets[0].cells, fleets[1].cells
+
+    def moved(**scale: float) -> tuple[np.ndarray, float]:
+        model = battery_fl.BatLiNet(**model_kwargs)
+        model.set_public_statistics(public)
+        before = np.concatenate([p.ravel() for p in model.get_parameters()])
+        model.train_private(private, public, epsilon=4.0, noise_seed=1, seed=2, **scale)
+        after = np.concatenate([p.ravel() for p in model.get_parameters()])
+        return after, float(np.abs(after - before).mean())
+
+    default, by_default = moved()
+    explicit, _ = moved(learning_rate_scale=dp.default_record_config()["learning_rate_scale"])
+    np.testing.assert_array_equal(default, explicit)  # the default is the core's
+    _, by_one = moved(learning_rate_scale=1.0)
+    # Adam's steps are about lr x scale each, whatever the noise: the default (3) moves the
+    # weights further than 1 does
+    assert by_default > 1.5 * by_one
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(battery_fl.ConfigError, match="learning_rate_scale"):
+            moved(learning_rate_scale=bad)
+
+
 def test_train_private_refuses_overspending_and_private_references(
     fleets: list[Any], model_kwargs: dict[str, Any]
 ) -> None:

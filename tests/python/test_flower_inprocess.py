@@ -389,11 +389,14 @@ def test_a_failing_node_becomes_an_error_reply() -> None:
     assert reply.has_error() and "ConfigError" in (reply.error.reason or "")
 
 
-@pytest.mark.parametrize("pretraining", [True, False])
-def test_record_private_federation_equals_the_simulation(tmp_path: Path, pretraining: bool) -> None:
+@pytest.mark.parametrize(("pretraining", "scale"), [(True, None), (False, 1.0)])
+def test_record_private_federation_equals_the_simulation(
+    tmp_path: Path, pretraining: bool, scale: float | None
+) -> None:
     """Record-level DP-SGD on the nodes: public statistics (no statistics round), the first
-    global weights trained on the public cells or not, each node's accountant, the same
-    seeded mechanism as battery_fl.Simulation with public cells."""
+    global weights trained on the public cells or not, the private steps' learning-rate scale
+    (the core's default or another), each node's accountant, the same seeded mechanism as
+    battery_fl.Simulation with public cells."""
     # the nodes pin their own noise seed (a test: a deployment keys it from the OS)
     private_grid = LocalGrid(
         APP, {node: node_config(i, **{"record-seed": 7}) for i, node in enumerate(NODE_IDS)}
@@ -403,15 +406,23 @@ def test_record_private_federation_equals_the_simulation(tmp_path: Path, pretrai
         fraction_evaluate=1.0,
         record_epsilon=4.0,
         record_public_pretraining=pretraining,
+        **({} if scale is None else {"record_learning_rate_scale": scale}),
     )
     assert dp.default_record_config()["public_pretraining"] is True
     assert SETTINGS.record_public_pretraining is True  # the core's default
+    default_scale = dp.default_record_config()["learning_rate_scale"]
+    assert SETTINGS.record_learning_rate_scale == default_scale != scale
     result = run_federation(private_grid, settings)
     out = Outcome(result, json.loads((tmp_path / "private" / "result.json").read_text()), tmp_path)
     public = synthetic.public_cells(cells_per_fleet=server.PUBLIC_CELLS)
     sim = reference_simulation(
         SETTINGS,
-        record_privacy={"epsilon": 4.0, "seed": 7, "public_pretraining": pretraining},
+        record_privacy={
+            "epsilon": 4.0,
+            "seed": 7,
+            "public_pretraining": pretraining,
+            "learning_rate_scale": scale or default_scale,
+        },
         public=public,
     )
     records = sim.history
@@ -427,6 +438,8 @@ def test_record_private_federation_equals_the_simulation(tmp_path: Path, pretrai
     assert len(final) == FLEETS and all(e == pytest.approx(4.0, rel=1e-3) for e in final.values())
     with pytest.raises(battery_fl.ConfigError):
         SETTINGS.replace(record_epsilon=4.0, label_scope="fleet")
+    with pytest.raises(battery_fl.ConfigError, match="record-learning-rate-scale"):
+        SETTINGS.replace(record_epsilon=4.0, record_learning_rate_scale=0.0)
     with pytest.raises(battery_fl.ConfigError):
         SETTINGS.replace(record_epsilon=4.0, secure_aggregation=True, secagg_max_weight=0.0)
     # a node that requires record privacy refuses a server that drops or loosens it

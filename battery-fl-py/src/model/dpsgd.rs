@@ -68,6 +68,8 @@ impl PyBatLiNet {
     /// training that would spend more raises ``PrivacyError`` before it starts). Set the
     /// label transform and input scales from public cells first (``set_public_statistics``).
     /// ``noise_seed`` makes the noise reproducible (tests; by default it comes from the OS).
+    /// ``learning_rate_scale`` multiplies the model's learning rate for the private steps
+    /// (default the core's ``DpSgdConfig``, ``dp.default_record_config()``).
     /// Returns the report: ``epsilon``, ``delta``, ``noise_multiplier``, ``sample_rate``,
     /// ``steps``, ``epoch_losses``, ``clipped_fraction`` (the share of sampled cells whose
     /// gradient was clipped).
@@ -82,7 +84,7 @@ impl PyBatLiNet {
     /// >>> report = model.train_private(private, public, epsilon=4.0, noise_seed=0)
     /// >>> report["epsilon"] <= 4.0, report["steps"]
     /// (True, 4)
-    #[pyo3(signature = (cells, public, *, epsilon=None, noise_multiplier=None, clipping_norm=None, delta=None, noise_seed=None, epochs=None, seed=None))]
+    #[pyo3(signature = (cells, public, *, epsilon=None, noise_multiplier=None, clipping_norm=None, delta=None, noise_seed=None, epochs=None, seed=None, learning_rate_scale=None))]
     #[allow(clippy::too_many_arguments)]
     fn train_private(
         &self,
@@ -96,6 +98,7 @@ impl PyBatLiNet {
         noise_seed: Option<u64>,
         epochs: Option<usize>,
         seed: Option<u64>,
+        learning_rate_scale: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
         let (cells, public) = (cell_refs(&cells), cell_refs(&public));
         let defaults = DpSgdConfig::default();
@@ -112,7 +115,7 @@ impl PyBatLiNet {
             seed: noise_seed,
             // train_private trains the weights it is given; `start_private` pretrains
             public_pretraining: defaults.public_pretraining,
-            learning_rate_scale: defaults.learning_rate_scale,
+            learning_rate_scale: learning_rate_scale.unwrap_or(defaults.learning_rate_scale),
         };
         let opts = TrainOptions {
             epochs,

@@ -204,7 +204,11 @@ def fleet_client(
     # itself pins a seed (tests): never from a seed the server sends, which would let it
     # subtract the noise
     seed = int(node_config.get("record-seed", -1))  # type: ignore[call-overload]
-    settings["record_privacy"] = {"epsilon": epsilon, "seed": seed if seed >= 0 else None}
+    record: dict[str, object] = {"epsilon": epsilon, "seed": seed if seed >= 0 else None}
+    if "record-learning-rate-scale" in config:
+        # (a server that sends none leaves the node's library default)
+        record["learning_rate_scale"] = float(config["record-learning-rate-scale"])  # type: ignore[arg-type]
+    settings["record_privacy"] = record
     public = public_cells(config)
     return battery_fl.FleetClient(settings, fleet.index, model, fleet.train, public=public)
 
@@ -231,9 +235,12 @@ def _privacy_error(reason: str) -> battery_fl.PrivacyError:
 
 
 def public_cells(config: Mapping[str, object]) -> list[battery_fl.Cell]:
-    """The library's public synthetic cells the server names (``public-cells`` per fleet):
-    every node makes the same ones (:func:`battery_fl.synthetic.public_cells`)."""
-    return synthetic.public_cells(cells_per_fleet=int(config["public-cells"]))  # type: ignore[call-overload]
+    """The library's public synthetic cells the server names (``public-cells`` per fleet of
+    ``public-fleets``, default the library's ``PUBLIC_FLEETS``): every node makes the same
+    ones (:func:`battery_fl.synthetic.public_cells`)."""
+    fleets = int(config.get("public-fleets", synthetic.PUBLIC_FLEETS))  # type: ignore[call-overload]
+    cells = int(config["public-cells"])  # type: ignore[call-overload]
+    return synthetic.public_cells(fleets=fleets, cells_per_fleet=cells)
 
 
 def _personal_state(

@@ -195,7 +195,7 @@ def _statistics_config(model: battery_fl.BatLiNet, total: np.ndarray | None) -> 
     says) and the input scales, or, under record-level DP-SGD (``total`` is ``None``), the
     public cells they are computed from."""
     if total is None:
-        return {"public-cells": PUBLIC_CELLS}
+        return {"public-cells": PUBLIC_CELLS, "public-fleets": synthetic.PUBLIC_FLEETS}
     scales = model.input_scales
     assert scales is not None
     return {
@@ -214,6 +214,7 @@ def _train_config(
             **_statistics_config(model, total),
             "rounds": settings.num_server_rounds,
             "record-epsilon": settings.record_epsilon,
+            "record-learning-rate-scale": settings.record_learning_rate_scale,
             "local-epochs": settings.local_epochs,
             "seed": settings.seed,
             "proximal-mu": settings.proximal_mu_for_clients(),
@@ -251,7 +252,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
         # cells' (the nodes make the same ones), and the first global weights are trained on
         # them, as the core's Simulation does (unless record-public-pretraining is off)
         model.start_private(
-            public_cells({"public-cells": PUBLIC_CELLS}),
+            public_cells(_statistics_config(model, None)),
             public_pretraining=settings.record_public_pretraining,
         )
         answered = len(nodes)

@@ -172,7 +172,8 @@ class FederationSettings:
     per-cell DP-SGD within that ε over all rounds (the statistics and branch B's references
     from the library's public cells, no statistics round, and the first global weights
     trained on those cells, as the core's ``Simulation`` does, unless
-    ``record_public_pretraining`` is false; ``secagg_max_weight`` must then be given with
+    ``record_public_pretraining`` is false; the private steps take the learning rate times
+    ``record_learning_rate_scale``, default the core's; ``secagg_max_weight`` must then be given with
     secure aggregation); each node reports the ε it has spent in its evaluation
     metrics (``record-epsilon``), kept per node in the history (``node-record-epsilon``). A
     node keys its noise from the OS unless its own node config pins ``record-seed`` (tests),
@@ -219,6 +220,7 @@ class FederationSettings:
     recipe: str = "batlinet"
     record_epsilon: float = 0.0
     record_public_pretraining: bool = _RECORD["public_pretraining"]
+    record_learning_rate_scale: float = _RECORD["learning_rate_scale"]
     per_chemistry_choice: bool = False
     choice_margin: float = DEFAULT_CHOICE_MARGIN
     interval_coverage: float = DEFAULT_COVERAGE
@@ -264,6 +266,10 @@ class FederationSettings:
             raise config_error("interval-coverage", "must be in (0, 1)")
         if not (math.isfinite(self.record_epsilon) and self.record_epsilon >= 0.0):
             raise config_error("record-epsilon", "must be finite and >= 0 (0: exact sums)")
+        if not (
+            math.isfinite(self.record_learning_rate_scale) and self.record_learning_rate_scale > 0
+        ):
+            raise config_error("record-learning-rate-scale", "must be finite and > 0")
         if self.record_epsilon > 0 and self.recipe == "batlinet":
             if self.label_scope == "fleet":
                 raise config_error(
