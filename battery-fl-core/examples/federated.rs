@@ -59,186 +59,20 @@ mod job;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use battery_fl_core::data::synthetic::{PUBLIC_CELLS_PER_FLEET, PUBLIC_FLEETS};
 use battery_fl_core::data::{FleetGrouping, DEFAULT_PROTOCOL_GROUPS};
 use battery_fl_core::dp::{DpConfig, DpMode, RecordPrivacy};
 use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::{
-    centralized_baseline, local_only_baseline, FederationConfig, FleetData, LabelScope,
-    Personalization, SecureAggregation, Simulation, DEFAULT_CHOICE_MARGIN,
+    centralized_baseline, local_only_baseline, FederationConfig, FleetData, Personalization,
+    SecureAggregation, Simulation,
 };
 use battery_fl_core::model::{DpSgdConfig, LinearConfig};
-use battery_fl_core::model::{LabelGrouping, ReferenceSelection};
-use clap::{ArgAction, Parser, ValueEnum};
-use cli::serde_enum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use job::args::{Args, Recipe};
 use linear::FleetCells;
-
-/// The main job: a federated multi-fleet run, compared with local-only and centralized
-/// training, each fleet ending with a model of its own.
-#[derive(Debug, Parser)]
-#[command(args_override_self = true, allow_negative_numbers = true)]
-struct Args {
-    /// A folder of cells with an `index.json` (e.g. MATR; default: the built-in synthetic
-    /// fleets); fleets and their test cells as `--fleets-by` and `data::index_fleets` say.
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
-    /// How `--data` cells are grouped into fleets: protocol (charging protocols, `--fleets`
-    /// groups), fleet (each cell's `fleet` key in the index) or batch (`batch_date`).
-    #[arg(
-        long = "fleets-by",
-        value_name = "protocol|fleet|batch",
-        default_value = "protocol",
-        value_parser = serde_enum::<FleetGrouping>,
-        requires = "data"
-    )]
-    fleets_by: FleetGrouping,
-    /// With `--fleets-by protocol`: fleets formed from `--data` (protocols sorted by first-step
-    /// C-rate, split into N groups; default `data::DEFAULT_PROTOCOL_GROUPS`, 4). The other
-    /// groupings take their fleets from the index and refuse it.
-    #[arg(long, value_name = "N", requires = "data")]
-    fleets: Option<usize>,
-    /// Federated rounds of `--model batlinet` (default, or 0: 30 with `--data`, 15 synthetic).
-    #[arg(long, value_name = "R")]
-    rounds: Option<usize>,
-    /// Output folder (plots, linear_federation.json or the BatLiNet model and checkpoint).
-    #[arg(long, value_name = "DIR", default_value = "out/federated")]
-    out: PathBuf,
-    /// Turn secure aggregation off (the linear sums and the BatLiNet rounds).
-    #[arg(long = "no-secagg", action = ArgAction::SetFalse)]
-    secagg: bool,
-    /// BatLiNet rounds without differential privacy.
-    #[arg(long = "no-dp", action = ArgAction::SetFalse)]
-    dp: bool,
-    /// libtorch intra-op threads (default: libtorch's choice).
-    #[arg(long, value_name = "N")]
-    threads: Option<i32>,
-    /// How each fleet turns the BatLiNet federation into its own model: none, fine_tune, head, ditto or auto.
-    #[arg(
-        long,
-        value_name = "none|fine_tune|head|ditto|auto",
-        default_value = "auto",
-        value_parser = serde_enum::<Personalization>
-    )]
-    personalization: Personalization,
-    /// Label transform of BatLiNet's shared weights: shared (pooled statistics) or fleet (each fleet's own).
-    #[arg(
-        long,
-        value_name = "shared|fleet",
-        default_value = "shared",
-        value_parser = serde_enum::<LabelScope>
-    )]
-    label_scope: LabelScope,
-    /// How BatLiNet normalizes cycle lives: pooled (over all cells) or cathode (per chemistry).
-    #[arg(
-        long,
-        value_name = "pooled|cathode",
-        default_value = "pooled",
-        value_parser = serde_enum::<LabelGrouping>
-    )]
-    label_grouping: LabelGrouping,
-    /// How BatLiNet's branch-B references are chosen: random (as published) or genome (nearest fingerprints).
-    #[arg(
-        long,
-        value_name = "random|genome",
-        default_value = "random",
-        value_parser = serde_enum::<ReferenceSelection>
-    )]
-    selection: ReferenceSelection,
-    /// Seeds the model (S) and the federation (7 + S): sampling, local training, masks and noise.
-    #[arg(long, value_name = "S", default_value_t = 0)]
-    seed: u64,
-    /// Which model family the headline rows and the JSON line report.
-    #[arg(
-        long = "model",
-        value_enum,
-        value_name = "linear|batlinet",
-        default_value = "linear"
-    )]
-    recipe: Recipe,
-    /// Privacy unit: none, or cell (record-level DP of each cell's record; the linear recipe
-    /// noises the summed statistics, BatLiNet trains with per-cell DP-SGD on public
-    /// references and statistics). `--target-epsilon` alone implies cell.
-    #[arg(long, value_enum, value_name = "none|cell", default_value = "none")]
-    privacy: PrivacyUnit,
-    /// Whether `--privacy` was given (to refuse `--privacy none --target-epsilon E`).
-    #[arg(skip)]
-    privacy_given: bool,
-    /// Target ε per cell over the whole run at δ = 1e-5 (with `--privacy cell`; default: the
-    /// core's DP-SGD default, 8). `--epsilon` is the same flag.
-    #[arg(long, visible_alias = "epsilon", value_name = "E")]
-    target_epsilon: Option<f64>,
-    /// Seed of every noise of the run (the fleet-level DP of the BatLiNet rounds, record-level
-    /// noise and which cells each DP-SGD step samples), for a reproducible run; default: keyed
-    /// from the OS, as a deployment must (a seed anyone knows lets them subtract the noise).
-    #[arg(long, value_name = "S")]
-    noise_seed: Option<u64>,
-    /// With `--privacy cell --model batlinet`: start the first global model from random
-    /// weights instead of weights trained on the public cells (`DpSgdConfig::public_pretraining`).
-    #[arg(long)]
-    no_public_pretraining: bool,
-    /// With `--privacy cell --model batlinet`: factor on the learning rate of the private
-    /// steps (`DpSgdConfig::learning_rate_scale`; default: the core's, 3).
-    #[arg(long, value_name = "F")]
-    learning_rate_scale: Option<f64>,
-    /// With `--privacy cell --model batlinet`: public fleets (of the library's public seed;
-    /// their profiles are the first K of the five fleets'; default: the core's, 5).
-    #[arg(long, value_name = "K", default_value_t = PUBLIC_FLEETS)]
-    public_fleets: usize,
-    /// Cells per public fleet (see `--public-fleets`; default: the core's, 12).
-    #[arg(long, value_name = "N", default_value_t = PUBLIC_CELLS_PER_FLEET)]
-    public_cells: usize,
-    /// Standard errors of the mean paired difference by which a fleet's own linear fit must
-    /// validate below the global model for the fleet to keep it (`LinearConfig::choice_margin`;
-    /// 0: the least error).
-    #[arg(long, value_name = "K", default_value_t = DEFAULT_CHOICE_MARGIN)]
-    choice_margin: f64,
-    /// Cells per synthetic fleet (two thirds train, the rest test).
-    #[arg(long, value_name = "N", default_value_t = 24)]
-    cells_per_fleet: usize,
-    /// Seed of the synthetic fleets (default 42, the benchmark's; choose settings on another
-    /// draw of the same five profiles, then measure on 42).
-    #[arg(long, value_name = "S", default_value_t = 42, conflicts_with = "data")]
-    data_seed: u64,
-}
-
-/// Which model family the headline rows and the JSON line report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Recipe {
-    /// Early-life features, exact federated ridge fit, leave-one-out personalization (seconds).
-    Linear,
-    /// BatLiNet trained over federated rounds (minutes); the linear rows are printed too.
-    Batlinet,
-}
-
-/// What one unit of privacy protects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum PrivacyUnit {
-    /// No record-level privacy (SecAgg and fleet-level DP still apply as configured).
-    None,
-    /// One cell's record.
-    Cell,
-}
-
-impl Args {
-    /// The target ε per cell, when record-level privacy is on.
-    fn cell_epsilon(&self) -> Result<Option<f64>> {
-        Ok(
-            match (self.privacy_given, self.privacy, self.target_epsilon) {
-                (true, PrivacyUnit::None, Some(_)) => {
-                    anyhow::bail!("--privacy none and --target-epsilon contradict each other")
-                }
-                (_, _, Some(e)) => Some(e),
-                (_, PrivacyUnit::Cell, None) => DpSgdConfig::default().epsilon,
-                (_, PrivacyUnit::None, None) => None,
-            },
-        )
-    }
-}
 
 fn main() -> Result<()> {
     let matches = <Args as clap::CommandFactory>::command().get_matches();

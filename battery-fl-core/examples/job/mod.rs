@@ -1,6 +1,8 @@
 //! The end of the main job: the linear recipe's targets, plots and JSON line, BatLiNet's
 //! intervals per fleet, and the JSON line's record-level privacy block.
 
+pub mod args;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
