@@ -71,8 +71,8 @@ mod eval;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig, LabelConfig};
+use anyhow::{bail, Result};
+use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::model::{
     select_linear, BatLiNet, BatLiNetConfig, Dataset, GatedModel, HybridModel, InterFeatures,
@@ -82,7 +82,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use cli::{serde_enum, trimmed};
-use eval::{report_cv_plus, report_intervals, summarize, CellLog, Row};
+use eval::{load, report_cv_plus, report_intervals, summarize, CellLog, Row};
 
 /// Primary-test cell that Severson et al. and Attia et al. leave out (cycle life 148).
 const OUTLIER: &str = battery_fl_core::data::MATR_OUTLIER;
@@ -242,25 +242,6 @@ fn parse() -> Args {
 }
 
 /// The cells of a folder with their split and batch (`batch_date`, `unknown` when absent).
-fn load(dir: &std::path::Path) -> Result<Vec<(Cell, String, String)>> {
-    let index = load_index(dir).with_context(|| format!("reading {}/index.json", dir.display()))?;
-    index
-        .into_iter()
-        .map(|e| {
-            let mut cell = load_cell(dir.join(&e.file))?;
-            cell.clean(&CleanConfig::default())?;
-            cell.validate()?;
-            let batch = e
-                .extra
-                .get("batch_date")
-                .and_then(|b| b.as_str())
-                .unwrap_or("unknown")
-                .to_string();
-            Ok((cell, e.split.unwrap_or_else(|| "test".into()), batch))
-        })
-        .collect()
-}
-
 fn main() -> Result<()> {
     let args = parse();
     let cells = load(&args.data)?;

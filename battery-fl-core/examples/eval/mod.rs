@@ -1,11 +1,33 @@
-//! `eval_matr`'s reporting: per-cell predictions (`--cells-out`), interval coverage lines and
-//! the mean ± spread summary over seeds.
+//! `eval_matr`'s loading and reporting: the cells of a folder, per-cell predictions
+//! (`--cells-out`), interval coverage lines and the mean ± spread summary over seeds.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig};
 use battery_fl_core::model::{BatLiNet, Dataset, IntervalCalibration, Metrics, Prediction};
 
 mod cell_log;
 pub use cell_log::CellLog;
+
+/// The cells of a MATR-style folder, cleaned and validated, each with its split (`test`
+/// when unnamed) and batch date.
+pub fn load(dir: &std::path::Path) -> Result<Vec<(Cell, String, String)>> {
+    let index = load_index(dir).with_context(|| format!("reading {}/index.json", dir.display()))?;
+    index
+        .into_iter()
+        .map(|e| {
+            let mut cell = load_cell(dir.join(&e.file))?;
+            cell.clean(&CleanConfig::default())?;
+            cell.validate()?;
+            let batch = e
+                .extra
+                .get("batch_date")
+                .and_then(|b| b.as_str())
+                .unwrap_or("unknown")
+                .to_string();
+            Ok((cell, e.split.unwrap_or_else(|| "test".into()), batch))
+        })
+        .collect()
+}
 
 /// One result: model, split, seed, metrics.
 pub type Row = (String, String, u64, Metrics);
