@@ -209,6 +209,7 @@ fn main() -> Result<()> {
         dp: dp.clone(),
         seed: 7 + args.seed,
         personalization: args.personalization,
+        choice_margin: args.choice_margin,
         label_scope: args.label_scope,
         inference_references: model.inference_references,
         ..Default::default()

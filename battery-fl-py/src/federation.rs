@@ -47,8 +47,9 @@ type FleetIn<'py> = (
 /// dict of ``threshold``.
 /// ``personalization`` is ``none``, ``fine_tune``, ``head``, ``ditto`` (pull
 /// ``ditto_lambda``) or ``auto`` (each fleet picks its own, the global, the fine-tuned or its
-/// Ditto model on ``validation_fraction`` of its own training cells, leaving its own only for
-/// a validation gain of at least ``auto_margin``); :meth:`fleet_model`
+/// Ditto model on ``validation_fraction`` of its own training cells, leaving its own only when
+/// a shared model's squared ln errors there lie ``choice_margin`` standard errors below its
+/// own, default ``DEFAULT_CHOICE_MARGIN``); :meth:`fleet_model`
 /// returns the model a fleet uses. ``record_privacy`` (a dict of ``epsilon``,
 /// ``noise_multiplier``, ``clipping_norm``, ``delta``, ``seed``, ``public_pretraining``,
 /// ``learning_rate_scale``: the core's ``DpSgdConfig``) trains
@@ -105,7 +106,7 @@ fn secure_aggregation(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Secur
 #[pymethods]
 impl PySimulation {
     #[new]
-    #[pyo3(signature = (fleets, *, model, rounds=None, clients_per_round=None, local_epochs=None, strategy=None, proximal_mu=None, trimmed_beta=None, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=None, inference_references=None, personalization=None, ditto_lambda=None, personal_epochs=None, validation_fraction=None, auto_margin=None, label_scope=None, record_privacy=None, public=None, checkpoint=None))]
+    #[pyo3(signature = (fleets, *, model, rounds=None, clients_per_round=None, local_epochs=None, strategy=None, proximal_mu=None, trimmed_beta=None, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=None, inference_references=None, personalization=None, ditto_lambda=None, personal_epochs=None, validation_fraction=None, choice_margin=None, label_scope=None, record_privacy=None, public=None, checkpoint=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -128,7 +129,7 @@ impl PySimulation {
         ditto_lambda: Option<f64>,
         personal_epochs: Option<usize>,
         validation_fraction: Option<f64>,
-        auto_margin: Option<f64>,
+        choice_margin: Option<f64>,
         label_scope: Option<&str>,
         record_privacy: Option<Bound<'_, PyDict>>,
         public: Option<Vec<Bound<'_, PyBatteryCell>>>,
@@ -164,7 +165,7 @@ impl PySimulation {
             ditto_lambda: ditto_lambda.unwrap_or(core.ditto_lambda),
             personal_epochs,
             validation_fraction: validation_fraction.unwrap_or(core.validation_fraction),
-            auto_margin: auto_margin.unwrap_or(core.auto_margin),
+            choice_margin: choice_margin.unwrap_or(core.choice_margin),
             label_scope: match label_scope {
                 Some(s) => enum_from_str("label_scope", s)?,
                 None => core.label_scope,

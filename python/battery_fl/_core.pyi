@@ -964,7 +964,7 @@ class Simulation:
         ditto_lambda: float | None = None,
         personal_epochs: int | None = None,
         validation_fraction: float | None = None,
-        auto_margin: float | None = None,
+        choice_margin: float | None = None,
         label_scope: str | None = None,
         record_privacy: Mapping[str, Any] | None = None,
         public: Sequence[Cell] | None = None,

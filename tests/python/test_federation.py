@@ -12,6 +12,7 @@ import pytest
 
 import battery_fl
 from battery_fl import synthetic
+from battery_fl._core import DEFAULT_CHOICE_MARGIN
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +252,10 @@ def test_personalization_gives_each_fleet_its_model(
     auto = _sim(fleet_data, model, personalization="auto", rounds=1).run()[-1]
     assert set(auto["choices"]) == {f[0] for f in fleet_data}
     assert set(auto["choices"].values()) <= {"local", "global", "fine_tune", "ditto"}
+    # a shared model leaves a fleet's own only by choice_margin standard errors (the core's
+    # default, one name with the linear recipe); a huge margin keeps every fleet alone
+    assert battery_fl.Simulation.default_config()["choice_margin"] == DEFAULT_CHOICE_MARGIN
+    alone = _sim(fleet_data, model, personalization="auto", rounds=1, choice_margin=1e9).run()[-1]
+    assert set(alone["choices"].values()) == {"local"}
+    with pytest.raises(battery_fl.ConfigError, match="choice_margin"):
+        _sim(fleet_data, model, personalization="auto", choice_margin=-1.0)

@@ -71,10 +71,10 @@ def test_personalization_settings_reach_the_run_config() -> None:
             "ditto-lambda": 0.5,
             "personal-epochs": 0,
             "validation-fraction": 0.5,
-            "auto-margin": 0.2,
+            "choice-margin": 0.5,
         }
     )
-    assert settings.auto_margin == 0.2
+    assert settings.choice_margin == 0.5
     assert (settings.personalization, settings.ditto_lambda, settings.personal_epochs) == (
         "ditto",
         0.5,
@@ -88,7 +88,8 @@ def test_personalization_settings_reach_the_run_config() -> None:
         {"ditto-lambda": -1.0},
         {"personal-epochs": -1},
         {"validation-fraction": 0.75},
-        {"auto-margin": 1.0},
+        {"choice-margin": -1.0},
+        {"auto-margin": 0.1},  # renamed: refused, not ignored
     ]
     for run_config in bad:
         with pytest.raises(battery_fl.ConfigError) as info:

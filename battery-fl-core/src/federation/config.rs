@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::{FedOptConfig, DEFAULT_TRIMMED_BETA};
 use crate::dp::DpConfig;
 use crate::error::{Error, Result};
-use crate::model::DpSgdConfig;
+use crate::model::{DpSgdConfig, DEFAULT_CHOICE_MARGIN};
 use crate::secagg::SecAggConfig;
 
 /// The server-side aggregation rule. Its snake-case name (`fed_avg`, ..., [`Strategy::name`])
@@ -125,8 +125,10 @@ pub enum Personalization {
     /// Each fleet chooses among its own model, the global one, the fine-tuned global one and
     /// its Ditto model by validation on `validation_fraction` of its own training cells, so
     /// that on its own validation cells no fleet ends worse than alone. A shared model
-    /// replaces the fleet's own only when it validates at least `auto_margin` better (a few
-    /// validation cells are a noisy judge; the burden of proof is on leaving local).
+    /// replaces the fleet's own only when its squared ln errors on those cells lie below the
+    /// own model's by `choice_margin` standard errors of the mean paired difference (a few
+    /// validation cells are a noisy judge; the burden of proof is on leaving local; the rule
+    /// of the linear recipe's choice, whose default is the global model instead).
     Auto,
 }
 
@@ -230,9 +232,11 @@ pub struct FederationConfig {
     /// Share of each fleet's training cells held out to choose its model with `auto`
     /// (default 0.25).
     pub validation_fraction: f64,
-    /// With `auto`: the relative validation-RMSE gain a shared candidate needs over the
-    /// fleet's own model to be chosen (default 0.1: at least 10 % lower).
-    pub auto_margin: f64,
+    /// With `auto`: how many standard errors of the mean paired per-cell difference a shared
+    /// candidate's validation errors must lie below the fleet's own model's for it to be
+    /// chosen (default [`DEFAULT_CHOICE_MARGIN`], 2; 0: the least mean error). It replaced
+    /// `auto_margin`, a relative RMSE gain of 0.1 (a key now ignored).
+    pub choice_margin: f64,
     /// Which label transform the shared weights use (default [`LabelScope::Shared`]).
     pub label_scope: LabelScope,
     /// Record-level DP-SGD of every fleet's local training, per cell (default off): the
@@ -260,7 +264,7 @@ impl Default for FederationConfig {
             ditto_lambda: 0.1,
             personal_epochs: None,
             validation_fraction: 0.25,
-            auto_margin: 0.1,
+            choice_margin: DEFAULT_CHOICE_MARGIN,
             label_scope: LabelScope::Shared,
             record_privacy: None,
         }
@@ -322,8 +326,8 @@ impl FederationConfig {
         if !(self.validation_fraction > 0.0 && self.validation_fraction <= 0.5) {
             return Err(Error::config("validation_fraction", "must be in (0, 0.5]"));
         }
-        if !(0.0..1.0).contains(&self.auto_margin) {
-            return Err(Error::config("auto_margin", "must be in [0, 1)"));
+        if !(self.choice_margin.is_finite() && self.choice_margin >= 0.0) {
+            return Err(Error::config("choice_margin", "must be finite and >= 0"));
         }
         if let Some(dp) = &self.record_privacy {
             dp.validate()?;

@@ -10,6 +10,7 @@
 
 #[cfg(feature = "tch")]
 mod baseline;
+mod choice;
 mod cluster;
 mod config;
 mod labels;

@@ -233,22 +233,46 @@ pub(crate) fn rmse_of(
     Ok((Metrics::compute(&p, &targets.require_labels()?)?.rmse, p))
 }
 
-/// The candidate `auto` chooses from validation RMSEs: the lowest, except that a shared
-/// candidate replaces `local` only when it is at least `margin` (relative) lower.
+/// Per cell, `(ln y − ln ŷ)²` of `predictions` (cycles) against `lives`; a prediction that
+/// is not a number counts as an infinitely bad one.
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
-pub(crate) fn choose(scores: &BTreeMap<Candidate, f64>, margin: f64) -> Candidate {
-    let best = scores
+pub(crate) fn squared_ln_errors(lives: &[f64], predictions: &[f64]) -> Vec<f64> {
+    lives
         .iter()
-        .filter(|(_, v)| v.is_finite())
-        .min_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
-        .map_or(Candidate::Global, |(c, _)| *c);
-    // a shared candidate must win by the margin; a NaN local score never blocks it
-    let score = scores.get(&best).copied().unwrap_or(f64::NAN);
-    let clear_gain = |local: f64| score <= (1.0 - margin) * local || local.is_nan();
-    match scores.get(&Candidate::Local) {
-        Some(&local) if best != Candidate::Local && !clear_gain(local) => Candidate::Local,
-        _ => best,
-    }
+        .zip(predictions)
+        .map(|(y, p)| {
+            let e = (y.ln() - p.ln()).powi(2);
+            if e.is_nan() {
+                f64::INFINITY
+            } else {
+                e
+            }
+        })
+        .collect()
+}
+
+/// The candidate `auto` keeps, from each candidate's squared ln errors on the validation
+/// cells: the fleet's own model unless a shared candidate beats it by `margin` standard
+/// errors of the mean paired difference (the rule of [`federation::choice`](super::choice)),
+/// the least-error one among those that do. Without a local candidate (a fleet of one cell)
+/// the first candidate (the global model) is the default.
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
+pub(crate) fn choose(errors: &[(Candidate, Vec<f64>)], margin: f64) -> Candidate {
+    let Some(at) = errors
+        .iter()
+        .position(|(c, _)| *c == Candidate::Local)
+        .or((!errors.is_empty()).then_some(0))
+    else {
+        return Candidate::Global;
+    };
+    let (default, default_errors) = &errors[at];
+    let challengers: Vec<(Candidate, Vec<f64>)> = errors
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != at)
+        .map(|(_, c)| c.clone())
+        .collect();
+    super::choice::choose((*default, default_errors), &challengers, margin).0
 }
 
 #[cfg(feature = "tch")]
@@ -295,11 +319,15 @@ pub(crate) fn personal_params(
             if let Some((local_fit, _)) = &state.local {
                 candidates.push((Candidate::Local, local_fit.clone()));
             }
+            let lives = val.require_labels()?;
             let mut scores = BTreeMap::new();
+            let mut errors = Vec::with_capacity(candidates.len());
             for (c, model) in &candidates {
-                scores.insert(*c, rmse_of(worker, model, val, fit, k, seed)?.0);
+                let (rmse, p) = rmse_of(worker, model, val, fit, k, seed)?;
+                scores.insert(*c, rmse);
+                errors.push((*c, squared_ln_errors(&lives, &p)));
             }
-            let best = choose(&scores, cfg.auto_margin);
+            let best = choose(&errors, cfg.choice_margin);
             state.choice = Some((best, scores));
             state.validated = candidates
                 .iter()
@@ -342,20 +370,34 @@ mod tests {
 
     #[test]
     fn auto_leaves_local_only_for_a_clear_gain() {
-        let scores = |local: f64, global: f64| {
-            BTreeMap::from([
-                (Candidate::Local, local),
-                (Candidate::Global, global),
-                (Candidate::Ditto, f64::NAN),
-            ])
+        let local = vec![0.04, 0.09, 0.01, 0.16];
+        // better on every cell by about the same: a clear gain
+        let steady = vec![0.02, 0.06, 0.0, 0.13];
+        // better on the mean but not on every cell: noise at a margin of 2
+        let noisy = vec![0.0, 0.0, 0.09, 0.0];
+        let of = |c: Candidate, e: &Vec<f64>| (c, e.clone());
+        let pick = |global: &Vec<f64>, margin| {
+            choose(
+                &[of(Candidate::Global, global), of(Candidate::Local, &local)],
+                margin,
+            )
         };
-        assert_eq!(choose(&scores(100.0, 95.0), 0.1), Candidate::Local);
-        assert_eq!(choose(&scores(100.0, 89.0), 0.1), Candidate::Global);
-        assert_eq!(choose(&scores(100.0, 95.0), 0.0), Candidate::Global);
-        assert_eq!(choose(&scores(90.0, 95.0), 0.1), Candidate::Local);
-        // without a local candidate (a fleet with one cell) the lowest wins
-        let no_local = BTreeMap::from([(Candidate::Global, 3.0), (Candidate::FineTune, 2.0)]);
-        assert_eq!(choose(&no_local, 0.1), Candidate::FineTune);
+        assert_eq!(pick(&steady, 2.0), Candidate::Global);
+        assert_eq!(pick(&noisy, 2.0), Candidate::Local);
+        assert_eq!(pick(&noisy, 0.0), Candidate::Global);
+        assert_eq!(pick(&local, 0.0), Candidate::Local); // a tie is no gain
+                                                         // a shared model that failed on a cell (no prediction) never wins
+        let squared = squared_ln_errors(&[100.0; 4], &[100.0, 100.0, 100.0, f64::NAN]);
+        assert_eq!(squared, vec![0.0, 0.0, 0.0, f64::INFINITY]);
+        assert_eq!(pick(&squared, 0.0), Candidate::Local);
+        // without a local candidate (a fleet with one cell) the global model is the default
+        let no_local = [
+            of(Candidate::Global, &noisy),
+            of(Candidate::FineTune, &steady),
+        ];
+        assert_eq!(choose(&no_local, 2.0), Candidate::Global);
+        assert_eq!(choose(&no_local, 0.0), Candidate::Global);
+        assert_eq!(choose(&[], 2.0), Candidate::Global);
     }
 
     #[cfg(feature = "tch")]

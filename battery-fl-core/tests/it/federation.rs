@@ -332,22 +332,24 @@ fn head_personalization_keeps_each_fleets_head_at_home() {
     assert!(sim.fleet_model("no such fleet").is_err());
 }
 
-/// `auto`: every fleet picks, on its own validation cells, a model at least as good there as
-/// its own local model, and the choice is what it uses; `none` scores the global model.
+/// `auto`: every fleet scores its candidates on its own validation cells, the round records
+/// carry those scores and the choice, and the choice is what it uses (the rule itself:
+/// `personalize::choose`'s unit test; a huge margin keeping the local model: below); `none`
+/// scores the global model.
 #[test]
-fn auto_personalization_never_picks_worse_than_local_on_validation() {
+fn auto_personalization_records_its_choice_and_the_scores_it_was_made_on() {
     use battery_fl_core::federation::{Candidate, Personalization};
     let cfg = FederationConfig {
         personalization: Personalization::Auto,
         ..config(2)
     };
-    let margin = cfg.auto_margin;
     let mut sim = Simulation::new(cfg, model(), featurizer(), fleets(3)).unwrap();
     sim.run(|_| {}).unwrap();
     let last = sim.state().history.last().unwrap().clone();
     assert_eq!(last.choices.len(), 3);
     for (state, fleet) in sim.state().fleets.iter().zip(fleets(3)) {
         let (choice, scores) = state.choice.clone().unwrap();
+        assert_eq!(last.choices[&fleet.id], choice.name());
         // the round record carries the scores the choice was made on
         let recorded = &last.validation_rmse[&fleet.id];
         let finite: Vec<_> = scores.iter().filter(|(_, v)| v.is_finite()).collect();
@@ -355,19 +357,7 @@ fn auto_personalization_never_picks_worse_than_local_on_validation() {
         for (c, v) in finite {
             assert_eq!(recorded[c.name()], *v);
         }
-        let local = scores[&Candidate::Local];
-        let best_shared = scores
-            .iter()
-            .filter(|(c, _)| **c != Candidate::Local)
-            .map(|(_, v)| *v)
-            .fold(f64::INFINITY, f64::min);
-        if choice == Candidate::Local {
-            // a shared model is chosen only for a clear validation gain
-            assert!(best_shared > (1.0 - margin) * local, "{scores:?}");
-        } else {
-            assert!(scores[&choice] <= (1.0 - margin) * local, "{scores:?}");
-            assert_eq!(scores[&choice], best_shared, "{scores:?}");
-        }
+        assert!(scores.contains_key(&Candidate::Local) && scores[&choice].is_finite());
     }
     let plain = FederationConfig { ..config(1) };
     let mut sim = Simulation::new(plain, model(), featurizer(), fleets(3)).unwrap();
@@ -387,7 +377,7 @@ fn auto_keeping_local_scores_exactly_the_fleet_alone() {
     let model = model().with_inference_references(refs).with_epochs(4);
     let cfg = FederationConfig {
         personalization: Personalization::Auto,
-        auto_margin: 0.99, // a shared model would have to validate 99 % better
+        choice_margin: 1e9, // a shared model would have to validate better by 1e9 standard errors
         inference_references: refs,
         ..config(1)
     };

@@ -36,7 +36,8 @@ server-round, fleet index)``, evaluation the same seed for its references, as
 ``inference-references``, ``personalization`` (``none``, ``fine_tune``, ``head``,
 ``ditto``, ``auto``), ``ditto-lambda``, ``personal-epochs`` (0: ``local-epochs``),
 ``validation-fraction`` (the share of its training cells an ``auto`` node holds out),
-``auto-margin`` (the validation gain an ``auto`` node needs to leave its own model) and,
+``choice-margin`` (the standard errors of validation gain an ``auto`` node needs to leave
+its own model) and,
 for DP in ``train``, ``dp-clipping-norm`` (the update ``sent - received`` is clipped to it)
 and ``dp-noise-std`` (Gaussian noise each node adds). These come from the server; a node that
 does not trust it pins a floor in its own node config (:func:`dp_floor`) and refuses rounds
@@ -110,7 +111,7 @@ _FLEET_SETTINGS = {
     "ditto-lambda": "ditto_lambda",
     "personal-epochs": "personal_epochs",
     "validation-fraction": "validation_fraction",
-    "auto-margin": "auto_margin",
+    "choice-margin": "choice_margin",
     "label-scope": "label_scope",
 }
 

@@ -223,7 +223,7 @@ def _train_config(
             "ditto-lambda": settings.ditto_lambda,
             "personal-epochs": settings.personal_epochs or 0,
             "validation-fraction": settings.validation_fraction,
-            "auto-margin": settings.auto_margin,
+            "choice-margin": settings.choice_margin,
             "label-scope": settings.label_scope,
         }
     )

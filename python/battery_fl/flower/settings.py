@@ -35,7 +35,7 @@ from typing import Any
 
 import battery_fl
 from battery_fl import synthetic
-from battery_fl._core import DEFAULT_CHOICE_MARGIN, DEFAULT_COVERAGE
+from battery_fl._core import DEFAULT_COVERAGE
 
 __all__ = [
     "CORE_DEFAULTS",
@@ -91,7 +91,7 @@ SHARED_SETTINGS = {
     "ditto_lambda": "ditto_lambda",
     "personal_epochs": "personal_epochs",
     "validation_fraction": "validation_fraction",
-    "auto_margin": "auto_margin",
+    "choice_margin": "choice_margin",
     "label_scope": "label_scope",
 }
 
@@ -110,7 +110,7 @@ LABEL_SCOPES = ("shared", "fleet")
 _NONE_IN_RUN_CONFIG: dict[str, int] = {"personal_epochs": 0}
 
 #: Run-config keys that were renamed: the old key is refused rather than silently ignored.
-_RENAMED = {"secagg-neighbors": "secagg-neighbours"}
+_RENAMED = {"secagg-neighbors": "secagg-neighbours", "auto-margin": "choice-margin"}
 
 _Scalar = bool | int | float | str
 
@@ -158,7 +158,7 @@ class FederationSettings:
     (as :class:`battery_fl.Simulation`); the clients add the FedProx term ``proximal_mu``
     with ``strategy = "fed_prox"`` only. ``personalization`` (one of
     :data:`PERSONALIZATIONS`, with ``ditto_lambda``, ``personal_epochs``,
-    ``validation_fraction`` and ``auto_margin``) is how each node turns the federation into its own model
+    ``validation_fraction`` and ``choice_margin``) is how each node turns the federation into its own model
     (:class:`battery_fl.FleetClient`); ``personal_epochs = None`` (``0`` in the run config)
     means ``local_epochs``. ``label_scope`` (one of :data:`LABEL_SCOPES`) says whether the
     nodes train and read the shared weights with the federation's label transform or each
@@ -166,7 +166,9 @@ class FederationSettings:
     instead of BatLiNet rounds (:mod:`battery_fl.flower.linear`; each node keeps its own
     choice), with record-level DP at ``record_epsilon`` per cell when it is above 0 (noise
     seeded from ``dp_seed``), ``per_chemistry_choice`` and ``choice_margin`` (default the
-    core's ``DEFAULT_CHOICE_MARGIN``: standard errors by which a node's own fit must validate
+    core's ``DEFAULT_CHOICE_MARGIN``, for both recipes: standard errors by which an ``auto``
+    node's shared candidate must validate below its own model to replace it, and with the
+    linear recipe by which a node's own fit must validate
     below the global model for the node to keep it); the BatLiNet settings do not
     apply to it. With the BatLiNet recipe, ``record_epsilon > 0`` trains every node with
     per-cell DP-SGD within that ε over all rounds (the statistics and branch B's references
@@ -201,7 +203,6 @@ class FederationSettings:
     ditto_lambda: float = CORE_DEFAULTS["ditto_lambda"]
     personal_epochs: int | None = CORE_DEFAULTS["personal_epochs"]
     validation_fraction: float = CORE_DEFAULTS["validation_fraction"]
-    auto_margin: float = CORE_DEFAULTS["auto_margin"]
     label_scope: str = CORE_DEFAULTS["label_scope"]
     secure_aggregation: bool = False
     secure_statistics: bool = True
@@ -222,7 +223,7 @@ class FederationSettings:
     record_public_pretraining: bool = _RECORD["public_pretraining"]
     record_learning_rate_scale: float = _RECORD["learning_rate_scale"]
     per_chemistry_choice: bool = False
-    choice_margin: float = DEFAULT_CHOICE_MARGIN
+    choice_margin: float = CORE_DEFAULTS["choice_margin"]
     interval_coverage: float = DEFAULT_COVERAGE
     model: dict[str, _Scalar] = field(default_factory=dict)
     featurizer: dict[str, _Scalar] = field(default_factory=dict)
@@ -254,8 +255,6 @@ class FederationSettings:
             )
         if not 0.0 < self.validation_fraction <= 0.5:
             raise config_error("validation-fraction", "must be in (0, 0.5]")
-        if not 0.0 <= self.auto_margin < 1.0:
-            raise config_error("auto-margin", "must be in [0, 1)")
         if self.label_scope not in LABEL_SCOPES:
             raise config_error("label-scope", f"{self.label_scope!r} is not one of {LABEL_SCOPES}")
         if self.recipe not in RECIPES:

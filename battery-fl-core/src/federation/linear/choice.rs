@@ -1,5 +1,5 @@
 //! Which model a fleet of a linear federation keeps: a default model unless another validates
-//! better on its cells by a clear margin.
+//! better on its cells by a clear margin (the rule of [`federation::choice`](crate::federation::choice)).
 //!
 //! The fleet scores each candidate by a held-out squared ln-life error per training cell: its
 //! own fits (local, and the ridge toward the other fleets' model) by the nested leave-one-out
@@ -25,6 +25,9 @@
 //! it is a much weaker test than on a whole fleet.
 
 use crate::model::LinearRow;
+
+use crate::federation::choice;
+pub(super) use crate::federation::choice::mean;
 
 use super::LinearChoice;
 
@@ -54,56 +57,9 @@ pub(super) fn choose(
     margin: f64,
 ) -> (LinearChoice, f64) {
     let base = pick(rows, keep, default.1);
-    challengers
+    let challengers: Vec<(LinearChoice, Vec<f64>)> = challengers
         .iter()
-        .filter_map(|&(choice, errors)| {
-            let errors = pick(rows, keep, errors);
-            beats(&errors, &base, margin).then(|| (choice, mean(&errors)))
-        })
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap_or((default.0, mean(&base)))
-}
-
-/// Whether per-cell errors `challenger` beat `default` by more than `margin` standard errors
-/// of the mean paired difference. Needs two cells; a cell where both fail (infinite errors)
-/// makes the comparison undecidable, so the default stands.
-pub(super) fn beats(challenger: &[f64], default: &[f64], margin: f64) -> bool {
-    let d: Vec<f64> = challenger.iter().zip(default).map(|(a, b)| a - b).collect();
-    let n = d.len();
-    if n < 2 || d.iter().any(|x| x.is_nan()) {
-        return false;
-    }
-    let m = mean(&d);
-    if !m.is_finite() {
-        return m < 0.0;
-    }
-    let variance = d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
-    m < -margin * (variance / n as f64).sqrt()
-}
-
-pub(super) fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_own_fit_must_beat_the_global_model_by_the_margin() {
-        let global = [0.10, 0.20, 0.30, 0.40];
-        // better by 0.05 on every cell: no spread, any margin passes
-        let steady = [0.05, 0.15, 0.25, 0.35];
-        assert!(beats(&steady, &global, 2.0));
-        // better on the mean (by 0.025) but with differences of sd 0.19: a noisy gain
-        let noisy = [-0.10, 0.40, 0.00, 0.50];
-        assert!(beats(&noisy, &global, 0.0));
-        assert!(!beats(&noisy, &global, 2.0));
-        // one cell proves nothing; a tie is no gain
-        assert!(!beats(&[0.0], &[1.0], 0.0));
-        assert!(!beats(&global, &global, 0.0));
-        // the global model failing on a cell the own fit predicts
-        assert!(beats(&[0.1, 0.1], &[0.1, f64::INFINITY], 2.0));
-        assert!(!beats(&[f64::INFINITY, 0.1], &[f64::INFINITY, 0.2], 0.0));
-    }
+        .map(|&(choice, errors)| (choice, pick(rows, keep, errors)))
+        .collect();
+    choice::choose((default.0, &base), &challengers, margin)
 }

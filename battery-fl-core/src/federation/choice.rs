@@ -1,0 +1,100 @@
+//! The rule both recipes' fleets choose their model by: a default model unless a challenger
+//! validates better on the fleet's own cells by a clear margin, `margin` standard errors of
+//! the mean paired per-cell difference (a one-sided test under a normal approximation:
+//! about 2 % at the default [`DEFAULT_CHOICE_MARGIN`](crate::model::DEFAULT_CHOICE_MARGIN)
+//! of 2, much weaker on 2 to 4 cells). Among challengers that pass, the least mean error wins.
+//!
+//! The linear recipe's default is the global model (its leave-one-out error on the fleet's
+//! cells is exact; [`linear`](super::linear)); BatLiNet's `auto` keeps the fleet's own model
+//! unless a shared one beats it so ([`Personalization::Auto`](super::Personalization::Auto)).
+
+/// Among `challengers` (each a candidate and its per-cell errors, aligned with `default`'s),
+/// those that [`beat`](beats) `default` by `margin`; of those, the one with the least mean
+/// error, else `default`. Returns the candidate and its mean error.
+pub(crate) fn choose<C: Copy>(
+    default: (C, &[f64]),
+    challengers: &[(C, Vec<f64>)],
+    margin: f64,
+) -> (C, f64) {
+    challengers
+        .iter()
+        .filter(|(_, errors)| beats(errors, default.1, margin))
+        .map(|(c, errors)| (*c, mean(errors)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((default.0, mean(default.1)))
+}
+
+/// Whether per-cell errors `challenger` beat `default` by more than `margin` standard errors
+/// of the mean paired difference. Needs two cells; a cell where both fail (infinite errors)
+/// makes the comparison undecidable, so the default stands.
+pub(crate) fn beats(challenger: &[f64], default: &[f64], margin: f64) -> bool {
+    let d: Vec<f64> = challenger.iter().zip(default).map(|(a, b)| a - b).collect();
+    let n = d.len();
+    if n < 2 || d.iter().any(|x| x.is_nan()) {
+        return false;
+    }
+    let m = mean(&d);
+    if !m.is_finite() {
+        return m < 0.0;
+    }
+    let variance = d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+    m < -margin * (variance / n as f64).sqrt()
+}
+
+pub(crate) fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_error_among_challengers_that_pass_wins() {
+        let default = [0.3, 0.3, 0.3, 0.3];
+        let steady = vec![0.2, 0.2, 0.2, 0.21];
+        let better_but_noisy = vec![0.0, 0.0, 0.0, 0.6];
+        let best = vec![0.1, 0.11, 0.1, 0.1];
+        let (c, e) = choose(
+            ("default", &default[..]),
+            &[
+                ("steady", steady.clone()),
+                ("noisy", better_but_noisy.clone()),
+            ],
+            2.0,
+        );
+        assert_eq!(c, "steady");
+        approx::assert_relative_eq!(e, 0.2025, max_relative = 1e-12);
+        let (c, _) = choose(
+            ("default", &default[..]),
+            &[("steady", steady), ("best", best)],
+            2.0,
+        );
+        assert_eq!(c, "best");
+        // none passes: the default and its own mean error
+        let (c, e) = choose(
+            ("default", &default[..]),
+            &[("noisy", better_but_noisy)],
+            2.0,
+        );
+        assert_eq!((c, e), ("default", 0.3));
+    }
+
+    #[test]
+    fn an_own_fit_must_beat_the_global_model_by_the_margin() {
+        let global = [0.10, 0.20, 0.30, 0.40];
+        // better by 0.05 on every cell: no spread, any margin passes
+        let steady = [0.05, 0.15, 0.25, 0.35];
+        assert!(beats(&steady, &global, 2.0));
+        // better on the mean (by 0.025) but with differences of sd 0.19: a noisy gain
+        let noisy = [-0.10, 0.40, 0.00, 0.50];
+        assert!(beats(&noisy, &global, 0.0));
+        assert!(!beats(&noisy, &global, 2.0));
+        // one cell proves nothing; a tie is no gain
+        assert!(!beats(&[0.0], &[1.0], 0.0));
+        assert!(!beats(&global, &global, 0.0));
+        // the global model failing on a cell the own fit predicts
+        assert!(beats(&[0.1, 0.1], &[0.1, f64::INFINITY], 2.0));
+        assert!(!beats(&[f64::INFINITY, 0.1], &[f64::INFINITY, 0.2], 0.0));
+    }
+}
