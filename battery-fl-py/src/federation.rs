@@ -48,8 +48,9 @@ type FleetIn<'py> = (
 /// ``personalization`` is ``none``, ``fine_tune``, ``head``, ``ditto`` (pull
 /// ``ditto_lambda``) or ``auto`` (each fleet picks its own, the global, the fine-tuned or its
 /// Ditto model on ``validation_fraction`` of its own training cells, leaving its own only when
-/// a shared model's squared ln errors there lie ``choice_margin`` standard errors below its
-/// own, default ``DEFAULT_CHOICE_MARGIN``); :meth:`fleet_model`
+/// a shared model's squared ln errors there lie below its own by a paired t-test at
+/// ``choice_margin``, default ``DEFAULT_CHOICE_MARGIN``: 3.3 standard errors on 4 cells);
+/// :meth:`fleet_model`
 /// returns the model a fleet uses. ``record_privacy`` (a dict of ``epsilon``,
 /// ``noise_multiplier``, ``clipping_norm``, ``delta``, ``seed``, ``public_pretraining``,
 /// ``learning_rate_scale``: the core's ``DpSgdConfig``) trains

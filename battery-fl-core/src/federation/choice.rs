@@ -1,8 +1,12 @@
 //! The rule both recipes' fleets choose their model by: a default model unless a challenger
-//! validates better on the fleet's own cells by a clear margin, `margin` standard errors of
-//! the mean paired per-cell difference (a one-sided test under a normal approximation:
-//! about 2 % at the default [`DEFAULT_CHOICE_MARGIN`](crate::model::DEFAULT_CHOICE_MARGIN)
-//! of 2, much weaker on 2 to 4 cells). Among challengers that pass, the least mean error wins.
+//! validates better on the fleet's own cells by a clear margin. The test is a one-sided paired
+//! t-test on the per-cell differences: `margin` is read as a normal quantile (the default
+//! [`DEFAULT_CHOICE_MARGIN`](crate::model::DEFAULT_CHOICE_MARGIN) of 2 is a level of about
+//! 2.3 %), and the mean difference must lie below minus Student's t quantile at that level
+//! with `n − 1` degrees of freedom times its standard error. On many cells the bar is about
+//! `margin` standard errors; on few it is higher, as the spread of a few differences is itself
+//! uncertain (at margin 2: 2.2 on 16 cells, 3.3 on 4, 4.5 on 3, 14 on 2). Among challengers
+//! that pass, the least mean error wins.
 //!
 //! The linear recipe's default is the global model (its leave-one-out error on the fleet's
 //! cells is exact; [`linear`](super::linear)); BatLiNet's `auto` keeps the fleet's own model
@@ -24,9 +28,9 @@ pub(crate) fn choose<C: Copy>(
         .unwrap_or((default.0, mean(default.1)))
 }
 
-/// Whether per-cell errors `challenger` beat `default` by more than `margin` standard errors
-/// of the mean paired difference. Needs two cells; a cell where both fail (infinite errors)
-/// makes the comparison undecidable, so the default stands.
+/// Whether per-cell errors `challenger` beat `default`: the mean paired difference lies below
+/// minus [`critical_value`]`(margin, n)` standard errors. Needs two cells; a cell where both
+/// fail (infinite errors) makes the comparison undecidable, so the default stands.
 pub(crate) fn beats(challenger: &[f64], default: &[f64], margin: f64) -> bool {
     let d: Vec<f64> = challenger.iter().zip(default).map(|(a, b)| a - b).collect();
     let n = d.len();
@@ -38,7 +42,23 @@ pub(crate) fn beats(challenger: &[f64], default: &[f64], margin: f64) -> bool {
         return m < 0.0;
     }
     let variance = d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
-    m < -margin * (variance / n as f64).sqrt()
+    m < -critical_value(margin, n) * (variance / n as f64).sqrt()
+}
+
+/// The bar of the paired test on `n` cells (module docs): Student's t quantile with `n − 1`
+/// degrees of freedom at the one-sided level of the normal quantile `margin`; 0 for a margin
+/// of 0 or less, infinite for fewer than two cells or a level beyond `f64` precision.
+pub(crate) fn critical_value(margin: f64, n: usize) -> f64 {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    if margin <= 0.0 {
+        return 0.0;
+    }
+    // the upper tail of the normal quantile, exact far into the tail
+    let tail = 0.5 * libm::erfc(margin / std::f64::consts::SQRT_2);
+    if n < 2 || tail <= 0.0 || 1.0 - tail >= 1.0 {
+        return f64::INFINITY;
+    }
+    StudentsT::new(0.0, 1.0, (n - 1) as f64).map_or(f64::INFINITY, |t| t.inverse_cdf(1.0 - tail))
 }
 
 pub(crate) fn mean(v: &[f64]) -> f64 {
@@ -81,6 +101,22 @@ mod tests {
     }
 
     #[test]
+    fn the_bar_is_students_t_at_the_margins_normal_level() {
+        // t quantiles at 0.97725 (the normal level of 2), by numerical integration of the
+        // density: 2.181 (15 df), 3.307 (3), 4.527 (2), 13.97 (1); far more cells approach
+        // the normal quantile itself
+        for (n, bar) in [(16, 2.1812), (4, 3.3068), (3, 4.5265), (2, 13.9677)] {
+            approx::assert_relative_eq!(critical_value(2.0, n), bar, max_relative = 1e-3);
+        }
+        approx::assert_relative_eq!(critical_value(2.0, 100_000), 2.0, max_relative = 1e-3);
+        approx::assert_relative_eq!(critical_value(1.0, 10_001), 1.0, max_relative = 1e-3);
+        assert_eq!(critical_value(0.0, 4), 0.0);
+        assert!(critical_value(2.0, 5) < critical_value(2.0, 4));
+        assert_eq!(critical_value(1e9, 50), f64::INFINITY);
+        assert_eq!(critical_value(2.0, 1), f64::INFINITY);
+    }
+
+    #[test]
     fn an_own_fit_must_beat_the_global_model_by_the_margin() {
         let global = [0.10, 0.20, 0.30, 0.40];
         // better by 0.05 on every cell: no spread, any margin passes
@@ -90,6 +126,9 @@ mod tests {
         let noisy = [-0.10, 0.40, 0.00, 0.50];
         assert!(beats(&noisy, &global, 0.0));
         assert!(!beats(&noisy, &global, 2.0));
+        // 2.3 standard errors better on 4 cells: past a normal bar of 2, short of t's 3.3
+        let fair = [0.0, -0.1, 0.1, 0.4];
+        assert!(beats(&fair, &global, 1.5) && !beats(&fair, &global, 2.0));
         // one cell proves nothing; a tie is no gain
         assert!(!beats(&[0.0], &[1.0], 0.0));
         assert!(!beats(&global, &global, 0.0));

@@ -125,8 +125,8 @@ pub enum Personalization {
     /// Each fleet chooses among its own model, the global one, the fine-tuned global one and
     /// its Ditto model by validation on `validation_fraction` of its own training cells, so
     /// that on its own validation cells no fleet ends worse than alone. A shared model
-    /// replaces the fleet's own only when its squared ln errors on those cells lie below the
-    /// own model's by `choice_margin` standard errors of the mean paired difference (a few
+    /// replaces the fleet's own only when its squared ln errors on those cells lie clearly
+    /// below the own model's, by a paired t-test at `choice_margin` (a few
     /// validation cells are a noisy judge; the burden of proof is on leaving local; the rule
     /// of the linear recipe's choice, whose default is the global model instead).
     Auto,
@@ -232,9 +232,10 @@ pub struct FederationConfig {
     /// Share of each fleet's training cells held out to choose its model with `auto`
     /// (default 0.25).
     pub validation_fraction: f64,
-    /// With `auto`: how many standard errors of the mean paired per-cell difference a shared
-    /// candidate's validation errors must lie below the fleet's own model's for it to be
-    /// chosen (default [`DEFAULT_CHOICE_MARGIN`], 2; 0: the least mean error). It replaced
+    /// With `auto`: how clearly a shared candidate's validation errors must lie below the
+    /// fleet's own model's for it to be chosen, the normal quantile of a one-sided paired
+    /// t-test's level (on 4 validation cells 3.3 standard errors at the default
+    /// [`DEFAULT_CHOICE_MARGIN`], 2; 0: the least mean error; `federation::choice`). It replaced
     /// `auto_margin`, a relative RMSE gain of 0.1 (a key now ignored).
     pub choice_margin: f64,
     /// Which label transform the shared weights use (default [`LabelScope::Shared`]).

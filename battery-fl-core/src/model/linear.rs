@@ -106,10 +106,12 @@ impl FeatureSet {
     }
 }
 
-/// Default of [`LinearConfig::choice_margin`]: standard errors of the mean paired per-cell
-/// difference by which a model must validate below a fleet's default to replace it. Chosen on
-/// draws of the demo fleets other than the benchmark's (data seeds 100-139; BENCHMARKS.md,
-/// session 22).
+/// Default of [`LinearConfig::choice_margin`] and
+/// [`FederationConfig::choice_margin`](crate::federation::FederationConfig::choice_margin):
+/// the normal quantile whose one-sided level (about 2.3 %) a paired t-test of the per-cell
+/// differences must pass for a model to replace a fleet's default
+/// ([`federation::choice`](crate::federation)). Chosen on draws of the demo fleets other than
+/// the benchmark's (data seeds 100-139; BENCHMARKS.md, session 22).
 pub const DEFAULT_CHOICE_MARGIN: f64 = 2.0;
 
 /// Settings of the linear model and of its selection.
@@ -128,11 +130,11 @@ pub struct LinearConfig {
     /// two to four cells of a minority chemistry the per-chemistry choice is too noisy on the
     /// demo fleets, see BENCHMARKS.md).
     pub per_chemistry_choice: bool,
-    /// In a federation, by how many standard errors of the mean paired per-cell difference a
-    /// model must validate below a fleet's default (the global model; under `privacy` the
-    /// fleet's local model) for the fleet to keep it instead (default
-    /// [`DEFAULT_CHOICE_MARGIN`]; 0 keeps the least
-    /// mean error). Finite, at least 0.
+    /// In a federation, how clearly a model must validate below a fleet's default (the global
+    /// model; under `privacy` the fleet's local model) for the fleet to keep it instead: the
+    /// normal quantile of a one-sided paired t-test's level, so about that many standard errors
+    /// of the mean per-cell difference on many cells and more on few (default
+    /// [`DEFAULT_CHOICE_MARGIN`]; 0 keeps the least mean error). Finite, at least 0.
     pub choice_margin: f64,
     /// Record-level differential privacy of what a fleet sends in a federation
     /// ([`federate_linear`](crate::federation::federate_linear)); `None` (the default) sends

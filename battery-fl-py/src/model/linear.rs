@@ -339,8 +339,9 @@ pub(crate) fn linear_config(
 /// Fit the linear early-life model over fleets (each a list of labelled training cells, at
 /// least two fleets) from securely summed statistics, and each fleet's personal model (see
 /// ``battery_fl_core::federation::federate_linear``): the global model unless its local or
-/// personalized fit validates below it on its cells by ``choice_margin`` standard errors
-/// (``None``: the core's ``DEFAULT_CHOICE_MARGIN``; ``0``: the least error; under ``epsilon``
+/// personalized fit validates below it on its cells by a paired t-test at ``choice_margin``
+/// (about that many standard errors on many cells, more on few; ``None``: the core's
+/// ``DEFAULT_CHOICE_MARGIN``; ``0``: the least error; under ``epsilon``
 /// the default is its local model).
 ///
 /// >>> from battery_fl import federate_linear, synthetic

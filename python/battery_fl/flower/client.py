@@ -36,8 +36,8 @@ server-round, fleet index)``, evaluation the same seed for its references, as
 ``inference-references``, ``personalization`` (``none``, ``fine_tune``, ``head``,
 ``ditto``, ``auto``), ``ditto-lambda``, ``personal-epochs`` (0: ``local-epochs``),
 ``validation-fraction`` (the share of its training cells an ``auto`` node holds out),
-``choice-margin`` (the standard errors of validation gain an ``auto`` node needs to leave
-its own model) and,
+``choice-margin`` (how clear a validation gain, as a paired t-test's level, an ``auto`` node
+needs to leave its own model) and,
 for DP in ``train``, ``dp-clipping-norm`` (the update ``sent - received`` is clipped to it)
 and ``dp-noise-std`` (Gaussian noise each node adds). These come from the server; a node that
 does not trust it pins a floor in its own node config (:func:`dp_floor`) and refuses rounds

@@ -166,9 +166,9 @@ class FederationSettings:
     instead of BatLiNet rounds (:mod:`battery_fl.flower.linear`; each node keeps its own
     choice), with record-level DP at ``record_epsilon`` per cell when it is above 0 (noise
     seeded from ``dp_seed``), ``per_chemistry_choice`` and ``choice_margin`` (default the
-    core's ``DEFAULT_CHOICE_MARGIN``, for both recipes: standard errors by which an ``auto``
-    node's shared candidate must validate below its own model to replace it, and with the
-    linear recipe by which a node's own fit must validate
+    core's ``DEFAULT_CHOICE_MARGIN``, for both recipes: the level, as a normal quantile, of
+    the paired t-test by which an ``auto`` node's shared candidate must validate below its
+    own model to replace it, and with the linear recipe by which a node's own fit must validate
     below the global model for the node to keep it); the BatLiNet settings do not
     apply to it. With the BatLiNet recipe, ``record_epsilon > 0`` trains every node with
     per-cell DP-SGD within that ε over all rounds (the statistics and branch B's references

@@ -5,8 +5,10 @@
 //! own fits (local, and the ridge toward the other fleets' model) by the nested leave-one-out
 //! error of their whole selection, the global model by the fit on every fleet's cells but
 //! that one. A challenger replaces the default only if the mean of the paired per-cell
-//! differences (challenger minus default) lies below `-margin` standard errors of that mean
-//! ([`LinearConfig::choice_margin`](crate::model::LinearConfig::choice_margin)). Among
+//! differences (challenger minus default) lies clearly below zero: a one-sided paired t-test at
+//! the level of the normal quantile `margin`
+//! ([`LinearConfig::choice_margin`](crate::model::LinearConfig::choice_margin); about 2.2
+//! standard errors on 16 cells at the default 2). Among
 //! challengers that pass, the one with the least mean error is kept.
 //!
 //! The default is the model fitted exactly on the most cells: the global model, or under
@@ -20,9 +22,10 @@
 //! more. On 40 draws of the demo fleets scored on 200 fresh cells per fleet (BENCHMARKS.md,
 //! session 22), the least-error rule of session 14 ended at 0.92x the local models' RMSE,
 //! with some fleet above 1.05x its local model in 16 of 40 draws; at a margin of 2 it ends at
-//! 0.82x, in 10 of 40. The margin is a normal-approximation bound: on the 2 to 4 cells of a
-//! minority chemistry (with [`per_chemistry_choice`](crate::model::LinearConfig::per_chemistry_choice))
-//! it is a much weaker test than on a whole fleet.
+//! 0.82x, in 10 of 40 (session 22's normal bar of 2 standard errors; the t bar of session 23
+//! gives the same to the third digit on 16 cells). On the 2 to 4 cells of a minority chemistry
+//! (with [`per_chemistry_choice`](crate::model::LinearConfig::per_chemistry_choice)) the t bar
+//! is 3.3 to 14 standard errors: few cells rarely move a fleet off its default.
 
 use crate::model::LinearRow;
 
