@@ -241,7 +241,6 @@ fn parse() -> Args {
     args
 }
 
-/// The cells of a folder with their split and batch (`batch_date`, `unknown` when absent).
 fn main() -> Result<()> {
     let args = parse();
     let cells = load(&args.data)?;

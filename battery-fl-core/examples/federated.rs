@@ -13,7 +13,7 @@
 //! `--model linear` (default; seconds): the linear early-life model, fitted exactly from
 //! statistics summed with secure aggregation, settings by leave-one-fleet-out, each fleet
 //! keeping the global model unless its local or personalized fit validates below it on its own
-//! cells by `--choice-margin` standard errors (`federation::federate_linear`; under
+//! cells by a paired t-test at `--choice-margin` (`federation::federate_linear`; under
 //! `--privacy cell` the default is its local model), with 90 % conformal intervals and out-of-distribution
 //! flags. `--privacy cell --target-epsilon E` (`--epsilon E` for short) makes what each fleet
 //! sends record-level differentially private, ε = E per cell (δ = 1e-5; `dp::RecordPrivacy`,
@@ -98,8 +98,15 @@ fn main() -> Result<()> {
     let (fleets, fleet_cells): (Vec<FleetData>, Vec<FleetCells>) = match &args.data {
         Some(dir) => fleets::real_fleets(dir, args.fleets_by, args.fleets, &featurizer, &model)
             .with_context(|| {
+                // (protocols are MATR's stand-in for fleets: name real ones with a key)
+                let hint = match args.fleets_by {
+                    FleetGrouping::Protocol => {
+                        " (an index with a `fleet` key per cell: --fleets-by fleet)"
+                    }
+                    _ => "",
+                };
                 format!(
-                    "fleets of {} grouped by {} (an index with a `fleet` key per cell: --fleets-by fleet)",
+                    "fleets of {} grouped by {}{hint}",
                     dir.display(),
                     args.fleets_by.name()
                 )

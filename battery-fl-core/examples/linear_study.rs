@@ -61,8 +61,8 @@ struct Args {
     /// the demo's test cells.
     #[arg(long, value_name = "N", default_value_t = 0)]
     test_cells: usize,
-    /// Standard errors by which a fleet's own fit must beat the global model
-    /// (`LinearConfig::choice_margin`).
+    /// How clearly a fleet's own fit must beat the global model, a paired t-test's level as a
+    /// normal quantile (`LinearConfig::choice_margin`).
     #[arg(long, value_name = "K", default_value_t = battery_fl_core::federation::DEFAULT_CHOICE_MARGIN)]
     choice_margin: f64,
 }

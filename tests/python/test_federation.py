@@ -252,7 +252,7 @@ def test_personalization_gives_each_fleet_its_model(
     auto = _sim(fleet_data, model, personalization="auto", rounds=1).run()[-1]
     assert set(auto["choices"]) == {f[0] for f in fleet_data}
     assert set(auto["choices"].values()) <= {"local", "global", "fine_tune", "ditto"}
-    # a shared model leaves a fleet's own only by choice_margin standard errors (the core's
+    # a shared model leaves a fleet's own only by a paired t-test at choice_margin (the core's
     # default, one name with the linear recipe); a huge margin keeps every fleet alone
     assert battery_fl.Simulation.default_config()["choice_margin"] == DEFAULT_CHOICE_MARGIN
     alone = _sim(fleet_data, model, personalization="auto", rounds=1, choice_margin=1e9).run()[-1]

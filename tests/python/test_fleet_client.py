@@ -12,6 +12,8 @@ import pytest
 
 import battery_fl
 from battery_fl import synthetic
+from battery_fl.flower import client as flower_client
+from battery_fl.flower.settings import FleetCells
 
 Fleets = list[tuple[str, list[battery_fl.Cell], list[battery_fl.Cell]]]
 
@@ -200,6 +202,14 @@ def test_settings_and_inputs_are_checked(fleet_data: Fleets, model_kwargs: dict[
     assert info.value.field == "config.bogus"
     with pytest.raises(battery_fl.BatteryFlError, match="everyone"):  # a DataError (parse) for now
         battery_fl.FleetClient({"personalization": "everyone"}, 0, model, train)
+    # a node checks the settings it trains and chooses with (it does not know the others')
+    for bad in ({"choice_margin": -1.0}, {"validation_fraction": 0.9}, {"local_epochs": 0}):
+        with pytest.raises(battery_fl.ConfigError) as info:
+            battery_fl.FleetClient({"personalization": "auto", **bad}, 0, model, train)
+        assert info.value.field == next(iter(bad))
+    with pytest.raises(battery_fl.ConfigError) as info:
+        flower_client.fleet_client({"auto-margin": 0.1}, FleetCells(0, train, []), model)
+    assert info.value.field == "auto-margin"
     with pytest.raises(battery_fl.DataError) as data_info:
         battery_fl.FleetClient({}, 0, model, [])
     assert data_info.value.kind == "not_enough_data"

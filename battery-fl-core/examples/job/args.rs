@@ -125,10 +125,11 @@ pub struct Args {
     /// Cells per public fleet (see `--public-fleets`; default: the core's, 12).
     #[arg(long, value_name = "N", default_value_t = PUBLIC_CELLS_PER_FLEET)]
     pub public_cells: usize,
-    /// Standard errors of the mean paired difference by which a fleet's own linear fit must
-    /// validate below the global model for the fleet to keep it (`LinearConfig::choice_margin`),
-    /// and with `--model batlinet --personalization auto` a shared model below the fleet's own
-    /// (`FederationConfig::choice_margin`); 0: the least error.
+    /// How clearly a fleet's own linear fit must validate below the global model for the fleet
+    /// to keep it (`LinearConfig::choice_margin`), and with `--model batlinet --personalization
+    /// auto` a shared model below the fleet's own (`FederationConfig::choice_margin`): the
+    /// normal quantile of a one-sided paired t-test's level (about that many standard errors on
+    /// many cells, more on few; `federation::choice`); 0: the least error.
     #[arg(long, value_name = "K", default_value_t = DEFAULT_CHOICE_MARGIN)]
     pub choice_margin: f64,
     /// Cells per synthetic fleet (two thirds train, the rest test).

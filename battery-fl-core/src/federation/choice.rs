@@ -29,36 +29,52 @@ pub(crate) fn choose<C: Copy>(
 }
 
 /// Whether per-cell errors `challenger` beat `default`: the mean paired difference lies below
-/// minus [`critical_value`]`(margin, n)` standard errors. Needs two cells; a cell where both
-/// fail (infinite errors) makes the comparison undecidable, so the default stands.
+/// minus [`critical_value`]`(margin, n)` standard errors. A default that fails (an infinite
+/// error) where the challenger does not is beaten on any number of cells; otherwise the test
+/// needs two cells. A cell where both fail makes the comparison undecidable, so the default
+/// stands; differences all equal and negative beat it at any margin.
 pub(crate) fn beats(challenger: &[f64], default: &[f64], margin: f64) -> bool {
     let d: Vec<f64> = challenger.iter().zip(default).map(|(a, b)| a - b).collect();
     let n = d.len();
-    if n < 2 || d.iter().any(|x| x.is_nan()) {
+    if n == 0 || d.iter().any(|x| x.is_nan()) {
         return false;
     }
     let m = mean(&d);
     if !m.is_finite() {
         return m < 0.0;
     }
+    if n < 2 {
+        return false;
+    }
     let variance = d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
-    m < -critical_value(margin, n) * (variance / n as f64).sqrt()
+    let se = (variance / n as f64).sqrt();
+    // differences equal to rounding: no spread to doubt them (an infinite bar times a zero
+    // standard error would be no number)
+    if se <= 1e-12 * m.abs() {
+        return m < 0.0;
+    }
+    m < -critical_value(margin, n) * se
 }
 
 /// The bar of the paired test on `n` cells (module docs): Student's t quantile with `n − 1`
 /// degrees of freedom at the one-sided level of the normal quantile `margin`; 0 for a margin
-/// of 0 or less, infinite for fewer than two cells or a level beyond `f64` precision.
+/// of 0 or less, infinite for a margin that is not a number, fewer than two cells or a level
+/// beyond `f64` (a margin above about 38).
 pub(crate) fn critical_value(margin: f64, n: usize) -> f64 {
     use statrs::distribution::{ContinuousCDF, StudentsT};
+    if margin.is_nan() || n < 2 {
+        return f64::INFINITY;
+    }
     if margin <= 0.0 {
         return 0.0;
     }
-    // the upper tail of the normal quantile, exact far into the tail
+    // the upper tail of the normal quantile, exact far into the tail; t is symmetric, so the
+    // bar is minus its quantile at that tail (no 1 − tail to round)
     let tail = 0.5 * libm::erfc(margin / std::f64::consts::SQRT_2);
-    if n < 2 || tail <= 0.0 || 1.0 - tail >= 1.0 {
+    if !(tail > 0.0 && tail <= 0.5) {
         return f64::INFINITY;
     }
-    StudentsT::new(0.0, 1.0, (n - 1) as f64).map_or(f64::INFINITY, |t| t.inverse_cdf(1.0 - tail))
+    StudentsT::new(0.0, 1.0, (n - 1) as f64).map_or(f64::INFINITY, |t| -t.inverse_cdf(tail))
 }
 
 pub(crate) fn mean(v: &[f64]) -> f64 {
@@ -114,6 +130,10 @@ mod tests {
         assert!(critical_value(2.0, 5) < critical_value(2.0, 4));
         assert_eq!(critical_value(1e9, 50), f64::INFINITY);
         assert_eq!(critical_value(2.0, 1), f64::INFINITY);
+        assert_eq!(critical_value(f64::NAN, 50), f64::INFINITY);
+        // far tails stay finite and grow (no 1 − tail rounding to 1 at margin 8.3)
+        assert!(critical_value(9.0, 50).is_finite());
+        assert!(critical_value(9.0, 50) > critical_value(8.0, 50));
     }
 
     #[test]
@@ -132,8 +152,12 @@ mod tests {
         // one cell proves nothing; a tie is no gain
         assert!(!beats(&[0.0], &[1.0], 0.0));
         assert!(!beats(&global, &global, 0.0));
-        // the global model failing on a cell the own fit predicts
+        // the global model failing on a cell the own fit predicts, on two cells or one
         assert!(beats(&[0.1, 0.1], &[0.1, f64::INFINITY], 2.0));
+        assert!(beats(&[0.1], &[f64::INFINITY], 2.0));
         assert!(!beats(&[f64::INFINITY, 0.1], &[f64::INFINITY, 0.2], 0.0));
+        // the same gain on every cell passes any margin, even one beyond f64's levels
+        assert!(beats(&steady, &global, 50.0));
+        assert!(!beats(&global, &steady, 50.0));
     }
 }

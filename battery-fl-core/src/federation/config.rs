@@ -236,7 +236,8 @@ pub struct FederationConfig {
     /// fleet's own model's for it to be chosen, the normal quantile of a one-sided paired
     /// t-test's level (on 4 validation cells 3.3 standard errors at the default
     /// [`DEFAULT_CHOICE_MARGIN`], 2; 0: the least mean error; `federation::choice`). It replaced
-    /// `auto_margin`, a relative RMSE gain of 0.1 (a key now ignored).
+    /// `auto_margin`, a relative RMSE gain of 0.1: that key is ignored in a JSON config like
+    /// any unknown key, and refused by the Flower server and nodes (`auto-margin`).
     pub choice_margin: f64,
     /// Which label transform the shared weights use (default [`LabelScope::Shared`]).
     pub label_scope: LabelScope,
@@ -273,23 +274,50 @@ impl Default for FederationConfig {
 }
 
 impl FederationConfig {
-    /// Check the settings against each other and against the number of fleets.
+    /// Check the settings a fleet trains and chooses its model with (what a node of a
+    /// distributed federation can check without knowing the others: local training,
+    /// personalization, the choice rule).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first setting out of range.
+    pub fn validate_fleet(&self) -> Result<()> {
+        if self.local_epochs == 0 {
+            return Err(Error::config("local_epochs", "must be >= 1"));
+        }
+        if !(self.proximal_mu.is_finite() && self.proximal_mu >= 0.0) {
+            return Err(Error::config("proximal_mu", "must be >= 0"));
+        }
+        if self.inference_references == 0 {
+            return Err(Error::config("inference_references", "must be >= 1"));
+        }
+        if !(self.ditto_lambda.is_finite() && self.ditto_lambda >= 0.0) {
+            return Err(Error::config("ditto_lambda", "must be finite and >= 0"));
+        }
+        if self.personal_epochs == Some(0) {
+            return Err(Error::config("personal_epochs", "must be >= 1"));
+        }
+        if !(self.validation_fraction > 0.0 && self.validation_fraction <= 0.5) {
+            return Err(Error::config("validation_fraction", "must be in (0, 0.5]"));
+        }
+        if !(self.choice_margin.is_finite() && self.choice_margin >= 0.0) {
+            return Err(Error::config("choice_margin", "must be finite and >= 0"));
+        }
+        Ok(())
+    }
+
+    /// Check the settings against each other and against the number of fleets (and
+    /// [`validate_fleet`](Self::validate_fleet)).
     pub fn validate(&self, fleets: usize) -> Result<()> {
         if self.rounds == 0 {
             return Err(Error::config("rounds", "must be >= 1"));
         }
-        if self.local_epochs == 0 {
-            return Err(Error::config("local_epochs", "must be >= 1"));
-        }
+        self.validate_fleet()?;
         let m = self.clients_per_round.unwrap_or(fleets);
         if m == 0 || m > fleets {
             return Err(Error::config(
                 "clients_per_round",
                 format!("must be in 1..={fleets}, got {m}"),
             ));
-        }
-        if !(self.proximal_mu.is_finite() && self.proximal_mu >= 0.0) {
-            return Err(Error::config("proximal_mu", "must be >= 0"));
         }
         if self.secure_aggregation.is_some() {
             if !self.strategy.needs_only_the_sum() {
@@ -314,21 +342,6 @@ impl FederationConfig {
         if let Some(dp) = &self.dp {
             dp.validate()?;
             crate::dp::check_mode(dp.mode, self.secure_aggregation.is_some())?;
-        }
-        if self.inference_references == 0 {
-            return Err(Error::config("inference_references", "must be >= 1"));
-        }
-        if !(self.ditto_lambda.is_finite() && self.ditto_lambda >= 0.0) {
-            return Err(Error::config("ditto_lambda", "must be finite and >= 0"));
-        }
-        if self.personal_epochs == Some(0) {
-            return Err(Error::config("personal_epochs", "must be >= 1"));
-        }
-        if !(self.validation_fraction > 0.0 && self.validation_fraction <= 0.5) {
-            return Err(Error::config("validation_fraction", "must be in (0, 0.5]"));
-        }
-        if !(self.choice_margin.is_finite() && self.choice_margin >= 0.0) {
-            return Err(Error::config("choice_margin", "must be finite and >= 0"));
         }
         if let Some(dp) = &self.record_privacy {
             dp.validate()?;

@@ -41,7 +41,12 @@ pub struct FleetClient {
 impl FleetClient {
     /// The fleet at position `index` (its seeds depend on it) with its labelled training
     /// cells, which also serve as its inference references.
+    ///
+    /// # Errors
+    /// Those of [`FederationConfig::validate_fleet`], and [`Error::NotEnoughData`] /
+    /// [`Error::InvalidData`] for no or unlabelled training cells.
     pub fn new(config: &FederationConfig, index: usize, train: Dataset) -> Result<Self> {
+        config.validate_fleet()?;
         if train.is_empty() {
             return Err(Error::NotEnoughData {
                 what: format!("training cells of fleet {index}"),

@@ -7,9 +7,10 @@
 //! shared label and input statistics); its chosen model, as trained without them
 //! ([`FleetState::validated`]), predicts them, and their errors are its conformal scores
 //! ([`BatLiNet::calibrate_from`]; the model it uses trained on more cells). The same cells
-//! chose the model among up to four candidates, so the chosen one's errors on them are a
-//! little optimistic (a winner's curse): coverage is not guaranteed, only measured
-//! (BENCHMARKS.md). Other personalization modes train on every cell and have nothing held
+//! chose the model: a fleet keeps its own unless a shared one passes a paired t-test on them
+//! ([`Personalization::Auto`](super::Personalization::Auto)), so a winner's optimism is small
+//! but not nil, and the fleets' pooled errors need not be exchangeable: coverage is not
+//! guaranteed, only measured (BENCHMARKS.md). Other personalization modes train on every cell and have nothing held
 //! out: they are refused, and so is record-level DP-SGD, whose guarantee would not cover the
 //! summed errors.
 //!

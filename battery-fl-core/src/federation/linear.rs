@@ -13,8 +13,9 @@
 //!    (feature set and `λ` in the grid or `∞` by the least leave-one-out error on all of its
 //!    cells); and the *global* one, the federation's fit on every fleet's cells.
 //! 4. The fleet keeps the global model unless one of its own fits validates better on its
-//!    cells by [`LinearConfig::choice_margin`] standard errors of the mean paired per-cell
-//!    difference (default [`DEFAULT_CHOICE_MARGIN`]); under [`LinearConfig::privacy`] the
+//!    cells by a one-sided paired t-test of the per-cell differences at
+//!    [`LinearConfig::choice_margin`] (default [`DEFAULT_CHOICE_MARGIN`]: about 2.2 standard
+//!    errors on 16 cells; `federation::choice`); under [`LinearConfig::privacy`] the
 //!    default is its local model and the noisy global model must prove itself. Its own fits
 //!    are scored by the nested
 //!    leave-one-out error of the whole selection (each cell predicted by the selection of set

@@ -254,8 +254,10 @@ pub(crate) fn squared_ln_errors(lives: &[f64], predictions: &[f64]) -> Vec<f64> 
 /// The candidate `auto` keeps, from each candidate's squared ln errors on the validation
 /// cells: the fleet's own model unless a shared candidate beats it by `margin` standard
 /// errors of the mean paired difference (the rule of [`federation::choice`](super::choice)),
-/// the least-error one among those that do. Without a local candidate (a fleet of one cell)
-/// the first candidate (the global model) is the default.
+/// the least-error one among those that do. Without a local candidate (none in a simulation:
+/// a fleet that validates has its own model) the first candidate (the global model) is the
+/// default. A fleet needs two validation cells to leave its own model for a mere gain; one
+/// cell suffices only where its own model fails (no prediction) and a shared one does not.
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
 pub(crate) fn choose(errors: &[(Candidate, Vec<f64>)], margin: f64) -> Candidate {
     let Some(at) = errors
@@ -385,18 +387,19 @@ mod tests {
         assert_eq!(pick(&steady, 2.0), Candidate::Global);
         assert_eq!(pick(&noisy, 2.0), Candidate::Local);
         assert_eq!(pick(&noisy, 0.0), Candidate::Global);
-        assert_eq!(pick(&local, 0.0), Candidate::Local); // a tie is no gain
-                                                         // a shared model that failed on a cell (no prediction) never wins
+        // a tie is no gain; a shared model that failed on a cell (no prediction) never wins
+        assert_eq!(pick(&local, 0.0), Candidate::Local);
         let squared = squared_ln_errors(&[100.0; 4], &[100.0, 100.0, 100.0, f64::NAN]);
         assert_eq!(squared, vec![0.0, 0.0, 0.0, f64::INFINITY]);
         assert_eq!(pick(&squared, 0.0), Candidate::Local);
-        // without a local candidate (a fleet with one cell) the global model is the default
+        // without a local candidate the first (the global model) is the default: fine-tuning
+        // with the least mean error but a noisy gain does not replace it at margin 2
         let no_local = [
-            of(Candidate::Global, &noisy),
-            of(Candidate::FineTune, &steady),
+            of(Candidate::Global, &local),
+            of(Candidate::FineTune, &noisy),
         ];
         assert_eq!(choose(&no_local, 2.0), Candidate::Global);
-        assert_eq!(choose(&no_local, 0.0), Candidate::Global);
+        assert_eq!(choose(&no_local, 0.0), Candidate::FineTune);
         assert_eq!(choose(&[], 2.0), Candidate::Global);
     }
 

@@ -181,6 +181,9 @@ def fleet_client(
     >>> fleet_client({"personalization": "auto", "validation-fraction": 0.2}, fleet, model).fit_cells
     4
     """
+    if "auto-margin" in config:
+        # an older server's relative gain would be read as a t-test's level: refuse it
+        raise config_error("auto-margin", "renamed to `choice-margin` (a paired t-test's level)")
     settings: dict[str, object] = {
         core: config[key] for key, core in _FLEET_SETTINGS.items() if key in config
     }
