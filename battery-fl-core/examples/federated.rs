@@ -66,8 +66,8 @@ use battery_fl_core::data::{FleetGrouping, DEFAULT_PROTOCOL_GROUPS};
 use battery_fl_core::dp::{DpConfig, DpMode, RecordPrivacy};
 use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::{
-    centralized_baseline, local_only_baseline, FederationConfig, FleetData, Personalization,
-    SecureAggregation, Simulation,
+    centralized_baseline, local_only_baseline, FederationConfig, FleetData, SecureAggregation,
+    Simulation,
 };
 use battery_fl_core::model::{DpSgdConfig, LinearConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -344,10 +344,11 @@ fn main() -> Result<()> {
         );
     }
 
-    // 90 % intervals: each fleet calibrates its own model on the cells `auto` held out (not
+    // 90 % intervals: each fleet calibrates its own model on the cells `auto` (or
+    // `auto_head`) held out (not
     // under record-level DP-SGD: its guarantee does not cover the summed errors)
-    let intervals = match (args.personalization, &sim_record_privacy) {
-        (Personalization::Auto, None) => {
+    let intervals = match &sim_record_privacy {
+        None if args.personalization.chooses() => {
             job::batlinet_intervals(&mut sim, &fleets, &mut per_fleet, &args.out)?
         }
         _ => None,

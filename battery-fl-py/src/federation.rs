@@ -49,8 +49,9 @@ type FleetIn<'py> = (
 /// ``ditto_lambda``) or ``auto`` (each fleet picks its own, the global, the fine-tuned or its
 /// Ditto model on ``validation_fraction`` of its own training cells, leaving its own only when
 /// a shared model's squared ln errors there lie below its own by a paired t-test at
-/// ``choice_margin``, default ``DEFAULT_CHOICE_MARGIN``: 3.3 standard errors on 4 cells);
-/// :meth:`fleet_model`
+/// ``choice_margin``, default ``DEFAULT_CHOICE_MARGIN``: 3.3 standard errors on 4 cells) or
+/// ``auto_head`` (the encoders federated as with ``head``; each fleet keeps its own model
+/// unless its own-head model passes the same test); :meth:`fleet_model`
 /// returns the model a fleet uses. ``record_privacy`` (a dict of ``epsilon``,
 /// ``noise_multiplier``, ``clipping_norm``, ``delta``, ``seed``, ``public_pretraining``,
 /// ``learning_rate_scale``: the core's ``DpSgdConfig``) trains
@@ -299,8 +300,8 @@ impl PySimulation {
     }
 
     /// Each fleet's interval calibration of the model it uses now (``fleet_model``), by
-    /// fleet id: the errors of its chosen model on the cells ``personalization="auto"`` held
-    /// out, or, for a fleet with fewer than 19 of them, every fleet's errors pooled through a
+    /// fleet id: the errors of its chosen model on the cells ``personalization="auto"`` (or
+    /// ``"auto_head"``) held out, or, for a fleet with fewer than 19 of them, every fleet's errors pooled through a
     /// secure sum of histograms. Pass one to ``fleet_model(id).predict(cells, train_cells,
     /// coverage=0.9, calibration=...)``. Raises ``ValueError`` in other personalization modes
     /// or before the first round.

@@ -168,15 +168,16 @@ def test_personalized_federation_equals_the_simulation(
         assert isinstance(g.contexts[node].state[client.PERSONAL_STATE_KEY]["state"], bytes)
 
 
-def test_auto_nodes_report_the_simulations_intervals(tmp_path: Path) -> None:
-    """After the last round ``auto`` nodes calibrate the model they ended with on the cells
-    they held out, pooled through the summed score histograms: each node's coverage and width
-    are those of ``Simulation.calibrate_fleets`` with the fleet's model."""
+@pytest.mark.parametrize("personalization", ["auto", "auto_head"])
+def test_auto_nodes_report_the_simulations_intervals(tmp_path: Path, personalization: str) -> None:
+    """After the last round ``auto`` (and ``auto_head``) nodes calibrate the model they ended
+    with on the cells they held out, pooled through the summed score histograms: each node's
+    coverage and width are those of ``Simulation.calibrate_fleets`` with the fleet's model."""
     settings = SETTINGS.replace(
-        personalization="auto", fraction_evaluate=1.0, interval_coverage=0.5
+        personalization=personalization, fraction_evaluate=1.0, interval_coverage=0.5
     )
     sim = reference_simulation(settings)
-    out = tmp_path / "auto"
+    out = tmp_path / personalization
     run_federation(grid(), settings.replace(output_dir=str(out)))
     intervals = json.loads((out / "result.json").read_text())["intervals"]
     assert intervals["interval_coverage"] == 0.5 and set(intervals["per_node"]) == {

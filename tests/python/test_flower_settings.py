@@ -83,6 +83,9 @@ def test_personalization_settings_reach_the_run_config() -> None:
     flat = settings.to_run_config()
     assert flat["personal-epochs"] == 0 and FederationSettings.from_run_config(flat) == settings
     assert FederationSettings.from_run_config({"personal-epochs": 2}).personal_epochs == 2
+    # every mode the core knows, `auto_head` the last added
+    for mode in ("none", "fine_tune", "head", "ditto", "auto", "auto_head"):
+        assert FederationSettings.from_run_config({"personalization": mode}).personalization == mode
     bad = [
         {"personalization": "everyone"},
         {"ditto-lambda": -1.0},

@@ -50,10 +50,10 @@ pub struct Args {
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long, value_name = "N")]
     pub threads: Option<i32>,
-    /// How each fleet turns the BatLiNet federation into its own model: none, fine_tune, head, ditto or auto.
+    /// How each fleet turns the BatLiNet federation into its own model: none, fine_tune, head, ditto, auto or auto_head (auto over head's federation: each fleet keeps its own model unless its own-head model validates clearly better).
     #[arg(
         long,
-        value_name = "none|fine_tune|head|ditto|auto",
+        value_name = "none|fine_tune|head|ditto|auto|auto_head",
         default_value = "auto",
         value_parser = serde_enum::<Personalization>
     )]

@@ -130,6 +130,12 @@ pub enum Personalization {
     /// validation cells are a noisy judge; the burden of proof is on leaving local; the rule
     /// of the linear recipe's choice, whose default is the global model instead).
     Auto,
+    /// `auto` over `head`'s federation: the encoders are federated and each fleet's head
+    /// stays home, and each fleet keeps its own model unless its own-head model (the shared
+    /// encoders with its head) beats it on its validation cells by the same t-test. Where one
+    /// shared head cannot serve unlike fleets (MATR's charging protocols) the own-head model
+    /// is the shared candidate that pays; the global and Ditto models are not trained.
+    AutoHead,
 }
 
 impl Personalization {
@@ -141,7 +147,20 @@ impl Personalization {
             Personalization::Head => "head",
             Personalization::Ditto => "ditto",
             Personalization::Auto => "auto",
+            Personalization::AutoHead => "auto_head",
         }
+    }
+
+    /// True for the modes that choose each fleet's model on held-out validation cells
+    /// (`auto`, `auto_head`).
+    pub fn chooses(self) -> bool {
+        matches!(self, Personalization::Auto | Personalization::AutoHead)
+    }
+
+    /// True for the modes whose fleets keep their head home (`head`, `auto_head`): only the
+    /// encoders are federated.
+    pub fn keeps_head_home(self) -> bool {
+        matches!(self, Personalization::Head | Personalization::AutoHead)
     }
 }
 

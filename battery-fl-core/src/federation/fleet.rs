@@ -25,7 +25,7 @@ pub struct LocalUpdate {
 /// One fleet's training cells, split for `auto` personalization, and the federation settings
 /// it trains with.
 ///
-/// With [`Personalization::Auto`], a `validation_fraction` of the training cells (a seeded,
+/// With [`Personalization::Auto`] and [`Personalization::AutoHead`], a `validation_fraction` of the training cells (a seeded,
 /// deterministic choice) is held out to choose the fleet's model; the rest are the cells
 /// the fleet federates on. Every other mode federates on all training cells.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ impl FleetClient {
             });
         }
         train.require_labels()?;
-        let (fit, val) = if config.personalization == Personalization::Auto && train.len() >= 2 {
+        let (fit, val) = if config.personalization.chooses() && train.len() >= 2 {
             let seed = job_seed(config.seed, 0, usize::MAX - 3 - index);
             let (a, b) = validation_split(train.len(), config.validation_fraction, seed);
             (train.subset(&a)?, Some(train.subset(&b)?))
@@ -180,7 +180,8 @@ impl FleetClient {
     /// Local training in round `round` from the `received` weights (the global or the
     /// fleet's group model): `local_epochs` epochs on the fitting cells with FedProx's
     /// proximal term when the strategy asks for it. The personal part is updated in `state`:
-    /// with `head` the trained head stays home (its delta is zeroed); with `ditto` and `auto`
+    /// with `head` and `auto_head` the trained head stays home (its delta is zeroed); with
+    /// `ditto` and `auto`
     /// the fleet's Ditto model trains with a pull of strength `ditto_lambda` toward
     /// `received`. On error `state` is unchanged.
     pub fn train(
@@ -203,8 +204,8 @@ impl FleetClient {
         round: usize,
     ) -> Result<LocalUpdate> {
         let cfg = &self.config;
-        let start = match (cfg.personalization, &state.personal) {
-            (Personalization::Head, Some(own)) => with_head(received, own)?,
+        let start = match &state.personal {
+            Some(own) if cfg.personalization.keeps_head_home() => with_head(received, own)?,
             _ => received.clone(),
         };
         worker.set_params(&start)?;
@@ -237,7 +238,7 @@ impl FleetClient {
         let trained = worker.params()?;
         let mut delta = trained.sub(&start)?;
         let personal = match cfg.personalization {
-            Personalization::Head => {
+            Personalization::Head | Personalization::AutoHead => {
                 zero_head(&mut delta);
                 Some(trained)
             }

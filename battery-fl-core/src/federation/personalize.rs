@@ -19,7 +19,8 @@ use crate::error::Result;
 use crate::model::{BatLiNet, Dataset, Metrics, TrainOptions};
 use crate::model::{InputScales, LabelTransform, ModelParams};
 
-/// The models a fleet chooses among with `Personalization::Auto`.
+/// The models a fleet chooses among with `Personalization::Auto` (local, global, fine-tuned,
+/// Ditto) and `Personalization::AutoHead` (local, own head).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Candidate {
@@ -31,16 +32,19 @@ pub enum Candidate {
     FineTune,
     /// The fleet's Ditto model (trained with a pull toward the global one).
     Ditto,
+    /// The federated encoders with the fleet's own head (`auto_head`).
+    Head,
 }
 
 impl Candidate {
-    /// The snake-case name (`local`, `global`, `fine_tune`, `ditto`).
+    /// The snake-case name (`local`, `global`, `fine_tune`, `ditto`, `head`).
     pub fn name(self) -> &'static str {
         match self {
             Candidate::Local => "local",
             Candidate::Global => "global",
             Candidate::FineTune => "fine_tune",
             Candidate::Ditto => "ditto",
+            Candidate::Head => "head",
         }
     }
 }
@@ -105,7 +109,8 @@ impl FleetModel {
 /// One fleet's personal state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetState {
-    /// Personal weights: with `head`, the fleet's own head (in a full set of weights); with
+    /// Personal weights: with `head` and `auto_head`, the fleet's own head (in a full set of
+    /// weights); with
     /// `ditto` and `auto`, the fleet's Ditto model. `None` until the fleet first trains.
     pub personal: Option<ModelParams>,
     /// With `auto`: the fleet's own model, trained alone exactly as a fleet outside the
@@ -280,7 +285,7 @@ pub(crate) fn choose(errors: &[(Candidate, Vec<f64>)], margin: f64) -> Candidate
 #[cfg(feature = "tch")]
 /// The model fleet `f` uses this round under `cfg.personalization`, given the new global
 /// weights: its own for `head` and `ditto`, the global fine-tuned on its cells for
-/// `fine_tune`, the validated choice for `auto`.
+/// `fine_tune`, the validated choice for `auto` and `auto_head`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn personal_params(
     cfg: &FederationConfig,
@@ -303,21 +308,36 @@ pub(crate) fn personal_params(
             None => global.clone(),
         },
         Personalization::Ditto => state.personal.clone().unwrap_or_else(|| global.clone()),
-        Personalization::Auto => {
+        Personalization::Auto | Personalization::AutoHead => {
+            let own_head = match &state.personal {
+                Some(p) => with_head(global, p)?,
+                None => global.clone(),
+            };
             let Some(val) = val else {
-                return FleetModel::shared(worker, global.clone());
+                let shared = match cfg.personalization {
+                    Personalization::AutoHead => own_head,
+                    _ => global.clone(),
+                };
+                return FleetModel::shared(worker, shared);
             };
             let k = cfg.inference_references;
-            let tuned = train_from(worker, global, fit, epochs, seed, None)?;
-            let ditto = state.personal.clone().unwrap_or_else(|| global.clone());
-            let mut candidates = vec![
-                (
-                    Candidate::Global,
-                    FleetModel::shared(worker, global.clone())?,
-                ),
-                (Candidate::FineTune, FleetModel::shared(worker, tuned)?),
-                (Candidate::Ditto, FleetModel::shared(worker, ditto)?),
-            ];
+            let mut candidates = if cfg.personalization == Personalization::AutoHead {
+                vec![(
+                    Candidate::Head,
+                    FleetModel::shared(worker, own_head.clone())?,
+                )]
+            } else {
+                let tuned = train_from(worker, global, fit, epochs, seed, None)?;
+                let ditto = state.personal.clone().unwrap_or_else(|| global.clone());
+                vec![
+                    (
+                        Candidate::Global,
+                        FleetModel::shared(worker, global.clone())?,
+                    ),
+                    (Candidate::FineTune, FleetModel::shared(worker, tuned)?),
+                    (Candidate::Ditto, FleetModel::shared(worker, ditto)?),
+                ]
+            };
             if let Some((local_fit, _)) = &state.local {
                 candidates.push((Candidate::Local, local_fit.clone()));
             }
@@ -344,6 +364,7 @@ pub(crate) fn personal_params(
                 Candidate::FineTune => train_from(worker, global, all_train, epochs, seed, None)?,
                 Candidate::Global => global.clone(),
                 Candidate::Ditto => state.personal.clone().unwrap_or_else(|| global.clone()),
+                Candidate::Head => own_head,
             }
         }
     };

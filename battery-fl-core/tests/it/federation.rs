@@ -368,6 +368,75 @@ fn auto_personalization_records_its_choice_and_the_scores_it_was_made_on() {
     assert!(r.choices.is_empty() && r.validation_rmse.is_empty());
 }
 
+/// `auto_head`: the encoders are federated and every head stays home (as with `head`), and
+/// each fleet chooses between its own model and its own-head model (the shared encoders with
+/// its head); the global and Ditto models are not candidates. The model it uses is the one it
+/// chose; a margin no t-test passes keeps every fleet's own model.
+#[test]
+fn auto_head_chooses_between_the_fleets_own_model_and_its_own_head() {
+    use battery_fl_core::federation::{Candidate, Personalization};
+    let head = |p: &battery_fl_core::model::ModelParams| -> (Vec<f32>, Vec<f32>) {
+        let (h, e): (Vec<_>, Vec<_>) = p.params().iter().partition(|q| q.name.starts_with("head."));
+        let flat = |v: Vec<_>| {
+            v.iter()
+                .flat_map(|q: &&battery_fl_core::model::Param| q.data.clone())
+                .collect()
+        };
+        (flat(h), flat(e))
+    };
+    let cells = fleets(3);
+    let cfg = FederationConfig {
+        personalization: Personalization::AutoHead,
+        choice_margin: 0.0, // the least mean error: both kinds get chosen somewhere
+        ..config(2)
+    };
+    let mut sim = Simulation::new(cfg.clone(), model(), featurizer(), cells.clone()).unwrap();
+    let initial = sim.state().global.clone();
+    sim.run(|_| {}).unwrap();
+    let global = sim.state().global.clone();
+    assert_eq!(head(&global).0, head(&initial).0, "the global head moved");
+    assert_ne!(
+        head(&global).1,
+        head(&initial).1,
+        "the encoders did not move"
+    );
+    let last = sim.state().history.last().unwrap().clone();
+    let states = sim.state().fleets.clone();
+    for (state, fleet) in states.iter().zip(&cells) {
+        let (choice, scores) = state.choice.clone().unwrap();
+        let kinds: Vec<Candidate> = scores.keys().copied().collect();
+        assert_eq!(kinds, vec![Candidate::Local, Candidate::Head]);
+        assert_eq!(last.choices[&fleet.id], choice.name());
+        let used = sim.fleet_model(&fleet.id).unwrap().params().unwrap();
+        let personal = state.personal.as_ref().unwrap();
+        match choice {
+            // the shared encoders with the fleet's own head
+            Candidate::Head => {
+                assert_eq!(head(&used).0, head(personal).0);
+                assert_eq!(head(&used).1, head(&global).1);
+            }
+            // its own model, trained alone: neither the shared encoders nor its head
+            _ => {
+                assert_eq!(choice, Candidate::Local);
+                assert_ne!(head(&used).1, head(&global).1);
+            }
+        }
+    }
+    // (on these seeded fleets both kinds are chosen, so both branches above ran)
+    let chosen: std::collections::BTreeSet<&str> =
+        last.choices.values().map(String::as_str).collect();
+    assert_eq!(chosen, ["head", "local"].into_iter().collect());
+    let keep = FederationConfig {
+        choice_margin: 1e9,
+        ..cfg
+    };
+    let mut sim = Simulation::new(keep, model(), featurizer(), cells.clone()).unwrap();
+    let r = sim.run_round().unwrap();
+    assert!(cells.iter().all(|f| r.choices[&f.id] == "local"));
+    // its intervals calibrate on the cells it held out, as with `auto`
+    assert_eq!(sim.calibrate_fleets().unwrap().len(), 3);
+}
+
 /// A fleet that keeps its own model under `auto` gets exactly what it had alone: the same
 /// model the local-only baseline trains (its own label transform and input scales), scored
 /// on its own test cells. With every training cell as a reference the draw does not matter.

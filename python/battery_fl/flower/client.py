@@ -17,7 +17,7 @@ needs nothing but its data and ``battery_fl``. Messages and replies:
   ``metrics``: ``rmse`` (cycles, the global model on its test cells), ``personalized-rmse``
   (its own model, :meth:`battery_fl.FleetClient.personal_model`; ``rmse`` again with
   personalization ``none``) and ``num-examples`` (its test cells).
-- ``query.calibration`` (after the last round, ``auto`` only): the node replies with
+- ``query.calibration`` (after the last round, ``auto`` and ``auto_head`` only): the node replies with
   ``arrays``, the histogram of its held-out cells' conformal scores
   (:meth:`battery_fl.FleetClient.calibration_histogram`), summed like the statistics.
 - ``query.intervals`` (config ``calibration-histogram``, the sum, and
@@ -34,9 +34,9 @@ server-round, fleet index)``, evaluation the same seed for its references, as
 :class:`battery_fl.Simulation`), ``local-epochs``, ``proximal-mu`` (FedProx term when > 0),
 ``label-statistics``, ``input-scales-a``/``input-scales-b``,
 ``inference-references``, ``personalization`` (``none``, ``fine_tune``, ``head``,
-``ditto``, ``auto``), ``ditto-lambda``, ``personal-epochs`` (0: ``local-epochs``),
-``validation-fraction`` (the share of its training cells an ``auto`` node holds out),
-``choice-margin`` (how clear a validation gain, as a paired t-test's level, an ``auto`` node
+``ditto``, ``auto``, ``auto_head``), ``ditto-lambda``, ``personal-epochs`` (0: ``local-epochs``),
+``validation-fraction`` (the share of its training cells an ``auto`` or ``auto_head`` node
+holds out), ``choice-margin`` (how clear a validation gain, as a paired t-test's level, such a node
 needs to leave its own model) and,
 for DP in ``train``, ``dp-clipping-norm`` (the update ``sent - received`` is clipped to it)
 and ``dp-noise-std`` (Gaussian noise each node adds). These come from the server; a node that

@@ -9,7 +9,7 @@
    label transform and input scales, as in :class:`battery_fl.Simulation`;
 3. **training**: :class:`~battery_fl.flower.strategy.BatteryFlStrategy` runs
    ``num-server-rounds`` rounds from the model's seeded initial weights;
-4. **intervals** (personalization ``auto``, every node evaluated, no record-level DP-SGD;
+4. **intervals** (personalization ``auto`` or ``auto_head``, every node evaluated, no record-level DP-SGD;
    the sum is not covered by the training's DP epsilon): each node sends the
    histogram of the conformal scores of the cells it held out (``query.calibration``),
    summed like the statistics; with the sum each node calibrates the model it ended with
@@ -315,7 +315,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
     # every node evaluated (so holds the model it ended with), and no record-level DP-SGD,
     # whose guarantee does not cover the summed errors
     if (
-        settings.personalization == "auto"
+        settings.personalization in ("auto", "auto_head")
         and settings.fraction_evaluate == 1.0
         and settings.record_epsilon <= 0
     ):

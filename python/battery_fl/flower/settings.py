@@ -96,7 +96,7 @@ SHARED_SETTINGS = {
 }
 
 #: Personalization modes, as in :class:`battery_fl.Simulation` (``personalization``).
-PERSONALIZATIONS = ("none", "fine_tune", "head", "ditto", "auto")
+PERSONALIZATIONS = ("none", "fine_tune", "head", "ditto", "auto", "auto_head")
 
 #: Model recipes: BatLiNet over training rounds, or the linear early-life model fitted from
 #: two secure sums (:mod:`battery_fl.flower.linear`).
@@ -167,7 +167,7 @@ class FederationSettings:
     choice), with record-level DP at ``record_epsilon`` per cell when it is above 0 (noise
     seeded from ``dp_seed``), ``per_chemistry_choice`` and ``choice_margin`` (default the
     core's ``DEFAULT_CHOICE_MARGIN``, for both recipes: the level, as a normal quantile, of
-    the paired t-test by which an ``auto`` node's shared candidate must validate below its
+    the paired t-test by which an ``auto`` or ``auto_head`` node's shared candidate must validate below its
     own model to replace it, and with the linear recipe by which a node's own fit must validate
     below the global model for the node to keep it); the BatLiNet settings do not
     apply to it. With the BatLiNet recipe, ``record_epsilon > 0`` trains every node with

@@ -7,13 +7,12 @@ use super::super::intervals::{pooled_scores, score_histogram, with_pooled};
 use super::super::job_seed;
 use super::super::labels::secure_sum;
 use super::super::personalize::{rmse_of, FleetModel, FleetState};
-use super::super::Personalization;
 use super::{weights_of, Simulation, STREAM_CALIBRATION_MASKS};
 use crate::error::{Error, Result};
 use crate::model::{BatLiNet, Dataset, IntervalCalibration, Metrics, ModelParams, Prediction};
 
 impl Simulation {
-    /// Each fleet's RMSE on its own test cells with its own model (see [`Personalization`]),
+    /// Each fleet's RMSE on its own test cells with its own model (see [`Personalization`](crate::federation::Personalization)),
     /// pooled over fleets and per fleet; the chosen weights are kept in `personal`.
     pub(super) fn evaluate_personal(
         &mut self,
@@ -50,14 +49,15 @@ impl Simulation {
     /// the scores of every fleet pooled through a secure sum of histograms.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] unless personalization is `auto` and a round has run, with
+    /// [`Error::InvalidConfig`] unless personalization is `auto` or `auto_head` and a round has run, with
     /// record-level DP-SGD (the summed errors would be released outside its guarantee), and
     /// the errors of calibration and of the secure sum.
     pub fn calibrate_fleets(&mut self) -> Result<BTreeMap<String, IntervalCalibration>> {
-        if self.config.personalization != Personalization::Auto {
+        if !self.config.personalization.chooses() {
             return Err(Error::config(
                 "personalization",
-                "fleet intervals are calibrated on the validation cells `auto` holds out",
+                "fleet intervals are calibrated on the validation cells `auto` and `auto_head` \
+                 hold out",
             ));
         }
         // each fleet's own calibration, once: its errors go to the sum, its flags stay
