@@ -209,9 +209,10 @@ impl Default for ClusterConfig {
     }
 }
 
-/// How a federated run is conducted.
+/// How a federated run is conducted. In JSON every key may be left out (its default) and an
+/// unknown key is an error (a misspelt or renamed setting must not run with its default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FederationConfig {
     /// Rounds (default 10).
     pub rounds: usize,
@@ -255,8 +256,8 @@ pub struct FederationConfig {
     /// fleet's own model's for it to be chosen, the normal quantile of a one-sided paired
     /// t-test's level (on 4 validation cells 3.3 standard errors at the default
     /// [`DEFAULT_CHOICE_MARGIN`], 2; 0: the least mean error; `federation::choice`). It replaced
-    /// `auto_margin`, a relative RMSE gain of 0.1: that key is ignored in a JSON config like
-    /// any unknown key, and refused by the Flower server and nodes (`auto-margin`).
+    /// `auto_margin`, a relative RMSE gain of 0.1: a JSON config with that key is refused, as
+    /// by the Flower server and nodes (`auto-margin`).
     pub choice_margin: f64,
     /// Which label transform the shared weights use (default [`LabelScope::Shared`]).
     pub label_scope: LabelScope,
@@ -425,6 +426,18 @@ mod tests {
         assert!(json.get("mu").is_none());
         let new: FederationConfig = serde_json::from_value(json).unwrap();
         assert_eq!(new, old);
+    }
+
+    /// A renamed or misspelt key is refused, not run with its default.
+    #[test]
+    fn unknown_keys_are_refused() {
+        for json in [r#"{"auto_margin": 0.1}"#, r#"{"personalisation": "auto"}"#] {
+            let err = serde_json::from_str::<FederationConfig>(json).unwrap_err();
+            assert!(err.to_string().contains("unknown field"), "{err}");
+        }
+        let ok: FederationConfig =
+            serde_json::from_str(r#"{"personalization": "auto_head"}"#).unwrap();
+        assert_eq!(ok.personalization, Personalization::AutoHead);
     }
 
     /// One name per rule: the serde name, `Strategy::name` and the aggregator's `name`.
