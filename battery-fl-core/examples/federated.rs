@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --features tch --example federated -- \
 //!     [--data DIR --fleets-by protocol|fleet|batch --fleets N] [--model linear|batlinet] [--out DIR] [--no-secagg]
-//!     [--rounds R] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto]
+//!     [--rounds R] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto|auto_head]
 //!     [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]
 //!     [--privacy none|cell] [--target-epsilon E] [--noise-seed S] [--no-public-pretraining]
 //!     [--choice-margin K] [--cells-per-fleet N] [--data-seed S]
@@ -27,13 +27,14 @@
 //!
 //! With BatLiNet every fleet ends with its own model (`--personalization`, default `auto`:
 //! each fleet picks its own, the global, the fine-tuned or its Ditto model on a quarter of its
-//! own training cells). The last line is one JSON object: `model`, `local_rmse`,
+//! own training cells; `auto_head`: the encoders federated with every head at home, each fleet
+//! picking its own model or its own-head one). The last line is one JSON object: `model`, `local_rmse`,
 //! `federated_rmse`, `personalized_rmse`, `centralized_rmse`, `best_local_rmse`, `epsilon`
 //! and `per_fleet` (with the linear model also `minority_rmse` and `settings`: the choice
 //! margin, the data seed (`null` with `--data`), `--fleets-by` and `--fleets`, and whether
 //! sums were secure; with the linear model and
-//! BatLiNet's `auto`, `coverage_90` and `width_90` of 90 % intervals, overall and per fleet:
-//! BatLiNet's calibrated on the cells `auto` holds out, `intervals.svg`).
+//! BatLiNet's `auto` and `auto_head`, `coverage_90` and `width_90` of 90 % intervals, overall
+//! and per fleet: BatLiNet's calibrated on the cells the choice holds out, `intervals.svg`).
 //!
 //! Default: the built-in synthetic fleets (5 non-IID fleets). With `--data` (a folder of cells
 //! with an `index.json`, e.g. MATR), fleets and their test cells come from the index

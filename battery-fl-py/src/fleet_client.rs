@@ -122,7 +122,7 @@ impl PyFleetClient {
             .or_raise()
     }
 
-    /// The fleet's first personal state (bytes): with ``auto`` personalization its own
+    /// The fleet's first personal state (bytes): with ``auto`` or ``auto_head`` its own
     /// models, trained alone on its cells as ``model`` would train (this takes two full
     /// trainings); empty otherwise.
     fn initial_state<'py>(
@@ -214,7 +214,7 @@ impl PyFleetClient {
 
     /// What the fleet sends to the secure sum that pools interval calibrations: the
     /// histogram (float64 counts in fixed bins) of its held-out cells' conformal scores
-    /// (``auto`` personalization, after an evaluated round).
+    /// (``auto`` or ``auto_head`` personalization, after an evaluated round).
     fn calibration_histogram<'py>(
         &self,
         py: Python<'py>,
@@ -245,7 +245,8 @@ impl PyFleetClient {
         Ok(PyIntervalCalibration { inner })
     }
 
-    /// The number of cells the fleet federates on (with ``auto``, those not held out).
+    /// The number of cells the fleet federates on (with ``auto`` and ``auto_head``, those not
+    /// held out).
     #[getter]
     fn fit_cells(&self) -> usize {
         self.inner.fit_cells().len()

@@ -127,14 +127,27 @@ def test_fedavg_over_fleet_clients_is_the_simulation(
     assert max_diff(run.globals[-1], run.received[0]) > 1e-3  # training moved the model
 
 
-@pytest.mark.parametrize(("personalization", "rounds"), [("ditto", 2), ("head", 2), ("auto", 1)])
+@pytest.mark.parametrize(
+    ("personalization", "rounds", "extra"),
+    [
+        ("ditto", 2, {}),
+        ("head", 2, {}),
+        ("auto", 1, {}),
+        # two validation cells and the least error: a fleet can take its own-head model
+        ("auto_head", 2, {"validation_fraction": 0.5, "choice_margin": 0.0}),
+    ],
+)
 def test_personalized_rmse_is_the_simulations(
-    fleet_data: Fleets, model_kwargs: dict[str, Any], personalization: str, rounds: int
+    fleet_data: Fleets,
+    model_kwargs: dict[str, Any],
+    personalization: str,
+    rounds: int,
+    extra: dict[str, Any],
 ) -> None:
     """Per fleet and round, the personal model's RMSE equals the Simulation's (same code and
     seeds; the global weights differ by float rounding only, since the Simulation averages
     deltas)."""
-    run = replay(fleet_data, model_kwargs, rounds=rounds, personalization=personalization)
+    run = replay(fleet_data, model_kwargs, rounds=rounds, personalization=personalization, **extra)
     for r in range(rounds):
         assert max_diff(run.globals[r], run.simulated[r]) < 1e-6
         assert run.personal[r] == pytest.approx(
@@ -146,8 +159,11 @@ def test_personalized_rmse_is_the_simulations(
     )
 
 
-def test_head_stays_home(fleet_data: Fleets, model_kwargs: dict[str, Any]) -> None:
-    run = replay(fleet_data, model_kwargs, rounds=2, personalization="head")
+@pytest.mark.parametrize("personalization", ["head", "auto_head"])
+def test_head_stays_home(
+    fleet_data: Fleets, model_kwargs: dict[str, Any], personalization: str
+) -> None:
+    run = replay(fleet_data, model_kwargs, rounds=2, personalization=personalization)
     names = battery_fl.BatLiNet(**model_kwargs).parameter_names
     heads = [i for i, n in enumerate(names) if n.startswith("head.")]
     assert heads and len(heads) < len(names)
@@ -163,6 +179,8 @@ def test_head_stays_home(fleet_data: Fleets, model_kwargs: dict[str, Any]) -> No
                 )
                 > 0
             )
+    if personalization == "auto_head":
+        return  # (each fleet keeps its own model on one validation cell: nothing shared to use)
     # each fleet uses the global encoders with its own head
     own = run.personal_weights[-1]
     for weights in own:

@@ -127,7 +127,7 @@ pub struct Args {
     pub public_cells: usize,
     /// How clearly a fleet's own linear fit must validate below the global model for the fleet
     /// to keep it (`LinearConfig::choice_margin`), and with `--model batlinet --personalization
-    /// auto` a shared model below the fleet's own (`FederationConfig::choice_margin`): the
+    /// auto|auto_head` a shared model below the fleet's own (`FederationConfig::choice_margin`): the
     /// normal quantile of a one-sided paired t-test's level (about that many standard errors on
     /// many cells, more on few; `federation::choice`); 0: the least error.
     #[arg(long, value_name = "K", default_value_t = DEFAULT_CHOICE_MARGIN)]

@@ -249,10 +249,10 @@ pub struct FederationConfig {
     pub ditto_lambda: f64,
     /// Epochs of a fleet's own fine-tuning (default: `local_epochs`).
     pub personal_epochs: Option<usize>,
-    /// Share of each fleet's training cells held out to choose its model with `auto`
-    /// (default 0.25).
+    /// Share of each fleet's training cells held out to choose its model with `auto` and
+    /// `auto_head` (default 0.25).
     pub validation_fraction: f64,
-    /// With `auto`: how clearly a shared candidate's validation errors must lie below the
+    /// With `auto` and `auto_head`: how clearly a shared candidate's validation errors must lie below the
     /// fleet's own model's for it to be chosen, the normal quantile of a one-sided paired
     /// t-test's level (on 4 validation cells 3.3 standard errors at the default
     /// [`DEFAULT_CHOICE_MARGIN`], 2; 0: the least mean error; `federation::choice`). It replaced

@@ -22,7 +22,7 @@ pub struct LocalUpdate {
     pub num_examples: u64,
 }
 
-/// One fleet's training cells, split for `auto` personalization, and the federation settings
+/// One fleet's training cells, split for `auto` and `auto_head` personalization, and the federation settings
 /// it trains with.
 ///
 /// With [`Personalization::Auto`] and [`Personalization::AutoHead`], a `validation_fraction` of the training cells (a seeded,
@@ -113,7 +113,7 @@ impl FleetClient {
             .map(|p| (p.noise_multiplier(), p.sample_rate()))
     }
 
-    /// The fleet's initial personal state: with `auto`, its own model trained alone exactly
+    /// The fleet's initial personal state: with `auto` and `auto_head`, its own model trained alone exactly
     /// as it would train outside the federation (a fresh `worker`-shaped model, its own label
     /// transform and input scales, the model's epochs and seed), on its fitting cells, to
     /// validate, and on all its training cells, to use; empty otherwise.
@@ -167,7 +167,8 @@ impl FleetClient {
         &self.fit
     }
 
-    /// The cells `auto` holds out to choose the fleet's model (none in other modes).
+    /// The cells `auto` and `auto_head` hold out to choose the fleet's model (none in other
+    /// modes).
     pub fn validation_cells(&self) -> Option<&Dataset> {
         self.val.as_ref()
     }

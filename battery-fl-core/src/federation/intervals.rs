@@ -2,7 +2,7 @@
 //! held-out cells, and fleets too small for a quantile of their own take one from a histogram
 //! of every fleet's errors, summed securely.
 //!
-//! **Which cells.** With `auto` personalization each fleet holds out a `validation_fraction`
+//! **Which cells.** With `auto` (and `auto_head`) personalization each fleet holds out a `validation_fraction`
 //! of its training cells from every weight it trains or federates (they still count in the
 //! shared label and input statistics); its chosen model, as trained without them
 //! ([`FleetState::validated`]), predicts them, and their errors are its conformal scores
@@ -162,7 +162,7 @@ impl FleetClient {
     /// its validation cells (see the module docs).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] unless personalization is `auto` with validation cells and a
+    /// [`Error::InvalidConfig`] unless personalization is `auto` or `auto_head` with validation cells and a
     /// round has run, or with record-level DP-SGD, and the errors of
     /// [`BatLiNet::calibrate_from`].
     pub fn calibration(
@@ -174,7 +174,7 @@ impl FleetClient {
             return Err(Error::config(
                 "personalization",
                 "fleet intervals are calibrated on the validation cells personalization `auto` \
-                 holds out (a fleet of at least 2 cells)",
+                 or `auto_head` holds out (a fleet of at least 2 cells)",
             ));
         };
         if self.record_mechanism().is_some() {

@@ -113,18 +113,18 @@ pub struct FleetState {
     /// weights); with
     /// `ditto` and `auto`, the fleet's Ditto model. `None` until the fleet first trains.
     pub personal: Option<ModelParams>,
-    /// With `auto`: the fleet's own model, trained alone exactly as a fleet outside the
+    /// With `auto` and `auto_head`: the fleet's own model, trained alone exactly as a fleet outside the
     /// federation would (its own label transform and input scales), on its fitting cells (to
     /// validate) and on all its training cells (to use).
     pub local: Option<(FleetModel, FleetModel)>,
-    /// With `auto`: the candidate the fleet chose on its validation cells, and each
+    /// With `auto` and `auto_head`: the candidate the fleet chose on its validation cells, and each
     /// candidate's validation RMSE.
     pub choice: Option<(Candidate, BTreeMap<Candidate, f64>)>,
     /// The model the fleet uses now (after the last round).
     pub current: Option<FleetModel>,
-    /// With `auto`: the chosen candidate as it was scored, trained without the fleet's
-    /// validation cells (the local model on its fitting cells, the global model fine-tuned on
-    /// them; the global and Ditto models are the same as `current`). Its errors on the
+    /// With `auto` and `auto_head`: the chosen candidate as it was scored, trained without the
+    /// fleet's validation cells (the local model on its fitting cells, the global model
+    /// fine-tuned on them; the global, Ditto and own-head models are the same as `current`). Its errors on the
     /// validation cells calibrate the fleet's intervals.
     #[serde(default)]
     pub validated: Option<FleetModel>,
@@ -184,7 +184,7 @@ pub(crate) fn zero_head(delta: &mut ModelParams) {
 
 #[cfg(feature = "tch")]
 /// Deterministic split of a fleet's training cells into fitting and validation positions
-/// (`auto`): every `1/fraction`-th cell of a seeded order validates, at least one cell each.
+/// (`auto`, `auto_head`): every `1/fraction`-th cell of a seeded order validates, at least one cell each.
 pub(crate) fn validation_split(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     use rand::seq::SliceRandom;
     let mut order: Vec<usize> = (0..n).collect();
@@ -256,12 +256,13 @@ pub(crate) fn squared_ln_errors(lives: &[f64], predictions: &[f64]) -> Vec<f64> 
         .collect()
 }
 
-/// The candidate `auto` keeps, from each candidate's squared ln errors on the validation
-/// cells: the fleet's own model unless a shared candidate beats it by `margin` standard
-/// errors of the mean paired difference (the rule of [`federation::choice`](super::choice)),
-/// the least-error one among those that do. Without a local candidate (none in a simulation:
-/// a fleet that validates has its own model) the first candidate (the global model) is the
-/// default. A fleet needs two validation cells to leave its own model for a mere gain; one
+/// The candidate `auto` and `auto_head` keep, from each candidate's squared ln errors on the
+/// validation cells: the fleet's own model unless a shared candidate beats it by `margin`
+/// standard errors of the mean paired difference (the rule of
+/// [`federation::choice`](super::choice)), the least-error one among those that do. Without
+/// a local candidate (none in a simulation: a fleet that validates has its own model) the
+/// first candidate (the global model with `auto`) is the default; without any, the global
+/// model. A fleet needs two validation cells to leave its own model for a mere gain; one
 /// cell suffices only where its own model fails (no prediction) and a shared one does not.
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
 pub(crate) fn choose(errors: &[(Candidate, Vec<f64>)], margin: f64) -> Candidate {
@@ -309,23 +310,23 @@ pub(crate) fn personal_params(
         },
         Personalization::Ditto => state.personal.clone().unwrap_or_else(|| global.clone()),
         Personalization::Auto | Personalization::AutoHead => {
+            let heads = cfg.personalization == Personalization::AutoHead;
+            // the federated encoders with the fleet's own head, once it has trained one (the
+            // global head never trains when heads stay home: it is no candidate)
             let own_head = match &state.personal {
-                Some(p) => with_head(global, p)?,
-                None => global.clone(),
+                Some(p) if heads => Some(with_head(global, p)?),
+                _ => None,
             };
             let Some(val) = val else {
-                let shared = match cfg.personalization {
-                    Personalization::AutoHead => own_head,
-                    _ => global.clone(),
-                };
-                return FleetModel::shared(worker, shared);
+                // a one-cell fleet has nothing to validate on: the shared model
+                return FleetModel::shared(worker, own_head.unwrap_or_else(|| global.clone()));
             };
             let k = cfg.inference_references;
-            let mut candidates = if cfg.personalization == Personalization::AutoHead {
-                vec![(
-                    Candidate::Head,
-                    FleetModel::shared(worker, own_head.clone())?,
-                )]
+            let mut candidates = if heads {
+                match &own_head {
+                    Some(p) => vec![(Candidate::Head, FleetModel::shared(worker, p.clone())?)],
+                    None => Vec::new(),
+                }
             } else {
                 let tuned = train_from(worker, global, fit, epochs, seed, None)?;
                 let ditto = state.personal.clone().unwrap_or_else(|| global.clone());
@@ -364,7 +365,7 @@ pub(crate) fn personal_params(
                 Candidate::FineTune => train_from(worker, global, all_train, epochs, seed, None)?,
                 Candidate::Global => global.clone(),
                 Candidate::Ditto => state.personal.clone().unwrap_or_else(|| global.clone()),
-                Candidate::Head => own_head,
+                Candidate::Head => own_head.unwrap_or_else(|| global.clone()),
             }
         }
     };

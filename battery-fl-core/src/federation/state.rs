@@ -35,10 +35,11 @@ pub struct RoundRecord {
     /// Per fleet: its personalized model's RMSE on its own test cells.
     #[serde(default)]
     pub fleet_personalized_rmse: BTreeMap<String, f64>,
-    /// With `auto` personalization: the model each fleet chose on its validation cells.
+    /// With `auto` and `auto_head` personalization: the model each fleet chose on its
+    /// validation cells.
     #[serde(default)]
     pub choices: BTreeMap<String, String>,
-    /// With `auto` personalization: each candidate's RMSE (cycles) on each fleet's validation
+    /// With `auto` and `auto_head` personalization: each candidate's RMSE (cycles) on each fleet's validation
     /// cells, the scores the choice was made on (by fleet, then candidate name; a candidate
     /// that could not be scored is left out).
     #[serde(default)]

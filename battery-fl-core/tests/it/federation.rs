@@ -411,14 +411,17 @@ fn auto_head_chooses_between_the_fleets_own_model_and_its_own_head() {
         let personal = state.personal.as_ref().unwrap();
         match choice {
             // the shared encoders with the fleet's own head
+            // (trained without its validation cells: the model its intervals calibrate)
             Candidate::Head => {
                 assert_eq!(head(&used).0, head(personal).0);
                 assert_eq!(head(&used).1, head(&global).1);
+                assert_eq!(state.validated, state.current);
             }
-            // its own model, trained alone: neither the shared encoders nor its head
+            // its own model, trained alone on all its training cells
             _ => {
                 assert_eq!(choice, Candidate::Local);
-                assert_ne!(head(&used).1, head(&global).1);
+                let alone = &state.local.as_ref().unwrap().1;
+                assert_eq!(used.flatten(), alone.params.flatten());
             }
         }
     }
@@ -426,6 +429,7 @@ fn auto_head_chooses_between_the_fleets_own_model_and_its_own_head() {
     let chosen: std::collections::BTreeSet<&str> =
         last.choices.values().map(String::as_str).collect();
     assert_eq!(chosen, ["head", "local"].into_iter().collect());
+    assert_eq!(sim.calibrate_fleets().unwrap().len(), 3);
     let keep = FederationConfig {
         choice_margin: 1e9,
         ..cfg

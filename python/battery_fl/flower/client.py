@@ -11,7 +11,7 @@ needs nothing but its data and ``battery_fl``. Messages and replies:
 - ``train``: the server sends ``arrays`` (global weights) and ``config``; the node trains
   with :class:`battery_fl.FleetClient` (the code :class:`battery_fl.Simulation` runs for
   each fleet) and replies with ``arrays`` (the weights it sends: received + its update; with
-  ``head`` personalization the head is the received one) and ``metrics`` (``num-examples``,
+  ``head`` and ``auto_head`` personalization the head is the received one) and ``metrics`` (``num-examples``,
   the cells it trained on).
 - ``evaluate``: the server sends ``arrays`` and ``config``; the node replies with
   ``metrics``: ``rmse`` (cycles, the global model on its test cells), ``personalized-rmse``
@@ -43,7 +43,7 @@ and ``dp-noise-std`` (Gaussian noise each node adds). These come from the server
 does not trust it pins a floor in its own node config (:func:`dp_floor`) and refuses rounds
 below it.
 
-A node's personal state (its own head, Ditto model or ``auto`` choice: the state bytes of
+A node's personal state (its own head, Ditto model or ``auto``/``auto_head`` choice: the state bytes of
 :class:`battery_fl.FleetClient`) stays in its ``Context.state`` under
 :data:`PERSONAL_STATE_KEY` and is never sent; the node's first ``train`` or ``evaluate``
 message of a run creates it (:meth:`battery_fl.FleetClient.initial_state`).
