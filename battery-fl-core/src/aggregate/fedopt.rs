@@ -31,7 +31,7 @@ pub enum ServerOptimizer {
 
 /// Settings of a server optimizer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FedOptConfig {
     /// Server learning rate η (default 0.1).
     pub eta: f64,

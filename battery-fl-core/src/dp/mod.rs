@@ -79,7 +79,7 @@ pub enum DpMode {
 
 /// Settings of differential privacy. Every field has a default (`#[serde(default)]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DpConfig {
     /// Noise multiplier `z` (noise std / clipping norm), > 0. With adaptive clipping this is
     /// the overall multiplier; the update gets `z_Δ`. Default 1.0.

@@ -65,7 +65,7 @@ impl Strategy {
 
 /// Secure-aggregation settings for a round (the number of clients is the number sampled).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SecureAggregation {
     /// Neighbourhood size k (odd, >= 3); `None` = complete graph (default).
     pub neighbours: Option<usize>,
@@ -196,7 +196,7 @@ impl LabelScope {
 /// Genome-clustered aggregation: fleets whose genome summaries are closer than `threshold`
 /// share a group model; a global model is kept beside the group models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Average-linkage merge threshold on [`FleetSummary`](super::FleetSummary) distances
     /// (default 0.5).
@@ -431,7 +431,15 @@ mod tests {
     /// A renamed or misspelt key is refused, not run with its default.
     #[test]
     fn unknown_keys_are_refused() {
-        for json in [r#"{"auto_margin": 0.1}"#, r#"{"personalisation": "auto"}"#] {
+        for json in [
+            r#"{"auto_margin": 0.1}"#,
+            r#"{"personalisation": "auto"}"#,
+            r#"{"dp": {"noise_multipler": 1.0}}"#,
+            r#"{"record_privacy": {"epsilon": 8.0, "delta_": 1e-5}}"#,
+            r#"{"server_optimizer": {"learning_rate": 0.1}}"#,
+            r#"{"secure_aggregation": {"neighbors": 2}}"#,
+            r#"{"clustering": {"treshold": 0.5}}"#,
+        ] {
             let err = serde_json::from_str::<FederationConfig>(json).unwrap_err();
             assert!(err.to_string().contains("unknown field"), "{err}");
         }

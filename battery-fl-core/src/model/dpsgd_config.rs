@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 
 /// Record-level DP-SGD settings (per cell).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DpSgdConfig {
     /// L2 norm each cell's gradient is clipped to (default 1.0).
     pub clipping_norm: f64,
