@@ -16,6 +16,8 @@ mod federation;
 #[cfg(feature = "tch")]
 mod federation_intervals;
 #[cfg(feature = "tch")]
+mod federation_personal;
+#[cfg(feature = "tch")]
 mod federation_private;
 mod genome;
 #[cfg(feature = "tch")]
