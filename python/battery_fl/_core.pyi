@@ -1008,7 +1008,8 @@ class FleetClient:
     ) -> Self: ...
     def record_epsilon(self, state: bytes) -> float | None: ...
     def initial_state(self, model: BatLiNet) -> bytes:
-        """The first personal state (with ``auto``: the fleet's own models, trained alone)."""
+        """The first personal state (with ``auto``/``auto_head``: the fleet's own models, trained
+        alone)."""
     def train(
         self,
         model: BatLiNet,
@@ -1032,14 +1033,15 @@ class FleetClient:
     def current_model(self, model: BatLiNet, state: bytes) -> BatLiNet:
         """The model the fleet uses now (after an evaluated round)."""
     def calibration_histogram(self, model: BatLiNet, state: bytes) -> _F64:
-        """Counts of its held-out cells' conformal scores, for the secure sum (``auto``)."""
+        """Counts of its held-out cells' conformal scores, for the secure sum (``auto``,
+        ``auto_head``)."""
     def pooled_calibration(
         self, model: BatLiNet, state: bytes, summed: _F64
     ) -> IntervalCalibration:
         """Its interval calibration given every fleet's histograms summed."""
     @property
     def fit_cells(self) -> int:
-        """Cells the fleet federates on (with ``auto``: those not held out)."""
+        """Cells the fleet federates on (with ``auto``/``auto_head``: those not held out)."""
 
 def job_seed(seed: int, round: int, client: int) -> int: ...
 def strategy_needs_only_the_sum(strategy: str) -> bool: ...
