@@ -28,8 +28,8 @@
 //! With BatLiNet every fleet ends with its own model (`--personalization`, default `auto`:
 //! each fleet picks its own, the global, the fine-tuned or its Ditto model on a quarter of its
 //! own training cells; `auto_head`: the encoders federated with every head at home, each fleet
-//! picking its own model or its own-head one). The last line is one JSON object: `model`, `local_rmse`,
-//! `federated_rmse`, `personalized_rmse`, `centralized_rmse`, `best_local_rmse`, `epsilon`
+//! picking its own model or its own-head one). The last line is one JSON object: `model`,
+//! `local_rmse`, `federated_rmse`, `personalized_rmse`, `centralized_rmse`, `best_local_rmse`, `epsilon`
 //! and `per_fleet` (with the linear model also `minority_rmse` and `settings`: the choice
 //! margin, the data seed (`null` with `--data`), `--fleets-by` and `--fleets`, and whether
 //! sums were secure; with the linear model and

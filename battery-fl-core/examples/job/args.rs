@@ -50,7 +50,9 @@ pub struct Args {
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long, value_name = "N")]
     pub threads: Option<i32>,
-    /// How each fleet turns the BatLiNet federation into its own model: none, fine_tune, head, ditto, auto or auto_head (auto over head's federation: each fleet keeps its own model unless its own-head model validates clearly better).
+    /// How each fleet turns the BatLiNet federation into its own model: none, fine_tune, head,
+    /// ditto, auto or auto_head (auto over head's federation: each fleet keeps its own model unless
+    /// its own-head model validates clearly better).
     #[arg(
         long,
         value_name = "none|fine_tune|head|ditto|auto|auto_head",
@@ -58,7 +60,8 @@ pub struct Args {
         value_parser = serde_enum::<Personalization>
     )]
     pub personalization: Personalization,
-    /// Label transform of BatLiNet's shared weights: shared (pooled statistics) or fleet (each fleet's own).
+    /// Label transform of BatLiNet's shared weights: shared (pooled statistics) or fleet (each
+    /// fleet's own).
     #[arg(
         long,
         value_name = "shared|fleet",
@@ -74,7 +77,8 @@ pub struct Args {
         value_parser = serde_enum::<LabelGrouping>
     )]
     pub label_grouping: LabelGrouping,
-    /// How BatLiNet's branch-B references are chosen: random (as published) or genome (nearest fingerprints).
+    /// How BatLiNet's branch-B references are chosen: random (as published) or genome (nearest
+    /// fingerprints).
     #[arg(
         long,
         value_name = "random|genome",
@@ -125,10 +129,10 @@ pub struct Args {
     /// Cells per public fleet (see `--public-fleets`; default: the core's, 12).
     #[arg(long, value_name = "N", default_value_t = PUBLIC_CELLS_PER_FLEET)]
     pub public_cells: usize,
-    /// How clearly a fleet's own linear fit must validate below the global model for the fleet
-    /// to keep it (`LinearConfig::choice_margin`), and with `--model batlinet --personalization
-    /// auto|auto_head` a shared model below the fleet's own (`FederationConfig::choice_margin`): the
-    /// normal quantile of a one-sided paired t-test's level (about that many standard errors on
+    /// How clearly a fleet's own linear fit must validate below the global model for the fleet to
+    /// keep it (`LinearConfig::choice_margin`), and with `--model batlinet --personalization
+    /// auto|auto_head` a shared model below the fleet's own (`FederationConfig::choice_margin`):
+    /// the normal quantile of a one-sided paired t-test's level (about that many standard errors on
     /// many cells, more on few; `federation::choice`); 0: the least error.
     #[arg(long, value_name = "K", default_value_t = DEFAULT_CHOICE_MARGIN)]
     pub choice_margin: f64,

@@ -252,12 +252,12 @@ pub struct FederationConfig {
     /// Share of each fleet's training cells held out to choose its model with `auto` and
     /// `auto_head` (default 0.25).
     pub validation_fraction: f64,
-    /// With `auto` and `auto_head`: how clearly a shared candidate's validation errors must lie below the
-    /// fleet's own model's for it to be chosen, the normal quantile of a one-sided paired
+    /// With `auto` and `auto_head`: how clearly a shared candidate's validation errors must lie
+    /// below the fleet's own model's for it to be chosen, the normal quantile of a one-sided paired
     /// t-test's level (on 4 validation cells 3.3 standard errors at the default
     /// [`DEFAULT_CHOICE_MARGIN`], 2; 0: the least mean error; `federation::choice`). It replaced
-    /// `auto_margin`, a relative RMSE gain of 0.1: a JSON config with that key is refused, as
-    /// by the Flower server and nodes (`auto-margin`).
+    /// `auto_margin`, a relative RMSE gain of 0.1: a JSON config with that key is refused, as by
+    /// the Flower server and nodes (`auto-margin`).
     pub choice_margin: f64,
     /// Which label transform the shared weights use (default [`LabelScope::Shared`]).
     pub label_scope: LabelScope,

@@ -22,12 +22,12 @@ pub struct LocalUpdate {
     pub num_examples: u64,
 }
 
-/// One fleet's training cells, split for `auto` and `auto_head` personalization, and the federation settings
-/// it trains with.
+/// One fleet's training cells, split for `auto` and `auto_head` personalization, and the federation
+/// settings it trains with.
 ///
-/// With [`Personalization::Auto`] and [`Personalization::AutoHead`], a `validation_fraction` of the training cells (a seeded,
-/// deterministic choice) is held out to choose the fleet's model; the rest are the cells
-/// the fleet federates on. Every other mode federates on all training cells.
+/// With [`Personalization::Auto`] and [`Personalization::AutoHead`], a `validation_fraction` of the
+/// training cells (a seeded, deterministic choice) is held out to choose the fleet's model; the
+/// rest are the cells the fleet federates on. Every other mode federates on all training cells.
 #[derive(Debug, Clone)]
 pub struct FleetClient {
     config: FederationConfig,
@@ -113,9 +113,9 @@ impl FleetClient {
             .map(|p| (p.noise_multiplier(), p.sample_rate()))
     }
 
-    /// The fleet's initial personal state: with `auto` and `auto_head`, its own model trained alone exactly
-    /// as it would train outside the federation (a fresh `worker`-shaped model, its own label
-    /// transform and input scales, the model's epochs and seed), on its fitting cells, to
+    /// The fleet's initial personal state: with `auto` and `auto_head`, its own model trained alone
+    /// exactly as it would train outside the federation (a fresh `worker`-shaped model, its own
+    /// label transform and input scales, the model's epochs and seed), on its fitting cells, to
     /// validate, and on all its training cells, to use; empty otherwise.
     pub fn initial_state(&self, worker: &BatLiNet) -> Result<FleetState> {
         let mut state = FleetState::default();

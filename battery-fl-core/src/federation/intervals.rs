@@ -2,16 +2,16 @@
 //! held-out cells, and fleets too small for a quantile of their own take one from a histogram
 //! of every fleet's errors, summed securely.
 //!
-//! **Which cells.** With `auto` (and `auto_head`) personalization each fleet holds out a `validation_fraction`
-//! of its training cells from every weight it trains or federates (they still count in the
-//! shared label and input statistics); its chosen model, as trained without them
+//! **Which cells.** With `auto` (and `auto_head`) personalization each fleet holds out a
+//! `validation_fraction` of its training cells from every weight it trains or federates (they still
+//! count in the shared label and input statistics); its chosen model, as trained without them
 //! ([`FleetState::validated`]), predicts them, and their errors are its conformal scores
-//! ([`BatLiNet::calibrate_from`]; the model it uses trained on more cells). The same cells
-//! chose the model: a fleet keeps its own unless a shared one passes a paired t-test on them
-//! ([`Personalization::Auto`](super::Personalization::Auto)), so a winner's optimism is small
-//! but not nil, and the fleets' pooled errors need not be exchangeable: coverage is not
-//! guaranteed, only measured (BENCHMARKS.md). Other personalization modes train on every cell and have nothing held
-//! out: they are refused, and so is record-level DP-SGD, whose guarantee would not cover the
+//! ([`BatLiNet::calibrate_from`]; the model it uses trained on more cells). The same cells chose
+//! the model: a fleet keeps its own unless a shared one passes a paired t-test on them
+//! ([`Personalization::Auto`](super::Personalization::Auto)), so a winner's optimism is small but
+//! not nil, and the fleets' pooled errors need not be exchangeable: coverage is not guaranteed,
+//! only measured (BENCHMARKS.md). Other personalization modes train on every cell and have nothing
+//! held out: they are refused, and so is record-level DP-SGD, whose guarantee would not cover the
 //! summed errors.
 //!
 //! **Few cells.** A fleet with 16 training cells validates on 4, and a 90 % conformal

@@ -113,8 +113,8 @@ pub struct FleetState {
     /// weights); with
     /// `ditto` and `auto`, the fleet's Ditto model. `None` until the fleet first trains.
     pub personal: Option<ModelParams>,
-    /// With `auto` and `auto_head`: the fleet's own model, trained alone exactly as a fleet outside the
-    /// federation would (its own label transform and input scales), on its fitting cells (to
+    /// With `auto` and `auto_head`: the fleet's own model, trained alone exactly as a fleet outside
+    /// the federation would (its own label transform and input scales), on its fitting cells (to
     /// validate) and on all its training cells (to use).
     pub local: Option<(FleetModel, FleetModel)>,
     /// With `auto` and `auto_head`: the candidate the fleet chose on its validation cells, and each
@@ -123,8 +123,8 @@ pub struct FleetState {
     /// The model the fleet uses now (after the last round).
     pub current: Option<FleetModel>,
     /// With `auto` and `auto_head`: the chosen candidate as it was scored, trained without the
-    /// fleet's validation cells (the local model on its fitting cells, the global model
-    /// fine-tuned on them; the global, Ditto and own-head models are the same as `current`). Its errors on the
+    /// fleet's validation cells (the local model on its fitting cells, the global model fine-tuned
+    /// on them; the global, Ditto and own-head models are the same as `current`). Its errors on the
     /// validation cells calibrate the fleet's intervals.
     #[serde(default)]
     pub validated: Option<FleetModel>,
@@ -183,8 +183,8 @@ pub(crate) fn zero_head(delta: &mut ModelParams) {
 }
 
 #[cfg(feature = "tch")]
-/// Deterministic split of a fleet's training cells into fitting and validation positions
-/// (`auto`, `auto_head`): every `1/fraction`-th cell of a seeded order validates, at least one cell each.
+/// Deterministic split of a fleet's training cells into fitting and validation positions (`auto`,
+/// `auto_head`): every `1/fraction`-th cell of a seeded order validates, at least one cell each.
 pub(crate) fn validation_split(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     use rand::seq::SliceRandom;
     let mut order: Vec<usize> = (0..n).collect();

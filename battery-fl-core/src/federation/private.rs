@@ -20,14 +20,13 @@
 //! weight (the coordinator learns it, or with secure aggregation the total), and the
 //! accountant's neighbouring datasets differ by one cell's record, not by the count.
 //!
-//! With `head` (and `auto_head`) personalization a fleet's own head trains inside the same DP-SGD steps (the
-//! guarantee covers it; it stays home). Outside the guarantee: the fleet's other personal
-//! models (fine-tuned, Ditto and `auto`'s candidates, its local model), which train without
-//! noise on its cells, and its inference references; they stay home in a deployment (the
-//! in-process `Simulation` holds them for the fleets, and its
-//! checkpoint contains them). Also outside it, and reported to the coordinator: evaluation
-//! numbers (each fleet's RMSE on its test cells) and, with `auto` and `auto_head`, which model
-//! a fleet chose.
+//! With `head` (and `auto_head`) personalization a fleet's own head trains inside the same DP-SGD
+//! steps (the guarantee covers it; it stays home). Outside the guarantee: the fleet's other
+//! personal models (fine-tuned, Ditto and `auto`'s candidates, its local model), which train
+//! without noise on its cells, and its inference references; they stay home in a deployment (the
+//! in-process `Simulation` holds them for the fleets, and its checkpoint contains them). Also
+//! outside it, and reported to the coordinator: evaluation numbers (each fleet's RMSE on its test
+//! cells) and, with `auto` and `auto_head`, which model a fleet chose.
 
 use crate::dp::RdpAccountant;
 use crate::error::{Error, Result};

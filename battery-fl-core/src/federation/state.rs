@@ -39,9 +39,9 @@ pub struct RoundRecord {
     /// validation cells.
     #[serde(default)]
     pub choices: BTreeMap<String, String>,
-    /// With `auto` and `auto_head` personalization: each candidate's RMSE (cycles) on each fleet's validation
-    /// cells, the scores the choice was made on (by fleet, then candidate name; a candidate
-    /// that could not be scored is left out).
+    /// With `auto` and `auto_head` personalization: each candidate's RMSE (cycles) on each fleet's
+    /// validation cells, the scores the choice was made on (by fleet, then candidate name; a
+    /// candidate that could not be scored is left out).
     #[serde(default)]
     pub validation_rmse: BTreeMap<String, BTreeMap<String, f64>>,
     /// With record-level DP-SGD: ε per cell each fleet has spent so far (at the record

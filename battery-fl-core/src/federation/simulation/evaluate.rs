@@ -12,8 +12,9 @@ use crate::error::{Error, Result};
 use crate::model::{BatLiNet, Dataset, IntervalCalibration, Metrics, ModelParams, Prediction};
 
 impl Simulation {
-    /// Each fleet's RMSE on its own test cells with its own model (see [`Personalization`](crate::federation::Personalization)),
-    /// pooled over fleets and per fleet; the chosen weights are kept in `personal`.
+    /// Each fleet's RMSE on its own test cells with its own model (see
+    /// [`Personalization`](crate::federation::Personalization)), pooled over fleets and per fleet;
+    /// the chosen weights are kept in `personal`.
     pub(super) fn evaluate_personal(
         &mut self,
         global: &ModelParams,
