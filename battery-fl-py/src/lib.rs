@@ -28,6 +28,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_COVERAGE", battery_fl_core::model::DEFAULT_COVERAGE)?;
     m.add(
+        "DEFAULT_CALIBRATION_FOLDS",
+        battery_fl_core::model::DEFAULT_CALIBRATION_FOLDS,
+    )?;
+    m.add(
         "DEFAULT_CHOICE_MARGIN",
         battery_fl_core::federation::DEFAULT_CHOICE_MARGIN,
     )?;

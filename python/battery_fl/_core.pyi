@@ -12,6 +12,7 @@ __all__ = [
     "dp_default_config",
     "dp_default_record_config",
     "secagg_default_config",
+    "DEFAULT_CALIBRATION_FOLDS",
     "DEFAULT_CHOICE_MARGIN",
     "DEFAULT_COVERAGE",
     "DEFAULT_PROTOCOL_GROUPS",
@@ -85,6 +86,7 @@ __all__ = [
 ]
 
 __version__: str
+DEFAULT_CALIBRATION_FOLDS: int
 DEFAULT_CHOICE_MARGIN: float
 DEFAULT_COVERAGE: float
 DEFAULT_PROTOCOL_GROUPS: int

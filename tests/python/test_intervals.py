@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import battery_fl
+from battery_fl._core import DEFAULT_CALIBRATION_FOLDS
 
 
 def test_predictions_with_intervals_match_the_plain_ones(
@@ -60,6 +61,10 @@ def test_intervals_refuse_what_would_be_silently_wrong(
     with pytest.raises(battery_fl.ConfigError) as info:
         model.cross_calibrate(cells[:12], folds=1)
     assert info.value.field == "folds"
+    # the default number of folds is the core's: more folds than these cells
+    few = DEFAULT_CALIBRATION_FOLDS - 1
+    with pytest.raises(battery_fl.ConfigError, match=rf"got {DEFAULT_CALIBRATION_FOLDS}\b"):
+        model.cross_calibrate(cells[:few])
     # training further makes the calibration stale
     model.train(cells[:12], epochs=1)
     with pytest.raises(battery_fl.ModelError, match="calibrate again"):
