@@ -253,7 +253,7 @@ impl PyBatLiNet {
     /// Calibrate without setting cells aside: ``folds`` fresh models of this configuration,
     /// each trained on all but one fold of ``training`` (the cells this model was trained
     /// on) and scored on the fold it did not see. Costs ``folds`` trainings (default
-    /// ``battery_fl._core.DEFAULT_CALIBRATION_FOLDS``, the core's: 10).
+    /// ``battery_fl._core.DEFAULT_CALIBRATION_FOLDS``, the core's).
     #[pyo3(signature = (training, *, folds=None))]
     fn cross_calibrate(
         &self,
