@@ -116,12 +116,9 @@ pub fn real_fleets(
     featurizer: &Featurizer,
     model: &BatLiNetConfig,
 ) -> Result<Vec<(FleetData, FleetCells)>> {
-    // (MATR's outlier is left out after grouping: its protocol still counts among the
-    // protocols)
     let clean = |cells: Vec<Cell>| -> Result<Vec<Cell>> {
         cells
             .into_iter()
-            .filter(|c| c.id() != MATR_OUTLIER)
             .map(|mut c| {
                 c.clean(&CleanConfig::default())?;
                 Ok(c)
@@ -131,6 +128,9 @@ pub fn real_fleets(
     load_fleets(dir, grouping, n)?
         .into_iter()
         .map(|f| {
+            // (MATR's outlier is left out after grouping: its protocol still counts among
+            // the protocols; a fleet it leaves without a test cell is an error)
+            let f = f.without(|c| c.id() == MATR_OUTLIER)?;
             let ds =
                 |v: &[Cell]| Dataset::for_config(v, featurizer, model, &LabelConfig::default());
             let cells = FleetCells {

@@ -134,17 +134,42 @@ pub fn index_fleets(
         });
     }
     for f in &groups {
-        for (what, cells) in [("training", &f.train), ("test", &f.test)] {
-            if cells.is_empty() {
+        f.check_cells()?;
+    }
+    Ok(groups)
+}
+
+impl<T> FleetSplit<T> {
+    /// This fleet without the cells `leave_out` picks (MATR's known outlier, say), dropped
+    /// after grouping so that the fleet keeps its place among the protocol groups.
+    ///
+    /// # Errors
+    /// [`Error::NotEnoughData`] when no training or no test cell is left.
+    pub fn without(self, mut leave_out: impl FnMut(&T) -> bool) -> Result<Self> {
+        let mut keep =
+            |cells: Vec<T>| -> Vec<T> { cells.into_iter().filter(|c| !leave_out(c)).collect() };
+        let fleet = FleetSplit {
+            train: keep(self.train),
+            test: keep(self.test),
+            id: self.id,
+        };
+        fleet.check_cells()?;
+        Ok(fleet)
+    }
+
+    /// A fleet needs a training and a test cell.
+    fn check_cells(&self) -> Result<()> {
+        for (what, cells) in [("training", self.train.len()), ("test", self.test.len())] {
+            if cells == 0 {
                 return Err(Error::NotEnoughData {
-                    what: format!("{what} cells of fleet {}", f.id),
+                    what: format!("{what} cells of fleet {}", self.id),
                     needed: 1,
                     got: 0,
                 });
             }
         }
+        Ok(())
     }
-    Ok(groups)
 }
 
 impl FleetGrouping {
@@ -301,6 +326,39 @@ mod tests {
             (ids(&fleets[1].train), ids(&fleets[1].test)),
             (vec!["b0".to_string()], vec!["b1".to_string()])
         );
+    }
+
+    #[test]
+    fn leaving_cells_out_keeps_the_fleet_or_names_what_it_lost() {
+        let fleet = |test: &[&str]| IndexFleet {
+            id: "protocols-0".into(),
+            train: vec![
+                entry("t0", serde_json::json!({})),
+                entry("t1", serde_json::json!({})),
+            ],
+            test: test
+                .iter()
+                .map(|id| entry(id, serde_json::json!({})))
+                .collect(),
+        };
+        let is = |id: &'static str| move |e: &IndexEntry| e.cell_id == id;
+        let kept = fleet(&["x", "outlier"]).without(is("outlier")).unwrap();
+        assert_eq!((kept.train.len(), kept.test.len()), (2, 1));
+        assert_eq!(kept.test[0].cell_id, "x");
+        let kept = fleet(&["x"]).without(is("t1")).unwrap();
+        assert_eq!((kept.train.len(), kept.test.len()), (1, 1));
+        // the outlier as a fleet's only test cell: an error naming the fleet, not a fleet
+        // scored on no cells
+        match fleet(&["outlier"]).without(is("outlier")) {
+            Err(Error::NotEnoughData {
+                what,
+                needed: 1,
+                got: 0,
+            }) => {
+                assert_eq!(what, "test cells of fleet protocols-0");
+            }
+            other => panic!("expected NotEnoughData, got {other:?}"),
+        }
     }
 
     #[test]

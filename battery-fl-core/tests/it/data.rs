@@ -386,6 +386,12 @@ fn matr_protocol_fleets_are_the_benchmarks_fleets() {
         .collect();
     assert_eq!(counts, [(9, 9), (10, 9), (11, 11), (11, 14)]);
     assert!(fleets[0].test.iter().any(|e| e.cell_id == MATR_OUTLIER));
+    // the main job leaves it out after grouping; its fleet keeps its other eight test cells
+    let without = fleets[0]
+        .clone()
+        .without(|e| e.cell_id == MATR_OUTLIER)
+        .unwrap();
+    assert_eq!((without.train.len(), without.test.len()), (9, 8));
     // by batch: the two batches, each with both splits
     let batches = index_fleets(&index, FleetGrouping::Batch, None).unwrap();
     let ids: Vec<&str> = batches.iter().map(|f| f.id.as_str()).collect();
