@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use battery_fl_core::data::{load_cell, load_index, Cell, CleanConfig};
 use battery_fl_core::model::{BatLiNet, Dataset, IntervalCalibration, Metrics, Prediction};
 
+pub mod args;
 mod cell_log;
 pub use cell_log::CellLog;
 

@@ -52,7 +52,8 @@ use super::config::Geometry;
 use super::dataset::{Dataset, InputScales};
 use super::labels::LabelTransform;
 use super::net::TchResultExt;
-use super::train::{progress, trainable_tensors, AdamW, Proximal, TrainOptions, WeightAverage};
+use super::optim::{AdamW, WeightAverage};
+use super::train::{progress, trainable_tensors, Proximal, TrainOptions};
 use crate::dp::{GaussianNoise, RdpAccountant};
 use crate::error::{Error, Result};
 

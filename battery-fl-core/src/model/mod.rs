@@ -36,6 +36,8 @@ mod intervals;
 #[cfg(feature = "tch")]
 mod net;
 #[cfg(feature = "tch")]
+mod optim;
+#[cfg(feature = "tch")]
 mod pairs;
 #[cfg(feature = "tch")]
 mod train;
