@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flower_support import DATA_SEED, FLEETS, POINTS, SETTINGS, node_config
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 import battery_fl
 from battery_fl import synthetic
 from battery_fl.flower import LocalGrid, make_client_app, secagg_mod
-from battery_fl.flower.linear import LINEAR_STATE_KEY, run_linear_federation
+from battery_fl.flower.linear import LINEAR_STATE_KEY, SHARE_ACTION, run_linear_federation
 
 NODE_IDS = [101, 202, 303]
 # the early-life features read cycles 10 to 100
@@ -28,9 +29,10 @@ def _fleets(cells: int = CELLS) -> list[tuple[list[battery_fl.Cell], list[batter
     return [(f.cells[: cells - TEST_CELLS], f.cells[cells - TEST_CELLS :]) for f in generated]
 
 
-def _grid(cells: int = CELLS) -> LocalGrid:
+def _grid(cells: int = CELLS, **node: object) -> LocalGrid:
+    """The nodes, each with ``node`` added to its node config."""
     app = make_client_app(mods=[secagg_mod])
-    extra = {**EXTRA, "synthetic-cells": cells}
+    extra = {**EXTRA, "synthetic-cells": cells, **node}
     return LocalGrid(app, {n: node_config(i, **extra) for i, n in enumerate(NODE_IDS)})
 
 
@@ -112,27 +114,77 @@ def test_the_choice_margin_reaches_every_node() -> None:
 
 def test_flower_linear_federation_with_record_level_privacy(tmp_path: Path) -> None:
     settings = SETTINGS.replace(
-        recipe="linear",
-        secure_aggregation=True,
-        record_epsilon=4.0,
-        dp_seed=9,
-        output_dir=str(tmp_path),
+        recipe="linear", secure_aggregation=True, record_epsilon=4.0, output_dir=str(tmp_path)
     )
-    summary = run_linear_federation(_grid(), settings, NODE_IDS)
+    summary = run_linear_federation(_grid(**{"record-seed": 9}), settings, NODE_IDS)
     privacy = summary["privacy"]
     assert privacy["epsilon"] == pytest.approx(4.0, abs=1e-3)
     assert privacy["mode"] == "distributed" and privacy["releases"] == 2
     # the server never learns the exact cell count under privacy
     assert summary["cells"] is None
-    # every node still ends with its own models; seeded noise makes the run reproducible (to
-    # the secure sum's fixed-point grid)
+    # every node still ends with its own models; noise the nodes seed themselves makes the
+    # run reproducible (to the secure sum's fixed-point grid)
     assert set(summary["per_node"]) == {str(n) for n in NODE_IDS}
-    again = run_linear_federation(_grid(), settings.replace(output_dir=""), NODE_IDS)
+    again = run_linear_federation(
+        _grid(**{"record-seed": 9}), settings.replace(output_dir=""), NODE_IDS
+    )
     for node, metrics in summary["per_node"].items():
         assert again["per_node"][node] == pytest.approx(metrics, rel=1e-5)
-    # (another noise seed, another noisy shared model)
-    other = run_linear_federation(_grid(), settings.replace(output_dir="", dp_seed=10), NODE_IDS)
+    # (other node seeds, another noisy shared model)
+    other = run_linear_federation(
+        _grid(**{"record-seed": 10}), settings.replace(output_dir=""), NODE_IDS
+    )
     assert other["global_error"] != pytest.approx(summary["global_error"], rel=1e-3)
+
+
+def test_a_server_can_neither_key_nor_drop_a_nodes_record_noise() -> None:
+    """The attack: a server that names the seed of a node's noise draws the same noise itself
+    (the share of no cells under that seed is the noise alone) and subtracts it from the
+    node's reply, recovering the node's exact statistics. The linear recipe's nodes used to
+    seed their noise from the server's ``record-noise-seed``; now they refuse it and key the
+    noise themselves, and the subtraction recovers nothing."""
+    node, seed, epsilon = NODE_IDS[0], 9, 1.0
+    train, _ = _fleets()[0]
+    config = {"fleets": FLEETS, "secure-aggregation": False, "record-epsilon": epsilon}
+
+    def ask(grid: LocalGrid, **extra: object) -> Message:
+        content = RecordDict({"config": ConfigRecord({**config, **extra})})
+        message_type = f"{MessageType.QUERY}.{SHARE_ACTION}"
+        (reply,) = grid.send_and_receive(
+            [Message(content, dst_node_id=node, message_type=message_type)], timeout=10.0
+        )
+        return reply
+
+    def steps(noise_seed: int | None, eps: float = epsilon) -> battery_fl.LinearSteps:
+        return battery_fl.LinearSteps(
+            FLEETS, secure_aggregation=False, epsilon=eps, noise_seed=noise_seed
+        )
+
+    # the node's statistics as released without noise (at an ε that leaves next to none)
+    exact = steps(0, 1e9).share(train)
+    # what the server subtracts: the noise of the node's first step under the seed it named
+    known = battery_fl.job_seed(seed, 1, node)
+    noise = steps(known).share([])
+    # with the seed known the attack recovers the statistics (the node's former behaviour) ...
+    np.testing.assert_allclose(steps(known).share(train) - noise, exact, atol=0.2)
+    assert np.max(np.abs(noise)) > 5.0  # (the noise itself is not small)
+
+    # ... so a node refuses a server that sends one
+    refused = ask(_grid(), **{"record-noise-seed": seed})
+    assert refused.has_error() and "record-noise-seed" in refused.error.reason
+    # and without it the node keys its noise from the OS: the subtraction recovers nothing
+    (reply,) = ask(_grid()).content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+    assert np.max(np.abs(reply - noise - exact)) > 5.0
+    # two asks, two draws: the server cannot cancel the noise by asking again
+    (again,) = ask(_grid()).content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+    assert np.max(np.abs(again - reply)) > 1.0
+
+    # a node that requires record privacy refuses a server that drops or loosens it
+    strict = _grid(**{"record-max-epsilon": 2.0})
+    for asked in (0.0, 4.0):
+        reply_error = ask(strict, **{"record-epsilon": asked})
+        assert reply_error.has_error() and "record-max-epsilon" in reply_error.error.reason
+    assert not ask(strict).has_error()
 
 
 def test_linear_recipe_settings_are_checked() -> None:

@@ -72,6 +72,7 @@ from battery_fl.flower.settings import (
     config_error,
     load_fleet,
     model_from_config,
+    node_record_epsilon,
 )
 
 __all__ = [
@@ -194,14 +195,8 @@ def fleet_client(
     mu = float(config.get("proximal-mu", 0.0))  # type: ignore[arg-type]
     settings["strategy"] = "fed_prox" if mu > 0 else "fed_avg"
     settings["proximal_mu"] = mu
-    epsilon = _record_epsilon(config)
     node_config = node_config or {}
-    cap = float(node_config.get("record-max-epsilon", 0.0))  # type: ignore[arg-type]
-    if cap > 0 and not 0 < epsilon <= cap:
-        raise _privacy_error(
-            f"the server asks for record-epsilon {epsilon}; this node trains only with "
-            f"record-level DP-SGD at epsilon <= {cap} (record-max-epsilon)"
-        )
+    epsilon = node_record_epsilon(config, node_config)
     if epsilon <= 0:
         return battery_fl.FleetClient(settings, fleet.index, model, fleet.train)
     # the noise and the cells each step samples are keyed from the OS, unless the node
@@ -230,12 +225,6 @@ def _keeps_state(config: Mapping[str, object]) -> bool:
     """Whether the node keeps a state between messages: a personal model, or the private
     steps its accountant counts."""
     return _personalizes(config) or _record_epsilon(config) > 0
-
-
-def _privacy_error(reason: str) -> battery_fl.PrivacyError:
-    err = battery_fl.PrivacyError(reason)
-    err.kind = "privacy"
-    return err
 
 
 def public_cells(config: Mapping[str, object]) -> list[battery_fl.Cell]:

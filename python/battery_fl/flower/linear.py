@@ -6,7 +6,8 @@ its own cells with :class:`battery_fl.LinearSteps` (the code ``federate_linear``
 process):
 
 1. ``query.linear_share``: the node's summed statistics (with ``record-epsilon > 0`` clamped,
-   mapped and noised: record-level DP per cell), summed through our SecAgg+ when
+   mapped and noised: record-level DP per cell, the noise keyed on the node, never by the
+   server; a node's ``record-max-epsilon`` bounds the ε it accepts), summed through our SecAgg+ when
    ``secure-aggregation`` is on;
 2. ``query.linear_errors`` (config ``linear-total``): the errors of the models fitted on the
    other fleets, on the node's cells; summed the same way;
@@ -46,7 +47,14 @@ from flwr.serverapp import Grid
 import battery_fl
 from battery_fl._core import DEFAULT_CHOICE_MARGIN
 from battery_fl.flower.secagg import SecAggWorkflow
-from battery_fl.flower.settings import FederationSettings, FleetCells, config_error, load_fleet
+from battery_fl.flower.settings import (
+    FederationSettings,
+    FleetCells,
+    config_error,
+    load_fleet,
+    node_record_epsilon,
+    privacy_error,
+)
 
 __all__ = [
     "ERRORS_ACTION",
@@ -70,16 +78,27 @@ _log = logging.getLogger("flwr")
 
 
 def _steps(config: ConfigRecord, context: Context, step: int) -> battery_fl.LinearSteps:
-    """The node's steps for the server's config; its noise is seeded from the run's
-    ``record-noise-seed`` (``-1``: the OS), the node and the step, so no two draws repeat."""
-    epsilon = float(config.get("record-epsilon", 0.0))  # type: ignore[arg-type]
-    seed = int(config.get("record-noise-seed", -1))  # type: ignore[arg-type]
+    """The node's steps for the server's config. Its record-level noise is keyed from the OS,
+    or, when the node's own config pins ``record-seed`` (tests), from that seed, the step and
+    the node, so that no two draws repeat; never from a seed the server sends, which would let
+    the server subtract the noise (a config that carries ``record-noise-seed`` is refused).
+    A node whose ``record-max-epsilon`` is above 0 refuses a server that asks for no record
+    privacy or a larger ε."""
+    if "record-noise-seed" in config:
+        raise privacy_error(
+            "the server sent `record-noise-seed`: a node keys its noise from the OS or its own "
+            "`record-seed`, never from a seed the server knows (it could subtract the noise)"
+        )
+    epsilon = node_record_epsilon(config, context.node_config)
+    seed = int(context.node_config.get("record-seed", -1))  # type: ignore[call-overload]
     node_seed = (
         None if seed < 0 else battery_fl.job_seed(seed, step, int(context.node_id) % (1 << 31))
     )
     return battery_fl.LinearSteps(
         int(config["fleets"]),  # type: ignore[arg-type]
-        secure_aggregation=bool(config.get("secure-aggregation", True)),
+        secure_aggregation=bool(
+            config.get("secure-aggregation", FederationSettings.secure_aggregation)
+        ),
         per_chemistry_choice=bool(config.get("per-chemistry-choice", False)),
         choice_margin=float(config.get("choice-margin", DEFAULT_CHOICE_MARGIN)),  # type: ignore[arg-type]
         epsilon=epsilon if epsilon > 0 else None,
@@ -247,7 +266,6 @@ def run_linear_federation(
         "per-chemistry-choice": settings.per_chemistry_choice,
         "choice-margin": settings.choice_margin,
         "record-epsilon": settings.record_epsilon,
-        "record-noise-seed": settings.dp_seed,
         "interval-coverage": settings.interval_coverage,
     }
     steps = battery_fl.LinearSteps(

@@ -115,6 +115,35 @@ _RENAMED = {"secagg-neighbors": "secagg-neighbours", "auto-margin": "choice-marg
 _Scalar = bool | int | float | str
 
 
+def privacy_error(reason: str) -> battery_fl.PrivacyError:
+    """A :class:`battery_fl.PrivacyError` (``kind`` set as the native module sets it)."""
+    err = battery_fl.PrivacyError(reason)
+    err.kind = "privacy"
+    return err
+
+
+def node_record_epsilon(config: Mapping[str, object], node_config: Mapping[str, object]) -> float:
+    """The record-level ε per cell the server asks for in ``config`` (0: off), checked on the
+    node: one whose own ``record-max-epsilon`` is above 0 refuses a server that asks for no
+    record privacy or for a larger ε.
+
+    >>> node_record_epsilon({"record-epsilon": 2.0}, {"record-max-epsilon": 4.0})
+    2.0
+    >>> node_record_epsilon({}, {"record-max-epsilon": 4.0})
+    Traceback (most recent call last):
+    ...
+    battery_fl.PrivacyError: the server asks for record-epsilon 0.0; this node releases only with record-level DP at epsilon <= 4.0 (record-max-epsilon)
+    """
+    epsilon = float(config.get("record-epsilon", 0.0))  # type: ignore[arg-type]
+    cap = float(node_config.get("record-max-epsilon", 0.0))  # type: ignore[arg-type]
+    if cap > 0 and not 0 < epsilon <= cap:
+        raise privacy_error(
+            f"the server asks for record-epsilon {epsilon}; this node releases only with "
+            f"record-level DP at epsilon <= {cap} (record-max-epsilon)"
+        )
+    return epsilon
+
+
 def config_error(field_name: str, reason: str) -> battery_fl.ConfigError:
     """A :class:`battery_fl.ConfigError` about ``field_name`` (``kind``/``field`` set as the
     native module sets them)."""
@@ -164,8 +193,8 @@ class FederationSettings:
     nodes train and read the shared weights with the federation's label transform or each
     with its own. ``recipe = "linear"`` runs :func:`battery_fl.federate_linear`'s steps
     instead of BatLiNet rounds (:mod:`battery_fl.flower.linear`; each node keeps its own
-    choice), with record-level DP at ``record_epsilon`` per cell when it is above 0 (noise
-    seeded from ``dp_seed``), ``per_chemistry_choice`` and ``choice_margin`` (default the
+    choice), with record-level DP at ``record_epsilon`` per cell when it is above 0 (each
+    node keys its noise from the OS, or from its own ``record-seed``), ``per_chemistry_choice`` and ``choice_margin`` (default the
     core's ``DEFAULT_CHOICE_MARGIN``, for both recipes: the level, as a normal quantile, of
     the paired t-test by which an ``auto`` or ``auto_head`` node's shared candidate must validate below its
     own model to replace it, and with the linear recipe by which a node's own fit must validate
