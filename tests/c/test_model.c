@@ -135,9 +135,13 @@ int main(int argc, char **argv) {
     FAILS(BFL_STATUS_NOT_ENOUGH_DATA, bfl_model_predict_intervals(model, targets, refs, cal, 0.9,
                                                                    lives, lower, upper, flags,
                                                                    2, NULL));
-    FAILS(BFL_STATUS_INVALID_CONFIG, bfl_model_predict_intervals(model, targets, refs, cal, 1.5,
-                                                                  lives, lower, upper, flags,
-                                                                  2, NULL));
+    /* a coverage outside (0, 1), NaN included, is refused */
+    const double outside[] = {1.5, 1.0, 0.0, -0.2, NAN};
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++) {
+        FAILS(BFL_STATUS_INVALID_CONFIG,
+              bfl_model_predict_intervals(model, targets, refs, cal, outside[i], lives, lower,
+                                          upper, flags, 2, NULL));
+    }
     FAILS(BFL_STATUS_BUFFER_TOO_SMALL, bfl_model_predict_intervals(model, targets, refs, cal,
                                                                     0.8, lives, lower, upper,
                                                                     flags, 1, NULL));

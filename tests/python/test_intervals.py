@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import CYCLES
 
 import battery_fl
+from battery_fl import synthetic
 from battery_fl._core import DEFAULT_CALIBRATION_FOLDS
 
 
@@ -56,8 +58,10 @@ def test_intervals_refuse_what_would_be_silently_wrong(
         model.predict(cells[16:], cells[:12], calibration=cal)  # type: ignore[call-overload]
     with pytest.raises(battery_fl.ConfigError, match="leave out k"):
         model.predict(cells[16:], cells[:12], k=2, coverage=0.5, calibration=cal)  # type: ignore[call-overload]
-    with pytest.raises(battery_fl.ConfigError):
-        model.predict(cells[16:], cells[:12], coverage=1.5, calibration=cal)
+    for outside in (0.0, 1.0, 1.5, -0.2, float("nan")):
+        with pytest.raises(battery_fl.ConfigError) as info:
+            model.predict(cells[16:], cells[:12], coverage=outside, calibration=cal)
+        assert info.value.field == "coverage", outside
     with pytest.raises(battery_fl.ConfigError) as info:
         model.cross_calibrate(cells[:12], folds=1)
     assert info.value.field == "folds"
@@ -78,3 +82,22 @@ def test_cross_calibration_scores_every_training_cell(
     assert len(cal) == 12
     p = fitted.predict(cells[12:], cells[:12], coverage=0.8, calibration=cal)
     assert ((p.lower <= p.life) & (p.life <= p.upper)).all()
+
+
+def test_cells_of_a_chemistry_absent_from_training_are_flagged(
+    cells: list[battery_fl.Cell], fitted: battery_fl.BatLiNet
+) -> None:
+    train, calibration, test = cells[:12], cells[12:16], cells[16:]
+    assert "LCO" not in {c.cathode for c in train + calibration}
+    cal = fitted.calibrate(train, calibration)
+    unseen = [
+        synthetic.generate_cell(
+            "LCO", cell_id=f"lco-{i}", seed=i, cycles=CYCLES, points_per_cycle=60
+        )
+        for i in range(3)
+    ]
+    p = fitted.predict(unseen + test, train, coverage=0.5, calibration=cal)
+    # every cell of the unseen chemistry is flagged; the flags are per cell, in order
+    assert p.out_of_distribution[:3].all()
+    alone = fitted.predict(test, train, coverage=0.5, calibration=cal)
+    np.testing.assert_array_equal(p.out_of_distribution[3:], alone.out_of_distribution)

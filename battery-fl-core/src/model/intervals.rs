@@ -81,7 +81,8 @@ pub struct ReferenceDraw {
 pub struct IntervalCalibration {
     /// Normalized scores `|ln y − ln ŷ| / (s + β)`, ascending.
     pub scores: Vec<f64>,
-    /// The scores of each [`LABEL_GROUPS`] cathode's calibration cells, ascending.
+    /// The scores of each [`LABEL_GROUPS`](super::LABEL_GROUPS) cathode's calibration cells,
+    /// ascending.
     #[serde(default)]
     pub group_scores: Vec<Vec<f64>>,
     /// Give a cell of a chemistry with at least [`MONDRIAN_MIN_CELLS`] calibration cells its

@@ -150,3 +150,78 @@ fn auto_head_chooses_between_the_fleets_own_model_and_its_own_head() {
     // its intervals calibrate on the cells it held out, as with `auto`
     assert_eq!(sim.calibrate_fleets().unwrap().len(), 3);
 }
+
+/// Fleet 0's Ditto model after two rounds, in a federation whose fleet 1 holds `swap`'s
+/// cells (`None`: its own), with the statistics of the unchanged federation.
+fn ditto_model(lambda: f64, swap: Option<usize>) -> Vec<f32> {
+    let cfg = FederationConfig {
+        personalization: Personalization::Ditto,
+        ditto_lambda: lambda,
+        ..config(2)
+    };
+    let cells = fleets(3);
+    let (labels, scales) = Simulation::new(cfg.clone(), model(), featurizer(), cells.clone())
+        .unwrap()
+        .statistics();
+    let mut changed = cells.clone();
+    if let Some(other) = swap {
+        changed[1].train = cells[other].train.clone();
+        changed[1].test = cells[other].test.clone();
+    }
+    let mut sim = Simulation::new(cfg, model(), featurizer(), changed).unwrap();
+    sim.set_statistics(labels, scales).unwrap();
+    sim.run(|_| {}).unwrap();
+    sim.state().fleets[0].personal.as_ref().unwrap().flatten()
+}
+
+/// Ditto with `ditto_lambda = 0` is local training: a fleet's own model does not depend on
+/// the other fleets (another fleet's cells changed, the statistics kept, it is the same to the
+/// bit), while with a pull toward the global model it does.
+#[test]
+fn ditto_at_lambda_zero_is_local_training() {
+    assert_eq!(ditto_model(0.0, None), ditto_model(0.0, Some(2)));
+    assert_ne!(ditto_model(1.0, None), ditto_model(1.0, Some(2)));
+}
+
+/// `fine_tune`: the federation is that of `none` (the global model is the same to the bit:
+/// fine-tuning never leaves the fleet), and each fleet uses the final global model tuned on
+/// its own cells, scored as such.
+#[test]
+fn fine_tune_tunes_the_global_model_at_home_only() {
+    let cells = fleets(3);
+    let run = |personalization| {
+        let cfg = FederationConfig {
+            personalization,
+            ..config(2)
+        };
+        let mut sim = Simulation::new(cfg, model(), featurizer(), cells.clone()).unwrap();
+        sim.run(|_| {}).unwrap();
+        sim
+    };
+    let plain = run(Personalization::None);
+    let mut tuned = run(Personalization::FineTune);
+    let global = tuned.state().global.flatten();
+    assert_eq!(global, plain.state().global.flatten());
+    let last = tuned.state().history.last().unwrap().clone();
+    assert_eq!(
+        last.fleet_rmse,
+        plain.state().history.last().unwrap().fleet_rmse
+    );
+    let mut models = Vec::new();
+    for fleet in &cells {
+        let own = tuned
+            .fleet_model(&fleet.id)
+            .unwrap()
+            .params()
+            .unwrap()
+            .flatten();
+        assert_ne!(own, global, "{}: not tuned", fleet.id);
+        assert_ne!(
+            last.fleet_personalized_rmse[&fleet.id], last.fleet_rmse[&fleet.id],
+            "{}: scored with the global model",
+            fleet.id
+        );
+        models.push(own);
+    }
+    assert!(models[0] != models[1] && models[1] != models[2]);
+}
