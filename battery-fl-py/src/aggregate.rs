@@ -5,42 +5,22 @@
 use std::sync::Mutex;
 
 use battery_fl_core::aggregate::{
-    Aggregator, ClientUpdate, FedAvg, FedMedian, FedOpt, FedOptConfig, FedProx, FedTrimmedAvg,
-    ServerOptimizer, UpdatePolicy,
+    ClientUpdate, FedAvg, FedMedian, FedOpt, FedOptConfig, FedProx, FedTrimmedAvg, ServerOptimizer,
+    UpdatePolicy, DEFAULT_TRIMMED_BETA,
 };
-use battery_fl_core::federation::Strategy;
+// the core rule behind a Python aggregator (serializable, for pickling)
+use battery_fl_core::federation::{AggregationRule as Rule, FederationConfig, Strategy};
 use battery_fl_core::model::ModelParams;
 use battery_fl_core::{Error, UpdateRejection};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyType};
+use pyo3::types::{PyDict, PyList, PyType};
 use serde::{Deserialize, Serialize};
 
 use crate::conversion::{
-    arrays_from_params, from_json, named, positional_names, tensors, to_json, ArrayIn, Tensors,
+    arrays_from_params, config_from_dict, from_json, named, positional_names, tensors, to_json,
+    ArrayIn, Tensors,
 };
 use crate::errors::{config_error, lock, CoreResult};
-
-/// The core rule behind a Python aggregator (serializable, for pickling).
-#[derive(Debug, Serialize, Deserialize)]
-enum Rule {
-    Avg(FedAvg),
-    Prox(FedProx),
-    Opt(FedOpt),
-    Median(FedMedian),
-    Trimmed(FedTrimmedAvg),
-}
-
-impl Rule {
-    fn get(&mut self) -> &mut dyn Aggregator {
-        match self {
-            Rule::Avg(a) => a,
-            Rule::Prox(a) => a,
-            Rule::Opt(a) => a,
-            Rule::Median(a) => a,
-            Rule::Trimmed(a) => a,
-        }
-    }
-}
 
 /// An aggregator's state: its rule and, for the server optimizers, the global weights they
 /// step from (the last result, or the initial parameters).
@@ -116,7 +96,7 @@ fn run(
             .enumerate()
             .map(|(i, (p, n))| ClientUpdate::parameters(i.to_string(), n, p))
             .collect();
-        let next = state.rule.get().aggregate(&global, &updates)?;
+        let next = state.rule.aggregator().aggregate(&global, &updates)?;
         if matches!(state.rule, Rule::Opt(_)) {
             state.global = Some(next.clone());
         }
@@ -127,6 +107,20 @@ fn run(
 
 fn policy(max_delta_norm: Option<f64>) -> UpdatePolicy {
     UpdatePolicy { max_delta_norm }
+}
+
+/// Server-optimizer settings: `[eta, beta1, beta2, tau]` where given, the core's defaults
+/// elsewhere.
+fn fedopt_config(given: [Option<f64>; 4], max_delta_norm: Option<f64>) -> FedOptConfig {
+    let default = FedOptConfig::default();
+    let [eta, beta1, beta2, tau] = given;
+    FedOptConfig {
+        eta: eta.unwrap_or(default.eta),
+        beta1: beta1.unwrap_or(default.beta1),
+        beta2: beta2.unwrap_or(default.beta2),
+        tau: tau.unwrap_or(default.tau),
+        policy: policy(max_delta_norm),
+    }
 }
 
 fn fedopt(
@@ -193,7 +187,7 @@ macro_rules! aggregator {
             #[classmethod]
             fn from_json(_cls: &Bound<'_, PyType>, text: &str) -> PyResult<Self> {
                 let mut state: State = from_json(text)?;
-                if state.rule.get().name() != $strategy.name() {
+                if state.rule.aggregator().name() != $strategy.name() {
                     return Err(config_error("rule", format!("not a {} state", $name)));
                 }
                 Ok($ty { state: Mutex::new(state) })
@@ -270,22 +264,16 @@ aggregator!(
      [0.099, 0.099]",
     {
         #[new]
-        #[pyo3(signature = (initial_parameters=None, *, eta=0.1, beta1=0.9, beta2=0.99, tau=0.001, max_delta_norm=None))]
+        #[pyo3(signature = (initial_parameters=None, *, eta=None, beta1=None, beta2=None, tau=None, max_delta_norm=None))]
         fn new(
             initial_parameters: Option<Vec<ArrayIn<'_>>>,
-            eta: f64,
-            beta1: f64,
-            beta2: f64,
-            tau: f64,
+            eta: Option<f64>,
+            beta1: Option<f64>,
+            beta2: Option<f64>,
+            tau: Option<f64>,
             max_delta_norm: Option<f64>,
         ) -> PyResult<Self> {
-            let config = FedOptConfig {
-                eta,
-                beta1,
-                beta2,
-                tau,
-                policy: policy(max_delta_norm),
-            };
+            let config = fedopt_config([eta, beta1, beta2, tau], max_delta_norm);
             Ok(PyFedAdam {
                 state: fedopt(ServerOptimizer::Adam, initial_parameters, config)?,
             })
@@ -299,9 +287,9 @@ aggregator!(PyFedYogi, "FedYogi", Strategy::FedYogi,
      >>> battery_fl.FedYogi([np.zeros(3)]).aggregate([[np.ones(3)], [np.ones(3)]], [1, 1])[0].shape\n\
      (3,)", {
     #[new]
-    #[pyo3(signature = (initial_parameters=None, *, eta=0.1, beta1=0.9, beta2=0.99, tau=0.001, max_delta_norm=None))]
-    fn new(initial_parameters: Option<Vec<ArrayIn<'_>>>, eta: f64, beta1: f64, beta2: f64, tau: f64, max_delta_norm: Option<f64>) -> PyResult<Self> {
-        let config = FedOptConfig { eta, beta1, beta2, tau, policy: policy(max_delta_norm) };
+    #[pyo3(signature = (initial_parameters=None, *, eta=None, beta1=None, beta2=None, tau=None, max_delta_norm=None))]
+    fn new(initial_parameters: Option<Vec<ArrayIn<'_>>>, eta: Option<f64>, beta1: Option<f64>, beta2: Option<f64>, tau: Option<f64>, max_delta_norm: Option<f64>) -> PyResult<Self> {
+        let config = fedopt_config([eta, beta1, beta2, tau], max_delta_norm);
         Ok(PyFedYogi { state: fedopt(ServerOptimizer::Yogi, initial_parameters, config)? })
     }
 });
@@ -316,22 +304,16 @@ aggregator!(
      (3,)",
     {
         #[new]
-        #[pyo3(signature = (initial_parameters=None, *, eta=0.1, beta1=0.9, beta2=0.99, tau=0.001, max_delta_norm=None))]
+        #[pyo3(signature = (initial_parameters=None, *, eta=None, beta1=None, beta2=None, tau=None, max_delta_norm=None))]
         fn new(
             initial_parameters: Option<Vec<ArrayIn<'_>>>,
-            eta: f64,
-            beta1: f64,
-            beta2: f64,
-            tau: f64,
+            eta: Option<f64>,
+            beta1: Option<f64>,
+            beta2: Option<f64>,
+            tau: Option<f64>,
             max_delta_norm: Option<f64>,
         ) -> PyResult<Self> {
-            let config = FedOptConfig {
-                eta,
-                beta1,
-                beta2,
-                tau,
-                policy: policy(max_delta_norm),
-            };
+            let config = fedopt_config([eta, beta1, beta2, tau], max_delta_norm);
             Ok(PyFedAdagrad {
                 state: fedopt(ServerOptimizer::Adagrad, initial_parameters, config)?,
             })
@@ -374,9 +356,9 @@ aggregator!(
      [2.5]",
     {
         #[new]
-        #[pyo3(signature = (beta, *, max_delta_norm=None))]
-        fn new(beta: f64, max_delta_norm: Option<f64>) -> PyResult<Self> {
-            let mut rule = FedTrimmedAvg::new(beta).or_raise()?;
+        #[pyo3(signature = (beta=None, *, max_delta_norm=None))]
+        fn new(beta: Option<f64>, max_delta_norm: Option<f64>) -> PyResult<Self> {
+            let mut rule = FedTrimmedAvg::new(beta.unwrap_or(DEFAULT_TRIMMED_BETA)).or_raise()?;
             rule.policy = policy(max_delta_norm);
             Ok(PyFedTrimmedAvg {
                 state: State::new(Rule::Trimmed(rule), None),
@@ -394,7 +376,48 @@ aggregator!(
     }
 );
 
+/// The aggregator a federation ``config``'s ``strategy`` names, with its settings
+/// (``proximal_mu``, ``trimmed_beta``, ``server_optimizer``, ``max_delta_norm``), built by the
+/// core as :class:`Simulation` builds it: keys as :meth:`Simulation.default_config`, missing
+/// ones (or no ``config``) the core's defaults. ``initial_parameters`` as the server
+/// optimizers take them.
+///
+/// >>> import battery_fl
+/// >>> battery_fl.aggregator_for({"strategy": "fed_trimmed_avg", "trimmed_beta": 0.1}).beta
+/// 0.1
+/// >>> battery_fl.aggregator_for().name == battery_fl.Simulation.default_config()["strategy"]
+/// True
+#[pyfunction]
+#[pyo3(signature = (config=None, *, initial_parameters=None))]
+fn aggregator_for(
+    py: Python<'_>,
+    config: Option<&Bound<'_, PyDict>>,
+    initial_parameters: Option<Vec<ArrayIn<'_>>>,
+) -> PyResult<Py<PyAny>> {
+    let config: FederationConfig = match config {
+        Some(dict) => config_from_dict(dict, "config")?,
+        None => FederationConfig::default(),
+    };
+    let global = initial_parameters
+        .map(|p| named(positional_names(p.len()), tensors(&p)))
+        .transpose()
+        .or_raise()?;
+    let rule = config.aggregation_rule().or_raise()?;
+    let strategy = rule.strategy();
+    let state = State::new(rule, global);
+    Ok(match strategy {
+        Strategy::FedAvg => Py::new(py, PyFedAvg { state })?.into_any(),
+        Strategy::FedProx => Py::new(py, PyFedProx { state })?.into_any(),
+        Strategy::FedAdam => Py::new(py, PyFedAdam { state })?.into_any(),
+        Strategy::FedYogi => Py::new(py, PyFedYogi { state })?.into_any(),
+        Strategy::FedAdagrad => Py::new(py, PyFedAdagrad { state })?.into_any(),
+        Strategy::FedMedian => Py::new(py, PyFedMedian { state })?.into_any(),
+        Strategy::FedTrimmedAvg => Py::new(py, PyFedTrimmedAvg { state })?.into_any(),
+    })
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(aggregator_for, m)?)?;
     m.add_class::<PyFedAvg>()?;
     m.add_class::<PyFedProx>()?;
     m.add_class::<PyFedAdam>()?;

@@ -179,18 +179,9 @@ pub(crate) fn to_python<T: Serialize>(py: Python<'_>, value: &T) -> PyResult<Py<
     Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
 }
 
-/// A core value from plain Python data (a dict of settings, ...).
-pub(crate) fn from_python<T: DeserializeOwned>(obj: &Bound<'_, PyAny>) -> PyResult<T> {
-    let text: String = obj
-        .py()
-        .import("json")?
-        .call_method1("dumps", (obj,))?
-        .extract()?;
-    from_json(&text)
-}
-
-/// A config from a dict of settings, filling defaults; a key the config does not have is a
-/// [`Error::InvalidConfig`] naming it (serde alone would ignore typos).
+/// A config from a dict of settings, filling defaults; a key the config does not have, or a
+/// value its setting cannot take, is an [`Error::InvalidConfig`] naming it (serde alone would
+/// ignore typos, and its parse error names no key).
 pub(crate) fn config_from_dict<T: DeserializeOwned + Serialize + Default>(
     dict: &Bound<'_, PyDict>,
     what: &str,
@@ -206,7 +197,29 @@ pub(crate) fn config_from_dict<T: DeserializeOwned + Serialize + Default>(
             .or_raise();
         }
     }
-    from_python(dict.as_any())
+    let json = dict.py().import("json")?;
+    let text = |obj: &Bound<'_, PyAny>| -> PyResult<String> {
+        json.call_method1("dumps", (obj,))?.extract()
+    };
+    let err = match serde_json::from_str(&text(dict.as_any())?) {
+        Ok(config) => return Ok(config),
+        Err(err) => err,
+    };
+    // the first key whose value alone does not parse
+    let mut field = what.to_string();
+    for (key, value) in dict.iter() {
+        let one = PyDict::new(dict.py());
+        one.set_item(&key, value)?;
+        if serde_json::from_str::<T>(&text(one.as_any())?).is_err() {
+            field = format!("{what}.{}", key.extract::<String>()?);
+            break;
+        }
+    }
+    Err(Error::InvalidConfig {
+        field,
+        reason: err.to_string(),
+    })
+    .or_raise()
 }
 
 /// `n` bytes from the operating system's CSPRNG (`os.urandom`).

@@ -9,7 +9,8 @@ Fleets keep their cycling data at home; the model travels. The logic lives in th
 - models: :class:`BatLiNet`, :class:`LinearModel`, :class:`HybridModel` (BatLiNet on the
   linear model's residuals), :class:`VarianceModel`
 - aggregation: :class:`FedAvg`, :class:`FedProx`, :class:`FedAdam`, :class:`FedYogi`,
-  :class:`FedAdagrad`, :class:`FedMedian`, :class:`FedTrimmedAvg`
+  :class:`FedAdagrad`, :class:`FedMedian`, :class:`FedTrimmedAvg`; :func:`aggregator_for`
+  (the one a federation config's ``strategy`` names, as the core builds it)
 - federation: :func:`federate_linear` (:class:`LinearFederation`, :class:`LinearFleet`;
   :class:`LinearSteps` for fleets on different machines),
   :class:`Simulation` (core defaults: :meth:`Simulation.default_config`),
@@ -72,6 +73,7 @@ try:
         Simulation,
         VarianceModel,
         __version__,
+        aggregator_for,
         federate_linear,
         job_seed,
         load_cell,
@@ -123,6 +125,7 @@ __all__ = [
     "Simulation",
     "VarianceModel",
     "__version__",
+    "aggregator_for",
     "dp",
     "federate_linear",
     "job_seed",

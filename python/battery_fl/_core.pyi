@@ -59,6 +59,7 @@ __all__ = [
     "VarianceModel",
     "__version__",
     "add_noise",
+    "aggregator_for",
     "check_mode",
     "clip",
     "federate_linear",
@@ -686,10 +687,10 @@ class _ServerOptimizer(_Aggregator):
         cls,
         initial_parameters: Sequence[npt.ArrayLike] | None = None,
         *,
-        eta: float = 0.1,
-        beta1: float = 0.9,
-        beta2: float = 0.99,
-        tau: float = 0.001,
+        eta: float | None = None,
+        beta1: float | None = None,
+        beta2: float | None = None,
+        tau: float | None = None,
         max_delta_norm: float | None = None,
     ) -> Self: ...
 
@@ -708,9 +709,15 @@ class FedMedian(_Aggregator):
 
 @final
 class FedTrimmedAvg(_Aggregator):
-    def __new__(cls, beta: float, *, max_delta_norm: float | None = None) -> Self: ...
+    def __new__(cls, beta: float | None = None, *, max_delta_norm: float | None = None) -> Self: ...
     @property
     def beta(self) -> float: ...
+
+def aggregator_for(
+    config: dict[str, Any] | None = None,
+    *,
+    initial_parameters: Sequence[npt.ArrayLike] | None = None,
+) -> FedAvg | FedProx | FedAdam | FedYogi | FedAdagrad | FedMedian | FedTrimmedAvg: ...
 
 # differential privacy (battery_fl.dp) --------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from typing import Any
 
@@ -156,3 +157,52 @@ def test_json_round_trip_checks_the_class() -> None:
         battery_fl.FedAvg.from_json(agg.to_json())
     assert pickle.loads(pickle.dumps(battery_fl.FedProx(0.5))).mu == 0.5
     assert repr(battery_fl.FedMedian()) == "FedMedian()"
+
+
+@pytest.mark.parametrize("strategy", AGGREGATORS)
+def test_aggregator_for_is_the_rule_the_core_builds(strategy: str) -> None:
+    """``aggregator_for`` builds the rule a strategy names with the config's settings (the
+    core's dispatch, as ``Simulation`` makes it), and aggregates as the class itself does."""
+    config = {
+        "strategy": strategy,
+        "proximal_mu": 0.3,
+        "trimmed_beta": 0.25,
+        "server_optimizer": {"eta": 0.05},
+    }
+    agg = battery_fl.aggregator_for(config, initial_parameters=[np.zeros(2)])
+    assert type(agg) is type(AGGREGATORS[strategy]) and agg.name == strategy
+    settings = json.loads(agg.to_json())["rule"]
+    inner = next(iter(settings.values()))
+    if strategy == "fed_prox":
+        assert agg.mu == 0.3
+    elif strategy == "fed_trimmed_avg":
+        assert agg.beta == 0.25
+    elif strategy in ("fed_adam", "fed_yogi", "fed_adagrad"):
+        assert inner["config"]["eta"] == 0.05
+    ups = [[np.array([v, -v])] for v in (1.0, 2.0, 3.0, 100.0)]
+    out = agg.aggregate(ups, [1, 1, 1, 1], current=[np.zeros(2)])
+    if strategy in ("fed_trimmed_avg", "fed_median"):
+        # (the median of 1, 2, 3, 100 and their mean trimmed by one each side: 2.5)
+        np.testing.assert_allclose(out[0], [2.5, -2.5])
+    elif strategy in ("fed_avg", "fed_prox"):
+        np.testing.assert_allclose(out[0], [26.5, -26.5])
+
+
+def test_defaults_are_the_cores() -> None:
+    core = battery_fl.Simulation.default_config()
+    assert battery_fl.aggregator_for().name == core["strategy"]
+    assert battery_fl.FedTrimmedAvg().beta == core["trimmed_beta"]
+    for cls in (battery_fl.FedAdam, battery_fl.FedYogi, battery_fl.FedAdagrad):
+        (inner,) = json.loads(cls().to_json())["rule"].values()
+        assert {k: inner["config"][k] for k in core["server_optimizer"] if k != "policy"} == {
+            k: v for k, v in core["server_optimizer"].items() if k != "policy"
+        }
+    for bad in (
+        {"strategy": "fedavg"},
+        {"no_such_setting": 1},
+        {"strategy": "fed_trimmed_avg", "trimmed_beta": 0.5},
+    ):
+        with pytest.raises(battery_fl.ConfigError) as info:
+            battery_fl.aggregator_for(bad)
+        # (the key whose value does not parse, or the unknown key, is named)
+        assert info.value.field in ("config.strategy", "config.no_such_setting", "trimmed_beta")

@@ -218,8 +218,10 @@ def test_settings_and_inputs_are_checked(fleet_data: Fleets, model_kwargs: dict[
     with pytest.raises(battery_fl.ConfigError) as info:
         battery_fl.FleetClient({"personalization": "none", "bogus": 1}, 0, model, train)
     assert info.value.field == "config.bogus"
-    with pytest.raises(battery_fl.BatteryFlError, match="everyone"):  # a DataError (parse) for now
+    # a value its setting cannot take names the setting
+    with pytest.raises(battery_fl.ConfigError, match="everyone") as info:
         battery_fl.FleetClient({"personalization": "everyone"}, 0, model, train)
+    assert info.value.field == "config.personalization"
     # a node checks the settings it trains and chooses with (it does not know the others')
     for bad in ({"choice_margin": -1.0}, {"validation_fraction": 0.9}, {"local_epochs": 0}):
         with pytest.raises(battery_fl.ConfigError) as info:

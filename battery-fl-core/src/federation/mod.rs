@@ -16,6 +16,7 @@ mod config;
 mod labels;
 mod linear;
 mod personalize;
+mod rule;
 mod state;
 
 #[cfg(feature = "tch")]
@@ -37,6 +38,7 @@ pub use linear::{
     LinearFederation, LinearFleet, SharedLinear, DEFAULT_CHOICE_MARGIN, ERROR_CLIP, RELEASES,
 };
 pub use personalize::{Candidate, FleetModel, FleetState};
+pub use rule::AggregationRule;
 pub use state::{CoordinatorState, RoundRecord};
 
 #[cfg(feature = "tch")]

@@ -8,15 +8,13 @@ use rand::seq::index::sample;
 mod checkpoint;
 mod evaluate;
 
-use super::config::{FederationConfig, Personalization, Strategy};
+use super::config::{FederationConfig, Personalization};
 use super::fleet::FleetClient;
 use super::labels::set_shared_statistics;
+use super::rule::AggregationRule;
 use super::state::{CoordinatorState, RoundRecord};
 use super::{cluster_fleets, job_seed, FleetSummary};
-use crate::aggregate::{
-    partition_updates, Aggregator, ClientUpdate, FedMedian, FedOpt, FedTrimmedAvg, ServerOptimizer,
-    UpdatePolicy,
-};
+use crate::aggregate::{partition_updates, Aggregator, ClientUpdate, UpdatePolicy};
 use crate::dp::{clip_l2, release_mean, DpMode, GaussianNoise, RoundNoise};
 use crate::error::{Error, Result};
 use crate::features::FeaturizerConfig;
@@ -196,19 +194,8 @@ impl Simulation {
             None => Vec::new(),
         };
         let n_groups = fleet_group.iter().copied().max().map_or(0, |g| g + 1);
-        let server_optimizer = match config.strategy {
-            Strategy::FedAdam => Some(FedOpt::new(
-                ServerOptimizer::Adam,
-                config.server_optimizer.clone(),
-            )?),
-            Strategy::FedYogi => Some(FedOpt::new(
-                ServerOptimizer::Yogi,
-                config.server_optimizer.clone(),
-            )?),
-            Strategy::FedAdagrad => Some(FedOpt::new(
-                ServerOptimizer::Adagrad,
-                config.server_optimizer.clone(),
-            )?),
+        let server_optimizer = match unchecked_rule(&config)? {
+            AggregationRule::Opt(opt) => Some(opt),
             _ => None,
         };
         let state = CoordinatorState {
@@ -445,11 +432,9 @@ impl Simulation {
                 *params = params.add(&group_mean)?;
             }
         } else {
-            let mut agg: Box<dyn Aggregator> = match cfg.strategy {
-                Strategy::FedMedian => Box::new(FedMedian::default()),
-                _ => Box::new(FedTrimmedAvg::new(cfg.trimmed_beta)?),
-            };
-            global = agg.aggregate(&global, &updates)?;
+            global = unchecked_rule(&cfg)?
+                .aggregator()
+                .aggregate(&global, &updates)?;
         }
 
         // privacy accounting and adaptive clipping (on copies: committed with the round)
@@ -573,4 +558,15 @@ fn weights_of<'a>(
         Some(&g) => &groups[g],
         None => global,
     }
+}
+
+/// The strategy's rule ([`FederationConfig::aggregation_rule`]) without its update checks:
+/// a round checks every update once, before aggregating (`partition_updates`), and a server
+/// optimizer steps on the released, possibly noised, mean, which is no client's update.
+fn unchecked_rule(config: &FederationConfig) -> Result<AggregationRule> {
+    FederationConfig {
+        max_delta_norm: None,
+        ..config.clone()
+    }
+    .aggregation_rule()
 }

@@ -392,28 +392,21 @@ class FederationSettings:
         return self.proximal_mu if self.strategy == "fed_prox" else 0.0
 
     def aggregator(self) -> Any:
-        """The Rust aggregator of :attr:`strategy`."""
-        opt: dict[str, Any] = {
-            "eta": self.server_eta,
-            "beta1": self.server_beta1,
-            "beta2": self.server_beta2,
-            "tau": self.server_tau,
-        }
-        match self.strategy:
-            case "fed_avg":
-                return battery_fl.FedAvg()
-            case "fed_prox":
-                return battery_fl.FedProx(self.proximal_mu)
-            case "fed_adam":
-                return battery_fl.FedAdam(**opt)
-            case "fed_yogi":
-                return battery_fl.FedYogi(**opt)
-            case "fed_adagrad":
-                return battery_fl.FedAdagrad(**opt)
-            case "fed_median":
-                return battery_fl.FedMedian()
-            case _:
-                return battery_fl.FedTrimmedAvg(self.trimmed_beta)
+        """The Rust aggregator of :attr:`strategy` with these settings, as the core builds it
+        (:func:`battery_fl.aggregator_for`)."""
+        return battery_fl.aggregator_for(
+            {
+                "strategy": self.strategy,
+                "proximal_mu": self.proximal_mu,
+                "trimmed_beta": self.trimmed_beta,
+                "server_optimizer": {
+                    "eta": self.server_eta,
+                    "beta1": self.server_beta1,
+                    "beta2": self.server_beta2,
+                    "tau": self.server_tau,
+                },
+            }
+        )
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ from battery_fl.flower.settings import config_error
 __all__ = ["BatteryFlStrategy", "DpConfig"]
 
 _log = logging.getLogger("flwr")
+#: The core's DP defaults (``DpConfig``).
+_DP = _dp.default_config()
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,15 @@ class DpConfig:
     """Differential privacy of a run: clip every update to ``clipping_norm`` (C) and add
     Gaussian noise of multiplier ``noise_multiplier`` (z) — on the server (``central``), or
     on each node (``local``: zC each; ``distributed``: zC/√m each, meant for secure
-    aggregation). ``target_delta`` is the δ of the reported ε; ``max_epsilon`` stops the run
+    aggregation); ``mode`` and ``target_delta`` (the δ of the reported ε) default to the
+    core's (``battery_fl.dp.default_config()``); ``max_epsilon`` stops the run
     (:class:`battery_fl.PrivacyError`) before a round would exceed it; ``seed`` makes the
     server's noise reproducible (tests only)."""
 
     noise_multiplier: float
     clipping_norm: float
-    mode: str = "central"
-    target_delta: float = 1e-5
+    mode: str = _DP["mode"]
+    target_delta: float = _DP["target_delta"]
     max_epsilon: float | None = None
     seed: int | None = None
 
@@ -73,7 +76,8 @@ class DpConfig:
 
 class BatteryFlStrategy(FedAvg):
     """FedAvg's sampling and messaging with our aggregation, DP and secure aggregation
-    (see the module docs). ``aggregator`` defaults to :class:`battery_fl.FedAvg`;
+    (see the module docs). ``aggregator`` defaults to the core's default strategy
+    (:func:`battery_fl.aggregator_for`);
     ``output_dir`` (optional) receives ``round-NNN.npz`` (the global weights after each
     round) and ``history.json`` (one record per round: its training and, when nodes evaluate,
     the pooled ``rmse`` and ``personalized-rmse``)."""
@@ -100,7 +104,7 @@ class BatteryFlStrategy(FedAvg):
         )
         if dp is not None:
             _dp.check_mode(dp.mode, secure_aggregation=secure_aggregation is not None)
-        self.aggregator = aggregator if aggregator is not None else battery_fl.FedAvg()
+        self.aggregator = aggregator if aggregator is not None else battery_fl.aggregator_for()
         private = dp is not None or secure_aggregation is not None
         if private and not battery_fl.strategy_needs_only_the_sum(self.aggregator.name):
             raise config_error(
