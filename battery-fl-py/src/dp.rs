@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 
 use battery_fl_core::dp::{
-    check_mode, clip_l2, DpFloor, DpMode, GaussianNoise, RdpAccountant, RoundNoise,
+    check_mode, clip_l2, DpConfig, DpFloor, DpMode, GaussianNoise, RdpAccountant, RoundNoise,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -215,8 +215,9 @@ pub struct PyRdpAccountant {
 #[pymethods]
 impl PyRdpAccountant {
     #[new]
-    #[pyo3(signature = (*, max_epsilon=None, delta=1e-05))]
-    fn new(max_epsilon: Option<f64>, delta: f64) -> PyResult<Self> {
+    #[pyo3(signature = (*, max_epsilon=None, delta=None))]
+    fn new(max_epsilon: Option<f64>, delta: Option<f64>) -> PyResult<Self> {
+        let delta = delta.unwrap_or(DpConfig::default().target_delta);
         let acc = match max_epsilon {
             Some(e) => RdpAccountant::new().with_max_epsilon(e, delta).or_raise()?,
             None => RdpAccountant::new(),

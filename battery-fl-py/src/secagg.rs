@@ -124,7 +124,7 @@ impl PySecAggServer {
 #[pymethods]
 impl PySecAggServer {
     #[new]
-    #[pyo3(signature = (clients, dim, *, round=1, threshold=None, neighbours=None, clipping_range=8.0, target_range=4194304, modulus_bits=32, max_weight=1000.0, num_clients=None, seed=None, pki=None, run=0))]
+    #[pyo3(signature = (clients, dim, *, round=1, threshold=None, neighbours=None, clipping_range=None, target_range=None, modulus_bits=None, max_weight=None, num_clients=None, seed=None, pki=None, run=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -133,23 +133,24 @@ impl PySecAggServer {
         round: u64,
         threshold: Option<usize>,
         neighbours: Option<usize>,
-        clipping_range: f64,
-        target_range: u64,
-        modulus_bits: u32,
-        max_weight: f64,
+        clipping_range: Option<f64>,
+        target_range: Option<u64>,
+        modulus_bits: Option<u32>,
+        max_weight: Option<f64>,
         num_clients: Option<usize>,
         seed: Option<&[u8]>,
         pki: Option<BTreeMap<u64, [u8; 32]>>,
         run: u64,
     ) -> PyResult<Self> {
+        let default = SecAggConfig::default();
         let config = SecAggConfig {
             num_clients: num_clients.unwrap_or(clients.len()),
             neighbours,
             threshold,
-            clipping_range,
-            target_range,
-            modulus_bits,
-            max_weight,
+            clipping_range: clipping_range.unwrap_or(default.clipping_range),
+            target_range: target_range.unwrap_or(default.target_range),
+            modulus_bits: modulus_bits.unwrap_or(default.modulus_bits),
+            max_weight: max_weight.unwrap_or(default.max_weight),
         };
         let seed = seed32(py, seed)?;
         let mut server = SecAggServer::new(config, round, dim, &clients, seed)
@@ -464,7 +465,7 @@ fn verifying_key<'py>(py: Python<'py>, identity_seed: &[u8]) -> PyResult<Bound<'
 /// >>> np.allclose(total, 0.0 + 0.5 + 1.0 + 1.5, atol=1e-4)
 /// True
 #[pyfunction]
-#[pyo3(signature = (inputs, *, threshold, drop=None, neighbours=None, modulus_bits=32, seed=None, clipping_range=8.0, target_range=4194304))]
+#[pyo3(signature = (inputs, *, threshold, drop=None, neighbours=None, modulus_bits=None, seed=None, clipping_range=None, target_range=None))]
 #[allow(clippy::too_many_arguments)]
 fn simulate_round<'py>(
     py: Python<'py>,
@@ -472,11 +473,12 @@ fn simulate_round<'py>(
     threshold: usize,
     drop: Option<BTreeMap<usize, usize>>,
     neighbours: Option<usize>,
-    modulus_bits: u32,
+    modulus_bits: Option<u32>,
     seed: Option<u64>,
-    clipping_range: f64,
-    target_range: u64,
+    clipping_range: Option<f64>,
+    target_range: Option<u64>,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let default = SecAggConfig::default();
     let inputs: Vec<Vec<f32>> = inputs.iter().map(|a| a.as_array().to_vec()).collect();
     let drops = drop
         .unwrap_or_default()
@@ -493,9 +495,9 @@ fn simulate_round<'py>(
         num_clients: inputs.len(),
         neighbours,
         threshold: Some(threshold),
-        clipping_range,
-        target_range,
-        modulus_bits,
+        clipping_range: clipping_range.unwrap_or(default.clipping_range),
+        target_range: target_range.unwrap_or(default.target_range),
+        modulus_bits: modulus_bits.unwrap_or(default.modulus_bits),
         max_weight: 1.0,
     };
     let seed = seed64(py, seed)?;

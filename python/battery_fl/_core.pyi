@@ -477,7 +477,7 @@ class LinearModel:
         cells: Sequence[Cell],
         calibration: Sequence[Cell],
         *,
-        coverage: float = 0.9,
+        coverage: float | None = None,
         fitted: bool = True,
     ) -> tuple[_F64, _F64, _F64, npt.NDArray[np.bool_]]: ...
     @property
@@ -802,7 +802,7 @@ class DpFloor:
 
 @final
 class RdpAccountant:
-    def __new__(cls, *, max_epsilon: float | None = None, delta: float = 1e-05) -> Self: ...
+    def __new__(cls, *, max_epsilon: float | None = None, delta: float | None = None) -> Self: ...
     def step(self, noise_multiplier: float, sample_rate: float, steps: int = 1) -> None: ...
     def epsilon(self, delta: float) -> float: ...
     def epsilon_after(
@@ -842,10 +842,10 @@ class SecAggServer:
         round: int = 1,
         threshold: int | None = None,
         neighbours: int | None = None,
-        clipping_range: float = 8.0,
-        target_range: int = 4194304,
-        modulus_bits: int = 32,
-        max_weight: float = 1000.0,
+        clipping_range: float | None = None,
+        target_range: int | None = None,
+        modulus_bits: int | None = None,
+        max_weight: float | None = None,
         num_clients: int | None = None,
         seed: bytes | None = None,
         pki: Mapping[int, bytes] | None = None,
@@ -941,10 +941,10 @@ def simulate_round(
     threshold: int,
     drop: Mapping[int, int] | None = None,
     neighbours: int | None = None,
-    modulus_bits: int = 32,
+    modulus_bits: int | None = None,
     seed: int | None = None,
-    clipping_range: float = 8.0,
-    target_range: int = 4194304,
+    clipping_range: float | None = None,
+    target_range: int | None = None,
 ) -> _F32: ...
 
 # federation ----------------------------------------------------------------------------

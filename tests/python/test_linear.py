@@ -128,6 +128,11 @@ def test_intervals_cover_and_flag_an_unseen_chemistry() -> None:
     assert (lower <= lives).all() and (lives <= upper).all()
     _, _, _, ood_unseen = model.predict_intervals(unseen, train)
     assert ood_unseen.all()
+    # the default coverage is the core's
+    default = model.predict_intervals(test, train)
+    at_core = model.predict_intervals(test, train, coverage=battery_fl._core.DEFAULT_COVERAGE)
+    for a, b in zip(default, at_core, strict=True):
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(battery_fl.DataError):  # five cells cannot calibrate 90 % intervals
         model.predict_intervals(test, train[:5])
     with pytest.raises(battery_fl.ConfigError):

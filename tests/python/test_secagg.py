@@ -256,3 +256,21 @@ def test_statistics_sum_is_exact_in_float64_and_checks_the_weights() -> None:
         secagg.encode_statistics([1.0, 2 * secagg.STATISTICS_BOUND])
     with pytest.raises(battery_fl.ConfigError):
         secagg.statistics_protocol(2)
+
+
+def test_binding_defaults_are_the_cores() -> None:
+    """The secure-aggregation, accountant and interval defaults a Python caller gets are the
+    core's, not numbers written again in a binding."""
+    from battery_fl.flower import SecAggWorkflow
+
+    core = secagg.default_config()
+    wf = SecAggWorkflow()
+    keys = ("clipping_range", "target_range", "modulus_bits", "max_weight")
+    assert {k: getattr(wf, k) for k in keys} == {k: core[k] for k in keys}
+    # a server built without them encodes as one built with the core's values
+    inputs = [np.full(4, 0.25 * i, dtype=np.float32) for i in range(4)]
+    explicit = {k: core[k] for k in ("clipping_range", "target_range", "modulus_bits")}
+    np.testing.assert_array_equal(
+        secagg.simulate_round(inputs, threshold=3, seed=1),
+        secagg.simulate_round(inputs, threshold=3, seed=1, **explicit),
+    )

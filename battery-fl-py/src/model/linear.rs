@@ -94,7 +94,7 @@ impl PyLinearModel {
     }
 
     /// ``(lives, lower, upper, out_of_distribution)``: predictions with conformal intervals at
-    /// ``coverage``, calibrated on labelled ``calibration`` cells: the cells the model was
+    /// ``coverage`` (default the core's ``DEFAULT_COVERAGE``), calibrated on labelled ``calibration`` cells: the cells the model was
     /// fitted on (``fitted=True``, closed-form leave-one-out) or cells it never saw
     /// (``fitted=False``); a cell is flagged out of distribution when its cathode is in
     /// neither the training nor the calibration cells, or it lies further from the training
@@ -106,17 +106,18 @@ impl PyLinearModel {
     /// >>> lives, lower, upper, ood = model.predict_intervals(cells[30:], cells[:30], coverage=0.8)
     /// >>> bool((lower <= lives).all() and (lives <= upper).all())
     /// True
-    #[pyo3(signature = (cells, calibration, *, coverage=0.9, fitted=true))]
+    #[pyo3(signature = (cells, calibration, *, coverage=None, fitted=true))]
     fn predict_intervals<'py>(
         &self,
         py: Python<'py>,
         cells: Vec<Bound<'py, PyBatteryCell>>,
         calibration: Vec<Bound<'py, PyBatteryCell>>,
-        coverage: f64,
+        coverage: Option<f64>,
         fitted: bool,
     ) -> PyResult<(F64Array<'py>, F64Array<'py>, F64Array<'py>, BoolArray<'py>)> {
         let cells = cell_refs(&cells);
         let calibration = cell_refs(&calibration);
+        let coverage = coverage.unwrap_or(DEFAULT_COVERAGE);
         let config = LinearConfig {
             early_life: self.inner.early_life.clone(),
             ..Default::default()

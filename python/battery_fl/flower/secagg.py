@@ -75,6 +75,8 @@ WEIGHT_METRIC = "num-examples"
 STATS_BOUND = secagg.STATISTICS_BOUND
 
 _log = logging.getLogger("flwr")
+#: The core's secure-aggregation defaults (``SecAggConfig``).
+_SECAGG = secagg.default_config()
 _CallNext = Callable[[Message, Context], Message]
 
 
@@ -274,7 +276,8 @@ class SecAggWorkflow:
     aggregation over the given nodes. ``threshold`` (default ⌈2k/3⌉) and ``neighbours`` (odd;
     default: complete graph) shape the protocol; ``clipping_range``, ``target_range`` and
     ``modulus_bits`` the fixed-point encoding; ``max_weight`` is the public bound W on a
-    node's weight (resolution ≈ 2c·W/(T·w)); ``timeout`` bounds each stage (seconds).
+    node's weight (resolution ≈ 2c·W/(T·w)); these four default to the core's
+    (``battery_fl.secagg.default_config()``); ``timeout`` bounds each stage (seconds).
 
     >>> wf = SecAggWorkflow(threshold=2, max_weight=12.0)
     >>> wf.protocol(3, 10)["modulus_bits"], wf.sum_protocol(3)["target_range"] == 2**52
@@ -283,10 +286,10 @@ class SecAggWorkflow:
 
     threshold: int | None = None
     neighbours: int | None = None
-    clipping_range: float = 8.0
-    target_range: int = 1 << 22
-    modulus_bits: int = 32
-    max_weight: float = 1000.0
+    clipping_range: float = _SECAGG["clipping_range"]
+    target_range: int = _SECAGG["target_range"]
+    modulus_bits: int = _SECAGG["modulus_bits"]
+    max_weight: float = _SECAGG["max_weight"]
     timeout: float = 120.0
 
     def protocol(self, n: int, dim: int) -> dict[str, Any]:
