@@ -160,6 +160,14 @@ def test_personalized_federation_equals_the_simulation(
         assert summary["rounds"][r - 1]["personalized-rmse"] == evaluated["personalized-rmse"]
     history = json.loads((out / "history.json").read_text())
     assert [h["rmse"] for h in history] == [summary["evaluate"][str(r)]["rmse"] for r in (1, 2)]
+    # each node's own numbers, as the Simulation's fleet records (fleet i is node i)
+    for record, kept in zip(sim.history, history, strict=True):
+        for i, node in enumerate(NODE_IDS):
+            own = kept["node-rmse"][str(node)]
+            assert own["rmse"] == pytest.approx(record["fleet_rmse"][f"fleet-{i}"], rel=1e-6)
+            assert own["personalized-rmse"] == pytest.approx(
+                record["fleet_personalized_rmse"][f"fleet-{i}"], rel=1e-6
+            )
     last = summary["evaluate"]["2"]
     assert last["personalized-rmse"] != pytest.approx(
         last["rmse"], rel=1e-6

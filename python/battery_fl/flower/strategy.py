@@ -231,7 +231,9 @@ class BatteryFlStrategy(FedAvg):
     ) -> MetricRecord | None:
         """The pooled RMSE over every node's test cells (``sqrt(Σ n·rmse² / Σ n)``) of the
         global model (``rmse``) and, when every node reports it, of the nodes' own models
-        (``personalized-rmse``); both also go into the round's :attr:`history` record."""
+        (``personalized-rmse``); both also go into the round's :attr:`history` record, with
+        each node's own (``node-rmse``: node id -> its ``rmse`` and ``personalized-rmse`` on
+        its test cells)."""
         valid, _ = self._check_and_log_replies(replies, is_train=False)
         if not valid:
             return None
@@ -255,7 +257,18 @@ class BatteryFlStrategy(FedAvg):
         }
         if spent:
             out["record-epsilon"] = max(spent.values())
-        self._record_evaluation(server_round, out, {"node-record-epsilon": spent} if spent else {})
+        per_node = {
+            int(m.metadata.src_node_id): {
+                key: float(m.content["metrics"][key])  # type: ignore[index,arg-type]
+                for key in ("rmse", "personalized-rmse")
+                if key in m.content["metrics"]  # type: ignore[operator]
+            }
+            for m in valid
+        }
+        extra: dict[str, Any] = {"node-rmse": per_node}
+        if spent:
+            extra["node-record-epsilon"] = spent
+        self._record_evaluation(server_round, out, extra)
         return MetricRecord({**out, "num-examples": int(np.sum(n))})
 
     def _record_evaluation(
