@@ -7,13 +7,14 @@ use std::sync::Mutex;
 use battery_fl_core::data::LabelConfig;
 use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::{
-    self, ClusterConfig, FederationConfig, FleetData, SecureAggregation, Simulation, Strategy,
+    self, ClusterConfig, FederationConfig, FleetData, LabelScope, Personalization,
+    SecureAggregation, Simulation, Strategy,
 };
 use battery_fl_core::model::{BatLiNet, Dataset};
 use battery_fl_core::Error;
 use numpy::PyArray1;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyType};
+use pyo3::types::{PyBool, PyDict, PyList, PyTuple, PyType};
 
 use crate::conversion::{arrays_from_params, config_from_dict, enum_from_str, to_python, vec_f32};
 use crate::data::{cell_refs, PyBatteryCell};
@@ -365,7 +366,41 @@ fn strategy_needs_only_the_sum(strategy: &str) -> PyResult<bool> {
     Ok(enum_from_str::<Strategy>("strategy", strategy)?.needs_only_the_sum())
 }
 
+/// Check a federation ``config`` (keys as :meth:`Simulation.default_config`, missing ones the
+/// core's defaults) for ``fleets`` fleets as :class:`Simulation` checks it, its aggregation
+/// rule's settings included; :class:`ConfigError` names the first setting out of range.
+///
+/// >>> import battery_fl
+/// >>> battery_fl.check_federation_config({"personalization": "ditto"}, fleets=3)
+/// >>> try:
+/// ...     battery_fl.check_federation_config({"ditto_lambda": -1.0}, fleets=3)
+/// ... except battery_fl.ConfigError as err:
+/// ...     print(err.field)
+/// ditto_lambda
+#[pyfunction]
+#[pyo3(signature = (config, *, fleets))]
+fn check_federation_config(config: &Bound<'_, PyDict>, fleets: usize) -> PyResult<()> {
+    let config: FederationConfig = config_from_dict(config, "config")?;
+    config.validate(fleets).or_raise()?;
+    config.aggregation_rule().or_raise()?;
+    Ok(())
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let names = |v: Vec<&'static str>| PyTuple::new(m.py(), v);
+    m.add(
+        "STRATEGIES",
+        names(Strategy::ALL.map(Strategy::name).to_vec())?,
+    )?;
+    m.add(
+        "PERSONALIZATIONS",
+        names(Personalization::ALL.map(Personalization::name).to_vec())?,
+    )?;
+    m.add(
+        "LABEL_SCOPES",
+        names(LabelScope::ALL.map(LabelScope::name).to_vec())?,
+    )?;
+    m.add_function(wrap_pyfunction!(check_federation_config, m)?)?;
     m.add_class::<PySimulation>()?;
     m.add_function(wrap_pyfunction!(job_seed, m)?)?;
     m.add_function(wrap_pyfunction!(strategy_needs_only_the_sum, m)?)?;

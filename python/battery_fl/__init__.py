@@ -13,7 +13,8 @@ Fleets keep their cycling data at home; the model travels. The logic lives in th
   (the one a federation config's ``strategy`` names, as the core builds it)
 - federation: :func:`federate_linear` (:class:`LinearFederation`, :class:`LinearFleet`;
   :class:`LinearSteps` for fleets on different machines),
-  :class:`Simulation` (core defaults: :meth:`Simulation.default_config`),
+  :class:`Simulation` (core defaults: :meth:`Simulation.default_config`; checks:
+  :func:`check_federation_config`),
   :class:`FleetClient` (one fleet's side of a round, for Flower nodes), :func:`job_seed`,
   :func:`strategy_needs_only_the_sum`
 - submodules :mod:`battery_fl.dp`, :mod:`battery_fl.secagg`, :mod:`battery_fl.synthetic`;
@@ -74,6 +75,7 @@ try:
         VarianceModel,
         __version__,
         aggregator_for,
+        check_federation_config,
         federate_linear,
         job_seed,
         load_cell,
@@ -126,6 +128,7 @@ __all__ = [
     "VarianceModel",
     "__version__",
     "aggregator_for",
+    "check_federation_config",
     "dp",
     "federate_linear",
     "job_seed",

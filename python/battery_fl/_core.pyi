@@ -16,7 +16,10 @@ __all__ = [
     "DEFAULT_CHOICE_MARGIN",
     "DEFAULT_COVERAGE",
     "DEFAULT_PROTOCOL_GROUPS",
+    "LABEL_SCOPES",
+    "PERSONALIZATIONS",
     "SCORE_BINS",
+    "STRATEGIES",
     "AggregationError",
     "BatLiNet",
     "BatteryFlError",
@@ -60,6 +63,7 @@ __all__ = [
     "__version__",
     "add_noise",
     "aggregator_for",
+    "check_federation_config",
     "check_mode",
     "clip",
     "federate_linear",
@@ -91,7 +95,10 @@ DEFAULT_CALIBRATION_FOLDS: int
 DEFAULT_CHOICE_MARGIN: float
 DEFAULT_COVERAGE: float
 DEFAULT_PROTOCOL_GROUPS: int
+LABEL_SCOPES: tuple[str, ...]
+PERSONALIZATIONS: tuple[str, ...]
 SCORE_BINS: int
+STRATEGIES: tuple[str, ...]
 
 def dp_default_config() -> dict[str, Any]: ...
 def dp_default_record_config() -> dict[str, Any]: ...
@@ -1053,6 +1060,7 @@ class FleetClient:
         """Cells the fleet federates on (with ``auto``/``auto_head``: those not held out)."""
 
 def job_seed(seed: int, round: int, client: int) -> int: ...
+def check_federation_config(config: dict[str, Any], *, fleets: int) -> None: ...
 def strategy_needs_only_the_sum(strategy: str) -> bool: ...
 
 # synthetic (battery_fl.synthetic) ------------------------------------------------------

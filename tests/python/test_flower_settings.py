@@ -83,7 +83,8 @@ def test_personalization_settings_reach_the_run_config() -> None:
     flat = settings.to_run_config()
     assert flat["personal-epochs"] == 0 and FederationSettings.from_run_config(flat) == settings
     assert FederationSettings.from_run_config({"personal-epochs": 2}).personal_epochs == 2
-    # every mode the core knows, `auto_head` the last added
+    # every mode the core knows, `auto_head` the last added, and only those
+    assert battery_fl.flower.settings.PERSONALIZATIONS == battery_fl._core.PERSONALIZATIONS
     for mode in ("none", "fine_tune", "head", "ditto", "auto", "auto_head"):
         assert FederationSettings.from_run_config({"personalization": mode}).personalization == mode
     bad = [
@@ -93,6 +94,10 @@ def test_personalization_settings_reach_the_run_config() -> None:
         {"validation-fraction": 0.75},
         {"choice-margin": -1.0},
         {"auto-margin": 0.1},  # renamed: refused, not ignored
+        # the core checks these (check_federation_config), named by run-config key
+        {"trimmed-beta": 0.6, "strategy": "fed_trimmed_avg"},
+        {"server-beta1": 1.0, "strategy": "fed_adam"},
+        {"proximal-mu": -0.5},
     ]
     for run_config in bad:
         with pytest.raises(battery_fl.ConfigError) as info:

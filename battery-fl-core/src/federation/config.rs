@@ -139,6 +139,16 @@ pub enum Personalization {
 }
 
 impl Personalization {
+    /// Every mode, in declaration order.
+    pub const ALL: [Personalization; 6] = [
+        Personalization::None,
+        Personalization::FineTune,
+        Personalization::Head,
+        Personalization::Ditto,
+        Personalization::Auto,
+        Personalization::AutoHead,
+    ];
+
     /// The snake-case name.
     pub fn name(self) -> &'static str {
         match self {
@@ -184,6 +194,9 @@ pub enum LabelScope {
 }
 
 impl LabelScope {
+    /// Every scope, in declaration order.
+    pub const ALL: [LabelScope; 2] = [LabelScope::Shared, LabelScope::Fleet];
+
     /// The snake-case name.
     pub fn name(self) -> &'static str {
         match self {
@@ -465,6 +478,16 @@ mod tests {
             assert_eq!(serde_json::to_value(s).unwrap(), s.name());
             assert_eq!(agg.name(), s.name());
         }
+        // (the other enums' names are their serde names too, and ALL lists each once)
+        for p in Personalization::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.name());
+        }
+        for l in LabelScope::ALL {
+            assert_eq!(serde_json::to_value(l).unwrap(), l.name());
+        }
+        let names: std::collections::BTreeSet<_> =
+            Personalization::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(names.len(), Personalization::ALL.len());
         let need_each_update: Vec<_> = Strategy::ALL
             .into_iter()
             .filter(|s| !s.needs_only_the_sum())

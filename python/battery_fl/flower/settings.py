@@ -35,10 +35,14 @@ from typing import Any
 
 import battery_fl
 from battery_fl import synthetic
-from battery_fl._core import DEFAULT_COVERAGE
+
+# (the names the core accepts for ``strategy``, ``personalization`` and ``label_scope``,
+# ``Strategy::ALL`` and so on, re-exported)
+from battery_fl._core import DEFAULT_COVERAGE, LABEL_SCOPES, PERSONALIZATIONS, STRATEGIES
 
 __all__ = [
     "CORE_DEFAULTS",
+    "LABEL_SCOPES",
     "PERSONALIZATIONS",
     "RECIPES",
     "SHARED_SETTINGS",
@@ -50,17 +54,6 @@ __all__ = [
     "model_from_config",
     "model_to_config",
 ]
-
-#: Aggregation rules :class:`FederationSettings` accepts, as in :class:`battery_fl.Simulation`.
-STRATEGIES = (
-    "fed_avg",
-    "fed_prox",
-    "fed_adam",
-    "fed_yogi",
-    "fed_adagrad",
-    "fed_median",
-    "fed_trimmed_avg",
-)
 
 #: The core's federation defaults (``FederationConfig::default()``), as
 #: :meth:`battery_fl.Simulation.default_config` gives them.
@@ -95,15 +88,15 @@ SHARED_SETTINGS = {
     "label_scope": "label_scope",
 }
 
-#: Personalization modes, as in :class:`battery_fl.Simulation` (``personalization``).
-PERSONALIZATIONS = ("none", "fine_tune", "head", "ditto", "auto", "auto_head")
+#: The :class:`FederationSettings` field of each core setting key (the inverse of
+#: :data:`SHARED_SETTINGS`), to name the core's errors by run-config key.
+_SHARED_BY_CORE_KEY = {key: name for name, key in SHARED_SETTINGS.items()}
+
 
 #: Model recipes: BatLiNet over training rounds, or the linear early-life model fitted from
 #: two secure sums (:mod:`battery_fl.flower.linear`).
 RECIPES = ("batlinet", "linear")
 
-#: Label scopes, as in :class:`battery_fl.Simulation` (``label_scope``).
-LABEL_SCOPES = ("shared", "fleet")
 
 #: Optional settings and the run-config value that stands for ``None`` (TOML has no null):
 #: ``personal-epochs = 0`` means the core's default, ``local-epochs``.
@@ -272,24 +265,13 @@ class FederationSettings:
             raise config_error("timeout", "must be positive")
         if self.dp_mode not in ("central", "local", "distributed"):
             raise config_error("dp-mode", f"{self.dp_mode!r} is not central/local/distributed")
-        if self.personalization not in PERSONALIZATIONS:
-            raise config_error(
-                "personalization", f"{self.personalization!r} is not one of {PERSONALIZATIONS}"
-            )
-        if not (math.isfinite(self.ditto_lambda) and self.ditto_lambda >= 0.0):
-            raise config_error("ditto-lambda", "must be finite and >= 0")
         if self.personal_epochs is not None and self.personal_epochs < 1:
             raise config_error(
                 "personal-epochs", "must be at least 1 (0 in the run config: local-epochs)"
             )
-        if not 0.0 < self.validation_fraction <= 0.5:
-            raise config_error("validation-fraction", "must be in (0, 0.5]")
-        if self.label_scope not in LABEL_SCOPES:
-            raise config_error("label-scope", f"{self.label_scope!r} is not one of {LABEL_SCOPES}")
+        self._check_shared_settings()
         if self.recipe not in RECIPES:
             raise config_error("recipe", f"{self.recipe!r} is not one of {RECIPES}")
-        if not (math.isfinite(self.choice_margin) and self.choice_margin >= 0.0):
-            raise config_error("choice-margin", "must be finite and >= 0")
         if not 0.0 < self.interval_coverage < 1.0:
             raise config_error("interval-coverage", "must be in (0, 1)")
         if not (math.isfinite(self.record_epsilon) and self.record_epsilon >= 0.0):
@@ -318,6 +300,28 @@ class FederationSettings:
             raise config_error(
                 "secure-aggregation", "secure aggregation reveals only the (weighted) mean"
             )
+
+    def core_config(self) -> dict[str, Any]:
+        """The core federation settings among these (:data:`SHARED_SETTINGS`), as a
+        :class:`battery_fl.Simulation` config dict."""
+        out: dict[str, Any] = {}
+        for name, key in SHARED_SETTINGS.items():
+            group, _, sub = key.partition(".")
+            if sub:
+                out.setdefault(group, {})[sub] = getattr(self, name)
+            else:
+                out[key] = getattr(self, name)
+        return out
+
+    def _check_shared_settings(self) -> None:
+        """The core's checks of the shared settings (:func:`battery_fl.check_federation_config`),
+        its errors named by run-config key."""
+        try:
+            battery_fl.check_federation_config(self.core_config(), fleets=max(self.min_nodes, 1))
+        except battery_fl.ConfigError as err:
+            core_key = str(getattr(err, "field", "")).removeprefix("config.")
+            name = _SHARED_BY_CORE_KEY.get(core_key, core_key)
+            raise config_error(name.replace("_", "-"), str(err)) from None
 
     @property
     def dp_enabled(self) -> bool:
