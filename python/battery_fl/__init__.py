@@ -6,8 +6,8 @@ Fleets keep their cycling data at home; the model travels. The logic lives in th
 - data: :class:`Cell`, :class:`Cycle`, :func:`load_cell`, :func:`load_cells`, :func:`load_fleets`
 - genome fingerprints: :class:`GenomeFingerprint`
 - features: :class:`Featurizer` (six channels, float32 ``(6, cycles, interp_dim)``)
-- models: :class:`BatLiNet`, :class:`LinearModel`, :class:`HybridModel` (BatLiNet on the
-  linear model's residuals), :class:`VarianceModel`
+- models: :class:`BatLiNet` (named recipes: :func:`batlinet_preset`), :class:`LinearModel`,
+  :class:`HybridModel` (BatLiNet on the linear model's residuals), :class:`VarianceModel`
 - aggregation: :class:`FedAvg`, :class:`FedProx`, :class:`FedAdam`, :class:`FedYogi`,
   :class:`FedAdagrad`, :class:`FedMedian`, :class:`FedTrimmedAvg`; :func:`aggregator_for`
   (the one a federation config's ``strategy`` names, as the core builds it)
@@ -42,6 +42,7 @@ _libtorch.load()
 
 try:
     from battery_fl._core import (
+        BATLINET_PRESETS,
         SCORE_BINS,
         AggregationError,
         BatLiNet,
@@ -75,6 +76,7 @@ try:
         VarianceModel,
         __version__,
         aggregator_for,
+        batlinet_preset,
         check_federation_config,
         federate_linear,
         job_seed,
@@ -95,6 +97,7 @@ except ImportError as err:  # pragma: no cover - only on a broken install
 from battery_fl import dp, secagg, synthetic  # noqa: E402 (they need the native module)
 
 __all__ = [
+    "BATLINET_PRESETS",
     "AggregationError",
     "BatLiNet",
     "BatteryFlError",
@@ -128,6 +131,7 @@ __all__ = [
     "VarianceModel",
     "__version__",
     "aggregator_for",
+    "batlinet_preset",
     "check_federation_config",
     "dp",
     "federate_linear",

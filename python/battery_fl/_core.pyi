@@ -8,6 +8,8 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BATLINET_PRESETS",
+    "batlinet_preset",
     "membership_auc",
     "dp_default_config",
     "dp_default_record_config",
@@ -91,6 +93,10 @@ __all__ = [
 ]
 
 __version__: str
+BATLINET_PRESETS: tuple[str, ...]
+
+def batlinet_preset(name: str) -> dict[str, dict[str, Any]]: ...
+
 DEFAULT_CALIBRATION_FOLDS: int
 DEFAULT_CHOICE_MARGIN: float
 DEFAULT_COVERAGE: float

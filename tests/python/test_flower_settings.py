@@ -9,7 +9,12 @@ import pytest
 
 import battery_fl
 from battery_fl.flower import FederationSettings
-from battery_fl.flower.settings import SHARED_SETTINGS, STRATEGIES
+from battery_fl.flower.settings import (
+    SHARED_SETTINGS,
+    STRATEGIES,
+    model_from_config,
+    model_to_config,
+)
 
 
 def _core(key: str) -> object:
@@ -120,3 +125,27 @@ def test_dp_secagg_and_interval_defaults_come_from_the_core() -> None:
     assert settings.interval_coverage == battery_fl._core.DEFAULT_COVERAGE
     with pytest.raises(battery_fl.ConfigError):
         battery_fl.flower.FederationSettings(interval_coverage=1.0)
+
+
+def test_a_preset_gives_the_nodes_the_cores_recipe() -> None:
+    """``batlinet-preset = "matr"`` builds the recipe the main job trains on MATR (the core's
+    ``BatLiNetPreset::Matr``); ``model.*`` and ``featurizer.*`` still override it, and the
+    model that travels to the nodes is that one."""
+    settings = FederationSettings.from_run_config(
+        {"batlinet-preset": "matr", "model.epochs": 5, "featurizer.interp-dim": 50}
+    )
+    model = settings.build_model()
+    preset = battery_fl.batlinet_preset("matr")
+    assert model.config["inter_features"] == preset["model"]["inter_features"]
+    assert model.config["input_channels"] == [1] and model.config["epochs"] == 5
+    assert model.featurizer.first_cycle == preset["featurizer"]["first_cycle"]
+    assert model.input_shape == (1, preset["featurizer"]["cycles"], 50)
+    sent = model_to_config(model)
+    travelled = model_from_config(sent["model"], sent["featurizer"])
+    assert travelled.config == model.config and travelled.input_shape == model.input_shape
+    # the default preset is the library's defaults
+    default = FederationSettings().build_model().config
+    assert default == battery_fl.BatLiNet(progress=False).config
+    with pytest.raises(battery_fl.ConfigError) as info:
+        FederationSettings.from_run_config({"batlinet-preset": "severson"})
+    assert info.value.field == "batlinet-preset"  # type: ignore[attr-defined]

@@ -9,34 +9,18 @@ use battery_fl_core::data::{
 };
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::federation::FleetData;
-use battery_fl_core::model::{BatLiNetConfig, Dataset, InterFeatures};
+use battery_fl_core::model::{BatLiNetConfig, BatLiNetPreset, Dataset};
 
 use super::linear::FleetCells;
 
-/// The featurizer and BatLiNet settings for real (`--data`, MATR-like) or synthetic cells.
-/// On real cells: the recipe `eval_matr` chose by 4-fold cross-validation on `train` (V(Qd)
-/// only, 600 epochs, batch 16, cycle-difference inter features).
+/// The featurizer and BatLiNet settings for real (`--data`, MATR-like) or synthetic cells:
+/// the core's presets (`BatLiNetPreset::Matr`, the recipe `eval_matr` chose by 4-fold
+/// cross-validation on `train`, and `BatLiNetPreset::Synthetic`).
 pub fn batlinet_recipe(real: bool) -> (FeaturizerConfig, BatLiNetConfig) {
     if real {
-        let f = FeaturizerConfig::default()
-            .with_first_cycle(2)
-            .with_cycles(99)
-            .with_interp_dim(200);
-        let m = BatLiNetConfig::default()
-            .with_input_channels(vec![1])
-            .with_batch_size(16)
-            .with_epochs(600)
-            .with_inference_references(32)
-            .with_inter_features(InterFeatures::CycleDifference);
-        (f, m)
+        BatLiNetPreset::Matr.configs()
     } else {
-        let f = FeaturizerConfig::default().with_interp_dim(64);
-        let m = BatLiNetConfig::default()
-            .with_conv_channels(16)
-            .with_batch_size(16)
-            .with_epochs(60)
-            .with_inference_references(16);
-        (f, m)
+        BatLiNetPreset::Synthetic.configs()
     }
 }
 

@@ -15,6 +15,7 @@ mod linear;
 mod metrics;
 mod params;
 mod persist;
+mod preset;
 mod reference;
 mod variance;
 
@@ -69,6 +70,7 @@ pub use persist::{
     load_model_dir, params_from_safetensors, params_to_safetensors, save_model_dir, write_atomic,
     ModelDescription, CONFIG_FILE, FORMAT, WEIGHTS_FILE,
 };
+pub use preset::BatLiNetPreset;
 pub use reference::select_references;
 pub use variance::{VarianceConfig, VarianceModel};
 

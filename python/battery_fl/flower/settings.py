@@ -4,8 +4,10 @@ The **run config** (``[tool.flwr.app.config]`` of the Flower app, or ``flwr run
 --run-config``) is flat, kebab-case, with two nested tables for the model: ``model.*`` are
 :class:`battery_fl.BatLiNet` keyword settings and ``featurizer.*`` are
 :class:`battery_fl.Featurizer` ones (``model.conv-channels = 4``, ``featurizer.interp-dim =
-16``; ``model.input-channels`` is a comma-separated string such as ``"1"``). Everything else is
-a field of :class:`FederationSettings`. The settings a Flower run shares with
+16``; ``model.input-channels`` is a comma-separated string such as ``"1"``), on top of the
+named recipe ``batlinet-preset`` (:func:`battery_fl.batlinet_preset`: ``default``, the
+published settings; ``matr`` for MATR-like discharge-only cells, the recipe the main job and
+``eval_matr`` use). Everything else is a field of :class:`FederationSettings`. The settings a Flower run shares with
 :class:`battery_fl.Simulation` default to the core's values
 (:meth:`battery_fl.Simulation.default_config`, :data:`CORE_DEFAULTS`).
 
@@ -16,6 +18,8 @@ fleet's cells are (see :func:`load_fleet`).
 ...                                         "featurizer.interp-dim": 16, "featurizer.cycles": 12})
 >>> s.num_server_rounds, s.build_model().input_shape
 (2, (6, 12, 16))
+>>> FederationSettings(batlinet_preset="matr").build_model().input_shape
+(1, 99, 200)
 >>> fleet = load_fleet({"synthetic-fleet": 1, "synthetic-fleets": 3, "synthetic-cells": 5,
 ...                     "synthetic-cycles": 12, "synthetic-test-cells": 1})
 >>> fleet.index, len(fleet.train), len(fleet.test)
@@ -38,7 +42,13 @@ from battery_fl import synthetic
 
 # (the names the core accepts for ``strategy``, ``personalization`` and ``label_scope``,
 # ``Strategy::ALL`` and so on, re-exported)
-from battery_fl._core import DEFAULT_COVERAGE, LABEL_SCOPES, PERSONALIZATIONS, STRATEGIES
+from battery_fl._core import (
+    BATLINET_PRESETS,
+    DEFAULT_COVERAGE,
+    LABEL_SCOPES,
+    PERSONALIZATIONS,
+    STRATEGIES,
+)
 
 __all__ = [
     "CORE_DEFAULTS",
@@ -247,6 +257,7 @@ class FederationSettings:
     per_chemistry_choice: bool = False
     choice_margin: float = CORE_DEFAULTS["choice_margin"]
     interval_coverage: float = DEFAULT_COVERAGE
+    batlinet_preset: str = BATLINET_PRESETS[0]
     model: dict[str, _Scalar] = field(default_factory=dict)
     featurizer: dict[str, _Scalar] = field(default_factory=dict)
 
@@ -272,6 +283,10 @@ class FederationSettings:
         self._check_shared_settings()
         if self.recipe not in RECIPES:
             raise config_error("recipe", f"{self.recipe!r} is not one of {RECIPES}")
+        if self.batlinet_preset not in BATLINET_PRESETS:
+            raise config_error(
+                "batlinet-preset", f"{self.batlinet_preset!r} is not one of {BATLINET_PRESETS}"
+            )
         if not 0.0 < self.interval_coverage < 1.0:
             raise config_error("interval-coverage", "must be in (0, 1)")
         if not (math.isfinite(self.record_epsilon) and self.record_epsilon >= 0.0):
@@ -373,9 +388,12 @@ class FederationSettings:
         return dataclasses.replace(self, **changes)
 
     def build_model(self) -> battery_fl.BatLiNet:
-        """The global model (initial weights from ``model.seed``), without progress output."""
-        kwargs: dict[str, Any] = dict(self.model)
-        channels = kwargs.pop("input_channels", None)
+        """The global model (initial weights from ``model.seed``), without progress output:
+        the :attr:`batlinet_preset`'s featurizer and settings with ``model.*`` and
+        ``featurizer.*`` on top."""
+        preset = battery_fl.batlinet_preset(self.batlinet_preset)
+        kwargs: dict[str, Any] = {**preset["model"], **self.model}
+        channels = self.model.get("input_channels")
         if channels is not None:
             try:
                 kwargs["input_channels"] = [int(c) for c in str(channels).split(",") if c.strip()]
@@ -384,8 +402,10 @@ class FederationSettings:
                     "model.input-channels", f"{channels!r} is not a list of ints"
                 ) from None
         kwargs["progress"] = False
+        # (the featurizer's cleaning settings are flat keyword arguments)
+        base = dict(preset["featurizer"])
+        featurizer_kwargs: dict[str, Any] = {**base.pop("clean"), **base, **self.featurizer}
         try:
-            featurizer_kwargs: dict[str, Any] = dict(self.featurizer)
             featurizer = battery_fl.Featurizer(**featurizer_kwargs)
             return battery_fl.BatLiNet(featurizer=featurizer, **kwargs)
         except TypeError as err:
