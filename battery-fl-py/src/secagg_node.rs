@@ -122,6 +122,13 @@ impl PyNodeSession {
         Ok(lock(&self.inner).or_raise()?.round())
     }
 
+    /// The fewest survivors whose sum the server of this round can decode (the setup's
+    /// threshold t): distributed noise added to this round's input must be sized for them.
+    #[getter]
+    fn threshold(&self) -> PyResult<usize> {
+        lock(&self.inner).and_then(|s| s.threshold()).or_raise()
+    }
+
     /// True once the node answered the unmask request.
     #[getter]
     fn finished(&self) -> PyResult<bool> {

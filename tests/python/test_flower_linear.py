@@ -15,6 +15,7 @@ import battery_fl
 from battery_fl import synthetic
 from battery_fl.flower import LocalGrid, make_client_app, secagg_mod
 from battery_fl.flower.linear import LINEAR_STATE_KEY, SHARE_ACTION, run_linear_federation
+from battery_fl.flower.secagg import MASKING_KEY
 
 NODE_IDS = [101, 202, 303]
 # the early-life features read cycles 10 to 100
@@ -116,7 +117,10 @@ def test_flower_linear_federation_with_record_level_privacy(tmp_path: Path) -> N
     settings = SETTINGS.replace(
         recipe="linear", secure_aggregation=True, record_epsilon=4.0, output_dir=str(tmp_path)
     )
-    summary = run_linear_federation(_grid(**{"record-seed": 9}), settings, NODE_IDS)
+    grid = _grid(**{"record-seed": 9})
+    summary = run_linear_federation(grid, settings, NODE_IDS)
+    # (the SecAgg mod's masking entry lives only while it masks a reply)
+    assert not any(MASKING_KEY in grid.contexts[n].state for n in NODE_IDS)
     privacy = summary["privacy"]
     assert privacy["epsilon"] == pytest.approx(4.0, abs=1e-3)
     assert privacy["mode"] == "distributed" and privacy["releases"] == 2
@@ -173,11 +177,12 @@ def test_a_server_can_neither_key_nor_drop_a_nodes_record_noise() -> None:
     refused = ask(_grid(), **{"record-noise-seed": seed})
     assert refused.has_error() and "record-noise-seed" in refused.error.reason
     # and without it the node keys its noise from the OS: the subtraction recovers nothing
-    (reply,) = ask(_grid()).content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+    grid = _grid()
+    (reply,) = ask(grid).content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
     assert np.max(np.abs(reply - noise - exact)) > 5.0
-    # two asks, two draws: the server cannot cancel the noise by asking again
-    (again,) = ask(_grid()).content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
-    assert np.max(np.abs(again - reply)) > 1.0
+    # asking again for an independent draw to average is refused: one release per step
+    again = ask(grid)
+    assert again.has_error() and "already released" in again.error.reason
 
     # a node that requires record privacy refuses a server that drops or loosens it
     strict = _grid(**{"record-max-epsilon": 2.0})
@@ -185,6 +190,53 @@ def test_a_server_can_neither_key_nor_drop_a_nodes_record_noise() -> None:
         reply_error = ask(strict, **{"record-epsilon": asked})
         assert reply_error.has_error() and "record-max-epsilon" in reply_error.error.reason
     assert not ask(strict).has_error()
+
+
+def test_a_server_cannot_shrink_a_nodes_record_noise() -> None:
+    """The attack: a plain (unmasked) query that claims secure aggregation among many fleets
+    asked each node for a small share of distributed noise (z·s/√fleets), and read the
+    reply in the clear. A node now sizes its noise itself: distributed only while its SecAgg
+    mod masks the reply, for that round's threshold; otherwise all the noise."""
+    node, pinned, epsilon = NODE_IDS[0], 3, 1.0
+    train, _ = _fleets()[0]
+    grid = _grid(**{"record-seed": pinned})
+    content = RecordDict(
+        {
+            "config": ConfigRecord(
+                {"fleets": 1000, "secure-aggregation": True, "record-epsilon": epsilon}
+            )
+        }
+    )
+    message_type = f"{MessageType.QUERY}.{SHARE_ACTION}"
+    (reply,) = grid.send_and_receive(
+        [Message(content, dst_node_id=node, message_type=message_type)], timeout=10.0
+    )
+    (released,) = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+    noise_seed = battery_fl.job_seed(pinned, 1, node)
+
+    def share(fleets: int, secure: bool) -> np.ndarray:
+        steps = battery_fl.LinearSteps(
+            fleets, secure_aggregation=secure, epsilon=epsilon, noise_seed=noise_seed
+        )
+        return steps.share(train)
+
+    exact = battery_fl.LinearSteps(FLEETS, secure_aggregation=False, epsilon=1e9).share(train)
+    # what the server asked for: noise about 1/√1000 of what one cell's privacy needs
+    asked = share(1000, True)
+    assert np.max(np.abs(asked - exact)) < 0.2 * np.max(np.abs(released - exact))
+    # what the node released: all of it, as if alone
+    np.testing.assert_allclose(released, share(1000, False), rtol=1e-12)
+
+    # while its SecAgg mod masks the reply (the mod's entry in the node's own state, which no
+    # message can write), the node adds a distributed share sized for the round's threshold,
+    # not for the fleets the server claims
+    masked = _grid(**{"record-seed": pinned})
+    masked.contexts[node].state[MASKING_KEY] = ConfigRecord({"round": 1, "threshold": 2})
+    (reply,) = masked.send_and_receive(
+        [Message(content, dst_node_id=node, message_type=message_type)], timeout=10.0
+    )
+    (released,) = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+    np.testing.assert_allclose(released, share(2, True), rtol=1e-12)
 
 
 def test_linear_recipe_settings_are_checked() -> None:

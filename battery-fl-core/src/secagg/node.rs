@@ -137,6 +137,18 @@ impl NodeSession {
         self.run
     }
 
+    /// The fewest survivors whose sum the server of this round can decode (the setup's
+    /// Shamir threshold t): a share of distributed noise must be sized for them.
+    ///
+    /// # Errors
+    /// [`Error::SecAgg`] when the stored setup does not decode (never, for a started session).
+    pub fn threshold(&self) -> Result<usize> {
+        let setup = self.requests[Stage::AdvertiseKeys.index()]
+            .as_deref()
+            .ok_or_else(|| refuse(Stage::AdvertiseKeys, "no setup"))?;
+        Ok(Setup::from_bytes(setup)?.config.t())
+    }
+
     /// True once the node has answered the unmask request (the round is over for it).
     pub fn is_finished(&self) -> bool {
         self.replies[Stage::Unmask.index()].is_some()
@@ -427,6 +439,22 @@ mod tests {
     }
 
     /// A negative or non-finite weight is refused, not encoded.
+    /// A session knows the round's threshold (what distributed noise is sized for): the
+    /// setup's t, here 2 of 3, and the derived ⌈2n/3⌉ without one.
+    #[test]
+    fn a_session_reads_the_rounds_threshold_from_its_setup() -> Result<()> {
+        let (_, stored, _) = round_to_masked_input(&[1, 2, 3], 4)?;
+        assert_eq!(NodeSession::from_bytes(&stored[&2])?.threshold()?, 2);
+        let nodes = [1, 2, 3, 4, 5, 6];
+        let server = SecAggServer::new(SecAggConfig::new(6), 1, 4, &nodes, [1; 32])?;
+        let policy = ClientPolicy::default();
+        let (session, _) =
+            NodeSession::start(1, 0, &server.setup().to_bytes(), [1; 32], &policy, None)?;
+        assert_eq!(session.threshold()?, SecAggConfig::new(6).t());
+        assert_eq!(session.threshold()?, 4);
+        Ok(())
+    }
+
     #[test]
     fn a_bad_weight_is_refused() -> Result<()> {
         let (nodes, dim) = ([1, 2, 3], 4);

@@ -6,8 +6,9 @@ its own cells with :class:`battery_fl.LinearSteps` (the code ``federate_linear``
 process):
 
 1. ``query.linear_share``: the node's summed statistics (with ``record-epsilon > 0`` clamped,
-   mapped and noised: record-level DP per cell, the noise keyed on the node, never by the
-   server; a node's ``record-max-epsilon`` bounds the ε it accepts), summed through our SecAgg+ when
+   mapped and noised: record-level DP per cell, the noise keyed and sized on the node,
+   never by the server, released once per run; a node's ``record-max-epsilon`` bounds the ε
+   it accepts), summed through our SecAgg+ when
    ``secure-aggregation`` is on;
 2. ``query.linear_errors`` (config ``linear-total``): the errors of the models fitted on the
    other fleets, on the node's cells; summed the same way;
@@ -46,7 +47,7 @@ from flwr.serverapp import Grid
 
 import battery_fl
 from battery_fl._core import DEFAULT_CHOICE_MARGIN
-from battery_fl.flower.secagg import SecAggWorkflow
+from battery_fl.flower.secagg import MASKING_KEY, SecAggWorkflow
 from battery_fl.flower.settings import (
     FederationSettings,
     FleetCells,
@@ -73,17 +74,24 @@ __all__ = [
 SHARE_ACTION, ERRORS_ACTION, FIT_ACTION = "linear_share", "linear_errors", "linear_fit"
 #: ConfigRecord in a node's ``Context.state`` holding its linear models (JSON), never sent.
 LINEAR_STATE_KEY = "bfl-linear-fleet"
+#: ConfigRecord in a node's ``Context.state``: the run and the steps it has released noisily.
+RELEASED_KEY = "bfl-linear-released"
 
 _log = logging.getLogger("flwr")
 
 
 def _steps(config: ConfigRecord, context: Context, step: int) -> battery_fl.LinearSteps:
-    """The node's steps for the server's config. Its record-level noise is keyed from the OS,
-    or, when the node's own config pins ``record-seed`` (tests), from that seed, the step and
-    the node, so that no two draws repeat; never from a seed the server sends, which would let
-    the server subtract the noise (a config that carries ``record-noise-seed`` is refused).
-    A node whose ``record-max-epsilon`` is above 0 refuses a server that asks for no record
-    privacy or a larger ε."""
+    """The node's steps for the server's config, its record-level noise decided by the node:
+
+    - keyed from the OS, or, when the node's own config pins ``record-seed`` (tests), from
+      that seed, the step and the node; never from a seed the server sends, which would let
+      it subtract the noise (a config that carries ``record-noise-seed`` is refused);
+    - distributed (a share sized for the round's threshold, the fewest survivors whose sum
+      the server can decode) only while :func:`~battery_fl.flower.secagg.secagg_mod` masks
+      the reply; otherwise the reply leaves the node in the clear and carries all the noise,
+      whatever ``secure-aggregation`` and ``fleets`` the server claims;
+    - within the node's ``record-max-epsilon`` when it sets one (a server that asks for no
+      record privacy or a larger ε is refused)."""
     if "record-noise-seed" in config:
         raise privacy_error(
             "the server sent `record-noise-seed`: a node keys its noise from the OS or its own "
@@ -94,16 +102,38 @@ def _steps(config: ConfigRecord, context: Context, step: int) -> battery_fl.Line
     node_seed = (
         None if seed < 0 else battery_fl.job_seed(seed, step, int(context.node_id) % (1 << 31))
     )
+    fleets = int(config["fleets"])  # type: ignore[arg-type]
+    masking = context.state.get(MASKING_KEY)
+    if isinstance(masking, ConfigRecord):
+        fleets = min(fleets, int(masking["threshold"]))  # type: ignore[arg-type]
     return battery_fl.LinearSteps(
-        int(config["fleets"]),  # type: ignore[arg-type]
-        secure_aggregation=bool(
-            config.get("secure-aggregation", FederationSettings.secure_aggregation)
-        ),
+        fleets,
+        secure_aggregation=isinstance(masking, ConfigRecord),
         per_chemistry_choice=bool(config.get("per-chemistry-choice", False)),
         choice_margin=float(config.get("choice-margin", DEFAULT_CHOICE_MARGIN)),  # type: ignore[arg-type]
         epsilon=epsilon if epsilon > 0 else None,
         noise_seed=node_seed,
     )
+
+
+def _release_once(context: Context, step: int, private: bool) -> None:
+    """Refuse a second noisy release of ``step`` in this run (a server that asked again could
+    average the independent draws, spending the ε per cell once per request)."""
+    if not private:
+        return
+    run = int(context.run_id)
+    record = context.state.get(RELEASED_KEY)
+    released = (
+        [int(s) for s in record["steps"]]  # type: ignore[union-attr]
+        if isinstance(record, ConfigRecord) and int(record["run"]) == run  # type: ignore[arg-type]
+        else []
+    )
+    if step in released:
+        raise privacy_error(
+            f"step {step} of the linear federation was already released in this run: a "
+            "second noisy release of the same statistics would spend the budget again"
+        )
+    context.state[RELEASED_KEY] = ConfigRecord({"run": run, "steps": [*released, step]})
 
 
 def _config(msg: Message) -> ConfigRecord:
@@ -125,17 +155,21 @@ def _reply(msg: Message, vector: np.ndarray, cells: int) -> Message:
 
 
 def query_linear_share(msg: Message, context: Context) -> Message:
-    """Step 1 on a node: its share of the first sum."""
+    """Step 1 on a node: its share of the first sum (once per run under record privacy)."""
     fleet = load_fleet(context.node_config)
-    return _reply(msg, _steps(_config(msg), context, 1).share(fleet.train), len(fleet.train))
+    steps = _steps(_config(msg), context, 1)
+    _release_once(context, 1, steps.privacy is not None)
+    return _reply(msg, steps.share(fleet.train), len(fleet.train))
 
 
 def query_linear_errors(msg: Message, context: Context) -> Message:
     """Step 2 on a node: its share of the second sum, for the server's ``linear-total``."""
     config = _config(msg)
     fleet = load_fleet(context.node_config)
-    errors = _steps(config, context, 2).errors(fleet.train, _vector(config, "linear-total"))
-    return _reply(msg, errors, len(fleet.train))
+    steps = _steps(config, context, 2)
+    total = _vector(config, "linear-total")
+    _release_once(context, 2, steps.privacy is not None)
+    return _reply(msg, steps.errors(fleet.train, total), len(fleet.train))
 
 
 def _rmse(predicted: np.ndarray, cells: list[battery_fl.Cell]) -> float:

@@ -75,6 +75,11 @@ WEIGHT_METRIC = "num-examples"
 STATS_BOUND = secagg.STATISTICS_BOUND
 
 _log = logging.getLogger("flwr")
+#: ``Context.state`` entry present only while :func:`secagg_mod` masks the wrapped handler's
+#: reply (stage 2): ``round`` and ``threshold``, the fewest survivors whose sum the server can
+#: decode. A handler that adds distributed noise sizes it for them; without the entry its
+#: reply leaves the node unmasked and needs all the noise.
+MASKING_KEY = "bfl-secagg-masking"
 #: The core's secure-aggregation defaults (``SecAggConfig``).
 _SECAGG = secagg.default_config()
 _CallNext = Callable[[Message, Context], Message]
@@ -202,7 +207,15 @@ def _answer(
                 {k: v for k, v in msg.content.items() if k not in (REQUEST_KEY, MESSAGE_KEY)}
             )
             msg.content = payload
-            reply = call_next(msg, context)
+            # the handler may size distributed noise for this round's threshold: only while
+            # this mod masks its reply, in the node's own state (no message can set it)
+            context.state[MASKING_KEY] = ConfigRecord(
+                {"round": round_id, "threshold": session.threshold}
+            )
+            try:
+                reply = call_next(msg, context)
+            finally:
+                del context.state[MASKING_KEY]
             if reply.has_error():
                 return reply
             vector, weight = _input_vector(
