@@ -377,10 +377,10 @@ aggregator!(
 );
 
 /// The aggregator a federation ``config``'s ``strategy`` names, with its settings
-/// (``proximal_mu``, ``trimmed_beta``, ``server_optimizer``, ``max_delta_norm``), built by the
-/// core as :class:`Simulation` builds it: keys as :meth:`Simulation.default_config`, missing
-/// ones (or no ``config``) the core's defaults. ``initial_parameters`` as the server
-/// optimizers take them.
+/// (``proximal_mu``, ``trimmed_beta``, ``server_optimizer``, and ``max_delta_norm`` as its
+/// update check), built by the core's dispatch that :class:`Simulation` also uses: keys as
+/// :meth:`Simulation.default_config`, missing ones (or no ``config``) the core's defaults.
+/// ``initial_parameters`` as the server optimizers take them.
 ///
 /// >>> import battery_fl
 /// >>> battery_fl.aggregator_for({"strategy": "fed_trimmed_avg", "trimmed_beta": 0.1}).beta

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 import battery_fl
@@ -149,3 +150,26 @@ def test_a_preset_gives_the_nodes_the_cores_recipe() -> None:
     with pytest.raises(battery_fl.ConfigError) as info:
         FederationSettings.from_run_config({"batlinet-preset": "severson"})
     assert info.value.field == "batlinet-preset"  # type: ignore[attr-defined]
+
+
+def test_the_strategys_default_rule_is_the_cores_and_its_nodes_get_the_term() -> None:
+    """``BatteryFlStrategy()`` aggregates with the core's default strategy (FedProx) and sends
+    the nodes its proximal term, unless the run's config already carries one."""
+    from flwr.app import ArrayRecord, ConfigRecord
+    from flwr.clientapp import ClientApp
+
+    from battery_fl.flower import BatteryFlStrategy, LocalGrid
+
+    core = battery_fl.Simulation.default_config()
+    strategy = BatteryFlStrategy(min_train_nodes=2, min_available_nodes=2)
+    assert strategy.aggregator.name == core["strategy"] == "fed_prox"
+    grid = LocalGrid(ClientApp(), {1: {}, 2: {}})
+    arrays = ArrayRecord([np.zeros(2)])
+    sent = list(strategy.configure_train(1, arrays, ConfigRecord({}), grid))
+    assert len(sent) == 2
+    assert all(m.content["config"]["proximal-mu"] == core["proximal_mu"] for m in sent)
+    ours = list(strategy.configure_train(2, arrays, ConfigRecord({"proximal-mu": 0.5}), grid))
+    assert all(m.content["config"]["proximal-mu"] == 0.5 for m in ours)
+    plain = BatteryFlStrategy(battery_fl.FedAvg(), min_train_nodes=2, min_available_nodes=2)
+    sent = list(plain.configure_train(1, arrays, ConfigRecord({}), grid))
+    assert all("proximal-mu" not in m.content["config"] for m in sent)

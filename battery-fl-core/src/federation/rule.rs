@@ -66,7 +66,8 @@ impl AggregationRule {
 impl FederationConfig {
     /// The aggregator of [`strategy`](Self::strategy) with this federation's settings:
     /// `proximal_mu`, `trimmed_beta`, `server_optimizer`, and `max_delta_norm` as every rule's
-    /// update policy.
+    /// update policy (a server optimizer keeps its own `policy` when `max_delta_norm` is
+    /// unset).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the setting the rule refuses
@@ -77,8 +78,11 @@ impl FederationConfig {
             max_delta_norm: self.max_delta_norm,
         };
         let opt = |optimizer| -> Result<AggregationRule> {
+            // (the server optimizer's own policy stands unless the federation sets a bound)
             let mut config = self.server_optimizer.clone();
-            config.policy = policy.clone();
+            if self.max_delta_norm.is_some() {
+                config.policy = policy.clone();
+            }
             let rule = FedOpt::new(optimizer, config).map_err(|e| in_setting(e, None))?;
             Ok(AggregationRule::Opt(rule))
         };
@@ -156,6 +160,16 @@ mod tests {
                     assert_eq!((t.beta, t.policy.max_delta_norm), (0.1, bound));
                 }
             }
+        }
+        // a server optimizer's own policy stands when the federation sets no bound
+        let mut own = FederationConfig {
+            strategy: Strategy::FedAdam,
+            ..Default::default()
+        };
+        own.server_optimizer.policy.max_delta_norm = Some(7.0);
+        match own.aggregation_rule().unwrap() {
+            AggregationRule::Opt(o) => assert_eq!(o.config.policy.max_delta_norm, Some(7.0)),
+            other => panic!("expected FedAdam, got {other:?}"),
         }
         let bad = FederationConfig {
             strategy: Strategy::FedTrimmedAvg,

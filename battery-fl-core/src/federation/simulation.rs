@@ -560,9 +560,10 @@ fn weights_of<'a>(
     }
 }
 
-/// The strategy's rule ([`FederationConfig::aggregation_rule`]) without its update checks:
-/// a round checks every update once, before aggregating (`partition_updates`), and a server
-/// optimizer steps on the released, possibly noised, mean, which is no client's update.
+/// The strategy's rule ([`FederationConfig::aggregation_rule`]) without the federation's
+/// update bound: a round checks every update against it once, before aggregating
+/// (`partition_updates`), and a server optimizer steps on the released, possibly noised,
+/// mean, which is no client's update (its own `server_optimizer.policy` still applies).
 fn unchecked_rule(config: &FederationConfig) -> Result<AggregationRule> {
     FederationConfig {
         max_delta_norm: None,

@@ -77,7 +77,7 @@ class DpConfig:
 class BatteryFlStrategy(FedAvg):
     """FedAvg's sampling and messaging with our aggregation, DP and secure aggregation
     (see the module docs). ``aggregator`` defaults to the core's default strategy
-    (:func:`battery_fl.aggregator_for`);
+    (:func:`battery_fl.aggregator_for`: FedProx, whose ``proximal-mu`` the nodes are sent);
     ``output_dir`` (optional) receives ``round-NNN.npz`` (the global weights after each
     round) and ``history.json`` (one record per round: its training and, when nodes evaluate,
     the pooled ``rmse`` and ``personalized-rmse``)."""
@@ -146,8 +146,11 @@ class BatteryFlStrategy(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """FedAvg's messages; remembers the global weights and, with DP, tells the nodes the
-        clipping norm and their noise std."""
+        """FedAvg's messages; remembers the global weights, tells the nodes FedProx's
+        ``proximal-mu`` when the aggregator is FedProx and the config has none, and, with DP,
+        the clipping norm and their noise std."""
+        if self.aggregator.name == "fed_prox" and "proximal-mu" not in config:
+            config["proximal-mu"] = self.aggregator.mu
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._global = arrays.to_numpy_ndarrays()
         self._sampled = len(messages)
