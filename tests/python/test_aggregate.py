@@ -186,6 +186,12 @@ def test_aggregator_for_is_the_rule_the_core_builds(strategy: str) -> None:
         np.testing.assert_allclose(out[0], [2.5, -2.5])
     elif strategy in ("fed_avg", "fed_prox"):
         np.testing.assert_allclose(out[0], [26.5, -26.5])
+    else:  # a server optimizer: the class itself with the same eta steps the same way
+        cls = type(AGGREGATORS[strategy])
+        same = cls([np.zeros(2)], eta=0.05).aggregate(ups, [1, 1, 1, 1], current=[np.zeros(2)])
+        np.testing.assert_array_equal(out[0], same[0])
+        default = cls([np.zeros(2)]).aggregate(ups, [1, 1, 1, 1], current=[np.zeros(2)])
+        assert not np.allclose(out[0], default[0])  # (eta 0.05 is not the default 0.1)
 
 
 def test_defaults_are_the_cores() -> None:
@@ -197,12 +203,14 @@ def test_defaults_are_the_cores() -> None:
         assert {k: inner["config"][k] for k in core["server_optimizer"] if k != "policy"} == {
             k: v for k, v in core["server_optimizer"].items() if k != "policy"
         }
-    for bad in (
-        {"strategy": "fedavg"},
-        {"no_such_setting": 1},
-        {"strategy": "fed_trimmed_avg", "trimmed_beta": 0.5},
-    ):
+    bad = [
+        ({"strategy": "fedavg"}, "config.strategy"),
+        ({"no_such_setting": 1}, "config.no_such_setting"),
+        ({"strategy": "fed_trimmed_avg", "trimmed_beta": 0.5}, "trimmed_beta"),
+        ({"strategy": "fed_adam", "server_optimizer": {"beta2": 1.0}}, "server_optimizer.beta2"),
+    ]
+    for config, field in bad:
         with pytest.raises(battery_fl.ConfigError) as info:
-            battery_fl.aggregator_for(bad)
-        # (the key whose value does not parse, or the unknown key, is named)
-        assert info.value.field in ("config.strategy", "config.no_such_setting", "trimmed_beta")
+            battery_fl.aggregator_for(config)
+        # the key whose value does not parse, the unknown key or the refused setting
+        assert info.value.field == field, config

@@ -101,3 +101,7 @@ def test_cells_of_a_chemistry_absent_from_training_are_flagged(
     assert p.out_of_distribution[:3].all()
     alone = fitted.predict(test, train, coverage=0.5, calibration=cal)
     np.testing.assert_array_equal(p.out_of_distribution[3:], alone.out_of_distribution)
+    # (not a flag on everything: the training cells themselves, of seen chemistries and at
+    # distance 0 from the training cells, are never flagged)
+    seen = fitted.predict(train, train, coverage=0.5, calibration=cal)
+    assert not seen.out_of_distribution.any() and (seen.training_distance == 0).all()

@@ -259,8 +259,9 @@ def test_statistics_sum_is_exact_in_float64_and_checks_the_weights() -> None:
 
 
 def test_binding_defaults_are_the_cores() -> None:
-    """The secure-aggregation, accountant and interval defaults a Python caller gets are the
-    core's, not numbers written again in a binding."""
+    """The secure-aggregation defaults a Python caller gets are the core's, not numbers
+    written again in a binding: the Flower workflow's, and the encoding of a round run
+    without them."""
     from battery_fl.flower import SecAggWorkflow
 
     core = secagg.default_config()

@@ -153,7 +153,7 @@ fn auto_head_chooses_between_the_fleets_own_model_and_its_own_head() {
 
 /// Fleet 0's Ditto model after two rounds, in a federation whose fleet 1 holds `swap`'s
 /// cells (`None`: its own), with the statistics of the unchanged federation.
-fn ditto_model(lambda: f64, swap: Option<usize>) -> Vec<f32> {
+fn ditto_model(lambda: f64, swap: Option<usize>) -> (Vec<f32>, Vec<f32>) {
     let cfg = FederationConfig {
         personalization: Personalization::Ditto,
         ditto_lambda: lambda,
@@ -170,8 +170,10 @@ fn ditto_model(lambda: f64, swap: Option<usize>) -> Vec<f32> {
     }
     let mut sim = Simulation::new(cfg, model(), featurizer(), changed).unwrap();
     sim.set_statistics(labels, scales).unwrap();
+    let initial = sim.state().global.flatten();
     sim.run(|_| {}).unwrap();
-    sim.state().fleets[0].personal.as_ref().unwrap().flatten()
+    let own = sim.state().fleets[0].personal.as_ref().unwrap().flatten();
+    (own, initial)
 }
 
 /// Ditto with `ditto_lambda = 0` is local training: a fleet's own model does not depend on
@@ -179,8 +181,10 @@ fn ditto_model(lambda: f64, swap: Option<usize>) -> Vec<f32> {
 /// bit), while with a pull toward the global model it does.
 #[test]
 fn ditto_at_lambda_zero_is_local_training() {
-    assert_eq!(ditto_model(0.0, None), ditto_model(0.0, Some(2)));
-    assert_ne!(ditto_model(1.0, None), ditto_model(1.0, Some(2)));
+    let (alone, initial) = ditto_model(0.0, None);
+    assert_ne!(alone, initial, "the Ditto model did not train");
+    assert_eq!(alone, ditto_model(0.0, Some(2)).0);
+    assert_ne!(ditto_model(1.0, None).0, ditto_model(1.0, Some(2)).0);
 }
 
 /// `fine_tune`: the federation is that of `none` (the global model is the same to the bit:

@@ -6,8 +6,8 @@ The **run config** (``[tool.flwr.app.config]`` of the Flower app, or ``flwr run
 :class:`battery_fl.Featurizer` ones (``model.conv-channels = 4``, ``featurizer.interp-dim =
 16``; ``model.input-channels`` is a comma-separated string such as ``"1"``), on top of the
 named recipe ``batlinet-preset`` (:func:`battery_fl.batlinet_preset`: ``default``, the
-published settings; ``matr`` for MATR-like discharge-only cells, the recipe the main job and
-``eval_matr`` use). Everything else is a field of :class:`FederationSettings`. The settings a Flower run shares with
+published settings; ``synthetic``, the main job's on its synthetic fleets; ``matr`` for
+MATR-like discharge-only cells, the recipe the main job and ``eval_matr`` use). Everything else is a field of :class:`FederationSettings`. The settings a Flower run shares with
 :class:`battery_fl.Simulation` default to the core's values
 (:meth:`battery_fl.Simulation.default_config`, :data:`CORE_DEFAULTS`).
 
