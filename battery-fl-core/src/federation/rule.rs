@@ -127,15 +127,7 @@ mod tests {
 
     #[test]
     fn every_strategy_builds_its_own_rule_with_the_federations_settings() {
-        for strategy in [
-            Strategy::FedAvg,
-            Strategy::FedProx,
-            Strategy::FedAdam,
-            Strategy::FedYogi,
-            Strategy::FedAdagrad,
-            Strategy::FedMedian,
-            Strategy::FedTrimmedAvg,
-        ] {
+        for strategy in Strategy::ALL {
             let config = FederationConfig {
                 strategy,
                 proximal_mu: 0.3,

@@ -149,7 +149,7 @@ class BatteryFlStrategy(FedAvg):
         """FedAvg's messages; remembers the global weights, tells the nodes FedProx's
         ``proximal-mu`` when the aggregator is FedProx and the config has none, and, with DP,
         the clipping norm and their noise std."""
-        if self.aggregator.name == "fed_prox" and "proximal-mu" not in config:
+        if isinstance(self.aggregator, battery_fl.FedProx) and "proximal-mu" not in config:
             config["proximal-mu"] = self.aggregator.mu
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._global = arrays.to_numpy_ndarrays()
