@@ -14,6 +14,11 @@ use serde::Serialize;
 
 use crate::errors::CoreResult;
 
+/// A float64 numpy array.
+pub(crate) type F64Array<'py> = Bound<'py, PyArray1<f64>>;
+/// A bool numpy array.
+pub(crate) type BoolArray<'py> = Bound<'py, PyArray1<bool>>;
+
 /// A float32 array of any shape, converted from any array-like (lists, other dtypes).
 pub(crate) type ArrayIn<'py> = PyArrayLikeDyn<'py, f32, AllowTypeChange>;
 

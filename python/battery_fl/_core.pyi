@@ -424,6 +424,15 @@ class BatLiNet:
         coverage: float,
         calibration: IntervalCalibration,
     ) -> Predictions: ...
+    def predict_bounded(
+        self,
+        cells: Sequence[Cell],
+        references: Sequence[Cell] | None = None,
+        *,
+        k: int | None = None,
+        selection: str | None = None,
+        seed: int | None = None,
+    ) -> tuple[_F64, npt.NDArray[np.bool_]]: ...
     def calibrate(
         self,
         training: Sequence[Cell],

@@ -105,3 +105,18 @@ def test_cells_of_a_chemistry_absent_from_training_are_flagged(
     # distance 0 from the training cells, are never flagged)
     seen = fitted.predict(train, train, coverage=0.5, calibration=cal)
     assert not seen.out_of_distribution.any() and (seen.training_distance == 0).all()
+
+
+def test_bounded_predictions_are_flagged_without_a_calibration(
+    cells: list[battery_fl.Cell], fitted: battery_fl.BatLiNet
+) -> None:
+    """``predict_bounded`` gives ``predict``'s lives and, per cell, whether it hit the bound
+    around the training lives; with intervals the same flag comes as ``bounded`` (which
+    cells the core bounds is tested in Rust, tests/it/model.rs)."""
+    train, calibration, test = cells[:12], cells[12:16], cells[16:]
+    lives, bounded = fitted.predict_bounded(test, train)
+    np.testing.assert_array_equal(lives, fitted.predict(test, train))
+    assert bounded.dtype == np.bool_ and bounded.shape == lives.shape
+    cal = fitted.calibrate(train, calibration)
+    p = fitted.predict(test, train, coverage=0.5, calibration=cal)
+    np.testing.assert_array_equal(p.bounded, bounded)

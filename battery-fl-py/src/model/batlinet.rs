@@ -18,6 +18,7 @@ use pyo3::types::{PyBytes, PyList, PyType};
 use super::intervals::{PyIntervalCalibration, PyPredictions};
 use crate::conversion::{
     arrays_from_params, bytes, enum_from_str, named, tensors, to_python, vec_f32, vec_f64, ArrayIn,
+    BoolArray, F64Array,
 };
 use crate::data::{cell_refs, PyBatteryCell};
 use crate::errors::{config_error, lock, CoreResult};
@@ -51,6 +52,31 @@ pub struct PyBatLiNet {
 }
 
 impl PyBatLiNet {
+    /// Point predictions and bound flags with the configured reference draw unless given.
+    fn bounded(
+        &self,
+        py: Python<'_>,
+        targets: &[&Cell],
+        refs: &[&Cell],
+        k: Option<usize>,
+        selection: Option<&str>,
+        seed: Option<u64>,
+    ) -> PyResult<(Vec<f64>, Vec<bool>)> {
+        let selection: Option<ReferenceSelection> = selection
+            .map(|s| enum_from_str("selection", s))
+            .transpose()?;
+        self.with(py, |m| {
+            let c = m.config();
+            let (k, selection, seed) = (
+                k.unwrap_or(c.inference_references),
+                selection.unwrap_or(c.selection),
+                seed.unwrap_or(c.seed),
+            );
+            let (t, r) = (dataset(m, targets)?, dataset(m, refs)?);
+            m.predict_bounded(&t, &r, k, selection, seed)
+        })
+    }
+
     pub(crate) fn wrap(model: BatLiNet) -> Self {
         PyBatLiNet {
             inner: Mutex::new(model),
@@ -283,20 +309,38 @@ impl PyBatLiNet {
                 ))
             }
         }
-        let selection: Option<ReferenceSelection> = selection
-            .map(|s| enum_from_str("selection", s))
-            .transpose()?;
-        let lives = self.with(py, |m| {
-            let c = m.config();
-            let (k, selection, seed) = (
-                k.unwrap_or(c.inference_references),
-                selection.unwrap_or(c.selection),
-                seed.unwrap_or(c.seed),
-            );
-            let (t, r) = (dataset(m, &targets)?, dataset(m, &refs)?);
-            m.predict_with(&t, &r, k, selection, seed)
-        })?;
+        let (lives, _) = self.bounded(py, &targets, &refs, k, selection, seed)?;
         Ok(vec_f64(py, lives).into_any().unbind())
+    }
+
+    /// ``(lives, bounded)``: the point predictions of :meth:`predict` (same arguments but
+    /// the intervals') and, per cell, whether it hit the bound around the training lives (a
+    /// bounded prediction is an extrapolation not to be trusted); no calibration needed.
+    ///
+    /// >>> import battery_fl
+    /// >>> from battery_fl import synthetic
+    /// >>> cells = [c for f in synthetic.generate_fleets(fleets=2, cells_per_fleet=5, cycles=12,
+    /// ...          points_per_cycle=40, seed=1) for c in f.cells]
+    /// >>> model = battery_fl.BatLiNet(featurizer=battery_fl.Featurizer(cycles=12, interp_dim=8),
+    /// ...                             conv_channels=4, epochs=1, progress=False)
+    /// >>> _ = model.fit(cells[:8])
+    /// >>> lives, bounded = model.predict_bounded(cells[8:], cells[:8], k=2)
+    /// >>> lives.shape, bounded.dtype
+    /// ((2,), dtype('bool'))
+    #[pyo3(signature = (cells, references=None, *, k=None, selection=None, seed=None))]
+    fn predict_bounded<'py>(
+        &self,
+        py: Python<'py>,
+        cells: Vec<Bound<'py, PyBatteryCell>>,
+        references: Option<Vec<Bound<'py, PyBatteryCell>>>,
+        k: Option<usize>,
+        selection: Option<&str>,
+        seed: Option<u64>,
+    ) -> PyResult<(F64Array<'py>, BoolArray<'py>)> {
+        let targets = cell_refs(&cells);
+        let refs = references.as_deref().map(cell_refs).unwrap_or_default();
+        let (lives, bounded) = self.bounded(py, &targets, &refs, k, selection, seed)?;
+        Ok((vec_f64(py, lives), PyArray1::from_vec(py, bounded)))
     }
 
     /// The weights, as float32 arrays in ``parameter_names`` order (copies).

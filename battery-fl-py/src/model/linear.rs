@@ -12,13 +12,9 @@ use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-use crate::conversion::{from_json, to_json, to_python, vec_f64};
+use crate::conversion::{from_json, to_json, to_python, vec_f64, BoolArray, F64Array};
 use crate::data::{cell_refs, PyBatteryCell};
 use crate::errors::CoreResult;
-
-/// A float64 and a bool array handed to Python.
-type F64Array<'py> = Bound<'py, PyArray1<f64>>;
-type BoolArray<'py> = Bound<'py, PyArray1<bool>>;
 
 pub(crate) fn rows(
     config: &LinearConfig,
@@ -94,7 +90,8 @@ impl PyLinearModel {
     }
 
     /// ``(lives, lower, upper, out_of_distribution)``: predictions with conformal intervals at
-    /// ``coverage`` (default the core's ``DEFAULT_COVERAGE``), calibrated on labelled ``calibration`` cells: the cells the model was
+    /// ``coverage`` (default the core's ``DEFAULT_COVERAGE``), calibrated on labelled
+    /// ``calibration`` cells: the cells the model was
     /// fitted on (``fitted=True``, closed-form leave-one-out) or cells it never saw
     /// (``fitted=False``); a cell is flagged out of distribution when its cathode is in
     /// neither the training nor the calibration cells, or it lies further from the training
