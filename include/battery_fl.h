@@ -34,7 +34,8 @@
 // of the same cathode.
 #define BFL_PREDICTION_OUT_OF_DISTRIBUTION 1
 
-// Flag bit: the point prediction hit the bound around the training lives.
+// Flag bit (also of `bfl_model_predict_bounded`): the point prediction hit the bound around
+// the training lives.
 #define BFL_PREDICTION_BOUNDED 2
 
 // Flag bit: the point prediction lies outside the training lives.
@@ -708,6 +709,23 @@ enum bfl_status bfl_model_predict_intervals(const struct bfl_model *model,
                                             uint8_t *flags,
                                             size_t out_len,
                                             size_t *written);
+
+// Predict every target as `bfl_model_predict` does (the model's configured references), and
+// say which predictions hit the bound around the training lives, without a calibration.
+// Writes, per target in order, the cycle life into `life` and into `flags`
+// `BFL_PREDICTION_BOUNDED` or 0. Each array must hold at least as many values as there are
+// targets (`out_len`); `*written` (may be NULL) gets the count.
+//
+// Ownership: everything is borrowed. NULL: a handle NULL, or an output array NULL with
+// targets to predict, gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+// Without the `tch` feature: `BFL_STATUS_UNSUPPORTED`.
+enum bfl_status bfl_model_predict_bounded(const struct bfl_model *model,
+                                          const struct bfl_dataset *targets,
+                                          const struct bfl_dataset *references,
+                                          double *life,
+                                          uint8_t *flags,
+                                          size_t out_len,
+                                          size_t *written);
 
 // Free a calibration. NULL is a no-op.
 //

@@ -18,7 +18,8 @@ use crate::status::bfl_status;
 /// than every calibration cell and every training cell from its nearest other training cell
 /// of the same cathode.
 pub const BFL_PREDICTION_OUT_OF_DISTRIBUTION: u8 = 1;
-/// Flag bit: the point prediction hit the bound around the training lives.
+/// Flag bit (also of `bfl_model_predict_bounded`): the point prediction hit the bound around
+/// the training lives.
 pub const BFL_PREDICTION_BOUNDED: u8 = 2;
 /// Flag bit: the point prediction lies outside the training lives.
 pub const BFL_PREDICTION_OUTSIDE_LABEL_RANGE: u8 = 4;
@@ -141,6 +142,63 @@ pub unsafe extern "C" fn bfl_model_predict_intervals(
                 .iter()
                 .filter(|(on, _)| *on)
                 .fold(0, |acc, (_, bit)| acc | bit);
+            }
+            // SAFETY: NULL is skipped.
+            unsafe { put_opt(written, n) };
+            Ok(())
+        })
+    })
+}
+
+/// Predict every target as `bfl_model_predict` does (the model's configured references), and
+/// say which predictions hit the bound around the training lives, without a calibration.
+/// Writes, per target in order, the cycle life into `life` and into `flags`
+/// `BFL_PREDICTION_BOUNDED` or 0. Each array must hold at least as many values as there are
+/// targets (`out_len`); `*written` (may be NULL) gets the count.
+///
+/// Ownership: everything is borrowed. NULL: a handle NULL, or an output array NULL with
+/// targets to predict, gives `BFL_STATUS_NULL_ARGUMENT`. Threads: thread-safe.
+/// Without the `tch` feature: `BFL_STATUS_UNSUPPORTED`.
+#[no_mangle]
+pub unsafe extern "C" fn bfl_model_predict_bounded(
+    model: *const bfl_model,
+    targets: *const bfl_dataset,
+    references: *const bfl_dataset,
+    life: *mut f64,
+    flags: *mut u8,
+    out_len: usize,
+    written: *mut usize,
+) -> bfl_status {
+    ffi_boundary!({
+        // SAFETY: pointer contract of the crate docs.
+        let (model, targets, references) = unsafe {
+            (
+                arg_ref(model, "model")?,
+                arg_ref(targets, "targets")?,
+                arg_ref(references, "references")?,
+            )
+        };
+        tch_only!((model, targets, references, life, flags, out_len, written) {
+            let n = targets.inner.len();
+            // SAFETY: pointer contract of the crate docs; the two arrays are distinct.
+            let (life, flags) = unsafe {
+                (
+                    out_buffer(life, out_len, n, "life")?,
+                    out_buffer(flags, out_len, n, "flags")?,
+                )
+            };
+            let model = lock(&model.inner, "model")?;
+            let c = model.config();
+            let (lives, bounded) = model.predict_bounded(
+                &targets.inner,
+                &references.inner,
+                c.inference_references,
+                c.selection,
+                c.seed,
+            )?;
+            life.copy_from_slice(&lives);
+            for (f, b) in flags.iter_mut().zip(bounded) {
+                *f = if b { BFL_PREDICTION_BOUNDED } else { 0 };
             }
             // SAFETY: NULL is skipped.
             unsafe { put_opt(written, n) };

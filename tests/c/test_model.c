@@ -83,6 +83,21 @@ int main(int argc, char **argv) {
     CHECK(written == 2 && pred[2] == -1);
     for (int i = 0; i < 2; i++) CHECK(isfinite(pred[i]) && pred[i] > 50 && pred[i] < 10000);
     printf("predicted %.0f and %.0f cycles (recorded 636 and 1054)\n", pred[0], pred[1]);
+    /* the same predictions with the bound flag, no calibration needed */
+    double bounded_life[2] = {0, 0};
+    uint8_t bound_flags[2] = {255, 255};
+    FAILS(BFL_STATUS_BUFFER_TOO_SMALL, bfl_model_predict_bounded(model, targets, refs,
+                                                                  bounded_life, bound_flags, 1,
+                                                                  NULL));
+    FAILS(BFL_STATUS_NULL_ARGUMENT,
+          bfl_model_predict_bounded(model, targets, refs, NULL, bound_flags, 2, NULL));
+    written = 0;
+    OK(bfl_model_predict_bounded(model, targets, refs, bounded_life, bound_flags, 2, &written));
+    CHECK(written == 2);
+    for (int i = 0; i < 2; i++) {
+        CHECK(bounded_life[i] == pred[i]);
+        CHECK(bound_flags[i] == 0 || bound_flags[i] == BFL_PREDICTION_BOUNDED);
+    }
     /* references must carry labels: MATR files hold early cycles only, so without the
      * recorded life the label is censored */
     bfl_cell *unlabelled = load(data, TRAIN[0]);
