@@ -34,7 +34,8 @@
 //! margin, the data seed (`null` with `--data`), `--fleets-by` and `--fleets`, and whether
 //! sums were secure; with the linear model and
 //! BatLiNet's `auto` and `auto_head`, `coverage_90` and `width_90` of 90 % intervals, overall
-//! and per fleet: BatLiNet's calibrated on the cells the choice holds out, `intervals.svg`).
+//! and per fleet, and per fleet `out_of_distribution`, its flagged test cells: BatLiNet's
+//! calibrated on the cells the choice holds out, `intervals.svg`).
 //!
 //! Default: the built-in synthetic fleets (5 non-IID fleets). With `--data` (a folder of cells
 //! with an `index.json`, e.g. MATR), fleets and their test cells come from the index

@@ -256,6 +256,7 @@ pub fn batlinet_intervals(
         if let Some(v) = per_fleet.get_mut(&f.id) {
             v["coverage_90"] = serde_json::json!(hit as f64 / n);
             v["width_90"] = serde_json::json!(w / n);
+            v["out_of_distribution"] = serde_json::json!(flagged);
         }
         (inside, width, cells) = (inside + hit, width + w, cells + truth.len());
         let points = p
