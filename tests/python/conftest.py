@@ -3,6 +3,7 @@ suite runs in about a minute."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -14,6 +15,12 @@ import pytest
 
 import battery_fl
 from battery_fl import synthetic
+
+# flwr imports typer, which warns about click 8.3's API under `-W error`; battery_fl.flower
+# imports flwr with that warning filtered, so a Flower test module run alone (which imports
+# flwr first) finds it imported already
+with contextlib.suppress(ImportError):  # (without the [flower] extra there is nothing to do)
+    import battery_fl.flower  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 # the real cells: the repository's own data/ folder unless BFL_DATA_DIR names another one

@@ -246,3 +246,19 @@ def test_linear_recipe_settings_are_checked() -> None:
         SETTINGS.replace(recipe="linear", choice_margin=-0.5)
     with pytest.raises(battery_fl.ConfigError):
         SETTINGS.replace(record_epsilon=-1.0)
+
+
+def test_a_node_scores_only_its_labelled_test_cells() -> None:
+    """A test cell without a known life neither counts in a node's RMSE nor turns it into
+    NaN; with no labelled test cell the node reports no RMSE at all."""
+    from battery_fl.flower.linear import _rmse
+
+    labelled = synthetic.generate_cell("LFP", cycles=30, points_per_cycle=40)
+    life = labelled.cycle_life()
+    assert life is not None
+    unknown = battery_fl.Cell(
+        "unknown", labelled.nominal_capacity_ah, labelled.cycles[:12], cathode=labelled.cathode
+    )
+    assert unknown.cycle_life() is None
+    assert _rmse(np.array([life + 30.0, 1.0]), [labelled, unknown]) == pytest.approx(30.0)
+    assert _rmse(np.array([1.0]), [unknown]) is None

@@ -235,8 +235,10 @@ impl LabelTransform {
         (y * m.std + m.mean).exp()
     }
 
-    /// Normalized label -> cycle life bounded to [`PREDICTION_BOUND_SIGMAS`] around the
-    /// training labels, and whether the bound was hit (a NaN stays NaN and counts as bounded).
+    /// Normalized label -> cycle life bounded to [`log_prediction_bounds`] around the
+    /// training labels ([`PREDICTION_BOUND_SIGMAS`] standard deviations, at least a factor
+    /// [`PREDICTION_BOUND_MIN_FACTOR`] either way), and whether the bound was hit (a NaN
+    /// stays NaN and counts as bounded).
     ///
     /// ```
     /// use battery_fl_core::model::LabelTransform;

@@ -172,9 +172,14 @@ def query_linear_errors(msg: Message, context: Context) -> Message:
     return _reply(msg, steps.errors(fleet.train, total), len(fleet.train))
 
 
-def _rmse(predicted: np.ndarray, cells: list[battery_fl.Cell]) -> float:
+def _rmse(predicted: np.ndarray, cells: list[battery_fl.Cell]) -> float | None:
+    """RMSE over the labelled ``cells`` (a cell without a known life is left out; ``None``
+    when none has one)."""
     truth = np.array([c.cycle_life() or math.nan for c in cells], dtype=np.float64)
-    return float(np.sqrt(np.mean((predicted - truth) ** 2)))
+    labelled = np.isfinite(truth)
+    if not labelled.any():
+        return None
+    return float(np.sqrt(np.mean((predicted[labelled] - truth[labelled]) ** 2)))
 
 
 def query_linear_fit(msg: Message, context: Context) -> Message:
@@ -195,9 +200,10 @@ def query_linear_fit(msg: Message, context: Context) -> Message:
         }
     )
     metrics: dict[str, Any] = {"num-examples": len(fleet.test)}
-    if fleet.test:
-        metrics["local-rmse"] = _rmse(own.local.predict(fleet.test), fleet.test)
-        metrics["personalized-rmse"] = _rmse(own.predict(fleet.test), fleet.test)
+    local = _rmse(own.local.predict(fleet.test), fleet.test) if fleet.test else None
+    personalized = _rmse(own.predict(fleet.test), fleet.test) if fleet.test else None
+    if local is not None and personalized is not None:
+        metrics["local-rmse"], metrics["personalized-rmse"] = local, personalized
         metrics.update(_interval_metrics(own, fleet, float(config["interval-coverage"])))  # type: ignore[arg-type]
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
