@@ -67,6 +67,7 @@ __all__ = [
     "aggregator_for",
     "check_federation_config",
     "check_mode",
+    "interval_summary",
     "clip",
     "federate_linear",
     "generate_cell",
@@ -1077,6 +1078,9 @@ class FleetClient:
         """Cells the fleet federates on (with ``auto``/``auto_head``: those not held out)."""
 
 def job_seed(seed: int, round: int, client: int) -> int: ...
+def interval_summary(
+    lower: npt.ArrayLike, upper: npt.ArrayLike, flagged: npt.ArrayLike, lives: npt.ArrayLike
+) -> dict[str, Any]: ...
 def check_federation_config(config: dict[str, Any], *, fleets: int) -> None: ...
 def strategy_needs_only_the_sum(strategy: str) -> bool: ...
 

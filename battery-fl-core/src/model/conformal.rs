@@ -1,5 +1,7 @@
 //! Split-conformal quantiles and robust spreads shared by the linear and BatLiNet intervals.
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 
 /// The coverage intervals are reported at unless asked otherwise (the main job, Flower).
@@ -75,6 +77,76 @@ pub(crate) fn median_in_place(v: &mut [f64]) -> f64 {
     }
 }
 
+/// How a set of intervals did on cells: what a fleet reports of its own test cells (the
+/// main job, a Flower node).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct IntervalSummary {
+    /// Share of the labelled cells whose life lies inside its interval (0 without one).
+    pub covered: f64,
+    /// Labelled cells: those `covered` is over.
+    pub labelled: usize,
+    /// Mean width of the intervals (cycles) over every cell (0 without cells).
+    pub mean_width: f64,
+    /// Cells flagged out of distribution.
+    pub flagged: usize,
+    /// Cells.
+    pub cells: usize,
+}
+
+impl IntervalSummary {
+    /// The summary of intervals `[lower, upper]` with out-of-distribution `flagged` on cells
+    /// of known `lives` (`None` or a non-finite value: a cell without a known life, which
+    /// neither covers nor misses).
+    ///
+    /// ```
+    /// use battery_fl_core::model::IntervalSummary;
+    /// let s = IntervalSummary::of(&[90.0, 10.0, 0.0], &[110.0, 20.0, 5.0], &[false, true, false],
+    ///                             &[Some(100.0), Some(30.0), None])?;
+    /// assert_eq!((s.covered, s.labelled, s.flagged, s.cells), (0.5, 2, 1, 3));
+    /// assert!((s.mean_width - 35.0 / 3.0).abs() < 1e-12);
+    /// # Ok::<(), battery_fl_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the four slices differ in length.
+    pub fn of(
+        lower: &[f64],
+        upper: &[f64],
+        flagged: &[bool],
+        lives: &[Option<f64>],
+    ) -> Result<Self> {
+        let cells = lives.len();
+        for (what, len) in [
+            ("lower", lower.len()),
+            ("upper", upper.len()),
+            ("flagged", flagged.len()),
+        ] {
+            if len != cells {
+                return Err(Error::Shape {
+                    what: format!("interval {what} (one per cell)"),
+                    expected: vec![cells],
+                    got: vec![len],
+                });
+            }
+        }
+        let known = |y: &Option<f64>| y.filter(|y| y.is_finite());
+        let labelled = lives.iter().filter(|y| known(y).is_some()).count();
+        let inside = lives
+            .iter()
+            .zip(lower.iter().zip(upper))
+            .filter(|(y, (lo, hi))| known(y).is_some_and(|y| (**lo..=**hi).contains(&y)))
+            .count();
+        let ratio = |a: f64, n: usize| if n == 0 { 0.0 } else { a / n as f64 };
+        Ok(IntervalSummary {
+            covered: ratio(inside as f64, labelled),
+            labelled,
+            mean_width: ratio(upper.iter().zip(lower).map(|(h, l)| h - l).sum(), cells),
+            flagged: flagged.iter().filter(|f| **f).count(),
+            cells,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +173,28 @@ mod tests {
         assert!(matches!(
             conformal_quantile(&s, 1.0 - 1e-12),
             Err(crate::Error::NotEnoughData { needed, .. }) if needed > 900_000_000_000
+        ));
+    }
+
+    #[test]
+    fn an_interval_summary_counts_labelled_cells_and_refuses_ragged_input() {
+        let s = IntervalSummary::of(&[], &[], &[], &[]).unwrap();
+        assert_eq!(
+            (s.covered, s.labelled, s.mean_width, s.cells),
+            (0.0, 0, 0.0, 0)
+        );
+        // a NaN life is no life; the bounds themselves are inside
+        let s = IntervalSummary::of(
+            &[1.0, 1.0],
+            &[2.0, 2.0],
+            &[false; 2],
+            &[Some(2.0), Some(f64::NAN)],
+        )
+        .unwrap();
+        assert_eq!((s.covered, s.labelled), (1.0, 1));
+        assert!(matches!(
+            IntervalSummary::of(&[1.0], &[2.0, 3.0], &[false], &[None]),
+            Err(Error::Shape { .. })
         ));
     }
 }

@@ -48,7 +48,9 @@ mod transfer;
 pub use config::{
     BatLiNetConfig, DeviceChoice, Geometry, InterFeatures, LrSchedule, ReferenceSelection,
 };
-pub use conformal::{conformal_quantile, robust_spread, DEFAULT_COVERAGE, MAD_FACTOR};
+pub use conformal::{
+    conformal_quantile, robust_spread, IntervalSummary, DEFAULT_COVERAGE, MAD_FACTOR,
+};
 pub use dataset::{Dataset, InputScales, InputStats};
 pub use dpsgd_config::{DpSgdConfig, DpSgdReport};
 pub use labels::{

@@ -1,14 +1,17 @@
 //! `IntervalCalibration` and `Predictions`: BatLiNet's conformal intervals and flags
 //! (`battery_fl_core::model::intervals`).
 
-use battery_fl_core::model::{IntervalCalibration, Prediction, DEFAULT_CALIBRATION_FOLDS};
-use numpy::PyArray1;
+use battery_fl_core::model::{
+    IntervalCalibration, IntervalSummary, Prediction, DEFAULT_CALIBRATION_FOLDS,
+};
+use numpy::{AllowTypeChange, PyArray1, PyArrayLike1};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
 use super::batlinet::{dataset, PyBatLiNet};
-use crate::conversion::{from_json, to_json, vec_f64};
+use crate::conversion::{from_json, to_json, to_python, vec_f64};
 use crate::data::{cell_refs, PyBatteryCell};
+use crate::errors::CoreResult;
 
 /// What a BatLiNet calibration learned from labelled cells the model was not trained on
 /// (``BatLiNet.calibrate``, ``BatLiNet.cross_calibrate``): normalized conformal scores, the
@@ -268,7 +271,37 @@ impl PyBatLiNet {
     }
 }
 
+/// How intervals did on cells (the core's ``IntervalSummary``): ``{"covered", "labelled",
+/// "mean_width", "flagged", "cells"}``, the share of the cells of known life (``lives``;
+/// NaN: unknown) inside ``[lower, upper]``, how many have one, the mean width over every
+/// cell and how many are flagged out of distribution.
+///
+/// >>> import math, battery_fl
+/// >>> s = battery_fl.interval_summary([90.0, 10.0, 0.0], [110.0, 20.0, 5.0],
+/// ...                                 [False, True, False], [100.0, 30.0, math.nan])
+/// >>> s["covered"], s["labelled"], s["flagged"], s["cells"]
+/// (0.5, 2, 1, 3)
+#[pyfunction]
+fn interval_summary<'py>(
+    py: Python<'py>,
+    lower: PyArrayLike1<'py, f64, AllowTypeChange>,
+    upper: PyArrayLike1<'py, f64, AllowTypeChange>,
+    flagged: PyArrayLike1<'py, bool, AllowTypeChange>,
+    lives: PyArrayLike1<'py, f64, AllowTypeChange>,
+) -> PyResult<Py<PyAny>> {
+    let lives: Vec<Option<f64>> = lives.as_array().iter().map(|y| Some(*y)).collect();
+    let summary = IntervalSummary::of(
+        &lower.as_array().to_vec(),
+        &upper.as_array().to_vec(),
+        &flagged.as_array().to_vec(),
+        &lives,
+    )
+    .or_raise()?;
+    to_python(py, &summary)
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(interval_summary, m)?)?;
     m.add_class::<PyIntervalCalibration>()?;
     m.add_class::<PyPredictions>()
 }

@@ -408,17 +408,16 @@ def query_intervals(msg: Message, context: Context) -> Message:
     own = client.current_model(model, state)
     coverage = float(config["interval-coverage"])  # type: ignore[arg-type]
     p = own.predict(fleet.test, fleet.train, coverage=coverage, calibration=calibration)
-    truth = np.array([c.cycle_life() or math.nan for c in fleet.test], dtype=np.float64)
-    labelled = ~np.isnan(truth)
-    inside = (p.lower <= truth) & (truth <= p.upper)
+    truth = [c.cycle_life() or math.nan for c in fleet.test]
+    s = battery_fl.interval_summary(p.lower, p.upper, p.out_of_distribution, truth)
     metrics = MetricRecord(
         {
-            "covered": float(np.mean(inside[labelled])) if labelled.any() else 0.0,
-            "covered-cells": int(labelled.sum()),
-            "mean-width": float(np.mean(p.upper - p.lower)) if len(truth) else 0.0,
-            "out-of-distribution": int(np.sum(p.out_of_distribution)),
+            "covered": s["covered"],
+            "covered-cells": s["labelled"],
+            "mean-width": s["mean_width"],
+            "out-of-distribution": s["flagged"],
             "pooled": int(calibration.pooled),
-            "num-examples": len(truth),
+            "num-examples": s["cells"],
         }
     )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -218,16 +218,15 @@ def _interval_metrics(
     except battery_fl.DataError as err:
         _log.warning("no %.0f %% intervals on this node: %s", 100 * coverage, err)
         return {}
-    truth = np.array([c.cycle_life() or math.nan for c in fleet.test], dtype=np.float64)
-    labelled = np.isfinite(truth)  # a cell without a known life neither covers nor misses
-    if not labelled.any():
+    truth = [c.cycle_life() or math.nan for c in fleet.test]
+    s = battery_fl.interval_summary(lower, upper, ood, truth)
+    if not s["labelled"]:  # (a cell without a known life neither covers nor misses)
         return {}
-    inside = (lower <= truth) & (truth <= upper)
     return {
-        "covered": float(np.mean(inside[labelled])),
-        "covered-cells": int(labelled.sum()),
-        "mean-width": float(np.mean(upper - lower)),
-        "out-of-distribution": int(ood.sum()),
+        "covered": s["covered"],
+        "covered-cells": s["labelled"],
+        "mean-width": s["mean_width"],
+        "out-of-distribution": s["flagged"],
     }
 
 
