@@ -120,3 +120,15 @@ def test_bounded_predictions_are_flagged_without_a_calibration(
     cal = fitted.calibrate(train, calibration)
     p = fitted.predict(test, train, coverage=0.5, calibration=cal)
     np.testing.assert_array_equal(p.bounded, bounded)
+
+
+def test_new_entry_points_refuse_bad_input_with_typed_errors() -> None:
+    """An unknown preset is a ConfigError naming it; interval arrays of unequal lengths are a
+    DataError (shape), not a silently truncated summary."""
+    with pytest.raises(battery_fl.ConfigError) as info:
+        battery_fl.batlinet_preset("severson")
+    assert info.value.field == "preset"
+    with pytest.raises(battery_fl.DataError, match="upper"):
+        battery_fl.interval_summary([1.0], [2.0, 3.0], [False], [1.0])
+    s = battery_fl.interval_summary([1.0, 5.0], [2.0, 6.0], [False, True], [1.5, 9.0])
+    assert (s["covered"], s["labelled"], s["flagged"], s["mean_width"]) == (0.5, 2, 1, 1.0)

@@ -7,7 +7,8 @@ The **run config** (``[tool.flwr.app.config]`` of the Flower app, or ``flwr run
 16``; ``model.input-channels`` is a comma-separated string such as ``"1"``), on top of the
 named recipe ``batlinet-preset`` (:func:`battery_fl.batlinet_preset`: ``default``, the
 published settings; ``synthetic``, the main job's on its synthetic fleets; ``matr`` for
-MATR-like discharge-only cells, the recipe the main job and ``eval_matr`` use). Everything else is a field of :class:`FederationSettings`. The settings a Flower run shares with
+MATR-like discharge-only cells, the recipe the main job and ``eval_matr`` use). Everything
+else is a field of :class:`FederationSettings`. The settings a Flower run shares with
 :class:`battery_fl.Simulation` default to the core's values
 (:meth:`battery_fl.Simulation.default_config`, :data:`CORE_DEFAULTS`).
 
@@ -102,11 +103,9 @@ SHARED_SETTINGS = {
 #: :data:`SHARED_SETTINGS`), to name the core's errors by run-config key.
 _SHARED_BY_CORE_KEY = {key: name for name, key in SHARED_SETTINGS.items()}
 
-
 #: Model recipes: BatLiNet over training rounds, or the linear early-life model fitted from
 #: two secure sums (:mod:`battery_fl.flower.linear`).
 RECIPES = ("batlinet", "linear")
-
 
 #: Optional settings and the run-config value that stands for ``None`` (TOML has no null):
 #: ``personal-epochs = 0`` means the core's default, ``local-epochs``.
@@ -197,7 +196,8 @@ class FederationSettings:
     with its own. ``recipe = "linear"`` runs :func:`battery_fl.federate_linear`'s steps
     instead of BatLiNet rounds (:mod:`battery_fl.flower.linear`; each node keeps its own
     choice), with record-level DP at ``record_epsilon`` per cell when it is above 0 (each
-    node keys its noise from the OS, or from its own ``record-seed``), ``per_chemistry_choice`` and ``choice_margin`` (default the
+    node keys and sizes its noise itself, see :mod:`battery_fl.flower.linear`),
+    ``per_chemistry_choice`` and ``choice_margin`` (default the
     core's ``DEFAULT_CHOICE_MARGIN``, for both recipes: the level, as a normal quantile, of
     the paired t-test by which an ``auto`` or ``auto_head`` node's shared candidate must validate below its
     own model to replace it, and with the linear recipe by which a node's own fit must validate
