@@ -5,6 +5,7 @@
 //! cargo run --release --features tch --example federated -- \
 //!     [--data DIR --fleets-by protocol|fleet|batch --fleets N] [--model linear|batlinet] [--out DIR] [--no-secagg]
 //!     [--rounds R] [--no-dp] [--threads N] [--personalization none|fine_tune|head|ditto|auto|auto_head]
+//!     [--calibration-holdout]
 //!     [--label-scope shared|fleet] [--label-grouping pooled|cathode] [--selection random|genome] [--seed S]
 //!     [--privacy none|cell] [--target-epsilon E] [--noise-seed S] [--no-public-pretraining]
 //!     [--choice-margin K] [--cells-per-fleet N] [--data-seed S]
@@ -33,9 +34,10 @@
 //! and `per_fleet` (with the linear model also `minority_rmse` and `settings`: the choice
 //! margin, the data seed (`null` with `--data`), `--fleets-by` and `--fleets`, and whether
 //! sums were secure; with the linear model and
-//! BatLiNet's `auto` and `auto_head`, `coverage_90` and `width_90` of 90 % intervals, overall
-//! and per fleet, and per fleet `out_of_distribution`, its flagged test cells: BatLiNet's
-//! calibrated on the cells the choice holds out, `intervals.svg`).
+//! BatLiNet's `auto` and `auto_head` (or any mode with `--calibration-holdout`), `coverage_90`
+//! and `width_90` of 90 % intervals, overall and per fleet, and per fleet
+//! `out_of_distribution`, its flagged test cells: BatLiNet's calibrated on the cells each
+//! fleet holds out, `intervals.svg`).
 //!
 //! Default: the built-in synthetic fleets (5 non-IID fleets). With `--data` (a folder of cells
 //! with an `index.json`, e.g. MATR), fleets and their test cells come from the index
@@ -218,11 +220,13 @@ fn main() -> Result<()> {
         dp: dp.clone(),
         seed: 7 + args.seed,
         personalization: args.personalization,
+        calibration_holdout: args.calibration_holdout,
         choice_margin: args.choice_margin,
         label_scope: args.label_scope,
         inference_references: model.inference_references,
         ..Default::default()
     };
+    let holds_out = config.holds_out_validation_cells();
     match &dp {
         Some(d) => println!(
             "privacy: SecAgg {}, DP {:?} mode, noise multiplier {}, clipping norm {}, delta {}, sampling 1.0 (all fleets every round)",
@@ -346,13 +350,11 @@ fn main() -> Result<()> {
         );
     }
 
-    // 90 % intervals: each fleet calibrates its own model on the cells `auto` (or
-    // `auto_head`) held out (not
-    // under record-level DP-SGD: its guarantee does not cover the summed errors)
+    // 90 % intervals: each fleet calibrates its own model on the cells it held out (`auto`,
+    // `auto_head` or `--calibration-holdout`; not under record-level DP-SGD: its guarantee does
+    // not cover the summed errors)
     let intervals = match &sim_record_privacy {
-        None if args.personalization.chooses() => {
-            job::batlinet_intervals(&mut sim, &fleets, &mut per_fleet, &args.out)?
-        }
+        None if holds_out => job::batlinet_intervals(&mut sim, &fleets, &mut per_fleet, &args.out)?,
         _ => None,
     };
 

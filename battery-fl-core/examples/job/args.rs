@@ -60,6 +60,10 @@ pub struct Args {
         value_parser = serde_enum::<Personalization>
     )]
     pub personalization: Personalization,
+    /// Hold out a quarter of each fleet's training cells in every personalization mode, to
+    /// calibrate the 90 % intervals of the model it uses (`auto` and `auto_head` always do).
+    #[arg(long)]
+    pub calibration_holdout: bool,
     /// Label transform of BatLiNet's shared weights: shared (pooled statistics) or fleet (each
     /// fleet's own).
     #[arg(

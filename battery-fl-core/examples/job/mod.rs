@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Result;
 use battery_fl_core::dp::DpMode;
 use battery_fl_core::federation::{FleetData, Simulation};
-use battery_fl_core::model::{Metrics, ReferenceSelection};
+use battery_fl_core::model::{IntervalSummary, Metrics, ReferenceSelection};
 use battery_fl_core::Error;
 
 use super::linear::LinearReport;
@@ -196,7 +196,8 @@ pub fn finish_linear(
 }
 
 /// Each fleet's 90 % intervals on its own test cells with the BatLiNet model it ended with,
-/// calibrated on the cells `auto` held out (pooled across fleets through a secure sum when a
+/// calibrated on the cells each fleet held out (`auto`, `auto_head` or `calibration_holdout`;
+/// pooled across fleets through a secure sum when a
 /// fleet has fewer than `MONDRIAN_MIN_CELLS`): a table, `coverage_90` / `width_90` per fleet
 /// in `per_fleet`, the plot, and the pooled (coverage, mean width) over all test cells;
 /// `None`, with the reason printed, when the fleets cannot calibrate (the run stands).
@@ -221,7 +222,7 @@ pub fn batlinet_intervals(
     println!();
     println!("| fleet (own test cells) | 90 % interval covers | mean width (cycles) | flagged out of distribution | calibration |");
     println!("| --- | --- | --- | --- | --- |");
-    let (mut inside, mut width, mut cells) = (0usize, 0.0, 0usize);
+    let mut summaries = Vec::new();
     let mut series = Vec::new();
     for f in fleets {
         let cal = &calibrations[&f.id];
@@ -233,19 +234,15 @@ pub fn batlinet_intervals(
             other => other?,
         };
         let truth = f.test.require_labels()?;
-        let hit = p
-            .iter()
-            .zip(&truth)
-            .filter(|(p, y)| (p.lower..=p.upper).contains(*y))
-            .count();
-        let w: f64 = p.iter().map(|p| p.upper - p.lower).sum();
-        let flagged = p.iter().filter(|p| p.out_of_distribution).count();
-        let n = truth.len().max(1) as f64;
+        let known: Vec<Option<f64>> = truth.iter().copied().map(Some).collect();
+        let s = IntervalSummary::of_predictions(&p, &known)?;
         println!(
-            "| {} | {hit}/{} | {:.0} | {flagged} | {} ({} scores) |",
+            "| {} | {:.0}/{} | {:.0} | {} | {} ({} scores) |",
             f.id,
-            truth.len(),
-            w / n,
+            s.covered * s.labelled as f64,
+            s.labelled,
+            s.mean_width,
+            s.flagged,
             if cal.pooled {
                 "pooled over fleets"
             } else {
@@ -254,11 +251,11 @@ pub fn batlinet_intervals(
             cal.scores.len()
         );
         if let Some(v) = per_fleet.get_mut(&f.id) {
-            v["coverage_90"] = serde_json::json!(hit as f64 / n);
-            v["width_90"] = serde_json::json!(w / n);
-            v["out_of_distribution"] = serde_json::json!(flagged);
+            v["coverage_90"] = serde_json::json!(s.covered);
+            v["width_90"] = serde_json::json!(s.mean_width);
+            v["out_of_distribution"] = serde_json::json!(s.flagged);
         }
-        (inside, width, cells) = (inside + hit, width + w, cells + truth.len());
+        summaries.push(s);
         let points = p
             .iter()
             .zip(&truth)
@@ -272,9 +269,13 @@ pub fn batlinet_intervals(
             .collect();
         series.push((f.id.clone(), points));
     }
-    let n = cells.max(1) as f64;
-    let (coverage, mean_width) = (inside as f64 / n, width / n);
-    println!("all test cells: {inside}/{cells} inside their 90 % interval, mean width {mean_width:.0} cycles");
+    let all = IntervalSummary::pooled(&summaries);
+    println!(
+        "all test cells: {:.0}/{} inside their 90 % interval, mean width {:.0} cycles",
+        all.covered * all.labelled as f64,
+        all.labelled,
+        all.mean_width
+    );
     svg_plot::predicted_vs_true(
         &out.join("intervals.svg"),
         "Each fleet's own BatLiNet model on its test cells (90 % intervals)",
@@ -284,5 +285,5 @@ pub fn batlinet_intervals(
         "wrote {}/intervals.svg (each fleet's model on its test cells with 90 % intervals, flagged cells crossed)",
         out.display()
     );
-    Ok(Some((coverage, mean_width)))
+    Ok(Some((all.covered, all.mean_width)))
 }

@@ -263,8 +263,15 @@ pub struct FederationConfig {
     /// Epochs of a fleet's own fine-tuning (default: `local_epochs`).
     pub personal_epochs: Option<usize>,
     /// Share of each fleet's training cells held out to choose its model with `auto` and
-    /// `auto_head` (default 0.25).
+    /// `auto_head`, and to calibrate its intervals with `calibration_holdout` (default 0.25).
     pub validation_fraction: f64,
+    /// Hold out `validation_fraction` of each fleet's training cells in every personalization
+    /// mode (default false; `auto` and `auto_head` always do): the fleet trains and federates
+    /// without them, and they calibrate the intervals of the model it uses
+    /// ([`Simulation::calibrate_fleets`](super::Simulation::calibrate_fleets)). Split-conformal
+    /// intervals for `none`, `fine_tune`, `head` and `ditto`, at the price of training on fewer
+    /// cells.
+    pub calibration_holdout: bool,
     /// With `auto` and `auto_head`: how clearly a shared candidate's validation errors must lie
     /// below the fleet's own model's for it to be chosen, the normal quantile of a one-sided paired
     /// t-test's level (on 4 validation cells 3.3 standard errors at the default
@@ -299,6 +306,7 @@ impl Default for FederationConfig {
             ditto_lambda: 0.1,
             personal_epochs: None,
             validation_fraction: 0.25,
+            calibration_holdout: false,
             choice_margin: DEFAULT_CHOICE_MARGIN,
             label_scope: LabelScope::Shared,
             record_privacy: None,
@@ -307,6 +315,19 @@ impl Default for FederationConfig {
 }
 
 impl FederationConfig {
+    /// True when each fleet holds out `validation_fraction` of its training cells: to choose its
+    /// model (`auto`, `auto_head`) or to calibrate intervals (`calibration_holdout`).
+    pub fn holds_out_validation_cells(&self) -> bool {
+        self.personalization.chooses() || self.calibration_holdout
+    }
+
+    /// True when each fleet keeps the model it uses in its state, beside the shared weights:
+    /// personalization other than `none`, or `calibration_holdout` (its held-out cells
+    /// calibrate that model).
+    pub fn keeps_fleet_models(&self) -> bool {
+        self.personalization != Personalization::None || self.calibration_holdout
+    }
+
     /// Check the settings a fleet trains and chooses its model with (what a node of a
     /// distributed federation can check without knowing the others: local training,
     /// personalization, the choice rule).

@@ -27,7 +27,8 @@ pub struct LocalUpdate {
 ///
 /// With [`Personalization::Auto`] and [`Personalization::AutoHead`], a `validation_fraction` of the
 /// training cells (a seeded, deterministic choice) is held out to choose the fleet's model; the
-/// rest are the cells the fleet federates on. Every other mode federates on all training cells.
+/// rest are the cells the fleet federates on. Every other mode federates on all training cells,
+/// unless `calibration_holdout` holds the same share out to calibrate its intervals.
 #[derive(Debug, Clone)]
 pub struct FleetClient {
     config: FederationConfig,
@@ -55,7 +56,7 @@ impl FleetClient {
             });
         }
         train.require_labels()?;
-        let (fit, val) = if config.personalization.chooses() && train.len() >= 2 {
+        let (fit, val) = if config.holds_out_validation_cells() && train.len() >= 2 {
             let seed = job_seed(config.seed, 0, usize::MAX - 3 - index);
             let (a, b) = validation_split(train.len(), config.validation_fraction, seed);
             (train.subset(&a)?, Some(train.subset(&b)?))
@@ -119,7 +120,7 @@ impl FleetClient {
     /// validate, and on all its training cells, to use; empty otherwise.
     pub fn initial_state(&self, worker: &BatLiNet) -> Result<FleetState> {
         let mut state = FleetState::default();
-        if self.val.is_some() {
+        if self.config.personalization.chooses() && self.val.is_some() {
             let alone = |cells: &Dataset| -> Result<FleetModel> {
                 let mut m =
                     BatLiNet::new(worker.config().clone(), worker.featurizer_config().clone())?;
@@ -162,13 +163,25 @@ impl FleetClient {
         self.with_labels(worker, |w| FleetModel::shared(w, params))
     }
 
+    /// True when the fleet keeps a state between rounds: the model it uses
+    /// ([`FederationConfig::keeps_fleet_models`]) or the private steps of record-level DP-SGD.
+    pub fn keeps_state(&self) -> bool {
+        self.config.keeps_fleet_models() || self.private.is_some()
+    }
+
+    /// True when the fleet keeps the model it uses in its state
+    /// ([`FederationConfig::keeps_fleet_models`]).
+    pub fn keeps_fleet_model(&self) -> bool {
+        self.config.keeps_fleet_models()
+    }
+
     /// The cells the fleet federates on.
     pub fn fit_cells(&self) -> &Dataset {
         &self.fit
     }
 
-    /// The cells `auto` and `auto_head` hold out to choose the fleet's model (none in other
-    /// modes).
+    /// The cells `auto` and `auto_head` hold out to choose the fleet's model, or
+    /// `calibration_holdout` to calibrate it (none otherwise).
     pub fn validation_cells(&self) -> Option<&Dataset> {
         self.val.as_ref()
     }

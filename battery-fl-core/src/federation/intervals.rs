@@ -10,8 +10,11 @@
 //! the model: a fleet keeps its own unless a shared one passes a paired t-test on them
 //! ([`Personalization::Auto`](super::Personalization::Auto)), so a winner's optimism is small but
 //! not nil, and the fleets' pooled errors need not be exchangeable: coverage is not guaranteed,
-//! only measured (BENCHMARKS.md). Other personalization modes train on every cell and have nothing
-//! held out: they are refused, and so is record-level DP-SGD, whose guarantee would not cover the
+//! only measured (BENCHMARKS.md). The other modes (`none`, `fine_tune`, `head`, `ditto`) train
+//! on every cell unless `calibration_holdout` holds the same share out; then the model a fleet
+//! uses never saw them and its errors there are plain split-conformal scores, exchangeable with
+//! its future cells' when the cells are (nothing chose on them). Without held-out cells
+//! calibration is refused, and so is record-level DP-SGD, whose guarantee would not cover the
 //! summed errors.
 //!
 //! **Few cells.** A fleet with 16 training cells validates on 4, and a 90 % conformal
@@ -162,8 +165,9 @@ impl FleetClient {
     /// its validation cells (see the module docs).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] unless personalization is `auto` or `auto_head` with validation cells and a
-    /// round has run, or with record-level DP-SGD, and the errors of
+    /// [`Error::InvalidConfig`] unless the fleet holds out validation cells (`auto`, `auto_head`
+    /// or `calibration_holdout`) and a round has run, or with record-level DP-SGD, and the
+    /// errors of
     /// [`BatLiNet::calibrate_from`].
     pub fn calibration(
         &self,
@@ -172,9 +176,10 @@ impl FleetClient {
     ) -> Result<IntervalCalibration> {
         let Some(val) = self.validation_cells() else {
             return Err(Error::config(
-                "personalization",
-                "fleet intervals are calibrated on the validation cells personalization `auto` \
-                 or `auto_head` holds out (a fleet of at least 2 cells)",
+                "calibration_holdout",
+                "fleet intervals are calibrated on held-out validation cells: set \
+                 calibration_holdout (`auto` and `auto_head` always hold them out; a fleet of at \
+                 least 2 cells)",
             ));
         };
         if self.record_mechanism().is_some() {

@@ -124,8 +124,9 @@ pub struct FleetState {
     pub current: Option<FleetModel>,
     /// With `auto` and `auto_head`: the chosen candidate as it was scored, trained without the
     /// fleet's validation cells (the local model on its fitting cells, the global model fine-tuned
-    /// on them; the global, Ditto and own-head models are the same as `current`). Its errors on the
-    /// validation cells calibrate the fleet's intervals.
+    /// on them; the global, Ditto and own-head models are the same as `current`). With
+    /// `calibration_holdout` in the other modes: `current` itself, which trained without them.
+    /// Its errors on the validation cells calibrate the fleet's intervals.
     #[serde(default)]
     pub validated: Option<FleetModel>,
     /// With record-level DP-SGD: the fleet's accountant (every private step its updates took).
@@ -303,7 +304,8 @@ pub(crate) fn personal_params(
     let seed = job_seed(cfg.seed ^ 0x5EED_9E45, round, fleet);
     let params = match cfg.personalization {
         Personalization::None => global.clone(),
-        Personalization::FineTune => train_from(worker, global, all_train, epochs, seed, None)?,
+        // on the fitting cells: all training cells unless `calibration_holdout` keeps some out
+        Personalization::FineTune => train_from(worker, global, fit, epochs, seed, None)?,
         Personalization::Head => match &state.personal {
             Some(p) => with_head(global, p)?,
             None => global.clone(),
@@ -369,7 +371,12 @@ pub(crate) fn personal_params(
             }
         }
     };
-    FleetModel::shared(worker, params)
+    let model = FleetModel::shared(worker, params)?;
+    if val.is_some() && !cfg.personalization.chooses() {
+        // `calibration_holdout`: the model the fleet uses never saw its validation cells
+        state.validated = Some(model.clone());
+    }
+    Ok(model)
 }
 
 #[cfg(test)]

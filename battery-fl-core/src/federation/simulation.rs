@@ -8,7 +8,7 @@ use rand::seq::index::sample;
 mod checkpoint;
 mod evaluate;
 
-use super::config::{FederationConfig, Personalization};
+use super::config::FederationConfig;
 use super::fleet::FleetClient;
 use super::labels::set_shared_statistics;
 use super::rule::AggregationRule;
@@ -459,10 +459,11 @@ impl Simulation {
         };
 
         let (global_rmse, fleet_rmse) = self.evaluate_with(&global, &groups, r)?;
-        let personalized = match cfg.personalization {
+        let personalized = if cfg.keeps_fleet_models() {
+            self.evaluate_personal(&global, &groups, &mut personal, r)?
+        } else {
             // every fleet uses the global model: its scores are the ones just computed
-            Personalization::None => (global_rmse, fleet_rmse.clone()),
-            _ => self.evaluate_personal(&global, &groups, &mut personal, r)?,
+            (global_rmse, fleet_rmse.clone())
         };
         let record = RoundRecord {
             round: r,

@@ -79,7 +79,7 @@ pub(crate) fn median_in_place(v: &mut [f64]) -> f64 {
 
 /// How a set of intervals did on cells: what a fleet reports of its own test cells (the
 /// main job, a Flower node).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct IntervalSummary {
     /// Share of the labelled cells whose life lies inside its interval (0 without one).
     pub covered: f64,
@@ -144,6 +144,32 @@ impl IntervalSummary {
             flagged: flagged.iter().filter(|f| **f).count(),
             cells,
         })
+    }
+
+    /// Several summaries (fleets) as one over all their cells: coverage weighted by labelled
+    /// cells, width by cells, counts summed.
+    ///
+    /// ```
+    /// use battery_fl_core::model::IntervalSummary;
+    /// let a = IntervalSummary::of(&[0.0; 2], &[10.0; 2], &[false, true], &[Some(5.0), Some(50.0)])?;
+    /// let b = IntervalSummary::of(&[0.0], &[40.0], &[false], &[Some(5.0)])?;
+    /// let all = IntervalSummary::pooled(&[a, b]);
+    /// assert_eq!((all.labelled, all.flagged, all.cells), (3, 1, 3));
+    /// assert!((all.covered - 2.0 / 3.0).abs() < 1e-12 && (all.mean_width - 20.0).abs() < 1e-12);
+    /// # Ok::<(), battery_fl_core::Error>(())
+    /// ```
+    pub fn pooled(parts: &[IntervalSummary]) -> IntervalSummary {
+        let sum = |f: fn(&IntervalSummary) -> f64| parts.iter().map(f).sum::<f64>();
+        let labelled = parts.iter().map(|p| p.labelled).sum();
+        let cells = parts.iter().map(|p| p.cells).sum();
+        let ratio = |a: f64, n: usize| if n == 0 { 0.0 } else { a / n as f64 };
+        IntervalSummary {
+            covered: ratio(sum(|p| p.covered * p.labelled as f64), labelled),
+            labelled,
+            mean_width: ratio(sum(|p| p.mean_width * p.cells as f64), cells),
+            flagged: parts.iter().map(|p| p.flagged).sum(),
+            cells,
+        }
     }
 }
 

@@ -58,7 +58,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::ReferenceSelection;
-use super::conformal::{conformal_quantile, median_in_place, robust_spread};
+use super::conformal::{conformal_quantile, median_in_place, robust_spread, IntervalSummary};
 use super::{label_group, BatLiNet, Dataset};
 use crate::error::{Error, Result};
 use crate::genome::{GenomeFingerprint, GenomeIndex};
@@ -162,6 +162,19 @@ pub struct Prediction {
     /// the training cells than the calibration's `max_distance` (every calibration cell, and
     /// every training cell from its nearest other of its cathode).
     pub out_of_distribution: bool,
+}
+
+impl IntervalSummary {
+    /// The summary of BatLiNet `predictions` on cells of known `lives` (as [`of`](Self::of)).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the lengths differ.
+    pub fn of_predictions(predictions: &[Prediction], lives: &[Option<f64>]) -> Result<Self> {
+        let lower: Vec<f64> = predictions.iter().map(|p| p.lower).collect();
+        let upper: Vec<f64> = predictions.iter().map(|p| p.upper).collect();
+        let flagged: Vec<bool> = predictions.iter().map(|p| p.out_of_distribution).collect();
+        Self::of(&lower, &upper, &flagged, lives)
+    }
 }
 
 /// A target's point prediction in ln(life) with the spread of its per-reference predictions.

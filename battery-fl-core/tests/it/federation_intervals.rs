@@ -3,8 +3,8 @@
 
 use battery_fl_core::federation::intervals::{pooled_scores, score_histogram};
 use battery_fl_core::federation::{
-    Candidate, FederationConfig, FleetClient, FleetState, Personalization, SecureAggregation,
-    Simulation,
+    Candidate, FederationConfig, FleetClient, FleetData, FleetState, LabelScope, Personalization,
+    SecureAggregation, Simulation,
 };
 use battery_fl_core::model::{BatLiNet, DpSgdConfig, MONDRIAN_MIN_CELLS};
 use battery_fl_core::Error;
@@ -114,7 +114,7 @@ fn fleet_intervals_need_auto_and_a_round() {
     sim.run(|_| {}).unwrap();
     assert!(matches!(
         sim.calibrate_fleets(),
-        Err(Error::InvalidConfig { ref field, .. }) if field == "personalization"
+        Err(Error::InvalidConfig { ref field, .. }) if field == "calibration_holdout"
     ));
     let mut fresh = Simulation::new(auto(false), model(), featurizer(), cells.clone()).unwrap();
     assert!(matches!(
@@ -138,4 +138,106 @@ fn fleet_intervals_need_auto_and_a_round() {
         client.calibration(&mut worker, &FleetState::default()),
         Err(Error::InvalidConfig { ref field, .. }) if field == "record_privacy"
     ));
+}
+
+/// `calibration_holdout` gives the modes that train on every cell (`none`, `fine_tune`, `head`,
+/// `ditto`) split-conformal intervals: the model a fleet uses never saw its validation cells
+/// (with fleet-scoped labels, new lives for those cells change no weight of any fleet's model,
+/// where without the holdout they do), and that very model is the one its validation errors
+/// calibrate.
+#[test]
+fn calibration_holdout_calibrates_the_model_a_fleet_uses_on_cells_it_never_saw() {
+    let cells = fleets(3);
+    let run = |cfg: &FederationConfig, cells: &[FleetData]| {
+        let mut sim = Simulation::new(cfg.clone(), model(), featurizer(), cells.to_vec()).unwrap();
+        sim.run(|_| {}).unwrap();
+        sim
+    };
+    // every fleet's validation cells, three times as long-lived
+    let relabel = |cfg: &FederationConfig| -> Vec<FleetData> {
+        let mut out = cells.clone();
+        for (f, fleet) in out.iter_mut().enumerate() {
+            let client = FleetClient::new(cfg, f, fleet.train.clone()).unwrap();
+            let held: Vec<String> = match client.validation_cells() {
+                Some(val) => val.cell_ids().to_vec(),
+                None => fleet.train.cell_ids()[..2].to_vec(),
+            };
+            let lives = fleet
+                .train
+                .cell_ids()
+                .iter()
+                .zip(fleet.train.labels())
+                .map(|(id, y)| y.map(|y| if held.contains(id) { 3.0 * y } else { y }))
+                .collect();
+            fleet.train = fleet.train.clone().with_labels(lives).unwrap();
+        }
+        out
+    };
+    // the global weights and the model each fleet uses
+    let currents = |sim: &Simulation| {
+        let fleets: Vec<_> = sim
+            .state()
+            .fleets
+            .iter()
+            .map(|s| s.current.clone())
+            .collect();
+        (sim.state().global.clone(), fleets)
+    };
+    for personalization in [
+        Personalization::None,
+        Personalization::FineTune,
+        Personalization::Head,
+        Personalization::Ditto,
+    ] {
+        let cfg = FederationConfig {
+            personalization,
+            calibration_holdout: true,
+            label_scope: LabelScope::Fleet,
+            ..config(1)
+        };
+        let mut sim = run(&cfg, &cells);
+        let calibrations = sim.calibrate_fleets().unwrap();
+        for (f, fleet) in cells.iter().enumerate() {
+            let client = FleetClient::new(&cfg, f, fleet.train.clone()).unwrap();
+            let val = client.validation_cells().unwrap();
+            assert_eq!(client.fit_cells().len() + val.len(), fleet.train.len());
+            assert!(client.fit_cells().shared_cell(val).is_none());
+            let state = &sim.state().fleets[f];
+            assert_eq!(state.validated, state.current, "{personalization:?}");
+            let used = sim.fleet_model(&fleet.id).unwrap();
+            let own = used
+                .calibrate_from(&used, client.fit_cells(), val, client.train_cells())
+                .unwrap();
+            let cal = &calibrations[&fleet.id];
+            assert_eq!(cal.errors, own.errors, "{personalization:?}");
+            assert_eq!(cal.errors.len(), val.len());
+            // 0.5 needs two pooled scores of the nine: an interval around the fleet's model
+            let p = sim
+                .fleet_intervals(&fleet.id, &fleet.test, cal, 0.5)
+                .unwrap();
+            let point = used.predict(&fleet.test, &fleet.train).unwrap();
+            for (p, y) in p.iter().zip(&point) {
+                assert!(p.lower < p.life && p.life < p.upper, "{p:?}");
+                approx::assert_relative_eq!(p.life, *y, max_relative = 1e-9);
+            }
+        }
+        let moved = run(&cfg, &relabel(&cfg));
+        assert!(currents(&sim).1.iter().all(Option::is_some));
+        // (not assert_eq: the weights would fill the screen)
+        let same = currents(&moved) == currents(&sim);
+        assert!(
+            same,
+            "{personalization:?}: the held-out lives moved a model"
+        );
+    }
+    // the control: without the holdout the same new lives move the models
+    let cfg = FederationConfig {
+        label_scope: LabelScope::Fleet,
+        ..config(1)
+    };
+    let (sim, moved) = (run(&cfg, &cells), run(&cfg, &relabel(&cfg)));
+    assert!(
+        currents(&moved).0 != currents(&sim).0,
+        "the new lives moved nothing"
+    );
 }

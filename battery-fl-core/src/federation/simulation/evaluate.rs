@@ -50,15 +50,16 @@ impl Simulation {
     /// the scores of every fleet pooled through a secure sum of histograms.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] unless personalization is `auto` or `auto_head` and a round has run, with
+    /// [`Error::InvalidConfig`] unless fleets hold out validation cells (personalization `auto` or
+    /// `auto_head`, or `calibration_holdout`) and a round has run, with
     /// record-level DP-SGD (the summed errors would be released outside its guarantee), and
     /// the errors of calibration and of the secure sum.
     pub fn calibrate_fleets(&mut self) -> Result<BTreeMap<String, IntervalCalibration>> {
-        if !self.config.personalization.chooses() {
+        if !self.config.holds_out_validation_cells() {
             return Err(Error::config(
-                "personalization",
-                "fleet intervals are calibrated on the validation cells `auto` and `auto_head` \
-                 hold out",
+                "calibration_holdout",
+                "fleet intervals are calibrated on held-out validation cells: set \
+                 calibration_holdout (`auto` and `auto_head` always hold them out)",
             ));
         }
         // each fleet's own calibration, once: its errors go to the sum, its flags stay
