@@ -53,7 +53,9 @@ type FleetIn<'py> = (
 /// ``choice_margin``, default ``DEFAULT_CHOICE_MARGIN``: 3.3 standard errors on 4 cells) or
 /// ``auto_head`` (the encoders federated as with ``head``; each fleet keeps its own model
 /// unless its own-head model passes the same test); :meth:`fleet_model`
-/// returns the model a fleet uses. ``record_privacy`` (a dict of ``epsilon``,
+/// returns the model a fleet uses. ``calibration_holdout=True`` holds ``validation_fraction``
+/// of each fleet's cells out of training in every mode so that they calibrate its intervals
+/// (:meth:`calibrate_fleets`; ``auto`` and ``auto_head`` always hold them out). ``record_privacy`` (a dict of ``epsilon``,
 /// ``noise_multiplier``, ``clipping_norm``, ``delta``, ``seed``, ``public_pretraining``,
 /// ``learning_rate_scale``: the core's ``DpSgdConfig``) trains
 /// every fleet with record-level DP-SGD, one cell being the unit, within ``epsilon`` per cell
@@ -109,7 +111,7 @@ fn secure_aggregation(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Secur
 #[pymethods]
 impl PySimulation {
     #[new]
-    #[pyo3(signature = (fleets, *, model, rounds=None, clients_per_round=None, local_epochs=None, strategy=None, proximal_mu=None, trimmed_beta=None, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=None, inference_references=None, personalization=None, ditto_lambda=None, personal_epochs=None, validation_fraction=None, choice_margin=None, label_scope=None, record_privacy=None, public=None, checkpoint=None))]
+    #[pyo3(signature = (fleets, *, model, rounds=None, clients_per_round=None, local_epochs=None, strategy=None, proximal_mu=None, trimmed_beta=None, server_optimizer=None, secure_aggregation=None, dp=None, clustering=None, max_delta_norm=None, seed=None, inference_references=None, personalization=None, ditto_lambda=None, personal_epochs=None, validation_fraction=None, calibration_holdout=None, choice_margin=None, label_scope=None, record_privacy=None, public=None, checkpoint=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -132,6 +134,7 @@ impl PySimulation {
         ditto_lambda: Option<f64>,
         personal_epochs: Option<usize>,
         validation_fraction: Option<f64>,
+        calibration_holdout: Option<bool>,
         choice_margin: Option<f64>,
         label_scope: Option<&str>,
         record_privacy: Option<Bound<'_, PyDict>>,
@@ -168,6 +171,7 @@ impl PySimulation {
             ditto_lambda: ditto_lambda.unwrap_or(core.ditto_lambda),
             personal_epochs,
             validation_fraction: validation_fraction.unwrap_or(core.validation_fraction),
+            calibration_holdout: calibration_holdout.unwrap_or(core.calibration_holdout),
             choice_margin: choice_margin.unwrap_or(core.choice_margin),
             label_scope: match label_scope {
                 Some(s) => enum_from_str("label_scope", s)?,
@@ -301,11 +305,12 @@ impl PySimulation {
     }
 
     /// Each fleet's interval calibration of the model it uses now (``fleet_model``), by
-    /// fleet id: the errors of its chosen model on the cells ``personalization="auto"`` (or
-    /// ``"auto_head"``) held out, or, for a fleet with fewer than 19 of them, every fleet's errors pooled through a
-    /// secure sum of histograms. Pass one to ``fleet_model(id).predict(cells, train_cells,
-    /// coverage=0.9, calibration=...)``. Raises ``ValueError`` in other personalization modes
-    /// or before the first round.
+    /// fleet id: the errors of its model on the cells it held out (``personalization="auto"``
+    /// or ``"auto_head"``, or ``calibration_holdout=True``), or, for a fleet with fewer than 19
+    /// of them, every fleet's errors pooled through a secure sum of histograms. Pass one to
+    /// ``fleet_model(id).predict(cells, train_cells, coverage=0.9, calibration=...)``. Raises
+    /// :class:`ConfigError` (``calibration_holdout``) when no cells are held out, or
+    /// (``state``) before the first round.
     fn calibrate_fleets(
         &self,
         py: Python<'_>,
@@ -386,6 +391,23 @@ fn check_federation_config(config: &Bound<'_, PyDict>, fleets: usize) -> PyResul
     Ok(())
 }
 
+/// Whether each fleet of a federation ``config`` (keys as :meth:`Simulation.default_config`)
+/// holds out validation cells: to choose its model (``auto``, ``auto_head``) or to calibrate
+/// its intervals (``calibration_holdout``). Only then can fleets calibrate intervals.
+///
+/// >>> import battery_fl
+/// >>> battery_fl.holds_out_validation_cells({"personalization": "auto"})
+/// True
+/// >>> battery_fl.holds_out_validation_cells({"personalization": "head"})
+/// False
+/// >>> battery_fl.holds_out_validation_cells({"personalization": "head", "calibration_holdout": True})
+/// True
+#[pyfunction]
+fn holds_out_validation_cells(config: &Bound<'_, PyDict>) -> PyResult<bool> {
+    let config: FederationConfig = config_from_dict(config, "config")?;
+    Ok(config.holds_out_validation_cells())
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let names = |v: Vec<&'static str>| PyTuple::new(m.py(), v);
     m.add(
@@ -401,6 +423,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         names(LabelScope::ALL.map(LabelScope::name).to_vec())?,
     )?;
     m.add_function(wrap_pyfunction!(check_federation_config, m)?)?;
+    m.add_function(wrap_pyfunction!(holds_out_validation_cells, m)?)?;
     m.add_class::<PySimulation>()?;
     m.add_function(wrap_pyfunction!(job_seed, m)?)?;
     m.add_function(wrap_pyfunction!(strategy_needs_only_the_sum, m)?)?;

@@ -114,6 +114,21 @@ impl PyFleetClient {
         Ok(PyFleetClient { inner })
     }
 
+    /// Whether the fleet keeps a personal state between rounds (the model it uses, or the
+    /// private steps of record-level DP-SGD): a node stores it only then.
+    #[getter]
+    fn keeps_state(&self) -> bool {
+        self.inner.keeps_state()
+    }
+
+    /// Whether the fleet keeps the model it uses in its state (personalization other than
+    /// ``none``, or ``calibration_holdout``, whose held-out cells calibrate that model): a node
+    /// calls :meth:`personal_model` each round only then.
+    #[getter]
+    fn keeps_fleet_model(&self) -> bool {
+        self.inner.keeps_fleet_model()
+    }
+
     /// ε per cell the fleet has spent with record-level DP-SGD (``config["record_privacy"]``
     /// and ``public`` cells), given its personal ``state``; ``None`` without it.
     fn record_epsilon(&self, state: &[u8]) -> PyResult<Option<f64>> {

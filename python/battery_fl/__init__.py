@@ -14,7 +14,7 @@ Fleets keep their cycling data at home; the model travels. The logic lives in th
 - federation: :func:`federate_linear` (:class:`LinearFederation`, :class:`LinearFleet`;
   :class:`LinearSteps` for fleets on different machines),
   :class:`Simulation` (core defaults: :meth:`Simulation.default_config`; checks:
-  :func:`check_federation_config`),
+  :func:`check_federation_config`, :func:`holds_out_validation_cells`),
   :class:`FleetClient` (one fleet's side of a round, for Flower nodes), :func:`job_seed`,
   :func:`strategy_needs_only_the_sum`
 - submodules :mod:`battery_fl.dp`, :mod:`battery_fl.secagg`, :mod:`battery_fl.synthetic`;
@@ -79,7 +79,9 @@ try:
         batlinet_preset,
         check_federation_config,
         federate_linear,
+        holds_out_validation_cells,
         interval_summary,
+        pooled_interval_summary,
         job_seed,
         load_cell,
         load_cells,
@@ -136,7 +138,9 @@ __all__ = [
     "check_federation_config",
     "dp",
     "federate_linear",
+    "holds_out_validation_cells",
     "interval_summary",
+    "pooled_interval_summary",
     "job_seed",
     "load_cell",
     "load_cells",

@@ -72,12 +72,14 @@ __all__ = [
     "federate_linear",
     "generate_cell",
     "generate_fleets",
+    "holds_out_validation_cells",
     "job_seed",
     "l2_norm",
     "load_cell",
     "load_cells",
     "load_fleets",
     "memory_policy",
+    "pooled_interval_summary",
     "protocol_threshold",
     "set_memory_policy",
     "statistics_protocol",
@@ -998,6 +1000,7 @@ class Simulation:
         ditto_lambda: float | None = None,
         personal_epochs: int | None = None,
         validation_fraction: float | None = None,
+        calibration_holdout: bool | None = None,
         choice_margin: float | None = None,
         label_scope: str | None = None,
         record_privacy: Mapping[str, Any] | None = None,
@@ -1040,6 +1043,10 @@ class FleetClient:
         *,
         public: Sequence[Cell] | None = None,
     ) -> Self: ...
+    @property
+    def keeps_state(self) -> bool: ...
+    @property
+    def keeps_fleet_model(self) -> bool: ...
     def record_epsilon(self, state: bytes) -> float | None: ...
     def initial_state(self, model: BatLiNet) -> bytes:
         """The first personal state (with ``auto``/``auto_head``: the fleet's own models, trained
@@ -1081,7 +1088,9 @@ def job_seed(seed: int, round: int, client: int) -> int: ...
 def interval_summary(
     lower: npt.ArrayLike, upper: npt.ArrayLike, flagged: npt.ArrayLike, lives: npt.ArrayLike
 ) -> dict[str, Any]: ...
+def pooled_interval_summary(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]: ...
 def check_federation_config(config: dict[str, Any], *, fleets: int) -> None: ...
+def holds_out_validation_cells(config: dict[str, Any]) -> bool: ...
 def strategy_needs_only_the_sum(strategy: str) -> bool: ...
 
 # synthetic (battery_fl.synthetic) ------------------------------------------------------

@@ -129,6 +129,7 @@ def reference_simulation(
         ditto_lambda=settings.ditto_lambda,
         personal_epochs=settings.personal_epochs,
         validation_fraction=settings.validation_fraction,
+        calibration_holdout=settings.calibration_holdout,
         choice_margin=settings.choice_margin,
         **extra,
     )

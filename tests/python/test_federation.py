@@ -222,7 +222,31 @@ def test_fleets_calibrate_intervals_on_held_out_cells(
     np.testing.assert_allclose(p.life, own.predict(test, train), rtol=1e-9)
     with pytest.raises(battery_fl.ConfigError) as info:
         _sim(fleet_data, model, rounds=1).calibrate_fleets()
-    assert info.value.field == "personalization"
+    assert info.value.field == "calibration_holdout"
+
+
+def test_calibration_holdout_gives_every_mode_intervals(
+    fleet_data: Any, model: battery_fl.BatLiNet
+) -> None:
+    """With ``calibration_holdout`` a ``head`` federation holds out a quarter of each fleet's
+    cells as ``auto`` does: the fleets train on fewer cells and calibrate the model they use."""
+    config = {"personalization": "head", "calibration_holdout": True}
+    assert battery_fl.holds_out_validation_cells(config)
+    assert not battery_fl.holds_out_validation_cells({"personalization": "head"})
+    sim = _sim(fleet_data, model, rounds=1, **config)
+    assert sim.config["calibration_holdout"] is True
+    sim.run()
+    calibrations = sim.calibrate_fleets()
+    assert all(len(c) == len(fleet_data) and c.pooled for c in calibrations.values())
+    fleet_id, train, test = fleet_data[1]
+    own = sim.fleet_model(fleet_id)
+    p = own.predict(test, train, coverage=0.5, calibration=calibrations[fleet_id])
+    assert np.all(p.lower < p.life) and np.all(p.life < p.upper)
+    # a FleetClient of the same settings keeps the model it uses (and trains on 3 of 4 cells)
+    client = battery_fl.FleetClient(config, 1, model, train)
+    assert client.keeps_state and client.keeps_fleet_model and client.fit_cells == 3
+    plain = battery_fl.FleetClient({}, 1, model, train)
+    assert not (plain.keeps_state or plain.keeps_fleet_model) and plain.fit_cells == 4
 
 
 def test_job_seed() -> None:

@@ -176,13 +176,21 @@ def test_personalized_federation_equals_the_simulation(
         assert isinstance(g.contexts[node].state[client.PERSONAL_STATE_KEY]["state"], bytes)
 
 
-@pytest.mark.parametrize("personalization", ["auto", "auto_head"])
-def test_auto_nodes_report_the_simulations_intervals(tmp_path: Path, personalization: str) -> None:
-    """After the last round ``auto`` (and ``auto_head``) nodes calibrate the model they ended
-    with on the cells they held out, pooled through the summed score histograms: each node's
-    coverage and width are those of ``Simulation.calibrate_fleets`` with the fleet's model."""
+@pytest.mark.parametrize(
+    ("personalization", "holdout"), [("auto", False), ("auto_head", False), ("head", True)]
+)
+def test_nodes_that_hold_out_cells_report_the_simulations_intervals(
+    tmp_path: Path, personalization: str, holdout: bool
+) -> None:
+    """After the last round nodes that held out cells (``auto``, ``auto_head``, or any mode
+    with ``calibration-holdout``) calibrate the model they ended with on those cells, pooled
+    through the summed score histograms: each node's coverage and width are those of
+    ``Simulation.calibrate_fleets`` with the fleet's model."""
     settings = SETTINGS.replace(
-        personalization=personalization, fraction_evaluate=1.0, interval_coverage=0.5
+        personalization=personalization,
+        calibration_holdout=holdout,
+        fraction_evaluate=1.0,
+        interval_coverage=0.5,
     )
     sim = reference_simulation(settings)
     out = tmp_path / personalization

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from typing import Any
 
@@ -132,3 +133,19 @@ def test_new_entry_points_refuse_bad_input_with_typed_errors() -> None:
         battery_fl.interval_summary([1.0], [2.0, 3.0], [False], [1.0])
     s = battery_fl.interval_summary([1.0, 5.0], [2.0, 6.0], [False, True], [1.5, 9.0])
     assert (s["covered"], s["labelled"], s["flagged"], s["mean_width"]) == (0.5, 2, 1, 1.0)
+
+
+def test_summaries_pool_by_cells_through_the_core() -> None:
+    """Fleets' summaries pooled: coverage over every labelled cell, width over every cell; a
+    summary with a key the core does not know is refused by name, an empty list is empty."""
+    a = battery_fl.interval_summary([0.0, 0.0], [10.0, 10.0], [False, True], [5.0, math.nan])
+    b = battery_fl.interval_summary([0.0, 0.0, 0.0], [40.0] * 3, [False] * 3, [5.0, 99.0, 50.0])
+    s = battery_fl.pooled_interval_summary([a, b])
+    # 1 of 1 labelled in a, 1 of 3 in b: 2 of 4; widths 10, 10, 40, 40, 40 over 5 cells
+    assert s["covered"] == pytest.approx(0.5) and s["labelled"] == 4
+    assert s["mean_width"] == pytest.approx(28.0) and (s["flagged"], s["cells"]) == (1, 5)
+    with pytest.raises(battery_fl.ConfigError) as info:
+        battery_fl.pooled_interval_summary([{**a, "coverage": 0.9}])
+    assert info.value.field == "summary.coverage"
+    empty = battery_fl.pooled_interval_summary([])
+    assert (empty["covered"], empty["cells"]) == (0.0, 0)

@@ -6,10 +6,10 @@ use battery_fl_core::model::{
 };
 use numpy::{AllowTypeChange, PyArray1, PyArrayLike1};
 use pyo3::prelude::*;
-use pyo3::types::PyType;
+use pyo3::types::{PyDict, PyType};
 
 use super::batlinet::{dataset, PyBatLiNet};
-use crate::conversion::{from_json, to_json, to_python, vec_f64};
+use crate::conversion::{config_from_dict, from_json, to_json, to_python, vec_f64};
 use crate::data::{cell_refs, PyBatteryCell};
 use crate::errors::CoreResult;
 
@@ -300,8 +300,31 @@ fn interval_summary<'py>(
     to_python(py, &summary)
 }
 
+/// Several :func:`interval_summary` dicts (fleets, nodes) as one over all their cells (the
+/// core's ``IntervalSummary::pooled``): coverage weighted by labelled cells, width by cells,
+/// counts summed. A dict with another key raises :class:`ConfigError` naming it.
+///
+/// >>> import battery_fl
+/// >>> a = battery_fl.interval_summary([0.0, 0.0], [10.0, 10.0], [False, True], [5.0, 50.0])
+/// >>> b = battery_fl.interval_summary([0.0], [40.0], [False], [5.0])
+/// >>> s = battery_fl.pooled_interval_summary([a, b])
+/// >>> round(s["covered"], 4), s["mean_width"], s["labelled"], s["flagged"], s["cells"]
+/// (0.6667, 20.0, 3, 1, 3)
+#[pyfunction]
+fn pooled_interval_summary(
+    py: Python<'_>,
+    summaries: Vec<Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let parts = summaries
+        .iter()
+        .map(|d| config_from_dict::<IntervalSummary>(d, "summary"))
+        .collect::<PyResult<Vec<_>>>()?;
+    to_python(py, &IntervalSummary::pooled(&parts))
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(interval_summary, m)?)?;
+    m.add_function(wrap_pyfunction!(pooled_interval_summary, m)?)?;
     m.add_class::<PyIntervalCalibration>()?;
     m.add_class::<PyPredictions>()
 }

@@ -16,8 +16,9 @@ needs nothing but its data and ``battery_fl``. Messages and replies:
 - ``evaluate``: the server sends ``arrays`` and ``config``; the node replies with
   ``metrics``: ``rmse`` (cycles, the global model on its test cells), ``personalized-rmse``
   (its own model, :meth:`battery_fl.FleetClient.personal_model`; ``rmse`` again with
-  personalization ``none``) and ``num-examples`` (its test cells).
-- ``query.calibration`` (after the last round, ``auto`` and ``auto_head`` only): the node replies with
+  personalization ``none``, the global model is its own) and ``num-examples`` (its test cells).
+- ``query.calibration`` (after the last round, nodes that hold out cells only: ``auto``,
+  ``auto_head`` or ``calibration-holdout``): the node replies with
   ``arrays``, the histogram of its held-out cells' conformal scores
   (:meth:`battery_fl.FleetClient.calibration_histogram`), summed like the statistics.
 - ``query.intervals`` (config ``calibration-histogram``, the sum, and
@@ -36,7 +37,8 @@ server-round, fleet index)``, evaluation the same seed for its references, as
 ``inference-references``, ``personalization`` (``none``, ``fine_tune``, ``head``,
 ``ditto``, ``auto``, ``auto_head``), ``ditto-lambda``, ``personal-epochs`` (0: ``local-epochs``),
 ``validation-fraction`` (the share of its training cells an ``auto`` or ``auto_head`` node
-holds out), ``choice-margin`` (how clear a validation gain, as a paired t-test's level, such a node
+holds out, and any node with ``calibration-holdout``), ``calibration-holdout`` (hold them out
+in every mode, to calibrate intervals), ``choice-margin`` (how clear a validation gain, as a paired t-test's level, such a node
 needs to leave its own model) and,
 for DP in ``train``, ``dp-clipping-norm`` (the update ``sent - received`` is clipped to it)
 and ``dp-noise-std`` (Gaussian noise each node adds). These come from the server; a node that
@@ -112,6 +114,7 @@ _FLEET_SETTINGS = {
     "ditto-lambda": "ditto_lambda",
     "personal-epochs": "personal_epochs",
     "validation-fraction": "validation_fraction",
+    "calibration-holdout": "calibration_holdout",
     "choice-margin": "choice_margin",
     "label-scope": "label_scope",
 }
@@ -212,21 +215,6 @@ def fleet_client(
     return battery_fl.FleetClient(settings, fleet.index, model, fleet.train, public=public)
 
 
-def _personalizes(config: Mapping[str, object]) -> bool:
-    return str(config.get("personalization", CORE_DEFAULTS["personalization"])) != "none"
-
-
-def _record_epsilon(config: Mapping[str, object]) -> float:
-    """The target ε per cell of record-level DP-SGD the server asks for (0: off)."""
-    return float(config.get("record-epsilon", 0.0))  # type: ignore[arg-type]
-
-
-def _keeps_state(config: Mapping[str, object]) -> bool:
-    """Whether the node keeps a state between messages: a personal model, or the private
-    steps its accountant counts."""
-    return _personalizes(config) or _record_epsilon(config) > 0
-
-
 def public_cells(config: Mapping[str, object]) -> list[battery_fl.Cell]:
     """The library's public synthetic cells the server names (``public-cells`` per fleet of
     ``public-fleets``, default the library's ``PUBLIC_FLEETS``): every node makes the same
@@ -238,13 +226,13 @@ def public_cells(config: Mapping[str, object]) -> list[battery_fl.Cell]:
 
 def _personal_state(
     context: Context,
-    config: Mapping[str, object],
     client: battery_fl.FleetClient,
     model: battery_fl.BatLiNet,
 ) -> bytes:
-    """The node's personal state: kept in ``Context.state``, or new. Without
-    personalization or record-level DP-SGD there is none to keep (empty bytes)."""
-    if not _keeps_state(config):
+    """The node's personal state: kept in ``Context.state``, or new. Without a model of its
+    own (:attr:`battery_fl.FleetClient.keeps_state`) or record-level DP-SGD there is none to
+    keep (empty bytes)."""
+    if not client.keeps_state:
         return b""
     record = context.state.get(PERSONAL_STATE_KEY)
     if isinstance(record, ConfigRecord) and "state" in record:
@@ -252,8 +240,8 @@ def _personal_state(
     return client.initial_state(model)
 
 
-def _keep_personal_state(context: Context, config: Mapping[str, object], state: bytes) -> None:
-    if _keeps_state(config):
+def _keep_personal_state(context: Context, client: battery_fl.FleetClient, state: bytes) -> None:
+    if client.keeps_state:
         context.state[PERSONAL_STATE_KEY] = ConfigRecord({"state": state})
 
 
@@ -319,10 +307,10 @@ def train(msg: Message, context: Context) -> Message:
     received = _arrays(msg)
     model = _model(config)
     client = fleet_client(config, fleet, model, context.node_config)
-    state = _personal_state(context, config, client, model)
+    state = _personal_state(context, client, model)
     server_round = int(config.get("server-round", 1))  # type: ignore[arg-type]
     sent, examples, state = client.train(model, received, state, server_round)
-    _keep_personal_state(context, config, state)
+    _keep_personal_state(context, client, state)
     sent = _privatize(
         sent,
         received,
@@ -354,11 +342,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     # the global weights as this fleet reads them (its own label transform with label-scope fleet)
     rmse = personalized = _rmse(client.shared_model(model, received), fleet, k, seed)
     values: dict[str, float | int] = {"num-examples": len(fleet.test)}
-    if _keeps_state(config):
-        state = _personal_state(context, config, client, model)
-        if _personalizes(config):
+    if client.keeps_state:
+        state = _personal_state(context, client, model)
+        if client.keeps_fleet_model:
             own, state = client.personal_model(model, received, state, r)
-            _keep_personal_state(context, config, state)
+            _keep_personal_state(context, client, state)
             personalized = _rmse(own, fleet, k, seed)
         spent = client.record_epsilon(state)
         if spent is not None:

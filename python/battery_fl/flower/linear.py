@@ -274,16 +274,24 @@ def _reply_vector(reply: Message) -> np.ndarray:
 
 
 def pooled_intervals(per_node: dict[str, dict[str, float]]) -> dict[str, float | None]:
-    """``covered`` and ``mean_width`` over the test cells of every node that reported them."""
-    reporting = [m for m in per_node.values() if m.get("covered-cells", 0) > 0]
-    cells = sum(m["covered-cells"] for m in reporting)
-    if not cells:
+    """``covered`` and ``mean_width`` over the test cells of every node that reported them
+    (:func:`battery_fl.pooled_interval_summary` of the nodes' metrics); ``None`` without
+    any."""
+    summaries = [
+        {
+            "covered": m["covered"],
+            "labelled": int(m["covered-cells"]),
+            "mean_width": m["mean-width"],
+            "flagged": int(m.get("out-of-distribution", 0)),
+            "cells": int(m["num-examples"]),
+        }
+        for m in per_node.values()
+        if m.get("covered-cells", 0) > 0
+    ]
+    if not summaries:
         return {"covered": None, "mean_width": None}
-    return {
-        "covered": sum(m["covered"] * m["covered-cells"] for m in reporting) / cells,
-        "mean_width": sum(m["mean-width"] * m["num-examples"] for m in reporting)
-        / sum(m["num-examples"] for m in reporting),
-    }
+    pooled = battery_fl.pooled_interval_summary(summaries)
+    return {"covered": pooled["covered"], "mean_width": pooled["mean_width"]}
 
 
 def run_linear_federation(

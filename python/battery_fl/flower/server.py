@@ -9,7 +9,7 @@
    label transform and input scales, as in :class:`battery_fl.Simulation`;
 3. **training**: :class:`~battery_fl.flower.strategy.BatteryFlStrategy` runs
    ``num-server-rounds`` rounds from the model's seeded initial weights;
-4. **intervals** (personalization ``auto`` or ``auto_head``, every node evaluated, no record-level DP-SGD;
+4. **intervals** (nodes that hold out cells: ``auto``, ``auto_head`` or ``calibration-holdout``; every node evaluated, no record-level DP-SGD;
    the sum is not covered by the training's DP epsilon): each node sends the
    histogram of the conformal scores of the cells it held out (``query.calibration``),
    summed like the statistics; with the sum each node calibrates the model it ended with
@@ -223,6 +223,7 @@ def _train_config(
             "ditto-lambda": settings.ditto_lambda,
             "personal-epochs": settings.personal_epochs or 0,
             "validation-fraction": settings.validation_fraction,
+            "calibration-holdout": settings.calibration_holdout,
             "choice-margin": settings.choice_margin,
             "label-scope": settings.label_scope,
         }
@@ -315,7 +316,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
     # every node evaluated (so holds the model it ended with), and no record-level DP-SGD,
     # whose guarantee does not cover the summed errors
     if (
-        settings.personalization in ("auto", "auto_head")
+        battery_fl.holds_out_validation_cells(settings.core_config())
         and settings.fraction_evaluate == 1.0
         and settings.record_epsilon <= 0
     ):

@@ -95,6 +95,7 @@ SHARED_SETTINGS = {
     "ditto_lambda": "ditto_lambda",
     "personal_epochs": "personal_epochs",
     "validation_fraction": "validation_fraction",
+    "calibration_holdout": "calibration_holdout",
     "choice_margin": "choice_margin",
     "label_scope": "label_scope",
 }
@@ -190,7 +191,9 @@ class FederationSettings:
     with ``strategy = "fed_prox"`` only. ``personalization`` (one of
     :data:`PERSONALIZATIONS`, with ``ditto_lambda``, ``personal_epochs``,
     ``validation_fraction`` and ``choice_margin``) is how each node turns the federation into its own model
-    (:class:`battery_fl.FleetClient`); ``personal_epochs = None`` (``0`` in the run config)
+    (:class:`battery_fl.FleetClient`); ``calibration_holdout`` holds ``validation_fraction`` of
+    each node's training cells out in every mode to calibrate its intervals (``auto`` and
+    ``auto_head`` always do); ``personal_epochs = None`` (``0`` in the run config)
     means ``local_epochs``. ``label_scope`` (one of :data:`LABEL_SCOPES`) says whether the
     nodes train and read the shared weights with the federation's label transform or each
     with its own. ``recipe = "linear"`` runs :func:`battery_fl.federate_linear`'s steps
@@ -212,8 +215,10 @@ class FederationSettings:
     metrics (``record-epsilon``), kept per node in the history (``node-record-epsilon``). A
     node keys its noise from the OS unless its own node config pins ``record-seed`` (tests),
     and refuses a server that asks for no record privacy or more than its own
-    ``record-max-epsilon``. The public cells are synthetic, also for nodes with real cells. Each node reports the coverage and mean width of its conformal intervals at
-    ``interval_coverage`` (default the core's ``DEFAULT_COVERAGE``) on its test cells.
+    ``record-max-epsilon``. The public cells are synthetic, also for nodes with real cells. When
+    the nodes hold out cells (:func:`battery_fl.holds_out_validation_cells`), each reports the
+    coverage and mean width of its conformal intervals at ``interval_coverage`` (default the
+    core's ``DEFAULT_COVERAGE``) on its test cells.
     """
 
     num_server_rounds: int = CORE_DEFAULTS["rounds"]
@@ -235,6 +240,7 @@ class FederationSettings:
     ditto_lambda: float = CORE_DEFAULTS["ditto_lambda"]
     personal_epochs: int | None = CORE_DEFAULTS["personal_epochs"]
     validation_fraction: float = CORE_DEFAULTS["validation_fraction"]
+    calibration_holdout: bool = CORE_DEFAULTS["calibration_holdout"]
     label_scope: str = CORE_DEFAULTS["label_scope"]
     secure_aggregation: bool = False
     secure_statistics: bool = True
