@@ -356,6 +356,25 @@ fn job_seed(seed: u64, round: usize, client: usize) -> u64 {
     federation::job_seed(seed, round, client)
 }
 
+/// The fleets that train in round ``server_round`` of a run seeded ``seed``: ``per_round``
+/// of ``fleets`` indices, ascending (the core's ``select_clients``, as :class:`Simulation`
+/// samples with ``clients_per_round``; a Flower server applies it to its nodes in ascending id
+/// order). :class:`ConfigError` (``clients_per_round``) unless ``1 <= per_round <= fleets``.
+///
+/// >>> import battery_fl
+/// >>> chosen = battery_fl.select_clients(7, 1, 5, 2)
+/// >>> len(chosen), chosen == sorted(chosen), chosen == battery_fl.select_clients(7, 1, 5, 2)
+/// (2, True, True)
+#[pyfunction]
+fn select_clients(
+    seed: u64,
+    server_round: usize,
+    fleets: usize,
+    per_round: usize,
+) -> PyResult<Vec<usize>> {
+    federation::select_clients(seed, server_round, fleets, per_round).or_raise()
+}
+
 /// True when the aggregation rule ``strategy`` (a ``Simulation`` / Flower ``strategy`` name,
 /// which is also each aggregator's ``name``) needs only the weighted sum of the updates, so
 /// it composes with secure aggregation and DP; ``fed_median`` and ``fed_trimmed_avg`` need
@@ -426,6 +445,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(holds_out_validation_cells, m)?)?;
     m.add_class::<PySimulation>()?;
     m.add_function(wrap_pyfunction!(job_seed, m)?)?;
+    m.add_function(wrap_pyfunction!(select_clients, m)?)?;
     m.add_function(wrap_pyfunction!(strategy_needs_only_the_sum, m)?)?;
     Ok(())
 }

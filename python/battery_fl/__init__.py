@@ -16,6 +16,7 @@ Fleets keep their cycling data at home; the model travels. The logic lives in th
   :class:`Simulation` (core defaults: :meth:`Simulation.default_config`; checks:
   :func:`check_federation_config`, :func:`holds_out_validation_cells`),
   :class:`FleetClient` (one fleet's side of a round, for Flower nodes), :func:`job_seed`,
+  :func:`select_clients`,
   :func:`strategy_needs_only_the_sum`
 - submodules :mod:`battery_fl.dp`, :mod:`battery_fl.secagg`, :mod:`battery_fl.synthetic`;
   optional :mod:`battery_fl.flower` (``[flower]`` extra) and :mod:`battery_fl.plot`
@@ -81,13 +82,14 @@ try:
         federate_linear,
         holds_out_validation_cells,
         interval_summary,
-        pooled_interval_summary,
         job_seed,
         load_cell,
         load_cells,
         load_fleets,
         membership_auc,
         memory_policy,
+        pooled_interval_summary,
+        select_clients,
         set_memory_policy,
         strategy_needs_only_the_sum,
     )
@@ -140,14 +142,15 @@ __all__ = [
     "federate_linear",
     "holds_out_validation_cells",
     "interval_summary",
-    "pooled_interval_summary",
     "job_seed",
     "load_cell",
     "load_cells",
     "load_fleets",
     "membership_auc",
     "memory_policy",
+    "pooled_interval_summary",
     "secagg",
+    "select_clients",
     "set_memory_policy",
     "strategy_needs_only_the_sum",
     "synthetic",

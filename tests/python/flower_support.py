@@ -120,6 +120,7 @@ def reference_simulation(
         data,
         model=model,
         rounds=settings.num_server_rounds,
+        clients_per_round=settings.clients_per_round,
         local_epochs=settings.local_epochs,
         strategy=settings.strategy,
         proximal_mu=settings.proximal_mu,

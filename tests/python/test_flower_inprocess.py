@@ -212,6 +212,23 @@ def test_nodes_that_hold_out_cells_report_the_simulations_intervals(
     assert intervals["covered"] is not None and intervals["mean_width"] > 0
 
 
+def test_clients_per_round_trains_the_simulations_fleets(tmp_path: Path) -> None:
+    """With ``clients-per-round`` the server picks nodes by the core's seeded selection over
+    its nodes in ascending id order: round by round the Simulation's fleets (fleet i is node i),
+    so the global weights and each round's personalized RMSE (Ditto: a fleet left out keeps
+    its personal model) are the Simulation's."""
+    settings = SETTINGS.replace(clients_per_round=2, personalization="ditto", fraction_evaluate=1.0)
+    sim = reference_simulation(settings)
+    out = tmp_path / "two"
+    result = run_federation(grid(), settings.replace(output_dir=str(out)))
+    assert max_diff(result.arrays.to_numpy_ndarrays(), sim.global_parameters()) < 1e-6
+    history = json.loads((out / "history.json").read_text())
+    for record, kept in zip(sim.history, history, strict=True):
+        fleets = [int(c.removeprefix("fleet-")) for c in record["clients"]]
+        assert len(fleets) == 2 and kept["survivors"] == [NODE_IDS[i] for i in fleets]
+        assert kept["personalized-rmse"] == pytest.approx(record["personalized_rmse"], rel=1e-6)
+
+
 def test_fedadam_strategy_equals_the_simulation(tmp_path: Path) -> None:
     model = battery_fl.BatLiNet(
         featurizer=battery_fl.Featurizer(**SETTINGS.featurizer), progress=False, **SETTINGS.model

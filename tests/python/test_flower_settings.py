@@ -111,6 +111,24 @@ def test_personalization_settings_reach_the_run_config() -> None:
         assert info.value.field == next(iter(run_config)), run_config  # type: ignore[attr-defined]
 
 
+def test_clients_per_round_is_the_cores_setting() -> None:
+    """``clients-per-round = 0`` stands for the core's ``None`` (every node); the core checks
+    it against the nodes (``min-nodes``), and it does not mix with Flower's ``fraction-train``."""
+    settings = FederationSettings.from_run_config({"clients-per-round": 2, "min-nodes": 3})
+    assert settings.clients_per_round == 2 and settings.core_config()["clients_per_round"] == 2
+    assert FederationSettings.from_run_config(settings.to_run_config()) == settings
+    assert FederationSettings.from_run_config({"clients-per-round": 0}).clients_per_round is None
+    assert FederationSettings().clients_per_round is None
+    for bad in (
+        {"clients-per-round": 4, "min-nodes": 3},
+        {"clients-per-round": -1},
+        {"fraction-train": 0.5, "clients-per-round": 1},
+    ):
+        with pytest.raises(battery_fl.ConfigError) as info:
+            FederationSettings.from_run_config(bad)
+        assert info.value.field == next(iter(bad)), bad  # type: ignore[attr-defined]
+
+
 def test_dp_secagg_and_interval_defaults_come_from_the_core() -> None:
     settings = battery_fl.flower.FederationSettings()
     dp_defaults = battery_fl.dp.default_config()

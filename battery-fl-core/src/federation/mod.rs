@@ -57,3 +57,43 @@ pub fn job_seed(seed: u64, round: usize, client: usize) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+/// Stream of [`job_seed`] that samples a round's fleets (no fleet index reaches it; the
+/// simulation's noise and mask streams lie below it).
+const STREAM_SAMPLING: usize = usize::MAX;
+
+/// The fleets that train in round `round` of a run seeded `seed`: `per_round` of `fleets`
+/// (indices, ascending), drawn without replacement from the round's own stream, so a resumed
+/// run and a Flower server (over its nodes in ascending id order) draw the same ones.
+///
+/// ```
+/// use battery_fl_core::federation::select_clients;
+/// let a = select_clients(7, 1, 5, 2)?;
+/// assert_eq!(a.len(), 2);
+/// assert!(a[0] < a[1] && a[1] < 5);
+/// assert_eq!(a, select_clients(7, 1, 5, 2)?);
+/// assert_eq!(select_clients(7, 1, 5, 5)?, vec![0, 1, 2, 3, 4]);
+/// assert!(select_clients(7, 1, 5, 6).is_err());
+/// # Ok::<(), battery_fl_core::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidConfig`](crate::Error::InvalidConfig) (`clients_per_round`) unless
+/// `1 <= per_round <= fleets`.
+pub fn select_clients(
+    seed: u64,
+    round: usize,
+    fleets: usize,
+    per_round: usize,
+) -> crate::Result<Vec<usize>> {
+    if per_round == 0 || per_round > fleets {
+        return Err(crate::Error::config(
+            "clients_per_round",
+            format!("must be in 1..={fleets}, got {per_round}"),
+        ));
+    }
+    let mut rng = crate::rng::seeded(job_seed(seed, round, STREAM_SAMPLING));
+    let mut chosen = rand::seq::index::sample(&mut rng, fleets, per_round).into_vec();
+    chosen.sort_unstable();
+    Ok(chosen)
+}

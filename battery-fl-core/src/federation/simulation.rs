@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rand::seq::index::sample;
-
 mod checkpoint;
 mod evaluate;
 
@@ -45,7 +43,7 @@ pub struct Simulation {
     checkpoint: Option<PathBuf>,
 }
 
-const STREAM_SAMPLING: usize = usize::MAX;
+// (usize::MAX: the round's sampling, `select_clients`)
 const STREAM_NOISE: usize = usize::MAX - 1;
 const STREAM_MASKS: usize = usize::MAX - 2;
 /// The masks of the secure sum of the fleets' calibration histograms.
@@ -316,13 +314,7 @@ impl Simulation {
         let cfg = self.config.clone();
         let n = self.fleets.len();
         let m = cfg.clients_per_round.unwrap_or(n);
-        let mut chosen = sample(
-            &mut crate::rng::seeded(job_seed(cfg.seed, r, STREAM_SAMPLING)),
-            n,
-            m,
-        )
-        .into_vec();
-        chosen.sort_unstable();
+        let chosen = super::select_clients(cfg.seed, r, n, m)?;
 
         // DP for this round: clipping norm, noise multiplier, noise source
         let mut adaptive = self.state.adaptive_clip.clone();

@@ -302,6 +302,8 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
         dp=dp,
         secure_aggregation=workflow,
         output_dir=out,
+        clients_per_round=settings.clients_per_round,
+        seed=settings.seed,
     )
     config = _train_config(model, settings, total)
     result = strategy.start(

@@ -81,6 +81,7 @@ _SECAGG = battery_fl.secagg.default_config()
 #: ``server_optimizer``).
 SHARED_SETTINGS = {
     "num_server_rounds": "rounds",
+    "clients_per_round": "clients_per_round",
     "strategy": "strategy",
     "proximal_mu": "proximal_mu",
     "trimmed_beta": "trimmed_beta",
@@ -109,8 +110,9 @@ _SHARED_BY_CORE_KEY = {key: name for name, key in SHARED_SETTINGS.items()}
 RECIPES = ("batlinet", "linear")
 
 #: Optional settings and the run-config value that stands for ``None`` (TOML has no null):
-#: ``personal-epochs = 0`` means the core's default, ``local-epochs``.
-_NONE_IN_RUN_CONFIG: dict[str, int] = {"personal_epochs": 0}
+#: ``personal-epochs = 0`` means the core's default, ``local-epochs``; ``clients-per-round = 0``
+#: every node (Flower's ``fraction-train`` sampling).
+_NONE_IN_RUN_CONFIG: dict[str, int] = {"personal_epochs": 0, "clients_per_round": 0}
 
 #: Run-config keys that were renamed: the old key is refused rather than silently ignored.
 _RENAMED = {"secagg-neighbors": "secagg-neighbours", "auto-margin": "choice-margin"}
@@ -193,7 +195,11 @@ class FederationSettings:
     ``validation_fraction`` and ``choice_margin``) is how each node turns the federation into its own model
     (:class:`battery_fl.FleetClient`); ``calibration_holdout`` holds ``validation_fraction`` of
     each node's training cells out in every mode to calibrate its intervals (``auto`` and
-    ``auto_head`` always do); ``personal_epochs = None`` (``0`` in the run config)
+    ``auto_head`` always do); ``clients_per_round`` (``0`` in the run config: every node, or
+    Flower's unseeded ``fraction_train``) trains that many nodes per round, picked by the
+    core's seeded selection (:func:`battery_fl.select_clients` with ``seed``, nodes in
+    ascending id order, as :class:`battery_fl.Simulation` picks its fleets);
+    ``personal_epochs = None`` (``0`` in the run config)
     means ``local_epochs``. ``label_scope`` (one of :data:`LABEL_SCOPES`) says whether the
     nodes train and read the shared weights with the federation's label transform or each
     with its own. ``recipe = "linear"`` runs :func:`battery_fl.federate_linear`'s steps
@@ -223,6 +229,7 @@ class FederationSettings:
 
     num_server_rounds: int = CORE_DEFAULTS["rounds"]
     min_nodes: int = 2
+    clients_per_round: int | None = CORE_DEFAULTS["clients_per_round"]
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
     strategy: str = CORE_DEFAULTS["strategy"]
@@ -282,6 +289,12 @@ class FederationSettings:
             raise config_error("timeout", "must be positive")
         if self.dp_mode not in ("central", "local", "distributed"):
             raise config_error("dp-mode", f"{self.dp_mode!r} is not central/local/distributed")
+        if self.clients_per_round is not None and self.fraction_train != 1.0:
+            raise config_error(
+                "fraction-train",
+                "nodes are sampled by clients-per-round (the core's seeded selection): "
+                "leave fraction-train at 1",
+            )
         if self.personal_epochs is not None and self.personal_epochs < 1:
             raise config_error(
                 "personal-epochs", "must be at least 1 (0 in the run config: local-epochs)"

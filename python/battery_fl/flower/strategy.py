@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 import battery_fl
 from battery_fl import dp as _dp
@@ -75,8 +76,12 @@ class DpConfig:
 
 
 class BatteryFlStrategy(FedAvg):
-    """FedAvg's sampling and messaging with our aggregation, DP and secure aggregation
-    (see the module docs). ``aggregator`` defaults to the core's default strategy
+    """FedAvg's messaging with our aggregation, DP and secure aggregation (see the module
+    docs). Nodes are sampled by FedAvg's ``fraction_train`` (unseeded), or, with
+    ``clients_per_round``, by the core's seeded selection (:func:`battery_fl.select_clients`
+    with ``seed``, over the connected nodes in ascending id order): the fleets
+    :class:`battery_fl.Simulation` trains each round when node ids follow its fleet order.
+    ``aggregator`` defaults to the core's default strategy
     (:func:`battery_fl.aggregator_for`: FedProx, whose ``proximal-mu`` the nodes are sent);
     ``output_dir`` (optional) receives ``round-NNN.npz`` (the global weights after each
     round) and ``history.json`` (one record per round: its training and, when nodes evaluate,
@@ -94,7 +99,20 @@ class BatteryFlStrategy(FedAvg):
         dp: DpConfig | None = None,
         secure_aggregation: SecAggWorkflow | None = None,
         output_dir: str | Path | None = None,
+        clients_per_round: int | None = None,
+        seed: int = 0,
     ) -> None:
+        if clients_per_round is not None:
+            if fraction_train != 1.0:
+                raise config_error(
+                    "fraction-train",
+                    "nodes are sampled by clients-per-round (the core's seeded selection): "
+                    "leave fraction-train at 1",
+                )
+            if clients_per_round < 1:
+                raise config_error("clients-per-round", f"must be >= 1, got {clients_per_round}")
+        self.clients_per_round = clients_per_round
+        self.seed = seed
         super().__init__(
             fraction_train=fraction_train,
             fraction_evaluate=fraction_evaluate,
@@ -151,7 +169,10 @@ class BatteryFlStrategy(FedAvg):
         the clipping norm and their noise std."""
         if isinstance(self.aggregator, battery_fl.FedProx) and "proximal-mu" not in config:
             config["proximal-mu"] = self.aggregator.mu
-        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if self.clients_per_round is None:
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+        else:
+            messages = self._selected_messages(server_round, arrays, config, grid)
         self._global = arrays.to_numpy_ndarrays()
         self._sampled = len(messages)
         if self.server_dp is not None and messages:
@@ -161,6 +182,27 @@ class BatteryFlStrategy(FedAvg):
             config["dp-clipping-norm"] = clipping_norm  # shared by every message
             config["dp-noise-std"] = client_std
         return messages
+
+    def _selected_messages(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> list[Message]:
+        """Training messages to the nodes :func:`battery_fl.select_clients` picks among the
+        connected ones (waiting, as FedAvg does, for ``min_available_nodes`` and at least
+        ``clients_per_round``)."""
+        assert self.clients_per_round is not None
+        wanted = max(self.min_available_nodes, self.clients_per_round)
+        _, available = sample_nodes(grid, wanted, 0)  # (waits; samples none)
+        nodes = sorted(available)
+        picked = battery_fl.select_clients(
+            self.seed, server_round, len(nodes), self.clients_per_round
+        )
+        chosen = [nodes[i] for i in picked]
+        _log.info(
+            "configure_train: selected nodes %s (of %d, seed %d)", chosen, len(nodes), self.seed
+        )
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return list(self._construct_messages(record, chosen, MessageType.TRAIN))
 
     @property
     def epsilon(self) -> float | None:
@@ -192,7 +234,9 @@ class BatteryFlStrategy(FedAvg):
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         for key, value in extra.items():
             metrics[key] = value
-        self._finish_round(server_round, new, extra)
+        # the nodes whose update went in (as a secure round's survivors)
+        survivors = sorted(int(m.metadata.src_node_id) for m in valid)
+        self._finish_round(server_round, new, {**extra, "survivors": survivors})
         return ArrayRecord(new), metrics
 
     def _min_survivors(self, sampled: int) -> int | None:
