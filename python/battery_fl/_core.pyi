@@ -2,7 +2,7 @@
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal, Self, final, overload
+from typing import Any, ClassVar, Literal, NamedTuple, Self, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +48,7 @@ __all__ = [
     "LinearFederation",
     "LinearFleet",
     "LinearModel",
+    "LinearPredictions",
     "LinearSteps",
     "ModelError",
     "NodeSession",
@@ -492,6 +493,12 @@ class BatLiNet:
     def from_bytes(cls, data: bytes) -> BatLiNet: ...
     def __reduce__(self) -> tuple[Any, tuple[bytes]]: ...
 
+class LinearPredictions(NamedTuple):
+    life: _F64
+    lower: _F64
+    upper: _F64
+    out_of_distribution: npt.NDArray[np.bool_]
+
 @final
 class LinearModel:
     @classmethod
@@ -505,7 +512,7 @@ class LinearModel:
         *,
         coverage: float | None = None,
         fitted: bool = True,
-    ) -> tuple[_F64, _F64, _F64, npt.NDArray[np.bool_]]: ...
+    ) -> LinearPredictions: ...
     @property
     def feature_set(self) -> str: ...
     @property
@@ -522,7 +529,7 @@ class LinearFleet:
     def predict(self, cells: Sequence[Cell]) -> _F64: ...
     def predict_intervals(
         self, cells: Sequence[Cell], train: Sequence[Cell], *, coverage: float | None = None
-    ) -> tuple[_F64, _F64, _F64, npt.NDArray[np.bool_]]: ...
+    ) -> LinearPredictions: ...
     @property
     def local(self) -> LinearModel: ...
     @property

@@ -133,6 +133,14 @@ def test_intervals_cover_and_flag_an_unseen_chemistry() -> None:
     at_core = model.predict_intervals(test, train, coverage=battery_fl._core.DEFAULT_COVERAGE)
     for a, b in zip(default, at_core, strict=True):
         np.testing.assert_array_equal(a, b)
+    # a named tuple: BatLiNet's Predictions' names for the same arrays, pickled by name
+    assert isinstance(default, battery_fl.LinearPredictions)
+    np.testing.assert_array_equal(default.lower, default[1])
+    shared = {"life", "lower", "upper", "out_of_distribution"}
+    assert shared == set(default._fields) <= set(dir(battery_fl.Predictions))
+    again = pickle.loads(pickle.dumps(default))
+    assert type(again) is battery_fl.LinearPredictions
+    np.testing.assert_array_equal(again.upper, default.upper)
     with pytest.raises(battery_fl.DataError):  # five cells cannot calibrate 90 % intervals
         model.predict_intervals(test, train[:5])
     with pytest.raises(battery_fl.ConfigError):

@@ -10,6 +10,7 @@ use battery_fl_core::model::{
 };
 use numpy::PyArray1;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
 use crate::conversion::{from_json, to_json, to_python, vec_f64, BoolArray, F64Array};
@@ -89,8 +90,8 @@ impl PyLinearModel {
         Ok((vec_f64(py, lives), PyArray1::from_vec(py, bounded)))
     }
 
-    /// ``(lives, lower, upper, out_of_distribution)``: predictions with conformal intervals at
-    /// ``coverage`` (default the core's ``DEFAULT_COVERAGE``), calibrated on labelled
+    /// :class:`LinearPredictions` ``(life, lower, upper, out_of_distribution)``: predictions
+    /// with conformal intervals at ``coverage`` (default the core's ``DEFAULT_COVERAGE``), calibrated on labelled
     /// ``calibration`` cells: the cells the model was
     /// fitted on (``fitted=True``, closed-form leave-one-out) or cells it never saw
     /// (``fitted=False``); a cell is flagged out of distribution when its cathode is in
@@ -103,6 +104,10 @@ impl PyLinearModel {
     /// >>> lives, lower, upper, ood = model.predict_intervals(cells[30:], cells[:30], coverage=0.8)
     /// >>> bool((lower <= lives).all() and (lives <= upper).all())
     /// True
+    /// >>> p = model.predict_intervals(cells[30:], cells[:30], coverage=0.8)
+    /// >>> # the fleet's last 8 cells are NMC, a chemistry its first 30 (all LFP) lack: flagged
+    /// >>> [c.cathode for c in cells[30:]].count("NMC"), int(p.out_of_distribution.sum())
+    /// (8, 8)
     #[pyo3(signature = (cells, calibration, *, coverage=None, fitted=true))]
     fn predict_intervals<'py>(
         &self,
@@ -111,7 +116,7 @@ impl PyLinearModel {
         calibration: Vec<Bound<'py, PyBatteryCell>>,
         coverage: Option<f64>,
         fitted: bool,
-    ) -> PyResult<(F64Array<'py>, F64Array<'py>, F64Array<'py>, BoolArray<'py>)> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let cells = cell_refs(&cells);
         let calibration = cell_refs(&calibration);
         let coverage = coverage.unwrap_or(DEFAULT_COVERAGE);
@@ -128,7 +133,7 @@ impl PyLinearModel {
                     .intervals(&rows(&config, &cells)?, &cal, coverage)
             })
             .or_raise()?;
-        Ok(interval_arrays(py, &preds))
+        interval_arrays(py, &preds)
     }
 
     /// The feature set read (``variance``, ``fade``, ``discharge``, ``conditions``, ``aging``
@@ -200,7 +205,8 @@ impl PyLinearFleet {
         Ok(vec_f64(py, lives))
     }
 
-    /// ``(lives, lower, upper, out_of_distribution)``: predictions with the fleet's model for
+    /// :class:`LinearPredictions` ``(life, lower, upper, out_of_distribution)``: predictions
+    /// with the fleet's model for
     /// each cell's chemistry and conformal intervals at ``coverage`` (default
     /// ``DEFAULT_COVERAGE``), each model calibrated on the fleet's own training cells
     /// ``train`` (leave-one-out for the models fitted on them).
@@ -211,7 +217,7 @@ impl PyLinearFleet {
         cells: Vec<Bound<'py, PyBatteryCell>>,
         train: Vec<Bound<'py, PyBatteryCell>>,
         coverage: Option<f64>,
-    ) -> PyResult<(F64Array<'py>, F64Array<'py>, F64Array<'py>, BoolArray<'py>)> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let (cells, train) = (cell_refs(&cells), cell_refs(&train));
         let config = LinearConfig {
             early_life: self.inner.local.early_life.clone(),
@@ -224,7 +230,7 @@ impl PyLinearFleet {
                     .intervals(&rows(&config, &train)?, &rows(&config, &cells)?, coverage)
             })
             .or_raise()?;
-        Ok(interval_arrays(py, &preds))
+        interval_arrays(py, &preds)
     }
 
     /// Its model alone.
@@ -394,19 +400,45 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLinearFleet>()?;
     m.add_class::<PyLinearFederation>()?;
     m.add_function(wrap_pyfunction!(federate_linear_py, m)?)?;
+    m.add("LinearPredictions", linear_predictions_type(m.py())?)?;
     Ok(())
 }
 
-/// `(lives, lower, upper, out_of_distribution)` arrays of linear predictions.
+/// The fields of ``LinearPredictions``: the names :class:`Predictions` (BatLiNet's) gives
+/// the same arrays, so code reading ``p.lower`` or ``p.out_of_distribution`` serves both.
+const LINEAR_PREDICTION_FIELDS: [&str; 4] = ["life", "lower", "upper", "out_of_distribution"];
+
+/// ``battery_fl.LinearPredictions``: a named tuple (it still unpacks as the 4-tuple it was).
+static LINEAR_PREDICTIONS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn linear_predictions_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    let ty = LINEAR_PREDICTIONS.get_or_try_init(py, || {
+        let ty = py
+            .import("collections")?
+            .getattr("namedtuple")?
+            .call1(("LinearPredictions", LINEAR_PREDICTION_FIELDS))?;
+        ty.setattr("__module__", "battery_fl")?;
+        ty.setattr(
+            "__doc__",
+            "Linear predictions with intervals, one array per field: ``life``, ``lower``, \
+             ``upper`` (cycles) and ``out_of_distribution``, named as BatLiNet's \
+             :class:`Predictions` names them; unpacks as a 4-tuple.",
+        )?;
+        Ok::<_, PyErr>(ty.unbind())
+    })?;
+    Ok(ty.bind(py))
+}
+
+/// `LinearPredictions(life, lower, upper, out_of_distribution)` of linear predictions.
 fn interval_arrays<'py>(
     py: Python<'py>,
     preds: &[LinearPrediction],
-) -> (F64Array<'py>, F64Array<'py>, F64Array<'py>, BoolArray<'py>) {
+) -> PyResult<Bound<'py, PyAny>> {
     let pick = |f: fn(&LinearPrediction) -> f64| preds.iter().map(f).collect::<Vec<_>>();
-    (
+    linear_predictions_type(py)?.call1((
         vec_f64(py, pick(|p| p.life)),
         vec_f64(py, pick(|p| p.lower)),
         vec_f64(py, pick(|p| p.upper)),
         PyArray1::from_vec(py, preds.iter().map(|p| p.out_of_distribution).collect()),
-    )
+    ))
 }
