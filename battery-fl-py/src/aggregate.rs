@@ -5,8 +5,8 @@
 use std::sync::Mutex;
 
 use battery_fl_core::aggregate::{
-    ClientUpdate, FedAvg, FedMedian, FedOpt, FedOptConfig, FedProx, FedTrimmedAvg, ServerOptimizer,
-    UpdatePolicy, DEFAULT_TRIMMED_BETA,
+    partition_updates, ClientUpdate, FedAvg, FedMedian, FedOpt, FedOptConfig, FedProx,
+    FedTrimmedAvg, ServerOptimizer, UpdatePolicy, DEFAULT_TRIMMED_BETA,
 };
 // the core rule behind a Python aggregator (serializable, for pickling)
 use battery_fl_core::federation::{AggregationRule as Rule, FederationConfig, Strategy};
@@ -105,6 +105,35 @@ fn run(
     .or_raise()
 }
 
+/// Positions of the `updates` `policy` accepts against `current`, and why it refuses the others.
+fn partition(
+    updates: Vec<Tensors>,
+    current: Tensors,
+    policy: &UpdatePolicy,
+) -> Result<(Vec<usize>, std::collections::BTreeMap<usize, String>), Error> {
+    let global = named(positional_names(current.len()), current)?;
+    let mut named_updates = Vec::with_capacity(updates.len());
+    let mut refused = std::collections::BTreeMap::new();
+    for (i, u) in updates.into_iter().enumerate() {
+        // a list of another length cannot even be named like the global weights
+        match named(positional_names(u.len()), u) {
+            Ok(params) => named_updates.push(ClientUpdate::parameters(i.to_string(), 1, params)),
+            Err(e) => {
+                refused.insert(i, e.to_string());
+            }
+        }
+    }
+    let (kept, rejected) = partition_updates(&global, named_updates, policy);
+    for (id, why) in rejected {
+        refused.insert(id.parse().unwrap_or(usize::MAX), why.to_string());
+    }
+    let kept = kept
+        .iter()
+        .filter_map(|u| u.client_id.parse().ok())
+        .collect();
+    Ok((kept, refused))
+}
+
 fn policy(max_delta_norm: Option<f64>) -> UpdatePolicy {
     UpdatePolicy { max_delta_norm }
 }
@@ -168,6 +197,24 @@ macro_rules! aggregator {
                 let current = current.as_deref().map(tensors);
                 let next = run(py, &self.state, updates, &weights, current)?;
                 arrays_from_params(py, &next)
+            }
+
+            /// Which ``updates`` (each a list of arrays, as for :meth:`aggregate`) this
+            /// aggregator's update policy accepts against ``current``, the global weights
+            /// they started from, as the core's ``partition_updates`` sorts them for
+            /// :class:`Simulation`: ``(kept, rejected)``, the positions kept and, by position,
+            /// why each other one is refused (names and shapes, a non-finite value, a delta
+            /// over ``max_delta_norm``). A server drops the rejected before aggregating.
+            fn partition(
+                &self,
+                py: Python<'_>,
+                updates: Vec<Vec<ArrayIn<'_>>>,
+                current: Vec<ArrayIn<'_>>,
+            ) -> PyResult<(Vec<usize>, std::collections::BTreeMap<usize, String>)> {
+                let updates: Vec<Tensors> = updates.iter().map(|u| tensors(u)).collect();
+                let current = tensors(&current);
+                let policy = lock(&self.state).or_raise()?.rule.policy().clone();
+                py.detach(|| partition(updates, current, &policy)).or_raise()
             }
 
             /// The rule's name: its ``strategy`` name in :class:`Simulation` and the Flower

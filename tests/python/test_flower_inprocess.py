@@ -26,7 +26,7 @@ from flower_support import (
     reference_rounds,
     reference_simulation,
 )
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 import battery_fl
 from battery_fl import dp, flower, synthetic
@@ -275,6 +275,40 @@ def test_a_node_dropping_in_round_2_does_not_lose_the_round(tmp_path: Path, stag
     start = load_round(tmp_path / "drop" / "round-001.npz")
     want = reference_rounds(reference_model(), start, [2], members=[0, 1])[-1]
     assert max_diff(dropped.arrays, want) < 1e-4
+
+
+def _poison_mod(msg: Message, context: Context, call_next: Any) -> Message:
+    """A node whose node config has ``poison`` adds it to every weight it sends back."""
+    reply: Message = call_next(msg, context)
+    shift = float(context.node_config.get("poison", 0.0))  # type: ignore[arg-type]
+    if shift and msg.metadata.message_type == MessageType.TRAIN and reply.has_content():
+        arrays = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+        reply.content["arrays"] = ArrayRecord([a + shift for a in arrays])
+    return reply
+
+
+def test_max_delta_norm_drops_a_poisoning_node(tmp_path: Path) -> None:
+    """A node that sends weights far from what it received (every weight + 100) is dropped by
+    the core's update policy (``max-delta-norm``), round after round, and the others'
+    federation goes on exactly as without it; without the bound it takes the model along."""
+    app = make_client_app(mods=[_poison_mod])
+    configs = {
+        n: node_config(i, **({"poison": 100.0} if i == 2 else {})) for i, n in enumerate(NODE_IDS)
+    }
+    out = tmp_path / "bounded"
+    bounded = run_federation(
+        LocalGrid(app, configs), SETTINGS.replace(max_delta_norm=50.0, output_dir=str(out))
+    )
+    history = json.loads((out / "history.json").read_text())
+    for kept in history:
+        assert kept["survivors"] == NODE_IDS[:2] and kept["nodes"] == 2
+        assert list(kept["rejected"]) == [str(NODE_IDS[2])]
+        assert "exceeds bound 50" in kept["rejected"][str(NODE_IDS[2])]
+    model = reference_model()
+    want = reference_rounds(model, model.get_parameters(), [1, 2], members=[0, 1])[-1]
+    assert max_diff(bounded.arrays.to_numpy_ndarrays(), want) < 1e-6
+    unbounded = run_federation(LocalGrid(app, configs), SETTINGS)
+    assert max_diff(unbounded.arrays.to_numpy_ndarrays(), want) > 10.0
 
 
 def test_too_few_survivors_lose_only_that_round(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def test_personalization_settings_reach_the_run_config() -> None:
         assert info.value.field == next(iter(run_config)), run_config  # type: ignore[attr-defined]
 
 
-def test_clients_per_round_is_the_cores_setting() -> None:
+def test_clients_per_round_and_max_delta_norm_are_the_cores_settings() -> None:
     """``clients-per-round = 0`` stands for the core's ``None`` (every node); the core checks
     it against the nodes (``min-nodes``), and it does not mix with Flower's ``fraction-train``."""
     settings = FederationSettings.from_run_config({"clients-per-round": 2, "min-nodes": 3})
@@ -119,10 +119,21 @@ def test_clients_per_round_is_the_cores_setting() -> None:
     assert FederationSettings.from_run_config(settings.to_run_config()) == settings
     assert FederationSettings.from_run_config({"clients-per-round": 0}).clients_per_round is None
     assert FederationSettings().clients_per_round is None
+    # max-delta-norm likewise (0: no bound); a server under secure aggregation cannot check it
+    bounded = FederationSettings.from_run_config({"max-delta-norm": 2.5})
+    assert (
+        bounded.aggregator().to_json()
+        == battery_fl.aggregator_for(
+            {"strategy": bounded.strategy, "max_delta_norm": 2.5}
+        ).to_json()
+    )
+    assert FederationSettings.from_run_config({"max-delta-norm": 0}).max_delta_norm is None
     for bad in (
         {"clients-per-round": 4, "min-nodes": 3},
         {"clients-per-round": -1},
         {"fraction-train": 0.5, "clients-per-round": 1},
+        {"max-delta-norm": 1.0, "secure-aggregation": True},
+        {"max-delta-norm": -1.0},
     ):
         with pytest.raises(battery_fl.ConfigError) as info:
             FederationSettings.from_run_config(bad)

@@ -47,6 +47,17 @@ impl AggregationRule {
         }
     }
 
+    /// The checks every update passes before this rule combines it (`max_delta_norm`).
+    pub fn policy(&self) -> &UpdatePolicy {
+        match self {
+            AggregationRule::Avg(a) => &a.policy,
+            AggregationRule::Prox(p) => &p.fedavg.policy,
+            AggregationRule::Opt(o) => &o.config.policy,
+            AggregationRule::Median(m) => &m.policy,
+            AggregationRule::Trimmed(t) => &t.policy,
+        }
+    }
+
     /// The strategy this rule is.
     pub fn strategy(&self) -> Strategy {
         match self {
@@ -72,8 +83,16 @@ impl FederationConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the setting the rule refuses
     /// (a negative `proximal_mu`, a `trimmed_beta` outside `[0, 0.5)`, bad server-optimizer
-    /// settings).
+    /// settings, a `max_delta_norm` that is not a positive number).
     pub fn aggregation_rule(&self) -> Result<AggregationRule> {
+        if let Some(bound) = self.max_delta_norm {
+            if !(bound.is_finite() && bound > 0.0) {
+                return Err(Error::config(
+                    "max_delta_norm",
+                    format!("must be finite and > 0, got {bound}"),
+                ));
+            }
+        }
         let policy = UpdatePolicy {
             max_delta_norm: self.max_delta_norm,
         };
@@ -162,6 +181,16 @@ mod tests {
         match own.aggregation_rule().unwrap() {
             AggregationRule::Opt(o) => assert_eq!(o.config.policy.max_delta_norm, Some(7.0)),
             other => panic!("expected FedAdam, got {other:?}"),
+        }
+        for bound in [0.0, -1.0, f64::NAN] {
+            let bad = FederationConfig {
+                max_delta_norm: Some(bound),
+                ..Default::default()
+            };
+            assert!(matches!(
+                bad.aggregation_rule(),
+                Err(Error::InvalidConfig { field, .. }) if field == "max_delta_norm"
+            ));
         }
         let bad = FederationConfig {
             strategy: Strategy::FedTrimmedAvg,

@@ -85,6 +85,7 @@ SHARED_SETTINGS = {
     "strategy": "strategy",
     "proximal_mu": "proximal_mu",
     "trimmed_beta": "trimmed_beta",
+    "max_delta_norm": "max_delta_norm",
     "server_eta": "server_optimizer.eta",
     "server_beta1": "server_optimizer.beta1",
     "server_beta2": "server_optimizer.beta2",
@@ -111,8 +112,12 @@ RECIPES = ("batlinet", "linear")
 
 #: Optional settings and the run-config value that stands for ``None`` (TOML has no null):
 #: ``personal-epochs = 0`` means the core's default, ``local-epochs``; ``clients-per-round = 0``
-#: every node (Flower's ``fraction-train`` sampling).
-_NONE_IN_RUN_CONFIG: dict[str, int] = {"personal_epochs": 0, "clients_per_round": 0}
+#: every node (Flower's ``fraction-train`` sampling); ``max-delta-norm = 0`` no bound.
+_NONE_IN_RUN_CONFIG: dict[str, int] = {
+    "personal_epochs": 0,
+    "clients_per_round": 0,
+    "max_delta_norm": 0,
+}
 
 #: Run-config keys that were renamed: the old key is refused rather than silently ignored.
 _RENAMED = {"secagg-neighbors": "secagg-neighbours", "auto-margin": "choice-margin"}
@@ -190,7 +195,9 @@ class FederationSettings:
     ``dp_clipping_norm > 0``; ``dp_max_epsilon = 0`` means no budget; ``dp_seed = -1`` draws
     noise from the OS. The fields of :data:`SHARED_SETTINGS` default to the core's values
     (as :class:`battery_fl.Simulation`); the clients add the FedProx term ``proximal_mu``
-    with ``strategy = "fed_prox"`` only. ``personalization`` (one of
+    with ``strategy = "fed_prox"`` only; ``max_delta_norm`` (``0`` in the run config: no bound)
+    makes the server drop an update whose delta is longer, as the Simulation does (refused with
+    secure aggregation, which hides each update). ``personalization`` (one of
     :data:`PERSONALIZATIONS`, with ``ditto_lambda``, ``personal_epochs``,
     ``validation_fraction`` and ``choice_margin``) is how each node turns the federation into its own model
     (:class:`battery_fl.FleetClient`); ``calibration_holdout`` holds ``validation_fraction`` of
@@ -235,6 +242,7 @@ class FederationSettings:
     strategy: str = CORE_DEFAULTS["strategy"]
     proximal_mu: float = CORE_DEFAULTS["proximal_mu"]
     trimmed_beta: float = CORE_DEFAULTS["trimmed_beta"]
+    max_delta_norm: float | None = CORE_DEFAULTS["max_delta_norm"]
     server_eta: float = _OPT["eta"]
     server_beta1: float = _OPT["beta1"]
     server_beta2: float = _OPT["beta2"]
@@ -289,6 +297,12 @@ class FederationSettings:
             raise config_error("timeout", "must be positive")
         if self.dp_mode not in ("central", "local", "distributed"):
             raise config_error("dp-mode", f"{self.dp_mode!r} is not central/local/distributed")
+        if self.max_delta_norm is not None and self.secure_aggregation:
+            raise config_error(
+                "max-delta-norm",
+                "under secure aggregation the server sees only the masked sum: it cannot check "
+                "one node's update",
+            )
         if self.clients_per_round is not None and self.fraction_train != 1.0:
             raise config_error(
                 "fraction-train",
@@ -437,19 +451,7 @@ class FederationSettings:
     def aggregator(self) -> Any:
         """The Rust aggregator of :attr:`strategy` with these settings, as the core builds it
         (:func:`battery_fl.aggregator_for`)."""
-        return battery_fl.aggregator_for(
-            {
-                "strategy": self.strategy,
-                "proximal_mu": self.proximal_mu,
-                "trimmed_beta": self.trimmed_beta,
-                "server_optimizer": {
-                    "eta": self.server_eta,
-                    "beta1": self.server_beta1,
-                    "beta2": self.server_beta2,
-                    "tau": self.server_tau,
-                },
-            }
-        )
+        return battery_fl.aggregator_for(self.core_config())
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,11 @@
 :class:`BatteryFlStrategy` subclasses ``flwr.serverapp.strategy.FedAvg`` (node sampling,
 messages, metric aggregation) and replaces the aggregation:
 
+- every round without secure aggregation first drops the updates the aggregator's update
+  policy refuses (:meth:`battery_fl.FedAvg.partition`: names and shapes, non-finite values,
+  a delta over ``max_delta_norm``), as :class:`battery_fl.Simulation` does; the history
+  records them by node (``rejected``). Under secure aggregation the server sees only the
+  masked sum and cannot check one update;
 - plain: ``aggregator.aggregate(updates, weights, current=global)`` with any of
   :class:`battery_fl.FedAvg`, ``FedProx``, ``FedAdam``, ``FedYogi``, ``FedAdagrad``,
   ``FedMedian``, ``FedTrimmedAvg`` (weights = the ``num-examples`` metric);
@@ -216,8 +221,17 @@ class BatteryFlStrategy(FedAvg):
         valid, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid:
             return None, None
+        updates = [m.content["arrays"].to_numpy_ndarrays() for m in valid]  # type: ignore[union-attr]
+        # the core's update policy (shapes, finite values, max_delta_norm), as the Simulation's
+        kept, refused = self.aggregator.partition(updates, self._global)
+        rejected = {str(valid[i].metadata.src_node_id): why for i, why in refused.items()}
+        for node, why in rejected.items():
+            _log.warning("round %d: update of node %s rejected: %s", server_round, node, why)
+        if not kept:
+            self._finish_round(server_round, None, {"survivors": [], "rejected": rejected})
+            return None, None
+        valid, updates = [valid[i] for i in kept], [updates[i] for i in kept]
         contents = [m.content for m in valid]
-        updates = [c["arrays"].to_numpy_ndarrays() for c in contents]  # type: ignore[union-attr]
         extra: dict[str, float] = {"nodes": float(len(valid))}
         if self.server_dp is None:
             weights = [float(c["metrics"][self.weighted_by_key]) for c in contents]  # type: ignore[index,arg-type]
@@ -234,9 +248,11 @@ class BatteryFlStrategy(FedAvg):
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         for key, value in extra.items():
             metrics[key] = value
-        # the nodes whose update went in (as a secure round's survivors)
+        # the nodes whose update went in (as a secure round's survivors), and those refused
         survivors = sorted(int(m.metadata.src_node_id) for m in valid)
-        self._finish_round(server_round, new, {**extra, "survivors": survivors})
+        self._finish_round(
+            server_round, new, {**extra, "survivors": survivors, "rejected": rejected}
+        )
         return ArrayRecord(new), metrics
 
     def _min_survivors(self, sampled: int) -> int | None:
