@@ -449,6 +449,7 @@ fn main() -> Result<()> {
         "epsilon": epsilon,
         "model": "batlinet",
         "personalization": args.personalization.name(),
+        "calibration_holdout": args.calibration_holdout,
         "per_fleet": per_fleet,
     });
     let mut summary = summary;

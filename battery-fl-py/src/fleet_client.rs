@@ -229,7 +229,8 @@ impl PyFleetClient {
 
     /// What the fleet sends to the secure sum that pools interval calibrations: the
     /// histogram (float64 counts in fixed bins) of its held-out cells' conformal scores
-    /// (``auto`` or ``auto_head`` personalization, after an evaluated round).
+    /// (``auto`` or ``auto_head`` personalization, or ``calibration_holdout``, after an
+    /// evaluated round).
     fn calibration_histogram<'py>(
         &self,
         py: Python<'py>,
@@ -260,8 +261,8 @@ impl PyFleetClient {
         Ok(PyIntervalCalibration { inner })
     }
 
-    /// The number of cells the fleet federates on (with ``auto`` and ``auto_head``, those not
-    /// held out).
+    /// The number of cells the fleet federates on (with ``auto``, ``auto_head`` or
+    /// ``calibration_holdout``, those not held out).
     #[getter]
     fn fit_cells(&self) -> usize {
         self.inner.fit_cells().len()

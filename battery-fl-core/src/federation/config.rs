@@ -266,11 +266,11 @@ pub struct FederationConfig {
     /// `auto_head`, and to calibrate its intervals with `calibration_holdout` (default 0.25).
     pub validation_fraction: f64,
     /// Hold out `validation_fraction` of each fleet's training cells in every personalization
-    /// mode (default false; `auto` and `auto_head` always do): the fleet trains and federates
-    /// without them, and they calibrate the intervals of the model it uses
-    /// ([`Simulation::calibrate_fleets`](super::Simulation::calibrate_fleets)). Split-conformal
-    /// intervals for `none`, `fine_tune`, `head` and `ditto`, at the price of training on fewer
-    /// cells.
+    /// mode (default false; `auto` and `auto_head` always do): no weight the fleet trains or
+    /// federates sees them (they still count in the shared label and input statistics), and
+    /// they calibrate the intervals of the model it uses
+    /// ([`Simulation::calibrate_fleets`](super::Simulation::calibrate_fleets)): intervals for
+    /// `none`, `fine_tune`, `head` and `ditto`, at the price of training on fewer cells.
     pub calibration_holdout: bool,
     /// With `auto` and `auto_head`: how clearly a shared candidate's validation errors must lie
     /// below the fleet's own model's for it to be chosen, the normal quantile of a one-sided paired

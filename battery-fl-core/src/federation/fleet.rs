@@ -22,8 +22,8 @@ pub struct LocalUpdate {
     pub num_examples: u64,
 }
 
-/// One fleet's training cells, split for `auto` and `auto_head` personalization, and the federation
-/// settings it trains with.
+/// One fleet's training cells, split for `auto` and `auto_head` personalization (or
+/// `calibration_holdout`), and the federation settings it trains with.
 ///
 /// With [`Personalization::Auto`] and [`Personalization::AutoHead`], a `validation_fraction` of the
 /// training cells (a seeded, deterministic choice) is held out to choose the fleet's model; the

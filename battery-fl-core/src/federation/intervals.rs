@@ -11,9 +11,11 @@
 //! ([`Personalization::Auto`](super::Personalization::Auto)), so a winner's optimism is small but
 //! not nil, and the fleets' pooled errors need not be exchangeable: coverage is not guaranteed,
 //! only measured (BENCHMARKS.md). The other modes (`none`, `fine_tune`, `head`, `ditto`) train
-//! on every cell unless `calibration_holdout` holds the same share out; then the model a fleet
-//! uses never saw them and its errors there are plain split-conformal scores, exchangeable with
-//! its future cells' when the cells are (nothing chose on them). Without held-out cells
+//! on every cell unless `calibration_holdout` holds the same share out; then no weight of the
+//! model a fleet uses trained on them and nothing chose on them, so its errors there are
+//! split-conformal scores up to two small departures: the cells count in the shared label and
+//! input statistics (as with `auto`), and they are predicted with the fitting cells as
+//! references where new cells get all training cells. Without held-out cells
 //! calibration is refused, and so is record-level DP-SGD, whose guarantee would not cover the
 //! summed errors.
 //!

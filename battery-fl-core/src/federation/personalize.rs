@@ -185,7 +185,7 @@ pub(crate) fn zero_head(delta: &mut ModelParams) {
 
 #[cfg(feature = "tch")]
 /// Deterministic split of a fleet's training cells into fitting and validation positions (`auto`,
-/// `auto_head`): every `1/fraction`-th cell of a seeded order validates, at least one cell each.
+/// `auto_head`, `calibration_holdout`): every `1/fraction`-th cell of a seeded order validates, at least one cell each.
 pub(crate) fn validation_split(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     use rand::seq::SliceRandom;
     let mut order: Vec<usize> = (0..n).collect();

@@ -164,7 +164,8 @@ impl IntervalSummary {
         let cells = parts.iter().map(|p| p.cells).sum();
         let ratio = |a: f64, n: usize| if n == 0 { 0.0 } else { a / n as f64 };
         IntervalSummary {
-            covered: ratio(sum(|p| p.covered * p.labelled as f64), labelled),
+            // (each part's covered cells are a whole number: rounded, the pool is exact)
+            covered: ratio(sum(|p| (p.covered * p.labelled as f64).round()), labelled),
             labelled,
             mean_width: ratio(sum(|p| p.mean_width * p.cells as f64), cells),
             flagged: parts.iter().map(|p| p.flagged).sum(),

@@ -268,6 +268,10 @@ class BatteryFlStrategy(FedAvg):
         if self.epsilon is not None:
             extra["epsilon"] = self.epsilon
         moved = [(g + d).astype(np.float32) for g, d in zip(self._global, mean, strict=True)]
+        if isinstance(self.aggregator, battery_fl.FedAvg | battery_fl.FedProx):
+            # added as the Simulation adds it: the update policy (max_delta_norm) is for one
+            # node's update, not for a released mean that carries the server's noise
+            return moved
         return self.aggregator.aggregate([moved], [1.0], current=self._global)
 
     def _finish_round(
