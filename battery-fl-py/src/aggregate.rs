@@ -105,6 +105,34 @@ fn run(
     .or_raise()
 }
 
+/// Which ``updates`` (each a list of arrays, as for :meth:`FedAvg.aggregate`) a server takes
+/// against ``current``, the global weights they started from, as the core's
+/// ``partition_updates`` sorts them for :class:`Simulation`: ``(kept, rejected)``, the positions
+/// kept and, by position, why each other one is refused (names and shapes, a non-finite
+/// value, a delta longer than ``max_delta_norm``). A server drops the rejected before it
+/// aggregates; the bound is for one update, never for their mean.
+///
+/// >>> import numpy as np, battery_fl
+/// >>> current = [np.zeros(3, np.float32)]
+/// >>> near, far = [np.full(3, 0.1, np.float32)], [np.full(3, 5.0, np.float32)]
+/// >>> battery_fl.partition_updates([near, far], current, max_delta_norm=1.0)
+/// ([0], {1: 'L2 norm 8.6603 exceeds bound 1'})
+#[pyfunction]
+#[pyo3(name = "partition_updates", signature = (updates, current, *, max_delta_norm=None))]
+fn partition_updates_py(
+    py: Python<'_>,
+    updates: Vec<Vec<ArrayIn<'_>>>,
+    current: Vec<ArrayIn<'_>>,
+    max_delta_norm: Option<f64>,
+) -> PyResult<(Vec<usize>, std::collections::BTreeMap<usize, String>)> {
+    let policy = policy(max_delta_norm);
+    policy.validate().or_raise()?;
+    let updates: Vec<Tensors> = updates.iter().map(|u| tensors(u)).collect();
+    let current = tensors(&current);
+    py.detach(|| partition(updates, current, &policy))
+        .or_raise()
+}
+
 /// Positions of the `updates` `policy` accepts against `current`, and why it refuses the others.
 fn partition(
     updates: Vec<Tensors>,
@@ -197,24 +225,6 @@ macro_rules! aggregator {
                 let current = current.as_deref().map(tensors);
                 let next = run(py, &self.state, updates, &weights, current)?;
                 arrays_from_params(py, &next)
-            }
-
-            /// Which ``updates`` (each a list of arrays, as for :meth:`aggregate`) this
-            /// aggregator's update policy accepts against ``current``, the global weights
-            /// they started from, as the core's ``partition_updates`` sorts them for
-            /// :class:`Simulation`: ``(kept, rejected)``, the positions kept and, by position,
-            /// why each other one is refused (names and shapes, a non-finite value, a delta
-            /// over ``max_delta_norm``). A server drops the rejected before aggregating.
-            fn partition(
-                &self,
-                py: Python<'_>,
-                updates: Vec<Vec<ArrayIn<'_>>>,
-                current: Vec<ArrayIn<'_>>,
-            ) -> PyResult<(Vec<usize>, std::collections::BTreeMap<usize, String>)> {
-                let updates: Vec<Tensors> = updates.iter().map(|u| tensors(u)).collect();
-                let current = tensors(&current);
-                let policy = lock(&self.state).or_raise()?.rule.policy().clone();
-                py.detach(|| partition(updates, current, &policy)).or_raise()
             }
 
             /// The rule's name: its ``strategy`` name in :class:`Simulation` and the Flower
@@ -465,6 +475,7 @@ fn aggregator_for(
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(aggregator_for, m)?)?;
+    m.add_function(wrap_pyfunction!(partition_updates_py, m)?)?;
     m.add_class::<PyFedAvg>()?;
     m.add_class::<PyFedProx>()?;
     m.add_class::<PyFedAdam>()?;

@@ -80,6 +80,7 @@ __all__ = [
     "load_cells",
     "load_fleets",
     "memory_policy",
+    "partition_updates",
     "pooled_interval_summary",
     "protocol_threshold",
     "set_memory_policy",
@@ -698,9 +699,6 @@ class _Aggregator:
         *,
         current: Sequence[npt.ArrayLike] | None = None,
     ) -> list[_F32]: ...
-    def partition(
-        self, updates: Sequence[Sequence[npt.ArrayLike]], current: Sequence[npt.ArrayLike]
-    ) -> tuple[list[int], dict[int, str]]: ...
     @property
     def name(self) -> str: ...
     def to_json(self) -> str: ...
@@ -749,6 +747,12 @@ class FedTrimmedAvg(_Aggregator):
     @property
     def beta(self) -> float: ...
 
+def partition_updates(
+    updates: Sequence[Sequence[npt.ArrayLike]],
+    current: Sequence[npt.ArrayLike],
+    *,
+    max_delta_norm: float | None = None,
+) -> tuple[list[int], dict[int, str]]: ...
 def aggregator_for(
     config: dict[str, Any] | None = None,
     *,

@@ -124,24 +124,29 @@ def test_updates_are_validated() -> None:
 
 
 def test_partition_sorts_updates_as_the_simulation_does() -> None:
-    """``partition`` applies the aggregator's update policy to each update alone: the good
-    ones' positions, and each refused one's reason (what a Flower server drops and records)."""
+    """``partition_updates`` checks each update alone: the good ones' positions, and each
+    refused one's reason (what a Flower server drops and records)."""
     current = [np.zeros(3, np.float32), np.zeros(2, np.float32)]
     near = [np.full(3, 0.1, np.float32), np.full(2, 0.1, np.float32)]
     far = [np.full(3, 5.0, np.float32), np.zeros(2, np.float32)]
     nan = [np.array([0.0, np.nan, 0.0], np.float32), np.zeros(2, np.float32)]
     short = [np.zeros(3, np.float32)]
-    bounded = battery_fl.aggregator_for({"strategy": "fed_avg", "max_delta_norm": 1.0})
-    kept, refused = bounded.partition([near, far, nan, short, near], current)
+    kept, refused = battery_fl.partition_updates(
+        [near, far, nan, short, near], current, max_delta_norm=1.0
+    )
     assert kept == [0, 4] and sorted(refused) == [1, 2, 3]
     assert "exceeds bound 1" in refused[1] and "non-finite" in refused[2]
     assert "shape" in refused[3] or "parameters" in refused[3]
     # without a bound only the broken updates go
-    kept, refused = battery_fl.FedAvg().partition([near, far, nan], current)
+    kept, refused = battery_fl.partition_updates([near, far, nan], current)
     assert kept == [0, 1] and list(refused) == [2]
-    with pytest.raises(battery_fl.ConfigError) as info:
-        battery_fl.aggregator_for({"max_delta_norm": -1.0})
-    assert info.value.field == "max_delta_norm"
+    for bad in (
+        lambda: battery_fl.aggregator_for({"max_delta_norm": -1.0}),
+        lambda: battery_fl.partition_updates([near], current, max_delta_norm=0.0),
+    ):
+        with pytest.raises(battery_fl.ConfigError) as info:
+            bad()
+        assert info.value.field == "max_delta_norm"
 
 
 AGGREGATORS = {

@@ -310,22 +310,25 @@ def test_max_delta_norm_drops_a_poisoning_node(tmp_path: Path) -> None:
     unbounded = run_federation(LocalGrid(app, configs), SETTINGS)
     assert max_diff(unbounded.arrays.to_numpy_ndarrays(), want) > 10.0
     # with central DP the bound still drops the node, and the released mean, whose server noise
-    # (z C / m per weight) is far longer than the bound, is added as the Simulation adds it
-    noisy = tmp_path / "noisy"
-    run_federation(
-        LocalGrid(app, configs),
-        SETTINGS.replace(
-            max_delta_norm=50.0,
-            dp_noise_multiplier=100.0,
-            dp_clipping_norm=0.5,
-            dp_mode="central",
-            dp_seed=1,
-            output_dir=str(noisy),
-        ),
-    )
-    history = json.loads((noisy / "history.json").read_text())
-    assert [h["aggregated"] for h in history] == [True, True]
-    assert all(list(h["rejected"]) == [str(NODE_IDS[2])] for h in history)
+    # (z C / m per weight) is far longer than the bound, is applied as the Simulation applies
+    # it (added, or a server optimizer's step)
+    for strategy in ("fed_avg", "fed_adam"):
+        noisy = tmp_path / strategy
+        run_federation(
+            LocalGrid(app, configs),
+            SETTINGS.replace(
+                strategy=strategy,
+                max_delta_norm=50.0,
+                dp_noise_multiplier=100.0,
+                dp_clipping_norm=0.5,
+                dp_mode="central",
+                dp_seed=1,
+                output_dir=str(noisy),
+            ),
+        )
+        history = json.loads((noisy / "history.json").read_text())
+        assert [h["aggregated"] for h in history] == [True, True], strategy
+        assert all(list(h["rejected"]) == [str(NODE_IDS[2])] for h in history)
 
 
 def test_too_few_survivors_lose_only_that_round(tmp_path: Path) -> None:

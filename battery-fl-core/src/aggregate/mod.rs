@@ -97,6 +97,22 @@ pub struct UpdatePolicy {
     pub max_delta_norm: Option<f64>,
 }
 
+impl UpdatePolicy {
+    /// Check the bound: a positive, finite number when set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] (`max_delta_norm`) otherwise.
+    pub fn validate(&self) -> Result<()> {
+        match self.max_delta_norm {
+            Some(bound) if !(bound.is_finite() && bound > 0.0) => Err(Error::config(
+                "max_delta_norm",
+                format!("must be finite and > 0, got {bound}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Validate one update against the global weights: names and shapes, finiteness, positive
 /// weight, and the delta-norm bound.
 pub fn validate_update(

@@ -85,17 +85,10 @@ impl FederationConfig {
     /// (a negative `proximal_mu`, a `trimmed_beta` outside `[0, 0.5)`, bad server-optimizer
     /// settings, a `max_delta_norm` that is not a positive number).
     pub fn aggregation_rule(&self) -> Result<AggregationRule> {
-        if let Some(bound) = self.max_delta_norm {
-            if !(bound.is_finite() && bound > 0.0) {
-                return Err(Error::config(
-                    "max_delta_norm",
-                    format!("must be finite and > 0, got {bound}"),
-                ));
-            }
-        }
         let policy = UpdatePolicy {
             max_delta_norm: self.max_delta_norm,
         };
+        policy.validate()?;
         let opt = |optimizer| -> Result<AggregationRule> {
             // (the server optimizer's own policy stands unless the federation sets a bound)
             let mut config = self.server_optimizer.clone();

@@ -469,3 +469,27 @@ fn cathode_label_grouping_is_shared_from_secure_sums_and_read_per_cell() {
     }
     assert_ne!(before, after);
 }
+
+/// `max_delta_norm` bounds each fleet's update, not the released mean, whose central DP noise
+/// is far longer than the bound: a server optimizer steps with it (the rule without the
+/// federation's bound, `unchecked_rule`) and the run completes.
+#[test]
+fn a_bound_on_updates_does_not_refuse_the_noisy_mean_of_a_server_optimizer() {
+    let cfg = FederationConfig {
+        strategy: Strategy::FedAdam,
+        dp: Some(
+            DpConfig::new(50.0, 0.5)
+                .with_mode(DpMode::Central)
+                .with_seed(3),
+        ),
+        max_delta_norm: Some(5.0),
+        ..config(2)
+    };
+    let mut sim = Simulation::new(cfg, model(), featurizer(), fleets(3)).unwrap();
+    sim.run(|_| {}).unwrap();
+    let records = &sim.state().history;
+    assert_eq!(records.len(), 2);
+    assert!(records
+        .iter()
+        .all(|r| r.clients.len() == 3 && r.rejected.is_empty()));
+}

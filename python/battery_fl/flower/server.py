@@ -304,6 +304,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
         output_dir=out,
         clients_per_round=settings.clients_per_round,
         seed=settings.seed,
+        max_delta_norm=settings.max_delta_norm,
     )
     config = _train_config(model, settings, total)
     result = strategy.start(

@@ -450,8 +450,10 @@ class FederationSettings:
 
     def aggregator(self) -> Any:
         """The Rust aggregator of :attr:`strategy` with these settings, as the core builds it
-        (:func:`battery_fl.aggregator_for`)."""
-        return battery_fl.aggregator_for(self.core_config())
+        (:func:`battery_fl.aggregator_for`) for the server: without ``max_delta_norm``, which
+        the strategy checks on each update (:func:`battery_fl.partition_updates`) and never on
+        their released mean, as :class:`battery_fl.Simulation` does."""
+        return battery_fl.aggregator_for({**self.core_config(), "max_delta_norm": None})
 
 
 @dataclass(frozen=True)

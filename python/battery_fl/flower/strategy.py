@@ -3,11 +3,12 @@
 :class:`BatteryFlStrategy` subclasses ``flwr.serverapp.strategy.FedAvg`` (node sampling,
 messages, metric aggregation) and replaces the aggregation:
 
-- every round without secure aggregation first drops the updates the aggregator's update
-  policy refuses (:meth:`battery_fl.FedAvg.partition`: names and shapes, non-finite values,
-  a delta over ``max_delta_norm``), as :class:`battery_fl.Simulation` does; the history
-  records them by node (``rejected``). Under secure aggregation the server sees only the
-  masked sum and cannot check one update;
+- every round without secure aggregation first drops the updates the core refuses
+  (:func:`battery_fl.partition_updates`: names and shapes, non-finite values, a delta longer
+  than ``max_delta_norm``), as :class:`battery_fl.Simulation` does; the history records them
+  by node (``rejected``). The bound is for one update, never for a released mean (the
+  aggregator, as the Simulation's, carries none of its own). Under secure aggregation the
+  server sees only the masked sum and cannot check one update;
 - plain: ``aggregator.aggregate(updates, weights, current=global)`` with any of
   :class:`battery_fl.FedAvg`, ``FedProx``, ``FedAdam``, ``FedYogi``, ``FedAdagrad``,
   ``FedMedian``, ``FedTrimmedAvg`` (weights = the ``num-examples`` metric);
@@ -106,7 +107,15 @@ class BatteryFlStrategy(FedAvg):
         output_dir: str | Path | None = None,
         clients_per_round: int | None = None,
         seed: int = 0,
+        max_delta_norm: float | None = None,
     ) -> None:
+        if max_delta_norm is not None and secure_aggregation is not None:
+            raise config_error(
+                "max-delta-norm",
+                "under secure aggregation the server sees only the masked sum: it cannot check "
+                "one node's update",
+            )
+        self.max_delta_norm = max_delta_norm
         if clients_per_round is not None:
             if fraction_train != 1.0:
                 raise config_error(
@@ -223,7 +232,9 @@ class BatteryFlStrategy(FedAvg):
             return None, None
         updates = [m.content["arrays"].to_numpy_ndarrays() for m in valid]  # type: ignore[union-attr]
         # the core's update policy (shapes, finite values, max_delta_norm), as the Simulation's
-        kept, refused = self.aggregator.partition(updates, self._global)
+        kept, refused = battery_fl.partition_updates(
+            updates, self._global, max_delta_norm=self.max_delta_norm
+        )
         rejected = {str(valid[i].metadata.src_node_id): why for i, why in refused.items()}
         for node, why in rejected.items():
             _log.warning("round %d: update of node %s rejected: %s", server_round, node, why)
@@ -269,8 +280,9 @@ class BatteryFlStrategy(FedAvg):
             extra["epsilon"] = self.epsilon
         moved = [(g + d).astype(np.float32) for g, d in zip(self._global, mean, strict=True)]
         if isinstance(self.aggregator, battery_fl.FedAvg | battery_fl.FedProx):
-            # added as the Simulation adds it: the update policy (max_delta_norm) is for one
-            # node's update, not for a released mean that carries the server's noise
+            # added as the Simulation adds it (an update policy is for one node's update, not
+            # for a released mean that carries the server's noise); a server optimizer steps
+            # with it, under its own policy only, as the Simulation's does
             return moved
         return self.aggregator.aggregate([moved], [1.0], current=self._global)
 
