@@ -11,7 +11,8 @@
 //! (Flower 1.41 feeds the *clipped* fraction into the same formula, which moves `C` the wrong
 //! way; the tests here pin the direction.) Releasing `b̃` costs privacy too: to keep the
 //! overall noise multiplier at `z`, the update noise uses
-//! `z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2)` ([`effective_noise_multiplier`]), which needs `z < 2σ_b`.
+//! `z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2)` ([`effective_noise_multiplier`]), which needs `z < 2σ_b`;
+//! an accountant steps both releases (`z_Δ` and `2σ_b`), which compose to `z`.
 //!
 //! ```
 //! use battery_fl_core::dp::{AdaptiveClipConfig, AdaptiveClipState, GaussianNoise};

@@ -2,7 +2,7 @@
 
 use battery_fl_core::data::synthetic::FleetConfig;
 use battery_fl_core::data::LabelConfig;
-use battery_fl_core::dp::{DpConfig, DpMode};
+use battery_fl_core::dp::{AdaptiveClipConfig, DpConfig, DpMode};
 use battery_fl_core::features::{Featurizer, FeaturizerConfig};
 use battery_fl_core::federation::{
     FederationConfig, FleetData, SecureAggregation, Simulation, Strategy,
@@ -492,4 +492,32 @@ fn a_bound_on_updates_does_not_refuse_the_noisy_mean_of_a_server_optimizer() {
     assert!(records
         .iter()
         .all(|r| r.clients.len() == 3 && r.rejected.is_empty()));
+}
+
+/// With adaptive clipping each round releases two things: the mean update, noised at
+/// `z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2)`, and the noisy count of unclipped updates (`σ_b`, centred
+/// bits of sensitivity 1/2). Both are accounted, so ε is that of the overall multiplier `z`;
+/// accounting the update alone (as before) reported less than was spent.
+#[test]
+fn adaptive_clipping_accounts_the_count_it_releases() {
+    let (z, sigma_b, rounds) = (1.0, 1.0, 2);
+    let dp = DpConfig::new(z, 1.0)
+        .with_mode(DpMode::Central)
+        .with_seed(4)
+        .with_adaptive(AdaptiveClipConfig::default().with_count_noise_std(sigma_b));
+    let cfg = FederationConfig {
+        dp: Some(dp.clone()),
+        ..config(rounds)
+    };
+    let mut sim = Simulation::new(cfg, model(), featurizer(), fleets(3)).unwrap();
+    sim.run(|_| {}).unwrap();
+    let reported = sim.state().history.last().unwrap().epsilon.unwrap();
+    let epsilon_of = |multiplier: f64| {
+        let mut acc = dp.accountant().unwrap();
+        acc.step(multiplier, 1.0, rounds as u64).unwrap();
+        acc.epsilon(dp.target_delta).unwrap()
+    };
+    approx::assert_relative_eq!(reported, epsilon_of(z), max_relative = 1e-9);
+    let z_update = (z.powi(-2) - (2.0 * sigma_b).powi(-2)).powf(-0.5);
+    assert!(reported > epsilon_of(z_update) * 1.05, "{reported}");
 }
