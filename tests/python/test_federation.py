@@ -311,3 +311,16 @@ def test_auto_head_keeps_heads_home_and_chooses_own_or_own_head(
         -1
     ]
     assert set(alone["choices"].values()) == {"local"}
+
+
+def test_new_federation_helpers_refuse_bad_input_with_typed_errors() -> None:
+    """``select_clients`` names ``clients_per_round`` for a count outside 1..fleets; a config
+    key the core does not know is a ConfigError naming it, not a silent ``False``."""
+    for per_round in (0, 6):
+        with pytest.raises(battery_fl.ConfigError) as info:
+            battery_fl.select_clients(7, 1, 5, per_round)
+        assert info.value.field == "clients_per_round"
+    assert battery_fl.select_clients(7, 1, 5, 5) == [0, 1, 2, 3, 4]
+    with pytest.raises(battery_fl.ConfigError) as info:
+        battery_fl.holds_out_validation_cells({"calibration_hold_out": True})
+    assert info.value.field == "config.calibration_hold_out"
