@@ -82,10 +82,13 @@ impl GaussianNoise {
     }
 
     /// A generator from an explicit 256-bit key.
-    // Not inlined: in release builds (rustc 1.95) two generators made from the same constant
-    // key at inlined call sites shared one call counter, so the second drew the first's later
-    // streams (tests/it/dp.rs `seeded_noise_reproduces_and_os_noise_does_not` failed with
-    // `--release`; session 28 did not minimize it). Keys from seeds or the OS were not affected.
+    // Not inlined: rustc 1.95 miscompiles a closure called with a by-value argument that
+    // const-propagation turns into a constant (reported upstream as rust-lang/rust#155241):
+    // two calls `run(GaussianNoise::from_key([7; 32]))` of a closure that mutates its
+    // argument shared one copy, so the second generator started at the first's call count
+    // and drew its later streams (tests/it/dp.rs `seeded_noise_reproduces_and_os_noise_does_not`
+    // under `cargo test --release`; reproduced and matched to the issue in session 29). Keys
+    // from seeds or the OS are runtime values and never hit it; this keeps constant keys safe.
     #[inline(never)]
     pub fn from_key(key: [u8; 32]) -> Self {
         GaussianNoise { key, calls: 0 }
