@@ -2,13 +2,14 @@
 
 use std::sync::Mutex;
 
-use battery_fl_core::dp::{DpConfig, DpMode, ServerDp};
+use battery_fl_core::dp::{AdaptiveClipConfig, DpConfig, DpMode, ServerDp};
 use battery_fl_core::model::ModelParams;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList};
 
 use crate::conversion::{
-    arrays_from_params, enum_from_str, named, positional_names, tensors, to_python, ArrayIn,
+    arrays_from_params, config_from_dict, enum_from_str, named, positional_names, tensors,
+    to_python, ArrayIn,
 };
 use crate::errors::{lock, CoreResult};
 
@@ -20,7 +21,13 @@ use crate::errors::{lock, CoreResult};
 /// server knows whom it sampled), and in ``"central"`` mode the server's noise. An exhausted
 /// budget (``max_epsilon``) raises :class:`battery_fl.PrivacyError` and releases nothing.
 /// Distributed noise without ``secure_aggregation`` raises :class:`battery_fl.ConfigError`.
-/// Settings left out take the core's defaults.
+/// ``adaptive`` (a dict of ``target_unclipped_quantile``, ``learning_rate``,
+/// ``count_noise_std``: :func:`battery_fl.dp.default_adaptive_config`) turns on adaptive
+/// clipping in ``"central"`` mode without secure aggregation (the server sees each update's
+/// norm only there): ``clipping_norm`` is then the first round's, :attr:`clipping_norm` the
+/// next round's, and each round also releases and accounts the noisy count of updates that
+/// fit under it, as :class:`battery_fl.Simulation` does. Settings left out take the core's
+/// defaults.
 ///
 /// >>> import numpy as np
 /// >>> from battery_fl import dp
@@ -41,7 +48,7 @@ fn params(arrays: &[ArrayIn<'_>]) -> Result<ModelParams, battery_fl_core::Error>
 #[pymethods]
 impl PyServerDp {
     #[new]
-    #[pyo3(signature = (noise_multiplier, clipping_norm, *, mode=None, target_delta=None, max_epsilon=None, seed=None, secure_aggregation=false))]
+    #[pyo3(signature = (noise_multiplier, clipping_norm, *, mode=None, target_delta=None, max_epsilon=None, seed=None, secure_aggregation=false, adaptive=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         noise_multiplier: f64,
@@ -51,6 +58,7 @@ impl PyServerDp {
         max_epsilon: Option<f64>,
         seed: Option<u64>,
         secure_aggregation: bool,
+        adaptive: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let defaults = DpConfig::default();
         let mode: DpMode = match mode {
@@ -64,7 +72,9 @@ impl PyServerDp {
             target_delta: target_delta.unwrap_or(defaults.target_delta),
             max_epsilon,
             seed,
-            ..defaults
+            adaptive: adaptive
+                .map(|a| config_from_dict::<AdaptiveClipConfig>(a, "adaptive"))
+                .transpose()?,
         };
         Ok(PyServerDp {
             inner: Mutex::new(ServerDp::new(config, secure_aggregation).or_raise()?),
@@ -121,6 +131,13 @@ impl PyServerDp {
         arrays_from_params(py, &released)
     }
 
+    /// The clipping norm of the next round (moved by adaptive clipping, else the configured
+    /// one).
+    #[getter]
+    fn clipping_norm(&self) -> PyResult<f64> {
+        Ok(lock(&self.inner).or_raise()?.clipping_norm())
+    }
+
     /// Epsilon spent so far at ``target_delta`` (``None`` before the first release).
     #[getter]
     fn epsilon(&self) -> PyResult<Option<f64>> {
@@ -137,10 +154,12 @@ impl PyServerDp {
         let s = lock(&self.inner).or_raise()?;
         let c = s.config();
         Ok(format!(
-            "ServerDp({:?}, noise_multiplier={}, clipping_norm={}, rounds={}, epsilon={:?})",
+            "ServerDp({:?}, noise_multiplier={}, clipping_norm={}, adaptive={}, rounds={}, \
+             epsilon={:?})",
             c.mode,
             c.noise_multiplier,
-            c.clipping_norm,
+            s.clipping_norm(),
+            c.adaptive.is_some(),
             s.rounds(),
             s.epsilon()
         ))
@@ -158,7 +177,20 @@ fn default_config(py: Python<'_>) -> PyResult<Py<PyAny>> {
     to_python(py, &DpConfig::default())
 }
 
+/// The core's adaptive-clipping defaults (``AdaptiveClipConfig::default()``) as a dict:
+/// ``target_unclipped_quantile``, ``learning_rate`` and ``count_noise_std`` (``None``:
+/// ``m / 20`` for ``m`` sampled nodes).
+///
+/// >>> from battery_fl import dp
+/// >>> dp.default_adaptive_config()
+/// {'target_unclipped_quantile': 0.5, 'learning_rate': 0.2, 'count_noise_std': None}
+#[pyfunction(name = "dp_default_adaptive_config")]
+fn default_adaptive_config(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    to_python(py, &AdaptiveClipConfig::default())
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyServerDp>()?;
-    m.add_function(wrap_pyfunction!(default_config, m)?)
+    m.add_function(wrap_pyfunction!(default_config, m)?)?;
+    m.add_function(wrap_pyfunction!(default_adaptive_config, m)?)
 }

@@ -11,6 +11,7 @@ __all__ = [
     "BATLINET_PRESETS",
     "batlinet_preset",
     "membership_auc",
+    "dp_default_adaptive_config",
     "dp_default_config",
     "dp_default_record_config",
     "secagg_default_config",
@@ -112,6 +113,7 @@ PERSONALIZATIONS: tuple[str, ...]
 SCORE_BINS: int
 STRATEGIES: tuple[str, ...]
 
+def dp_default_adaptive_config() -> dict[str, Any]: ...
 def dp_default_config() -> dict[str, Any]: ...
 def dp_default_record_config() -> dict[str, Any]: ...
 def membership_auc(
@@ -785,6 +787,7 @@ class ServerDp:
         max_epsilon: float | None = None,
         seed: int | None = None,
         secure_aggregation: bool = False,
+        adaptive: Mapping[str, Any] | None = None,
     ) -> Self: ...
     def client_noise(
         self, sampled: int, *, min_survivors: int | None = None
@@ -804,6 +807,8 @@ class ServerDp:
         *,
         min_survivors: int | None = None,
     ) -> list[_F32]: ...
+    @property
+    def clipping_norm(self) -> float: ...
     @property
     def epsilon(self) -> float | None: ...
     @property

@@ -30,6 +30,7 @@ from battery_fl._core import (
     clip,
     l2_norm,
 )
+from battery_fl._core import dp_default_adaptive_config as default_adaptive_config
 from battery_fl._core import dp_default_config as default_config
 from battery_fl._core import dp_default_record_config as default_record_config
 
@@ -42,6 +43,7 @@ __all__ = [
     "add_noise",
     "check_mode",
     "clip",
+    "default_adaptive_config",
     "default_config",
     "default_record_config",
     "l2_norm",

@@ -391,6 +391,80 @@ def test_dp_clips_noises_and_accounts(tmp_path: Path, mode: str) -> None:
     assert private.summary["rounds"][0]["epsilon"] == private.summary["epsilon"]
 
 
+def test_adaptive_clipping_equals_the_simulations(tmp_path: Path) -> None:
+    """Central DP with adaptive clipping: the server clips each node's update to the round's
+    norm and moves the norm by the noisy count of updates that fit, as the Simulation does:
+    the same norm, epsilon and global weights round by round (noise ~1e-10 of the norm, so
+    the weights compare; the count noise 1e-6 of one node moves no bit). Nodes get no
+    clipping norm (they would hide whether their update fit)."""
+    adaptive = {"learning_rate": 1.0, "count_noise_std": 1e-6}
+    changes = {
+        "dp_noise_multiplier": 1e-10,
+        "dp_clipping_norm": 0.01,
+        "dp_seed": 7,
+        "dp_adaptive": True,
+        "dp_adaptive_learning_rate": adaptive["learning_rate"],
+        "dp_adaptive_count_noise_std": adaptive["count_noise_std"],
+    }
+    private = run(tmp_path, "adaptive", **changes)
+    dp_config = {"noise_multiplier": 1e-10, "clipping_norm": 0.01, "seed": 7, "adaptive": adaptive}
+    sim = reference_simulation(SETTINGS, dp=dp_config)
+    rounds = private.summary["rounds"]
+    norms = [r["clipping-norm"] for r in rounds]
+    # (each engine draws its own count noise: the norms agree to its size, ~1e-6)
+    assert norms == pytest.approx([r["clipping_norm"] for r in sim.history], rel=1e-5)
+    # every update was longer than 0.01: none fit, so the norm grew by exp(1.0 * 0.5)
+    assert norms[1] == pytest.approx(0.01 * np.exp(0.5), rel=1e-5)
+    assert [r["epsilon"] for r in rounds] == pytest.approx(
+        [r["epsilon"] for r in sim.history], rel=1e-9
+    )
+    assert max_diff(private.arrays, sim.global_parameters()) < 1e-6
+    assert max_diff(private.arrays, reference_model().get_parameters()) > 1e-4
+    # without the adaptive norm the weights differ: the test can tell the two apart
+    fixed = reference_simulation(SETTINGS, dp={**dp_config, "adaptive": None})
+    assert max_diff(private.arrays, fixed.global_parameters()) > 1e-5
+
+
+def test_adaptive_clipping_is_refused_where_the_server_cannot_see_each_norm() -> None:
+    for changes in (
+        {"dp_mode": "local"},
+        {"dp_mode": "distributed", "secure_aggregation": True},
+        {"secure_aggregation": True},
+    ):
+        with pytest.raises(battery_fl.ConfigError, match="dp-adaptive"):
+            SETTINGS.replace(
+                dp_noise_multiplier=0.1, dp_clipping_norm=1.0, dp_adaptive=True, **changes
+            )
+    with pytest.raises(battery_fl.ConfigError, match="dp-adaptive"):
+        SETTINGS.replace(dp_adaptive=True)  # no DP
+    with pytest.raises(battery_fl.ConfigError, match="learning_rate"):
+        SETTINGS.replace(
+            dp_noise_multiplier=0.1,
+            dp_clipping_norm=1.0,
+            dp_adaptive=True,
+            dp_adaptive_learning_rate=-1.0,
+        )
+    with pytest.raises(battery_fl.ConfigError, match="dp.adaptive"):
+        BatteryFlStrategy(
+            battery_fl.FedAvg(),
+            dp=flower.DpConfig(0.1, 1.0, mode="local", adaptive={}),
+        )
+    # run config: 0 means the core's count noise (m / 20)
+    settings = FederationSettings.from_run_config(
+        {
+            "dp-clipping-norm": 1.0,
+            "dp-noise-multiplier": 0.05,
+            "dp-adaptive": True,
+            "dp-adaptive-count-noise-std": 0.0,
+        }
+    )
+    assert settings.dp_adaptive_config() == {
+        **dp.default_adaptive_config(),
+        "count_noise_std": None,
+    }
+    assert FederationSettings.from_run_config(settings.to_run_config()) == settings
+
+
 def test_an_exhausted_privacy_budget_stops_before_release(tmp_path: Path) -> None:
     with pytest.raises(battery_fl.PrivacyError):
         run(tmp_path, "budget", dp_noise_multiplier=1.0, dp_clipping_norm=0.1, dp_max_epsilon=1.0)

@@ -1,9 +1,12 @@
 //! The coordinator's side of a DP round of a mean-based strategy, once for every engine (the
 //! in-process `federation::Simulation` and the Flower strategy):
 //! the noise each sampled node adds, the fixed public denominator, accounting *before* the
-//! release, and the server's own noise in central mode.
+//! release, the server's own noise in central mode, and there adaptive clipping.
 
-use super::{check_mode, clip_l2, DpConfig, DpMode, GaussianNoise, RdpAccountant, RoundNoise};
+use super::{
+    check_mode, clip_l2, AdaptiveClipState, DpConfig, DpMode, GaussianNoise, RdpAccountant,
+    RoundNoise,
+};
 use crate::error::{Error, Result};
 use crate::model::ModelParams;
 
@@ -28,9 +31,16 @@ pub fn release_mean(
     Ok(released)
 }
 
-/// What a coordinator needs across the rounds of a DP run: its configuration, the accountant
-/// and its noise source. Adaptive clipping is the simulation's (it needs each node's unclipped
-/// norm, which a deployment's server never sees).
+/// What a coordinator needs across the rounds of a DP run: its configuration, the accountant,
+/// its noise source and, in central mode, the adaptive clipping norm.
+///
+/// Adaptive clipping (Andrew et al. 2021, [`AdaptiveClipState`]) needs each node's bit
+/// "my update fit under `C`": in central mode without secure aggregation the server receives
+/// every unclipped update (it is trusted with them; that is what central DP means) and
+/// computes the bits itself, as the in-process `Simulation` does. Each round then releases the
+/// mean at `z_Δ` and the noisy count of unclipped updates at `σ_b`; both are accounted, and
+/// they compose to the configured `z`. Local and distributed modes would need each node's bit
+/// noised and securely summed, which no engine does yet: they refuse adaptive clipping.
 ///
 /// ```
 /// use battery_fl_core::dp::{DpConfig, DpMode, ServerDp};
@@ -51,6 +61,7 @@ pub struct ServerDp {
     accountant: RdpAccountant,
     noise: GaussianNoise,
     epsilon: Option<f64>,
+    adaptive: Option<AdaptiveClipState>,
 }
 
 impl ServerDp {
@@ -59,21 +70,31 @@ impl ServerDp {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an invalid config, distributed noise without secure
-    /// aggregation, or adaptive clipping.
+    /// aggregation, or adaptive clipping outside central mode or with secure aggregation.
     pub fn new(config: DpConfig, secure_aggregation: bool) -> Result<Self> {
         check_mode(config.mode, secure_aggregation)?;
-        if config.adaptive.is_some() {
+        if config.adaptive.is_some() && (config.mode != DpMode::Central || secure_aggregation) {
             return Err(Error::config(
                 "dp.adaptive",
-                "adaptive clipping needs every node's unclipped norm: only the simulation has it",
+                "adaptive clipping needs each node's unclipped update norm: a server sees it \
+                 only in central mode without secure aggregation",
             ));
         }
         Ok(ServerDp {
             accountant: config.accountant()?,
             noise: GaussianNoise::from_optional_seed(config.seed)?,
+            adaptive: config.adaptive_state()?,
             config,
             epsilon: None,
         })
+    }
+
+    /// The clipping norm of the next round: the configured one, or with adaptive clipping
+    /// where the released counts have moved it.
+    pub fn clipping_norm(&self) -> f64 {
+        self.adaptive
+            .as_ref()
+            .map_or(self.config.clipping_norm, AdaptiveClipState::clipping_norm)
     }
 
     /// The configuration.
@@ -88,7 +109,12 @@ impl ServerDp {
     /// [`Error::InvalidConfig`] for zero sampled nodes or `min_survivors` outside `1..=sampled`.
     pub fn round_noise(&self, sampled: usize, min_survivors: Option<usize>) -> Result<RoundNoise> {
         let c = &self.config;
-        let round = RoundNoise::new(c.mode, c.noise_multiplier, c.clipping_norm, sampled)?;
+        // with adaptive clipping the update gets z_Δ: the count's release takes the rest of z
+        let z = match &self.adaptive {
+            Some(a) => a.update_noise_multiplier(c.noise_multiplier, sampled.max(1))?,
+            None => c.noise_multiplier,
+        };
+        let round = RoundNoise::new(c.mode, z, self.clipping_norm(), sampled)?;
         match min_survivors {
             Some(t) if c.mode == DpMode::Distributed => round.with_min_survivors(t),
             _ => Ok(round),
@@ -96,15 +122,17 @@ impl ServerDp {
     }
 
     /// Release the mean of `deltas` (each node's update minus the global weights) from a
-    /// round with `sampled` nodes: in central mode each clipped to the clipping norm (in local
-    /// mode the nodes clipped before adding their noise, and clipping the noisy update again
-    /// would shrink the signal, not the noise), summed with equal weights, divided by
-    /// `sampled`, accounted, and noised in central mode.
+    /// round with `sampled` nodes: in central mode each clipped to the round's clipping norm
+    /// (in local mode the nodes clipped before adding their noise, and clipping the noisy
+    /// update again would shrink the signal, not the noise), summed with equal weights,
+    /// divided by `sampled`, accounted, and noised in central mode. With adaptive clipping the
+    /// noisy count of the updates that fit under the norm then moves it for the next round.
     ///
     /// # Errors
     /// [`Error::Aggregation`] without deltas or with more deltas than sampled nodes, shape
     /// errors for deltas of different shapes, and [`Error::BudgetExhausted`] when the round
-    /// would exceed the budget (nothing is released and the accountant is unchanged).
+    /// would exceed the budget (nothing is released and neither the accountant nor the
+    /// clipping norm changes).
     pub fn release_updates(
         &mut self,
         deltas: Vec<ModelParams>,
@@ -112,10 +140,12 @@ impl ServerDp {
         min_survivors: Option<usize>,
     ) -> Result<ModelParams> {
         let arrived = deltas.len();
+        let clipping_norm = self.clipping_norm();
+        let mut unclipped = Vec::with_capacity(arrived);
         let mut sum: Option<ModelParams> = None;
         for mut delta in deltas {
             if self.config.mode == DpMode::Central {
-                clip_l2(&mut delta, self.config.clipping_norm)?;
+                unclipped.push(clip_l2(&mut delta, clipping_norm)?.unclipped());
             }
             sum = Some(match sum {
                 Some(s) => s.add(&delta)?,
@@ -126,7 +156,7 @@ impl ServerDp {
             reason: "no update to release".into(),
         })?;
         mean.scale(1.0 / arrived as f32);
-        self.release(&mean, arrived, sampled, min_survivors)
+        self.release_counted(&mean, arrived, sampled, min_survivors, &unclipped)
     }
 
     /// Release the plain mean `mean` of `arrived` equally weighted, already clipped deltas
@@ -135,13 +165,34 @@ impl ServerDp {
     /// mode.
     ///
     /// # Errors
-    /// As [`release_updates`](Self::release_updates).
+    /// As [`release_updates`](Self::release_updates); [`Error::InvalidConfig`] with adaptive
+    /// clipping, which needs the updates themselves.
     pub fn release(
         &mut self,
         mean: &ModelParams,
         arrived: usize,
         sampled: usize,
         min_survivors: Option<usize>,
+    ) -> Result<ModelParams> {
+        if self.adaptive.is_some() {
+            return Err(Error::config(
+                "dp.adaptive",
+                "adaptive clipping counts the updates that fit under the norm: release them \
+                 with release_updates",
+            ));
+        }
+        self.release_counted(mean, arrived, sampled, min_survivors, &[])
+    }
+
+    /// [`release`](Self::release) with each arrived update's bit "fit under the norm" for
+    /// adaptive clipping (empty without it).
+    fn release_counted(
+        &mut self,
+        mean: &ModelParams,
+        arrived: usize,
+        sampled: usize,
+        min_survivors: Option<usize>,
+        unclipped: &[bool],
     ) -> Result<ModelParams> {
         if arrived == 0 || arrived > sampled {
             return Err(Error::Aggregation {
@@ -153,9 +204,23 @@ impl ServerDp {
         // server samples the nodes and knows who they are
         let mut accountant = self.accountant.clone();
         accountant.step(round.effective_noise_multiplier(arrived), 1.0, 1)?;
+        // adaptive clipping also releases the noisy count of unclipped updates (centred bits,
+        // sensitivity 1/2, noise σ_b for the sampled count, as z_Δ was sized): a step of its
+        // own at 2σ_b, as the Simulation accounts it
+        let mut adaptive = self.adaptive.clone();
+        let count_std = adaptive.as_ref().map(|a| a.count_noise_std(sampled));
+        if let Some(std) = count_std {
+            accountant.step(2.0 * std, 1.0, 1)?;
+        }
         let epsilon = accountant.epsilon(self.config.target_delta)?;
         let released = release_mean(&round, mean, arrived, &mut self.noise)?;
+        if let (Some(a), Some(std)) = (adaptive.as_mut(), count_std) {
+            let count = unclipped.iter().filter(|&&b| b).count() as f64;
+            let noisy = count + self.noise.sample(std)?;
+            a.update_from_noisy_count(noisy, unclipped.len())?;
+        }
         self.accountant = accountant;
+        self.adaptive = adaptive;
         self.epsilon = Some(epsilon);
         Ok(released)
     }
@@ -174,6 +239,7 @@ impl ServerDp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dp::{effective_noise_multiplier, AdaptiveClipConfig};
     use approx::assert_relative_eq;
 
     fn delta(v: &[f32]) -> ModelParams {
@@ -269,5 +335,105 @@ mod tests {
         // distributed noise sized for two survivors of three
         let round = server.round_noise(3, Some(2)).unwrap();
         assert_relative_eq!(round.effective_noise_multiplier(2), 1.0, epsilon = 1e-12);
+    }
+
+    fn adaptive(z: f64, count_noise_std: f64) -> DpConfig {
+        DpConfig {
+            noise_multiplier: z,
+            adaptive: Some(AdaptiveClipConfig::default().with_count_noise_std(count_noise_std)),
+            ..config(DpMode::Central)
+        }
+    }
+
+    #[test]
+    fn adaptive_clipping_moves_the_norm_by_the_released_count_and_accounts_both_releases() {
+        // a count noise far below one bit: the rule is exact; z below 2 sigma_b as required
+        let mut server = ServerDp::new(adaptive(1e-10, 1e-6), false).unwrap();
+        assert_eq!(server.clipping_norm(), 1.0);
+        // both updates longer than C = 1: none fits, so C grows by exp(0.2 * 0.5)
+        let mean = server
+            .release_updates(vec![delta(&[3.0, 4.0]), delta(&[0.0, 2.0])], 2, None)
+            .unwrap();
+        let want = [0.3, (0.8 + 1.0) / 2.0]; // clipped at the round's C = 1
+        for (g, w) in mean.flatten().iter().zip(want) {
+            assert_relative_eq!(*g, w, epsilon = 1e-6);
+        }
+        let grown = 0.1_f64.exp();
+        assert_relative_eq!(server.clipping_norm(), grown, max_relative = 1e-5);
+        assert_relative_eq!(
+            server.round_noise(2, None).unwrap().clipping_norm,
+            grown,
+            max_relative = 1e-5
+        );
+        // both fit under the grown norm: C shrinks by exp(-0.2 * 0.5), back to 1
+        server
+            .release_updates(vec![delta(&[0.1, 0.0]), delta(&[0.0, 0.2])], 2, None)
+            .unwrap();
+        assert_relative_eq!(server.clipping_norm(), 1.0, max_relative = 1e-5);
+        // each round: the mean at z_delta and the count at 2 sigma_b
+        let z_delta = effective_noise_multiplier(1e-10, 1e-6).unwrap();
+        let mut acc = RdpAccountant::new();
+        for _ in 0..2 {
+            acc.step(z_delta, 1.0, 1).unwrap();
+            acc.step(2e-6, 1.0, 1).unwrap();
+        }
+        assert_relative_eq!(
+            server.epsilon().unwrap(),
+            acc.epsilon(1e-5).unwrap(),
+            max_relative = 1e-12
+        );
+    }
+
+    #[test]
+    fn adaptive_clipping_is_refused_where_the_server_cannot_see_each_norm() {
+        let local = DpConfig {
+            mode: DpMode::Local,
+            ..adaptive(0.1, 1.0)
+        };
+        let distributed = DpConfig {
+            mode: DpMode::Distributed,
+            ..adaptive(0.1, 1.0)
+        };
+        for (config, secure) in [
+            (local, false),
+            (distributed, true),
+            (adaptive(0.1, 1.0), true),
+        ] {
+            let err = ServerDp::new(config, secure).unwrap_err();
+            assert!(err.to_string().contains("dp.adaptive"), "{err}");
+        }
+        // a mean released without its updates carries no bits to count
+        let mut server = ServerDp::new(adaptive(0.1, 1.0), false).unwrap();
+        let err = server.release(&delta(&[1.0]), 2, 2, None).unwrap_err();
+        assert!(err.to_string().contains("release_updates"), "{err}");
+        assert_eq!((server.rounds(), server.clipping_norm()), (0, 1.0));
+    }
+
+    #[test]
+    fn an_exhausted_budget_moves_neither_the_accountant_nor_the_norm() {
+        let mut server = ServerDp::new(
+            DpConfig {
+                max_epsilon: Some(60.0),
+                ..adaptive(0.5, 0.3)
+            },
+            false,
+        )
+        .unwrap();
+        let long = || vec![delta(&[30.0, 40.0]), delta(&[0.0, 20.0])];
+        server.release_updates(long(), 2, None).unwrap();
+        assert!(server.clipping_norm() > 1.0); // every update was clipped: C grew
+        loop {
+            let (spent, norm) = (server.epsilon(), server.clipping_norm());
+            match server.release_updates(long(), 2, None) {
+                Ok(_) => continue,
+                Err(Error::BudgetExhausted { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert_eq!((server.epsilon(), server.clipping_norm()), (spent, norm));
+            break;
+        }
+        let (spent, norm) = (server.epsilon(), server.clipping_norm());
+        assert!(server.release_updates(long(), 2, None).is_err());
+        assert_eq!((server.epsilon(), server.clipping_norm()), (spent, norm));
     }
 }

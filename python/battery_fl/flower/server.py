@@ -289,6 +289,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
             target_delta=settings.dp_target_delta,
             max_epsilon=settings.dp_max_epsilon or None,
             seed=settings.dp_seed if settings.dp_seed >= 0 else None,
+            adaptive=settings.dp_adaptive_config(),
         )
     out = Path(settings.output_dir) if settings.output_dir else None
     minimum = min(settings.min_nodes, len(nodes))

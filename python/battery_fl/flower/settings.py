@@ -74,6 +74,8 @@ _OPT = CORE_DEFAULTS["server_optimizer"]
 _DP = battery_fl.dp.default_config()
 #: The core's record-level DP-SGD defaults (``DpSgdConfig``).
 _RECORD = battery_fl.dp.default_record_config()
+#: The core's adaptive-clipping defaults (``AdaptiveClipConfig``).
+_ADAPTIVE = battery_fl.dp.default_adaptive_config()
 _SECAGG = battery_fl.secagg.default_config()
 
 #: :class:`FederationSettings` fields that are core federation settings, each with the
@@ -117,6 +119,7 @@ _NONE_IN_RUN_CONFIG: dict[str, int] = {
     "personal_epochs": 0,
     "clients_per_round": 0,
     "max_delta_norm": 0,
+    "dp_adaptive_count_noise_std": 0,
 }
 
 #: Run-config keys that were renamed: the old key is refused rather than silently ignored.
@@ -193,7 +196,12 @@ class FederationSettings:
     server). ``secagg_max_weight = 0`` uses the federation's total number of cells (known after the
     statistics round) as the public bound W on a node's weight; DP is on when
     ``dp_clipping_norm > 0``; ``dp_max_epsilon = 0`` means no budget; ``dp_seed = -1`` draws
-    noise from the OS. The fields of :data:`SHARED_SETTINGS` default to the core's values
+    noise from the OS. ``dp_adaptive`` turns on adaptive clipping (central mode without secure
+    aggregation only: the server must see each update's norm; ``dp_clipping_norm`` is then the
+    first round's norm, ``dp_adaptive_target_unclipped_quantile``,
+    ``dp_adaptive_learning_rate`` and ``dp_adaptive_count_noise_std`` (``None``, ``0`` in the
+    run config: ``m / 20`` for ``m`` sampled nodes) default to the core's, and the history
+    records each round's ``clipping-norm``), as :class:`battery_fl.Simulation` does. The fields of :data:`SHARED_SETTINGS` default to the core's values
     (as :class:`battery_fl.Simulation`); the clients add the FedProx term ``proximal_mu``
     with ``strategy = "fed_prox"`` only; ``max_delta_norm`` (``0`` in the run config: no bound)
     makes the server drop an update whose delta is longer, as the Simulation does (refused with
@@ -270,6 +278,10 @@ class FederationSettings:
     dp_target_delta: float = _DP["target_delta"]
     dp_max_epsilon: float = 0.0
     dp_seed: int = -1
+    dp_adaptive: bool = False
+    dp_adaptive_target_unclipped_quantile: float = _ADAPTIVE["target_unclipped_quantile"]
+    dp_adaptive_learning_rate: float = _ADAPTIVE["learning_rate"]
+    dp_adaptive_count_noise_std: float | None = _ADAPTIVE["count_noise_std"]
     output_dir: str = ""
     recipe: str = "batlinet"
     record_epsilon: float = 0.0
@@ -342,6 +354,8 @@ class FederationSettings:
                 )
         if self.dp_enabled:
             battery_fl.dp.check_mode(self.dp_mode, secure_aggregation=self.secure_aggregation)
+        if self.dp_adaptive:
+            self._check_adaptive_clipping()
         if self.dp_enabled and not only_the_sum:
             raise config_error("dp", "DP noise is calibrated for mean-based strategies")
         if self.secure_aggregation and not only_the_sum:
@@ -370,6 +384,33 @@ class FederationSettings:
             core_key = str(getattr(err, "field", "")).removeprefix("config.")
             name = _SHARED_BY_CORE_KEY.get(core_key, core_key)
             raise config_error(name.replace("_", "-"), str(err)) from None
+
+    def dp_adaptive_config(self) -> dict[str, Any] | None:
+        """The adaptive-clipping settings as the core's ``AdaptiveClipConfig`` dict (``adaptive``
+        of :class:`battery_fl.dp.ServerDp` and of a Simulation's ``dp``), ``None`` when off."""
+        if not self.dp_adaptive:
+            return None
+        return {
+            "target_unclipped_quantile": self.dp_adaptive_target_unclipped_quantile,
+            "learning_rate": self.dp_adaptive_learning_rate,
+            "count_noise_std": self.dp_adaptive_count_noise_std,
+        }
+
+    def _check_adaptive_clipping(self) -> None:
+        """The core's checks of adaptive clipping (:class:`battery_fl.dp.ServerDp`), named
+        ``dp-adaptive``."""
+        if not self.dp_enabled:
+            raise config_error("dp-adaptive", "adaptive clipping needs DP (dp-clipping-norm > 0)")
+        try:
+            battery_fl.dp.ServerDp(
+                self.dp_noise_multiplier,
+                self.dp_clipping_norm,
+                mode=self.dp_mode,
+                secure_aggregation=self.secure_aggregation,
+                adaptive=self.dp_adaptive_config(),
+            )
+        except battery_fl.ConfigError as err:
+            raise config_error("dp-adaptive", str(err)) from None
 
     @property
     def dp_enabled(self) -> bool:

@@ -22,7 +22,12 @@ messages, metric aggregation) and replaces the aggregation:
   noise multiplier the survivors really carry and sampling rate 1 (nodes are sampled by the
   server and known to it, so no subsampling amplification is claimed) *before* the model is
   released: the train metrics report ``epsilon``, and an exhausted budget raises
-  :class:`battery_fl.PrivacyError`;
+  :class:`battery_fl.PrivacyError`. With ``DpConfig.adaptive`` (central mode without secure
+  aggregation) the server clips each update to the round's norm, and the noisy count of
+  updates that fit under it moves the norm for the next round (Andrew et al. 2021, the core's
+  ``ServerDp``, as :class:`battery_fl.Simulation`); the nodes are then sent no clipping norm
+  (clipping on the node would hide whether the update fit), the count is accounted too, and
+  the history records each round's ``clipping-norm``;
 - with secure aggregation (:class:`~battery_fl.flower.secagg.SecAggWorkflow`): each training
   round runs our SecAgg+ and the server only sees the survivors' weighted mean update.
 
@@ -68,7 +73,9 @@ class DpConfig:
     aggregation); ``mode`` and ``target_delta`` (the δ of the reported ε) default to the
     core's (``battery_fl.dp.default_config()``); ``max_epsilon`` stops the run
     (:class:`battery_fl.PrivacyError`) before a round would exceed it; ``seed`` makes the
-    server's noise reproducible (tests only)."""
+    server's noise reproducible (tests only); ``adaptive`` (the core's adaptive-clipping
+    settings, :func:`battery_fl.dp.default_adaptive_config`) moves ``clipping_norm`` (then
+    the first round's) round by round, in ``central`` mode without secure aggregation."""
 
     noise_multiplier: float
     clipping_norm: float
@@ -76,6 +83,7 @@ class DpConfig:
     target_delta: float = _DP["target_delta"]
     max_epsilon: float | None = None
     seed: int | None = None
+    adaptive: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _dp.RoundNoise(self.mode, self.noise_multiplier, self.clipping_norm, 1)
@@ -155,6 +163,7 @@ class BatteryFlStrategy(FedAvg):
                 max_epsilon=dp.max_epsilon,
                 seed=dp.seed,
                 secure_aggregation=secure_aggregation is not None,
+                adaptive=dp.adaptive,
             )
             if dp is not None
             else None
@@ -189,7 +198,7 @@ class BatteryFlStrategy(FedAvg):
             messages = self._selected_messages(server_round, arrays, config, grid)
         self._global = arrays.to_numpy_ndarrays()
         self._sampled = len(messages)
-        if self.server_dp is not None and messages:
+        if self.server_dp is not None and messages and not (self.dp and self.dp.adaptive):
             clipping_norm, client_std = self.server_dp.client_noise(
                 len(messages), min_survivors=self._min_survivors(len(messages))
             )
@@ -252,6 +261,7 @@ class BatteryFlStrategy(FedAvg):
                 [u - g for u, g in zip(update, self._global, strict=True)] for update in updates
             ]
             sampled = max(self._sampled, len(deltas))
+            extra["clipping-norm"] = self.server_dp.clipping_norm  # this round's
             mean = self.server_dp.release_updates(
                 deltas, sampled, min_survivors=self._min_survivors(sampled)
             )
