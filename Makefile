@@ -47,7 +47,7 @@ rust-test-notch:
 	MAKEFLAGS= cargo test --workspace --exclude battery-fl-py $(CARGO_TEST_FLAGS)
 
 rust-test-tch:
-	$(ENV) cargo test -p battery-fl-core --features tch --lib --test it $(CARGO_TEST_FLAGS) -- model:: federation:: hybrid:: dpsgd:: intervals:: federation_intervals:: federation_personal:: federation_private::
+	$(ENV) cargo test -p battery-fl-core --features tch --lib --test it $(CARGO_TEST_FLAGS) -- model:: federation:: hybrid:: dpsgd:: intervals:: federation_intervals:: federation_personal:: federation_private:: main_job::
 
 doc:
 	$(ENV) RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p battery-fl-core -p battery-fl-ffi --features battery-fl-core/tch,battery-fl-ffi/tch

@@ -27,6 +27,8 @@ mod intervals;
 mod linear;
 mod linear_privacy;
 #[cfg(feature = "tch")]
+mod main_job;
+#[cfg(feature = "tch")]
 mod model;
 mod secagg;
 mod synthetic;
