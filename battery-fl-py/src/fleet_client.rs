@@ -199,6 +199,41 @@ impl PyFleetClient {
         Ok((PyBatLiNet::wrap(own), bytes(py, &data)))
     }
 
+    /// Round ``server_round``'s evaluation on the fleet's labelled ``test`` cells, as
+    /// :class:`Simulation` scores each fleet (its training cells as references,
+    /// ``inference_references`` of them, the round's seed): ``(rmse, personalized_rmse,
+    /// state)``, the RMSE (cycles) of ``global_parameters`` as the fleet reads them and of the
+    /// model it uses (:meth:`personal_model`, recorded in the new personal ``state``; the
+    /// same RMSE when it keeps none).
+    fn evaluate<'py>(
+        &self,
+        py: Python<'py>,
+        model: &PyBatLiNet,
+        global_parameters: Vec<ArrayIn<'_>>,
+        state: &[u8],
+        test: Vec<Bound<'_, PyBatteryCell>>,
+        server_round: usize,
+    ) -> PyResult<(f64, f64, Bound<'py, PyBytes>)> {
+        let cells = cell_refs(&test);
+        let (evaluation, data) = with_round(
+            py,
+            model,
+            &global_parameters,
+            state,
+            |m, received, state| {
+                let featurizer = Featurizer::new(m.featurizer_config().clone())?;
+                let test =
+                    Dataset::for_config(&cells, &featurizer, m.config(), &LabelConfig::default())?;
+                self.inner.evaluate(m, received, state, &test, server_round)
+            },
+        )?;
+        Ok((
+            evaluation.rmse,
+            evaluation.personalized_rmse,
+            bytes(py, &data),
+        ))
+    }
+
     /// The received ``global_parameters`` as this fleet reads them: a new :class:`BatLiNet`
     /// with the federation's label transform, or with ``label_scope="fleet"`` the fleet's own.
     fn shared_model(

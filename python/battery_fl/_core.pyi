@@ -1088,6 +1088,14 @@ class FleetClient:
     ) -> tuple[BatLiNet, bytes]:
         """The model the fleet uses after ``server_round`` (with the label transform and
         input scales it reads with), and the new state."""
+    def evaluate(
+        self,
+        model: BatLiNet,
+        global_parameters: Sequence[npt.ArrayLike],
+        state: bytes,
+        test: Sequence[Cell],
+        server_round: int,
+    ) -> tuple[float, float, bytes]: ...
     def shared_model(self, model: BatLiNet, global_parameters: Sequence[npt.ArrayLike]) -> BatLiNet:
         """The global weights as this fleet reads them (its own label transform with
         ``label_scope="fleet"``)."""

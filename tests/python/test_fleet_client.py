@@ -26,7 +26,8 @@ def fleet_data(fleets: list[synthetic.Fleet]) -> Fleets:
 @dataclass
 class Replay:
     """Per round: the Simulation's record, the global weights the clients reach, what each
-    fleet received and sent, and each fleet's personalized RMSE."""
+    fleet received and sent, and each fleet's RMSE with the global weights (``shared``) and
+    with its own model (``personal``), from :meth:`battery_fl.FleetClient.evaluate`."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     globals: list[list[np.ndarray]] = field(default_factory=list)
@@ -34,6 +35,7 @@ class Replay:
     sent: list[list[list[np.ndarray]]] = field(default_factory=list)
     counts: list[list[int]] = field(default_factory=list)
     personal: list[dict[str, float]] = field(default_factory=list)
+    shared: list[dict[str, float]] = field(default_factory=list)
     simulated: list[list[np.ndarray]] = field(default_factory=list)
     personal_weights: list[list[list[np.ndarray]]] = field(default_factory=list)
 
@@ -89,20 +91,25 @@ def replay(
         out.counts.append(counts)
         current = battery_fl.FedAvg().aggregate(sent, [float(n) for n in counts])
         out.globals.append(current)
-        personal, weights_of = {}, []
+        personal, shared, weights_of = {}, {}, []
         for i, (client, (fleet_id, train, test)) in enumerate(
             zip(clients, fleet_data, strict=True)
         ):
-            own, states[i] = client.personal_model(model, current, states[i], r)
-            weights_of.append(own.get_parameters())
-            personal[fleet_id] = rmse(
-                own,
-                train,
-                test,
-                settings["inference_references"],
-                battery_fl.job_seed(settings["seed"], r, i),
+            shared[fleet_id], personal[fleet_id], states[i] = client.evaluate(
+                model, current, states[i], test, r
             )
+            own = (
+                client.current_model(model, states[i])
+                if client.keeps_fleet_model
+                else client.shared_model(model, current)
+            )
+            weights_of.append(own.get_parameters())
+            # the core's score is the plain one: the fleet's model on its test cells
+            seed = battery_fl.job_seed(settings["seed"], r, i)
+            k = settings["inference_references"]
+            assert personal[fleet_id] == pytest.approx(rmse(own, train, test, k, seed), rel=1e-9)
         out.personal.append(personal)
+        out.shared.append(shared)
         out.personal_weights.append(weights_of)
     return out
 
@@ -124,6 +131,7 @@ def test_fedavg_over_fleet_clients_is_the_simulation(
         # without personalization every fleet uses the global model
         assert all(max_diff(w, run.globals[r]) == 0.0 for w in run.personal_weights[r])
         assert run.personal[r] == pytest.approx(run.records[r]["fleet_rmse"], rel=1e-9)
+        assert run.shared[r] == run.personal[r]
     assert max_diff(run.globals[-1], run.received[0]) > 1e-3  # training moved the model
 
 
@@ -153,6 +161,7 @@ def test_personalized_rmse_is_the_simulations(
         assert run.personal[r] == pytest.approx(
             run.records[r]["fleet_personalized_rmse"], rel=1e-6
         ), f"round {r + 1}"
+        assert run.shared[r] == pytest.approx(run.records[r]["fleet_rmse"], rel=1e-6)
     # the personal models are not the global one: the check has teeth
     assert run.records[-1]["fleet_personalized_rmse"] != pytest.approx(
         run.records[-1]["fleet_rmse"], rel=1e-6

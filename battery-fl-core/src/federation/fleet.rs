@@ -6,7 +6,8 @@
 use super::config::{FederationConfig, LabelScope, Personalization};
 use super::job_seed;
 use super::personalize::{
-    personal_params, train_from, validation_split, with_head, zero_head, FleetModel, FleetState,
+    personal_params, rmse_of, train_from, validation_split, with_head, zero_head, FleetModel,
+    FleetState,
 };
 use super::private::PrivateTraining;
 use crate::error::{Error, Result};
@@ -20,6 +21,15 @@ pub struct LocalUpdate {
     pub delta: ModelParams,
     /// Cells the fleet trained on (its FedAvg weight).
     pub num_examples: u64,
+}
+
+/// A fleet's evaluation of a round on its test cells (what a Flower node reports).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FleetEvaluation {
+    /// RMSE (cycles) of the received weights as the fleet reads them.
+    pub rmse: f64,
+    /// RMSE (cycles) of the model the fleet uses; `rmse` when it keeps no model of its own.
+    pub personalized_rmse: f64,
 }
 
 /// One fleet's training cells, split for `auto` and `auto_head` personalization (or
@@ -278,6 +288,57 @@ impl FleetClient {
         Ok(LocalUpdate {
             delta,
             num_examples: self.fit.len() as u64,
+        })
+    }
+
+    /// `model`'s RMSE (cycles) on the labelled `test` cells and its predictions, with the
+    /// fleet's training cells as references (`inference_references` of them at most, drawn
+    /// with round `round`'s seed for this fleet): how the Simulation scores every fleet.
+    ///
+    /// # Errors
+    /// [`Error::InvalidData`] for a test cell without a known life; prediction errors.
+    pub fn score(
+        &self,
+        worker: &mut BatLiNet,
+        model: &FleetModel,
+        test: &Dataset,
+        round: usize,
+    ) -> Result<(f64, Vec<f64>)> {
+        let seed = job_seed(self.config.seed, round, self.index);
+        let k = self.config.inference_references;
+        rmse_of(worker, model, test, &self.train, k, seed)
+    }
+
+    /// Round `round`'s evaluation on the fleet's `test` cells: the `received` weights as the
+    /// fleet reads them ([`shared_model`](Self::shared_model)) and, when it keeps a model of
+    /// its own, that model ([`personal_model`](Self::personal_model), which `state` records),
+    /// each scored as [`score`](Self::score) does. On error `state` is unchanged.
+    ///
+    /// # Errors
+    /// As [`score`](Self::score) and [`personal_model`](Self::personal_model).
+    pub fn evaluate(
+        &self,
+        worker: &mut BatLiNet,
+        received: &ModelParams,
+        state: &mut FleetState,
+        test: &Dataset,
+        round: usize,
+    ) -> Result<FleetEvaluation> {
+        let shared = self.shared_model(worker, received.clone())?;
+        let (rmse, _) = self.score(worker, &shared, test, round)?;
+        if !self.keeps_fleet_model() {
+            return Ok(FleetEvaluation {
+                rmse,
+                personalized_rmse: rmse,
+            });
+        }
+        let mut next = state.clone();
+        let own = self.personal_model(worker, received, &mut next, round)?;
+        let (personalized_rmse, _) = self.score(worker, &own, test, round)?;
+        *state = next;
+        Ok(FleetEvaluation {
+            rmse,
+            personalized_rmse,
         })
     }
 

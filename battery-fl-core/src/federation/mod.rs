@@ -44,7 +44,7 @@ pub use state::{CoordinatorState, RoundRecord};
 #[cfg(feature = "tch")]
 pub use baseline::{centralized_baseline, local_only_baseline, LocalOnly};
 #[cfg(feature = "tch")]
-pub use fleet::{FleetClient, LocalUpdate};
+pub use fleet::{FleetClient, FleetEvaluation, LocalUpdate};
 #[cfg(feature = "tch")]
 pub use simulation::{FleetData, Simulation};
 

@@ -69,7 +69,6 @@ import battery_fl
 from battery_fl import dp, synthetic
 from battery_fl.flower import linear
 from battery_fl.flower.settings import (
-    CORE_DEFAULTS,
     FleetCells,
     config_error,
     load_fleet,
@@ -259,13 +258,6 @@ def _privatize(
     return [(g + d).astype(np.float32) for g, d in zip(received, delta, strict=True)]
 
 
-def _rmse(model: battery_fl.BatLiNet, fleet: FleetCells, k: int, seed: int) -> float:
-    """RMSE (cycles) of ``model`` on the fleet's test cells, its training cells as references."""
-    predicted = model.predict(fleet.test, references=fleet.train, k=k, seed=seed)
-    truth = np.array([c.cycle_life() or math.nan for c in fleet.test], dtype=np.float64)
-    return float(np.sqrt(np.mean((predicted - truth) ** 2)))
-
-
 def dp_floor(node_config: Mapping[str, object]) -> dp.DpFloor | None:
     """The least privacy this node accepts, from its own node config (never the server's):
     ``dp-floor-clipping-norm``, ``dp-floor-noise-multiplier`` and ``dp-floor-noise-shares``
@@ -333,21 +325,15 @@ def evaluate(msg: Message, context: Context) -> Message:
         raise config_error("node-config", "evaluation needs test cells and training cells")
     model = _model(config)
     received = _arrays(msg)
-    model.set_parameters(received)
-    default_k = CORE_DEFAULTS["inference_references"]
-    k = min(int(config.get("inference-references", default_k)), len(fleet.train))  # type: ignore[arg-type]
-    r = int(config.get("server-round", 0))  # type: ignore[arg-type]
-    seed = battery_fl.job_seed(int(config.get("seed", 0)), r, fleet.index)  # type: ignore[arg-type]
+    server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]
     client = fleet_client(config, fleet, model, context.node_config)
-    # the global weights as this fleet reads them (its own label transform with label-scope fleet)
-    rmse = personalized = _rmse(client.shared_model(model, received), fleet, k, seed)
+    # the global weights as this fleet reads them (its own label transform with label-scope
+    # fleet) and the model it uses, scored as the Simulation scores every fleet (core)
+    state = _personal_state(context, client, model)
+    rmse, personalized, state = client.evaluate(model, received, state, fleet.test, server_round)
     values: dict[str, float | int] = {"num-examples": len(fleet.test)}
     if client.keeps_state:
-        state = _personal_state(context, client, model)
-        if client.keeps_fleet_model:
-            own, state = client.personal_model(model, received, state, r)
-            _keep_personal_state(context, client, state)
-            personalized = _rmse(own, fleet, k, seed)
+        _keep_personal_state(context, client, state)
         spent = client.record_epsilon(state)
         if spent is not None:
             values["record-epsilon"] = spent

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::super::intervals::{pooled_scores, score_histogram, with_pooled};
 use super::super::job_seed;
 use super::super::labels::secure_sum;
-use super::super::personalize::{rmse_of, FleetModel, FleetState};
+use super::super::personalize::{FleetModel, FleetState};
 use super::{weights_of, Simulation, STREAM_CALIBRATION_MASKS};
 use crate::error::{Error, Result};
 use crate::model::{BatLiNet, Dataset, IntervalCalibration, Metrics, ModelParams, Prediction};
@@ -148,9 +148,7 @@ impl Simulation {
         for f in 0..self.fleets.len() {
             let model = model_of(self, f)?;
             let fleet = &self.fleets[f];
-            let k = self.config.inference_references;
-            let seed = job_seed(self.config.seed, round, f);
-            let (rmse, p) = rmse_of(&mut self.worker, &model, &fleet.test, &fleet.train, k, seed)?;
+            let (rmse, p) = self.clients[f].score(&mut self.worker, &model, &fleet.test, round)?;
             per_fleet.insert(fleet.id.clone(), rmse);
             preds.extend(p);
             truth.extend(fleet.test.require_labels()?);
