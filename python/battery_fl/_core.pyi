@@ -1095,7 +1095,9 @@ class FleetClient:
         state: bytes,
         test: Sequence[Cell],
         server_round: int,
-    ) -> tuple[float, float, bytes]: ...
+    ) -> tuple[float, float, bytes]:
+        """``(rmse, personalized_rmse, new state)`` on labelled ``test`` cells, as the
+        Simulation scores a fleet."""
     def shared_model(self, model: BatLiNet, global_parameters: Sequence[npt.ArrayLike]) -> BatLiNet:
         """The global weights as this fleet reads them (its own label transform with
         ``label_scope="fleet"``)."""

@@ -1,19 +1,30 @@
 """Shared pieces of the Flower tests: the tiny federation they run (3 synthetic fleets,
 a 4-channel BatLiNet on 12 cycles x 16 points) and its in-process references, computed with
 the plain Python API (BatLiNet.train with the same job seeds, then battery_fl.FedAvg) or
-with battery_fl.Simulation (personalized runs)."""
+with battery_fl.Simulation (personalized runs); and the in-process harness (three nodes on a
+battery_fl.flower.LocalGrid, ``run``)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import battery_fl
 from battery_fl import synthetic
-from battery_fl.flower import FederationSettings
+from battery_fl.flower import (
+    FederationSettings,
+    LocalGrid,
+    dropout_mod,
+    make_client_app,
+    run_federation,
+    secagg_mod,
+)
 
 FLEETS, CELLS, TEST_CELLS, CYCLES, POINTS, DATA_SEED = 3, 6, 2, 12, 60, 5
 MODEL: dict[str, Any] = {"conv_channels": 4, "batch_size": 4, "seed": 3}
@@ -151,3 +162,35 @@ def load_round(path: Any) -> list[np.ndarray]:
     """Weights saved by BatteryFlStrategy (``round-NNN.npz``)."""
     with np.load(path) as z:
         return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+NODE_IDS = [101, 202, 303]
+APP = make_client_app(mods=[dropout_mod, secagg_mod])
+
+
+def grid(**drops: str) -> LocalGrid:
+    """Three nodes; ``drops`` maps ``node<i>`` to a ``secagg-drop`` rule."""
+    configs = {}
+    for i, node in enumerate(NODE_IDS):
+        rule = drops.get(f"node{i}")
+        configs[node] = node_config(i, **({"secagg-drop": rule} if rule else {}))
+    return LocalGrid(APP, configs)
+
+
+@dataclass
+class Outcome:
+    """A finished in-process run: Flower's Result, result.json and the output folder."""
+
+    result: Any
+    summary: dict[str, Any]
+    out: Path
+
+    @property
+    def arrays(self) -> list[np.ndarray]:
+        return self.result.arrays.to_numpy_ndarrays()
+
+
+def run(tmp_path: Path, name: str, drops: dict[str, str] | None = None, **changes: Any) -> Outcome:
+    out = tmp_path / name
+    result = run_federation(grid(**(drops or {})), SETTINGS.replace(output_dir=str(out), **changes))
+    return Outcome(result, json.loads((out / "result.json").read_text()), out)

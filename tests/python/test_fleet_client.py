@@ -131,7 +131,6 @@ def test_fedavg_over_fleet_clients_is_the_simulation(
         # without personalization every fleet uses the global model
         assert all(max_diff(w, run.globals[r]) == 0.0 for w in run.personal_weights[r])
         assert run.personal[r] == pytest.approx(run.records[r]["fleet_rmse"], rel=1e-9)
-        assert run.shared[r] == run.personal[r]
     assert max_diff(run.globals[-1], run.received[0]) > 1e-3  # training moved the model
 
 

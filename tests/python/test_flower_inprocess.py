@@ -9,22 +9,26 @@ import doctest
 import importlib
 import json
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from flower_support import (
+    APP,
     FLEETS,
+    NODE_IDS,
     SETTINGS,
+    Outcome,
     fleets,
+    grid,
     load_round,
     max_diff,
     node_config,
     reference_model,
     reference_rounds,
     reference_simulation,
+    run,
 )
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
@@ -35,46 +39,14 @@ from battery_fl.flower import (
     FederationSettings,
     LocalGrid,
     client,
-    dropout_mod,
     load_fleet,
     make_client_app,
     run_federation,
-    secagg_mod,
     server,
     write_app,
 )
 
-NODE_IDS = [101, 202, 303]
-APP = make_client_app(mods=[dropout_mod, secagg_mod])
 MODULES = ("", ".settings", ".client", ".secagg", ".strategy", ".server", ".local", ".polling")
-
-
-def grid(**drops: str) -> LocalGrid:
-    """Three nodes; ``drops`` maps ``node<i>`` to a ``secagg-drop`` rule."""
-    configs = {}
-    for i, node in enumerate(NODE_IDS):
-        rule = drops.get(f"node{i}")
-        configs[node] = node_config(i, **({"secagg-drop": rule} if rule else {}))
-    return LocalGrid(APP, configs)
-
-
-@dataclass
-class Outcome:
-    """A finished in-process run: Flower's Result, result.json and the output folder."""
-
-    result: Any
-    summary: dict[str, Any]
-    out: Path
-
-    @property
-    def arrays(self) -> list[np.ndarray]:
-        return self.result.arrays.to_numpy_ndarrays()
-
-
-def run(tmp_path: Path, name: str, drops: dict[str, str] | None = None, **changes: Any) -> Outcome:
-    out = tmp_path / name
-    result = run_federation(grid(**(drops or {})), SETTINGS.replace(output_dir=str(out), **changes))
-    return Outcome(result, json.loads((out / "result.json").read_text()), out)
 
 
 @pytest.fixture(scope="module")
@@ -344,144 +316,6 @@ def test_too_few_survivors_lose_only_that_round(tmp_path: Path) -> None:
         -1
     ]  # round 2 from the initial weights
     assert max_diff(lost.arrays, want) < 1e-4
-
-
-def clipped_mean_update(c: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Round 1 in plain Python: the initial weights and the mean of the clipped updates."""
-    model = reference_model()
-    start = model.get_parameters()
-    deltas = []
-    for f, (train, _) in enumerate(fleets()):
-        model.set_parameters(start)
-        model.train(
-            train, epochs=SETTINGS.local_epochs, seed=battery_fl.job_seed(SETTINGS.seed, 1, f)
-        )
-        deltas.append(
-            dp.clip([p - s for p, s in zip(model.get_parameters(), start, strict=True)], c)
-        )
-    return start, [sum(d[i] for d in deltas) / FLEETS for i in range(len(start))]
-
-
-@pytest.mark.parametrize("mode", ["central", "distributed"])
-def test_dp_clips_noises_and_accounts(tmp_path: Path, mode: str) -> None:
-    """Central: the server adds N(0, (zC/m)²) to the mean; distributed (with our SecAgg):
-    each node adds N(0, (zC)²/t), sized for the t = 2 survivors the protocol accepts, so the
-    mean of all m = 3 carries at least as much noise: zC·√(m/t)/m."""
-    z, c = 1.0, 0.01
-    private = run(
-        tmp_path,
-        "dp",
-        num_server_rounds=1,
-        dp_noise_multiplier=z,
-        dp_clipping_norm=c,
-        dp_seed=7,
-        dp_mode=mode,
-        secure_aggregation=mode == "distributed",
-    )
-    start, mean = clipped_mean_update(c)
-    noise = np.concatenate(
-        [(g - s - m).ravel() for g, s, m in zip(private.arrays, start, mean, strict=True)]
-    )
-    expected = z * c / FLEETS * (np.sqrt(FLEETS / 2) if mode == "distributed" else 1.0)
-    assert float(np.std(noise)) == pytest.approx(expected, rel=0.2)
-    assert abs(float(np.mean(noise))) < 0.2 * expected
-    acc = dp.RdpAccountant()
-    acc.step(noise_multiplier=z, sample_rate=1.0, steps=1)
-    assert private.summary["epsilon"] == pytest.approx(acc.epsilon(1e-5), rel=1e-9)
-    assert private.summary["rounds"][0]["epsilon"] == private.summary["epsilon"]
-
-
-def test_adaptive_clipping_equals_the_simulations(tmp_path: Path) -> None:
-    """Central DP with adaptive clipping: the server clips each node's update to the round's
-    norm and moves the norm by the noisy count of updates that fit, as the Simulation does:
-    the same norm, epsilon and global weights round by round (noise ~1e-10 of the norm, so
-    the weights compare; the count noise 1e-6 of one node moves no bit). Nodes get no
-    clipping norm (they would hide whether their update fit)."""
-    adaptive = {"learning_rate": 1.0, "count_noise_std": 1e-6}
-    changes = {
-        "dp_noise_multiplier": 1e-10,
-        "dp_clipping_norm": 0.01,
-        "dp_seed": 7,
-        "dp_adaptive": True,
-        "dp_adaptive_learning_rate": adaptive["learning_rate"],
-        "dp_adaptive_count_noise_std": adaptive["count_noise_std"],
-    }
-    private = run(tmp_path, "adaptive", **changes)
-    dp_config = {"noise_multiplier": 1e-10, "clipping_norm": 0.01, "seed": 7, "adaptive": adaptive}
-    sim = reference_simulation(SETTINGS, dp=dp_config)
-    rounds = private.summary["rounds"]
-    norms = [r["clipping-norm"] for r in rounds]
-    # (each engine draws its own count noise: the norms agree to its size, ~1e-6)
-    assert norms == pytest.approx([r["clipping_norm"] for r in sim.history], rel=1e-5)
-    # every update was longer than 0.01: none fit, so the norm grew by exp(1.0 * 0.5)
-    assert norms[1] == pytest.approx(0.01 * np.exp(0.5), rel=1e-5)
-    assert [r["epsilon"] for r in rounds] == pytest.approx(
-        [r["epsilon"] for r in sim.history], rel=1e-9
-    )
-    assert max_diff(private.arrays, sim.global_parameters()) < 1e-6
-    assert max_diff(private.arrays, reference_model().get_parameters()) > 1e-4
-    # without the adaptive norm the weights differ: the test can tell the two apart
-    fixed = reference_simulation(SETTINGS, dp={**dp_config, "adaptive": None})
-    assert max_diff(private.arrays, fixed.global_parameters()) > 1e-5
-
-
-def test_adaptive_clipping_is_refused_where_the_server_cannot_see_each_norm() -> None:
-    for changes in (
-        {"dp_mode": "local"},
-        {"dp_mode": "distributed", "secure_aggregation": True},
-        {"secure_aggregation": True},
-    ):
-        with pytest.raises(battery_fl.ConfigError, match="dp-adaptive"):
-            SETTINGS.replace(
-                dp_noise_multiplier=0.1, dp_clipping_norm=1.0, dp_adaptive=True, **changes
-            )
-    with pytest.raises(battery_fl.ConfigError, match="dp-adaptive"):
-        SETTINGS.replace(dp_adaptive=True)  # no DP
-    with pytest.raises(battery_fl.ConfigError, match="learning_rate"):
-        SETTINGS.replace(
-            dp_noise_multiplier=0.1,
-            dp_clipping_norm=1.0,
-            dp_adaptive=True,
-            dp_adaptive_learning_rate=-1.0,
-        )
-    with pytest.raises(battery_fl.ConfigError, match="dp.adaptive"):
-        BatteryFlStrategy(
-            battery_fl.FedAvg(),
-            dp=flower.DpConfig(0.1, 1.0, mode="local", adaptive={}),
-        )
-    # run config: 0 means the core's count noise (m / 20)
-    settings = FederationSettings.from_run_config(
-        {
-            "dp-clipping-norm": 1.0,
-            "dp-noise-multiplier": 0.05,
-            "dp-adaptive": True,
-            "dp-adaptive-count-noise-std": 0.0,
-        }
-    )
-    assert settings.dp_adaptive_config() == {
-        **dp.default_adaptive_config(),
-        "count_noise_std": None,
-    }
-    assert FederationSettings.from_run_config(settings.to_run_config()) == settings
-
-
-def test_an_exhausted_privacy_budget_stops_before_release(tmp_path: Path) -> None:
-    with pytest.raises(battery_fl.PrivacyError):
-        run(tmp_path, "budget", dp_noise_multiplier=1.0, dp_clipping_norm=0.1, dp_max_epsilon=1.0)
-    assert not (tmp_path / "budget" / "round-001.npz").exists()
-
-
-def test_local_dp_noise_is_added_by_the_nodes(tmp_path: Path) -> None:
-    strategy = BatteryFlStrategy(
-        battery_fl.FedAvg(), dp=flower.DpConfig(1.0, 0.5, mode="local"), min_available_nodes=3
-    )
-    g = grid()
-    arrays = ArrayRecord([np.zeros(3, np.float32)])
-    messages = list(strategy.configure_train(1, arrays, ConfigRecord(), g))
-    config = messages[0].content["config"]
-    assert (
-        len(messages) == 3 and config["dp-clipping-norm"] == 0.5 and config["dp-noise-std"] == 0.5
-    )
 
 
 def test_strategy_and_settings_reject_bad_combinations() -> None:

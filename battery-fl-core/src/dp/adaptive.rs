@@ -225,25 +225,61 @@ impl AdaptiveClipState {
         RoundNoise::new(mode, z_delta, self.clipping_norm, num_clients)
     }
 
+    /// The noise multiplier of the count's release, for an accountant: `2σ_b` for `m`
+    /// clients. Centred bits `b_i − ½` move the noisy sum by at most ½ when one client is
+    /// added or removed (the adjacency of the update's release, whose denominator is fixed),
+    /// so noise `σ_b` is a Gaussian mechanism of multiplier `σ_b / ½`.
+    pub fn count_noise_multiplier(&self, num_clients: usize) -> f64 {
+        2.0 * self.count_noise_std(num_clients)
+    }
+
     /// End of round: given each client's bit "not clipped" (`‖Δ_i‖ ≤ C`, e.g.
     /// [`ClipOutcome::unclipped`](super::ClipOutcome::unclipped)), add `N(0, σ_b²)` to the
-    /// count and apply the geometric update. Returns the new `C`.
+    /// count and apply the geometric update. Returns the new `C`. Every sampled client's bit
+    /// is here: [`update_over`](Self::update_over) with `unclipped.len()` clients.
     ///
     /// # Errors
     /// [`Error::NotEnoughData`] for no flags; otherwise as
     /// [`update_from_noisy_count`](Self::update_from_noisy_count). The state is unchanged on error.
     pub fn update(&mut self, unclipped: &[bool], noise: &mut GaussianNoise) -> Result<f64> {
-        let m = unclipped.len();
-        if m == 0 {
+        self.update_over(unclipped, unclipped.len(), noise)
+    }
+
+    /// End of a round that sampled `sampled` clients, of which those with a bit in
+    /// `unclipped` replied: the centred estimator of Andrew et al. (as TensorFlow Privacy's
+    /// quantile estimator), `b̃ = (Σ (b_i − ½) + N(0, σ_b²)) / sampled + ½` with `σ_b` for
+    /// `sampled` clients, a fixed public denominator as the update's. With every client's bit
+    /// it is `(Σ b_i + N(0, σ_b²)) / sampled`. Returns the new `C`.
+    ///
+    /// # Errors
+    /// [`Error::NotEnoughData`] for no flags, [`Error::InvalidConfig`] for more flags than
+    /// sampled clients; otherwise as
+    /// [`update_from_noisy_count`](Self::update_from_noisy_count). The state is unchanged on error.
+    pub fn update_over(
+        &mut self,
+        unclipped: &[bool],
+        sampled: usize,
+        noise: &mut GaussianNoise,
+    ) -> Result<f64> {
+        let n = unclipped.len();
+        if n == 0 {
             return Err(Error::NotEnoughData {
                 what: "adaptive clipping update".into(),
                 needed: 1,
                 got: 0,
             });
         }
+        if n > sampled {
+            return Err(Error::config(
+                "sampled",
+                format!("{n} clipping bits from {sampled} sampled clients"),
+            ));
+        }
         let count = unclipped.iter().filter(|&&b| b).count() as f64;
-        let noisy = count + noise.sample(self.count_noise_std(m))?;
-        self.update_from_noisy_count(noisy, m)
+        // Σ (b_i − ½) + ½ sampled = Σ b_i when every sampled client replied
+        let missing = (sampled - n) as f64 / 2.0;
+        let noisy = count + noise.sample(self.count_noise_std(sampled))? + missing;
+        self.update_from_noisy_count(noisy, sampled)
     }
 
     /// End of round when the noisy count `Σ b_i + N(0, σ_b²)` was formed elsewhere (e.g. by
@@ -337,6 +373,9 @@ mod tests {
         let mut s = noiseless()?;
         let before = s.clone();
         assert!(s.update(&[], &mut GaussianNoise::from_seed(1)).is_err());
+        let more_bits_than_clients =
+            s.update_over(&[true, true], 1, &mut GaussianNoise::from_seed(1));
+        assert!(more_bits_than_clients.is_err());
         assert!(s.update_from_noisy_count(f64::NAN, 3).is_err());
         assert!(s.update_from_noisy_count(-1e6, 1).is_err()); // exp overflow
         assert_eq!(s, before);

@@ -89,6 +89,8 @@ impl GaussianNoise {
     // and drew its later streams (tests/it/dp.rs `seeded_noise_reproduces_and_os_noise_does_not`
     // under `cargo test --release`; reproduced and matched to the issue in session 29). Keys
     // from seeds or the OS are runtime values and never hit it; this keeps constant keys safe.
+    // Revisit with a newer toolchain: `cargo test --release -p battery-fl-core --test it dp::`
+    // without this attribute shows whether the bug is gone.
     #[inline(never)]
     pub fn from_key(key: [u8; 32]) -> Self {
         GaussianNoise { key, calls: 0 }

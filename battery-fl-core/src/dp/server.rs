@@ -1,7 +1,9 @@
-//! The coordinator's side of a DP round of a mean-based strategy, once for every engine (the
-//! in-process `federation::Simulation` and the Flower strategy):
-//! the noise each sampled node adds, the fixed public denominator, accounting *before* the
-//! release, the server's own noise in central mode, and there adaptive clipping.
+//! The coordinator's side of a DP round of a mean-based strategy for a deployment (the Flower
+//! strategy): the noise each sampled node adds, the fixed public denominator, accounting
+//! *before* the release, the server's own noise in central mode, and there adaptive clipping.
+//! The in-process `federation::Simulation` runs the same pieces ([`release_mean`],
+//! [`RoundNoise`], [`AdaptiveClipState`]) round by round itself, since it also releases
+//! genome-group models and keys its noise per round.
 
 use super::{
     check_mode, clip_l2, AdaptiveClipState, DpConfig, DpMode, GaussianNoise, RdpAccountant,
@@ -39,8 +41,11 @@ pub fn release_mean(
 /// every unclipped update (it is trusted with them; that is what central DP means) and
 /// computes the bits itself, as the in-process `Simulation` does. Each round then releases the
 /// mean at `z_Δ` and the noisy count of unclipped updates at `σ_b`; both are accounted, and
-/// they compose to the configured `z`. Local and distributed modes would need each node's bit
-/// noised and securely summed, which no engine does yet: they refuse adaptive clipping.
+/// they compose to the configured `z`. In local and distributed modes, or under secure
+/// aggregation, a deployment's server never sees an update's norm: each node's bit would have
+/// to be noised and securely summed, which the nodes do not do yet, so `ServerDp` refuses
+/// adaptive clipping there (the in-process `Simulation`, which sees every update, runs it in
+/// every mode).
 ///
 /// ```
 /// use battery_fl_core::dp::{DpConfig, DpMode, ServerDp};
@@ -62,6 +67,7 @@ pub struct ServerDp {
     noise: GaussianNoise,
     epsilon: Option<f64>,
     adaptive: Option<AdaptiveClipState>,
+    rounds: u64,
 }
 
 impl ServerDp {
@@ -86,6 +92,7 @@ impl ServerDp {
             adaptive: config.adaptive_state()?,
             config,
             epsilon: None,
+            rounds: 0,
         })
     }
 
@@ -204,24 +211,21 @@ impl ServerDp {
         // server samples the nodes and knows who they are
         let mut accountant = self.accountant.clone();
         accountant.step(round.effective_noise_multiplier(arrived), 1.0, 1)?;
-        // adaptive clipping also releases the noisy count of unclipped updates (centred bits,
-        // sensitivity 1/2, noise σ_b for the sampled count, as z_Δ was sized): a step of its
-        // own at 2σ_b, as the Simulation accounts it
+        // adaptive clipping also releases the noisy count of unclipped updates (noise σ_b for
+        // the sampled count, as z_Δ was sized): a step of its own, as the Simulation's
         let mut adaptive = self.adaptive.clone();
-        let count_std = adaptive.as_ref().map(|a| a.count_noise_std(sampled));
-        if let Some(std) = count_std {
-            accountant.step(2.0 * std, 1.0, 1)?;
+        if let Some(a) = &adaptive {
+            accountant.step(a.count_noise_multiplier(sampled), 1.0, 1)?;
         }
         let epsilon = accountant.epsilon(self.config.target_delta)?;
         let released = release_mean(&round, mean, arrived, &mut self.noise)?;
-        if let (Some(a), Some(std)) = (adaptive.as_mut(), count_std) {
-            let count = unclipped.iter().filter(|&&b| b).count() as f64;
-            let noisy = count + self.noise.sample(std)?;
-            a.update_from_noisy_count(noisy, unclipped.len())?;
+        if let Some(a) = adaptive.as_mut() {
+            a.update_over(unclipped, sampled, &mut self.noise)?;
         }
         self.accountant = accountant;
         self.adaptive = adaptive;
         self.epsilon = Some(epsilon);
+        self.rounds += 1;
         Ok(released)
     }
 
@@ -230,9 +234,9 @@ impl ServerDp {
         self.epsilon
     }
 
-    /// Rounds accounted so far.
+    /// Rounds released so far.
     pub fn rounds(&self) -> u64 {
-        self.accountant.steps()
+        self.rounds
     }
 }
 
@@ -370,13 +374,25 @@ mod tests {
             .release_updates(vec![delta(&[0.1, 0.0]), delta(&[0.0, 0.2])], 2, None)
             .unwrap();
         assert_relative_eq!(server.clipping_norm(), 1.0, max_relative = 1e-5);
+        assert_eq!(server.rounds(), 2); // two releases each, two rounds
+                                        // three sampled, two replied, both clipped: the centred estimate (0 - 2/2) / 3 + 1/2
+                                        // = 1/6 of the sampled nodes fit (a node that did not reply counts half)
+        server
+            .release_updates(vec![delta(&[3.0, 4.0]), delta(&[0.0, 2.0])], 3, None)
+            .unwrap();
+        let step: f64 = 0.2 * (0.5 - 1.0 / 6.0);
+        assert_relative_eq!(server.clipping_norm(), step.exp(), max_relative = 1e-5);
+        assert_eq!(server.rounds(), 3);
         // each round: the mean at z_delta and the count at 2 sigma_b
         let z_delta = effective_noise_multiplier(1e-10, 1e-6).unwrap();
         let mut acc = RdpAccountant::new();
+        let z3 = server.round_noise(3, None).unwrap();
         for _ in 0..2 {
             acc.step(z_delta, 1.0, 1).unwrap();
             acc.step(2e-6, 1.0, 1).unwrap();
         }
+        acc.step(z3.effective_noise_multiplier(2), 1.0, 1).unwrap();
+        acc.step(2e-6, 1.0, 1).unwrap();
         assert_relative_eq!(
             server.epsilon().unwrap(),
             acc.epsilon(1e-5).unwrap(),

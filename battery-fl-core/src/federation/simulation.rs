@@ -441,11 +441,11 @@ impl Simulation {
                 2
             };
             acc.step(rn.effective_noise_multiplier(updates.len()), 1.0, releases)?;
-            // adaptive clipping releases the noisy count of unclipped updates too (centred
-            // bits, sensitivity 1/2, noise σ_b): a Gaussian step of its own at 2σ_b, which with
-            // the update's z_Δ composes to the overall multiplier z (Andrew et al. 2021)
+            // adaptive clipping releases the noisy count of unclipped updates too: a Gaussian
+            // step of its own at 2σ_b, which with the update's z_Δ composes to the overall
+            // multiplier z (Andrew et al. 2021)
             if let Some(a) = &adaptive {
-                acc.step(2.0 * a.count_noise_std(unclipped.len()), 1.0, 1)?;
+                acc.step(a.count_noise_multiplier(unclipped.len()), 1.0, 1)?;
             }
         }
         if let (Some(a), Some(noise)) = (adaptive.as_mut(), noise.as_mut()) {

@@ -40,8 +40,9 @@ server-round, fleet index)``, evaluation the same seed for its references, as
 holds out, and any node with ``calibration-holdout``), ``calibration-holdout`` (hold them out
 in every mode, to calibrate intervals), ``choice-margin`` (how clear a validation gain, as a paired t-test's level, such a node
 needs to leave its own model) and,
-for DP in ``train``, ``dp-clipping-norm`` (the update ``sent - received`` is clipped to it)
-and ``dp-noise-std`` (Gaussian noise each node adds). These come from the server; a node that
+for DP in ``train``, ``dp-clipping-norm`` (the update ``sent - received`` is clipped to it;
+none with adaptive clipping, where the server clips) and ``dp-noise-std`` (Gaussian noise
+each node adds). These come from the server; a node that
 does not trust it pins a floor in its own node config (:func:`dp_floor`) and refuses rounds
 below it.
 
@@ -86,6 +87,7 @@ __all__ = [
     "evaluate",
     "fleet_client",
     "fleet_statistics",
+    "labelled_cells",
     "make_client_app",
     "query_calibration",
     "query_intervals",
@@ -258,6 +260,18 @@ def _privatize(
     return [(g + d).astype(np.float32) for g, d in zip(received, delta, strict=True)]
 
 
+def labelled_cells(cells: Sequence[battery_fl.Cell]) -> list[battery_fl.Cell]:
+    """The cells whose life is known (a test cell still cycling has none to score against).
+
+    >>> from battery_fl import synthetic
+    >>> cell = synthetic.generate_cell("LFP", cycles=30, points_per_cycle=40)
+    >>> still_cycling = battery_fl.Cell("new", cell.nominal_capacity_ah, cell.cycles[:12])
+    >>> [c.cell_id for c in labelled_cells([cell, still_cycling])] == [cell.cell_id]
+    True
+    """
+    return [c for c in cells if c.cycle_life() is not None]
+
+
 def dp_floor(node_config: Mapping[str, object]) -> dp.DpFloor | None:
     """The least privacy this node accepts, from its own node config (never the server's):
     ``dp-floor-clipping-norm``, ``dp-floor-noise-multiplier`` and ``dp-floor-noise-shares``
@@ -314,15 +328,19 @@ def train(msg: Message, context: Context) -> Message:
 
 
 def evaluate(msg: Message, context: Context) -> Message:
-    """The ``evaluate`` handler: RMSE (cycles) on the fleet's test cells, with its training
+    """The ``evaluate`` handler: RMSE (cycles) on the fleet's test cells of known life
+    (:func:`labelled_cells`; ``num-examples`` counts them), with its training
     cells as references (``inference-references`` of them at most), of the global model
     (``rmse``) and of the fleet's own model (``personalized-rmse``,
     :meth:`battery_fl.FleetClient.personal_model`, its personal state kept in
     ``Context.state``)."""
     config = _config(msg)
     fleet = load_fleet(context.node_config)
-    if not fleet.test or not fleet.train:
-        raise config_error("node-config", "evaluation needs test cells and training cells")
+    test = labelled_cells(fleet.test)
+    if not test or not fleet.train:
+        raise config_error(
+            "node-config", "evaluation needs test cells of known life and training cells"
+        )
     model = _model(config)
     received = _arrays(msg)
     server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]
@@ -330,8 +348,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     # the global weights as this fleet reads them (its own label transform with label-scope
     # fleet) and the model it uses, scored as the Simulation scores every fleet (core)
     state = _personal_state(context, client, model)
-    rmse, personalized, state = client.evaluate(model, received, state, fleet.test, server_round)
-    values: dict[str, float | int] = {"num-examples": len(fleet.test)}
+    rmse, personalized, state = client.evaluate(model, received, state, test, server_round)
+    values: dict[str, float | int] = {"num-examples": len(test)}
     if client.keeps_state:
         _keep_personal_state(context, client, state)
         spent = client.record_epsilon(state)

@@ -122,6 +122,13 @@ _NONE_IN_RUN_CONFIG: dict[str, int] = {
     "dp_adaptive_count_noise_std": 0,
 }
 
+#: Why an update bound and adaptive clipping are refused together on the Flower path.
+UNCLIPPED_BOUND = (
+    "with dp-adaptive the nodes send unclipped updates: the bound would be checked before "
+    "clipping (the Simulation checks clipped ones) and a refused update's exact norm would "
+    "reach the history"
+)
+
 #: Run-config keys that were renamed: the old key is refused rather than silently ignored.
 _RENAMED = {"secagg-neighbors": "secagg-neighbours", "auto-margin": "choice-margin"}
 
@@ -196,12 +203,13 @@ class FederationSettings:
     server). ``secagg_max_weight = 0`` uses the federation's total number of cells (known after the
     statistics round) as the public bound W on a node's weight; DP is on when
     ``dp_clipping_norm > 0``; ``dp_max_epsilon = 0`` means no budget; ``dp_seed = -1`` draws
-    noise from the OS. ``dp_adaptive`` turns on adaptive clipping (central mode without secure
-    aggregation only: the server must see each update's norm; ``dp_clipping_norm`` is then the
-    first round's norm, ``dp_adaptive_target_unclipped_quantile``,
-    ``dp_adaptive_learning_rate`` and ``dp_adaptive_count_noise_std`` (``None``, ``0`` in the
-    run config: ``m / 20`` for ``m`` sampled nodes) default to the core's, and the history
-    records each round's ``clipping-norm``), as :class:`battery_fl.Simulation` does. The fields of :data:`SHARED_SETTINGS` default to the core's values
+    noise from the OS. ``dp_adaptive`` turns on adaptive clipping as :class:`battery_fl.Simulation`
+    runs it, in central mode without secure aggregation (the server must see each update's
+    norm) and without ``max_delta_norm``: ``dp_clipping_norm`` is then the first round's norm,
+    ``dp_adaptive_target_unclipped_quantile``, ``dp_adaptive_learning_rate`` and
+    ``dp_adaptive_count_noise_std`` (``None``, ``0`` in the run config: ``m / 20`` for ``m``
+    sampled nodes, which must exceed ``dp_noise_multiplier / 2``) default to the core's, and
+    the history records each round's ``clipping-norm``. The fields of :data:`SHARED_SETTINGS` default to the core's values
     (as :class:`battery_fl.Simulation`); the clients add the FedProx term ``proximal_mu``
     with ``strategy = "fed_prox"`` only; ``max_delta_norm`` (``0`` in the run config: no bound)
     makes the server drop an update whose delta is longer, as the Simulation does (refused with
@@ -356,6 +364,8 @@ class FederationSettings:
             battery_fl.dp.check_mode(self.dp_mode, secure_aggregation=self.secure_aggregation)
         if self.dp_adaptive:
             self._check_adaptive_clipping()
+            if self.max_delta_norm is not None:
+                raise config_error("max-delta-norm", UNCLIPPED_BOUND)
         if self.dp_enabled and not only_the_sum:
             raise config_error("dp", "DP noise is calibrated for mean-based strategies")
         if self.secure_aggregation and not only_the_sum:

@@ -56,7 +56,7 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 import battery_fl
 from battery_fl import dp as _dp
 from battery_fl.flower.secagg import SecAggWorkflow
-from battery_fl.flower.settings import config_error
+from battery_fl.flower.settings import UNCLIPPED_BOUND, config_error
 
 __all__ = ["BatteryFlStrategy", "DpConfig"]
 
@@ -123,6 +123,8 @@ class BatteryFlStrategy(FedAvg):
                 "under secure aggregation the server sees only the masked sum: it cannot check "
                 "one node's update",
             )
+        if max_delta_norm is not None and dp is not None and dp.adaptive is not None:
+            raise config_error("max-delta-norm", UNCLIPPED_BOUND)
         self.max_delta_norm = max_delta_norm
         if clients_per_round is not None:
             if fraction_train != 1.0:
@@ -189,7 +191,8 @@ class BatteryFlStrategy(FedAvg):
     ) -> Iterable[Message]:
         """FedAvg's messages; remembers the global weights, tells the nodes FedProx's
         ``proximal-mu`` when the aggregator is FedProx and the config has none, and, with DP,
-        the clipping norm and their noise std."""
+        the clipping norm and their noise std (none with adaptive clipping: the server clips,
+        and a node clipping first would hide whether its update fit)."""
         if isinstance(self.aggregator, battery_fl.FedProx) and "proximal-mu" not in config:
             config["proximal-mu"] = self.aggregator.mu
         if self.clients_per_round is None:
@@ -198,12 +201,14 @@ class BatteryFlStrategy(FedAvg):
             messages = self._selected_messages(server_round, arrays, config, grid)
         self._global = arrays.to_numpy_ndarrays()
         self._sampled = len(messages)
-        if self.server_dp is not None and messages and not (self.dp and self.dp.adaptive):
+        if self.server_dp is not None and messages:
+            # (checked before any node trains: adaptive clipping's count noise must exceed z/2)
             clipping_norm, client_std = self.server_dp.client_noise(
                 len(messages), min_survivors=self._min_survivors(len(messages))
             )
-            config["dp-clipping-norm"] = clipping_norm  # shared by every message
-            config["dp-noise-std"] = client_std
+            if self.dp is None or self.dp.adaptive is None:
+                config["dp-clipping-norm"] = clipping_norm  # shared by every message
+                config["dp-noise-std"] = client_std
         return messages
 
     def _selected_messages(
