@@ -9,6 +9,16 @@ use rand_chacha::ChaCha8Rng;
 /// The crate's deterministic generator (fast, portable, reproducible across platforms).
 pub type SeededRng = ChaCha8Rng;
 
+/// Seed for one (round, client) job, derived from the run seed (SplitMix64 mixing).
+pub fn job_seed(seed: u64, round: usize, client: usize) -> u64 {
+    let mut z = seed
+        ^ (round as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (client as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// A generator from a 64-bit seed.
 pub fn seeded(seed: u64) -> SeededRng {
     ChaCha8Rng::seed_from_u64(seed)

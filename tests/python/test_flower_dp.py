@@ -68,13 +68,22 @@ def test_dp_clips_noises_and_accounts(tmp_path: Path, mode: str) -> None:
     acc.step(noise_multiplier=z, sample_rate=1.0, steps=1)
     assert private.summary["epsilon"] == pytest.approx(acc.epsilon(1e-5), rel=1e-9)
     assert private.summary["rounds"][0]["epsilon"] == private.summary["epsilon"]
+    if mode == "central":
+        # the server's noise of a seeded run is the Simulation's, draw for draw
+        dp_config = {"noise_multiplier": z, "clipping_norm": c, "seed": 7}
+        sim = reference_simulation(SETTINGS.replace(num_server_rounds=1), dp=dp_config)
+        assert max_diff(private.arrays, sim.global_parameters()) < 1e-6
+        other = reference_simulation(
+            SETTINGS.replace(num_server_rounds=1), dp={**dp_config, "seed": 8}
+        )
+        assert max_diff(private.arrays, other.global_parameters()) > 2 * expected
 
 
 def test_adaptive_clipping_equals_the_simulations(tmp_path: Path) -> None:
     """Central DP with adaptive clipping: the server clips each node's update to the round's
     norm and moves the norm by the noisy count of updates that fit, as the Simulation does:
-    the same norm, epsilon and global weights round by round (noise ~1e-10 of the norm, so
-    the weights compare; the count noise 1e-6 of one node moves no bit). Nodes get no
+    the same norm, epsilon and global weights round by round (the same seeded noise; the
+    count noise 1e-6 of one node moves no bit). Nodes get no
     clipping norm (they would hide whether their update fit)."""
     adaptive = {"learning_rate": 1.0, "count_noise_std": 1e-6}
     changes = {
@@ -90,8 +99,8 @@ def test_adaptive_clipping_equals_the_simulations(tmp_path: Path) -> None:
     sim = reference_simulation(SETTINGS, dp=dp_config)
     rounds = private.summary["rounds"]
     norms = [r["clipping-norm"] for r in rounds]
-    # (each engine draws its own count noise: the norms agree to its size, ~1e-6)
-    assert norms == pytest.approx([r["clipping_norm"] for r in sim.history], rel=1e-5)
+    # (the same seeded draws: the count noise too)
+    assert norms == pytest.approx([r["clipping_norm"] for r in sim.history], rel=1e-12)
     # every update was longer than 0.01: none fit, so the norm grew by exp(1.0 * 0.5)
     assert norms[1] == pytest.approx(0.01 * np.exp(0.5), rel=1e-5)
     # (the count's step moves epsilon by ~2.5e-9 relative here: rel=1e-12 would see it go)

@@ -55,7 +55,7 @@ pub use accountant::{PrivacyBudget, RdpAccountant};
 pub use adaptive::{effective_noise_multiplier, AdaptiveClipConfig, AdaptiveClipState};
 pub use clip::{clip_l2, clip_l2_slice, l2_norm, ClipOutcome};
 pub use floor::DpFloor;
-pub use noise::{GaussianNoise, NOISE_CHUNK};
+pub use noise::{GaussianNoise, NOISE_CHUNK, ROUND_NOISE_STREAM};
 pub use record::{RecordPrivacy, RecordPrivacyReport};
 pub use round::{check_mode, RoundNoise};
 pub use server::{release_mean, ServerDp};

@@ -58,6 +58,10 @@ impl fmt::Debug for GaussianNoise {
     }
 }
 
+/// The [`job_seed`](crate::rng::job_seed) stream of a round's coordinator noise
+/// ([`GaussianNoise::for_round`]); `usize::MAX` samples a round's fleets.
+pub const ROUND_NOISE_STREAM: usize = usize::MAX - 1;
+
 impl GaussianNoise {
     /// A generator keyed from the operating system's randomness (`getrandom`): the
     /// production default, never reproducible.
@@ -94,6 +98,17 @@ impl GaussianNoise {
     #[inline(never)]
     pub fn from_key(key: [u8; 32]) -> Self {
         GaussianNoise { key, calls: 0 }
+    }
+
+    /// The coordinator's noise of round `round` (from 1) of a run whose DP seed is `seed`:
+    /// with a seed, stream [`ROUND_NOISE_STREAM`] of the round's [`job_seed`](crate::rng::job_seed)
+    /// (the in-process `Simulation` and a deployment's `ServerDp` draw the same noise), else
+    /// keyed from the OS.
+    ///
+    /// # Errors
+    /// As [`from_os`](Self::from_os).
+    pub fn for_round(seed: Option<u64>, round: usize) -> Result<Self> {
+        Self::from_optional_seed(seed.map(|s| crate::rng::job_seed(s, round, ROUND_NOISE_STREAM)))
     }
 
     /// From an optional seed: `Some` gives [`from_seed`](Self::from_seed), `None` gives

@@ -162,7 +162,10 @@ impl RoundNoise {
         self.server_sum_std() / self.num_clients as f64
     }
 
-    /// Client side: add [`client_std`](Self::client_std) noise to a clipped update.
+    /// Client side: add [`client_std`](Self::client_std) noise to a clipped update. In
+    /// central mode there is none, and `noise` is left untouched (no call is drawn), so a
+    /// simulation that noises its clients from the coordinator's round generator draws the
+    /// server's noise from the same call as a deployment's server does.
     ///
     /// # Errors
     /// As [`GaussianNoise::add_to_params`].
@@ -171,6 +174,9 @@ impl RoundNoise {
         update: &mut ModelParams,
         noise: &mut GaussianNoise,
     ) -> Result<()> {
+        if self.mode == DpMode::Central {
+            return Ok(());
+        }
         noise.add_to_params(update, self.client_std())
     }
 

@@ -34,7 +34,9 @@ pub fn release_mean(
 }
 
 /// What a coordinator needs across the rounds of a DP run: its configuration, the accountant,
-/// its noise source and, in central mode, the adaptive clipping norm.
+/// the rounds released and, in central mode, the adaptive clipping norm. Each round's noise is
+/// its own ([`GaussianNoise::for_round`]): with `config.seed` the in-process `Simulation`'s
+/// (tests), else keyed from the OS.
 ///
 /// Adaptive clipping (Andrew et al. 2021, [`AdaptiveClipState`]) needs each node's bit
 /// "my update fit under `C`": in central mode without secure aggregation the server receives
@@ -64,7 +66,6 @@ pub fn release_mean(
 pub struct ServerDp {
     config: DpConfig,
     accountant: RdpAccountant,
-    noise: GaussianNoise,
     epsilon: Option<f64>,
     adaptive: Option<AdaptiveClipState>,
     rounds: u64,
@@ -88,7 +89,6 @@ impl ServerDp {
         }
         Ok(ServerDp {
             accountant: config.accountant()?,
-            noise: GaussianNoise::from_optional_seed(config.seed)?,
             adaptive: config.adaptive_state()?,
             config,
             epsilon: None,
@@ -218,9 +218,11 @@ impl ServerDp {
             accountant.step(a.count_noise_multiplier(sampled), 1.0, 1)?;
         }
         let epsilon = accountant.epsilon(self.config.target_delta)?;
-        let released = release_mean(&round, mean, arrived, &mut self.noise)?;
+        // the round's own noise: with a seed the Simulation's (GaussianNoise::for_round)
+        let mut noise = GaussianNoise::for_round(self.config.seed, self.rounds as usize + 1)?;
+        let released = release_mean(&round, mean, arrived, &mut noise)?;
         if let Some(a) = adaptive.as_mut() {
-            a.update_over(unclipped, sampled, &mut self.noise)?;
+            a.update_over(unclipped, sampled, &mut noise)?;
         }
         self.accountant = accountant;
         self.adaptive = adaptive;

@@ -48,15 +48,7 @@ pub use fleet::{FleetClient, FleetEvaluation, LocalUpdate};
 #[cfg(feature = "tch")]
 pub use simulation::{FleetData, Simulation};
 
-/// Seed for one (round, client) job, derived from the run seed (SplitMix64 mixing).
-pub fn job_seed(seed: u64, round: usize, client: usize) -> u64 {
-    let mut z = seed
-        ^ (round as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (client as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use crate::rng::job_seed;
 
 /// Stream of [`job_seed`] that samples a round's fleets (no fleet index reaches it; the
 /// simulation's noise and mask streams lie below it).

@@ -43,8 +43,8 @@ pub struct Simulation {
     checkpoint: Option<PathBuf>,
 }
 
-// (usize::MAX: the round's sampling, `select_clients`)
-const STREAM_NOISE: usize = usize::MAX - 1;
+// (usize::MAX: the round's sampling, `select_clients`; usize::MAX - 1: the round's noise,
+// `dp::ROUND_NOISE_STREAM`)
 const STREAM_MASKS: usize = usize::MAX - 2;
 /// The masks of the secure sum of the fleets' calibration histograms.
 const STREAM_CALIBRATION_MASKS: usize = usize::MAX - 1_000_003;
@@ -339,9 +339,7 @@ impl Simulation {
             None => None,
         };
         let mut noise = match &cfg.dp {
-            Some(dp) => Some(GaussianNoise::from_optional_seed(
-                dp.seed.map(|s| job_seed(s, r, STREAM_NOISE)),
-            )?),
+            Some(dp) => Some(GaussianNoise::for_round(dp.seed, r)?),
             None => None,
         };
 
