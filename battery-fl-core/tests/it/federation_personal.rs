@@ -229,3 +229,47 @@ fn fine_tune_tunes_the_global_model_at_home_only() {
     }
     assert!(models[0] != models[1] && models[1] != models[2]);
 }
+
+/// A fleet's evaluation (what a Flower node reports) is the Simulation's: after a `ditto`
+/// round, the received weights' RMSE and the fleet's own model's are the round record's; a
+/// test cell without a known life is an error that leaves the fleet's state as it was.
+#[test]
+fn a_fleets_evaluation_is_the_simulations_and_an_error_changes_nothing() {
+    let cells = fleets(2);
+    let cfg = FederationConfig {
+        personalization: Personalization::Ditto,
+        ..config(1)
+    };
+    let mut sim = Simulation::new(cfg.clone(), model(), featurizer(), cells.clone()).unwrap();
+    let record = sim.run_round().unwrap();
+    let received = sim.state().global.clone();
+    let mut worker =
+        BatLiNet::from_bytes(&sim.global_model().unwrap().to_bytes().unwrap()).unwrap();
+    let client = FleetClient::new(&cfg, 0, cells[0].train.clone()).unwrap();
+    let mut state = sim.state().fleets[0].clone();
+    let e = client
+        .evaluate(&mut worker, &received, &mut state, &cells[0].test, 1)
+        .unwrap();
+    let id = &cells[0].id;
+    approx::assert_relative_eq!(e.rmse, record.fleet_rmse[id], max_relative = 1e-9);
+    approx::assert_relative_eq!(
+        e.personalized_rmse,
+        record.fleet_personalized_rmse[id],
+        max_relative = 1e-9
+    );
+    assert!(
+        (e.rmse - e.personalized_rmse).abs() > 1e-6,
+        "the own model is the global"
+    );
+    // unlabelled test cells: refused, nothing recorded
+    let unknown = cells[0]
+        .test
+        .clone()
+        .with_labels(vec![None; cells[0].test.len()])
+        .unwrap();
+    let before = state.clone();
+    assert!(client
+        .evaluate(&mut worker, &received, &mut state, &unknown, 2)
+        .is_err());
+    assert_eq!(state, before);
+}
