@@ -2,10 +2,11 @@
 //! `federation::FleetClient`), for nodes that run rounds outside `Simulation` (Flower). The
 //! personal state travels in and out as bytes, so a node can keep it in its own state.
 
+use battery_fl_core::data::{Cell, LabelConfig};
 use battery_fl_core::features::Featurizer;
 use battery_fl_core::federation::{FederationConfig, FleetClient, FleetState};
 use battery_fl_core::model::{BatLiNet, Dataset, ModelParams};
-use battery_fl_core::{data::LabelConfig, Error};
+use battery_fl_core::Error;
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -64,6 +65,12 @@ fn state_bytes(state: &FleetState) -> Result<Vec<u8>, Error> {
     })
 }
 
+/// `cells` read as `m` reads its cells (its featurizer and recipe).
+fn dataset(m: &BatLiNet, cells: &[&Cell]) -> Result<Dataset, Error> {
+    let featurizer = Featurizer::new(m.featurizer_config().clone())?;
+    Dataset::for_config(cells, &featurizer, m.config(), &LabelConfig::default())
+}
+
 fn params_like(m: &BatLiNet, arrays: crate::conversion::Tensors) -> Result<ModelParams, Error> {
     named(m.params()?.names().map(String::from).collect(), arrays)
 }
@@ -102,12 +109,9 @@ impl PyFleetClient {
         let cells = cell_refs(&train);
         let public = public.as_deref().map(cell_refs);
         let inner = model.with(py, |m| {
-            let featurizer = Featurizer::new(m.featurizer_config().clone())?;
-            let ds =
-                |c: &[&_]| Dataset::for_config(c, &featurizer, m.config(), &LabelConfig::default());
-            let client = FleetClient::new(&config, index, ds(&cells)?)?;
+            let client = FleetClient::new(&config, index, dataset(m, &cells)?)?;
             match &public {
-                Some(p) => client.with_public_cells(ds(p)?, m.config().batch_size),
+                Some(p) => client.with_public_cells(dataset(m, p)?, m.config().batch_size),
                 None => Ok(client),
             }
         })?;
@@ -221,9 +225,7 @@ impl PyFleetClient {
             &global_parameters,
             state,
             |m, received, state| {
-                let featurizer = Featurizer::new(m.featurizer_config().clone())?;
-                let test =
-                    Dataset::for_config(&cells, &featurizer, m.config(), &LabelConfig::default())?;
+                let test = dataset(m, &cells)?;
                 self.inner.evaluate(m, received, state, &test, server_round)
             },
         )?;
