@@ -184,21 +184,34 @@ def test_nodes_that_hold_out_cells_report_the_simulations_intervals(
     assert intervals["covered"] is not None and intervals["mean_width"] > 0
 
 
-def test_clients_per_round_trains_the_simulations_fleets(tmp_path: Path) -> None:
+@pytest.mark.parametrize("node_ids", [NODE_IDS, NODE_IDS[::-1]])
+def test_clients_per_round_trains_the_simulations_fleets(
+    tmp_path: Path, node_ids: list[int]
+) -> None:
     """With ``clients-per-round`` the server picks nodes by the core's seeded selection over
-    its nodes in ascending id order: round by round the Simulation's fleets (fleet i is node i),
+    its nodes in fleet order (each node's ``partition-id``, asked first; node ids carry no
+    order, as in a deployment, where they are random): round by round the Simulation's fleets,
     so the global weights and each round's personalized RMSE (Ditto: a fleet left out keeps
     its personal model) are the Simulation's."""
     settings = SETTINGS.replace(clients_per_round=2, personalization="ditto", fraction_evaluate=1.0)
     sim = reference_simulation(settings)
     out = tmp_path / "two"
-    result = run_federation(grid(), settings.replace(output_dir=str(out)))
+    nodes = LocalGrid(APP, {node: node_config(i) for i, node in enumerate(node_ids)})
+    result = run_federation(nodes, settings.replace(output_dir=str(out)))
     assert max_diff(result.arrays.to_numpy_ndarrays(), sim.global_parameters()) < 1e-6
     history = json.loads((out / "history.json").read_text())
     for record, kept in zip(sim.history, history, strict=True):
         fleets = [int(c.removeprefix("fleet-")) for c in record["clients"]]
-        assert len(fleets) == 2 and kept["survivors"] == [NODE_IDS[i] for i in fleets]
+        assert len(fleets) == 2
+        assert sorted(kept["survivors"]) == sorted(node_ids[i] for i in fleets)
         assert kept["personalized-rmse"] == pytest.approx(record["personalized_rmse"], rel=1e-6)
+
+
+def test_a_node_reports_its_fleet_index() -> None:
+    indices = server.collect_fleet_indices(
+        LocalGrid(APP, {7: node_config(2), 9: {"partition-id": 0}}), [7, 9], timeout=10.0
+    )
+    assert indices == {7: 2, 9: 0}
 
 
 def test_fedadam_strategy_equals_the_simulation(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ const STREAM_SAMPLING: usize = usize::MAX;
 
 /// The fleets that train in round `round` of a run seeded `seed`: `per_round` of `fleets`
 /// (indices, ascending), drawn without replacement from the round's own stream, so a resumed
-/// run and a Flower server (over its nodes in ascending id order) draw the same ones.
+/// run and a Flower server (over its nodes in fleet order, by `partition-id`) draw the same ones.
 ///
 /// ```
 /// use battery_fl_core::federation::select_clients;

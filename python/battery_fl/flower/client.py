@@ -72,6 +72,7 @@ from battery_fl.flower import linear
 from battery_fl.flower.settings import (
     FleetCells,
     config_error,
+    fleet_index,
     load_fleet,
     model_from_config,
     node_record_epsilon,
@@ -79,6 +80,7 @@ from battery_fl.flower.settings import (
 
 __all__ = [
     "CALIBRATION_ACTION",
+    "FLEET_ACTION",
     "INTERVALS_ACTION",
     "PERSONAL_STATE_KEY",
     "STATS_ACTION",
@@ -90,6 +92,7 @@ __all__ = [
     "labelled_cells",
     "make_client_app",
     "query_calibration",
+    "query_fleet",
     "query_intervals",
     "query_statistics",
     "train",
@@ -101,6 +104,8 @@ STATS_ACTION = "stats"
 CALIBRATION_ACTION = "calibration"
 #: The ``query`` action that returns a fleet's interval coverage on its test cells.
 INTERVALS_ACTION = "intervals"
+#: The ``query`` action that returns a fleet's index (``fleet-index``, its ``partition-id``).
+FLEET_ACTION = "fleet"
 #: ConfigRecord in a node's ``Context.state``: its personal state (``state``, the bytes of
 #: :class:`battery_fl.FleetClient`), which never leaves the node.
 PERSONAL_STATE_KEY = "bfl-personal-state"
@@ -359,6 +364,14 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 
+def query_fleet(msg: Message, context: Context) -> Message:
+    """The ``query.fleet`` handler: the fleet's index (``fleet-index``,
+    :func:`battery_fl.flower.settings.fleet_index`), by which the server orders its nodes as
+    :class:`battery_fl.Simulation` orders its fleets. It reads the node config only."""
+    metrics = MetricRecord({"fleet-index": fleet_index(context.node_config)})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
 def query_statistics(msg: Message, context: Context) -> Message:
     """The ``query.stats`` handler: the fleet's :func:`fleet_statistics` for the model the
     server describes."""
@@ -416,7 +429,7 @@ def query_intervals(msg: Message, context: Context) -> Message:
 
 
 def make_client_app(mods: Sequence[Mod] | None = None) -> ClientApp:
-    """A ClientApp with the ``train``, ``evaluate``, ``query.stats``, ``query.calibration``
+    """A ClientApp with the ``train``, ``evaluate``, ``query.stats``, ``query.fleet``, ``query.calibration``
     and ``query.intervals`` handlers, and the
     linear recipe's ``query.linear_*`` (:mod:`battery_fl.flower.linear`). ``mods``
     wrap every handler (first = outermost); add
@@ -426,6 +439,7 @@ def make_client_app(mods: Sequence[Mod] | None = None) -> ClientApp:
     client_app.train()(train)
     client_app.evaluate()(evaluate)
     client_app.query(STATS_ACTION)(query_statistics)
+    client_app.query(FLEET_ACTION)(query_fleet)
     client_app.query(CALIBRATION_ACTION)(query_calibration)
     client_app.query(INTERVALS_ACTION)(query_intervals)
     client_app.query(linear.SHARE_ACTION)(linear.query_linear_share)

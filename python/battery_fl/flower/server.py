@@ -42,6 +42,7 @@ import battery_fl
 from battery_fl import synthetic
 from battery_fl.flower.client import (
     CALIBRATION_ACTION,
+    FLEET_ACTION,
     INTERVALS_ACTION,
     STATS_ACTION,
     public_cells,
@@ -59,6 +60,7 @@ from battery_fl.flower.strategy import BatteryFlStrategy, DpConfig
 __all__ = [
     "app",
     "apply_statistics",
+    "collect_fleet_indices",
     "collect_intervals",
     "collect_statistics",
     "main",
@@ -125,6 +127,24 @@ def collect_statistics(
     for node in sorted(vectors):
         total += vectors[node]
     return total, len(vectors)
+
+
+def collect_fleet_indices(grid: Grid, node_ids: list[int], *, timeout: float) -> dict[int, int]:
+    """Each node's fleet index (``query.fleet``: its ``partition-id``), by node id; a node that
+    does not answer is left out."""
+    message_type = f"{MessageType.QUERY}.{FLEET_ACTION}"
+    messages = [
+        Message(RecordDict(), dst_node_id=n, message_type=message_type, group_id=FLEET_ACTION)
+        for n in node_ids
+    ]
+    indices: dict[int, int] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        node = int(reply.metadata.src_node_id)
+        if reply.has_error():
+            _log.warning("fleet index: node %d failed: %s", node, reply.error.reason)
+            continue
+        indices[node] = int(reply.content["metrics"]["fleet-index"])  # type: ignore[index,arg-type]
+    return indices
 
 
 def collect_intervals(
@@ -306,6 +326,11 @@ def run_federation(grid: Grid, settings: FederationSettings) -> Result:
         clients_per_round=settings.clients_per_round,
         seed=settings.seed,
         max_delta_norm=settings.max_delta_norm,
+        fleet_indices=(
+            collect_fleet_indices(grid, nodes, timeout=settings.timeout)
+            if settings.clients_per_round is not None
+            else None
+        ),
     )
     config = _train_config(model, settings, total)
     result = strategy.start(

@@ -61,6 +61,7 @@ __all__ = [
     "FederationSettings",
     "FleetCells",
     "config_error",
+    "fleet_index",
     "load_fleet",
     "model_from_config",
     "model_to_config",
@@ -221,7 +222,8 @@ class FederationSettings:
     ``auto_head`` always do); ``clients_per_round`` (``0`` in the run config: every node, or
     Flower's unseeded ``fraction_train``) trains that many nodes per round, picked by the
     core's seeded selection (:func:`battery_fl.select_clients` with ``seed``, nodes in
-    ascending id order, as :class:`battery_fl.Simulation` picks its fleets);
+    fleet order (each node's :func:`fleet_index`, which the server asks for first), as
+    :class:`battery_fl.Simulation` picks its fleets);
     ``personal_epochs = None`` (``0`` in the run config)
     means ``local_epochs``. ``label_scope`` (one of :data:`LABEL_SCOPES`) says whether the
     nodes train and read the shared weights with the federation's label transform or each
@@ -518,6 +520,17 @@ class FleetCells:
     test: list[battery_fl.Cell]
 
 
+def fleet_index(node_config: Mapping[str, Any]) -> int:
+    """The fleet's position in the federation (its training seeds depend on it):
+    ``partition-id`` when the node config gives one, else ``synthetic-fleet``, else 0.
+
+    >>> fleet_index({"partition-id": 3, "synthetic-fleet": 1}), fleet_index({})
+    (3, 0)
+    """
+    index = node_config.get("partition-id", node_config.get("synthetic-fleet", 0))
+    return _coerce("partition-id", index, int)
+
+
 def load_fleet(node_config: Mapping[str, Any]) -> FleetCells:
     """The fleet's cells named by a SuperNode's node config.
 
@@ -529,8 +542,7 @@ def load_fleet(node_config: Mapping[str, Any]) -> FleetCells:
     ``partition-id`` when given, else the synthetic index, else 0. Paths may use ``~`` and
     environment variables.
     """
-    index = node_config.get("partition-id", node_config.get("synthetic-fleet", 0))
-    index = _coerce("partition-id", index, int)
+    index = fleet_index(node_config)
     if "data-dir" in node_config:
         folder = _path(node_config["data-dir"], "data-dir")
         train = battery_fl.load_cells(folder)

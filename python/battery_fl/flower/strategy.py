@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,8 +93,9 @@ class BatteryFlStrategy(FedAvg):
     """FedAvg's messaging with our aggregation, DP and secure aggregation (see the module
     docs). Nodes are sampled by FedAvg's ``fraction_train`` (unseeded), or, with
     ``clients_per_round``, by the core's seeded selection (:func:`battery_fl.select_clients`
-    with ``seed``, over the connected nodes in ascending id order): the fleets
-    :class:`battery_fl.Simulation` trains each round when node ids follow its fleet order.
+    with ``seed``, over the connected nodes in fleet order: by ``fleet_indices``, each node's
+    fleet index as the server collected it (``query.fleet``), then by node id): the fleets
+    :class:`battery_fl.Simulation` trains each round when every node is connected.
     ``aggregator`` defaults to the core's default strategy
     (:func:`battery_fl.aggregator_for`: FedProx, whose ``proximal-mu`` the nodes are sent);
     ``output_dir`` (optional) receives ``round-NNN.npz`` (the global weights after each
@@ -116,6 +117,7 @@ class BatteryFlStrategy(FedAvg):
         clients_per_round: int | None = None,
         seed: int = 0,
         max_delta_norm: float | None = None,
+        fleet_indices: Mapping[int, int] | None = None,
     ) -> None:
         if max_delta_norm is not None and secure_aggregation is not None:
             raise config_error(
@@ -137,6 +139,7 @@ class BatteryFlStrategy(FedAvg):
                 raise config_error("clients-per-round", f"must be >= 1, got {clients_per_round}")
         self.clients_per_round = clients_per_round
         self.seed = seed
+        self.fleet_indices = dict(fleet_indices or {})
         super().__init__(
             fraction_train=fraction_train,
             fraction_evaluate=fraction_evaluate,
@@ -215,12 +218,13 @@ class BatteryFlStrategy(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
         """Training messages to the nodes :func:`battery_fl.select_clients` picks among the
-        connected ones (waiting, as FedAvg does, for ``min_available_nodes`` and at least
-        ``clients_per_round``)."""
+        connected ones in fleet order (waiting, as FedAvg does, for ``min_available_nodes`` and
+        at least ``clients_per_round``)."""
         assert self.clients_per_round is not None
         wanted = max(self.min_available_nodes, self.clients_per_round)
         _, available = sample_nodes(grid, wanted, 0)  # (waits; samples none)
-        nodes = sorted(available)
+        # the Simulation's fleet order: by fleet index (a node's partition-id), then node id
+        nodes = sorted(available, key=lambda n: (self.fleet_indices.get(n, math.inf), n))
         picked = battery_fl.select_clients(
             self.seed, server_round, len(nodes), self.clients_per_round
         )
