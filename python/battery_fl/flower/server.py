@@ -129,22 +129,31 @@ def collect_statistics(
     return total, len(vectors)
 
 
-def collect_fleet_indices(grid: Grid, node_ids: list[int], *, timeout: float) -> dict[int, int]:
-    """Each node's fleet index (``query.fleet``: its ``partition-id``), by node id; a node that
-    does not answer is left out."""
-    message_type = f"{MessageType.QUERY}.{FLEET_ACTION}"
+def _query_metrics(
+    grid: Grid, node_ids: list[int], action: str, payload: RecordDict, *, timeout: float
+) -> dict[int, dict[str, float]]:
+    """Send ``query.<action>`` with ``payload`` to every node: each answering node's metrics,
+    by node id (a node that fails is logged and left out)."""
+    message_type = f"{MessageType.QUERY}.{action}"
     messages = [
-        Message(RecordDict(), dst_node_id=n, message_type=message_type, group_id=FLEET_ACTION)
+        Message(payload, dst_node_id=n, message_type=message_type, group_id=action)
         for n in node_ids
     ]
-    indices: dict[int, int] = {}
+    out: dict[int, dict[str, float]] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
         node = int(reply.metadata.src_node_id)
         if reply.has_error():
-            _log.warning("fleet index: node %d failed: %s", node, reply.error.reason)
+            _log.warning("%s: node %d failed: %s", action, node, reply.error.reason)
             continue
-        indices[node] = int(reply.content["metrics"]["fleet-index"])  # type: ignore[index,arg-type]
-    return indices
+        out[node] = {k: float(v) for k, v in reply.content["metrics"].items()}  # type: ignore[union-attr,arg-type]
+    return out
+
+
+def collect_fleet_indices(grid: Grid, node_ids: list[int], *, timeout: float) -> dict[int, int]:
+    """Each node's fleet index (``query.fleet``: its ``partition-id``), by node id; a node that
+    does not answer is left out."""
+    replies = _query_metrics(grid, node_ids, FLEET_ACTION, RecordDict(), timeout=timeout)
+    return {node: int(metrics["fleet-index"]) for node, metrics in replies.items()}
 
 
 def collect_intervals(
@@ -178,19 +187,9 @@ def collect_intervals(
             "interval-coverage": coverage,
         }
     )
-    message_type = f"{MessageType.QUERY}.{INTERVALS_ACTION}"
     payload = RecordDict({"config": asked})
-    messages = [
-        Message(payload, dst_node_id=n, message_type=message_type, group_id=INTERVALS_ACTION)
-        for n in node_ids
-    ]
-    per_node: dict[str, dict[str, float]] = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        node = str(reply.metadata.src_node_id)
-        if reply.has_error():
-            _log.warning("intervals: node %s failed: %s", node, reply.error.reason)
-            continue
-        per_node[node] = {k: float(v) for k, v in reply.content["metrics"].items()}  # type: ignore[union-attr,arg-type]
+    replies = _query_metrics(grid, node_ids, INTERVALS_ACTION, payload, timeout=timeout)
+    per_node = {str(node): metrics for node, metrics in replies.items()}
     return {"interval_coverage": coverage, "per_node": per_node, **pooled_intervals(per_node)}
 
 
